@@ -39,6 +39,8 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "landlock_add_rule": 445,
         "landlock_restrict_self": 446,
         "close_range": 436,
+        "capset": 126,
+        "sethostname": 170,
     },
     "aarch64": {
         "pivot_root": 41,
@@ -59,6 +61,8 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "landlock_add_rule": 445,
         "landlock_restrict_self": 446,
         "close_range": 436,
+        "capset": 91,
+        "sethostname": 161,
     },
 }
 

@@ -1,0 +1,205 @@
+"""Command line: ``ringfence run``, ``explain`` and ``doctor``.
+
+argparse (standard library) keeps ``ringfence run`` fast to start; the sandbox modules are
+imported only by the subcommand that needs them. Bad input is one clear line and exit 2,
+with nothing run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
+from ringfence.policy import paths
+from ringfence.policy.model import EnvPolicy, Mode, Network, Policy
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"ringfence: {message} (see `{self.prog} --help`)\n")
+
+
+def _policy_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("policy")
+    g.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.WORKSPACE_WRITE.value,
+                   help="read-only | workspace-write (default) | full-access (no boundary)")
+    g.add_argument("--workspace", metavar="DIR", help="writable workspace (default: current directory)")
+    g.add_argument("--writable", metavar="PATH", action="append", default=[],
+                   help="another writable root (absolute, existing directory); repeatable")
+    g.add_argument("--protect", metavar="PATH", action="append", default=[],
+                   help="keep PATH read-only even inside a writable root; repeatable")
+    g.add_argument("--deny-read", metavar="PATH", action="append", default=[],
+                   help="hide PATH from the command; repeatable")
+    g.add_argument("--no-default-protect", action="store_true",
+                   help="do not protect .git/hooks, .vscode, .envrc, shell rc files, ...")
+    g.add_argument("--no-default-deny-read", action="store_true",
+                   help="do not hide ~/.ssh, ~/.aws and the other default secret paths")
+    g.add_argument("--strict-git", action="store_true", help="make all of .git read-only")
+    g.add_argument("--network", choices=[n.value for n in Network], default=None,
+                   help="off (default when sandboxed) | on")
+    g.add_argument("--allow-socket", metavar="PATH", action="append", default=[],
+                   help="keep a hidden runtime socket or directory visible; repeatable")
+    g.add_argument("--cwd", metavar="DIR", help="working directory of the command")
+    g.add_argument("--env", metavar="K=V", action="append", default=[], help="set a variable")
+    g.add_argument("--keep-env", metavar="NAME", action="append", default=[],
+                   help="keep a variable the secret scrub would drop")
+    g.add_argument("--unset-env", metavar="NAME", action="append", default=[],
+                   help="drop a variable")
+    g.add_argument("--clean-env", action="store_true",
+                   help="start from an empty environment (plus --keep-env names)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ringfence", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run a command inside the sandbox")
+    _policy_flags(run)
+    run.add_argument("--timeout", metavar="SECONDS", type=float,
+                     help="kill the command (and everything it started) after SECONDS")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    explain = sub.add_parser("explain", help="print the plan a command would run under")
+    _policy_flags(explain)
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.add_argument("argv", nargs=argparse.REMAINDER, metavar="[-- CMD]")
+    doctor = sub.add_parser("doctor", help="report what this kernel can enforce")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
+    """The validated policy and the command's working directory."""
+    mode = Mode(ns.mode)
+    if ns.workspace:
+        workspace = paths.existing_dir("--workspace", ns.workspace)
+    else:
+        workspace = os.path.realpath(os.getcwd())
+    trusted = [workspace]
+    writable = []
+    for w in ns.writable:
+        root = paths.writable_root("--writable", w, trusted)
+        writable.append(root)
+    cwd = paths.existing_dir("--cwd", ns.cwd) if ns.cwd else os.path.realpath(os.getcwd())
+    env_set: dict[str, str] = {}
+    for item in ns.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PolicyError(f"--env: {item!r} is not K=V")
+        env_set[key] = value
+    policy = Policy(
+        mode=mode,
+        workspace=workspace,
+        writable_roots=tuple(writable),
+        protected=tuple(paths.plain("--protect", p) for p in ns.protect),
+        deny_read=tuple(paths.plain("--deny-read", p) for p in ns.deny_read),
+        default_protected=not ns.no_default_protect,
+        default_deny_read=not ns.no_default_deny_read,
+        strict_git=ns.strict_git,
+        network=Network(ns.network) if ns.network else None,
+        allow_sockets=tuple(paths.plain("--allow-socket", p) for p in ns.allow_socket),
+        env=EnvPolicy(
+            inherit=not ns.clean_env,
+            keep=tuple(ns.keep_env),
+            unset=tuple(ns.unset_env),
+            set=env_set,
+        ),
+    )
+    return policy.validate(), cwd
+
+
+def _command(ns: argparse.Namespace, *, required: bool) -> list[str]:
+    argv = list(ns.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if required and not argv:
+        raise PolicyError("no command given: use `ringfence run [flags] -- CMD [ARGS...]`")
+    if argv and not argv[0]:
+        raise PolicyError("the command name is empty")
+    return argv
+
+
+def _compile(policy: Policy, cwd: str):  # type: ignore[no-untyped-def]
+    from ringfence.platforms.linux import hostfacts, landlock
+    from ringfence.platforms.linux.plan import compile_linux
+
+    abi = landlock.abi_version() if policy.sandboxed else 0
+    facts = hostfacts.gather(policy, env=os.environ, landlock_abi=abi)
+    return compile_linux(policy, facts, cwd=cwd)
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    argv = _command(ns, required=True)
+    if ns.timeout is not None and not ns.timeout > 0:
+        raise PolicyError("--timeout must be a positive number of seconds")
+    policy, cwd = policy_from_args(ns)
+    plan = _compile(policy, cwd)
+    from ringfence import process
+
+    if plan.sandboxed:
+        outcome = process.run_sandboxed(plan, argv, ns.timeout)
+    else:
+        outcome = process.run_unconfined(argv, dict(plan.env), cwd, ns.timeout)
+    if outcome.message:
+        prefix = "ringfence: "
+        if outcome.error_kind == "UnsupportedError":
+            prefix = "ringfence: cannot enforce the policy: "
+        print(prefix + outcome.message, file=sys.stderr)
+    return outcome.returncode
+
+
+def cmd_explain(ns: argparse.Namespace) -> int:
+    argv = _command(ns, required=False)
+    policy, cwd = policy_from_args(ns)
+    plan = _compile(policy, cwd)
+    if ns.json:
+        out = plan.to_dict()
+        out["command"] = argv
+        json.dump(out, sys.stdout, indent=2, sort_keys=True)
+        print()
+        return 0
+    from ringfence.explain import render
+
+    print(render(plan, argv))
+    return 0
+
+
+def cmd_doctor(ns: argparse.Namespace) -> int:
+    from ringfence.platforms.linux import probe
+
+    report = probe.probe()
+    if ns.json:
+        json.dump(report.to_dict(), sys.stdout, indent=2, sort_keys=True)
+        print()
+    else:
+        print(probe.render(report))
+    return 0 if report.default_policy_ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        if ns.command == "run":
+            return cmd_run(ns)
+        if ns.command == "explain":
+            return cmd_explain(ns)
+        return cmd_doctor(ns)
+    except UnsupportedError as e:
+        print(f"ringfence: cannot enforce the policy: {e}", file=sys.stderr)
+        return 125
+    except PolicyError as e:
+        print(f"ringfence: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RingfenceError as e:
+        print(f"ringfence: {e}", file=sys.stderr)
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main())

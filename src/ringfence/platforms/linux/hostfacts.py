@@ -1,0 +1,175 @@
+"""What the compiler needs to know about the host, gathered in one place with I/O.
+
+The compiler stays a pure function of (Policy, HostFacts). Only paths the policy names, the
+fixed default candidates and a bounded list of ``.git/modules`` are looked at: per-command work
+never grows with the size of the workspace.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ringfence.policy.model import Policy
+from ringfence.policy import defaults
+
+# Bounds for the .git/modules listing (submodules of submodules ...).
+MAX_MODULE_DEPTH = 4
+MAX_MODULES = 256
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """``kind`` is "dir", "file", "symlink" or "other"; ``real`` is the resolved path."""
+
+    kind: str
+    real: str
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    uid: int
+    gid: int
+    home: str | None
+    landlock_abi: int
+    env: Mapping[str, str]
+    paths: Mapping[str, PathInfo] = field(default_factory=dict)
+    # gitdir pointer files: the ``.git`` file's path -> the gitdir it names (resolved)
+    gitdirs: Mapping[str, str] = field(default_factory=dict)
+    # a gitdir -> its commondir (resolved), for linked worktrees
+    commondirs: Mapping[str, str] = field(default_factory=dict)
+    # a .git directory -> submodule gitdirs found under .git/modules (bounded)
+    modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def info(self, path: str) -> PathInfo | None:
+        return self.paths.get(path)
+
+
+def _lstat_info(path: str) -> PathInfo | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        kind = "symlink"
+    elif stat.S_ISDIR(st.st_mode):
+        kind = "dir"
+    elif stat.S_ISREG(st.st_mode):
+        kind = "file"
+    else:
+        kind = "other"
+    real = os.path.realpath(path) if kind == "symlink" else path
+    return PathInfo(kind, real)
+
+
+def candidate_paths(policy: Policy, home: str | None, gitdirs: Iterable[str] = ()) -> list[str]:
+    """Every path whose existence the compiler may ask about (no tree walks)."""
+    out: list[str] = []
+    roots = policy.writable_paths()
+    names = [n for n in policy.protected_names() if "*" not in n]
+    for root in roots:
+        out.append(root)
+        out.extend(os.path.join(root, n) for n in names)
+        out.append(os.path.join(root, ".git"))
+    for gd in gitdirs:
+        out.extend(os.path.join(gd, n) for n in ("config", "hooks", "commondir"))
+    out.extend(policy.protected)
+    out.extend(policy.deny_read_paths(home))
+    out.extend(defaults.RUNTIME_SOCKETS)
+    out.extend(policy.allow_sockets)
+    return out
+
+
+def _read_gitdir_file(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            line = f.read(4096).splitlines()[0] if os.path.getsize(path) else ""
+    except (OSError, IndexError):
+        return None
+    if not line.startswith("gitdir:"):
+        return None
+    target = line[len("gitdir:") :].strip()
+    if not target:
+        return None
+    return os.path.realpath(os.path.join(os.path.dirname(path), target))
+
+
+def _list_modules(gitdir: str) -> tuple[str, ...]:
+    found: list[str] = []
+    frontier = [os.path.join(gitdir, "modules")]
+    for _ in range(MAX_MODULE_DEPTH):
+        nxt: list[str] = []
+        for mdir in frontier:
+            try:
+                entries = sorted(os.scandir(mdir), key=lambda e: e.name)
+            except OSError:
+                continue
+            for e in entries:
+                if len(found) >= MAX_MODULES:
+                    return tuple(found)
+                if e.is_dir(follow_symlinks=False):
+                    if os.path.exists(os.path.join(e.path, "HEAD")):
+                        found.append(e.path)
+                        nxt.append(os.path.join(e.path, "modules"))
+                    else:  # module names may contain slashes: nested dirs
+                        nxt.append(e.path)
+        frontier = nxt
+    return tuple(found)
+
+
+def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> HostFacts:
+    """Look at the host once, for one policy."""
+    home = env.get("HOME") or None
+    if home:
+        home = os.path.realpath(home)
+    gitdirs: dict[str, str] = {}
+    commondirs: dict[str, str] = {}
+    modules: dict[str, tuple[str, ...]] = {}
+    for root in policy.writable_paths():
+        dotgit = os.path.join(root, ".git")
+        info = _lstat_info(dotgit)
+        if info is None:
+            continue
+        if info.kind == "file":
+            gd = _read_gitdir_file(dotgit)
+            if gd:
+                gitdirs[dotgit] = gd
+        elif info.kind == "dir":
+            modules[dotgit] = _list_modules(dotgit)
+    for gd in list(gitdirs.values()):
+        try:
+            with open(os.path.join(gd, "commondir"), encoding="utf-8") as f:
+                rel = f.read(4096).strip()
+            commondirs[gd] = os.path.realpath(os.path.join(gd, rel))
+        except OSError:
+            pass
+        modules[gd] = _list_modules(gd)
+    extra_dirs = [*gitdirs.values(), *commondirs.values()]
+    for mods in modules.values():
+        extra_dirs.extend(mods)
+    paths: dict[str, PathInfo] = {}
+    for p in candidate_paths(policy, home, extra_dirs):
+        if p not in paths:
+            info = _lstat_info(p)
+            if info is not None:
+                paths[p] = info
+    xdg = env.get("XDG_RUNTIME_DIR")
+    ssh = env.get("SSH_AUTH_SOCK")
+    for p in (xdg, ssh):
+        if p and os.path.isabs(p) and p not in paths:
+            info = _lstat_info(p)
+            if info is not None:
+                paths[p] = info
+    return HostFacts(
+        uid=os.getuid(),
+        gid=os.getgid(),
+        home=home,
+        landlock_abi=landlock_abi,
+        env=dict(env),
+        paths=paths,
+        gitdirs=gitdirs,
+        commondirs=commondirs,
+        modules=modules,
+    )

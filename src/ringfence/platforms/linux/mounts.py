@@ -1,0 +1,293 @@
+"""Build the sandbox's filesystem view from a plan's mount ops, with the new mount API.
+
+Runs as pid 1 of the sandbox, inside its own user and mount namespaces, so nothing here
+touches the host's mount table. Two rules make planted symlinks harmless:
+* every host source is taken (``open_tree`` clone) before the view is assembled, opened with
+  ``RESOLVE_NO_SYMLINKS`` — the compiler already resolved legitimate links, so a link that
+  appears now was planted and the run is refused;
+* every target is opened inside the new root with ``RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS``.
+Mount points are only ever created inside tmpfs instances this code mounted itself; the
+cloned host tree is read-only, so even a bug here could not create a file on the host.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Sequence
+
+from ringfence.errors import SandboxError
+from ringfence.platforms.linux.libc import libc_call, syscall
+from ringfence.platforms.linux.plan import MountOp
+
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+FSOPEN_CLOEXEC = 1
+FSMOUNT_CLOEXEC = 1
+FSCONFIG_SET_FLAG = 0
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_IN_ROOT = 0x10
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
+
+
+class MountAttr(ctypes.Structure):
+    _fields_ = (
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    )
+
+
+class OpenHow(ctypes.Structure):
+    _fields_ = (
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    )
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    how = OpenHow(flags, mode, resolve)
+    return syscall(
+        "openat2", dirfd, os.fsencode(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))
+    )
+
+
+def set_attr(fd: int, attr_set: int, *, recursive: bool) -> None:
+    attr = MountAttr(attr_set, 0, 0, 0)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    syscall("mount_setattr", fd, b"", flags, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+
+
+def clone_tree(fd: int, *, recursive: bool = True) -> int:
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH
+    if recursive:
+        flags |= AT_RECURSIVE
+    return syscall("open_tree", fd, b"", flags)
+
+
+def attach(tree_fd: int, target_fd: int) -> None:
+    syscall(
+        "move_mount",
+        tree_fd,
+        b"",
+        target_fd,
+        b"",
+        MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+    )
+
+
+def new_fs(fstype: str, options: Sequence[tuple[str, str | None]], attrs: int) -> int:
+    """A detached mount of a fresh filesystem instance (tmpfs, proc, devpts)."""
+    fs = syscall("fsopen", fstype.encode(), FSOPEN_CLOEXEC)
+    try:
+        for key, value in options:
+            if value is None:
+                syscall("fsconfig", fs, FSCONFIG_SET_FLAG, key.encode(), None, 0)
+            else:
+                syscall("fsconfig", fs, FSCONFIG_SET_STRING, key.encode(), value.encode(), 0)
+        syscall("fsconfig", fs, FSCONFIG_CMD_CREATE, None, None, 0)
+        return syscall("fsmount", fs, FSMOUNT_CLOEXEC, attrs)
+    finally:
+        os.close(fs)
+
+
+def _host_source(path: str) -> int:
+    """O_PATH fd of a host path, refusing any symlink on the way."""
+    try:
+        return openat2(AT_FDCWD, path, os.O_PATH | os.O_CLOEXEC, RESOLVE_NO_SYMLINKS)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise SandboxError(
+                f"refusing to mount {path}: a symlink appeared on its path since the policy was "
+                "compiled (possibly planted by an earlier command); inspect it and run again"
+            ) from None
+        raise SandboxError(f"cannot open mount source {path}: {os.strerror(e.errno or 0)}") from e
+
+
+class _Assembler:
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.fresh_masks: list[int] = []
+        self.empty_src: int | None = None
+
+    def target(self, op: MountOp) -> int:
+        rel = op.target.lstrip("/") or "."
+        try:
+            return openat2(self.root_fd, rel, os.O_PATH | os.O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+        except OSError as e:
+            if e.errno != errno.ENOENT or not op.create:
+                if e.errno == errno.ELOOP:
+                    raise SandboxError(
+                        f"refusing to mount on {op.target}: it is or passes through a symlink"
+                    ) from None
+                raise SandboxError(
+                    f"cannot open mount point {op.target}: {os.strerror(e.errno or 0)}"
+                ) from e
+        self._create(op)
+        return openat2(self.root_fd, rel, os.O_PATH | os.O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+
+    def _create(self, op: MountOp) -> None:
+        """Create the mount point (and missing parents) inside one of our own tmpfs mounts."""
+        parts = [p for p in op.target.split("/") if p]
+        cur = os.dup(self.root_fd)
+        try:
+            for i, name in enumerate(parts):
+                last = i == len(parts) - 1
+                try:
+                    nxt = openat2(cur, name, os.O_PATH | os.O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_IN_ROOT)
+                except FileNotFoundError:
+                    # only in a fresh tmpfs: the compiler set create=True for these alone
+                    dfd = cur
+                    if last and not op.is_dir and op.kind != "symlink":
+                        fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+                        os.close(fd)
+                    elif last and op.kind == "symlink":
+                        return
+                    else:
+                        os.mkdir(name, 0o755, dir_fd=dfd)
+                    nxt = openat2(cur, name, os.O_PATH | os.O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_IN_ROOT)
+                os.close(cur)
+                cur = nxt
+        finally:
+            os.close(cur)
+
+    def parent_and_name(self, path: str) -> tuple[int, str]:
+        parent, name = os.path.split(path)
+        rel = parent.lstrip("/") or "."
+        fd = openat2(self.root_fd, rel, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+        return fd, name
+
+    def empty_file(self) -> int:
+        if self.empty_src is None:
+            scratch = new_fs("tmpfs", [("mode", "0000"), ("size", "4k")], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+            fd = os.open("empty", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0, dir_fd=scratch)
+            os.close(fd)
+            self.empty_src = scratch
+        return self.empty_src
+
+    def empty_file_clone(self) -> int:
+        return syscall("open_tree", self.empty_file(), b"empty", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
+
+
+def build_view(ops: Sequence[MountOp]) -> int:
+    """Assemble the sandbox view described by ``ops``; return an fd of its root.
+
+    The caller pivots into it. Host sources are cloned first (phase 1), the clone of ``/`` is
+    attached over this namespace's ``/tmp`` as a staging point (phase 2), then ops run in order.
+    """
+    if not ops or ops[0].kind != "bind" or ops[0].target != "/":
+        raise SandboxError("internal: a plan must start with the read-only root")
+    libc_call("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
+    # Phase 1: take every host source while the host view is intact.
+    root_src = _host_source("/")
+    root_tree = clone_tree(root_src)
+    os.close(root_src)
+    set_attr(root_tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, recursive=True)
+    sources: dict[int, int] = {}
+    for i, op in enumerate(ops[1:], start=1):
+        if op.kind != "bind" or op.source is None:
+            continue
+        src = _host_source(op.source)
+        try:
+            tree = clone_tree(src, recursive=op.is_dir)
+        finally:
+            os.close(src)
+        if op.readonly:
+            set_attr(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, recursive=True)
+        elif op.why != "device":
+            set_attr(tree, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, recursive=True)
+        sources[i] = tree
+    # Phase 2: attach the new root at a staging point in this (private) namespace.
+    stage = os.open("/tmp", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    attach(root_tree, stage)
+    os.close(stage)
+    asm = _Assembler(root_tree)
+    for i, op in enumerate(ops[1:], start=1):
+        try:
+            _apply(asm, op, sources.pop(i, None))
+        except OSError as e:
+            raise SandboxError(
+                f"mount step {op.kind} {op.target} ({op.why}) failed: {os.strerror(e.errno or 0)}"
+            ) from e
+    for fd in asm.fresh_masks:
+        set_attr(fd, MOUNT_ATTR_RDONLY, recursive=False)
+        os.close(fd)
+    if asm.empty_src is not None:
+        os.close(asm.empty_src)
+    return root_tree
+
+
+def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
+    if op.kind == "symlink":
+        assert op.source is not None
+        parent, name = asm.parent_and_name(op.target)
+        try:
+            os.symlink(op.source, name, dir_fd=parent)
+        finally:
+            os.close(parent)
+        return
+    if op.kind == "remount_ro":
+        fd = asm.target(op)
+        try:
+            set_attr(fd, MOUNT_ATTR_RDONLY, recursive=False)
+        finally:
+            os.close(fd)
+        return
+    tree: int
+    keep_open = False
+    if op.kind == "bind":
+        assert source_tree is not None
+        tree = source_tree
+    elif op.kind == "tmpfs":
+        tree = new_fs("tmpfs", [("mode", f"{op.mode:o}")], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+    elif op.kind == "proc":
+        tree = new_fs("proc", [], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+    elif op.kind == "devpts":
+        tree = new_fs(
+            "devpts",
+            [("newinstance", None), ("ptmxmode", "0666"), ("mode", "0620")],
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        )
+    elif op.kind == "mask":
+        if op.is_dir:
+            tree = new_fs("tmpfs", [("mode", "0000"), ("size", "64k")], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+            keep_open = True
+        else:
+            tree = asm.empty_file_clone()
+            set_attr(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, recursive=False)
+    else:
+        raise SandboxError(f"internal: unknown mount kind {op.kind!r}")
+    target = asm.target(op)
+    try:
+        attach(tree, target)
+    finally:
+        os.close(target)
+    if keep_open:
+        asm.fresh_masks.append(tree)
+    else:
+        os.close(tree)
+
+
+def pivot_into(root_fd: int) -> None:
+    """Make ``root_fd`` this namespace's root and drop every trace of the host view."""
+    os.fchdir(root_fd)
+    syscall("pivot_root", b".", b".")
+    libc_call("umount2", b".", MNT_DETACH)
+    os.chdir("/")
+    os.close(root_fd)

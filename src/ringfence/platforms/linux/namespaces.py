@@ -1,0 +1,64 @@
+"""Enter the sandbox's namespaces as an unprivileged user.
+
+One ``unshare`` makes the user namespace and, owned by it, every other namespace the plan
+names; the process then maps its own uid and gid (the only mapping an unprivileged process may
+write) so files keep their owners inside.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import struct
+from collections.abc import Iterable
+
+from ringfence.errors import UnsupportedError
+from ringfence.platforms.linux.libc import syscall
+
+CLONE_FLAGS = {
+    "mount": 0x00020000,
+    "uts": 0x04000000,
+    "ipc": 0x08000000,
+    "user": 0x10000000,
+    "pid": 0x20000000,
+    "net": 0x40000000,
+}
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+
+def unshare(names: Iterable[str], uid: int, gid: int) -> None:
+    """Unshare ``names`` and map ``uid``/``gid`` to themselves in the new user namespace."""
+    flags = 0
+    for n in names:
+        flags |= CLONE_FLAGS[n]
+    try:
+        syscall("unshare", flags)
+    except OSError as e:
+        raise UnsupportedError(
+            "cannot create unprivileged user namespaces on this host "
+            f"({os.strerror(e.errno or 0)}). Enable them (sysctl kernel.unprivileged_userns_clone=1, "
+            "user.max_user_namespaces > 0, or the AppArmor userns restriction on Ubuntu), or run "
+            "outside a container that forbids them; `ringfence doctor` shows what is missing"
+        ) from e
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
+    _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def loopback_up() -> None:
+    """Bring ``lo`` up in a fresh network namespace so local servers and tests still work."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, req))[1]
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | IFF_UP))

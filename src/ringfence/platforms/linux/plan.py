@@ -1,0 +1,336 @@
+"""Compile a Policy into the LinuxPlan the runner executes: a pure function, no I/O.
+
+Everything the kernel will be told is decided here, in an order a reader can follow: which
+namespaces, which mounts (in the order they are made), which Landlock rules, which names the
+guard protects, and the exact environment. ``ringfence explain`` prints this plan.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ringfence.errors import PolicyError, UnsupportedError
+from ringfence.platforms.linux import landlock
+from ringfence.platforms.linux.hostfacts import HostFacts
+from ringfence.policy.environment import build_environment, scrubbed_names
+from ringfence.policy import defaults
+from ringfence.policy.model import Mode, Network, Policy
+
+# Paths the sandbox rebuilds itself; a writable root may not be one of them or contain them.
+SYSTEM_TARGETS = ("/proc", "/sys", "/dev")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# Device nodes the command may open for writing and ioctl (terminals, /dev/null).
+DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev/ptmx")
+
+
+@dataclass(frozen=True)
+class MountOp:
+    """One mount, made in plan order inside the sandbox's mount namespace.
+
+    kinds: ``bind`` (source → target, ``readonly`` or not), ``tmpfs``, ``proc``, ``devpts``,
+    ``mask`` (an empty, unreadable directory or file over ``target``), ``symlink`` (created in
+    a fresh tmpfs, ``source`` is the link text), ``remount_ro`` (make ``target``'s mount
+    read-only once it is populated).
+    ``create``: the mount point lies in a tmpfs this plan made, so it may be created there;
+    nothing is ever created on the host.
+    """
+
+    kind: str
+    target: str
+    source: str | None = None
+    readonly: bool = False
+    is_dir: bool = True
+    mode: int = 0o755
+    create: bool = False
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class LinuxPlan:
+    sandboxed: bool
+    namespaces: tuple[str, ...]
+    mounts: tuple[MountOp, ...]
+    landlock: landlock.LandlockRuleset | None
+    guard_roots: tuple[str, ...]
+    guard_paths: tuple[str, ...]
+    guard_names: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str
+    uid: int
+    gid: int
+    network: str
+    mode: str
+    notes: tuple[str, ...] = ()
+    scrubbed_env: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["env"] = dict(self.env)
+        if self.landlock is not None:
+            d["landlock"] = {
+                "abi": self.landlock.abi,
+                "handled": landlock.access_names(self.landlock.handled_fs),
+                "rules": [
+                    {"path": r.path, "access": landlock.access_names(r.access)}
+                    for r in self.landlock.rules
+                ],
+            }
+        return d
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _within_any(path: str, roots: tuple[str, ...]) -> str | None:
+    for r in roots:
+        if _under(path, r):
+            return r
+    return None
+
+
+class _Builder:
+    """Collects mount ops and tracks which targets are fresh (ours to create in)."""
+
+    def __init__(self) -> None:
+        self.ops: list[MountOp] = []
+        self.fresh: list[str] = []
+        self.targets: set[str] = set()
+
+    def in_fresh(self, target: str) -> bool:
+        return any(_under(target, f) and target != f for f in self.fresh)
+
+    def add(self, op: MountOp, *, fresh: bool = False) -> None:
+        create = self.in_fresh(op.target)
+        self.ops.append(
+            MountOp(
+                kind=op.kind,
+                target=op.target,
+                source=op.source,
+                readonly=op.readonly,
+                is_dir=op.is_dir,
+                mode=op.mode,
+                create=create,
+                why=op.why,
+            )
+        )
+        self.targets.add(op.target)
+        if fresh:
+            self.fresh.append(op.target)
+
+
+def _check_writable_root(path: str) -> None:
+    if path == "/":
+        raise PolicyError("policy: '/' cannot be a writable root; name the directories to write")
+    for sys_target in SYSTEM_TARGETS:
+        if _under(path, sys_target):
+            raise PolicyError(
+                f"policy: {path} cannot be a writable root: the sandbox builds its own {sys_target}"
+            )
+
+
+def _protected_targets(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(path, why) for every existing protected path inside a writable root.
+
+    Symlinks are never mount targets: when a protected name is a symlink whose target lies in
+    a writable root, the target is protected instead (a planted link cannot redirect a mount
+    to somewhere it would do harm, and cannot make a protected name writable).
+    """
+    found: list[tuple[str, str]] = []
+    names = [n for n in policy.protected_names() if "*" not in n]
+
+    def consider(path: str, why: str) -> None:
+        info = facts.info(path)
+        if info is None:
+            return
+        if info.kind == "symlink":
+            if _within_any(info.real, roots) and os.path.lexists(info.real) is not False:
+                target_info = facts.info(info.real)
+                found.append((info.real, f"{why} (via symlink {path})"))
+                del target_info
+            return
+        if _within_any(path, roots):
+            found.append((path, why))
+
+    for root in roots:
+        for n in names:
+            consider(os.path.join(root, n), f"protected: {n}")
+    git_names = ("config", "hooks") if not policy.strict_git else ()
+    gitdirs = [*facts.gitdirs.values(), *facts.commondirs.values()]
+    for mods in facts.modules.values():
+        gitdirs.extend(mods)
+    for gd in gitdirs:
+        if policy.strict_git:
+            consider(gd, "protected: git directory (strict_git)")
+        elif policy.default_protected:
+            for n in git_names:
+                consider(os.path.join(gd, n), f"protected: git {n}")
+    for p in policy.protected:
+        consider(p, "protected: --protect")
+    # Dedupe, keep first reason; drop paths beneath another protected path.
+    uniq: dict[str, str] = {}
+    for p, why in found:
+        uniq.setdefault(p, why)
+    ordered = sorted(uniq, key=lambda p: (p.count("/"), p))
+    kept: list[tuple[str, str]] = []
+    for p in ordered:
+        if not any(_under(p, k) for k, _ in kept):
+            kept.append((p, uniq[p]))
+    return kept
+
+
+def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
+    """The plan for ``policy`` on this host. Pure: same inputs, same plan."""
+    policy.validate()
+    network = policy.effective_network
+    sandbox_vars = {
+        "RINGFENCE_SANDBOX": "1" if policy.sandboxed else "0",
+        "RINGFENCE_MODE": policy.mode.value,
+        "RINGFENCE_NETWORK": network.value,
+    }
+    if not policy.sandboxed:
+        env = build_environment(facts.env, policy.env, sandbox_vars)
+        return LinuxPlan(
+            sandboxed=False,
+            namespaces=(),
+            mounts=(),
+            landlock=None,
+            guard_roots=(),
+            guard_paths=(),
+            guard_names=(),
+            env=env,
+            cwd=cwd,
+            uid=facts.uid,
+            gid=facts.gid,
+            network=network.value,
+            mode=policy.mode.value,
+            notes=("full-access: no boundary; the command runs with all of your rights",),
+            scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
+        )
+    if facts.landlock_abi < 1:
+        raise UnsupportedError(
+            "Landlock is not available on this kernel (needs Linux >= 5.13 with "
+            "CONFIG_SECURITY_LANDLOCK and 'landlock' in the lsm= boot list). ringfence will not "
+            "run without it; run `ringfence doctor` for details, or use --mode full-access to "
+            "run without any boundary"
+        )
+    roots = policy.writable_paths()
+    for r in roots:
+        _check_writable_root(r)
+        info = facts.info(r)
+        if info is None or info.kind != "dir":
+            raise PolicyError(f"policy: writable root {r} does not exist or is not a directory")
+    notes: list[str] = []
+    b = _Builder()
+    b.add(MountOp("bind", "/", source="/", readonly=True, why="host root, read-only"))
+    # The sandbox's own system directories, made fresh.
+    b.add(MountOp("tmpfs", "/dev", mode=0o755, why="minimal /dev"), fresh=True)
+    for dev in DEVICES:
+        b.add(MountOp("bind", f"/dev/{dev}", source=f"/dev/{dev}", is_dir=False, why="device"))
+    b.add(MountOp("devpts", "/dev/pts", why="private pseudo-terminals"))
+    for name, text in (
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ):
+        b.add(MountOp("symlink", f"/dev/{name}", source=text, is_dir=False, why="/dev link"))
+    b.add(MountOp("tmpfs", "/dev/shm", mode=0o1777, why="private /dev/shm"), fresh=True)
+    b.add(MountOp("remount_ro", "/dev", why="no new device nodes"))
+    b.add(MountOp("proc", "/proc", why="fresh /proc for the sandbox's pid namespace"))
+    b.add(MountOp("tmpfs", "/tmp", mode=0o1777, why="private /tmp (TMPDIR)"), fresh=True)
+    # Runtime sockets and directories that reach more privileged services.
+    allowed = set(policy.allow_sockets)
+    runtime = list(defaults.RUNTIME_SOCKETS)
+    for var in ("XDG_RUNTIME_DIR", "SSH_AUTH_SOCK"):
+        value = facts.env.get(var)
+        if value and os.path.isabs(value):
+            runtime.append(os.path.normpath(value))
+    for p in dict.fromkeys(runtime):
+        info = facts.info(p)
+        if info is None or p in allowed or b.in_fresh(p) or _under(p, "/tmp"):
+            continue
+        if info.kind == "symlink":
+            continue  # its target is listed on its own (e.g. /var/run -> /run)
+        is_dir = info.kind == "dir"
+        b.add(MountOp("mask", p, is_dir=is_dir, mode=0, why="runtime socket hidden"), fresh=is_dir)
+    # Writable roots, shallowest first.
+    for r in sorted(roots, key=lambda p: (p.count("/"), p)):
+        b.add(MountOp("bind", r, source=r, readonly=False, why="writable root"))
+    # Protected paths: pin every ancestor between the root and the path (a mount point cannot
+    # be renamed or removed), then bind the path read-only on itself.
+    pinned: set[str] = set(roots)
+    for path, why in _protected_targets(policy, facts, roots):
+        root = _within_any(path, roots)
+        assert root is not None
+        anc = os.path.dirname(path)
+        chain: list[str] = []
+        while anc != root and _under(anc, root) and anc not in pinned:
+            chain.append(anc)
+            anc = os.path.dirname(anc)
+        for a in reversed(chain):
+            b.add(MountOp("bind", a, source=a, readonly=False, why=f"pinned ancestor of {path}"))
+            pinned.add(a)
+        info = facts.info(path)
+        is_dir = info is None or info.kind == "dir"
+        b.add(MountOp("bind", path, source=path, readonly=True, is_dir=is_dir, why=why))
+        pinned.add(path)
+    # Secrets: masked wherever they are (reads outside writable roots are otherwise allowed).
+    for p in policy.deny_read_paths(facts.home):
+        info = facts.info(p)
+        if info is None:
+            continue
+        target = info.real if info.kind == "symlink" else p
+        tinfo = facts.info(target) if target != p else info
+        if _under(target, "/tmp") or b.in_fresh(target) or any(
+            _under(target, s) for s in SYSTEM_TARGETS
+        ):
+            continue
+        is_dir = (tinfo.kind == "dir") if tinfo is not None else os.path.isdir(target)
+        if target in b.targets:
+            notes.append(f"deny-read {p}: already a mount point, masked by an earlier rule")
+        b.add(MountOp("mask", target, is_dir=is_dir, mode=0, why=f"deny-read: {p}"), fresh=is_dir)
+    # Sockets the policy names explicitly come back on top of the masks.
+    for p in policy.allow_sockets:
+        info = facts.info(p)
+        if info is None:
+            notes.append(f"allowed socket {p} does not exist; skipped")
+            continue
+        b.add(MountOp("bind", p, source=p, is_dir=info.kind == "dir", why="allowed socket"))
+
+    landlock_rules = landlock.build_ruleset(
+        facts.landlock_abi,
+        read_paths=("/",),
+        write_paths=(*roots, "/tmp", "/dev/shm"),
+        device_paths=DEVICE_PATHS,
+    )
+    namespaces = ["user", "mount", "pid", "ipc", "uts"]
+    if network is Network.OFF:
+        namespaces.append("net")
+    env = build_environment(facts.env, policy.env, {**sandbox_vars, "TMPDIR": "/tmp"})
+    protected_paths = [p for p, _ in _protected_targets(policy, facts, roots)]
+    protected_paths.extend(p for p in policy.protected if p not in protected_paths)
+    if policy.mode is Mode.READ_ONLY:
+        notes.append("read-only: only the private /tmp and /dev/shm are writable")
+    return LinuxPlan(
+        sandboxed=True,
+        namespaces=tuple(namespaces),
+        mounts=tuple(b.ops),
+        landlock=landlock_rules,
+        guard_roots=roots,
+        guard_paths=tuple(protected_paths),
+        guard_names=policy.protected_names(),
+        env=env,
+        cwd=cwd,
+        uid=facts.uid,
+        gid=facts.gid,
+        network=network.value,
+        mode=policy.mode.value,
+        notes=tuple(notes),
+        scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
+    )

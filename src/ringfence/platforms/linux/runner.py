@@ -1,0 +1,171 @@
+"""The sandbox side: namespaces, pid 1 and the command's last steps before exec.
+
+Set-up runs as an ordered list of phases a reader can follow top to bottom:
+
+  host (ringfence) ── fork ──► outer: unshare user+mount+pid+ipc+uts(+net), map ids
+                                  └─ fork ──► pid 1: build the view, pivot_root, lo up
+                                                └─ fork ──► command: setsid, close fds, drop
+                                                    capabilities, Landlock, (guard), exec
+
+pid 1 forwards signals to the command, reaps orphans, and reports the command's status to the
+host over a pipe; when the command ends pid 1 exits and the kernel kills everything left in
+the pid namespace, however it was detached. Each process dies with its parent
+(PR_SET_PDEATHSIG), so a SIGKILLed ``ringfence`` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from ringfence.errors import RingfenceError
+from ringfence.platforms.linux import caps, landlock, mounts, namespaces
+from ringfence.platforms.linux.libc import syscall
+from ringfence.platforms.linux.plan import LinuxPlan
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+FORWARDED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+    signal.SIGCONT,
+)
+
+
+def _report(fd: int, obj: dict[str, Any]) -> None:
+    data = (json.dumps(obj) + "\n").encode()
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _die_with_parent() -> None:
+    syscall("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def outer_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, host_pid: int) -> NoReturn:
+    """Runs in the host's forked child; never returns."""
+    try:
+        _die_with_parent()
+        if os.getppid() != host_pid:
+            os._exit(125)
+        os.setpgid(0, 0)
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_IGN)
+        namespaces.unshare(plan.namespaces, plan.uid, plan.gid)
+        life_r, life_w = os.pipe2(os.O_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            os.close(life_w)
+            pid1_main(plan, argv, report_fd, life_r)
+        os.close(life_r)
+        os.close(report_fd)
+        while True:
+            _, status = os.waitpid(pid, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    except BaseException as e:  # report, never unwind into the host's code
+        _report_error(report_fd, e)
+        os._exit(125)
+
+
+def _report_error(fd: int, e: BaseException) -> None:
+    kind = type(e).__name__ if isinstance(e, RingfenceError) else "SandboxError"
+    try:
+        _report(fd, {"error": str(e) or repr(e), "kind": kind})
+    except OSError:
+        pass
+
+
+def pid1_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, life_fd: int) -> NoReturn:
+    try:
+        _die_with_parent()
+        if select.select([life_fd], [], [], 0)[0]:  # EOF: the outer process is already gone
+            os._exit(125)
+        root = mounts.build_view(plan.mounts)
+        mounts.pivot_into(root)
+        if "net" in plan.namespaces:
+            namespaces.loopback_up()
+        syscall("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        child = os.fork()
+        if child == 0:
+            os.close(err_r)
+            _command_main(plan, argv, err_w)
+        os.close(err_w)
+        for sig in FORWARDED:
+            signal.signal(sig, lambda s, _f: _forward(child, s))
+        failure = b""
+        while chunk := os.read(err_r, 4096):
+            failure += chunk
+        os.close(err_r)
+        status = _wait_for(child)
+        if failure:
+            _report(report_fd, json.loads(failure.decode()))
+        elif os.WIFSIGNALED(status):
+            _report(report_fd, {"signal": os.WTERMSIG(status)})
+        else:
+            _report(report_fd, {"exit": os.WEXITSTATUS(status)})
+        os._exit(0)
+    except BaseException as e:
+        _report_error(report_fd, e)
+        os._exit(125)
+
+
+def _forward(child: int, sig: int) -> None:
+    try:
+        os.killpg(child, sig)
+    except ProcessLookupError:
+        try:
+            os.kill(child, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_for(child: int) -> int:
+    """Reap everything (pid 1 inherits orphans) until the command itself has ended."""
+    while True:
+        pid, status = os.waitpid(-1, 0)
+        if pid == child:
+            return status
+
+
+def _command_main(plan: LinuxPlan, argv: Sequence[str], err_fd: int) -> NoReturn:
+    step = "prepare"
+    try:
+        for sig in range(1, signal.NSIG):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        step = "setsid"
+        os.setsid()  # no controlling terminal: TIOCSTI cannot reach the user's
+        step = f"chdir {plan.cwd}"
+        os.chdir(plan.cwd)
+        step = "close file descriptors"
+        os.closerange(3, err_fd)
+        os.closerange(err_fd + 1, 0x7FFFFFFF)
+        step = "drop capabilities"
+        caps.drop_all()
+        step = "Landlock"
+        if plan.landlock is not None:
+            landlock.restrict_self(plan.landlock)
+        step = "exec"
+        os.execvpe(argv[0], list(argv), dict(plan.env))
+    except OSError as e:
+        msg: dict[str, Any] = {"exec_error" if step == "exec" else "error": e.errno, "step": step}
+        if step != "exec":
+            msg = {"error": f"{step}: {e.strerror or e}", "kind": "SandboxError"}
+        _report(err_fd, msg)
+    except BaseException as e:
+        _report_error(err_fd, e)
+    os._exit(127)

@@ -1,0 +1,69 @@
+"""Turn user-given paths into the canonical absolute paths a Policy holds.
+
+This is the one place policy construction looks at the filesystem: a writable root is
+resolved once, and refused when it reaches its target through a symlink that lies inside a
+writable area — such a link may have been planted by an earlier sandboxed command to turn
+"make build/ writable" into "make ~/.ssh writable".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from ringfence.errors import PolicyError
+
+
+def absolute(flag: str, path: str) -> str:
+    if not path:
+        raise PolicyError(f"{flag}: empty path")
+    if "\0" in path:
+        raise PolicyError(f"{flag}: path contains a NUL byte")
+    if not os.path.isabs(path):
+        raise PolicyError(f"{flag}: {path!r} is relative; give an absolute path")
+    return os.path.normpath(path)
+
+
+def existing_dir(flag: str, path: str) -> str:
+    p = absolute(flag, path)
+    if not os.path.exists(p):
+        raise PolicyError(f"{flag}: {p} does not exist")
+    if not os.path.isdir(p):
+        raise PolicyError(f"{flag}: {p} is not a directory")
+    return os.path.realpath(p)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def symlinks_on_path(path: str) -> list[str]:
+    """Every component of absolute ``path`` that is a symlink (lexically, in order)."""
+    found = []
+    cur = "/"
+    for part in [p for p in path.split("/") if p]:
+        cur = os.path.join(cur, part)
+        if os.path.islink(cur):
+            found.append(cur)
+            cur = os.path.realpath(cur)
+    return found
+
+
+def writable_root(flag: str, path: str, trusted_writable: Iterable[str]) -> str:
+    """Canonical writable root; refuse links planted inside already-writable areas."""
+    p = absolute(flag, path)
+    for link in symlinks_on_path(p):
+        for root in trusted_writable:
+            if _under(link, root):
+                raise PolicyError(
+                    f"{flag}: {p} passes through the symlink {link}, which lies inside the "
+                    f"writable root {root} (a sandboxed command could have planted it). Give "
+                    f"the real path {os.path.realpath(p)} if that is what you mean"
+                )
+    return existing_dir(flag, p)
+
+
+def plain(flag: str, path: str) -> str:
+    """Canonical path for protect/deny-read entries, which may not exist yet."""
+    p = absolute(flag, path)
+    return os.path.realpath(p)

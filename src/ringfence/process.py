@@ -1,0 +1,138 @@
+"""The host side of one command: start the runner, forward signals, time out, map the status.
+
+The exit status follows the shell's conventions so that wrapping a command in ``ringfence run``
+changes nothing a script relies on: the command's own status; 128+N when a signal N ended it;
+124 on timeout; 126/127 when it is not executable / not found; 125 when ringfence itself failed.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ringfence.platforms.linux.plan import LinuxPlan
+
+EXIT_TIMEOUT = 124
+EXIT_INTERNAL = 125
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command ended. ``message`` is ringfence's own explanation, if any."""
+
+    returncode: int
+    timed_out: bool = False
+    signal: int | None = None
+    message: str | None = None
+    error_kind: str | None = None
+
+
+def _exec_failure(argv0: str, err: int) -> Outcome:
+    if err == errno.ENOENT:
+        return Outcome(EXIT_NOT_FOUND, message=f"{argv0}: command not found")
+    return Outcome(EXIT_NOT_EXECUTABLE, message=f"{argv0}: cannot execute: {os.strerror(err)}")
+
+
+def run_sandboxed(plan: LinuxPlan, argv: Sequence[str], timeout: float | None) -> Outcome:
+    """Run ``argv`` under ``plan``; blocks until the whole sandbox is gone."""
+    from ringfence.platforms.linux import runner  # only the sandboxed path needs it
+
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    host_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_r)
+        runner.outer_main(plan, argv, report_w, host_pid)
+    os.close(report_w)
+    previous = {}
+    for sig in runner.FORWARDED:
+        previous[sig] = signal.signal(sig, lambda s, _f: _killpg(pid, s))
+    try:
+        data, timed_out = _read_report(report_r, timeout)
+        if timed_out:
+            _killpg(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(report_r)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if timed_out:
+        return Outcome(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
+    return _outcome(data, status, argv)
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _read_report(fd: int, timeout: float | None) -> tuple[bytes, bool]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    data = b""
+    while True:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:
+            return data, True
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data, False
+        data += chunk
+
+
+def _outcome(data: bytes, status: int, argv: Sequence[str]) -> Outcome:
+    lines = [ln for ln in data.decode(errors="replace").splitlines() if ln.strip()]
+    if not lines:
+        code = os.waitstatus_to_exitcode(status)
+        return Outcome(
+            EXIT_INTERNAL,
+            message=f"the sandbox runner ended without a report (status {code})",
+            error_kind="SandboxError",
+        )
+    report = json.loads(lines[-1])
+    if "exit" in report:
+        return Outcome(int(report["exit"]))
+    if "signal" in report:
+        sig = int(report["signal"])
+        return Outcome(128 + sig, signal=sig)
+    if "exec_error" in report:
+        return _exec_failure(argv[0], int(report["exec_error"]))
+    return Outcome(
+        EXIT_INTERNAL,
+        message=str(report.get("error", "unknown failure")),
+        error_kind=str(report.get("kind", "SandboxError")),
+    )
+
+
+def run_unconfined(
+    argv: Sequence[str], env: dict[str, str], cwd: str, timeout: float | None
+) -> Outcome:
+    """full-access mode: no boundary at all, as the user explicitly asked."""
+    try:
+        proc = subprocess.Popen(list(argv), env=env, cwd=cwd)
+    except FileNotFoundError:
+        return _exec_failure(argv[0], errno.ENOENT)
+    except PermissionError as e:
+        return _exec_failure(argv[0], e.errno or errno.EACCES)
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return Outcome(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
+    except KeyboardInterrupt:
+        rc = proc.wait()
+    if rc < 0:
+        return Outcome(128 - rc, signal=-rc)
+    return Outcome(rc)
