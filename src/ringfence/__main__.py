@@ -1,0 +1,7 @@
+"""``python -m ringfence`` is the same as the ``ringfence`` command."""
+
+import sys
+
+from ringfence.cli import main
+
+sys.exit(main())

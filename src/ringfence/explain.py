@@ -1,0 +1,48 @@
+"""Render a plan as text a person can check: what is writable, protected, hidden, and why."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+from ringfence.platforms.linux import landlock
+from ringfence.platforms.linux.plan import LinuxPlan
+
+
+def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
+    lines: list[str] = []
+    if argv:
+        lines.append(f"command:    {shlex.join(argv)}")
+    lines.append(f"mode:       {plan.mode}")
+    lines.append(f"network:    {plan.network}")
+    lines.append(f"cwd:        {plan.cwd}")
+    if not plan.sandboxed:
+        lines.extend(f"note:       {n}" for n in plan.notes)
+        return "\n".join(lines)
+    lines.append(f"namespaces: {', '.join(plan.namespaces)}")
+    lines.append("")
+    lines.append("mounts, in the order they are made:")
+    for op in plan.mounts:
+        what = op.kind
+        if op.kind == "bind":
+            what = "bind ro" if op.readonly else "bind rw"
+        elif op.kind == "symlink":
+            what = f"symlink -> {op.source}"
+        lines.append(f"  {what:<16} {op.target:<40} {op.why}")
+    if plan.landlock is not None:
+        lines.append("")
+        lines.append(
+            f"Landlock ABI {plan.landlock.abi}, handling: "
+            + " ".join(landlock.access_names(plan.landlock.handled_fs))
+        )
+        for rule in plan.landlock.rules:
+            lines.append(f"  {rule.path:<40} {' '.join(landlock.access_names(rule.access))}")
+    lines.append("")
+    lines.append("protected names (at any depth under a writable root):")
+    lines.append("  " + " ".join(plan.guard_names) if plan.guard_names else "  (none)")
+    if plan.scrubbed_env:
+        lines.append("")
+        lines.append("environment variables removed: " + " ".join(plan.scrubbed_env))
+    for note in plan.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)

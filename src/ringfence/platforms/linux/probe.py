@@ -1,0 +1,178 @@
+"""``ringfence doctor``: find out, by trying, which layers this kernel can enforce.
+
+Every check runs the real operation in a throwaway forked child (unshare, fsopen, Landlock
+ABI query), because configuration files and version numbers lie: containers, AppArmor and
+seccomp profiles refuse calls that the kernel version says exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ringfence.platforms.linux import landlock
+from ringfence.platforms.linux.libc import syscall
+from ringfence.platforms.linux.namespaces import CLONE_FLAGS
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    needed_by_default: bool = True
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    kernel: str
+    machine: str
+    checks: tuple[Check, ...] = field(default=())
+
+    @property
+    def default_policy_ok(self) -> bool:
+        return all(c.ok for c in self.checks if c.needed_by_default)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["default_policy_ok"] = self.default_policy_ok
+        return d
+
+
+def _in_child(fn_name: str) -> tuple[bool, str]:
+    """Run probe ``fn_name`` in a forked child; (ok, detail)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            detail = _CHILD_PROBES[fn_name]()
+            msg = {"ok": True, "detail": detail}
+        except OSError as e:
+            msg = {"ok": False, "detail": f"{e.strerror or e} (errno {e.errno})"}
+        except Exception as e:  # a probe must never crash doctor
+            msg = {"ok": False, "detail": repr(e)}
+        os.write(w, json.dumps(msg).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    try:
+        res = json.loads(data or b'{"ok": false, "detail": "probe died"}')
+    except ValueError:
+        return False, "probe produced no answer"
+    return bool(res["ok"]), str(res["detail"])
+
+
+def _probe_userns() -> str:
+    uid, gid = os.getuid(), os.getgid()
+    flags = 0
+    for n in ("user", "mount", "pid", "ipc", "uts", "net"):
+        flags |= CLONE_FLAGS[n]
+    syscall("unshare", flags)
+    for path, text in (
+        ("/proc/self/setgroups", "deny"),
+        ("/proc/self/uid_map", f"{uid} {uid} 1"),
+        ("/proc/self/gid_map", f"{gid} {gid} 1"),
+    ):
+        with open(path, "w") as f:
+            f.write(text)
+    return "user, mount, pid, ipc, uts and net namespaces created as this user"
+
+
+def _probe_mount_api() -> str:
+    from ringfence.platforms.linux import mounts
+
+    syscall("unshare", CLONE_FLAGS["user"] | CLONE_FLAGS["mount"])
+    fd = mounts.new_fs("tmpfs", [("mode", "0700")], mounts.MOUNT_ATTR_NOSUID)
+    mounts.set_attr(fd, mounts.MOUNT_ATTR_RDONLY, recursive=False)
+    root = mounts.openat2(mounts.AT_FDCWD, "/", os.O_PATH, mounts.RESOLVE_NO_SYMLINKS)
+    os.close(mounts.clone_tree(root))
+    return "fsopen, fsmount, mount_setattr, open_tree and openat2 work"
+
+
+_CHILD_PROBES = {"userns": _probe_userns, "mount_api": _probe_mount_api}
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def probe() -> Report:
+    checks: list[Check] = []
+    ok, detail = _in_child("userns")
+    fix = ""
+    if not ok:
+        hints = []
+        if _read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+            hints.append("sysctl kernel.unprivileged_userns_clone=1")
+        if _read("/proc/sys/user/max_user_namespaces") == "0":
+            hints.append("sysctl user.max_user_namespaces=15000")
+        if _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+            hints.append("allow user namespaces in AppArmor (Ubuntu 24.04+)")
+        hints.append("or run outside a container whose seccomp profile forbids unshare")
+        fix = "; ".join(hints)
+    checks.append(Check("user namespaces", ok, detail, fix=fix))
+    ok, detail = _in_child("mount_api")
+    checks.append(
+        Check("new mount API", ok, detail, fix="" if ok else "needs Linux >= 5.12")
+    )
+    abi = landlock.abi_version()
+    checks.append(
+        Check(
+            "Landlock",
+            abi >= 1,
+            f"ABI {abi}" if abi else "not available",
+            fix="" if abi else "needs Linux >= 5.13 with 'landlock' in the lsm= boot parameter",
+        )
+    )
+    seccomp = None
+    status = _read("/proc/self/status") or ""
+    for line in status.splitlines():
+        if line.startswith("Seccomp:"):
+            seccomp = line.split()[1]
+    checks.append(
+        Check(
+            "seccomp",
+            seccomp is not None,
+            f"available (this process: mode {seccomp})" if seccomp is not None else "missing",
+            needed_by_default=False,
+        )
+    )
+    nnp = "NoNewPrivs:" in status
+    checks.append(Check("no_new_privs", nnp, "available" if nnp else "missing"))
+    return Report(kernel=platform.release(), machine=platform.machine(), checks=tuple(checks))
+
+
+def render(report: Report) -> str:
+    lines = [f"kernel {report.kernel} ({report.machine})", ""]
+    for c in report.checks:
+        mark = "ok  " if c.ok else "MISSING"
+        need = "" if c.needed_by_default else " (not used yet)"
+        lines.append(f"  [{mark}] {c.name}{need}: {c.detail}")
+        if c.fix:
+            lines.append(f"           fix: {c.fix}")
+    lines.append("")
+    if report.default_policy_ok:
+        lines.append(
+            "The default policy (workspace-write, network off) is fully enforced here: "
+            "namespaces (user, mount, pid, ipc, uts, net), read-only root, private /tmp, "
+            "minimal /dev, fresh /proc, Landlock write rules, no capabilities, no_new_privs."
+        )
+    else:
+        lines.append(
+            "ringfence will refuse to run sandboxed commands on this host until the missing "
+            "layers above are available (it never falls back to running unconfined)."
+        )
+    return "\n".join(lines)
