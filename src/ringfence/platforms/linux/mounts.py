@@ -96,6 +96,7 @@ def new_fs(fstype: str, options: Sequence[tuple[str, str | None]], attrs: int) -
     """A detached mount of a fresh filesystem instance (tmpfs, proc, devpts)."""
     fs = syscall("fsopen", fstype.encode(), FSOPEN_CLOEXEC)
     try:
+        syscall("fsconfig", fs, FSCONFIG_SET_STRING, b"source", fstype.encode(), 0)
         for key, value in options:
             if value is None:
                 syscall("fsconfig", fs, FSCONFIG_SET_FLAG, key.encode(), None, 0)

@@ -1,0 +1,157 @@
+"""Run the real ``ringfence`` against the real kernel, as root and as an unprivileged user.
+
+Every sandbox test takes the ``rf`` fixture, parametrized over who runs ringfence: the current
+user and, when the tests run as root, an unprivileged test user (``RINGFENCE_TEST_USER``,
+created by ``scripts/test.sh``). Root hides bugs (capabilities, DAC), and a normal user is the
+real use. The unprivileged runs use ``/usr/bin/python3`` and a world-readable copy of the
+source, because the test virtualenv may live where other users cannot read.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+TEST_USER = os.environ.get("RINGFENCE_TEST_USER", "ringfence-test")
+REQUIRE_UNPRIVILEGED = os.environ.get("RINGFENCE_REQUIRE_UNPRIVILEGED") == "1"
+
+
+def _test_user() -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwnam(TEST_USER)
+    except KeyError:
+        return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "rf" in metafunc.fixturenames:
+        users = ["self"]
+        if os.getuid() == 0:
+            users.append("unprivileged")
+        metafunc.parametrize("rf", users, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def world_readable_src() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="ringfence-src-"))
+    shutil.copytree(SRC / "ringfence", base / "ringfence")
+    for p in [base, *base.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    yield base
+    shutil.rmtree(base)
+
+
+@dataclass
+class Runner:
+    """Runs ``ringfence`` as one user, with workspaces that user owns."""
+
+    label: str
+    uid: int
+    gid: int
+    home: str
+    python: str
+    pythonpath: str | None
+    cleanup: list[Path]
+
+    def mkdir(self, prefix: str = "ws-", base: str = "/var/tmp") -> Path:
+        """A fresh directory owned by the runner's user, outside pytest's 0700 tmp tree.
+
+        The default base is /var/tmp, a host directory the sandbox shows as it is (its /tmp is
+        private, so a host directory under /tmp is only visible when it is a writable root).
+        """
+        d = Path(tempfile.mkdtemp(prefix=f"ringfence-{prefix}", dir=base))
+        d.chmod(0o755)
+        os.chown(d, self.uid, self.gid)
+        self.cleanup.append(d)
+        return d
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": self.home,
+            "LANG": "C.UTF-8",
+        }
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
+        env.update(extra or {})
+        return env
+
+    def argv(self, args: Sequence[str]) -> list[str]:
+        return [self.python, "-m", "ringfence", *args]
+
+    def popen_kwargs(self) -> dict[str, object]:
+        if self.label == "self":
+            return {}
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+    def __call__(
+        self,
+        *args: str,
+        cwd: Path | str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(args),
+            cwd=cwd,
+            env=self.env(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            **self.popen_kwargs(),  # type: ignore[arg-type]
+        )
+
+    def popen(
+        self, *args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self.argv(args),
+            cwd=cwd,
+            env=self.env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **self.popen_kwargs(),  # type: ignore[arg-type]
+        )
+
+    def sh(self, ws: Path, script: str, *flags: str, **kw: object) -> subprocess.CompletedProcess[str]:
+        """``ringfence run [flags] -- sh -c script`` in workspace ``ws``."""
+        return self("run", *flags, "--", "sh", "-c", script, cwd=ws, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def rf(request: pytest.FixtureRequest, world_readable_src: Path) -> Iterator[Runner]:
+    cleanup: list[Path] = []
+    if request.param == "self":
+        home = os.environ.get("HOME", "/")
+        runner = Runner("self", os.getuid(), os.getgid(), home, sys.executable, None, cleanup)
+    else:
+        user = _test_user()
+        if user is None:
+            if REQUIRE_UNPRIVILEGED:
+                pytest.fail(f"test user {TEST_USER!r} is missing (scripts/test.sh creates it)")
+            pytest.skip(f"no unprivileged test user {TEST_USER!r}; run scripts/test.sh")
+        runner = Runner(
+            "unprivileged",
+            user.pw_uid,
+            user.pw_gid,
+            user.pw_dir,
+            "/usr/bin/python3",
+            str(world_readable_src),
+            cleanup,
+        )
+    yield runner
+    for d in cleanup:
+        shutil.rmtree(d, ignore_errors=True)
