@@ -1,0 +1,183 @@
+"""The process tree ends with the command; exit statuses follow the shell; bad input runs nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import Runner
+
+pytestmark = pytest.mark.sandbox
+
+
+def _procs_with(token: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if token.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def _wait_gone(token: str, seconds: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = _procs_with(token)
+        if not left:
+            return []
+        time.sleep(0.05)
+    return _procs_with(token)
+
+
+def _sleeper(token: str) -> str:
+    """A shell snippet that starts a long sleep whose argv carries ``token``."""
+    return f"sh -c 'sleep 300; : {token}'"
+
+
+def test_background_and_setsid_processes_die_with_the_command(rf: Runner) -> None:
+    ws = rf.mkdir()
+    token = f"rf-bg-{uuid.uuid4().hex}"
+    script = (
+        f"{_sleeper(token)} & setsid {_sleeper(token)} & "
+        f"(setsid sh -c \"{_sleeper(token)} &\" &) ; sleep 0.3; "
+        f"ps -eo args | grep -c '[{token[0]}]{token[1:]}'"
+    )
+    r = rf.sh(ws, script)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.strip()) >= 3  # they really ran inside
+    assert _wait_gone(token) == []
+
+
+def test_sigkill_of_ringfence_leaves_no_process_and_no_file(rf: Runner) -> None:
+    ws = rf.mkdir()
+    (ws / ".git").mkdir()
+    os.chown(ws / ".git", rf.uid, rf.gid)
+    before = sorted(p.name for p in ws.rglob("*"))
+    tmp_before = set(os.listdir("/tmp"))
+    token = f"rf-kill-{uuid.uuid4().hex}"
+    proc = rf.popen("run", "--", "sh", "-c", f"setsid {_sleeper(token)} & echo started; wait",
+                    cwd=ws)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    assert _procs_with(token), "the command never started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert _wait_gone(token) == []
+    assert sorted(p.name for p in ws.rglob("*")) == before
+    leftovers = {n for n in set(os.listdir("/tmp")) - tmp_before if "ringfence" in n.lower()}
+    assert leftovers == set()
+
+
+def test_timeout_kills_the_tree_and_exits_124(rf: Runner) -> None:
+    ws = rf.mkdir()
+    token = f"rf-timeout-{uuid.uuid4().hex}"
+    t0 = time.monotonic()
+    r = rf("run", "--timeout", "1", "--", "sh", "-c", f"setsid {_sleeper(token)} & wait", cwd=ws)
+    assert r.returncode == 124
+    assert "timed out after 1 s" in r.stderr
+    assert time.monotonic() - t0 < 20
+    assert _wait_gone(token) == []
+
+
+@pytest.mark.parametrize(
+    ("script", "code"),
+    [("exit 0", 0), ("exit 3", 3), ("exit 255", 255), ("kill -TERM $$", 128 + 15),
+     ("kill -KILL $$", 128 + 9)],
+)
+def test_exit_status_mapping(rf: Runner, script: str, code: int) -> None:
+    ws = rf.mkdir()
+    r = rf.sh(ws, script)
+    assert r.returncode == code, r.stderr
+
+
+def test_not_found_is_127_and_not_executable_is_126(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf("run", "--", "definitely-not-a-command-xyz", cwd=ws)
+    assert r.returncode == 127
+    assert "definitely-not-a-command-xyz: command not found" in r.stderr
+    script = ws / "noexec.sh"
+    script.write_text("#!/bin/sh\necho ran\n")
+    os.chown(script, rf.uid, rf.gid)
+    r = rf("run", "--", str(script), cwd=ws)
+    assert r.returncode == 126
+    assert "cannot execute" in r.stderr and "ran" not in r.stdout
+
+
+def test_ringfence_failure_is_125_with_a_message(rf: Runner) -> None:
+    # A working directory that exists on the host under /tmp is not visible in the sandbox's
+    # private /tmp: ringfence cannot start the command there and says so.
+    ws = rf.mkdir()
+    hidden = rf.mkdir("hidden-", base="/tmp")
+    r = rf("run", "--cwd", str(hidden), "--", "sh", "-c", "echo ran", cwd=ws)
+    assert r.returncode == 125
+    assert "ran" not in r.stdout
+    assert str(hidden) in r.stderr
+
+
+def test_stdio_is_passed_straight_through(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf("run", "--", "sh", "-c", "cat; echo err >&2", cwd=ws, input="from stdin\n")
+    assert r.returncode == 0
+    assert r.stdout == "from stdin\n"
+    assert r.stderr == "err\n"
+
+
+def test_no_controlling_terminal(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf.sh(ws, "ps -o sid=,pid= -p $$; cat /dev/tty 2>&1 || true")
+    assert r.returncode == 0, r.stderr
+    sid, pid = r.stdout.split("\n")[0].split()
+    assert sid == pid  # the command leads its own session
+    assert "No such device or address" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--bogus", "--", "true"], "unrecognized arguments"),
+        (["run", "--writable", "relative/dir", "--", "true"], "is relative"),
+        (["run", "--writable", "/nonexistent-ringfence-dir", "--", "true"], "does not exist"),
+        (["run", "--cwd", "/nonexistent-ringfence-dir", "--", "true"], "does not exist"),
+        (["run", "--mode", "read-only", "--writable", "/var/tmp", "--", "true"], "conflicts"),
+        (["run", "--mode", "full-access", "--network", "off", "--", "true"], "network"),
+        (["run", "--mode", "full-access", "--deny-read", "/etc", "--", "true"], "full-access"),
+        (["run", "--"], "no command given"),
+        (["run"], "no command given"),
+        (["run", "--", ""], "empty"),
+        (["run", "--env", "NOEQUALS", "--", "true"], "K=V"),
+        (["run", "--timeout", "-1", "--", "true"], "positive"),
+        (["run", "--writable", "/", "--", "true"], "cannot be a writable root"),
+        (["run", "--mode", "nope", "--", "true"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_and_runs_nothing(rf: Runner, args: list[str], message: str) -> None:
+    ws = rf.mkdir()
+    marker = ws / "ran"
+    full = [*args]
+    if full[-1] == "true":
+        full[-1:] = ["sh", "-c", f"touch {marker}"]
+    r = rf(*full, cwd=ws)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2
+    assert not marker.exists()
+
+
+def test_full_access_runs_without_a_boundary(rf: Runner) -> None:
+    ws, outside = rf.mkdir(), rf.mkdir("outside-")
+    r = rf("run", "--mode", "full-access", "--", "sh", "-c",
+           f"echo x > {outside}/f; echo $RINGFENCE_SANDBOX", cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "0"
+    assert (outside / "f").exists()
+    assert Path(outside / "f").read_text() == "x\n"
