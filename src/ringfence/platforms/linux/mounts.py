@@ -71,7 +71,9 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
 def set_attr(fd: int, attr_set: int, *, recursive: bool) -> None:
     attr = MountAttr(attr_set, 0, 0, 0)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    syscall("mount_setattr", fd, b"", flags, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    syscall(
+        "mount_setattr", fd, b"", flags, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))
+    )
 
 
 def clone_tree(fd: int, *, recursive: bool = True) -> int:
@@ -130,7 +132,9 @@ class _Assembler:
     def target(self, op: MountOp) -> int:
         rel = op.target.lstrip("/") or "."
         try:
-            return openat2(self.root_fd, rel, os.O_PATH | os.O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+            return openat2(
+                self.root_fd, rel, os.O_PATH | os.O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS
+            )
         except OSError as e:
             if e.errno != errno.ENOENT or not op.create:
                 if e.errno == errno.ELOOP:
@@ -141,7 +145,9 @@ class _Assembler:
                     f"cannot open mount point {op.target}: {os.strerror(e.errno or 0)}"
                 ) from e
         self._create(op)
-        return openat2(self.root_fd, rel, os.O_PATH | os.O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+        return openat2(
+            self.root_fd, rel, os.O_PATH | os.O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS
+        )
 
     def _create(self, op: MountOp) -> None:
         """Create the mount point (and missing parents) inside one of our own tmpfs mounts."""
@@ -151,18 +157,27 @@ class _Assembler:
             for i, name in enumerate(parts):
                 last = i == len(parts) - 1
                 try:
-                    nxt = openat2(cur, name, os.O_PATH | os.O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_IN_ROOT)
+                    nxt = openat2(
+                        cur, name, os.O_PATH | os.O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_IN_ROOT
+                    )
                 except FileNotFoundError:
                     # only in a fresh tmpfs: the compiler set create=True for these alone
                     dfd = cur
                     if last and not op.is_dir and op.kind != "symlink":
-                        fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+                        fd = os.open(
+                            name,
+                            os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
+                            0o600,
+                            dir_fd=dfd,
+                        )
                         os.close(fd)
                     elif last and op.kind == "symlink":
                         return
                     else:
                         os.mkdir(name, 0o755, dir_fd=dfd)
-                    nxt = openat2(cur, name, os.O_PATH | os.O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_IN_ROOT)
+                    nxt = openat2(
+                        cur, name, os.O_PATH | os.O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_IN_ROOT
+                    )
                 os.close(cur)
                 cur = nxt
         finally:
@@ -171,19 +186,28 @@ class _Assembler:
     def parent_and_name(self, path: str) -> tuple[int, str]:
         parent, name = os.path.split(path)
         rel = parent.lstrip("/") or "."
-        fd = openat2(self.root_fd, rel, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)
+        fd = openat2(
+            self.root_fd,
+            rel,
+            os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+            RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS,
+        )
         return fd, name
 
     def empty_file(self) -> int:
         if self.empty_src is None:
-            scratch = new_fs("tmpfs", [("mode", "0000"), ("size", "4k")], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+            scratch = new_fs(
+                "tmpfs", [("mode", "0000"), ("size", "4k")], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+            )
             fd = os.open("empty", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0, dir_fd=scratch)
             os.close(fd)
             self.empty_src = scratch
         return self.empty_src
 
     def empty_file_clone(self) -> int:
-        return syscall("open_tree", self.empty_file(), b"empty", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
+        return syscall(
+            "open_tree", self.empty_file(), b"empty", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC
+        )
 
 
 def build_view(ops: Sequence[MountOp]) -> int:
@@ -267,11 +291,19 @@ def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
         )
     elif op.kind == "mask":
         if op.is_dir:
-            tree = new_fs("tmpfs", [("mode", "0000"), ("size", "64k")], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+            tree = new_fs(
+                "tmpfs",
+                [("mode", f"{op.mode:04o}"), ("size", "64k")],
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            )
             keep_open = True
         else:
             tree = asm.empty_file_clone()
-            set_attr(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, recursive=False)
+            set_attr(
+                tree,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                recursive=False,
+            )
     else:
         raise SandboxError(f"internal: unknown mount kind {op.kind!r}")
     target = asm.target(op)

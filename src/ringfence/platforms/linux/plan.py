@@ -132,7 +132,9 @@ def _check_writable_root(path: str) -> None:
             )
 
 
-def _protected_targets(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> list[tuple[str, str]]:
+def _protected_targets(
+    policy: Policy, facts: HostFacts, roots: tuple[str, ...]
+) -> list[tuple[str, str]]:
     """(path, why) for every existing protected path inside a writable root.
 
     Symlinks are never mount targets: when a protected name is a symlink whose target lies in
@@ -180,6 +182,11 @@ def _protected_targets(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
         if not any(_under(p, k) for k, _ in kept):
             kept.append((p, uniq[p]))
     return kept
+
+
+def _mask_mode(path: str, allowed: set[str]) -> int:
+    """Masked directories are unreadable; one that holds an allowed socket is traversable."""
+    return 0o111 if any(_under(a, path) and a != path for a in allowed) else 0
 
 
 def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
@@ -258,7 +265,10 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         if info.kind == "symlink":
             continue  # its target is listed on its own (e.g. /var/run -> /run)
         is_dir = info.kind == "dir"
-        b.add(MountOp("mask", p, is_dir=is_dir, mode=0, why="runtime socket hidden"), fresh=is_dir)
+        b.add(
+            MountOp("mask", p, is_dir=is_dir, mode=_mask_mode(p, allowed), why="runtime socket hidden"),
+            fresh=is_dir,
+        )
     # Writable roots, shallowest first.
     for r in sorted(roots, key=lambda p: (p.count("/"), p)):
         b.add(MountOp("bind", r, source=r, readonly=False, why="writable root"))
@@ -287,14 +297,17 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             continue
         target = info.real if info.kind == "symlink" else p
         tinfo = facts.info(target) if target != p else info
-        if _under(target, "/tmp") or b.in_fresh(target) or any(
-            _under(target, s) for s in SYSTEM_TARGETS
+        if (
+            _under(target, "/tmp")
+            or b.in_fresh(target)
+            or any(_under(target, s) for s in SYSTEM_TARGETS)
         ):
             continue
         is_dir = (tinfo.kind == "dir") if tinfo is not None else os.path.isdir(target)
         if target in b.targets:
             notes.append(f"deny-read {p}: already a mount point, masked by an earlier rule")
-        b.add(MountOp("mask", target, is_dir=is_dir, mode=0, why=f"deny-read: {p}"), fresh=is_dir)
+        mode = _mask_mode(target, allowed)
+        b.add(MountOp("mask", target, is_dir=is_dir, mode=mode, why=f"deny-read: {p}"), fresh=is_dir)
     # Sockets the policy names explicitly come back on top of the masks.
     for p in policy.allow_sockets:
         info = facts.info(p)
