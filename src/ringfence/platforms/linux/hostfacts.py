@@ -155,6 +155,10 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
             info = _lstat_info(p)
             if info is not None:
                 paths[p] = info
+                if info.kind == "symlink" and info.real not in paths:
+                    target = _lstat_info(info.real)
+                    if target is not None:
+                        paths[info.real] = target
     xdg = env.get("XDG_RUNTIME_DIR")
     ssh = env.get("SSH_AUTH_SOCK")
     for p in (xdg, ssh):

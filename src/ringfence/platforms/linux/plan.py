@@ -149,10 +149,9 @@ def _protected_targets(
         if info is None:
             return
         if info.kind == "symlink":
-            if _within_any(info.real, roots) and os.path.lexists(info.real) is not False:
-                target_info = facts.info(info.real)
+            target = facts.info(info.real)
+            if target is not None and target.kind != "symlink" and _within_any(info.real, roots):
                 found.append((info.real, f"{why} (via symlink {path})"))
-                del target_info
             return
         if _within_any(path, roots):
             found.append((path, why))
@@ -303,7 +302,9 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             or any(_under(target, s) for s in SYSTEM_TARGETS)
         ):
             continue
-        is_dir = (tinfo.kind == "dir") if tinfo is not None else os.path.isdir(target)
+        if tinfo is None:
+            continue  # a link to nothing hides nothing
+        is_dir = tinfo.kind == "dir"
         if target in b.targets:
             notes.append(f"deny-read {p}: already a mount point, masked by an earlier rule")
         mode = _mask_mode(target, allowed)

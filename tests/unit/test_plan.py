@@ -1,0 +1,174 @@
+"""The Linux compiler: a pure function of (Policy, HostFacts), checked without privileges."""
+
+from __future__ import annotations
+
+import pytest
+
+from ringfence.errors import PolicyError, UnsupportedError
+from ringfence.platforms.linux.hostfacts import HostFacts, PathInfo
+from ringfence.platforms.linux.plan import MountOp, compile_linux
+from ringfence.policy.model import Mode, Network, Policy
+
+
+def facts(paths: dict[str, str] | None = None, **kw: object) -> HostFacts:
+    info = {"/w": PathInfo("dir", "/w")}
+    for p, kind in (paths or {}).items():
+        kind, _, real = kind.partition(":")
+        info[p] = PathInfo(kind, real or p)
+    base: dict[str, object] = {"uid": 1000, "gid": 1000, "home": "/home/u", "landlock_abi": 6,
+                               "env": {"HOME": "/home/u", "PATH": "/bin"}, "paths": info}
+    base.update(kw)
+    return HostFacts(**base)  # type: ignore[arg-type]
+
+
+def ops(plan_mounts: tuple[MountOp, ...], kind: str | None = None) -> list[tuple[str, str, bool]]:
+    return [(m.kind, m.target, m.readonly) for m in plan_mounts if kind is None or m.kind == kind]
+
+
+def test_default_plan_shape() -> None:
+    plan = compile_linux(Policy(workspace="/w"), facts(), cwd="/w")
+    assert plan.namespaces == ("user", "mount", "pid", "ipc", "uts", "net")
+    assert plan.mounts[0] == MountOp("bind", "/", source="/", readonly=True, why="host root, read-only")
+    targets = [m.target for m in plan.mounts]
+    assert targets.index("/tmp") < targets.index("/w")
+    assert ("bind", "/w", False) in ops(plan.mounts)
+    assert ("proc", "/proc", False) in ops(plan.mounts)
+    assert plan.env["RINGFENCE_SANDBOX"] == "1" and plan.env["TMPDIR"] == "/tmp"
+    assert plan.landlock is not None and plan.landlock.abi == 6
+    assert [r.path for r in plan.landlock.rules][:2] == ["/", "/w"]
+
+
+def test_compile_is_deterministic() -> None:
+    f = facts({"/w/.git": "dir", "/w/.git/hooks": "dir"})
+    assert compile_linux(Policy(workspace="/w"), f, cwd="/w") == compile_linux(
+        Policy(workspace="/w"), f, cwd="/w")
+
+
+def test_network_on_keeps_the_host_network() -> None:
+    plan = compile_linux(Policy(workspace="/w", network=Network.ON), facts(), cwd="/w")
+    assert "net" not in plan.namespaces
+    assert plan.env["RINGFENCE_NETWORK"] == "on"
+
+
+def test_existing_protected_paths_are_bound_read_only_with_pinned_ancestors() -> None:
+    f = facts({"/w/.git": "dir", "/w/.git/hooks": "dir", "/w/.git/config": "file",
+               "/w/.envrc": "file"})
+    plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
+    binds = ops(plan.mounts, "bind")
+    assert ("bind", "/w/.git", False) in binds  # pinned: cannot be renamed away
+    assert ("bind", "/w/.git/hooks", True) in binds
+    assert ("bind", "/w/.git/config", True) in binds
+    assert ("bind", "/w/.envrc", True) in binds
+    order = [m.target for m in plan.mounts]
+    assert order.index("/w") < order.index("/w/.git") < order.index("/w/.git/hooks")
+    cfg = next(m for m in plan.mounts if m.target == "/w/.git/config")
+    assert cfg.is_dir is False
+
+
+def test_missing_protected_names_get_no_mount_and_no_placeholder() -> None:
+    plan = compile_linux(Policy(workspace="/w"), facts(), cwd="/w")
+    assert not any(m.target.startswith("/w/") for m in plan.mounts)
+    assert ".envrc" in plan.guard_names
+
+
+def test_symlinked_protected_name_protects_the_target_not_the_link() -> None:
+    f = facts({"/w/.vscode": "symlink:/w/real", "/w/real": "dir"})
+    plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
+    targets = [m.target for m in plan.mounts]
+    assert "/w/real" in targets and "/w/.vscode" not in targets
+
+
+def test_symlink_to_outside_writable_roots_needs_no_mount() -> None:
+    f = facts({"/w/.vscode": "symlink:/etc/x", "/etc/x": "dir"})
+    plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
+    assert "/etc/x" not in [m.target for m in plan.mounts]
+
+
+def test_gitdir_pointer_and_modules() -> None:
+    f = facts({"/w/.git": "file", "/g": "dir", "/g/config": "file", "/g/hooks": "dir",
+               "/g/modules/m/config": "file", "/x": "dir"},
+              gitdirs={"/w/.git": "/g"}, modules={"/g": ("/g/modules/m",)})
+    plan = compile_linux(Policy(workspace="/w", writable_roots=("/g",)), f, cwd="/w")
+    ro = [t for k, t, r in ops(plan.mounts, "bind") if r]
+    assert "/g/config" in ro and "/g/hooks" in ro and "/g/modules/m/config" in ro
+
+
+def test_strict_git_binds_the_whole_git_dir() -> None:
+    f = facts({"/w/.git": "dir", "/w/.git/hooks": "dir"})
+    plan = compile_linux(Policy(workspace="/w", strict_git=True), f, cwd="/w")
+    assert ("bind", "/w/.git", True) in ops(plan.mounts, "bind")
+    assert ("bind", "/w/.git/hooks", True) not in ops(plan.mounts, "bind")
+
+
+def test_deny_read_masks_existing_paths_only() -> None:
+    f = facts({"/home/u/.ssh": "dir", "/home/u/.netrc": "file"})
+    plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
+    masks = {m.target: m for m in plan.mounts if m.kind == "mask"}
+    assert masks["/home/u/.ssh"].is_dir and masks["/home/u/.ssh"].mode == 0
+    assert not masks["/home/u/.netrc"].is_dir
+    assert "/home/u/.aws" not in masks
+
+
+def test_runtime_dirs_are_masked_and_allowed_sockets_come_back() -> None:
+    f = facts({"/run/user": "dir", "/run/user/1000/bus": "other"},
+              env={"XDG_RUNTIME_DIR": "/run/user/1000"})
+    plan = compile_linux(Policy(workspace="/w", allow_sockets=("/run/user/1000/bus",)), f, cwd="/w")
+    mask = next(m for m in plan.mounts if m.target == "/run/user")
+    assert mask.kind == "mask" and mask.mode == 0o111
+    rebind = next(m for m in plan.mounts if m.target == "/run/user/1000/bus")
+    assert rebind.kind == "bind" and rebind.create
+
+
+def test_writable_root_under_tmp_gets_a_created_mountpoint() -> None:
+    f = facts({"/tmp/w": "dir"})
+    plan = compile_linux(Policy(workspace="/tmp/w"), f, cwd="/tmp/w")
+    op = next(m for m in plan.mounts if m.target == "/tmp/w")
+    assert op.create and not op.readonly
+
+
+def test_nothing_is_created_outside_fresh_mounts() -> None:
+    f = facts({"/w/.git": "dir", "/w/.git/hooks": "dir", "/home/u/.ssh": "dir"})
+    plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
+    fresh = ("/dev/", "/tmp/", "/run/user/")
+    for m in plan.mounts:
+        if m.create:
+            assert m.target.startswith(fresh), m
+
+
+@pytest.mark.parametrize("root", ["/", "/proc", "/proc/1", "/dev", "/sys/fs"])
+def test_system_dirs_cannot_be_writable_roots(root: str) -> None:
+    f = facts({root: "dir"})
+    with pytest.raises(PolicyError, match="writable root"):
+        compile_linux(Policy(workspace="/w", writable_roots=(root,)), f, cwd="/w")
+
+
+def test_missing_writable_root_is_refused() -> None:
+    with pytest.raises(PolicyError, match="does not exist"):
+        compile_linux(Policy(workspace="/w", writable_roots=("/gone",)), facts(), cwd="/w")
+
+
+def test_no_landlock_fails_closed() -> None:
+    with pytest.raises(UnsupportedError, match="Landlock"):
+        compile_linux(Policy(workspace="/w"), facts(landlock_abi=0), cwd="/w")
+
+
+def test_full_access_has_no_boundary_and_needs_no_landlock() -> None:
+    plan = compile_linux(Policy(workspace="/w", mode=Mode.FULL_ACCESS), facts(landlock_abi=0),
+                         cwd="/w")
+    assert not plan.sandboxed and plan.mounts == () and plan.landlock is None
+    assert plan.env["RINGFENCE_SANDBOX"] == "0"
+
+
+def test_read_only_mode_binds_no_writable_root() -> None:
+    plan = compile_linux(Policy(workspace="/w", mode=Mode.READ_ONLY), facts(), cwd="/w")
+    assert ("bind", "/w", False) not in ops(plan.mounts)
+    assert plan.landlock is not None
+    assert "/w" not in [r.path for r in plan.landlock.rules]
+
+
+def test_plan_to_dict_is_json_ready() -> None:
+    import json
+
+    plan = compile_linux(Policy(workspace="/w"), facts(), cwd="/w")
+    d = json.loads(json.dumps(plan.to_dict()))
+    assert d["landlock"]["rules"][0] == {"path": "/", "access": ["EXECUTE", "READ_FILE", "READ_DIR"]}

@@ -1,0 +1,96 @@
+"""Policy validation and the environment rebuild: pure, no kernel."""
+
+from __future__ import annotations
+
+import pytest
+
+from ringfence.errors import PolicyError
+from ringfence.policy.environment import build_environment, is_secret_name, scrubbed_names
+from ringfence.policy.model import EnvPolicy, Mode, Network, Policy
+
+
+def test_defaults() -> None:
+    p = Policy(workspace="/w").validate()
+    assert p.mode is Mode.WORKSPACE_WRITE
+    assert p.effective_network is Network.OFF
+    assert p.writable_paths() == ("/w",)
+    assert ".git/hooks" in p.protected_names() and ".envrc" in p.protected_names()
+    assert ".git" not in p.protected_names()
+
+
+def test_full_access_defaults_to_network_on() -> None:
+    assert Policy(workspace="/w", mode=Mode.FULL_ACCESS).validate().effective_network is Network.ON
+
+
+def test_read_only_has_no_writable_paths() -> None:
+    assert Policy(workspace="/w", mode=Mode.READ_ONLY).validate().writable_paths() == ()
+
+
+def test_strict_git_protects_all_of_git() -> None:
+    names = Policy(workspace="/w", strict_git=True).protected_names()
+    assert ".git" in names and ".git/hooks" not in names
+
+
+def test_no_default_protect_keeps_strict_git() -> None:
+    assert Policy(workspace="/w", default_protected=False).protected_names() == ()
+    assert Policy(workspace="/w", default_protected=False, strict_git=True).protected_names() == (".git",)
+
+
+def test_writable_paths_dedupes_and_keeps_workspace_first() -> None:
+    p = Policy(workspace="/w", writable_roots=("/x", "/w", "/x")).validate()
+    assert p.writable_paths() == ("/w", "/x")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workspace": ""}, "workspace is not set"),
+        ({"workspace": "rel"}, "relative"),
+        ({"workspace": "/w/../x"}, "not normalised"),
+        ({"workspace": "/w", "writable_roots": ("x",)}, "relative"),
+        ({"workspace": "/w", "deny_read": ("/a\0b",)}, "NUL"),
+        ({"workspace": "/w", "mode": Mode.READ_ONLY, "writable_roots": ("/x",)}, "conflicts"),
+        ({"workspace": "/w", "mode": Mode.FULL_ACCESS, "protected": ("/x",)}, "--protect"),
+        ({"workspace": "/w", "mode": Mode.FULL_ACCESS, "network": Network.OFF}, "network"),
+        ({"workspace": "/w", "env": EnvPolicy(set={"A=B": "x"})}, "invalid environment"),
+        ({"workspace": "/w", "env": EnvPolicy(set={"A": "x\0"})}, "NUL"),
+    ],
+)
+def test_validation_errors_name_the_problem(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(PolicyError, match=message):
+        Policy(**kwargs).validate()  # type: ignore[arg-type]
+
+
+def test_deny_read_defaults_live_under_home() -> None:
+    paths = Policy(workspace="/w", deny_read=("/extra",)).deny_read_paths("/home/u")
+    assert paths[0] == "/extra"
+    assert "/home/u/.ssh" in paths and "/home/u/.aws" in paths and "/home/u/.netrc" in paths
+    assert Policy(workspace="/w", default_deny_read=False).deny_read_paths("/home/u") == ()
+
+
+@pytest.mark.parametrize(
+    "name", ["OPENAI_API_KEY", "GITHUB_TOKEN", "aws_secret_access_key", "DB_PASSWORD",
+             "AWS_PROFILE", "MY_CREDENTIALS", "NPM_CONFIG__AUTH", "SENTRY_DSN"],
+)
+def test_secret_names(name: str) -> None:
+    assert is_secret_name(name)
+
+
+@pytest.mark.parametrize("name", ["PATH", "HOME", "LANG", "TERM", "EDITOR", "PYTHONPATH"])
+def test_ordinary_names(name: str) -> None:
+    assert not is_secret_name(name)
+
+
+def test_build_environment_scrubs_and_sets() -> None:
+    caller = {"PATH": "/bin", "API_KEY": "k", "SSH_AUTH_SOCK": "/s", "KEEP_TOKEN": "t",
+              "RINGFENCE_SANDBOX": "0", "GONE": "g"}
+    policy = EnvPolicy(keep=("KEEP_TOKEN",), unset=("GONE",), set={"NEW": "n", "TMPDIR": "/mine"})
+    env = build_environment(caller, policy, {"RINGFENCE_SANDBOX": "1", "TMPDIR": "/tmp"})
+    assert env == {"PATH": "/bin", "KEEP_TOKEN": "t", "RINGFENCE_SANDBOX": "1", "TMPDIR": "/mine",
+                   "NEW": "n"}
+    assert scrubbed_names(caller, policy) == ["API_KEY", "GONE", "SSH_AUTH_SOCK"]
+
+
+def test_build_environment_without_inherit() -> None:
+    env = build_environment({"HOME": "/h", "X": "1"}, EnvPolicy(inherit=False, keep=("HOME",)), {})
+    assert env == {"HOME": "/h", "PATH": "/usr/local/bin:/usr/bin:/bin"}
