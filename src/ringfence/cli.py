@@ -12,11 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
 from ringfence.policy import paths
 from ringfence.policy.model import EnvPolicy, Mode, Network, Policy
+
+if TYPE_CHECKING:
+    from ringfence.platforms.linux.plan import LinuxPlan
 
 EXIT_USAGE = 2
 
@@ -28,32 +31,77 @@ class _Parser(argparse.ArgumentParser):
 
 def _policy_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("policy")
-    g.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.WORKSPACE_WRITE.value,
-                   help="read-only | workspace-write (default) | full-access (no boundary)")
-    g.add_argument("--workspace", metavar="DIR", help="writable workspace (default: current directory)")
-    g.add_argument("--writable", metavar="PATH", action="append", default=[],
-                   help="another writable root (absolute, existing directory); repeatable")
-    g.add_argument("--protect", metavar="PATH", action="append", default=[],
-                   help="keep PATH read-only even inside a writable root; repeatable")
-    g.add_argument("--deny-read", metavar="PATH", action="append", default=[],
-                   help="hide PATH from the command; repeatable")
-    g.add_argument("--no-default-protect", action="store_true",
-                   help="do not protect .git/hooks, .vscode, .envrc, shell rc files, ...")
-    g.add_argument("--no-default-deny-read", action="store_true",
-                   help="do not hide ~/.ssh, ~/.aws and the other default secret paths")
+    g.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        default=Mode.WORKSPACE_WRITE.value,
+        help="read-only | workspace-write (default) | full-access (no boundary)",
+    )
+    g.add_argument(
+        "--workspace", metavar="DIR", help="writable workspace (default: current directory)"
+    )
+    g.add_argument(
+        "--writable",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="another writable root (absolute, existing directory); repeatable",
+    )
+    g.add_argument(
+        "--protect",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="keep PATH read-only even inside a writable root; repeatable",
+    )
+    g.add_argument(
+        "--deny-read",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="hide PATH from the command; repeatable",
+    )
+    g.add_argument(
+        "--no-default-protect",
+        action="store_true",
+        help="do not protect .git/hooks, .vscode, .envrc, shell rc files, ...",
+    )
+    g.add_argument(
+        "--no-default-deny-read",
+        action="store_true",
+        help="do not hide ~/.ssh, ~/.aws and the other default secret paths",
+    )
     g.add_argument("--strict-git", action="store_true", help="make all of .git read-only")
-    g.add_argument("--network", choices=[n.value for n in Network], default=None,
-                   help="off (default when sandboxed) | on")
-    g.add_argument("--allow-socket", metavar="PATH", action="append", default=[],
-                   help="keep a hidden runtime socket or directory visible; repeatable")
+    g.add_argument(
+        "--network",
+        choices=[n.value for n in Network],
+        default=None,
+        help="off (default when sandboxed) | on",
+    )
+    g.add_argument(
+        "--allow-socket",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="keep a hidden runtime socket or directory visible; repeatable",
+    )
     g.add_argument("--cwd", metavar="DIR", help="working directory of the command")
     g.add_argument("--env", metavar="K=V", action="append", default=[], help="set a variable")
-    g.add_argument("--keep-env", metavar="NAME", action="append", default=[],
-                   help="keep a variable the secret scrub would drop")
-    g.add_argument("--unset-env", metavar="NAME", action="append", default=[],
-                   help="drop a variable")
-    g.add_argument("--clean-env", action="store_true",
-                   help="start from an empty environment (plus --keep-env names)")
+    g.add_argument(
+        "--keep-env",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="keep a variable the secret scrub would drop",
+    )
+    g.add_argument(
+        "--unset-env", metavar="NAME", action="append", default=[], help="drop a variable"
+    )
+    g.add_argument(
+        "--clean-env",
+        action="store_true",
+        help="start from an empty environment (plus --keep-env names)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run a command inside the sandbox")
     _policy_flags(run)
-    run.add_argument("--timeout", metavar="SECONDS", type=float,
-                     help="kill the command (and everything it started) after SECONDS")
+    run.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        help="kill the command (and everything it started) after SECONDS",
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     explain = sub.add_parser("explain", help="print the plan a command would run under")
     _policy_flags(explain)
@@ -124,7 +176,7 @@ def _command(ns: argparse.Namespace, *, required: bool) -> list[str]:
     return argv
 
 
-def _compile(policy: Policy, cwd: str):  # type: ignore[no-untyped-def]
+def _compile(policy: Policy, cwd: str) -> LinuxPlan:
     from ringfence.platforms.linux import hostfacts, landlock
     from ringfence.platforms.linux.plan import compile_linux
 

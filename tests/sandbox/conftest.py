@@ -102,7 +102,7 @@ class Runner:
         timeout: float = 60,
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        return subprocess.run(  # noqa: PLW1510 - callers assert on returncode
             self.argv(args),
             cwd=cwd,
             env=self.env(env),
@@ -126,7 +126,9 @@ class Runner:
             **self.popen_kwargs(),  # type: ignore[arg-type]
         )
 
-    def sh(self, ws: Path, script: str, *flags: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    def sh(
+        self, ws: Path, script: str, *flags: str, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
         """``ringfence run [flags] -- sh -c script`` in workspace ``ws``."""
         return self("run", *flags, "--", "sh", "-c", script, cwd=ws, **kw)  # type: ignore[arg-type]
 

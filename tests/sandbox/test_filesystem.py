@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import Runner
 
 pytestmark = pytest.mark.sandbox
@@ -16,7 +15,9 @@ def _snapshot(d: Path) -> dict[str, tuple[int, int, bytes | str]]:
     out: dict[str, tuple[int, int, bytes | str]] = {}
     for p in sorted(d.rglob("*")):
         st = p.lstat()
-        body: bytes | str = os.readlink(p) if p.is_symlink() else (p.read_bytes() if p.is_file() else b"")
+        body: bytes | str = (
+            os.readlink(p) if p.is_symlink() else (p.read_bytes() if p.is_file() else b"")
+        )
         out[str(p.relative_to(d))] = (st.st_mode, st.st_mtime_ns, body)
     return out
 
@@ -37,9 +38,9 @@ def test_write_outside_workspace_fails_read_only(rf: Runner) -> None:
     before = _snapshot(outside)
     script = f"""
     cd {outside} || exit 9
-    for step in 'echo x > new' 'echo x >> keep' 'mkdir d' 'rm keep' 'mv keep k2' 'ln -s keep l' \
-                'ln keep hl' 'mkfifo p' 'chmod 600 keep' 'touch -d 2001-01-01 keep' 'truncate -s 0 keep' \
-                'chown {rf.uid} keep'; do
+    for step in 'echo x > new' 'echo x >> keep' 'mkdir d' 'rm keep' 'mv keep k2' \
+                'ln -s keep l' 'ln keep hl' 'mkfifo p' 'chmod 600 keep' \
+                'touch -d 2001-01-01 keep' 'truncate -s 0 keep' 'chown {rf.uid} keep'; do
         if sh -c "$step" 2>/dev/null; then echo "ALLOWED: $step"; fi
     done
     python3 -c "import os; os.setxattr('keep', 'user.x', b'1')" 2>&1 | tail -1
@@ -121,8 +122,11 @@ def test_extra_writable_root(rf: Runner) -> None:
 def test_private_tmp(rf: Runner) -> None:
     ws = rf.mkdir(base="/tmp")
     marker = rf.mkdir("hostmarker-", base="/tmp")
-    r = rf.sh(ws, f"ls /tmp; test -e {marker} && echo VISIBLE; echo hi > /tmp/made-inside; "
-                  "echo $TMPDIR; df -P /tmp | tail -1; echo s > /dev/shm/x && cat /dev/shm/x")
+    r = rf.sh(
+        ws,
+        f"ls /tmp; test -e {marker} && echo VISIBLE; echo hi > /tmp/made-inside; "
+        "echo $TMPDIR; df -P /tmp | tail -1; echo s > /dev/shm/x && cat /dev/shm/x",
+    )
     assert r.returncode == 0, r.stderr
     assert "VISIBLE" not in r.stdout
     assert "/tmp\n" in r.stdout
@@ -135,9 +139,12 @@ def test_private_tmp(rf: Runner) -> None:
 
 def test_minimal_dev_and_fresh_proc(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, "ls /dev; echo ---; ls /proc | grep -E '^[0-9]+$' | wc -l; "
-                  "echo x > /dev/null && echo null-ok; head -c 4 /dev/urandom | wc -c; "
-                  "mknod /dev/evil c 1 3 2>&1 || true")
+    r = rf.sh(
+        ws,
+        "ls /dev; echo ---; ls /proc | grep -E '^[0-9]+$' | wc -l; "
+        "echo x > /dev/null && echo null-ok; head -c 4 /dev/urandom | wc -c; "
+        "mknod /dev/evil c 1 3 2>&1 || true",
+    )
     assert r.returncode == 0, r.stderr
     devs = r.stdout.split("---")[0].split()
     assert "null" in devs and "urandom" in devs and "pts" in devs

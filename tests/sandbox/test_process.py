@@ -1,4 +1,4 @@
-"""The process tree ends with the command; exit statuses follow the shell; bad input runs nothing."""
+"""The process tree ends with the command; exit statuses follow the shell; bad input fails."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from conftest import Runner
 
 pytestmark = pytest.mark.sandbox
@@ -49,7 +48,7 @@ def test_background_and_setsid_processes_die_with_the_command(rf: Runner) -> Non
     token = f"rf-bg-{uuid.uuid4().hex}"
     script = (
         f"{_sleeper(token)} & setsid {_sleeper(token)} & "
-        f"(setsid sh -c \"{_sleeper(token)} &\" &) ; sleep 0.3; "
+        f'(setsid sh -c "{_sleeper(token)} &" &) ; sleep 0.3; '
         f"ps -eo args | grep -c '[{token[0]}]{token[1:]}'"
     )
     r = rf.sh(ws, script)
@@ -65,8 +64,9 @@ def test_sigkill_of_ringfence_leaves_no_process_and_no_file(rf: Runner) -> None:
     before = sorted(p.name for p in ws.rglob("*"))
     tmp_before = set(os.listdir("/tmp"))
     token = f"rf-kill-{uuid.uuid4().hex}"
-    proc = rf.popen("run", "--", "sh", "-c", f"setsid {_sleeper(token)} & echo started; wait",
-                    cwd=ws)
+    proc = rf.popen(
+        "run", "--", "sh", "-c", f"setsid {_sleeper(token)} & echo started; wait", cwd=ws
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "started"
     assert _procs_with(token), "the command never started"
@@ -91,8 +91,13 @@ def test_timeout_kills_the_tree_and_exits_124(rf: Runner) -> None:
 
 @pytest.mark.parametrize(
     ("script", "code"),
-    [("exit 0", 0), ("exit 3", 3), ("exit 255", 255), ("kill -TERM $$", 128 + 15),
-     ("kill -KILL $$", 128 + 9)],
+    [
+        ("exit 0", 0),
+        ("exit 3", 3),
+        ("exit 255", 255),
+        ("kill -TERM $$", 128 + 15),
+        ("kill -KILL $$", 128 + 9),
+    ],
 )
 def test_exit_status_mapping(rf: Runner, script: str, code: int) -> None:
     ws = rf.mkdir()
@@ -175,8 +180,16 @@ def test_bad_input_exits_2_and_runs_nothing(rf: Runner, args: list[str], message
 
 def test_full_access_runs_without_a_boundary(rf: Runner) -> None:
     ws, outside = rf.mkdir(), rf.mkdir("outside-")
-    r = rf("run", "--mode", "full-access", "--", "sh", "-c",
-           f"echo x > {outside}/f; echo $RINGFENCE_SANDBOX", cwd=ws)
+    r = rf(
+        "run",
+        "--mode",
+        "full-access",
+        "--",
+        "sh",
+        "-c",
+        f"echo x > {outside}/f; echo $RINGFENCE_SANDBOX",
+        cwd=ws,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "0"
     assert (outside / "f").exists()

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import Runner
 
 pytestmark = pytest.mark.sandbox
@@ -36,12 +35,20 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_git_init_add_commit_in_the_workspace(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, f"git init -q . && echo a > a && git add a && git {GIT_ID} commit -qm one "
-                  f"&& echo b > b && git add b && git {GIT_ID} commit -qm two && git log --oneline | wc -l")
+    r = rf.sh(
+        ws,
+        f"git init -q . && echo a > a && git add a && git {GIT_ID} commit -qm one "
+        f"&& echo b > b && git add b && git {GIT_ID} commit -qm two && git log --oneline | wc -l",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "2"
-    log = subprocess.run(["git", "-C", str(ws), "log", "--format=%s"], capture_output=True,
-                         text=True, check=False, env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1"})
+    log = subprocess.run(
+        ["git", "-C", str(ws), "log", "--format=%s"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1"},
+    )
     assert log.stdout.split() == ["two", "one"] or "dubious ownership" in log.stderr
 
 
@@ -64,8 +71,16 @@ def test_existing_repo_commit_works_but_hooks_and_config_are_read_only(rf: Runne
     """
     r = rf.sh(ws, script)
     assert "commit-ok" in r.stdout, r.stderr
-    for bad in ("HOOK-WRITTEN", "HOOK-CREATED", "HOOK-CHMOD", "HOOK-REMOVED", "CONFIG-WRITTEN",
-                "CONFIG-APPENDED", "HOOKS-RENAMED", "GIT-RENAMED"):
+    for bad in (
+        "HOOK-WRITTEN",
+        "HOOK-CREATED",
+        "HOOK-CHMOD",
+        "HOOK-REMOVED",
+        "CONFIG-WRITTEN",
+        "CONFIG-APPENDED",
+        "HOOKS-RENAMED",
+        "GIT-RENAMED",
+    ):
         assert bad not in r.stdout, r.stdout
     assert "still-there" in r.stdout
     assert _tree(ws / ".git/hooks") == before_hooks
@@ -75,36 +90,52 @@ def test_existing_repo_commit_works_but_hooks_and_config_are_read_only(rf: Runne
 def test_strict_git_makes_all_of_git_read_only(rf: Runner) -> None:
     ws = rf.mkdir()
     _git_repo(ws, rf)
-    r = rf.sh(ws, f"echo a > a && git add a 2>&1; git {GIT_ID} commit -qm x 2>&1; echo a > a2",
-              "--strict-git")
+    r = rf.sh(
+        ws,
+        f"echo a > a && git add a 2>&1; git {GIT_ID} commit -qm x 2>&1; echo a > a2",
+        "--strict-git",
+    )
     assert "Read-only file system" in r.stdout or "Unable to create" in r.stdout
     assert (ws / "a2").exists()  # the rest of the workspace stays writable
-    assert subprocess.run(["git", "-C", str(ws), "rev-parse", "HEAD"], capture_output=True,
-                          check=False).returncode != 0  # no commit was made
+    assert (
+        subprocess.run(
+            ["git", "-C", str(ws), "rev-parse", "HEAD"], capture_output=True, check=False
+        ).returncode
+        != 0
+    )  # no commit was made
 
 
-@pytest.mark.parametrize("name", [".vscode", ".idea", ".devcontainer", ".codex", ".claude", ".agents"])
+@pytest.mark.parametrize(
+    "name", [".vscode", ".idea", ".devcontainer", ".codex", ".claude", ".agents"]
+)
 def test_existing_tool_config_dirs_are_read_only(rf: Runner, name: str) -> None:
     ws = rf.mkdir()
     (ws / name).mkdir()
     (ws / name / "settings.json").write_text("{}")
     _chown_tree(ws, rf)
-    r = rf.sh(ws, f"echo x > {name}/tasks.json; echo y > {name}/settings.json; rm -rf {name}; "
-                  f"mv {name} moved; echo done")
+    r = rf.sh(
+        ws,
+        f"echo x > {name}/tasks.json; echo y > {name}/settings.json; rm -rf {name}; "
+        f"mv {name} moved; echo done",
+    )
     assert r.stdout.strip() == "done"
     assert sorted(p.name for p in (ws / name).iterdir()) == ["settings.json"]
     assert (ws / name / "settings.json").read_text() == "{}"
     assert not (ws / "moved").exists()
 
 
-@pytest.mark.parametrize("name", [".envrc", ".mcp.json", ".gitmodules", ".bashrc", ".profile",
-                                  ".ringfence.toml"])
+@pytest.mark.parametrize(
+    "name", [".envrc", ".mcp.json", ".gitmodules", ".bashrc", ".profile", ".ringfence.toml"]
+)
 def test_existing_protected_files_are_read_only(rf: Runner, name: str) -> None:
     ws = rf.mkdir()
     (ws / name).write_text("original\n")
     _chown_tree(ws, rf)
-    r = rf.sh(ws, f"echo evil > {name}; echo evil >> {name}; rm -f {name}; mv {name} x; "
-                  f"chmod 777 {name}; echo done")
+    r = rf.sh(
+        ws,
+        f"echo evil > {name}; echo evil >> {name}; rm -f {name}; mv {name} x; "
+        f"chmod 777 {name}; echo done",
+    )
     assert r.stdout.strip() == "done"
     assert (ws / name).read_text() == "original\n"
     assert not (ws / "x").exists()
@@ -125,17 +156,22 @@ def test_protect_flag_adds_a_path(rf: Runner) -> None:
 def test_gitdir_pointer_file_is_followed(rf: Runner) -> None:
     """A worktree/submodule-style ``.git`` file: the gitdir it names is protected too."""
     ws, store = rf.mkdir(), rf.mkdir("gitstore-")
-    subprocess.run(["git", "init", "-q", "--separate-git-dir", str(store / "repo.git"), str(ws)],
-                   check=True)
+    subprocess.run(
+        ["git", "init", "-q", "--separate-git-dir", str(store / "repo.git"), str(ws)], check=True
+    )
     assert (ws / ".git").is_file()
     (store / "repo.git/hooks/pre-commit").write_text("#!/bin/sh\n")
     _chown_tree(ws, rf)
     _chown_tree(store, rf)
     config_before = (store / "repo.git/config").read_bytes()
-    r = rf.sh(ws, f"echo a > a && git add a && git {GIT_ID} commit -qm one && echo commit-ok; "
-                  f"echo evil > {store}/repo.git/hooks/pre-commit || echo hook-refused; "
-                  f"echo x >> {store}/repo.git/config || echo config-refused",
-              "--writable", str(store))
+    r = rf.sh(
+        ws,
+        f"echo a > a && git add a && git {GIT_ID} commit -qm one && echo commit-ok; "
+        f"echo evil > {store}/repo.git/hooks/pre-commit || echo hook-refused; "
+        f"echo x >> {store}/repo.git/config || echo config-refused",
+        "--writable",
+        str(store),
+    )
     assert "commit-ok" in r.stdout, r.stderr
     assert "hook-refused" in r.stdout and "config-refused" in r.stdout
     assert (store / "repo.git/hooks/pre-commit").read_text() == "#!/bin/sh\n"
@@ -149,8 +185,11 @@ def test_submodule_gitdirs_are_protected(rf: Runner) -> None:
     subprocess.run(["git", "init", "-q", "--bare", str(mod)], check=True)
     (mod / "hooks/post-checkout").write_text("#!/bin/sh\n")
     _chown_tree(ws, rf)
-    r = rf.sh(ws, "echo evil > .git/modules/lib/hooks/post-checkout || echo refused-hook; "
-                  "echo x >> .git/modules/lib/config || echo refused-config")
+    r = rf.sh(
+        ws,
+        "echo evil > .git/modules/lib/hooks/post-checkout || echo refused-hook; "
+        "echo x >> .git/modules/lib/config || echo refused-config",
+    )
     assert "refused-hook" in r.stdout and "refused-config" in r.stdout
     assert (mod / "hooks/post-checkout").read_text() == "#!/bin/sh\n"
 
@@ -174,8 +213,16 @@ def test_symlink_planted_by_an_earlier_run_cannot_widen_the_next(rf: Runner) -> 
     r1 = rf.sh(ws, f"ln -s {secret} build && echo planted")
     assert "planted" in r1.stdout
     # run 2: the user asks for build/ to be writable; ringfence refuses the planted link
-    r2 = rf("run", "--writable", str(ws / "build"), "--", "sh", "-c",
-            f"echo pwned > {ws}/build/precious", cwd=ws)
+    r2 = rf(
+        "run",
+        "--writable",
+        str(ws / "build"),
+        "--",
+        "sh",
+        "-c",
+        f"echo pwned > {ws}/build/precious",
+        cwd=ws,
+    )
     assert r2.returncode == 2
     assert "symlink" in r2.stderr and str(ws) in r2.stderr
     assert (secret / "precious").read_text() == "keep"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
-
 from conftest import Runner
 
 pytestmark = pytest.mark.sandbox
@@ -31,8 +31,12 @@ def _fake_home(rf: Runner) -> Path:
 def test_default_secret_paths_are_unreadable(rf: Runner) -> None:
     ws = rf.mkdir()
     home = _fake_home(rf)
-    r = rf.sh(ws, "cat ~/.ssh/id_ed25519 ~/.aws/credentials ~/.netrc ~/.bash_history; "
-                  "ls ~/.ssh; cat ~/notes.txt", env={"HOME": str(home)})
+    r = rf.sh(
+        ws,
+        "cat ~/.ssh/id_ed25519 ~/.aws/credentials ~/.netrc ~/.bash_history; "
+        "ls ~/.ssh; cat ~/notes.txt",
+        env={"HOME": str(home)},
+    )
     for secret in ("PRIVATE-KEY", "AWS-SECRET", "NETRC-SECRET", "HISTORY-SECRET", "id_ed25519"):
         assert secret not in r.stdout
     assert "ordinary file" in r.stdout  # reading broadly still works
@@ -54,8 +58,12 @@ def test_deny_read_inside_the_workspace_cannot_be_written_either(rf: Runner) -> 
     (ws / "secrets/key").write_text("K")
     for p in [ws / "secrets", ws / "secrets/key"]:
         os.chown(p, rf.uid, rf.gid)
-    r = rf.sh(ws, "cat secrets/key; echo x > secrets/new; rm -rf secrets; echo done",
-              "--deny-read", str(ws / "secrets"))
+    r = rf.sh(
+        ws,
+        "cat secrets/key; echo x > secrets/new; rm -rf secrets; echo done",
+        "--deny-read",
+        str(ws / "secrets"),
+    )
     assert r.stdout.strip() == "done"
     assert (ws / "secrets/key").read_text() == "K"
     assert not (ws / "secrets/new").exists()
@@ -71,16 +79,36 @@ def test_no_default_deny_read_switches_the_defaults_off(rf: Runner) -> None:
 def test_secret_looking_variables_are_scrubbed(rf: Runner) -> None:
     ws = rf.mkdir()
     env = {
-        "OPENAI_API_KEY": "sk-1", "GITHUB_TOKEN": "ghp", "AWS_ACCESS_KEY_ID": "AKIA",
-        "DB_PASSWORD": "pw", "SSH_AUTH_SOCK": "/run/agent", "MY_SETTING": "visible",
-        "RINGFENCE_SANDBOX": "0", "KEEP_TOKEN": "kept",
+        "OPENAI_API_KEY": "sk-1",
+        "GITHUB_TOKEN": "ghp",
+        "AWS_ACCESS_KEY_ID": "AKIA",
+        "DB_PASSWORD": "pw",
+        "SSH_AUTH_SOCK": "/run/agent",
+        "MY_SETTING": "visible",
+        "RINGFENCE_SANDBOX": "0",
+        "KEEP_TOKEN": "kept",
     }
-    r = rf.sh(ws, "env", "--keep-env", "KEEP_TOKEN", "--env", "ADDED=1", "--unset-env", "MY_SETTING",
-              env=env)
+    r = rf.sh(
+        ws,
+        "env",
+        "--keep-env",
+        "KEEP_TOKEN",
+        "--env",
+        "ADDED=1",
+        "--unset-env",
+        "MY_SETTING",
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     seen = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    for gone in ("OPENAI_API_KEY", "GITHUB_TOKEN", "AWS_ACCESS_KEY_ID", "DB_PASSWORD",
-                 "SSH_AUTH_SOCK", "MY_SETTING"):
+    for gone in (
+        "OPENAI_API_KEY",
+        "GITHUB_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "DB_PASSWORD",
+        "SSH_AUTH_SOCK",
+        "MY_SETTING",
+    ):
         assert gone not in seen
     assert seen["KEEP_TOKEN"] == "kept"
     assert seen["ADDED"] == "1"
@@ -120,11 +148,15 @@ def host_listener() -> tuple[int, list[bytes]]:
     return srv.getsockname()[1], got
 
 
-def test_network_off_reaches_nothing_on_the_host(rf: Runner, host_listener: tuple[int, list[bytes]]) -> None:
+def test_network_off_reaches_nothing_on_the_host(
+    rf: Runner, host_listener: tuple[int, list[bytes]]
+) -> None:
     ws = rf.mkdir()
     port, got = host_listener
-    probe = (f"python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', {port}), 2); "
-             "s.sendall(b'LEAK'); print('CONNECTED')\"; ip -o link 2>/dev/null | cut -d: -f2 | tr -d ' '")
+    probe = (
+        f"python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', {port}), 2); "
+        "s.sendall(b'LEAK'); print('CONNECTED')\"; ip -o link 2>/dev/null | cut -d: -f2 | tr -d ' '"
+    )
     r = rf.sh(ws, probe)
     assert "CONNECTED" not in r.stdout
     assert "Connection refused" in r.stderr
@@ -133,9 +165,11 @@ def test_network_off_reaches_nothing_on_the_host(rf: Runner, host_listener: tupl
 
 def test_network_off_has_a_working_loopback(rf: Runner) -> None:
     ws = rf.mkdir()
-    script = ("python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); "
-              "c=socket.create_connection(s.getsockname()); a,_=s.accept(); c.sendall(b'ok'); "
-              "print(a.recv(2).decode())\"")
+    script = (
+        "python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); "
+        "c=socket.create_connection(s.getsockname()); a,_=s.accept(); c.sendall(b'ok'); "
+        'print(a.recv(2).decode())"'
+    )
     r = rf.sh(ws, script)
     assert r.stdout.strip() == "ok", r.stderr
 
@@ -143,9 +177,18 @@ def test_network_off_has_a_working_loopback(rf: Runner) -> None:
 def test_network_on_reaches_the_host(rf: Runner, host_listener: tuple[int, list[bytes]]) -> None:
     ws = rf.mkdir()
     port, got = host_listener
-    r = rf.sh(ws, f"python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', {port}), 2); "
-                  "s.sendall(b'HELLO'); print('CONNECTED')\"", "--network", "on")
+    r = rf.sh(
+        ws,
+        f"python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', {port}), 2); "
+        "s.sendall(b'HELLO'); print('CONNECTED')\"",
+        "--network",
+        "on",
+    )
     assert "CONNECTED" in r.stdout, r.stderr
+    deadline = time.monotonic() + 5
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert got == [b"HELLO"]
 
 
 def test_runtime_sockets_are_hidden(rf: Runner) -> None:
@@ -157,8 +200,10 @@ def test_runtime_sockets_are_hidden(rf: Runner) -> None:
     os.chown(sock_path, rf.uid, rf.gid)
     try:
         env = {"XDG_RUNTIME_DIR": str(runtime), "SSH_AUTH_SOCK": str(sock_path)}
-        probe = (f"ls {runtime}; python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); "
-                 f"s.connect('{sock_path}'); print('CONNECTED')\"")
+        probe = (
+            f'ls {runtime}; python3 -c "import socket; s=socket.socket(socket.AF_UNIX); '
+            f"s.connect('{sock_path}'); print('CONNECTED')\""
+        )
         r = rf.sh(ws, probe, env=env)
         assert "CONNECTED" not in r.stdout
         assert "agent.sock" not in r.stdout

@@ -12,11 +12,17 @@ from ringfence.policy.model import Mode, Network, Policy
 
 def facts(paths: dict[str, str] | None = None, **kw: object) -> HostFacts:
     info = {"/w": PathInfo("dir", "/w")}
-    for p, kind in (paths or {}).items():
-        kind, _, real = kind.partition(":")
+    for p, spec in (paths or {}).items():
+        kind, _, real = spec.partition(":")
         info[p] = PathInfo(kind, real or p)
-    base: dict[str, object] = {"uid": 1000, "gid": 1000, "home": "/home/u", "landlock_abi": 6,
-                               "env": {"HOME": "/home/u", "PATH": "/bin"}, "paths": info}
+    base: dict[str, object] = {
+        "uid": 1000,
+        "gid": 1000,
+        "home": "/home/u",
+        "landlock_abi": 6,
+        "env": {"HOME": "/home/u", "PATH": "/bin"},
+        "paths": info,
+    }
     base.update(kw)
     return HostFacts(**base)  # type: ignore[arg-type]
 
@@ -28,7 +34,9 @@ def ops(plan_mounts: tuple[MountOp, ...], kind: str | None = None) -> list[tuple
 def test_default_plan_shape() -> None:
     plan = compile_linux(Policy(workspace="/w"), facts(), cwd="/w")
     assert plan.namespaces == ("user", "mount", "pid", "ipc", "uts", "net")
-    assert plan.mounts[0] == MountOp("bind", "/", source="/", readonly=True, why="host root, read-only")
+    assert plan.mounts[0] == MountOp(
+        "bind", "/", source="/", readonly=True, why="host root, read-only"
+    )
     targets = [m.target for m in plan.mounts]
     assert targets.index("/tmp") < targets.index("/w")
     assert ("bind", "/w", False) in ops(plan.mounts)
@@ -41,7 +49,8 @@ def test_default_plan_shape() -> None:
 def test_compile_is_deterministic() -> None:
     f = facts({"/w/.git": "dir", "/w/.git/hooks": "dir"})
     assert compile_linux(Policy(workspace="/w"), f, cwd="/w") == compile_linux(
-        Policy(workspace="/w"), f, cwd="/w")
+        Policy(workspace="/w"), f, cwd="/w"
+    )
 
 
 def test_network_on_keeps_the_host_network() -> None:
@@ -51,8 +60,9 @@ def test_network_on_keeps_the_host_network() -> None:
 
 
 def test_existing_protected_paths_are_bound_read_only_with_pinned_ancestors() -> None:
-    f = facts({"/w/.git": "dir", "/w/.git/hooks": "dir", "/w/.git/config": "file",
-               "/w/.envrc": "file"})
+    f = facts(
+        {"/w/.git": "dir", "/w/.git/hooks": "dir", "/w/.git/config": "file", "/w/.envrc": "file"}
+    )
     plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
     binds = ops(plan.mounts, "bind")
     assert ("bind", "/w/.git", False) in binds  # pinned: cannot be renamed away
@@ -85,9 +95,18 @@ def test_symlink_to_outside_writable_roots_needs_no_mount() -> None:
 
 
 def test_gitdir_pointer_and_modules() -> None:
-    f = facts({"/w/.git": "file", "/g": "dir", "/g/config": "file", "/g/hooks": "dir",
-               "/g/modules/m/config": "file", "/x": "dir"},
-              gitdirs={"/w/.git": "/g"}, modules={"/g": ("/g/modules/m",)})
+    f = facts(
+        {
+            "/w/.git": "file",
+            "/g": "dir",
+            "/g/config": "file",
+            "/g/hooks": "dir",
+            "/g/modules/m/config": "file",
+            "/x": "dir",
+        },
+        gitdirs={"/w/.git": "/g"},
+        modules={"/g": ("/g/modules/m",)},
+    )
     plan = compile_linux(Policy(workspace="/w", writable_roots=("/g",)), f, cwd="/w")
     ro = [t for k, t, r in ops(plan.mounts, "bind") if r]
     assert "/g/config" in ro and "/g/hooks" in ro and "/g/modules/m/config" in ro
@@ -110,8 +129,10 @@ def test_deny_read_masks_existing_paths_only() -> None:
 
 
 def test_runtime_dirs_are_masked_and_allowed_sockets_come_back() -> None:
-    f = facts({"/run/user": "dir", "/run/user/1000/bus": "other"},
-              env={"XDG_RUNTIME_DIR": "/run/user/1000"})
+    f = facts(
+        {"/run/user": "dir", "/run/user/1000/bus": "other"},
+        env={"XDG_RUNTIME_DIR": "/run/user/1000"},
+    )
     plan = compile_linux(Policy(workspace="/w", allow_sockets=("/run/user/1000/bus",)), f, cwd="/w")
     mask = next(m for m in plan.mounts if m.target == "/run/user")
     assert mask.kind == "mask" and mask.mode == 0o111
@@ -153,8 +174,9 @@ def test_no_landlock_fails_closed() -> None:
 
 
 def test_full_access_has_no_boundary_and_needs_no_landlock() -> None:
-    plan = compile_linux(Policy(workspace="/w", mode=Mode.FULL_ACCESS), facts(landlock_abi=0),
-                         cwd="/w")
+    plan = compile_linux(
+        Policy(workspace="/w", mode=Mode.FULL_ACCESS), facts(landlock_abi=0), cwd="/w"
+    )
     assert not plan.sandboxed and plan.mounts == () and plan.landlock is None
     assert plan.env["RINGFENCE_SANDBOX"] == "0"
 
@@ -171,4 +193,7 @@ def test_plan_to_dict_is_json_ready() -> None:
 
     plan = compile_linux(Policy(workspace="/w"), facts(), cwd="/w")
     d = json.loads(json.dumps(plan.to_dict()))
-    assert d["landlock"]["rules"][0] == {"path": "/", "access": ["EXECUTE", "READ_FILE", "READ_DIR"]}
+    assert d["landlock"]["rules"][0] == {
+        "path": "/",
+        "access": ["EXECUTE", "READ_FILE", "READ_DIR"],
+    }

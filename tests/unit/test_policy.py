@@ -33,7 +33,9 @@ def test_strict_git_protects_all_of_git() -> None:
 
 def test_no_default_protect_keeps_strict_git() -> None:
     assert Policy(workspace="/w", default_protected=False).protected_names() == ()
-    assert Policy(workspace="/w", default_protected=False, strict_git=True).protected_names() == (".git",)
+    assert Policy(workspace="/w", default_protected=False, strict_git=True).protected_names() == (
+        ".git",
+    )
 
 
 def test_writable_paths_dedupes_and_keeps_workspace_first() -> None:
@@ -69,8 +71,17 @@ def test_deny_read_defaults_live_under_home() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["OPENAI_API_KEY", "GITHUB_TOKEN", "aws_secret_access_key", "DB_PASSWORD",
-             "AWS_PROFILE", "MY_CREDENTIALS", "NPM_CONFIG__AUTH", "SENTRY_DSN"],
+    "name",
+    [
+        "OPENAI_API_KEY",
+        "GITHUB_TOKEN",
+        "aws_secret_access_key",
+        "DB_PASSWORD",
+        "AWS_PROFILE",
+        "MY_CREDENTIALS",
+        "NPM_CONFIG__AUTH",
+        "SENTRY_DSN",
+    ],
 )
 def test_secret_names(name: str) -> None:
     assert is_secret_name(name)
@@ -82,12 +93,23 @@ def test_ordinary_names(name: str) -> None:
 
 
 def test_build_environment_scrubs_and_sets() -> None:
-    caller = {"PATH": "/bin", "API_KEY": "k", "SSH_AUTH_SOCK": "/s", "KEEP_TOKEN": "t",
-              "RINGFENCE_SANDBOX": "0", "GONE": "g"}
+    caller = {
+        "PATH": "/bin",
+        "API_KEY": "k",
+        "SSH_AUTH_SOCK": "/s",
+        "KEEP_TOKEN": "t",
+        "RINGFENCE_SANDBOX": "0",
+        "GONE": "g",
+    }
     policy = EnvPolicy(keep=("KEEP_TOKEN",), unset=("GONE",), set={"NEW": "n", "TMPDIR": "/mine"})
     env = build_environment(caller, policy, {"RINGFENCE_SANDBOX": "1", "TMPDIR": "/tmp"})
-    assert env == {"PATH": "/bin", "KEEP_TOKEN": "t", "RINGFENCE_SANDBOX": "1", "TMPDIR": "/mine",
-                   "NEW": "n"}
+    assert env == {
+        "PATH": "/bin",
+        "KEEP_TOKEN": "t",
+        "RINGFENCE_SANDBOX": "1",
+        "TMPDIR": "/mine",
+        "NEW": "n",
+    }
     assert scrubbed_names(caller, policy) == ["API_KEY", "GONE", "SSH_AUTH_SOCK"]
 
 

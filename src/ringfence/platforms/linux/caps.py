@@ -20,10 +20,13 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 # SECBIT_NOROOT, NO_SETUID_FIXUP, KEEP_CAPS, NO_CAP_AMBIENT_RAISE, each with its lock bit.
 _SECUREBITS = (
-    (1 << 0) | (1 << 1)  # NOROOT + locked
-    | (1 << 2) | (1 << 3)  # NO_SETUID_FIXUP + locked
+    (1 << 0)
+    | (1 << 1)  # NOROOT + locked
+    | (1 << 2)
+    | (1 << 3)  # NO_SETUID_FIXUP + locked
     | (1 << 5)  # KEEP_CAPS locked (off)
-    | (1 << 6) | (1 << 7)  # NO_CAP_AMBIENT_RAISE + locked
+    | (1 << 6)
+    | (1 << 7)  # NO_CAP_AMBIENT_RAISE + locked
 )
 
 

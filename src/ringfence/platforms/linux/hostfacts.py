@@ -12,8 +12,8 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ringfence.policy.model import Policy
 from ringfence.policy import defaults
+from ringfence.policy.model import Policy
 
 # Bounds for the .git/modules listing (submodules of submodules ...).
 MAX_MODULE_DEPTH = 4
@@ -161,11 +161,11 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
                         paths[info.real] = target
     xdg = env.get("XDG_RUNTIME_DIR")
     ssh = env.get("SSH_AUTH_SOCK")
-    for p in (xdg, ssh):
-        if p and os.path.isabs(p) and p not in paths:
-            info = _lstat_info(p)
-            if info is not None:
-                paths[p] = info
+    for var in (xdg, ssh):
+        if var and os.path.isabs(var) and var not in paths:
+            found = _lstat_info(var)
+            if found is not None:
+                paths[var] = found
     return HostFacts(
         uid=os.getuid(),
         gid=os.getgid(),

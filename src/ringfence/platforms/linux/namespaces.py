@@ -39,8 +39,9 @@ def unshare(names: Iterable[str], uid: int, gid: int) -> None:
     except OSError as e:
         raise UnsupportedError(
             "cannot create unprivileged user namespaces on this host "
-            f"({os.strerror(e.errno or 0)}). Enable them (sysctl kernel.unprivileged_userns_clone=1, "
-            "user.max_user_namespaces > 0, or the AppArmor userns restriction on Ubuntu), or run "
+            f"({os.strerror(e.errno or 0)}). Enable them (sysctl "
+            "kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0, or the AppArmor "
+            "userns restriction on Ubuntu), or run "
             "outside a container that forbids them; `ringfence doctor` shows what is missing"
         ) from e
     _write("/proc/self/setgroups", "deny")

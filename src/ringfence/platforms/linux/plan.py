@@ -15,8 +15,8 @@ from typing import Any
 from ringfence.errors import PolicyError, UnsupportedError
 from ringfence.platforms.linux import landlock
 from ringfence.platforms.linux.hostfacts import HostFacts
-from ringfence.policy.environment import build_environment, scrubbed_names
 from ringfence.policy import defaults
+from ringfence.policy.environment import build_environment, scrubbed_names
 from ringfence.policy.model import Mode, Network, Policy
 
 # Paths the sandbox rebuilds itself; a writable root may not be one of them or contain them.
@@ -265,7 +265,9 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             continue  # its target is listed on its own (e.g. /var/run -> /run)
         is_dir = info.kind == "dir"
         b.add(
-            MountOp("mask", p, is_dir=is_dir, mode=_mask_mode(p, allowed), why="runtime socket hidden"),
+            MountOp(
+                "mask", p, is_dir=is_dir, mode=_mask_mode(p, allowed), why="runtime socket hidden"
+            ),
             fresh=is_dir,
         )
     # Writable roots, shallowest first.
@@ -308,7 +310,9 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         if target in b.targets:
             notes.append(f"deny-read {p}: already a mount point, masked by an earlier rule")
         mode = _mask_mode(target, allowed)
-        b.add(MountOp("mask", target, is_dir=is_dir, mode=mode, why=f"deny-read: {p}"), fresh=is_dir)
+        b.add(
+            MountOp("mask", target, is_dir=is_dir, mode=mode, why=f"deny-read: {p}"), fresh=is_dir
+        )
     # Sockets the policy names explicitly come back on top of the masks.
     for p in policy.allow_sockets:
         info = facts.info(p)

@@ -125,9 +125,7 @@ def probe() -> Report:
         fix = "; ".join(hints)
     checks.append(Check("user namespaces", ok, detail, fix=fix))
     ok, detail = _in_child("mount_api")
-    checks.append(
-        Check("new mount API", ok, detail, fix="" if ok else "needs Linux >= 5.12")
-    )
+    checks.append(Check("new mount API", ok, detail, fix="" if ok else "needs Linux >= 5.12"))
     abi = landlock.abi_version()
     checks.append(
         Check(

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run the whole suite: unit tests and the sandbox tests
+# that drive the real `ringfence` against this kernel. Run as root (as CI does), the sandbox
+# tests run twice: as root and as the unprivileged user ringfence-test, created here.
+# Usage: scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v git >/dev/null || need+=(git)
+command -v ps >/dev/null || need+=(procps)
+command -v setsid >/dev/null || need+=(util-linux)
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: missing ${need[*]}; install them (e.g. sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+
+venv=${RINGFENCE_VENV:-.venv}
+python=${PYTHON:-python3}
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$venv/bin/python" -m pip install -q -e '.[dev]'
+
+if [ "$(id -u)" = 0 ]; then
+  id ringfence-test >/dev/null 2>&1 || useradd --create-home --shell /bin/sh ringfence-test
+  export RINGFENCE_TEST_USER=ringfence-test RINGFENCE_REQUIRE_UNPRIVILEGED=1
+fi
+
+"$venv/bin/ruff" check src tests
+"$venv/bin/ruff" format --check src tests
+"$venv/bin/mypy" src
+exec "$venv/bin/python" -m pytest "$@"
