@@ -194,3 +194,48 @@ def test_full_access_runs_without_a_boundary(rf: Runner) -> None:
     assert r.stdout.strip() == "0"
     assert (outside / "f").exists()
     assert Path(outside / "f").read_text() == "x\n"
+
+
+def test_the_callers_terminal_can_be_reopened_but_not_injected(rf: Runner) -> None:
+    """``> /dev/stdout`` on a terminal works; TIOCSTI into it does not."""
+    import pty
+    import select
+    import subprocess
+
+    ws = rf.mkdir()
+    master, slave = pty.openpty()
+    os.fchown(slave, rf.uid, rf.gid)  # a user's own terminal belongs to that user
+    inject = (
+        'python3 -c "import fcntl, termios; '
+        "[fcntl.ioctl(0, termios.TIOCSTI, c) for c in [b'i', b'd', b'\\n']]; print('INJECTED')\""
+    )
+    script = f"echo via-dev-stdout > /dev/stdout; test -t 0 && echo stdin-is-tty; {inject}"
+    proc = subprocess.Popen(
+        rf.argv(["run", "--", "sh", "-c", script]),
+        cwd=ws,
+        env=rf.env(),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    os.close(slave)
+    out = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 20)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=20)
+    os.close(master)
+    text = out.decode(errors="replace")
+    assert "via-dev-stdout" in text
+    assert "stdin-is-tty" in text
+    assert "INJECTED" not in text
+    assert "Operation not permitted" in text

@@ -15,8 +15,10 @@ the pid namespace, however it was detached. Each process dies with its parent
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import stat
 import select
 import signal
 from collections.abc import Sequence
@@ -138,6 +140,27 @@ def _wait_for(child: int) -> int:
             return status
 
 
+def _with_inherited_terminals(ruleset: landlock.LandlockRuleset) -> landlock.LandlockRuleset:
+    """Let the command reopen the terminal it was handed (``> /dev/stdout`` on a tty).
+
+    The caller's terminal lives on the host's devpts, outside the sandbox's view, so Landlock
+    would refuse reopening it through ``/proc/self/fd``. A rule on exactly that device inode
+    allows it; regular files and pipes handed over as stdio get no such rule.
+    """
+    extra = []
+    for fd in (0, 1, 2):
+        try:
+            if stat.S_ISCHR(os.fstat(fd).st_mode):
+                extra.append(
+                    landlock.PathRule(f"/proc/self/fd/{fd}", landlock.DEVICE_ACCESS, required=False)
+                )
+        except OSError:
+            continue
+    if not extra:
+        return ruleset
+    return dataclasses.replace(ruleset, rules=(*ruleset.rules, *extra))
+
+
 def _command_main(plan: LinuxPlan, argv: Sequence[str], err_fd: int) -> NoReturn:
     step = "prepare"
     try:
@@ -158,7 +181,7 @@ def _command_main(plan: LinuxPlan, argv: Sequence[str], err_fd: int) -> NoReturn
         caps.drop_all()
         step = "Landlock"
         if plan.landlock is not None:
-            landlock.restrict_self(plan.landlock)
+            landlock.restrict_self(_with_inherited_terminals(plan.landlock))
         step = "exec"
         os.execvpe(argv[0], list(argv), dict(plan.env))
     except OSError as e:
