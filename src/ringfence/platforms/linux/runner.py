@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import stat
 import select
 import signal
+import stat
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
