@@ -243,3 +243,123 @@ def test_planted_symlink_as_protected_name_redirects_nothing(rf: Runner) -> None
     r = rf.sh(ws, "echo evil > .git/hooks/pre-commit; echo evil > innocent/pre-push; echo done")
     assert r.stdout.strip() == "done"
     assert list((ws / "innocent").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        "echo x > .envrc",
+        "echo '{}' > .mcp.json",
+        "mkdir -p .vscode && echo '{}' > .vscode/tasks.json",
+        "mkdir .devcontainer",
+        "ln -s /etc .claude",
+        "echo x > sub/.envrc",
+        "touch .bashrc",
+        "echo '[submodule]' > .gitmodules",
+        "ln -s .envrc decoy && echo x > decoy",
+        "echo x > staged && mv staged .envrc",
+        "echo x > staged && ln staged .envrc",
+        "mkdir -p d/.vscode-staging && mv d/.vscode-staging .vscode",
+    ],
+)
+def test_protected_names_that_do_not_exist_cannot_be_created(rf: Runner, make: str) -> None:
+    ws = rf.mkdir()
+    (ws / "sub").mkdir()
+    _chown_tree(ws, rf)
+    r = rf.sh(ws, f"{make}; echo status=$?; echo ok > allowed.txt")
+    assert "status=0" not in r.stdout, (r.stdout, r.stderr)
+    assert "Permission denied" in r.stderr
+    assert (ws / "allowed.txt").read_text() == "ok\n"  # the command really ran
+    for name in (
+        ".envrc",
+        ".mcp.json",
+        ".vscode",
+        ".devcontainer",
+        ".claude",
+        "sub/.envrc",
+        ".bashrc",
+        ".gitmodules",
+    ):
+        assert not os.path.lexists(ws / name), name
+
+
+def test_missing_hooks_dir_of_an_existing_repo_cannot_be_created(rf: Runner) -> None:
+    ws = rf.mkdir()
+    _git_repo(ws, rf)
+    for p in (ws / ".git/hooks").iterdir():
+        p.unlink()
+    (ws / ".git/hooks").rmdir()
+    r = rf.sh(ws, "mkdir -p .git/hooks && echo evil > .git/hooks/pre-commit; echo status=$?")
+    assert "status=0" not in r.stdout
+    assert not (ws / ".git/hooks").exists()
+
+
+def test_nested_repository_is_protected_too(rf: Runner) -> None:
+    ws = rf.mkdir()
+    nested = ws / "vendor/lib"
+    nested.mkdir(parents=True)
+    _git_repo(nested, rf)
+    _chown_tree(ws, rf)
+    config = (nested / ".git/config").read_bytes()
+    hook = (nested / ".git/hooks/pre-commit").read_bytes()
+    script = f"""
+    cd vendor/lib
+    echo a > a && git add a && git {GIT_ID} commit -qm one && echo commit-ok
+    echo evil > .git/hooks/pre-commit || echo refused-hook-write
+    python3 -c "open('.git/hooks/pre-commit', 'r+').write('evil')" 2>/dev/null || echo refused-rplus
+    echo evil > .git/hooks/post-merge || echo refused-hook-create
+    git config core.fsmonitor evil 2>/dev/null || echo refused-config
+    mv .git/hooks/pre-commit.sample .git/hooks/pre-push 2>/dev/null || echo refused-rename-in
+    mv .git .git-away 2>/dev/null || echo refused-move-away
+    rm -rf .git 2>/dev/null; test -d .git && echo repo-still-there
+    """
+    r = rf.sh(ws, script)
+    for expected in (
+        "commit-ok",
+        "refused-hook-write",
+        "refused-rplus",
+        "refused-hook-create",
+        "refused-config",
+        "refused-rename-in",
+        "refused-move-away",
+        "repo-still-there",
+    ):
+        assert expected in r.stdout, (expected, r.stdout, r.stderr)
+    assert (nested / ".git/config").read_bytes() == config
+    assert (nested / ".git/hooks/pre-commit").read_bytes() == hook
+    assert not (nested / ".git/hooks/pre-push").exists()
+
+
+def test_existing_gitdir_pointer_cannot_be_redirected(rf: Runner) -> None:
+    ws, store = rf.mkdir(), rf.mkdir("gitstore-")
+    wt = ws / "wt"
+    wt.mkdir()
+    subprocess.run(
+        ["git", "init", "-q", "--separate-git-dir", str(store / "r.git"), str(wt)], check=True
+    )
+    _chown_tree(ws, rf)
+    _chown_tree(store, rf)
+    pointer = (wt / ".git").read_text()
+    r = rf.sh(
+        ws,
+        "mkdir -p evil/hooks; echo 'gitdir: ../evil' > wt/.git || echo refused-rewrite; "
+        "rm -f wt/.git || echo refused-remove; "
+        "echo 'gitdir: ../evil' > p && mv p wt/.git || echo refused-replace",
+    )
+    for expected in ("refused-rewrite", "refused-remove", "refused-replace"):
+        assert expected in r.stdout, (expected, r.stdout, r.stderr)
+    assert (wt / ".git").read_text() == pointer
+
+
+def test_a_new_repository_created_in_the_run_is_the_commands_own(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf.sh(
+        ws,
+        f"git init -q fresh && cd fresh && git config user.name t && echo a > a && "
+        f"git add a && git {GIT_ID} commit -qm one && echo ok",
+    )
+    assert r.stdout.strip() == "ok", r.stderr
+    assert (ws / "fresh/.git/hooks").is_dir()
+    # the next run treats it as an existing repository
+    r = rf.sh(ws, "echo evil > fresh/.git/hooks/pre-commit || echo refused")
+    assert "refused" in r.stdout

@@ -58,3 +58,30 @@ def drop_all() -> None:
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     syscall("capset", ctypes.byref(header), ctypes.byref(data))
+
+
+CAP_SYS_PTRACE = 19
+
+
+def keep_only(cap: int) -> None:
+    """Keep ``cap`` (effective and permitted) and drop every other capability.
+
+    For the name guard's supervisor, which must read the memory of every process of the
+    command's tree (Yama's ptrace_scope=1 would otherwise allow only ancestors) and needs no
+    other privilege: its file operations stay subject to ordinary permissions and Landlock.
+    """
+    last = 0
+    while True:
+        try:
+            if last != cap:
+                syscall("prctl", PR_CAPBSET_DROP, ctypes.c_ulong(last), 0, 0, 0)
+        except OSError as e:
+            if e.errno == errno.EINVAL:
+                break
+            raise
+        last += 1
+    syscall("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    data[cap // 32].effective = data[cap // 32].permitted = 1 << (cap % 32)
+    syscall("capset", ctypes.byref(header), ctypes.byref(data))

@@ -57,6 +57,7 @@ class LinuxPlan:
     guard_roots: tuple[str, ...]
     guard_paths: tuple[str, ...]
     guard_names: tuple[str, ...]
+    guard_new_repo_names: tuple[str, ...]
     env: Mapping[str, str]
     cwd: str
     uid: int
@@ -207,6 +208,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             guard_roots=(),
             guard_paths=(),
             guard_names=(),
+            guard_new_repo_names=(),
             env=env,
             cwd=cwd,
             uid=facts.uid,
@@ -341,8 +343,11 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         mounts=tuple(b.ops),
         landlock=landlock_rules,
         guard_roots=roots,
-        guard_paths=tuple(protected_paths),
-        guard_names=policy.protected_names(),
+        guard_paths=tuple(protected_paths) if roots else (),
+        guard_names=policy.protected_names() if roots else (),
+        guard_new_repo_names=tuple(
+            n for n in policy.protected_names() if n.startswith(".git/") and roots
+        ),
         env=env,
         cwd=cwd,
         uid=facts.uid,

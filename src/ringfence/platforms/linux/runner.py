@@ -20,12 +20,13 @@ import json
 import os
 import select
 import signal
+import socket
 import stat
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ringfence.errors import RingfenceError
-from ringfence.platforms.linux import caps, landlock, mounts, namespaces
+from ringfence.platforms.linux import caps, guard_rules, landlock, mounts, nameguard, namespaces
 from ringfence.platforms.linux.libc import syscall
 from ringfence.platforms.linux.plan import LinuxPlan
 
@@ -161,6 +162,56 @@ def _with_inherited_terminals(ruleset: landlock.LandlockRuleset) -> landlock.Lan
     return dataclasses.replace(ruleset, rules=(*ruleset.rules, *extra))
 
 
+def _start_guard(plan: LinuxPlan) -> socket.socket:
+    """Start the name guard's supervisor; return the socket to hand it the listener on.
+
+    The supervisor is forked here, after Landlock, so it lives in the command's own domain
+    (its emulated file operations meet the same second wall, and Landlock lets it read the
+    command's memory), and before the filter, so it is not filtered itself. A double fork makes
+    pid 1 its parent: the command must not see an extra child it never started.
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    middle = os.fork()
+    if middle == 0:
+        ours.close()
+        if os.fork() == 0:
+            _supervisor_main(plan, theirs)
+        os._exit(0)
+    theirs.close()
+    os.waitpid(middle, 0)
+    return ours
+
+
+def _supervisor_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
+    code = 0
+    try:
+        os.setsid()  # out of the command's process group: its signals are not ours
+        caps.keep_only(caps.CAP_SYS_PTRACE)
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
+        os.closerange(3, sock.fileno())
+        os.closerange(sock.fileno() + 1, 0x7FFFFFFF)
+        _, fds, _, _ = socket.recv_fds(sock, 16, 1)
+        sock.close()
+        if not fds:
+            os._exit(0)  # the command failed before installing the filter
+        stop_r, _stop_w = os.pipe()  # never written: serve until the filtered tree is gone
+        rules = guard_rules.GuardRules(
+            writable_roots=plan.guard_roots,
+            protected_paths=plan.guard_paths,
+            protected_names=plan.guard_names,
+            new_repo_names=plan.guard_new_repo_names,
+        )
+        supervisor = nameguard.Supervisor(fds[0], rules)
+        supervisor.serve(stop_r)
+    except BaseException as e:  # the listener closes with us: guarded calls then fail closed
+        os.write(2, f"ringfence: name guard failed: {e}\n".encode())
+        code = 1
+    os._exit(code)
+
+
 def _command_main(plan: LinuxPlan, argv: Sequence[str], err_fd: int) -> NoReturn:
     step = "prepare"
     try:
@@ -177,11 +228,21 @@ def _command_main(plan: LinuxPlan, argv: Sequence[str], err_fd: int) -> NoReturn
         step = "close file descriptors"
         os.closerange(3, err_fd)
         os.closerange(err_fd + 1, 0x7FFFFFFF)
-        step = "drop capabilities"
-        caps.drop_all()
         step = "Landlock"
         if plan.landlock is not None:
             landlock.restrict_self(_with_inherited_terminals(plan.landlock))
+        guard_sock = None
+        if plan.guard_names or plan.guard_paths:
+            step = "start the name guard"
+            guard_sock = _start_guard(plan)
+        step = "drop capabilities"
+        caps.drop_all()
+        if guard_sock is not None:
+            step = "install the name guard"
+            listener = nameguard.install_filter()
+            socket.send_fds(guard_sock, [b"L"], [listener])
+            os.close(listener)
+            guard_sock.close()
         step = "exec"
         os.execvpe(argv[0], list(argv), dict(plan.env))
     except OSError as e:

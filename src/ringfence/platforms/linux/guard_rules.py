@@ -1,0 +1,203 @@
+"""Which paths the name guard protects: a pure matcher, no I/O.
+
+The supervisor in ``nameguard.py`` hands these functions the canonical absolute path a
+syscall would create, remove or rename, and they answer with the rule that forbids it (or
+``None``). Keeping the decision pure makes it testable against an independent oracle and
+keeps the code that touches the kernel small.
+
+Semantics
+---------
+* ``protected_paths`` are absolute: the path itself and everything beneath it.
+* ``protected_names`` are patterns of path components (``"*"`` = exactly one component,
+  ``"**"`` = zero or more, anything else = that exact name). They apply only under a writable
+  root, and only to the components *below* that root (the outermost root when roots nest):
+  a path is protected when the pattern matches a contiguous, non-empty run of those
+  components and the path is the run's end or beneath it.
+* :func:`may_hold_protected` answers for a directory or symlink that appears at a path by
+  rename, link or symlink: it could bring protected paths with it when a pattern's match
+  could *start* at or above the new name and end beneath it (``x/.git`` with ``.git/hooks``),
+  or when the new name is an ancestor of a ``protected_paths`` entry. Matches that lie wholly
+  inside the moved tree are not counted: every writable place is a writable root, so such a
+  tree was checked by the same patterns where it was built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+_GLOB_ONE = "*"
+_GLOB_ANY = "**"
+
+
+def check_canonical(path: str) -> None:
+    """Raise ValueError unless ``path`` is absolute and canonical.
+
+    Canonical: starts with ``/``, no empty, ``.`` or ``..`` component, no trailing slash (except
+    ``/`` itself), no NUL. The supervisor resolves paths before asking, so anything else means
+    a bug there; refusing loudly is safer than guessing what the caller meant.
+    """
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+        raise ValueError(f"not an absolute path: {path!r}")
+    if path == "/":
+        return
+    parts = path[1:].split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"not a canonical path: {path!r}")
+
+
+def _components(path: str) -> tuple[str, ...]:
+    return () if path == "/" else tuple(path[1:].split("/"))
+
+
+def _beneath_or_equal(path: str, top: str) -> bool:
+    return top in ("/", path) or path.startswith(top + "/")
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    text: str
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GuardRules:
+    """The protection rules for one sandbox (see the module docstring for the semantics)."""
+
+    writable_roots: tuple[str, ...]
+    protected_paths: tuple[str, ...] = ()
+    protected_names: tuple[str, ...] = ()
+    # Name patterns (a subset of protected_names, like ".git/hooks") that do not apply inside
+    # a ``.git`` directory the guard itself created during this run: ``git init`` and
+    # ``git clone`` must be able to write a new repository's config and hooks.
+    new_repo_names: tuple[str, ...] = ()
+    _patterns: tuple[_Pattern, ...] = field(init=False, repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        for path in (*self.writable_roots, *self.protected_paths):
+            check_canonical(path)
+        patterns = []
+        for text in self.protected_names:
+            parts = tuple(text.split("/"))
+            if text.startswith("/") or any(p in ("", ".", "..") or "\0" in p for p in parts):
+                raise ValueError(
+                    f"protected name {text!r} must be relative components, like '.git/hooks'"
+                )
+            if all(p == _GLOB_ANY for p in parts):
+                raise ValueError(f"protected name {text!r} would protect every path")
+            patterns.append(_Pattern(text, parts))
+        object.__setattr__(self, "_patterns", tuple(patterns))
+
+    @cached_property
+    def _roots_outermost_first(self) -> tuple[str, ...]:
+        return tuple(sorted(self.writable_roots, key=len))
+
+
+def _relative_to_root(rules: GuardRules, path: str) -> tuple[str, ...] | None:
+    for root in rules._roots_outermost_first:
+        if _beneath_or_equal(path, root):
+            return _components(path)[len(_components(root)) :]
+    return None
+
+
+def _closure(parts: tuple[str, ...], states: set[int]) -> set[int]:
+    """Add the positions reachable by letting ``**`` match zero components."""
+    out = set(states)
+    todo = list(states)
+    while todo:
+        pos = todo.pop()
+        if pos < len(parts) and parts[pos] == _GLOB_ANY and pos + 1 not in out:
+            out.add(pos + 1)
+            todo.append(pos + 1)
+    return out
+
+
+def _step(parts: tuple[str, ...], states: set[int], name: str) -> set[int]:
+    nxt: set[int] = set()
+    for pos in states:
+        if pos >= len(parts):
+            continue
+        want = parts[pos]
+        if want == _GLOB_ANY:
+            nxt.add(pos)
+        elif want in (_GLOB_ONE, name):
+            nxt.add(pos + 1)
+    return _closure(parts, nxt)
+
+
+def _run_ends_here(parts: tuple[str, ...], comps: tuple[str, ...]) -> bool:
+    """Does the pattern match some non-empty contiguous run of ``comps``?"""
+    for start in range(len(comps)):
+        states = _closure(parts, {0})
+        for name in comps[start:]:
+            states = _step(parts, states, name)
+            if not states:
+                break
+            if len(parts) in states:
+                return True
+    return False
+
+
+def _run_continues_beneath(parts: tuple[str, ...], comps: tuple[str, ...]) -> bool:
+    """Can a match start inside ``comps``, consume the rest of them, and need more?"""
+    for start in range(len(comps)):
+        states = _closure(parts, {0})
+        for name in comps[start:]:
+            states = _step(parts, states, name)
+            if not states:
+                break
+        for pos in states:
+            if any(p != _GLOB_ANY for p in parts[pos:]):
+                return True
+    return False
+
+
+def protected_by(rules: GuardRules, path: str) -> str | None:
+    """The rule text that protects ``path`` (canonical, absolute), else None."""
+    check_canonical(path)
+    for top in rules.protected_paths:
+        if _beneath_or_equal(path, top):
+            return top
+    rel = _relative_to_root(rules, path)
+    if rel is None:
+        return None
+    for pattern in rules._patterns:
+        if _run_ends_here(pattern.parts, rel):
+            return pattern.text
+    return None
+
+
+def may_hold_protected(rules: GuardRules, path: str) -> str | None:
+    """For a directory or symlink appearing at ``path``: the rule it could bring, else None.
+
+    Also true when ``path`` itself is protected, so callers can use this one check for
+    directories and symlinks.
+    """
+    rule = protected_by(rules, path)
+    if rule is not None:
+        return rule
+    for top in rules.protected_paths:
+        if _beneath_or_equal(top, path):
+            return top
+    rel = _relative_to_root(rules, path)
+    if rel is None:
+        return None
+    for pattern in rules._patterns:
+        parts = pattern.parts
+        while parts and parts[0] == _GLOB_ANY:  # a leading ** only restates "at any depth"
+            parts = parts[1:]
+        if _run_continues_beneath(parts, rel):
+            return pattern.text
+    return None
+
+
+def is_ancestor_of_protected_path(rules: GuardRules, path: str) -> str | None:
+    """The ``protected_paths`` entry strictly beneath ``path``, else None.
+
+    Removing or renaming such an ancestor would take the protected path with it.
+    """
+    check_canonical(path)
+    for top in rules.protected_paths:
+        if top != path and _beneath_or_equal(top, path):
+            return top
+    return None

@@ -1,0 +1,1232 @@
+"""The name guard: stop a command from creating protected names that do not exist yet.
+
+Read-only bind mounts protect protected paths that exist when the sandbox starts, and
+Landlock cannot say "this directory except this name". So the command runs under a seccomp
+filter that sends every syscall which creates, removes or renames a directory entry to a
+supervisor process. The supervisor resolves the path the way the kernel would for the
+command, asks :mod:`guard_rules`, and then either refuses with EACCES or performs the
+operation itself and returns the result (file descriptors are injected with
+SECCOMP_IOCTL_NOTIF_ADDFD). It never lets the original call continue: the path lives in the
+command's memory and another thread could change it between the check and the kernel's
+second read; emulation acts only on the string it read and the directory fds it pinned.
+
+Setup, in order:
+
+1. the command's process calls :func:`install_filter` right before exec (after Landlock) and
+   hands the returned listener fd to the supervisor (SCM_RIGHTS), then closes it (it is
+   O_CLOEXEC; a command holding its own listener could answer its own notifications);
+2. the supervisor process runs ``Supervisor(listener_fd, rules).serve(stop_fd)``.
+
+Requirements on the supervisor (checked where cheap, see ``Supervisor.__init__``): it is not
+under this filter; it shares the command's mount namespace and root, and its ``/proc`` is
+the procfs of its own pid namespace; it can ptrace-read the command (same user, command
+dumpable, Landlock domain an ancestor of the command's or none); it runs in its own process
+because it sets the process umask to the command's for each emulated creation.
+
+Filter decisions (x86_64 and aarch64):
+
+* a foreign architecture (i386 via int 0x80, arm32 compat) or an x32 syscall number kills the
+  process (SECCOMP_RET_KILL_PROCESS): such a call is a way around a filter written for the
+  native numbers, and a loud death is better than an errno a fallback path would hide;
+* open/openat with O_CREAT, creat, mkdir*, mknod*, symlink*, link*, rename*, unlink*, rmdir go
+  to the supervisor;
+* openat2 fails with ENOSYS (its flags live in a struct BPF cannot read; libc and most
+  programs fall back to openat);
+* io_uring_setup fails with EPERM (io_uring operations bypass seccomp);
+* everything else is allowed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import re
+import select
+import stat
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from ringfence.errors import SandboxError, UnsupportedError
+from ringfence.platforms.linux import bpf, libc
+from ringfence.platforms.linux.guard_rules import (
+    GuardRules,
+    check_canonical,
+    is_ancestor_of_protected_path,
+    may_hold_protected,
+    protected_by,
+)
+
+# ----------------------------------------------------------------------------- constants
+
+AUDIT_ARCH_X86_64: Final = 0xC000003E
+AUDIT_ARCH_AARCH64: Final = 0xC00000B7
+X32_SYSCALL_BIT: Final = 0x40000000
+
+PR_SET_NO_NEW_PRIVS: Final = 38
+SECCOMP_SET_MODE_FILTER: Final = 1
+SECCOMP_GET_NOTIF_SIZES: Final = 3
+SECCOMP_FILTER_FLAG_NEW_LISTENER: Final = 1 << 3
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV: Final = 1 << 5
+SECCOMP_ADDFD_FLAG_SEND: Final = 1 << 1
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: Final = 1
+
+PATH_MAX: Final = 4096
+MAXSYMLINKS: Final = 40  # the kernel's limit per lookup
+PROC_SUPER_MAGIC: Final = 0x9FA0
+PROC_ROOT_INO: Final = 1
+AT_FDCWD: Final = -100
+AT_SYMLINK_FOLLOW: Final = 0x400
+AT_REMOVEDIR: Final = 0x200
+AT_EMPTY_PATH: Final = 0x1000
+RENAME_EXCHANGE: Final = 1 << 1
+RESOLVE_NO_SYMLINKS: Final = 0x04
+O_ACCMODE: Final = 0o3
+DEV_TTY: Final = os.makedev(5, 0)
+_CREAT_FLAGS: Final = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+
+
+def _ioc(direction: int, nr: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (ord("!") << 8) | nr
+
+
+_IOC_WRITE, _IOC_READ = 1, 2
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    """What the filter needs to know about one architecture."""
+
+    audit_arch: int
+    deny_x32: bool
+    numbers: dict[str, int]
+
+
+# Numbers from arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h.
+ARCHES: Final[dict[str, ArchInfo]] = {
+    "x86_64": ArchInfo(
+        AUDIT_ARCH_X86_64,
+        True,
+        {
+            "open": 2,
+            "creat": 85,
+            "openat": 257,
+            "mkdir": 83,
+            "mkdirat": 258,
+            "mknod": 133,
+            "mknodat": 259,
+            "symlink": 88,
+            "symlinkat": 266,
+            "link": 86,
+            "linkat": 265,
+            "rename": 82,
+            "renameat": 264,
+            "renameat2": 316,
+            "unlink": 87,
+            "unlinkat": 263,
+            "rmdir": 84,
+            "openat2": 437,
+            "io_uring_setup": 425,
+        },
+    ),
+    "aarch64": ArchInfo(
+        AUDIT_ARCH_AARCH64,
+        False,
+        {
+            "openat": 56,
+            "mkdirat": 34,
+            "mknodat": 33,
+            "symlinkat": 36,
+            "linkat": 37,
+            "renameat": 38,
+            "renameat2": 276,
+            "unlinkat": 35,
+            "openat2": 437,
+            "io_uring_setup": 425,
+        },
+    ),
+}
+
+# Syscalls that always go to the supervisor, and open-like ones that go only with O_CREAT
+# (value: index of the flags argument).
+NOTIFY_ALWAYS: Final = (
+    "creat",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "symlink",
+    "symlinkat",
+    "link",
+    "linkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+)
+NOTIFY_IF_CREAT: Final = {"open": 1, "openat": 2}
+# Opens that can create or change a file: with these flags an open goes to the supervisor
+# (an existing protected file in a nested repository has no read-only mount to stop a write).
+WRITE_OPEN_FLAGS: Final = os.O_CREAT | os.O_WRONLY | os.O_RDWR | os.O_TRUNC
+O_TMPFILE_BIT: Final = 0o20000000  # __O_TMPFILE, the same on x86_64 and aarch64
+
+
+# ----------------------------------------------------------------------------- the filter
+
+
+def build_filter(machine: str = libc.MACHINE) -> list[bpf.Insn]:
+    """The name-guard seccomp program for ``machine`` (pure; tested with bpf.evaluate)."""
+    arch = ARCHES.get(machine)
+    if arch is None:
+        raise UnsupportedError(
+            f"the name guard has no syscall table for {machine!r}; it supports x86_64 and aarch64"
+        )
+    nums = arch.numbers
+    b = bpf.Builder()
+    b.load_arch().jeq(arch.audit_arch, None, "kill")
+    b.load_nr()
+    if arch.deny_x32:
+        b.jge(X32_SYSCALL_BIT, "kill")
+    b.jeq(nums["io_uring_setup"], "eperm")
+    b.jeq(nums["openat2"], "enosys")
+    for name in NOTIFY_IF_CREAT:
+        if name in nums:
+            b.jeq(nums[name], f"creat_arg_{NOTIFY_IF_CREAT[name]}")
+    for name in NOTIFY_ALWAYS:
+        if name in nums:
+            b.jeq(nums[name], "notify")
+    b.ret(bpf.SECCOMP_RET_ALLOW)
+    for index in sorted(set(NOTIFY_IF_CREAT.values())):
+        # Flags are an int: only the low half of the 64-bit argument counts.
+        # O_TMPFILE makes a nameless file (a name comes only through linkat, which is
+        # checked); the kernel refuses O_TMPFILE together with O_CREAT.
+        b.label(f"creat_arg_{index}").load_arg(index).jset(O_TMPFILE_BIT, "allow")
+        b.jset(WRITE_OPEN_FLAGS, "notify")
+        b.ret(bpf.SECCOMP_RET_ALLOW)
+    b.label("allow").ret(bpf.SECCOMP_RET_ALLOW)
+    b.label("notify").ret(bpf.SECCOMP_RET_USER_NOTIF)
+    b.label("eperm").ret(bpf.ret_errno(errno.EPERM))
+    b.label("enosys").ret(bpf.ret_errno(errno.ENOSYS))
+    b.label("kill").ret(bpf.SECCOMP_RET_KILL_PROCESS)
+    return b.build()
+
+
+def install_filter() -> int:
+    """Set no_new_privs, install the name-guard filter, return its listener fd (O_CLOEXEC).
+
+    Call in the command's process right before exec. Uses WAIT_KILLABLE_RECV where the
+    kernel has it (5.19+): once the supervisor holds a call, only a fatal signal interrupts
+    the caller, so a signal cannot make an already-emulated mkdir or open run twice.
+    """
+    program = build_filter()
+    fprog, _keep = bpf.sock_fprog(program)
+    try:
+        libc.syscall("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    except OSError as exc:
+        raise SandboxError(f"cannot set no_new_privs: {exc}") from exc
+    base = SECCOMP_FILTER_FLAG_NEW_LISTENER
+    for flags in (base | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, base):
+        try:
+            return libc.syscall("seccomp", SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
+        except OSError as exc:
+            if exc.errno == errno.EINVAL and flags != base:
+                continue
+            if exc.errno in (errno.EINVAL, errno.ENOSYS):
+                raise UnsupportedError(
+                    "this kernel has no seccomp user notification (Linux 5.0+ needed); "
+                    "the name guard cannot run"
+                ) from exc
+            raise SandboxError(f"cannot install the name-guard filter: {exc}") from exc
+    raise AssertionError("unreachable")
+
+
+# ----------------------------------------------------------------------------- kernel structs
+
+
+class _SeccompData(ctypes.Structure):
+    _fields_ = (
+        ("nr", ctypes.c_int),
+        ("arch", ctypes.c_uint32),
+        ("ip", ctypes.c_uint64),
+        ("args", ctypes.c_uint64 * 6),
+    )
+
+
+class _Notif(ctypes.Structure):
+    _fields_ = (
+        ("id", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("data", _SeccompData),
+    )
+
+
+class _Resp(ctypes.Structure):
+    _fields_ = (
+        ("id", ctypes.c_uint64),
+        ("val", ctypes.c_int64),
+        ("error", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+    )
+
+
+class _AddFd(ctypes.Structure):
+    _fields_ = (
+        ("id", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("srcfd", ctypes.c_uint32),
+        ("newfd", ctypes.c_uint32),
+        ("newfd_flags", ctypes.c_uint32),
+    )
+
+
+class _NotifSizes(ctypes.Structure):
+    _fields_ = (
+        ("seccomp_notif", ctypes.c_uint16),
+        ("seccomp_notif_resp", ctypes.c_uint16),
+        ("seccomp_data", ctypes.c_uint16),
+    )
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    )
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
+
+
+IOCTL_NOTIF_RECV: Final = _ioc(_IOC_READ | _IOC_WRITE, 0, ctypes.sizeof(_Notif))
+IOCTL_NOTIF_SEND: Final = _ioc(_IOC_READ | _IOC_WRITE, 1, ctypes.sizeof(_Resp))
+IOCTL_NOTIF_ID_VALID: Final = _ioc(_IOC_WRITE, 2, 8)
+IOCTL_NOTIF_ADDFD: Final = _ioc(_IOC_WRITE, 3, ctypes.sizeof(_AddFd))
+IOCTL_NOTIF_SET_FLAGS: Final = _ioc(_IOC_WRITE, 4, 8)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_process_vm_readv = _libc.process_vm_readv
+_process_vm_readv.restype = ctypes.c_ssize_t
+_process_vm_readv.argtypes = (
+    ctypes.c_int,
+    ctypes.POINTER(_IoVec),
+    ctypes.c_ulong,
+    ctypes.POINTER(_IoVec),
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+)
+_fstatfs = _libc.fstatfs
+_fstatfs.argtypes = (ctypes.c_int, ctypes.c_void_p)
+_renameat2 = _libc.renameat2
+_renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+
+
+def _check(ret: int, what: str) -> int:
+    if ret == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return ret
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Denial:
+    """One refused operation, for violation reports."""
+
+    pid: int
+    syscall: str
+    path: str
+    rule: str
+
+
+class _Refused(Exception):
+    def __init__(self, path: str, rule: str) -> None:
+        super().__init__(f"{path}: {rule}")
+        self.path = path
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class _Value:
+    val: int = 0
+    error: int = 0
+
+
+@dataclass(frozen=True)
+class _Fd:
+    fd: int  # the supervisor's fd; closed after injection
+    cloexec: bool
+
+
+class _Deferred:
+    """A worker thread will answer this notification (a FIFO open that may block)."""
+
+
+_DEFERRED: Final = _Deferred()
+_Reply = _Value | _Fd | _Deferred
+
+
+@dataclass
+class _Resolved:
+    """The parent directory (pinned) and final name a path names, as the kernel would see it."""
+
+    parent_fd: int
+    name: str  # one component; "." or ".." when the path ends so
+    trailing_slash: bool
+    parent_path: str
+
+    @property
+    def path(self) -> str:
+        if self.name in (".", ".."):
+            return self.parent_path
+        return self.parent_path.rstrip("/") + "/" + self.name
+
+    @property
+    def kernel_name(self) -> str:
+        """The name to hand the emulating *at() call; a trailing slash keeps its meaning."""
+        return self.name + "/" if self.trailing_slash else self.name
+
+
+@dataclass
+class _Magic:
+    """A /proc magic link the path ends in; ``fd`` is an O_PATH fd of what it points to."""
+
+    fd: int
+
+
+# ----------------------------------------------------------------------------- per call
+
+
+class _Call:
+    """One notification: the target thread, its /proc dir, and the fds opened for it."""
+
+    def __init__(self, sup: Supervisor, notif: _Notif) -> None:
+        self.sup = sup
+        self.id = int(notif.id)
+        self.tid = int(notif.pid)
+        self.args = tuple(int(a) for a in notif.data.args)
+        self.fds: list[int] = []
+        self.validated = False
+        self._status: str | None = None
+        if self.tid == 0:
+            # The caller is in a pid namespace we cannot see into; /proc cannot name it.
+            raise _Refused("?", "the command is not visible in the guard's pid namespace")
+        # Pin the target's /proc directory first: everything later goes through it, and the
+        # ID_VALID check after reading memory proves it (and the memory) belong to the caller.
+        self.proc_fd = self.own(os.open(f"/proc/{self.tid}", os.O_PATH | os.O_DIRECTORY))
+
+    def own(self, fd: int) -> int:
+        self.fds.append(fd)
+        return fd
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+    def arg_int(self, index: int) -> int:
+        value = self.args[index] & 0xFFFFFFFF
+        return value - (1 << 32) if value & 0x80000000 else value
+
+    def arg_uint(self, index: int) -> int:
+        return self.args[index] & 0xFFFFFFFF
+
+    def read_path(self, index: int) -> str:
+        """The NUL-terminated string argument ``index`` from the target's memory."""
+        if self.validated:
+            raise AssertionError("read the target's memory before validating the call")
+        addr = self.args[index]
+        if addr == 0:
+            raise OSError(errno.EFAULT, "NULL path")
+        buf = ctypes.create_string_buffer(PATH_MAX)
+        got = 0
+        while got < PATH_MAX:
+            start = addr + got
+            size = min(PATH_MAX - got, 4096 - (start % 4096))
+            local = _IoVec(ctypes.addressof(buf) + got, size)
+            remote = _IoVec(start, size)
+            n = _process_vm_readv(self.tid, local, 1, remote, 1, 0)
+            if n <= 0:
+                err = ctypes.get_errno() if n < 0 else errno.EFAULT
+                raise OSError(err, f"reading the path from pid {self.tid}")
+            chunk = buf.raw[got : got + n]
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                return os.fsdecode(buf.raw[: got + nul])
+            got += n
+        raise OSError(errno.ENAMETOOLONG, "path longer than PATH_MAX")
+
+    def validate(self) -> None:
+        """After reading memory: is the notification still live (no pid reuse)?
+
+        Then check the target sees the same filesystem as we do; if not our resolution would
+        name other files than the kernel would, so refuse.
+        """
+        self.sup.id_valid(self.id)
+        self.validated = True
+        mnt = os.stat("ns/mnt", dir_fd=self.proc_fd)
+        root = os.stat("root", dir_fd=self.proc_fd)
+        if (mnt.st_dev, mnt.st_ino) != self.sup.mnt_ns or (
+            root.st_dev,
+            root.st_ino,
+        ) != self.sup.root_id:
+            raise _Refused("/", "the command's root or mount namespace differs from the guard's")
+
+    def status(self, key: str) -> str:
+        """One field of /proc/TID/status (read once per call)."""
+        if self._status is None:
+            fd = os.open("status", os.O_RDONLY, dir_fd=self.proc_fd)
+            try:
+                self._status = os.read(fd, 16384).decode("ascii", "replace")
+            finally:
+                os.close(fd)
+        m = re.search(rf"^{key}:\s*(\S+)", self._status, re.MULTILINE)
+        if m is None:
+            raise OSError(errno.ENOSYS, f"/proc/PID/status has no {key}")
+        return m.group(1)
+
+    @property
+    def tgid(self) -> int:
+        return int(self.status("Tgid"))
+
+    @property
+    def umask(self) -> int:
+        return int(self.status("Umask"), 8)
+
+    def base_fd(self, dirfd: int, path: str) -> int:
+        """Where a relative ``path`` starts: the target's cwd or its directory fd ``dirfd``."""
+        if not self.validated:
+            raise AssertionError("validate the call before resolving paths")
+        if path.startswith("/"):
+            return self.sup.root_fd
+        if dirfd == AT_FDCWD:
+            return self.own(os.open("cwd", os.O_PATH | os.O_DIRECTORY, dir_fd=self.proc_fd))
+        fd = self.target_fd(dirfd)
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.ENOTDIR, "dirfd is not a directory")
+        return fd
+
+    def target_fd(self, fd_number: int) -> int:
+        """An O_PATH fd for what the target's fd ``fd_number`` refers to."""
+        if fd_number < 0:
+            raise OSError(errno.EBADF, "bad fd")
+        try:
+            return self.own(os.open(f"fd/{fd_number}", os.O_PATH, dir_fd=self.proc_fd))
+        except FileNotFoundError:
+            raise OSError(errno.EBADF, "bad fd") from None
+
+
+# ----------------------------------------------------------------------------- supervisor
+
+
+class Supervisor:
+    """Answers the name guard's notifications (single-threaded; FIFO opens use a thread)."""
+
+    def __init__(
+        self,
+        listener_fd: int,
+        rules: GuardRules,
+        *,
+        on_denial: Callable[[Denial], None] | None = None,
+    ) -> None:
+        self.listener_fd = listener_fd
+        self.rules = rules
+        # .git directories this supervisor created itself (see GuardRules.new_repo_names)
+        self.new_git_dirs: set[str] = set()
+        self.on_denial = on_denial
+        arch = ARCHES.get(libc.MACHINE)
+        if arch is None:
+            raise UnsupportedError(f"the name guard does not support {libc.MACHINE!r}")
+        self._names = {nr: name for name, nr in arch.numbers.items()}
+        sizes = _NotifSizes()
+        libc.syscall("seccomp", SECCOMP_GET_NOTIF_SIZES, 0, ctypes.byref(sizes))
+        self._notif_buf = ctypes.create_string_buffer(
+            max(int(sizes.seccomp_notif), ctypes.sizeof(_Notif))
+        )
+        # /proc must be the procfs of our own pid namespace, or the pid in a notification
+        # would name a different process there.
+        if os.readlink("/proc/self") != str(os.getpid()):
+            raise SandboxError("the name guard's /proc is not its own pid namespace's procfs")
+        self.proc_dev = os.stat("/proc").st_dev
+        self.root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY)
+        root = os.fstat(self.root_fd)
+        self.root_id = (root.st_dev, root.st_ino)
+        mnt = os.stat("/proc/self/ns/mnt")
+        self.mnt_ns = (mnt.st_dev, mnt.st_ino)
+        try:
+            with open("/proc/sys/fs/protected_symlinks") as f:
+                self._protected_symlinks = f.read().strip() != "0"
+        except OSError:
+            self._protected_symlinks = True
+        self._have_openat2 = True
+        # Optional (6.6+): wake the target on the same CPU, which roughly halves the latency.
+        try:
+            flag = ctypes.c_uint64(SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+            fcntl.ioctl(listener_fd, IOCTL_NOTIF_SET_FLAGS, flag, True)
+        except OSError:
+            pass
+        o, m, ln, rn = self._open, self._mknod, self._link, self._rename
+        fdcwd = AT_FDCWD
+        self._handlers: dict[str, Callable[[_Call, str], _Reply]] = {
+            "open": lambda c, s: o(
+                c, s, dirfd=fdcwd, path_arg=0, flags=c.arg_uint(1), mode=c.arg_uint(2)
+            ),
+            "creat": lambda c, s: o(
+                c, s, dirfd=fdcwd, path_arg=0, flags=_CREAT_FLAGS, mode=c.arg_uint(1)
+            ),
+            "openat": lambda c, s: o(
+                c, s, dirfd=c.arg_int(0), path_arg=1, flags=c.arg_uint(2), mode=c.arg_uint(3)
+            ),
+            "mkdir": lambda c, s: self._mkdir(c, s, fdcwd, 0, c.arg_uint(1)),
+            "mkdirat": lambda c, s: self._mkdir(c, s, c.arg_int(0), 1, c.arg_uint(2)),
+            "mknod": lambda c, s: m(
+                c, s, dirfd=fdcwd, path_arg=0, mode=c.arg_uint(1), dev=c.arg_uint(2)
+            ),
+            "mknodat": lambda c, s: m(
+                c, s, dirfd=c.arg_int(0), path_arg=1, mode=c.arg_uint(2), dev=c.arg_uint(3)
+            ),
+            "symlink": lambda c, s: self._symlink(c, s, 0, fdcwd, 1),
+            "symlinkat": lambda c, s: self._symlink(c, s, 0, c.arg_int(1), 2),
+            "link": lambda c, s: ln(c, s, olddirfd=fdcwd, old=0, newdirfd=fdcwd, new=1, flags=0),
+            "linkat": lambda c, s: ln(
+                c,
+                s,
+                olddirfd=c.arg_int(0),
+                old=1,
+                newdirfd=c.arg_int(2),
+                new=3,
+                flags=c.arg_uint(4),
+            ),
+            "rename": lambda c, s: rn(c, s, olddirfd=fdcwd, old=0, newdirfd=fdcwd, new=1, flags=0),
+            "renameat": lambda c, s: rn(
+                c, s, olddirfd=c.arg_int(0), old=1, newdirfd=c.arg_int(2), new=3, flags=0
+            ),
+            "renameat2": lambda c, s: rn(
+                c,
+                s,
+                olddirfd=c.arg_int(0),
+                old=1,
+                newdirfd=c.arg_int(2),
+                new=3,
+                flags=c.arg_uint(4),
+            ),
+            "unlink": lambda c, s: self._unlink(c, s, fdcwd, 0, 0),
+            "unlinkat": lambda c, s: self._unlink(c, s, c.arg_int(0), 1, c.arg_uint(2)),
+            "rmdir": lambda c, s: self._unlink(c, s, fdcwd, 0, AT_REMOVEDIR),
+        }
+
+    def close(self) -> None:
+        """Close the supervisor's own fds (not the listener, which the caller owns)."""
+        os.close(self.root_fd)
+
+    # ------------------------------------------------------------------ loop
+
+    def serve(self, stop_fd: int) -> None:
+        """Answer notifications until ``stop_fd`` is readable or every filtered task is gone."""
+        poller = select.poll()
+        poller.register(self.listener_fd, select.POLLIN)
+        poller.register(stop_fd, select.POLLIN)
+        while True:
+            try:
+                events = poller.poll()
+            except InterruptedError:
+                continue
+            hup = False
+            for fd, ev in events:
+                if fd == stop_fd:
+                    return
+                if ev & select.POLLIN:
+                    self.handle_one()
+                elif ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    hup = True
+            if hup:
+                return
+
+    def handle_one(self) -> None:
+        """Receive one notification and answer it."""
+        buf = self._notif_buf
+        ctypes.memset(buf, 0, ctypes.sizeof(buf))  # RECV insists on a zeroed buffer
+        try:
+            fcntl.ioctl(self.listener_fd, IOCTL_NOTIF_RECV, buf, True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EINTR):  # the caller died or was signalled
+                return
+            raise
+        notif = _Notif.from_buffer_copy(buf.raw[: ctypes.sizeof(_Notif)])
+        denial: Denial | None = None
+        name = self._names.get(int(notif.data.nr), f"nr {notif.data.nr}")
+        call: _Call | None = None
+        try:
+            call = _Call(self, notif)
+            handler = self._handlers.get(name)
+            reply: _Reply = handler(call, name) if handler else _Value(error=errno.ENOSYS)
+        except _Refused as refused:
+            denial = Denial(int(notif.pid), name, refused.path, refused.rule)
+            reply = _Value(error=errno.EACCES)
+        except OSError as exc:
+            reply = _Value(error=exc.errno or errno.EIO)
+        except Exception:
+            self.respond(int(notif.id), _Value(error=errno.EACCES))
+            raise
+        finally:
+            if call is not None:
+                call.close()
+        self.respond(int(notif.id), reply)
+        if denial is not None and self.on_denial is not None:
+            self.on_denial(denial)
+
+    def respond(self, notif_id: int, reply: _Reply) -> None:
+        """Send ``reply`` (thread-safe: each call uses its own buffers)."""
+        if isinstance(reply, _Deferred):
+            return
+        if isinstance(reply, _Fd):
+            addfd = _AddFd(
+                notif_id,
+                SECCOMP_ADDFD_FLAG_SEND,
+                reply.fd,
+                0,
+                os.O_CLOEXEC if reply.cloexec else 0,
+            )
+            try:
+                # SEND: install the fd and answer the call with its number in one step.
+                fcntl.ioctl(self.listener_fd, IOCTL_NOTIF_ADDFD, addfd, True)
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    return  # the caller is gone
+                reply = _Value(error=exc.errno or errno.EIO)  # e.g. EMFILE in the caller
+            finally:
+                os.close(addfd.srcfd)
+        resp = _Resp(notif_id, reply.val, -reply.error if reply.error else 0, 0)
+        try:
+            fcntl.ioctl(self.listener_fd, IOCTL_NOTIF_SEND, resp, True)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:  # ENOENT: the caller is gone, nobody to answer
+                raise
+
+    def id_valid(self, notif_id: int) -> None:
+        try:
+            fcntl.ioctl(self.listener_fd, IOCTL_NOTIF_ID_VALID, ctypes.c_uint64(notif_id), True)
+        except OSError as exc:
+            raise OSError(errno.ESRCH, "the caller went away") from exc
+
+    # ------------------------------------------------------------------ resolution
+
+    def _fs_magic(self, fd: int) -> int:
+        buf = ctypes.create_string_buffer(256)
+        _check(_fstatfs(fd, buf), "fstatfs")
+        return int(ctypes.c_long.from_buffer(buf).value)
+
+    def _is_proc_root(self, fd: int) -> bool:
+        st = os.fstat(fd)
+        if st.st_ino != PROC_ROOT_INO or self._fs_magic(fd) != PROC_SUPER_MAGIC:
+            return False
+        if st.st_dev != self.proc_dev:
+            # Another procfs instance may number pids differently: "self" there is not ours
+            # to rewrite.
+            raise _Refused("/proc", "a procfs other than the guard's own")
+        return True
+
+    def fd_path(self, fd: int) -> str:
+        return os.readlink(f"/proc/self/fd/{fd}")
+
+    def _dir_path(self, fd: int) -> str:
+        path = self.fd_path(fd)
+        if os.fstat(fd).st_nlink == 0:
+            raise OSError(errno.ENOENT, "directory was removed")
+        try:
+            check_canonical(path)
+        except ValueError:
+            raise _Refused(path, "a directory the guard cannot name") from None
+        return path
+
+    def _check_magic_owner(self, call: _Call, dir_fd: int) -> None:
+        """Follow a /proc magic link only for the caller's own thread group.
+
+        The supervisor may open other processes' /proc/PID/fd entries that the command may
+        not (including its own); following those would make it a confused deputy.
+        """
+        path = self.fd_path(dir_fd)
+        m = re.search(r"/(\d+)(?:/task/(\d+))?(?:/[a-z_]+)?$", path)
+        if m is None:
+            raise _Refused(path, "a /proc link outside a process directory")
+        pid = m.group(2) or m.group(1)
+        try:
+            os.stat(f"task/{pid}", dir_fd=call.proc_fd)
+        except FileNotFoundError:
+            raise _Refused(path, "a /proc link of another process") from None
+
+    def _check_protected_symlink(self, dir_fd: int, link: os.stat_result) -> None:
+        """fs.protected_symlinks: the kernel check we would skip by reading the link ourselves."""
+        if not self._protected_symlinks:
+            return
+        parent = os.fstat(dir_fd)
+        sticky_world = parent.st_mode & stat.S_ISVTX and parent.st_mode & stat.S_IWOTH
+        if sticky_world and link.st_uid not in (os.geteuid(), parent.st_uid):
+            raise OSError(errno.EACCES, "protected_symlinks")
+
+    def _fast_dirs(self, call: _Call, cur: int, comps: deque[str]) -> int | None:
+        """Open all but the last component in one openat2 when no symlink is on the way."""
+        if not self._have_openat2 or len(comps) < 2:
+            return None
+        middle = "/".join(list(comps)[:-1])
+        how = _OpenHow(os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS)
+        try:
+            fd = libc.syscall(
+                "openat2", cur, os.fsencode(middle), ctypes.byref(how), ctypes.sizeof(how)
+            )
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:
+                self._have_openat2 = False
+                return None
+            if exc.errno in (errno.ELOOP, errno.EXDEV, errno.EAGAIN):
+                return None  # a symlink somewhere: walk component by component
+            raise
+        call.own(fd)
+        last = comps[-1]
+        comps.clear()
+        comps.append(last)
+        return fd
+
+    def resolve(
+        self, call: _Call, dirfd: int, path: str, *, follow_last: bool
+    ) -> _Resolved | _Magic:
+        """Resolve ``path`` exactly as the kernel would for the caller.
+
+        We walk component by component with O_PATH|O_NOFOLLOW and read symlinks ourselves,
+        because letting the kernel follow them here would resolve ``/proc/self`` (and
+        ``/dev/stdout`` -> ``/proc/self/fd/1``) to the supervisor. ``self`` and
+        ``thread-self`` at a procfs root become the caller's ids; other symlinks inside
+        procfs are magic links bound to an object, which the kernel follows correctly for
+        us as long as they belong to the caller.
+        """
+        if path == "":
+            raise OSError(errno.ENOENT, "empty path")
+        cur = call.base_fd(dirfd, path)
+        if path.startswith("/"):
+            cur = self.root_fd
+        trailing = path.endswith("/")
+        comps: deque[str] = deque(c for c in path.split("/") if c)
+        if not comps:
+            return _Resolved(cur, ".", trailing, self._dir_path(cur))
+        fast = self._fast_dirs(call, cur, comps)
+        if fast is not None:
+            cur = fast
+        links = 0
+        while comps:
+            c = comps.popleft()
+            last = not comps
+            if c in {".", ".."}:
+                if last:
+                    return _Resolved(cur, c, trailing, self._dir_path(cur))
+                if c == "..":
+                    cur = self._dotdot(call, cur)
+                continue
+            if c in ("self", "thread-self") and self._is_proc_root(cur):
+                links += 1
+                if links > MAXSYMLINKS:
+                    raise OSError(errno.ELOOP, "too many symlinks")
+                repl = str(call.tgid) if c == "self" else f"{call.tgid}/task/{call.tid}"
+                comps.extendleft(reversed(repl.split("/")))
+                continue
+            if last and not follow_last:
+                return _Resolved(cur, c, trailing, self._dir_path(cur))
+            try:
+                fd = call.own(os.open(c, os.O_PATH | os.O_NOFOLLOW, dir_fd=cur))
+            except FileNotFoundError:
+                if last:
+                    return _Resolved(cur, c, trailing, self._dir_path(cur))
+                raise
+            st = os.fstat(fd)
+            if stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > MAXSYMLINKS:
+                    raise OSError(errno.ELOOP, "too many symlinks")
+                if self._fs_magic(cur) == PROC_SUPER_MAGIC and not self._is_proc_root(cur):
+                    self._check_magic_owner(call, cur)
+                    target_fd = call.own(os.open(c, os.O_PATH, dir_fd=cur))
+                    if last:
+                        return _Magic(target_fd)
+                    if not stat.S_ISDIR(os.fstat(target_fd).st_mode):
+                        raise OSError(errno.ENOTDIR, "not a directory")
+                    cur = target_fd
+                    continue
+                self._check_protected_symlink(cur, st)
+                target = os.readlink("", dir_fd=fd)
+                if target == "":
+                    raise OSError(errno.ENOENT, "empty symlink")
+                if target.startswith("/"):
+                    cur = self.root_fd
+                new = [x for x in target.split("/") if x]
+                if last:
+                    trailing = trailing or target.endswith("/")
+                    if not new:
+                        return _Resolved(cur, ".", trailing, self._dir_path(cur))
+                comps.extendleft(reversed(new))
+                continue
+            if last:
+                return _Resolved(cur, c, trailing, self._dir_path(cur))
+            if not stat.S_ISDIR(st.st_mode):
+                raise OSError(errno.ENOTDIR, "not a directory")
+            cur = fd
+        raise AssertionError("unreachable")
+
+    def _dotdot(self, call: _Call, cur: int) -> int:
+        st = os.fstat(cur)
+        if (st.st_dev, st.st_ino) == self.root_id:
+            return cur  # ".." of the root is the root, as for the kernel
+        return call.own(os.open("..", os.O_PATH | os.O_DIRECTORY, dir_fd=cur))
+
+    # ------------------------------------------------------------------ decisions
+
+    def _deny(self, path: str, rule: str | None) -> None:
+        if rule is None:
+            return
+        if rule in self.rules.new_repo_names and any(
+            path.startswith(d + "/") for d in self.new_git_dirs
+        ):
+            return  # inside a repository this run created (git init / clone)
+        raise _Refused(path, rule)
+
+    def _lstat_type(self, res: _Resolved) -> int:
+        return stat.S_IFMT(
+            os.stat(res.kernel_name, dir_fd=res.parent_fd, follow_symlinks=False).st_mode
+        )
+
+    def _new_name_rule(self, path: str, kind: int) -> str | None:
+        """A directory or symlink can bring names beneath it; anything else only itself."""
+        if kind in (stat.S_IFDIR, stat.S_IFLNK):
+            return may_hold_protected(self.rules, path)
+        return protected_by(self.rules, path)
+
+    def _removal_rule(self, path: str) -> str | None:
+        return (
+            protected_by(self.rules, path)
+            or is_ancestor_of_protected_path(self.rules, path)
+            or self._existing_repo_rule(path)
+        )
+
+    def _existing_repo_rule(self, path: str) -> str | None:
+        """An existing ``.git`` (directory or ``gitdir:`` file) under a writable root is a
+        repository the user has: replacing, moving or removing it could point git at hooks
+        the command wrote. One this run created (git init, clone) is the command's own."""
+        if not self.rules.new_repo_names or path.rsplit("/", 1)[-1] != ".git":
+            return None
+        if path in self.new_git_dirs or protected_by(self.rules, path + "/hooks") is None:
+            return None
+        return ".git (an existing repository)"
+
+    # ------------------------------------------------------------------ handlers
+
+    def _open(
+        self, call: _Call, syscall: str, *, dirfd: int, path_arg: int, flags: int, mode: int
+    ) -> _Reply:
+        path = call.read_path(path_arg)
+        call.validate()
+        # O_CREAT follows a symlink in the last component unless O_EXCL or O_NOFOLLOW.
+        follow = not flags & (os.O_EXCL | os.O_NOFOLLOW)
+        for _attempt in range(8):
+            res = self.resolve(call, dirfd, path, follow_last=follow)
+            if isinstance(res, _Magic):
+                self._deny_existing(res.fd)
+                return self._open_object(call, f"/proc/self/fd/{res.fd}", None, flags, mode)
+            if res.name in (".", ".."):
+                raise OSError(errno.EISDIR, "is a directory")
+            self._deny(res.path, protected_by(self.rules, res.path))
+            if res.name == ".git":
+                try:
+                    self._lstat_type(res)
+                except FileNotFoundError:
+                    self.new_git_dirs.add(res.path)  # a new gitdir pointer: the command's own
+                else:
+                    self._deny(res.path, self._existing_repo_rule(res.path))
+            os.umask(call.umask)
+            # We followed the last component ourselves; O_NOFOLLOW makes sure the kernel does
+            # not follow a symlink planted there since.
+            extra = os.O_NOFOLLOW if follow else 0
+            try:
+                return self._open_object(call, res.kernel_name, res.parent_fd, flags | extra, mode)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP and extra:
+                    continue  # a symlink appeared after we looked: resolve again
+                raise
+        raise OSError(errno.ELOOP, "the path kept changing")
+
+    def _deny_existing(self, fd: int) -> None:
+        """Check an existing object reached through a magic link by its current path."""
+        real = self.fd_path(fd)
+        if not real.startswith("/") or os.fstat(fd).st_nlink == 0:
+            return  # a pipe, socket or deleted file: no name to protect
+        try:
+            check_canonical(real)
+        except ValueError:
+            raise _Refused(real, "a file the guard cannot name") from None
+        self._deny(real, protected_by(self.rules, real))
+
+    def _open_object(
+        self, call: _Call, name: str, dir_fd: int | None, flags: int, mode: int
+    ) -> _Reply:
+        """Open ``name`` for the caller without ever blocking the supervisor.
+
+        ``dir_fd`` None means ``name`` is one of our /proc/self/fd links (a magic link the
+        caller's path ended in), which is followed; otherwise the name is not followed.
+        """
+        user_nonblock = bool(flags & os.O_NONBLOCK)
+        cloexec = bool(flags & os.O_CLOEXEC)
+        ours = flags | os.O_NOCTTY | os.O_CLOEXEC
+        try:
+            probe: os.stat_result | None = os.stat(
+                name, dir_fd=dir_fd, follow_symlinks=dir_fd is None
+            )
+        except FileNotFoundError:
+            probe = None
+        if probe is not None and stat.S_ISCHR(probe.st_mode) and probe.st_rdev == DEV_TTY:
+            return self._open_ctty(call, ours, cloexec)
+        try:
+            fd = os.open(name, ours | os.O_NONBLOCK, mode & 0o7777, dir_fd=dir_fd)
+        except OSError as exc:
+            # A write-open of a FIFO without a reader: ENXIO now, a wait for the real call.
+            fifo = probe is not None and stat.S_ISFIFO(probe.st_mode)
+            if exc.errno == errno.ENXIO and fifo and not user_nonblock:
+                return self._defer_fifo(call, name, dir_fd, ours, cloexec)
+            raise
+        st = os.fstat(fd)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == DEV_TTY:
+            os.close(fd)
+            return self._open_ctty(call, ours, cloexec)
+        if stat.S_ISFIFO(st.st_mode) and not user_nonblock and (flags & O_ACCMODE) == os.O_RDONLY:
+            os.close(fd)  # a blocking read-open waits for a writer: do that in a thread
+            return self._defer_fifo(call, name, dir_fd, ours, cloexec)
+        if not user_nonblock:
+            fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fl & ~os.O_NONBLOCK)
+        return _Fd(fd, cloexec)
+
+    def _defer_fifo(
+        self, call: _Call, name: str, dir_fd: int | None, flags: int, cloexec: bool
+    ) -> _Reply:
+        """Open a FIFO (which blocks until a peer opens it) in a worker thread.
+
+        The FIFO exists, so the worker drops O_CREAT: it never creates anything, and the
+        check already made applies to whatever it opens at that name. If the caller dies
+        first, the thread stays blocked until someone opens the FIFO's other end.
+        """
+        held: list[int] = []
+        if dir_fd is None:
+            # ``name`` is /proc/self/fd/N with N closed when this call ends: keep a dup.
+            held.append(os.dup(int(name.rsplit("/", 1)[1])))
+            name = f"/proc/self/fd/{held[0]}"
+        else:
+            held.append(os.dup(dir_fd))
+            dir_fd = held[0]
+        notif_id = call.id
+        wflags = flags & ~(os.O_CREAT | os.O_EXCL)
+
+        def work() -> None:
+            try:
+                fd = os.open(name, wflags, dir_fd=dir_fd)
+            except OSError as exc:
+                self.respond(notif_id, _Value(error=exc.errno or errno.EIO))
+            else:
+                self.respond(notif_id, _Fd(fd, cloexec))
+            finally:
+                os.close(held[0])
+
+        threading.Thread(target=work, name="nameguard-fifo", daemon=True).start()
+        return _DEFERRED
+
+    def _open_ctty(self, call: _Call, flags: int, cloexec: bool) -> _Reply:
+        """``/dev/tty`` means the caller's controlling terminal, not ours."""
+        stat_line = os.read(
+            call.own(os.open("stat", os.O_RDONLY, dir_fd=call.proc_fd)), 4096
+        ).decode("ascii", "replace")
+        tty_nr = int(stat_line.rsplit(")", 1)[1].split()[4])
+        if tty_nr == 0:
+            raise OSError(errno.ENXIO, "no controlling terminal")
+        for entry in os.listdir(call.own(os.open("fd", os.O_RDONLY, dir_fd=call.proc_fd))):
+            try:
+                st = os.stat(f"fd/{entry}", dir_fd=call.proc_fd)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == tty_nr:
+                fd = os.open(
+                    f"fd/{entry}",
+                    flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW),
+                    dir_fd=call.proc_fd,
+                )
+                return _Fd(fd, cloexec)
+        raise OSError(errno.ENXIO, "controlling terminal not found among the caller's fds")
+
+    def _mkdir(self, call: _Call, syscall: str, dirfd: int, path_arg: int, mode: int) -> _Reply:
+        path = call.read_path(path_arg)
+        call.validate()
+        res = self.resolve(call, dirfd, path, follow_last=False)
+        if isinstance(res, _Magic) or res.name in (".", ".."):
+            raise OSError(errno.EEXIST, "exists")
+        self._deny(res.path, protected_by(self.rules, res.path))
+        os.umask(call.umask)
+        os.mkdir(res.kernel_name, mode & 0o7777, dir_fd=res.parent_fd)
+        if res.name == ".git":
+            self.new_git_dirs.add(res.path)
+        return _Value()
+
+    def _mknod(
+        self, call: _Call, syscall: str, *, dirfd: int, path_arg: int, mode: int, dev: int
+    ) -> _Reply:
+        path = call.read_path(path_arg)
+        call.validate()
+        res = self.resolve(call, dirfd, path, follow_last=False)
+        if isinstance(res, _Magic) or res.name in (".", ".."):
+            raise OSError(errno.EEXIST, "exists")
+        self._deny(res.path, protected_by(self.rules, res.path))
+        os.umask(call.umask)
+        os.mknod(res.kernel_name, mode, dev, dir_fd=res.parent_fd)
+        return _Value()
+
+    def _symlink(
+        self, call: _Call, syscall: str, target_arg: int, dirfd: int, path_arg: int
+    ) -> _Reply:
+        target = call.read_path(target_arg)
+        path = call.read_path(path_arg)
+        call.validate()
+        if target == "":
+            raise OSError(errno.ENOENT, "empty symlink target")
+        res = self.resolve(call, dirfd, path, follow_last=False)
+        if isinstance(res, _Magic) or res.name in (".", ".."):
+            raise OSError(errno.EEXIST, "exists")
+        self._deny(res.path, may_hold_protected(self.rules, res.path))
+        os.symlink(target, res.kernel_name, dir_fd=res.parent_fd)
+        return _Value()
+
+    def _link(
+        self,
+        call: _Call,
+        syscall: str,
+        *,
+        olddirfd: int,
+        old: int,
+        newdirfd: int,
+        new: int,
+        flags: int,
+    ) -> _Reply:
+        old_path = call.read_path(old)
+        new_path = call.read_path(new)
+        call.validate()
+        if flags & ~(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH):
+            raise OSError(errno.EINVAL, "bad linkat flags")
+        src: _Resolved | _Magic
+        if old_path == "" and flags & AT_EMPTY_PATH:
+            src = _Magic(call.target_fd(olddirfd))
+        else:
+            src = self.resolve(
+                call, olddirfd, old_path, follow_last=bool(flags & AT_SYMLINK_FOLLOW)
+            )
+        if isinstance(src, _Magic):
+            real = self.fd_path(src.fd)
+            kind = stat.S_IFMT(os.fstat(src.fd).st_mode)
+            if real.startswith("/") and os.fstat(src.fd).st_nlink:
+                try:
+                    check_canonical(real)
+                    self._deny(real, protected_by(self.rules, real))
+                except ValueError:
+                    pass
+        else:
+            if src.name in (".", ".."):
+                raise OSError(errno.EPERM, "cannot link a directory")
+            self._deny(src.path, protected_by(self.rules, src.path))
+            kind = self._lstat_type(src)
+        dst = self.resolve(call, newdirfd, new_path, follow_last=False)
+        if isinstance(dst, _Magic) or dst.name in (".", ".."):
+            raise OSError(errno.EEXIST, "exists")
+        self._deny(dst.path, self._new_name_rule(dst.path, kind))
+        if isinstance(src, _Magic):
+            os.link(
+                f"/proc/self/fd/{src.fd}",
+                dst.kernel_name,
+                dst_dir_fd=dst.parent_fd,
+                follow_symlinks=True,
+            )
+        else:
+            os.link(
+                src.kernel_name,
+                dst.kernel_name,
+                src_dir_fd=src.parent_fd,
+                dst_dir_fd=dst.parent_fd,
+                follow_symlinks=False,
+            )
+        return _Value()
+
+    def _rename(
+        self,
+        call: _Call,
+        syscall: str,
+        *,
+        olddirfd: int,
+        old: int,
+        newdirfd: int,
+        new: int,
+        flags: int,
+    ) -> _Reply:
+        old_path = call.read_path(old)
+        new_path = call.read_path(new)
+        call.validate()
+        src = self.resolve(call, olddirfd, old_path, follow_last=False)
+        dst = self.resolve(call, newdirfd, new_path, follow_last=False)
+        for side in (src, dst):
+            if isinstance(side, _Magic) or side.name in (".", ".."):
+                raise OSError(errno.EBUSY, "cannot rename . or ..")
+        assert isinstance(src, _Resolved) and isinstance(dst, _Resolved)
+        self._deny(src.path, self._removal_rule(src.path))
+        kind = self._lstat_type(src)
+        if kind == stat.S_IFDIR and src.path not in self.new_git_dirs:
+            self._deny(src.path, may_hold_protected(self.rules, src.path))
+        self._deny(dst.path, self._new_name_rule(dst.path, kind))
+        try:
+            self._lstat_type(dst)
+        except FileNotFoundError:
+            pass
+        else:  # renaming onto an existing name removes it
+            self._deny(dst.path, self._removal_rule(dst.path))
+        if flags & RENAME_EXCHANGE:
+            self._deny(dst.path, self._removal_rule(dst.path))
+            self._deny(src.path, self._new_name_rule(src.path, self._lstat_type(dst)))
+        _check(
+            _renameat2(
+                src.parent_fd,
+                os.fsencode(src.kernel_name),
+                dst.parent_fd,
+                os.fsencode(dst.kernel_name),
+                flags,
+            ),
+            "renameat2",
+        )
+        return _Value()
+
+    def _unlink(self, call: _Call, syscall: str, dirfd: int, path_arg: int, flags: int) -> _Reply:
+        path = call.read_path(path_arg)
+        call.validate()
+        if flags & ~AT_REMOVEDIR:
+            raise OSError(errno.EINVAL, "bad unlinkat flags")
+        res = self.resolve(call, dirfd, path, follow_last=False)
+        if isinstance(res, _Magic):
+            raise OSError(errno.EPERM, "not removable")
+        if res.name == ".":
+            raise OSError(errno.EINVAL if flags & AT_REMOVEDIR else errno.EISDIR, ".")
+        if res.name == "..":
+            raise OSError(errno.ENOTEMPTY if flags & AT_REMOVEDIR else errno.EISDIR, "..")
+        self._deny(res.path, self._removal_rule(res.path))
+        if flags & AT_REMOVEDIR:
+            os.rmdir(res.kernel_name, dir_fd=res.parent_fd)
+        else:
+            os.unlink(res.kernel_name, dir_fd=res.parent_fd)
+        return _Value()
