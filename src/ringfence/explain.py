@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import shlex
+import textwrap
 from collections.abc import Sequence
 
 from ringfence.platforms.linux import landlock
 from ringfence.platforms.linux.plan import LinuxPlan
+
+
+def _wrap(text: str, indent: str) -> list[str]:
+    return textwrap.wrap(text, width=96, initial_indent=indent, subsequent_indent=indent)
 
 
 def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
@@ -27,8 +32,9 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
         if op.kind == "bind":
             what = "bind ro" if op.readonly else "bind rw"
         elif op.kind == "symlink":
-            what = f"symlink -> {op.source}"
-        lines.append(f"  {what:<16} {op.target:<40} {op.why}")
+            what = "symlink"
+        why = f"{op.why} -> {op.source}" if op.kind == "symlink" else op.why
+        lines.append(f"  {what:<10} {op.target:<40} {why}")
     if plan.landlock is not None:
         lines.append("")
         lines.append(
@@ -38,8 +44,13 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
         for rule in plan.landlock.rules:
             lines.append(f"  {rule.path:<40} {' '.join(landlock.access_names(rule.access))}")
     lines.append("")
-    lines.append("protected names (at any depth under a writable root):")
-    lines.append("  " + " ".join(plan.guard_names) if plan.guard_names else "  (none)")
+    state = "on" if plan.guard_enabled else "off"
+    lines.append(f"name guard (seccomp user notification): {state}")
+    if plan.guard_names:
+        lines.append("  protected names, at any depth under a writable root:")
+        lines.extend(_wrap(" ".join(plan.guard_names), "    "))
+    if plan.guard_paths:
+        lines.append("  protected paths: " + " ".join(plan.guard_paths))
     if plan.scrubbed_env:
         lines.append("")
         lines.append("environment variables removed: " + " ".join(plan.scrubbed_env))

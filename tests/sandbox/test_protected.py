@@ -363,3 +363,25 @@ def test_a_new_repository_created_in_the_run_is_the_commands_own(rf: Runner) -> 
     # the next run treats it as an existing repository
     r = rf.sh(ws, "echo evil > fresh/.git/hooks/pre-commit || echo refused")
     assert "refused" in r.stdout
+
+
+def test_killing_the_guard_fails_closed(rf: Runner) -> None:
+    ws = rf.mkdir()
+    script = """
+    for d in /proc/[0-9]*; do
+        p=${d#/proc/}
+        [ "$p" = 1 ] && continue
+        [ "$p" = $$ ] && continue
+        if tr '\\0' ' ' < $d/cmdline 2>/dev/null | grep -q '^[^ ]*python[^ ]* -m ringfence'; then
+            kill -9 "$p" && echo killed-guard
+        fi
+    done
+    sleep 0.3
+    echo x > .envrc; echo "envrc=$?"
+    echo y > plain.txt; echo "plain=$?"
+    """
+    r = rf.sh(ws, script)
+    assert "killed-guard" in r.stdout, (r.stdout, r.stderr)
+    assert "envrc=0" not in r.stdout
+    assert "plain=0" not in r.stdout  # every guarded call now fails: closed, not open
+    assert not (ws / ".envrc").exists()

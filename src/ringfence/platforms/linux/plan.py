@@ -67,8 +67,14 @@ class LinuxPlan:
     notes: tuple[str, ...] = ()
     scrubbed_env: tuple[str, ...] = field(default=())
 
+    @property
+    def guard_enabled(self) -> bool:
+        """Whether the name guard (seccomp user notification) runs with the command."""
+        return bool(self.guard_names or self.guard_paths)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["guard_enabled"] = self.guard_enabled
         d["env"] = dict(self.env)
         if self.landlock is not None:
             d["landlock"] = {

@@ -98,7 +98,18 @@ def _probe_mount_api() -> str:
     return "fsopen, fsmount, mount_setattr, open_tree and openat2 work"
 
 
-_CHILD_PROBES = {"userns": _probe_userns, "mount_api": _probe_mount_api}
+def _probe_seccomp_notify() -> str:
+    from ringfence.platforms.linux import nameguard
+
+    os.close(nameguard.install_filter())
+    return "filters with a user-notification listener can be installed"
+
+
+_CHILD_PROBES = {
+    "userns": _probe_userns,
+    "mount_api": _probe_mount_api,
+    "seccomp_notify": _probe_seccomp_notify,
+}
 
 
 def _read(path: str) -> str | None:
@@ -135,19 +146,16 @@ def probe() -> Report:
             fix="" if abi else "needs Linux >= 5.13 with 'landlock' in the lsm= boot parameter",
         )
     )
-    seccomp = None
-    status = _read("/proc/self/status") or ""
-    for line in status.splitlines():
-        if line.startswith("Seccomp:"):
-            seccomp = line.split()[1]
+    ok, detail = _in_child("seccomp_notify")
     checks.append(
         Check(
-            "seccomp",
-            seccomp is not None,
-            f"available (this process: mode {seccomp})" if seccomp is not None else "missing",
-            needed_by_default=False,
+            "seccomp user notification (name guard)",
+            ok,
+            detail,
+            fix="" if ok else "needs Linux >= 5.9 with CONFIG_SECCOMP_FILTER",
         )
     )
+    status = _read("/proc/self/status") or ""
     nnp = "NoNewPrivs:" in status
     checks.append(Check("no_new_privs", nnp, "available" if nnp else "missing"))
     return Report(kernel=platform.release(), machine=platform.machine(), checks=tuple(checks))
@@ -166,7 +174,8 @@ def render(report: Report) -> str:
         lines.append(
             "The default policy (workspace-write, network off) is fully enforced here: "
             "namespaces (user, mount, pid, ipc, uts, net), read-only root, private /tmp, "
-            "minimal /dev, fresh /proc, Landlock write rules, no capabilities, no_new_privs."
+            "minimal /dev, fresh /proc, Landlock write rules, the name guard for protected "
+            "names, no capabilities, no_new_privs."
         )
     else:
         lines.append(

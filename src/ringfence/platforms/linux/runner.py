@@ -232,7 +232,7 @@ def _command_main(plan: LinuxPlan, argv: Sequence[str], err_fd: int) -> NoReturn
         if plan.landlock is not None:
             landlock.restrict_self(_with_inherited_terminals(plan.landlock))
         guard_sock = None
-        if plan.guard_names or plan.guard_paths:
+        if plan.guard_enabled:
             step = "start the name guard"
             guard_sock = _start_guard(plan)
         step = "drop capabilities"
