@@ -162,19 +162,18 @@ class _Assembler:
                     )
                 except FileNotFoundError:
                     # only in a fresh tmpfs: the compiler set create=True for these alone
-                    dfd = cur
                     if last and not op.is_dir and op.kind != "symlink":
                         fd = os.open(
                             name,
                             os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
                             0o600,
-                            dir_fd=dfd,
+                            dir_fd=cur,
                         )
                         os.close(fd)
                     elif last and op.kind == "symlink":
                         return
                     else:
-                        os.mkdir(name, 0o755, dir_fd=dfd)
+                        os.mkdir(name, 0o755, dir_fd=cur)
                     nxt = openat2(
                         cur, name, os.O_PATH | os.O_CLOEXEC, RESOLVE_NO_SYMLINKS | RESOLVE_IN_ROOT
                     )

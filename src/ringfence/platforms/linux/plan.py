@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ringfence.errors import PolicyError, UnsupportedError
@@ -111,19 +111,7 @@ class _Builder:
         return any(_under(target, f) and target != f for f in self.fresh)
 
     def add(self, op: MountOp, *, fresh: bool = False) -> None:
-        create = self.in_fresh(op.target)
-        self.ops.append(
-            MountOp(
-                kind=op.kind,
-                target=op.target,
-                source=op.source,
-                readonly=op.readonly,
-                is_dir=op.is_dir,
-                mode=op.mode,
-                create=create,
-                why=op.why,
-            )
-        )
+        self.ops.append(replace(op, create=self.in_fresh(op.target)))
         self.targets.add(op.target)
         if fresh:
             self.fresh.append(op.target)
@@ -284,7 +272,8 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     # Protected paths: pin every ancestor between the root and the path (a mount point cannot
     # be renamed or removed), then bind the path read-only on itself.
     pinned: set[str] = set(roots)
-    for path, why in _protected_targets(policy, facts, roots):
+    protected = _protected_targets(policy, facts, roots)
+    for path, why in protected:
         root = _within_any(path, roots)
         assert root is not None
         anc = os.path.dirname(path)
@@ -339,7 +328,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     if network is Network.OFF:
         namespaces.append("net")
     env = build_environment(facts.env, policy.env, {**sandbox_vars, "TMPDIR": "/tmp"})
-    protected_paths = [p for p, _ in _protected_targets(policy, facts, roots)]
+    protected_paths = [p for p, _ in protected]
     protected_paths.extend(p for p in policy.protected if p not in protected_paths)
     if policy.mode is Mode.READ_ONLY:
         notes.append("read-only: only the private /tmp and /dev/shm are writable")

@@ -72,9 +72,8 @@ def outer_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, host_pid: i
             pid1_main(plan, argv, report_fd, life_r)
         os.close(life_r)
         os.close(report_fd)
-        while True:
-            _, status = os.waitpid(pid, 0)
-            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
     except BaseException as e:  # report, never unwind into the host's code
         _report_error(report_fd, e)
         os._exit(125)
