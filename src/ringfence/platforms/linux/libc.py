@@ -89,3 +89,28 @@ def libc_call(name: str, *args: object) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"{name}: {os.strerror(err)}")
     return ret
+
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+
+class OpenHow(ctypes.Structure):
+    """``struct open_how`` for openat2(2)."""
+
+    _fields_ = (
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    )
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): open with path-resolution restrictions (no symlinks, stay in a root...)."""
+    how = OpenHow(flags, mode, resolve)
+    return syscall(
+        "openat2", dirfd, os.fsencode(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))
+    )

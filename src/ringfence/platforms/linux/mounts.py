@@ -18,7 +18,13 @@ import os
 from collections.abc import Sequence
 
 from ringfence.errors import SandboxError
-from ringfence.platforms.linux.libc import libc_call, syscall
+from ringfence.platforms.linux.libc import (
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_SYMLINKS,
+    libc_call,
+    openat2,
+    syscall,
+)
 from ringfence.platforms.linux.plan import MountOp
 
 AT_FDCWD = -100
@@ -37,8 +43,6 @@ FSMOUNT_CLOEXEC = 1
 FSCONFIG_SET_FLAG = 0
 FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
-RESOLVE_NO_SYMLINKS = 0x04
-RESOLVE_IN_ROOT = 0x10
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
@@ -50,21 +54,6 @@ class MountAttr(ctypes.Structure):
         ("attr_clr", ctypes.c_uint64),
         ("propagation", ctypes.c_uint64),
         ("userns_fd", ctypes.c_uint64),
-    )
-
-
-class OpenHow(ctypes.Structure):
-    _fields_ = (
-        ("flags", ctypes.c_uint64),
-        ("mode", ctypes.c_uint64),
-        ("resolve", ctypes.c_uint64),
-    )
-
-
-def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
-    how = OpenHow(flags, mode, resolve)
-    return syscall(
-        "openat2", dirfd, os.fsencode(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))
     )
 
 

@@ -84,7 +84,6 @@ AT_SYMLINK_FOLLOW: Final = 0x400
 AT_REMOVEDIR: Final = 0x200
 AT_EMPTY_PATH: Final = 0x1000
 RENAME_EXCHANGE: Final = 1 << 1
-RESOLVE_NO_SYMLINKS: Final = 0x04
 O_ACCMODE: Final = 0o3
 DEV_TTY: Final = os.makedev(5, 0)
 _CREAT_FLAGS: Final = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
@@ -291,14 +290,6 @@ class _NotifSizes(ctypes.Structure):
         ("seccomp_notif", ctypes.c_uint16),
         ("seccomp_notif_resp", ctypes.c_uint16),
         ("seccomp_data", ctypes.c_uint16),
-    )
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = (
-        ("flags", ctypes.c_uint64),
-        ("mode", ctypes.c_uint64),
-        ("resolve", ctypes.c_uint64),
     )
 
 
@@ -780,10 +771,9 @@ class Supervisor:
         if not self._have_openat2 or len(comps) < 2:
             return None
         middle = "/".join(list(comps)[:-1])
-        how = _OpenHow(os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS)
         try:
-            fd = libc.syscall(
-                "openat2", cur, os.fsencode(middle), ctypes.byref(how), ctypes.sizeof(how)
+            fd = libc.openat2(
+                cur, middle, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, libc.RESOLVE_NO_SYMLINKS
             )
         except OSError as exc:
             if exc.errno == errno.ENOSYS:

@@ -13,7 +13,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ringfence.platforms.linux import landlock
+from ringfence.platforms.linux import landlock, libc
 from ringfence.platforms.linux.libc import syscall
 from ringfence.platforms.linux.namespaces import CLONE_FLAGS
 
@@ -93,7 +93,7 @@ def _probe_mount_api() -> str:
     syscall("unshare", CLONE_FLAGS["user"] | CLONE_FLAGS["mount"])
     fd = mounts.new_fs("tmpfs", [("mode", "0700")], mounts.MOUNT_ATTR_NOSUID)
     mounts.set_attr(fd, mounts.MOUNT_ATTR_RDONLY, recursive=False)
-    root = mounts.openat2(mounts.AT_FDCWD, "/", os.O_PATH, mounts.RESOLVE_NO_SYMLINKS)
+    root = libc.openat2(mounts.AT_FDCWD, "/", os.O_PATH, libc.RESOLVE_NO_SYMLINKS)
     os.close(mounts.clone_tree(root))
     return "fsopen, fsmount, mount_setattr, open_tree and openat2 work"
 
