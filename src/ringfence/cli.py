@@ -251,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RingfenceError as e:
         print(f"ringfence: {e}", file=sys.stderr)
         return 125
+    except BrokenPipeError:  # e.g. `ringfence explain | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -98,6 +98,37 @@ def _probe_mount_api() -> str:
     return "fsopen, fsmount, mount_setattr, open_tree and openat2 work"
 
 
+def _probe_proc() -> str:
+    """A fresh procfs for a new pid namespace: refused where the host's /proc is partly
+    covered (container runtimes mask parts of it), which the sandbox cannot work around."""
+    from ringfence.platforms.linux import mounts
+
+    uid, gid = os.getuid(), os.getgid()
+    syscall("unshare", CLONE_FLAGS["user"] | CLONE_FLAGS["mount"] | CLONE_FLAGS["pid"])
+    for path, text in (
+        ("/proc/self/setgroups", "deny"),
+        ("/proc/self/uid_map", f"{uid} {uid} 1"),
+        ("/proc/self/gid_map", f"{gid} {gid} 1"),
+    ):
+        with open(path, "w") as f:
+            f.write(text)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(mounts.new_fs("proc", [], mounts.MOUNT_ATTR_NOSUID))
+            os.write(w, b"ok")
+        except OSError as e:
+            os.write(w, f"{e.strerror} (errno {e.errno})".encode())
+        os._exit(0)
+    os.close(w)
+    answer = os.read(r, 200).decode()
+    os.waitpid(pid, 0)
+    if answer != "ok":
+        raise OSError(0, f"mounting a fresh /proc failed: {answer}")
+    return "a fresh /proc can be mounted for the sandbox's pid namespace"
+
+
 def _probe_seccomp_notify() -> str:
     from ringfence.platforms.linux import nameguard
 
@@ -109,6 +140,7 @@ _CHILD_PROBES = {
     "userns": _probe_userns,
     "mount_api": _probe_mount_api,
     "seccomp_notify": _probe_seccomp_notify,
+    "proc": _probe_proc,
 }
 
 
@@ -137,6 +169,12 @@ def probe() -> Report:
     checks.append(Check("user namespaces", ok, detail, fix=fix))
     ok, detail = _in_child("mount_api")
     checks.append(Check("new mount API", ok, detail, fix="" if ok else "needs Linux >= 5.12"))
+    ok, detail = _in_child("proc")
+    masked = (
+        "the host's /proc is partly masked (typical inside containers); run on the host or in "
+        "a container started with an unmasked /proc"
+    )
+    checks.append(Check("fresh /proc", ok, detail, fix="" if ok else masked))
     abi = landlock.abi_version()
     checks.append(
         Check(

@@ -1,0 +1,66 @@
+"""The front end: doctor, explain and help, driven as a user would."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Runner
+
+pytestmark = pytest.mark.sandbox
+
+
+def test_doctor_reports_every_layer(rf: Runner) -> None:
+    r = rf("doctor", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    names = {c["name"]: c for c in report["checks"]}
+    for layer in (
+        "user namespaces",
+        "new mount API",
+        "fresh /proc",
+        "Landlock",
+        "seccomp user notification (name guard)",
+        "no_new_privs",
+    ):
+        assert names[layer]["ok"], names[layer]
+    assert report["default_policy_ok"] is True
+    text = rf("doctor")
+    assert "fully enforced here" in text.stdout
+
+
+def test_explain_json_shows_the_plan(rf: Runner) -> None:
+    ws = rf.mkdir()
+    (ws / ".git").mkdir()
+    (ws / ".git/hooks").mkdir()
+    r = rf("explain", "--json", "--", "make", "test", cwd=ws)
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["command"] == ["make", "test"]
+    assert plan["namespaces"] == ["user", "mount", "pid", "ipc", "uts", "net"]
+    binds = {(m["target"], m["readonly"]) for m in plan["mounts"] if m["kind"] == "bind"}
+    assert (str(ws), False) in binds
+    assert (str(ws / ".git/hooks"), True) in binds
+    assert plan["guard_enabled"] is True
+    assert plan["landlock"]["rules"][1]["path"] == str(ws)
+
+
+def test_explain_text_is_readable(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf("explain", "--network", "on", cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert "network:    on" in r.stdout
+    assert "writable root" in r.stdout and "name guard (seccomp user notification): on" in r.stdout
+
+
+def test_explain_full_access_says_there_is_no_boundary(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf("explain", "--mode", "full-access", cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert "no boundary" in r.stdout
+
+
+def test_help_exits_zero(rf: Runner) -> None:
+    r = rf("run", "--help")
+    assert r.returncode == 0
+    assert "--writable" in r.stdout and "--timeout" in r.stdout
