@@ -239,3 +239,56 @@ def test_the_callers_terminal_can_be_reopened_but_not_injected(rf: Runner) -> No
     assert "stdin-is-tty" in text
     assert "INJECTED" not in text
     assert "Operation not permitted" in text
+
+
+def test_runner_processes_are_out_of_reach(rf: Runner) -> None:
+    """pid 1 and the guard carry ringfence's unscrubbed environment: it must not be readable,
+    and they must not be traceable."""
+    ws = rf.mkdir()
+    script = """
+    for d in /proc/[0-9]*; do
+        p=${d#/proc/}
+        [ "$p" = $$ ] && continue
+        if tr '\\0' '\\n' < $d/environ 2>/dev/null | grep -q RINGFENCE_CANARY; then
+            echo "LEAK from $p"
+        fi
+    done
+    python3 -c "
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_ATTACH = 16
+print('attach-pid1', libc.ptrace(PTRACE_ATTACH, 1, 0, 0), ctypes.get_errno())
+"
+    echo done
+    """
+    r = rf.sh(ws, script, env={"RINGFENCE_CANARY": "s3cret"})
+    assert r.stdout.strip().endswith("done"), r.stderr
+    assert "LEAK" not in r.stdout
+    assert "attach-pid1 -1 1" in r.stdout  # EPERM
+
+
+def test_nested_namespaces_cannot_peel_off_protection(rf: Runner) -> None:
+    ws = rf.mkdir()
+    (ws / ".git/hooks").mkdir(parents=True)
+    (ws / ".git/hooks/pre-commit").write_text("orig\n")
+    for p in (ws / ".git", ws / ".git/hooks", ws / ".git/hooks/pre-commit"):
+        os.chown(p, rf.uid, rf.gid)
+    script = """
+    unshare -Urm sh -c 'umount -l .git/hooks; echo evil > .git/hooks/pre-commit' 2>&1
+    python3 -c "
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+print('unshare', libc.unshare(0x10000000 | 0x20000), ctypes.get_errno())
+try:
+    with open('/proc/self/uid_map', 'w') as f:
+        f.write('0 %d 1' % os.getuid())
+    print('MAPPED')
+except OSError as e:
+    print('map refused', e.errno)
+"
+    echo done
+    """
+    r = rf.sh(ws, script)
+    assert r.stdout.strip().endswith("done"), r.stderr
+    assert "MAPPED" not in r.stdout
+    assert (ws / ".git/hooks/pre-commit").read_text() == "orig\n"
