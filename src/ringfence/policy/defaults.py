@@ -101,10 +101,22 @@ HOME_DENY_READ: tuple[str, ...] = (
 RUNTIME_SOCKETS: tuple[str, ...] = (
     "/run/user",
     "/run/docker.sock",
+    "/run/docker",
     "/run/containerd",
+    "/run/crio",
     "/run/podman",
+    "/run/k3s",
+    "/run/libvirt",
+    "/run/lxd",
+    "/run/incus",
+    "/run/snapd.socket",
+    "/run/snapd-snap.socket",
     "/run/dbus/system_bus_socket",
+    "/run/systemd/private",
     "/var/run/docker.sock",
+    "/var/snap/lxd/common/lxd",
+    "/var/lib/lxd/unix.socket",
+    "/var/lib/incus/unix.socket",
 )
 
 # Environment variable names dropped before the command starts (fnmatch, case-insensitive).
