@@ -139,7 +139,7 @@ def test_existing_protected_files_are_read_only(rf: Runner, name: str) -> None:
     assert r.stdout.strip() == "done"
     assert (ws / name).read_text() == "original\n"
     assert not (ws / "x").exists()
-    assert "Read-only file system" in r.stderr or "busy" in r.stderr
+    assert "Permission denied" in r.stderr  # the name guard answers first
 
 
 def test_protect_flag_adds_a_path(rf: Runner) -> None:
@@ -385,3 +385,83 @@ def test_killing_the_guard_fails_closed(rf: Runner) -> None:
     assert "envrc=0" not in r.stdout
     assert "plain=0" not in r.stdout  # every guarded call now fails: closed, not open
     assert not (ws / ".envrc").exists()
+
+
+def test_nested_hook_cannot_be_disarmed_by_chmod_or_truncate(rf: Runner) -> None:
+    """A secret-scanning pre-commit hook in a nested repository stays as it is."""
+    ws = rf.mkdir()
+    nested = ws / "lib"
+    nested.mkdir()
+    _git_repo(nested, rf)
+    hook = nested / ".git/hooks/pre-commit"
+    hook.chmod(0o755)
+    script = """
+    cd lib
+    chmod -x .git/hooks/pre-commit || echo refused-chmod
+    truncate -s 0 .git/hooks/pre-commit || echo refused-truncate
+    python3 -c "
+import os
+fd = os.open('.git/hooks/pre-commit', os.O_RDONLY)
+try:
+    os.fchmod(fd, 0o644)
+except PermissionError:
+    print('refused-fchmod')
+"
+    echo data > mine && chmod 600 mine && truncate -s 2 mine && stat -c '%a %s' mine
+    """
+    r = rf.sh(ws, script)
+    for expected in ("refused-chmod", "refused-truncate", "refused-fchmod", "600 2"):
+        assert expected in r.stdout, (expected, r.stdout, r.stderr)
+    assert hook.stat().st_mode & 0o777 == 0o755
+    assert hook.read_text() == "#!/bin/sh\nexit 0\n"
+
+
+# The same probes with the name guard switched off: the read-only mounts alone must hold.
+_MOUNTS_ONLY = """
+import dataclasses, os, sys
+from ringfence.platforms.linux import hostfacts, landlock
+from ringfence.platforms.linux.plan import compile_linux
+from ringfence.policy.model import Policy
+from ringfence import process
+
+ws = sys.argv[1]
+policy = Policy(workspace=ws).validate()
+facts = hostfacts.gather(policy, env=os.environ, landlock_abi=landlock.abi_version())
+plan = compile_linux(policy, facts, cwd=ws)
+plan = dataclasses.replace(plan, guard_names=(), guard_paths=(), guard_new_repo_names=())
+assert not plan.guard_enabled
+out = process.run_sandboxed(plan, ["sh", "-c", sys.argv[2]], timeout=60)
+sys.exit(out.returncode)
+"""
+
+
+def test_read_only_mounts_hold_without_the_guard(rf: Runner) -> None:
+    import subprocess as sp
+
+    ws = rf.mkdir()
+    _git_repo(ws, rf)
+    (ws / ".envrc").write_text("original\n")
+    (ws / ".vscode").mkdir()
+    _chown_tree(ws, rf)
+    hook = (ws / ".git/hooks/pre-commit").read_text()
+    probe = (
+        "echo evil > .envrc; chmod 777 .envrc; echo evil > .git/hooks/pre-commit; "
+        "echo x >> .git/config; touch .vscode/tasks.json; mv .git .g2; mv .envrc e2; "
+        "echo unprotected > .newname && echo created-new-name"
+    )
+    r = sp.run(
+        [rf.python, "-c", _MOUNTS_ONLY, str(ws), probe],
+        env=rf.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert "created-new-name" in r.stdout, r.stderr  # the command ran, unguarded
+    assert r.stderr.count("Read-only file system") >= 4, r.stderr
+    assert r.stderr.count("Device or resource busy") == 2, r.stderr
+    assert (ws / ".envrc").read_text() == "original\n"
+    assert (ws / ".envrc").stat().st_mode & 0o777 != 0o777
+    assert (ws / ".git/hooks/pre-commit").read_text() == hook
+    assert not (ws / ".vscode/tasks.json").exists()

@@ -81,6 +81,7 @@ PROC_SUPER_MAGIC: Final = 0x9FA0
 PROC_ROOT_INO: Final = 1
 AT_FDCWD: Final = -100
 AT_SYMLINK_FOLLOW: Final = 0x400
+AT_SYMLINK_NOFOLLOW: Final = 0x100
 AT_REMOVEDIR: Final = 0x200
 AT_EMPTY_PATH: Final = 0x1000
 RENAME_EXCHANGE: Final = 1 << 1
@@ -130,6 +131,11 @@ ARCHES: Final[dict[str, ArchInfo]] = {
             "rmdir": 84,
             "openat2": 437,
             "io_uring_setup": 425,
+            "chmod": 90,
+            "fchmod": 91,
+            "fchmodat": 268,
+            "fchmodat2": 452,
+            "truncate": 76,
         },
     ),
     "aarch64": ArchInfo(
@@ -146,6 +152,10 @@ ARCHES: Final[dict[str, ArchInfo]] = {
             "unlinkat": 35,
             "openat2": 437,
             "io_uring_setup": 425,
+            "fchmod": 52,
+            "fchmodat": 53,
+            "fchmodat2": 452,
+            "truncate": 45,
         },
     ),
 }
@@ -168,6 +178,15 @@ NOTIFY_ALWAYS: Final = (
     "unlink",
     "unlinkat",
     "rmdir",
+    # Changes to an existing file that would disable or arm a nested repository's hook
+    # (chmod -x of a secret-scanning pre-commit, truncating it). fd-based fchmod counts too:
+    # it works on a file opened read-only. ftruncate needs a file opened for writing, which
+    # was already checked.
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "truncate",
 )
 NOTIFY_IF_CREAT: Final = {"open": 1, "openat": 2}
 # Opens that can create or change a file: with these flags an open goes to the supervisor
@@ -432,6 +451,11 @@ class _Call:
     def arg_uint(self, index: int) -> int:
         return self.args[index] & 0xFFFFFFFF
 
+    def arg_long(self, index: int) -> int:
+        """A signed 64-bit argument (off_t)."""
+        value = self.args[index] & 0xFFFFFFFFFFFFFFFF
+        return value - (1 << 64) if value & (1 << 63) else value
+
     def read_path(self, index: int) -> str:
         """The NUL-terminated string argument ``index`` from the target's memory."""
         if self.validated:
@@ -614,6 +638,11 @@ class Supervisor:
             "unlink": lambda c, s: self._unlink(c, s, fdcwd, 0, 0),
             "unlinkat": lambda c, s: self._unlink(c, s, c.arg_int(0), 1, c.arg_uint(2)),
             "rmdir": lambda c, s: self._unlink(c, s, fdcwd, 0, AT_REMOVEDIR),
+            "chmod": lambda c, s: self._chmod(c, fdcwd, 0, c.arg_uint(1), 0),
+            "fchmod": lambda c, s: self._chmod(c, c.arg_int(0), None, c.arg_uint(1), 0),
+            "fchmodat": lambda c, s: self._chmod(c, c.arg_int(0), 1, c.arg_uint(2), 0),
+            "fchmodat2": lambda c, s: self._chmod(c, c.arg_int(0), 1, c.arg_uint(2), c.arg_uint(3)),
+            "truncate": lambda c, s: self._truncate(c, 0, c.arg_long(1)),
         }
 
     def close(self) -> None:
@@ -1200,6 +1229,48 @@ class Supervisor:
             ),
             "renameat2",
         )
+        return _Value()
+
+    def _existing_object(self, call: _Call, dirfd: int, path_arg: int | None, flags: int) -> int:
+        """An O_PATH fd of the existing object a metadata call names, checked against the
+        rules by its real path. ``path_arg`` None means the call names the fd ``dirfd``."""
+        if path_arg is None:
+            call.validate()
+            fd = call.target_fd(dirfd)
+        else:
+            path = call.read_path(path_arg)
+            call.validate()
+            if path == "" and flags & AT_EMPTY_PATH:
+                fd = call.target_fd(dirfd)
+            else:
+                res = self.resolve(call, dirfd, path, follow_last=not flags & AT_SYMLINK_NOFOLLOW)
+                if isinstance(res, _Magic):
+                    fd = res.fd
+                elif res.name in (".", ".."):
+                    fd = call.own(os.open(".", os.O_PATH, dir_fd=res.parent_fd))
+                else:
+                    fd = call.own(
+                        os.open(res.kernel_name, os.O_PATH | os.O_NOFOLLOW, dir_fd=res.parent_fd)
+                    )
+        self._deny_existing(fd)
+        return fd
+
+    def _chmod(
+        self, call: _Call, dirfd: int, path_arg: int | None, mode: int, flags: int
+    ) -> _Reply:
+        if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+            raise OSError(errno.EINVAL, "bad fchmodat2 flags")
+        fd = self._existing_object(call, dirfd, path_arg, flags)
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(errno.EOPNOTSUPP, "cannot chmod a symlink")
+        os.chmod(f"/proc/self/fd/{fd}", mode & 0o7777)
+        return _Value()
+
+    def _truncate(self, call: _Call, path_arg: int, length: int) -> _Reply:
+        if length < 0:
+            raise OSError(errno.EINVAL, "negative length")
+        fd = self._existing_object(call, AT_FDCWD, path_arg, 0)
+        os.truncate(f"/proc/self/fd/{fd}", length)
         return _Value()
 
     def _unlink(self, call: _Call, syscall: str, dirfd: int, path_arg: int, flags: int) -> _Reply:
