@@ -43,7 +43,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def world_readable_src() -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="ringfence-src-"))
+    base = Path(tempfile.mkdtemp(prefix="ringfence-src-", dir="/var/tmp"))
     shutil.copytree(SRC / "ringfence", base / "ringfence")
     for p in [base, *base.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)

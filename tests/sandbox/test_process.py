@@ -292,3 +292,17 @@ except OSError as e:
     assert r.stdout.strip().endswith("done"), r.stderr
     assert "MAPPED" not in r.stdout
     assert (ws / ".git/hooks/pre-commit").read_text() == "orig\n"
+
+
+def test_ringfence_inside_ringfence_fails_closed(rf: Runner) -> None:
+    """Where the kernel refuses a layer (here: id maps in a nested user namespace), ringfence
+    refuses to run instead of running the command unconfined."""
+    ws = rf.mkdir()
+    outside = rf.mkdir("outside-")
+    marker = outside / "ran-unconfined"
+    inner = f"{rf.python} -m ringfence run -- sh -c 'touch {marker}; echo INNER-RAN'"
+    r = rf.sh(ws, f"{inner}; echo inner-status=$?", "--writable", str(outside))
+    assert "inner-status=125" in r.stdout, (r.stdout, r.stderr)
+    assert "INNER-RAN" not in r.stdout
+    assert "cannot enforce the policy" in r.stderr and "user" in r.stderr
+    assert not marker.exists()

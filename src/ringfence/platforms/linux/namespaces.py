@@ -44,9 +44,16 @@ def unshare(names: Iterable[str], uid: int, gid: int) -> None:
             "userns restriction on Ubuntu), or run "
             "outside a container that forbids them; `ringfence doctor` shows what is missing"
         ) from e
-    _write("/proc/self/setgroups", "deny")
-    _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
-    _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+    try:
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+    except OSError as e:
+        raise UnsupportedError(
+            f"created a user namespace but cannot map user ids in it ({e.strerror}); this "
+            "happens inside another sandbox or a restricted container. ringfence will not run "
+            "the command without its namespaces; `ringfence doctor` shows what is missing"
+        ) from e
 
 
 def _write(path: str, text: str) -> None:
