@@ -13,7 +13,6 @@ Use the virtualenv's own interpreter (a pyenv shim adds ~75 ms per start).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
