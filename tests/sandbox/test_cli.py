@@ -64,3 +64,14 @@ def test_help_exits_zero(rf: Runner) -> None:
     r = rf("run", "--help")
     assert r.returncode == 0
     assert "--writable" in r.stdout and "--timeout" in r.stdout
+
+
+def test_doctor_inside_a_sandbox_reports_what_is_missing(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf("run", "--", rf.python, "-m", "ringfence", "doctor", "--json", cwd=ws)
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert report["default_policy_ok"] is False
+    userns = next(c for c in report["checks"] if c["name"] == "user namespaces")
+    assert userns["ok"] is False
+    assert "another sandbox" in userns["fix"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ringfence.errors import PolicyError, UnsupportedError
@@ -50,14 +50,10 @@ class MountOp:
 
 @dataclass(frozen=True)
 class LinuxPlan:
+    """Everything the runner does, decided up front. An unsandboxed (full-access) plan has
+    only the first group of fields."""
+
     sandboxed: bool
-    namespaces: tuple[str, ...]
-    mounts: tuple[MountOp, ...]
-    landlock: landlock.LandlockRuleset | None
-    guard_roots: tuple[str, ...]
-    guard_paths: tuple[str, ...]
-    guard_names: tuple[str, ...]
-    guard_new_repo_names: tuple[str, ...]
     env: Mapping[str, str]
     cwd: str
     uid: int
@@ -65,7 +61,17 @@ class LinuxPlan:
     network: str
     mode: str
     notes: tuple[str, ...] = ()
-    scrubbed_env: tuple[str, ...] = field(default=())
+    scrubbed_env: tuple[str, ...] = ()
+    # The boundary (empty when not sandboxed).
+    namespaces: tuple[str, ...] = ()
+    mounts: tuple[MountOp, ...] = ()
+    landlock: landlock.LandlockRuleset | None = None
+    # The name guard: writable roots it watches, protected paths and name patterns, and the
+    # patterns that do not apply inside a repository the run creates itself.
+    guard_roots: tuple[str, ...] = ()
+    guard_paths: tuple[str, ...] = ()
+    guard_names: tuple[str, ...] = ()
+    guard_new_repo_names: tuple[str, ...] = ()
 
     @property
     def guard_enabled(self) -> bool:
@@ -196,13 +202,6 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         env = build_environment(facts.env, policy.env, sandbox_vars)
         return LinuxPlan(
             sandboxed=False,
-            namespaces=(),
-            mounts=(),
-            landlock=None,
-            guard_roots=(),
-            guard_paths=(),
-            guard_names=(),
-            guard_new_repo_names=(),
             env=env,
             cwd=cwd,
             uid=facts.uid,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ringfence.platforms.linux import landlock, libc
+from ringfence.errors import RingfenceError
+from ringfence.platforms.linux import landlock, libc, namespaces
 from ringfence.platforms.linux.libc import syscall
 from ringfence.platforms.linux.namespaces import CLONE_FLAGS
 
@@ -54,6 +55,12 @@ def _in_child(fn_name: str) -> tuple[bool, str]:
             msg = {"ok": True, "detail": detail}
         except OSError as e:
             msg = {"ok": False, "detail": f"{e.strerror or e} (errno {e.errno})"}
+        except RingfenceError as e:
+            cause = e.__cause__
+            detail = (
+                f"{cause.strerror} (errno {cause.errno})" if isinstance(cause, OSError) else str(e)
+            )
+            msg = {"ok": False, "detail": detail}
         except Exception as e:  # a probe must never crash doctor
             msg = {"ok": False, "detail": repr(e)}
         os.write(w, json.dumps(msg).encode())
@@ -72,18 +79,7 @@ def _in_child(fn_name: str) -> tuple[bool, str]:
 
 
 def _probe_userns() -> str:
-    uid, gid = os.getuid(), os.getgid()
-    flags = 0
-    for n in ("user", "mount", "pid", "ipc", "uts", "net"):
-        flags |= CLONE_FLAGS[n]
-    syscall("unshare", flags)
-    for path, text in (
-        ("/proc/self/setgroups", "deny"),
-        ("/proc/self/uid_map", f"{uid} {uid} 1"),
-        ("/proc/self/gid_map", f"{gid} {gid} 1"),
-    ):
-        with open(path, "w") as f:
-            f.write(text)
+    namespaces.unshare(("user", "mount", "pid", "ipc", "uts", "net"), os.getuid(), os.getgid())
     return "user, mount, pid, ipc, uts and net namespaces created as this user"
 
 
@@ -103,15 +99,7 @@ def _probe_proc() -> str:
     covered (container runtimes mask parts of it), which the sandbox cannot work around."""
     from ringfence.platforms.linux import mounts
 
-    uid, gid = os.getuid(), os.getgid()
-    syscall("unshare", CLONE_FLAGS["user"] | CLONE_FLAGS["mount"] | CLONE_FLAGS["pid"])
-    for path, text in (
-        ("/proc/self/setgroups", "deny"),
-        ("/proc/self/uid_map", f"{uid} {uid} 1"),
-        ("/proc/self/gid_map", f"{gid} {gid} 1"),
-    ):
-        with open(path, "w") as f:
-            f.write(text)
+    namespaces.unshare(("user", "mount", "pid"), os.getuid(), os.getgid())
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -165,7 +153,7 @@ def probe() -> Report:
         if _read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
             hints.append("allow user namespaces in AppArmor (Ubuntu 24.04+)")
         hints.append("or run outside a container whose seccomp profile forbids unshare")
-        fix = "; ".join(hints)
+        fix = "; ".join(hints) if len(hints) > 1 else hints[0].removeprefix("or ")
     checks.append(Check("user namespaces", ok, detail, fix=fix))
     ok, detail = _in_child("mount_api")
     checks.append(Check("new mount API", ok, detail, fix="" if ok else "needs Linux >= 5.12"))
@@ -196,7 +184,34 @@ def probe() -> Report:
     status = _read("/proc/self/status") or ""
     nnp = "NoNewPrivs:" in status
     checks.append(Check("no_new_privs", nnp, "available" if nnp else "missing"))
-    return Report(kernel=platform.release(), machine=platform.machine(), checks=tuple(checks))
+    return Report(
+        kernel=platform.release(),
+        machine=platform.machine(),
+        checks=tuple(_explain_errno(c) for c in checks),
+    )
+
+
+_INSIDE_SANDBOX = (
+    "refused here: this looks like the inside of another sandbox or a restricted container; "
+    "run ringfence on the host"
+)
+
+
+def _explain_errno(check: Check) -> Check:
+    """Replace a generic fix by what the errno says about *this* host."""
+    if check.ok:
+        return check
+    if "(errno 13)" in check.detail or "(errno 1)" in check.detail:
+        return replace(check, fix=_INSIDE_SANDBOX)
+    if "(errno 16)" in check.detail:
+        return replace(
+            check,
+            fix="a seccomp user-notification listener is already installed for this process "
+            "tree (inside another ringfence sandbox?)",
+        )
+    if "(errno 38)" in check.detail:
+        return replace(check, fix=f"{check.fix} (or a seccomp filter refuses the call)")
+    return check
 
 
 def render(report: Report) -> str:
