@@ -62,6 +62,12 @@ class Runner:
     python: str
     pythonpath: str | None
     cleanup: list[Path]
+    src_copy: str
+
+    def inner_ringfence(self) -> str:
+        """A shell command that runs ringfence *inside* a sandbox: the test virtualenv may live
+        under /tmp (private in there), so use /usr/bin/python3 and the world-readable copy."""
+        return f"env PYTHONPATH={self.src_copy} /usr/bin/python3 -m ringfence"
 
     def mkdir(self, prefix: str = "ws-", base: str = "/var/tmp") -> Path:
         """A fresh directory owned by the runner's user, outside pytest's 0700 tmp tree.
@@ -138,7 +144,16 @@ def rf(request: pytest.FixtureRequest, world_readable_src: Path) -> Iterator[Run
     cleanup: list[Path] = []
     if request.param == "self":
         home = os.environ.get("HOME", "/")
-        runner = Runner("self", os.getuid(), os.getgid(), home, sys.executable, None, cleanup)
+        runner = Runner(
+            "self",
+            os.getuid(),
+            os.getgid(),
+            home,
+            sys.executable,
+            None,
+            cleanup,
+            str(world_readable_src),
+        )
     else:
         user = _test_user()
         if user is None:
@@ -153,6 +168,7 @@ def rf(request: pytest.FixtureRequest, world_readable_src: Path) -> Iterator[Run
             "/usr/bin/python3",
             str(world_readable_src),
             cleanup,
+            str(world_readable_src),
         )
     yield runner
     for d in cleanup:

@@ -300,7 +300,7 @@ def test_ringfence_inside_ringfence_fails_closed(rf: Runner) -> None:
     ws = rf.mkdir()
     outside = rf.mkdir("outside-")
     marker = outside / "ran-unconfined"
-    inner = f"{rf.python} -m ringfence run -- sh -c 'touch {marker}; echo INNER-RAN'"
+    inner = f"{rf.inner_ringfence()} run -- sh -c 'touch {marker}; echo INNER-RAN'"
     r = rf.sh(ws, f"{inner}; echo inner-status=$?", "--writable", str(outside))
     assert "inner-status=125" in r.stdout, (r.stdout, r.stderr)
     assert "INNER-RAN" not in r.stdout
