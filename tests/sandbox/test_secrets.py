@@ -211,3 +211,41 @@ def test_runtime_sockets_are_hidden(rf: Runner) -> None:
         assert "CONNECTED" in r.stdout, r.stderr
     finally:
         srv.close()
+
+
+ABSTRACT_PROBE = (
+    "import socket; s = socket.socket(socket.AF_UNIX); "
+    "s.connect(b'\\x00{name}'); print('CONNECTED')"
+)
+
+
+@pytest.mark.parametrize("network", ["on", "off"])
+def test_host_abstract_sockets_are_out_of_reach(rf: Runner, network: str) -> None:
+    """X11 and other services listen on abstract unix sockets, which no file permission
+    guards. Network off: a separate namespace. Network on: Landlock's abstract-socket scope."""
+    import subprocess
+    import uuid
+
+    name = f"ringfence-test-{uuid.uuid4().hex}"
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(b"\0" + name.encode())
+    srv.listen()
+    try:
+        probe = ABSTRACT_PROBE.format(name=name)
+        control = subprocess.run(
+            ["python3", "-c", probe], capture_output=True, text=True, check=False
+        )
+        assert "CONNECTED" in control.stdout  # reachable without the sandbox
+        ws = rf.mkdir()
+        r = rf("run", "--network", network, "--", "python3", "-c", probe, cwd=ws)
+        assert "CONNECTED" not in r.stdout
+        expected = "Operation not permitted" if network == "on" else "Connection refused"
+        assert expected in r.stderr, r.stderr
+    finally:
+        srv.close()
+
+
+def test_the_command_cannot_signal_the_runner(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf.sh(ws, "kill -TERM 1 2>&1; echo status=$?; kill -0 1 2>&1; echo status0=$?")
+    assert "status=1" in r.stdout and "Operation not permitted" in r.stdout, r.stdout

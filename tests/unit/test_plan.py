@@ -197,3 +197,14 @@ def test_plan_to_dict_is_json_ready() -> None:
         "path": "/",
         "access": ["EXECUTE", "READ_FILE", "READ_DIR"],
     }
+
+
+def test_landlock_scopes_signals_and_abstract_sockets_from_abi_6() -> None:
+    from ringfence.platforms.linux import landlock
+
+    plan = compile_linux(Policy(workspace="/w"), facts(landlock_abi=6), cwd="/w")
+    assert plan.landlock is not None
+    assert plan.landlock.scoped == landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"]
+    older = compile_linux(Policy(workspace="/w"), facts(landlock_abi=5), cwd="/w")
+    assert older.landlock is not None and older.landlock.scoped == 0
+    assert any("scoping unavailable" in n for n in older.notes)

@@ -23,6 +23,7 @@ from ringfence.policy.model import Mode, Network, Policy
 SYSTEM_TARGETS = ("/proc", "/sys", "/dev")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # Device nodes the command may open for writing and ioctl (terminals, /dev/null).
+SCOPE_ABI = 6  # Landlock's signal and abstract-unix-socket scopes
 DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev/ptmx")
 
 
@@ -323,6 +324,18 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         write_paths=(*roots, "/tmp", "/dev/shm"),
         device_paths=DEVICE_PATHS,
     )
+    if facts.landlock_abi >= SCOPE_ABI:
+        # The command may not signal, or connect to abstract unix sockets of, anything outside
+        # its own domain: the runner, and (with the network on) the host's abstract sockets
+        # such as X11's @/tmp/.X11-unix/X0.
+        landlock_rules = replace(
+            landlock_rules, scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"]
+        )
+    else:
+        notes.append(
+            f"Landlock ABI {facts.landlock_abi} < {SCOPE_ABI}: signal and abstract-socket "
+            "scoping unavailable"
+        )
     namespaces = ["user", "mount", "pid", "ipc", "uts"]
     if network is Network.OFF:
         namespaces.append("net")
