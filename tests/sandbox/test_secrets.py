@@ -249,3 +249,29 @@ def test_the_command_cannot_signal_the_runner(rf: Runner) -> None:
     ws = rf.mkdir()
     r = rf.sh(ws, "kill -TERM 1 2>&1; echo status=$?; kill -0 1 2>&1; echo status0=$?")
     assert "status=1" in r.stdout and "Operation not permitted" in r.stdout, r.stdout
+
+
+KEYRING_PROBE = (
+    "import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+    "r = libc.syscall(250, 0, -3, 0); print(r, ctypes.get_errno())"  # KEYCTL_GET_KEYRING_ID
+)
+
+
+def test_the_users_session_keyring_is_not_shared(rf: Runner) -> None:
+    import platform
+    import subprocess
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the probe uses x86_64 syscall numbers")
+    ws = rf.mkdir()
+    host = subprocess.run(
+        ["python3", "-c", KEYRING_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    ).stdout.split()
+    inside = rf("run", "--", "python3", "-c", KEYRING_PROBE, cwd=ws).stdout.split()
+    assert host[0] != "-1"
+    # either the keyring calls are refused outright, or the keyring is a fresh one
+    assert inside == ["-1", "1"] or inside[0] not in ("-1", host[0]), (host, inside)

@@ -39,6 +39,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "landlock_restrict_self": 446,
         "close_range": 436,
         "capset": 126,
+        "keyctl": 250,
         "sethostname": 170,
     },
     "aarch64": {
@@ -61,6 +62,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
         "landlock_restrict_self": 446,
         "close_range": 436,
         "capset": 91,
+        "keyctl": 219,
         "sethostname": 161,
     },
 }

@@ -15,6 +15,7 @@ the pid namespace, however it was detached. Each process dies with its parent
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -161,6 +162,19 @@ def _with_inherited_terminals(ruleset: landlock.LandlockRuleset) -> landlock.Lan
     return dataclasses.replace(ruleset, rules=(*ruleset.rules, *extra))
 
 
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def _new_session_keyring() -> None:
+    """Leave the user's session keyring (kernel-held credentials) for an empty one.
+
+    Best effort: a kernel without keyrings, or a user at the key quota, keeps the old one; the
+    command still cannot use it once the hardening filter denies the keyring calls.
+    """
+    with contextlib.suppress(OSError):
+        syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None, 0, 0, 0)
+
+
 def _start_guard(plan: LinuxPlan) -> socket.socket:
     """Start the name guard's supervisor; return the socket to hand it the listener on.
 
@@ -222,6 +236,7 @@ def _command_main(plan: LinuxPlan, argv: Sequence[str], err_fd: int) -> NoReturn
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         step = "setsid"
         os.setsid()  # no controlling terminal: TIOCSTI cannot reach the user's
+        _new_session_keyring()
         step = f"chdir {plan.cwd}"
         os.chdir(plan.cwd)
         step = "close file descriptors"
