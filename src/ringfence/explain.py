@@ -6,7 +6,7 @@ import shlex
 import textwrap
 from collections.abc import Sequence
 
-from ringfence.platforms.linux import landlock
+from ringfence.platforms.linux import landlock, seccomp
 from ringfence.platforms.linux.plan import LinuxPlan
 
 
@@ -43,6 +43,20 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
         )
         for rule in plan.landlock.rules:
             lines.append(f"  {rule.path:<40} {' '.join(landlock.access_names(rule.access))}")
+    if plan.seccomp is not None:
+        lines.append("")
+        nets = "unix, tcp/udp, netlink route"
+        if "net" in plan.namespaces:
+            nets += " (inside the sandbox's own, empty network namespace)"
+        if not plan.seccomp.allow_inet:
+            nets = "unix only"
+        lines.append(f"seccomp: {len(seccomp.DENIED)} system calls denied (EPERM):")
+        lines.extend(_wrap(" ".join(name for name, _ in seccomp.DENIED), "    "))
+        lines.append(
+            "  also denied: new namespaces (unshare/clone flags, setns), clone3 (ENOSYS), "
+            "TIOCSTI/TIOCLINUX, personality changes, foreign architectures (killed)"
+        )
+        lines.append(f"  socket families allowed: {nets}")
     lines.append("")
     state = "on" if plan.guard_enabled else "off"
     lines.append(f"name guard (seccomp user notification): {state}")

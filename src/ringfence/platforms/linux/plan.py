@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ringfence.errors import PolicyError, UnsupportedError
-from ringfence.platforms.linux import landlock
+from ringfence.platforms.linux import landlock, seccomp
 from ringfence.platforms.linux.hostfacts import HostFacts
 from ringfence.policy import defaults
 from ringfence.policy.environment import build_environment, scrubbed_names
@@ -67,6 +67,7 @@ class LinuxPlan:
     namespaces: tuple[str, ...] = ()
     mounts: tuple[MountOp, ...] = ()
     landlock: landlock.LandlockRuleset | None = None
+    seccomp: seccomp.SeccompPolicy | None = None
     # The name guard: writable roots it watches, protected paths and name patterns, and the
     # patterns that do not apply inside a repository the run creates itself.
     guard_roots: tuple[str, ...] = ()
@@ -349,6 +350,9 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         namespaces=tuple(namespaces),
         mounts=tuple(b.ops),
         landlock=landlock_rules,
+        # Inet sockets stay allowed with the network off: the command has its own empty network
+        # namespace, so they reach only its own loopback (test suites start local servers).
+        seccomp=seccomp.SeccompPolicy(allow_inet=True),
         guard_roots=roots,
         guard_paths=tuple(protected_paths) if roots else (),
         guard_names=policy.protected_names() if roots else (),

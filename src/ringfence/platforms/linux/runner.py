@@ -27,7 +27,16 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ringfence.errors import RingfenceError
-from ringfence.platforms.linux import caps, guard_rules, landlock, mounts, nameguard, namespaces
+from ringfence.platforms.linux import (
+    bpf,
+    caps,
+    guard_rules,
+    landlock,
+    mounts,
+    nameguard,
+    namespaces,
+    seccomp,
+)
 from ringfence.platforms.linux.libc import syscall
 from ringfence.platforms.linux.plan import LinuxPlan
 
@@ -98,11 +107,12 @@ def pid1_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, life_fd: int
         if "net" in plan.namespaces:
             namespaces.loopback_up()
         syscall("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
+        program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         child = os.fork()
         if child == 0:
             os.close(err_r)
-            _command_main(plan, argv, err_w)
+            _command_main(plan, argv, err_w, program)
         os.close(err_w)
         for sig in FORWARDED:
             signal.signal(sig, lambda s, _f: _forward(child, s))
@@ -225,7 +235,9 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
     os._exit(code)
 
 
-def _command_main(plan: LinuxPlan, argv: Sequence[str], err_fd: int) -> NoReturn:
+def _command_main(
+    plan: LinuxPlan, argv: Sequence[str], err_fd: int, program: Sequence[bpf.Insn] | None
+) -> NoReturn:
     step = "prepare"
     try:
         for sig in range(1, signal.NSIG):
@@ -251,6 +263,9 @@ def _command_main(plan: LinuxPlan, argv: Sequence[str], err_fd: int) -> NoReturn
             guard_sock = _start_guard(plan)
         step = "drop capabilities"
         caps.drop_all()
+        if program is not None:
+            step = "install the seccomp filter"
+            seccomp.install(program)
         if guard_sock is not None:
             step = "install the name guard"
             listener = nameguard.install_filter()
