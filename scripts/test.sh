@@ -11,6 +11,7 @@ command -v git >/dev/null || need+=(git)
 command -v ps >/dev/null || need+=(procps)
 command -v setsid >/dev/null || need+=(util-linux)
 [ -x /usr/bin/python3 ] || need+=(python3)
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || need+=(libseccomp2)  # the test oracle
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
