@@ -8,6 +8,7 @@ with nothing run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
 from ringfence.policy import paths
-from ringfence.policy.model import EnvPolicy, Mode, Network, Policy
+from ringfence.policy.model import EnvPolicy, Limits, Mode, Network, Policy, parse_size
 
 if TYPE_CHECKING:
     from ringfence.platforms.linux.plan import LinuxPlan
@@ -102,6 +103,15 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start from an empty environment (plus --keep-env names)",
     )
+    g.add_argument(
+        "--limit",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="resource limit; keys: processes, open-files, cpu (seconds), file-size, tmp-size, "
+        "shm-size (512m, 2g, 25%%), inotify-instances, inotify-watches; 'none' lifts "
+        "processes, open-files, cpu and file-size",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +165,7 @@ def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
         strict_git=ns.strict_git,
         network=Network(ns.network) if ns.network else None,
         allow_sockets=tuple(paths.plain("--allow-socket", p) for p in ns.allow_socket),
+        limits=limits_from_args(ns.limit),
         env=EnvPolicy(
             inherit=not ns.clean_env,
             keep=tuple(ns.keep_env),
@@ -163,6 +174,46 @@ def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
         ),
     )
     return policy.validate(), cwd
+
+
+_LIMIT_KEYS = {
+    "processes": "processes",
+    "open-files": "open_files",
+    "cpu": "cpu_seconds",
+    "file-size": "file_size",
+    "tmp-size": "tmp_size",
+    "shm-size": "shm_size",
+    "inotify-instances": "inotify_instances",
+    "inotify-watches": "inotify_watches",
+}
+_LIFTABLE = {"processes", "open_files", "cpu_seconds", "file_size"}
+
+
+def limits_from_args(items: Sequence[str]) -> Limits:
+    """``--limit KEY=VALUE`` flags on top of the default limits."""
+    changes: dict[str, int | str | None] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        field_name = _LIMIT_KEYS.get(key.strip())
+        if not sep or field_name is None:
+            raise PolicyError(
+                f"--limit: {item!r} is not KEY=VALUE with KEY one of {', '.join(_LIMIT_KEYS)}"
+            )
+        value = value.strip()
+        if value.lower() in ("none", "unlimited"):
+            if field_name not in _LIFTABLE:
+                raise PolicyError(f"--limit: {key} cannot be lifted, give a value")
+            changes[field_name] = None
+        elif field_name in ("tmp_size", "shm_size", "file_size"):
+            size = parse_size(value)
+            if field_name == "file_size" and isinstance(size, str):
+                raise PolicyError("--limit: file-size takes a size, not a percentage")
+            changes[field_name] = size
+        elif value.isdigit() and int(value) > 0:
+            changes[field_name] = int(value)
+        else:
+            raise PolicyError(f"--limit: {key}={value!r} must be a positive whole number")
+    return dataclasses.replace(Limits(), **changes)  # type: ignore[arg-type]
 
 
 def _command(ns: argparse.Namespace, *, required: bool) -> list[str]:

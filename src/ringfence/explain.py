@@ -43,6 +43,19 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
         )
         for rule in plan.landlock.rules:
             lines.append(f"  {rule.path:<40} {' '.join(landlock.access_names(rule.access))}")
+    if plan.rlimits or plan.userns_limits:
+        lines.append("")
+        lines.append(
+            "limits: "
+            + (", ".join(f"RLIMIT_{n}={v}" for n, v in plan.rlimits) or "none beyond the caller's")
+        )
+        lines.extend(
+            _wrap(
+                "in the sandbox's user namespace: "
+                + ", ".join(f"{n}={v}" for n, v in plan.userns_limits),
+                "  ",
+            )
+        )
     if plan.seccomp is not None:
         lines.append("")
         nets = "unix, tcp/udp, netlink route"

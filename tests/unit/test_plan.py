@@ -208,3 +208,14 @@ def test_landlock_scopes_signals_and_abstract_sockets_from_abi_6() -> None:
     older = compile_linux(Policy(workspace="/w"), facts(landlock_abi=5), cwd="/w")
     assert older.landlock is not None and older.landlock.scoped == 0
     assert any("scoping unavailable" in n for n in older.notes)
+
+
+def test_limits_reach_the_plan() -> None:
+    from ringfence.policy.model import Limits
+
+    policy = Policy(workspace="/w", limits=Limits(processes=99, tmp_size="1g", cpu_seconds=5))
+    plan = compile_linux(policy, facts(), cwd="/w")
+    assert ("NPROC", 99) in plan.rlimits and ("CPU", 5) in plan.rlimits
+    assert ("max_user_namespaces", 0) in plan.userns_limits
+    tmp = next(m for m in plan.mounts if m.target == "/tmp")
+    assert tmp.size == "1g"

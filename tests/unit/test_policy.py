@@ -116,3 +116,31 @@ def test_build_environment_scrubs_and_sets() -> None:
 def test_build_environment_without_inherit() -> None:
     env = build_environment({"HOME": "/h", "X": "1"}, EnvPolicy(inherit=False, keep=("HOME",)), {})
     assert env == {"HOME": "/h", "PATH": "/usr/local/bin:/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("512m", 512 << 20), ("2g", 2 << 30), ("1048576", 1048576), ("25%", "25%")]
+)
+def test_parse_size(text: str, value: object) -> None:
+    from ringfence.policy.model import parse_size
+
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "0", "-1", "12x", "0%", "101%", "m"])
+def test_parse_size_refuses(text: str) -> None:
+    from ringfence.policy.model import parse_size
+
+    with pytest.raises(PolicyError):
+        parse_size(text)
+
+
+def test_limits_from_flags() -> None:
+    from ringfence.cli import limits_from_args
+
+    lim = limits_from_args(["processes=10", "cpu=none", "tmp-size=1g", "file-size=5m"])
+    assert lim.processes == 10 and lim.cpu_seconds is None
+    assert lim.tmp_size == 1 << 30 and lim.file_size == 5 << 20
+    for bad in ("bogus=1", "processes", "processes=0", "tmp-size=none", "file-size=10%"):
+        with pytest.raises(PolicyError):
+            limits_from_args([bad])

@@ -46,6 +46,62 @@ class EnvPolicy:
     set: Mapping[str, str] = field(default_factory=dict)
 
 
+_SIZE_SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int | str:
+    """``512m``, ``2g``, ``1048576`` -> bytes; ``25%`` stays a share of RAM (tmpfs sizes)."""
+    t = text.strip().lower()
+    if t.endswith("%"):
+        num = t[:-1]
+        if num.isdigit() and 0 < int(num) <= 100:
+            return f"{int(num)}%"
+        raise PolicyError(f"limit: {text!r} is not a percentage between 1% and 100%")
+    unit = t[-1:] if t[-1:] in _SIZE_SUFFIXES and not t[-1:].isdigit() else ""
+    num = t[: len(t) - len(unit)]
+    if not num.isdigit() or int(num) <= 0:
+        raise PolicyError(f"limit: {text!r} is not a size (like 512m, 2g or 1048576)")
+    return int(num) * _SIZE_SUFFIXES[unit]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for everything the command starts.
+
+    ``processes`` is RLIMIT_NPROC set inside the sandbox's own user namespace, so it counts only
+    the sandbox's processes (Linux >= 5.14), not the user's others; it does not bind a host-root
+    user, whom the kernel exempts. ``None`` keeps what the caller has. Sizes are bytes, or for
+    the tmpfs mounts a share of RAM like ``"25%"``.
+    """
+
+    processes: int | None = 4096
+    open_files: int | None = None
+    file_size: int | None = None
+    cpu_seconds: int | None = None
+    tmp_size: int | str = "25%"
+    shm_size: int | str = "25%"
+    # Kernel objects charged to the user across the namespace boundary, capped inside the
+    # sandbox's user namespace (/proc/sys/user/*). 0 forbids nested namespaces outright.
+    inotify_instances: int = 128
+    inotify_watches: int = 65536
+
+    def validate(self) -> None:
+        for name in ("processes", "open_files", "file_size", "cpu_seconds"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise PolicyError(f"limit {name}: {value!r} must be a positive whole number")
+        for name in ("tmp_size", "shm_size"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                parse_size(value)
+            elif not isinstance(value, int) or value <= 0:
+                raise PolicyError(f"limit {name}: {value!r} must be a size or a percentage")
+        for name in ("inotify_instances", "inotify_watches"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise PolicyError(f"limit {name}: {value!r} must be a positive whole number")
+
+
 @dataclass(frozen=True)
 class Policy:
     """Everything the boundary needs to know, independent of the platform that enforces it.
@@ -66,6 +122,7 @@ class Policy:
     network: Network | None = None  # None: off when sandboxed, on in full-access
     allow_sockets: tuple[str, ...] = ()
     env: EnvPolicy = field(default_factory=EnvPolicy)
+    limits: Limits = field(default_factory=Limits)
 
     def validate(self) -> Policy:
         """Refuse inconsistent or malformed values; return self so calls can chain."""
@@ -112,6 +169,7 @@ class Policy:
         for key, value in self.env.set.items():
             if "\0" in value:
                 raise PolicyError(f"policy: environment value of {key} contains a NUL byte")
+        self.limits.validate()
         return self
 
     @property

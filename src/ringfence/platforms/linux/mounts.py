@@ -268,7 +268,10 @@ def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
         assert source_tree is not None
         tree = source_tree
     elif op.kind == "tmpfs":
-        tree = new_fs("tmpfs", [("mode", f"{op.mode:o}")], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+        options: list[tuple[str, str | None]] = [("mode", f"{op.mode:o}")]
+        if op.size is not None:
+            options.append(("size", op.size))
+        tree = new_fs("tmpfs", options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
     elif op.kind == "proc":
         tree = new_fs("proc", [], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
     elif op.kind == "devpts":

@@ -17,7 +17,7 @@ from ringfence.platforms.linux import landlock, seccomp
 from ringfence.platforms.linux.hostfacts import HostFacts
 from ringfence.policy import defaults
 from ringfence.policy.environment import build_environment, scrubbed_names
-from ringfence.policy.model import Mode, Network, Policy
+from ringfence.policy.model import Limits, Mode, Network, Policy
 
 # Paths the sandbox rebuilds itself; a writable root may not be one of them or contain them.
 SYSTEM_TARGETS = ("/proc", "/sys", "/dev")
@@ -47,6 +47,7 @@ class MountOp:
     mode: int = 0o755
     create: bool = False
     why: str = ""
+    size: str | None = None  # tmpfs size= option (bytes or a share of RAM like "25%")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class LinuxPlan:
     mounts: tuple[MountOp, ...] = ()
     landlock: landlock.LandlockRuleset | None = None
     seccomp: seccomp.SeccompPolicy | None = None
+    # (RLIMIT name without prefix, value) set on the command; (name, value) of
+    # /proc/sys/user/<name> written inside the sandbox's user namespace by pid 1.
+    rlimits: tuple[tuple[str, int], ...] = ()
+    userns_limits: tuple[tuple[str, int], ...] = ()
     # The name guard: writable roots it watches, protected paths and name patterns, and the
     # patterns that do not apply inside a repository the run creates itself.
     guard_roots: tuple[str, ...] = ()
@@ -186,6 +191,38 @@ def _protected_targets(
     return kept
 
 
+# Nested namespaces are refused by seccomp; a zero quota refuses them a second time.
+_NO_NESTED_NAMESPACES = (
+    "max_user_namespaces",
+    "max_mnt_namespaces",
+    "max_pid_namespaces",
+    "max_net_namespaces",
+    "max_ipc_namespaces",
+    "max_uts_namespaces",
+    "max_cgroup_namespaces",
+    "max_time_namespaces",
+    "max_fanotify_groups",
+)
+
+
+def _rlimits(limits: Limits) -> tuple[tuple[str, int], ...]:
+    pairs = (
+        ("NPROC", limits.processes),
+        ("NOFILE", limits.open_files),
+        ("FSIZE", limits.file_size),
+        ("CPU", limits.cpu_seconds),
+    )
+    return tuple((name, value) for name, value in pairs if value is not None)
+
+
+def _userns_limits(limits: Limits) -> tuple[tuple[str, int], ...]:
+    return (
+        *((name, 0) for name in _NO_NESTED_NAMESPACES),
+        ("max_inotify_instances", limits.inotify_instances),
+        ("max_inotify_watches", limits.inotify_watches),
+    )
+
+
 def _mask_mode(path: str, allowed: set[str]) -> int:
     """Masked directories are unreadable; one that holds an allowed socket is traversable."""
     return 0o111 if any(_under(a, path) and a != path for a in allowed) else 0
@@ -243,10 +280,12 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         ("core", "/proc/kcore"),
     ):
         b.add(MountOp("symlink", f"/dev/{name}", source=text, is_dir=False, why="/dev link"))
-    b.add(MountOp("tmpfs", "/dev/shm", mode=0o1777, why="private /dev/shm"), fresh=True)
+    shm = str(policy.limits.shm_size)
+    b.add(MountOp("tmpfs", "/dev/shm", mode=0o1777, size=shm, why="private /dev/shm"), fresh=True)
     b.add(MountOp("remount_ro", "/dev", why="no new device nodes"))
     b.add(MountOp("proc", "/proc", why="fresh /proc for the sandbox's pid namespace"))
-    b.add(MountOp("tmpfs", "/tmp", mode=0o1777, why="private /tmp (TMPDIR)"), fresh=True)
+    tmp = str(policy.limits.tmp_size)
+    b.add(MountOp("tmpfs", "/tmp", mode=0o1777, size=tmp, why="private /tmp (TMPDIR)"), fresh=True)
     # Runtime sockets and directories that reach more privileged services.
     allowed = set(policy.allow_sockets)
     runtime = list(defaults.RUNTIME_SOCKETS)
@@ -353,6 +392,8 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         # Inet sockets stay allowed with the network off: the command has its own empty network
         # namespace, so they reach only its own loopback (test suites start local servers).
         seccomp=seccomp.SeccompPolicy(allow_inet=True),
+        rlimits=_rlimits(policy.limits),
+        userns_limits=_userns_limits(policy.limits),
         guard_roots=roots,
         guard_paths=tuple(protected_paths) if roots else (),
         guard_names=policy.protected_names() if roots else (),

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -106,6 +107,7 @@ def pid1_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, life_fd: int
         mounts.pivot_into(root)
         if "net" in plan.namespaces:
             namespaces.loopback_up()
+        _cap_userns_quotas(plan.userns_limits)
         syscall("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
         program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -170,6 +172,33 @@ def _with_inherited_terminals(ruleset: landlock.LandlockRuleset) -> landlock.Lan
     if not extra:
         return ruleset
     return dataclasses.replace(ruleset, rules=(*ruleset.rules, *extra))
+
+
+def _cap_userns_quotas(limits: Sequence[tuple[str, int]]) -> None:
+    """Cap, inside the sandbox's user namespace, kernel objects charged to the user across
+    the namespace boundary (pid 1 holds CAP_SYS_RESOURCE there; this /proc is ours)."""
+    for name, value in limits:
+        try:
+            fd = os.open(f"/proc/sys/user/{name}", os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # an older kernel without this quota
+        try:
+            os.write(fd, f"{value}\n".encode())
+        finally:
+            os.close(fd)
+
+
+def _set_rlimits(limits: Sequence[tuple[str, int]]) -> None:
+    """Lower (never raise: that needs privilege the command should not have) each limit."""
+    for name, wanted in limits:
+        which = getattr(resource, f"RLIMIT_{name}")
+        _, hard = resource.getrlimit(which)
+        # CPU: SIGXCPU at the limit (which a program may catch to save its work), SIGKILL a
+        # second later; the others are hard at the limit.
+        want_hard = wanted + 1 if name == "CPU" else wanted
+        if hard != resource.RLIM_INFINITY:
+            want_hard = min(want_hard, hard)
+        resource.setrlimit(which, (min(wanted, want_hard), want_hard))
 
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
@@ -249,6 +278,8 @@ def _command_main(
         step = "setsid"
         os.setsid()  # no controlling terminal: TIOCSTI cannot reach the user's
         _new_session_keyring()
+        step = "resource limits"
+        _set_rlimits(plan.rlimits)
         step = f"chdir {plan.cwd}"
         os.chdir(plan.cwd)
         step = "close file descriptors"
