@@ -104,6 +104,13 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         help="start from an empty environment (plus --keep-env names)",
     )
     g.add_argument(
+        "--landlock-min-abi",
+        metavar="N",
+        type=int,
+        default=1,
+        help="refuse to run unless the kernel's Landlock ABI is at least N",
+    )
+    g.add_argument(
         "--limit",
         metavar="KEY=VALUE",
         action="append",
@@ -166,6 +173,7 @@ def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
         network=Network(ns.network) if ns.network else None,
         allow_sockets=tuple(paths.plain("--allow-socket", p) for p in ns.allow_socket),
         limits=limits_from_args(ns.limit),
+        landlock_min_abi=ns.landlock_min_abi,
         env=EnvPolicy(
             inherit=not ns.clean_env,
             keep=tuple(ns.keep_env),

@@ -75,3 +75,10 @@ def test_doctor_inside_a_sandbox_reports_what_is_missing(rf: Runner) -> None:
     userns = next(c for c in report["checks"] if c["name"] == "user namespaces")
     assert userns["ok"] is False
     assert "another sandbox" in userns["fix"]
+
+
+def test_a_policy_can_require_a_newer_landlock(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf("run", "--landlock-min-abi", "99", "--", "sh", "-c", "echo ran", cwd=ws)
+    assert r.returncode == 125
+    assert "requires Landlock ABI 99" in r.stderr and "ran" not in r.stdout

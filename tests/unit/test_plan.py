@@ -219,3 +219,14 @@ def test_limits_reach_the_plan() -> None:
     assert ("max_user_namespaces", 0) in plan.userns_limits
     tmp = next(m for m in plan.mounts if m.target == "/tmp")
     assert tmp.size == "1g"
+
+
+def test_minimum_landlock_abi_is_enforced() -> None:
+    with pytest.raises(UnsupportedError, match="requires Landlock ABI 6"):
+        compile_linux(Policy(workspace="/w", landlock_min_abi=6), facts(landlock_abi=5), cwd="/w")
+    plan = compile_linux(
+        Policy(workspace="/w", landlock_min_abi=6), facts(landlock_abi=6), cwd="/w"
+    )
+    assert plan.sandboxed
+    with pytest.raises(PolicyError, match="landlock_min_abi"):
+        Policy(workspace="/w", landlock_min_abi=0).validate()

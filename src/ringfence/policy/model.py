@@ -123,6 +123,9 @@ class Policy:
     allow_sockets: tuple[str, ...] = ()
     env: EnvPolicy = field(default_factory=EnvPolicy)
     limits: Limits = field(default_factory=Limits)
+    # Refuse to run unless the kernel's Landlock ABI is at least this (e.g. 6 for the signal
+    # and abstract-socket scopes); 1 means any Landlock at all, which is always required.
+    landlock_min_abi: int = 1
 
     def validate(self) -> Policy:
         """Refuse inconsistent or malformed values; return self so calls can chain."""
@@ -170,6 +173,10 @@ class Policy:
             if "\0" in value:
                 raise PolicyError(f"policy: environment value of {key} contains a NUL byte")
         self.limits.validate()
+        if not isinstance(self.landlock_min_abi, int) or self.landlock_min_abi < 1:
+            raise PolicyError(
+                f"policy: landlock_min_abi {self.landlock_min_abi!r} must be a whole number >= 1"
+            )
         return self
 
     @property

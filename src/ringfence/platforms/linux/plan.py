@@ -257,6 +257,11 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             "run without it; run `ringfence doctor` for details, or use --mode full-access to "
             "run without any boundary"
         )
+    if facts.landlock_abi < policy.landlock_min_abi:
+        raise UnsupportedError(
+            f"the policy requires Landlock ABI {policy.landlock_min_abi} but this kernel offers "
+            f"ABI {facts.landlock_abi}; use a newer kernel or lower the requirement"
+        )
     roots = policy.writable_paths()
     for r in roots:
         _check_writable_root(r)
