@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.add_argument("argv", nargs=argparse.REMAINDER, metavar="[-- CMD]")
     doctor = sub.add_parser("doctor", help="report what this kernel can enforce")
+    _policy_flags(doctor)
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -281,14 +282,27 @@ def cmd_explain(ns: argparse.Namespace) -> int:
 
 
 def cmd_doctor(ns: argparse.Namespace) -> int:
-    from ringfence.platforms.linux import probe
+    from dataclasses import asdict
+
+    from ringfence.platforms.linux import layers, probe
 
     report = probe.probe()
+    plan, refusal = None, None
+    try:
+        policy, cwd = policy_from_args(ns)
+        plan = _compile(policy, cwd)
+    except UnsupportedError as e:
+        refusal = str(e)
+    rows = layers.layers(report, plan, refusal, uid=os.getuid())
     if ns.json:
-        json.dump(report.to_dict(), sys.stdout, indent=2, sort_keys=True)
+        out = report.to_dict()
+        out["layers"] = [asdict(r) for r in rows]
+        json.dump(out, sys.stdout, indent=2, sort_keys=True)
         print()
     else:
         print(probe.render(report))
+        print()
+        print(layers.render(rows))
     return 0 if report.default_policy_ok else 1
 
 

@@ -25,6 +25,17 @@ def test_doctor_reports_every_layer(rf: Runner) -> None:
     ):
         assert names[layer]["ok"], names[layer]
     assert report["default_policy_ok"] is True
+    layers = {row["name"]: row for row in report["layers"]}
+    for name in (
+        "namespaces",
+        "read-only view",
+        "Landlock filesystem",
+        "seccomp hardening",
+        "name guard",
+    ):
+        assert layers[name]["available"] and layers[name]["used"], layers[name]
+    assert layers["process limit"]["used"] is (rf.uid != 0)
+    assert layers["memory limit"]["used"] is False
     text = rf("doctor")
     assert "fully enforced here" in text.stdout
 

@@ -227,8 +227,8 @@ def render(report: Report) -> str:
         lines.append(
             "The default policy (workspace-write, network off) is fully enforced here: "
             "namespaces (user, mount, pid, ipc, uts, net), read-only root, private /tmp, "
-            "minimal /dev, fresh /proc, Landlock write rules, the name guard for protected "
-            "names, no capabilities, no_new_privs."
+            "minimal /dev, fresh /proc, Landlock write rules, the seccomp filter, the name "
+            "guard for protected names, no capabilities, no_new_privs."
         )
     else:
         lines.append(

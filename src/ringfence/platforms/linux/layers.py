@@ -1,0 +1,114 @@
+"""For ``ringfence doctor``: each layer, whether this host has it, and whether the policy uses it.
+
+Pure: it reads a probe Report and the plan the policy compiles to (or the refusal), so the
+answer matches what ``ringfence run`` would really do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.platforms.linux.probe import Report
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    available: bool
+    used: bool
+    note: str
+
+
+def _ok(report: Report, check: str) -> bool:
+    return any(c.name == check and c.ok for c in report.checks)
+
+
+def layers(report: Report, plan: LinuxPlan | None, refusal: str | None, *, uid: int) -> list[Layer]:
+    """Rows for the table; ``plan`` is None when the policy cannot be enforced (``refusal``)."""
+    ns_ok = _ok(report, "user namespaces") and _ok(report, "new mount API")
+    if plan is None:
+        why = refusal or "the policy cannot be enforced here"
+        return [Layer("sandbox", False, False, f"refused: {why}")]
+    if not plan.sandboxed:
+        return [Layer("sandbox", True, False, "full-access: no layer is used")]
+    ll = plan.landlock
+    scoped = bool(ll and ll.scoped)
+    rl = dict(plan.rlimits)
+    nproc = rl.get("NPROC")
+    rows = [
+        Layer(
+            "namespaces",
+            ns_ok,
+            True,
+            ", ".join(plan.namespaces)
+            + ("" if "net" in plan.namespaces else " (network on: the host's network)"),
+        ),
+        Layer(
+            "read-only view",
+            ns_ok and _ok(report, "fresh /proc"),
+            True,
+            f"{len(plan.mounts)} mount steps: read-only root, private /tmp and /dev/shm, "
+            "minimal /dev, fresh /proc, protected and masked paths",
+        ),
+        Layer(
+            "Landlock filesystem",
+            ll is not None,
+            ll is not None,
+            f"ABI {ll.abi}, every right handled" if ll else "missing",
+        ),
+        Layer(
+            "Landlock scopes",
+            scoped,
+            scoped,
+            "signals and abstract unix sockets confined to the sandbox"
+            if scoped
+            else "needs Landlock ABI 6 (Linux 6.12)",
+        ),
+        Layer(
+            "seccomp hardening",
+            plan.seccomp is not None,
+            plan.seccomp is not None,
+            "denied calls fail with EPERM; foreign architectures are killed",
+        ),
+        Layer(
+            "name guard",
+            _ok(report, "seccomp user notification (name guard)"),
+            plan.guard_enabled,
+            "protected names at any depth under writable roots"
+            if plan.guard_enabled
+            else "off: no protected names or paths in this policy",
+        ),
+        Layer(
+            "process limit",
+            True,
+            nproc is not None and uid != 0,
+            f"RLIMIT_NPROC={nproc} inside the sandbox's user namespace"
+            if nproc is not None and uid != 0
+            else "not binding: the kernel exempts root"
+            if nproc is not None
+            else "lifted by the policy",
+        ),
+        Layer(
+            "memory limit",
+            False,
+            False,
+            "not limited: needs a delegated cgroup, not supported yet",
+        ),
+        Layer(
+            "reduced mode",
+            False,
+            False,
+            "not implemented: without user namespaces ringfence refuses to run",
+        ),
+    ]
+    return rows
+
+
+def render(rows: list[Layer]) -> str:
+    lines = ["layers for this policy:"]
+    for r in rows:
+        avail = "available" if r.available else "missing  "
+        used = "used    " if r.used else "not used"
+        lines.append(f"  {r.name:<20} {avail}  {used}  {r.note}")
+    return "\n".join(lines)
