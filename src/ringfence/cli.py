@@ -291,8 +291,8 @@ def cmd_doctor(ns: argparse.Namespace) -> int:
     try:
         policy, cwd = policy_from_args(ns)
         plan = _compile(policy, cwd)
-    except UnsupportedError as e:
-        refusal = str(e)
+    except (UnsupportedError, PolicyError) as e:
+        refusal = str(e)  # doctor reports the host even where this policy cannot run
     rows = layers.layers(report, plan, refusal, uid=os.getuid())
     if ns.json:
         out = report.to_dict()

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.sandbox
 
 
 def test_doctor_reports_every_layer(rf: Runner) -> None:
-    r = rf("doctor", "--json")
+    r = rf("doctor", "--json", cwd=rf.mkdir())
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(r.stdout)
     names = {c["name"]: c for c in report["checks"]}
@@ -36,7 +36,8 @@ def test_doctor_reports_every_layer(rf: Runner) -> None:
         assert layers[name]["available"] and layers[name]["used"], layers[name]
     assert layers["process limit"]["used"] is (rf.uid != 0)
     assert layers["memory limit"]["used"] is False
-    text = rf("doctor")
+    text = rf("doctor", cwd="/")  # a policy that cannot run here still gets a report
+    assert "refused: policy: '/' cannot be a writable root" in text.stdout
     assert "fully enforced here" in text.stdout
 
 
