@@ -465,3 +465,42 @@ def test_read_only_mounts_hold_without_the_guard(rf: Runner) -> None:
     assert (ws / ".envrc").stat().st_mode & 0o777 != 0o777
     assert (ws / ".git/hooks/pre-commit").read_text() == hook
     assert not (ws / ".vscode/tasks.json").exists()
+
+
+_SWAP_AFTER_COMPILE = """
+import os, shutil, sys
+from ringfence.platforms.linux import hostfacts, landlock
+from ringfence.platforms.linux.plan import compile_linux
+from ringfence.policy.model import Policy
+from ringfence import process
+
+ws, target = sys.argv[1], sys.argv[2]
+policy = Policy(workspace=ws).validate()
+facts = hostfacts.gather(policy, env=os.environ, landlock_abi=landlock.abi_version())
+plan = compile_linux(policy, facts, cwd=ws)
+# Between compile and mount, .git/hooks becomes a symlink to a directory outside.
+shutil.rmtree(os.path.join(ws, ".git/hooks"))
+os.symlink(target, os.path.join(ws, ".git/hooks"))
+out = process.run_sandboxed(plan, ["sh", "-c", "echo RAN"], timeout=60)
+print(out.returncode, out.message)
+"""
+
+
+def test_a_symlink_swapped_in_after_compile_aborts_the_run(rf: Runner) -> None:
+    import subprocess as sp
+
+    ws, outside = rf.mkdir(), rf.mkdir("outside-")
+    _git_repo(ws, rf)
+    r = sp.run(
+        [rf.python, "-c", _SWAP_AFTER_COMPILE, str(ws), str(outside)],
+        env=rf.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert r.stdout.startswith("125 "), (r.stdout, r.stderr)
+    assert "symlink appeared" in r.stdout
+    assert "RAN" not in r.stdout
+    assert list(outside.iterdir()) == []
