@@ -72,6 +72,9 @@ class GuardRules:
     # ``git clone`` must be able to write a new repository's config and hooks.
     new_repo_names: tuple[str, ...] = ()
     _patterns: tuple[_Pattern, ...] = field(init=False, repr=False, compare=False, default=())
+    # A path can only match if one of its components is some pattern's first literal component
+    # (None when a pattern starts with a glob): a cheap test that clears most paths at once.
+    _first_names: frozenset[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         for path in (*self.writable_roots, *self.protected_paths):
@@ -87,6 +90,9 @@ class GuardRules:
                 raise ValueError(f"protected name {text!r} would protect every path")
             patterns.append(_Pattern(text, parts))
         object.__setattr__(self, "_patterns", tuple(patterns))
+        firsts = {p.parts[0] for p in patterns}
+        if not firsts & {_GLOB_ONE, _GLOB_ANY}:
+            object.__setattr__(self, "_first_names", frozenset(firsts))
 
     @cached_property
     def _roots_outermost_first(self) -> tuple[str, ...]:
@@ -160,6 +166,8 @@ def protected_by(rules: GuardRules, path: str) -> str | None:
             return top
     rel = _relative_to_root(rules, path)
     if rel is None:
+        return None
+    if rules._first_names is not None and rules._first_names.isdisjoint(rel):
         return None
     for pattern in rules._patterns:
         if _run_ends_here(pattern.parts, rel):
