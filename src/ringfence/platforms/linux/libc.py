@@ -2,7 +2,7 @@
 
 Every wrapper raises ``OSError`` with the real errno, so callers handle kernel refusals the same
 way they handle ``os`` functions. Syscall numbers are per architecture; only the architectures
-listed in ``_SYSCALLS`` are supported, and an unknown one is refused rather than guessed.
+listed in ``syscalls.NUMBERS`` are supported, and an unknown one is refused rather than guessed.
 """
 
 from __future__ import annotations
@@ -10,62 +10,15 @@ from __future__ import annotations
 import ctypes
 import os
 
+from ringfence.platforms.linux.syscalls import NUMBERS
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
 MACHINE = os.uname().machine
 
-# Numbers from the kernel's unistd tables (x86_64: arch/x86/entry/syscalls/syscall_64.tbl;
-# aarch64 uses the generic table include/uapi/asm-generic/unistd.h).
-_SYSCALLS: dict[str, dict[str, int]] = {
-    "x86_64": {
-        "pivot_root": 155,
-        "unshare": 272,
-        "prctl": 157,
-        "seccomp": 317,
-        "pidfd_open": 434,
-        "pidfd_getfd": 438,
-        "pidfd_send_signal": 424,
-        "open_tree": 428,
-        "move_mount": 429,
-        "fsopen": 430,
-        "fsconfig": 431,
-        "fsmount": 432,
-        "openat2": 437,
-        "mount_setattr": 442,
-        "landlock_create_ruleset": 444,
-        "landlock_add_rule": 445,
-        "landlock_restrict_self": 446,
-        "close_range": 436,
-        "capset": 126,
-        "keyctl": 250,
-        "sethostname": 170,
-    },
-    "aarch64": {
-        "pivot_root": 41,
-        "unshare": 97,
-        "prctl": 167,
-        "seccomp": 277,
-        "pidfd_open": 434,
-        "pidfd_getfd": 438,
-        "pidfd_send_signal": 424,
-        "open_tree": 428,
-        "move_mount": 429,
-        "fsopen": 430,
-        "fsconfig": 431,
-        "fsmount": 432,
-        "openat2": 437,
-        "mount_setattr": 442,
-        "landlock_create_ruleset": 444,
-        "landlock_add_rule": 445,
-        "landlock_restrict_self": 446,
-        "close_range": 436,
-        "capset": 91,
-        "keyctl": 219,
-        "sethostname": 161,
-    },
-}
+_SYSCALLS = NUMBERS
 
 
 def syscall_number(name: str) -> int:

@@ -60,6 +60,7 @@ from ringfence.platforms.linux.guard_rules import (
     may_hold_protected,
     protected_by,
 )
+from ringfence.platforms.linux.syscalls import NUMBERS
 
 # ----------------------------------------------------------------------------- constants
 
@@ -107,57 +108,42 @@ class ArchInfo:
 
 
 # Numbers from arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h.
+GUARD_SYSCALLS: Final = (
+    "open",
+    "creat",
+    "openat",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "symlink",
+    "symlinkat",
+    "link",
+    "linkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "openat2",
+    "io_uring_setup",
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "truncate",
+)
+
+
+def _arch(machine: str, audit_arch: int, deny_x32: bool) -> ArchInfo:
+    table = NUMBERS[machine]
+    return ArchInfo(audit_arch, deny_x32, {n: table[n] for n in GUARD_SYSCALLS if n in table})
+
+
 ARCHES: Final[dict[str, ArchInfo]] = {
-    "x86_64": ArchInfo(
-        AUDIT_ARCH_X86_64,
-        True,
-        {
-            "open": 2,
-            "creat": 85,
-            "openat": 257,
-            "mkdir": 83,
-            "mkdirat": 258,
-            "mknod": 133,
-            "mknodat": 259,
-            "symlink": 88,
-            "symlinkat": 266,
-            "link": 86,
-            "linkat": 265,
-            "rename": 82,
-            "renameat": 264,
-            "renameat2": 316,
-            "unlink": 87,
-            "unlinkat": 263,
-            "rmdir": 84,
-            "openat2": 437,
-            "io_uring_setup": 425,
-            "chmod": 90,
-            "fchmod": 91,
-            "fchmodat": 268,
-            "fchmodat2": 452,
-            "truncate": 76,
-        },
-    ),
-    "aarch64": ArchInfo(
-        AUDIT_ARCH_AARCH64,
-        False,
-        {
-            "openat": 56,
-            "mkdirat": 34,
-            "mknodat": 33,
-            "symlinkat": 36,
-            "linkat": 37,
-            "renameat": 38,
-            "renameat2": 276,
-            "unlinkat": 35,
-            "openat2": 437,
-            "io_uring_setup": 425,
-            "fchmod": 52,
-            "fchmodat": 53,
-            "fchmodat2": 452,
-            "truncate": 45,
-        },
-    ),
+    "x86_64": _arch("x86_64", AUDIT_ARCH_X86_64, True),
+    "aarch64": _arch("aarch64", AUDIT_ARCH_AARCH64, False),
 }
 
 # Syscalls that always go to the supervisor, and open-like ones that go only with O_CREAT
