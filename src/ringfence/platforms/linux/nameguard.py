@@ -107,45 +107,6 @@ class ArchInfo:
     numbers: dict[str, int]
 
 
-# Numbers from arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h.
-GUARD_SYSCALLS: Final = (
-    "open",
-    "creat",
-    "openat",
-    "mkdir",
-    "mkdirat",
-    "mknod",
-    "mknodat",
-    "symlink",
-    "symlinkat",
-    "link",
-    "linkat",
-    "rename",
-    "renameat",
-    "renameat2",
-    "unlink",
-    "unlinkat",
-    "rmdir",
-    "openat2",
-    "io_uring_setup",
-    "chmod",
-    "fchmod",
-    "fchmodat",
-    "fchmodat2",
-    "truncate",
-)
-
-
-def _arch(machine: str, audit_arch: int, deny_x32: bool) -> ArchInfo:
-    table = NUMBERS[machine]
-    return ArchInfo(audit_arch, deny_x32, {n: table[n] for n in GUARD_SYSCALLS if n in table})
-
-
-ARCHES: Final[dict[str, ArchInfo]] = {
-    "x86_64": _arch("x86_64", AUDIT_ARCH_X86_64, True),
-    "aarch64": _arch("aarch64", AUDIT_ARCH_AARCH64, False),
-}
-
 # Syscalls that always go to the supervisor, and open-like ones that go only with O_CREAT
 # (value: index of the flags argument).
 NOTIFY_ALWAYS: Final = (
@@ -179,6 +140,21 @@ NOTIFY_IF_CREAT: Final = {"open": 1, "openat": 2}
 # (an existing protected file in a nested repository has no read-only mount to stop a write).
 WRITE_OPEN_FLAGS: Final = os.O_CREAT | os.O_WRONLY | os.O_RDWR | os.O_TRUNC
 O_TMPFILE_BIT: Final = 0o20000000  # __O_TMPFILE, the same on x86_64 and aarch64
+
+
+# Every syscall the filter names: the notified ones, plus two answered without the supervisor.
+GUARD_SYSCALLS: Final = (*NOTIFY_ALWAYS, *NOTIFY_IF_CREAT, "openat2", "io_uring_setup")
+
+
+def _arch(machine: str, audit_arch: int, deny_x32: bool) -> ArchInfo:
+    table = NUMBERS[machine]  # one table for the project: syscalls.py
+    return ArchInfo(audit_arch, deny_x32, {n: table[n] for n in GUARD_SYSCALLS if n in table})
+
+
+ARCHES: Final[dict[str, ArchInfo]] = {
+    "x86_64": _arch("x86_64", AUDIT_ARCH_X86_64, True),
+    "aarch64": _arch("aarch64", AUDIT_ARCH_AARCH64, False),
+}
 
 
 # ----------------------------------------------------------------------------- the filter
