@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, NoReturn
 
 from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
 from ringfence.policy import paths
-from ringfence.policy.model import EnvPolicy, Limits, Mode, Network, Policy, parse_size
+from ringfence.policy.model import (
+    EnvPolicy,
+    Isolation,
+    Limits,
+    Mode,
+    Network,
+    Policy,
+    parse_size,
+)
 
 if TYPE_CHECKING:
     from ringfence.platforms.linux.plan import LinuxPlan
@@ -104,6 +112,13 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         help="start from an empty environment (plus --keep-env names)",
     )
     g.add_argument(
+        "--isolation",
+        choices=[i.value for i in Isolation],
+        default=Isolation.NAMESPACES.value,
+        help="namespaces (default) | reduced: for hosts without user namespaces; weaker, "
+        "see `ringfence explain --isolation reduced`",
+    )
+    g.add_argument(
         "--landlock-min-abi",
         metavar="N",
         type=int,
@@ -175,6 +190,7 @@ def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
         allow_sockets=tuple(paths.plain("--allow-socket", p) for p in ns.allow_socket),
         limits=limits_from_args(ns.limit),
         landlock_min_abi=ns.landlock_min_abi,
+        isolation=Isolation(ns.isolation),
         env=EnvPolicy(
             inherit=not ns.clean_env,
             keep=tuple(ns.keep_env),

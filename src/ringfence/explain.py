@@ -24,9 +24,11 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
     if not plan.sandboxed:
         lines.extend(f"note:       {n}" for n in plan.notes)
         return "\n".join(lines)
-    lines.append(f"namespaces: {', '.join(plan.namespaces)}")
-    lines.append("")
-    lines.append("mounts, in the order they are made:")
+    lines.append(f"isolation:  {plan.isolation}")
+    lines.append(f"namespaces: {', '.join(plan.namespaces) or '(none)'}")
+    if plan.mounts:
+        lines.append("")
+        lines.append("mounts, in the order they are made:")
     for op in plan.mounts:
         what = op.kind
         if op.kind == "bind":

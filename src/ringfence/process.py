@@ -11,8 +11,10 @@ import errno
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,11 +48,18 @@ def run_sandboxed(plan: LinuxPlan, argv: Sequence[str], timeout: float | None) -
     """Run ``argv`` under ``plan``; blocks until the whole sandbox is gone."""
     from ringfence.platforms.linux import runner  # only the sandboxed path needs it
 
+    tmpdir = None
+    if plan.isolation == "reduced":
+        tmpdir = tempfile.mkdtemp(prefix="ringfence-tmp-")
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
     host_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(report_r)
+        if tmpdir is not None:
+            from ringfence.platforms.linux import runner_reduced
+
+            runner_reduced.reduced_main(plan, argv, report_w, host_pid, tmpdir)
         runner.outer_main(plan, argv, report_w, host_pid)
     os.close(report_w)
     previous = {}
@@ -58,13 +67,20 @@ def run_sandboxed(plan: LinuxPlan, argv: Sequence[str], timeout: float | None) -
         previous[sig] = signal.signal(sig, lambda s, _f: _killpg(pid, s))
     try:
         data, timed_out = _read_report(report_r, timeout)
-        if timed_out:
+        if timed_out and tmpdir is not None:
+            # reduced isolation: the runner kills the tree it leads, then exits
+            os.kill(pid, signal.SIGALRM)
+            _, _ = _read_report(report_r, 10.0)
+            _killpg(pid, signal.SIGKILL)
+        elif timed_out:
             _killpg(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(report_r)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
     if timed_out:
         return Outcome(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
     return _outcome(data, status, argv)

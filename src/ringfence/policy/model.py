@@ -24,6 +24,19 @@ class Mode(StrEnum):
     FULL_ACCESS = "full-access"
 
 
+class Isolation(StrEnum):
+    """How the boundary is built.
+
+    ``namespaces`` (default): user, mount, pid, ipc, uts and net namespaces, read-only mounts,
+    Landlock, seccomp. ``reduced``: for hosts without unprivileged user namespaces, Landlock +
+    seccomp + process rules alone; it protects less (``ringfence explain`` lists what) and is
+    only ever used when asked for.
+    """
+
+    NAMESPACES = "namespaces"
+    REDUCED = "reduced"
+
+
 class Network(StrEnum):
     """Whether the command may use the network at all."""
 
@@ -126,6 +139,7 @@ class Policy:
     # Refuse to run unless the kernel's Landlock ABI is at least this (e.g. 6 for the signal
     # and abstract-socket scopes); 1 means any Landlock at all, which is always required.
     landlock_min_abi: int = 1
+    isolation: Isolation = Isolation.NAMESPACES
 
     def validate(self) -> Policy:
         """Refuse inconsistent or malformed values; return self so calls can chain."""

@@ -42,8 +42,13 @@ class _CapData(ctypes.Structure):
     )
 
 
-def drop_all() -> None:
-    """Irreversibly remove all capabilities from this process and what it executes."""
+def drop_all(*, unprivileged_ok: bool = False) -> None:
+    """Irreversibly remove all capabilities from this process and what it executes.
+
+    ``unprivileged_ok``: for reduced isolation, where an ordinary user has no CAP_SETPCAP to
+    clear the bounding set or lock securebits. There is nothing to lock then: such a process
+    holds no capability, and no_new_privs stops exec from granting any.
+    """
     cap = 0
     while True:
         try:
@@ -51,9 +56,15 @@ def drop_all() -> None:
         except OSError as e:
             if e.errno == errno.EINVAL:
                 break  # past the last capability this kernel knows
+            if e.errno == errno.EPERM and unprivileged_ok:
+                break
             raise
         cap += 1
-    syscall("prctl", PR_SET_SECUREBITS, ctypes.c_ulong(_SECUREBITS), 0, 0, 0)
+    try:
+        syscall("prctl", PR_SET_SECUREBITS, ctypes.c_ulong(_SECUREBITS), 0, 0, 0)
+    except OSError as e:
+        if not (e.errno == errno.EPERM and unprivileged_ok):
+            raise
     syscall("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()

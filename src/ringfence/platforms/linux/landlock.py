@@ -389,6 +389,13 @@ def restrict_self(ruleset: LandlockRuleset) -> None:
                 ctypes.c_uint32(0),
             )
         except OSError as exc:
+            if exc.errno == errno.EPERM:
+                raise SandboxError(
+                    "Landlock refused a nested domain (EPERM): this runs inside a ringfence "
+                    "sandbox whose name guard forbids nesting (its emulated file calls would "
+                    "bypass the inner rules). Run the outer sandbox with --no-default-protect, "
+                    "or run this outside it"
+                ) from exc
             raise _step_error("landlock_restrict_self", exc) from exc
     finally:
         _close_all([fd for fd, _, _ in opened] + ([ruleset_fd] if ruleset_fd >= 0 else []))

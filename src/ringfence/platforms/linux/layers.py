@@ -32,6 +32,8 @@ def layers(report: Report, plan: LinuxPlan | None, refusal: str | None, *, uid: 
         return [Layer("sandbox", False, False, f"refused: {why}")]
     if not plan.sandboxed:
         return [Layer("sandbox", True, False, "full-access: no layer is used")]
+    if plan.isolation == "reduced":
+        return _reduced_layers(report, plan)
     ll = plan.landlock
     scoped = bool(ll and ll.scoped)
     rl = dict(plan.rlimits)
@@ -96,12 +98,48 @@ def layers(report: Report, plan: LinuxPlan | None, refusal: str | None, *, uid: 
             "not limited: needs a delegated cgroup, not supported yet",
         ),
         Layer(
-            "reduced mode",
+            "reduced isolation",
+            ll is not None and plan.seccomp is not None,
             False,
-            False,
-            "not implemented: without user namespaces ringfence refuses to run",
+            "opt-in (--isolation reduced) for hosts without user namespaces; protects less",
         ),
     ]
+    return rows
+
+
+def _reduced_layers(report: Report, plan: LinuxPlan) -> list[Layer]:
+    ll = plan.landlock
+    rows = [
+        Layer("reduced isolation", True, True, "Landlock + seccomp + process rules, opted in"),
+        Layer("namespaces", _ok(report, "user namespaces"), False, "not used in reduced mode"),
+        Layer(
+            "Landlock filesystem",
+            ll is not None,
+            ll is not None,
+            "writes only in writable roots and a private TMPDIR",
+        ),
+        Layer(
+            "Landlock network",
+            bool(ll and ll.handled_net),
+            bool(ll and ll.handled_net),
+            "TCP bind/connect refused (network off)" if ll and ll.handled_net else "not used",
+        ),
+        Layer(
+            "Landlock scopes",
+            bool(ll and ll.scoped),
+            bool(ll and ll.scoped),
+            "signals and abstract sockets confined" if ll and ll.scoped else "needs ABI 6",
+        ),
+        Layer(
+            "seccomp hardening",
+            plan.seccomp is not None,
+            plan.seccomp is not None,
+            "inet sockets allowed"
+            if plan.seccomp and plan.seccomp.allow_inet
+            else "inet sockets refused",
+        ),
+    ]
+    rows.extend(Layer("gap", False, False, note) for note in plan.notes if "NOT" in note)
     return rows
 
 

@@ -142,8 +142,14 @@ WRITE_OPEN_FLAGS: Final = os.O_CREAT | os.O_WRONLY | os.O_RDWR | os.O_TRUNC
 O_TMPFILE_BIT: Final = 0o20000000  # __O_TMPFILE, the same on x86_64 and aarch64
 
 
-# Every syscall the filter names: the notified ones, plus two answered without the supervisor.
-GUARD_SYSCALLS: Final = (*NOTIFY_ALWAYS, *NOTIFY_IF_CREAT, "openat2", "io_uring_setup")
+# Every syscall the filter names: the notified ones, plus those answered without the supervisor.
+GUARD_SYSCALLS: Final = (
+    *NOTIFY_ALWAYS,
+    *NOTIFY_IF_CREAT,
+    "openat2",
+    "io_uring_setup",
+    "landlock_restrict_self",
+)
 
 
 def _arch(machine: str, audit_arch: int, deny_x32: bool) -> ArchInfo:
@@ -174,6 +180,10 @@ def build_filter(machine: str = libc.MACHINE) -> list[bpf.Insn]:
     if arch.deny_x32:
         b.jge(X32_SYSCALL_BIT, "kill")
     b.jeq(nums["io_uring_setup"], "eperm")
+    # The supervisor performs allowed calls with its own Landlock rights: a stricter domain the
+    # command nests for its own children would be bypassed for those calls, so nesting one is
+    # refused (the inner sandbox fails closed instead of running weaker than it believes).
+    b.jeq(nums["landlock_restrict_self"], "eperm")
     b.jeq(nums["openat2"], "enosys")
     for name in NOTIFY_IF_CREAT:
         if name in nums:

@@ -41,8 +41,9 @@ def unshare(names: Iterable[str], uid: int, gid: int) -> None:
             "cannot create unprivileged user namespaces on this host "
             f"({os.strerror(e.errno or 0)}). Enable them (sysctl "
             "kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0, or the AppArmor "
-            "userns restriction on Ubuntu), or run "
-            "outside a container that forbids them; `ringfence doctor` shows what is missing"
+            "userns restriction on Ubuntu), or run outside a container that forbids them; or opt "
+            "in to reduced isolation (--isolation reduced), which protects less: `ringfence "
+            "explain --isolation reduced` lists what. `ringfence doctor` shows what is missing"
         ) from e
     try:
         _write("/proc/self/setgroups", "deny")
@@ -52,7 +53,9 @@ def unshare(names: Iterable[str], uid: int, gid: int) -> None:
         raise UnsupportedError(
             f"created a user namespace but cannot map user ids in it ({e.strerror}); this "
             "happens inside another sandbox or a restricted container. ringfence will not run "
-            "the command without its namespaces; `ringfence doctor` shows what is missing"
+            "the command without its namespaces unless you opt in to reduced isolation "
+            "(--isolation reduced), which protects less: `ringfence explain --isolation reduced` "
+            "lists what; `ringfence doctor` shows what is missing"
         ) from e
 
 

@@ -17,13 +17,14 @@ from ringfence.platforms.linux import landlock, seccomp
 from ringfence.platforms.linux.hostfacts import HostFacts
 from ringfence.policy import defaults
 from ringfence.policy.environment import build_environment, scrubbed_names
-from ringfence.policy.model import Limits, Mode, Network, Policy
+from ringfence.policy.model import Isolation, Limits, Mode, Network, Policy
 
 # Paths the sandbox rebuilds itself; a writable root may not be one of them or contain them.
 SYSTEM_TARGETS = ("/proc", "/sys", "/dev")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # Device nodes the command may open for writing and ioctl (terminals, /dev/null).
 SCOPE_ABI = 6  # Landlock's signal and abstract-unix-socket scopes
+NET_ABI = 4  # Landlock's TCP bind/connect rights
 DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev/ptmx")
 
 
@@ -62,6 +63,7 @@ class LinuxPlan:
     gid: int
     network: str
     mode: str
+    isolation: str = "namespaces"
     notes: tuple[str, ...] = ()
     scrubbed_env: tuple[str, ...] = ()
     # The boundary (empty when not sandboxed).
@@ -268,6 +270,8 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         info = facts.info(r)
         if info is None or info.kind != "dir":
             raise PolicyError(f"policy: writable root {r} does not exist or is not a directory")
+    if policy.isolation is Isolation.REDUCED:
+        return _compile_reduced(policy, facts, roots, cwd, sandbox_vars)
     notes: list[str] = []
     b = _Builder()
     b.add(MountOp("bind", "/", source="/", readonly=True, why="host root, read-only"))
@@ -413,4 +417,74 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         mode=policy.mode.value,
         notes=tuple(notes),
         scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
+    )
+
+
+# What reduced isolation does not protect, said plainly (explain and doctor print it).
+REDUCED_GAPS: tuple[str, ...] = (
+    "reduced isolation: Landlock, seccomp and process rules only, no namespaces",
+    "NOT protected: protected paths inside writable roots (.git/hooks, .git/config, .envrc, "
+    ".vscode, shell rc files, ...): there is no mount namespace to make them read-only",
+    "NOT hidden: deny-read paths (~/.ssh, ~/.aws, ...): Landlock cannot take them out of the "
+    "read-everywhere rule",
+    "NOT hidden: runtime sockets on disk (docker, ssh-agent, D-Bus): connect() is not mediated",
+    "NOT stopped: chmod, chown, utime and xattr changes to files you own anywhere (Landlock does "
+    "not see metadata)",
+    "visible: your other processes in /proc (Landlock ABI 6 refuses signals to them)",
+    "TMPDIR is a private directory under the host's /tmp, removed afterwards (left behind if "
+    "ringfence is killed); /tmp and /dev/shm themselves are not writable",
+    "no process-count limit (RLIMIT_NPROC would count all of your processes)",
+    "background processes are killed when the command ends, but survive if ringfence itself is "
+    "SIGKILLed",
+)
+
+
+def _compile_reduced(
+    policy: Policy,
+    facts: HostFacts,
+    roots: tuple[str, ...],
+    cwd: str,
+    sandbox_vars: dict[str, str],
+) -> LinuxPlan:
+    """The plan without namespaces. The private TMPDIR is made by the host at run time and
+    added to the Landlock rules by the runner."""
+    network = policy.effective_network
+    rules = landlock.build_ruleset(
+        facts.landlock_abi,
+        read_paths=("/",),
+        write_paths=roots,
+        device_paths=("/dev/null", "/dev/zero", "/dev/full"),
+    )
+    notes = list(REDUCED_GAPS)
+    if facts.landlock_abi >= SCOPE_ABI:
+        rules = replace(
+            rules, scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"]
+        )
+    else:
+        notes.append(
+            "NOT confined (Landlock ABI < 6): signals to and abstract sockets of your "
+            "other processes"
+        )
+    if network is Network.OFF:
+        if facts.landlock_abi >= NET_ABI:  # a second wall behind seccomp: no TCP at all
+            rules = replace(
+                rules,
+                handled_net=landlock.ACCESS_NET["BIND_TCP"] | landlock.ACCESS_NET["CONNECT_TCP"],
+            )
+        notes.append("network off: inet sockets refused by seccomp; unix sockets on disk reachable")
+    limits = replace(policy.limits, processes=None)
+    return LinuxPlan(
+        sandboxed=True,
+        env=build_environment(facts.env, policy.env, sandbox_vars),
+        cwd=cwd,
+        uid=facts.uid,
+        gid=facts.gid,
+        network=network.value,
+        mode=policy.mode.value,
+        isolation=Isolation.REDUCED.value,
+        notes=tuple(notes),
+        scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
+        landlock=rules,
+        seccomp=seccomp.SeccompPolicy(allow_inet=network is Network.ON),
+        rlimits=_rlimits(limits),
     )

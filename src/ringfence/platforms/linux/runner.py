@@ -123,16 +123,21 @@ def pid1_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, life_fd: int
             failure += chunk
         os.close(err_r)
         status = _wait_for(child)
-        if failure:
-            _report(report_fd, json.loads(failure.decode()))
-        elif os.WIFSIGNALED(status):
-            _report(report_fd, {"signal": os.WTERMSIG(status)})
-        else:
-            _report(report_fd, {"exit": os.WEXITSTATUS(status)})
+        report_status(report_fd, failure, status)
         os._exit(0)
     except BaseException as e:
         _report_error(report_fd, e)
         os._exit(125)
+
+
+def report_status(report_fd: int, failure: bytes, status: int) -> None:
+    """Tell the host how the command ended: its exec/set-up failure, a signal, or a status."""
+    if failure:
+        _report(report_fd, json.loads(failure.decode()))
+    elif os.WIFSIGNALED(status):
+        _report(report_fd, {"signal": os.WTERMSIG(status)})
+    else:
+        _report(report_fd, {"exit": os.WEXITSTATUS(status)})
 
 
 def _forward(child: int, sig: int) -> None:
@@ -293,7 +298,7 @@ def _command_main(
             step = "start the name guard"
             guard_sock = _start_guard(plan)
         step = "drop capabilities"
-        caps.drop_all()
+        caps.drop_all(unprivileged_ok=not plan.namespaces)
         if program is not None:
             step = "install the seccomp filter"
             seccomp.install(program)
