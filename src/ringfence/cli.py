@@ -165,11 +165,10 @@ def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
         workspace = paths.existing_dir("--workspace", ns.workspace)
     else:
         workspace = os.path.realpath(os.getcwd())
-    trusted = [workspace]
-    writable = []
-    for w in ns.writable:
-        root = paths.writable_root("--writable", w, trusted)
-        writable.append(root)
+    # A link planted inside any writable area must not widen another writable root.
+    given = [paths.absolute("--writable", w) for w in ns.writable]
+    trusted = [workspace, *(os.path.realpath(g) for g in given)]
+    writable = [paths.writable_root("--writable", w, trusted) for w in given]
     cwd = paths.existing_dir("--cwd", ns.cwd) if ns.cwd else os.path.realpath(os.getcwd())
     env_set: dict[str, str] = {}
     for item in ns.env:

@@ -504,3 +504,23 @@ def test_a_symlink_swapped_in_after_compile_aborts_the_run(rf: Runner) -> None:
     assert "symlink appeared" in r.stdout
     assert "RAN" not in r.stdout
     assert list(outside.iterdir()) == []
+
+
+def test_a_link_inside_one_writable_root_cannot_widen_another(rf: Runner) -> None:
+    ws, extra, secret = rf.mkdir(), rf.mkdir("extra-"), rf.mkdir("secretdir-")
+    (extra / "cache").symlink_to(secret)
+    os.lchown(extra / "cache", rf.uid, rf.gid)
+    r = rf(
+        "run",
+        "--writable",
+        str(extra),
+        "--writable",
+        str(extra / "cache"),
+        "--",
+        "sh",
+        "-c",
+        f"echo pwned > {extra}/cache/x",
+        cwd=ws,
+    )
+    assert r.returncode == 2 and "symlink" in r.stderr
+    assert list(secret.iterdir()) == []
