@@ -239,18 +239,20 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         "RINGFENCE_MODE": policy.mode.value,
         "RINGFENCE_NETWORK": network.value,
     }
+    # What every plan has; the boundary is added below.
+    base = LinuxPlan(
+        sandboxed=False,
+        env=build_environment(facts.env, policy.env, sandbox_vars),
+        cwd=cwd,
+        uid=facts.uid,
+        gid=facts.gid,
+        network=network.value,
+        mode=policy.mode.value,
+        scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
+    )
     if not policy.sandboxed:
-        env = build_environment(facts.env, policy.env, sandbox_vars)
-        return LinuxPlan(
-            sandboxed=False,
-            env=env,
-            cwd=cwd,
-            uid=facts.uid,
-            gid=facts.gid,
-            network=network.value,
-            mode=policy.mode.value,
-            notes=("full-access: no boundary; the command runs with all of your rights",),
-            scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
+        return replace(
+            base, notes=("full-access: no boundary; the command runs with all of your rights",)
         )
     if facts.landlock_abi < 1:
         raise UnsupportedError(
@@ -271,7 +273,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         if info is None or info.kind != "dir":
             raise PolicyError(f"policy: writable root {r} does not exist or is not a directory")
     if policy.isolation is Isolation.REDUCED:
-        return _compile_reduced(policy, facts, roots, cwd, sandbox_vars)
+        return _compile_reduced(policy, facts, roots, base)
     notes: list[str] = []
     b = _Builder()
     b.add(MountOp("bind", "/", source="/", readonly=True, why="host root, read-only"))
@@ -393,7 +395,8 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     protected_paths.extend(p for p in policy.protected if p not in protected_paths)
     if policy.mode is Mode.READ_ONLY:
         notes.append("read-only: only the private /tmp and /dev/shm are writable")
-    return LinuxPlan(
+    return replace(
+        base,
         sandboxed=True,
         namespaces=tuple(namespaces),
         mounts=tuple(b.ops),
@@ -410,13 +413,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             n for n in policy.protected_names() if n.startswith(".git/") and roots
         ),
         env=env,
-        cwd=cwd,
-        uid=facts.uid,
-        gid=facts.gid,
-        network=network.value,
-        mode=policy.mode.value,
         notes=tuple(notes),
-        scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
     )
 
 
@@ -440,11 +437,7 @@ REDUCED_GAPS: tuple[str, ...] = (
 
 
 def _compile_reduced(
-    policy: Policy,
-    facts: HostFacts,
-    roots: tuple[str, ...],
-    cwd: str,
-    sandbox_vars: dict[str, str],
+    policy: Policy, facts: HostFacts, roots: tuple[str, ...], base: LinuxPlan
 ) -> LinuxPlan:
     """The plan without namespaces. The private TMPDIR is made by the host at run time and
     added to the Landlock rules by the runner."""
@@ -473,17 +466,11 @@ def _compile_reduced(
             )
         notes.append("network off: inet sockets refused by seccomp; unix sockets on disk reachable")
     limits = replace(policy.limits, processes=None)
-    return LinuxPlan(
+    return replace(
+        base,
         sandboxed=True,
-        env=build_environment(facts.env, policy.env, sandbox_vars),
-        cwd=cwd,
-        uid=facts.uid,
-        gid=facts.gid,
-        network=network.value,
-        mode=policy.mode.value,
         isolation=Isolation.REDUCED.value,
         notes=tuple(notes),
-        scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
         landlock=rules,
         seccomp=seccomp.SeccompPolicy(allow_inet=network is Network.ON),
         rlimits=_rlimits(limits),
