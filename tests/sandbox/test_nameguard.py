@@ -589,6 +589,7 @@ def test_race_path_flipping_never_creates_protected_name(ws: Path, rules: GuardR
         t = threading.Thread(target=flip)
         t.start()
         opened = refused = 0
+        others: list[int] = []
         open_ = _libc.open
         for _ in range(rounds):
             fd = open_(buf, os.O_WRONLY | os.O_CREAT, 0o644)
@@ -597,17 +598,24 @@ def test_race_path_flipping_never_creates_protected_name(ws: Path, rules: GuardR
                 os.close(fd)
             elif ctypes.get_errno() == errno.EACCES:
                 refused += 1
+            else:
+                others.append(ctypes.get_errno())
         stop.set()
         t.join()
         with open("counts", "w") as f:
-            f.write(f"{opened} {refused}")
+            f.write(f"{opened} {refused} {','.join(map(str, others)) or '-'}")
         return 0
 
     out = run_guarded(rules, probe, cwd=ws)
     assert out.status == 0
     assert not (ws / ".envrc").exists()
-    opened, refused = map(int, (ws / "counts").read_text().split())
-    assert opened + refused == rounds
+    fields = (ws / "counts").read_text().split()
+    opened, refused = int(fields[0]), int(fields[1])
+    others = [] if fields[2] == "-" else [int(e) for e in fields[2].split(",")]
+    # A torn read of the buffer mid-flip can name something else entirely (the kernel would
+    # read it just as torn); what matters is that .envrc never appears.
+    assert opened + refused + len(others) == rounds
+    assert len(others) <= rounds // 100, others
     assert opened > 0 and refused > 0, (opened, refused)  # both states were really seen
 
 
