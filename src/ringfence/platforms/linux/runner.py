@@ -69,10 +69,7 @@ def _die_with_parent() -> None:
 def outer_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, host_pid: int) -> NoReturn:
     """Runs in the host's forked child; never returns."""
     try:
-        _die_with_parent()
-        if os.getppid() != host_pid:
-            os._exit(125)
-        os.setpgid(0, 0)
+        die_with_host(host_pid)
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_IGN)
         namespaces.unshare(plan.namespaces, plan.uid, plan.gid)
@@ -109,25 +106,43 @@ def pid1_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, life_fd: int
             namespaces.loopback_up()
         _cap_userns_quotas(plan.userns_limits)
         syscall("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
-        program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        child = os.fork()
-        if child == 0:
-            os.close(err_r)
-            _command_main(plan, argv, err_w, program)
-        os.close(err_w)
-        for sig in FORWARDED:
-            signal.signal(sig, lambda s, _f: _forward(child, s))
-        failure = b""
-        while chunk := os.read(err_r, 4096):
-            failure += chunk
-        os.close(err_r)
-        status = _wait_for(child)
+        failure, status = run_command(plan, argv)
         report_status(report_fd, failure, status)
         os._exit(0)
     except BaseException as e:
         _report_error(report_fd, e)
         os._exit(125)
+
+
+def die_with_host(host_pid: int) -> None:
+    """First steps of the host's forked child: die with the host (and leave at once if it is
+    already gone), and lead a process group the host's signal forwarding can address."""
+    _die_with_parent()
+    if os.getppid() != host_pid:
+        os._exit(125)
+    os.setpgid(0, 0)
+
+
+def run_command(plan: LinuxPlan, argv: Sequence[str]) -> tuple[bytes, int]:
+    """Fork the command, forward signals to it, wait for it (reaping orphans meanwhile).
+
+    Returns the set-up/exec failure the command reported (empty when it ran) and its wait
+    status. The seccomp program is built here, once, before the fork.
+    """
+    program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        os.close(err_r)
+        _command_main(plan, argv, err_w, program)
+    os.close(err_w)
+    for sig in FORWARDED:
+        signal.signal(sig, lambda s, _f: _forward(child, s))
+    failure = b""
+    while chunk := os.read(err_r, 4096):
+        failure += chunk
+    os.close(err_r)
+    return failure, _wait_for(child)
 
 
 def report_status(report_fd: int, failure: bytes, status: int) -> None:

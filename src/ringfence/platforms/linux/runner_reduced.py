@@ -15,7 +15,7 @@ import signal
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ringfence.platforms.linux import landlock, runner, seccomp
+from ringfence.platforms.linux import landlock, runner
 from ringfence.platforms.linux.libc import syscall
 from ringfence.platforms.linux.plan import LinuxPlan
 
@@ -28,10 +28,7 @@ def reduced_main(
 ) -> NoReturn:
     """Runs in the host's forked child; never returns."""
     try:
-        syscall("prctl", runner.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != host_pid:
-            os._exit(125)
-        os.setpgid(0, 0)
+        runner.die_with_host(host_pid)
         syscall("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         syscall("prctl", runner.PR_SET_DUMPABLE, 0, 0, 0, 0)
         assert plan.landlock is not None
@@ -40,23 +37,9 @@ def reduced_main(
             rules=(*plan.landlock.rules, landlock.PathRule(tmpdir, plan.landlock.handled_fs)),
         )
         plan = dataclasses.replace(plan, landlock=rules, env={**plan.env, "TMPDIR": tmpdir})
-        program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        child = os.fork()
-        if child == 0:
-            os.close(err_r)
-            os.close(report_fd)
-            runner._command_main(plan, argv, err_w, program)
-        os.close(err_w)
-        for sig in runner.FORWARDED:
-            signal.signal(sig, lambda s, _f: runner._forward(child, s))
         # The host's timeout: end the whole tree (there is no pid namespace to do it for us).
         signal.signal(signal.SIGALRM, lambda _s, _f: kill_descendants(reap=False))
-        failure = b""
-        while chunk := os.read(err_r, 4096):
-            failure += chunk
-        os.close(err_r)
-        status = runner._wait_for(child)
+        failure, status = runner.run_command(plan, argv)
         kill_descendants()
         runner.report_status(report_fd, failure, status)
         os._exit(0)
