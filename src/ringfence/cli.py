@@ -130,9 +130,9 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="resource limit; keys: processes, open-files, cpu (seconds), file-size, tmp-size, "
-        "shm-size (512m, 2g, 25%%), inotify-instances, inotify-watches; 'none' lifts "
-        "processes, open-files, cpu and file-size",
+        help="resource limit; keys: processes, memory (needs a cgroup: see doctor), open-files, "
+        "cpu (seconds), file-size, tmp-size, shm-size (512m, 2g, 25%%), inotify-instances, "
+        "inotify-watches; 'none' lifts processes, memory, open-files, cpu and file-size",
     )
 
 
@@ -202,6 +202,7 @@ def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
 
 _LIMIT_KEYS = {
     "processes": "processes",
+    "memory": "memory",
     "open-files": "open_files",
     "cpu": "cpu_seconds",
     "file-size": "file_size",
@@ -210,7 +211,7 @@ _LIMIT_KEYS = {
     "inotify-instances": "inotify_instances",
     "inotify-watches": "inotify_watches",
 }
-_LIFTABLE = {"processes", "open_files", "cpu_seconds", "file_size"}
+_LIFTABLE = {"processes", "memory", "open_files", "cpu_seconds", "file_size"}
 
 
 def limits_from_args(items: Sequence[str]) -> Limits:
@@ -228,10 +229,10 @@ def limits_from_args(items: Sequence[str]) -> Limits:
             if field_name not in _LIFTABLE:
                 raise PolicyError(f"--limit: {key} cannot be lifted, give a value")
             changes[field_name] = None
-        elif field_name in ("tmp_size", "shm_size", "file_size"):
+        elif field_name in ("tmp_size", "shm_size", "file_size", "memory"):
             size = parse_size(value)
-            if field_name == "file_size" and isinstance(size, str):
-                raise PolicyError("--limit: file-size takes a size, not a percentage")
+            if field_name in ("file_size", "memory") and isinstance(size, str):
+                raise PolicyError(f"--limit: {key} takes a size, not a percentage")
             changes[field_name] = size
         elif value.isdigit() and int(value) > 0:
             changes[field_name] = int(value)

@@ -14,6 +14,20 @@ def _wrap(text: str, indent: str) -> list[str]:
     return textwrap.wrap(text, width=96, initial_indent=indent, subsequent_indent=indent)
 
 
+def _cgroup_lines(plan: LinuxPlan) -> list[str]:
+    where = {c: (v, p) for c, v, p in plan.cgroup_sites}
+    out = []
+    for controller, limit in plan.cgroup_limits:
+        version, parent = where[controller]
+        shown = f"{limit // (1 << 20)} MiB" if controller == "memory" else str(limit)
+        out.append(f"  {controller}: {shown}, in a new cgroup (v{version}) under {parent}")
+    if out:
+        out.insert(0, "cgroup limits, for the whole sandbox:")
+    else:
+        out.append("cgroup limits: none" + (f" ({plan.cgroup_note})" if plan.cgroup_note else ""))
+    return ["", *out]
+
+
 def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
     lines: list[str] = []
     if argv:
@@ -58,6 +72,7 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
                 "  ",
             )
         )
+    lines.extend(_cgroup_lines(plan))
     if plan.seccomp is not None:
         lines.append("")
         nets = "unix, tcp/udp, netlink route"

@@ -17,9 +17,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ringfence.platforms.linux.plan import LinuxPlan
+
+if TYPE_CHECKING:
+    from ringfence.platforms.linux.cgroups import RunCgroup
 
 EXIT_TIMEOUT = 124
 EXIT_INTERNAL = 125
@@ -46,7 +50,36 @@ def _exec_failure(argv0: str, err: int) -> Outcome:
 
 def run_sandboxed(plan: LinuxPlan, argv: Sequence[str], timeout: float | None) -> Outcome:
     """Run ``argv`` under ``plan``; blocks until the whole sandbox is gone."""
-    from ringfence.platforms.linux import runner  # only the sandboxed path needs it
+
+    cgroup = None
+    if plan.cgroup_limits:
+        from ringfence.platforms.linux.cgroups import RunCgroup
+
+        try:
+            cgroup = RunCgroup.create(plan.cgroup_sites, dict(plan.cgroup_limits))
+        except OSError as e:
+            return Outcome(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
+    try:
+        outcome = _run_in(plan, argv, timeout, cgroup)
+    finally:
+        oom_kills = cgroup.oom_kills() if cgroup is not None else 0
+        if cgroup is not None:
+            cgroup.remove()
+    if oom_kills:
+        limit = dict(plan.cgroup_limits)["memory"]
+        note = (
+            f"the memory limit ({limit // (1 << 20)} MiB) was reached: the kernel killed "
+            f"{oom_kills} process{'es' if oom_kills > 1 else ''} of the command"
+        )
+        message = f"{outcome.message}; {note}" if outcome.message else note
+        outcome = replace(outcome, message=message)
+    return outcome
+
+
+def _run_in(
+    plan: LinuxPlan, argv: Sequence[str], timeout: float | None, cgroup: RunCgroup | None
+) -> Outcome:
+    from ringfence.platforms.linux import runner
 
     tmpdir = None
     if plan.isolation == "reduced":
@@ -56,6 +89,11 @@ def run_sandboxed(plan: LinuxPlan, argv: Sequence[str], timeout: float | None) -
     pid = os.fork()
     if pid == 0:
         os.close(report_r)
+        if cgroup is not None:  # first, so everything the runner starts is counted
+            try:
+                cgroup.join(os.getpid())
+            except OSError as e:
+                runner.fail_early(report_w, f"cannot join the sandbox's cgroup: {e}")
         if tmpdir is not None:
             from ringfence.platforms.linux import runner_reduced
 

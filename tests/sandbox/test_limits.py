@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 
 import pytest
 from conftest import Runner
+
+from ringfence.platforms.linux import cgroups
 
 pytestmark = pytest.mark.sandbox
 
@@ -26,8 +30,8 @@ else:
 
 
 def test_process_limit_stops_a_fork_bomb(rf: Runner) -> None:
-    if rf.uid == 0:
-        pytest.skip("the kernel exempts host root from RLIMIT_NPROC (documented limit)")
+    if rf.uid == 0 and "pids" not in _cgroup_controllers(rf):
+        pytest.skip("the kernel exempts host root from RLIMIT_NPROC and there is no pids cgroup")
     ws = rf.mkdir()
     r = rf("run", "--limit", "processes=40", "--", "python3", "-c", FORK_BOMB, cwd=ws)
     assert r.returncode == 0, r.stderr
@@ -80,3 +84,74 @@ print("userns", open("/proc/sys/user/max_user_namespaces").read().strip())
     assert r.returncode == 0, r.stderr
     assert "inotify 8 24" in r.stdout, r.stdout  # EMFILE after 8
     assert "userns 0" in r.stdout
+
+
+def _cgroup_controllers(rf: Runner) -> set[str]:
+    """The controllers ringfence finds for this runner's user (asked as that user)."""
+    code = "from ringfence.platforms.linux import cgroups; print(*cgroups.discover()[0])"
+    env = {"PYTHONPATH": rf.src_copy, "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [rf.python, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    ).stdout
+    return set(out.split())
+
+
+def _leftover_cgroups() -> list[str]:
+    sites, _ = cgroups.discover()
+    return [
+        name
+        for site in sites.values()
+        for name in os.listdir(site.parent)
+        if name.startswith("ringfence-")
+    ]
+
+
+MEMORY_HOG = """
+import sys
+blocks = []
+for i in range(int(sys.argv[1])):
+    blocks.append(bytearray(1 << 20))  # touched: bytearray zero-fills
+print("allocated", len(blocks), "MiB", flush=True)
+"""
+
+
+def test_memory_limit_is_enforced_or_refused(rf: Runner) -> None:
+    ws = rf.mkdir()
+    marker = ws / "ran"
+    script = f"open({str(marker)!r}, 'w').close()\n" + MEMORY_HOG
+    run = ("run", "--limit", "memory=64m", "--", "python3", "-c", script)
+    if "memory" not in _cgroup_controllers(rf):
+        # fail closed: no cgroup to enforce it, so nothing runs at all
+        r = rf(*run, "10", cwd=ws)
+        assert r.returncode == 125, r.stderr
+        assert "memory limit needs a cgroup" in r.stderr
+        assert not marker.exists()
+        return
+    r = rf(*run, "300", cwd=ws)
+    assert r.returncode == 128 + signal.SIGKILL, (r.stdout, r.stderr)
+    assert "allocated" not in r.stdout
+    assert "the memory limit (64 MiB) was reached" in r.stderr
+    assert marker.exists()
+    # below the cap the same program runs to the end
+    r = rf(*run, "16", cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert "allocated 16 MiB" in r.stdout
+    assert _leftover_cgroups() == []
+
+
+def test_pids_cgroup_binds_root_too(rf: Runner) -> None:
+    """RLIMIT_NPROC never binds root; the pids cgroup does, and counts only the sandbox."""
+    if "pids" not in _cgroup_controllers(rf):
+        pytest.skip("no pids cgroup writable by this user here (doctor says so)")
+    ws = rf.mkdir()
+    r = rf("run", "--limit", "processes=40", "--", "python3", "-c", FORK_BOMB, cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("refused after"), r.stdout
+    assert int(r.stdout.split()[2]) < 40
+    assert r.stdout.split()[3] == "11"  # EAGAIN
+    assert _leftover_cgroups() == []

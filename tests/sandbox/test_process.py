@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import Runner
 
+from ringfence.platforms.linux import cgroups
+
 pytestmark = pytest.mark.sandbox
 
 
@@ -76,6 +78,20 @@ def test_sigkill_of_ringfence_leaves_no_process_and_no_file(rf: Runner) -> None:
     assert sorted(p.name for p in ws.rglob("*")) == before
     leftovers = {n for n in set(os.listdir("/tmp")) - tmp_before if "ringfence" in n.lower()}
     assert leftovers == set()
+    # Its per-run cgroups (if any) could not be removed by the killed ringfence: they are empty,
+    # and the next run removes them.
+    stale = [
+        os.path.join(site.parent, n)
+        for site in cgroups.discover()[0].values()
+        if os.path.isdir(site.parent)
+        for n in os.listdir(site.parent)
+        if n.startswith(f"ringfence-{proc.pid}-")
+    ]
+    for d in stale:
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            assert f.read() == ""
+    assert rf("run", "--", "true", cwd=ws).returncode == 0
+    assert [d for d in stale if os.path.exists(d)] == []
 
 
 def test_timeout_kills_the_tree_and_exits_124(rf: Runner) -> None:

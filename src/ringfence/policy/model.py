@@ -85,9 +85,15 @@ class Limits:
     the sandbox's processes (Linux >= 5.14), not the user's others; it does not bind a host-root
     user, whom the kernel exempts. ``None`` keeps what the caller has. Sizes are bytes, or for
     the tmpfs mounts a share of RAM like ``"25%"``.
+
+    ``processes`` is also enforced by a per-run ``pids`` cgroup, and ``memory`` (all the
+    sandbox's processes together, swap included) only by a ``memory`` cgroup, where the user
+    may write one (``ringfence doctor`` says). A memory limit on a host without one is refused
+    rather than silently not applied.
     """
 
     processes: int | None = 4096
+    memory: int | None = None
     open_files: int | None = None
     file_size: int | None = None
     cpu_seconds: int | None = None
@@ -99,7 +105,7 @@ class Limits:
     inotify_watches: int = 65536
 
     def validate(self) -> None:
-        for name in ("processes", "open_files", "file_size", "cpu_seconds"):
+        for name in ("processes", "memory", "open_files", "file_size", "cpu_seconds"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise PolicyError(f"limit {name}: {value!r} must be a positive whole number")

@@ -12,6 +12,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ringfence.platforms.linux import cgroups
 from ringfence.policy import defaults
 from ringfence.policy.model import Policy
 
@@ -42,6 +43,10 @@ class HostFacts:
     commondirs: Mapping[str, str] = field(default_factory=dict)
     # a .git directory -> submodule gitdirs found under .git/modules (bounded)
     modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # cgroup controller -> (version, writable parent directory) for per-run cgroups, and why
+    # the controllers that are not there are not
+    cgroups: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+    cgroup_note: str = ""
 
     def info(self, path: str) -> PathInfo | None:
         return self.paths.get(path)
@@ -121,6 +126,7 @@ def _list_modules(gitdir: str) -> tuple[str, ...]:
 
 def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> HostFacts:
     """Look at the host once, for one policy."""
+    sites, cgroup_note = cgroups.discover() if policy.sandboxed else ({}, "")
     home = env.get("HOME") or None
     if home:
         home = os.path.realpath(home)
@@ -176,4 +182,6 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         gitdirs=gitdirs,
         commondirs=commondirs,
         modules=modules,
+        cgroups={c: (s.version, s.parent) for c, s in sites.items()},
+        cgroup_note=cgroup_note,
     )

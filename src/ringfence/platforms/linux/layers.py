@@ -36,8 +36,6 @@ def layers(report: Report, plan: LinuxPlan | None, refusal: str | None, *, uid: 
         return _reduced_layers(report, plan)
     ll = plan.landlock
     scoped = bool(ll and ll.scoped)
-    rl = dict(plan.rlimits)
-    nproc = rl.get("NPROC")
     rows = [
         Layer(
             "namespaces",
@@ -81,22 +79,8 @@ def layers(report: Report, plan: LinuxPlan | None, refusal: str | None, *, uid: 
             if plan.guard_enabled
             else "off: no protected names or paths in this policy",
         ),
-        Layer(
-            "process limit",
-            True,
-            nproc is not None and uid != 0,
-            f"RLIMIT_NPROC={nproc} inside the sandbox's user namespace"
-            if nproc is not None and uid != 0
-            else "not binding: the kernel exempts root"
-            if nproc is not None
-            else "lifted by the policy",
-        ),
-        Layer(
-            "memory limit",
-            False,
-            False,
-            "not limited: needs a delegated cgroup, not supported yet",
-        ),
+        _process_layer(plan, uid),
+        _memory_layer(plan),
         Layer(
             "reduced isolation",
             ll is not None and plan.seccomp is not None,
@@ -107,10 +91,40 @@ def layers(report: Report, plan: LinuxPlan | None, refusal: str | None, *, uid: 
     return rows
 
 
+def _process_layer(plan: LinuxPlan, uid: int) -> Layer:
+    nproc = dict(plan.rlimits).get("NPROC")
+    cg = dict(plan.cgroup_limits).get("pids")
+    has_cg = any(c == "pids" for c, _, _ in plan.cgroup_sites)
+    if cg is not None:
+        return Layer("process limit", True, True, f"pids cgroup: at most {cg} processes")
+    if nproc is None:
+        return Layer("process limit", has_cg, False, "lifted by the policy")
+    if uid == 0:
+        return Layer(
+            "process limit",
+            False,
+            False,
+            f"not binding: the kernel exempts root from RLIMIT_NPROC and there is no pids "
+            f"cgroup ({plan.cgroup_note})",
+        )
+    return Layer("process limit", True, True, f"RLIMIT_NPROC={nproc} inside the user namespace")
+
+
+def _memory_layer(plan: LinuxPlan) -> Layer:
+    limit = dict(plan.cgroup_limits).get("memory")
+    has_cg = any(c == "memory" for c, _, _ in plan.cgroup_sites)
+    if limit is not None:
+        return Layer("memory limit", True, True, f"memory cgroup: {limit // (1 << 20)} MiB")
+    if has_cg:
+        return Layer("memory limit", True, False, "not set (--limit memory=2g)")
+    return Layer("memory limit", False, False, f"no writable memory cgroup: {plan.cgroup_note}")
+
+
 def _reduced_layers(report: Report, plan: LinuxPlan) -> list[Layer]:
     ll = plan.landlock
     rows = [
         Layer("reduced isolation", True, True, "Landlock + seccomp + process rules, opted in"),
+        _memory_layer(plan),
         Layer("namespaces", _ok(report, "user namespaces"), False, "not used in reduced mode"),
         Layer(
             "Landlock filesystem",

@@ -75,6 +75,11 @@ class LinuxPlan:
     # /proc/sys/user/<name> written inside the sandbox's user namespace by pid 1.
     rlimits: tuple[tuple[str, int], ...] = ()
     userns_limits: tuple[tuple[str, int], ...] = ()
+    # Per-run cgroups: (controller, cgroup version, parent directory) where they are made,
+    # (controller, limit) to set, and why a controller the host lacks is missing.
+    cgroup_sites: tuple[tuple[str, int, str], ...] = ()
+    cgroup_limits: tuple[tuple[str, int], ...] = ()
+    cgroup_note: str = ""
     # The name guard: writable roots it watches, protected paths and name patterns, and the
     # patterns that do not apply inside a repository the run creates itself.
     guard_roots: tuple[str, ...] = ()
@@ -217,6 +222,27 @@ def _rlimits(limits: Limits) -> tuple[tuple[str, int], ...]:
     return tuple((name, value) for name, value in pairs if value is not None)
 
 
+def _with_cgroups(base: LinuxPlan, limits: Limits, facts: HostFacts) -> LinuxPlan:
+    """The memory cap exists only as a cgroup: without one it is refused, never dropped. The
+    process cap uses a cgroup where there is one (it then binds root too) and RLIMIT_NPROC
+    always."""
+    wanted = {"memory": limits.memory, "pids": limits.processes}
+    if limits.memory is not None and "memory" not in facts.cgroups:
+        raise UnsupportedError(
+            f"limit memory={limits.memory // (1 << 20)} MiB: a memory limit needs a cgroup you "
+            f"can write to, and there is none here ({facts.cgroup_note or 'no memory controller'})."
+            " Run `ringfence doctor`, run under a delegated cgroup, or drop the memory limit"
+        )
+    return replace(
+        base,
+        cgroup_sites=tuple((c, v, p) for c, (v, p) in sorted(facts.cgroups.items())),
+        cgroup_limits=tuple(
+            (c, n) for c, n in wanted.items() if n is not None and c in facts.cgroups
+        ),
+        cgroup_note=facts.cgroup_note,
+    )
+
+
 def _userns_limits(limits: Limits) -> tuple[tuple[str, int], ...]:
     return (
         *((name, 0) for name in _NO_NESTED_NAMESPACES),
@@ -266,6 +292,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             f"the policy requires Landlock ABI {policy.landlock_min_abi} but this kernel offers "
             f"ABI {facts.landlock_abi}; use a newer kernel or lower the requirement"
         )
+    base = _with_cgroups(base, policy.limits, facts)
     roots = policy.writable_paths()
     for r in roots:
         _check_writable_root(r)
@@ -430,7 +457,6 @@ REDUCED_GAPS: tuple[str, ...] = (
     "visible: your other processes in /proc (Landlock ABI 6 refuses signals to them)",
     "TMPDIR is a private directory under the host's /tmp, removed afterwards (left behind if "
     "ringfence is killed); /tmp and /dev/shm themselves are not writable",
-    "no process-count limit (RLIMIT_NPROC would count all of your processes)",
     "background processes are killed when the command ends, but survive if ringfence itself is "
     "SIGKILLed",
 )
@@ -449,6 +475,11 @@ def _compile_reduced(
         device_paths=("/dev/null", "/dev/zero", "/dev/full"),
     )
     notes = list(REDUCED_GAPS)
+    if not any(c == "pids" for c, _ in base.cgroup_limits):
+        notes.append(
+            "no process-count limit: RLIMIT_NPROC would count all of your processes, and there "
+            "is no pids cgroup you can write to"
+        )
     if facts.landlock_abi >= SCOPE_ABI:
         rules = replace(
             rules, scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"]

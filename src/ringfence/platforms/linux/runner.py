@@ -27,7 +27,7 @@ import stat
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ringfence.errors import RingfenceError
+from ringfence.errors import RingfenceError, SandboxError
 from ringfence.platforms.linux import (
     bpf,
     caps,
@@ -85,6 +85,12 @@ def outer_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, host_pid: i
     except BaseException as e:  # report, never unwind into the host's code
         _report_error(report_fd, e)
         os._exit(125)
+
+
+def fail_early(report_fd: int, message: str) -> NoReturn:
+    """For the host's forked child before the runner proper starts: report and leave."""
+    _report_error(report_fd, SandboxError(message))
+    os._exit(125)
 
 
 def _report_error(fd: int, e: BaseException) -> None:
