@@ -147,7 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="kill the command (and everything it started) after SECONDS",
     )
+    run.add_argument(
+        "-t",
+        "--tty",
+        action="store_true",
+        help="give the command a terminal of its own (from the sandbox), relayed to yours",
+    )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    shell = sub.add_parser("shell", help="an interactive shell inside the sandbox")
+    _policy_flags(shell)
+    shell.add_argument(
+        "--shell", metavar="PATH", help="the shell to start (default: $SHELL, else /bin/sh)"
+    )
     explain = sub.add_parser("explain", help="print the plan a command would run under")
     _policy_flags(explain)
     explain.add_argument("--json", action="store_true", help="machine-readable output")
@@ -261,8 +272,18 @@ def _compile(policy: Policy, cwd: str) -> LinuxPlan:
     return compile_linux(policy, facts, cwd=cwd)
 
 
+def cmd_shell(ns: argparse.Namespace) -> int:
+    shell = ns.shell or os.environ.get("SHELL") or "/bin/sh"
+    if not os.path.isabs(shell) or not os.access(shell, os.X_OK):
+        shell = "/bin/sh"
+    ns.argv = [shell]
+    ns.timeout = None
+    ns.tty = True
+    return cmd_run(ns)
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
-    argv = _command(ns, required=True)
+    argv = ns.argv if ns.command == "shell" else _command(ns, required=True)
     if ns.timeout is not None and not ns.timeout > 0:
         raise PolicyError("--timeout must be a positive number of seconds")
     policy, cwd = policy_from_args(ns)
@@ -270,7 +291,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from ringfence import process
 
     if plan.sandboxed:
-        outcome = process.run_sandboxed(plan, argv, ns.timeout)
+        outcome = process.run_sandboxed(plan, argv, ns.timeout, tty=ns.tty)
     else:
         outcome = process.run_unconfined(argv, dict(plan.env), cwd, ns.timeout)
     if outcome.message:
@@ -328,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ns.command == "run":
             return cmd_run(ns)
+        if ns.command == "shell":
+            return cmd_shell(ns)
         if ns.command == "explain":
             return cmd_explain(ns)
         return cmd_doctor(ns)

@@ -42,13 +42,31 @@ class _CapData(ctypes.Structure):
     )
 
 
-def drop_all(*, unprivileged_ok: bool = False) -> None:
+def drop_all(*, unprivileged_ok: bool = False, bounding: bool = True) -> None:
     """Irreversibly remove all capabilities from this process and what it executes.
 
     ``unprivileged_ok``: for reduced isolation, where an ordinary user has no CAP_SETPCAP to
     clear the bounding set or lock securebits. There is nothing to lock then: such a process
     holds no capability, and no_new_privs stops exec from granting any.
+    ``bounding=False``: the bounding set was already cleared (by a session's per-command init,
+    ahead of time, see :func:`drop_bounding`).
     """
+    if bounding:
+        drop_bounding(unprivileged_ok=unprivileged_ok)
+    try:
+        syscall("prctl", PR_SET_SECUREBITS, ctypes.c_ulong(_SECUREBITS), 0, 0, 0)
+    except OSError as e:
+        if not (e.errno == errno.EPERM and unprivileged_ok):
+            raise
+    syscall("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    syscall("capset", ctypes.byref(header), ctypes.byref(data))
+
+
+def drop_bounding(*, unprivileged_ok: bool = False) -> None:
+    """Clear the bounding set: nothing executed later can gain a capability. The caller keeps
+    the capabilities it holds now (a per-command init still needs none after its mounts)."""
     cap = 0
     while True:
         try:
@@ -60,15 +78,6 @@ def drop_all(*, unprivileged_ok: bool = False) -> None:
                 break
             raise
         cap += 1
-    try:
-        syscall("prctl", PR_SET_SECUREBITS, ctypes.c_ulong(_SECUREBITS), 0, 0, 0)
-    except OSError as e:
-        if not (e.errno == errno.EPERM and unprivileged_ok):
-            raise
-    syscall("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    syscall("capset", ctypes.byref(header), ctypes.byref(data))
 
 
 CAP_SYS_PTRACE = 19

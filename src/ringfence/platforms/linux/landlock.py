@@ -324,33 +324,27 @@ def _close_all(fds: Iterable[int]) -> None:
 def restrict_self(ruleset: LandlockRuleset) -> None:
     """Confine the calling process (and every later child) to ``ruleset``. Irreversible.
 
-    Meant for the forked child right before ``exec``. Steps, in order:
+    Meant for the forked child right before ``exec``: :func:`create_ruleset` then
+    :func:`restrict_with`. Every fd opened here is closed before returning.
+    """
+    fd = create_ruleset(ruleset)
+    try:
+        restrict_with(fd)
+    finally:
+        os.close(fd)
 
-    1. check the kernel's ABI covers the ruleset (else :class:`UnsupportedError`);
-    2. open every rule path (a missing required path raises :class:`SandboxError` here,
-       before anything irreversible has happened);
-    3. set ``no_new_privs`` (the kernel demands it for unprivileged callers, and we want it
-       for everyone: a set-uid binary must not run outside the domain's intent);
-    4. create the ruleset, add one path-beneath rule per path, restrict self.
 
-    Every fd opened here is closed before returning, on success and on error.
+def create_ruleset(ruleset: LandlockRuleset) -> int:
+    """Build the kernel ruleset once and return its fd (O_CLOEXEC), to restrict many children.
+
+    Steps: check the kernel's ABI covers the ruleset (else :class:`UnsupportedError`); open
+    every rule path (a missing required path raises :class:`SandboxError` before anything
+    irreversible has happened); create the ruleset and add one path-beneath rule per path.
     """
     _check_kernel(ruleset)
     opened = _open_rule_paths(ruleset.rules)
     ruleset_fd = -1
     try:
-        try:
-            syscall(
-                "prctl",
-                ctypes.c_int(_PR_SET_NO_NEW_PRIVS),
-                ctypes.c_ulong(1),
-                ctypes.c_ulong(0),
-                ctypes.c_ulong(0),
-                ctypes.c_ulong(0),
-            )
-        except OSError as exc:
-            raise _step_error("prctl(PR_SET_NO_NEW_PRIVS)", exc) from exc
-
         attr = RulesetAttr(ruleset.handled_fs, ruleset.handled_net, ruleset.scoped)
         try:
             ruleset_fd = syscall(
@@ -381,24 +375,41 @@ def restrict_self(ruleset: LandlockRuleset) -> None:
                     f"landlock_add_rule for {rule.path!r} ({'|'.join(access_names(allowed))})",
                     exc,
                 ) from exc
-
-        try:
-            syscall(
-                "landlock_restrict_self",
-                ctypes.c_int(ruleset_fd),
-                ctypes.c_uint32(0),
-            )
-        except OSError as exc:
-            if exc.errno == errno.EPERM:
-                raise SandboxError(
-                    "Landlock refused a nested domain (EPERM): this runs inside a ringfence "
-                    "sandbox whose name guard forbids nesting (its emulated file calls would "
-                    "bypass the inner rules). Run the outer sandbox with --no-default-protect, "
-                    "or run this outside it"
-                ) from exc
-            raise _step_error("landlock_restrict_self", exc) from exc
+    except BaseException:
+        if ruleset_fd >= 0:
+            os.close(ruleset_fd)
+        raise
     finally:
-        _close_all([fd for fd, _, _ in opened] + ([ruleset_fd] if ruleset_fd >= 0 else []))
+        _close_all([fd for fd, _, _ in opened])
+    return ruleset_fd
+
+
+def restrict_with(ruleset_fd: int) -> None:
+    """``no_new_privs`` (the kernel demands it for unprivileged callers, and we want it for
+    everyone: a set-uid binary must not run outside the domain's intent), then enter a new
+    domain made from ``ruleset_fd``."""
+    try:
+        syscall(
+            "prctl",
+            ctypes.c_int(_PR_SET_NO_NEW_PRIVS),
+            ctypes.c_ulong(1),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+        )
+    except OSError as exc:
+        raise _step_error("prctl(PR_SET_NO_NEW_PRIVS)", exc) from exc
+    try:
+        syscall("landlock_restrict_self", ctypes.c_int(ruleset_fd), ctypes.c_uint32(0))
+    except OSError as exc:
+        if exc.errno == errno.EPERM:
+            raise SandboxError(
+                "Landlock refused a nested domain (EPERM): this runs inside a ringfence "
+                "sandbox whose name guard forbids nesting (its emulated file calls would "
+                "bypass the inner rules). Run the outer sandbox with --no-default-protect, "
+                "or run this outside it"
+            ) from exc
+        raise _step_error("landlock_restrict_self", exc) from exc
 
 
 def _step_error(step: str, exc: OSError) -> SandboxError:

@@ -308,6 +308,20 @@ def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
         os.close(tree)
 
 
+def mount_proc(path: str) -> None:
+    """A fresh proc on top of ``path``: for a process that just made a pid namespace (and a
+    mount namespace to hold the view), so /proc shows that namespace's processes only."""
+    tree = new_fs("proc", [], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+    try:
+        target = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            attach(tree, target)
+        finally:
+            os.close(target)
+    finally:
+        os.close(tree)
+
+
 def pivot_into(root_fd: int) -> None:
     """Make ``root_fd`` this namespace's root and drop every trace of the host view."""
     os.fchdir(root_fd)

@@ -458,7 +458,8 @@ REDUCED_GAPS: tuple[str, ...] = (
     "TMPDIR is a private directory under the host's /tmp, removed afterwards (left behind if "
     "ringfence is killed); /tmp and /dev/shm themselves are not writable",
     "background processes are killed when the command ends, but survive if ringfence itself is "
-    "SIGKILLed",
+    "SIGKILLed, or, in a session, until the session closes if the command kills its own init "
+    "process",
 )
 
 

@@ -1,42 +1,24 @@
-"""The sandbox side: namespaces, pid 1 and the command's last steps before exec.
+"""Steps the sandbox side takes, shared by the session runner and each command's init.
 
-Set-up runs as an ordered list of phases a reader can follow top to bottom:
-
-  host (ringfence) ── fork ──► outer: unshare user+mount+pid+ipc+uts(+net), map ids
-                                  └─ fork ──► pid 1: build the view, pivot_root, lo up
-                                                └─ fork ──► command: setsid, close fds, drop
-                                                    capabilities, Landlock, (guard), exec
-
-pid 1 forwards signals to the command, reaps orphans, and reports the command's status to the
-host over a pipe; when the command ends pid 1 exits and the kernel kills everything left in
-the pid namespace, however it was detached. Each process dies with its parent
-(PR_SET_PDEATHSIG), so a SIGKILLed ``ringfence`` leaves nothing behind.
+See ``session_runner.py`` for the order they run in. Each is small and says why it is there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import resource
-import select
 import signal
 import socket
-import stat
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ringfence.errors import RingfenceError, SandboxError
+from ringfence.errors import RingfenceError
 from ringfence.platforms.linux import (
-    bpf,
     caps,
     guard_rules,
-    landlock,
-    mounts,
     nameguard,
-    namespaces,
-    seccomp,
 )
 from ringfence.platforms.linux.libc import syscall
 from ringfence.platforms.linux.plan import LinuxPlan
@@ -66,99 +48,12 @@ def _die_with_parent() -> None:
     syscall("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def outer_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, host_pid: int) -> NoReturn:
-    """Runs in the host's forked child; never returns."""
-    try:
-        die_with_host(host_pid)
-        for sig in FORWARDED:
-            signal.signal(sig, signal.SIG_IGN)
-        namespaces.unshare(plan.namespaces, plan.uid, plan.gid)
-        life_r, life_w = os.pipe2(os.O_CLOEXEC)
-        pid = os.fork()
-        if pid == 0:
-            os.close(life_w)
-            pid1_main(plan, argv, report_fd, life_r)
-        os.close(life_r)
-        os.close(report_fd)
-        _, status = os.waitpid(pid, 0)
-        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-    except BaseException as e:  # report, never unwind into the host's code
-        _report_error(report_fd, e)
-        os._exit(125)
-
-
-def fail_early(report_fd: int, message: str) -> NoReturn:
-    """For the host's forked child before the runner proper starts: report and leave."""
-    _report_error(report_fd, SandboxError(message))
-    os._exit(125)
-
-
 def _report_error(fd: int, e: BaseException) -> None:
     kind = type(e).__name__ if isinstance(e, RingfenceError) else "SandboxError"
     try:
         _report(fd, {"error": str(e) or repr(e), "kind": kind})
     except OSError:
         pass
-
-
-def pid1_main(plan: LinuxPlan, argv: Sequence[str], report_fd: int, life_fd: int) -> NoReturn:
-    try:
-        _die_with_parent()
-        if select.select([life_fd], [], [], 0)[0]:  # EOF: the outer process is already gone
-            os._exit(125)
-        root = mounts.build_view(plan.mounts)
-        mounts.pivot_into(root)
-        if "net" in plan.namespaces:
-            namespaces.loopback_up()
-        _cap_userns_quotas(plan.userns_limits)
-        syscall("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
-        failure, status = run_command(plan, argv)
-        report_status(report_fd, failure, status)
-        os._exit(0)
-    except BaseException as e:
-        _report_error(report_fd, e)
-        os._exit(125)
-
-
-def die_with_host(host_pid: int) -> None:
-    """First steps of the host's forked child: die with the host (and leave at once if it is
-    already gone), and lead a process group the host's signal forwarding can address."""
-    _die_with_parent()
-    if os.getppid() != host_pid:
-        os._exit(125)
-    os.setpgid(0, 0)
-
-
-def run_command(plan: LinuxPlan, argv: Sequence[str]) -> tuple[bytes, int]:
-    """Fork the command, forward signals to it, wait for it (reaping orphans meanwhile).
-
-    Returns the set-up/exec failure the command reported (empty when it ran) and its wait
-    status. The seccomp program is built here, once, before the fork.
-    """
-    program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
-    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    child = os.fork()
-    if child == 0:
-        os.close(err_r)
-        _command_main(plan, argv, err_w, program)
-    os.close(err_w)
-    for sig in FORWARDED:
-        signal.signal(sig, lambda s, _f: _forward(child, s))
-    failure = b""
-    while chunk := os.read(err_r, 4096):
-        failure += chunk
-    os.close(err_r)
-    return failure, _wait_for(child)
-
-
-def report_status(report_fd: int, failure: bytes, status: int) -> None:
-    """Tell the host how the command ended: its exec/set-up failure, a signal, or a status."""
-    if failure:
-        _report(report_fd, json.loads(failure.decode()))
-    elif os.WIFSIGNALED(status):
-        _report(report_fd, {"signal": os.WTERMSIG(status)})
-    else:
-        _report(report_fd, {"exit": os.WEXITSTATUS(status)})
 
 
 def _forward(child: int, sig: int) -> None:
@@ -169,35 +64,6 @@ def _forward(child: int, sig: int) -> None:
             os.kill(child, sig)
         except ProcessLookupError:
             pass
-
-
-def _wait_for(child: int) -> int:
-    """Reap everything (pid 1 inherits orphans) until the command itself has ended."""
-    while True:
-        pid, status = os.waitpid(-1, 0)
-        if pid == child:
-            return status
-
-
-def _with_inherited_terminals(ruleset: landlock.LandlockRuleset) -> landlock.LandlockRuleset:
-    """Let the command reopen the terminal it was handed (``> /dev/stdout`` on a tty).
-
-    The caller's terminal lives on the host's devpts, outside the sandbox's view, so Landlock
-    would refuse reopening it through ``/proc/self/fd``. A rule on exactly that device inode
-    allows it; regular files and pipes handed over as stdio get no such rule.
-    """
-    extra = []
-    for fd in (0, 1, 2):
-        try:
-            if stat.S_ISCHR(os.fstat(fd).st_mode):
-                extra.append(
-                    landlock.PathRule(f"/proc/self/fd/{fd}", landlock.DEVICE_ACCESS, required=False)
-                )
-        except OSError:
-            continue
-    if not extra:
-        return ruleset
-    return dataclasses.replace(ruleset, rules=(*ruleset.rules, *extra))
 
 
 def _cap_userns_quotas(limits: Sequence[tuple[str, int]]) -> None:
@@ -240,7 +106,7 @@ def _new_session_keyring() -> None:
         syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None, 0, 0, 0)
 
 
-def _start_guard(plan: LinuxPlan) -> socket.socket:
+def _start_guard(plan: LinuxPlan, *, double_fork: bool = True) -> socket.socket:
     """Start the name guard's supervisor; return the socket to hand it the listener on.
 
     The supervisor is forked here, after Landlock, so it lives in the command's own domain
@@ -249,6 +115,12 @@ def _start_guard(plan: LinuxPlan) -> socket.socket:
     pid 1 its parent: the command must not see an extra child it never started.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    if not double_fork:  # a session's per-command init is the tree's init already
+        if os.fork() == 0:
+            ours.close()
+            _supervisor_main(plan, theirs)
+        theirs.close()
+        return ours
     middle = os.fork()
     if middle == 0:
         ours.close()
@@ -288,54 +160,3 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
         os.write(2, f"ringfence: name guard failed: {e}\n".encode())
         code = 1
     os._exit(code)
-
-
-def _command_main(
-    plan: LinuxPlan, argv: Sequence[str], err_fd: int, program: Sequence[bpf.Insn] | None
-) -> NoReturn:
-    step = "prepare"
-    try:
-        for sig in range(1, signal.NSIG):
-            try:
-                signal.signal(sig, signal.SIG_DFL)
-            except (OSError, ValueError):
-                pass
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        step = "setsid"
-        os.setsid()  # no controlling terminal: TIOCSTI cannot reach the user's
-        _new_session_keyring()
-        step = "resource limits"
-        _set_rlimits(plan.rlimits)
-        step = f"chdir {plan.cwd}"
-        os.chdir(plan.cwd)
-        step = "close file descriptors"
-        os.closerange(3, err_fd)
-        os.closerange(err_fd + 1, 0x7FFFFFFF)
-        step = "Landlock"
-        if plan.landlock is not None:
-            landlock.restrict_self(_with_inherited_terminals(plan.landlock))
-        guard_sock = None
-        if plan.guard_enabled:
-            step = "start the name guard"
-            guard_sock = _start_guard(plan)
-        step = "drop capabilities"
-        caps.drop_all(unprivileged_ok=not plan.namespaces)
-        if program is not None:
-            step = "install the seccomp filter"
-            seccomp.install(program)
-        if guard_sock is not None:
-            step = "install the name guard"
-            listener = nameguard.install_filter()
-            socket.send_fds(guard_sock, [b"L"], [listener])
-            os.close(listener)
-            guard_sock.close()
-        step = "exec"
-        os.execvpe(argv[0], list(argv), dict(plan.env))
-    except OSError as e:
-        msg: dict[str, Any] = {"exec_error" if step == "exec" else "error": e.errno, "step": step}
-        if step != "exec":
-            msg = {"error": f"{step}: {e.strerror or e}", "kind": "SandboxError"}
-        _report(err_fd, msg)
-    except BaseException as e:
-        _report_error(err_fd, e)
-    os._exit(127)

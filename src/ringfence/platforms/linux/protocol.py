@@ -1,0 +1,68 @@
+"""The session wire format: one JSON object per SOCK_SEQPACKET message, fds alongside.
+
+SEQPACKET keeps message boundaries and makes each send atomic, so the host's threads and the
+runner's per-command processes can all write to one socket without framing or locks. File
+descriptors ride as SCM_RIGHTS; a message says how many it carries, so a truncated control
+message is detected instead of silently losing an fd.
+
+Host -> runner:
+  ``{"op": "run", "id", "argv", "env", "cwd", "pty": [rows, cols] | null}`` + stdin, stdout,
+  stderr (none with a pty);
+  ``{"op": "signal", "id", "sig"}`` (to the command's process group);
+  ``{"op": "kill", "id"}`` (the command's whole tree, at once).
+Runner -> host:
+  ``{"id", "started": pid}`` (+ the pty master), ``{"id", "exit": code}``,
+  ``{"id", "signal": n}``, ``{"id", "exec_error": errno}``, ``{"id", "error": text}``.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+MAX_MESSAGE = 1 << 20  # argv + env of one command
+MAX_FDS = 4
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not a message of this protocol."""
+
+
+def send(sock: socket.socket, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
+    data = json.dumps({**msg, "nfds": len(fds)}, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        raise ProtocolError(f"message of {len(data)} bytes is over the {MAX_MESSAGE} limit")
+    if fds:
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        sock.sendmsg([data], anc)
+    else:
+        sock.sendmsg([data])
+
+
+def recv(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    """The next message and its fds (owned by the caller), or None at end of stream."""
+    fds_size = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+    data, anc, flags, _ = sock.recvmsg(MAX_MESSAGE, fds_size, socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(payload[: len(payload) - len(payload) % arr.itemsize])
+            fds.extend(arr)
+    if not data and not fds:
+        return None
+    try:
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise ProtocolError("a message or its file descriptors were truncated")
+        msg = json.loads(data)
+        if not isinstance(msg, dict) or msg.get("nfds") != len(fds):
+            raise ProtocolError("malformed message")
+    except (ValueError, ProtocolError):
+        for fd in fds:
+            os.close(fd)
+        raise
+    return msg, fds

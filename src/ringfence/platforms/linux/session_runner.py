@@ -1,0 +1,586 @@
+"""The sandbox side of a session: the boundary is built once, then each command is one fork.
+
+  host ── spawn ──► outer: join the cgroup, unshare user+mount+pid+ipc+uts(+net), map ids
+                      └─ fork ──► runner (pid 1): build the view, pivot_root, lo up, build the
+                                  seccomp program and the Landlock ruleset, then serve
+                                    └─ per command, fork ──► init (pid 1 of a new pid
+                                       namespace, with its own /proc)
+                                         └─ fork ──► command: setsid, stdio, limits, Landlock
+                                            (its own domain), guard, caps, seccomp, exec
+
+The runner is small and single-threaded; the host never forks commands. Each command lives in
+its own pid namespace, so ending its init (when the command exits, or on a timeout) ends every
+process it started however it detached, and commands cannot see or signal one another. The
+runner's only tie to the host is the session socket: when the host goes away (closes it, or
+dies) the runner exits and the kernel ends the whole sandbox.
+
+Reduced isolation has no namespaces: the runner is the host's child, each init is a child
+subreaper that kills what its command left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from ringfence.errors import RingfenceError, SandboxError
+from ringfence.platforms.linux import (
+    caps,
+    landlock,
+    mounts,
+    nameguard,
+    namespaces,
+    protocol,
+    runner,
+    runner_reduced,
+    seccomp,
+)
+from ringfence.platforms.linux.libc import syscall
+from ringfence.platforms.linux.plan import LinuxPlan
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+PR_SET_CHILD_SUBREAPER = 36
+_HANDLED = (*runner.FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
+KILL_TREE = 255  # on the control pipe: end the command's whole tree (reduced isolation)
+# Live per-command namespaces allowed in the sandbox's user namespace: the runner makes one
+# pid and one mount namespace per command. Commands themselves cannot make any (no
+# capabilities, and the seccomp filter), and every other kind stays capped at 0.
+MAX_COMMANDS = 1024
+
+
+@dataclass
+class _Command:
+    id: int
+    init_pid: int
+    ctl_w: int
+
+
+def session_main(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> NoReturn:
+    """The runner process: never returns. Waits for the host's go-ahead (sent once the host
+    has put this process in the session's cgroup), then builds the boundary."""
+    try:
+        for sig in runner.FORWARDED:
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        got = protocol.recv(sock)
+        if got is None:
+            os._exit(0)
+        if not plan.namespaces:
+            _reduced_serve(plan, sock, tmpdir)
+        namespaces.unshare(plan.namespaces, plan.uid, plan.gid)
+        pid = os.fork()
+        if pid == 0:
+            _pid1_main(plan, sock)
+        sock.close()
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    except BaseException as e:
+        _fatal(sock, e)
+
+
+def _fatal(sock: socket.socket, e: BaseException) -> NoReturn:
+    kind = type(e).__name__ if isinstance(e, RingfenceError) else "SandboxError"
+    try:
+        protocol.send(sock, {"id": 0, "error": str(e) or repr(e), "kind": kind})
+    except OSError:
+        pass
+    os._exit(125)
+
+
+def _pid1_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
+    try:
+        runner._die_with_parent()
+        root = mounts.build_view(plan.mounts)
+        mounts.pivot_into(root)
+        if "net" in plan.namespaces:
+            namespaces.loopback_up()
+        runner._cap_userns_quotas(_session_quotas(plan.userns_limits))
+        syscall("prctl", runner.PR_SET_DUMPABLE, 0, 0, 0, 0)
+        _Server(plan, sock, namespaced=True).serve()
+    except BaseException as e:
+        _fatal(sock, e)
+
+
+def _session_quotas(limits: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    room = {"max_pid_namespaces", "max_mnt_namespaces"}
+    return [(n, MAX_COMMANDS if n in room else v) for n, v in limits]
+
+
+def _reduced_serve(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> NoReturn:
+    syscall("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    syscall("prctl", runner.PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if tmpdir is not None and plan.landlock is not None:
+        import dataclasses
+
+        rules = dataclasses.replace(
+            plan.landlock,
+            rules=(*plan.landlock.rules, landlock.PathRule(tmpdir, plan.landlock.handled_fs)),
+        )
+        plan = dataclasses.replace(plan, landlock=rules, env={**plan.env, "TMPDIR": tmpdir})
+    try:
+        _Server(plan, sock, namespaced=False).serve()
+    finally:
+        runner_reduced.kill_descendants()
+
+
+class _Server:
+    """pid 1's loop: requests from the host, and the end of each command's init."""
+
+    def __init__(self, plan: LinuxPlan, sock: socket.socket, *, namespaced: bool) -> None:
+        self.plan = plan
+        self.sock = sock
+        self.namespaced = namespaced
+        self.commands: dict[int, _Command] = {}  # by init pid
+        self.by_id: dict[int, _Command] = {}
+        self.idle: dict[int, _Init] = {}  # prepared inits not yet given a command
+        self.zygote: _Init | None = None
+        self.program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
+        self.ruleset_fd = (
+            landlock.create_ruleset(plan.landlock) if plan.landlock is not None else -1
+        )
+        self.own_pidns = (
+            os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if namespaced else -1
+        )
+        self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+
+    def serve(self) -> NoReturn:
+        # Every command forks from here: keep the garbage collector from touching (and so
+        # copying) every object in each child.
+        gc.freeze()
+        gc.disable()
+        self.zygote = self._fork_init(None)
+        protocol.send(self.sock, {"id": 0, "ready": True})
+        sock_fd = self.sock.fileno()
+        while True:
+            try:
+                ready, _, _ = select.select([sock_fd, self.wake_r], [], [])
+            except InterruptedError:
+                continue
+            if self.wake_r in ready:
+                try:
+                    os.read(self.wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                self._reap()
+            if sock_fd in ready:
+                try:
+                    got = protocol.recv(self.sock)
+                except protocol.ProtocolError:
+                    continue
+                except OSError:
+                    got = None
+                if got is None:  # the host is gone: so is the sandbox
+                    os._exit(0)
+                msg, fds = got
+                try:
+                    self._handle(msg, fds)
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+
+    def _send(self, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
+        try:
+            protocol.send(self.sock, msg, fds)
+        except OSError:
+            os._exit(0)
+
+    def _handle(self, msg: dict[str, Any], fds: list[int]) -> None:
+        op = msg.get("op")
+        cid = msg.get("id")
+        if not isinstance(cid, int):
+            return
+        if op == "run":
+            self._start(cid, msg, fds)
+        elif op in ("signal", "kill") and cid in self.by_id:
+            cmd = self.by_id[cid]
+            if op == "kill" and self.namespaced:
+                _kill(cmd.init_pid, signal.SIGKILL)  # the kernel ends its pid namespace
+                return
+            sig = KILL_TREE if op == "kill" else int(msg.get("sig", signal.SIGTERM))
+            try:
+                os.write(cmd.ctl_w, bytes([sig & 0xFF]))
+            except OSError:
+                pass
+
+    def _start(self, cid: int, msg: dict[str, Any], fds: list[int]) -> None:
+        try:
+            spec = _Spec.from_message(self.plan, msg)
+        except (TypeError, ValueError) as e:
+            self._send({"id": cid, "error": f"bad request: {e}"})
+            return
+        if len(fds) != (0 if spec.pty else 3):
+            self._send({"id": cid, "error": "bad request: wrong number of stdio descriptors"})
+            return
+        if any(os.isatty(fd) for fd in fds):
+            # The caller's own terminal needs a Landlock rule of its own: a fresh init.
+            self._register(cid, self._fork_init((cid, spec, fds)))
+            return
+        zygote = self.zygote or self._fork_init(None)
+        self.zygote = None
+        if zygote is None:
+            self._send({"id": cid, "error": "cannot start the command: fork failed"})
+            return
+        self.idle.pop(zygote.pid, None)
+        try:
+            protocol.send(zygote.zsock, {**msg, "id": cid}, fds)
+        except OSError as e:
+            self._send({"id": cid, "error": f"cannot start the command: {e}"})
+        for fd in fds:  # before the next fork: no other process may hold this command's stdio
+            os.close(fd)
+        fds.clear()
+        self._register(cid, zygote)
+        self.zygote = self._fork_init(None)  # the next command's, made while this one runs
+
+    def _register(self, cid: int, init: _Init | None) -> None:
+        if init is None:
+            self._send({"id": cid, "error": "cannot start the command: fork failed"})
+            return
+        init.zsock.close()
+        cmd = _Command(cid, init.pid, init.ctl_w)
+        self.commands[init.pid] = cmd
+        self.by_id[cid] = cmd
+
+    def _fork_init(self, preset: _Preset | None) -> _Init | None:
+        """A per-command init with every layer applied, waiting for its command (or, with
+        ``preset``, starting it at once)."""
+        ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            if self.namespaced:
+                syscall("unshare", CLONE_NEWPID)
+            pid = os.fork()
+        except OSError:
+            for fd in (ctl_r, ctl_w):
+                os.close(fd)
+            ours.close()
+            theirs.close()
+            if self.namespaced:
+                with contextlib.suppress(OSError):
+                    syscall("setns", self.own_pidns, CLONE_NEWPID)
+            return None
+        if pid == 0:
+            os.close(ctl_w)
+            ours.close()
+            _init_main(self, theirs, ctl_r, preset)
+        if self.namespaced:
+            syscall("setns", self.own_pidns, CLONE_NEWPID)  # later forks: ours again
+        os.close(ctl_r)
+        theirs.close()
+        init = _Init(pid, ours, ctl_w)
+        if preset is None:
+            self.idle[pid] = init
+        return init
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            idle = self.idle.pop(pid, None)
+            if idle is not None and self.zygote is idle:
+                self.zygote = None
+                os.close(idle.ctl_w)
+                idle.zsock.close()
+            cmd = self.commands.pop(pid, None)
+            if cmd is None:
+                continue
+            self.by_id.pop(cmd.id, None)
+            os.close(cmd.ctl_w)
+            if os.WIFSIGNALED(status):  # killed before it could report (a timeout's kill)
+                self._send({"id": cmd.id, "signal": os.WTERMSIG(status), "killed": True})
+            elif os.WEXITSTATUS(status) != 0:
+                self._send({"id": cmd.id, "error": "the command's init process failed"})
+
+
+@dataclass
+class _Init:
+    pid: int
+    zsock: socket.socket
+    ctl_w: int
+
+
+@dataclass(frozen=True)
+class _Spec:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    pty: tuple[int, int] | None
+
+    @classmethod
+    def from_message(cls, plan: LinuxPlan, msg: dict[str, Any]) -> _Spec:
+        argv = msg.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise ValueError("argv must be a non-empty list of strings")
+        env = msg.get("env")
+        if env is None:
+            env = dict(plan.env)
+        elif not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise ValueError("env must map strings to strings")
+        cwd = msg.get("cwd") or plan.cwd
+        if not isinstance(cwd, str):
+            raise ValueError("cwd must be a string")
+        pty = msg.get("pty")
+        size = (int(pty[0]), int(pty[1])) if pty else None
+        return cls(argv, env, cwd, size)
+
+
+_Preset = tuple[int, _Spec, list[int]]
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _init_main(srv: _Server, zsock: socket.socket, ctl_r: int, preset: _Preset | None) -> NoReturn:
+    """A command's init: its own /proc (or, reduced, a subreaper), then every per-command layer
+    on itself (its own Landlock domain, the guard, no capabilities, seccomp), then the command,
+    spawned with vfork+exec so it costs no second copy of this process. It relays the host's
+    signals to the command's process group and reports how the command ended."""
+    sock = srv.sock
+    cid = preset[0] if preset else 0
+    try:
+        ptmx = -1
+        failed: BaseException | None = None
+        try:
+            ptmx = _prepare_init(srv, preset)
+        except BaseException as e:  # reported to the command that comes for this init
+            failed = e
+        if preset is not None:
+            _, spec, stdio = preset
+        else:
+            got = protocol.recv(zsock)
+            if got is None:
+                os._exit(0)
+            msg, stdio = got
+            cid = int(msg["id"])
+            spec = _Spec.from_message(srv.plan, msg)
+        zsock.close()
+        if failed is not None:
+            raise failed
+        _run(srv, cid, spec, stdio, ctl_r, ptmx=ptmx)
+    except BaseException as e:
+        kind = type(e).__name__ if isinstance(e, RingfenceError) else "SandboxError"
+        if cid:
+            with contextlib.suppress(OSError):
+                protocol.send(sock, {"id": cid, "error": str(e) or repr(e), "kind": kind})
+        if not srv.namespaced:
+            runner_reduced.kill_descendants()
+        os._exit(0 if cid else 1)
+
+
+def _prepare_init(srv: _Server, preset: _Preset | None) -> int:
+    """Everything before the command is known; returns a pty master to use or close."""
+    signal.set_wakeup_fd(-1)
+    os.close(srv.wake_r)
+    for fd in [c.ctl_w for c in srv.by_id.values()] + [i.ctl_w for i in srv.idle.values()]:
+        os.close(fd)  # other commands' control pipes are not ours to hold
+    for idle in srv.idle.values():
+        idle.zsock.close()
+    for sig in _HANDLED:
+        signal.signal(sig, signal.SIG_DFL)
+    if srv.namespaced:
+        syscall("unshare", CLONE_NEWNS)
+        mounts.mount_proc("/proc")
+    else:
+        syscall("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # A terminal for the command, should it ask for one: opened before the layers (the name
+    # guard would take over the open), made usable only if asked (TIOCGPTPEER).
+    try:
+        ptmx = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        ptmx = -1
+    _apply_layers(srv, preset[2] if preset else [])
+    return ptmx
+
+
+def _apply_layers(srv: _Server, stdio: list[int]) -> None:
+    """Everything the command will run under, applied to its init (which the command's tree
+    inherits): keyring, limits, Landlock, the name guard, capabilities, seccomp."""
+    plan = srv.plan
+    runner._new_session_keyring()
+    runner._set_rlimits(plan.rlimits)
+    if plan.landlock is not None:
+        ttys = [fd for fd in stdio if os.isatty(fd)]
+        if ttys:
+            landlock.restrict_self(_with_terminals(plan.landlock, ttys))
+        else:
+            landlock.restrict_with(srv.ruleset_fd)
+        os.close(srv.ruleset_fd)
+    guard_sock = runner._start_guard(plan, double_fork=False) if plan.guard_enabled else None
+    if srv.namespaced:
+        caps.drop_bounding()
+    caps.drop_all(unprivileged_ok=not srv.namespaced, bounding=False)
+    if srv.program is not None:
+        seccomp.install(srv.program)
+    if guard_sock is not None:
+        listener = nameguard.install_filter()
+        socket.send_fds(guard_sock, [b"L"], [listener])
+        os.close(listener)
+        guard_sock.close()
+
+
+def _with_terminals(ruleset: landlock.LandlockRuleset, fds: list[int]) -> landlock.LandlockRuleset:
+    """Let the command reopen the caller's terminal it was handed (``> /dev/stdout`` on a tty):
+    it lives on the host's devpts, outside the sandbox's view; a rule on exactly that device."""
+    import dataclasses
+
+    extra = [
+        landlock.PathRule(f"/proc/self/fd/{fd}", landlock.DEVICE_ACCESS, required=False)
+        for fd in fds
+    ]
+    return dataclasses.replace(ruleset, rules=(*ruleset.rules, *extra))
+
+
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+
+
+def _openpty(master: int) -> tuple[int, int]:
+    """The pty pair of ``master`` (on the sandbox's own devpts). The slave comes from the
+    master itself (TIOCGPTPEER): no path lookup, no chown to the tty group that glibc's
+    openpty tries."""
+    try:
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except BaseException:
+        os.close(master)
+        raise
+    return master, int(slave)
+
+
+def _ctty() -> None:
+    """In the command's child, before exec: the pty becomes its controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _run(
+    srv: _Server, cid: int, spec: _Spec, stdio: list[int], ctl_r: int, *, ptmx: int
+) -> NoReturn:
+    sock = srv.sock
+    master = -1
+    if spec.pty is not None:
+        if ptmx < 0:
+            raise SandboxError("no pseudo-terminal available in the sandbox")
+        master, slave = _openpty(ptmx)
+        _set_winsize(master, *spec.pty)
+        stdio = [slave, slave, slave]
+    elif ptmx >= 0:
+        os.close(ptmx)
+    try:
+        proc = subprocess.Popen(
+            spec.argv,
+            stdin=stdio[0],
+            stdout=stdio[1],
+            stderr=stdio[2],
+            cwd=spec.cwd,
+            env=spec.env,
+            start_new_session=True,  # no terminal of ours: TIOCSTI reaches nothing
+            preexec_fn=_ctty if master >= 0 else None,  # noqa: PLW1509 - single-threaded
+        )
+    except OSError as e:
+        if e.filename == spec.cwd and e.filename != spec.argv[0]:
+            report: dict[str, Any] = {"error": f"chdir {spec.cwd}: {e.strerror}"}
+        else:
+            report = {"exec_error": e.errno}
+        protocol.send(sock, {"id": cid, **report})
+        os._exit(0)
+    child = proc.pid
+    proc.returncode = 0  # reaped by our own loop below, not by Popen
+    for fd in {*stdio}:
+        os.close(fd)
+    protocol.send(sock, {"id": cid, "started": child}, [master] if master >= 0 else [])
+    if master >= 0:
+        os.close(master)
+    status = _relay(child, ctl_r)
+    if not srv.namespaced:
+        runner_reduced.kill_descendants()
+    if os.WIFSIGNALED(status):
+        protocol.send(sock, {"id": cid, "signal": os.WTERMSIG(status)})
+    else:
+        protocol.send(sock, {"id": cid, "exit": os.WEXITSTATUS(status)})
+    os._exit(0)
+
+
+def _relay(child: int, ctl_r: int) -> int:
+    """Wait for the command, reaping orphans, and pass on the host's signals."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+    status: int | None = None
+    while status is None:
+        while True:
+            try:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                pid = 0
+            if pid == 0:
+                break
+            if pid == child:
+                status = st
+        if status is not None:
+            break
+        try:
+            ready, _, _ = select.select([wake_r, ctl_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+        if ctl_r in ready:
+            data = os.read(ctl_r, 64)
+            if not data:  # the runner is gone: so are we
+                os._exit(0)
+            for sig in data:
+                if sig == KILL_TREE:
+                    _kill(child, signal.SIGKILL)
+                    runner_reduced.kill_descendants(reap=False)
+                else:
+                    runner._forward(child, sig)
+    return status
+
+
+def main() -> NoReturn:
+    """Entry point when the host spawns the runner (``python -m``): the plan arrives pickled on
+    stdin from the host that started us (same user, trusted); the session socket's fd number
+    is the first argument."""
+    fd = int(sys.argv[1])
+    data = sys.stdin.buffer.read()
+    plan, tmpdir = pickle.loads(data)  # from our own parent, over a private pipe
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sock = socket.socket(fileno=fd)
+    os.set_inheritable(fd, False)
+    session_main(plan, sock, tmpdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""``ringfence run -t`` and ``ringfence shell``: our terminal, relayed to the command's own.
+
+The command gets a pseudo-terminal from the sandbox's private devpts, never the caller's
+terminal: whatever it does to its terminal (TIOCSTI, a changed mode) stays on that pty. Here we
+put the caller's terminal in raw mode, copy bytes both ways, follow window-size changes, and
+restore the terminal however the command ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import signal
+import subprocess
+import termios
+import time
+import tty
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ringfence.session import Process
+
+EOT = b"\x04"
+
+
+def relay(proc: Process, timeout: float | None) -> None:
+    """Copy stdin to the command's terminal and its output to stdout until it closes."""
+    master = proc.pty_fd
+    assert master is not None
+    interactive = os.isatty(0)
+    saved = termios.tcgetattr(0) if interactive else None
+
+    def resize(*_: object) -> None:
+        with contextlib.suppress(OSError):
+            size = os.get_terminal_size(0)
+            proc.set_winsize(size.lines, size.columns)
+
+    old_winch = signal.signal(signal.SIGWINCH, resize) if interactive else None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        if interactive:
+            resize()
+            tty.setraw(0)
+        _pump(proc, master, deadline, timeout)
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSAFLUSH, saved)
+        if old_winch is not None:
+            signal.signal(signal.SIGWINCH, old_winch)
+
+
+def _pump(proc: Process, master: int, deadline: float | None, timeout: float | None) -> None:
+    inputs = [master, 0]
+    while True:
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
+            raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+        try:
+            ready, _, _ = select.select(inputs, [], [], wait)
+        except InterruptedError:
+            continue
+        if master in ready:
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError as e:
+                if e.errno != errno.EIO:  # EIO: every slave is closed, the command is gone
+                    raise
+                data = b""
+            if not data:
+                return
+            _write_all(1, data)
+        if 0 in ready:
+            data = os.read(0, 1 << 16)
+            if not data:  # our input ended: end the command's input the terminal's way
+                inputs.remove(0)
+                _write_all(master, EOT)
+            else:
+                _write_all(master, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [])
+            continue
+        view = view[n:]
