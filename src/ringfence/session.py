@@ -318,6 +318,7 @@ class Process:
         self.pty_fd: int | None = pending.master
         self._oom_before = conn.oom_kills() if conn.cgroup is not None else 0
         self.memory_limit_hit = False
+        self._text: tuple[str, str] | None = None
         if pending.master is not None:
             tty = open(pending.master, "r+b", buffering=0)  # noqa: SIM115 - owned by the handle
             self.stdin = self.stdout = tty
@@ -383,8 +384,12 @@ class Process:
     def communicate(
         self, input: bytes | str | None = None, timeout: float | None = None
     ) -> tuple[Any, Any]:
+        if isinstance(input, str):
+            input = input.encode(self._text[0] if self._text else "utf-8")
         out, err, _, _ = _communicate(self, input, timeout, None)
-        return out, err
+        if self._text is None:
+            return out, err
+        return _decode(out, True, *self._text), _decode(err, True, *self._text)
 
     def __enter__(self) -> Process:
         return self
@@ -707,6 +712,7 @@ def _start_error(report: dict[str, Any], argv: list[str]) -> Exception:
 def _wrap_text(proc: Process, encoding: str, errors: str) -> None:
     if proc.pty_fd is not None:
         return
+    proc._text = (encoding, errors)
     if proc.stdin is not None:
         proc.stdin = io.TextIOWrapper(
             proc.stdin,
