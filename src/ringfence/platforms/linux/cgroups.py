@@ -14,7 +14,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import signal
 import time
 from collections.abc import Iterable, Mapping
@@ -154,7 +153,7 @@ class RunCgroup:
 
     @classmethod
     def create(cls, sites: Iterable[tuple[str, int, str]], limits: Mapping[str, int]) -> RunCgroup:
-        name = f"ringfence-{os.getpid()}-{secrets.token_hex(4)}"
+        name = f"ringfence-{os.getpid()}-{os.urandom(4).hex()}"
         made: dict[str, tuple[int, str]] = {}
         by_dir: dict[str, str] = {}
         try:

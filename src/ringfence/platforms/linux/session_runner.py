@@ -24,7 +24,6 @@ import contextlib
 import fcntl
 import gc
 import os
-import pickle
 import select
 import signal
 import socket
@@ -571,6 +570,8 @@ def main() -> NoReturn:
     """Entry point when the host spawns the runner (``python -m``): the plan arrives pickled on
     stdin from the host that started us (same user, trusted); the session socket's fd number
     is the first argument."""
+    import pickle
+
     fd = int(sys.argv[1])
     data = sys.stdin.buffer.read()
     plan, tmpdir = pickle.loads(data)  # from our own parent, over a private pipe
