@@ -156,13 +156,13 @@ class _Connection:
             return pid, None
         import pickle
 
+        # The runner imports ringfence from wherever this process found it.
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ringfence.platforms.linux.session_runner",
-                str(theirs.fileno()),
-            ],
+            [sys.executable, "-m", _RUNNER_MODULE, str(theirs.fileno())],
+            env=env,
             stdin=subprocess.PIPE,
             pass_fds=(theirs.fileno(),),
             start_new_session=True,  # the caller's terminal signals are the session's to relay
