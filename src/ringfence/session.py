@@ -104,6 +104,7 @@ class _Connection:
             tempfile.mkdtemp(prefix="ringfence-tmp-") if plan.isolation == "reduced" else None
         )
         self.ready = threading.Event()
+        self.closing = False
         self.start_error: dict[str, Any] | None = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
@@ -191,6 +192,8 @@ class _Connection:
                 self._dispatch(msg, fds)
         except OSError as e:
             why = f"the connection to the sandbox runner failed: {e}"
+        if self.closing:
+            why = "the session was closed while the command ran"
         self._fail_all(why)
 
     def _dispatch(self, msg: dict[str, Any], fds: list[int]) -> None:
@@ -256,6 +259,7 @@ class _Connection:
             protocol.send(self.sock, {"op": op, "id": cid, "sig": sig})
 
     def close(self) -> None:
+        self.closing = True
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         if self._proc is not None:

@@ -115,6 +115,26 @@ def test_the_boundary_holds_in_a_session(session: Session) -> None:
     assert not os.path.exists("/etc/ringfence-x")
 
 
+def test_the_commands_init_holds_the_session_socket_out_of_reach(session: Session) -> None:
+    """pid 1 of the command's namespace holds the session socket: reaching it would let a
+    command forge reports for other commands. It is not dumpable: no fd, memory or environ."""
+    probe = (
+        "import os\n"
+        "names = os.listdir('/proc/1/fd')\n"
+        "for n in names:\n"
+        "    try:\n        print('LEAK', os.readlink(f'/proc/1/fd/{n}'))\n"
+        "    except PermissionError:\n        print('fd refused')\n"
+        "for f in ('environ', 'mem'):\n"
+        "    try:\n        open(f'/proc/1/{f}', 'rb').read(1); print('LEAK', f)\n"
+        "    except PermissionError:\n        print(f, 'refused')\n"
+    )
+    r = session.run(["python3", "-c", probe], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "LEAK" not in r.stdout
+    assert r.stdout.count("fd refused") >= 3  # at least stdio and the session socket
+    assert "environ refused" in r.stdout and "mem refused" in r.stdout
+
+
 def test_a_timeout_kills_the_whole_tree_not_the_session(session: Session) -> None:
     token = f"rf-sess-timeout-{uuid.uuid4().hex}"
     t0 = time.monotonic()
