@@ -430,7 +430,7 @@ class Session:
             policy = _with_default_workspace(policy)
             abi = landlock.abi_version() if policy.sandboxed else 0
             facts = hostfacts.gather(policy, env=os.environ, landlock_abi=abi)
-            plan = compile_linux(policy, facts, cwd=cwd or os.getcwd())
+            plan = compile_linux(policy, facts, cwd=cwd or policy.workspace)
         if not plan.sandboxed:
             raise UnsupportedError(
                 "a Session runs commands inside a sandbox; full-access mode has none (use "

@@ -34,6 +34,12 @@ def test_case_idna_and_trailing_dot() -> None:
     assert normalize_host("Example.COM.") == "example.com"
 
 
+def test_a_deny_without_a_port_covers_every_port() -> None:
+    rules = NetRules.parse(allow=["*.example.com:8443", "*.example.com"], deny=["x.example.com"])
+    assert not rules.decide("x.example.com", 8443).allowed
+    assert rules.decide("y.example.com", 8443).allowed
+
+
 def test_deny_wins() -> None:
     rules = NetRules.parse(allow=["*.example.com"], deny=["secret.example.com"])
     assert rules.decide("www.example.com", 443).allowed

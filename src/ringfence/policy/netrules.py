@@ -1,7 +1,8 @@
 """Domain allow/deny rules for the filtering proxy: parsed once, matched on every connection.
 
 An entry is ``example.com`` (that name only), ``*.example.com`` (its subdomains, not the apex),
-or either with ``:PORT``; without a port it means 80 and 443. Names are compared
+or either with ``:PORT``; without a port an allow entry means 80 and 443, and a deny entry
+every port (a deny is never narrower than it reads). Names are compared
 case-insensitively after IDNA normalisation, with a trailing dot ignored. An IP address is
 matched only by an entry that names it exactly (a name rule never matches a literal address).
 Deny wins over allow. The decision is made on the name, before any DNS lookup.
@@ -30,7 +31,7 @@ class Rule:
     is_ip: bool = False
 
     def matches(self, host: str, port: int) -> bool:
-        if port not in self.ports:
+        if self.ports and port not in self.ports:  # () means every port
             return False
         if self.is_ip:
             return host == self.host
@@ -76,22 +77,22 @@ def normalize_host(name: str) -> str:
     return ascii_name
 
 
-def parse_rule(entry: str) -> Rule:
+def parse_rule(entry: str, *, default_ports: tuple[int, ...] = DEFAULT_PORTS) -> Rule:
     """One allow/deny entry, or PolicyError naming the entry and the reason."""
     text = entry.strip()
     try:
-        return _parse(text)
+        return _parse(text, default_ports)
     except ValueError as e:
         raise PolicyError(f"network rule {entry!r}: {e}") from None
 
 
-def _parse(text: str) -> Rule:
+def _parse(text: str, default_ports: tuple[int, ...]) -> Rule:
     if not text:
         raise ValueError("empty entry")
     if "/" in text or "@" in text or "://" in text:
         raise ValueError("give a host name (like example.com or *.example.com[:443]), not a URL")
     host = text
-    ports: tuple[int, ...] = DEFAULT_PORTS
+    ports = default_ports
     if text.startswith("["):  # [v6]:port
         end = text.find("]")
         if end < 0:
@@ -141,7 +142,10 @@ class NetRules:
 
     @classmethod
     def parse(cls, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> NetRules:
-        return cls(tuple(parse_rule(a) for a in allow), tuple(parse_rule(d) for d in deny))
+        return cls(
+            tuple(parse_rule(a) for a in allow),
+            tuple(parse_rule(d, default_ports=()) for d in deny),
+        )
 
     def decide(self, host: str, port: int) -> Decision:
         """Allowed only if an allow rule matches and no deny rule does."""
