@@ -85,7 +85,29 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         "--network",
         choices=[n.value for n in Network],
         default=None,
-        help="off (default when sandboxed) | on",
+        help="off (default when sandboxed) | on | allowlist (only the --allow-domain names, "
+        "through a filtering proxy that is the only way out)",
+    )
+    g.add_argument(
+        "--allow-domain",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="with --network allowlist: example.com, *.example.com (subdomains), or NAME:PORT "
+        "(default ports 80 and 443)",
+    )
+    g.add_argument(
+        "--deny-domain",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="with --network allowlist: never this name (wins over --allow-domain; every port)",
+    )
+    g.add_argument(
+        "--allow-local-targets",
+        action="store_true",
+        help="with --network allowlist: an allowed name may resolve to a local, private or "
+        "link-local address (refused by default)",
     )
     g.add_argument(
         "--allow-socket",
@@ -198,6 +220,9 @@ def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
         strict_git=ns.strict_git,
         network=Network(ns.network) if ns.network else None,
         allow_sockets=tuple(paths.plain("--allow-socket", p) for p in ns.allow_socket),
+        allow_domains=tuple(ns.allow_domain),
+        deny_domains=tuple(ns.deny_domain),
+        allow_local_targets=ns.allow_local_targets,
         limits=limits_from_args(ns.limit),
         landlock_min_abi=ns.landlock_min_abi,
         isolation=Isolation(ns.isolation),

@@ -106,6 +106,11 @@ def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: 
     rc = proc.returncode
     assert rc is not None
     outcome = Outcome(128 - rc, signal=-rc) if rc < 0 else Outcome(rc)
+    blocked = [e for e in proc.network_events if not e.allowed]
+    if blocked:
+        shown = {f"{e.host}:{e.port} ({e.rule})": None for e in blocked}
+        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
+        outcome = replace(outcome, message="blocked " + ", ".join(list(shown)[:5]) + more)
     if proc.memory_limit_hit:
         limit = dict(session.plan.cgroup_limits).get("memory", 0)
         outcome = replace(

@@ -31,6 +31,8 @@ from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.model import Policy
 
 if TYPE_CHECKING:
+    from ringfence.network.proxy import NetEvent
+    from ringfence.network.service import ProxyService
     from ringfence.platforms.linux.cgroups import RunCgroup
 
 PIPE = subprocess.PIPE
@@ -62,6 +64,9 @@ class CompletedProcess(subprocess.CompletedProcess[Any]):
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     memory_limit_hit: bool = False
+    # network = allowlist: the proxy's decisions while the command ran (with commands running
+    # at once in one session, theirs may be among them)
+    network_events: list[NetEvent] = field(default_factory=list)
 
     def check_returncode(self) -> None:
         if self.returncode:
@@ -105,6 +110,7 @@ class _Connection:
         )
         self.ready = threading.Event()
         self.closing = False
+        self.proxy: ProxyService | None = None
         self.start_error: dict[str, Any] | None = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
@@ -201,6 +207,8 @@ class _Connection:
         if cid == 0:
             if "error" in msg:
                 self.start_error = msg
+            elif fds and self.plan.proxy_port:
+                self._start_proxy(fds.pop(0))
             self.ready.set()
             for fd in fds:
                 os.close(fd)
@@ -221,6 +229,14 @@ class _Connection:
         with self.lock:
             self.pending.pop(p.id, None)
         p.finish(msg)
+
+    def _start_proxy(self, fd: int) -> None:
+        from ringfence.network.service import ProxyService
+        from ringfence.policy.netrules import NetRules
+
+        listener = socket.socket(fileno=fd)
+        rules = NetRules.parse(self.plan.allow_domains, self.plan.deny_domains)
+        self.proxy = ProxyService(listener, rules, allow_local=self.plan.allow_local_targets)
 
     def _fail_all(self, why: str) -> None:
         status = ""
@@ -277,6 +293,9 @@ class _Connection:
         self._cleanup()
 
     def _cleanup(self) -> None:
+        if self.proxy is not None:
+            self.proxy.close()
+            self.proxy = None
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None
@@ -322,6 +341,8 @@ class Process:
         self.pty_fd: int | None = pending.master
         self._oom_before = conn.oom_kills() if conn.cgroup is not None else 0
         self.memory_limit_hit = False
+        self.network_events: list[NetEvent] = []
+        self._net_from = len(conn.proxy.events) if conn.proxy is not None else 0
         self._text: tuple[str, str] | None = None
         if pending.master is not None:
             tty = open(pending.master, "r+b", buffering=0)  # noqa: SIM115 - owned by the handle
@@ -355,6 +376,8 @@ class Process:
         self.duration = time.monotonic() - self.started_at
         if self._conn.cgroup is not None:
             self.memory_limit_hit = self._conn.oom_kills() > self._oom_before
+        if self._conn.proxy is not None:
+            self.network_events = self._conn.proxy.events_since(self._net_from)
         if "exit" in report:
             self.returncode = int(report["exit"])
         elif "signal" in report:
@@ -601,6 +624,7 @@ class Session:
             stdout_truncated=trunc_out,
             stderr_truncated=trunc_err,
             memory_limit_hit=proc.memory_limit_hit,
+            network_events=proc.network_events,
         )
         if check:
             result.check_returncode()

@@ -38,10 +38,12 @@ class Isolation(StrEnum):
 
 
 class Network(StrEnum):
-    """Whether the command may use the network at all."""
+    """Whether the command may use the network: not at all, freely, or only through the
+    filtering proxy to the names the policy allows."""
 
     OFF = "off"
     ON = "on"
+    ALLOWLIST = "allowlist"
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,12 @@ class Policy:
     strict_git: bool = False
     network: Network | None = None  # None: off when sandboxed, on in full-access
     allow_sockets: tuple[str, ...] = ()
+    # network = allowlist: names (``example.com``, ``*.example.com``, ``host:port``) the proxy
+    # lets through, names it refuses (deny wins), and whether an allowed name may lead to a
+    # local, private or metadata address.
+    allow_domains: tuple[str, ...] = ()
+    deny_domains: tuple[str, ...] = ()
+    allow_local_targets: bool = False
     env: EnvPolicy = field(default_factory=EnvPolicy)
     limits: Limits = field(default_factory=Limits)
     # Refuse to run unless the kernel's Landlock ABI is at least this (e.g. 6 for the signal
@@ -181,11 +189,20 @@ class Policy:
                     f"policy: mode full-access runs without a boundary, so {', '.join(extra)} "
                     "would not be enforced; drop them or choose another mode"
                 )
-            if self.network is Network.OFF:
+            if self.network in (Network.OFF, Network.ALLOWLIST):
                 raise PolicyError(
-                    "policy: mode full-access has no boundary, so the network cannot be off; "
-                    "use workspace-write with --network off"
+                    f"policy: mode full-access has no boundary, so the network cannot be "
+                    f"{self.network.value}; use workspace-write with --network {self.network.value}"
                 )
+        if (self.allow_domains or self.deny_domains) and self.network is not Network.ALLOWLIST:
+            raise PolicyError(
+                "policy: allowed and denied domains need network = allowlist "
+                "(--network allowlist); with the network off or on they would mean nothing"
+            )
+        if self.network is Network.ALLOWLIST:
+            from ringfence.policy.netrules import NetRules
+
+            NetRules.parse(self.allow_domains, self.deny_domains)  # every entry, or its error
         for name in (*self.env.keep, *self.env.unset, *self.env.set):
             if not name or "=" in name or "\0" in name:
                 raise PolicyError(f"policy: invalid environment variable name {name!r}")

@@ -155,7 +155,8 @@ class LandlockRuleset:
     """Everything :func:`restrict_self` needs, decided in advance so it can be shown and tested.
 
     ``handled_net`` (ABI 4) and ``scoped`` (ABI 6) are applied when non-zero; with
-    ``handled_net`` set and no network rules, every TCP bind/connect is denied.
+    ``handled_net`` set, a TCP bind/connect is allowed only by a ``net_ports`` rule
+    ``(access, port)``.
     """
 
     abi: int
@@ -163,6 +164,7 @@ class LandlockRuleset:
     rules: tuple[PathRule, ...]
     handled_net: int = 0
     scoped: int = 0
+    net_ports: tuple[tuple[int, int], ...] = ()
 
 
 def build_ruleset(
@@ -204,7 +206,15 @@ def build_ruleset(
 
 _CREATE_RULESET_VERSION = 1 << 0
 _RULE_PATH_BENEATH = 1
+_RULE_NET_PORT = 2
 _PR_SET_NO_NEW_PRIVS = 38
+
+
+class NetPortAttr(ctypes.Structure):
+    """``struct landlock_net_port_attr`` (ABI 4), packed like the kernel's."""
+
+    _pack_ = 1
+    _fields_ = (("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64))
 
 
 class RulesetAttr(ctypes.Structure):
@@ -375,6 +385,18 @@ def create_ruleset(ruleset: LandlockRuleset) -> int:
                     f"landlock_add_rule for {rule.path!r} ({'|'.join(access_names(allowed))})",
                     exc,
                 ) from exc
+        for access, port in ruleset.net_ports:
+            attr_port = NetPortAttr(access & ruleset.handled_net, port)
+            try:
+                syscall(
+                    "landlock_add_rule",
+                    ctypes.c_int(ruleset_fd),
+                    ctypes.c_int(_RULE_NET_PORT),
+                    ctypes.byref(attr_port),
+                    ctypes.c_uint32(0),
+                )
+            except OSError as exc:
+                raise _step_error(f"landlock_add_rule for TCP port {port}", exc) from exc
     except BaseException:
         if ruleset_fd >= 0:
             os.close(ruleset_fd)

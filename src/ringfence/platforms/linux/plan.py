@@ -80,6 +80,12 @@ class LinuxPlan:
     cgroup_sites: tuple[tuple[str, int, str], ...] = ()
     cgroup_limits: tuple[tuple[str, int], ...] = ()
     cgroup_note: str = ""
+    # network = allowlist: the port the filtering proxy listens on inside the sandbox's own
+    # network namespace (the only way out), and the rules it applies.
+    proxy_port: int | None = None
+    allow_domains: tuple[str, ...] = ()
+    deny_domains: tuple[str, ...] = ()
+    allow_local_targets: bool = False
     # The name guard: writable roots it watches, protected paths and name patterns, and the
     # patterns that do not apply inside a repository the run creates itself.
     guard_roots: tuple[str, ...] = ()
@@ -300,6 +306,12 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         if info is None or info.kind != "dir":
             raise PolicyError(f"policy: writable root {r} does not exist or is not a directory")
     if policy.isolation is Isolation.REDUCED:
+        if network is Network.ALLOWLIST:
+            raise UnsupportedError(
+                "network allowlist needs the sandbox's own network namespace, which reduced "
+                "isolation does not have: its filtering proxy would not be the only way out. "
+                "Use --network off or on with --isolation reduced"
+            )
         return _compile_reduced(policy, facts, roots, base)
     notes: list[str] = []
     b = _Builder()
@@ -415,9 +427,33 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             "scoping unavailable"
         )
     namespaces = ["user", "mount", "pid", "ipc", "uts"]
-    if network is Network.OFF:
+    if network in (Network.OFF, Network.ALLOWLIST):
         namespaces.append("net")
-    env = build_environment(facts.env, policy.env, {**sandbox_vars, "TMPDIR": "/tmp"})
+    extra_env = {**sandbox_vars, "TMPDIR": "/tmp"}
+    proxy: dict[str, Any] = {}
+    if network is Network.ALLOWLIST:
+        extra_env.update(proxy_environment(PROXY_PORT))
+        proxy = {
+            "proxy_port": PROXY_PORT,
+            "allow_domains": policy.allow_domains,
+            "deny_domains": policy.deny_domains,
+            "allow_local_targets": policy.allow_local_targets,
+        }
+        if facts.landlock_abi >= NET_ABI:  # a second wall: TCP connect to the proxy only
+            connect = landlock.ACCESS_NET["CONNECT_TCP"]
+            landlock_rules = replace(
+                landlock_rules, handled_net=connect, net_ports=((connect, PROXY_PORT),)
+            )
+        else:
+            notes.append(
+                f"Landlock ABI {facts.landlock_abi} < {NET_ABI}: TCP connect is not limited to "
+                "the proxy port (the empty network namespace still is the wall)"
+            )
+        notes.append(
+            f"network allowlist: the only way out is the filtering proxy at 127.0.0.1:"
+            f"{PROXY_PORT} (HTTP CONNECT, http:// and SOCKS5); DNS inside answers nothing"
+        )
+    env = build_environment(facts.env, policy.env, extra_env)
     protected_paths = [p for p, _ in protected]
     protected_paths.extend(p for p in policy.protected if p not in protected_paths)
     if policy.mode is Mode.READ_ONLY:
@@ -441,7 +477,40 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         ),
         env=env,
         notes=tuple(notes),
+        **proxy,
     )
+
+
+PROXY_PORT = 3128  # inside the sandbox's own network namespace, so never taken
+
+
+def proxy_environment(port: int) -> dict[str, str]:
+    """What common tools read to use a proxy: curl, pip, uv, git, npm/yarn/pnpm, Node's fetch,
+    the JVM. A program that ignores them simply cannot connect."""
+    http = f"http://127.0.0.1:{port}"
+    env = {
+        "NO_PROXY": "localhost,127.0.0.1,::1",
+        "HTTP_PROXY": http,
+        "HTTPS_PROXY": http,
+        "ALL_PROXY": f"socks5h://127.0.0.1:{port}",
+    }
+    env.update({k.lower(): v for k, v in env.items()})
+    env.update(
+        {
+            "npm_config_proxy": http,
+            "npm_config_https_proxy": http,
+            "YARN_HTTP_PROXY": http,
+            "YARN_HTTPS_PROXY": http,
+            "NODE_USE_ENV_PROXY": "1",
+            "GLOBAL_AGENT_HTTP_PROXY": http,
+            "JAVA_TOOL_OPTIONS": (
+                f"-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort={port} "
+                f"-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort={port} "
+                "-Dhttp.nonProxyHosts=localhost|127.0.0.1"
+            ),
+        }
+    )
+    return env
 
 
 # What reduced isolation does not protect, said plainly (explain and doctor print it).
