@@ -1,0 +1,222 @@
+"""network = allowlist, for real: the filtering proxy is the command's only way out.
+
+Traffic goes only to the package registries (PyPI, npm) and to listeners these tests open on
+127.0.0.1. Names that are refused are refused before any lookup, so no query about them ever
+leaves the machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Runner
+
+from ringfence import Network, Policy, Session
+
+pytestmark = pytest.mark.sandbox
+
+PYPI = ("--allow-domain", "pypi.org", "--allow-domain", "files.pythonhosted.org")
+
+
+class Listener:
+    """A TCP server on the host's 127.0.0.1 that records what reaches it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = conn.recv(65536)
+                self.received.append(data)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    yield server
+    server.close()
+
+
+def test_pip_download_through_the_allowlist(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf(
+        "run",
+        "--network",
+        "allowlist",
+        *PYPI,
+        "--",
+        "python3",
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-cache-dir",
+        "--disable-pip-version-check",
+        "-d",
+        "dl",
+        "six==1.16.0",
+        cwd=ws,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    assert (ws / "dl" / "six-1.16.0-py2.py3-none-any.whl").exists()
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
+def test_npm_view_through_the_allowlist(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf(
+        "run",
+        "--network",
+        "allowlist",
+        "--allow-domain",
+        "registry.npmjs.org",
+        "--env",
+        f"npm_config_cache={ws}/.npm",
+        "--",
+        "npm",
+        "view",
+        "is-number@7.0.0",
+        "version",
+        cwd=ws,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "7.0.0"
+
+
+def test_a_host_not_on_the_list_is_refused_by_name(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf.sh(
+        ws,
+        "curl -sS -m 10 -o /dev/null https://example.com/; echo curl=$?",
+        "--network",
+        "allowlist",
+        *PYPI,
+    )
+    assert "curl=56" in r.stdout, (r.stdout, r.stderr)  # the proxy answered 403
+    assert "403" in r.stderr
+    assert "blocked example.com:443 (not in the allowlist)" in r.stderr
+
+
+def test_the_refused_name_is_never_resolved() -> None:
+    ws = Path(tempfile.mkdtemp(prefix="ringfence-resolve-", dir="/var/tmp"))
+    try:
+        policy = Policy(workspace=str(ws), network=Network.ALLOWLIST, allow_domains=("pypi.org",))
+        with Session(policy) as s:
+            conn = s._conn
+            assert conn is not None and conn.proxy is not None
+            asked: list[str] = []
+            real = conn.proxy.proxy.resolver
+
+            async def recording(host: str, port: int) -> list[str]:
+                asked.append(host)
+                return await real(host, port)
+
+            conn.proxy.proxy.resolver = recording
+            r = s.run(
+                ["curl", "-sS", "-m", "10", "-o", "/dev/null", "https://example.com/"],
+                capture_output=True,
+                text=True,
+            )
+            assert r.returncode == 56
+            assert asked == []
+            [event] = r.network_events
+            assert (event.host, event.port, event.allowed) == ("example.com", 443, False)
+            assert event.rule == "not in the allowlist" and event.address is None
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+def test_direct_tcp_udp_and_dns_fail_while_the_proxy_is_up(rf: Runner, listener: Listener) -> None:
+    """Only the proxy port may be connected to; the host's loopback is not the sandbox's."""
+    ws = rf.mkdir()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.5)
+    probe = f"""
+import socket, errno
+def tcp(port):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect(("127.0.0.1", port)); return "CONNECTED"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+print("tcp-host", tcp({listener.port}))
+print("tcp-proxy", tcp(3128))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(b"leak", ("127.0.0.1", {udp.getsockname()[1]}))
+try:
+    socket.getaddrinfo("pypi.org", 443)
+    print("dns RESOLVED")
+except socket.gaierror as e:
+    print("dns failed")
+"""
+    try:
+        r = rf("run", "--network", "allowlist", *PYPI, "--", "python3", "-c", probe, cwd=ws)
+        assert r.returncode == 0, r.stderr
+        assert "tcp-host EACCES" in r.stdout  # Landlock: connect to the proxy port only
+        assert "tcp-proxy CONNECTED" in r.stdout
+        assert "dns failed" in r.stdout
+        assert listener.received == []
+        with pytest.raises(TimeoutError):
+            udp.recvfrom(100)  # nothing reached the host
+    finally:
+        udp.close()
+
+
+def test_an_allowed_name_that_resolves_to_loopback_is_refused(
+    rf: Runner, listener: Listener
+) -> None:
+    ws = rf.mkdir()
+    url = f"http://localhost:{listener.port}/"
+    flags = ("--network", "allowlist", "--allow-domain", f"localhost:{listener.port}")
+    r = rf.sh(ws, f"curl --noproxy '' -sS -m 10 {url}; echo curl=$?", *flags)
+    # the proxy's 403 body, and ringfence's summary of what it blocked
+    assert f"blocked localhost:{listener.port} resolves to 127.0.0.1 is loopback" in r.stdout
+    assert "but 127.0.0.1 is loopback" in r.stderr
+    assert listener.received == []
+    # allowed on purpose: the same request goes through, to the checked address
+    r = rf.sh(
+        ws,
+        f"curl --noproxy '' -sS -m 10 {url}; echo; echo curl=$?",
+        *flags,
+        "--allow-local-targets",
+    )
+    assert "hello" in r.stdout and "curl=0" in r.stdout, (r.stdout, r.stderr)
+    assert len(listener.received) == 1
+    request = listener.received[0].decode()
+    assert request.startswith("GET / HTTP/1.1") and "Proxy-" not in request
+
+
+def test_domain_entries_are_checked_when_the_policy_loads(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf(
+        "run", "--network", "allowlist", "--allow-domain", "https://pypi.org", "--", "true", cwd=ws
+    )
+    assert r.returncode == 2
+    assert "network rule 'https://pypi.org'" in r.stderr and "not a URL" in r.stderr
+    r = rf("run", "--allow-domain", "pypi.org", "--", "true", cwd=ws)
+    assert r.returncode == 2 and "need network = allowlist" in r.stderr
