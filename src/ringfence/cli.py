@@ -104,6 +104,15 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         help="with --network allowlist: never this name (wins over --allow-domain; every port)",
     )
     g.add_argument(
+        "--expose-port",
+        metavar="PORT",
+        type=int,
+        action="append",
+        default=[],
+        help="127.0.0.1:PORT inside reaches the host's 127.0.0.1:PORT (a dev database, a local "
+        "model server); with --network off or allowlist",
+    )
+    g.add_argument(
         "--allow-local-targets",
         action="store_true",
         help="with --network allowlist: an allowed name may resolve to a local, private or "
@@ -223,6 +232,7 @@ def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
         allow_domains=tuple(ns.allow_domain),
         deny_domains=tuple(ns.deny_domain),
         allow_local_targets=ns.allow_local_targets,
+        expose_ports=tuple(ns.expose_port),
         limits=limits_from_args(ns.limit),
         landlock_min_abi=ns.landlock_min_abi,
         isolation=Isolation(ns.isolation),

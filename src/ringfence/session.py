@@ -207,8 +207,9 @@ class _Connection:
         if cid == 0:
             if "error" in msg:
                 self.start_error = msg
-            elif fds and self.plan.proxy_port:
-                self._start_proxy(fds.pop(0))
+            elif fds:
+                self._start_network(fds)
+                fds = []
             self.ready.set()
             for fd in fds:
                 os.close(fd)
@@ -230,13 +231,21 @@ class _Connection:
             self.pending.pop(p.id, None)
         p.finish(msg)
 
-    def _start_proxy(self, fd: int) -> None:
+    def _start_network(self, fds: list[int]) -> None:
+        """Serve the sockets the runner made in the sandbox's network namespace: the proxy's
+        (with an allowlist) first, then one per exposed host port."""
         from ringfence.network.service import ProxyService
         from ringfence.policy.netrules import NetRules
 
-        listener = socket.socket(fileno=fd)
+        socks = [socket.socket(fileno=fd) for fd in fds]
+        listener = socks.pop(0) if self.plan.proxy_port else None
         rules = NetRules.parse(self.plan.allow_domains, self.plan.deny_domains)
-        self.proxy = ProxyService(listener, rules, allow_local=self.plan.allow_local_targets)
+        self.proxy = ProxyService(
+            listener,
+            rules,
+            allow_local=self.plan.allow_local_targets,
+            forwards=list(zip(socks, self.plan.expose_ports, strict=True)),
+        )
 
     def _fail_all(self, why: str) -> None:
         status = ""

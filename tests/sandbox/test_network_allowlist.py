@@ -220,3 +220,47 @@ def test_domain_entries_are_checked_when_the_policy_loads(rf: Runner) -> None:
     assert "network rule 'https://pypi.org'" in r.stderr and "not a URL" in r.stderr
     r = rf("run", "--allow-domain", "pypi.org", "--", "true", cwd=ws)
     assert r.returncode == 2 and "need network = allowlist" in r.stderr
+
+
+@pytest.mark.parametrize("network", ["off", "allowlist"])
+def test_exposed_ports_reach_exactly_the_named_host_port(rf: Runner, network: str) -> None:
+    exposed, other = Listener(), Listener()
+    probe = f"""
+import socket, errno
+for port in ({exposed.port}, {other.port}):
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        print(port, s.recv(100).split(b"\\r\\n")[-1].decode())
+    except OSError as e:
+        print(port, errno.errorcode.get(e.errno, str(e)))
+"""
+    try:
+        ws = rf.mkdir()
+        r = rf(
+            "run",
+            "--network",
+            network,
+            "--expose-port",
+            str(exposed.port),
+            "--",
+            "python3",
+            "-c",
+            probe,
+            cwd=ws,
+        )
+        assert r.returncode == 0, r.stderr
+        assert f"{exposed.port} hello" in r.stdout
+        refused = "EACCES" if network == "allowlist" else "ECONNREFUSED"
+        assert f"{other.port} {refused}" in r.stdout, r.stdout
+        assert len(exposed.received) == 1 and other.received == []
+    finally:
+        exposed.close()
+        other.close()
+
+
+def test_exposed_ports_are_refused_with_the_network_on(rf: Runner) -> None:
+    r = rf("run", "--network", "on", "--expose-port", "5432", "--", "true", cwd=rf.mkdir())
+    assert r.returncode == 2 and "exposed ports" in r.stderr

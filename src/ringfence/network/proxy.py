@@ -178,7 +178,7 @@ class DomainProxy:
                 return
             writer.write(f"{version} 200 Connection established\r\n\r\n".encode())
             await writer.drain()
-            await _pipe(reader, writer, up_r, up_w)
+            await pipe(reader, writer, up_r, up_w)
             return
         await self._absolute((method, target, version), headers, reader, writer)
 
@@ -237,7 +237,7 @@ class DomainProxy:
         head = "\r\n".join([f"{method} {path} {version}", *kept, "Connection: close", "", ""])
         up_w.write(head.encode("latin-1"))
         await up_w.drain()
-        await _pipe(reader, writer, up_r, up_w)
+        await pipe(reader, writer, up_r, up_w)
 
     # -- SOCKS5 -------------------------------------------------------------------------------
     async def _socks5(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -276,7 +276,7 @@ class DomainProxy:
             await _socks_reply(writer, 5)  # connection refused
             return
         await _socks_reply(writer, 0)
-        await _pipe(reader, writer, up_r, up_w)
+        await pipe(reader, writer, up_r, up_w)
 
 
 def _split_host_port(text: str, default: int | None) -> tuple[str, int | None]:
@@ -311,7 +311,7 @@ async def _socks_reply(writer: asyncio.StreamWriter, code: int) -> None:
         await writer.drain()
 
 
-async def _pipe(
+async def pipe(
     a_r: asyncio.StreamReader,
     a_w: asyncio.StreamWriter,
     b_r: asyncio.StreamReader,

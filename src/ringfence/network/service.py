@@ -11,22 +11,32 @@ import asyncio
 import contextlib
 import socket
 import threading
+from collections.abc import Awaitable, Callable, Sequence
 
-from ringfence.network.proxy import DomainProxy, NetEvent
+from ringfence.network.proxy import CHUNK, DomainProxy, NetEvent, pipe
 from ringfence.policy.netrules import NetRules
 
 
 class ProxyService:
+    """``listener``: the filtering proxy's socket (None without an allowlist); ``forwards``:
+    (socket, port) pairs whose connections go to the host's 127.0.0.1:port."""
+
     def __init__(
-        self, listener: socket.socket, rules: NetRules, *, allow_local: bool = False
+        self,
+        listener: socket.socket | None,
+        rules: NetRules,
+        *,
+        allow_local: bool = False,
+        forwards: Sequence[tuple[socket.socket, int]] = (),
     ) -> None:
         self.events: list[NetEvent] = []
         self._lock = threading.Lock()
         self.proxy = DomainProxy(rules, allow_local=allow_local, on_event=self._record)
         self.loop = asyncio.new_event_loop()
         self._listener = listener
+        self._forwards = list(forwards)
         self._started = threading.Event()
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self.thread = threading.Thread(target=self._main, name="ringfence-proxy", daemon=True)
         self.thread.start()
         self._started.wait(10)
@@ -43,8 +53,15 @@ class ProxyService:
         asyncio.set_event_loop(self.loop)
 
         async def start() -> None:
-            self._server = await self.proxy.serve(self._listener)
-            self._started.set()
+            try:
+                if self._listener is not None:
+                    self._servers.append(await self.proxy.serve(self._listener))
+                for sock, port in self._forwards:
+                    self._servers.append(
+                        await asyncio.start_server(_forwarder(port), sock=sock, limit=CHUNK)
+                    )
+            finally:
+                self._started.set()
 
         self.loop.run_until_complete(start())
         self.loop.run_forever()
@@ -54,8 +71,8 @@ class ProxyService:
 
     def close(self) -> None:
         def stop() -> None:
-            if self._server is not None:
-                self._server.close()
+            for server in self._servers:
+                server.close()
             for task in asyncio.all_tasks(self.loop):
                 task.cancel()
             self.loop.stop()
@@ -63,4 +80,23 @@ class ProxyService:
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(stop)
         self.thread.join(10)
-        self._listener.close()
+        for sock in [self._listener, *(s for s, _ in self._forwards)]:
+            if sock is not None:
+                sock.close()
+
+
+def _forwarder(
+    port: int,
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """An exposed port: the host's 127.0.0.1:``port``, and nothing else."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", port, limit=CHUNK)
+        except OSError:
+            writer.close()
+            return
+        await pipe(reader, writer, up_r, up_w)
+        writer.close()
+
+    return handle

@@ -148,6 +148,9 @@ class Policy:
     allow_domains: tuple[str, ...] = ()
     deny_domains: tuple[str, ...] = ()
     allow_local_targets: bool = False
+    # Host services reachable on purpose: 127.0.0.1:PORT inside reaches the host's
+    # 127.0.0.1:PORT (a dev database, a local model server); nothing else on its loopback.
+    expose_ports: tuple[int, ...] = ()
     env: EnvPolicy = field(default_factory=EnvPolicy)
     limits: Limits = field(default_factory=Limits)
     # Refuse to run unless the kernel's Landlock ABI is at least this (e.g. 6 for the signal
@@ -198,6 +201,16 @@ class Policy:
             raise PolicyError(
                 "policy: allowed and denied domains need network = allowlist "
                 "(--network allowlist); with the network off or on they would mean nothing"
+            )
+        if len(self.expose_ports) > 32:
+            raise PolicyError("policy: at most 32 exposed ports")
+        for port in self.expose_ports:
+            if not isinstance(port, int) or not 0 < port < 65536:
+                raise PolicyError(f"policy: exposed port {port!r} is not a port from 1 to 65535")
+        if self.expose_ports and self.effective_network is Network.ON:
+            raise PolicyError(
+                "policy: exposed ports are for a sandbox with its own network (off or "
+                "allowlist); with the network on, the host's loopback is already reachable"
             )
         if self.network is Network.ALLOWLIST:
             from ringfence.policy.netrules import NetRules

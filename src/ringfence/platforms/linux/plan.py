@@ -86,6 +86,7 @@ class LinuxPlan:
     allow_domains: tuple[str, ...] = ()
     deny_domains: tuple[str, ...] = ()
     allow_local_targets: bool = False
+    expose_ports: tuple[int, ...] = ()
     # The name guard: writable roots it watches, protected paths and name patterns, and the
     # patterns that do not apply inside a repository the run creates itself.
     guard_roots: tuple[str, ...] = ()
@@ -430,10 +431,12 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     if network in (Network.OFF, Network.ALLOWLIST):
         namespaces.append("net")
     extra_env = {**sandbox_vars, "TMPDIR": "/tmp"}
-    proxy: dict[str, Any] = {}
+    proxy: dict[str, Any] = {"expose_ports": tuple(sorted(set(policy.expose_ports)))}
+    if PROXY_PORT in policy.expose_ports and network is Network.ALLOWLIST:
+        raise PolicyError(f"policy: port {PROXY_PORT} is the proxy's; expose another port")
     if network is Network.ALLOWLIST:
         extra_env.update(proxy_environment(PROXY_PORT))
-        proxy = {
+        proxy |= {
             "proxy_port": PROXY_PORT,
             "allow_domains": policy.allow_domains,
             "deny_domains": policy.deny_domains,
@@ -441,8 +444,11 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         }
         if facts.landlock_abi >= NET_ABI:  # a second wall: TCP connect to the proxy only
             connect = landlock.ACCESS_NET["CONNECT_TCP"]
+            ports = (PROXY_PORT, *proxy["expose_ports"])
             landlock_rules = replace(
-                landlock_rules, handled_net=connect, net_ports=((connect, PROXY_PORT),)
+                landlock_rules,
+                handled_net=connect,
+                net_ports=tuple((connect, p) for p in ports),
             )
         else:
             notes.append(
@@ -452,6 +458,12 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         notes.append(
             f"network allowlist: the only way out is the filtering proxy at 127.0.0.1:"
             f"{PROXY_PORT} (HTTP CONNECT, http:// and SOCKS5); DNS inside answers nothing"
+        )
+    if proxy["expose_ports"]:
+        notes.append(
+            "host services: 127.0.0.1:"
+            + ", ".join(str(p) for p in proxy["expose_ports"])
+            + " inside reach the same ports on the host's loopback"
         )
     env = build_environment(facts.env, policy.env, extra_env)
     protected_paths = [p for p, _ in protected]

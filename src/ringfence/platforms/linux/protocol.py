@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 MAX_MESSAGE = 1 << 20  # argv + env of one command
-MAX_FDS = 4
+MAX_FDS = 64  # stdio, or the proxy's and exposed ports' listening sockets
 
 
 class ProtocolError(Exception):

@@ -107,17 +107,20 @@ def _pid1_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
         mounts.pivot_into(root)
         if "net" in plan.namespaces:
             namespaces.loopback_up()
-        listener = _proxy_listener(plan.proxy_port) if plan.proxy_port else None
+        # The proxy's socket first, then one per exposed host port, all served by the host.
+        ports = ([plan.proxy_port] if plan.proxy_port else []) + list(plan.expose_ports)
+        listeners = [_proxy_listener(p) for p in ports]
         runner._cap_userns_quotas(_session_quotas(plan.userns_limits))
         syscall("prctl", runner.PR_SET_DUMPABLE, 0, 0, 0, 0)
-        _Server(plan, sock, namespaced=True).serve(listener)
+        _Server(plan, sock, namespaced=True).serve(listeners)
     except BaseException as e:
         _fatal(sock, e)
 
 
 def _proxy_listener(port: int) -> socket.socket:
-    """The filtering proxy's socket, made here in the sandbox's own network namespace and
-    handed to the host, which serves it: no helper process inside, nothing on any disk."""
+    """A socket made here in the sandbox's own network namespace and handed to the host, which
+    serves it (the filtering proxy, an exposed port): no helper process inside, nothing on any
+    disk."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
@@ -169,14 +172,14 @@ class _Server:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda _s, _f: None)
 
-    def serve(self, listener: socket.socket | None = None) -> NoReturn:
+    def serve(self, listeners: Sequence[socket.socket] = ()) -> NoReturn:
         # Every command forks from here: keep the garbage collector from touching (and so
         # copying) every object in each child.
         gc.freeze()
         gc.disable()
-        protocol.send(self.sock, {"id": 0, "ready": True}, [listener.fileno()] if listener else [])
-        if listener is not None:
-            listener.close()  # the host serves it now; no init may hold it
+        protocol.send(self.sock, {"id": 0, "ready": True}, [ls.fileno() for ls in listeners])
+        for ls in listeners:
+            ls.close()  # the host serves them now; no init may hold one
         self.zygote = self._fork_init(None)
         sock_fd = self.sock.fileno()
         while True:
