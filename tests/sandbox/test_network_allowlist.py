@@ -264,3 +264,41 @@ for port in ({exposed.port}, {other.port}):
 def test_exposed_ports_are_refused_with_the_network_on(rf: Runner) -> None:
     r = rf("run", "--network", "on", "--expose-port", "5432", "--", "true", cwd=rf.mkdir())
     assert r.returncode == 2 and "exposed ports" in r.stderr
+
+
+class Echo(Listener):
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(65536):
+                    self.received.append(data)
+                    conn.sendall(data)
+
+
+SSH_PROXY_PROBE = """
+import os, shlex, subprocess, sys
+option = shlex.split(os.environ["GIT_SSH_COMMAND"])[2]
+command = option.split("=", 1)[1].replace("%h", sys.argv[1]).replace("%p", sys.argv[2])
+r = subprocess.run(command, shell=True, input=b"through the tunnel", capture_output=True)
+print(r.returncode, r.stdout.decode(), r.stderr.decode().strip())
+"""
+
+
+def test_git_ssh_proxy_command_tunnels_to_allowed_hosts_only(rf: Runner) -> None:
+    echo = Echo()
+    try:
+        ws = rf.mkdir()
+        flags = ("--network", "allowlist", "--allow-domain", f"localhost:{echo.port}")
+        run = ("run", *flags, "--allow-local-targets", "--", "python3", "-c", SSH_PROXY_PROBE)
+        r = rf(*run, "localhost", str(echo.port), cwd=ws)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("0 through the tunnel"), r.stdout
+        r = rf(*run, "example.com", "22", cwd=ws)
+        assert r.stdout.startswith("1 "), r.stdout
+        assert "blocked example.com:22 not in the allowlist" in r.stdout
+    finally:
+        echo.close()

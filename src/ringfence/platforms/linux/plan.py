@@ -436,6 +436,8 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         raise PolicyError(f"policy: port {PROXY_PORT} is the proxy's; expose another port")
     if network is Network.ALLOWLIST:
         extra_env.update(proxy_environment(PROXY_PORT))
+        if "GIT_SSH_COMMAND" not in facts.env:
+            extra_env["GIT_SSH_COMMAND"] = git_ssh_command()
         proxy |= {
             "proxy_port": PROXY_PORT,
             "allow_domains": policy.allow_domains,
@@ -496,11 +498,32 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
 PROXY_PORT = 3128  # inside the sandbox's own network namespace, so never taken
 
 
+def git_ssh_command() -> str:
+    """ssh for git, reaching allowed hosts (``--allow-domain github.com:22``) through the
+    proxy: a ProxyCommand that runs ringfence's own connector with this interpreter."""
+    import shlex
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package_root = os.path.dirname(os.path.dirname(here))
+    connector = shlex.join(
+        [
+            "env",
+            f"PYTHONPATH={package_root}",
+            sys.executable,
+            "-m",
+            "ringfence.network.connect",
+        ]
+    )
+    return f"ssh -o ProxyCommand={shlex.quote(connector + ' %h %p')}"
+
+
 def proxy_environment(port: int) -> dict[str, str]:
     """What common tools read to use a proxy: curl, pip, uv, git, npm/yarn/pnpm, Node's fetch,
     the JVM. A program that ignores them simply cannot connect."""
     http = f"http://127.0.0.1:{port}"
     env = {
+        "RINGFENCE_PROXY": http,
         "NO_PROXY": "localhost,127.0.0.1,::1",
         "HTTP_PROXY": http,
         "HTTPS_PROXY": http,
