@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="kill the command (and everything it started) after SECONDS",
     )
     run.add_argument(
+        "--ask",
+        action="store_true",
+        help="with --network allowlist: ask on the terminal before refusing a host the "
+        "allowlist does not cover (allow once, for this run, or no)",
+    )
+    run.add_argument(
         "-t",
         "--tty",
         action="store_true",
@@ -314,6 +320,7 @@ def cmd_shell(ns: argparse.Namespace) -> int:
     ns.argv = [shell]
     ns.timeout = None
     ns.tty = True
+    ns.ask = False
     return cmd_run(ns)
 
 
@@ -325,8 +332,17 @@ def cmd_run(ns: argparse.Namespace) -> int:
     plan = _compile(policy, cwd)
     from ringfence import process
 
+    ask = None
+    if ns.ask:
+        if plan.proxy_port is None:
+            raise PolicyError("--ask needs --network allowlist")
+        if ns.tty:
+            raise PolicyError("--ask cannot share the terminal with -t")
+        from ringfence.terminal import tty_asker
+
+        ask = tty_asker()
     if plan.sandboxed:
-        outcome = process.run_sandboxed(plan, argv, ns.timeout, tty=ns.tty)
+        outcome = process.run_sandboxed(plan, argv, ns.timeout, tty=ns.tty, ask=ask)
     else:
         outcome = process.run_unconfined(argv, dict(plan.env), cwd, ns.timeout)
     if outcome.message:

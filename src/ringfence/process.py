@@ -11,7 +11,7 @@ import errno
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -55,7 +55,12 @@ def _exec_failure(argv0: str, err: int) -> Outcome:
 
 
 def run_sandboxed(
-    plan: LinuxPlan, argv: Sequence[str], timeout: float | None, *, tty: bool = False
+    plan: LinuxPlan,
+    argv: Sequence[str],
+    timeout: float | None,
+    *,
+    tty: bool = False,
+    ask: Callable[[str, int], str] | None = None,
 ) -> Outcome:
     """Run ``argv`` under ``plan`` in a one-command session; blocks until the sandbox is gone.
 
@@ -67,7 +72,7 @@ def run_sandboxed(
     from ringfence.session import Session
 
     try:
-        session = Session(plan=plan, _fork=True).start()
+        session = Session(plan=plan, on_network_request=ask, _fork=True).start()
     except UnsupportedError as e:
         return Outcome(EXIT_INTERNAL, message=str(e), error_kind="UnsupportedError")
     except RingfenceError as e:

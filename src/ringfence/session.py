@@ -98,8 +98,11 @@ class _Pending:
 class _Connection:
     """One runner: its socket, its process, its reader thread and the commands in flight."""
 
-    def __init__(self, plan: LinuxPlan, *, fork: bool) -> None:
+    def __init__(
+        self, plan: LinuxPlan, *, fork: bool, ask: Callable[[str, int], str] | None = None
+    ) -> None:
         self.plan = plan
+        self.ask = ask
         self.lock = threading.Lock()
         self.pending: dict[int, _Pending] = {}
         self.next_id = 1
@@ -245,6 +248,7 @@ class _Connection:
             rules,
             allow_local=self.plan.allow_local_targets,
             forwards=list(zip(socks, self.plan.expose_ports, strict=True)),
+            ask=self.ask,
         )
 
     def _fail_all(self, why: str) -> None:
@@ -451,6 +455,7 @@ class Session:
         *,
         cwd: str | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        on_network_request: Callable[[str, int], str] | None = None,
         plan: LinuxPlan | None = None,
         _fork: bool = False,
     ) -> None:
@@ -470,6 +475,7 @@ class Session:
             )
         self.plan = plan
         self.output_limit = output_limit
+        self.on_network_request = on_network_request
         self._fork = _fork
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
@@ -488,7 +494,7 @@ class Session:
                 old, self._conn = self._conn, None
                 old.close()
             if self._conn is None:
-                self._conn = _Connection(self.plan, fork=self._fork)
+                self._conn = _Connection(self.plan, fork=self._fork, ask=self.on_network_request)
             return self._conn
 
     def close(self) -> None:

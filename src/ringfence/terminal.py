@@ -15,14 +15,53 @@ import select
 import signal
 import subprocess
 import termios
+import threading
 import time
 import tty
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ringfence.session import Process
 
 EOT = b"\x04"
+ANSWERS = {"o": "once", "once": "once", "s": "session", "session": "session"}
+
+
+def tty_asker() -> Callable[[str, int], str]:
+    """``ringfence run --ask``: the question on the user's terminal, one at a time."""
+    from ringfence.errors import PolicyError
+
+    try:
+        with open("/dev/tty", "r+b", buffering=0):
+            pass
+    except OSError as e:
+        raise PolicyError(f"--ask needs a terminal to ask on ({e.strerror})") from None
+    lock = threading.Lock()
+
+    def ask(host: str, port: int) -> str:
+        # Only printable characters of the name reach the terminal (no escape sequences).
+        shown = "".join(c if c.isprintable() else "?" for c in host)
+        question = (
+            f"\nringfence: the command wants {shown}:{port}, which the allowlist does not "
+            "cover. Allow [o]nce, for this [s]ession, or [N]o? "
+        )
+        with lock:
+            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            try:
+                _write_all(fd, question.encode())
+                line = b""
+                while not line.endswith(b"\n") and len(line) < 256:
+                    chunk = os.read(fd, 256)
+                    if not chunk:
+                        break
+                    line += chunk
+            finally:
+                os.close(fd)
+        answer = line.decode(errors="replace").strip().lower()
+        return ANSWERS.get(answer, "deny")
+
+    return ask
 
 
 def relay(proc: Process, timeout: float | None) -> None:

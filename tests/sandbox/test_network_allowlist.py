@@ -302,3 +302,79 @@ def test_git_ssh_proxy_command_tunnels_to_allowed_hosts_only(rf: Runner) -> None
         assert "blocked example.com:22 not in the allowlist" in r.stdout
     finally:
         echo.close()
+
+
+def test_a_host_application_is_asked_about_names_off_the_list(listener: Listener) -> None:
+    ws = Path(tempfile.mkdtemp(prefix="ringfence-ask-", dir="/var/tmp"))
+    asked: list[tuple[str, int]] = []
+    answers = iter(["session", "never"])
+
+    def on_network_request(host: str, port: int) -> str:
+        asked.append((host, port))
+        return next(answers)
+
+    policy = Policy(
+        workspace=str(ws),
+        network=Network.ALLOWLIST,
+        allow_domains=("pypi.org",),
+        deny_domains=("denied.localhost",),
+        allow_local_targets=True,
+    )
+    curl = "curl --noproxy '' -sS -m 10 http://{}:{}/; echo"
+    try:
+        with Session(policy, on_network_request=on_network_request) as s:
+            for _ in range(2):  # the session answer is remembered: asked once
+                r = s.run(
+                    curl.format("localhost", listener.port),
+                    shell=True,
+                    capture_output=True,
+                    text=True,
+                )
+                assert "hello" in r.stdout, r.stdout
+            assert asked == [("localhost", listener.port)]
+            other = Listener()
+            try:
+                r = s.run(
+                    curl.format("localhost", other.port), shell=True, capture_output=True, text=True
+                )
+                assert "refused when asked" in r.stdout
+                assert other.received == []
+            finally:
+                other.close()
+            r = s.run(
+                curl.format("denied.localhost", listener.port),
+                shell=True,
+                capture_output=True,
+                text=True,
+            )
+            assert "denied by 'denied.localhost'" in r.stdout  # a deny is never asked about
+            assert len(asked) == 2
+            assert len(listener.received) == 2
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+def test_cli_ask_on_the_terminal(rf: Runner, listener: Listener) -> None:
+    from test_session import _drive_cli
+
+    ws = rf.mkdir()
+    code, out = _drive_cli(
+        rf,
+        [
+            "run",
+            "--network",
+            "allowlist",
+            "--allow-local-targets",
+            "--ask",
+            "--",
+            "sh",
+            "-c",
+            f"curl --noproxy '' -sS -m 20 http://localhost:{listener.port}/",
+        ],
+        ws,
+        feed=b"o\n",
+    )
+    assert code == 0, out
+    assert f"wants localhost:{listener.port}" in out and "hello" in out
+    r = rf("run", "--network", "allowlist", "--ask", "--", "true", cwd=ws)
+    assert r.returncode == 2 and "--ask needs a terminal" in r.stderr

@@ -421,6 +421,13 @@ def test_the_api_as_an_unprivileged_user(rf: Runner) -> None:
     assert "timeout ok" in r.stdout and "spawn x 0" in r.stdout
 
 
+def _controlling_terminal() -> None:
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 def _drive_cli(rf: Runner, args: list[str], ws: Path, feed: bytes = b"") -> tuple[int, str]:
     master, slave = pty.openpty()
     import fcntl
@@ -436,6 +443,7 @@ def _drive_cli(rf: Runner, args: list[str], ws: Path, feed: bytes = b"") -> tupl
         stdout=slave,
         stderr=slave,
         start_new_session=True,
+        preexec_fn=_controlling_terminal,  # noqa: PLW1509 - the test process forks no threads
         **rf.popen_kwargs(),  # type: ignore[arg-type]
     )
     os.close(slave)

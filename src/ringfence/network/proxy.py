@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ringfence.network.addrguard import why_blocked
-from ringfence.policy.netrules import NetRules
+from ringfence.policy.netrules import Decision, NetRules
 
 MAX_HEAD = 64 * 1024
 CHUNK = 256 * 1024
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+# Asked about a name the allowlist does not cover: "once", "session", "deny" or "never".
+Asker = Callable[[str, int], Awaitable[str]]
+NOT_LISTED = "not in the allowlist"
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,16 @@ class DomainProxy:
         on_event: Callable[[NetEvent], None] | None = None,
         resolver: Resolver = system_resolver,
         connect_timeout: float = 30.0,
+        ask: Asker | None = None,
     ) -> None:
         self.rules = rules
         self.allow_local = allow_local
         self.on_event = on_event
         self.resolver = resolver
         self.connect_timeout = connect_timeout
+        self.ask = ask
+        self.answers: dict[tuple[str, int], bool] = {}  # "for the session" answers
+        self._asking = asyncio.Lock()
 
     async def serve(self, sock: socket.socket) -> asyncio.Server:
         return await asyncio.start_server(self.handle, sock=sock, limit=MAX_HEAD)
@@ -98,6 +105,8 @@ class DomainProxy:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Decide on the name, then resolve, check and connect to the checked address."""
         decision = self.rules.decide(host, port)
+        if not decision.allowed and decision.rule == NOT_LISTED and self.ask is not None:
+            decision = await self._ask(host, port)
         if not decision.allowed:
             self._event(host, port, allowed=False, rule=decision.rule, protocol=protocol)
             raise Refused(f"{host}:{port} {decision.rule}")
@@ -137,6 +146,28 @@ class DomainProxy:
             protocol=protocol,
         )
         raise ConnectionRefusedError(f"{host}:{port}: {last or 'no address'}")
+
+    async def _ask(self, host: str, port: int) -> Decision:
+        """A name the allowlist does not cover, with someone to ask: once, for the session,
+        or no. One question at a time; a session answer is not asked again."""
+        assert self.ask is not None
+        async with self._asking:
+            key = (host.lower().rstrip("."), port)
+            if key in self.answers:
+                allowed = self.answers[key]
+                return Decision(allowed, "allowed for the session" if allowed else "refused")
+            try:
+                answer = await self.ask(host, port)
+            except Exception as e:  # a failing callback must not open anything
+                return Decision(False, f"not in the allowlist (asking failed: {e})")
+            if answer == "session":
+                self.answers[key] = True
+                return Decision(True, "allowed for the session")
+            if answer == "once":
+                return Decision(True, "allowed once")
+            if answer == "never":
+                self.answers[key] = False
+            return Decision(False, "refused when asked")
 
     def _event(
         self,

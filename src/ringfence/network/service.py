@@ -28,10 +28,16 @@ class ProxyService:
         *,
         allow_local: bool = False,
         forwards: Sequence[tuple[socket.socket, int]] = (),
+        ask: Callable[[str, int], str] | None = None,
     ) -> None:
         self.events: list[NetEvent] = []
         self._lock = threading.Lock()
-        self.proxy = DomainProxy(rules, allow_local=allow_local, on_event=self._record)
+        self.proxy = DomainProxy(
+            rules,
+            allow_local=allow_local,
+            on_event=self._record,
+            ask=_in_thread(ask) if ask is not None else None,
+        )
         self.loop = asyncio.new_event_loop()
         self._listener = listener
         self._forwards = list(forwards)
@@ -100,3 +106,15 @@ def _forwarder(
         writer.close()
 
     return handle
+
+
+def _in_thread(ask: Callable[[str, int], str]) -> Callable[[str, int], Awaitable[str]]:
+    """The host application's question (it may block on a person) off the proxy's loop."""
+
+    async def asking(host: str, port: int) -> str:
+        answer: object = await asyncio.get_running_loop().run_in_executor(None, ask, host, port)
+        if answer is True:
+            return "once"
+        return answer if isinstance(answer, str) else "deny"
+
+    return asking
