@@ -378,3 +378,19 @@ def test_cli_ask_on_the_terminal(rf: Runner, listener: Listener) -> None:
     assert f"wants localhost:{listener.port}" in out and "hello" in out
     r = rf("run", "--network", "allowlist", "--ask", "--", "true", cwd=ws)
     assert r.returncode == 2 and "--ask needs a terminal" in r.stderr
+
+
+def test_the_proxy_ends_with_the_session() -> None:
+    ws = Path(tempfile.mkdtemp(prefix="ringfence-proxy-end-", dir="/var/tmp"))
+    try:
+        policy = Policy(workspace=str(ws), network=Network.ALLOWLIST, allow_domains=("pypi.org",))
+        s = Session(policy).start()
+        conn = s._conn
+        assert conn is not None and conn.proxy is not None
+        service = conn.proxy
+        assert service.thread.is_alive()
+        s.close()
+        assert not service.thread.is_alive()
+        assert not any(t.name == "ringfence-proxy" and t.is_alive() for t in threading.enumerate())
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)

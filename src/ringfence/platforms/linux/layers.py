@@ -79,6 +79,15 @@ def layers(report: Report, plan: LinuxPlan | None, refusal: str | None, *, uid: 
             if plan.guard_enabled
             else "off: no protected names or paths in this policy",
         ),
+        Layer(
+            "network proxy",
+            ns_ok,
+            plan.proxy_port is not None,
+            f"the only way out: 127.0.0.1:{plan.proxy_port}, {len(plan.allow_domains)} allowed "
+            f"and {len(plan.deny_domains)} denied names"
+            if plan.proxy_port is not None
+            else f"not used (network {plan.network})",
+        ),
         _process_layer(plan, uid),
         _memory_layer(plan),
         Layer(
