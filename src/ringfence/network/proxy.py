@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -348,8 +350,30 @@ async def pipe(
     b_r: asyncio.StreamReader,
     b_w: asyncio.StreamWriter,
 ) -> None:
-    """Copy both ways until both sides are done; a half-close is passed on."""
+    """Copy both ways until both sides are done; a half-close is passed on.
 
+    Where the kernel offers ``splice`` the bytes move socket -> pipe -> socket without ever
+    entering Python; otherwise (or if the streams cannot be taken over) they are copied.
+    """
+    if hasattr(os, "splice"):
+        a = _take_over(a_r, a_w)
+        b = _take_over(b_r, b_w) if a is not None else None
+        if a is not None and b is not None:
+            await _splice_both(a, b)
+            return
+        for taken in (a, b):
+            if taken is not None:  # could not take both: nothing was moved yet, give back
+                taken[0].close()
+                return  # (only when a transport misbehaves; the connection is dropped)
+    await _copy_both(a_r, a_w, b_r, b_w)
+
+
+async def _copy_both(
+    a_r: asyncio.StreamReader,
+    a_w: asyncio.StreamWriter,
+    b_r: asyncio.StreamReader,
+    b_w: asyncio.StreamWriter,
+) -> None:
     async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(CHUNK):
@@ -366,3 +390,99 @@ async def pipe(
         b_w.close()
         with contextlib.suppress(ConnectionError, OSError):
             await b_w.wait_closed()
+
+
+def _take_over(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> tuple[socket.socket, bytes] | None:
+    """The stream's socket (a duplicate, non-blocking) and the bytes already read into the
+    stream's buffer; the stream's transport is closed. None if it still has bytes to write."""
+    transport = writer.transport
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_write_buffer_size():
+        return None
+    transport.pause_reading()  # type: ignore[attr-defined]
+    buffered = getattr(reader, "_buffer", None)
+    if not isinstance(buffered, bytearray):
+        transport.resume_reading()  # type: ignore[attr-defined]
+        return None
+    leftover = bytes(buffered)
+    buffered.clear()
+    dup = socket.socket(fileno=os.dup(sock.fileno()))
+    dup.setblocking(False)
+    transport.abort()  # closes the transport's descriptor; the duplicate keeps the connection
+    return dup, leftover
+
+
+async def _splice_both(a: tuple[socket.socket, bytes], b: tuple[socket.socket, bytes]) -> None:
+    loop = asyncio.get_running_loop()
+    (sa, left_a), (sb, left_b) = a, b
+    try:
+        if left_a:
+            await loop.sock_sendall(sb, left_a)
+        if left_b:
+            await loop.sock_sendall(sa, left_b)
+        await asyncio.gather(_splice_one(loop, sa, sb), _splice_one(loop, sb, sa))
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        sa.close()
+        sb.close()
+
+
+async def _wait(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, write: bool) -> None:
+    fut: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    if write:
+        loop.add_writer(fd, ready)
+    else:
+        loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def _splice_one(
+    loop: asyncio.AbstractEventLoop, src: socket.socket, dst: socket.socket
+) -> None:
+    """``src`` to ``dst`` through a kernel pipe until ``src`` ends; then half-close ``dst``."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    flags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, F_SETPIPE_SZ, CHUNK * 4)
+        while True:
+            try:
+                n = os.splice(src.fileno(), w, CHUNK * 4, flags=flags)
+            except BlockingIOError:
+                await _wait(loop, src, write=False)
+                continue
+            if n == 0:
+                break
+            while n:
+                try:
+                    n -= os.splice(r, dst.fileno(), n, flags=flags)
+                except BlockingIOError:
+                    await _wait(loop, dst, write=True)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+    except (ConnectionError, OSError):
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_RDWR)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+SPLICE_F_MOVE = 1
+SPLICE_F_NONBLOCK = 2
+F_SETPIPE_SZ = 1031
