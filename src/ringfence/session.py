@@ -544,10 +544,7 @@ class Session:
             size = pty if isinstance(pty, tuple) else _terminal_size()
             msg["pty"] = [size[0], size[1]]
         else:
-            try:
-                fds, ours, to_close = _stdio(stdin, stdout, stderr)
-            except BaseException:
-                raise
+            fds, ours, to_close = _stdio(stdin, stdout, stderr)
         started_at = time.monotonic()
         try:
             pending = conn.submit(msg, fds)
