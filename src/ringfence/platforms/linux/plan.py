@@ -199,9 +199,20 @@ def _protected_targets(
         uniq.setdefault(p, why)
     ordered = sorted(uniq, key=lambda p: (p.count("/"), p))
     kept: list[tuple[str, str]] = []
+    kept_set: set[str] = set()
     for p in ordered:
-        if not any(_under(p, k) for k, _ in kept):
+        # Shallower paths come first, so an enclosing protected path is already kept: look up
+        # each ancestor (linear in depth) instead of comparing with every kept path.
+        anc, covered = p, False
+        while not covered:
+            covered = anc in kept_set
+            parent = os.path.dirname(anc)
+            if parent == anc:
+                break
+            anc = parent
+        if not covered:
             kept.append((p, uniq[p]))
+            kept_set.add(p)
     return kept
 
 
@@ -469,7 +480,8 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         )
     env = build_environment(facts.env, policy.env, extra_env)
     protected_paths = [p for p, _ in protected]
-    protected_paths.extend(p for p in policy.protected if p not in protected_paths)
+    seen = set(protected_paths)
+    protected_paths.extend(p for p in policy.protected if p not in seen)
     if policy.mode is Mode.READ_ONLY:
         notes.append("read-only: only the private /tmp and /dev/shm are writable")
     return replace(

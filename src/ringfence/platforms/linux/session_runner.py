@@ -31,6 +31,7 @@ import struct
 import subprocess
 import sys
 import termios
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -55,6 +56,7 @@ CLONE_NEWPID = 0x20000000
 PR_SET_CHILD_SUBREAPER = 36
 _HANDLED = (*runner.FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
 KILL_TREE = 255  # on the control pipe: end the command's whole tree (reduced isolation)
+PREPARE_DELAY = 0.02  # seconds after a command starts before its successor's init is made
 # Live per-command namespaces allowed in the sandbox's user namespace: the runner makes one
 # pid and one mount namespace per command. Commands themselves cannot make any (no
 # capabilities, and the seccomp filter), and every other kind stays capped at 0.
@@ -161,6 +163,7 @@ class _Server:
         self.by_id: dict[int, _Command] = {}
         self.idle: dict[int, _Init] = {}  # prepared inits not yet given a command
         self.zygote: _Init | None = None
+        self.zygote_due: float | None = None
         self.program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
         self.ruleset_fd = (
             landlock.create_ruleset(plan.landlock) if plan.landlock is not None else -1
@@ -183,10 +186,15 @@ class _Server:
         self.zygote = self._fork_init(None)
         sock_fd = self.sock.fileno()
         while True:
+            wait = None
+            if self.zygote_due is not None:
+                wait = max(0.0, self.zygote_due - time.monotonic())
             try:
-                ready, _, _ = select.select([sock_fd, self.wake_r], [], [])
+                ready, _, _ = select.select([sock_fd, self.wake_r], [], [], wait)
             except InterruptedError:
                 continue
+            if self.zygote_due is not None and time.monotonic() >= self.zygote_due:
+                self._prepare_next()
             if self.wake_r in ready:
                 try:
                     os.read(self.wake_r, 4096)
@@ -248,6 +256,7 @@ class _Server:
             return
         zygote = self.zygote or self._fork_init(None)
         self.zygote = None
+        self.zygote_due = None
         if zygote is None:
             self._send({"id": cid, "error": "cannot start the command: fork failed"})
             return
@@ -260,7 +269,15 @@ class _Server:
             os.close(fd)
         fds.clear()
         self._register(cid, zygote)
-        self.zygote = self._fork_init(None)  # the next command's, made while this one runs
+        # The next command's init: prepared once this command has had the CPU to start (when
+        # its init exits, or shortly after), not while it execs; a request that comes first
+        # gets one made on the spot.
+        self.zygote_due = time.monotonic() + PREPARE_DELAY
+
+    def _prepare_next(self) -> None:
+        self.zygote_due = None
+        if self.zygote is None:
+            self.zygote = self._fork_init(None)
 
     def _register(self, cid: int, init: _Init | None) -> None:
         if init is None:
@@ -320,6 +337,8 @@ class _Server:
                 continue
             self.by_id.pop(cmd.id, None)
             os.close(cmd.ctl_w)
+            if self.zygote_due is not None:
+                self._prepare_next()
             if os.WIFSIGNALED(status):  # killed before it could report (a timeout's kill)
                 self._send({"id": cmd.id, "signal": os.WTERMSIG(status), "killed": True})
             elif os.WEXITSTATUS(status) != 0:
