@@ -448,7 +448,10 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     if network is Network.ALLOWLIST:
         extra_env.update(proxy_environment(PROXY_PORT))
         if "GIT_SSH_COMMAND" not in facts.env:
+            from ringfence.network.connect import ENV_NAME, SOURCE
+
             extra_env["GIT_SSH_COMMAND"] = git_ssh_command()
+            extra_env[ENV_NAME] = SOURCE
         proxy |= {
             "proxy_port": PROXY_PORT,
             "allow_domains": policy.allow_domains,
@@ -512,22 +515,12 @@ PROXY_PORT = 3128  # inside the sandbox's own network namespace, so never taken
 
 def git_ssh_command() -> str:
     """ssh for git, reaching allowed hosts (``--allow-domain github.com:22``) through the
-    proxy: a ProxyCommand that runs ringfence's own connector with this interpreter."""
+    proxy: a ProxyCommand that runs ringfence's connector (see network/connect.py)."""
     import shlex
-    import sys
 
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    package_root = os.path.dirname(os.path.dirname(here))
-    connector = shlex.join(
-        [
-            "env",
-            f"PYTHONPATH={package_root}",
-            sys.executable,
-            "-m",
-            "ringfence.network.connect",
-        ]
-    )
-    return f"ssh -o ProxyCommand={shlex.quote(connector + ' %h %p')}"
+    from ringfence.network.connect import proxy_command
+
+    return f"ssh -o ProxyCommand={shlex.quote(proxy_command())}"
 
 
 def proxy_environment(port: int) -> dict[str, str]:
