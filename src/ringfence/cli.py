@@ -104,6 +104,12 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         help="with --network allowlist: never this name (wins over --allow-domain; every port)",
     )
     g.add_argument(
+        "--no-tool-caches",
+        action="store_true",
+        help="do not point pip, uv, npm, yarn, pnpm, cargo, go, gradle and maven at ringfence's "
+        "own writable cache ($XDG_CACHE_HOME/ringfence/cache)",
+    )
+    g.add_argument(
         "--expose-port",
         metavar="PORT",
         type=int,
@@ -239,6 +245,7 @@ def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
         deny_domains=tuple(ns.deny_domain),
         allow_local_targets=ns.allow_local_targets,
         expose_ports=tuple(ns.expose_port),
+        tool_caches=not ns.no_tool_caches,
         limits=limits_from_args(ns.limit),
         landlock_min_abi=ns.landlock_min_abi,
         isolation=Isolation(ns.isolation),

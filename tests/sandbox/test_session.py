@@ -241,6 +241,7 @@ def test_no_leaks_over_many_commands(ws: Path) -> None:
         runner = int(Path(f"/proc/{conn.runner_pid}/task/{conn.runner_pid}/children").read_text())
 
         def snapshot() -> tuple[int, int, int]:
+            time.sleep(0.3)  # the runner prepares the next command's init: let it settle
             rss = next(
                 int(ln.split()[1])
                 for ln in Path(f"/proc/{runner}/status").read_text().splitlines()

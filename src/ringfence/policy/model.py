@@ -151,6 +151,8 @@ class Policy:
     # Host services reachable on purpose: 127.0.0.1:PORT inside reaches the host's
     # 127.0.0.1:PORT (a dev database, a local model server); nothing else on its loopback.
     expose_ports: tuple[int, ...] = ()
+    # Package-manager caches redirected to ringfence's own writable directory (see caches.py).
+    tool_caches: bool = True
     env: EnvPolicy = field(default_factory=EnvPolicy)
     limits: Limits = field(default_factory=Limits)
     # Refuse to run unless the kernel's Landlock ABI is at least this (e.g. 6 for the signal

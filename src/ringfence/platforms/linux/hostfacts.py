@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ringfence.platforms.linux import cgroups
-from ringfence.policy import defaults
+from ringfence.policy import caches, defaults
 from ringfence.policy.model import Policy
 
 # Bounds for the .git/modules listing (submodules of submodules ...).
@@ -47,6 +47,8 @@ class HostFacts:
     # the controllers that are not there are not
     cgroups: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     cgroup_note: str = ""
+    # ringfence's own package-manager cache directory (made if missing), or None
+    cache_root: str | None = None
 
     def info(self, path: str) -> PathInfo | None:
         return self.paths.get(path)
@@ -130,6 +132,11 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     home = env.get("HOME") or None
     if home:
         home = os.path.realpath(home)
+    cache_dir = None
+    if policy.sandboxed and policy.tool_caches and policy.writable_paths():
+        root = caches.cache_root(env, home)
+        if root is not None and caches.ensure(root):
+            cache_dir = os.path.realpath(root)
     gitdirs: dict[str, str] = {}
     commondirs: dict[str, str] = {}
     modules: dict[str, tuple[str, ...]] = {}
@@ -184,4 +191,5 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         modules=modules,
         cgroups={c: (s.version, s.parent) for c, s in sites.items()},
         cgroup_note=cgroup_note,
+        cache_root=cache_dir,
     )

@@ -16,6 +16,7 @@ from ringfence.errors import PolicyError, UnsupportedError
 from ringfence.platforms.linux import landlock, seccomp
 from ringfence.platforms.linux.hostfacts import HostFacts
 from ringfence.policy import defaults
+from ringfence.policy.caches import cache_environment
 from ringfence.policy.environment import build_environment, scrubbed_names
 from ringfence.policy.model import Isolation, Limits, Mode, Network, Policy
 
@@ -317,6 +318,13 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         info = facts.info(r)
         if info is None or info.kind != "dir":
             raise PolicyError(f"policy: writable root {r} does not exist or is not a directory")
+    cache_env: dict[str, str] = {}
+    if facts.cache_root is not None and roots and not _within_any(facts.cache_root, roots):
+        roots = (*roots, facts.cache_root)
+        cache_env = cache_environment(facts.cache_root, facts.env)
+    base = replace(
+        base, env=build_environment(facts.env, policy.env, {**sandbox_vars, **cache_env})
+    )
     if policy.isolation is Isolation.REDUCED:
         if network is Network.ALLOWLIST:
             raise UnsupportedError(
@@ -481,7 +489,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             + ", ".join(str(p) for p in proxy["expose_ports"])
             + " inside reach the same ports on the host's loopback"
         )
-    env = build_environment(facts.env, policy.env, extra_env)
+    env = build_environment(facts.env, policy.env, {**cache_env, **extra_env})
     protected_paths = [p for p, _ in protected]
     seen = set(protected_paths)
     protected_paths.extend(p for p in policy.protected if p not in seen)

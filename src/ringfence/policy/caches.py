@@ -1,0 +1,58 @@
+"""Package-manager caches that work inside the sandbox without opening the user's own.
+
+The user's caches live under ``$HOME``, which the sandbox shows read-only: pip, npm and cargo
+then either fail or silently run without a cache. Pointing each tool at a directory of
+ringfence's own (``$XDG_CACHE_HOME/ringfence/cache/<tool>``), writable inside the sandbox, makes
+installs work and fast again, while the user's real caches stay untouched and the host's own
+tools never read what a sandboxed command wrote there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+
+def cache_root(env: Mapping[str, str], home: str | None) -> str | None:
+    base = env.get("XDG_CACHE_HOME")
+    if not base or not os.path.isabs(base):
+        if not home:
+            return None
+        base = os.path.join(home, ".cache")
+    return os.path.join(base, "ringfence", "cache")
+
+
+TOOLS = ("pip", "uv", "npm", "yarn", "pnpm", "cargo", "go", "gradle", "maven")
+
+
+def cache_environment(root: str, caller_env: Mapping[str, str]) -> dict[str, str]:
+    """The variables each tool reads for its cache (and only its cache, where it has one)."""
+    d = {tool: os.path.join(root, tool) for tool in TOOLS}
+    maven = f"-Dmaven.repo.local={d['maven']}"
+    if caller_env.get("MAVEN_OPTS"):
+        maven = f"{caller_env['MAVEN_OPTS']} {maven}"
+    return {
+        "PIP_CACHE_DIR": d["pip"],
+        "UV_CACHE_DIR": d["uv"],
+        "npm_config_cache": d["npm"],
+        "YARN_CACHE_FOLDER": d["yarn"],
+        "npm_config_store_dir": d["pnpm"],
+        # cargo keeps its registry and git caches in CARGO_HOME (rustup's toolchains stay in
+        # RUSTUP_HOME); binaries installed with `cargo install` land here too.
+        "CARGO_HOME": d["cargo"],
+        "GOMODCACHE": os.path.join(d["go"], "mod"),
+        "GOCACHE": os.path.join(d["go"], "build"),
+        "GRADLE_USER_HOME": d["gradle"],
+        "MAVEN_OPTS": maven,
+    }
+
+
+def ensure(root: str) -> bool:
+    """Create the cache directories (private to the user); False if that is not possible."""
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        for tool in TOOLS:
+            os.makedirs(os.path.join(root, tool), mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    return True
