@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="kill the command (and everything it started) after SECONDS",
     )
     run.add_argument(
+        "--no-audit",
+        action="store_true",
+        help="do not record this command in the audit log ($XDG_STATE_HOME/ringfence/audit.jsonl)",
+    )
+    run.add_argument(
         "--ask",
         action="store_true",
         help="with --network allowlist: ask on the terminal before refusing a host the "
@@ -206,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     _policy_flags(explain)
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.add_argument("argv", nargs=argparse.REMAINDER, metavar="[-- CMD]")
+    audit = sub.add_parser("audit", help="read the audit log")
+    audit.add_argument("--since", metavar="TIME", help="records at or after TIME (ISO 8601, UTC)")
+    audit.add_argument("--json", action="store_true", help="one JSON record per line")
+    audit.add_argument("--follow", action="store_true", help="keep printing new records")
+    audit.add_argument("--file", metavar="PATH", help="another audit log than the default")
     doctor = sub.add_parser("doctor", help="report what this kernel can enforce")
     _policy_flags(doctor)
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
@@ -328,6 +338,7 @@ def cmd_shell(ns: argparse.Namespace) -> int:
     ns.timeout = None
     ns.tty = True
     ns.ask = False
+    ns.no_audit = False
     return cmd_run(ns)
 
 
@@ -349,7 +360,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
         ask = tty_asker()
     if plan.sandboxed:
-        outcome = process.run_sandboxed(plan, argv, ns.timeout, tty=ns.tty, ask=ask)
+        outcome = process.run_sandboxed(
+            plan, argv, ns.timeout, tty=ns.tty, ask=ask, audit=not ns.no_audit
+        )
     else:
         outcome = process.run_unconfined(argv, dict(plan.env), cwd, ns.timeout)
     if outcome.message:
@@ -358,6 +371,24 @@ def cmd_run(ns: argparse.Namespace) -> int:
             prefix = "ringfence: cannot enforce the policy: "
         print(prefix + outcome.message, file=sys.stderr)
     return outcome.returncode
+
+
+def cmd_audit(ns: argparse.Namespace) -> int:
+    import time
+
+    from ringfence.audit import AuditLog, format_record
+
+    log = AuditLog(ns.file)
+    seen = 0
+    while True:
+        records = list(log.records(since=ns.since))
+        for record in records[seen:]:
+            print(json.dumps(record, sort_keys=True) if ns.json else format_record(record))
+        sys.stdout.flush()
+        if not ns.follow:
+            return 0
+        seen = len(records)
+        time.sleep(0.5)
 
 
 def cmd_explain(ns: argparse.Namespace) -> int:
@@ -409,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(ns)
         if ns.command == "shell":
             return cmd_shell(ns)
+        if ns.command == "audit":
+            return cmd_audit(ns)
         if ns.command == "explain":
             return cmd_explain(ns)
         return cmd_doctor(ns)

@@ -61,6 +61,7 @@ def run_sandboxed(
     *,
     tty: bool = False,
     ask: Callable[[str, int], str] | None = None,
+    audit: bool = True,
 ) -> Outcome:
     """Run ``argv`` under ``plan`` in a one-command session; blocks until the sandbox is gone.
 
@@ -72,7 +73,7 @@ def run_sandboxed(
     from ringfence.session import Session
 
     try:
-        session = Session(plan=plan, on_network_request=ask, _fork=True).start()
+        session = Session(plan=plan, on_network_request=ask, audit=audit, _fork=True).start()
     except UnsupportedError as e:
         return Outcome(EXIT_INTERNAL, message=str(e), error_kind="UnsupportedError")
     except RingfenceError as e:

@@ -31,6 +31,7 @@ from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.model import Policy
 
 if TYPE_CHECKING:
+    from ringfence.audit import AuditLog
     from ringfence.network.proxy import NetEvent
     from ringfence.network.service import ProxyService
     from ringfence.platforms.linux.cgroups import RunCgroup
@@ -99,10 +100,18 @@ class _Connection:
     """One runner: its socket, its process, its reader thread and the commands in flight."""
 
     def __init__(
-        self, plan: LinuxPlan, *, fork: bool, ask: Callable[[str, int], str] | None = None
+        self,
+        plan: LinuxPlan,
+        *,
+        fork: bool,
+        ask: Callable[[str, int], str] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.plan = plan
         self.ask = ask
+        self.audit = audit
+        self.session_id = os.urandom(6).hex()
+        self._audit_failed = False
         self.lock = threading.Lock()
         self.pending: dict[int, _Pending] = {}
         self.next_id = 1
@@ -234,6 +243,50 @@ class _Connection:
             self.pending.pop(p.id, None)
         p.finish(msg)
 
+    def audit_command(self, proc: Process, error: str | None) -> None:
+        if self.audit is None:
+            return
+        from ringfence import audit
+
+        record = audit.command_record(
+            session=self.session_id,
+            argv=proc.argv,
+            cwd=proc.cwd,
+            policy_digest=self.policy_digest,
+            returncode=proc.returncode,
+            duration=proc.duration,
+            timed_out=proc.timed_out,
+            network=proc.network_events,
+            error=error,
+        )
+        self._audit_write(record)
+
+    def audit_network(self, event: NetEvent) -> None:
+        if self.audit is not None:
+            from ringfence import audit
+
+            self._audit_write(audit.network_record(self.session_id, event))
+
+    def _audit_write(self, record: dict[str, Any]) -> None:
+        assert self.audit is not None
+        try:
+            self.audit.write(record)
+        except OSError as e:
+            if not self._audit_failed:  # say it once; the command's result is not lost
+                self._audit_failed = True
+                print(
+                    f"ringfence: cannot write the audit log {self.audit.path}: {e}", file=sys.stderr
+                )
+
+    @property
+    def policy_digest(self) -> str:
+        from ringfence import audit
+
+        data = self.plan.to_dict()
+        data["env"] = sorted(data["env"])  # names only: values never reach the log
+        data.pop("cwd", None)
+        return audit.digest(data)
+
     def _start_network(self, fds: list[int]) -> None:
         """Serve the sockets the runner made in the sandbox's network namespace: the proxy's
         (with an allowlist) first, then one per exposed host port."""
@@ -249,6 +302,7 @@ class _Connection:
             allow_local=self.plan.allow_local_targets,
             forwards=list(zip(socks, self.plan.expose_ports, strict=True)),
             ask=self.ask,
+            on_event=self.audit_network,
         )
 
     def _fail_all(self, why: str) -> None:
@@ -344,6 +398,8 @@ class Process:
         self._conn = conn
         self._pending = pending
         self.args = args
+        self.argv: list[str] = []
+        self.cwd: str | None = None
         self.stdin: IO[Any] | None = stdin
         self.stdout: IO[Any] | None = stdout
         self.stderr: IO[Any] | None = stderr
@@ -391,13 +447,17 @@ class Process:
             self.memory_limit_hit = self._conn.oom_kills() > self._oom_before
         if self._conn.proxy is not None:
             self.network_events = self._conn.proxy.events_since(self._net_from)
+        error = None
         if "exit" in report:
             self.returncode = int(report["exit"])
         elif "signal" in report:
             self.returncode = -int(report["signal"])
         else:
             self.returncode = -signal.SIGKILL
-            raise SandboxError(str(report.get("error", "the command failed in the sandbox")))
+            error = str(report.get("error", "the command failed in the sandbox"))
+        self._conn.audit_command(self, error)
+        if error is not None:
+            raise SandboxError(error)
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None and not self._pending.done.is_set():
@@ -456,6 +516,7 @@ class Session:
         cwd: str | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         on_network_request: Callable[[str, int], str] | None = None,
+        audit: bool | str = True,
         plan: LinuxPlan | None = None,
         _fork: bool = False,
     ) -> None:
@@ -476,6 +537,11 @@ class Session:
         self.plan = plan
         self.output_limit = output_limit
         self.on_network_request = on_network_request
+        self.audit: AuditLog | None = None
+        if audit:
+            from ringfence.audit import AuditLog
+
+            self.audit = AuditLog(audit if isinstance(audit, str) else None)
         self._fork = _fork
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
@@ -494,7 +560,9 @@ class Session:
                 old, self._conn = self._conn, None
                 old.close()
             if self._conn is None:
-                self._conn = _Connection(self.plan, fork=self._fork, ask=self.on_network_request)
+                self._conn = _Connection(
+                    self.plan, fork=self._fork, ask=self.on_network_request, audit=self.audit
+                )
             return self._conn
 
     def close(self) -> None:
@@ -562,8 +630,24 @@ class Session:
             for f in ours:
                 if f is not None:
                     f.close()
-            raise _start_error(report, argv)
+            err = _start_error(report, argv)
+            if conn.audit is not None:
+                from ringfence import audit
+
+                conn._audit_write(
+                    audit.command_record(
+                        session=conn.session_id,
+                        argv=argv,
+                        cwd=msg["cwd"] or self.plan.cwd,
+                        policy_digest=conn.policy_digest,
+                        returncode=None,
+                        duration=time.monotonic() - started_at,
+                        error=str(err),
+                    )
+                )
+            raise err
         proc = Process(conn, pending, args, ours, started_at)
+        proc.argv, proc.cwd = argv, msg["cwd"] or self.plan.cwd
         if text or encoding or errors:
             _wrap_text(proc, encoding or "utf-8", errors or "replace")
         return proc
@@ -609,10 +693,10 @@ class Session:
         try:
             drain.run(timeout)
         except subprocess.TimeoutExpired as e:
+            proc.timed_out = True
             proc.kill()  # the command's whole tree, not the session
             drain.abandon_input()
             drain.run(None)
-            proc.timed_out = True
             out, err, _, _ = drain.result()
             raise TimeoutExpired(
                 proc.args,

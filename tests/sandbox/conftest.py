@@ -41,6 +41,33 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("rf", users, indirect=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_xdg_dirs() -> Iterator[Path]:
+    """ringfence writes its caches and audit log under $XDG_CACHE_HOME and $XDG_STATE_HOME:
+    the tests point both at throwaway directories (per user), never at a real home."""
+    base = Path(tempfile.mkdtemp(prefix="ringfence-xdg-", dir="/var/tmp"))
+    base.chmod(0o755)
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "XDG_STATE_HOME")}
+    os.environ["XDG_CACHE_HOME"] = str(base / "self" / "cache")
+    os.environ["XDG_STATE_HOME"] = str(base / "self" / "state")
+    yield base
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _xdg_for(label: str, uid: int, gid: int) -> dict[str, str]:
+    base = Path(os.environ["XDG_CACHE_HOME"]).parent.parent / label
+    for sub in ("cache", "state"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+        os.chown(base, uid, gid)
+        os.chown(base / sub, uid, gid)
+    return {"XDG_CACHE_HOME": str(base / "cache"), "XDG_STATE_HOME": str(base / "state")}
+
+
 @pytest.fixture(scope="session")
 def world_readable_src() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="ringfence-src-", dir="/var/tmp"))
@@ -89,6 +116,7 @@ class Runner:
         }
         if self.pythonpath:
             env["PYTHONPATH"] = self.pythonpath
+        env.update(_xdg_for(self.label, self.uid, self.gid))
         env.update(extra or {})
         return env
 

@@ -22,17 +22,17 @@ PYPI = (
 
 
 def _cache_root(rf: Runner) -> Path:
-    return Path(rf.home) / ".cache" / "ringfence" / "cache"
+    return Path(rf.env()["XDG_CACHE_HOME"]) / "ringfence" / "cache"
 
 
 def test_caches_are_redirected_and_writable(rf: Runner) -> None:
     ws = rf.mkdir()
-    own = Path(rf.home) / ".cache" / "pip"
+    own = Path(rf.home) / ".cache" / "pip"  # the user's own cache, which must stay untouched
     before = own.stat().st_mtime_ns if own.exists() else None
     script = (
         "for v in PIP_CACHE_DIR npm_config_cache CARGO_HOME GOMODCACHE UV_CACHE_DIR; do "
         'eval d=\\$$v; echo "$v=$d"; done; touch "$PIP_CACHE_DIR/probe" && echo writable; '
-        'touch "$HOME/.cache/pip-probe" 2>/dev/null || echo home-read-only'
+        'touch "$HOME/.cache-probe" 2>/dev/null || echo home-read-only'
     )
     r = rf.sh(ws, script)
     assert r.returncode == 0, r.stderr

@@ -29,8 +29,10 @@ class ProxyService:
         allow_local: bool = False,
         forwards: Sequence[tuple[socket.socket, int]] = (),
         ask: Callable[[str, int], str] | None = None,
+        on_event: Callable[[NetEvent], None] | None = None,
     ) -> None:
         self.events: list[NetEvent] = []
+        self._on_event = on_event
         self._lock = threading.Lock()
         self.proxy = DomainProxy(
             rules,
@@ -50,6 +52,8 @@ class ProxyService:
     def _record(self, event: NetEvent) -> None:
         with self._lock:
             self.events.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
 
     def events_since(self, index: int) -> list[NetEvent]:
         with self._lock:

@@ -1,0 +1,205 @@
+"""The audit log: one JSON object per line, one record per command and per network decision.
+
+``$XDG_STATE_HOME/ringfence/audit.jsonl`` (default ``~/.local/state/ringfence``), private to
+the user. Each record is a single ``write`` to a file opened with O_APPEND, under an exclusive
+lock that also serialises rotation, so concurrent writers never interleave and a rotation never
+loses a record. A writer killed mid-write can leave at most a torn last line: the reader skips
+lines that are not complete JSON. No environment value is ever written, and argv is redacted
+of strings that look like credentials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+MAX_BYTES = 10 << 20
+KEEP = 3  # audit.jsonl.1 .. .3
+
+_SECRET_ARG = re.compile(
+    r"(?i)(?:"
+    r"gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{16,}"
+    r"|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}"
+    r"|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"
+    r")"
+)
+_SECRET_KV = re.compile(
+    r"(?i)((?:password|passwd|pwd|token|secret|api[_-]?key|access[_-]?key|auth)[^=:\s]*[=:])"
+    r"([^\s&]+)"
+)
+_URL_USERINFO = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
+REDACTED = "[REDACTED]"
+
+
+def redact(arg: str) -> str:
+    """``arg`` with token-like strings, ``key=secret`` values and URL credentials replaced."""
+    out = _SECRET_ARG.sub(REDACTED, arg)
+    out = _SECRET_KV.sub(lambda m: m.group(1) + REDACTED, out)
+    out = _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", out)
+    return _BEARER.sub(lambda m: m.group(1) + REDACTED, out)
+
+
+def default_path(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    base = env.get("XDG_STATE_HOME")
+    if not base or not os.path.isabs(base):
+        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "ringfence", "audit.jsonl")
+
+
+def digest(data: Mapping[str, Any]) -> str:
+    """A short, stable digest of a policy's plan (environment values excluded by the caller)."""
+    text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+class AuditLog:
+    def __init__(self, path: str | None = None, *, max_bytes: int = MAX_BYTES) -> None:
+        self.path = path or default_path()
+        self.max_bytes = max_bytes
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record, atomically; rotate first when the file is full."""
+        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = self._open_locked(flags)
+        try:
+            size = os.fstat(fd).st_size
+            if size and size + len(line) > self.max_bytes:
+                fd = self._rotate(fd, flags)
+            elif size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # a writer died mid-line: end its torn line first
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _open_locked(self, flags: int) -> int:
+        """The current file, opened and locked. A writer that waited while another rotated
+        finds its file renamed away and opens the new one."""
+        while True:
+            fd = os.open(self.path, flags, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(self.path)
+            except FileNotFoundError:
+                os.close(fd)
+                continue
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (current.st_dev, current.st_ino):
+                return fd
+            os.close(fd)
+
+    def _rotate(self, fd: int, flags: int) -> int:
+        """Shift audit.jsonl -> .1 -> .2 ... while holding the lock; return the new file's fd,
+        locked."""
+        for i in range(KEEP - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
+        os.replace(self.path, f"{self.path}.1")
+        new = os.open(self.path, flags, 0o600)
+        fcntl.flock(new, fcntl.LOCK_EX)
+        os.close(fd)
+        return new
+
+    def records(self, *, since: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every complete record, oldest first (rotated files included); torn lines skipped."""
+        paths = [f"{self.path}.{i}" for i in range(KEEP, 0, -1)] + [self.path]
+        for path in paths:
+            try:
+                f = open(path, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                continue
+            with f:
+                for raw in f:
+                    record = _parse(raw)
+                    if record is not None and (since is None or record.get("time", "") >= since):
+                        yield record
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    if not raw.endswith(b"\n"):
+        return None  # a writer died mid-line
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def command_record(
+    *,
+    session: str,
+    argv: Sequence[str],
+    cwd: str | None,
+    policy_digest: str,
+    returncode: int | None,
+    duration: float | None,
+    timed_out: bool = False,
+    network: Sequence[Any] = (),
+    error: str | None = None,
+) -> dict[str, Any]:
+    denied = [f"{e.host}:{e.port} ({e.rule})" for e in network if not e.allowed]
+    record: dict[str, Any] = {
+        "type": "command",
+        "time": now(),
+        "session": session,
+        "argv": [redact(a) for a in argv],
+        "cwd": cwd,
+        "policy": policy_digest,
+        "approval": "never-ask",
+        "exit": returncode,
+        "duration": None if duration is None else round(duration, 4),
+        "timed_out": timed_out,
+        "violations": {"network": denied},
+    }
+    if error:
+        record["error"] = error
+    return record
+
+
+def network_record(session: str, event: Any) -> dict[str, Any]:
+    return {
+        "type": "network",
+        "time": _dt.datetime.fromtimestamp(event.time, _dt.UTC).isoformat(timespec="milliseconds"),
+        "session": session,
+        "host": event.host,
+        "port": event.port,
+        "allowed": event.allowed,
+        "rule": event.rule,
+        "address": event.address,
+        "protocol": event.protocol,
+    }
+
+
+def format_record(record: Mapping[str, Any]) -> str:
+    """One line a person can scan; ``--json`` gives the record itself."""
+    when = str(record.get("time", "?"))
+    session = str(record.get("session", "?"))
+    if record.get("type") == "network":
+        verdict = "allowed" if record.get("allowed") else "BLOCKED"
+        return (
+            f"{when} {session} network {verdict} {record.get('host')}:{record.get('port')} "
+            f"({record.get('rule')})"
+        )
+    argv = " ".join(str(a) for a in record.get("argv", []))
+    status = record.get("error") or f"exit {record.get('exit')}"
+    if record.get("timed_out"):
+        status += ", timed out"
+    blocked = record.get("violations", {}).get("network") or []
+    extra = f", blocked {len(blocked)}" if blocked else ""
+    return f"{when} {session} command {argv!r} -> {status} in {record.get('duration')} s{extra}"
