@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
-from ringfence.policy import paths
+from ringfence.policy import config, paths
 from ringfence.policy.model import (
-    EnvPolicy,
     Isolation,
     Limits,
     Mode,
@@ -43,7 +42,7 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--mode",
         choices=[m.value for m in Mode],
-        default=Mode.WORKSPACE_WRITE.value,
+        default=None,
         help="read-only | workspace-write (default) | full-access (no boundary)",
     )
     g.add_argument(
@@ -151,7 +150,7 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--isolation",
         choices=[i.value for i in Isolation],
-        default=Isolation.NAMESPACES.value,
+        default=None,
         help="namespaces (default) | reduced: for hosts without user namespaces; weaker, "
         "see `ringfence explain --isolation reduced`",
     )
@@ -159,8 +158,18 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         "--landlock-min-abi",
         metavar="N",
         type=int,
-        default=1,
+        default=None,
         help="refuse to run unless the kernel's Landlock ABI is at least N",
+    )
+    g.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="use [profiles.NAME] of your config file ($XDG_CONFIG_HOME/ringfence/config.toml)",
+    )
+    g.add_argument(
+        "--ignore-project-config",
+        action="store_true",
+        help="do not read the workspace's .ringfence.toml (it can only tighten the policy)",
     )
     g.add_argument(
         "--limit",
@@ -211,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     _policy_flags(explain)
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.add_argument("argv", nargs=argparse.REMAINDER, metavar="[-- CMD]")
+    cfg = sub.add_parser("config", help="the effective policy and where each value came from")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    show = cfg_sub.add_parser("show", help="print the effective policy with its sources")
+    _policy_flags(show)
+    show.add_argument("--json", action="store_true", help="machine-readable output")
     audit = sub.add_parser("audit", help="read the audit log")
     audit.add_argument("--since", metavar="TIME", help="records at or after TIME (ISO 8601, UTC)")
     audit.add_argument("--json", action="store_true", help="one JSON record per line")
@@ -224,49 +238,94 @@ def build_parser() -> argparse.ArgumentParser:
 
 def policy_from_args(ns: argparse.Namespace) -> tuple[Policy, str]:
     """The validated policy and the command's working directory."""
-    mode = Mode(ns.mode)
+    policy, cwd, _ = layered_policy(ns)
+    return policy, cwd
+
+
+def layered_policy(ns: argparse.Namespace) -> tuple[Policy, str, config.Settings]:
+    """User config (and profile), then flags, then the project file (tighten only), then the
+    managed ceiling: the policy, the command's cwd, and where each value came from."""
     if ns.workspace:
         workspace = paths.existing_dir("--workspace", ns.workspace)
     else:
         workspace = os.path.realpath(os.getcwd())
-    # A link planted inside any writable area must not widen another writable root.
-    given = [paths.absolute("--writable", w) for w in ns.writable]
-    trusted = [workspace, *(os.path.realpath(g) for g in given)]
-    writable = [paths.writable_root("--writable", w, trusted) for w in given]
     cwd = paths.existing_dir("--cwd", ns.cwd) if ns.cwd else os.path.realpath(os.getcwd())
-    env_set: dict[str, str] = {}
-    for item in ns.env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise PolicyError(f"--env: {item!r} is not K=V")
-        env_set[key] = value
-    policy = Policy(
-        mode=mode,
-        workspace=workspace,
-        writable_roots=tuple(writable),
-        protected=tuple(paths.plain("--protect", p) for p in ns.protect),
-        deny_read=tuple(paths.plain("--deny-read", p) for p in ns.deny_read),
-        default_protected=not ns.no_default_protect,
-        default_deny_read=not ns.no_default_deny_read,
-        strict_git=ns.strict_git,
-        network=Network(ns.network) if ns.network else None,
-        allow_sockets=tuple(paths.plain("--allow-socket", p) for p in ns.allow_socket),
-        allow_domains=tuple(ns.allow_domain),
-        deny_domains=tuple(ns.deny_domain),
-        allow_local_targets=ns.allow_local_targets,
-        expose_ports=tuple(ns.expose_port),
-        tool_caches=not ns.no_tool_caches,
-        limits=limits_from_args(ns.limit),
-        landlock_min_abi=ns.landlock_min_abi,
-        isolation=Isolation(ns.isolation),
-        env=EnvPolicy(
-            inherit=not ns.clean_env,
-            keep=tuple(ns.keep_env),
-            unset=tuple(ns.unset_env),
-            set=env_set,
-        ),
-    )
-    return policy.validate(), cwd
+    settings = config.Settings()
+    config.load_user(settings, os.environ, ns.profile)
+    _flag_settings(ns, settings)
+    if not ns.ignore_project_config:
+        config.apply_project(settings, workspace)
+    policy = _policy_from_settings(settings, workspace)
+    ceiling = config.load_ceiling()
+    if ceiling is not None:
+        policy = ceiling.check(policy, audit=not getattr(ns, "no_audit", False))
+    return policy.validate(), cwd, settings
+
+
+def _flag_settings(ns: argparse.Namespace, s: config.Settings) -> None:
+    """Flags the user gave, on top of the config files: scalars replace, lists add."""
+    for key, value in (
+        ("mode", ns.mode),
+        ("network", ns.network),
+        ("isolation", ns.isolation),
+        ("landlock_min_abi", ns.landlock_min_abi),
+    ):
+        if value is not None:
+            s.set(key, value, "flag")
+    for key, flag_on, value in (
+        ("default_protected", ns.no_default_protect, False),
+        ("default_deny_read", ns.no_default_deny_read, False),
+        ("strict_git", ns.strict_git, True),
+        ("allow_local_targets", ns.allow_local_targets, True),
+        ("tool_caches", ns.no_tool_caches, False),
+    ):
+        if flag_on:
+            s.set(key, value, "flag")
+    for key, items in (
+        ("writable_roots", [paths.absolute("--writable", w) for w in ns.writable]),
+        ("protected", [paths.plain("--protect", p) for p in ns.protect]),
+        ("deny_read", [paths.plain("--deny-read", p) for p in ns.deny_read]),
+        ("allow_sockets", [paths.plain("--allow-socket", p) for p in ns.allow_socket]),
+        ("allow_domains", list(ns.allow_domain)),
+        ("deny_domains", list(ns.deny_domain)),
+        ("expose_ports", list(ns.expose_port)),
+    ):
+        s.add(key, items, "flag")
+    if ns.limit:
+        merged = dict(s.values.get("limits", {}))
+        merged.update(limit_changes(ns.limit))
+        s.set("limits", merged, "flag")
+    env_flags = ns.clean_env or ns.keep_env or ns.unset_env or ns.env
+    if env_flags:
+        env = dict(s.values.get("env", {}))
+        if ns.clean_env:
+            env["inherit"] = False
+        env["keep"] = [*env.get("keep", []), *ns.keep_env]
+        env["unset"] = [*env.get("unset", []), *ns.unset_env]
+        sets = dict(env.get("set", {}))
+        for item in ns.env:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise PolicyError(f"--env: {item!r} is not K=V")
+            sets[key] = value
+        env["set"] = sets
+        s.set("env", env, "flag")
+
+
+def _policy_from_settings(settings: config.Settings, workspace: str) -> Policy:
+    """Paths from config files are expanded (``~``) and checked like flags; a writable root
+    reached through a link planted inside another writable area is refused."""
+    v = settings.values
+    for key in ("protected", "deny_read", "allow_sockets"):
+        if key in v:
+            v[key] = [paths.plain(key, os.path.expanduser(p)) for p in v[key]]
+    if "writable_roots" in v:
+        given = [
+            paths.absolute("writable root", os.path.expanduser(w)) for w in v["writable_roots"]
+        ]
+        trusted = [workspace, *(os.path.realpath(g) for g in given)]
+        v["writable_roots"] = [paths.writable_root("writable root", w, trusted) for w in given]
+    return config.build_policy(settings, workspace)
 
 
 _LIMIT_KEYS = {
@@ -285,6 +344,11 @@ _LIFTABLE = {"processes", "memory", "open_files", "cpu_seconds", "file_size"}
 
 def limits_from_args(items: Sequence[str]) -> Limits:
     """``--limit KEY=VALUE`` flags on top of the default limits."""
+    return dataclasses.replace(Limits(), **limit_changes(items))  # type: ignore[arg-type]
+
+
+def limit_changes(items: Sequence[str]) -> dict[str, int | str | None]:
+    """``--limit KEY=VALUE`` flags as {Limits field: value}."""
     changes: dict[str, int | str | None] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -307,7 +371,7 @@ def limits_from_args(items: Sequence[str]) -> Limits:
             changes[field_name] = int(value)
         else:
             raise PolicyError(f"--limit: {key}={value!r} must be a positive whole number")
-    return dataclasses.replace(Limits(), **changes)  # type: ignore[arg-type]
+    return changes
 
 
 def _command(ns: argparse.Namespace, *, required: bool) -> list[str]:
@@ -371,6 +435,40 @@ def cmd_run(ns: argparse.Namespace) -> int:
             prefix = "ringfence: cannot enforce the policy: "
         print(prefix + outcome.message, file=sys.stderr)
     return outcome.returncode
+
+
+def cmd_config_show(ns: argparse.Namespace) -> int:
+    policy, cwd, settings = layered_policy(ns)
+    ceiling = config.load_ceiling()
+    rows = []
+    for f in dataclasses.fields(Policy):
+        value = getattr(policy, f.name)
+        if dataclasses.is_dataclass(value):
+            value = dataclasses.asdict(value)  # type: ignore[arg-type]
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif hasattr(value, "value"):
+            value = value.value
+        source = settings.sources.get(f.name, "default")
+        if f.name == "workspace":
+            source = "flag" if ns.workspace else "current directory"
+        if (
+            ceiling is not None
+            and f.name in ("protected", "deny_read")
+            and (set(getattr(ceiling, f.name)) & set(getattr(policy, f.name)))
+        ):
+            source += f" + managed {ceiling.path}"
+        rows.append({"key": f.name, "value": value, "source": source})
+    if ns.json:
+        out = {"cwd": cwd, "managed": ceiling.path if ceiling else None, "policy": rows}
+        json.dump(out, sys.stdout, indent=2, sort_keys=True, default=str)
+        print()
+        return 0
+    width = max(len(r["key"]) for r in rows)
+    for r in rows:
+        print(f"{r['key']:<{width}}  {json.dumps(r['value'], default=str)}  ({r['source']})")
+    print(f"managed ceiling: {ceiling.path if ceiling else 'none'}")
+    return 0
 
 
 def cmd_audit(ns: argparse.Namespace) -> int:
@@ -442,6 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_shell(ns)
         if ns.command == "audit":
             return cmd_audit(ns)
+        if ns.command == "config":
+            return cmd_config_show(ns)
         if ns.command == "explain":
             return cmd_explain(ns)
         return cmd_doctor(ns)

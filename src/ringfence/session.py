@@ -523,9 +523,13 @@ class Session:
         if plan is None:
             from ringfence.platforms.linux import hostfacts, landlock
             from ringfence.platforms.linux.plan import compile_linux
+            from ringfence.policy import config
 
             policy = policy if policy is not None else Policy(workspace=os.getcwd())
             policy = _with_default_workspace(policy)
+            ceiling = config.load_ceiling()  # the managed ceiling binds the API too
+            if ceiling is not None:
+                policy = ceiling.check(policy, audit=bool(audit))
             abi = landlock.abi_version() if policy.sandboxed else 0
             facts = hostfacts.gather(policy, env=os.environ, landlock_abi=abi)
             plan = compile_linux(policy, facts, cwd=cwd or policy.workspace)

@@ -129,7 +129,7 @@ def test_existing_tool_config_dirs_are_read_only(rf: Runner, name: str) -> None:
 )
 def test_existing_protected_files_are_read_only(rf: Runner, name: str) -> None:
     ws = rf.mkdir()
-    (ws / name).write_text("original\n")
+    (ws / name).write_text("# original\n")  # a comment: valid in every one of these formats
     _chown_tree(ws, rf)
     r = rf.sh(
         ws,
@@ -137,7 +137,7 @@ def test_existing_protected_files_are_read_only(rf: Runner, name: str) -> None:
         f"chmod 777 {name}; echo done",
     )
     assert r.stdout.strip() == "done"
-    assert (ws / name).read_text() == "original\n"
+    assert (ws / name).read_text() == "# original\n"
     assert not (ws / "x").exists()
     assert "Permission denied" in r.stderr  # the name guard answers first
 

@@ -1,0 +1,369 @@
+"""Configuration files: user settings, named profiles, an untrusted project file, a managed ceiling.
+
+Layers, lowest first:
+
+1. built-in defaults;
+2. the user's ``$XDG_CONFIG_HOME/ringfence/config.toml`` and, with ``--profile NAME``, its
+   ``[profiles.NAME]`` table on top;
+3. command-line flags (scalars replace, lists add);
+4. the project's ``.ringfence.toml`` in the workspace. It comes with the repository, so it is
+   **untrusted**: it may only tighten (add protected or deny-read paths and denied domains, turn
+   the network off or from on to an allowlist, lower limits, make git strict, choose read-only).
+   Anything that would loosen the policy is refused, naming the key;
+5. the managed ``/etc/ringfence/managed.toml``: a **ceiling** that nothing may exceed, not
+   user config, not flags, not the Python API. A policy above it is refused, not clamped.
+
+Every value remembers where it came from, for ``ringfence config show``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from ringfence.errors import PolicyError
+from ringfence.policy.model import EnvPolicy, Isolation, Limits, Mode, Network, Policy
+
+MANAGED_PATH = "/etc/ringfence/managed.toml"
+PROJECT_NAME = ".ringfence.toml"
+
+_LISTS = {
+    "writable_roots": str,
+    "protected": str,
+    "deny_read": str,
+    "allow_domains": str,
+    "deny_domains": str,
+    "allow_sockets": str,
+    "expose_ports": int,
+}
+_BOOLS = (
+    "strict_git",
+    "default_protected",
+    "default_deny_read",
+    "allow_local_targets",
+    "tool_caches",
+)
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": tuple(m.value for m in Mode),
+    "network": tuple(n.value for n in Network),
+    "isolation": tuple(i.value for i in Isolation),
+}
+_INTS = ("landlock_min_abi",)
+_LIMIT_KEYS = {f.name for f in fields(Limits)}
+_ENV_KEYS = {"inherit", "keep", "unset", "set"}
+KEYS = {*_LISTS, *_BOOLS, *_CHOICES, *_INTS, "limits", "env"}
+_NETWORK_ORDER = {"off": 0, "allowlist": 1, "on": 2}
+_MODE_ORDER = {"read-only": 0, "workspace-write": 1, "full-access": 2}
+
+
+class ConfigError(PolicyError):
+    """A config file that is malformed or asks for something it may not; says file, line, key."""
+
+
+@dataclass
+class Settings:
+    """Policy field values and, for each one set, where it came from."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def set(self, key: str, value: Any, source: str) -> None:
+        self.values[key] = value
+        self.sources[key] = source
+
+    def add(self, key: str, items: list[Any], source: str) -> None:
+        if not items:
+            return
+        old = list(self.values.get(key, []))
+        self.values[key] = old + [i for i in items if i not in old]
+        self.sources[key] = f"{self.sources[key]} + {source}" if key in self.sources else source
+
+
+def _line_of(text: str, key: str) -> int | None:
+    pattern = re.compile(rf"^[ \t]*{re.escape(key)}[ \t]*=", re.MULTILINE)
+    m = pattern.search(text)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
+def _where(path: str, text: str, key: str) -> str:
+    line = _line_of(text, key.rsplit(".", 1)[-1])
+    return f"{path}:{line}: {key}" if line else f"{path}: {key}"
+
+
+def read_toml(path: str) -> tuple[dict[str, Any], str] | None:
+    """The parsed file and its text, None if it does not exist; ConfigError if malformed."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def _check_value(key: str, value: Any, where: str) -> Any:
+    """The value, type-checked; ConfigError naming file, line and key otherwise."""
+    if key in _LISTS:
+        kind = _LISTS[key]
+        if not isinstance(value, list) or not all(
+            isinstance(v, kind) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{where}: must be a list of {kind.__name__}s, not {value!r}")
+        return list(value)
+    if key in _BOOLS:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false, not {value!r}")
+        return value
+    if key in _CHOICES:
+        if value not in _CHOICES[key]:
+            raise ConfigError(f"{where}: must be one of {', '.join(_CHOICES[key])}, not {value!r}")
+        return value
+    if key in _INTS:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where}: must be a whole number, not {value!r}")
+        return value
+    if key == "limits":
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: must be a table like [limits]")
+        for k, v in value.items():
+            if k not in _LIMIT_KEYS:
+                raise ConfigError(
+                    f"{where}.{k}: unknown limit (known: {', '.join(sorted(_LIMIT_KEYS))})"
+                )
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise ConfigError(f'{where}.{k}: must be a number or a size like "2g"')
+        return dict(value)
+    if key == "env":
+        if not isinstance(value, dict) or not set(value) <= _ENV_KEYS:
+            raise ConfigError(f"{where}: must be a table with {', '.join(sorted(_ENV_KEYS))}")
+        return dict(value)
+    raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(KEYS))})")
+
+
+def _apply_table(
+    settings: Settings, table: Mapping[str, Any], path: str, text: str, label: str
+) -> None:
+    for key, value in table.items():
+        if key == "profiles":
+            continue
+        where = _where(path, text, key)
+        checked = _check_value(key, value, where)
+        settings.set(key, checked, f"{label} {path}")
+
+
+def load_user(settings: Settings, env: Mapping[str, str], profile: str | None) -> str | None:
+    base = env.get("XDG_CONFIG_HOME")
+    if not base or not os.path.isabs(base):
+        base = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".config")
+    path = os.path.join(base, "ringfence", "config.toml")
+    got = read_toml(path)
+    if got is None:
+        if profile:
+            raise ConfigError(f"--profile {profile}: there is no user config file ({path})")
+        return None
+    data, text = got
+    _apply_table(settings, data, path, text, "user")
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{_where(path, text, 'profiles')}: must be tables [profiles.NAME]")
+    if profile:
+        if profile not in profiles or not isinstance(profiles[profile], dict):
+            known = ", ".join(sorted(profiles)) or "none"
+            raise ConfigError(f"--profile {profile}: no [profiles.{profile}] in {path} ({known})")
+        _apply_table(settings, profiles[profile], path, text, f"profile {profile} in")
+    return path
+
+
+def apply_project(settings: Settings, workspace: str) -> str | None:
+    """Tighten with the workspace's ``.ringfence.toml``; refuse any loosening."""
+    path = os.path.join(workspace, PROJECT_NAME)
+    if os.path.islink(path):
+        raise ConfigError(f"{path}: the project file may not be a symlink")
+    got = read_toml(path)
+    if got is None:
+        return None
+    data, text = got
+    label = f"project {path}"
+    net_before = settings.values.get("network", "off")
+    for key, value in data.items():
+        where = _where(path, text, key)
+        checked = _check_value(key, value, where)
+        current = settings.values.get(key)
+        if key in ("protected", "deny_read", "deny_domains"):
+            settings.add(key, checked, label)
+        elif key == "strict_git" and checked is True:
+            settings.set(key, True, label)
+        elif key == "tool_caches" and checked is False:
+            settings.set(key, False, label)
+        elif (
+            key == "mode" and _MODE_ORDER[checked] <= _MODE_ORDER[current or "workspace-write"]
+        ) or (key == "network" and _narrower_network(checked, net_before)):
+            settings.set(key, checked, label)
+        elif key == "allow_domains" and net_before == "on" and data.get("network") == "allowlist":
+            settings.set(key, checked, label)  # from the open network to this list: narrower
+        elif key == "landlock_min_abi" and checked >= (current or 1):
+            settings.set(key, checked, label)
+        elif key == "limits" and _lower_limits(checked, current or {}):
+            merged = dict(current or {})
+            merged.update(checked)
+            settings.set(key, merged, label)
+        else:
+            raise ConfigError(
+                f"{where}: the project file comes with the repository and may only tighten the "
+                "policy; this would loosen it. Remove the key, or run with "
+                "--ignore-project-config"
+            )
+    return path
+
+
+def _narrower_network(new: str, current: str) -> bool:
+    return _NETWORK_ORDER[new] <= _NETWORK_ORDER[current]
+
+
+def _lower_limits(new: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    defaults = Limits()
+    for key, value in new.items():
+        old = current.get(key, getattr(defaults, key))
+        if old is None:
+            continue  # no limit before: any limit is lower
+        if not isinstance(value, int) or not isinstance(old, int) or value > old:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The managed file's limits on any policy."""
+
+    path: str
+    forbid_modes: tuple[str, ...] = ()
+    max_network: str | None = None
+    allowed_domains: tuple[str, ...] | None = None
+    writable_within: tuple[str, ...] | None = None
+    protected: tuple[str, ...] = ()
+    deny_read: tuple[str, ...] = ()
+    require_audit: bool = False
+    min_landlock_abi: int = 1
+
+    def check(self, policy: Policy, *, audit: bool = True) -> Policy:
+        """``policy`` with the managed additions, or ConfigError naming what exceeds it."""
+        src = f"managed policy {self.path}"
+        if policy.mode.value in self.forbid_modes:
+            raise ConfigError(f"{src}: forbid_modes forbids mode {policy.mode.value}")
+        net = policy.effective_network.value
+        if self.max_network and _NETWORK_ORDER[net] > _NETWORK_ORDER[self.max_network]:
+            raise ConfigError(f"{src}: max_network is {self.max_network}; network {net} exceeds it")
+        if self.allowed_domains is not None and net == "allowlist":
+            from ringfence.policy.netrules import NetRules, parse_rule
+
+            ceiling = NetRules.parse(self.allowed_domains)
+            for entry in policy.allow_domains:
+                rule = parse_rule(entry)
+                probe = ("x." + rule.host) if rule.wildcard else rule.host
+                covered = all(ceiling.decide(probe, p).allowed for p in rule.ports)
+                if rule.wildcard:  # a wildcard needs a wildcard at or above it
+                    covered = covered and any(
+                        c.wildcard and (rule.host == c.host or rule.host.endswith("." + c.host))
+                        for c in ceiling.allow
+                    )
+                if not covered:
+                    raise ConfigError(f"{src}: allowed_domains does not cover {entry!r}")
+        if self.writable_within is not None:
+            for root in policy.writable_paths():
+                if not any(
+                    root == w or root.startswith(w.rstrip("/") + "/") for w in self.writable_within
+                ):
+                    raise ConfigError(f"{src}: writable_within does not include {root}")
+        if self.require_audit and not audit:
+            raise ConfigError(f"{src}: require_audit forbids running without the audit log")
+        if policy.landlock_min_abi < self.min_landlock_abi:
+            policy = replace(policy, landlock_min_abi=self.min_landlock_abi)
+        extra_p = tuple(p for p in self.protected if p not in policy.protected)
+        extra_d = tuple(p for p in self.deny_read if p not in policy.deny_read)
+        if extra_p or extra_d:
+            policy = replace(
+                policy,
+                protected=(*policy.protected, *extra_p),
+                deny_read=(*policy.deny_read, *extra_d),
+            )
+        return policy
+
+
+_CEILING_KEYS = {
+    "forbid_modes": list,
+    "max_network": str,
+    "allowed_domains": list,
+    "writable_within": list,
+    "protected": list,
+    "deny_read": list,
+    "require_audit": bool,
+    "min_landlock_abi": int,
+}
+
+
+def load_ceiling(path: str = MANAGED_PATH) -> Ceiling | None:
+    got = read_toml(path)
+    if got is None:
+        return None
+    data, text = got
+    kwargs: dict[str, Any] = {"path": path}
+    for key, value in data.items():
+        where = _where(path, text, key)
+        kind = _CEILING_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(_CEILING_KEYS))})")
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: must be a {kind.__name__}, not {value!r}")
+        checked: Any = value
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where}: must be a list of strings")
+            checked = tuple(value)
+        if key == "max_network" and checked not in _NETWORK_ORDER:
+            raise ConfigError(f"{where}: must be one of off, allowlist, on")
+        if key == "forbid_modes" and not set(checked) <= set(_MODE_ORDER):
+            raise ConfigError(f"{where}: modes are read-only, workspace-write, full-access")
+        kwargs[key] = checked
+    return Ceiling(**kwargs)
+
+
+def build_policy(settings: Settings, workspace: str) -> Policy:
+    """A Policy from layered values (paths already absolute)."""
+    v = settings.values
+    limits = Limits()
+    if "limits" in v:
+        from ringfence.policy.model import parse_size
+
+        changes: dict[str, Any] = {}
+        for k, val in v["limits"].items():
+            changes[k] = parse_size(val) if isinstance(val, str) else val
+        limits = replace(limits, **changes)
+    env = EnvPolicy()
+    if "env" in v:
+        e = v["env"]
+        env = EnvPolicy(
+            inherit=bool(e.get("inherit", True)),
+            keep=tuple(e.get("keep", ())),
+            unset=tuple(e.get("unset", ())),
+            set=dict(e.get("set", {})),
+        )
+    kwargs: dict[str, Any] = {"workspace": workspace, "limits": limits, "env": env}
+    for key in (*_LISTS, *_BOOLS, *_INTS):
+        if key in v:
+            kwargs[key] = tuple(v[key]) if key in _LISTS else v[key]
+    if "mode" in v:
+        kwargs["mode"] = Mode(v["mode"])
+    if "network" in v:
+        kwargs["network"] = Network(v["network"])
+    if "isolation" in v:
+        kwargs["isolation"] = Isolation(v["isolation"])
+    return Policy(**kwargs).validate()
