@@ -43,13 +43,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def private_xdg_dirs() -> Iterator[Path]:
-    """ringfence writes its caches and audit log under $XDG_CACHE_HOME and $XDG_STATE_HOME:
-    the tests point both at throwaway directories (per user), never at a real home."""
+    """ringfence reads its config from $XDG_CONFIG_HOME and writes its caches and audit log
+    under $XDG_CACHE_HOME and $XDG_STATE_HOME: the tests point all three at throwaway
+    directories (per user), never at a real home."""
     base = Path(tempfile.mkdtemp(prefix="ringfence-xdg-", dir="/var/tmp"))
     base.chmod(0o755)
-    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "XDG_STATE_HOME")}
+    saved = {k: os.environ.get(k) for k in ("XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")}
     os.environ["XDG_CACHE_HOME"] = str(base / "self" / "cache")
     os.environ["XDG_STATE_HOME"] = str(base / "self" / "state")
+    os.environ["XDG_CONFIG_HOME"] = str(base / "self" / "config")
     yield base
     for k, v in saved.items():
         if v is None:
@@ -61,11 +63,15 @@ def private_xdg_dirs() -> Iterator[Path]:
 
 def _xdg_for(label: str, uid: int, gid: int) -> dict[str, str]:
     base = Path(os.environ["XDG_CACHE_HOME"]).parent.parent / label
-    for sub in ("cache", "state"):
+    for sub in ("cache", "state", "config"):
         (base / sub).mkdir(parents=True, exist_ok=True)
         os.chown(base, uid, gid)
         os.chown(base / sub, uid, gid)
-    return {"XDG_CACHE_HOME": str(base / "cache"), "XDG_STATE_HOME": str(base / "state")}
+    return {
+        "XDG_CACHE_HOME": str(base / "cache"),
+        "XDG_STATE_HOME": str(base / "state"),
+        "XDG_CONFIG_HOME": str(base / "config"),
+    }
 
 
 @pytest.fixture(scope="session")
