@@ -6,15 +6,13 @@ See ``session_runner.py`` for the order they run in. Each is small and says why 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import resource
 import signal
 import socket
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from ringfence.errors import RingfenceError
 from ringfence.platforms.linux import (
     caps,
     guard_rules,
@@ -37,23 +35,8 @@ FORWARDED = (
 )
 
 
-def _report(fd: int, obj: dict[str, Any]) -> None:
-    data = (json.dumps(obj) + "\n").encode()
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
-
-
 def _die_with_parent() -> None:
     syscall("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def _report_error(fd: int, e: BaseException) -> None:
-    kind = type(e).__name__ if isinstance(e, RingfenceError) else "SandboxError"
-    try:
-        _report(fd, {"error": str(e) or repr(e), "kind": kind})
-    except OSError:
-        pass
 
 
 def _forward(child: int, sig: int) -> None:
@@ -106,29 +89,19 @@ def _new_session_keyring() -> None:
         syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None, 0, 0, 0)
 
 
-def _start_guard(plan: LinuxPlan, *, double_fork: bool = True) -> socket.socket:
+def _start_guard(plan: LinuxPlan) -> socket.socket:
     """Start the name guard's supervisor; return the socket to hand it the listener on.
 
-    The supervisor is forked here, after Landlock, so it lives in the command's own domain
-    (its emulated file operations meet the same second wall, and Landlock lets it read the
-    command's memory), and before the filter, so it is not filtered itself. A double fork makes
-    pid 1 its parent: the command must not see an extra child it never started.
+    Called by a command's init after Landlock, so the supervisor lives in the command's own
+    domain (its emulated file operations meet the same second wall, and Landlock lets it read
+    the command's memory), and before the filters, so it is not filtered itself. It is the
+    init's child, a sibling of the command, never the command's.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    if not double_fork:  # a session's per-command init is the tree's init already
-        if os.fork() == 0:
-            ours.close()
-            _supervisor_main(plan, theirs)
-        theirs.close()
-        return ours
-    middle = os.fork()
-    if middle == 0:
+    if os.fork() == 0:
         ours.close()
-        if os.fork() == 0:
-            _supervisor_main(plan, theirs)
-        os._exit(0)
+        _supervisor_main(plan, theirs)
     theirs.close()
-    os.waitpid(middle, 0)
     return ours
 
 

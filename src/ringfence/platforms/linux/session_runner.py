@@ -468,7 +468,7 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
         else:
             landlock.restrict_with(srv.ruleset_fd)
         os.close(srv.ruleset_fd)
-    guard_sock = runner._start_guard(plan, double_fork=False) if plan.guard_enabled else None
+    guard_sock = runner._start_guard(plan) if plan.guard_enabled else None
     if srv.namespaced:
         caps.drop_bounding()
     caps.drop_all(unprivileged_ok=not srv.namespaced, bounding=False)
