@@ -162,7 +162,6 @@ class _Server:
         self.commands: dict[int, _Command] = {}  # by init pid
         self.by_id: dict[int, _Command] = {}
         self.idle: dict[int, _Init] = {}  # prepared inits not yet given a command
-        self.zygote: _Init | None = None
         self.zygote_due: float | None = None
         self.program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
         self.ruleset_fd = (
@@ -183,7 +182,7 @@ class _Server:
         protocol.send(self.sock, {"id": 0, "ready": True}, [ls.fileno() for ls in listeners])
         for ls in listeners:
             ls.close()  # the host serves them now; no init may hold one
-        self.zygote = self._fork_init(None)
+        self._prepare_next()
         sock_fd = self.sock.fileno()
         while True:
             wait = None
@@ -230,6 +229,8 @@ class _Server:
             return
         if op == "run":
             self._start(cid, msg, fds)
+        elif op == "claimed":
+            self._claimed(cid, msg.get("init"))
         elif op in ("signal", "kill") and cid in self.by_id:
             cmd = self.by_id[cid]
             if op == "kill" and self.namespaced:
@@ -254,30 +255,46 @@ class _Server:
             # The caller's own terminal needs a Landlock rule of its own: a fresh init.
             self._register(cid, self._fork_init((cid, spec, fds)))
             return
-        zygote = self.zygote or self._fork_init(None)
-        self.zygote = None
-        self.zygote_due = None
-        if zygote is None:
+        # The host had no prepared init at hand (or this is its first request): one is made now.
+        init = self._fork_init(None)
+        if init is None:
             self._send({"id": cid, "error": "cannot start the command: fork failed"})
             return
-        self.idle.pop(zygote.pid, None)
+        self.idle.pop(init.pid, None)
         try:
-            protocol.send(zygote.zsock, {**msg, "id": cid}, fds)
+            protocol.send(init.zsock, {**msg, "id": cid}, fds)
         except OSError as e:
             self._send({"id": cid, "error": f"cannot start the command: {e}"})
         for fd in fds:  # before the next fork: no other process may hold this command's stdio
             os.close(fd)
         fds.clear()
-        self._register(cid, zygote)
+        self._register(cid, init)
+        self._schedule_next()
+
+    def _claimed(self, cid: int, pid: object) -> None:
+        """The host gave command ``cid`` straight to the prepared init ``pid``."""
+        init = self.idle.pop(pid, None) if isinstance(pid, int) else None
+        if init is None:
+            self._send({"id": cid, "error": "the command's init ended before it could start"})
+            return
+        self._register(cid, init)
+        self._schedule_next()
+
+    def _schedule_next(self) -> None:
         # The next command's init: prepared once this command has had the CPU to start (when
-        # its init exits, or shortly after), not while it execs; a request that comes first
-        # gets one made on the spot.
-        self.zygote_due = time.monotonic() + PREPARE_DELAY
+        # its init exits, or shortly after), not while it execs.
+        if self.zygote_due is None:
+            self.zygote_due = time.monotonic() + PREPARE_DELAY
 
     def _prepare_next(self) -> None:
+        """Make a prepared init and hand the host a way to give it a command directly."""
         self.zygote_due = None
-        if self.zygote is None:
-            self.zygote = self._fork_init(None)
+        if self.idle:
+            return  # one is waiting already
+        init = self._fork_init(None)
+        if init is None:
+            return
+        self._send({"id": 0, "init": init.pid}, [init.zsock.fileno()])
 
     def _register(self, cid: int, init: _Init | None) -> None:
         if init is None:
@@ -328,8 +345,7 @@ class _Server:
             if pid == 0:
                 return
             idle = self.idle.pop(pid, None)
-            if idle is not None and self.zygote is idle:
-                self.zygote = None
+            if idle is not None:  # a prepared init that died unused
                 os.close(idle.ctl_w)
                 idle.zsock.close()
             cmd = self.commands.pop(pid, None)
