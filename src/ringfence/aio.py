@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +18,6 @@ from ringfence.errors import SandboxError
 
 if TYPE_CHECKING:
     from ringfence.session import CompletedProcess, Process, Session
-
-PIPE = subprocess.PIPE
 
 
 class AsyncProcess:
@@ -177,14 +174,11 @@ async def run(
     errors: str | None = None,
     output_limit: int | None = None,
 ) -> CompletedProcess:
-    from ringfence.session import CompletedProcess, TimeoutExpired, _decode
+    from ringfence.session import TimeoutExpired, _completed, _run_stdio
 
-    if input is not None:
-        stdin = PIPE
-        if isinstance(input, str):
-            input = input.encode(encoding or "utf-8")
-    if capture_output:
-        stdout = stderr = PIPE
+    stdin, stdout, stderr = _run_stdio(input, stdin, stdout, stderr, capture_output)
+    if isinstance(input, str):
+        input = input.encode(encoding or "utf-8")
     aproc = await spawn(
         session, args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, shell=shell
     )
@@ -200,21 +194,8 @@ async def run(
     except BaseException:
         aproc.kill()
         raise
-    proc = aproc._proc
-    code = proc.wait()
-    result = CompletedProcess(
-        proc.args,
-        code,
-        _decode(out, text, encoding, errors),
-        _decode(err, text, encoding, errors),
-        duration=proc.duration or 0.0,
-        stdout_truncated=tout,
-        stderr_truncated=terr,
-        memory_limit_hit=proc.memory_limit_hit,
-    )
-    if check:
-        result.check_returncode()
-    return result
+    aproc._proc.wait()
+    return _completed(aproc._proc, (out, err), (tout, terr), (text, encoding, errors), check)
 
 
 __all__ = ["AsyncProcess", "SandboxError", "run", "spawn"]

@@ -20,17 +20,6 @@ from ringfence.platforms.linux.plan import LinuxPlan
 if TYPE_CHECKING:
     from ringfence.session import Session
 
-# Signals a user sends to ringfence that belong to the command.
-FORWARDED = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGCONT,
-)
-
 EXIT_TIMEOUT = 124
 EXIT_INTERNAL = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -93,6 +82,8 @@ def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: 
         return _exec_failure(argv[0], e.errno or errno.EACCES)
     except RingfenceError as e:
         return Outcome(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
+    from ringfence.platforms.linux.runner import FORWARDED  # the signals that are the command's
+
     previous = {sig: signal.signal(sig, lambda s, _f: proc.send_signal(s)) for sig in FORWARDED}
     try:
         if tty:

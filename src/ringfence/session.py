@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import io
 import os
 import selectors
@@ -252,21 +253,14 @@ class _Connection:
             self.pending.pop(p.id, None)
         p.finish(msg)
 
-    def audit_command(self, proc: Process, error: str | None) -> None:
+    def audit_command(self, **fields: Any) -> None:
+        """One command's record (``audit.command_record``'s fields, session and policy added)."""
         if self.audit is None:
             return
         from ringfence import audit
 
         record = audit.command_record(
-            session=self.session_id,
-            argv=proc.argv,
-            cwd=proc.cwd,
-            policy_digest=self.policy_digest,
-            returncode=proc.returncode,
-            duration=proc.duration,
-            timed_out=proc.timed_out,
-            network=proc.network_events,
-            error=error,
+            session=self.session_id, policy_digest=self.policy_digest, **fields
         )
         self._audit_write(record)
 
@@ -287,8 +281,9 @@ class _Connection:
                     f"ringfence: cannot write the audit log {self.audit.path}: {e}", file=sys.stderr
                 )
 
-    @property
+    @functools.cached_property
     def policy_digest(self) -> str:
+        """Of the plan, once per session (it does not change)."""
         from ringfence import audit
 
         data = self.plan.to_dict()
@@ -486,7 +481,15 @@ class Process:
         else:
             self.returncode = -signal.SIGKILL
             error = str(report.get("error", "the command failed in the sandbox"))
-        self._conn.audit_command(self, error)
+        self._conn.audit_command(
+            argv=self.argv,
+            cwd=self.cwd,
+            returncode=self.returncode,
+            duration=self.duration,
+            timed_out=self.timed_out,
+            network=self.network_events,
+            error=error,
+        )
         if error is not None:
             raise SandboxError(error)
 
@@ -666,20 +669,13 @@ class Session:
                 if f is not None:
                     f.close()
             err = _start_error(report, argv)
-            if conn.audit is not None:
-                from ringfence import audit
-
-                conn._audit_write(
-                    audit.command_record(
-                        session=conn.session_id,
-                        argv=argv,
-                        cwd=msg["cwd"] or self.plan.cwd,
-                        policy_digest=conn.policy_digest,
-                        returncode=None,
-                        duration=time.monotonic() - started_at,
-                        error=str(err),
-                    )
-                )
+            conn.audit_command(
+                argv=argv,
+                cwd=msg["cwd"] or self.plan.cwd,
+                returncode=None,
+                duration=time.monotonic() - started_at,
+                error=str(err),
+            )
             raise err
         proc = Process(conn, pending, args, ours, started_at)
         proc.argv, proc.cwd = argv, msg["cwd"] or self.plan.cwd
@@ -712,14 +708,7 @@ class Session:
         few MiB) and drains the rest so the command never blocks; the result says so. On a
         timeout the command's whole tree is killed and :class:`TimeoutExpired` is raised.
         """
-        if input is not None:
-            if stdin is not None:
-                raise ValueError("stdin and input arguments may not both be used")
-            stdin = PIPE
-        if capture_output:
-            if stdout is not None or stderr is not None:
-                raise ValueError("stdout and stderr arguments may not be used with capture_output")
-            stdout = stderr = PIPE
+        stdin, stdout, stderr = _run_stdio(input, stdin, stdout, stderr, capture_output)
         proc = self.spawn(
             args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, shell=shell
         )
@@ -746,20 +735,7 @@ class Session:
             drain.sel.close()
             raise
         out, err, trunc_out, trunc_err = drain.result()
-        result = CompletedProcess(
-            proc.args,
-            proc.returncode if proc.returncode is not None else -signal.SIGKILL,
-            _decode(out, text, encoding, errors),
-            _decode(err, text, encoding, errors),
-            duration=proc.duration or 0.0,
-            stdout_truncated=trunc_out,
-            stderr_truncated=trunc_err,
-            memory_limit_hit=proc.memory_limit_hit,
-            network_events=proc.network_events,
-        )
-        if check:
-            result.check_returncode()
-        return result
+        return _completed(proc, (out, err), (trunc_out, trunc_err), (text, encoding, errors), check)
 
     async def arun(self, args: str | Sequence[str], **kwargs: Any) -> CompletedProcess:
         """``run`` for asyncio (see ``ringfence.aio``)."""
@@ -781,6 +757,49 @@ class Session:
         out.update(marks)
         out.setdefault("TMPDIR", self.plan.env.get("TMPDIR", "/tmp"))
         return out
+
+
+def _run_stdio(
+    input: bytes | str | None,
+    stdin: _StdSpec,
+    stdout: _StdSpec,
+    stderr: _StdSpec,
+    capture_output: bool,
+) -> tuple[_StdSpec, _StdSpec, _StdSpec]:
+    """``run``'s stdio, as ``subprocess.run`` derives it from ``input`` and ``capture_output``."""
+    if input is not None:
+        if stdin is not None:
+            raise ValueError("stdin and input arguments may not both be used")
+        stdin = PIPE
+    if capture_output:
+        if stdout is not None or stderr is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output")
+        stdout = stderr = PIPE
+    return stdin, stdout, stderr
+
+
+def _completed(
+    proc: Process,
+    output: tuple[bytes | None, bytes | None],
+    truncated: tuple[bool, bool],
+    decoding: tuple[bool, str | None, str | None],
+    check: bool,
+) -> CompletedProcess:
+    """The result of a finished ``run``/``arun``; raises CalledProcessError with ``check``."""
+    result = CompletedProcess(
+        proc.args,
+        proc.returncode if proc.returncode is not None else -signal.SIGKILL,
+        _decode(output[0], *decoding),
+        _decode(output[1], *decoding),
+        duration=proc.duration or 0.0,
+        stdout_truncated=truncated[0],
+        stderr_truncated=truncated[1],
+        memory_limit_hit=proc.memory_limit_hit,
+        network_events=proc.network_events,
+    )
+    if check:
+        result.check_returncode()
+    return result
 
 
 def _with_default_workspace(policy: Policy) -> Policy:

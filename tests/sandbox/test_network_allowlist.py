@@ -25,9 +25,11 @@ PYPI = ("--allow-domain", "pypi.org", "--allow-domain", "files.pythonhosted.org"
 
 
 class Listener:
-    """A TCP server on the host's 127.0.0.1 that records what reaches it."""
+    """A TCP server on the host's 127.0.0.1 that records what reaches it; it answers one
+    HTTP "hello", or with ``echo`` sends back everything until the client is done."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, echo: bool = False) -> None:
+        self.echo = echo
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
@@ -43,9 +45,13 @@ class Listener:
             except OSError:
                 return
             with conn:
-                data = conn.recv(65536)
-                self.received.append(data)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                if not self.echo:
+                    self.received.append(conn.recv(65536))
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                    continue
+                while data := conn.recv(65536):
+                    self.received.append(data)
+                    conn.sendall(data)
 
     def close(self) -> None:
         self.sock.close()
@@ -266,19 +272,6 @@ def test_exposed_ports_are_refused_with_the_network_on(rf: Runner) -> None:
     assert r.returncode == 2 and "exposed ports" in r.stderr
 
 
-class Echo(Listener):
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                while data := conn.recv(65536):
-                    self.received.append(data)
-                    conn.sendall(data)
-
-
 SSH_PROXY_PROBE = """
 import os, shlex, subprocess, sys
 option = shlex.split(os.environ["GIT_SSH_COMMAND"])[2]
@@ -289,7 +282,7 @@ print(r.returncode, r.stdout.decode(), r.stderr.decode().strip())
 
 
 def test_git_ssh_proxy_command_tunnels_to_allowed_hosts_only(rf: Runner) -> None:
-    echo = Echo()
+    echo = Listener(echo=True)
     try:
         ws = rf.mkdir()
         flags = ("--network", "allowlist", "--allow-domain", f"localhost:{echo.port}")

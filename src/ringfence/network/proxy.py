@@ -185,6 +185,18 @@ class DomainProxy:
             self.on_event(NetEvent(time.time(), host, port, allowed, rule, protocol, address))
 
     # -- HTTP ---------------------------------------------------------------------------------
+    async def _open_http(
+        self, host: str, port: int, protocol: str, writer: asyncio.StreamWriter
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """``_open``, with a refusal or a failure answered to the HTTP client (then None)."""
+        try:
+            return await self._open(host, port, protocol)
+        except Refused as e:
+            await _http_error(writer, 403, "Forbidden", f"ringfence: blocked {e}")
+        except OSError as e:
+            await _http_error(writer, 502, "Bad Gateway", f"ringfence: {e}")
+        return None
+
     async def _http(
         self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
@@ -201,14 +213,10 @@ class DomainProxy:
             if port is None:
                 await _http_error(writer, 400, "Bad Request", "CONNECT needs host:port")
                 return
-            try:
-                up_r, up_w = await self._open(host, port, "http-connect")
-            except Refused as e:
-                await _http_error(writer, 403, "Forbidden", f"ringfence: blocked {e}")
+            upstream = await self._open_http(host, port, "http-connect", writer)
+            if upstream is None:
                 return
-            except OSError as e:
-                await _http_error(writer, 502, "Bad Gateway", f"ringfence: {e}")
-                return
+            up_r, up_w = upstream
             writer.write(f"{version} 200 Connection established\r\n\r\n".encode())
             await writer.drain()
             await pipe(reader, writer, up_r, up_w)
@@ -251,14 +259,10 @@ class DomainProxy:
                     f"({host_header}) does not match the request target",
                 )
                 return
-        try:
-            up_r, up_w = await self._open(url.hostname, port, "http")
-        except Refused as e:
-            await _http_error(writer, 403, "Forbidden", f"ringfence: blocked {e}")
+        upstream = await self._open_http(url.hostname, port, "http", writer)
+        if upstream is None:
             return
-        except OSError as e:
-            await _http_error(writer, 502, "Bad Gateway", f"ringfence: {e}")
-            return
+        up_r, up_w = upstream
         path = url.path or "/"
         if url.query:
             path += "?" + url.query

@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from ringfence.platforms.linux.libc import write_file
+
 CONTROLLERS = ("memory", "pids")
 
 
@@ -178,7 +180,7 @@ class RunCgroup:
         for _, directory in self.dirs.values():
             if directory not in seen:
                 seen.add(directory)
-                _write(os.path.join(directory, "cgroup.procs"), str(pid))
+                write_file(os.path.join(directory, "cgroup.procs"), str(pid))
 
     def oom_kills(self) -> int:
         """How many processes the memory cap killed."""
@@ -241,25 +243,17 @@ def prune_stale(parent: str) -> None:
             os.rmdir(os.path.join(parent, name))
 
 
-def _write(path: str, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)
-
-
 def _apply(controller: str, version: int, directory: str, value: int) -> None:
     join = os.path.join
     if controller == "pids":
-        _write(join(directory, "pids.max"), str(value))
+        write_file(join(directory, "pids.max"), str(value))
     elif version == 2:
-        _write(join(directory, "memory.max"), str(value))
+        write_file(join(directory, "memory.max"), str(value))
         # swap would let the command exceed the cap by paging out; the whole tree goes on OOM
         for knob, setting in (("memory.swap.max", "0"), ("memory.oom.group", "1")):
             if os.path.exists(join(directory, knob)):
-                _write(join(directory, knob), setting)
+                write_file(join(directory, knob), setting)
     else:
-        _write(join(directory, "memory.limit_in_bytes"), str(value))
+        write_file(join(directory, "memory.limit_in_bytes"), str(value))
         if os.path.exists(join(directory, "memory.memsw.limit_in_bytes")):
-            _write(join(directory, "memory.memsw.limit_in_bytes"), str(value))
+            write_file(join(directory, "memory.memsw.limit_in_bytes"), str(value))

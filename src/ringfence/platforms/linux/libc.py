@@ -68,3 +68,13 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
     return syscall(
         "openat2", dirfd, os.fsencode(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))
     )
+
+
+def write_file(path: str, text: str) -> None:
+    """One unbuffered ``write`` to a kernel interface file (/proc, cgroupfs), which takes a
+    whole value per write call."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Iterable
 
 from ringfence.errors import UnsupportedError
-from ringfence.platforms.linux.libc import syscall
+from ringfence.platforms.linux.libc import syscall, write_file
 
 CLONE_FLAGS = {
     "mount": 0x00020000,
@@ -46,9 +46,9 @@ def unshare(names: Iterable[str], uid: int, gid: int) -> None:
             "explain --isolation reduced` lists what. `ringfence doctor` shows what is missing"
         ) from e
     try:
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+        write_file("/proc/self/setgroups", "deny")
+        write_file("/proc/self/uid_map", f"{uid} {uid} 1\n")
+        write_file("/proc/self/gid_map", f"{gid} {gid} 1\n")
     except OSError as e:
         raise UnsupportedError(
             f"created a user namespace but cannot map user ids in it ({e.strerror}); this "
@@ -57,14 +57,6 @@ def unshare(names: Iterable[str], uid: int, gid: int) -> None:
             "(--isolation reduced), which protects less: `ringfence explain --isolation reduced` "
             "lists what; `ringfence doctor` shows what is missing"
         ) from e
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def loopback_up() -> None:

@@ -18,7 +18,7 @@ from ringfence.platforms.linux import (
     guard_rules,
     nameguard,
 )
-from ringfence.platforms.linux.libc import syscall
+from ringfence.platforms.linux.libc import syscall, write_file
 from ringfence.platforms.linux.plan import LinuxPlan
 
 PR_SET_PDEATHSIG = 1
@@ -53,14 +53,8 @@ def _cap_userns_quotas(limits: Sequence[tuple[str, int]]) -> None:
     """Cap, inside the sandbox's user namespace, kernel objects charged to the user across
     the namespace boundary (pid 1 holds CAP_SYS_RESOURCE there; this /proc is ours)."""
     for name, value in limits:
-        try:
-            fd = os.open(f"/proc/sys/user/{name}", os.O_WRONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            continue  # an older kernel without this quota
-        try:
-            os.write(fd, f"{value}\n".encode())
-        finally:
-            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):  # an older kernel without this quota
+            write_file(f"/proc/sys/user/{name}", f"{value}\n")
 
 
 def _set_rlimits(limits: Sequence[tuple[str, int]]) -> None:
