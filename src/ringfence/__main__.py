@@ -2,6 +2,6 @@
 
 import sys
 
-from ringfence.cli import main
+from ringfence.entry import main
 
 sys.exit(main())

@@ -8,6 +8,7 @@ with nothing run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -205,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
         "allowlist does not cover (allow once, for this run, or no)",
     )
     run.add_argument(
+        "--session",
+        metavar="NAME",
+        help="run in the session server NAME (see `ringfence session start`): its policy "
+        "applies, so no policy flags here",
+    )
+    run.add_argument(
         "-t",
         "--tty",
         action="store_true",
@@ -230,6 +237,25 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--json", action="store_true", help="one JSON record per line")
     audit.add_argument("--follow", action="store_true", help="keep printing new records")
     audit.add_argument("--file", metavar="PATH", help="another audit log than the default")
+    sess = sub.add_parser("session", help="a warm sandbox that `run --session` calls reach")
+    sess_sub = sess.add_subparsers(dest="session_command", required=True, parser_class=_Parser)
+    start = sess_sub.add_parser("start", help="build a sandbox once and serve commands from it")
+    _policy_flags(start)
+    start.add_argument("--name", default="default", help="the session's name (default: default)")
+    start.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=float,
+        help="stop after SECONDS with no command running (default: run until stopped)",
+    )
+    start.add_argument(
+        "--foreground", action="store_true", help="serve in this process instead of forking"
+    )
+    start.add_argument("--no-audit", action="store_true", help="do not write the audit log")
+    stop = sess_sub.add_parser("stop", help="stop a session server and its commands")
+    stop.add_argument("--name", default="default", help="the session's name (default: default)")
+    lst = sess_sub.add_parser("list", help="the running session servers")
+    lst.add_argument("--json", action="store_true", help="machine-readable output")
     doctor = sub.add_parser("doctor", help="report what this kernel can enforce")
     _policy_flags(doctor)
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
@@ -410,6 +436,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
     argv = ns.argv if ns.command == "shell" else _command(ns, required=True)
     if ns.timeout is not None and not ns.timeout > 0:
         raise PolicyError("--timeout must be a positive number of seconds")
+    if getattr(ns, "session", None) is not None:
+        return _run_in_session(ns, argv)
     policy, cwd = policy_from_args(ns)
     plan = _compile(policy, cwd)
     from ringfence import process
@@ -435,6 +463,116 @@ def cmd_run(ns: argparse.Namespace) -> int:
             prefix = "ringfence: cannot enforce the policy: "
         print(prefix + outcome.message, file=sys.stderr)
     return outcome.returncode
+
+
+def _run_in_session(ns: argparse.Namespace, argv: list[str]) -> int:
+    """``run --session``, reached when the fast path in ``entry`` did not take the call: say
+    exactly what is wrong with it, or run it."""
+    from ringfence import session_client, session_wire
+
+    why = session_wire.check_name(ns.session)
+    if why:
+        raise PolicyError(why)
+    defaults = vars(build_parser().parse_args(["run", "--", "true"]))
+    ignored = {"argv", "session", "timeout", "command"}
+    given = sorted(
+        "--" + key.replace("_", "-")
+        for key, value in vars(ns).items()
+        if key not in ignored and value != defaults.get(key)
+    )
+    if given:
+        raise PolicyError(
+            f"{', '.join(given)} cannot be used with --session: the session's policy was fixed "
+            "by `ringfence session start` (start another session for another policy)"
+        )
+    return session_client.run(ns.session, ns.timeout, argv)
+
+
+def cmd_session(ns: argparse.Namespace) -> int:
+    from ringfence import session_client, session_server, session_wire
+
+    if ns.session_command == "list":
+        return _session_list(ns)
+    why = session_wire.check_name(ns.name)
+    if why:
+        raise PolicyError(why)
+    if ns.session_command == "stop":
+        try:
+            sock = session_client.connect(ns.name)
+        except (FileNotFoundError, ConnectionRefusedError):
+            print(f"ringfence: no session named {ns.name!r} is running", file=sys.stderr)
+            return 1
+        try:
+            session_wire.send_all(sock, session_wire.frame(b"Q"))
+            got = session_wire.FrameReader(sock).read()
+        finally:
+            sock.close()
+        if got is None or got[0] != b"q":
+            raise RingfenceError(f"session {ns.name!r} did not confirm that it stopped")
+        print(f"session {ns.name!r} stopped")
+        return 0
+    policy, cwd = policy_from_args(ns)
+    plan = _compile(policy, cwd)
+    server = session_server.SessionServer(
+        ns.name,
+        plan,
+        policy.env,
+        workspace=policy.workspace or cwd,
+        idle_timeout=ns.idle_timeout,
+        audit=not ns.no_audit,
+    )
+    server.bind()
+    if not ns.foreground:
+        return session_server.daemonize(server)
+    try:
+        server.start()
+        print(f"session {ns.name!r} ready: ringfence run --session {ns.name} -- CMD", flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+def _session_list(ns: argparse.Namespace) -> int:
+    from ringfence import session_client, session_wire
+
+    directory = session_wire.session_dir()
+    try:
+        names = sorted(f[: -len(".sock")] for f in os.listdir(directory) if f.endswith(".sock"))
+    except FileNotFoundError:
+        names = []
+    rows: list[dict[str, object]] = []
+    for name in names:
+        got = None
+        with contextlib.suppress(OSError):
+            sock = session_client.connect(name)
+            try:
+                session_wire.send_all(sock, session_wire.frame(b"I"))
+                got = session_wire.FrameReader(sock).read()
+            finally:
+                sock.close()
+        if got is None or got[0] != b"i":
+            rows.append({"name": name, "running": False})
+            continue
+        rows.append({"running": True, **json.loads(got[1])})
+    if ns.json:
+        json.dump(rows, sys.stdout, indent=2, sort_keys=True)
+        print()
+        return 0
+    if not rows:
+        print("no sessions")
+    for r in rows:
+        if not r["running"]:
+            print(f"{r['name']}  not running (a stale socket; the next start removes it)")
+            continue
+        print(
+            f"{r['name']}  pid {r['pid']}  since {r['started']}  {r['mode']}, network "
+            f"{r['network']}  workspace {r['workspace']}  {r['commands']} commands, "
+            f"{r['active']} running"
+        )
+    return 0
 
 
 def cmd_config_show(ns: argparse.Namespace) -> int:
@@ -544,6 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_config_show(ns)
         if ns.command == "explain":
             return cmd_explain(ns)
+        if ns.command == "session":
+            return cmd_session(ns)
         return cmd_doctor(ns)
     except UnsupportedError as e:
         print(f"ringfence: cannot enforce the policy: {e}", file=sys.stderr)

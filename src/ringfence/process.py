@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ringfence.platforms.linux.plan import LinuxPlan
 
 if TYPE_CHECKING:
-    from ringfence.session import Session
+    from ringfence.session import Process, Session
 
 EXIT_TIMEOUT = 124
 EXIT_INTERNAL = 125
@@ -37,7 +37,8 @@ class Outcome:
     error_kind: str | None = None
 
 
-def _exec_failure(argv0: str, err: int) -> Outcome:
+def exec_failure(argv0: str, err: int) -> Outcome:
+    """126/127 with the shell's wording, for a command that could not be started."""
     if err == errno.ENOENT:
         return Outcome(EXIT_NOT_FOUND, message=f"{argv0}: command not found")
     return Outcome(EXIT_NOT_EXECUTABLE, message=f"{argv0}: cannot execute: {os.strerror(err)}")
@@ -79,7 +80,7 @@ def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: 
     try:
         proc = session.spawn(list(argv), pty=tty)
     except OSError as e:
-        return _exec_failure(argv[0], e.errno or errno.EACCES)
+        return exec_failure(argv[0], e.errno or errno.EACCES)
     except RingfenceError as e:
         return Outcome(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
     from ringfence.platforms.linux.runner import FORWARDED  # the signals that are the command's
@@ -100,6 +101,11 @@ def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return outcome_of(proc, session)
+
+
+def outcome_of(proc: Process, session: Session) -> Outcome:
+    """The exit status and ringfence's explanation for a command that has ended."""
     rc = proc.returncode
     assert rc is not None
     outcome = Outcome(128 - rc, signal=-rc) if rc < 0 else Outcome(rc)
@@ -125,9 +131,9 @@ def run_unconfined(
     try:
         proc = subprocess.Popen(list(argv), env=env, cwd=cwd)
     except FileNotFoundError:
-        return _exec_failure(argv[0], errno.ENOENT)
+        return exec_failure(argv[0], errno.ENOENT)
     except PermissionError as e:
-        return _exec_failure(argv[0], e.errno or errno.EACCES)
+        return exec_failure(argv[0], e.errno or errno.EACCES)
     try:
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ringfence.errors import PolicyError, UnsupportedError
@@ -67,6 +67,9 @@ class LinuxPlan:
     isolation: str = "namespaces"
     notes: tuple[str, ...] = ()
     scrubbed_env: tuple[str, ...] = ()
+    # The variables ringfence itself sets (RINGFENCE_*, TMPDIR, caches, proxy): what a session
+    # server adds to each client's own environment.
+    sandbox_env: Mapping[str, str] = field(default_factory=dict)
     # The boundary (empty when not sandboxed).
     namespaces: tuple[str, ...] = ()
     mounts: tuple[MountOp, ...] = ()
@@ -104,6 +107,7 @@ class LinuxPlan:
         d = asdict(self)
         d["guard_enabled"] = self.guard_enabled
         d["env"] = dict(self.env)
+        d["sandbox_env"] = dict(self.sandbox_env)
         if self.landlock is not None:
             d["landlock"] = {
                 "abi": self.landlock.abi,
@@ -294,6 +298,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         network=network.value,
         mode=policy.mode.value,
         scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
+        sandbox_env=sandbox_vars,
     )
     if not policy.sandboxed:
         return replace(
@@ -323,7 +328,9 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         roots = (*roots, facts.cache_root)
         cache_env = cache_environment(facts.cache_root, facts.env)
     base = replace(
-        base, env=build_environment(facts.env, policy.env, {**sandbox_vars, **cache_env})
+        base,
+        env=build_environment(facts.env, policy.env, {**sandbox_vars, **cache_env}),
+        sandbox_env={**sandbox_vars, **cache_env},
     )
     if policy.isolation is Isolation.REDUCED:
         if network is Network.ALLOWLIST:
@@ -489,7 +496,8 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             + ", ".join(str(p) for p in proxy["expose_ports"])
             + " inside reach the same ports on the host's loopback"
         )
-    env = build_environment(facts.env, policy.env, {**cache_env, **extra_env})
+    sandbox_env = {**cache_env, **extra_env}
+    env = build_environment(facts.env, policy.env, sandbox_env)
     protected_paths = [p for p, _ in protected]
     seen = set(protected_paths)
     protected_paths.extend(p for p in policy.protected if p not in seen)
@@ -513,6 +521,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             n for n in policy.protected_names() if n.startswith(".git/") and roots
         ),
         env=env,
+        sandbox_env=sandbox_env,
         notes=tuple(notes),
         **proxy,
     )

@@ -1,0 +1,20 @@
+"""The ``ringfence`` command's entry point: the session fast path first, the full CLI otherwise.
+
+``ringfence run --session NAME -- CMD`` is what an agent calls for every command once a
+session server is up, so it must not pay for argparse, the policy model or the config loader.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    from ringfence import session_client
+
+    fast = session_client.fast_args(sys.argv[1:])
+    if fast is not None:
+        return session_client.run(*fast)
+    from ringfence.cli import main as cli_main
+
+    return cli_main()

@@ -1,0 +1,149 @@
+"""``ringfence run --session NAME -- CMD``: run a command in a session server that is already up.
+
+This is the CLI's fast path. It imports only ``os``, ``sys``, ``_socket`` and ``_signal`` (no
+argparse, no policy, no config): the boundary was built when the server started, so a call
+costs an interpreter start plus about one warm command. The client hands its own stdin,
+stdout and stderr to the server (SCM_RIGHTS), forwards the signals it gets, and exits with
+the command's status under the same conventions as ``ringfence run``.
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]  # `signal` would import enum (~3 ms)
+import _socket
+import os
+import sys
+
+from ringfence import session_wire as wire
+
+EXIT_INTERNAL = 125
+# The signals that are the command's (the same list as ringfence.platforms.linux.runner).
+_FORWARDED = (
+    _signal.SIGINT,
+    _signal.SIGTERM,
+    _signal.SIGHUP,
+    _signal.SIGQUIT,
+    _signal.SIGUSR1,
+    _signal.SIGUSR2,
+    _signal.SIGWINCH,
+    _signal.SIGCONT,
+)
+
+
+def fast_args(argv: list[str]) -> tuple[str, float | None, list[str]] | None:
+    """(session, timeout, command) when ``argv`` is a plain ``run --session`` call, else None.
+
+    Anything else, including a malformed call, goes to the full CLI, which explains errors.
+    """
+    if len(argv) < 3 or argv[0] != "run":
+        return None
+    name: str | None = None
+    timeout: float | None = None
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            command = argv[i + 1 :]
+            if name is None or wire.check_name(name) or not command or not command[0]:
+                return None
+            return name, timeout, command
+        key, sep, value = arg.partition("=")
+        if key not in ("--session", "--timeout"):
+            return None
+        if not sep:
+            if i + 1 >= len(argv):
+                return None
+            value = argv[i + 1]
+            i += 1
+        if key == "--session":
+            name = value
+        else:
+            try:
+                timeout = float(value)
+            except ValueError:
+                return None
+            if not 0 < timeout < float("inf"):  # also refuses NaN
+                return None
+        i += 1
+    return None
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"ringfence: {message}\n")
+    return EXIT_INTERNAL
+
+
+def _std_fds() -> tuple[int, int, int]:
+    """Our fds 0-2; a closed one is handed over as /dev/null, as a shell would see it."""
+    out = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            out.append(fd)
+        except OSError:
+            out.append(os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC))
+    return out[0], out[1], out[2]
+
+
+def connect(name: str) -> _socket.socket:
+    """A connection to session ``name``; FileNotFoundError/ConnectionRefusedError if none."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(wire.socket_path(name))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def run(name: str, timeout: float | None, argv: list[str]) -> int:
+    """Run ``argv`` in session ``name``; returns the exit status ``ringfence run`` would."""
+    try:
+        cwd = os.getcwdb()
+    except OSError as e:
+        return _fail(f"the current directory is gone: {e.strerror}")
+    try:
+        payload = wire.encode_request(
+            cwd, timeout, [os.fsencode(a) for a in argv], dict(os.environb)
+        )
+    except wire.WireError as e:
+        return _fail(str(e))
+    try:
+        sock = connect(name)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return _fail(
+            f"no session named {name!r} is running (start one with `ringfence session "
+            f"start --name {name} [policy flags]`)"
+        )
+    except OSError as e:
+        return _fail(f"cannot reach session {name!r}: {e.strerror or e}")
+    try:
+        try:
+            wire.send_all(sock, wire.frame(b"R", payload), _std_fds())
+        except OSError as e:
+            return _fail(f"session {name!r} did not take the command: {e.strerror or e}")
+
+        def forward(sig: int, _frame: object) -> None:
+            try:
+                wire.send_all(sock, wire.frame(b"S", str(sig).encode()))
+            except OSError:
+                pass  # the server is gone; the read below says so
+
+        for sig in _FORWARDED:
+            _signal.signal(sig, forward)
+        reader = wire.FrameReader(sock)
+        try:
+            got = reader.read()
+        except (OSError, wire.WireError) as e:
+            return _fail(f"lost session {name!r}: {e}")
+        if got is None or got[0] != b"X":
+            return _fail(f"session {name!r} ended while the command ran")
+        status, _, message = got[1].partition(b"\0")
+        if message:
+            sys.stderr.write("ringfence: " + message.decode("utf-8", "replace") + "\n")
+        try:
+            return int(status)
+        except ValueError:
+            return _fail(f"session {name!r} sent a bad exit status")
+    finally:
+        sock.close()
