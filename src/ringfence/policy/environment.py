@@ -8,6 +8,7 @@ what the command will see.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Mapping
 
 from ringfence.policy import defaults
@@ -26,6 +27,7 @@ def scrubbed_names(env: Mapping[str, str], policy: EnvPolicy) -> list[str]:
     return sorted(out)
 
 
+@functools.lru_cache(maxsize=4096)  # a session server checks every caller's environment
 def is_secret_name(name: str) -> bool:
     upper = name.upper()
     return any(fnmatch.fnmatchcase(upper, pat) for pat in defaults.SECRET_ENV_PATTERNS)
