@@ -37,6 +37,7 @@ from ringfence.policy.model import EnvPolicy
 from ringfence.process import EXIT_INTERNAL, EXIT_TIMEOUT, Outcome, exec_failure, outcome_of
 from ringfence.session import Session
 
+REFUSED_FRAME = 1 << 20  # what a refused peer may send before it is told why
 ACCEPT_POLL = 0.5  # how often the accept loop looks at the stop flag and the idle clock
 
 
@@ -228,36 +229,44 @@ class SessionServer:
     def _handle(self, conn: socket.socket) -> None:
         fds: list[int] = []
         try:
-            with conn:
-                why = peer_refusal(conn)
-                reader = wire.FrameReader(conn)
-                try:
-                    got = reader.read(fds)
-                except (OSError, wire.WireError):
-                    return
-                if got is None:
-                    return
-                if why:
-                    self._reply_exit(conn, Outcome(EXIT_INTERNAL, message=why))
-                    return
-                kind, payload = got
-                if kind == b"R":
-                    taken, fds = fds, []
-                    self._run(conn, reader, payload, taken)
-                elif kind == b"I":
-                    wire.send_all(conn, wire.frame(b"i", json.dumps(self.describe()).encode()))
-                elif kind == b"Q":
-                    self.stop()
-                    if self.session is not None:
-                        self.session.close()
-                    wire.send_all(conn, wire.frame(b"q"))
-                else:
-                    self._reply_exit(conn, Outcome(EXIT_INTERNAL, message="unknown request"))
+            self._serve_one(conn, fds)
         except OSError:
-            pass  # the client went away; its command (if any) was killed below
+            pass  # the client went away; its command (if any) was killed by the watcher
+        except Exception as e:  # a bug of ours: tell the client rather than vanish
+            with contextlib.suppress(OSError):
+                message = f"internal error in the session server: {type(e).__name__}: {e}"
+                self._reply_exit(conn, Outcome(EXIT_INTERNAL, message=message))
         finally:
+            conn.close()
             for fd in fds:
                 os.close(fd)
+
+    def _serve_one(self, conn: socket.socket, fds: list[int]) -> None:
+        why = peer_refusal(conn)
+        reader = wire.FrameReader(conn)
+        try:  # a refused peer's request is read (to answer it), but not a large one
+            got = reader.read(fds, limit=REFUSED_FRAME if why else wire.MAX_FRAME)
+        except (OSError, wire.WireError):
+            return
+        if got is None:
+            return
+        if why:
+            self._reply_exit(conn, Outcome(EXIT_INTERNAL, message=why))
+            return
+        kind, payload = got
+        if kind == b"R":
+            taken = fds[:]
+            fds.clear()
+            self._run(conn, reader, payload, taken)
+        elif kind == b"I":
+            wire.send_all(conn, wire.frame(b"i", json.dumps(self.describe()).encode()))
+        elif kind == b"Q":
+            self.stop()
+            if self.session is not None:
+                self.session.close()
+            wire.send_all(conn, wire.frame(b"q"))
+        else:
+            self._reply_exit(conn, Outcome(EXIT_INTERNAL, message="unknown request"))
 
     def _reply_exit(self, conn: socket.socket, outcome: Outcome) -> None:
         body = str(outcome.returncode).encode()

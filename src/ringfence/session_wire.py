@@ -140,14 +140,17 @@ class FrameReader:
             self.buf += data
         return True
 
-    def read(self, fds: list[int] | None = None) -> tuple[bytes, bytes] | None:
-        """The next (kind, payload), or None at end of stream. ``fds`` collects passed fds."""
+    def read(
+        self, fds: list[int] | None = None, limit: int = MAX_FRAME
+    ) -> tuple[bytes, bytes] | None:
+        """The next (kind, payload), or None at end of stream. ``fds`` collects passed fds;
+        a frame larger than ``limit`` is an error (before any of its payload is read)."""
         if not self._fill(5, fds):
             if self.buf:
                 raise WireError("the stream ended inside a frame")
             return None
         kind, size = self.buf[:1], int.from_bytes(self.buf[1:5], "big")
-        if size > MAX_FRAME:
+        if size > limit:
             raise WireError(f"a frame of {size} bytes is too large")
         if not self._fill(5 + size, fds):
             raise WireError("the stream ended inside a frame")
