@@ -1,4 +1,4 @@
-"""Command line: ``ringfence run``, ``shell``, ``session``, ``explain``, ``doctor``, ``audit``, ``config``.
+"""Command line: ``ringfence run``, ``shell``, ``session``, ``explain``, ``doctor`` and more.
 
 argparse (standard library) keeps ``ringfence run`` fast to start; the sandbox modules are
 imported only by the subcommand that needs them. Bad input is one clear line and exit 2,

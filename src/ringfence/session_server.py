@@ -171,7 +171,7 @@ class SessionServer:
     def serve_forever(self) -> None:
         assert self.sock is not None
         self.sock.settimeout(ACCEPT_POLL)
-        while not self._stop.is_set() and not self._idle_expired():
+        while not self._stop.is_set() and not self._idle_expired() and not self._orphaned():
             try:
                 conn, _ = self.sock.accept()
             except TimeoutError:
@@ -201,6 +201,14 @@ class SessionServer:
             if self._ino is not None and os.lstat(self.path).st_ino == self._ino:
                 os.unlink(self.path)
         self._ino = None
+
+    def _orphaned(self) -> bool:
+        """Whether our socket was removed or replaced: nobody can reach this server any more,
+        so it stops instead of holding a sandbox forever."""
+        try:
+            return os.lstat(self.path).st_ino != self._ino
+        except OSError:
+            return True
 
     def _idle_expired(self) -> bool:
         if self.idle_timeout is None:

@@ -269,3 +269,15 @@ def test_a_session_directory_others_can_use_is_refused(rf: Runner, sessions: Ses
     assert r.returncode == 125
     assert "only you can use" in r.stderr
     assert not list(shared.iterdir())
+
+
+def test_a_server_whose_socket_is_removed_stops(rf: Runner, sessions: Sessions) -> None:
+    """Nobody can reach it any more: it must not hold a sandbox forever."""
+    ws = rf.mkdir()
+    sessions.start(ws)
+    pid = int(sessions.listing()[0]["pid"])  # type: ignore[call-overload]
+    (sessions.dir / "t.sock").unlink()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
