@@ -34,7 +34,7 @@ BARE = "bare `true` (fork+exec)"
 PY_ISS = "`python -I -S -c pass`"
 PY_SITE = "`python -c pass` (with site)"
 MAIN = "`python -m ringfence run -- true`"
-SESSION_SCRIPT = "`ringfence run --session bench -- true` (console script)"
+SESSION_SCRIPT = "`ringfence run --session bench -- true` (the command)"
 SESSION_MAIN = "`python -m ringfence run --session bench -- true`"
 
 # The CLI's own path (cli.cmd_run -> process.run_sandboxed), phase by phase. It reaches into
@@ -89,7 +89,7 @@ def cold(scale: Scale) -> Section:
         variants[MAIN] = [*rf, "--", "true"]
         script = os.path.join(os.path.dirname(py), "ringfence")
         if os.access(script, os.X_OK):
-            variants["`ringfence run -- true` (console script)"] = [script, "run", "--", "true"]
+            variants["`ringfence run -- true` (the command)"] = [script, "run", "--", "true"]
         variants["`... run --no-default-protect -- true` (no guard)"] = [
             *rf,
             "--no-default-protect",
