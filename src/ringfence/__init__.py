@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ringfence.errors import (
+    ApprovalRefused,
     PolicyError,
     RingfenceError,
     SandboxError,
@@ -60,6 +61,7 @@ __all__ = [
     "DEVNULL",
     "PIPE",
     "STDOUT",
+    "ApprovalRefused",
     "CalledProcessError",
     "CompletedProcess",
     "EnvPolicy",

@@ -152,6 +152,7 @@ def command_record(
     timed_out: bool = False,
     network: Sequence[Any] = (),
     error: str | None = None,
+    approval: Any = None,
 ) -> dict[str, Any]:
     denied = [f"{e.host}:{e.port} ({e.rule})" for e in network if not e.allowed]
     record: dict[str, Any] = {
@@ -161,7 +162,9 @@ def command_record(
         "argv": [redact(a) for a in argv],
         "cwd": cwd,
         "policy": policy_digest,
-        "approval": "never-ask",
+        # The approval decision and who gave it ({"policy", "action", "by", "rule"}), or
+        # "none" when the caller set no approval policy.
+        "approval": approval if approval is not None else "none",
         "exit": returncode,
         "duration": None if duration is None else round(duration, 4),
         "timed_out": timed_out,

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -29,6 +30,7 @@ from ringfence.policy.model import (
 
 if TYPE_CHECKING:
     from ringfence.platforms.linux.plan import LinuxPlan
+    from ringfence.process import Outcome
 
 EXIT_USAGE = 2
 
@@ -202,6 +204,7 @@ def _fill_run(run: argparse.ArgumentParser) -> None:
         help="with --network allowlist: ask on the terminal before refusing a host the "
         "allowlist does not cover (allow once, for this run, or no)",
     )
+    _approval_flags(run)
     run.add_argument(
         "--session",
         metavar="NAME",
@@ -215,6 +218,30 @@ def _fill_run(run: argparse.ArgumentParser) -> None:
         help="give the command a terminal of its own (from the sandbox), relayed to yours",
     )
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+
+def _approval_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("approval")
+    g.add_argument(
+        "--approval",
+        choices=["never-ask", "on-request", "untrusted"],
+        help="whether a command may run at all: never-ask (refuse what a rule would ask "
+        "about), on-request (prompt rules ask; the default once --rules is given), untrusted "
+        "(only known read-only commands run without asking)",
+    )
+    g.add_argument(
+        "--rules",
+        metavar="FILE",
+        help="prefix rules (allow/prompt/forbid; default: $XDG_CONFIG_HOME/ringfence/rules.toml "
+        "when --approval is given)",
+    )
+
+
+def _fill_check(check: argparse.ArgumentParser) -> None:
+    _approval_flags(check)
+    check.add_argument("-c", dest="script", metavar="LINE", help="a shell command line to judge")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
 
 def _fill_shell(shell: argparse.ArgumentParser) -> None:
@@ -259,6 +286,7 @@ def _fill_session(sess: argparse.ArgumentParser) -> None:
         "--foreground", action="store_true", help="serve in this process instead of forking"
     )
     start.add_argument("--no-audit", action="store_true", help="do not write the audit log")
+    _approval_flags(start)
     stop = sess_sub.add_parser("stop", help="stop a session server and its commands")
     stop.add_argument("--name", default="default", help="the session's name (default: default)")
     lst = sess_sub.add_parser("list", help="the running session servers")
@@ -276,6 +304,7 @@ _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] =
     "explain": ("print the plan a command would run under", _fill_explain),
     "config": ("the effective policy and where each value came from", _fill_config),
     "audit": ("read the audit log", _fill_audit),
+    "check": ("whether the approval policy would run, ask about or refuse a command", _fill_check),
     "session": ("a warm sandbox that `run --session` calls reach", _fill_session),
     "doctor": ("report what this kernel can enforce", _fill_doctor),
 }
@@ -482,18 +511,110 @@ def cmd_run(ns: argparse.Namespace) -> int:
         from ringfence.terminal import tty_asker
 
         ask = tty_asker()
+    approval, rules = _approval_settings(ns)
     if plan.sandboxed:
         outcome = process.run_sandboxed(
-            plan, argv, ns.timeout, tty=ns.tty, ask=ask, audit=not ns.no_audit
+            plan,
+            argv,
+            ns.timeout,
+            tty=ns.tty,
+            ask=ask,
+            audit=not ns.no_audit,
+            approval=approval,
+            rules=rules,
+            approver=_tty_approver if approval else None,
         )
     else:
-        outcome = process.run_unconfined(argv, dict(plan.env), cwd, ns.timeout)
+        refusal = _approve_unconfined(argv, approval, rules)
+        outcome = refusal or process.run_unconfined(argv, dict(plan.env), cwd, ns.timeout)
     if outcome.message:
         prefix = "ringfence: "
         if outcome.error_kind == "UnsupportedError":
             prefix = "ringfence: cannot enforce the policy: "
-        print(prefix + outcome.message, file=sys.stderr)
+        print(prefix + _printable(outcome.message), file=sys.stderr)
     return outcome.returncode
+
+
+def _approval_settings(ns: argparse.Namespace) -> tuple[str | None, object]:
+    """The approval policy and rules the flags ask for (None: no approval step at all)."""
+    approval = getattr(ns, "approval", None)
+    rules_file = getattr(ns, "rules", None)
+    if approval is None and rules_file is None:
+        return None, None
+    from ringfence.approval import rules
+
+    return approval or "on-request", rules.load(rules_file)
+
+
+def _tty_approver(decision: object) -> bool | None:
+    """Ask the person at the terminal (``/dev/tty``); None when there is no terminal."""
+    from ringfence.approval.decide import Decision
+
+    assert isinstance(decision, Decision)
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        shown = _printable(" && ".join(shlex.join(c) for c in decision.commands))
+        reason = _printable(decision.reason)
+        os.write(fd, f"ringfence: {reason}\nringfence: run `{shown}`? [y/N] ".encode())
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(fd, 256)
+            if not chunk:
+                break
+            line += chunk
+    finally:
+        os.close(fd)
+    answer = line.decode("utf-8", "replace").strip().lower()
+    return answer in ("y", "yes")
+
+
+def _printable(text: str) -> str:
+    """The command comes from the agent: its control characters (escape sequences that could
+    rewrite the prompt) are shown escaped, never sent to the terminal."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+def _approve_unconfined(argv: list[str], approval: str | None, rules: object) -> Outcome | None:
+    """full-access runs no Session, so the approval step is taken here."""
+    if approval is None:
+        return None
+    from ringfence import process
+    from ringfence.approval.decide import ASK, RUN, decide
+    from ringfence.approval.rules import RuleSet
+
+    assert isinstance(rules, RuleSet)
+    d = decide(argv, approval, rules)
+    if d.action == RUN or (d.action == ASK and _tty_approver(d)):
+        return None
+    return process.Outcome(process.EXIT_REFUSED, message=f"refused: {d.reason}")
+
+
+def cmd_check(ns: argparse.Namespace) -> int:
+    """Print the approval decision for a command; exit 0 (run), 1 (ask) or 77 (refuse)."""
+    from ringfence.approval.decide import ASK, RUN, decide
+
+    argv = _command(ns, required=ns.script is None)
+    if ns.script is not None:
+        if argv:
+            raise PolicyError("give either -c LINE or -- CMD [ARGS...], not both")
+        argv = ["bash", "-c", ns.script]
+    approval, rules = _approval_settings(ns)
+    d = decide(argv, approval or "on-request", rules)  # type: ignore[arg-type]
+    if ns.json:
+        json.dump(d.to_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        print(f"{d.action}: {d.reason}")
+        if d.rule:
+            print(f"rule: {d.rule}")
+        for c in d.commands:
+            print(f"command: {' '.join(c)}")
+    return {RUN: 0, ASK: 1}.get(d.action, 77)
 
 
 def _run_in_session(ns: argparse.Namespace, argv: list[str]) -> int:
@@ -551,6 +672,7 @@ def cmd_session(ns: argparse.Namespace) -> int:
         workspace=policy.workspace or cwd,
         idle_timeout=ns.idle_timeout,
         audit=not ns.no_audit,
+        approval=_approval_settings(ns),
     )
     server.bind()
     if not ns.foreground:
@@ -716,6 +838,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_explain(ns)
         if ns.command == "session":
             return cmd_session(ns)
+        if ns.command == "check":
+            return cmd_check(ns)
         return cmd_doctor(ns)
     except UnsupportedError as e:
         print(f"ringfence: cannot enforce the policy: {e}", file=sys.stderr)

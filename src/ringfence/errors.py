@@ -33,3 +33,15 @@ class UnsupportedError(RingfenceError):
 
 class SandboxError(RingfenceError):
     """Building the sandbox or running the command inside it failed for a reason of ours."""
+
+
+class ApprovalRefused(RingfenceError):
+    """The approval policy, a rule or the person asked refused the command; nothing ran.
+
+    ``decision`` (a :class:`ringfence.approval.decide.Decision`) says what decided and why.
+    """
+
+    def __init__(self, decision: object) -> None:
+        self.decision = decision
+        reason = getattr(decision, "reason", str(decision))
+        super().__init__(f"refused: {reason}")

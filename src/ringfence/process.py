@@ -24,6 +24,7 @@ EXIT_TIMEOUT = 124
 EXIT_INTERNAL = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
+EXIT_REFUSED = 77  # sysexits' EX_NOPERM: the approval policy, a rule or a person said no
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ def run_sandboxed(
     tty: bool = False,
     ask: Callable[[str, int], str] | None = None,
     audit: bool = True,
+    approval: str | None = None,
+    rules: object = None,
+    approver: Callable[[object], bool | None] | None = None,
 ) -> Outcome:
     """Run ``argv`` under ``plan`` in a one-command session; blocks until the sandbox is gone.
 
@@ -63,7 +67,15 @@ def run_sandboxed(
     from ringfence.session import Session
 
     try:
-        session = Session(plan=plan, on_network_request=ask, audit=audit, _fork=True).start()
+        session = Session(
+            plan=plan,
+            on_network_request=ask,
+            audit=audit,
+            approval=approval,
+            rules=rules,
+            approver=approver,
+            _fork=True,
+        ).start()
     except UnsupportedError as e:
         return Outcome(EXIT_INTERNAL, message=str(e), error_kind="UnsupportedError")
     except RingfenceError as e:
@@ -75,10 +87,12 @@ def run_sandboxed(
 
 
 def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: bool) -> Outcome:
-    from ringfence.errors import RingfenceError
+    from ringfence.errors import ApprovalRefused, RingfenceError
 
     try:
         proc = session.spawn(list(argv), pty=tty)
+    except ApprovalRefused as e:
+        return Outcome(EXIT_REFUSED, message=str(e))
     except OSError as e:
         return exec_failure(argv[0], e.errno or errno.EACCES)
     except RingfenceError as e:

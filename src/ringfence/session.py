@@ -27,7 +27,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from ringfence.errors import PolicyError, SandboxError, UnsupportedError, UsageError
+from ringfence.errors import (
+    ApprovalRefused,
+    PolicyError,
+    SandboxError,
+    UnsupportedError,
+    UsageError,
+)
 from ringfence.platforms.linux import protocol
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.model import Policy
@@ -439,6 +445,7 @@ class Process:
         self.network_events: list[NetEvent] = []
         self._net_from = len(conn.proxy.events) if conn.proxy is not None else 0
         self._text: tuple[str, str] | None = None
+        self.approval: dict[str, Any] | None = None
         if pending.master is not None:
             tty = open(pending.master, "r+b", buffering=0)  # noqa: SIM115 - owned by the handle
             self.stdin = self.stdout = tty
@@ -489,6 +496,7 @@ class Process:
             timed_out=self.timed_out,
             network=self.network_events,
             error=error,
+            approval=self.approval,
         )
         if error is not None:
             raise SandboxError(error)
@@ -552,8 +560,21 @@ class Session:
         on_network_request: Callable[[str, int], str] | None = None,
         audit: bool | str = True,
         plan: LinuxPlan | None = None,
+        approval: str | None = None,
+        rules: Any = None,
+        approver: Callable[[Any], bool | None] | None = None,
         _fork: bool = False,
     ) -> None:
+        self.approval = None
+        if approval is not None:
+            from ringfence.approval import decide
+            from ringfence.approval import rules as rules_mod
+
+            self.approval = decide.check_policy(approval)
+            if rules is None or isinstance(rules, (str, os.PathLike)):
+                rules = rules_mod.load(rules)
+        self.rules = rules
+        self.approver = approver
         if plan is None:
             from ringfence.platforms.linux import hostfacts, landlock
             from ringfence.platforms.linux.plan import compile_linux
@@ -636,6 +657,7 @@ class Session:
         caller's), PIPE, DEVNULL, STDOUT (stderr only), a file object or an fd."""
         argv = _argv(args, shell)
         conn = self._connection()
+        approval = self._approve(conn, argv, cwd)
         msg: dict[str, Any] = {
             "op": "run",
             "argv": argv,
@@ -679,6 +701,7 @@ class Session:
             raise err
         proc = Process(conn, pending, args, ours, started_at)
         proc.argv, proc.cwd = argv, msg["cwd"] or self.plan.cwd
+        proc.approval = approval
         if text or encoding or errors:
             _wrap_text(proc, encoding or "utf-8", errors or "replace")
         return proc
@@ -748,6 +771,44 @@ class Session:
         from ringfence import aio
 
         return await aio.spawn(self, args, **kwargs)
+
+    def _approve(
+        self, conn: _Connection, argv: list[str], cwd: str | os.PathLike[str] | None
+    ) -> dict[str, Any] | None:
+        """Apply the approval policy: None when none is set, else the record of who allowed
+        it. A refusal is audited and raised as :class:`ApprovalRefused`; nothing runs."""
+        if self.approval is None:
+            return None
+        from ringfence.approval.decide import ASK, RUN, decide
+
+        d = decide(argv, self.approval, self.rules)
+        by = "policy" if d.rule is None else "rule"
+        ok = d.action == RUN
+        if d.action == ASK:
+            import dataclasses
+
+            answer = self.approver(d) if self.approver is not None else None
+            ok = bool(answer)
+            if answer is None:  # no approver, or it could not ask anyone
+                by = "nobody (no one to ask)"
+                d = dataclasses.replace(d, reason=f"{d.reason}; there is no one to ask")
+            else:
+                by = "approver"
+                if not ok:
+                    d = dataclasses.replace(d, reason=f"declined when asked: {d.reason}")
+        record = {"policy": self.approval, "action": d.action, "by": by, "rule": d.rule,
+                  "granted": ok}  # fmt: skip
+        if not ok:
+            conn.audit_command(
+                argv=argv,
+                cwd=os.fspath(cwd) if cwd is not None else self.plan.cwd,
+                returncode=None,
+                duration=0.0,
+                error=f"refused: {d.reason}",
+                approval=record,
+            )
+            raise ApprovalRefused(d)
+        return record
 
     def _env(self, env: Mapping[str, str] | None) -> dict[str, str] | None:
         if env is None:

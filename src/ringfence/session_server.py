@@ -30,11 +30,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ringfence import session_wire as wire
-from ringfence.errors import PolicyError, RingfenceError, SandboxError
+from ringfence.errors import ApprovalRefused, PolicyError, RingfenceError, SandboxError
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.environment import build_environment
 from ringfence.policy.model import EnvPolicy
-from ringfence.process import EXIT_INTERNAL, EXIT_TIMEOUT, Outcome, exec_failure, outcome_of
+from ringfence.process import (
+    EXIT_INTERNAL,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    Outcome,
+    exec_failure,
+    outcome_of,
+)
 from ringfence.session import Session
 
 REFUSED_FRAME = 1 << 20  # what a refused peer may send before it is told why
@@ -110,6 +117,7 @@ class SessionServer:
         workspace: str,
         idle_timeout: float | None = None,
         audit: bool = True,
+        approval: tuple[str | None, Any] = (None, None),
         environ: Mapping[str, str] = os.environ,
     ) -> None:
         why = wire.check_name(name)
@@ -125,6 +133,7 @@ class SessionServer:
         self.workspace = workspace
         self.idle_timeout = idle_timeout
         self.audit = audit
+        self.approval = approval
         self.path = wire.socket_path(name, dict(environ))
         self.session: Session | None = None
         self.sock: socket.socket | None = None
@@ -166,7 +175,10 @@ class SessionServer:
 
     def start(self) -> None:
         """Build the sandbox (errors surface here, before anyone is told the server is up)."""
-        self.session = Session(plan=self.plan, audit=self.audit).start()
+        policy, rules = self.approval
+        # A server has nobody to ask: what the approval policy would ask about is refused.
+        self.session = Session(plan=self.plan, audit=self.audit, approval=policy, rules=rules)
+        self.session.start()
 
     def serve_forever(self) -> None:
         assert self.sock is not None
@@ -317,6 +329,8 @@ class SessionServer:
             )
         except OSError as e:
             return exec_failure(argv[0], e.errno or errno.EACCES)
+        except ApprovalRefused as e:
+            return Outcome(EXIT_REFUSED, message=str(e))
         except RingfenceError as e:
             return Outcome(EXIT_INTERNAL, message=str(e))
         for fd in fds:

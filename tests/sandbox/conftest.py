@@ -9,6 +9,7 @@ source, because the test virtualenv may live where other users cannot read.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -78,6 +79,10 @@ def _xdg_for(label: str, uid: int, gid: int) -> dict[str, str]:
 def world_readable_src() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="ringfence-src-", dir="/var/tmp"))
     shutil.copytree(SRC / "ringfence", base / "ringfence")
+    for dep in ("tree_sitter", "tree_sitter_bash"):  # ringfence's dependencies, for that user
+        spec = importlib.util.find_spec(dep)
+        assert spec is not None and spec.submodule_search_locations, f"{dep} is not installed"
+        shutil.copytree(spec.submodule_search_locations[0], base / dep)
     for p in [base, *base.rglob("*")]:
         p.chmod(0o755 if p.is_dir() else 0o644)
     yield base

@@ -1,0 +1,190 @@
+"""Approvals with the real sandbox: the CLI asks on a terminal and refuses without one, rules
+forbid, the API calls its approver, a session server refuses what it cannot ask about, and
+every decision lands in the audit log."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Runner
+
+from ringfence import ApprovalRefused, Policy, Session
+from ringfence.approval.decide import ASK, Decision
+
+pytestmark = pytest.mark.sandbox
+
+
+def _run(
+    rf: Runner, ws: Path, *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``ringfence ARGS`` with no terminal at all (its own session, so no /dev/tty)."""
+    return subprocess.run(  # noqa: PLW1510 - callers assert on returncode
+        ["setsid", "--wait", *rf.argv(args)],
+        cwd=ws,
+        env=rf.env(),
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=60,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+
+
+def _on_a_terminal(
+    rf: Runner, ws: Path, answer: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``ringfence ARGS`` on a pseudo-terminal (util-linux ``script``), typing ``answer``."""
+    line = " ".join(["env", *(f"{k}={v}" for k, v in rf.env().items()), *rf.argv(args)])
+    return subprocess.run(  # noqa: PLW1510
+        ["script", "-qec", line, "/dev/null"],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        input=answer + "\n",
+        timeout=60,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+
+
+def test_without_a_terminal_what_needs_asking_is_refused(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = _run(rf, ws, "run", "--approval", "untrusted", "--", "touch", "made")
+    assert r.returncode == 77, r.stderr
+    assert "touch made is not known to be safe" in r.stderr
+    assert "there is no one to ask" in r.stderr
+    assert not (ws / "made").exists()
+    r = _run(
+        rf,
+        ws,
+        "run",
+        "--approval",
+        "untrusted",
+        "--",
+        "bash",
+        "-lc",
+        "ls -d . && git status -s 2>/dev/null || true",
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_on_a_terminal_the_person_decides(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = _on_a_terminal(rf, ws, "y", "run", "--approval", "untrusted", "--", "touch", "yes")
+    assert r.returncode == 0, r.stdout
+    assert "run `touch yes`? [y/N]" in r.stdout
+    assert (ws / "yes").exists()
+    r = _on_a_terminal(rf, ws, "n", "run", "--approval", "untrusted", "--", "touch", "no")
+    assert r.returncode == 77
+    assert "declined when asked" in r.stdout
+    assert not (ws / "no").exists()
+
+
+def test_the_prompt_shows_control_characters_escaped(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = _on_a_terminal(rf, ws, "n", "run", "--approval", "untrusted", "--", "touch", "a\x1b[2Kb")
+    assert r.returncode == 77
+    assert "\x1b[2K" not in r.stdout
+    assert "a\\x1b[2Kb" in r.stdout
+
+
+def test_a_forbid_rule_refuses_under_every_policy_and_check_says_why(rf: Runner) -> None:
+    ws = rf.mkdir()
+    rules = ws / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nprefix = ["touch", "forbidden"]\ndecision = "forbid"\nwhy = "test"\n'
+        'match = ["touch forbidden"]\n'
+    )
+    for policy in ("never-ask", "on-request", "untrusted"):
+        r = _run(
+            rf,
+            ws,
+            "run",
+            "--approval",
+            policy,
+            "--rules",
+            str(rules),
+            "--",
+            "sh",
+            "-c",
+            "touch forbidden",
+        )
+        assert r.returncode == 77, (policy, r.stderr)
+        assert "forbidden: forbid touch forbidden (test)" in r.stderr
+    assert not (ws / "forbidden").exists()
+    r = _run(rf, ws, "check", "--rules", str(rules), "--json", "-c", "ls && touch forbidden")
+    assert r.returncode == 77
+    out = json.loads(r.stdout)
+    assert out["action"] == "refuse"
+    assert out["rule"] == f"{rules}: rule 1"
+    assert out["commands"] == [["ls"], ["touch", "forbidden"]]
+    assert _run(rf, ws, "check", "--approval", "untrusted", "--", "git", "status").returncode == 0
+    assert _run(rf, ws, "check", "--approval", "untrusted", "--", "git", "push").returncode == 1
+
+
+def test_a_rules_file_whose_examples_fail_stops_everything(rf: Runner) -> None:
+    ws = rf.mkdir()
+    rules = ws / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nprefix = ["git", "push"]\ndecision = "prompt"\nmatch = ["git pull"]\n'
+    )
+    r = _run(rf, ws, "run", "--rules", str(rules), "--", "touch", "x")
+    assert r.returncode == 2
+    assert "rule 1: the example 'git pull' in match does not match the rule" in r.stderr
+    assert not (ws / "x").exists()
+
+
+@pytest.fixture
+def ws() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="ringfence-approvals-", dir="/var/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_the_api_asks_its_approver_and_audits_the_answer(ws: Path) -> None:
+    asked: list[Decision] = []
+    answers = iter([False, True])
+
+    def approver(d: Decision) -> bool:
+        asked.append(d)
+        return next(answers)
+
+    log = ws / "audit.jsonl"
+    with Session(
+        Policy(workspace=str(ws)),
+        cwd=str(ws),
+        audit=str(log),
+        approval="untrusted",
+        approver=approver,
+    ) as s:
+        assert s.run(["ls"], capture_output=True).returncode == 0  # known-safe: nobody asked
+        with pytest.raises(ApprovalRefused, match="declined when asked"):
+            s.run(["touch", "first"])
+        assert not (ws / "first").exists()
+        assert s.run(["touch", "second"]).returncode == 0
+    assert (ws / "second").exists()
+    assert [d.action for d in asked] == [ASK, ASK]
+    assert asked[0].commands == (("touch", "first"),)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    approvals = [
+        (r["argv"], r["approval"]["action"], r["approval"]["by"], r["approval"]["granted"])
+        for r in records
+    ]
+    assert approvals == [
+        (["ls"], "run", "policy", True),
+        (["touch", "first"], "ask", "approver", False),
+        (["touch", "second"], "ask", "approver", True),
+    ]
+    assert records[1]["exit"] is None and records[1]["error"].startswith("refused: declined")
+
+
+def test_a_session_without_an_approval_policy_records_none(ws: Path) -> None:
+    log = ws / "audit.jsonl"
+    with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=str(log)) as s:
+        s.run(["true"])
+    assert json.loads(log.read_text().splitlines()[0])["approval"] == "none"

@@ -1,0 +1,212 @@
+"""Approvals: the shell splitter, the known-safe classifier, prefix rules and the decision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ringfence.approval import rules, safe, shell
+from ringfence.approval.decide import ASK, REFUSE, RUN, decide
+from ringfence.errors import PolicyError
+
+
+@pytest.mark.parametrize(
+    ("line", "commands"),
+    [
+        ("ls -la", [["ls", "-la"]]),
+        (
+            "ls && git status; echo 'a;b' | wc -l",
+            [["ls"], ["git", "status"], ["echo", "a;b"], ["wc", "-l"]],
+        ),
+        ('false || echo "x \\"y\\""', [["false"], ["echo", 'x "y"']]),
+        ("grep -r x . 2>/dev/null", [["grep", "-r", "x", "."]]),
+        ("a\\ b c'd'\"e\"", [["a b", "cde"]]),
+        ("ls # a comment", [["ls"]]),
+    ],
+)
+def test_plain_lines_split_into_their_commands(line: str, commands: list[list[str]]) -> None:
+    assert shell.split(line) == commands
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "echo $(rm -rf ~)",
+        "echo `id`",
+        'echo "$(id)"',
+        "cat $HOME/x",
+        "FOO=1 ls",
+        "LD_PRELOAD=/tmp/x.so ls",
+        "(cd x; ls)",
+        "ls > out",
+        "ls >> out",
+        "cat < /etc/passwd",
+        "cat <<EOF\n$(rm -rf ~)\nEOF",
+        "ls &",
+        "for f in *; do rm $f; done",
+        "f() { rm -rf ~; }; f",
+        "ls &&",
+        "if true; then rm x; fi",
+        "ls |& cat",
+    ],
+)
+def test_lines_that_run_or_expand_hidden_things_cannot_be_judged(line: str) -> None:
+    with pytest.raises(shell.Unjudgeable):
+        shell.split(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ls -la",
+        "cat README.md | head -n 5",
+        "git status && git log --oneline -5 && git diff HEAD~1",
+        "git -C sub branch -a",
+        "find . -name '*.py' -type f",
+        "rg -n TODO src",
+        "grep -rn foo . 2>/dev/null | sort | uniq -c",
+        "bash -lc 'ls && git status'",
+        "sh -c 'pwd; echo hi'",
+        "wc -l README.md",
+    ],
+)
+def test_read_only_lines_are_known_safe(line: str) -> None:
+    assert safe.script_unsafe_reason(line) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        ('bash -lc "ls && rm -rf ~"', "rm is not on the list"),
+        ("ls; rm -rf build", "rm is not on the list"),
+        ("echo $(whoami)", "command substitution"),
+        ("cat <<EOF\nhello\nEOF", "cannot be judged"),
+        ("ls | xargs rm", "xargs"),
+        ("env ls", "env"),
+        ("env PATH=/tmp ls", "env"),
+        ("sudo ls", "sudo"),
+        ("timeout 5 rm x", "timeout"),
+        ("find . -exec rm {} ;", "-exec"),
+        ("find . -delete", "-delete"),
+        ("find . -fprint out", "-fprint"),
+        ("rg --pre ./script x", "--pre"),
+        ("rg -z x", "-z"),
+        ("sort -o out in", "sort -o"),
+        ("sort --output=out in", "--output"),
+        ("git push", "not a read-only subcommand"),
+        ("git -c core.pager=evil log", "git -c"),
+        ("git branch -D main", "create or delete"),
+        ("git diff --output=out", "--output"),
+        ("git log --ext-diff", "--ext-diff"),
+        ("bash script.sh", "without a single -c script"),
+        ("bash -c 'ls' extra", "without a single -c script"),
+        ("python -c 'print(1)'", "python is not on the list"),
+        ("ls > out", "redirection"),
+    ],
+)
+def test_tricky_lines_are_not_known_safe(line: str, why: str) -> None:
+    reason = safe.script_unsafe_reason(line)
+    assert reason is not None and why in reason, reason
+
+
+RULES = """
+[[rule]]
+prefix = ["git", ["push", "pull"]]
+decision = "prompt"
+why = "talks to the remote"
+match = ["git push origin main", ["git", "pull"]]
+not_match = ["git status", "gitx push"]
+
+[[rule]]
+prefix = ["rm", "-rf", "/"]
+decision = "forbid"
+match = ["rm -rf /"]
+
+[[rule]]
+prefix = ["pytest"]
+decision = "allow"
+match = ["pytest -q"]
+
+[[rule]]
+prefix = ["git"]
+decision = "allow"
+"""
+
+
+def test_rules_load_and_the_strictest_match_wins() -> None:
+    rs = rules.parse(RULES, "r.toml")
+    push = rs.verdict(["git", "push", "-f"])
+    assert push is not None and push.decision == "prompt" and push.source == "r.toml: rule 1"
+    status = rs.verdict(["git", "status"])
+    assert status is not None and status.decision == "allow"
+    assert rs.verdict(["make"]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[[rule]]\nprefix = ["git", "push"]\ndecision = "forbid"\nmatch = ["git pull"]\n',
+         "r.toml: rule 1: the example 'git pull' in match does not match the rule"),
+        ('[[rule]]\nprefix = ["git"]\ndecision = "allow"\nnot_match = ["git status"]\n',
+         "r.toml: rule 1: the example 'git status' in not_match matches the rule"),
+        ('[[rule]]\nprefix = ["ls"]\ndecision = "maybe"\n', "decision must be one of"),
+        ('[[rule]]\nprefix = []\ndecision = "allow"\n', "prefix must be a non-empty list"),
+        ('[[rule]]\nprefix = ["ls"]\ndecision = "allow"\ncolour = 1\n', "unknown key 'colour'"),
+        ('[[rule]]\nprefix = ["ls", []]\ndecision = "allow"\n', "prefix elements are words"),
+        ('[rules]\n', "unknown table or key 'rules'"),
+        ('[[rule]\n', "r.toml: "),
+        ('[[rule]]\nprefix = ["ls"]\ndecision = "allow"\nmatch = ["a \'b"]\n', "match example"),
+    ],
+)  # fmt: skip
+def test_bad_rules_files_are_errors_that_name_the_rule(text: str, message: str) -> None:
+    with pytest.raises(rules.RulesError) as e:
+        rules.parse(text, "r.toml")
+    assert message in str(e.value)
+
+
+def test_the_default_rules_file_is_optional_but_a_named_one_is_not(tmp_path: Path) -> None:
+    env = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert rules.default_path(env) == tmp_path / "ringfence" / "rules.toml"
+    with pytest.raises(rules.RulesError, match="no such rules file"):
+        rules.load(tmp_path / "missing.toml")
+    f = tmp_path / "r.toml"
+    f.write_text(RULES)
+    assert len(rules.load(f).rules) == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "policy", "action"),
+    [
+        (["ls"], "untrusted", RUN),
+        (["touch", "x"], "untrusted", ASK),
+        (["touch", "x"], "on-request", RUN),
+        (["touch", "x"], "never-ask", RUN),
+        (["git", "push"], "on-request", ASK),
+        (["git", "push"], "never-ask", REFUSE),
+        (["git", "push"], "untrusted", ASK),
+        (["rm", "-rf", "/"], "on-request", REFUSE),
+        (["bash", "-lc", "ls && rm -rf /"], "never-ask", REFUSE),
+        (["bash", "-c", "ls; git pull"], "on-request", ASK),
+        (["pytest", "-q"], "untrusted", RUN),
+        (["bash", "-c", "pytest -q && ls"], "untrusted", RUN),
+        (["bash", "-c", "echo $(git push)"], "on-request", ASK),
+        (["bash", "-c", "echo $(git push)"], "never-ask", REFUSE),
+    ],
+)
+def test_the_decision_follows_the_policy_and_the_rules(
+    argv: list[str], policy: str, action: str
+) -> None:
+    d = decide(argv, policy, rules.parse(RULES, "r.toml"))
+    assert d.action == action, d.reason
+
+
+def test_without_rules_an_unjudgeable_line_still_runs_under_on_request() -> None:
+    assert decide(["bash", "-c", "echo $(id)"], "on-request").action == RUN
+    d = decide(["bash", "-c", "echo $(id)"], "untrusted")
+    assert d.action == ASK and "command substitution" in d.reason
+
+
+def test_a_bad_policy_name_is_a_clear_error() -> None:
+    with pytest.raises(PolicyError, match="use one of never-ask, on-request, untrusted"):
+        decide(["ls"], "sometimes")
