@@ -153,6 +153,8 @@ def command_record(
     network: Sequence[Any] = (),
     error: str | None = None,
     approval: Any = None,
+    filesystem: Sequence[dict[str, Any]] = (),
+    created: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     denied = [f"{e.host}:{e.port} ({e.rule})" for e in network if not e.allowed]
     record: dict[str, Any] = {
@@ -168,7 +170,11 @@ def command_record(
         "exit": returncode,
         "duration": None if duration is None else round(duration, 4),
         "timed_out": timed_out,
-        "violations": {"network": denied},
+        "violations": {
+            "network": denied,
+            "filesystem": [redact(f"{v['op']} {v['path']} ({v['rule']})") for v in filesystem],
+        },
+        "created": [redact(f"{c['kind']} {c['path']}") for c in created],
     }
     if error:
         record["error"] = error

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from ringfence.display import printable
 from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
 from ringfence.policy import config, paths
 from ringfence.policy.model import (
@@ -531,7 +532,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
         prefix = "ringfence: "
         if outcome.error_kind == "UnsupportedError":
             prefix = "ringfence: cannot enforce the policy: "
-        print(prefix + _printable(outcome.message), file=sys.stderr)
+        for line in outcome.message.split("\n"):
+            print(prefix + printable(line), file=sys.stderr)
     return outcome.returncode
 
 
@@ -556,8 +558,8 @@ def _tty_approver(decision: object) -> bool | None:
     except OSError:
         return None
     try:
-        shown = _printable(" && ".join(shlex.join(c) for c in decision.commands))
-        reason = _printable(decision.reason)
+        shown = printable(" && ".join(shlex.join(c) for c in decision.commands))
+        reason = printable(decision.reason)
         os.write(fd, f"ringfence: {reason}\nringfence: run `{shown}`? [y/N] ".encode())
         line = b""
         while not line.endswith(b"\n"):
@@ -569,14 +571,6 @@ def _tty_approver(decision: object) -> bool | None:
         os.close(fd)
     answer = line.decode("utf-8", "replace").strip().lower()
     return answer in ("y", "yes")
-
-
-def _printable(text: str) -> str:
-    """The command comes from the agent: its control characters (escape sequences that could
-    rewrite the prompt) are shown escaped, never sent to the terminal."""
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
 
 
 def _approve_unconfined(argv: list[str], approval: str | None, rules: object) -> Outcome | None:

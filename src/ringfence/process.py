@@ -119,22 +119,37 @@ def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: 
 
 
 def outcome_of(proc: Process, session: Session) -> Outcome:
-    """The exit status and ringfence's explanation for a command that has ended."""
+    """The exit status and ringfence's explanation for a command that has ended: what the
+    boundary refused, what it made that a person should know of, and the smallest widening
+    that would have allowed it (one line each)."""
     rc = proc.returncode
     assert rc is not None
     outcome = Outcome(128 - rc, signal=-rc) if rc < 0 else Outcome(rc)
+    lines: list[str] = []
+    files = [v for v in proc.violations if v.get("kind") == "filesystem"]
+    if files:
+        more = len(files) > 5 or any(v.get("kind") == "more" for v in proc.violations)
+        shown = ", ".join(f"{v['op']} {v['path']} ({v['rule']})" for v in files[:5])
+        lines.append("refused " + shown + (" and more" if more else ""))
     blocked = [e for e in proc.network_events if not e.allowed]
     if blocked:
-        shown = {f"{e.host}:{e.port} ({e.rule})": None for e in blocked}
-        more = f" and {len(shown) - 5} more" if len(shown) > 5 else ""
-        outcome = replace(outcome, message="blocked " + ", ".join(list(shown)[:5]) + more)
+        hosts = {f"{e.host}:{e.port} ({e.rule})": None for e in blocked}
+        more_hosts = f" and {len(hosts) - 5} more" if len(hosts) > 5 else ""
+        lines.append("blocked " + ", ".join(list(hosts)[:5]) + more_hosts)
+    for c in proc.created:
+        what = "new git repository" if c["kind"] == "new_repository" else "new git hook"
+        lines.append(f"{what}: {c['path']}")
+    if proc.widenings:
+        lines.append("to allow it: " + " ".join(w["flag"] for w in proc.widenings))
     if proc.memory_limit_hit:
         limit = dict(session.plan.cgroup_limits).get("memory", 0)
-        outcome = replace(
-            outcome,
-            message=f"the memory limit ({limit // (1 << 20)} MiB) was reached: the kernel "
-            "killed a process of the command",
+        lines.insert(
+            0,
+            f"the memory limit ({limit // (1 << 20)} MiB) was reached: the kernel killed a "
+            "process of the command",
         )
+    if lines:
+        outcome = replace(outcome, message="\n".join(lines))
     return outcome
 
 

@@ -76,6 +76,14 @@ class CompletedProcess(subprocess.CompletedProcess[Any]):
     # network = allowlist: the proxy's decisions while the command ran (with commands running
     # at once in one session, theirs may be among them)
     network_events: list[NetEvent] = field(default_factory=list)
+    # What the boundary refused: {"kind": "filesystem", "op", "path", "rule"} from the name
+    # guard, {"kind": "network", "host", "port", "rule"} from the proxy; {"kind": "more"} when
+    # the guard stopped counting. And what the command made that a person should know of:
+    # {"kind": "new_repository" | "new_hook", "path"}.
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    created: list[dict[str, Any]] = field(default_factory=list)
+    # The smallest widenings of the policy that would have allowed what was refused.
+    widenings: list[dict[str, Any]] = field(default_factory=list)
 
     def check_returncode(self) -> None:
         if self.returncode:
@@ -446,6 +454,9 @@ class Process:
         self._net_from = len(conn.proxy.events) if conn.proxy is not None else 0
         self._text: tuple[str, str] | None = None
         self.approval: dict[str, Any] | None = None
+        self.violations: list[dict[str, Any]] = []
+        self.created: list[dict[str, Any]] = []
+        self.widenings: list[dict[str, Any]] = []
         if pending.master is not None:
             tty = open(pending.master, "r+b", buffering=0)  # noqa: SIM115 - owned by the handle
             self.stdin = self.stdout = tty
@@ -481,6 +492,17 @@ class Process:
         if self._conn.proxy is not None:
             self.network_events = self._conn.proxy.events_since(self._net_from)
         error = None
+        reports = report.get("reports") or []
+        self.created = [r for r in reports if r.get("kind") in ("new_repository", "new_hook")]
+        self.violations = [r for r in reports if r.get("kind") in ("filesystem", "more")]
+        self.violations += [
+            {"kind": "network", "host": e.host, "port": e.port, "rule": e.rule}
+            for e in self.network_events
+            if not e.allowed
+        ]
+        from ringfence.escalation import widenings
+
+        self.widenings = widenings(self._conn.plan, self.violations)
         if "exit" in report:
             self.returncode = int(report["exit"])
         elif "signal" in report:
@@ -497,6 +519,8 @@ class Process:
             network=self.network_events,
             error=error,
             approval=self.approval,
+            filesystem=[v for v in self.violations if v.get("kind") == "filesystem"],
+            created=self.created,
         )
         if error is not None:
             raise SandboxError(error)
@@ -857,6 +881,9 @@ def _completed(
         stderr_truncated=truncated[1],
         memory_limit_hit=proc.memory_limit_hit,
         network_events=proc.network_events,
+        violations=proc.violations,
+        created=proc.created,
+        widenings=proc.widenings,
     )
     if check:
         result.check_returncode()

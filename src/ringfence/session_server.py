@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ringfence import session_wire as wire
+from ringfence.display import printable
 from ringfence.errors import ApprovalRefused, PolicyError, RingfenceError, SandboxError
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.environment import build_environment
@@ -291,7 +292,8 @@ class SessionServer:
     def _reply_exit(self, conn: socket.socket, outcome: Outcome) -> None:
         body = str(outcome.returncode).encode()
         if outcome.message:
-            body += b"\0" + outcome.message.encode("utf-8", "replace")
+            lines = [printable(line) for line in outcome.message.split("\n")]
+            body += b"\0" + "\nringfence: ".join(lines).encode("utf-8", "replace")
         wire.send_all(conn, wire.frame(b"X", body))
 
     def _run(

@@ -331,6 +331,9 @@ class Denial:
     rule: str
 
 
+_REFUSALS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
 class _Refused(Exception):
     def __init__(self, path: str, rule: str) -> None:
         super().__init__(f"{path}: {rule}")
@@ -400,6 +403,7 @@ class _Call:
         self.fds: list[int] = []
         self.validated = False
         self._status: str | None = None
+        self.path: str | None = None  # what the call is about, for violation reports
         if self.tid == 0:
             # The caller is in a pid namespace we cannot see into; /proc cannot name it.
             raise _Refused("?", "the command is not visible in the guard's pid namespace")
@@ -449,7 +453,10 @@ class _Call:
             chunk = buf.raw[got : got + n]
             nul = chunk.find(b"\0")
             if nul >= 0:
-                return os.fsdecode(buf.raw[: got + nul])
+                text = os.fsdecode(buf.raw[: got + nul])
+                if self.path is None:
+                    self.path = text
+                return text
             got += n
         raise OSError(errno.ENAMETOOLONG, "path longer than PATH_MAX")
 
@@ -525,8 +532,10 @@ class Supervisor:
         rules: GuardRules,
         *,
         on_denial: Callable[[Denial], None] | None = None,
+        on_event: Callable[[str, str], None] | None = None,
     ) -> None:
         self.listener_fd = listener_fd
+        self.on_event = on_event
         self.rules = rules
         # .git directories this supervisor created itself (see GuardRules.new_repo_names)
         self.new_git_dirs: set[str] = set()
@@ -663,19 +672,21 @@ class Supervisor:
             handler = self._handlers.get(name)
             reply: _Reply = handler(call, name) if handler else _Value(error=errno.ENOSYS)
         except _Refused as refused:
-            denial = Denial(int(notif.pid), name, refused.path, refused.rule)
+            denial = Denial(int(notif.pid), name, refused.path, f"protected: {refused.rule}")
             reply = _Value(error=errno.EACCES)
         except OSError as exc:
             reply = _Value(error=exc.errno or errno.EIO)
+            if exc.errno in _REFUSALS and call is not None and call.path is not None:
+                denial = Denial(int(notif.pid), name, call.path, self._kernel_rule(call.path, exc))
         except Exception:
             self.respond(int(notif.id), _Value(error=errno.EACCES))
             raise
         finally:
             if call is not None:
                 call.close()
-        self.respond(int(notif.id), reply)
         if denial is not None and self.on_denial is not None:
-            self.on_denial(denial)
+            self.on_denial(denial)  # before the answer: the report is in before the caller goes on
+        self.respond(int(notif.id), reply)
 
     def respond(self, notif_id: int, reply: _Reply) -> None:
         """Send ``reply`` (thread-safe: each call uses its own buffers)."""
@@ -792,6 +803,17 @@ class Supervisor:
     def resolve(
         self, call: _Call, dirfd: int, path: str, *, follow_last: bool
     ) -> _Resolved | _Magic:
+        """Resolve ``path`` exactly as the kernel would (see ``_resolve``); the call then
+        names the absolute path, should a report need it."""
+        res = self._resolve(call, dirfd, path, follow_last=follow_last)
+        if isinstance(res, _Resolved) and (call.path is None or not call.path.startswith("/")
+                                           or call.path == path):  # fmt: skip
+            call.path = res.path
+        return res
+
+    def _resolve(
+        self, call: _Call, dirfd: int, path: str, *, follow_last: bool
+    ) -> _Resolved | _Magic:
         """Resolve ``path`` exactly as the kernel would for the caller.
 
         We walk component by component with O_PATH|O_NOFOLLOW and read symlinks ourselves,
@@ -886,8 +908,25 @@ class Supervisor:
         if rule in self.rules.new_repo_names and any(
             path.startswith(d + "/") for d in self.new_git_dirs
         ):
+            if "/hooks/" in path and not path.endswith(".sample"):
+                self._event("new_hook", path)  # allowed (a repository of its own), but said
             return  # inside a repository this run created (git init / clone)
         raise _Refused(path, rule)
+
+    def _kernel_rule(self, path: str, exc: OSError) -> str:
+        """Which boundary a refusal the kernel gave our emulated call most likely came from."""
+        inside = any(
+            path == r or path.startswith(r.rstrip("/") + "/") for r in self.rules.writable_roots
+        )
+        if exc.errno == errno.EROFS:
+            return "protected (read-only)" if inside else "outside writable roots"
+        if inside:
+            return f"permission denied ({os.strerror(exc.errno or errno.EACCES)})"
+        return "outside writable roots"
+
+    def _event(self, kind: str, path: str) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, path)
 
     def _lstat_type(self, res: _Resolved) -> int:
         return stat.S_IFMT(
@@ -939,6 +978,7 @@ class Supervisor:
                     self._lstat_type(res)
                 except FileNotFoundError:
                     self.new_git_dirs.add(res.path)  # a new gitdir pointer: the command's own
+                    self._event("new_repository", res.path.rsplit("/", 1)[0] or "/")
                 else:
                     self._deny(res.path, self._existing_repo_rule(res.path))
             os.umask(call.umask)
@@ -1069,6 +1109,7 @@ class Supervisor:
         os.mkdir(res.kernel_name, mode & 0o7777, dir_fd=res.parent_fd)
         if res.name == ".git":
             self.new_git_dirs.add(res.path)
+            self._event("new_repository", res.path.rsplit("/", 1)[0] or "/")
         return _Value()
 
     def _mknod(

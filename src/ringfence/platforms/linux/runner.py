@@ -6,6 +6,7 @@ See ``session_runner.py`` for the order they run in. Each is small and says why 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -91,12 +92,68 @@ def _start_guard(plan: LinuxPlan) -> socket.socket:
     the command's memory), and before the filters, so it is not filtered itself. It is the
     init's child, a sibling of the command, never the command's.
     """
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     if os.fork() == 0:
         ours.close()
         _supervisor_main(plan, theirs)
     theirs.close()
     return ours
+
+
+MAX_REPORTS = 100  # per command: what the guard refused and the repositories and hooks made
+
+
+class _Reporter:
+    """Sends the guard's findings to the command's init, which adds them to the exit report.
+
+    Never blocks the guard (and so the command): the socket is non-blocking, repeats are sent
+    once, and after ``MAX_REPORTS`` only a marker that there were more.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.seen: set[tuple[str, ...]] = set()
+        self.more = False
+
+    def send(self, record: dict[str, str]) -> None:
+        key = tuple(record.values())
+        if key in self.seen or self.more:
+            return
+        if len(self.seen) >= MAX_REPORTS:
+            self.more = True
+            record = {"kind": "more"}
+        self.seen.add(key)
+        try:
+            self.sock.send(json.dumps(record).encode())
+        except OSError:
+            self.more = True  # a full socket or a gone init: say no more
+
+    def denial(self, d: nameguard.Denial) -> None:
+        self.send({"kind": "filesystem", "op": d.syscall, "path": d.path, "rule": d.rule})
+
+    def event(self, kind: str, path: str) -> None:
+        self.send({"kind": kind, "path": path})
+
+
+def guard_reports(sock: socket.socket | None) -> list[dict[str, str]]:
+    """What the guard sent for this command (read by its init once the command has ended)."""
+    out: list[dict[str, str]] = []
+    if sock is None:
+        return out
+    sock.setblocking(False)
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, OSError):
+            return out
+        if not data:
+            return out
+        try:
+            record = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append({str(k): str(v) for k, v in record.items()})
 
 
 def _supervisor_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
@@ -111,9 +168,10 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
         os.closerange(3, sock.fileno())
         os.closerange(sock.fileno() + 1, 0x7FFFFFFF)
         _, fds, _, _ = socket.recv_fds(sock, 16, 1)
-        sock.close()
         if not fds:
             os._exit(0)  # the command failed before installing the filter
+        sock.setblocking(False)
+        reporter = _Reporter(sock)
         stop_r, _stop_w = os.pipe()  # never written: serve until the filtered tree is gone
         rules = guard_rules.GuardRules(
             writable_roots=plan.guard_roots,
@@ -121,7 +179,9 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
             protected_names=plan.guard_names,
             new_repo_names=plan.guard_new_repo_names,
         )
-        supervisor = nameguard.Supervisor(fds[0], rules)
+        supervisor = nameguard.Supervisor(
+            fds[0], rules, on_denial=reporter.denial, on_event=reporter.event
+        )
         supervisor.serve(stop_r)
     except BaseException as e:  # the listener closes with us: guarded calls then fail closed
         os.write(2, f"ringfence: name guard failed: {e}\n".encode())

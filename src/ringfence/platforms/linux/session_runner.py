@@ -165,6 +165,7 @@ class _Server:
         self.by_id: dict[int, _Command] = {}
         self.idle: dict[int, _Init] = {}  # prepared inits not yet given a command
         self.zygote_due: float | None = None
+        self.guard_sock: socket.socket | None = None  # in a command's init: the guard's reports
         self.program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
         self.ruleset_fd = (
             landlock.create_ruleset(plan.landlock) if plan.landlock is not None else -1
@@ -517,7 +518,7 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
         listener = nameguard.install_filter()
         socket.send_fds(guard_sock, [b"L"], [listener])
         os.close(listener)
-        guard_sock.close()
+        srv.guard_sock = guard_sock  # the guard's findings come back on it
 
 
 def _with_terminals(ruleset: landlock.LandlockRuleset, fds: list[int]) -> landlock.LandlockRuleset:
@@ -595,10 +596,15 @@ def _run(
     status = _relay(child, ctl_r)
     if not srv.namespaced:
         runner_reduced.kill_descendants()
+    end: dict[str, Any] = {"id": cid}
     if os.WIFSIGNALED(status):
-        protocol.send(sock, {"id": cid, "signal": os.WTERMSIG(status)})
+        end["signal"] = os.WTERMSIG(status)
     else:
-        protocol.send(sock, {"id": cid, "exit": os.WEXITSTATUS(status)})
+        end["exit"] = os.WEXITSTATUS(status)
+    reports = runner.guard_reports(srv.guard_sock)
+    if reports:
+        end["reports"] = reports
+    protocol.send(sock, end)
     os._exit(0)
 
 

@@ -1,0 +1,74 @@
+"""Escalation that narrows: from what the boundary refused to the smallest widening that would
+have allowed it.
+
+A command that fails at the boundary gets, with its violations, a list of widenings: "make
+this one directory writable", "allow this host and port". The host can show them, ask, and run
+the command again with exactly that widening (:func:`widen`). Nothing here ever proposes
+full access, switching the network on, or lifting a protected path: protected paths and deny
+rules are the user's decisions, and running without a sandbox is never the next step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ringfence.errors import PolicyError
+from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.policy.model import Network, Policy
+
+OUTSIDE = "outside writable roots"
+NOT_LISTED = "not in the allowlist"  # the proxy's rule for a host no entry covers
+
+
+def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The smallest widenings that would have allowed ``violations`` under ``plan``."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for v in violations:
+        if v.get("kind") == "filesystem" and v.get("rule") == OUTSIDE:
+            root = smallest_root(str(v["path"]))
+            if root is not None and (plan.mode == "workspace-write"):
+                out.setdefault(
+                    ("writable_root", root),
+                    {"kind": "writable_root", "path": root, "flag": f"--writable {root}",
+                     "because": f"{v['op']} {v['path']}"},
+                )  # fmt: skip
+        elif v.get("kind") == "network" and str(v.get("rule", "")).startswith(NOT_LISTED):
+            entry = f"{v['host']}:{v['port']}"
+            out.setdefault(
+                ("allow_domain", entry),
+                {"kind": "allow_domain", "entry": entry, "flag": f"--allow-domain {entry}",
+                 "because": f"connect {entry}"},
+            )  # fmt: skip
+    return list(out.values())
+
+
+def smallest_root(path: str) -> str | None:
+    """The directory that, made writable, allows a write to ``path``: the nearest existing
+    directory at or above it (the file's own directory when it exists). None for ``/``."""
+    cur = os.path.dirname(os.path.normpath(path)) if not os.path.isdir(path) else path
+    while cur not in ("", "/") and not os.path.isdir(cur):
+        cur = os.path.dirname(cur)
+    return None if cur in ("", "/") else cur
+
+
+def widen(policy: Policy, chosen: Iterable[Mapping[str, Any]]) -> Policy:
+    """``policy`` with exactly the ``chosen`` widenings added (and validated again)."""
+    roots = list(policy.writable_roots)
+    domains = list(policy.allow_domains)
+    for w in chosen:
+        if w.get("kind") == "writable_root":
+            if w["path"] not in roots:
+                roots.append(str(w["path"]))
+        elif w.get("kind") == "allow_domain":
+            if policy.effective_network is not Network.ALLOWLIST:
+                raise PolicyError("an allow_domain widening needs --network allowlist")
+            if w["entry"] not in domains:
+                domains.append(str(w["entry"]))
+        else:
+            raise PolicyError(f"not a widening ringfence knows: {dict(w)!r}")
+    return dataclasses.replace(
+        policy, writable_roots=tuple(roots), allow_domains=tuple(domains)
+    ).validate()

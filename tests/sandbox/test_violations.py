@@ -1,0 +1,118 @@
+"""Violation reports and escalation with the real sandbox: what the boundary refused (path,
+operation, rule), the repositories and hooks a command made, and the smallest widening that
+allows a refused write, applied and run again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Runner
+
+from ringfence import Policy, Session
+from ringfence.escalation import widen
+
+pytestmark = pytest.mark.sandbox
+
+
+def _audit(rf: Runner) -> list[dict[str, object]]:
+    log = Path(rf.env()["XDG_STATE_HOME"]) / "ringfence" / "audit.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_a_write_outside_the_roots_is_reported_with_its_smallest_widening(rf: Runner) -> None:
+    ws = rf.mkdir()
+    outside = rf.mkdir("outside-")
+    r = rf.sh(ws, f"touch {outside}/new; mkdir {outside}/a/b 2>/dev/null; exit 4")
+    assert r.returncode == 4
+    assert f"ringfence: refused openat {outside}/new (outside writable roots)" in r.stderr
+    assert f"ringfence: to allow it: --writable {outside}" in r.stderr
+    assert not (outside / "new").exists()
+    record = _audit(rf)[-1]
+    assert f"openat {outside}/new (outside writable roots)" in record["violations"]["filesystem"]  # type: ignore[index]
+
+
+def test_a_protected_path_is_named_and_no_widening_is_offered(rf: Runner) -> None:
+    ws = rf.mkdir()
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    shutil.chown(ws / ".git", rf.uid, rf.gid)
+    for p in (ws / ".git").rglob("*"):
+        shutil.chown(p, rf.uid, rf.gid)
+    r = rf.sh(ws, "echo evil > .git/hooks/pre-commit")
+    assert r.returncode != 0
+    assert f"refused openat {ws}/.git/hooks/pre-commit (protected: {ws}/.git/hooks)" in r.stderr
+    assert "to allow it" not in r.stderr
+
+
+def test_new_repositories_and_hooks_are_reported(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf.sh(ws, "git init -q sub && printf '#!/bin/sh\\n' > sub/.git/hooks/post-checkout")
+    assert r.returncode == 0, r.stderr
+    assert f"ringfence: new git repository: {ws}/sub" in r.stderr
+    assert f"ringfence: new git hook: {ws}/sub/.git/hooks/post-checkout" in r.stderr
+    assert ".sample" not in r.stderr  # git init's inert samples are not news
+    record = _audit(rf)[-1]
+    assert f"new_hook {ws}/sub/.git/hooks/post-checkout" in record["created"]  # type: ignore[operator]
+
+
+def test_a_path_with_control_characters_is_reported_escaped(rf: Runner) -> None:
+    ws = rf.mkdir()
+    outside = rf.mkdir("outside-")
+    r = rf.sh(ws, f"touch \"{outside}/$(printf 'x\\033[2Ky')\"")
+    assert "\x1b" not in r.stderr.split("ringfence:", 1)[1]
+    assert "x\\x1b[2Ky" in r.stderr
+
+
+def test_reports_are_capped_and_never_block_the_command(rf: Runner) -> None:
+    ws = rf.mkdir()
+    outside = rf.mkdir("outside-")
+    r = rf.sh(ws, f"for i in $(seq 300); do touch {outside}/f$i 2>/dev/null; done; echo done")
+    assert r.returncode == 0 and r.stdout == "done\n"
+    assert "and more" in r.stderr
+    assert len(_audit(rf)[-1]["violations"]["filesystem"]) == 100  # type: ignore[index]
+
+
+@pytest.fixture
+def dirs() -> Iterator[tuple[Path, Path]]:
+    ws = Path(tempfile.mkdtemp(prefix="ringfence-esc-", dir="/var/tmp"))
+    outside = Path(tempfile.mkdtemp(prefix="ringfence-esc-out-", dir="/var/tmp"))
+    yield ws, outside
+    shutil.rmtree(ws, ignore_errors=True)
+    shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_the_api_reports_and_the_widening_it_proposes_is_enough(dirs: tuple[Path, Path]) -> None:
+    ws, outside = dirs
+    policy = Policy(workspace=str(ws))
+    cmd = ["sh", "-c", f"mkdir -p {outside}/deep/er && echo ok > {outside}/deep/er/f"]
+    with Session(policy, audit=False) as s:
+        r = s.run(cmd, capture_output=True)
+    assert r.returncode != 0
+    assert r.violations == [
+        {
+            "kind": "filesystem",
+            "op": "mkdir",
+            "path": f"{outside}/deep",
+            "rule": "outside writable roots",
+        }
+    ]
+    assert [(w["kind"], w["path"]) for w in r.widenings] == [("writable_root", str(outside))]
+    with Session(widen(policy, r.widenings), audit=False) as s:
+        again = s.run(cmd, capture_output=True)
+    assert again.returncode == 0 and again.violations == [] and again.widenings == []
+    assert (outside / "deep" / "er" / "f").read_text() == "ok\n"
+
+
+def test_widen_refuses_what_it_does_not_know(dirs: tuple[Path, Path]) -> None:
+    ws, _ = dirs
+    from ringfence.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="not a widening"):
+        widen(Policy(workspace=str(ws)), [{"kind": "full_access"}])
+    with pytest.raises(PolicyError, match="needs --network allowlist"):
+        widen(Policy(workspace=str(ws)), [{"kind": "allow_domain", "entry": "pypi.org:443"}])
