@@ -329,6 +329,7 @@ class Denial:
     syscall: str
     path: str
     rule: str
+    by: str = "guard"  # the guard's own rule, or "kernel": the call we made for it was refused
 
 
 _REFUSALS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -672,12 +673,13 @@ class Supervisor:
             handler = self._handlers.get(name)
             reply: _Reply = handler(call, name) if handler else _Value(error=errno.ENOSYS)
         except _Refused as refused:
-            denial = Denial(int(notif.pid), name, refused.path, f"protected: {refused.rule}")
+            denial = Denial(int(notif.pid), name, refused.path, refused.rule)
             reply = _Value(error=errno.EACCES)
         except OSError as exc:
             reply = _Value(error=exc.errno or errno.EIO)
             if exc.errno in _REFUSALS and call is not None and call.path is not None:
-                denial = Denial(int(notif.pid), name, call.path, self._kernel_rule(call.path, exc))
+                rule = self._kernel_rule(call.path, exc)
+                denial = Denial(int(notif.pid), name, call.path, rule, by="kernel")
         except Exception:
             self.respond(int(notif.id), _Value(error=errno.EACCES))
             raise

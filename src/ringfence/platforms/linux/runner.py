@@ -129,7 +129,8 @@ class _Reporter:
             self.more = True  # a full socket or a gone init: say no more
 
     def denial(self, d: nameguard.Denial) -> None:
-        self.send({"kind": "filesystem", "op": d.syscall, "path": d.path, "rule": d.rule})
+        rule = f"protected: {d.rule}" if d.by == "guard" else d.rule
+        self.send({"kind": "filesystem", "op": d.syscall, "path": d.path, "rule": rule})
 
     def event(self, kind: str, path: str) -> None:
         self.send({"kind": kind, "path": path})
