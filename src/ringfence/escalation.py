@@ -23,6 +23,27 @@ OUTSIDE = "outside writable roots"
 NOT_LISTED = "not in the allowlist"  # the proxy's rule for a host no entry covers
 
 
+def relabel(plan: LinuxPlan, violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Name the deny-read rule for refused writes under a deny-read path: the guard only sees
+    that the kernel refused the call; the plan knows the path was masked on purpose."""
+    masked = [
+        (m.target, m.why.removeprefix("deny-read: "))
+        for m in plan.mounts
+        if m.kind == "mask" and m.why.startswith("deny-read")
+    ]
+    out = []
+    for v in violations:
+        labelled = v
+        if v.get("kind") == "filesystem":
+            path = str(v.get("path", ""))
+            for target, shown in masked:
+                if path == target or path.startswith(target.rstrip("/") + "/"):
+                    labelled = {**v, "rule": f"deny_read: {shown}"}
+                    break
+        out.append(labelled)
+    return out
+
+
 def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The smallest widenings that would have allowed ``violations`` under ``plan``."""
     out: dict[tuple[str, str], dict[str, Any]] = {}

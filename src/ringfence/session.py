@@ -500,8 +500,9 @@ class Process:
             for e in self.network_events
             if not e.allowed
         ]
-        from ringfence.escalation import widenings
+        from ringfence.escalation import relabel, widenings
 
+        self.violations = relabel(self._conn.plan, self.violations)
         self.widenings = widenings(self._conn.plan, self.violations)
         if "exit" in report:
             self.returncode = int(report["exit"])

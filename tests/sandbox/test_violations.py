@@ -116,3 +116,15 @@ def test_widen_refuses_what_it_does_not_know(dirs: tuple[Path, Path]) -> None:
         widen(Policy(workspace=str(ws)), [{"kind": "full_access"}])
     with pytest.raises(PolicyError, match="needs --network allowlist"):
         widen(Policy(workspace=str(ws)), [{"kind": "allow_domain", "entry": "pypi.org:443"}])
+
+
+def test_a_write_under_a_deny_read_path_names_that_rule(rf: Runner) -> None:
+    ws = rf.mkdir()
+    home = rf.mkdir("home-")
+    (home / ".ssh").mkdir()
+    shutil.chown(home / ".ssh", rf.uid, rf.gid)
+    r = rf.sh(ws, 'echo x > "$HOME/.ssh/evil"', "--writable", str(home), env={"HOME": str(home)})
+    assert r.returncode != 0
+    assert f"refused openat {home}/.ssh/evil (deny_read: {home}/.ssh)" in r.stderr
+    assert "to allow it" not in r.stderr
+    assert not (home / ".ssh" / "evil").exists()
