@@ -93,3 +93,34 @@ def widen(policy: Policy, chosen: Iterable[Mapping[str, Any]]) -> Policy:
     return dataclasses.replace(
         policy, writable_roots=tuple(roots), allow_domains=tuple(domains)
     ).validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class WideningRequest:
+    """What an approver is asked under ``on-request``: run again with exactly these."""
+
+    widenings: tuple[dict[str, Any], ...]
+    argv: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        flags = " ".join(str(w["flag"]) for w in self.widenings)
+        causes = "; ".join(str(w["because"]) for w in self.widenings)
+        return f"the command was refused ({causes}); run it again with {flags}?"
+
+
+def ask_to_widen(
+    policy: Policy,
+    widenings: Iterable[Mapping[str, Any]],
+    approver: Any,
+    argv: Iterable[str] = (),
+) -> Policy | None:
+    """The ``on-request`` step: ask ``approver(WideningRequest)`` whether to run again with
+    exactly ``widenings``; the widened policy if it said yes, None otherwise (or if there is
+    nothing to widen). Never anything wider than what was asked."""
+    chosen = tuple(dict(w) for w in widenings)
+    if not chosen:
+        return None
+    if not approver(WideningRequest(chosen, tuple(argv))):
+        return None
+    return widen(policy, chosen)

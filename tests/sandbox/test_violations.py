@@ -128,3 +128,27 @@ def test_a_write_under_a_deny_read_path_names_that_rule(rf: Runner) -> None:
     assert f"refused openat {home}/.ssh/evil (deny_read: {home}/.ssh)" in r.stderr
     assert "to allow it" not in r.stderr
     assert not (home / ".ssh" / "evil").exists()
+
+
+def test_on_request_asks_before_running_again_wider(dirs: tuple[Path, Path]) -> None:
+    from ringfence.escalation import WideningRequest, ask_to_widen
+
+    ws, outside = dirs
+    policy = Policy(workspace=str(ws))
+    cmd = ["touch", f"{outside}/f"]
+    with Session(policy, audit=False) as s:
+        r = s.run(cmd, capture_output=True)
+    asked: list[WideningRequest] = []
+
+    def no(req: WideningRequest) -> bool:
+        asked.append(req)
+        return False
+
+    assert ask_to_widen(policy, r.widenings, no, cmd) is None
+    assert f"run it again with --writable {outside}?" in asked[0].reason
+    wider = ask_to_widen(policy, r.widenings, lambda _req: True, cmd)
+    assert wider is not None and wider.writable_roots == (str(outside),)
+    with Session(wider, audit=False) as s:
+        assert s.run(cmd).returncode == 0
+    assert (outside / "f").exists()
+    assert ask_to_widen(policy, [], lambda _req: True) is None
