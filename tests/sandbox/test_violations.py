@@ -152,3 +152,16 @@ def test_on_request_asks_before_running_again_wider(dirs: tuple[Path, Path]) -> 
         assert s.run(cmd).returncode == 0
     assert (outside / "f").exists()
     assert ask_to_widen(policy, [], lambda _req: True) is None
+
+
+def test_long_refused_paths_cannot_swamp_the_exit_report(rf: Runner) -> None:
+    """Refusals of ~3.8 KiB paths, more than the cap: the command's own status still arrives."""
+    ws = rf.mkdir()
+    outside = rf.mkdir("outside-")
+    deep = outside.joinpath(*["d" * 250] * 15)
+    deep.mkdir(parents=True)
+    script = f"for i in $(seq 150); do touch {deep}/f$i 2>/dev/null; done; exit 9"
+    r = rf.sh(ws, script)
+    assert r.returncode == 9, r.stderr
+    assert "and more" in r.stderr
+    assert "d" * 200 + "...d" in r.stderr and "/f150 " not in r.stderr  # both ends kept

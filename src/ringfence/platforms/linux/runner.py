@@ -101,6 +101,7 @@ def _start_guard(plan: LinuxPlan) -> socket.socket:
 
 
 MAX_REPORTS = 100  # per command: what the guard refused and the repositories and hooks made
+MAX_REPORT_PATH = 512  # characters of a path kept in a report: 100 of them fit one message
 
 
 class _Reporter:
@@ -116,6 +117,10 @@ class _Reporter:
         self.more = False
 
     def send(self, record: dict[str, str]) -> None:
+        path = record.get("path")
+        if path is not None and len(path) > MAX_REPORT_PATH:  # the command picks path lengths
+            keep = MAX_REPORT_PATH // 2  # both ends: the start says where, the end what
+            record = {**record, "path": path[:keep] + "..." + path[-keep:]}
         key = tuple(record.values())
         if key in self.seen or self.more:
             return
