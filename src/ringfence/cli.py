@@ -294,6 +294,19 @@ def _fill_session(sess: argparse.ArgumentParser) -> None:
     lst.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _fill_mcp(mcp: argparse.ArgumentParser) -> None:
+    _policy_flags(mcp)
+    _approval_flags(mcp)
+    mcp.add_argument(
+        "--max-processes",
+        type=int,
+        default=8,
+        metavar="N",
+        help="at most N started processes running at once (default 8)",
+    )
+    mcp.add_argument("--no-audit", action="store_true", help="do not write the audit log")
+
+
 def _fill_doctor(doctor: argparse.ArgumentParser) -> None:
     _policy_flags(doctor)
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
@@ -307,6 +320,7 @@ _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] =
     "audit": ("read the audit log", _fill_audit),
     "check": ("whether the approval policy would run, ask about or refuse a command", _fill_check),
     "session": ("a warm sandbox that `run --session` calls reach", _fill_session),
+    "mcp": ("serve a sandboxed shell to an AI agent over MCP (stdio)", _fill_mcp),
     "doctor": ("report what this kernel can enforce", _fill_doctor),
 }
 
@@ -588,6 +602,33 @@ def _approve_unconfined(argv: list[str], approval: str | None, rules: object) ->
     return process.Outcome(process.EXIT_REFUSED, message=f"refused: {d.reason}")
 
 
+def cmd_mcp(ns: argparse.Namespace) -> int:
+    """``ringfence mcp``: one warm session behind an MCP server on stdin/stdout."""
+    try:
+        from ringfence import mcp_server
+    except ImportError as e:
+        raise UnsupportedError(
+            f"ringfence mcp needs the MCP SDK ({e.name or e}): pip install 'ringfence[mcp]'"
+        ) from None
+    if not 1 <= ns.max_processes <= 256:
+        raise PolicyError("--max-processes must be between 1 and 256")
+    policy, cwd = policy_from_args(ns)
+    plan = _compile(policy, cwd)
+    if not plan.sandboxed:
+        raise PolicyError("ringfence mcp serves a sandbox; full-access mode has none")
+    approval, rules = _approval_settings(ns)
+    tools = mcp_server.SandboxTools(
+        policy,
+        plan,
+        approval=approval,
+        rules=rules,  # type: ignore[arg-type]
+        max_processes=ns.max_processes,
+        audit=not ns.no_audit,
+    )
+    mcp_server.serve(tools)
+    return 0
+
+
 def cmd_check(ns: argparse.Namespace) -> int:
     """Print the approval decision for a command; exit 0 (run), 1 (ask) or 77 (refuse)."""
     from ringfence.approval.decide import ASK, RUN, decide
@@ -834,6 +875,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_session(ns)
         if ns.command == "check":
             return cmd_check(ns)
+        if ns.command == "mcp":
+            return cmd_mcp(ns)
         return cmd_doctor(ns)
     except UnsupportedError as e:
         print(f"ringfence: cannot enforce the policy: {e}", file=sys.stderr)
