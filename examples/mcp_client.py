@@ -44,11 +44,18 @@ async def main(workspace: str) -> None:
         started = _data(await client.call_tool("start_command", {"command": "cat"}))
         pid = started["id"]  # type: ignore[index]
         await client.call_tool("write_stdin", {"id": pid, "data": "typed into cat\n"})
-        print("read_output:", _data(await client.call_tool("read_output", {"id": pid, "wait_ms": 2000})))
+        print(
+            "read_output:",
+            _data(await client.call_tool("read_output", {"id": pid, "wait_ms": 2000})),
+        )
         print("kill:", _data(await client.call_tool("kill", {"id": pid})))
 
 
 if __name__ == "__main__":
-    ws = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="ringfence-example-", dir="/var/tmp")
+    ws = (
+        sys.argv[1]
+        if len(sys.argv) > 1
+        else tempfile.mkdtemp(prefix="ringfence-example-", dir="/var/tmp")
+    )
     os.chdir(ws)
     asyncio.run(main(ws))

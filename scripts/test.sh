@@ -33,7 +33,7 @@ if [ "$(id -u)" = 0 ]; then
   export RINGFENCE_TEST_USER=ringfence-test RINGFENCE_REQUIRE_UNPRIVILEGED=1
 fi
 
-"$venv/bin/ruff" check src tests bench
-"$venv/bin/ruff" format --check src tests bench
+"$venv/bin/ruff" check src tests bench examples
+"$venv/bin/ruff" format --check src tests bench examples
 "$venv/bin/mypy" src
 exec "$venv/bin/python" -m pytest "$@"

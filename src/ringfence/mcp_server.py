@@ -18,7 +18,6 @@ to the person through MCP elicitation when the client supports it; otherwise it 
 with the reason (and nothing runs).
 """
 
-
 import asyncio
 import contextlib
 import itertools
@@ -28,11 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from mcp.server.elicitation import (
-    AcceptedElicitation,
-    DeclinedElicitation,
-    ElicitationResult,
-)
+from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
@@ -235,13 +230,14 @@ def build_app(tools: SandboxTools) -> MCPServer:
 
     async def approval(command: str | list[str], ctx: Context) -> Any:
         """Ask the person, through the client, when the approval policy says so."""
+        # A value returned here (not an Elicit) reaches the tool as accepted data.
         argv = _argv(command)
         d = tools.decision(argv)
         if d is None or d.action != ASK:
-            return AcceptedElicitation(data=Confirm(run=True))
+            return Confirm(run=True)
         caps = ctx.client_capabilities
         if caps is None or caps.elicitation is None:
-            return DeclinedElicitation()
+            return Confirm(run=False)  # the tool sees there was nobody to ask
         shown = printable(" && ".join(" ".join(c) for c in d.commands))
         return Elicit(f"{printable(d.reason)}\nRun `{shown}` in the sandbox?", Confirm)
 
@@ -253,10 +249,12 @@ def build_app(tools: SandboxTools) -> MCPServer:
         d = tools.decision(argv)
         if d is None or d.action != ASK:
             return None
-        if isinstance(asked, AcceptedElicitation):
-            return bool(asked.data.run)
         caps = ctx.client_capabilities
-        return None if caps is None or caps.elicitation is None else False
+        if caps is None or caps.elicitation is None:
+            return None
+        if isinstance(asked, AcceptedElicitation):
+            return bool(getattr(asked.data, "run", False))
+        return False  # declined or cancelled
 
     def refused(e: ApprovalRefused) -> dict[str, Any]:
         reason = getattr(e.decision, "reason", str(e))
