@@ -567,23 +567,14 @@ def _tty_approver(decision: object) -> bool | None:
     from ringfence.approval.decide import Decision
 
     assert isinstance(decision, Decision)
-    try:
-        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
+    from ringfence.terminal import ask_on_tty
+
+    shown = printable(" && ".join(shlex.join(c) for c in decision.commands))
+    answer = ask_on_tty(
+        f"ringfence: {printable(decision.reason)}\nringfence: run `{shown}`? [y/N] "
+    )
+    if answer is None:
         return None
-    try:
-        shown = printable(" && ".join(shlex.join(c) for c in decision.commands))
-        reason = printable(decision.reason)
-        os.write(fd, f"ringfence: {reason}\nringfence: run `{shown}`? [y/N] ".encode())
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = os.read(fd, 256)
-            if not chunk:
-                break
-            line += chunk
-    finally:
-        os.close(fd)
-    answer = line.decode("utf-8", "replace").strip().lower()
     return answer in ("y", "yes")
 
 

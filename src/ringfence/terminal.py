@@ -47,21 +47,30 @@ def tty_asker() -> Callable[[str, int], str]:
             "cover. Allow [o]nce, for this [s]ession, or [N]o? "
         )
         with lock:
-            fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-            try:
-                _write_all(fd, question.encode())
-                line = b""
-                while not line.endswith(b"\n") and len(line) < 256:
-                    chunk = os.read(fd, 256)
-                    if not chunk:
-                        break
-                    line += chunk
-            finally:
-                os.close(fd)
-        answer = line.decode(errors="replace").strip().lower()
-        return ANSWERS.get(answer, "deny")
+            answer = ask_on_tty(question)
+        return ANSWERS.get(answer or "", "deny")
 
     return ask
+
+
+def ask_on_tty(question: str) -> str | None:
+    """Put ``question`` on the user's terminal (``/dev/tty``) and return the answer line,
+    lower-cased; None when there is no terminal to ask on. The caller escapes what it shows."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        _write_all(fd, question.encode())
+        line = b""
+        while not line.endswith(b"\n") and len(line) < 256:
+            chunk = os.read(fd, 256)
+            if not chunk:
+                break
+            line += chunk
+    finally:
+        os.close(fd)
+    return line.decode(errors="replace").strip().lower()
 
 
 def relay(proc: Process, timeout: float | None) -> None:

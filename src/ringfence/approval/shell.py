@@ -113,28 +113,22 @@ def _word(node: Any) -> str:
             if child.type != "string_content":
                 raise Unjudgeable(f"{child.type.replace('_', ' ')} inside double quotes")
             parts.append(child.text.decode("utf-8", "surrogateescape"))
-        return _unescape_double("".join(parts))
+        return _unescape("".join(parts), '"\\$`\n')
     if kind == "concatenation":
         return "".join(_word(c) for c in node.named_children)
     raise Unjudgeable(kind.replace("_", " "))
 
 
-def _unescape(word: str) -> str:
-    out, i = [], 0
-    while i < len(word):
-        if word[i] == "\\" and i + 1 < len(word):
-            out.append(word[i + 1])
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return "".join(out)
-
-
-def _unescape_double(text: str) -> str:
+def _unescape(text: str, escapable: str | None = None) -> str:
+    """Drop the backslash before a character (outside quotes: any; in double quotes: only
+    ``escapable``, as the shell does)."""
     out, i = [], 0
     while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in '"\\$`\n':
+        if (
+            text[i] == "\\"
+            and i + 1 < len(text)
+            and (escapable is None or text[i + 1] in escapable)
+        ):
             out.append(text[i + 1])
             i += 2
         else:
