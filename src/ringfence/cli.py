@@ -255,6 +255,12 @@ def _fill_shell(shell: argparse.ArgumentParser) -> None:
 def _fill_explain(explain: argparse.ArgumentParser) -> None:
     _policy_flags(explain)
     explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.add_argument(
+        "--platform",
+        choices=["linux", "macos"],
+        default="linux",
+        help="whose plan to show (macos: the Seatbelt profile; compiled here, from any machine)",
+    )
     explain.add_argument("argv", nargs=argparse.REMAINDER, metavar="[-- CMD]")
 
 
@@ -809,6 +815,8 @@ def cmd_audit(ns: argparse.Namespace) -> int:
 def cmd_explain(ns: argparse.Namespace) -> int:
     argv = _command(ns, required=False)
     policy, cwd = policy_from_args(ns)
+    if ns.platform == "macos":
+        return _explain_macos(ns, policy, argv)
     plan = _compile(policy, cwd)
     if ns.json:
         out = plan.to_dict()
@@ -819,6 +827,25 @@ def cmd_explain(ns: argparse.Namespace) -> int:
     from ringfence.explain import render
 
     print(render(plan, argv))
+    return 0
+
+
+def _explain_macos(ns: argparse.Namespace, policy: Policy, argv: list[str]) -> int:
+    """The Seatbelt plan for this policy, as a Mac would get it (home and temporary directory
+    as macOS would have them; symlinks are resolved on the Mac, not here)."""
+    from ringfence.platforms.macos.plan import MacFacts, compile_macos
+
+    home = os.environ.get("HOME", "/")
+    plan = compile_macos(policy, MacFacts(home=home, tmpdir="/private/tmp/ringfence"))
+    if ns.json:
+        out = plan.to_dict()
+        out["command"] = argv
+        json.dump(out, sys.stdout, indent=2, sort_keys=True)
+        print()
+        return 0
+    for note in plan.notes:
+        print(f"; note: {note}")
+    print(plan.profile, end="")
     return 0
 
 

@@ -1,0 +1,205 @@
+"""Policy → Seatbelt profile (pure: no I/O, the same inputs give the same text).
+
+The profile denies by default, then allows, then denies again: in SBPL the last rule that
+matches decides, so the protected and deny-read rules come after the grants they carve out
+of. Paths are canonicalised first (``/var`` → ``/private/var``, ``/tmp`` → ``/private/tmp``,
+``/etc`` → ``/private/etc``: Seatbelt sees the real paths), and the enforcement step must
+pass paths already resolved through symlinks (``HostFacts.realpaths``).
+
+Not run on a Mac yet: the profile's text is golden-tested and structurally checked here.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ringfence.errors import PolicyError
+from ringfence.platforms.macos import sbpl
+from ringfence.policy.model import Mode, Network, Policy
+
+SANDBOX_EXEC = "/usr/bin/sandbox-exec"  # by absolute path: never whatever is first on PATH
+PROXY_PORT = 3128
+FIRMLINKS = (("/var", "/private/var"), ("/tmp", "/private/tmp"), ("/etc", "/private/etc"))
+# Devices every command may write or ioctl (terminals, the bit bucket).
+DEVICES = ("/dev/null", "/dev/zero", "/dev/tty", "/dev/dtracehelper")
+TTY_REGEX = r"^/dev/ttys[0-9]+$"
+# System services a shell and common tools look up (name resolution is done by the proxy).
+MACH_SERVICES = (
+    "com.apple.system.logger",
+    "com.apple.system.notification_center",
+    "com.apple.system.opendirectoryd.libinfo",
+    "com.apple.SecurityServer",
+    "com.apple.coreservices.launchservicesd",
+)
+
+
+@dataclass(frozen=True)
+class MacFacts:
+    """What the compiler needs to know about the Mac; gathered by the (future) runner."""
+
+    home: str
+    tmpdir: str  # the command's private temporary directory (writable)
+    realpaths: Mapping[str, str] = field(default_factory=dict)  # path -> symlinks resolved
+
+
+@dataclass(frozen=True)
+class SeatbeltPlan:
+    sandboxed: bool
+    profile: str
+    argv_prefix: tuple[str, ...]
+    writable: tuple[str, ...] = ()
+    protected: tuple[str, ...] = ()
+    protected_names: tuple[str, ...] = ()
+    deny_read: tuple[str, ...] = ()
+    network: str = "off"
+    proxy_port: int | None = None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def canonical(path: str, facts: MacFacts) -> str:
+    """The path Seatbelt sees: normalised, symlinks resolved (from the facts), firmlinks
+    followed. A path that still contains ``..`` after that is refused."""
+    p = posixpath.normpath(facts.realpaths.get(path, path))
+    if not p.startswith("/") or "/../" in p + "/":
+        raise PolicyError(f"policy: {path!r} does not resolve to an absolute path")
+    for short, real in FIRMLINKS:
+        if p == short or p.startswith(short + "/"):
+            p = real + p[len(short) :]
+    return p
+
+
+def name_regex(root: str, name: str) -> str:
+    """A regex for protected name pattern ``name`` (``*`` = one component, ``**`` = zero or
+    more, as for the Linux name guard) at any depth under ``root``: the path and everything
+    beneath it, whether or not it exists yet, in any letter case."""
+    parts = name.split("/")
+    while parts and parts[-1] == "**":  # "beneath" is included anyway
+        parts.pop()
+    body = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            body += "([^/]+/)*"
+        else:
+            body += ("[^/]+" if part == "*" else sbpl.ere_caseless(part)) + ("" if last else "/")
+    return f"^{sbpl.ere_caseless(root)}(/.*)?/{body}(/.*)?$"
+
+
+def path_regex(path: str) -> str:
+    """A regex for ``path`` and everything beneath it, in any letter case."""
+    return f"^{sbpl.ere_caseless(path)}(/.*)?$"
+
+
+def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
+    policy.validate()
+    if not policy.sandboxed:
+        return SeatbeltPlan(False, "", (), notes=("full-access: no profile, no boundary",))
+    network = policy.effective_network
+    writable = tuple(dict.fromkeys(canonical(p, facts) for p in policy.writable_paths()))
+    tmp = canonical(facts.tmpdir, facts)
+    protected = tuple(dict.fromkeys(canonical(p, facts) for p in policy.protected))
+    names = policy.protected_names() if writable else ()
+    deny_read = tuple(
+        dict.fromkeys(canonical(p, facts) for p in policy.deny_read_paths(facts.home))
+    )
+    s = sbpl.string
+    out = [
+        "(version 1)",
+        "(deny default)",
+        "; processes: run programs, fork, signal only inside this sandbox",
+        "(allow process-exec)",
+        "(allow process-fork)",
+        "(allow process-info* (target same-sandbox))",
+        "(allow signal (target same-sandbox))",
+        "(allow sysctl-read)",
+        "(allow ipc-posix-shm)",
+        "(allow ipc-posix-sem)",
+        "(allow user-preference-read)",
+        "(allow pseudo-tty)",
+        "(allow mach-lookup " + " ".join(f"(global-name {s(m)})" for m in MACH_SERVICES) + ")",
+        "; reads: everywhere, except the deny-read paths below",
+        "(allow file-read*)",
+        "; writes: the writable roots and the private temporary directory",
+        "(allow file-write* " + " ".join(f"(subpath {s(p)})" for p in (*writable, tmp)) + ")",
+        "(allow file-write-data file-ioctl "
+        + " ".join(f"(literal {s(d)})" for d in DEVICES)
+        + f" (regex {sbpl.regex_literal(TTY_REGEX)}))",
+    ]
+    if network is Network.ON:
+        out += ["; network: on", "(allow network*)", "(allow system-socket)"]
+    elif network is Network.ALLOWLIST:
+        out += [
+            f"; network: only the filtering proxy on localhost:{PROXY_PORT}",
+            f'(allow network-outbound (remote ip "localhost:{PROXY_PORT}"))',
+        ]
+    else:
+        out.append("; network: off (denied by default)")
+    for sock in policy.allow_sockets:
+        path = s(canonical(sock, facts))
+        out.append(f"(allow network-outbound (remote unix-socket (path-literal {path})))")
+    r = sbpl.regex_literal
+    carve = [f"(regex {r(path_regex(p))})" for p in protected]
+    carve += [f"(regex {r(name_regex(root, n))})" for root in writable for n in names]
+    if carve:
+        out += [
+            "; protected: read-only even inside a writable root, names that do not exist yet too",
+            "(deny file-write* " + " ".join(carve) + ")",
+        ]
+    ancestors = _ancestors(protected, writable)
+    if ancestors:
+        out += [
+            "; their directories cannot be renamed or removed (that would move them away)",
+            "(deny file-write-unlink "
+            + " ".join(f"(regex {r('^' + sbpl.ere_caseless(a) + '$')})" for a in ancestors)
+            + ")",
+        ]
+    if deny_read:
+        out += [
+            "; deny-read: hidden entirely (read and write)",
+            "(deny file-read* file-write* "
+            + " ".join(f"(regex {r(path_regex(p))})" for p in deny_read)
+            + ")",
+        ]
+    text = "\n".join(out) + "\n"
+    sbpl.check(text)
+    notes = ["not run on a Mac yet: compiled and checked on Linux only"]
+    if network is Network.ALLOWLIST:
+        notes.append(
+            f"network allowlist: Seatbelt lets TCP reach localhost:{PROXY_PORT} only; the proxy "
+            "there decides by name"
+        )
+    if policy.mode is Mode.READ_ONLY:
+        notes.append("read-only: only the private temporary directory is writable")
+    return SeatbeltPlan(
+        sandboxed=True,
+        profile=text,
+        argv_prefix=(SANDBOX_EXEC, "-p", text),
+        writable=(*writable, tmp),
+        protected=protected,
+        protected_names=names,
+        deny_read=deny_read,
+        network=network.value,
+        proxy_port=PROXY_PORT if network is Network.ALLOWLIST else None,
+        notes=tuple(notes),
+    )
+
+
+def _ancestors(protected: tuple[str, ...], roots: tuple[str, ...]) -> tuple[str, ...]:
+    """Every directory between a protected path and the writable root holding it, the path
+    itself included (renaming any of them would take the protected path along)."""
+    out: dict[str, None] = {}
+    for p in protected:
+        root = next((r for r in roots if p == r or p.startswith(r + "/")), None)
+        if root is None:
+            continue
+        cur = p
+        while cur != root and cur.startswith(root + "/"):
+            out.setdefault(cur, None)
+            cur = posixpath.dirname(cur)
+    return tuple(out)
