@@ -362,10 +362,12 @@ def layered_policy(ns: argparse.Namespace) -> tuple[Policy, str, config.Settings
     _flag_settings(ns, settings)
     if not ns.ignore_project_config:
         config.apply_project(settings, workspace)
+    approval = (settings.values.pop("approval", None), settings.values.pop("rules", None))
     policy = _policy_from_settings(settings, workspace)
     ceiling = config.load_ceiling()
     if ceiling is not None:
         policy = ceiling.check(policy, audit=not getattr(ns, "no_audit", False))
+    ns.config_approval = approval  # read by _approval_settings: flags first, then these
     return policy.validate(), cwd, settings
 
 
@@ -559,12 +561,18 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def _approval_settings(ns: argparse.Namespace) -> tuple[str | None, object]:
     """The approval policy and rules the flags ask for (None: no approval step at all)."""
-    approval = getattr(ns, "approval", None)
-    rules_file = getattr(ns, "rules", None)
+    from_config = getattr(ns, "config_approval", (None, None))
+    approval = getattr(ns, "approval", None) or from_config[0]
+    rules_file = getattr(ns, "rules", None) or from_config[1]
+    ceiling = config.load_ceiling()
+    if ceiling is not None:
+        approval = ceiling.approval(approval)
     if approval is None and rules_file is None:
         return None, None
     from ringfence.approval import rules
 
+    if rules_file is not None:
+        rules_file = os.path.expanduser(rules_file)
     return approval or "on-request", rules.load(rules_file)
 
 
@@ -782,6 +790,8 @@ def cmd_config_show(ns: argparse.Namespace) -> int:
         ):
             source += f" + managed {ceiling.path}"
         rows.append({"key": f.name, "value": value, "source": source})
+    for key, value in zip(("approval", "rules"), ns.config_approval, strict=True):
+        rows.append({"key": key, "value": value, "source": settings.sources.get(key, "default")})
     if ns.json:
         out = {"cwd": cwd, "managed": ceiling.path if ceiling else None, "policy": rows}
         json.dump(out, sys.stdout, indent=2, sort_keys=True, default=str)

@@ -591,6 +591,11 @@ class Session:
         _fork: bool = False,
     ) -> None:
         self.approval = None
+        from ringfence.policy import config as _config
+
+        _ceiling = _config.load_ceiling()  # the managed floor binds the API too
+        if _ceiling is not None:
+            approval = _ceiling.approval(approval)
         if approval is not None:
             from ringfence.approval import decide
             from ringfence.approval import rules as rules_mod

@@ -161,3 +161,59 @@ def test_a_malformed_managed_file_is_an_error_not_a_missing_ceiling(home: Path) 
         layered_policy(_ns(home))
     assert isinstance(config.load_ceiling(str(home / "nothing.toml")), type(None))
     assert Ceiling(path="x").check(Policy(workspace=os.getcwd())).workspace == os.getcwd()
+
+
+def _approval(home: Path, *flags: str) -> tuple[str | None, object]:
+    from ringfence.cli import _approval_settings
+
+    ns = _ns(home, *flags)
+    layered_policy(ns)
+    return _approval_settings(ns)
+
+
+def test_approval_comes_from_flags_then_user_config_and_the_project_may_only_raise_it(
+    home: Path,
+) -> None:
+    rules = home / "rules.toml"
+    rules.write_text('[[rule]]\nprefix = ["git", "push"]\ndecision = "prompt"\n')
+    _user(
+        home,
+        f'approval = "on-request"\nrules = "{rules}"\n[profiles.strict]\napproval = "untrusted"\n',
+    )
+    policy_name, ruleset = _approval(home)
+    assert policy_name == "on-request" and len(ruleset.rules) == 1  # type: ignore[attr-defined]
+    assert _approval(home, "--profile", "strict")[0] == "untrusted"
+    assert _approval(home, "--approval", "never-ask")[0] == "never-ask"  # a flag beats the file
+    project = home / "ws" / ".ringfence.toml"
+    project.write_text('approval = "untrusted"\n')
+    assert _approval(home)[0] == "untrusted"
+    for loosening in ('approval = "never-ask"\n', f'rules = "{rules}"\n'):
+        project.write_text(loosening)
+        with pytest.raises(ConfigError, match="may only tighten"):
+            _approval(home)
+    project.unlink()
+    _user(home, 'approval = "sometimes"\n')
+    with pytest.raises(
+        ConfigError, match="approval: must be one of never-ask, on-request, untrusted"
+    ):
+        _approval(home)
+
+
+def test_the_managed_file_sets_a_floor_for_approval_that_binds_flags_and_the_api(
+    home: Path,
+) -> None:
+    (home / "managed.toml").write_text('require_approval = "untrusted"\n')
+    assert _approval(home)[0] == "untrusted"  # nothing asked: the floor applies
+    assert _approval(home, "--approval", "untrusted")[0] == "untrusted"
+    with pytest.raises(ConfigError, match="require_approval is untrusted; approval on-request"):
+        _approval(home, "--approval", "on-request")
+    from ringfence.session import Session
+
+    with pytest.raises(ConfigError, match="require_approval"):
+        Session(Policy(workspace=str(home / "ws")), approval="never-ask")
+    s = Session(Policy(workspace=str(home / "ws")))
+    assert s.approval == "untrusted"
+    s.close()
+    (home / "managed.toml").write_text('require_approval = "always"\n')
+    with pytest.raises(ConfigError, match="must be one of never-ask, on-request, untrusted"):
+        _approval(home)

@@ -51,11 +51,16 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "mode": tuple(m.value for m in Mode),
     "network": tuple(n.value for n in Network),
     "isolation": tuple(i.value for i in Isolation),
+    # Not policy fields: whether a command may run at all (see ringfence.approval).
+    "approval": ("never-ask", "on-request", "untrusted"),
 }
+# How much needs a person: the project file may only raise it, the managed file sets a floor.
+APPROVAL_ORDER = {"never-ask": 0, "on-request": 1, "untrusted": 2}
 _INTS = ("landlock_min_abi",)
+_STRINGS = ("rules",)  # the approval rules file (user config only)
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
 _ENV_KEYS = {"inherit", "keep", "unset", "set"}
-KEYS = {*_LISTS, *_BOOLS, *_CHOICES, *_INTS, "limits", "env"}
+KEYS = {*_LISTS, *_BOOLS, *_CHOICES, *_INTS, *_STRINGS, "limits", "env"}
 _NETWORK_ORDER = {"off": 0, "allowlist": 1, "on": 2}
 _MODE_ORDER = {"read-only": 0, "workspace-write": 1, "full-access": 2}
 
@@ -130,6 +135,10 @@ def _check_value(key: str, value: Any, where: str) -> Any:
     if key in _INTS:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where}: must be a whole number, not {value!r}")
+        return value
+    if key in _STRINGS:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: must be a non-empty string, not {value!r}")
         return value
     if key == "limits":
         if not isinstance(value, dict):
@@ -210,6 +219,8 @@ def apply_project(settings: Settings, workspace: str) -> str | None:
             settings.set(key, checked, label)
         elif key == "allow_domains" and net_before == "on" and data.get("network") == "allowlist":
             settings.set(key, checked, label)  # from the open network to this list: narrower
+        elif key == "approval" and APPROVAL_ORDER[checked] >= APPROVAL_ORDER.get(current or "", -1):
+            settings.set(key, checked, label)  # asking about more: tighter
         elif key == "landlock_min_abi" and checked >= (current or 1):
             settings.set(key, checked, label)
         elif key == "limits" and _lower_limits(checked, current or {}):
@@ -253,6 +264,20 @@ class Ceiling:
     deny_read: tuple[str, ...] = ()
     require_audit: bool = False
     min_landlock_abi: int = 1
+    require_approval: str | None = None  # the least approval policy anything may run under
+
+    def approval(self, asked: str | None) -> str | None:
+        """The approval policy to use: ``asked``, raised to ``require_approval``; a flag or
+        API call asking for less is an error, never silently weakened or strengthened."""
+        floor = self.require_approval
+        if floor is None:
+            return asked
+        if asked is not None and APPROVAL_ORDER[asked] < APPROVAL_ORDER[floor]:
+            raise ConfigError(
+                f"managed policy {self.path}: require_approval is {floor}; approval {asked} "
+                "asks a person less than that"
+            )
+        return asked or floor
 
     def check(self, policy: Policy, *, audit: bool = True) -> Policy:
         """``policy`` with the managed additions, or ConfigError naming what exceeds it."""
@@ -307,6 +332,7 @@ _CEILING_KEYS = {
     "deny_read": list,
     "require_audit": bool,
     "min_landlock_abi": int,
+    "require_approval": str,
 }
 
 
@@ -330,6 +356,8 @@ def load_ceiling(path: str = MANAGED_PATH) -> Ceiling | None:
             checked = tuple(value)
         if key == "max_network" and checked not in _NETWORK_ORDER:
             raise ConfigError(f"{where}: must be one of off, allowlist, on")
+        if key == "require_approval" and checked not in APPROVAL_ORDER:
+            raise ConfigError(f"{where}: must be one of never-ask, on-request, untrusted")
         if key == "forbid_modes" and not set(checked) <= set(_MODE_ORDER):
             raise ConfigError(f"{where}: modes are read-only, workspace-write, full-access")
         kwargs[key] = checked
