@@ -826,36 +826,26 @@ def cmd_explain(ns: argparse.Namespace) -> int:
     argv = _command(ns, required=False)
     policy, cwd = policy_from_args(ns)
     if ns.platform == "macos":
-        return _explain_macos(ns, policy, argv)
+        from ringfence.platforms.macos.plan import MacFacts, compile_macos
+
+        # As a Mac would get it: home and temporary directory as macOS has them; symlinks are
+        # resolved on the Mac, not here.
+        home = os.environ.get("HOME", "/")
+        mac = compile_macos(policy, MacFacts(home=home, tmpdir="/private/tmp/ringfence"))
+        text = "".join(f"; note: {n}\n" for n in mac.notes) + mac.profile.rstrip("\n")
+        return _print_plan(ns, mac.to_dict(), argv, text)
     plan = _compile(policy, cwd)
-    if ns.json:
-        out = plan.to_dict()
-        out["command"] = argv
-        json.dump(out, sys.stdout, indent=2, sort_keys=True)
-        print()
-        return 0
     from ringfence.explain import render
 
-    print(render(plan, argv))
-    return 0
+    return _print_plan(ns, plan.to_dict(), argv, render(plan, argv))
 
 
-def _explain_macos(ns: argparse.Namespace, policy: Policy, argv: list[str]) -> int:
-    """The Seatbelt plan for this policy, as a Mac would get it (home and temporary directory
-    as macOS would have them; symlinks are resolved on the Mac, not here)."""
-    from ringfence.platforms.macos.plan import MacFacts, compile_macos
-
-    home = os.environ.get("HOME", "/")
-    plan = compile_macos(policy, MacFacts(home=home, tmpdir="/private/tmp/ringfence"))
+def _print_plan(ns: argparse.Namespace, data: dict[str, object], argv: list[str], text: str) -> int:
     if ns.json:
-        out = plan.to_dict()
-        out["command"] = argv
-        json.dump(out, sys.stdout, indent=2, sort_keys=True)
+        json.dump({**data, "command": argv}, sys.stdout, indent=2, sort_keys=True)
         print()
-        return 0
-    for note in plan.notes:
-        print(f"; note: {note}")
-    print(plan.profile, end="")
+    else:
+        print(text)
     return 0
 
 

@@ -197,3 +197,24 @@ def _top_forms(text: str) -> list[str]:
                 out.append(text[start : i + 1])
         i += 1
     return out
+
+
+def test_explain_shows_the_macos_plan_from_this_machine(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "ringfence", "explain", "--platform", "macos", "--json",
+         "--workspace", str(tmp_path)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    assert plan["sandboxed"] and plan["profile"].startswith("(version 1)\n(deny default)\n")
+    sbpl.check(plan["profile"])
+    text = subprocess.run(
+        [sys.executable, "-m", "ringfence", "explain", "--platform", "macos", "--workspace", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert text.startswith("; note: not run on a Mac yet")
