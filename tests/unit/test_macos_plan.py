@@ -213,8 +213,8 @@ def test_explain_shows_the_macos_plan_from_this_machine(tmp_path: Path) -> None:
     plan = json.loads(r.stdout)
     assert plan["sandboxed"] and plan["profile"].startswith("(version 1)\n(deny default)\n")
     sbpl.check(plan["profile"])
+    argv = [sys.executable, "-m", "ringfence", "explain", "--platform", "macos"]
     text = subprocess.run(
-        [sys.executable, "-m", "ringfence", "explain", "--platform", "macos", "--workspace", str(tmp_path)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [*argv, "--workspace", str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout
     assert text.startswith("; note: not run on a Mac yet")
