@@ -611,8 +611,8 @@ def cmd_mcp(ns: argparse.Namespace) -> int:
     """``ringfence mcp``: one warm session behind an MCP server on stdin/stdout."""
     try:
         from ringfence import mcp_server
-    except ImportError as e:
-        raise UnsupportedError(
+    except ImportError as e:  # an optional extra, not a kernel limit
+        raise RingfenceError(
             f"ringfence mcp needs the MCP SDK ({e.name or e}): pip install 'ringfence[mcp]'"
         ) from None
     if not 1 <= ns.max_processes <= 256:
