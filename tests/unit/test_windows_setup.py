@@ -1,0 +1,218 @@
+"""The Windows setup state machine on a simulated machine: a crash at every step (each change
+and each journal write) is finished by running setup again; uninstall restores the machine
+exactly, and is itself resumable after a crash at any step. Nothing here runs on Windows."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ringfence.errors import PolicyError
+from ringfence.platforms.windows import setup
+from ringfence.platforms.windows.setup import AddAce, AddFirewallRule, CreateUser, StoreSecret
+
+
+class Crash(Exception):
+    """The power went out."""
+
+
+class Machine:
+    """A simulated Windows: users, DPAPI secrets, ACLs (SDDL-like strings), firewall rules."""
+
+    def __init__(self) -> None:
+        self.users = {"alice", "ringfence-online"}  # one sandbox user existed before us
+        self.secrets: set[str] = set()
+        self.acls = {
+            "C:\\work": "D:(A;;FA;;;alice)",
+            "C:\\work\\.git\\hooks": "D:(A;;FA;;;alice)",
+            "C:\\Users\\alice": "D:(A;;FA;;;alice)",
+        }
+        self.rules: dict[str, tuple[str, str]] = {}
+        self.budget: int | None = None  # changes allowed before the crash
+
+    def state(self) -> dict[str, Any]:
+        return copy.deepcopy({k: v for k, v in vars(self).items() if k != "budget"})
+
+    def tick(self) -> None:
+        if self.budget is not None:
+            if self.budget == 0:
+                raise Crash
+            self.budget -= 1
+
+    def user_exists(self, name: str) -> bool:
+        return name in self.users
+
+    def create_user(self, name: str) -> None:
+        self.tick()
+        self.users.add(name)
+
+    def delete_user(self, name: str) -> None:
+        self.tick()
+        self.users.discard(name)
+
+    def secret_exists(self, user: str) -> bool:
+        return user in self.secrets
+
+    def store_secret(self, user: str) -> None:
+        self.tick()
+        self.secrets.add(user)
+
+    def delete_secret(self, user: str) -> None:
+        self.tick()
+        self.secrets.discard(user)
+
+    def get_acl(self, path: str) -> str:
+        return self.acls.get(path, "D:")
+
+    def set_acl(self, path: str, acl: str) -> None:
+        self.tick()
+        self.acls[path] = acl
+
+    def add_ace(self, path: str, sid: str, rights: str, deny: bool) -> None:
+        self.tick()
+        self.acls[path] = self.get_acl(path) + f"({'D' if deny else 'A'};;{rights};;;{sid})"
+
+    def firewall_rule_exists(self, name: str) -> bool:
+        return name in self.rules
+
+    def add_firewall_rule(self, name: str, user: str, remote: str) -> None:
+        self.tick()
+        self.rules[name] = (user, remote)
+
+    def delete_firewall_rule(self, name: str) -> None:
+        self.tick()
+        self.rules.pop(name, None)
+
+    def profile_roots(self) -> list[str]:
+        return ["C:\\Users\\alice"]
+
+
+CAP_WRITE, CAP_READ = "S-1-15-3-1024-1", "S-1-15-3-1024-2"
+ACTIONS: list[setup.Action] = [
+    CreateUser("ringfence-offline"),
+    StoreSecret("ringfence-offline"),
+    CreateUser("ringfence-online"),
+    StoreSecret("ringfence-online"),
+    AddAce("C:\\work", CAP_WRITE, "write"),
+    AddAce("C:\\work\\.git\\hooks", CAP_WRITE, "write", deny=True),
+    AddAce("C:\\work", CAP_READ, "read"),
+    AddFirewallRule("ringfence-offline-out", "ringfence-offline", "block all but 127.0.0.1:3128"),
+]
+
+
+@pytest.fixture
+def crashing_saves(monkeypatch: pytest.MonkeyPatch) -> dict[str, int | None]:
+    """A crash can also land in a journal write, before its rename."""
+    budget: dict[str, int | None] = {"n": None}
+    real = setup.os.replace
+
+    def replace(src: str, dst: str) -> None:
+        if budget["n"] is not None:
+            if budget["n"] == 0:
+                raise Crash
+            budget["n"] -= 1
+        real(src, dst)
+
+    monkeypatch.setattr(setup.os, "replace", replace)
+    return budget
+
+
+def _reference(tmp_path: Path) -> dict[str, Any]:
+    m = Machine()
+    setup.install(ACTIONS, m, str(tmp_path / "reference.json"))
+    return m.state()
+
+
+def test_install_changes_what_it_must_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
+    m = Machine()
+    journal = str(tmp_path / "journal.json")
+    assert setup.install(ACTIONS, m, journal) == len(ACTIONS)
+    assert setup.install(ACTIONS, m, journal) == 0
+    assert {"ringfence-offline", "ringfence-online"} <= m.users
+    assert m.acls["C:\\work\\.git\\hooks"].endswith(f"(D;;write;;;{CAP_WRITE})")
+    assert m.rules["ringfence-offline-out"][1] == "block all but 127.0.0.1:3128"
+
+
+@pytest.mark.parametrize("where", ["change", "journal"])
+def test_a_crash_at_every_step_is_finished_by_running_again(
+    tmp_path: Path, crashing_saves: dict[str, int | None], where: str
+) -> None:
+    reference = _reference(tmp_path)
+    for n in range(40):
+        m = Machine()
+        original = m.state()
+        journal = str(tmp_path / f"j-{where}-{n}.json")
+        if where == "change":
+            m.budget = n
+        else:
+            crashing_saves["n"] = n
+        try:
+            setup.install(ACTIONS, m, journal)
+            finished_first_time = True
+        except Crash:
+            finished_first_time = False
+        m.budget = crashing_saves["n"] = None
+        setup.install(ACTIONS, m, journal)
+        assert m.state() == reference, n
+        setup.uninstall(m, journal)
+        assert m.state() == original, n
+        if finished_first_time:
+            break
+    else:
+        pytest.fail("the simulated run never finished: more steps than expected")
+    # 7 changes (one user existed), 2 journal writes per action: every one was a crash point
+    assert n == (7 if where == "change" else 2 * len(ACTIONS))
+
+
+def test_uninstall_resumes_after_a_crash_at_every_step(
+    tmp_path: Path, crashing_saves: dict[str, int | None]
+) -> None:
+    for n in range(40):
+        m = Machine()
+        original = m.state()
+        journal = str(tmp_path / f"u-{n}.json")
+        setup.install(ACTIONS, m, journal)
+        m.budget = n
+        try:
+            setup.uninstall(m, journal)
+            done = True
+        except Crash:
+            done = False
+        m.budget = None
+        setup.uninstall(m, journal)
+        assert m.state() == original, n
+        assert not Path(journal).exists()
+        if done:
+            break
+    assert n == 7  # every undo was a crash point
+
+
+def test_a_user_that_existed_before_setup_survives_uninstall(tmp_path: Path) -> None:
+    m = Machine()
+    journal = str(tmp_path / "j.json")
+    setup.install(ACTIONS, m, journal)
+    setup.uninstall(m, journal)
+    assert "ringfence-online" in m.users and "ringfence-offline" not in m.users
+
+
+@pytest.mark.parametrize(
+    "path", ["C:\\Users\\alice", "c:\\users\\ALICE\\", "C:\\Users\\alice\\NTUSER.DAT"]
+)
+def test_no_ace_ever_lands_on_a_profile_root_or_a_hive_file(tmp_path: Path, path: str) -> None:
+    m = Machine()
+    before = m.state()
+    with pytest.raises(PolicyError, match="user profile root or a registry hive file"):
+        setup.install([*ACTIONS, AddAce(path, CAP_WRITE, "write")], m, str(tmp_path / "j.json"))
+    assert m.state() == before and not (tmp_path / "j.json").exists()
+
+
+def test_a_journal_that_is_not_ours_is_refused(tmp_path: Path) -> None:
+    from ringfence.errors import SandboxError
+
+    bad = tmp_path / "j.json"
+    bad.write_text('{"version": 7}')
+    with pytest.raises(SandboxError, match="not a ringfence setup journal"):
+        setup.install(ACTIONS, Machine(), str(bad))
