@@ -18,6 +18,8 @@ from ringfence.policy.config import Ceiling, ConfigError
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a Session makes caches
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # and an audit log
     monkeypatch.setattr(config, "MANAGED_PATH", str(tmp_path / "managed.toml"))
     monkeypatch.setattr(config.load_ceiling, "__defaults__", (str(tmp_path / "managed.toml"),))
     (tmp_path / "xdg" / "ringfence").mkdir(parents=True)
