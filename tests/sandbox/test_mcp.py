@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,12 @@ def ws() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="ringfence-mcp-", dir="/var/tmp"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+def _xdg() -> dict[str, str]:
+    """The tests' private config, cache and state directories (never the real home's)."""
+    names = ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME")
+    return {k: os.environ[k] for k in names if k in os.environ}
 
 
 def _data(result: Any) -> Any:
@@ -54,6 +61,7 @@ def _session(
         command=sys.executable,
         args=["-m", "ringfence", "mcp", "--workspace", str(ws), *flags],
         cwd=str(ws),
+        env=_xdg(),  # the SDK passes only a short list of variables on; these must go too
     )
 
     async def main() -> None:
