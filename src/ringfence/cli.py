@@ -362,12 +362,16 @@ def layered_policy(ns: argparse.Namespace) -> tuple[Policy, str, config.Settings
     _flag_settings(ns, settings)
     if not ns.ignore_project_config:
         config.apply_project(settings, workspace)
-    approval = (settings.values.pop("approval", None), settings.values.pop("rules", None))
+    # Approval is not a policy field: flags first, then the files, then the managed floor.
+    in_files = settings.values.pop("approval", None), settings.values.pop("rules", None)
+    asked = getattr(ns, "approval", None) or in_files[0]
+    rules_file = getattr(ns, "rules", None) or in_files[1]
     policy = _policy_from_settings(settings, workspace)
     ceiling = config.load_ceiling()
     if ceiling is not None:
         policy = ceiling.check(policy, audit=not getattr(ns, "no_audit", False))
-    ns.config_approval = approval  # read by _approval_settings: flags first, then these
+        asked = ceiling.approval(asked)
+    ns.effective_approval = (asked, rules_file)  # read by _approval_settings
     return policy.validate(), cwd, settings
 
 
@@ -561,12 +565,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def _approval_settings(ns: argparse.Namespace) -> tuple[str | None, object]:
     """The approval policy and rules the flags ask for (None: no approval step at all)."""
-    from_config = getattr(ns, "config_approval", (None, None))
-    approval = getattr(ns, "approval", None) or from_config[0]
-    rules_file = getattr(ns, "rules", None) or from_config[1]
-    ceiling = config.load_ceiling()
-    if ceiling is not None:
-        approval = ceiling.approval(approval)
+    approval, rules_file = ns.effective_approval  # set by layered_policy
     if approval is None and rules_file is None:
         return None, None
     from ringfence.approval import rules
@@ -643,6 +642,14 @@ def cmd_check(ns: argparse.Namespace) -> int:
         if argv:
             raise PolicyError("give either -c LINE or -- CMD [ARGS...], not both")
         argv = ["bash", "-c", ns.script]
+    settings = config.Settings()  # the user's file and the managed floor, as for run
+    config.load_user(settings, os.environ, None)
+    asked = ns.approval or settings.values.get("approval")
+    ceiling = config.load_ceiling()
+    ns.effective_approval = (
+        ceiling.approval(asked) if ceiling is not None else asked,
+        ns.rules or settings.values.get("rules"),
+    )
     approval, rules = _approval_settings(ns)
     d = decide(argv, approval or "on-request", rules)  # type: ignore[arg-type]
     if ns.json:
@@ -790,7 +797,7 @@ def cmd_config_show(ns: argparse.Namespace) -> int:
         ):
             source += f" + managed {ceiling.path}"
         rows.append({"key": f.name, "value": value, "source": source})
-    for key, value in zip(("approval", "rules"), ns.config_approval, strict=True):
+    for key, value in zip(("approval", "rules"), ns.effective_approval, strict=True):
         rows.append({"key": key, "value": value, "source": settings.sources.get(key, "default")})
     if ns.json:
         out = {"cwd": cwd, "managed": ceiling.path if ceiling else None, "policy": rows}

@@ -243,12 +243,9 @@ def build_app(tools: SandboxTools) -> MCPServer:
 
     Approval = Annotated[ElicitationResult[Confirm], Resolve(approval)]
 
-    def answer(argv: list[str], asked: Any, ctx: Context) -> bool | None:
-        """The person's answer for this call; None when nobody could be asked (or needed to
-        be: the session's own decision then runs or refuses it)."""
-        d = tools.decision(argv)
-        if d is None or d.action != ASK:
-            return None
+    def answer(asked: Any, ctx: Context) -> bool | None:
+        """The person's answer for this call, None when nobody can be asked. Only read when
+        the session's approval step asks (the resolver above decided whether to)."""
         caps = ctx.client_capabilities
         if caps is None or caps.elicitation is None:
             return None
@@ -256,9 +253,9 @@ def build_app(tools: SandboxTools) -> MCPServer:
             return bool(getattr(asked.data, "run", False))
         return False  # declined or cancelled
 
-    def refused(e: ApprovalRefused) -> dict[str, Any]:
+    def refused(e: ApprovalRefused, ans: bool | None) -> dict[str, Any]:
         reason = getattr(e.decision, "reason", str(e))
-        if "there is no one to ask" in reason:
+        if ans is None and getattr(e.decision, "action", None) == ASK:
             reason += " (this MCP client does not support elicitation)"
         return {"exit_code": None, "ran": False, "refused": [printable(f"approval: {reason}")]}
 
@@ -286,7 +283,7 @@ def build_app(tools: SandboxTools) -> MCPServer:
         if not 0 < timeout_s <= 24 * 3600:
             raise ToolError("timeout_s must be between 0 and 86400 seconds")
         where = tools.workspace_cwd(cwd)
-        ans = answer(argv, asked, ctx)
+        ans = answer(asked, ctx)
 
         def go() -> dict[str, Any]:
             try:
@@ -305,7 +302,7 @@ def build_app(tools: SandboxTools) -> MCPServer:
                     "note": f"killed (with everything it started) after {timeout_s:g} s",
                 }
             except ApprovalRefused as e:
-                return refused(e)
+                return refused(e, ans)
             except (FileNotFoundError, PermissionError) as e:
                 return {"exit_code": 127 if isinstance(e, FileNotFoundError) else 126,
                         "stdout": "", "stderr": f"{argv[0]}: {e.strerror}"}  # fmt: skip
@@ -333,7 +330,7 @@ def build_app(tools: SandboxTools) -> MCPServer:
                 f"{len(running)} processes are running (the limit is {tools.max_processes}): "
                 "kill one first"
             )
-        ans = answer(argv, asked, ctx)
+        ans = answer(asked, ctx)
 
         def go() -> dict[str, Any]:
             try:
@@ -344,7 +341,7 @@ def build_app(tools: SandboxTools) -> MCPServer:
                         argv, cwd=where, stdin=PIPE, stdout=PIPE, stderr=PIPE
                     )
             except ApprovalRefused as e:
-                return refused(e)
+                return refused(e, ans)
             except (FileNotFoundError, PermissionError) as e:
                 raise ToolError(f"{argv[0]}: {e.strerror}") from None
             pid = str(next(tools._ids))

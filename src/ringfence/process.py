@@ -7,13 +7,14 @@ changes nothing a script relies on: the command's own status; 128+N when a signa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ringfence.platforms.linux.plan import LinuxPlan
 
@@ -87,16 +88,9 @@ def run_sandboxed(
 
 
 def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: bool) -> Outcome:
-    from ringfence.errors import ApprovalRefused, RingfenceError
-
-    try:
-        proc = session.spawn(list(argv), pty=tty)
-    except ApprovalRefused as e:
-        return Outcome(EXIT_REFUSED, message=str(e))
-    except OSError as e:
-        return exec_failure(argv[0], e.errno or errno.EACCES)
-    except RingfenceError as e:
-        return Outcome(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
+    proc = spawn_or_outcome(session, argv, pty=tty)
+    if isinstance(proc, Outcome):
+        return proc
     from ringfence.platforms.linux.runner import FORWARDED  # the signals that are the command's
 
     previous = {sig: signal.signal(sig, lambda s, _f: proc.send_signal(s)) for sig in FORWARDED}
@@ -105,16 +99,41 @@ def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: 
             from ringfence import terminal
 
             terminal.relay(proc, timeout)
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return Outcome(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
-    except RingfenceError as e:
-        return Outcome(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
+        return wait_outcome(proc, session, timeout)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def spawn_or_outcome(session: Session, argv: Sequence[str], **kw: Any) -> Process | Outcome:
+    """Start ``argv`` in ``session``, or the exit status of why it could not start (refused
+    by the approval step, not found or not executable, the sandbox failed)."""
+    from ringfence.errors import ApprovalRefused, RingfenceError
+
+    try:
+        return session.spawn(list(argv), **kw)
+    except ApprovalRefused as e:
+        return Outcome(EXIT_REFUSED, message=str(e))
+    except OSError as e:
+        return exec_failure(argv[0], e.errno or errno.EACCES)
+    except RingfenceError as e:
+        return Outcome(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
+
+
+def wait_outcome(proc: Process, session: Session, timeout: float | None) -> Outcome:
+    """Wait for ``proc``; on a timeout end its whole tree. Its exit status and explanation."""
+    from ringfence.errors import RingfenceError
+
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.timed_out = True
+        proc.kill()
+        with contextlib.suppress(RingfenceError):
+            proc.wait()
+        return Outcome(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
+    except RingfenceError as e:
+        return Outcome(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
     return outcome_of(proc, session)
 
 

@@ -500,10 +500,11 @@ class Process:
             for e in self.network_events
             if not e.allowed
         ]
-        from ringfence.escalation import relabel, widenings
+        if self.violations:  # off the common path: most commands are refused nothing
+            from ringfence.escalation import relabel, widenings
 
-        self.violations = relabel(self._conn.plan, self.violations)
-        self.widenings = widenings(self._conn.plan, self.violations)
+            self.violations = relabel(self._conn.plan, self.violations)
+            self.widenings = widenings(self._conn.plan, self.violations)
         if "exit" in report:
             self.returncode = int(report["exit"])
         elif "signal" in report:
@@ -590,12 +591,12 @@ class Session:
         approver: Callable[[Any], bool | None] | None = None,
         _fork: bool = False,
     ) -> None:
-        self.approval = None
-        from ringfence.policy import config as _config
+        from ringfence.policy import config
 
-        _ceiling = _config.load_ceiling()  # the managed floor binds the API too
-        if _ceiling is not None:
-            approval = _ceiling.approval(approval)
+        ceiling = config.load_ceiling()  # the managed file binds the API too
+        self.approval = None
+        if ceiling is not None:
+            approval = ceiling.approval(approval)
         if approval is not None:
             from ringfence.approval import decide
             from ringfence.approval import rules as rules_mod
@@ -608,11 +609,9 @@ class Session:
         if plan is None:
             from ringfence.platforms.linux import hostfacts, landlock
             from ringfence.platforms.linux.plan import compile_linux
-            from ringfence.policy import config
 
             policy = policy if policy is not None else Policy(workspace=os.getcwd())
             policy = _with_default_workspace(policy)
-            ceiling = config.load_ceiling()  # the managed ceiling binds the API too
             if ceiling is not None:
                 policy = ceiling.check(policy, audit=bool(audit))
             abi = landlock.abi_version() if policy.sandboxed else 0

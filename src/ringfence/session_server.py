@@ -14,14 +14,12 @@ never reach a session, whose policy may be wider than its own.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import signal
 import socket
 import stat
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -31,18 +29,11 @@ from typing import Any
 
 from ringfence import session_wire as wire
 from ringfence.display import printable
-from ringfence.errors import ApprovalRefused, PolicyError, RingfenceError, SandboxError
+from ringfence.errors import PolicyError, SandboxError
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.environment import build_environment
 from ringfence.policy.model import EnvPolicy
-from ringfence.process import (
-    EXIT_INTERNAL,
-    EXIT_REFUSED,
-    EXIT_TIMEOUT,
-    Outcome,
-    exec_failure,
-    outcome_of,
-)
+from ringfence.process import EXIT_INTERNAL, Outcome, spawn_or_outcome, wait_outcome
 from ringfence.session import Session
 
 REFUSED_FRAME = 1 << 20  # what a refused peer may send before it is told why
@@ -325,16 +316,11 @@ class SessionServer:
         cwd = os.fsdecode(req.cwd)
         with self._lock:
             self.stats.commands += 1
-        try:
-            proc = self.session.spawn(
-                argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], cwd=cwd, env=env
-            )
-        except OSError as e:
-            return exec_failure(argv[0], e.errno or errno.EACCES)
-        except ApprovalRefused as e:
-            return Outcome(EXIT_REFUSED, message=str(e))
-        except RingfenceError as e:
-            return Outcome(EXIT_INTERNAL, message=str(e))
+        proc = spawn_or_outcome(
+            self.session, argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], cwd=cwd, env=env
+        )
+        if isinstance(proc, Outcome):
+            return proc
         for fd in fds:
             os.close(fd)
         fds.clear()
@@ -355,19 +341,7 @@ class SessionServer:
                         proc.send_signal(sig)
 
         threading.Thread(target=watch, daemon=True).start()
-        try:
-            proc.wait(req.timeout)
-        except subprocess.TimeoutExpired:
-            proc.timed_out = True
-            proc.kill()
-            with contextlib.suppress(RingfenceError):
-                proc.wait()
-            return Outcome(
-                EXIT_TIMEOUT, timed_out=True, message=f"timed out after {req.timeout:g} s"
-            )
-        except RingfenceError as e:
-            return Outcome(EXIT_INTERNAL, message=str(e))
-        return outcome_of(proc, self.session)
+        return wait_outcome(proc, self.session, req.timeout)
 
 
 def daemonize(server: SessionServer) -> int:
