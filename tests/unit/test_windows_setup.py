@@ -71,16 +71,18 @@ class Machine:
         self.tick()
         self.acls[path] = acl
 
-    def add_ace(self, path: str, sid: str, rights: str, deny: bool) -> None:
+    def add_ace(self, ace: AddAce) -> None:
         self.tick()
-        self.acls[path] = self.get_acl(path) + f"({'D' if deny else 'A'};;{rights};;;{sid})"
+        kind = "D" if ace.deny else "A"
+        flags = "OICI" if ace.inherit else ""
+        self.acls[ace.path] = self.get_acl(ace.path) + f"({kind};{flags};{ace.rights};;;{ace.sid})"
 
     def firewall_rule_exists(self, name: str) -> bool:
         return name in self.rules
 
-    def add_firewall_rule(self, name: str, user: str, remote: str) -> None:
+    def add_firewall_rule(self, rule: AddFirewallRule) -> None:
         self.tick()
-        self.rules[name] = (user, remote)
+        self.rules[rule.name] = (rule.user, rule.remote_addresses)
 
     def delete_firewall_rule(self, name: str) -> None:
         self.tick()
@@ -96,10 +98,10 @@ ACTIONS: list[setup.Action] = [
     StoreSecret("ringfence-offline"),
     CreateUser("ringfence-online"),
     StoreSecret("ringfence-online"),
-    AddAce("C:\\work", CAP_WRITE, "write"),
+    AddAce("C:\\work", CAP_WRITE, "modify"),
     AddAce("C:\\work\\.git\\hooks", CAP_WRITE, "write", deny=True),
     AddAce("C:\\work", CAP_READ, "read"),
-    AddFirewallRule("ringfence-offline-out", "ringfence-offline", "block all but 127.0.0.1:3128"),
+    AddFirewallRule("ringfence-offline-out", "ringfence-offline", "any", "0.0.0.0-126.255.255.255"),
 ]
 
 
@@ -132,7 +134,7 @@ def test_install_changes_what_it_must_and_a_second_run_changes_nothing(tmp_path:
     assert setup.install(ACTIONS, m, journal) == len(ACTIONS)
     assert setup.install(ACTIONS, m, journal) == 0
     assert {"ringfence-offline", "ringfence-online"} <= m.users
-    assert m.acls["C:\\work\\.git\\hooks"].endswith(f"(D;;write;;;{CAP_WRITE})")
+    assert m.acls["C:\\work\\.git\\hooks"].endswith(f"(D;OICI;write;;;{CAP_WRITE})")
     assert m.rules["ringfence-offline-out"][1] == "block all but 127.0.0.1:3128"
 
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from ringfence.errors import PolicyError, SandboxError
+from ringfence.platforms.windows.rights import MASKS
 
 HIVE_FILES = ("ntuser.dat", "ntuser.dat.log1", "ntuser.dat.log2", "usrclass.dat")
 
@@ -42,18 +43,29 @@ class StoreSecret:
 
 @dataclass(frozen=True)
 class AddAce:
+    """One ACE on one path. ``rights`` names a mask in ``rights.MASKS``; ``inherit`` makes it
+    apply to everything beneath (object and container inherit), otherwise to the path alone."""
+
     path: str
     sid: str
-    rights: str  # "write" | "read" | "all"
+    rights: str
     deny: bool = False
+    inherit: bool = True
     kind: str = "add_ace"
 
 
 @dataclass(frozen=True)
 class AddFirewallRule:
+    """An outbound block rule for one local user (the Windows Firewall lets a block rule win
+    over any allow rule, so "everything but the proxy port" is written as blocks of the rest).
+    ``remote_addresses`` and ``remote_ports`` are comma-separated lists of ranges, as
+    ``netsh``/``INetFwRule`` take them; an empty ``remote_ports`` means every port."""
+
     name: str
     user: str
-    remote: str  # what it blocks or allows, e.g. "block all but 127.0.0.1:3128"
+    protocol: str  # "any" | "tcp" | "udp"
+    remote_addresses: str
+    remote_ports: str = ""
     kind: str = "add_firewall_rule"
 
 
@@ -67,8 +79,8 @@ _KINDS: dict[str, type[Any]] = {
 
 
 class WinApi(Protocol):
-    """The only door to Windows. The real one (ctypes) is not written yet; tests use a
-    simulated machine."""
+    """The only door to Windows for the setup. The real one is ``win32.Win32Api`` (ctypes);
+    tests use a simulated machine."""
 
     def user_exists(self, name: str) -> bool: ...
     def create_user(self, name: str) -> None: ...
@@ -78,9 +90,9 @@ class WinApi(Protocol):
     def delete_secret(self, user: str) -> None: ...
     def get_acl(self, path: str) -> str: ...  # an opaque copy (SDDL on Windows)
     def set_acl(self, path: str, acl: str) -> None: ...
-    def add_ace(self, path: str, sid: str, rights: str, deny: bool) -> None: ...
+    def add_ace(self, ace: AddAce) -> None: ...
     def firewall_rule_exists(self, name: str) -> bool: ...
-    def add_firewall_rule(self, name: str, user: str, remote: str) -> None: ...
+    def add_firewall_rule(self, rule: AddFirewallRule) -> None: ...
     def delete_firewall_rule(self, name: str) -> None: ...
     def profile_roots(self) -> list[str]: ...
 
@@ -185,6 +197,8 @@ def _undo_info(action: Action, api: WinApi) -> dict[str, Any]:
     if isinstance(action, StoreSecret):
         return {"existed": api.secret_exists(action.user)}
     if isinstance(action, AddAce):
+        if action.rights not in MASKS:
+            raise PolicyError(f"setup: unknown rights {action.rights!r} for {action.path}")
         return {"acl": api.get_acl(action.path)}
     return {"existed": api.firewall_rule_exists(action.name)}
 
@@ -197,9 +211,9 @@ def _do(action: Action, undo: dict[str, Any], api: WinApi) -> None:
         if not api.secret_exists(action.user):
             api.store_secret(action.user)
     elif isinstance(action, AddAce):
-        api.add_ace(action.path, action.sid, action.rights, action.deny)
+        api.add_ace(action)
     elif not api.firewall_rule_exists(action.name):
-        api.add_firewall_rule(action.name, action.user, action.remote)
+        api.add_firewall_rule(action)
 
 
 def _roll_back(entry: dict[str, Any], api: WinApi) -> None:
