@@ -135,7 +135,7 @@ def test_install_changes_what_it_must_and_a_second_run_changes_nothing(tmp_path:
     assert setup.install(ACTIONS, m, journal) == 0
     assert {"ringfence-offline", "ringfence-online"} <= m.users
     assert m.acls["C:\\work\\.git\\hooks"].endswith(f"(D;OICI;write;;;{CAP_WRITE})")
-    assert m.rules["ringfence-offline-out"][1] == "block all but 127.0.0.1:3128"
+    assert m.rules["ringfence-offline-out"][1] == "0.0.0.0-126.255.255.255"
 
 
 @pytest.mark.parametrize("where", ["change", "journal"])
