@@ -3,6 +3,7 @@ properties over generated policies. Pure: nothing here needs (or was run on) a M
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -14,11 +15,14 @@ from hypothesis import strategies as st
 from ringfence.errors import PolicyError
 from ringfence.platforms.macos import sbpl
 from ringfence.platforms.macos.plan import (
+    EXPLAIN_TAG,
     SANDBOX_EXEC,
     MacFacts,
     canonical,
+    check_tag,
     compile_macos,
     name_regex,
+    new_tag,
     path_regex,
 )
 from ringfence.policy.model import Mode, Network, Policy
@@ -85,9 +89,45 @@ def test_a_hostile_path_stays_inside_its_string() -> None:
     assert len(forms) == 1 and sbpl.string(hostile) in forms[0]
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_deny_rule_carries_the_session_tag_and_no_allow_rule_does(name: str) -> None:
+    tag = new_tag()
+    plan = compile_macos(CASES[name], MacFacts(home=FACTS.home, tmpdir=FACTS.tmpdir, tag=tag))
+    assert plan.tag == tag
+    forms = _top_forms(plan.profile)
+    denies = [f for f in forms if f.startswith("(deny ")]
+    assert denies[0] == f'(deny default (with message "{tag}"))'
+    assert len(denies) >= 2  # default plus the carve-outs every case has
+    for f in denies:
+        assert f.endswith(f' (with message "{tag}"))'), f[:80]
+        assert f.count("(with ") == 1
+    assert not any("(with " in f for f in forms if f.startswith("(allow "))
+    sbpl.check(plan.profile, tag=tag)
+    with pytest.raises(sbpl.ProfileError, match="without the session tag"):
+        sbpl.check(plan.profile, tag=new_tag())  # another session's tag is not ours
+
+
+def test_tags_are_fresh_and_only_safe_characters_pass() -> None:
+    tags = {new_tag() for _ in range(50)}
+    assert len(tags) == 50 and all(check_tag(t) == t for t in tags)
+    for bad in ("", "short", 'a"b) (allow default', "x" * 65, "tag with space", "tag\nnewline",
+                "ta;g_12345", "tägg_12345"):  # fmt: skip
+        with pytest.raises(PolicyError):
+            check_tag(bad)
+        with pytest.raises(PolicyError):
+            compile_macos(CASES["macos_default"], dataclasses.replace(FACTS, tag=bad))
+
+
 @pytest.mark.parametrize(
     ("text", "why"),
     [
+        ('(version 1)\n(allow file-read* (with message "t"))', "not a deny"),
+        ('(version 1)\n(deny default (with message "t") (with message "t"))', "only once"),
+        ('(version 1)\n(deny file-read* (with message "t") (subpath "/x"))', "only once"),
+        ("(version 1)\n(deny default (with report))", 'only (with message "TEXT")'),
+        ("(version 1)\n(deny default (with message t))", 'only (with message "TEXT")'),
+        ('(version 1)\n(deny default (with message "t" "u"))', 'only (with message "TEXT")'),
+        ('(version 1)\n(deny (subpath "/x") file-read*)', "an operation after a filter"),
         ("(allow file-read*)", "starts with (version 1)"),
         ("(version 1)\n(allow file-read*", "not closed"),
         ("(version 1)\n(allow file-read*))", "without '('"),
@@ -211,8 +251,10 @@ def test_explain_shows_the_macos_plan_from_this_machine(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     plan = json.loads(r.stdout)
-    assert plan["sandboxed"] and plan["profile"].startswith("(version 1)\n(deny default)\n")
-    sbpl.check(plan["profile"])
+    assert plan["sandboxed"] and plan["profile"].startswith(
+        f'(version 1)\n(deny default (with message "{EXPLAIN_TAG}"))\n'
+    )
+    sbpl.check(plan["profile"], tag=EXPLAIN_TAG)
     argv = [sys.executable, "-m", "ringfence", "explain", "--platform", "macos"]
     text = subprocess.run(
         [*argv, "--workspace", str(tmp_path)], capture_output=True, text=True, check=True

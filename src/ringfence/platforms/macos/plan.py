@@ -4,7 +4,13 @@ The profile denies by default, then allows, then denies again: in SBPL the last 
 matches decides, so the protected and deny-read rules come after the grants they carve out
 of. Paths are canonicalised first (``/var`` → ``/private/var``, ``/tmp`` → ``/private/tmp``,
 ``/etc`` → ``/private/etc``: Seatbelt sees the real paths), and the enforcement step must
-pass paths already resolved through symlinks (``HostFacts.realpaths``).
+pass paths already resolved through symlinks (``MacFacts.realpaths``).
+
+Every deny rule, ``(deny default)`` included, carries ``(with message "TAG")``: Seatbelt
+appends that text to the denial it writes to the unified log, so ``monitor.py`` can pick this
+session's denials out of everyone else's with ``log stream`` (the approach Anthropic's
+sandbox-runtime takes; see ``monitor.py``). The tag attributes, it does not authenticate: it is
+no secret, and a process could write a look-alike line to the log itself.
 
 Not run on a Mac yet: the profile's text is golden-tested and structurally checked here.
 """
@@ -12,6 +18,8 @@ Not run on a Mac yet: the profile's text is golden-tested and structurally check
 from __future__ import annotations
 
 import posixpath
+import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,15 +42,36 @@ MACH_SERVICES = (
     "com.apple.SecurityServer",
     "com.apple.coreservices.launchservicesd",
 )
+# Tags: letters, digits, ``_`` and ``-`` only, so a tag needs no quoting in a profile or in a
+# ``log`` predicate and cannot be confused with the text around it in a log line.
+TAG_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+# The tag of a profile that is only shown (``ringfence explain``), never run: the runner makes a
+# fresh tag for every command (``new_tag``) and refuses this one.
+EXPLAIN_TAG = "ringfence_explain"
+
+
+def new_tag() -> str:
+    """A fresh session tag: unguessable enough that two sessions never share one."""
+    return "ringfence_" + secrets.token_hex(12)
+
+
+def check_tag(tag: str) -> str:
+    """``tag`` if it is a valid session tag, else :class:`PolicyError`."""
+    if not TAG_RE.fullmatch(tag):
+        raise PolicyError(
+            f"macOS session tag {tag!r}: 8 to 64 letters, digits, '_' or '-' expected"
+        )
+    return tag
 
 
 @dataclass(frozen=True)
 class MacFacts:
-    """What the compiler needs to know about the Mac; gathered by the (future) runner."""
+    """What the compiler needs to know about the Mac; gathered by ``runner.gather_facts``."""
 
     home: str
     tmpdir: str  # the command's private temporary directory (writable)
     realpaths: Mapping[str, str] = field(default_factory=dict)  # path -> symlinks resolved
+    tag: str = EXPLAIN_TAG  # put on every deny rule; the runner passes a fresh one (new_tag)
 
 
 @dataclass(frozen=True)
@@ -57,6 +86,7 @@ class SeatbeltPlan:
     network: str = "off"
     proxy_port: int | None = None
     notes: tuple[str, ...] = ()
+    tag: str = ""  # the session tag on every deny rule ("" for full access: no profile)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +128,7 @@ def path_regex(path: str) -> str:
 
 def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
     policy.validate()
+    tag = check_tag(facts.tag)
     if not policy.sandboxed:
         return SeatbeltPlan(False, "", (), notes=("full-access: no profile, no boundary",))
     network = policy.effective_network
@@ -109,9 +140,10 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
         dict.fromkeys(canonical(p, facts) for p in policy.deny_read_paths(facts.home))
     )
     s = sbpl.string
+    why = f" (with message {s(tag)})"  # on every deny rule: Seatbelt logs it with the denial
     out = [
         "(version 1)",
-        "(deny default)",
+        f"(deny default{why})",
         "; processes: run programs, fork, signal only inside this sandbox",
         "(allow process-exec)",
         "(allow process-fork)",
@@ -149,7 +181,7 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
     if carve:
         out += [
             "; protected: read-only even inside a writable root, names that do not exist yet too",
-            "(deny file-write* " + " ".join(carve) + ")",
+            "(deny file-write* " + " ".join(carve) + why + ")",
         ]
     ancestors = _ancestors(protected, writable)
     if ancestors:
@@ -157,6 +189,7 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
             "; their directories cannot be renamed or removed (that would move them away)",
             "(deny file-write-unlink "
             + " ".join(f"(regex {r('^' + sbpl.ere_caseless(a) + '$')})" for a in ancestors)
+            + why
             + ")",
         ]
     if deny_read:
@@ -164,10 +197,11 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
             "; deny-read: hidden entirely (read and write)",
             "(deny file-read* file-write* "
             + " ".join(f"(regex {r(path_regex(p))})" for p in deny_read)
+            + why
             + ")",
         ]
     text = "\n".join(out) + "\n"
-    sbpl.check(text)
+    sbpl.check(text, tag=tag)
     notes = ["not run on a Mac yet: compiled and checked on Linux only"]
     if network is Network.ALLOWLIST:
         notes.append(
@@ -187,6 +221,7 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
         network=network.value,
         proxy_port=PROXY_PORT if network is Network.ALLOWLIST else None,
         notes=tuple(notes),
+        tag=tag,
     )
 
 

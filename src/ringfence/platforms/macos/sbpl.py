@@ -3,6 +3,10 @@
 The compiler only ever builds profiles from the pieces here, and every profile it emits is
 checked: balanced forms, strings closed, and only operations and filters on a known list, so a
 path that contains ``"``, ``)`` or ``;`` cannot end a form early and add a rule of its own.
+
+The one modifier accepted is ``(with message "TEXT")``, as the last item of a ``deny`` rule:
+Seatbelt appends TEXT to the denial it logs, which is how a session's violations are told apart
+(``monitor.py``). Given the tag, :func:`check` insists that every deny rule carries exactly it.
 """
 
 from __future__ import annotations
@@ -95,8 +99,9 @@ def tokens(text: str) -> list[str]:
     return out
 
 
-def check(text: str) -> None:
-    """Raise :class:`ProfileError` unless ``text`` is a well-formed profile of known forms."""
+def check(text: str, tag: str | None = None) -> None:
+    """Raise :class:`ProfileError` unless ``text`` is a well-formed profile of known forms;
+    with ``tag``, also unless every deny rule ends with ``(with message TAG)``."""
     toks = tokens(text)
     pos = 0
 
@@ -127,11 +132,41 @@ def check(text: str) -> None:
         if head not in _TOP:
             raise ProfileError(f"unknown top-level form {head!r}")
         if head in ("allow", "deny"):
-            ops = [x for x in f[1:] if isinstance(x, str)]
+            body = f[1:]
+            message = _modifier(body)
+            if message is not None:
+                if head != "deny":
+                    raise ProfileError(f"(with message ...) on a rule that is not a deny: {f!r}")
+                body = body[:-1]
+            if tag is not None and head == "deny" and message != string(tag):
+                raise ProfileError(f"a deny rule without the session tag {tag!r}: {f!r}")
+            ops = [x for x in body if isinstance(x, str)]
             if not ops or any(op not in OPERATIONS for op in ops):
                 raise ProfileError(f"unknown operation in {f!r}")
-            for flt in (x for x in f[1:] if isinstance(x, list)):
+            if any(isinstance(x, str) for x in body[len(ops) :]):
+                raise ProfileError(f"an operation after a filter in {f!r}")
+            for flt in (x for x in body if isinstance(x, list)):
                 _check_filter(flt)
+
+
+def _modifier(body: list[object]) -> str | None:
+    """The message literal of a trailing ``(with message "...")``; None when there is none.
+    Any other use of ``with`` (elsewhere in the rule, another modifier, a second one) is
+    refused: only what the compiler emits passes."""
+    withs = [i for i, x in enumerate(body) if isinstance(x, list) and x[:1] == ["with"]]
+    if not withs:
+        return None
+    last = body[-1]
+    if withs != [len(body) - 1] or not isinstance(last, list):
+        raise ProfileError(f"(with ...) only once, as the last item of a rule: {body!r}")
+    if (
+        len(last) != 3
+        or last[1] != "message"
+        or not isinstance(last[2], str)
+        or not last[2].startswith('"')
+    ):
+        raise ProfileError(f'only (with message "TEXT") is accepted, not {last!r}')
+    return last[2]
 
 
 def _check_filter(flt: list[object]) -> None:
