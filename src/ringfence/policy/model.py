@@ -37,6 +37,19 @@ class Isolation(StrEnum):
     REDUCED = "reduced"
 
 
+class PathStyle(StrEnum):
+    """Whose paths the policy holds: the policy model is the same everywhere, but a path is
+    checked and compared as the platform that enforces it reads paths (``windows``: drive or
+    UNC paths, case-insensitive, see ``winpaths``)."""
+
+    POSIX = "posix"
+    WINDOWS = "windows"
+
+    @classmethod
+    def native(cls) -> PathStyle:
+        return cls.WINDOWS if os.name == "nt" else cls.POSIX
+
+
 class Network(StrEnum):
     """Whether the command may use the network: not at all, freely, or only through the
     filtering proxy to the names the policy allows."""
@@ -159,12 +172,14 @@ class Policy:
     # and abstract-socket scopes); 1 means any Landlock at all, which is always required.
     landlock_min_abi: int = 1
     isolation: Isolation = Isolation.NAMESPACES
+    path_style: PathStyle = field(default_factory=PathStyle.native)
 
     def validate(self) -> Policy:
         """Refuse inconsistent or malformed values; return self so calls can chain."""
         if not self.workspace:
             raise PolicyError("policy: workspace is not set (give an absolute directory)")
-        _check_abs("workspace", self.workspace)
+        check = _check_windows if self.path_style is PathStyle.WINDOWS else _check_abs
+        check("workspace", self.workspace)
         for name, paths in (
             ("writable root", self.writable_roots),
             ("protected path", self.protected),
@@ -172,7 +187,7 @@ class Policy:
             ("allowed socket", self.allow_sockets),
         ):
             for p in paths:
-                _check_abs(name, p)
+                check(name, p)
         if self.mode is Mode.READ_ONLY and self.writable_roots:
             raise PolicyError(
                 "policy: mode read-only conflicts with writable roots "
@@ -262,11 +277,24 @@ class Policy:
         """Absolute paths to hide: the user's plus, when on, the defaults under ``home``."""
         out = list(self.deny_read)
         if self.default_deny_read and home:
-            out.extend(os.path.join(home, rel) for rel in defaults.HOME_DENY_READ)
+            if self.path_style is PathStyle.WINDOWS:
+                from ringfence.policy import winpaths
+
+                out.extend(winpaths.join(home, rel) for rel in defaults.HOME_DENY_READ)
+            else:
+                out.extend(os.path.join(home, rel) for rel in defaults.HOME_DENY_READ)
         return tuple(dict.fromkeys(out))
 
 
 STRICT_NAMES: tuple[str, ...] = defaults.STRICT_GIT_PROTECTED
+
+
+def _check_windows(what: str, path: str) -> None:
+    from ringfence.policy import winpaths
+
+    canonical = winpaths.normalize(f"policy: {what}", path)
+    if canonical != path:
+        raise PolicyError(f"policy: {what} {path!r} is not in canonical form; use {canonical!r}")
 
 
 def _check_abs(what: str, path: str) -> None:

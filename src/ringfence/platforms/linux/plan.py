@@ -18,7 +18,7 @@ from ringfence.platforms.linux.hostfacts import HostFacts
 from ringfence.policy import defaults
 from ringfence.policy.caches import cache_environment
 from ringfence.policy.environment import build_environment, scrubbed_names
-from ringfence.policy.model import Isolation, Limits, Mode, Network, Policy
+from ringfence.policy.model import Isolation, Limits, Mode, Network, PathStyle, Policy
 
 # Paths the sandbox rebuilds itself; a writable root may not be one of them or contain them.
 SYSTEM_TARGETS = ("/proc", "/sys", "/dev")
@@ -282,6 +282,8 @@ def _mask_mode(path: str, allowed: set[str]) -> int:
 def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     """The plan for ``policy`` on this host. Pure: same inputs, same plan."""
     policy.validate()
+    if policy.path_style is not PathStyle.POSIX:
+        raise PolicyError("linux plan: the policy holds Windows paths; give POSIX paths")
     network = policy.effective_network
     sandbox_vars = {
         "RINGFENCE_SANDBOX": "1" if policy.sandboxed else "0",
