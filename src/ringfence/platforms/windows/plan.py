@@ -262,7 +262,7 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
             if winpaths.key(root) == winpaths.key(p):
                 raise PolicyError(f"windows plan: {root} is both granted and protected or hidden")
 
-    exists = (lambda p: True) if facts.existing is None else _exists_in(facts.existing)
+    exists = (lambda p: True) if facts.existing is None else _exists_in(facts.existing | set(found))
     aces: list[AddAce] = []
     unenforced: list[str] = []
     for root in granted:
