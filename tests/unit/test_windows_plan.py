@@ -198,7 +198,7 @@ def test_the_offline_firewall_leaves_only_tcp_to_the_proxy_port() -> None:
 
 
 def test_setup_makes_users_then_secrets_then_rules() -> None:
-    actions = setup_actions(INSTALL)
+    actions = setup_actions()
     assert actions[:4] == [
         CreateUser("ringfence-offline"),
         StoreSecret("ringfence-offline"),

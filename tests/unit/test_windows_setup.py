@@ -10,9 +10,16 @@ from typing import Any
 
 import pytest
 
-from ringfence.errors import PolicyError
-from ringfence.platforms.windows import setup
+from ringfence.errors import PolicyError, SandboxError
+from ringfence.platforms.windows import install, setup
+from ringfence.platforms.windows.plan import (
+    WindowsFacts,
+    WindowsInstall,
+    WindowsPlan,
+    compile_windows,
+)
 from ringfence.platforms.windows.setup import AddAce, AddFirewallRule, CreateUser, StoreSecret
+from ringfence.policy.model import PathStyle, Policy
 
 
 class Crash(Exception):
@@ -29,6 +36,8 @@ class Machine:
             "C:\\work": "D:(A;;FA;;;alice)",
             "C:\\work\\.git\\hooks": "D:(A;;FA;;;alice)",
             "C:\\Users\\alice": "D:(A;;FA;;;alice)",
+            "C:\\work-tmp": "D:(A;;FA;;;alice)",
+            "C:\\work\\.git": "D:(A;;FA;;;alice)",
         }
         self.rules: dict[str, tuple[str, str]] = {}
         self.budget: int | None = None  # changes allowed before the crash
@@ -73,9 +82,7 @@ class Machine:
 
     def add_ace(self, ace: AddAce) -> None:
         self.tick()
-        kind = "D" if ace.deny else "A"
-        flags = "OICI" if ace.inherit else ""
-        self.acls[ace.path] = self.get_acl(ace.path) + f"({kind};{flags};{ace.rights};;;{ace.sid})"
+        self.acls[ace.path] = self.get_acl(ace.path) + self.ace_text(ace)
 
     def firewall_rule_exists(self, name: str) -> bool:
         return name in self.rules
@@ -90,6 +97,19 @@ class Machine:
 
     def profile_roots(self) -> list[str]:
         return ["C:\\Users\\alice"]
+
+    def user_sid(self, name: str) -> str:
+        if name not in self.users:
+            raise KeyError(name)
+        return f"S-1-5-21-9-9-9-{1000 + sorted(self.users).index(name)}"
+
+    def has_ace(self, ace: AddAce) -> bool:
+        return self.ace_text(ace) in self.get_acl(ace.path)
+
+    @staticmethod
+    def ace_text(ace: AddAce) -> str:
+        kind = "D" if ace.deny else "A"
+        return f"({kind};{'OICI' if ace.inherit else ''};{ace.rights};;;{ace.sid})"
 
 
 CAP_WRITE, CAP_READ = "S-1-15-3-1024-1", "S-1-15-3-1024-2"
@@ -218,3 +238,71 @@ def test_a_journal_that_is_not_ours_is_refused(tmp_path: Path) -> None:
     bad.write_text('{"version": 7}')
     with pytest.raises(SandboxError, match="not a ringfence setup journal"):
         setup.install(ACTIONS, Machine(), str(bad))
+
+
+# --- `ringfence setup`, uninstall and the per-workspace grants (install.py) -------------------
+
+
+def _places(tmp_path: Path) -> install.Places:
+    return install.Places(machine=str(tmp_path / "machine"), user=str(tmp_path / "user"))
+
+
+def _plan(inst: WindowsInstall) -> WindowsPlan:
+    policy = Policy(
+        workspace="C:\\work", protected=("C:\\work\\.git\\hooks",), path_style=PathStyle.WINDOWS
+    )
+    facts = WindowsFacts(
+        home="C:\\Users\\alice",
+        temp="C:\\work-tmp",
+        existing=frozenset({"C:\\work\\.git\\hooks"}),
+        profile_roots=("C:\\Users\\alice",),
+    )
+    return compile_windows(policy, facts, inst)
+
+
+def test_setup_records_the_install_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
+    m, places = Machine(), _places(tmp_path)
+    inst, changed = install.run_setup(m, places)
+    assert changed == 7  # 1 new user + 2 secrets + 3 rules; ringfence-online existed
+    assert inst.offline_sid == m.user_sid("ringfence-offline")
+    assert install.load_install(places) == inst
+    again, changed = install.run_setup(m, places)
+    assert changed == 0 and again == inst  # the capability SID is kept, not re-rolled
+    with pytest.raises(SandboxError, match="uninstall"):
+        install.run_setup(m, places, proxy_port=4000)
+
+
+def test_grants_are_added_once_and_a_lost_deny_entry_is_put_back(tmp_path: Path) -> None:
+    m, places = Machine(), _places(tmp_path)
+    inst, _ = install.run_setup(m, places)
+    plan = _plan(inst)
+    added = install.ensure_grants(plan, m, places)
+    assert added == len(plan.aces) and all(m.has_ace(a) for a in plan.aces)
+    assert install.ensure_grants(plan, m, places) == 0
+    # Another tool resets the ACL of the protected directory: the next command restores it.
+    m.acls["C:\\work\\.git\\hooks"] = "D:(A;;FA;;;alice)"
+    assert install.ensure_grants(plan, m, places) > 0
+    assert all(m.has_ace(a) for a in plan.aces if a.deny)
+
+
+def test_a_deny_entry_that_will_not_stick_stops_the_command(tmp_path: Path) -> None:
+    m, places = Machine(), _places(tmp_path)
+    inst, _ = install.run_setup(m, places)
+    plan = _plan(inst)
+    install.ensure_grants(plan, m, places)
+    m.acls["C:\\work\\.git\\hooks"] = "D:"
+    m.add_ace = lambda ace: None  # type: ignore[method-assign]  # e.g. access denied, ignored
+    with pytest.raises(SandboxError, match="cannot be restored"):
+        install.ensure_grants(plan, m, places)
+
+
+def test_uninstall_removes_grants_and_setup_and_restores_the_machine(tmp_path: Path) -> None:
+    m, places = Machine(), _places(tmp_path)
+    before = m.state()
+    inst, _ = install.run_setup(m, places)
+    install.ensure_grants(_plan(inst), m, places)
+    assert m.state() != before
+    assert install.run_uninstall(m, places) > 0
+    assert m.state() == before
+    assert install.load_install(places) is None
+    assert install.run_uninstall(m, places) == 0  # nothing left to undo

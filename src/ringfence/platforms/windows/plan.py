@@ -153,7 +153,10 @@ class WindowsPlan:
 
 def firewall_rules(install: WindowsInstall) -> tuple[AddFirewallRule, ...]:
     """The offline user's outbound blocks: everything but TCP to loopback:proxy_port."""
-    port, user = install.proxy_port, install.offline_user
+    return _firewall_rules(install.offline_user, install.proxy_port)
+
+
+def _firewall_rules(user: str, port: int) -> tuple[AddFirewallRule, ...]:
     return (
         AddFirewallRule("ringfence offline: not loopback", user, "any", NOT_LOOPBACK),
         AddFirewallRule(
@@ -167,14 +170,19 @@ def firewall_rules(install: WindowsInstall) -> tuple[AddFirewallRule, ...]:
     )
 
 
-def setup_actions(install: WindowsInstall) -> list[Action]:
-    """The elevated, once-per-machine part: users, their stored passwords, firewall rules."""
+def setup_actions(
+    offline_user: str = OFFLINE_USER,
+    online_user: str = ONLINE_USER,
+    proxy_port: int = DEFAULT_PROXY_PORT,
+) -> list[Action]:
+    """The elevated, once-per-machine part: users, their stored passwords, firewall rules
+    (which name the user, so they come after it)."""
     return [
-        CreateUser(install.offline_user),
-        StoreSecret(install.offline_user),
-        CreateUser(install.online_user),
-        StoreSecret(install.online_user),
-        *firewall_rules(install),
+        CreateUser(offline_user),
+        StoreSecret(offline_user),
+        CreateUser(online_user),
+        StoreSecret(online_user),
+        *_firewall_rules(offline_user, proxy_port),
     ]
 
 
