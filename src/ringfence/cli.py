@@ -18,13 +18,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 from ringfence.display import printable
-from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
+from ringfence.errors import PolicyError, RingfenceError, UnsupportedError, UsageError
 from ringfence.policy import config, paths
 from ringfence.policy.model import (
     Isolation,
     Limits,
     Mode,
     Network,
+    PathStyle,
     Policy,
     parse_size,
 )
@@ -257,9 +258,10 @@ def _fill_explain(explain: argparse.ArgumentParser) -> None:
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.add_argument(
         "--platform",
-        choices=["linux", "macos"],
+        choices=["linux", "macos", "windows"],
         default="linux",
-        help="whose plan to show (macos: the Seatbelt profile; compiled here, from any machine)",
+        help="whose plan to show (macos: the Seatbelt profile; windows: the sandbox user, ACEs "
+        "and firewall rules; give Windows paths like C:\\work). Compiled here, on any machine",
     )
     explain.add_argument("argv", nargs=argparse.REMAINDER, metavar="[-- CMD]")
 
@@ -313,6 +315,25 @@ def _fill_mcp(mcp: argparse.ArgumentParser) -> None:
     mcp.add_argument("--no-audit", action="store_true", help="do not write the audit log")
 
 
+def _fill_setup(setup: argparse.ArgumentParser) -> None:
+    setup.add_argument(
+        "--uninstall",
+        action="store_true",
+        help="remove every user, secret, ACE and firewall rule ringfence added",
+    )
+    setup.add_argument(
+        "--dry-run", action="store_true", help="print what setup would do; change nothing"
+    )
+    setup.add_argument(
+        "--proxy-port",
+        type=int,
+        default=3128,
+        metavar="PORT",
+        help="the loopback port the offline user may reach (default 3128)",
+    )
+    setup.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def _fill_doctor(doctor: argparse.ArgumentParser) -> None:
     _policy_flags(doctor)
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
@@ -328,6 +349,7 @@ _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] =
     "session": ("a warm sandbox that `run --session` calls reach", _fill_session),
     "mcp": ("serve a sandboxed shell to an AI agent over MCP (stdio)", _fill_mcp),
     "doctor": ("report what this kernel can enforce", _fill_doctor),
+    "setup": ("Windows: the one-time elevated setup (users, firewall rules)", _fill_setup),
 }
 
 
@@ -375,8 +397,13 @@ def layered_policy(ns: argparse.Namespace) -> tuple[Policy, str, config.Settings
     return policy.validate(), cwd, settings
 
 
-def _flag_settings(ns: argparse.Namespace, s: config.Settings) -> None:
-    """Flags the user gave, on top of the config files: scalars replace, lists add."""
+def _flag_settings(
+    ns: argparse.Namespace,
+    s: config.Settings,
+    path: Callable[[str, str], str] | None = None,
+) -> None:
+    """Flags the user gave, on top of the config files: scalars replace, lists add. ``path``
+    reads every path flag instead of this machine's rules (Windows paths, for explain)."""
     for key, value in (
         ("mode", ns.mode),
         ("network", ns.network),
@@ -395,10 +422,10 @@ def _flag_settings(ns: argparse.Namespace, s: config.Settings) -> None:
         if flag_on:
             s.set(key, value, "flag")
     for key, items in (
-        ("writable_roots", [paths.absolute("--writable", w) for w in ns.writable]),
-        ("protected", [paths.plain("--protect", p) for p in ns.protect]),
-        ("deny_read", [paths.plain("--deny-read", p) for p in ns.deny_read]),
-        ("allow_sockets", [paths.plain("--allow-socket", p) for p in ns.allow_socket]),
+        ("writable_roots", [(path or paths.absolute)("--writable", w) for w in ns.writable]),
+        ("protected", [(path or paths.plain)("--protect", p) for p in ns.protect]),
+        ("deny_read", [(path or paths.plain)("--deny-read", p) for p in ns.deny_read]),
+        ("allow_sockets", [(path or paths.plain)("--allow-socket", p) for p in ns.allow_socket]),
         ("allow_domains", list(ns.allow_domain)),
         ("deny_domains", list(ns.deny_domain)),
         ("expose_ports", list(ns.expose_port)),
@@ -831,6 +858,8 @@ def cmd_audit(ns: argparse.Namespace) -> int:
 
 def cmd_explain(ns: argparse.Namespace) -> int:
     argv = _command(ns, required=False)
+    if ns.platform == "windows":
+        return _explain_windows(ns, argv)
     policy, cwd = policy_from_args(ns)
     if ns.platform == "macos":
         from ringfence.platforms.macos.plan import MacFacts, compile_macos
@@ -845,6 +874,92 @@ def cmd_explain(ns: argparse.Namespace) -> int:
     from ringfence.explain import render
 
     return _print_plan(ns, plan.to_dict(), argv, render(plan, argv))
+
+
+WINDOWS_EXAMPLE_WORKSPACE = "C:\\Users\\you\\project"
+
+
+def _explain_windows(ns: argparse.Namespace, argv: list[str]) -> int:
+    """The Windows plan from the flags alone: their paths are Windows paths (no file is
+    looked at), and the config files are not read (their paths are this machine's)."""
+    from ringfence.platforms.windows.explain import render
+    from ringfence.platforms.windows.plan import WindowsFacts, WindowsInstall, compile_windows
+    from ringfence.policy import winpaths
+
+    def win(flag: str, path: str) -> str:
+        return winpaths.normalize(flag, path)
+
+    notes = ["from the flags only: config files hold this machine's paths and were not read"]
+    if ns.workspace:
+        workspace = win("--workspace", ns.workspace)
+    else:
+        workspace = WINDOWS_EXAMPLE_WORKSPACE
+        notes.append(f"no --workspace given: showing the example {workspace}")
+    parts = workspace.split("\\")
+    home = (
+        "\\".join(parts[:3])
+        if [p.casefold() for p in parts[1:2]] == ["users"] and len(parts) >= 3
+        else "C:\\Users\\you"
+    )
+    settings = config.Settings()
+    _flag_settings(ns, settings, path=win)
+    policy = config.build_policy(settings, workspace, path_style=PathStyle.WINDOWS)
+    install = None
+    if sys.platform == "win32":
+        from ringfence.platforms.windows.install import Places, load_install
+
+        install = load_install(Places.default())
+    install = install or WindowsInstall.placeholder()
+    facts = WindowsFacts(
+        home=home,
+        temp=home + "\\AppData\\Local\\ringfence\\tmp\\example",
+        profile_roots=(home,),
+    )
+    plan = compile_windows(policy, facts, install)
+    plan = dataclasses.replace(plan, notes=(*plan.notes, *notes))
+    return _print_plan(ns, plan.to_dict(), argv, render(plan, install))
+
+
+def cmd_setup(ns: argparse.Namespace) -> int:
+    from ringfence.platforms.windows.plan import setup_actions
+
+    actions = setup_actions(proxy_port=ns.proxy_port)
+    if ns.dry_run:
+        if ns.json:
+            json.dump(
+                {"uninstall": ns.uninstall, "actions": [dataclasses.asdict(a) for a in actions]},
+                sys.stdout,
+                indent=2,
+            )
+            print()
+        elif ns.uninstall:
+            print("would undo, newest first, every change recorded in the setup and grants")
+            print("journals (users and secrets that existed before setup stay)")
+        else:
+            from ringfence.platforms.windows.setup import describe
+
+            print(
+                "would do, in this order (each step journaled, resumable, undone by --uninstall):"
+            )
+            for a in actions:
+                print(f"  {describe(a)}")
+        return 0
+    if sys.platform != "win32":
+        raise UsageError(
+            f"`ringfence setup` is for Windows; on {sys.platform} nothing needs setting up "
+            "(`ringfence doctor` shows what this machine enforces; `--dry-run` shows what "
+            "setup would do on Windows)"
+        )
+    from ringfence.platforms.windows.install import Places, run_setup, run_uninstall
+    from ringfence.platforms.windows.win32 import Win32Api
+
+    api, places = Win32Api(), Places.default()
+    if ns.uninstall:
+        print(f"ringfence setup: undid {run_uninstall(api, places)} changes")
+        return 0
+    install, changed = run_setup(api, places, proxy_port=ns.proxy_port)
+    print(f"ringfence setup: {changed} changes; capability SID {install.capability_sid}")
+    return 0
 
 
 def _print_plan(ns: argparse.Namespace, data: dict[str, object], argv: list[str], text: str) -> int:
@@ -902,6 +1017,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check(ns)
         if ns.command == "mcp":
             return cmd_mcp(ns)
+        if ns.command == "setup":
+            return cmd_setup(ns)
         return cmd_doctor(ns)
     except UnsupportedError as e:
         print(f"ringfence: cannot enforce the policy: {e}", file=sys.stderr)

@@ -328,3 +328,66 @@ def test_no_grant_escapes_and_every_protection_holds(
     assert (plan.user == "ringfence-online") is (network is Network.ON)
     assert bool(plan.firewall) is (network is not Network.ON)
     assert all(isinstance(a, AddAce) for a in plan.aces)
+
+
+# --- the command line: `explain --platform windows` and `setup`, from this (Linux) machine ------
+
+
+def test_explain_windows_reads_windows_paths_from_the_flags(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from ringfence.cli import main
+
+    code = main(
+        ["explain", "--platform", "windows", "--json", "--workspace", "c:/Users/bob/app",
+         "--writable", "\\\\?\\D:\\cache", "--protect", "C:\\Users\\bob\\app\\secrets",
+         "--network", "allowlist", "--allow-domain", "pypi.org"]
+    )  # fmt: skip
+    assert code == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["writable"][:2] == ["C:\\Users\\bob\\app", "D:\\cache"]
+    assert plan["user"] == "ringfence-offline" and plan["proxy_port"] == 3128
+    denied = {a["path"] for a in plan["aces"] if a["deny"] and a["rights"] == "write"}
+    assert denied == {"C:\\Users\\bob\\app\\secrets"}
+    assert "C:\\Users\\bob\\.ssh" in plan["deny_read"]
+    assert any("placeholders" in n for n in plan["notes"])
+
+    assert main(["explain", "--platform", "windows"]) == 0
+    text = capsys.readouterr().out
+    assert "user:       ringfence-offline" in text and "C:\\Users\\you\\project" in text
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workspace", "/home/bob/app"], "relative; give an absolute path like C:"),
+        (["--workspace", "C:\\Users\\bob"], "user profile"),
+        (["--workspace", "C:\\w", "--protect", "C:\\w\\f:s"], "alternate data stream"),
+    ],
+)
+def test_explain_windows_refuses_what_windows_would_misread(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ringfence.cli import main
+
+    assert main(["explain", "--platform", "windows", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_setup_on_this_machine_changes_nothing_and_says_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from ringfence.cli import main
+
+    assert main(["setup"]) == 2
+    assert "is for Windows" in capsys.readouterr().err
+    assert main(["setup", "--dry-run", "--proxy-port", "4000"]) == 0
+    out = capsys.readouterr().out
+    assert "create the local user ringfence-offline" in out and "ports 1-3999,4001-65535" in out
+    assert main(["setup", "--dry-run", "--json"]) == 0
+    kinds = [a["kind"] for a in json.loads(capsys.readouterr().out)["actions"]]
+    assert kinds[:2] == ["create_user", "store_secret"] and kinds[-1] == "add_firewall_rule"

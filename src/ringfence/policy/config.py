@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ringfence.errors import PolicyError
-from ringfence.policy.model import EnvPolicy, Isolation, Limits, Mode, Network, Policy
+from ringfence.policy.model import EnvPolicy, Isolation, Limits, Mode, Network, PathStyle, Policy
 
 MANAGED_PATH = "/etc/ringfence/managed.toml"
 PROJECT_NAME = ".ringfence.toml"
@@ -364,8 +364,9 @@ def load_ceiling(path: str = MANAGED_PATH) -> Ceiling | None:
     return Ceiling(**kwargs)
 
 
-def build_policy(settings: Settings, workspace: str) -> Policy:
-    """A Policy from layered values (paths already absolute)."""
+def build_policy(settings: Settings, workspace: str, path_style: PathStyle | None = None) -> Policy:
+    """A Policy from layered values (paths already absolute, in ``path_style``, by default
+    this machine's)."""
     v = settings.values
     limits = Limits()
     if "limits" in v:
@@ -385,6 +386,8 @@ def build_policy(settings: Settings, workspace: str) -> Policy:
             set=dict(e.get("set", {})),
         )
     kwargs: dict[str, Any] = {"workspace": workspace, "limits": limits, "env": env}
+    if path_style is not None:
+        kwargs["path_style"] = path_style
     for key in (*_LISTS, *_BOOLS, *_INTS):
         if key in v:
             kwargs[key] = tuple(v[key]) if key in _LISTS else v[key]

@@ -99,6 +99,23 @@ class WinApi(Protocol):
     def has_ace(self, ace: AddAce) -> bool: ...
 
 
+def describe(action: Action) -> str:
+    """One line a person can check before saying yes to an elevated prompt."""
+    if isinstance(action, CreateUser):
+        return f"create the local user {action.name} (a random password, not an administrator)"
+    if isinstance(action, StoreSecret):
+        return f"store the password of {action.user} with DPAPI, for this user only"
+    if isinstance(action, AddAce):
+        scope = "and everything beneath" if action.inherit else "(this object only)"
+        verb = "deny" if action.deny else "allow"
+        return f"{verb} {action.rights} to {action.sid} on {action.path} {scope}"
+    ports = f" ports {action.remote_ports}" if action.remote_ports else ""
+    return (
+        f"firewall: block outbound {action.protocol} from {action.user} to "
+        f"{action.remote_addresses}{ports}"
+    )
+
+
 def refuse_dangerous(action: Action, api: WinApi) -> None:
     """No ACE on a user profile root or a registry hive file, whatever the plan says."""
     if not isinstance(action, AddAce):
