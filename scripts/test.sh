@@ -36,4 +36,5 @@ fi
 "$venv/bin/ruff" check src tests bench examples
 "$venv/bin/ruff" format --check src tests bench examples
 "$venv/bin/mypy" src
+"$venv/bin/mypy" --platform win32 src/ringfence/platforms/windows  # the ctypes side, as Windows sees it
 exec "$venv/bin/python" -m pytest "$@"

@@ -15,7 +15,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ringfence.display import printable
 from ringfence.errors import PolicyError, RingfenceError, UnsupportedError, UsageError
@@ -553,6 +553,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if getattr(ns, "session", None) is not None:
         return _run_in_session(ns, argv)
     policy, cwd = policy_from_args(ns)
+    if sys.platform == "darwin":
+        return _run_macos(ns, argv, policy, cwd)
     plan = _compile(policy, cwd)
     from ringfence import process
 
@@ -588,6 +590,99 @@ def cmd_run(ns: argparse.Namespace) -> int:
         for line in outcome.message.split("\n"):
             print(prefix + printable(line), file=sys.stderr)
     return outcome.returncode
+
+
+def _run_macos(
+    ns: argparse.Namespace,
+    argv: list[str],
+    policy: Policy,
+    cwd: str,
+    *,
+    sandbox_exec: str | None = None,
+    log: str | None = None,
+) -> int:
+    """``ringfence run`` on a Mac: Seatbelt via ``sandbox-exec``, the violation monitor, the
+    tree ended afterwards. Not run on a Mac yet: tests call this on Linux with stand-ins for
+    ``sandbox-exec`` and ``log`` (parameters only, never from the environment, so nothing
+    outside a test can swap the enforcer). What the macOS side cannot do yet is refused,
+    never run with less."""
+    from ringfence import process
+    from ringfence.platforms.macos import monitor, runner
+    from ringfence.platforms.macos.plan import SANDBOX_EXEC
+    from ringfence.policy.environment import build_environment
+
+    for wanted, what in (
+        (policy.effective_network is Network.ALLOWLIST, "--network allowlist (the proxy)"),
+        (ns.tty, "-t (a pseudo-terminal)"),
+        (ns.ask, "--ask"),
+        (policy.limits.memory is not None, "--limit memory"),
+    ):
+        if wanted:
+            raise UnsupportedError(f"{what} is not available on macOS yet")
+    approval, rules = _approval_settings(ns)
+    refusal = _approve_unconfined(argv, approval, rules)
+    if refusal is not None:
+        print(f"ringfence: {refusal.message}", file=sys.stderr)
+        return refusal.returncode
+    sandbox_vars = {
+        "RINGFENCE_SANDBOX": "1" if policy.sandboxed else "0",
+        "RINGFENCE_MODE": policy.mode.value,
+        "RINGFENCE_NETWORK": policy.effective_network.value,
+    }
+    env = build_environment(os.environ, policy.env, sandbox_vars)
+    result = runner.run(
+        policy,
+        argv,
+        cwd=cwd,
+        env=env,
+        timeout=ns.timeout,
+        sandbox_exec=sandbox_exec or SANDBOX_EXEC,
+        log=log or monitor.LOG,
+    )
+    files = [v for v in result.violations if v.get("kind") == "filesystem"]
+    if not ns.no_audit:
+        _audit_macos(policy, argv, cwd, result, approval)
+    if files:
+        shown = ", ".join(f"{v['op']} {v['path']} ({v['rule']})" for v in files[:5])
+        more = " and more" if len(files) > 5 else ""
+        print(f"ringfence: refused {printable(shown)}{more}", file=sys.stderr)
+    blocked = [v for v in result.violations if v.get("kind") == "network"]
+    if blocked:
+        print(f"ringfence: blocked {len(blocked)} network connection(s)", file=sys.stderr)
+    if result.timed_out:
+        print(f"ringfence: timed out after {ns.timeout} s", file=sys.stderr)
+        return process.EXIT_TIMEOUT
+    if result.signal is not None:
+        return 128 + result.signal
+    return result.returncode
+
+
+def _audit_macos(
+    policy: Policy, argv: list[str], cwd: str, result: Any, approval: str | None
+) -> None:
+    """The same command record as on Linux; the policy digest is of the policy (its
+    environment values left out), since the profile carries a fresh tag each run."""
+    import secrets
+
+    from ringfence import audit
+
+    data = dataclasses.asdict(policy)
+    data["env"]["set"] = sorted(data["env"]["set"])
+    record = audit.command_record(
+        session="macos-" + secrets.token_hex(6),
+        argv=argv,
+        cwd=cwd,
+        policy_digest=audit.digest(data),
+        returncode=result.returncode,
+        duration=result.duration,
+        timed_out=result.timed_out,
+        approval={"policy": approval} if approval else None,
+        filesystem=[v for v in result.violations if v.get("kind") == "filesystem"],
+    )
+    try:
+        audit.AuditLog().write(record)
+    except OSError as e:
+        print(f"ringfence: cannot write the audit log: {e}", file=sys.stderr)
 
 
 def _approval_settings(ns: argparse.Namespace) -> tuple[str | None, object]:

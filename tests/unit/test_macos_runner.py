@@ -291,3 +291,42 @@ def test_the_real_process_table_sees_us_both_ways() -> None:
         ).stdout  # fmt: skip
         ps_me = {p.pid: p for p in runner.parse_ps(out)}[os.getpid()]
         assert (ps_me.ppid, ps_me.pgid) == (os.getppid(), os.getpgrp()) and ps_me.start
+
+
+def test_ringfence_run_on_a_mac_goes_through_the_runner(
+    tmp_path: Path,
+    stand_ins: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The CLI's macOS path (``cli._run_macos``) with the stand-ins: exit statuses as on
+    Linux, the environment scrubbed by the policy, and what macOS cannot do yet refused."""
+    from ringfence import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("GITHUB_TOKEN", "secret-value")
+
+    def run(*args: str) -> int:
+        ns = cli.build_parser("run").parse_args(["run", "--workspace", str(tmp_path), *args])
+        argv = cli._command(ns, required=True)
+        policy, cwd = cli.policy_from_args(ns)
+        return cli._run_macos(ns, argv, policy, cwd, **stand_ins)
+
+    assert run("--", "sh", "-c", "exit 3") == 3
+    assert run("--", "sh", "-c", "kill -TERM $$") == 128 + signal.SIGTERM
+    assert run("--timeout", "0.5", "--", "sleep", "30") == 124
+    assert "timed out" in capsys.readouterr().err
+    out = tmp_path / "env.txt"
+    assert run("--", "sh", "-c", f'echo "[$GITHUB_TOKEN][$RINGFENCE_SANDBOX]" > {out}') == 0
+    assert out.read_text() == "[][1]\n"
+    import json
+
+    log = tmp_path / "state" / "ringfence" / "audit.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["exit"] for r in records] == [3, -signal.SIGTERM, -signal.SIGKILL, 0]
+    assert records[2]["timed_out"] and records[0]["argv"] == ["sh", "-c", "exit 3"]
+    for flags in (["--network", "allowlist", "--allow-domain", "pypi.org"], ["-t"]):
+        with pytest.raises(UnsupportedError, match="not available on macOS"):
+            run(*flags, "--", "true")
