@@ -114,6 +114,10 @@ def test_a_windows_policy_holds_canonical_paths_only() -> None:
         ).validate()
     with pytest.raises(PolicyError, match="relative"):
         Policy(workspace="C:\\work", path_style=PathStyle.POSIX).validate()
+    as_text = Policy(workspace="C:\\work", path_style="windows")  # type: ignore[arg-type]
+    assert as_text.validate().deny_read_paths("C:\\Users\\al")[0] == "C:\\Users\\al\\.ssh"
+    with pytest.raises(PolicyError, match="not posix or windows"):
+        Policy(workspace="C:\\work", path_style="dos").validate()  # type: ignore[arg-type]
 
 
 def test_default_hidden_paths_are_joined_the_windows_way() -> None:

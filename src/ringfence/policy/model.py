@@ -178,7 +178,9 @@ class Policy:
         """Refuse inconsistent or malformed values; return self so calls can chain."""
         if not self.workspace:
             raise PolicyError("policy: workspace is not set (give an absolute directory)")
-        check = _check_windows if self.path_style is PathStyle.WINDOWS else _check_abs
+        if self.path_style not in tuple(PathStyle):
+            raise PolicyError(f"policy: path_style {self.path_style!r} is not posix or windows")
+        check = _check_windows if self.path_style == PathStyle.WINDOWS else _check_abs
         check("workspace", self.workspace)
         for name, paths in (
             ("writable root", self.writable_roots),
@@ -277,7 +279,7 @@ class Policy:
         """Absolute paths to hide: the user's plus, when on, the defaults under ``home``."""
         out = list(self.deny_read)
         if self.default_deny_read and home:
-            if self.path_style is PathStyle.WINDOWS:
+            if self.path_style == PathStyle.WINDOWS:
                 from ringfence.policy import winpaths
 
                 out.extend(winpaths.join(home, rel) for rel in defaults.HOME_DENY_READ)

@@ -282,7 +282,7 @@ def _mask_mode(path: str, allowed: set[str]) -> int:
 def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     """The plan for ``policy`` on this host. Pure: same inputs, same plan."""
     policy.validate()
-    if policy.path_style is not PathStyle.POSIX:
+    if policy.path_style != PathStyle.POSIX:
         raise PolicyError("linux plan: the policy holds Windows paths; give POSIX paths")
     network = policy.effective_network
     sandbox_vars = {

@@ -1,5 +1,6 @@
-"""macOS: the policy compiled to a Seatbelt profile for ``/usr/bin/sandbox-exec``.
+"""macOS: the policy compiled to a Seatbelt profile, run by ``/usr/bin/sandbox-exec``.
 
-Only the pure compiler (``plan``) and the profile checker (``sbpl``) exist so far; they run
-and are tested on Linux. Nothing here has been run on a Mac (see docs/platforms.md).
+``plan`` (the pure compiler) and ``sbpl`` (quoting, the structural check) are tested on Linux;
+``runner`` and ``monitor`` run here against stand-ins for ``sandbox-exec`` and ``log``.
+Nothing here has been run on a Mac (see docs/platforms.md).
 """

@@ -1,6 +1,7 @@
-"""Windows: the one-time elevated setup and (later) the plan compiler and command runner.
+"""Windows: the policy compiler, the one-time elevated setup, the grants and the runner.
 
-Every Windows-only call sits behind :class:`ringfence.platforms.windows.setup.WinApi`, so the
-setup state machine runs and is tested on Linux against a simulated machine. Nothing in this
+Every Windows-only call sits behind small interfaces (``setup.WinApi``, ``runner.RunnerApi``)
+whose real implementations use ctypes (``win32``, ``runner.Win32RunnerApi``); the compiler,
+the setup journal and the runner's orchestration run and are tested on Linux. Nothing in this
 package has run on Windows yet (see docs/platforms.md).
 """

@@ -211,7 +211,7 @@ def _prefix_match(parts: list[str], pat: list[str]) -> bool:
 
 def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall) -> WindowsPlan:
     policy.validate()
-    if policy.path_style is not PathStyle.WINDOWS:
+    if policy.path_style != PathStyle.WINDOWS:
         raise PolicyError(
             "windows plan: the policy holds POSIX paths; give Windows paths (C:\\...) "
             "for the workspace and every other path"
