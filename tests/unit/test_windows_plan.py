@@ -391,3 +391,16 @@ def test_setup_on_this_machine_changes_nothing_and_says_why(
     assert main(["setup", "--dry-run", "--json"]) == 0
     kinds = [a["kind"] for a in json.loads(capsys.readouterr().out)["actions"]]
     assert kinds[:2] == ["create_user", "store_secret"] and kinds[-1] == "add_firewall_rule"
+
+
+def test_what_the_windows_side_does_not_enforce_yet_is_listed() -> None:
+    from ringfence.policy.model import Limits
+
+    policy = Policy(
+        workspace="C:\\Users\\dev\\repo",
+        expose_ports=(5432,),
+        limits=Limits(memory=1 << 30),
+        path_style=W,
+    )
+    unenforced = " ".join(compile_windows(policy, FACTS, INSTALL).unenforced)
+    assert "exposed ports" in unenforced and "memory limit" in unenforced

@@ -299,6 +299,16 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
             unenforced.append(f"hidden path {p} does not exist: Windows ACLs need the file")
     aces = list(dict.fromkeys(aces))
 
+    if policy.expose_ports:
+        unenforced.append(
+            "exposed ports: the offline user's firewall blocks them (no rule opens them yet)"
+        )
+    if policy.allow_sockets:
+        unenforced.append("allowed unix sockets: no Windows grant is compiled for them yet")
+    if policy.limits.memory is not None:
+        unenforced.append(
+            "the memory limit: a job-object memory limit is planned, the runner sets none yet"
+        )
     notes = ["not run on Windows yet: compiled and property-tested on Linux only"]
     if install.example:
         notes.append("example install: the SIDs are placeholders until `ringfence setup` runs")
