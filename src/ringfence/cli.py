@@ -259,7 +259,7 @@ def _fill_explain(explain: argparse.ArgumentParser) -> None:
     explain.add_argument(
         "--platform",
         choices=["linux", "macos", "windows"],
-        default="linux",
+        default={"darwin": "macos", "win32": "windows"}.get(sys.platform, "linux"),
         help="whose plan to show (macos: the Seatbelt profile; windows: the sandbox user, ACEs "
         "and firewall rules; give Windows paths like C:\\work). Compiled here, on any machine",
     )
@@ -526,6 +526,16 @@ def _command(ns: argparse.Namespace, *, required: bool) -> list[str]:
 
 
 def _compile(policy: Policy, cwd: str) -> LinuxPlan:
+    if sys.platform == "win32":
+        raise UnsupportedError(
+            "running commands on Windows is not available yet: the compiler, `ringfence setup` "
+            "and the runner exist but have not run on Windows (docs/platforms.md); "
+            "`ringfence explain --platform windows` shows the plan"
+        )
+    if sys.platform != "linux":
+        raise UnsupportedError(
+            f"this command is Linux-only so far ({sys.platform}); see docs/platforms.md"
+        )
     from ringfence.platforms.linux import hostfacts, landlock
     from ringfence.platforms.linux.plan import compile_linux
 
