@@ -1,0 +1,121 @@
+"""The Windows facts gatherer over a simulated Windows tree (junctions, case, a huge tree):
+what it resolves, finds and refuses. Not run on Windows."""
+
+from __future__ import annotations
+
+import pytest
+
+from ringfence.errors import PolicyError
+from ringfence.platforms.windows.facts import Entry, gather
+from ringfence.platforms.windows.plan import WindowsInstall, compile_windows
+from ringfence.policy import winpaths
+from ringfence.policy.model import PathStyle, Policy
+
+W = PathStyle.WINDOWS
+HOME = "C:\\Users\\dev"
+
+
+class Tree:
+    """Directories and files by canonical path, case-insensitive; ``links`` are junctions."""
+
+    def __init__(self, dirs: list[str], files: list[str], links: dict[str, str]) -> None:
+        self.dirs = {winpaths.key(d): d for d in dirs}
+        self.files = {winpaths.key(f): f for f in files}
+        self.links = {winpaths.key(k): v for k, v in links.items()}
+        self.listed: list[str] = []
+
+    def realpath(self, path: str) -> str:
+        parts = path.split("\\")
+        cur = parts[0] + "\\"
+        for part in parts[1:]:
+            if not part:
+                continue
+            cur = winpaths.normalize("p", cur + "\\" + part)
+            cur = self.links.get(winpaths.key(cur), cur)
+        return cur
+
+    def exists(self, path: str) -> bool:
+        k = winpaths.key(path)
+        return k in self.dirs or k in self.files or k in self.links
+
+    def is_reparse(self, path: str) -> bool:
+        return winpaths.key(path) in self.links
+
+    def entries(self, path: str) -> list[Entry]:
+        self.listed.append(path)
+        here = winpaths.key(path)
+        out = []
+        for k in [*self.dirs, *self.files, *self.links]:
+            if k != here and winpaths.parent(k) == here:
+                name = (self.dirs.get(k) or self.files.get(k) or k).rsplit("\\", 1)[-1]
+                is_link = k in self.links
+                out.append(Entry(name, k in self.dirs or is_link, is_link))
+        return out
+
+
+def tree() -> Tree:
+    return Tree(
+        dirs=[
+            "C:\\w",
+            "C:\\w\\.git",
+            "C:\\w\\.git\\hooks",
+            "C:\\w\\sub",
+            "C:\\w\\sub\\.GIT",
+            "C:\\w\\sub\\.GIT\\Hooks",
+            "C:\\w\\deep",
+            "E:\\cache",
+            "C:\\outside",
+            "C:\\outside\\.git",
+            "C:\\outside\\.git\\hooks",
+            HOME,
+            HOME + "\\.ssh",
+        ],
+        files=["C:\\w\\.envrc", "C:\\w\\.git\\hooks\\pre-commit"],
+        links={"C:\\w\\cache": "E:\\cache", "C:\\w\\escape": "C:\\outside"},
+    )
+
+
+def test_matches_are_found_in_any_case_and_links_are_neither_entered_nor_trusted() -> None:
+    fs = tree()
+    policy = Policy(workspace="C:\\w", path_style=W)
+    got = gather(policy, home=HOME, temp="C:\\t\\1", fs=fs, environ={"PATH": ""})
+    found = {winpaths.key(f) for f in got.facts.found}
+    assert found == {
+        winpaths.key(p) for p in ("C:\\w\\.git\\hooks", "C:\\w\\sub\\.GIT\\Hooks", "C:\\w\\.envrc")
+    }
+    # The junction to C:\outside was not walked: its hooks are not ours to protect or grant.
+    assert not any("outside" in p for p in fs.listed)
+    existing = got.facts.existing
+    assert existing is not None
+    assert HOME + "\\.ssh" in existing and HOME + "\\.aws" not in existing
+
+
+def test_a_writable_root_through_a_junction_is_granted_at_its_target() -> None:
+    fs = tree()
+    policy = Policy(workspace="C:\\outside", writable_roots=("C:\\w\\deep",), path_style=W)
+    facts = gather(policy, home=HOME, temp="C:\\t\\1", fs=fs, environ={}).facts
+    assert facts.realpaths == {}  # no links on these paths
+    policy = Policy(workspace="C:\\x", writable_roots=("C:\\w\\cache",), path_style=W)
+    facts = gather(policy, home=HOME, temp="C:\\t\\1", fs=fs, environ={}).facts
+    assert facts.realpaths["C:\\w\\cache"] == "E:\\cache"
+    plan = compile_windows(policy, facts, WindowsInstall.placeholder())
+    assert "E:\\cache" in plan.writable and "C:\\w\\cache" not in plan.writable
+
+
+def test_a_root_through_a_link_planted_inside_another_root_is_refused() -> None:
+    policy = Policy(workspace="C:\\w", writable_roots=("C:\\w\\escape",), path_style=W)
+    with pytest.raises(PolicyError, match="passes through the link"):
+        gather(policy, home=HOME, temp="C:\\t\\1", fs=tree(), environ={})
+
+
+def test_path_tools_are_collected_and_odd_entries_skipped() -> None:
+    policy = Policy(workspace="C:\\w", path_style=W)
+    env = {"PATH": 'C:\\Windows;"C:\\Users\\dev\\.cargo\\bin";relative;;C:\\x:y'}
+    facts = gather(policy, home=HOME, temp="C:\\t\\1", fs=tree(), environ=env).facts
+    assert facts.path_dirs == ("C:\\Windows", "C:\\Users\\dev\\.cargo\\bin")
+
+
+def test_a_huge_tree_stops_the_walk_and_says_so() -> None:
+    policy = Policy(workspace="C:\\w", path_style=W)
+    got = gather(policy, home=HOME, temp="C:\\t\\1", fs=tree(), environ={}, max_entries=2)
+    assert got.notes and "stopped looking" in got.notes[0]
