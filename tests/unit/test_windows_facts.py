@@ -4,53 +4,16 @@ what it resolves, finds and refuses. Not run on Windows."""
 from __future__ import annotations
 
 import pytest
+from winsim import Tree
 
 from ringfence.errors import PolicyError
-from ringfence.platforms.windows.facts import Entry, gather
+from ringfence.platforms.windows.facts import gather
 from ringfence.platforms.windows.plan import WindowsInstall, compile_windows
 from ringfence.policy import winpaths
 from ringfence.policy.model import PathStyle, Policy
 
 W = PathStyle.WINDOWS
 HOME = "C:\\Users\\dev"
-
-
-class Tree:
-    """Directories and files by canonical path, case-insensitive; ``links`` are junctions."""
-
-    def __init__(self, dirs: list[str], files: list[str], links: dict[str, str]) -> None:
-        self.dirs = {winpaths.key(d): d for d in dirs}
-        self.files = {winpaths.key(f): f for f in files}
-        self.links = {winpaths.key(k): v for k, v in links.items()}
-        self.listed: list[str] = []
-
-    def realpath(self, path: str) -> str:
-        parts = path.split("\\")
-        cur = parts[0] + "\\"
-        for part in parts[1:]:
-            if not part:
-                continue
-            cur = winpaths.normalize("p", cur + "\\" + part)
-            cur = self.links.get(winpaths.key(cur), cur)
-        return cur
-
-    def exists(self, path: str) -> bool:
-        k = winpaths.key(path)
-        return k in self.dirs or k in self.files or k in self.links
-
-    def is_reparse(self, path: str) -> bool:
-        return winpaths.key(path) in self.links
-
-    def entries(self, path: str) -> list[Entry]:
-        self.listed.append(path)
-        here = winpaths.key(path)
-        out = []
-        for k in [*self.dirs, *self.files, *self.links]:
-            if k != here and winpaths.parent(k) == here:
-                name = (self.dirs.get(k) or self.files.get(k) or k).rsplit("\\", 1)[-1]
-                is_link = k in self.links
-                out.append(Entry(name, k in self.dirs or is_link, is_link))
-        return out
 
 
 def tree() -> Tree:
