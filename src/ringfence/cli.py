@@ -622,7 +622,7 @@ def _run_macos(
     from ringfence.policy.environment import build_environment
 
     for wanted, what in (
-        (policy.effective_network is Network.ALLOWLIST, "--network allowlist (the proxy)"),
+        (bool(policy.expose_ports), "--expose-port"),
         (ns.tty, "-t (a pseudo-terminal)"),
         (ns.ask, "--ask"),
         (policy.limits.memory is not None, "--limit memory"),
@@ -640,15 +640,31 @@ def _run_macos(
         "RINGFENCE_NETWORK": policy.effective_network.value,
     }
     env = build_environment(os.environ, policy.env, sandbox_vars)
-    result = runner.run(
-        policy,
-        argv,
-        cwd=cwd,
-        env=env,
-        timeout=ns.timeout,
-        sandbox_exec=sandbox_exec or SANDBOX_EXEC,
-        log=log or monitor.LOG,
-    )
+    proxy = _mac_proxy(policy) if policy.effective_network is Network.ALLOWLIST else None
+    try:
+        if proxy is not None:
+            from ringfence.platforms.linux.plan import proxy_environment
+
+            env.update(proxy_environment(proxy.port))
+        result = runner.run(
+            policy,
+            argv,
+            cwd=cwd,
+            env=env,
+            timeout=ns.timeout,
+            sandbox_exec=sandbox_exec or SANDBOX_EXEC,
+            log=log or monitor.LOG,
+            proxy_port=proxy.port if proxy else None,
+        )
+    finally:
+        if proxy is not None:
+            proxy.service.close()
+    if proxy is not None:
+        hosts = {
+            f"{e.host}:{e.port} ({e.rule})": None for e in proxy.service.events if not e.allowed
+        }
+        if hosts:
+            print(f"ringfence: blocked {printable(', '.join(hosts))}", file=sys.stderr)
     files = [v for v in result.violations if v.get("kind") == "filesystem"]
     if not ns.no_audit:
         _audit_macos(policy, argv, cwd, result, approval)
@@ -658,13 +674,39 @@ def _run_macos(
         print(f"ringfence: refused {printable(shown)}{more}", file=sys.stderr)
     blocked = [v for v in result.violations if v.get("kind") == "network"]
     if blocked:
-        print(f"ringfence: blocked {len(blocked)} network connection(s)", file=sys.stderr)
+        print(f"ringfence: Seatbelt blocked {len(blocked)} connection(s)", file=sys.stderr)
     if result.timed_out:
         print(f"ringfence: timed out after {ns.timeout} s", file=sys.stderr)
         return process.EXIT_TIMEOUT
     if result.signal is not None:
         return 128 + result.signal
     return result.returncode
+
+
+@dataclasses.dataclass
+class _MacProxy:
+    service: Any
+    port: int
+
+
+def _mac_proxy(policy: Policy) -> _MacProxy:
+    """The filtering proxy for a Mac command: on the host's loopback (a Mac has no network
+    namespace), on a port the kernel picks, which the profile then names as the only way
+    out. Other local processes could reach it too; they are not sandboxed anyway, and it
+    only ever leads to the allowed names."""
+    import socket
+
+    from ringfence.network.service import ProxyService
+    from ringfence.policy.netrules import NetRules
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    rules = NetRules.parse(policy.allow_domains, policy.deny_domains)
+    service = ProxyService(listener, rules, allow_local=policy.allow_local_targets)
+    return _MacProxy(service, port)
 
 
 def _audit_macos(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -327,6 +328,69 @@ def test_ringfence_run_on_a_mac_goes_through_the_runner(
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["exit"] for r in records] == [3, -signal.SIGTERM, -signal.SIGKILL, 0]
     assert records[2]["timed_out"] and records[0]["argv"] == ["sh", "-c", "exit 3"]
-    for flags in (["--network", "allowlist", "--allow-domain", "pypi.org"], ["-t"]):
+    for flags in (["--network", "allowlist", "--expose-port", "5432"], ["-t"]):
         with pytest.raises(UnsupportedError, match="not available on macOS"):
             run(*flags, "--", "true")
+
+
+def test_the_allowlist_on_a_mac_goes_through_ringfences_proxy(
+    tmp_path: Path,
+    stand_ins: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The proxy runs on the host's loopback on a port the profile names; the command finds
+    it in its environment; an allowed local target answers through it, an unlisted name is
+    refused by it (and reported). The test sends traffic to 127.0.0.1 only."""
+    import http.server
+
+    from ringfence import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"hello from the target")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    target = f"127.0.0.1:{server.server_address[1]}"
+    out = tmp_path / "out.txt"
+    # A raw request to the proxy named in the environment (NO_PROXY would let urllib go direct).
+    script = (
+        "import os, socket, sys, urllib.parse as u\n"
+        "p = u.urlsplit(os.environ['RINGFENCE_PROXY'])\n"
+        "for host in sys.argv[1:]:\n"
+        "    s = socket.create_connection((p.hostname, p.port))\n"
+        "    s.sendall(f'GET http://{host}/ HTTP/1.1\\r\\nHost: {host}\\r\\n"
+        "Connection: close\\r\\n\\r\\n'.encode())\n"
+        "    data = b''\n"
+        "    while chunk := s.recv(65536):\n"
+        "        data += chunk\n"
+        f"    with open({str(out)!r}, 'a') as f:\n"
+        "        print(repr(data), file=f)\n"
+    )
+    try:
+        ns = cli.build_parser("run").parse_args(
+            ["run", "--workspace", str(tmp_path), "--network", "allowlist",
+             "--allow-domain", target, "--allow-local-targets", "--",
+             sys.executable, "-c", script, target, "denied.example"]
+        )  # fmt: skip
+        policy, cwd = cli.policy_from_args(ns)
+        assert cli._run_macos(ns, cli._command(ns, required=True), policy, cwd, **stand_ins) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    import ast
+
+    first, second = (ast.literal_eval(line) for line in out.read_text().splitlines())
+    assert first.startswith(b"HTTP/1.0 200") and first.endswith(b"hello from the target")
+    assert second.startswith(b"HTTP/1.1 403") and b"not in the allowlist" in second
+    assert "blocked denied.example:80" in capsys.readouterr().err

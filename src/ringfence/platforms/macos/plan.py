@@ -72,6 +72,7 @@ class MacFacts:
     tmpdir: str  # the command's private temporary directory (writable)
     realpaths: Mapping[str, str] = field(default_factory=dict)  # path -> symlinks resolved
     tag: str = EXPLAIN_TAG  # put on every deny rule; the runner passes a fresh one (new_tag)
+    proxy_port: int = PROXY_PORT  # where the runner's filtering proxy listens (allowlist)
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ def path_regex(path: str) -> str:
 def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
     policy.validate()
     tag = check_tag(facts.tag)
+    if not isinstance(facts.proxy_port, int) or not 0 < facts.proxy_port < 65536:
+        raise PolicyError(f"macos plan: proxy port {facts.proxy_port!r} is not 1-65535")
     if not policy.sandboxed:
         return SeatbeltPlan(False, "", (), notes=("full-access: no profile, no boundary",))
     network = policy.effective_network
@@ -167,8 +170,8 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
         out += ["; network: on", "(allow network*)", "(allow system-socket)"]
     elif network is Network.ALLOWLIST:
         out += [
-            f"; network: only the filtering proxy on localhost:{PROXY_PORT}",
-            f'(allow network-outbound (remote ip "localhost:{PROXY_PORT}"))',
+            f"; network: only the filtering proxy on localhost:{facts.proxy_port}",
+            f'(allow network-outbound (remote ip "localhost:{facts.proxy_port}"))',
         ]
     else:
         out.append("; network: off (denied by default)")
@@ -205,8 +208,8 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
     notes = ["not run on a Mac yet: compiled and checked on Linux only"]
     if network is Network.ALLOWLIST:
         notes.append(
-            f"network allowlist: Seatbelt lets TCP reach localhost:{PROXY_PORT} only; the proxy "
-            "there decides by name"
+            f"network allowlist: Seatbelt lets TCP reach localhost:{facts.proxy_port} only; "
+            "the proxy there decides by name"
         )
     if policy.mode is Mode.READ_ONLY:
         notes.append("read-only: only the private temporary directory is writable")
@@ -219,7 +222,7 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
         protected_names=names,
         deny_read=deny_read,
         network=network.value,
-        proxy_port=PROXY_PORT if network is Network.ALLOWLIST else None,
+        proxy_port=facts.proxy_port if network is Network.ALLOWLIST else None,
         notes=tuple(notes),
         tag=tag,
     )

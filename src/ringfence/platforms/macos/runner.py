@@ -29,6 +29,7 @@ assumed to be stable for a process's life) and ``log stream`` have not run here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -365,12 +366,15 @@ def run(
     env: Mapping[str, str] | None = None,
     home: str | None = None,
     tmp_parent: str | None = None,
+    proxy_port: int | None = None,
     **kwargs: Any,
 ) -> MacResult:
     """Facts, profile, run, clean up: one command under ``policy`` on this Mac. The command's
     ``TMPDIR`` is its private temporary directory, removed afterwards. ``kwargs`` go to
     :func:`run_plan`."""
     facts = gather_facts(policy, home=home, tmp_parent=tmp_parent)
+    if proxy_port is not None:
+        facts = dataclasses.replace(facts, proxy_port=proxy_port)
     try:
         plan = compile_macos(policy, facts)
         env = {**(os.environ if env is None else env), "TMPDIR": facts.tmpdir}
