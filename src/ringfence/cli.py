@@ -624,7 +624,10 @@ def _run_macos(
     for wanted, what in (
         (bool(policy.expose_ports), "--expose-port"),
         (ns.tty, "-t (a pseudo-terminal)"),
-        (ns.ask, "--ask"),
+        (
+            ns.ask and policy.effective_network is not Network.ALLOWLIST,
+            "--ask without an allowlist",
+        ),
         (policy.limits.memory is not None, "--limit memory"),
     ):
         if wanted:
@@ -640,7 +643,12 @@ def _run_macos(
         "RINGFENCE_NETWORK": policy.effective_network.value,
     }
     env = build_environment(os.environ, policy.env, sandbox_vars)
-    proxy = _mac_proxy(policy) if policy.effective_network is Network.ALLOWLIST else None
+    ask = None
+    if ns.ask:
+        from ringfence.terminal import tty_asker
+
+        ask = tty_asker()
+    proxy = _mac_proxy(policy, ask) if policy.effective_network is Network.ALLOWLIST else None
     try:
         if proxy is not None:
             from ringfence.platforms.linux.plan import proxy_environment
@@ -689,7 +697,7 @@ class _MacProxy:
     port: int
 
 
-def _mac_proxy(policy: Policy) -> _MacProxy:
+def _mac_proxy(policy: Policy, ask: Callable[[str, int], str] | None = None) -> _MacProxy:
     """The filtering proxy for a Mac command: on the host's loopback (a Mac has no network
     namespace), on a port the kernel picks, which the profile then names as the only way
     out. Other local processes could reach it too; they are not sandboxed anyway, and it
@@ -705,7 +713,7 @@ def _mac_proxy(policy: Policy) -> _MacProxy:
     listener.setblocking(False)
     port = listener.getsockname()[1]
     rules = NetRules.parse(policy.allow_domains, policy.deny_domains)
-    service = ProxyService(listener, rules, allow_local=policy.allow_local_targets)
+    service = ProxyService(listener, rules, allow_local=policy.allow_local_targets, ask=ask)
     return _MacProxy(service, port)
 
 

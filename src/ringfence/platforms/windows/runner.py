@@ -1,40 +1,56 @@
 """The Windows command runner: one command as a sandbox user, with a write-restricted token,
-inside a job object that ends its whole tree.
+inside a job object that ends its whole tree, started through a broker.
 
-NOT RUN ON WINDOWS. The orchestration (:func:`run`), the command-line quoting and the
-environment block are pure and tested on Linux against a simulated ``RunnerApi`` that fails at
-every step; ``Win32RunnerApi`` (ctypes) was written against the documented signatures,
-type-checked with ``mypy --platform win32``, and has never executed.
+NOT RUN ON WINDOWS. The orchestration (:func:`run`), the broker's logic and protocol
+(``broker.py``), the command-line quoting and the environment block are pure and tested on
+Linux against a simulated machine that fails at every step; ``Win32RunnerApi`` and
+``Win32BrokerApi`` (ctypes) were written against the documented signatures, type-checked with
+``mypy --platform win32``, and have never executed.
+
+Why a broker: ``CreateProcessAsUserW`` with another user's token needs
+SeAssignPrimaryTokenPrivilege and ``CreateProcessWithTokenW`` needs SeImpersonatePrivilege;
+the unelevated runner holds neither. ``CreateProcessWithLogonW`` needs no privilege: it starts
+the broker (``python -m ringfence.platforms.windows.broker``) as the sandbox user, and the
+broker creates the command with a restricted copy of its *own* token, which needs none either.
 
 The steps, in this order, and why:
 
 1. the sandbox user's password from the DPAPI store (``secrets.py``);
-2. ``LogonUserW(LOGON32_LOGON_INTERACTIVE)``: on client Windows the built-in Users group holds
-   "Allow log on locally" but not "Log on as a batch job", so an interactive logon works for
-   a plain user without the setup granting an LSA right (BATCH would need one more reversible
-   setup action). The logon is not shown anywhere: no profile is loaded, no desktop session;
-3. ``CreateRestrictedToken(DISABLE_MAX_PRIVILEGE | WRITE_RESTRICTED)`` with the capability
-   SID(s) and the logon SID as restricting SIDs: a write must pass the ACL check for the
-   user *and* for a restricting SID, and only the writable roots carry the capability SID.
-   The logon SID keeps the command's own objects (pipes, its process and threads, which the
-   token's default DACL grants to the logon SID) writable; the default DACL is set to it;
-4. a job object with KILL_ON_JOB_CLOSE and DIE_ON_UNHANDLED_EXCEPTION and no breakaway,
-   created before the process, so there is never a moment with a running, unjobbed process;
-5. ``CreateProcessAsUserW`` with CREATE_SUSPENDED, stdio over inheritable handles named in
-   PROC_THREAD_ATTRIBUTE_HANDLE_LIST (nothing else the runner holds is inherited);
-6. AssignProcessToJobObject, and only then ResumeThread;
-7. wait (with the timeout), then TerminateJobObject either way so nothing the command started
+2. a job object with KILL_ON_JOB_CLOSE and DIE_ON_UNHANDLED_EXCEPTION, no breakaway and no UI
+   limits (a job with UI limits cannot be nested, and step 5 nests it), created before any
+   process, so there is never a running, unjobbed process;
+3. the command's stdio in the runner: its own std handles, NUL, or two pipes it reads;
+4. ``CreateProcessWithLogonW(LOGON_WITH_PROFILE, CREATE_SUSPENDED)`` of the broker, its
+   stdin/stdout two pipes to the runner, stderr NUL, no desktop named (``lpDesktop`` NULL:
+   the documented behaviour is that the function then adds the account to the inherited
+   window station and desktop itself). LOGON_WITH_PROFILE because without a loaded profile
+   the user's registry hive is not loaded (HKCU falls back to ``.DEFAULT``) and per-user
+   folders are missing, which breaks ordinary tools; the cost is a profile directory for
+   each sandbox user (created at the first run, to be removed by uninstall) and the profile
+   load on each run;
+5. ``AssignProcessToJobObject(job, broker)`` while it is suspended. A process started by
+   CreateProcessWithLogonW can already be in a job of the secondary logon service (and of the
+   runner's own job, inherited through the parent-process attribute): on Windows 8 and later
+   an empty job is then nested under it. Where that is refused (older Windows, a job that
+   forbids it) the runner fails closed: the broker never ran;
+6. the command's three stdio handles are duplicated into the broker (inheritable there), the
+   runner's copies closed, the broker resumed, and the request sent (``broker.py``);
+7. the broker replies ``started`` (the command exists, suspended, in the job it inherited);
+   the runner duplicates the command's process and thread handles out of the broker, closes
+   the broker's stdin, waits for the broker to exit (exit code 0), checks ``IsProcessInJob``
+   for the command, and only then resumes it. No unrestricted process of the sandbox user is
+   alive while the command runs;
+8. wait (with the timeout), then TerminateJobObject either way so nothing the command started
    outlives it; every handle is closed.
 
-Any failure once the process exists terminates it (it is still suspended, or in the job) and
-closes every handle: there is never an unconfined or orphaned process.
+Any failure once a process exists terminates the job and each process the runner holds (the
+broker is still suspended, or in the job) and closes every handle: there is never an
+unconfined or orphaned process.
 
-Known gap: ``CreateProcessAsUserW`` with a
-token of *another* user needs SeAssignPrimaryTokenPrivilege, and the fallback
-``CreateProcessWithTokenW`` needs SeImpersonatePrivilege; an unelevated user holds neither.
-Where both are refused the runner fails closed with that error; the way out is a broker that
-already runs as the sandbox user (started with ``CreateProcessWithLogonW``) and restricts its
-*own* token, which ``CreateProcessAsUserW`` accepts without privileges.
+Needed on the machine, not checked here: the sandbox users must be able to read and execute
+the Python installation and the ringfence package the runner runs from (a per-user Python
+under another account's profile is unreadable to them); the broker runs the base interpreter
+(``sys._base_executable``, not a venv's launcher) with ``PYTHONPATH`` set to the package.
 
 ConPTY (``pty_size``) is not implemented: a spec asking for it is refused.
 """
@@ -43,66 +59,40 @@ from __future__ import annotations
 
 import ctypes
 import ntpath
-import subprocess
+import os
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from ctypes import wintypes
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from ringfence.errors import PolicyError, SandboxError, UnsupportedError
+from ringfence.platforms.windows import broker as wire
 from ringfence.platforms.windows import secrets as secret_store
 from ringfence.platforms.windows import win32
+from ringfence.platforms.windows.broker import (
+    ProcessHandles,
+    command_line,
+    environment_block,
+)
+
+__all__ = [
+    "BrokerProcess",
+    "ProcessHandles",
+    "RunResult",
+    "RunSpec",
+    "RunnerApi",
+    "command_line",
+    "environment_block",
+    "run",
+]
 
 StdioMode = Literal["inherit", "null", "capture"]
 TIMEOUT_EXIT_CODE = 124  # what the job's processes are given when the timeout ends them
 ENDED_EXIT_CODE = 1  # what leftovers of a command that ended are given
 KILL_WAIT_SECONDS = 10.0
-
-# --- pure: the command line and the environment block --------------------------------------
-
-
-def command_line(argv: Sequence[str]) -> str:
-    """The one string CreateProcess takes, quoted so that CommandLineToArgvW and the MS C
-    runtime give back exactly ``argv`` (``subprocess.list2cmdline`` follows those rules).
-
-    Refused: an empty argv, NUL anywhere (it would end the string), and an ``argv[0]`` with a
-    ``"`` or a trailing backslash (the program name is parsed by a simpler rule that has no
-    escapes; no Windows file name contains ``"``)."""
-    if not argv:
-        raise PolicyError("windows: empty command")
-    for arg in argv:
-        if "\0" in arg:
-            raise PolicyError(f"windows: NUL in a command argument: {arg!r}")
-    if '"' in argv[0] or argv[0].endswith("\\") or not argv[0]:
-        raise PolicyError(f"windows: bad program name {argv[0]!r}")
-    return subprocess.list2cmdline(list(argv))
-
-
-def environment_block(env: Mapping[str, str]) -> bytes:
-    """``name=value\\0...\\0\\0`` in UTF-16LE, sorted case-insensitively by name as
-    CreateProcess documents (uppercase, ordinal: not the locale's order).
-
-    Refused: an empty name, ``=`` or NUL in a name, NUL in a value, and two names that differ
-    only in case (Windows would keep one of them, and which one is not ours to guess)."""
-    seen: dict[str, str] = {}
-    for name, value in env.items():
-        if not name or "=" in name or "\0" in name:
-            raise PolicyError(f"windows: bad environment variable name {name!r}")
-        if "\0" in value:
-            raise PolicyError(f"windows: NUL in the value of {name}")
-        key = name.upper()
-        if key in seen:
-            raise PolicyError(
-                f"windows: environment variables {seen[key]!r} and {name!r} differ only in case"
-            )
-        seen[key] = name
-    entries = [f"{name}={env[name]}" for name in sorted(env, key=str.upper)]
-    text = "".join(entry + "\0" for entry in entries) + "\0"
-    if not entries:
-        text = "\0\0"
-    return text.encode("utf-16-le", "surrogatepass")
+BROKER_EXIT_SECONDS = 30.0  # the broker exits as soon as its stdin closes
 
 
 # --- the spec, the result, the interface ------------------------------------------------------
@@ -135,10 +125,15 @@ class RunResult:
 
 
 @dataclass(frozen=True)
-class ProcessHandles:
+class BrokerProcess:
+    """The broker, as ``start_broker`` returns it: suspended; ``stdin`` is the runner's write
+    end of the broker's stdin, ``stdout`` its read end of the broker's stdout."""
+
     process: int
     thread: int
     pid: int
+    stdin: int
+    stdout: int
 
 
 class RunnerApi(Protocol):
@@ -146,26 +141,19 @@ class RunnerApi(Protocol):
     closes with ``close``; a method that fails has opened nothing."""
 
     def load_secret(self, user: str) -> str: ...
-    def logon_user(self, user: str, password: str) -> int: ...
-    def logon_sid(self, token: int) -> str: ...
-    def restrict_token(self, token: int, restricting_sids: Sequence[str]) -> int: ...
     def create_job(self) -> int: ...
     def limit_job(self, job: int) -> None: ...
-    def inherit_std(self, which: int) -> int: ...  # 0, 1, 2: an inheritable duplicate
-    def open_null(self) -> int: ...  # NUL, inheritable
-    def create_pipe(self) -> tuple[int, int]: ...  # (read end, inheritable write end)
-    def create_process(
-        self,
-        token: int,
-        *,
-        application: str,
-        command_line: str,
-        cwd: str,
-        environment: bytes,
-        stdio: tuple[int, int, int],
-    ) -> ProcessHandles: ...  # suspended
+    def inherit_std(self, which: int) -> int: ...  # 0, 1, 2: a duplicate (NUL if none)
+    def open_null(self) -> int: ...
+    def create_pipe(self) -> tuple[int, int]: ...  # (read end, write end)
+    def start_broker(self, user: str, password: str) -> BrokerProcess: ...  # suspended
     def assign_to_job(self, job: int, process: int) -> None: ...
+    def send_handle(self, process: int, handle: int) -> int: ...  # its value in ``process``
     def resume_thread(self, thread: int) -> None: ...
+    def write(self, handle: int, data: bytes) -> None: ...
+    def read(self, handle: int, n: int) -> bytes: ...  # at most n bytes; b"" at EOF
+    def take_handle(self, process: int, remote: int) -> int: ...  # from ``process``, ours
+    def process_in_job(self, job: int, process: int) -> bool: ...
     def wait(self, process: int, timeout: float | None) -> bool: ...  # True: it ended
     def exit_code(self, process: int) -> int: ...
     def terminate_job(self, job: int, exit_code: int) -> None: ...
@@ -192,7 +180,21 @@ def check_spec(spec: RunSpec) -> tuple[str, bytes]:
         raise PolicyError(f"windows: the program must be an absolute path: {spec.argv[0]!r}")
     if not ntpath.isabs(spec.cwd) or "\0" in spec.cwd:
         raise PolicyError(f"windows: the working directory must be absolute: {spec.cwd!r}")
-    return cmd, environment_block(spec.env)
+    block = environment_block(spec.env)
+    _request(spec, (1, 1, 1))  # the request's own checks and size limit, before anything runs
+    return cmd, block
+
+
+def _request(spec: RunSpec, stdio: tuple[int, int, int]) -> bytes:
+    return wire.encode_request(
+        wire.BrokerRequest(
+            argv=tuple(spec.argv),
+            cwd=spec.cwd,
+            env=tuple(spec.env.items()),
+            restricting_sids=tuple(spec.restricting_sids),
+            stdio=stdio,
+        )
+    )
 
 
 class _Reader(threading.Thread):
@@ -213,11 +215,14 @@ class _Reader(threading.Thread):
 
 def run(spec: RunSpec, api: RunnerApi) -> RunResult:
     """Run ``spec`` through ``api`` (the steps and their order: see the module docstring)."""
-    cmd, env_block = check_spec(spec)
+    check_spec(spec)
     owned: list[int] = []  # every handle we hold, closed newest first at the end
-    child_ends: list[int] = []  # stdio handles for the child, closed once it has them
+    child_ends: list[int] = []  # stdio handles for the command, closed once the broker has them
+    job: int | None = None
+    broker: BrokerProcess | None = None
+    command: list[int] = []  # the command's process handle, once the runner holds it
     proc: ProcessHandles | None = None
-    settled = False  # the process has ended, or the job was terminated
+    settled = False  # the command has ended, or the job was terminated
     readers: list[_Reader] = []
 
     def keep(handle: int) -> int:
@@ -228,12 +233,12 @@ def run(spec: RunSpec, api: RunnerApi) -> RunResult:
         child_ends.append(handle)
         return handle
 
+    def release(handle: int) -> None:
+        owned.remove(handle)
+        api.close(handle)
+
     try:
         password = api.load_secret(spec.user)
-        logon = keep(api.logon_user(spec.user, password))
-        del password
-        sids = [*spec.restricting_sids, api.logon_sid(logon)]
-        token = keep(api.restrict_token(logon, sids))
         job = keep(api.create_job())
         api.limit_job(job)
 
@@ -254,19 +259,38 @@ def run(spec: RunSpec, api: RunnerApi) -> RunResult:
                     child(write_end)
                 stdio = (null, child_ends[1], child_ends[2])
 
-        proc = api.create_process(
-            token,
-            application=spec.argv[0],
-            command_line=cmd,
-            cwd=spec.cwd,
-            environment=env_block,
-            stdio=stdio,
-        )
-        keep(proc.process)
-        keep(proc.thread)
-        api.assign_to_job(job, proc.process)
+        started = api.start_broker(spec.user, password)
+        del password
+        for handle in (started.process, started.thread, started.stdin, started.stdout):
+            keep(handle)
+        broker = started
+        api.assign_to_job(job, broker.process)
+        remote = {handle: api.send_handle(broker.process, handle) for handle in dict.fromkeys(stdio)}
         while child_ends:  # ours closed: EOF on the pipes comes when the job's copies go
             api.close(child_ends.pop())
+        api.resume_thread(broker.thread)
+
+        api.write(broker.stdin, _request(spec, (remote[stdio[0]], remote[stdio[1]], remote[stdio[2]])))
+        stdout = broker.stdout
+        reply = wire.decode_reply(wire.read_frame(lambda n: api.read(stdout, n), wire.MAX_REPLY))
+        if reply.status != "started":
+            raise SandboxError(f"windows: the broker did not start the command: {reply.message}")
+        if reply.broker_pid != broker.pid:
+            raise SandboxError(
+                f"windows: the reply came from process {reply.broker_pid}, not the broker "
+                f"{broker.pid} (a launcher in between?)"
+            )
+        command.append(keep(api.take_handle(broker.process, reply.process)))
+        proc = ProcessHandles(command[0], keep(api.take_handle(broker.process, reply.thread)), reply.pid)
+        release(broker.stdin)  # EOF: the broker exits
+        if not api.wait(broker.process, BROKER_EXIT_SECONDS):
+            raise SandboxError("windows: the broker did not exit after handing the command over")
+        broker_code = api.exit_code(broker.process)
+        if broker_code != 0:
+            raise SandboxError(f"windows: the broker exited with {broker_code}")
+        if not api.process_in_job(job, proc.process):
+            raise SandboxError("windows: the command is not in the runner's job: not started")
+
         readers = [_Reader(api, handle) for handle in read_ends]
         for reader in readers:
             reader.start()
@@ -288,8 +312,8 @@ def run(spec: RunSpec, api: RunnerApi) -> RunResult:
         err = readers[1].data if readers else b""
         return RunResult(exit_code=code, timed_out=not ended, stdout=out, stderr=err)
     except BaseException:
-        if proc is not None and not settled:
-            _kill(api, proc)
+        if not settled:
+            _kill(api, job, [*command, *([broker.process] if broker else [])])
         raise
     finally:
         errors: list[BaseException] = []
@@ -304,24 +328,92 @@ def run(spec: RunSpec, api: RunnerApi) -> RunResult:
             raise SandboxError(f"windows: closing a handle failed: {errors[0]}") from errors[0]
 
 
-def _kill(api: RunnerApi, proc: ProcessHandles) -> None:
-    """The process exists and something failed: end it. TerminateProcess reaches it whether or
-    not it is in the job yet (it is suspended until it is); the job, if it holds it, is
-    terminated too, and closing the job (kill-on-close) is the last line."""
+def _kill(api: RunnerApi, job: int | None, processes: list[int]) -> None:
+    """Something failed: end everything. The job reaches the broker once assigned and the
+    command (which inherits it); TerminateProcess reaches each process the runner holds,
+    in the job or not (the broker is suspended until it is in the job); closing the job
+    (kill-on-close) is the last line."""
+    if job is not None:
+        _quietly(api.terminate_job, job, TIMEOUT_EXIT_CODE)
+    for process in processes:
+        _quietly(api.terminate_process, process, TIMEOUT_EXIT_CODE)
+    for process in processes:
+        _quietly(api.wait, process, KILL_WAIT_SECONDS)
+
+
+def _quietly(step: Callable[..., object], *args: object) -> None:
     try:
-        api.terminate_process(proc.process, TIMEOUT_EXIT_CODE)
+        step(*args)
     except Exception:
         pass
-    try:
-        api.wait(proc.process, KILL_WAIT_SECONDS)
-    except Exception:
-        pass
 
 
-# --- Win32RunnerApi ---------------------------------------------------------------------------
+# --- pure: how the broker is started ----------------------------------------------------------
 
-LOGON32_LOGON_INTERACTIVE = 2
-LOGON32_PROVIDER_DEFAULT = 0
+
+@dataclass(frozen=True)
+class BrokerLaunch:
+    """What CreateProcessWithLogonW is given for the broker."""
+
+    application: str
+    command_line: str
+    cwd: str
+    environment: dict[str, str]
+
+
+_BROKER_ENV_KEEP = ("SystemRoot", "windir", "SystemDrive")
+
+
+def broker_launch(
+    python: str,
+    package_root: str,
+    base_env: Mapping[str, str],
+    exists: Callable[[str], bool] = os.path.isfile,
+) -> BrokerLaunch:
+    """``pythonw.exe`` beside ``python`` when there is one (no console window for the broker),
+    ``-B -s -m ringfence.platforms.windows.broker``, started in ``package_root`` (the directory
+    holding the ``ringfence`` package: never a writable root, which could plant a module),
+    with ``PYTHONPATH`` set to it, user site-packages off, and a minimal environment.
+
+    ``python`` must be the real interpreter (``sys._base_executable``), not a venv launcher:
+    a launcher runs the interpreter as a child, whose handles the runner cannot reach (the
+    broker's reply names its pid, and a mismatch is refused)."""
+    if not ntpath.isabs(python) or not ntpath.isabs(package_root):
+        raise SandboxError(
+            f"windows: the broker needs absolute paths, not {python!r} and {package_root!r}"
+        )
+    folder, name = ntpath.split(python)
+    windowless = ntpath.join(folder, "pythonw.exe")
+    if name.lower() == "python.exe" and exists(windowless):
+        python = windowless
+    lower = {k.lower(): v for k, v in base_env.items()}
+    env = {k: lower[k.lower()] for k in _BROKER_ENV_KEEP if k.lower() in lower}
+    env.update(
+        PYTHONPATH=package_root,
+        PYTHONNOUSERSITE="1",
+        PYTHONSAFEPATH="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONUTF8="1",
+    )
+    argv = [python, "-B", "-s", "-m", wire.BROKER_MODULE]
+    return BrokerLaunch(python, command_line(argv), package_root, env)
+
+
+def this_broker_launch() -> BrokerLaunch:
+    """``broker_launch`` for the interpreter and ringfence package running this code."""
+    import ringfence
+
+    python = str(getattr(sys, "_base_executable", "") or sys.executable)
+    package_root = ntpath.dirname(ntpath.dirname(ntpath.abspath(ringfence.__file__)))
+    return broker_launch(python, package_root, os.environ)
+
+
+# --- Win32RunnerApi / Win32BrokerApi ------------------------------------------------------------
+
+LOGON_WITH_PROFILE = 0x1
+TOKEN_ASSIGN_PRIMARY = 0x1
+TOKEN_DUPLICATE = 0x2
+TOKEN_QUERY = 0x8
 DISABLE_MAX_PRIVILEGE = 0x1
 WRITE_RESTRICTED = 0x8
 TOKEN_GROUPS_CLASS = 2
@@ -340,6 +432,9 @@ JOB_OBJECT_EXTENDED_LIMIT_INFORMATION_CLASS = 9
 CREATE_SUSPENDED = 0x4
 CREATE_NEW_PROCESS_GROUP = 0x200
 CREATE_UNICODE_ENVIRONMENT = 0x400
+CREATE_NO_WINDOW = 0x08000000
+STARTF_USESHOWWINDOW = 0x1
+SW_HIDE = 0
 EXTENDED_STARTUPINFO_PRESENT = 0x80000
 STARTF_USESTDHANDLES = 0x100
 PROC_THREAD_ATTRIBUTE_HANDLE_LIST = 0x20002
@@ -348,26 +443,35 @@ WAIT_TIMEOUT = 0x102
 INFINITE = 0xFFFFFFFF
 ERROR_BROKEN_PIPE = 109
 ERROR_INSUFFICIENT_BUFFER = 122
-ERROR_PRIVILEGE_NOT_HELD = 1314
 STD_HANDLES = (-10, -11, -12)  # STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE
 INVALID_HANDLE_VALUE = (1 << (8 * ctypes.sizeof(ctypes.c_void_p))) - 1
 
 
 def flags_for_process() -> int:
-    """CreateProcess flags: suspended until jobbed, a UTF-16 environment, its own process
-    group (Ctrl+C to the runner's console does not reach it; the runner ends it via the job),
-    and the extended startup info that carries the handle list."""
+    """The command's CreateProcessAsUserW flags (in the broker): suspended until the runner has
+    checked it is in the job, a UTF-16 environment, its own process group (Ctrl+C to a
+    console does not reach it; the runner ends it via the job), the extended startup info
+    that carries the handle list, and a console without a window (the broker has none to
+    share, and a console program would otherwise open a visible one)."""
     return (
         CREATE_SUSPENDED
         | CREATE_UNICODE_ENVIRONMENT
         | CREATE_NEW_PROCESS_GROUP
         | EXTENDED_STARTUPINFO_PRESENT
+        | CREATE_NO_WINDOW
     )
+
+
+def flags_for_broker() -> int:
+    """The broker's CreateProcessWithLogonW flags, all among those it documents: suspended
+    until it is in the job, a UTF-16 environment, its own process group."""
+    return CREATE_SUSPENDED | CREATE_UNICODE_ENVIRONMENT | CREATE_NEW_PROCESS_GROUP
 
 
 def job_limit_flags() -> int:
     """Kill everything when the job handle closes (even if the runner dies), no error dialog
-    that would keep a crashed process alive, and no breakaway flag at all."""
+    that would keep a crashed process alive, no breakaway flag at all, and no UI limits
+    (a job with UI limits cannot be nested under the job the broker may already be in)."""
     return JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE | JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION
 
 
@@ -478,17 +582,26 @@ class _Kernel:
         b = win32.bind
         self.CloseHandle = b(k32, "CloseHandle", W.BOOL, W.HANDLE)
         self.LocalFree = b(k32, "LocalFree", W.HLOCAL, W.HLOCAL)
-        self.LogonUserW = b(
+        self.CreateProcessWithLogonW = b(
             adv,
-            "LogonUserW",
+            "CreateProcessWithLogonW",
             W.BOOL,
             W.LPCWSTR,
             W.LPCWSTR,
             W.LPCWSTR,
             W.DWORD,
+            W.LPCWSTR,
+            W.LPWSTR,
             W.DWORD,
-            P(W.HANDLE),
+            V,
+            W.LPCWSTR,
+            P(STARTUPINFOW),
+            P(PROCESS_INFORMATION),
         )
+        self.OpenProcessToken = b(adv, "OpenProcessToken", W.BOOL, W.HANDLE, W.DWORD, P(W.HANDLE))
+        self.IsProcessInJob = b(k32, "IsProcessInJob", W.BOOL, W.HANDLE, W.HANDLE, P(W.BOOL))
+        self.GetCurrentProcessId = b(k32, "GetCurrentProcessId", W.DWORD)
+        self.WriteFile = b(k32, "WriteFile", W.BOOL, W.HANDLE, V, W.DWORD, P(W.DWORD), V)
         self.GetTokenInformation = b(
             adv, "GetTokenInformation", W.BOOL, W.HANDLE, ctypes.c_int, V, W.DWORD, P(W.DWORD)
         )
@@ -593,333 +706,9 @@ class _Kernel:
             P(STARTUPINFOEXW),
             P(PROCESS_INFORMATION),
         )
-        self.CreateProcessWithTokenW = b(
-            adv,
-            "CreateProcessWithTokenW",
-            W.BOOL,
-            W.HANDLE,
-            W.DWORD,
-            W.LPCWSTR,
-            W.LPWSTR,
-            W.DWORD,
-            V,
-            W.LPCWSTR,
-            P(STARTUPINFOW),
-            P(PROCESS_INFORMATION),
-        )
         self.ResumeThread = b(k32, "ResumeThread", W.DWORD, W.HANDLE)
         self.WaitForSingleObject = b(k32, "WaitForSingleObject", W.DWORD, W.HANDLE, W.DWORD)
         self.GetExitCodeProcess = b(k32, "GetExitCodeProcess", W.BOOL, W.HANDLE, P(W.DWORD))
         self.ReadFile = b(k32, "ReadFile", W.BOOL, W.HANDLE, V, W.DWORD, P(W.DWORD), V)
 
 
-def _check(api: str, ok: int, detail: str = "") -> None:
-    if not ok:
-        raise win32.win_error(api, detail=detail)
-
-
-def _last_error() -> int:
-    if sys.platform == "win32":
-        return ctypes.get_last_error()
-    return 0
-
-
-class Win32RunnerApi:
-    """``RunnerApi`` with ctypes (unelevated; see the module docstring for the privilege gap)."""
-
-    def __init__(self, local_app_data: str | None = None) -> None:
-        win32.require_windows("the Windows runner (Win32RunnerApi)")
-        self._k: _Kernel = _Kernel()
-        self._secrets: secret_store.SecretStore = win32.secret_store_for(local_app_data)
-
-    def load_secret(self, user: str) -> str:
-        return self._secrets.load(user)
-
-    def logon_user(self, user: str, password: str) -> int:
-        token = wintypes.HANDLE()
-        ok = self._k.LogonUserW(
-            user,
-            ".",
-            password,
-            LOGON32_LOGON_INTERACTIVE,
-            LOGON32_PROVIDER_DEFAULT,
-            ctypes.byref(token),
-        )
-        _check("LogonUserW", ok, user)
-        return int(token.value or 0)
-
-    def logon_sid(self, token: int) -> str:
-        size = wintypes.DWORD()
-        self._k.GetTokenInformation(token, TOKEN_GROUPS_CLASS, None, 0, ctypes.byref(size))
-        if not size.value:
-            raise win32.win_error("GetTokenInformation(TokenGroups)")
-        buf = ctypes.create_string_buffer(size.value)
-        _check(
-            "GetTokenInformation(TokenGroups)",
-            self._k.GetTokenInformation(token, TOKEN_GROUPS_CLASS, buf, size, ctypes.byref(size)),
-        )
-        count = wintypes.DWORD.from_buffer(buf).value
-        # TOKEN_GROUPS: a DWORD count, then SID_AND_ATTRIBUTES[count] at pointer alignment.
-        offset = ctypes.sizeof(ctypes.c_void_p)
-        groups = (SID_AND_ATTRIBUTES * count).from_buffer(buf, offset)
-        for group in groups:
-            if group.Attributes & SE_GROUP_LOGON_ID == SE_GROUP_LOGON_ID:
-                text = wintypes.LPWSTR()
-                _check(
-                    "ConvertSidToStringSidW",
-                    self._k.ConvertSidToStringSidW(group.Sid, ctypes.byref(text)),
-                )
-                try:
-                    return win32.check_sid(text.value or "")
-                finally:
-                    self._k.LocalFree(ctypes.cast(text, ctypes.c_void_p))
-        raise SandboxError("windows: the logon token has no logon SID")
-
-    def restrict_token(self, token: int, restricting_sids: Sequence[str]) -> int:
-        psids: list[ctypes.c_void_p] = []
-        try:
-            for sid in restricting_sids:
-                psid = ctypes.c_void_p()
-                _check(
-                    "ConvertStringSidToSidW",
-                    self._k.ConvertStringSidToSidW(win32.check_sid(sid), ctypes.byref(psid)),
-                    sid,
-                )
-                psids.append(psid)
-            entries = (SID_AND_ATTRIBUTES * len(psids))(*[SID_AND_ATTRIBUTES(p, 0) for p in psids])
-            new = wintypes.HANDLE()
-            _check(
-                "CreateRestrictedToken",
-                self._k.CreateRestrictedToken(
-                    token,
-                    DISABLE_MAX_PRIVILEGE | WRITE_RESTRICTED,
-                    0,
-                    None,
-                    0,
-                    None,
-                    len(psids),
-                    entries,
-                    ctypes.byref(new),
-                ),
-            )
-            handle = int(new.value or 0)
-            try:
-                self._set_default_dacl(handle, psids)
-            except BaseException:
-                self._k.CloseHandle(handle)
-                raise
-            return handle
-        finally:
-            for psid in psids:
-                self._k.LocalFree(psid)
-
-    def _set_default_dacl(self, token: int, psids: list[ctypes.c_void_p]) -> None:
-        """Objects the command creates without a security descriptor of their own get a DACL
-        that its write-restricted token can write through: the restricting SIDs, all."""
-        entries = (win32.EXPLICIT_ACCESS_W * len(psids))()
-        for entry, psid in zip(entries, psids, strict=True):
-            entry.grfAccessPermissions = GENERIC_ALL
-            entry.grfAccessMode = win32.GRANT_ACCESS
-            entry.grfInheritance = win32.NO_INHERITANCE
-            entry.Trustee = win32.TRUSTEE_W(
-                None,
-                win32.NO_MULTIPLE_TRUSTEE,
-                win32.TRUSTEE_IS_SID,
-                win32.TRUSTEE_IS_UNKNOWN,
-                psid,
-            )
-        acl = ctypes.c_void_p()
-        status = self._k.SetEntriesInAclW(len(psids), entries, None, ctypes.byref(acl))
-        if status:
-            raise win32.win_error("SetEntriesInAclW", status)
-        try:
-            info = TOKEN_DEFAULT_DACL(acl)
-            _check(
-                "SetTokenInformation(TokenDefaultDacl)",
-                self._k.SetTokenInformation(
-                    token, TOKEN_DEFAULT_DACL_CLASS, ctypes.byref(info), ctypes.sizeof(info)
-                ),
-            )
-        finally:
-            self._k.LocalFree(acl)
-
-    def create_job(self) -> int:
-        job = self._k.CreateJobObjectW(None, None)
-        _check("CreateJobObjectW", job)
-        return int(job)
-
-    def limit_job(self, job: int) -> None:
-        info = JOBOBJECT_EXTENDED_LIMIT_INFORMATION()
-        info.BasicLimitInformation.LimitFlags = job_limit_flags()
-        _check(
-            "SetInformationJobObject",
-            self._k.SetInformationJobObject(
-                job,
-                JOB_OBJECT_EXTENDED_LIMIT_INFORMATION_CLASS,
-                ctypes.byref(info),
-                ctypes.sizeof(info),
-            ),
-        )
-
-    def inherit_std(self, which: int) -> int:
-        source = self._k.GetStdHandle(STD_HANDLES[which])
-        if not source or source == INVALID_HANDLE_VALUE:
-            return self.open_null()  # no such handle in the runner: the command gets NUL
-        me, dup = self._k.GetCurrentProcess(), wintypes.HANDLE()
-        _check(
-            "DuplicateHandle",
-            self._k.DuplicateHandle(
-                me, source, me, ctypes.byref(dup), 0, True, DUPLICATE_SAME_ACCESS
-            ),
-        )
-        return int(dup.value or 0)
-
-    def open_null(self) -> int:
-        sa = SECURITY_ATTRIBUTES(ctypes.sizeof(SECURITY_ATTRIBUTES), None, True)
-        handle = self._k.CreateFileW(
-            "NUL",
-            GENERIC_READ | GENERIC_WRITE,
-            FILE_SHARE_READ_WRITE,
-            ctypes.byref(sa),
-            OPEN_EXISTING,
-            0,
-            None,
-        )
-        if not handle or handle == INVALID_HANDLE_VALUE:
-            raise win32.win_error("CreateFileW", detail="NUL")
-        return int(handle)
-
-    def create_pipe(self) -> tuple[int, int]:
-        read, write = wintypes.HANDLE(), wintypes.HANDLE()
-        _check("CreatePipe", self._k.CreatePipe(ctypes.byref(read), ctypes.byref(write), None, 0))
-        r, w = int(read.value or 0), int(write.value or 0)
-        if not self._k.SetHandleInformation(w, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT):
-            error = win32.win_error("SetHandleInformation")
-            self._k.CloseHandle(r)
-            self._k.CloseHandle(w)
-            raise error
-        return r, w
-
-    def create_process(
-        self,
-        token: int,
-        *,
-        application: str,
-        command_line: str,
-        cwd: str,
-        environment: bytes,
-        stdio: tuple[int, int, int],
-    ) -> ProcessHandles:
-        inherit = list(dict.fromkeys(stdio))  # the handle list, without duplicates
-        handles = (wintypes.HANDLE * len(inherit))(*inherit)
-        size = ctypes.c_size_t()
-        self._k.InitializeProcThreadAttributeList(None, 1, 0, ctypes.byref(size))
-        if not size.value:
-            raise win32.win_error("InitializeProcThreadAttributeList")
-        attributes = ctypes.create_string_buffer(size.value)
-        _check(
-            "InitializeProcThreadAttributeList",
-            self._k.InitializeProcThreadAttributeList(attributes, 1, 0, ctypes.byref(size)),
-        )
-        try:
-            _check(
-                "UpdateProcThreadAttribute(HANDLE_LIST)",
-                self._k.UpdateProcThreadAttribute(
-                    attributes,
-                    0,
-                    PROC_THREAD_ATTRIBUTE_HANDLE_LIST,
-                    handles,
-                    ctypes.sizeof(handles),
-                    None,
-                    None,
-                ),
-            )
-            si = STARTUPINFOEXW()
-            si.StartupInfo.cb = ctypes.sizeof(STARTUPINFOEXW)
-            si.StartupInfo.dwFlags = STARTF_USESTDHANDLES
-            si.StartupInfo.hStdInput, si.StartupInfo.hStdOutput, si.StartupInfo.hStdError = stdio
-            si.lpAttributeList = ctypes.cast(attributes, ctypes.c_void_p)
-            pi = PROCESS_INFORMATION()
-            cmd = ctypes.create_unicode_buffer(command_line)  # CreateProcess may write to it
-            env = ctypes.create_string_buffer(environment, len(environment))
-            ok = self._k.CreateProcessAsUserW(
-                token,
-                application,
-                cmd,
-                None,
-                None,
-                True,
-                flags_for_process(),
-                env,
-                cwd,
-                ctypes.byref(si),
-                ctypes.byref(pi),
-            )
-            if not ok and _last_error() == ERROR_PRIVILEGE_NOT_HELD:
-                # Without SeAssignPrimaryTokenPrivilege: the seclogon path, which wants
-                # SeImpersonatePrivilege instead and takes only the std handles.
-                plain = si.StartupInfo
-                plain.cb = ctypes.sizeof(STARTUPINFOW)
-                flags = flags_for_process() & ~EXTENDED_STARTUPINFO_PRESENT
-                ok = self._k.CreateProcessWithTokenW(
-                    token,
-                    0,
-                    application,
-                    cmd,
-                    flags,
-                    env,
-                    cwd,
-                    ctypes.byref(plain),
-                    ctypes.byref(pi),
-                )
-            _check("CreateProcessAsUserW/CreateProcessWithTokenW", ok, application)
-            return ProcessHandles(int(pi.hProcess or 0), int(pi.hThread or 0), pi.dwProcessId)
-        finally:
-            self._k.DeleteProcThreadAttributeList(attributes)
-
-    def assign_to_job(self, job: int, process: int) -> None:
-        _check("AssignProcessToJobObject", self._k.AssignProcessToJobObject(job, process))
-
-    def resume_thread(self, thread: int) -> None:
-        if self._k.ResumeThread(thread) == 0xFFFFFFFF:
-            raise win32.win_error("ResumeThread")
-
-    def wait(self, process: int, timeout: float | None) -> bool:
-        result = self._k.WaitForSingleObject(process, timeout_ms(timeout))
-        if result == WAIT_OBJECT_0:
-            return True
-        if result == WAIT_TIMEOUT:
-            return False
-        raise win32.win_error("WaitForSingleObject")
-
-    def exit_code(self, process: int) -> int:
-        code = wintypes.DWORD()
-        _check("GetExitCodeProcess", self._k.GetExitCodeProcess(process, ctypes.byref(code)))
-        return int(code.value)
-
-    def terminate_job(self, job: int, exit_code: int) -> None:
-        _check("TerminateJobObject", self._k.TerminateJobObject(job, exit_code))
-
-    def terminate_process(self, process: int, exit_code: int) -> None:
-        _check("TerminateProcess", self._k.TerminateProcess(process, exit_code))
-
-    def read_all(self, handle: int) -> bytes:
-        chunks: list[bytes] = []
-        buf = ctypes.create_string_buffer(65536)
-        n = wintypes.DWORD()
-        while True:
-            if not self._k.ReadFile(handle, buf, len(buf), ctypes.byref(n), None):
-                if _last_error() == ERROR_BROKEN_PIPE:
-                    return b"".join(chunks)  # every write end is closed
-                raise win32.win_error("ReadFile")
-            if n.value == 0:
-                return b"".join(chunks)
-            chunks.append(buf.raw[: n.value])
-
-    def close(self, handle: int) -> None:
-        _check("CloseHandle", self._k.CloseHandle(handle))
-
-
-def _conforms(api: Win32RunnerApi) -> RunnerApi:
-    """mypy proves here that Win32RunnerApi implements RunnerApi."""
-    return api
