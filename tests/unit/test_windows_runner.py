@@ -1,8 +1,10 @@
-"""The Windows runner's pure parts on Linux: the orchestration over a simulated machine that
-fails at every call (job before process, suspended until jobbed, no live process and no open
-handle after any failure, the timeout ends the whole job), the command-line quoting against a
-reimplementation of CommandLineToArgvW, and the environment block. Nothing here runs on
-Windows."""
+"""The Windows runner's pure parts on Linux: the orchestration over a simulated machine (the
+runner's side and the broker's, ``broker.respond`` run in-process) that fails at every call of
+either side (job before the broker, the broker suspended until jobbed, the command suspended
+until the broker has exited and the command is checked to be in the job, no live process and
+no open handle after any failure, the timeout ends the whole job), how the broker is launched,
+the command-line quoting against a reimplementation of CommandLineToArgvW, and the environment
+block. Nothing here runs on Windows."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ringfence.errors import PolicyError, UnsupportedError
+from ringfence.errors import PolicyError, SandboxError, UnsupportedError
+from ringfence.platforms.windows import broker as wire
 from ringfence.platforms.windows import runner
 from ringfence.platforms.windows.runner import ProcessHandles, RunSpec, StdioMode
 
@@ -26,43 +29,67 @@ class Injected(Exception):
     """The simulated Windows call failed."""
 
 
+BROKER_PID = 777
+COMMAND_PID = 4242
+
+
 @dataclass
 class Proc:
     state: str = "suspended"  # suspended | running | ended | killed
     job: int | None = None
     resumed_in_job: bool | None = None
+    broker_alive_at_resume: bool | None = None
 
 
 @dataclass
 class Machine:
-    """A simulated Windows for the runner: handles, processes, jobs, and a failure at call
-    number ``fail_at`` (counted over every call, so repeated steps each get their turn)."""
+    """A simulated Windows for the runner *and* the broker: two handle tables (the runner's,
+    the broker's), the broker and the command as processes, jobs, and a failure at call number
+    ``fail_at`` (counted over every call of both sides, so each step gets its turn). The
+    broker's side is ``broker.respond`` itself, run in-process when the runner writes the
+    request frame, against ``BrokerSide``."""
 
     fail_at: int | None = None
     hang: bool = False  # the command never ends by itself
     code: int = 0
     output: tuple[bytes, bytes] = (b"out", b"err")
     fail_also: frozenset[str] = frozenset()  # steps that always fail (cleanup failures)
+    breakaway: bool = False  # the command does not land in the broker's job
+    reply_pid: int = BROKER_PID  # what the broker says its pid is
+    broker_code: int = 0
+    broker_exits: bool = True  # the broker exits when its stdin closes
     calls: list[str] = field(default_factory=list)
     open: dict[int, str] = field(default_factory=dict)
-    procs: dict[int, Proc] = field(default_factory=dict)
+    broker_table: dict[int, str] = field(default_factory=dict)
+    procs: dict[str, Proc] = field(default_factory=dict)
     jobs: dict[int, bool] = field(default_factory=dict)  # job -> limited (kill on close)
     seen: dict[str, object] = field(default_factory=dict)
+    replies: bytes = b""
     next_handle: int = 100
-    reads: int = 0
 
     def _step(self, name: str) -> None:
         self.calls.append(name)
         if len(self.calls) - 1 == self.fail_at or name in self.fail_also:
             raise Injected(name)
 
-    def _new(self, kind: str) -> int:
-        self.next_handle += 1
-        self.open[self.next_handle] = kind
+    def _new(self, kind: str, table: dict[int, str] | None = None) -> int:
+        self.next_handle += 4
+        (self.open if table is None else table)[self.next_handle] = kind
         return self.next_handle
 
-    def _kind(self, handle: int, kind: str) -> None:
-        assert self.open.get(handle) == kind, (handle, kind, self.open)
+    def _kind(self, handle: int, *kinds: str) -> str:
+        kind = self.open.get(handle, "")
+        assert kind in kinds, (handle, kinds, self.open)
+        return kind
+
+    def _proc(self, handle: int) -> Proc:
+        return self.procs[self._kind(handle, "broker-process", "command-process").split("-")[0]]
+
+    def _end(self, proc: Proc, state: str) -> None:
+        if proc.state in ("suspended", "running"):
+            proc.state = state
+            if proc is self.procs.get("broker"):
+                self.broker_table.clear()  # a process's handles go with it
 
     def live(self) -> list[Proc]:
         return [p for p in self.procs.values() if p.state in ("suspended", "running")]
@@ -72,22 +99,6 @@ class Machine:
     def load_secret(self, user: str) -> str:
         self._step("load_secret")
         return "pw-" + user
-
-    def logon_user(self, user: str, password: str) -> int:
-        self._step("logon_user")
-        assert password == "pw-" + user
-        return self._new("logon")
-
-    def logon_sid(self, token: int) -> str:
-        self._step("logon_sid")
-        self._kind(token, "logon")
-        return LOGON_SID
-
-    def restrict_token(self, token: int, restricting_sids: Sequence[str]) -> int:
-        self._step("restrict_token")
-        self._kind(token, "logon")
-        self.seen["sids"] = list(restricting_sids)
-        return self._new("restricted")
 
     def create_job(self) -> int:
         self._step("create_job")
@@ -112,6 +123,136 @@ class Machine:
         self._step("create_pipe")
         return self._new("pipe-read"), self._new("pipe-write")
 
+    def start_broker(self, user: str, password: str) -> runner.BrokerProcess:
+        self._step("start_broker")
+        assert password == "pw-" + user
+        assert any(self.jobs.values()), "a limited job exists before the broker"
+        self.procs["broker"] = Proc()
+        return runner.BrokerProcess(
+            self._new("broker-process"),
+            self._new("broker-thread"),
+            BROKER_PID,
+            self._new("broker-stdin"),
+            self._new("broker-stdout"),
+        )
+
+    def assign_to_job(self, job: int, process: int) -> None:
+        self._step("assign_to_job")
+        self._kind(job, "job")
+        self._proc(process).job = job
+
+    def send_handle(self, process: int, handle: int) -> int:
+        self._step("send_handle")
+        assert self._proc(process).state in ("suspended", "running")
+        return self._new("stdio:" + self.open[handle], self.broker_table)
+
+    def resume_thread(self, thread: int) -> None:
+        self._step("resume_thread")
+        proc = self.procs[self._kind(thread, "broker-thread", "command-thread").split("-")[0]]
+        proc.resumed_in_job = proc.job is not None and self.jobs[proc.job]
+        if proc is self.procs.get("command"):
+            proc.broker_alive_at_resume = self.procs["broker"] in self.live()
+        proc.state = "running"
+
+    def write(self, handle: int, data: bytes) -> None:
+        self._step("write")
+        self._kind(handle, "broker-stdin")
+        assert self.procs["broker"].state == "running"
+        (size,) = wire.HEADER.unpack(data[:4])
+        assert size == len(data) - 4
+        reply, _ = wire.respond(data[4:], BrokerSide(self))
+        self.seen["broker_table_after"] = sorted(self.broker_table.values())
+        self.replies += reply
+
+    def read(self, handle: int, n: int) -> bytes:
+        self._step("read")
+        self._kind(handle, "broker-stdout")
+        out, self.replies = self.replies[:n], self.replies[n:]
+        return out
+
+    def take_handle(self, process: int, remote: int) -> int:
+        self._step("take_handle")
+        self._kind(process, "broker-process")
+        return self._new(self.broker_table[remote])
+
+    def process_in_job(self, job: int, process: int) -> bool:
+        self._step("process_in_job")
+        self._kind(job, "job")
+        return self._proc(process).job == job
+
+    def wait(self, process: int, timeout: float | None) -> bool:
+        self._step("wait")
+        proc = self._proc(process)
+        if proc is self.procs.get("command") and proc.state == "running" and not self.hang:
+            proc.state = "ended"
+        return proc.state in ("ended", "killed")
+
+    def exit_code(self, process: int) -> int:
+        self._step("exit_code")
+        return self.broker_code if self._proc(process) is self.procs["broker"] else self.code
+
+    def terminate_job(self, job: int, exit_code: int) -> None:
+        self._step("terminate_job")
+        self._kind(job, "job")
+        self.seen["job_exit"] = exit_code
+        for proc in list(self.procs.values()):
+            if proc.job == job:
+                self._end(proc, "killed")
+
+    def terminate_process(self, process: int, exit_code: int) -> None:
+        self._step("terminate_process")
+        self._end(self._proc(process), "killed")
+
+    def read_all(self, handle: int) -> bytes:
+        self._step("read_all")
+        self._kind(handle, "pipe-read")
+        return self.output[
+            sorted(h for h, k in self.open.items() if k == "pipe-read").index(handle)
+        ]
+
+    def close(self, handle: int) -> None:
+        self._step("close")
+        kind = self.open.pop(handle)  # KeyError: a double close or a foreign handle
+        if kind == "job" and self.jobs[handle]:  # kill-on-close
+            for proc in list(self.procs.values()):
+                if proc.job == handle:
+                    self._end(proc, "killed")
+        if kind == "broker-stdin" and self.broker_exits:
+            broker = self.procs["broker"]
+            if broker.state == "running":  # EOF: it closes its handles and exits
+                self._end(broker, "ended")
+
+
+@dataclass
+class BrokerSide:
+    """The simulated ``BrokerApi``: the broker's handle table of the same machine."""
+
+    m: Machine
+
+    def own_pid(self) -> int:
+        return self.m.reply_pid
+
+    def read_stdin(self, n: int) -> bytes:
+        raise AssertionError("respond() does not read")
+
+    def write_stdout(self, data: bytes) -> None:
+        raise AssertionError("respond() does not write")
+
+    def open_own_token(self) -> int:
+        self.m._step("broker.open_own_token")
+        return self.m._new("token", self.m.broker_table)
+
+    def logon_sid(self, token: int) -> str:
+        self.m._step("broker.logon_sid")
+        assert self.m.broker_table[token] == "token"
+        return LOGON_SID
+
+    def restrict_token(self, token: int, restricting_sids: Sequence[str]) -> int:
+        self.m._step("broker.restrict_token")
+        assert self.m.broker_table[token] == "token"
+        self.m.seen["sids"] = list(restricting_sids)
+        return self.m._new("restricted", self.m.broker_table)
+
     def create_process(
         self,
         token: int,
@@ -122,65 +263,33 @@ class Machine:
         environment: bytes,
         stdio: tuple[int, int, int],
     ) -> ProcessHandles:
-        self._step("create_process")
-        self._kind(token, "restricted")
-        assert any(self.jobs.values()), "a limited job exists before the process"
-        assert all(h in self.open for h in stdio)
-        self.seen.update(app=application, cmd=command_line, cwd=cwd, env=environment, io=stdio)
-        process = self._new("process")
-        self.procs[process] = Proc()
-        return ProcessHandles(process, self._new("thread"), 4242)
-
-    def assign_to_job(self, job: int, process: int) -> None:
-        self._step("assign_to_job")
-        self._kind(job, "job")
-        self.procs[process].job = job
-
-    def resume_thread(self, thread: int) -> None:
-        self._step("resume_thread")
-        self._kind(thread, "thread")
-        (proc,) = self.procs.values()
-        proc.resumed_in_job = proc.job is not None and self.jobs[proc.job]
-        proc.state = "running"
-
-    def wait(self, process: int, timeout: float | None) -> bool:
-        self._step("wait")
-        proc = self.procs[process]
-        if proc.state == "running" and not self.hang:
-            proc.state = "ended"
-        return proc.state in ("ended", "killed")
-
-    def exit_code(self, process: int) -> int:
-        self._step("exit_code")
-        return self.code
-
-    def terminate_job(self, job: int, exit_code: int) -> None:
-        self._step("terminate_job")
-        self._kind(job, "job")
-        self.seen["job_exit"] = exit_code
-        for proc in self.procs.values():
-            if proc.job == job and proc.state in ("suspended", "running"):
-                proc.state = "killed"
+        self.m._step("broker.create_process")
+        table = self.m.broker_table
+        assert table[token] == "restricted"
+        assert all(table[h].startswith("stdio:") for h in stdio)
+        self.m.seen.update(
+            app=application,
+            cmd=command_line,
+            cwd=cwd,
+            env=environment,
+            io=tuple(table[h] for h in stdio),
+        )
+        broker = self.m.procs["broker"]
+        self.m.procs["command"] = Proc(job=None if self.m.breakaway else broker.job)
+        return ProcessHandles(
+            self.m._new("command-process", table),
+            self.m._new("command-thread", table),
+            COMMAND_PID,
+        )
 
     def terminate_process(self, process: int, exit_code: int) -> None:
-        self._step("terminate_process")
-        self.procs[process].state = "killed"
-
-    def read_all(self, handle: int) -> bytes:
-        self._step("read_all")
-        self._kind(handle, "pipe-read")
-        self.reads += 1
-        return self.output[
-            sorted(h for h, k in self.open.items() if k == "pipe-read").index(handle)
-        ]
+        self.m._step("broker.terminate_process")
+        assert self.m.broker_table[process] == "command-process"
+        self.m._end(self.m.procs["command"], "killed")
 
     def close(self, handle: int) -> None:
-        self._step("close")
-        kind = self.open.pop(handle)  # KeyError: a double close or a foreign handle
-        if kind == "job" and self.jobs[handle]:  # kill-on-close
-            for proc in self.procs.values():
-                if proc.job == handle and proc.state in ("suspended", "running"):
-                    proc.state = "killed"
+        self.m._step("broker.close")
+        del self.m.broker_table[handle]
 
 
 def spec(**changes: object) -> RunSpec:
@@ -197,12 +306,22 @@ def spec(**changes: object) -> RunSpec:
 
 
 MODES: tuple[StdioMode, ...] = ("inherit", "null", "capture")
+EXPECTED_IO = {
+    "inherit": ("stdio:std0", "stdio:std1", "stdio:std2"),
+    "null": ("stdio:null", "stdio:null", "stdio:null"),
+    "capture": ("stdio:null", "stdio:pipe-write", "stdio:pipe-write"),
+}
 
 
 def steps_of_a_clean_run(mode: StdioMode, hang: bool = False) -> list[str]:
     m = Machine(hang=hang)
     runner.run(spec(stdio=mode), m)
     return m.calls
+
+
+def assert_order(calls: list[str], *names: str) -> None:
+    positions = [calls.index(name) for name in names]
+    assert positions == sorted(positions), list(zip(names, positions, strict=True))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -213,25 +332,38 @@ def test_clean_run_order_and_cleanup(mode: StdioMode) -> None:
     assert result.stdout == (b"out" if mode == "capture" else b"")
     assert result.stderr == (b"err" if mode == "capture" else b"")
     c = m.calls
-    # job (limited) before the process; assigned before resumed; the job ended after the wait
-    assert c.index("create_job") < c.index("limit_job") < c.index("create_process")
-    assert c.index("create_process") < c.index("assign_to_job") < c.index("resume_thread")
-    assert c.index("resume_thread") < c.index("wait") < c.index("terminate_job")
-    (proc,) = m.procs.values()
-    assert proc.resumed_in_job is True
-    assert m.open == {} and m.live() == []
+    # job (limited) before the broker; the broker jobbed before it runs; the request after;
+    # the broker's steps; the handles taken; the command checked, then resumed; then the end
+    assert_order(c, "create_job", "limit_job", "start_broker", "assign_to_job", "send_handle")
+    assert_order(c, "send_handle", "resume_thread", "write", "broker.open_own_token")
+    assert_order(c, "broker.logon_sid", "broker.restrict_token", "broker.create_process")
+    assert_order(c, "broker.create_process", "read", "take_handle", "process_in_job")
+    assert c.count("resume_thread") == 2
+    second_resume = len(c) - 1 - c[::-1].index("resume_thread")
+    assert c.index("process_in_job") < second_resume < c.index("terminate_job")
+    broker, command = m.procs["broker"], m.procs["command"]
+    assert broker.resumed_in_job is True and broker.state == "ended"
+    assert command.resumed_in_job is True and command.broker_alive_at_resume is False
+    assert m.open == {} and m.live() == [] and m.broker_table == {}
     assert m.seen["sids"] == [CAP, LOGON_SID]
     assert m.seen["app"] == PROGRAM and m.seen["cmd"] == f'{PROGRAM} /c "echo hi"'
+    assert m.seen["cwd"] == "C:\\work"
+    assert m.seen["env"] == runner.environment_block(spec().env)
+    assert m.seen["io"] == EXPECTED_IO[mode]
+    # once the command exists, the broker holds only its process and thread handles
+    assert m.seen["broker_table_after"] == ["command-process", "command-thread"]
 
 
-def test_child_ends_closed_before_the_command_runs() -> None:
-    """The runner's copies of the child's stdio go before ResumeThread, or EOF never comes."""
+def test_child_ends_closed_before_the_broker_runs() -> None:
+    """The runner's copies of the command's stdio go before the broker is resumed (the broker
+    has its own by then), or EOF on the pipes never comes."""
     m = Machine()
     runner.run(spec(stdio="capture"), m)
     c = m.calls
     closes = [i for i, name in enumerate(c) if name == "close"]
-    # the null handle and both pipe write ends: three closes between assign and resume
-    assert sum(c.index("assign_to_job") < i < c.index("resume_thread") for i in closes) == 3
+    first_resume = c.index("resume_thread")
+    # the null handle and both pipe write ends: three closes between the sends and the resume
+    assert sum(c.index("send_handle") < i < first_resume for i in closes) == 3
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -241,7 +373,7 @@ def test_timeout_terminates_the_job(mode: StdioMode) -> None:
     assert result.timed_out and result.exit_code == runner.TIMEOUT_EXIT_CODE
     assert m.seen["job_exit"] == runner.TIMEOUT_EXIT_CODE
     assert m.live() == [] and m.open == {}
-    assert "exit_code" not in m.calls
+    assert m.calls.count("exit_code") == 1  # the broker's only
 
 
 CASES = [
@@ -260,10 +392,15 @@ def test_a_failure_at_every_call_leaves_nothing_behind(
     failing = steps_of_a_clean_run(mode, hang)[fail_at]
     with pytest.raises(Exception) as info:
         runner.run(spec(stdio=mode), m)
-    assert isinstance(info.value, Injected) or isinstance(info.value.__cause__, Injected)
+    if failing.startswith("broker."):  # reported by the broker's error reply
+        assert isinstance(info.value, SandboxError) and failing in str(info.value)
+    else:
+        assert isinstance(info.value, Injected) or isinstance(info.value.__cause__, Injected)
     assert m.live() == [], f"a process outlived a failure at {failing}"
     for proc in m.procs.values():  # never ran outside its job
         assert proc.resumed_in_job in (None, True)
+    assert m.procs.get("command", Proc()).broker_alive_at_resume in (None, False)
+    assert m.broker_table == {}
     if failing == "close":
         assert len(m.open) == 1  # only the handle whose CloseHandle failed
     else:
@@ -271,21 +408,51 @@ def test_a_failure_at_every_call_leaves_nothing_behind(
 
 
 def test_terminate_failing_too_still_closes_everything() -> None:
-    """Assigning fails, then TerminateProcess fails as well: the process never ran (it is
-    still suspended, outside any job) and every handle is closed anyway."""
+    """Assigning the broker fails, then TerminateProcess fails as well: the broker never ran
+    (it is still suspended, outside any job) and every handle is closed anyway."""
     m = Machine(fail_also=frozenset({"assign_to_job", "terminate_process"}))
     with pytest.raises(Injected):
         runner.run(spec(), m)
-    (proc,) = m.procs.values()
-    assert proc.state == "suspended" and proc.resumed_in_job is None
+    assert m.procs["broker"].state == "suspended" and m.procs["broker"].resumed_in_job is None
+    assert "command" not in m.procs
     assert m.open == {}
 
 
-def test_killed_by_job_close_when_terminate_fails_after_assignment() -> None:
-    m = Machine(fail_also=frozenset({"resume_thread", "terminate_process"}))
+def test_killed_by_job_close_when_terminating_fails() -> None:
+    m = Machine(fail_also=frozenset({"process_in_job", "terminate_job", "terminate_process"}))
     with pytest.raises(Injected):
         runner.run(spec(), m)
     assert m.live() == [] and m.open == {}
+    assert m.procs["command"].resumed_in_job is None
+
+
+def test_a_command_outside_the_job_is_never_resumed() -> None:
+    m = Machine(breakaway=True)
+    with pytest.raises(SandboxError, match="not in the runner's job"):
+        runner.run(spec(), m)
+    assert m.procs["command"].state == "killed" and m.procs["command"].resumed_in_job is None
+    assert m.live() == [] and m.open == {}
+
+
+def test_a_reply_from_another_process_is_refused() -> None:
+    """A launcher between the runner and the interpreter: the handle values are not the
+    broker's, so nothing is taken from it."""
+    m = Machine(reply_pid=BROKER_PID + 1)
+    with pytest.raises(SandboxError, match="not the broker"):
+        runner.run(spec(), m)
+    assert "take_handle" not in m.calls
+    assert m.live() == [] and m.open == {}
+
+
+def test_a_broker_that_does_not_exit_or_fails_stops_the_run() -> None:
+    m = Machine(broker_exits=False)
+    with pytest.raises(SandboxError, match="did not exit"):
+        runner.run(spec(), m)
+    assert m.procs["command"].resumed_in_job is None and m.live() == [] and m.open == {}
+    m = Machine(broker_code=1)
+    with pytest.raises(SandboxError, match="exited with 1"):
+        runner.run(spec(), m)
+    assert m.procs["command"].resumed_in_job is None and m.live() == [] and m.open == {}
 
 
 @pytest.mark.parametrize(
@@ -300,6 +467,7 @@ def test_killed_by_job_close_when_terminate_fails_after_assignment() -> None:
         {"user": "..\\admin"},
         {"env": {"A=B": "1"}},
         {"env": {"Path": "1", "PATH": "2"}},
+        {"env": {"BIG": "x" * wire.MAX_REQUEST}},  # over the request limit
         {"timeout": 0.0},
     ],
 )
@@ -317,15 +485,24 @@ def test_pty_is_refused_until_implemented() -> None:
     assert m.calls == []
 
 
-def test_win32_runner_api_off_windows() -> None:
+def test_win32_apis_off_windows() -> None:
     with pytest.raises(UnsupportedError, match="needs Windows"):
         runner.Win32RunnerApi()
+    with pytest.raises(UnsupportedError, match="needs Windows"):
+        runner.Win32BrokerApi()
 
 
 def test_pure_flags() -> None:
     flags = runner.flags_for_process()
     assert flags & runner.CREATE_SUSPENDED and flags & runner.CREATE_UNICODE_ENVIRONMENT
     assert flags & runner.CREATE_NEW_PROCESS_GROUP and flags & runner.EXTENDED_STARTUPINFO_PRESENT
+    assert flags & runner.CREATE_NO_WINDOW
+    broker_flags = runner.flags_for_broker()
+    assert (
+        broker_flags & runner.CREATE_SUSPENDED and broker_flags & runner.CREATE_UNICODE_ENVIRONMENT
+    )
+    # only flags CreateProcessWithLogonW documents (no handle list, no breakaway)
+    assert not broker_flags & (runner.EXTENDED_STARTUPINFO_PRESENT | 0x01000000)
     limits = runner.job_limit_flags()
     assert limits & runner.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
     assert limits & runner.JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION
@@ -333,6 +510,45 @@ def test_pure_flags() -> None:
     assert runner.timeout_ms(None) == runner.INFINITE
     assert runner.timeout_ms(1.5) == 1500
     assert runner.timeout_ms(1e12) == runner.INFINITE - 1
+
+
+# --- how the broker is started ---------------------------------------------------------------
+
+PY = "C:\\Program Files\\Python312\\python.exe"
+ROOT = "C:\\Program Files\\ringfence\\lib"
+
+
+def test_broker_launch() -> None:
+    base = {"SYSTEMROOT": "C:\\Windows", "SystemDrive": "C:", "PATH": "x", "PYTHONHOME": "evil"}
+    launch = runner.broker_launch(PY, ROOT, base, exists=lambda p: p.endswith("pythonw.exe"))
+    windowless = "C:\\Program Files\\Python312\\pythonw.exe"
+    assert launch.application == windowless
+    assert command_line_to_argv(launch.command_line) == [
+        windowless,
+        "-B",
+        "-s",
+        "-m",
+        "ringfence.platforms.windows.broker",
+    ]
+    assert launch.cwd == ROOT
+    assert launch.environment == {
+        "SystemRoot": "C:\\Windows",
+        "SystemDrive": "C:",
+        "PYTHONPATH": ROOT,
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONSAFEPATH": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUTF8": "1",
+    }
+    runner.environment_block(launch.environment)  # a valid block
+    plain = runner.broker_launch(PY, ROOT, base, exists=lambda p: False)
+    assert plain.application == PY
+
+
+@pytest.mark.parametrize(("python", "root"), [("python.exe", ROOT), (PY, "lib")])
+def test_broker_launch_needs_absolute_paths(python: str, root: str) -> None:
+    with pytest.raises(SandboxError):
+        runner.broker_launch(python, root, {})
 
 
 # --- command line --------------------------------------------------------------------------

@@ -250,3 +250,33 @@ def test_write_atomic_replaces(tmp_path: Path) -> None:
     secrets.write_atomic(str(target), b"one")
     secrets.write_atomic(str(target), b"two")
     assert target.read_bytes() == b"two" and os.listdir(target.parent) == ["f"]
+
+
+# --- window station and desktop grants (the ctypes part is untested) ---------------------------
+
+
+def test_window_grants_are_narrow() -> None:
+    grants = win32.window_grants([USER_SID, CAP, USER_SID])
+    assert [(g.object, g.sid) for g in grants] == [
+        ("winsta", USER_SID),
+        ("desktop", USER_SID),
+        ("winsta", CAP),
+        ("desktop", CAP),
+    ]
+    for grant in grants:
+        mask = win32.WINDOW_STATION_ACCESS if grant.object == "winsta" else win32.DESKTOP_ACCESS
+        assert grant.mask == mask
+        assert not grant.mask & (win32.WRITE_DAC | 0x80000 | 0x10000)  # WRITE_OWNER, DELETE
+    # no hooks, journal record/playback, WRITEOBJECTS or SWITCHDESKTOP on the desktop;
+    # no clipboard, desktop creation, attribute writes, ExitWindows or screen reads on winsta
+    assert not win32.DESKTOP_ACCESS & (0x8 | 0x10 | 0x20 | 0x80 | 0x100)
+    assert not win32.WINDOW_STATION_ACCESS & (0x4 | 0x8 | 0x10 | 0x40 | 0x200)
+
+
+def test_window_grants_refusals() -> None:
+    with pytest.raises(PolicyError):
+        win32.window_grants([])
+    with pytest.raises(PolicyError):
+        win32.window_grants(["WD"])
+    with pytest.raises(UnsupportedError, match="needs Windows"):
+        win32.grant_window_access([CAP])

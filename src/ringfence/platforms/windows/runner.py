@@ -62,7 +62,7 @@ import ntpath
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from ctypes import wintypes
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -265,12 +265,16 @@ def run(spec: RunSpec, api: RunnerApi) -> RunResult:
             keep(handle)
         broker = started
         api.assign_to_job(job, broker.process)
-        remote = {handle: api.send_handle(broker.process, handle) for handle in dict.fromkeys(stdio)}
+        remote = {
+            handle: api.send_handle(broker.process, handle) for handle in dict.fromkeys(stdio)
+        }
         while child_ends:  # ours closed: EOF on the pipes comes when the job's copies go
             api.close(child_ends.pop())
         api.resume_thread(broker.thread)
 
-        api.write(broker.stdin, _request(spec, (remote[stdio[0]], remote[stdio[1]], remote[stdio[2]])))
+        api.write(
+            broker.stdin, _request(spec, (remote[stdio[0]], remote[stdio[1]], remote[stdio[2]]))
+        )
         stdout = broker.stdout
         reply = wire.decode_reply(wire.read_frame(lambda n: api.read(stdout, n), wire.MAX_REPLY))
         if reply.status != "started":
@@ -281,7 +285,9 @@ def run(spec: RunSpec, api: RunnerApi) -> RunResult:
                 f"{broker.pid} (a launcher in between?)"
             )
         command.append(keep(api.take_handle(broker.process, reply.process)))
-        proc = ProcessHandles(command[0], keep(api.take_handle(broker.process, reply.thread)), reply.pid)
+        proc = ProcessHandles(
+            command[0], keep(api.take_handle(broker.process, reply.thread)), reply.pid
+        )
         release(broker.stdin)  # EOF: the broker exits
         if not api.wait(broker.process, BROKER_EXIT_SECONDS):
             raise SandboxError("windows: the broker did not exit after handing the command over")
@@ -712,3 +718,433 @@ class _Kernel:
         self.ReadFile = b(k32, "ReadFile", W.BOOL, W.HANDLE, V, W.DWORD, P(W.DWORD), V)
 
 
+def _check(api: str, ok: int, detail: str = "") -> None:
+    if not ok:
+        raise win32.win_error(api, detail=detail)
+
+
+def _last_error() -> int:
+    if sys.platform == "win32":
+        return ctypes.get_last_error()
+    return 0
+
+
+def _read(k: _Kernel, handle: int, n: int) -> bytes:
+    """At most ``n`` bytes; ``b""`` once every write end is closed."""
+    buf = ctypes.create_string_buffer(max(1, min(n, 65536)))
+    got = wintypes.DWORD()
+    if not k.ReadFile(handle, buf, len(buf), ctypes.byref(got), None):
+        if _last_error() == ERROR_BROKEN_PIPE:
+            return b""
+        raise win32.win_error("ReadFile")
+    return buf.raw[: got.value]
+
+
+def _write(k: _Kernel, handle: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        chunk = bytes(view[:65536])
+        done = wintypes.DWORD()
+        _check("WriteFile", k.WriteFile(handle, chunk, len(chunk), ctypes.byref(done), None))
+        if done.value == 0:
+            raise SandboxError("windows: WriteFile wrote nothing")
+        view = view[done.value :]
+
+
+def _close_quietly(k: _Kernel, *handles: int) -> None:
+    for handle in handles:
+        if handle:
+            k.CloseHandle(handle)
+
+
+class Win32RunnerApi:
+    """``RunnerApi`` with ctypes, for the unelevated runner (the real user)."""
+
+    def __init__(
+        self, local_app_data: str | None = None, launch: BrokerLaunch | None = None
+    ) -> None:
+        win32.require_windows("the Windows runner (Win32RunnerApi)")
+        self._k: _Kernel = _Kernel()
+        self._secrets: secret_store.SecretStore = win32.secret_store_for(local_app_data)
+        self._launch = launch or this_broker_launch()
+
+    def load_secret(self, user: str) -> str:
+        return self._secrets.load(user)
+
+    def create_job(self) -> int:
+        job = self._k.CreateJobObjectW(None, None)
+        _check("CreateJobObjectW", job)
+        return int(job)
+
+    def limit_job(self, job: int) -> None:
+        info = JOBOBJECT_EXTENDED_LIMIT_INFORMATION()
+        info.BasicLimitInformation.LimitFlags = job_limit_flags()
+        _check(
+            "SetInformationJobObject",
+            self._k.SetInformationJobObject(
+                job,
+                JOB_OBJECT_EXTENDED_LIMIT_INFORMATION_CLASS,
+                ctypes.byref(info),
+                ctypes.sizeof(info),
+            ),
+        )
+
+    def inherit_std(self, which: int) -> int:
+        source = self._k.GetStdHandle(STD_HANDLES[which])
+        if not source or source == INVALID_HANDLE_VALUE:
+            return self.open_null()  # no such handle in the runner: the command gets NUL
+        me, dup = self._k.GetCurrentProcess(), wintypes.HANDLE()
+        _check(
+            "DuplicateHandle",
+            self._k.DuplicateHandle(
+                me, source, me, ctypes.byref(dup), 0, False, DUPLICATE_SAME_ACCESS
+            ),
+        )
+        return int(dup.value or 0)
+
+    def _null(self, inheritable: bool) -> int:
+        sa = SECURITY_ATTRIBUTES(ctypes.sizeof(SECURITY_ATTRIBUTES), None, inheritable)
+        handle = self._k.CreateFileW(
+            "NUL",
+            GENERIC_READ | GENERIC_WRITE,
+            FILE_SHARE_READ_WRITE,
+            ctypes.byref(sa),
+            OPEN_EXISTING,
+            0,
+            None,
+        )
+        if not handle or handle == INVALID_HANDLE_VALUE:
+            raise win32.win_error("CreateFileW", detail="NUL")
+        return int(handle)
+
+    def open_null(self) -> int:
+        return self._null(False)
+
+    def create_pipe(self) -> tuple[int, int]:
+        read, write = wintypes.HANDLE(), wintypes.HANDLE()
+        _check("CreatePipe", self._k.CreatePipe(ctypes.byref(read), ctypes.byref(write), None, 0))
+        return int(read.value or 0), int(write.value or 0)
+
+    def _inheritable(self, handle: int) -> None:
+        _check(
+            "SetHandleInformation",
+            self._k.SetHandleInformation(handle, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT),
+        )
+
+    def start_broker(self, user: str, password: str) -> BrokerProcess:
+        """CreateProcessWithLogonW, suspended. The broker's ends of its two pipes (and NUL for
+        its stderr) are inheritable only for this call and closed here afterwards; the
+        secondary logon service hands the three std handles to the new process."""
+        launch = self._launch
+        mine: list[int] = []  # the runner's ends, returned
+        theirs: list[int] = []  # the broker's ends, closed here either way
+        try:
+            in_read, in_write = self.create_pipe()
+            theirs.append(in_read)
+            mine.append(in_write)
+            out_read, out_write = self.create_pipe()
+            mine.append(out_read)
+            theirs.append(out_write)
+            theirs.append(self._null(True))
+            self._inheritable(in_read)
+            self._inheritable(out_write)
+            si = STARTUPINFOW()
+            si.cb = ctypes.sizeof(STARTUPINFOW)
+            si.dwFlags = STARTF_USESTDHANDLES | STARTF_USESHOWWINDOW
+            si.wShowWindow = SW_HIDE
+            si.hStdInput, si.hStdOutput, si.hStdError = in_read, out_write, theirs[2]
+            pi = PROCESS_INFORMATION()
+            cmd = ctypes.create_unicode_buffer(launch.command_line)
+            block = environment_block(launch.environment)
+            env = ctypes.create_string_buffer(block, len(block))
+            ok = self._k.CreateProcessWithLogonW(
+                user,
+                ".",
+                password,
+                LOGON_WITH_PROFILE,
+                launch.application,
+                cmd,
+                flags_for_broker(),
+                env,
+                launch.cwd,
+                ctypes.byref(si),
+                ctypes.byref(pi),
+            )
+            _check("CreateProcessWithLogonW", ok, f"{user}: {launch.application}")
+            return BrokerProcess(
+                int(pi.hProcess or 0), int(pi.hThread or 0), pi.dwProcessId, in_write, out_read
+            )
+        except BaseException:
+            _close_quietly(self._k, *mine)
+            raise
+        finally:
+            _close_quietly(self._k, *theirs)
+
+    def assign_to_job(self, job: int, process: int) -> None:
+        _check("AssignProcessToJobObject", self._k.AssignProcessToJobObject(job, process))
+
+    def send_handle(self, process: int, handle: int) -> int:
+        me, remote = self._k.GetCurrentProcess(), wintypes.HANDLE()
+        _check(
+            "DuplicateHandle(into the broker)",
+            self._k.DuplicateHandle(
+                me, handle, process, ctypes.byref(remote), 0, True, DUPLICATE_SAME_ACCESS
+            ),
+        )
+        return int(remote.value or 0)
+
+    def take_handle(self, process: int, remote: int) -> int:
+        me, local = self._k.GetCurrentProcess(), wintypes.HANDLE()
+        _check(
+            "DuplicateHandle(out of the broker)",
+            self._k.DuplicateHandle(
+                process, remote, me, ctypes.byref(local), 0, False, DUPLICATE_SAME_ACCESS
+            ),
+        )
+        return int(local.value or 0)
+
+    def process_in_job(self, job: int, process: int) -> bool:
+        result = wintypes.BOOL()
+        _check("IsProcessInJob", self._k.IsProcessInJob(process, job, ctypes.byref(result)))
+        return bool(result.value)
+
+    def resume_thread(self, thread: int) -> None:
+        if self._k.ResumeThread(thread) == 0xFFFFFFFF:
+            raise win32.win_error("ResumeThread")
+
+    def write(self, handle: int, data: bytes) -> None:
+        _write(self._k, handle, data)
+
+    def read(self, handle: int, n: int) -> bytes:
+        return _read(self._k, handle, n)
+
+    def wait(self, process: int, timeout: float | None) -> bool:
+        result = self._k.WaitForSingleObject(process, timeout_ms(timeout))
+        if result == WAIT_OBJECT_0:
+            return True
+        if result == WAIT_TIMEOUT:
+            return False
+        raise win32.win_error("WaitForSingleObject")
+
+    def exit_code(self, process: int) -> int:
+        code = wintypes.DWORD()
+        _check("GetExitCodeProcess", self._k.GetExitCodeProcess(process, ctypes.byref(code)))
+        return int(code.value)
+
+    def terminate_job(self, job: int, exit_code: int) -> None:
+        _check("TerminateJobObject", self._k.TerminateJobObject(job, exit_code))
+
+    def terminate_process(self, process: int, exit_code: int) -> None:
+        _check("TerminateProcess", self._k.TerminateProcess(process, exit_code))
+
+    def read_all(self, handle: int) -> bytes:
+        chunks: list[bytes] = []
+        while chunk := _read(self._k, handle, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def close(self, handle: int) -> None:
+        _check("CloseHandle", self._k.CloseHandle(handle))
+
+
+class Win32BrokerApi:
+    """``broker.BrokerApi`` with ctypes: runs in the broker, as the sandbox user."""
+
+    def __init__(self) -> None:
+        win32.require_windows("the Windows broker (Win32BrokerApi)")
+        self._k: _Kernel = _Kernel()
+        self._stdin = int(self._k.GetStdHandle(STD_HANDLES[0]) or 0)
+        self._stdout = int(self._k.GetStdHandle(STD_HANDLES[1]) or 0)
+        if not self._stdin or not self._stdout:
+            raise SandboxError("windows broker: started without stdin/stdout pipes")
+
+    def own_pid(self) -> int:
+        return int(self._k.GetCurrentProcessId())
+
+    def read_stdin(self, n: int) -> bytes:
+        return _read(self._k, self._stdin, n)
+
+    def write_stdout(self, data: bytes) -> None:
+        _write(self._k, self._stdout, data)
+
+    def open_own_token(self) -> int:
+        token = wintypes.HANDLE()
+        _check(
+            "OpenProcessToken",
+            self._k.OpenProcessToken(
+                self._k.GetCurrentProcess(),
+                TOKEN_DUPLICATE | TOKEN_QUERY | TOKEN_ASSIGN_PRIMARY,
+                ctypes.byref(token),
+            ),
+        )
+        return int(token.value or 0)
+
+    def logon_sid(self, token: int) -> str:
+        size = wintypes.DWORD()
+        self._k.GetTokenInformation(token, TOKEN_GROUPS_CLASS, None, 0, ctypes.byref(size))
+        if not size.value:
+            raise win32.win_error("GetTokenInformation(TokenGroups)")
+        buf = ctypes.create_string_buffer(size.value)
+        _check(
+            "GetTokenInformation(TokenGroups)",
+            self._k.GetTokenInformation(token, TOKEN_GROUPS_CLASS, buf, size, ctypes.byref(size)),
+        )
+        count = wintypes.DWORD.from_buffer(buf).value
+        # TOKEN_GROUPS: a DWORD count, then SID_AND_ATTRIBUTES[count] at pointer alignment.
+        offset = ctypes.sizeof(ctypes.c_void_p)
+        groups = (SID_AND_ATTRIBUTES * count).from_buffer(buf, offset)
+        for group in groups:
+            if group.Attributes & SE_GROUP_LOGON_ID == SE_GROUP_LOGON_ID:
+                text = wintypes.LPWSTR()
+                _check(
+                    "ConvertSidToStringSidW",
+                    self._k.ConvertSidToStringSidW(group.Sid, ctypes.byref(text)),
+                )
+                try:
+                    return win32.check_sid(text.value or "")
+                finally:
+                    self._k.LocalFree(ctypes.cast(text, ctypes.c_void_p))
+        raise SandboxError("windows: the broker's token has no logon SID")
+
+    def restrict_token(self, token: int, restricting_sids: Sequence[str]) -> int:
+        psids: list[ctypes.c_void_p] = []
+        try:
+            for sid in restricting_sids:
+                psid = ctypes.c_void_p()
+                _check(
+                    "ConvertStringSidToSidW",
+                    self._k.ConvertStringSidToSidW(win32.check_sid(sid), ctypes.byref(psid)),
+                    sid,
+                )
+                psids.append(psid)
+            entries = (SID_AND_ATTRIBUTES * len(psids))(*[SID_AND_ATTRIBUTES(p, 0) for p in psids])
+            new = wintypes.HANDLE()
+            _check(
+                "CreateRestrictedToken",
+                self._k.CreateRestrictedToken(
+                    token,
+                    DISABLE_MAX_PRIVILEGE | WRITE_RESTRICTED,
+                    0,
+                    None,
+                    0,
+                    None,
+                    len(psids),
+                    entries,
+                    ctypes.byref(new),
+                ),
+            )
+            handle = int(new.value or 0)
+            try:
+                self._set_default_dacl(handle, psids)
+            except BaseException:
+                self._k.CloseHandle(handle)
+                raise
+            return handle
+        finally:
+            for psid in psids:
+                self._k.LocalFree(psid)
+
+    def _set_default_dacl(self, token: int, psids: list[ctypes.c_void_p]) -> None:
+        """Objects the command creates without a security descriptor of their own get a DACL
+        that its write-restricted token can write through: the restricting SIDs, all."""
+        entries = (win32.EXPLICIT_ACCESS_W * len(psids))()
+        for entry, psid in zip(entries, psids, strict=True):
+            entry.grfAccessPermissions = GENERIC_ALL
+            entry.grfAccessMode = win32.GRANT_ACCESS
+            entry.grfInheritance = win32.NO_INHERITANCE
+            entry.Trustee = win32.TRUSTEE_W(
+                None,
+                win32.NO_MULTIPLE_TRUSTEE,
+                win32.TRUSTEE_IS_SID,
+                win32.TRUSTEE_IS_UNKNOWN,
+                psid,
+            )
+        acl = ctypes.c_void_p()
+        status = self._k.SetEntriesInAclW(len(psids), entries, None, ctypes.byref(acl))
+        if status:
+            raise win32.win_error("SetEntriesInAclW", status)
+        try:
+            info = TOKEN_DEFAULT_DACL(acl)
+            _check(
+                "SetTokenInformation(TokenDefaultDacl)",
+                self._k.SetTokenInformation(
+                    token, TOKEN_DEFAULT_DACL_CLASS, ctypes.byref(info), ctypes.sizeof(info)
+                ),
+            )
+        finally:
+            self._k.LocalFree(acl)
+
+    def create_process(
+        self,
+        token: int,
+        *,
+        application: str,
+        command_line: str,
+        cwd: str,
+        environment: bytes,
+        stdio: tuple[int, int, int],
+    ) -> ProcessHandles:
+        """CreateProcessAsUserW with a restricted version of the broker's own primary token
+        (no SeAssignPrimaryTokenPrivilege needed for that), suspended, inheriting exactly the
+        three stdio handles (inheritable here: the runner duplicated them so)."""
+        inherit = list(dict.fromkeys(stdio))  # the handle list, without duplicates
+        handles = (wintypes.HANDLE * len(inherit))(*inherit)
+        size = ctypes.c_size_t()
+        self._k.InitializeProcThreadAttributeList(None, 1, 0, ctypes.byref(size))
+        if not size.value:
+            raise win32.win_error("InitializeProcThreadAttributeList")
+        attributes = ctypes.create_string_buffer(size.value)
+        _check(
+            "InitializeProcThreadAttributeList",
+            self._k.InitializeProcThreadAttributeList(attributes, 1, 0, ctypes.byref(size)),
+        )
+        try:
+            _check(
+                "UpdateProcThreadAttribute(HANDLE_LIST)",
+                self._k.UpdateProcThreadAttribute(
+                    attributes,
+                    0,
+                    PROC_THREAD_ATTRIBUTE_HANDLE_LIST,
+                    handles,
+                    ctypes.sizeof(handles),
+                    None,
+                    None,
+                ),
+            )
+            si = STARTUPINFOEXW()
+            si.StartupInfo.cb = ctypes.sizeof(STARTUPINFOEXW)
+            si.StartupInfo.dwFlags = STARTF_USESTDHANDLES
+            si.StartupInfo.hStdInput, si.StartupInfo.hStdOutput, si.StartupInfo.hStdError = stdio
+            si.lpAttributeList = ctypes.cast(attributes, ctypes.c_void_p)
+            pi = PROCESS_INFORMATION()
+            cmd = ctypes.create_unicode_buffer(command_line)  # CreateProcess may write to it
+            env = ctypes.create_string_buffer(environment, len(environment))
+            ok = self._k.CreateProcessAsUserW(
+                token,
+                application,
+                cmd,
+                None,
+                None,
+                True,
+                flags_for_process(),
+                env,
+                cwd,
+                ctypes.byref(si),
+                ctypes.byref(pi),
+            )
+            _check("CreateProcessAsUserW", ok, application)
+            return ProcessHandles(int(pi.hProcess or 0), int(pi.hThread or 0), pi.dwProcessId)
+        finally:
+            self._k.DeleteProcThreadAttributeList(attributes)
+
+    def terminate_process(self, process: int, exit_code: int) -> None:
+        _check("TerminateProcess", self._k.TerminateProcess(process, exit_code))
+
+    def close(self, handle: int) -> None:
+        _check("CloseHandle", self._k.CloseHandle(handle))
+
+
+def _conforms(runner_api: Win32RunnerApi, broker_api: Win32BrokerApi) -> None:
+    """mypy proves here that the ctypes classes implement the interfaces."""
+    _r: RunnerApi = runner_api
+    _b: wire.BrokerApi = broker_api
