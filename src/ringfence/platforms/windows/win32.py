@@ -493,6 +493,10 @@ def _check_status(api: str, status: int, detail: str = "") -> None:
         raise win_error(api, status, detail)
 
 
+ERROR_FILE_NOT_FOUND = 2
+ERROR_PATH_NOT_FOUND = 3
+
+
 class _Advapi:
     """The advapi32/kernel32/netapi32/crypt32 functions Win32Api uses, with prototypes."""
 
@@ -745,9 +749,29 @@ class Win32Api:
         _check_status("NetUserAdd", status, f"{name}, field {parm_err.value}")
 
     def delete_user(self, name: str) -> None:
-        status = self._api.NetUserDel(None, secret_store.check_user_name(name))
+        """The account, then its profile (made by the broker's first logon: a folder under
+        C:\\Users and a ProfileList entry), which would otherwise outlive uninstall."""
+        name = secret_store.check_user_name(name)
+        sid = self.user_sid(name) if self.user_exists(name) else None
+        status = self._api.NetUserDel(None, name)
         if status != NERR_USER_NOT_FOUND:
             _check_status("NetUserDel", status, name)
+        if sid is not None:
+            userenv = load_dll("userenv")
+            delete_profile = bind(
+                userenv,
+                "DeleteProfileW",
+                wintypes.BOOL,
+                wintypes.LPCWSTR,
+                wintypes.LPCWSTR,
+                wintypes.LPCWSTR,
+            )
+            if not delete_profile(sid, None, None):
+                code = 0
+                if sys.platform == "win32":
+                    code = ctypes.get_last_error()
+                if code not in (ERROR_FILE_NOT_FOUND, ERROR_PATH_NOT_FOUND):
+                    raise win_error("DeleteProfileW", code, name)
 
     # secrets
 
