@@ -528,9 +528,9 @@ def _command(ns: argparse.Namespace, *, required: bool) -> list[str]:
 def _compile(policy: Policy, cwd: str) -> LinuxPlan:
     if sys.platform == "win32":
         raise UnsupportedError(
-            "running commands on Windows is not available yet: the compiler, `ringfence setup` "
-            "and the runner exist but have not run on Windows (docs/platforms.md); "
-            "`ringfence explain --platform windows` shows the plan"
+            "this is the Linux plan; on Windows, `ringfence explain --platform windows` shows "
+            "what would be enforced and `ringfence run` runs a command (never yet run on "
+            "Windows: docs/platforms.md)"
         )
     if sys.platform != "linux":
         raise UnsupportedError(
@@ -565,6 +565,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
     policy, cwd = policy_from_args(ns)
     if sys.platform == "darwin":
         return _run_macos(ns, argv, policy, cwd)
+    if sys.platform == "win32":
+        return _run_windows(ns, argv, policy, cwd)
     plan = _compile(policy, cwd)
     from ringfence import process
 
@@ -600,6 +602,80 @@ def cmd_run(ns: argparse.Namespace) -> int:
         for line in outcome.message.split("\n"):
             print(prefix + printable(line), file=sys.stderr)
     return outcome.returncode
+
+
+def _run_windows(ns: argparse.Namespace, argv: list[str], policy: Policy, cwd: str) -> int:
+    """``ringfence run`` on Windows: facts, plan, grants, then the broker and the command in
+    a job. Never run on Windows yet (docs/platforms.md); each piece is tested on Linux over
+    simulated Windows calls."""
+    from ringfence import process
+    from ringfence.platforms.windows import command, install, runner
+    from ringfence.platforms.windows.win32 import Win32Api
+    from ringfence.policy.environment import build_environment
+
+    for wanted, what in (
+        (ns.tty, "-t (ConPTY)"),
+        (bool(policy.expose_ports), "--expose-port"),
+        (bool(policy.allow_sockets), "--allow-socket"),
+    ):
+        if wanted:
+            raise UnsupportedError(f"{what} is not available on Windows yet")
+    if not policy.sandboxed:
+        raise UnsupportedError("full-access on Windows: run the command without ringfence")
+    approval, rules = _approval_settings(ns)
+    refusal = _approve_unconfined(argv, approval, rules)
+    if refusal is not None:
+        print(f"ringfence: {refusal.message}", file=sys.stderr)
+        return refusal.returncode
+    places = install.Places.default()
+    state = install.load_install(places)
+    if state is None:
+        raise RingfenceError("ringfence is not set up here: run `ringfence setup` once, elevated")
+    sandbox_vars = {
+        "RINGFENCE_SANDBOX": "1",
+        "RINGFENCE_MODE": policy.mode.value,
+        "RINGFENCE_NETWORK": policy.effective_network.value,
+    }
+    env = build_environment(os.environ, policy.env, sandbox_vars)
+    proxy = None
+    if policy.effective_network is not Network.ON:
+        ask = None
+        if ns.ask:
+            from ringfence.terminal import tty_asker
+
+            ask = tty_asker()
+        proxy = _host_proxy(policy, ask, port=state.proxy_port)
+        from ringfence.platforms.linux.plan import proxy_environment
+
+        if policy.effective_network is Network.ALLOWLIST:
+            env.update(proxy_environment(state.proxy_port))
+    try:
+        ran = command.run_command(
+            policy,
+            argv,
+            cwd=cwd,
+            env=env,
+            timeout=ns.timeout,
+            home=os.path.expanduser("~"),
+            places=places,
+            api=Win32Api(),
+            launch=lambda spec: runner.run(spec, runner.Win32RunnerApi()),
+        )
+    finally:
+        if proxy is not None:
+            proxy.service.close()
+    for note in ran.notes:
+        print(f"ringfence: {note}", file=sys.stderr)
+    if proxy is not None:
+        hosts = {
+            f"{e.host}:{e.port} ({e.rule})": None for e in proxy.service.events if not e.allowed
+        }
+        if hosts:
+            print(f"ringfence: blocked {printable(', '.join(hosts))}", file=sys.stderr)
+    if ran.result.timed_out:
+        print(f"ringfence: timed out after {ns.timeout} s", file=sys.stderr)
+        return process.EXIT_TIMEOUT
+    return ran.result.exit_code
 
 
 def _run_macos(
@@ -648,7 +724,7 @@ def _run_macos(
         from ringfence.terminal import tty_asker
 
         ask = tty_asker()
-    proxy = _mac_proxy(policy, ask) if policy.effective_network is Network.ALLOWLIST else None
+    proxy = _host_proxy(policy, ask) if policy.effective_network is Network.ALLOWLIST else None
     try:
         if proxy is not None:
             from ringfence.platforms.linux.plan import proxy_environment
@@ -692,29 +768,40 @@ def _run_macos(
 
 
 @dataclasses.dataclass
-class _MacProxy:
+class _HostProxy:
     service: Any
     port: int
 
 
-def _mac_proxy(policy: Policy, ask: Callable[[str, int], str] | None = None) -> _MacProxy:
-    """The filtering proxy for a Mac command: on the host's loopback (a Mac has no network
-    namespace), on a port the kernel picks, which the profile then names as the only way
-    out. Other local processes could reach it too; they are not sandboxed anyway, and it
-    only ever leads to the allowed names."""
+def _host_proxy(
+    policy: Policy, ask: Callable[[str, int], str] | None = None, port: int = 0
+) -> _HostProxy:
+    """The filtering proxy for a Mac or Windows command: on the host's loopback (neither has
+    a network namespace), on a port the kernel picks (macOS: the profile then names it) or
+    the install's fixed one (Windows: the firewall leaves only that one open; if another
+    program holds it, the command does not run). Other local processes could reach it too;
+    they are not sandboxed anyway, and it only ever leads to the allowed names."""
     import socket
 
     from ringfence.network.service import ProxyService
     from ringfence.policy.netrules import NetRules
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
+    try:
+        listener.bind(("127.0.0.1", port))
+    except OSError as e:
+        listener.close()
+        raise UnsupportedError(
+            f"the proxy port 127.0.0.1:{port} is taken by another program ({e.strerror}); "
+            "the sandbox's only way out must be ringfence's proxy"
+        ) from None
     listener.listen(64)
     listener.setblocking(False)
     port = listener.getsockname()[1]
+    # With the network off (Windows only gets here so), the proxy refuses every request.
     rules = NetRules.parse(policy.allow_domains, policy.deny_domains)
     service = ProxyService(listener, rules, allow_local=policy.allow_local_targets, ask=ask)
-    return _MacProxy(service, port)
+    return _HostProxy(service, port)
 
 
 def _audit_macos(

@@ -14,7 +14,7 @@ from ringfence.errors import PolicyError, SandboxError, UnsupportedError
 from ringfence.platforms.windows import install
 from ringfence.platforms.windows.command import resolve_program, run_command
 from ringfence.platforms.windows.runner import RunResult, RunSpec
-from ringfence.policy.model import Limits, PathStyle, Policy
+from ringfence.policy.model import Limits, Network, PathStyle, Policy
 
 W = PathStyle.WINDOWS
 HOME = "C:\\Users\\alice"
@@ -145,3 +145,51 @@ def test_programs_are_found_as_windows_finds_them() -> None:
         resolve_program("missing", env, exists)
     with pytest.raises(PolicyError, match="relative path"):
         resolve_program("tools\\run", env, exists)
+
+
+def test_the_cli_glue_holds_the_proxy_port_and_maps_the_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cli._run_windows`` with the Windows calls replaced: the proxy holds the install's
+    port for the command's lifetime (network off: it refuses everything), the allowlist's
+    proxy address reaches the command, a taken port stops the command, exit codes map."""
+    import socket
+
+    from ringfence import cli
+    from ringfence.platforms.windows import command, win32
+    from ringfence.platforms.windows.command import Ran
+    from ringfence.platforms.windows.plan import WindowsInstall
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = WindowsInstall(**{**WindowsInstall.placeholder().to_dict(), "proxy_port": port})
+    places = install.Places(str(tmp_path / "m"), str(tmp_path / "u"))
+    monkeypatch.setattr(install.Places, "default", staticmethod(lambda: places))
+    monkeypatch.setattr(install, "load_install", lambda p: state)
+    monkeypatch.setattr(win32, "Win32Api", object)
+    seen: dict[str, object] = {}
+
+    def fake_run_command(policy: Policy, argv: list[str], **kw: object) -> Ran:
+        with socket.socket() as s:  # the port is held by ringfence's proxy while we run
+            seen["port_taken"] = s.connect_ex(("127.0.0.1", port)) == 0
+        seen["env"] = kw["env"]
+        return Ran(plan=None, result=RunResult(exit_code=7, timed_out=False), grants_added=0)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(command, "run_command", fake_run_command)
+    ns = cli.build_parser("run").parse_args(["run", "--", "cmd"])
+    ns.effective_approval = (None, None)
+    policy = Policy(workspace="C:\\work", path_style=W)
+    assert cli._run_windows(ns, ["cmd"], policy, "C:\\work") == 7
+    assert seen["port_taken"] is True
+    assert "HTTPS_PROXY" not in seen["env"]  # type: ignore[operator]
+    allow = Policy(
+        workspace="C:\\work", network=Network.ALLOWLIST, allow_domains=("pypi.org",), path_style=W
+    )
+    assert cli._run_windows(ns, ["cmd"], allow, "C:\\work") == 7
+    assert seen["env"]["HTTPS_PROXY"] == f"http://127.0.0.1:{port}"  # type: ignore[index]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        with pytest.raises(UnsupportedError, match="taken by another program"):
+            cli._run_windows(ns, ["cmd"], policy, "C:\\work")
