@@ -608,6 +608,8 @@ def _run_windows(ns: argparse.Namespace, argv: list[str], policy: Policy, cwd: s
     """``ringfence run`` on Windows: facts, plan, grants, then the broker and the command in
     a job. Never run on Windows yet (docs/platforms.md); each piece is tested on Linux over
     simulated Windows calls."""
+    import time
+
     from ringfence import process
     from ringfence.platforms.windows import command, install, runner
     from ringfence.platforms.windows.win32 import Win32Api
@@ -649,6 +651,7 @@ def _run_windows(ns: argparse.Namespace, argv: list[str], policy: Policy, cwd: s
 
         if policy.effective_network is Network.ALLOWLIST:
             env.update(proxy_environment(state.proxy_port))
+    started = time.monotonic()
     try:
         ran = command.run_command(
             policy,
@@ -664,6 +667,18 @@ def _run_windows(ns: argparse.Namespace, argv: list[str], policy: Policy, cwd: s
     finally:
         if proxy is not None:
             proxy.service.close()
+    if not ns.no_audit:
+        _audit_host(
+            "windows",
+            policy,
+            argv,
+            cwd,
+            returncode=ran.result.exit_code,
+            duration=time.monotonic() - started,
+            timed_out=ran.result.timed_out,
+            approval=approval,
+            network=proxy.service.events if proxy else (),
+        )
     for note in ran.notes:
         print(f"ringfence: {note}", file=sys.stderr)
     if proxy is not None:
@@ -751,7 +766,18 @@ def _run_macos(
             print(f"ringfence: blocked {printable(', '.join(hosts))}", file=sys.stderr)
     files = [v for v in result.violations if v.get("kind") == "filesystem"]
     if not ns.no_audit:
-        _audit_macos(policy, argv, cwd, result, approval)
+        _audit_host(
+            "macos",
+            policy,
+            argv,
+            cwd,
+            returncode=result.returncode,
+            duration=result.duration,
+            timed_out=result.timed_out,
+            approval=approval,
+            filesystem=files,
+            network=proxy.service.events if proxy else (),
+        )
     if files:
         shown = ", ".join(f"{v['op']} {v['path']} ({v['rule']})" for v in files[:5])
         more = " and more" if len(files) > 5 else ""
@@ -804,11 +830,21 @@ def _host_proxy(
     return _HostProxy(service, port)
 
 
-def _audit_macos(
-    policy: Policy, argv: list[str], cwd: str, result: Any, approval: str | None
+def _audit_host(
+    platform: str,
+    policy: Policy,
+    argv: list[str],
+    cwd: str,
+    *,
+    returncode: int | None,
+    duration: float | None,
+    timed_out: bool,
+    approval: str | None,
+    filesystem: Sequence[dict[str, Any]] = (),
+    network: Sequence[Any] = (),
 ) -> None:
-    """The same command record as on Linux; the policy digest is of the policy (its
-    environment values left out), since the profile carries a fresh tag each run."""
+    """The same command record as on Linux, for a Mac or Windows run; the policy digest is of
+    the policy (its environment values left out), as those plans carry per-run values."""
     import secrets
 
     from ringfence import audit
@@ -816,15 +852,16 @@ def _audit_macos(
     data = dataclasses.asdict(policy)
     data["env"]["set"] = sorted(data["env"]["set"])
     record = audit.command_record(
-        session="macos-" + secrets.token_hex(6),
+        session=f"{platform}-" + secrets.token_hex(6),
         argv=argv,
         cwd=cwd,
         policy_digest=audit.digest(data),
-        returncode=result.returncode,
-        duration=result.duration,
-        timed_out=result.timed_out,
+        returncode=returncode,
+        duration=duration,
+        timed_out=timed_out,
         approval={"policy": approval} if approval else None,
-        filesystem=[v for v in result.violations if v.get("kind") == "filesystem"],
+        filesystem=filesystem,
+        network=network,
     )
     try:
         audit.AuditLog().write(record)

@@ -177,6 +177,8 @@ def test_the_cli_glue_holds_the_proxy_port_and_maps_the_result(
         return Ran(plan=None, result=RunResult(exit_code=7, timed_out=False), grants_added=0)  # type: ignore[arg-type]
 
     monkeypatch.setattr(command, "run_command", fake_run_command)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     ns = cli.build_parser("run").parse_args(["run", "--", "cmd"])
     ns.effective_approval = (None, None)
     policy = Policy(workspace="C:\\work", path_style=W)
@@ -188,6 +190,11 @@ def test_the_cli_glue_holds_the_proxy_port_and_maps_the_result(
     )
     assert cli._run_windows(ns, ["cmd"], allow, "C:\\work") == 7
     assert seen["env"]["HTTPS_PROXY"] == f"http://127.0.0.1:{port}"  # type: ignore[index]
+    import json
+
+    log = tmp_path / "state" / "ringfence" / "audit.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["exit"], r["session"][:8]) for r in records] == [(7, "windows-")] * 2
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
