@@ -131,6 +131,10 @@ class SessionServer:
         self.sock: socket.socket | None = None
         self._ino: int | None = None
         self._stop = threading.Event()
+        # A `session stop` in progress: the server's process must not exit before it has
+        # ended the commands and said so to the caller.
+        self._quitting = False
+        self._quit_answered = threading.Event()
         self._lock = threading.Lock()
         self.stats = _Stats()
 
@@ -186,6 +190,8 @@ class SessionServer:
                 raise
             conn.settimeout(None)
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        if self._quitting:
+            self._quit_answered.wait(30)
         self.close()
 
     def stop(self) -> None:
@@ -273,10 +279,14 @@ class SessionServer:
         elif kind == b"I":
             wire.send_all(conn, wire.frame(b"i", json.dumps(self.describe()).encode()))
         elif kind == b"Q":
-            self.stop()
-            if self.session is not None:
-                self.session.close()
-            wire.send_all(conn, wire.frame(b"q"))
+            self._quitting = True
+            try:
+                self.stop()
+                if self.session is not None:
+                    self.session.close()
+                wire.send_all(conn, wire.frame(b"q"))
+            finally:
+                self._quit_answered.set()
         else:
             self._reply_exit(conn, Outcome(EXIT_INTERNAL, message="unknown request"))
 

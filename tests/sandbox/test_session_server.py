@@ -179,7 +179,7 @@ def test_stop_ends_the_server_and_its_commands(rf: Runner, sessions: Sessions) -
         while sessions.listing()[0]["active"] != 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         r = sessions("session", "stop", "--name", "t")
-        assert (r.returncode, r.stdout) == (0, "session 't' stopped\n")
+        assert (r.returncode, r.stdout) == (0, "session 't' stopped\n"), r.stderr
         _, err = client.communicate(timeout=10)
     finally:
         client.kill()
