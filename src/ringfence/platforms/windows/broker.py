@@ -131,7 +131,11 @@ def environment_block(env: Mapping[str, str]) -> bytes:
 
 
 def encode_frame(message: Mapping[str, object], limit: int) -> bytes:
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: not text Windows could be given back
+        bad = e.object[e.start : e.end]
+        raise PolicyError(f"windows broker: {bad!r} is not valid Unicode") from None
     if len(body) > limit:
         raise PolicyError(f"windows broker: a message of {len(body)} bytes is over {limit}")
     return HEADER.pack(len(body)) + body
