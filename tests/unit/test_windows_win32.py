@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ringfence.errors import PolicyError, SandboxError, UnsupportedError
-from ringfence.platforms.windows import secrets, win32
+from ringfence.platforms.windows import secrets, setup, win32
 from ringfence.platforms.windows.rights import MASKS
 from ringfence.platforms.windows.setup import AddAce, AddFirewallRule
 
@@ -247,8 +247,8 @@ def test_generate_password() -> None:
 
 def test_write_atomic_replaces(tmp_path: Path) -> None:
     target = tmp_path / "d" / "f"
-    secrets.write_atomic(str(target), b"one")
-    secrets.write_atomic(str(target), b"two")
+    setup.write_atomic(str(target), b"one")
+    setup.write_atomic(str(target), b"two")
     assert target.read_bytes() == b"two" and os.listdir(target.parent) == ["f"]
 
 

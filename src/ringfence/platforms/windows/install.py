@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ringfence.errors import SandboxError
@@ -37,7 +35,7 @@ from ringfence.platforms.windows.plan import (
     WindowsPlan,
     setup_actions,
 )
-from ringfence.platforms.windows.setup import AddAce, WinApi
+from ringfence.platforms.windows.setup import WinApi
 
 INSTALL_FILE = "install.json"
 SETUP_JOURNAL = "setup-journal.json"
@@ -77,21 +75,6 @@ def load_install(places: Places) -> WindowsInstall | None:
         ) from e
 
 
-def _write_atomically(path: str, data: dict[str, object]) -> None:
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".install-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def run_setup(
     api: WinApi, places: Places, *, proxy_port: int = DEFAULT_PROXY_PORT
 ) -> tuple[WindowsInstall, int]:
@@ -114,7 +97,8 @@ def run_setup(
         proxy_port=proxy_port,
     )
     if install != previous:
-        _write_atomically(os.path.join(places.machine, INSTALL_FILE), install.to_dict())
+        data = json.dumps(install.to_dict(), indent=1, sort_keys=True).encode()
+        setup.write_atomic(os.path.join(places.machine, INSTALL_FILE), data)
     return install, changed
 
 
@@ -132,9 +116,8 @@ def ensure_grants(plan: WindowsPlan, api: WinApi, places: Places) -> int:
     """Put the plan's ACEs in place (journaled, unelevated) and check the deny ACEs are still
     there; returns how many ACEs were added. Raises if a deny ACE cannot be restored."""
     os.makedirs(places.user, exist_ok=True)
-    aces: Sequence[AddAce] = plan.aces
-    added = setup.install(list(aces), api, os.path.join(places.user, GRANTS_JOURNAL))
-    for ace in aces:
+    added = setup.install(list(plan.aces), api, os.path.join(places.user, GRANTS_JOURNAL))
+    for ace in plan.aces:
         if ace.deny and not api.has_ace(ace):
             api.add_ace(ace)  # the journal's undo copy (the ACL before ringfence) still holds
             added += 1

@@ -20,11 +20,11 @@ import os
 import re
 import secrets as _random
 import string
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ringfence.errors import PolicyError, SandboxError
+from ringfence.platforms.windows.setup import write_atomic
 
 # Local account names: at most 20 characters; ours are plain ASCII and cannot look like a path.
 _USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,19}")
@@ -59,23 +59,6 @@ def generate_password(length: int = 32) -> str:
 def entropy_for(user: str) -> bytes:
     """The DPAPI optional entropy: binds a blob to the user it was made for."""
     return b"ringfence sandbox user password\0" + user.encode("ascii")
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write ``path`` so that a reader (or the next run after a crash) sees old or new data."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".secret-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import json
 import ntpath
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -116,17 +117,36 @@ def describe(action: Action) -> str:
     )
 
 
-def refuse_dangerous(action: Action, api: WinApi) -> None:
+def refuse_dangerous(action: Action, profile_roots: Iterable[str]) -> None:
     """No ACE on a user profile root or a registry hive file, whatever the plan says."""
     if not isinstance(action, AddAce):
         return
     path = ntpath.normcase(ntpath.normpath(action.path))
-    roots = {ntpath.normcase(ntpath.normpath(r)) for r in api.profile_roots()}
+    roots = {ntpath.normcase(ntpath.normpath(r)) for r in profile_roots}
     if path in roots or ntpath.basename(path) in HIVE_FILES:
         raise PolicyError(
             f"setup: refusing to change the ACL of {action.path} (a user profile root or a "
             "registry hive file): grant a directory inside it instead"
         )
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``path`` so that a reader (or the next run after a crash) sees the old or the new
+    content, never a mix: a temporary file beside it, fsync, rename. The journals, the
+    install state and the stored secrets all go through here."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ringfence-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 class Journal:
@@ -143,19 +163,8 @@ class Journal:
             self.entries = list(data["entries"])
 
     def save(self) -> None:
-        """Atomically: a reader (or the next run after a crash) sees the old or the new."""
-        directory = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(prefix=".journal-", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"version": 1, "entries": self.entries}, f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        data = {"version": 1, "entries": self.entries}
+        write_atomic(self.path, json.dumps(data, indent=1, sort_keys=True).encode())
 
     def find(self, action: Action) -> dict[str, Any] | None:
         key = asdict(action)
@@ -170,8 +179,10 @@ def _action(data: dict[str, Any]) -> Action:
 
 def install(actions: list[Action], api: WinApi, journal_path: str) -> int:
     """Bring the machine to ``actions``; returns how many changes were made this run."""
-    for action in actions:
-        refuse_dangerous(action, api)
+    if any(isinstance(a, AddAce) for a in actions):
+        roots = api.profile_roots()  # once per run: it reads the registry
+        for action in actions:
+            refuse_dangerous(action, roots)
     journal = Journal(journal_path)
     changed = 0
     for action in actions:
