@@ -648,16 +648,17 @@ def _take_blob(api: _Advapi, blob: DATA_BLOB) -> bytes:
         api.LocalFree(ctypes.cast(blob.pbData, ctypes.c_void_p))
 
 
-def dpapi_protect(data: bytes, entropy: bytes, api: _Advapi | None = None) -> bytes:
-    """CryptProtectData in the calling user's scope (no CRYPTPROTECT_LOCAL_MACHINE): only the
-    same user's logon, elevated or not, can unprotect it."""
+def _dpapi(name: str, data: bytes, entropy: bytes, api: _Advapi | None) -> bytes:
+    """CryptProtectData or CryptUnprotectData: the same call shape, one blob in, one out."""
     api = api or _Advapi()
     data_in, keep1 = _blob(data)
     ent, keep2 = _blob(entropy)
     out = DATA_BLOB()
-    ok = api.CryptProtectData(
+    description = "ringfence" if name == "CryptProtectData" else None
+    fn = api.CryptProtectData if name == "CryptProtectData" else api.CryptUnprotectData
+    ok = fn(
         ctypes.byref(data_in),
-        "ringfence",
+        description,
         ctypes.byref(ent),
         None,
         None,
@@ -665,27 +666,18 @@ def dpapi_protect(data: bytes, entropy: bytes, api: _Advapi | None = None) -> by
         ctypes.byref(out),
     )
     del keep1, keep2
-    _check_bool("CryptProtectData", ok)
+    _check_bool(name, ok)
     return _take_blob(api, out)
+
+
+def dpapi_protect(data: bytes, entropy: bytes, api: _Advapi | None = None) -> bytes:
+    """CryptProtectData in the calling user's scope (no CRYPTPROTECT_LOCAL_MACHINE): only the
+    same user's logon, elevated or not, can unprotect it."""
+    return _dpapi("CryptProtectData", data, entropy, api)
 
 
 def dpapi_unprotect(blob: bytes, entropy: bytes, api: _Advapi | None = None) -> bytes:
-    api = api or _Advapi()
-    data_in, keep1 = _blob(blob)
-    ent, keep2 = _blob(entropy)
-    out = DATA_BLOB()
-    ok = api.CryptUnprotectData(
-        ctypes.byref(data_in),
-        None,
-        ctypes.byref(ent),
-        None,
-        None,
-        CRYPTPROTECT_UI_FORBIDDEN,
-        ctypes.byref(out),
-    )
-    del keep1, keep2
-    _check_bool("CryptUnprotectData", ok)
-    return _take_blob(api, out)
+    return _dpapi("CryptUnprotectData", blob, entropy, api)
 
 
 def secret_store_for(local_app_data: str | None = None) -> secret_store.SecretStore:
