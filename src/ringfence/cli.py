@@ -593,7 +593,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
             approver=_tty_approver if approval else None,
         )
     else:
-        refusal = _approve_unconfined(argv, approval, rules)
+        refusal = _approve_here(argv, approval, rules)
         outcome = refusal or process.run_unconfined(argv, dict(plan.env), cwd, ns.timeout)
     if outcome.message:
         prefix = "ringfence: "
@@ -610,22 +610,14 @@ def _run_windows(ns: argparse.Namespace, argv: list[str], policy: Policy, cwd: s
     simulated Windows calls."""
     import time
 
-    from ringfence import process
     from ringfence.platforms.windows import command, install, runner
     from ringfence.platforms.windows.win32 import Win32Api
-    from ringfence.policy.environment import build_environment
 
-    for wanted, what in (
-        (ns.tty, "-t (ConPTY)"),
-        (bool(policy.expose_ports), "--expose-port"),
-        (bool(policy.allow_sockets), "--allow-socket"),
-    ):
-        if wanted:
-            raise UnsupportedError(f"{what} is not available on Windows yet")
+    _refuse_unavailable(ns, policy, "Windows", [(bool(policy.allow_sockets), "--allow-socket")])
     if not policy.sandboxed:
         raise UnsupportedError("full-access on Windows: run the command without ringfence")
     approval, rules = _approval_settings(ns)
-    refusal = _approve_unconfined(argv, approval, rules)
+    refusal = _approve_here(argv, approval, rules)
     if refusal is not None:
         print(f"ringfence: {refusal.message}", file=sys.stderr)
         return refusal.returncode
@@ -633,24 +625,14 @@ def _run_windows(ns: argparse.Namespace, argv: list[str], policy: Policy, cwd: s
     state = install.load_install(places)
     if state is None:
         raise RingfenceError("ringfence is not set up here: run `ringfence setup` once, elevated")
-    sandbox_vars = {
-        "RINGFENCE_SANDBOX": "1",
-        "RINGFENCE_MODE": policy.mode.value,
-        "RINGFENCE_NETWORK": policy.effective_network.value,
-    }
-    env = build_environment(os.environ, policy.env, sandbox_vars)
+    env = _host_env(policy)
     proxy = None
     if policy.effective_network is not Network.ON:
-        ask = None
-        if ns.ask:
-            from ringfence.terminal import tty_asker
-
-            ask = tty_asker()
-        proxy = _host_proxy(policy, ask, port=state.proxy_port)
-        from ringfence.platforms.linux.plan import proxy_environment
-
+        # The firewall leaves the install's port open: ringfence's proxy holds it for the
+        # command's life (with the network off it refuses everything).
+        proxy = _host_proxy(policy, ns.ask, port=state.proxy_port)
         if policy.effective_network is Network.ALLOWLIST:
-            env.update(proxy_environment(state.proxy_port))
+            env.update(_proxy_env(state.proxy_port))
     started = time.monotonic()
     try:
         ran = command.run_command(
@@ -681,16 +663,8 @@ def _run_windows(ns: argparse.Namespace, argv: list[str], policy: Policy, cwd: s
         )
     for note in ran.notes:
         print(f"ringfence: {note}", file=sys.stderr)
-    if proxy is not None:
-        hosts = {
-            f"{e.host}:{e.port} ({e.rule})": None for e in proxy.service.events if not e.allowed
-        }
-        if hosts:
-            print(f"ringfence: blocked {printable(', '.join(hosts))}", file=sys.stderr)
-    if ran.result.timed_out:
-        print(f"ringfence: timed out after {ns.timeout} s", file=sys.stderr)
-        return process.EXIT_TIMEOUT
-    return ran.result.exit_code
+    timed_out = _report_host_run(ns, proxy, ran.result.timed_out)
+    return timed_out or ran.result.exit_code
 
 
 def _run_macos(
@@ -707,44 +681,21 @@ def _run_macos(
     ``sandbox-exec`` and ``log`` (parameters only, never from the environment, so nothing
     outside a test can swap the enforcer). What the macOS side cannot do yet is refused,
     never run with less."""
-    from ringfence import process
     from ringfence.platforms.macos import monitor, runner
     from ringfence.platforms.macos.plan import SANDBOX_EXEC
-    from ringfence.policy.environment import build_environment
 
-    for wanted, what in (
-        (bool(policy.expose_ports), "--expose-port"),
-        (ns.tty, "-t (a pseudo-terminal)"),
-        (
-            ns.ask and policy.effective_network is not Network.ALLOWLIST,
-            "--ask without an allowlist",
-        ),
-        (policy.limits.memory is not None, "--limit memory"),
-    ):
-        if wanted:
-            raise UnsupportedError(f"{what} is not available on macOS yet")
+    _refuse_unavailable(ns, policy, "macOS", [])
     approval, rules = _approval_settings(ns)
-    refusal = _approve_unconfined(argv, approval, rules)
+    refusal = _approve_here(argv, approval, rules)
     if refusal is not None:
         print(f"ringfence: {refusal.message}", file=sys.stderr)
         return refusal.returncode
-    sandbox_vars = {
-        "RINGFENCE_SANDBOX": "1" if policy.sandboxed else "0",
-        "RINGFENCE_MODE": policy.mode.value,
-        "RINGFENCE_NETWORK": policy.effective_network.value,
-    }
-    env = build_environment(os.environ, policy.env, sandbox_vars)
-    ask = None
-    if ns.ask:
-        from ringfence.terminal import tty_asker
-
-        ask = tty_asker()
-    proxy = _host_proxy(policy, ask) if policy.effective_network is Network.ALLOWLIST else None
+    env = _host_env(policy)
+    proxy = None
+    if policy.effective_network is Network.ALLOWLIST:
+        proxy = _host_proxy(policy, ns.ask)  # on a port the kernel picks; the profile names it
+        env.update(_proxy_env(proxy.port))
     try:
-        if proxy is not None:
-            from ringfence.platforms.linux.plan import proxy_environment
-
-            env.update(proxy_environment(proxy.port))
         result = runner.run(
             policy,
             argv,
@@ -758,12 +709,6 @@ def _run_macos(
     finally:
         if proxy is not None:
             proxy.service.close()
-    if proxy is not None:
-        hosts = {
-            f"{e.host}:{e.port} ({e.rule})": None for e in proxy.service.events if not e.allowed
-        }
-        if hosts:
-            print(f"ringfence: blocked {printable(', '.join(hosts))}", file=sys.stderr)
     files = [v for v in result.violations if v.get("kind") == "filesystem"]
     if not ns.no_audit:
         _audit_host(
@@ -785,12 +730,58 @@ def _run_macos(
     blocked = [v for v in result.violations if v.get("kind") == "network"]
     if blocked:
         print(f"ringfence: Seatbelt blocked {len(blocked)} connection(s)", file=sys.stderr)
-    if result.timed_out:
-        print(f"ringfence: timed out after {ns.timeout} s", file=sys.stderr)
-        return process.EXIT_TIMEOUT
+    timed_out = _report_host_run(ns, proxy, result.timed_out)
+    if timed_out:
+        return timed_out
     if result.signal is not None:
         return 128 + result.signal
     return result.returncode
+
+
+def _refuse_unavailable(
+    ns: argparse.Namespace, policy: Policy, where: str, more: Sequence[tuple[bool, str]]
+) -> None:
+    """What a Mac or Windows run cannot do yet is refused, never run with less."""
+    for wanted, what in (
+        (ns.tty, "-t (a terminal)"),
+        (bool(policy.expose_ports), "--expose-port"),
+        (policy.limits.memory is not None, "--limit memory"),
+        # As on Linux: asking is about names for the proxy, never a way to turn the network on.
+        (
+            ns.ask and policy.effective_network is not Network.ALLOWLIST,
+            "--ask without an allowlist",
+        ),
+        *more,
+    ):
+        if wanted:
+            raise UnsupportedError(f"{what} is not available on {where} yet")
+
+
+def _host_env(policy: Policy) -> dict[str, str]:
+    from ringfence.policy.environment import build_environment, sandbox_variables
+
+    return build_environment(os.environ, policy.env, sandbox_variables(policy))
+
+
+def _proxy_env(port: int) -> dict[str, str]:
+    from ringfence.platforms.linux.plan import proxy_environment
+
+    return proxy_environment(port)
+
+
+def _report_host_run(ns: argparse.Namespace, proxy: _HostProxy | None, timed_out: bool) -> int:
+    """What the proxy refused, and the timeout; returns the exit status for a timeout, else 0."""
+    from ringfence import process
+
+    if proxy is not None:
+        events = proxy.service.events
+        hosts = {f"{e.host}:{e.port} ({e.rule})": None for e in events if not e.allowed}
+        if hosts:
+            print(f"ringfence: blocked {printable(', '.join(hosts))}", file=sys.stderr)
+    if timed_out:
+        print(f"ringfence: timed out after {ns.timeout} s", file=sys.stderr)
+        return process.EXIT_TIMEOUT
+    return 0
 
 
 @dataclasses.dataclass
@@ -799,9 +790,7 @@ class _HostProxy:
     port: int
 
 
-def _host_proxy(
-    policy: Policy, ask: Callable[[str, int], str] | None = None, port: int = 0
-) -> _HostProxy:
+def _host_proxy(policy: Policy, ask: bool = False, port: int = 0) -> _HostProxy:
     """The filtering proxy for a Mac or Windows command: on the host's loopback (neither has
     a network namespace), on a port the kernel picks (macOS: the profile then names it) or
     the install's fixed one (Windows: the firewall leaves only that one open; if another
@@ -812,6 +801,11 @@ def _host_proxy(
     from ringfence.network.service import ProxyService
     from ringfence.policy.netrules import NetRules
 
+    asker = None
+    if ask:  # before the socket: no terminal is a refusal, with nothing to clean up
+        from ringfence.terminal import tty_asker
+
+        asker = tty_asker()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         listener.bind(("127.0.0.1", port))
@@ -826,7 +820,7 @@ def _host_proxy(
     port = listener.getsockname()[1]
     # With the network off (Windows only gets here so), the proxy refuses every request.
     rules = NetRules.parse(policy.allow_domains, policy.deny_domains)
-    service = ProxyService(listener, rules, allow_local=policy.allow_local_targets, ask=ask)
+    service = ProxyService(listener, rules, allow_local=policy.allow_local_targets, ask=asker)
     return _HostProxy(service, port)
 
 
@@ -897,8 +891,9 @@ def _tty_approver(decision: object) -> bool | None:
     return answer in ("y", "yes")
 
 
-def _approve_unconfined(argv: list[str], approval: str | None, rules: object) -> Outcome | None:
-    """full-access runs no Session, so the approval step is taken here."""
+def _approve_here(argv: list[str], approval: str | None, rules: object) -> Outcome | None:
+    """The approval step, taken here where no Linux Session takes it: full-access, and the
+    Mac and Windows runs."""
     if approval is None:
         return None
     from ringfence import process

@@ -195,6 +195,10 @@ def test_the_cli_glue_holds_the_proxy_port_and_maps_the_result(
     log = tmp_path / "state" / "ringfence" / "audit.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["exit"], r["session"][:8]) for r in records] == [(7, "windows-")] * 2
+    ns.ask = True  # with the network off, asking must not become a way to open it
+    with pytest.raises(UnsupportedError, match="--ask without an allowlist"):
+        cli._run_windows(ns, ["cmd"], policy, "C:\\work")
+    ns.ask = False
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()

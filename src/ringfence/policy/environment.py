@@ -12,7 +12,7 @@ import functools
 from collections.abc import Mapping
 
 from ringfence.policy import defaults
-from ringfence.policy.model import EnvPolicy
+from ringfence.policy.model import EnvPolicy, Policy
 
 
 def scrubbed_names(env: Mapping[str, str], policy: EnvPolicy) -> list[str]:
@@ -31,6 +31,16 @@ def scrubbed_names(env: Mapping[str, str], policy: EnvPolicy) -> list[str]:
 def is_secret_name(name: str) -> bool:
     upper = name.upper()
     return any(fnmatch.fnmatchcase(upper, pat) for pat in defaults.SECRET_ENV_PATTERNS)
+
+
+def sandbox_variables(policy: Policy) -> dict[str, str]:
+    """``RINGFENCE_*``: what a command (or a tool it starts) may read to know it is sandboxed,
+    the same on every platform."""
+    return {
+        "RINGFENCE_SANDBOX": "1" if policy.sandboxed else "0",
+        "RINGFENCE_MODE": policy.mode.value,
+        "RINGFENCE_NETWORK": policy.effective_network.value,
+    }
 
 
 def build_environment(

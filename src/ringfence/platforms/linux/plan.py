@@ -17,7 +17,7 @@ from ringfence.platforms.linux import landlock, seccomp
 from ringfence.platforms.linux.hostfacts import HostFacts
 from ringfence.policy import defaults
 from ringfence.policy.caches import cache_environment
-from ringfence.policy.environment import build_environment, scrubbed_names
+from ringfence.policy.environment import build_environment, sandbox_variables, scrubbed_names
 from ringfence.policy.model import Isolation, Limits, Mode, Network, PathStyle, Policy
 
 # Paths the sandbox rebuilds itself; a writable root may not be one of them or contain them.
@@ -285,11 +285,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     if policy.path_style != PathStyle.POSIX:
         raise PolicyError("linux plan: the policy holds Windows paths; give POSIX paths")
     network = policy.effective_network
-    sandbox_vars = {
-        "RINGFENCE_SANDBOX": "1" if policy.sandboxed else "0",
-        "RINGFENCE_MODE": policy.mode.value,
-        "RINGFENCE_NETWORK": network.value,
-    }
+    sandbox_vars = sandbox_variables(policy)
     # What every plan has; the boundary is added below.
     base = LinuxPlan(
         sandboxed=False,
