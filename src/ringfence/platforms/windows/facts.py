@@ -100,14 +100,8 @@ def gather(
         except PolicyError:
             continue  # relative or odd entries are not granted anything
     writable = policy.writable_paths()
-    named = [
-        *writable,
-        policy.workspace,
-        temp,
-        *policy.protected,
-        *policy.deny_read_paths(home),
-        *path_dirs,
-    ]
+    hidden = policy.deny_read_paths(home)
+    named = [*writable, policy.workspace, temp, *policy.protected, *hidden, *path_dirs]
     realpaths: dict[str, str] = {}
     for p in dict.fromkeys(named):
         real = winpaths.normalize("realpath", fs.realpath(p))
@@ -117,7 +111,7 @@ def gather(
     resolved_roots = [realpaths.get(r, r) for r in writable]
     existing = frozenset(
         p
-        for p in (*policy.protected, *policy.deny_read_paths(home))
+        for p in (*policy.protected, *hidden)
         if fs.exists(realpaths.get(p, p))
     )
     names = policy.protected_names() if writable else ()

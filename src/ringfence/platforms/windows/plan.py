@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -368,7 +368,7 @@ def _unique(paths: Iterable[str]) -> tuple[str, ...]:
     return tuple(out.values())
 
 
-def _exists_in(existing: frozenset[str]) -> Any:
+def _exists_in(existing: frozenset[str]) -> Callable[[str], bool]:
     keys = {winpaths.key(e) for e in existing}
     return lambda p: winpaths.key(p) in keys
 
