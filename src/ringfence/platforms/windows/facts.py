@@ -109,11 +109,7 @@ def gather(
             realpaths[p] = real
     _refuse_planted_links(writable, fs)
     resolved_roots = [realpaths.get(r, r) for r in writable]
-    existing = frozenset(
-        p
-        for p in (*policy.protected, *hidden)
-        if fs.exists(realpaths.get(p, p))
-    )
+    existing = frozenset(p for p in (*policy.protected, *hidden) if fs.exists(realpaths.get(p, p)))
     names = policy.protected_names() if writable else ()
     found, notes = _scan(resolved_roots, names, fs, max_entries)
     facts = WindowsFacts(
