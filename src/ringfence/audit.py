@@ -156,6 +156,8 @@ def command_record(
     filesystem: Sequence[dict[str, Any]] = (),
     created: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
+    from ringfence.policy.gitdir import describe_finding
+
     denied = [f"{e.host}:{e.port} ({e.rule})" for e in network if not e.allowed]
     record: dict[str, Any] = {
         "type": "command",
@@ -174,7 +176,7 @@ def command_record(
             "network": denied,
             "filesystem": [redact(f"{v['op']} {v['path']} ({v['rule']})") for v in filesystem],
         },
-        "created": [redact(f"{c['kind']} {c['path']}") for c in created],
+        "created": [redact(describe_finding(c)) for c in created],
     }
     if error:
         record["error"] = error

@@ -205,6 +205,8 @@ class SandboxTools:
 
 
 def _result(proc: Any, stdout: str, stderr: str, *, timed_out: bool = False) -> dict[str, Any]:
+    from ringfence.policy.gitdir import describe_finding
+
     return {
         "exit_code": proc.returncode,
         "stdout": cap(stdout),
@@ -212,7 +214,7 @@ def _result(proc: Any, stdout: str, stderr: str, *, timed_out: bool = False) -> 
         "duration_s": round(proc.duration or 0.0, 3),
         "timed_out": timed_out,
         "refused": [printable(_violation(v)) for v in proc.violations],
-        "created": [printable(f"{c['kind']}: {c['path']}") for c in proc.created],
+        "created": [printable(describe_finding(c)) for c in proc.created],
         "to_allow": [w["flag"] for w in proc.widenings],
     }
 

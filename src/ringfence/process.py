@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.policy import gitdir
 
 if TYPE_CHECKING:
     from ringfence.session import Process, Session
@@ -155,9 +156,7 @@ def outcome_of(proc: Process, session: Session) -> Outcome:
         hosts = {f"{e.host}:{e.port} ({e.rule})": None for e in blocked}
         more_hosts = f" and {len(hosts) - 5} more" if len(hosts) > 5 else ""
         lines.append("blocked " + ", ".join(list(hosts)[:5]) + more_hosts)
-    for c in proc.created:
-        what = "new git repository" if c["kind"] == "new_repository" else "new git hook"
-        lines.append(f"{what}: {c['path']}")
+    lines.extend(gitdir.describe_finding(c) for c in proc.created)
     if proc.widenings:
         lines.append("to allow it: " + " ".join(w["flag"] for w in proc.widenings))
     if proc.memory_limit_hit:

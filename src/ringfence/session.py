@@ -36,6 +36,7 @@ from ringfence.errors import (
 )
 from ringfence.platforms.linux import protocol
 from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.policy import gitdir
 from ringfence.policy.model import Policy
 
 if TYPE_CHECKING:
@@ -79,7 +80,9 @@ class CompletedProcess(subprocess.CompletedProcess[Any]):
     # What the boundary refused: {"kind": "filesystem", "op", "path", "rule"} from the name
     # guard, {"kind": "network", "host", "port", "rule"} from the proxy; {"kind": "more"} when
     # the guard stopped counting. And what the command made that a person should know of:
-    # {"kind": "new_repository" | "new_hook", "path"}.
+    # ``created``: the git section of the report, never crowded out by refusals:
+    # {"kind": "new_repository" | "refused_repository" | "refused_config" |
+    # "refused_pointer", "path", "detail"?} and {"kind": "more_git"}.
     violations: list[dict[str, Any]] = field(default_factory=list)
     created: list[dict[str, Any]] = field(default_factory=list)
     # The smallest widenings of the policy that would have allowed what was refused.
@@ -493,7 +496,7 @@ class Process:
             self.network_events = self._conn.proxy.events_since(self._net_from)
         error = None
         reports = report.get("reports") or []
-        self.created = [r for r in reports if r.get("kind") in ("new_repository", "new_hook")]
+        self.created = [r for r in reports if r.get("kind") in gitdir.REPORT_KINDS]
         self.violations = [r for r in reports if r.get("kind") in ("filesystem", "more")]
         self.violations += [
             {"kind": "network", "host": e.host, "port": e.port, "rule": e.rule}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 from pathlib import Path
 
@@ -124,9 +125,7 @@ def test_existing_tool_config_dirs_are_read_only(rf: Runner, name: str) -> None:
     assert not (ws / "moved").exists()
 
 
-@pytest.mark.parametrize(
-    "name", [".envrc", ".mcp.json", ".gitmodules", ".bashrc", ".profile", ".ringfence.toml"]
-)
+@pytest.mark.parametrize("name", [".envrc", ".mcp.json", ".bashrc", ".profile", ".ringfence.toml"])
 def test_existing_protected_files_are_read_only(rf: Runner, name: str) -> None:
     ws = rf.mkdir()
     (ws / name).write_text("# original\n")  # a comment: valid in every one of these formats
@@ -255,7 +254,6 @@ def test_planted_symlink_as_protected_name_redirects_nothing(rf: Runner) -> None
         "ln -s /etc .claude",
         "echo x > sub/.envrc",
         "touch .bashrc",
-        "echo '[submodule]' > .gitmodules",
         "ln -s .envrc decoy && echo x > decoy",
         "echo x > staged && mv staged .envrc",
         "echo x > staged && ln staged .envrc",
@@ -278,9 +276,42 @@ def test_protected_names_that_do_not_exist_cannot_be_created(rf: Runner, make: s
         ".claude",
         "sub/.envrc",
         ".bashrc",
-        ".gitmodules",
     ):
         assert not os.path.lexists(ws / name), name
+
+
+def test_gitmodules_changes_only_by_checked_content(rf: Runner) -> None:
+    """An existing .gitmodules is never written in place; a rename onto it (what
+    `git config -f .gitmodules` does) is checked key by key; a new one is checked when the
+    command has ended, and moved aside if it names anything but paths, URLs and branches."""
+    ws = rf.mkdir()
+    (ws / "old").mkdir()
+    (ws / "old/.gitmodules").write_text('[submodule "a"]\n\tpath = a\n\turl = ../a\n')
+    _chown_tree(ws, rf)
+    nonce = secrets.token_hex(6)
+    script = f"""
+    cd old
+    echo evil >> .gitmodules || echo refused-append
+    chmod 600 .gitmodules || echo refused-chmod
+    printf '[submodule "a"]\\n\\tpath = a\\n\\tupdate = !touch pwned\\n' > bad.lock
+    mv bad.lock .gitmodules || echo refused-bad-rename
+    printf '[submodule "a"]\\n\\tpath = a\\n\\turl = ../{nonce}\\n' > good.lock
+    mv good.lock .gitmodules && echo good-rename
+    cd ..
+    mkdir new1 new2
+    printf '[submodule "b"]\\n\\tpath = b\\n\\turl = ../{nonce}\\n' > new1/.gitmodules
+    printf '[submodule "b"]\\n\\tpath = b\\n\\turl = ext::sh -c x\\n' > new2/.gitmodules
+    echo done
+    """
+    r = rf.sh(ws, script)
+    for expected in ("refused-append", "refused-chmod", "refused-bad-rename", "good-rename"):
+        assert expected in r.stdout, (expected, r.stdout, r.stderr)
+    assert f"url = ../{nonce}" in (ws / "old/.gitmodules").read_text()
+    assert "pwned" not in (ws / "old/.gitmodules").read_text()
+    assert f"url = ../{nonce}" in (ws / "new1/.gitmodules").read_text()  # checked, kept
+    assert not (ws / "new2/.gitmodules").exists()  # checked, moved aside
+    assert "ext::" in (ws / "new2/.gitmodules.ringfence-refused").read_text()
+    assert "new2/.gitmodules" in r.stderr and "submodule.b.url" in r.stderr
 
 
 def test_missing_hooks_dir_of_an_existing_repo_cannot_be_created(rf: Runner) -> None:
@@ -428,7 +459,7 @@ ws = sys.argv[1]
 policy = Policy(workspace=ws).validate()
 facts = hostfacts.gather(policy, env=os.environ, landlock_abi=landlock.abi_version())
 plan = compile_linux(policy, facts, cwd=ws)
-plan = dataclasses.replace(plan, guard_names=(), guard_paths=(), guard_new_repo_names=())
+plan = dataclasses.replace(plan, guard_names=(), guard_paths=(), guard_git="off")
 assert not plan.guard_enabled
 out = process.run_sandboxed(plan, ["sh", "-c", sys.argv[2]], timeout=60)
 sys.exit(out.returncode)

@@ -49,15 +49,36 @@ def test_a_protected_path_is_named_and_no_widening_is_offered(rf: Runner) -> Non
     assert "to allow it" not in r.stderr
 
 
-def test_new_repositories_and_hooks_are_reported(rf: Runner) -> None:
+def test_new_repositories_are_reported_and_their_hooks_refused(rf: Runner) -> None:
     ws = rf.mkdir()
     r = rf.sh(ws, "git init -q sub && printf '#!/bin/sh\\n' > sub/.git/hooks/post-checkout")
-    assert r.returncode == 0, r.stderr
-    assert f"ringfence: new git repository: {ws}/sub" in r.stderr
-    assert f"ringfence: new git hook: {ws}/sub/.git/hooks/post-checkout" in r.stderr
+    assert r.returncode != 0
+    assert f"ringfence: new git repository: {ws}/sub/.git" in r.stderr
+    assert f"openat {ws}/sub/.git/hooks/post-checkout" in r.stderr
     assert ".sample" not in r.stderr  # git init's inert samples are not news
+    assert not (ws / "sub/.git/hooks/post-checkout").exists()
     record = _audit(rf)[-1]
-    assert f"new_hook {ws}/sub/.git/hooks/post-checkout" in record["created"]  # type: ignore[operator]
+    assert f"new git repository: {ws}/sub/.git" in record["created"]  # type: ignore[operator]
+
+
+def test_git_findings_are_never_crowded_out_by_refusals(rf: Runner) -> None:
+    """500 cheap refusals first, then a new repository and a refused config key: both still
+    appear in the report and the audit record, in their own section."""
+    ws = rf.mkdir()
+    outside = rf.mkdir("outside-")
+    script = (
+        f"for i in $(seq 500); do touch {outside}/f$i 2>/dev/null; done; "
+        "git init -q late && git -C late config core.pager 'touch pwned'; echo done"
+    )
+    r = rf.sh(ws, script)
+    assert r.stdout == "done\n"
+    assert "and more" in r.stderr
+    assert f"ringfence: new git repository: {ws}/late/.git" in r.stderr
+    assert f"ringfence: refused git config: {ws}/late/.git/config" in r.stderr
+    assert "core.pager" in r.stderr
+    created = _audit(rf)[-1]["created"]
+    assert any(f"new git repository: {ws}/late/.git" in c for c in created)  # type: ignore[union-attr]
+    assert any("core.pager" in c for c in created)  # type: ignore[union-attr]
 
 
 def test_a_path_with_control_characters_is_reported_escaped(rf: Runner) -> None:

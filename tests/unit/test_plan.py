@@ -67,12 +67,28 @@ def test_existing_protected_paths_are_bound_read_only_with_pinned_ancestors() ->
     binds = ops(plan.mounts, "bind")
     assert ("bind", "/w/.git", False) in binds  # pinned: cannot be renamed away
     assert ("bind", "/w/.git/hooks", True) in binds
-    assert ("bind", "/w/.git/config", True) in binds
     assert ("bind", "/w/.envrc", True) in binds
+    envrc = next(m for m in plan.mounts if m.target == "/w/.envrc")
+    assert envrc.is_dir is False
     order = [m.target for m in plan.mounts]
     assert order.index("/w") < order.index("/w/.git") < order.index("/w/.git/hooks")
-    cfg = next(m for m in plan.mounts if m.target == "/w/.git/config")
-    assert cfg.is_dir is False
+    # .git/config is replaced through the guard's content check, so it is no mount point
+    # (a rename onto a mount point fails); the guard's git rules are on instead.
+    assert not any(m.target == "/w/.git/config" for m in plan.mounts)
+    assert plan.guard_git == "allowlist" and plan.guard_enabled
+    assert not any(n.startswith(".git/") for n in plan.guard_names)
+
+
+def test_strict_git_keeps_all_of_git_read_only_and_the_git_rules_strict() -> None:
+    f = facts({"/w/.git": "dir", "/w/.git/hooks": "dir", "/w/.git/config": "file"})
+    plan = compile_linux(Policy(workspace="/w", strict_git=True), f, cwd="/w")
+    assert ("bind", "/w/.git", True) in ops(plan.mounts, "bind")
+    assert plan.guard_git == "strict" and ".git" in plan.guard_names
+
+
+def test_no_default_protect_turns_the_git_rules_off() -> None:
+    plan = compile_linux(Policy(workspace="/w", default_protected=False), facts(), cwd="/w")
+    assert plan.guard_git == "off" and not plan.guard_enabled
 
 
 def test_missing_protected_names_get_no_mount_and_no_placeholder() -> None:
@@ -102,6 +118,7 @@ def test_gitdir_pointer_and_modules() -> None:
             "/g/config": "file",
             "/g/hooks": "dir",
             "/g/modules/m/config": "file",
+            "/g/modules/m/hooks": "dir",
             "/x": "dir",
         },
         gitdirs={"/w/.git": "/g"},
@@ -109,7 +126,42 @@ def test_gitdir_pointer_and_modules() -> None:
     )
     plan = compile_linux(Policy(workspace="/w", writable_roots=("/g",)), f, cwd="/w")
     ro = [t for k, t, r in ops(plan.mounts, "bind") if r]
-    assert "/g/config" in ro and "/g/hooks" in ro and "/g/modules/m/config" in ro
+    assert "/g/hooks" in ro and "/g/modules/m/hooks" in ro
+    # configs are the guard's (checked by content), never mount points
+    assert "/g/config" not in ro and "/g/modules/m/config" not in ro
+
+
+def test_linked_worktree_git_dirs_become_git_only_roots() -> None:
+    f = facts(
+        {
+            "/w/.git": "file",
+            "/main/.git": "dir",
+            "/main/.git/hooks": "dir",
+            "/main/.git/worktrees/w": "dir",
+            "/main/.git/worktrees/w/HEAD": "file",
+        },
+        gitdirs={"/w/.git": "/main/.git/worktrees/w"},
+        commondirs={"/main/.git/worktrees/w": "/main/.git"},
+    )
+    plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
+    binds = ops(plan.mounts, "bind")
+    assert ("bind", "/main/.git", False) in binds
+    assert ("bind", "/main/.git/worktrees/w", False) in binds
+    assert ("bind", "/main/.git/hooks", True) in binds
+    assert set(plan.guard_git_roots) == {"/main/.git", "/main/.git/worktrees/w"}
+    assert plan.guard_roots == ("/w",)  # not writable roots: only the git rules apply there
+    assert plan.landlock is not None
+    assert "/main/.git" in [r.path for r in plan.landlock.rules]
+    # without the git rules (no default protection) nothing outside the workspace opens up
+    bare = compile_linux(Policy(workspace="/w", default_protected=False), f, cwd="/w")
+    assert bare.guard_git_roots == () and ("bind", "/main/.git", False) not in ops(bare.mounts)
+
+
+def test_hooks_path_directories_are_read_only_and_guarded() -> None:
+    f = facts({"/w/.git": "dir", "/w/.husky": "dir"}, hooks_paths={"/w/.git": "/w/.husky"})
+    plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
+    assert ("bind", "/w/.husky", True) in ops(plan.mounts, "bind")
+    assert plan.guard_hooks_dirs == ("/w/.husky",)
 
 
 def test_strict_git_binds_the_whole_git_dir() -> None:

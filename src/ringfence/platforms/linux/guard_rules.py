@@ -67,18 +67,26 @@ class GuardRules:
     writable_roots: tuple[str, ...]
     protected_paths: tuple[str, ...] = ()
     protected_names: tuple[str, ...] = ()
-    # Name patterns (a subset of protected_names, like ".git/hooks") that do not apply inside
-    # a ``.git`` directory the guard itself created during this run: ``git init`` and
-    # ``git clone`` must be able to write a new repository's config and hooks.
-    new_repo_names: tuple[str, ...] = ()
+    # Git directories (see gitguard.py): "allowlist" (only git's ordinary data is writable,
+    # config by checked content), "strict" (all read-only) or "off".
+    git: str = "off"
+    # Directories writable only because git needs them (a linked worktree's git directory and
+    # common directory outside the writable roots): only the git rules apply there.
+    git_roots: tuple[str, ...] = ()
+    # core.hooksPath directories named by a repository's config at start.
+    hooks_dirs: tuple[str, ...] = ()
     _patterns: tuple[_Pattern, ...] = field(init=False, repr=False, compare=False, default=())
     # A path can only match if one of its components is some pattern's first literal component
     # (None when a pattern starts with a glob): a cheap test that clears most paths at once.
     _first_names: frozenset[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
-        for path in (*self.writable_roots, *self.protected_paths):
+        for path in (*self.writable_roots, *self.protected_paths, *self.git_roots):
             check_canonical(path)
+        for path in self.hooks_dirs:
+            check_canonical(path)
+        if self.git not in ("off", "allowlist", "strict"):
+            raise ValueError(f"git mode {self.git!r} is not off, allowlist or strict")
         patterns = []
         for text in self.protected_names:
             parts = tuple(text.split("/"))

@@ -43,6 +43,8 @@ class HostFacts:
     commondirs: Mapping[str, str] = field(default_factory=dict)
     # a .git directory -> submodule gitdirs found under .git/modules (bounded)
     modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # a git directory -> the core.hooksPath directory its config names (absolute, resolved)
+    hooks_paths: Mapping[str, str] = field(default_factory=dict)
     # cgroup controller -> (version, writable parent directory) for per-run cgroups, and why
     # the controllers that are not there are not
     cgroups: Mapping[str, tuple[int, str]] = field(default_factory=dict)
@@ -81,7 +83,8 @@ def candidate_paths(policy: Policy, home: str | None, gitdirs: Iterable[str] = (
         out.extend(os.path.join(root, n) for n in names)
         out.append(os.path.join(root, ".git"))
     for gd in gitdirs:
-        out.extend(os.path.join(gd, n) for n in ("config", "hooks", "commondir"))
+        out.append(gd)
+        out.extend(os.path.join(gd, n) for n in ("config", "hooks", "commondir", "HEAD"))
     out.extend(policy.protected)
     out.extend(policy.deny_read_paths(home))
     out.extend(defaults.RUNTIME_SOCKETS)
@@ -126,6 +129,31 @@ def _list_modules(gitdir: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _hooks_path(gitdir: str, worktree: str | None, home: str | None) -> str | None:
+    """The core.hooksPath a repository's own config names, resolved as git would (relative
+    to the worktree), or None. Unreadable or malformed configs name none."""
+    from ringfence.policy import gitconfig
+
+    try:
+        with open(os.path.join(gitdir, "config"), "rb") as f:
+            entries = gitconfig.parse(f.read(gitconfig.MAX_CONFIG_BYTES))
+    except (OSError, ValueError):
+        return None
+    value = None
+    for e in entries:
+        if e.key == "core.hookspath" and e.value:
+            value = e.value  # the last one wins, as in git
+    if value is None:
+        return None
+    if value.startswith("~/") and home:
+        value = os.path.join(home, value[2:])
+    if not os.path.isabs(value):
+        if worktree is None:
+            return None
+        value = os.path.join(worktree, value)
+    return os.path.realpath(value)
+
+
 def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> HostFacts:
     """Look at the host once, for one policy."""
     sites, cgroup_note = cgroups.discover() if policy.sandboxed else ({}, "")
@@ -162,6 +190,13 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     extra_dirs = [*gitdirs.values(), *commondirs.values()]
     for mods in modules.values():
         extra_dirs.extend(mods)
+    hooks_paths: dict[str, str] = {}
+    worktrees = {os.path.join(r, ".git"): r for r in policy.writable_paths()}
+    worktrees.update({gd: os.path.dirname(f) for f, gd in gitdirs.items()})
+    for gd in [*worktrees, *commondirs.values()]:
+        named = _hooks_path(gd, worktrees.get(gd), home)
+        if named is not None:
+            hooks_paths[gd] = named
     paths: dict[str, PathInfo] = {}
     for p in candidate_paths(policy, home, extra_dirs):
         if p not in paths:
@@ -172,6 +207,9 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
                     target = _lstat_info(info.real)
                     if target is not None:
                         paths[info.real] = target
+    for hooks in hooks_paths.values():
+        if hooks not in paths and (hooks_info := _lstat_info(hooks)) is not None:
+            paths[hooks] = hooks_info
     xdg = env.get("XDG_RUNTIME_DIR")
     ssh = env.get("SSH_AUTH_SOCK")
     for var in (xdg, ssh):
@@ -189,6 +227,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         gitdirs=gitdirs,
         commondirs=commondirs,
         modules=modules,
+        hooks_paths=hooks_paths,
         cgroups={c: (s.version, s.parent) for c, s in sites.items()},
         cgroup_note=cgroup_note,
         cache_root=cache_dir,

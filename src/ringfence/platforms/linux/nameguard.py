@@ -38,21 +38,24 @@ Filter decisions (x86_64 and aarch64):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
 import os
 import re
+import secrets
 import select
 import stat
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from ringfence.errors import SandboxError, UnsupportedError
 from ringfence.platforms.linux import bpf, libc
+from ringfence.platforms.linux.gitguard import GitGuard, Unknown, is_dot_git, read_all
 from ringfence.platforms.linux.guard_rules import (
     GuardRules,
     check_canonical,
@@ -85,6 +88,7 @@ AT_SYMLINK_FOLLOW: Final = 0x400
 AT_SYMLINK_NOFOLLOW: Final = 0x100
 AT_REMOVEDIR: Final = 0x200
 AT_EMPTY_PATH: Final = 0x1000
+RENAME_NOREPLACE: Final = 1 << 0
 RENAME_EXCHANGE: Final = 1 << 1
 O_ACCMODE: Final = 0o3
 DEV_TTY: Final = os.makedev(5, 0)
@@ -533,13 +537,19 @@ class Supervisor:
         rules: GuardRules,
         *,
         on_denial: Callable[[Denial], None] | None = None,
-        on_event: Callable[[str, str], None] | None = None,
+        on_event: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self.listener_fd = listener_fd
         self.on_event = on_event
         self.rules = rules
-        # .git directories this supervisor created itself (see GuardRules.new_repo_names)
-        self.new_git_dirs: set[str] = set()
+        self.git: GitGuard | None = None
+        if rules.git != "off":
+            self.git = GitGuard(
+                roots=(*rules.writable_roots, *rules.git_roots),
+                strict=rules.git == "strict",
+                hooks_dirs=rules.hooks_dirs,
+                on_event=self._event,
+            )
         self.on_denial = on_denial
         arch = ARCHES.get(libc.MACHINE)
         if arch is None:
@@ -631,13 +641,26 @@ class Supervisor:
         """Close the supervisor's own fds (not the listener, which the caller owns)."""
         os.close(self.root_fd)
 
+    def finish(self) -> None:
+        """Check the pointer files the command created, now that no process of it is left
+        to change them (see GitGuard.finish); then say so (event ``git_finished``)."""
+        if self.git is not None:
+            self.git.finish(_quarantine)
+        self._event("git_finished", "/")
+
     # ------------------------------------------------------------------ loop
 
-    def serve(self, stop_fd: int) -> None:
-        """Answer notifications until ``stop_fd`` is readable or every filtered task is gone."""
+    def serve(self, stop_fd: int, control_fd: int = -1) -> None:
+        """Answer notifications until ``stop_fd`` is readable or every filtered task is gone.
+
+        ``control_fd``: where the command's init asks for :meth:`finish` (one byte ``F``) once
+        every other process of the command is gone; its end of file also stops the guard.
+        """
         poller = select.poll()
         poller.register(self.listener_fd, select.POLLIN)
         poller.register(stop_fd, select.POLLIN)
+        if control_fd >= 0:
+            poller.register(control_fd, select.POLLIN)
         while True:
             try:
                 events = poller.poll()
@@ -647,6 +670,11 @@ class Supervisor:
             for fd, ev in events:
                 if fd == stop_fd:
                     return
+                if fd == control_fd:
+                    if not ev & select.POLLIN or os.read(control_fd, 16) != b"F":
+                        return
+                    self.finish()
+                    continue
                 if ev & select.POLLIN:
                     self.handle_one()
                 elif ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
@@ -905,15 +933,18 @@ class Supervisor:
     # ------------------------------------------------------------------ decisions
 
     def _deny(self, path: str, rule: str | None) -> None:
-        if rule is None:
+        if rule is not None:
+            raise _Refused(path, rule)
+
+    def _git(self, path: str, ask: Callable[..., str | None], *args: Any, **kw: Any) -> None:
+        """Ask the git rules (``ask(self.git, *args)``) about ``path``; a directory the guard
+        cannot look into is refused (it cannot tell whether a git directory lies there)."""
+        if self.git is None:
             return
-        if rule in self.rules.new_repo_names and any(
-            path.startswith(d + "/") for d in self.new_git_dirs
-        ):
-            if "/hooks/" in path and not path.endswith(".sample"):
-                self._event("new_hook", path)  # allowed (a repository of its own), but said
-            return  # inside a repository this run created (git init / clone)
-        raise _Refused(path, rule)
+        try:
+            self._deny(path, ask(self.git, *args, **kw))
+        except Unknown as exc:
+            raise _Refused(path, f"cannot tell whether it is in a git directory ({exc})") from None
 
     def _kernel_rule(self, path: str, exc: OSError) -> str:
         """Which boundary a refusal the kernel gave our emulated call most likely came from."""
@@ -926,9 +957,9 @@ class Supervisor:
             return f"permission denied ({os.strerror(exc.errno or errno.EACCES)})"
         return "outside writable roots"
 
-    def _event(self, kind: str, path: str) -> None:
+    def _event(self, kind: str, path: str, detail: str = "") -> None:
         if self.on_event is not None:
-            self.on_event(kind, path)
+            self.on_event(kind, path, detail)
 
     def _lstat_type(self, res: _Resolved) -> int:
         return stat.S_IFMT(
@@ -942,21 +973,7 @@ class Supervisor:
         return protected_by(self.rules, path)
 
     def _removal_rule(self, path: str) -> str | None:
-        return (
-            protected_by(self.rules, path)
-            or is_ancestor_of_protected_path(self.rules, path)
-            or self._existing_repo_rule(path)
-        )
-
-    def _existing_repo_rule(self, path: str) -> str | None:
-        """An existing ``.git`` (directory or ``gitdir:`` file) under a writable root is a
-        repository the user has: replacing, moving or removing it could point git at hooks
-        the command wrote. One this run created (git init, clone) is the command's own."""
-        if not self.rules.new_repo_names or path.rsplit("/", 1)[-1] != ".git":
-            return None
-        if path in self.new_git_dirs or protected_by(self.rules, path + "/hooks") is None:
-            return None
-        return ".git (an existing repository)"
+        return protected_by(self.rules, path) or is_ancestor_of_protected_path(self.rules, path)
 
     # ------------------------------------------------------------------ handlers
 
@@ -969,34 +986,44 @@ class Supervisor:
         follow = not flags & (os.O_EXCL | os.O_NOFOLLOW)
         for _attempt in range(8):
             res = self.resolve(call, dirfd, path, follow_last=follow)
+            writes = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC))
             if isinstance(res, _Magic):
-                self._deny_existing(res.fd)
+                self._deny_existing(res.fd, writes=writes)
                 return self._open_object(call, f"/proc/self/fd/{res.fd}", None, flags, mode)
             if res.name in (".", ".."):
                 raise OSError(errno.EISDIR, "is a directory")
             self._deny(res.path, protected_by(self.rules, res.path))
-            if res.name == ".git":
-                try:
-                    self._lstat_type(res)
-                except FileNotFoundError:
-                    self.new_git_dirs.add(res.path)  # a new gitdir pointer: the command's own
-                    self._event("new_repository", res.path.rsplit("/", 1)[0] or "/")
-                else:
-                    self._deny(res.path, self._existing_repo_rule(res.path))
+            try:
+                self._lstat_type(res)
+                exists = True
+            except FileNotFoundError:
+                exists = False
+            pointer = None
+            if exists and writes:
+                self._git(res.path, GitGuard.writing, res.path)
+            elif not exists and flags & os.O_CREAT and self.git is not None:
+                self._git(res.path, GitGuard.creating, res.path, stat.S_IFREG)
+                pointer = self.git.pointer_kind(res.path)
             os.umask(call.umask)
             # We followed the last component ourselves; O_NOFOLLOW makes sure the kernel does
             # not follow a symlink planted there since.
             extra = os.O_NOFOLLOW if follow else 0
             try:
-                return self._open_object(call, res.kernel_name, res.parent_fd, flags | extra, mode)
+                reply = self._open_object(call, res.kernel_name, res.parent_fd, flags | extra, mode)
             except OSError as exc:
                 if exc.errno == errno.ELOOP and extra:
                     continue  # a symlink appeared after we looked: resolve again
                 raise
+            if pointer is not None and self.git is not None:
+                self.git.note_pointer(res.path, pointer)  # its content is checked at the end
+                if is_dot_git(res.name):
+                    self.git.created_dot_git.add(res.path)
+            return reply
         raise OSError(errno.ELOOP, "the path kept changing")
 
-    def _deny_existing(self, fd: int) -> None:
-        """Check an existing object reached through a magic link by its current path."""
+    def _deny_existing(self, fd: int, *, writes: bool = True) -> None:
+        """Check an existing object reached through a magic link (or named by an fd) by its
+        current path; ``writes``: it is about to be changed, not only opened."""
         real = self.fd_path(fd)
         if not real.startswith("/") or os.fstat(fd).st_nlink == 0:
             return  # a pipe, socket or deleted file: no name to protect
@@ -1005,6 +1032,8 @@ class Supervisor:
         except ValueError:
             raise _Refused(real, "a file the guard cannot name") from None
         self._deny(real, protected_by(self.rules, real))
+        if writes:
+            self._git(real, GitGuard.writing, real)
 
     def _open_object(
         self, call: _Call, name: str, dir_fd: int | None, flags: int, mode: int
@@ -1107,11 +1136,11 @@ class Supervisor:
         if isinstance(res, _Magic) or res.name in (".", ".."):
             raise OSError(errno.EEXIST, "exists")
         self._deny(res.path, protected_by(self.rules, res.path))
+        self._git(res.path, GitGuard.creating, res.path, stat.S_IFDIR)
         os.umask(call.umask)
         os.mkdir(res.kernel_name, mode & 0o7777, dir_fd=res.parent_fd)
-        if res.name == ".git":
-            self.new_git_dirs.add(res.path)
-            self._event("new_repository", res.path.rsplit("/", 1)[0] or "/")
+        if self.git is not None and is_dot_git(res.name):
+            self.git.created_dot_git.add(res.path)
         return _Value()
 
     def _mknod(
@@ -1123,6 +1152,10 @@ class Supervisor:
         if isinstance(res, _Magic) or res.name in (".", ".."):
             raise OSError(errno.EEXIST, "exists")
         self._deny(res.path, protected_by(self.rules, res.path))
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        self._git(res.path, GitGuard.creating, res.path, kind)
+        if self.git is not None and kind == stat.S_IFREG and self.git.pointer_kind(res.path):
+            raise _Refused(res.path, "a pointer file is created by open, not mknod")
         os.umask(call.umask)
         os.mknod(res.kernel_name, mode, dev, dir_fd=res.parent_fd)
         return _Value()
@@ -1139,7 +1172,10 @@ class Supervisor:
         if isinstance(res, _Magic) or res.name in (".", ".."):
             raise OSError(errno.EEXIST, "exists")
         self._deny(res.path, may_hold_protected(self.rules, res.path))
+        self._git(res.path, GitGuard.creating, res.path, stat.S_IFLNK, symlink=target)
         os.symlink(target, res.kernel_name, dir_fd=res.parent_fd)
+        if self.git is not None and is_dot_git(res.name):
+            self.git.created_dot_git.add(res.path)
         return _Value()
 
     def _link(
@@ -1165,24 +1201,34 @@ class Supervisor:
             src = self.resolve(
                 call, olddirfd, old_path, follow_last=bool(flags & AT_SYMLINK_FOLLOW)
             )
+        link_text: str | None = None
         if isinstance(src, _Magic):
             real = self.fd_path(src.fd)
             kind = stat.S_IFMT(os.fstat(src.fd).st_mode)
             if real.startswith("/") and os.fstat(src.fd).st_nlink:
                 try:
                     check_canonical(real)
-                    self._deny(real, protected_by(self.rules, real))
                 except ValueError:
-                    pass
+                    raise _Refused(real, "a file the guard cannot name") from None
+                self._deny(real, protected_by(self.rules, real))
+                self._deny_alias(real)
+            if kind == stat.S_IFLNK:
+                link_text = os.readlink(f"/proc/self/fd/{src.fd}")
         else:
             if src.name in (".", ".."):
                 raise OSError(errno.EPERM, "cannot link a directory")
             self._deny(src.path, protected_by(self.rules, src.path))
+            self._deny_alias(src.path)
             kind = self._lstat_type(src)
+            if kind == stat.S_IFLNK:
+                link_text = os.readlink(src.kernel_name, dir_fd=src.parent_fd)
         dst = self.resolve(call, newdirfd, new_path, follow_last=False)
         if isinstance(dst, _Magic) or dst.name in (".", ".."):
             raise OSError(errno.EEXIST, "exists")
         self._deny(dst.path, self._new_name_rule(dst.path, kind))
+        if self.git is not None and kind == stat.S_IFREG and self.git.pointer_kind(dst.path):
+            raise _Refused(dst.path, "a hard link would give a checked file a second name")
+        self._git(dst.path, GitGuard.creating, dst.path, kind, symlink=link_text)
         if isinstance(src, _Magic):
             os.link(
                 f"/proc/self/fd/{src.fd}",
@@ -1199,6 +1245,16 @@ class Supervisor:
                 follow_symlinks=False,
             )
         return _Value()
+
+    def _deny_alias(self, path: str) -> None:
+        """A hard link is a second name for the same file: refuse one for any file the git
+        rules keep from changing (or check by content), or it could be written through the
+        new name."""
+        if self.git is None:
+            return
+        self._git(path, GitGuard.writing, path)
+        if self.git.pointer_kind(path) is not None:
+            raise _Refused(path, "a hard link would give a checked file a second name")
 
     def _rename(
         self,
@@ -1221,19 +1277,41 @@ class Supervisor:
                 raise OSError(errno.EBUSY, "cannot rename . or ..")
         assert isinstance(src, _Resolved) and isinstance(dst, _Resolved)
         self._deny(src.path, self._removal_rule(src.path))
+        self._git(src.path, GitGuard.removing, src.path)
         kind = self._lstat_type(src)
-        if kind == stat.S_IFDIR and src.path not in self.new_git_dirs:
+        if kind == stat.S_IFDIR:
             self._deny(src.path, may_hold_protected(self.rules, src.path))
         self._deny(dst.path, self._new_name_rule(dst.path, kind))
+        checked = self.git.content_kind(dst.path) if self.git is not None else None
         try:
-            self._lstat_type(dst)
+            dst_kind: int | None = self._lstat_type(dst)
         except FileNotFoundError:
-            pass
-        else:  # renaming onto an existing name removes it
+            dst_kind = None
+        else:  # renaming onto an existing name removes it (a checked name is replaced)
             self._deny(dst.path, self._removal_rule(dst.path))
-        if flags & RENAME_EXCHANGE:
-            self._deny(dst.path, self._removal_rule(dst.path))
-            self._deny(src.path, self._new_name_rule(src.path, self._lstat_type(dst)))
+            if checked is None:
+                self._git(dst.path, GitGuard.removing, dst.path)
+        exchange = bool(flags & RENAME_EXCHANGE)
+        if exchange:
+            if dst_kind is None:
+                raise OSError(errno.ENOENT, "nothing to exchange with")
+            self._deny(src.path, self._new_name_rule(src.path, dst_kind))
+        pointer = None
+        if self.git is not None:
+            if checked is not None:
+                if exchange or kind != stat.S_IFREG:
+                    raise _Refused(dst.path, "replaced only by renaming a regular file onto it")
+                return self._replace_checked(src, dst, checked, flags)
+            self._git(dst.path, self._rename_in, src, dst.path, kind)
+            if exchange:
+                assert dst_kind is not None
+                self._git(src.path, self._rename_in, dst, src.path, dst_kind)
+            pointer = self.git.pointer_kind(dst.path) if kind == stat.S_IFREG else None
+            if pointer is not None:
+                if exchange:
+                    raise _Refused(dst.path, "a pointer file is not exchanged")
+                data = self._read_checked_source(src)
+                self._deny(dst.path, self.git.pointer_problem(dst.path, pointer, data))
         _check(
             _renameat2(
                 src.parent_fd,
@@ -1244,6 +1322,86 @@ class Supervisor:
             ),
             "renameat2",
         )
+        if self.git is not None:
+            self.git.moved(src.path, dst.path, pointer=pointer, is_dir=kind == stat.S_IFDIR)
+        return _Value()
+
+    @staticmethod
+    def _rename_in(g: GitGuard, src: _Resolved, dst_path: str, kind: int) -> str | None:
+        """The git rules for ``src`` (of file type ``kind``) appearing at ``dst_path``."""
+        text = os.readlink(src.kernel_name, dir_fd=src.parent_fd) if kind == stat.S_IFLNK else None
+        incoming = src.path if kind == stat.S_IFDIR else None
+        return g.creating(dst_path, kind, symlink=text, incoming=incoming)
+
+    def _read_checked_source(self, src: _Resolved) -> bytes:
+        """The bytes of the regular file about to be renamed onto a checked name."""
+        fd = os.open(
+            src.kernel_name,
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            dir_fd=src.parent_fd,
+        )
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _Refused(src.path, "not a regular file")
+            try:
+                return read_all(fd)
+            except OSError as exc:
+                raise _Refused(src.path, str(exc)) from None
+        finally:
+            os.close(fd)
+
+    def _replace_checked(
+        self, src: _Resolved, dst: _Resolved, kind: tuple[str, str], flags: int
+    ) -> _Reply:
+        """Rename onto a config, ``.gitmodules`` or todo list: check the exact bytes, then put
+        the guard's own copy of them in place.
+
+        The command's file may have other names or open descriptors; the copy is a fresh inode
+        nobody else holds, so what git later reads is exactly what was checked.
+        """
+        assert self.git is not None
+        what, base = kind
+        data = self._read_checked_source(src)
+        problem = self.git.config_problem(data, gitdir_path=base, kind=what)
+        if problem is not None:
+            self._event("refused_config", dst.path, problem)
+            raise _Refused(dst.path, f"{what}: {problem}")
+        if flags & RENAME_NOREPLACE:
+            try:
+                self._lstat_type(dst)
+            except FileNotFoundError:
+                pass
+            else:
+                raise OSError(errno.EEXIST, "exists")
+        mode = stat.S_IMODE(
+            os.stat(src.kernel_name, dir_fd=src.parent_fd, follow_symlinks=False).st_mode
+        )
+        tmp = f".ringfence-{secrets.token_hex(8)}.tmp"
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+            dir_fd=dst.parent_fd,
+        )  # fmt: skip
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, mode & 0o777)
+            finally:
+                os.close(fd)
+            _check(
+                _renameat2(
+                    dst.parent_fd, tmp.encode(), dst.parent_fd, os.fsencode(dst.kernel_name), 0
+                ),
+                "renameat2",
+            )
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dst.parent_fd)
+            raise
+        with contextlib.suppress(OSError):  # a rename leaves no source behind
+            os.unlink(src.kernel_name, dir_fd=src.parent_fd)
+        self.git.pending.pop(dst.path, None)  # checked now (a .gitmodules)
         return _Value()
 
     def _existing_object(self, call: _Call, dirfd: int, path_arg: int | None, flags: int) -> int:
@@ -1301,8 +1459,34 @@ class Supervisor:
         if res.name == "..":
             raise OSError(errno.ENOTEMPTY if flags & AT_REMOVEDIR else errno.EISDIR, "..")
         self._deny(res.path, self._removal_rule(res.path))
+        self._git(res.path, GitGuard.removing, res.path)
         if flags & AT_REMOVEDIR:
             os.rmdir(res.kernel_name, dir_fd=res.parent_fd)
         else:
             os.unlink(res.kernel_name, dir_fd=res.parent_fd)
+        if self.git is not None:
+            self.git.moved(res.path, None, pointer=None, is_dir=bool(flags & AT_REMOVEDIR))
         return _Value()
+
+
+def _quarantine(path: str) -> str | None:
+    """Move a refused pointer file aside (``NAME.ringfence-refused[-N]``), never over
+    anything; its content stays for the user to read. The new name, or None."""
+    parent, name = os.path.split(path)
+    try:
+        dfd = libc.openat2(
+            -100, parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, libc.RESOLVE_NO_SYMLINKS
+        )
+    except OSError:
+        return None
+    try:
+        for n in range(100):
+            new = f"{name}.ringfence-refused" + (f"-{n}" if n else "")
+            ret = _renameat2(dfd, os.fsencode(name), dfd, os.fsencode(new), RENAME_NOREPLACE)
+            if ret == 0:
+                return f"{parent}/{new}"
+            if ctypes.get_errno() != errno.EEXIST:
+                return None
+        return None
+    finally:
+        os.close(dfd)

@@ -92,16 +92,19 @@ class LinuxPlan:
     allow_local_targets: bool = False
     expose_ports: tuple[int, ...] = ()
     # The name guard: writable roots it watches, protected paths and name patterns, and the
-    # patterns that do not apply inside a repository the run creates itself.
+    # git rules (see gitguard.py): their mode, the git directories made writable only for git
+    # (a linked worktree's), and the core.hooksPath directories found at start.
     guard_roots: tuple[str, ...] = ()
     guard_paths: tuple[str, ...] = ()
     guard_names: tuple[str, ...] = ()
-    guard_new_repo_names: tuple[str, ...] = ()
+    guard_git: str = "off"
+    guard_git_roots: tuple[str, ...] = ()
+    guard_hooks_dirs: tuple[str, ...] = ()
 
     @property
     def guard_enabled(self) -> bool:
         """Whether the name guard (seccomp user notification) runs with the command."""
-        return bool(self.guard_names or self.guard_paths)
+        return bool(self.guard_names or self.guard_paths or self.guard_git != "off")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -169,7 +172,9 @@ def _protected_targets(
     to somewhere it would do harm, and cannot make a protected name writable).
     """
     found: list[tuple[str, str]] = []
-    names = [n for n in policy.protected_names() if "*" not in n]
+    names = [n for n in _guard_names(policy) if "*" not in n]
+    if _git_mode(policy) == "allowlist":
+        names.insert(0, ".git/hooks")  # the guard checks the rest of .git; hooks stay mounted
 
     def consider(path: str, why: str) -> None:
         info = facts.info(path)
@@ -186,7 +191,7 @@ def _protected_targets(
     for root in roots:
         for n in names:
             consider(os.path.join(root, n), f"protected: {n}")
-    git_names = ("config", "hooks") if not policy.strict_git else ()
+    git_names = ("hooks",) if not policy.strict_git else ()
     gitdirs = [*facts.gitdirs.values(), *facts.commondirs.values()]
     for mods in facts.modules.values():
         gitdirs.extend(mods)
@@ -196,6 +201,9 @@ def _protected_targets(
         elif policy.default_protected:
             for n in git_names:
                 consider(os.path.join(gd, n), f"protected: git {n}")
+    if _git_mode(policy) != "off":
+        for hooks in facts.hooks_paths.values():
+            consider(hooks, "protected: git hooks (core.hooksPath)")
     for p in policy.protected:
         consider(p, "protected: --protect")
     # Dedupe, keep first reason; drop paths beneath another protected path.
@@ -219,6 +227,43 @@ def _protected_targets(
             kept.append((p, uniq[p]))
             kept_set.add(p)
     return kept
+
+
+def _git_mode(policy: Policy) -> str:
+    """How the name guard treats git directories (see gitguard.py)."""
+    if policy.strict_git:
+        return "strict"
+    return "allowlist" if policy.default_protected else "off"
+
+
+def _guard_names(policy: Policy) -> tuple[str, ...]:
+    """The name patterns the guard matches itself: on Linux the git rules replace the
+    portable ``.git/...`` names (which macOS and Windows still use)."""
+    names = policy.protected_names()
+    if _git_mode(policy) == "allowlist":
+        return tuple(n for n in names if n not in defaults.GIT_PROTECTED)
+    return names
+
+
+def _git_roots(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> tuple[str, ...]:
+    """Git directories outside the writable roots that a linked worktree inside them needs
+    to commit: its own git directory and the common directory. Made writable with only the git
+    rules applying there (no other name is writable in them)."""
+    if _git_mode(policy) != "allowlist":
+        return ()
+    out: list[str] = []
+    for pointer, gd in facts.gitdirs.items():
+        if not _within_any(pointer, roots):
+            continue
+        for d in (gd, facts.commondirs.get(gd)):
+            if d is None or _within_any(d, roots) or d in out:
+                continue
+            info = facts.info(d)
+            if info is None or info.kind != "dir" or facts.info(os.path.join(gd, "HEAD")) is None:
+                continue
+            _check_writable_root(d)
+            out.append(d)
+    return tuple(out)
 
 
 # Nested namespaces are refused by seccomp; a zero quota refuses them a second time.
@@ -381,15 +426,19 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             ),
             fresh=is_dir,
         )
-    # Writable roots, shallowest first.
-    for r in sorted(roots, key=lambda p: (p.count("/"), p)):
-        b.add(MountOp("bind", r, source=r, readonly=False, why="writable root"))
+    # Writable roots, shallowest first; then git directories writable for git only.
+    git_roots = _git_roots(policy, facts, roots)
+    for r in sorted((*roots, *git_roots), key=lambda p: (p.count("/"), p)):
+        why = (
+            "git directory of a linked worktree (git rules)" if r in git_roots else "writable root"
+        )
+        b.add(MountOp("bind", r, source=r, readonly=False, why=why))
     # Protected paths: pin every ancestor between the root and the path (a mount point cannot
     # be renamed or removed), then bind the path read-only on itself.
-    pinned: set[str] = set(roots)
-    protected = _protected_targets(policy, facts, roots)
+    pinned: set[str] = {*roots, *git_roots}
+    protected = _protected_targets(policy, facts, (*roots, *git_roots))
     for path, why in protected:
-        root = _within_any(path, roots)
+        root = _within_any(path, (*roots, *git_roots))
         assert root is not None
         anc = os.path.dirname(path)
         chain: list[str] = []
@@ -436,7 +485,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     landlock_rules = landlock.build_ruleset(
         facts.landlock_abi,
         read_paths=("/",),
-        write_paths=(*roots, "/tmp", "/dev/shm"),
+        write_paths=(*roots, *git_roots, "/tmp", "/dev/shm"),
         device_paths=DEVICE_PATHS,
     )
     if facts.landlock_abi >= SCOPE_ABI:
@@ -514,10 +563,14 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         userns_limits=_userns_limits(policy.limits),
         guard_roots=roots,
         guard_paths=tuple(protected_paths) if roots else (),
-        guard_names=policy.protected_names() if roots else (),
-        guard_new_repo_names=tuple(
-            n for n in policy.protected_names() if n.startswith(".git/") and roots
-        ),
+        guard_names=_guard_names(policy) if roots else (),
+        guard_git=_git_mode(policy) if roots else "off",
+        guard_git_roots=git_roots,
+        guard_hooks_dirs=tuple(
+            sorted(h for h in set(facts.hooks_paths.values()) if _within_any(h, roots))
+        )
+        if roots and _git_mode(policy) != "off"
+        else (),
         env=env,
         sandbox_env=sandbox_env,
         notes=tuple(notes),

@@ -21,6 +21,7 @@ from ringfence.platforms.linux import (
 )
 from ringfence.platforms.linux.libc import syscall, write_file
 from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.policy import gitdir
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -84,8 +85,9 @@ def _new_session_keyring() -> None:
         syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None, 0, 0, 0)
 
 
-def _start_guard(plan: LinuxPlan) -> socket.socket:
-    """Start the name guard's supervisor; return the socket to hand it the listener on.
+def _start_guard(plan: LinuxPlan) -> tuple[socket.socket, int]:
+    """Start the name guard's supervisor; return the socket to hand it the listener on (and
+    to read its findings from), and its pid.
 
     Called by a command's init after Landlock, so the supervisor lives in the command's own
     domain (its emulated file operations meet the same second wall, and Landlock lets it read
@@ -93,52 +95,82 @@ def _start_guard(plan: LinuxPlan) -> socket.socket:
     init's child, a sibling of the command, never the command's.
     """
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    if os.fork() == 0:
+    pid = os.fork()
+    if pid == 0:
         ours.close()
         _supervisor_main(plan, theirs)
     theirs.close()
-    return ours
+    return ours, pid
 
 
-MAX_REPORTS = 100  # per command: what the guard refused and the repositories and hooks made
+MAX_REPORTS = 100  # per command: what the guard refused
+MAX_GIT_REPORTS = 200  # per command, counted apart: new repositories, refused configs/pointers
 MAX_REPORT_PATH = 512  # characters of a path kept in a report: 100 of them fit one message
+MAX_REPORT_DETAIL = 512
+# Findings about git that the user must always see: a flood of cheap refusals cannot push
+# them out of the report (they have a budget of their own, and the init drains the socket
+# while the command runs).
+GIT_FINDINGS = gitdir.REPORT_KINDS
+# Between the guard and the command's init: pointer files wait for a check at the end, and the
+# check is done (see session_runner._finish_guard).
+CONTROL = frozenset({"git_pending", "git_finished"})
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:  # the command picks path lengths
+        return text
+    keep = limit // 2  # both ends: the start says where, the end what
+    return text[:keep] + "..." + text[-keep:]
 
 
 class _Reporter:
     """Sends the guard's findings to the command's init, which adds them to the exit report.
 
-    Never blocks the guard (and so the command): the socket is non-blocking, repeats are sent
-    once, and after ``MAX_REPORTS`` only a marker that there were more.
+    Never blocks the guard (and so the command): the socket is non-blocking and repeats are
+    sent once. Refusals stop at ``MAX_REPORTS`` (then a marker that there were more); git
+    findings have a budget of their own, and refusals stop early enough to leave the socket
+    room for them.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.seen: set[tuple[str, ...]] = set()
-        self.more = False
+        self.counts = {"refusal": 0, "git": 0}
+        self.more = {"refusal": False, "git": False}
 
     def send(self, record: dict[str, str]) -> None:
-        path = record.get("path")
-        if path is not None and len(path) > MAX_REPORT_PATH:  # the command picks path lengths
-            keep = MAX_REPORT_PATH // 2  # both ends: the start says where, the end what
-            record = {**record, "path": path[:keep] + "..." + path[-keep:]}
-        key = tuple(record.values())
-        if key in self.seen or self.more:
+        record = {
+            k: _clip(v, MAX_REPORT_DETAIL if k == "detail" else MAX_REPORT_PATH)
+            for k, v in record.items()
+        }
+        if record.get("kind") in CONTROL:  # for the init, not the user: never dropped
+            with contextlib.suppress(OSError):
+                self.sock.send(json.dumps(record).encode())
             return
-        if len(self.seen) >= MAX_REPORTS:
-            self.more = True
-            record = {"kind": "more"}
+        budget = "git" if record.get("kind") in GIT_FINDINGS else "refusal"
+        key = tuple(record.values())
+        if key in self.seen or self.more[budget]:
+            return
+        limit = MAX_GIT_REPORTS if budget == "git" else MAX_REPORTS
+        if self.counts[budget] >= limit:
+            self.more[budget] = True
+            record = {"kind": "more"} if budget == "refusal" else {"kind": "more_git"}
         self.seen.add(key)
+        self.counts[budget] += 1
         try:
             self.sock.send(json.dumps(record).encode())
         except OSError:
-            self.more = True  # a full socket or a gone init: say no more
+            self.more[budget] = True  # a full socket or a gone init: say no more
 
     def denial(self, d: nameguard.Denial) -> None:
         rule = f"protected: {d.rule}" if d.by == "guard" else d.rule
         self.send({"kind": "filesystem", "op": d.syscall, "path": d.path, "rule": rule})
 
-    def event(self, kind: str, path: str) -> None:
-        self.send({"kind": kind, "path": path})
+    def event(self, kind: str, path: str, detail: str = "") -> None:
+        record = {"kind": kind, "path": path}
+        if detail:
+            record["detail"] = detail
+        self.send(record)
 
 
 def guard_reports(sock: socket.socket | None) -> list[dict[str, str]]:
@@ -183,12 +215,14 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
             writable_roots=plan.guard_roots,
             protected_paths=plan.guard_paths,
             protected_names=plan.guard_names,
-            new_repo_names=plan.guard_new_repo_names,
+            git=plan.guard_git,
+            git_roots=plan.guard_git_roots,
+            hooks_dirs=plan.guard_hooks_dirs,
         )
         supervisor = nameguard.Supervisor(
             fds[0], rules, on_denial=reporter.denial, on_event=reporter.event
         )
-        supervisor.serve(stop_r)
+        supervisor.serve(stop_r, control_fd=sock.fileno())
     except BaseException as e:  # the listener closes with us: guarded calls then fail closed
         os.write(2, f"ringfence: name guard failed: {e}\n".encode())
         code = 1

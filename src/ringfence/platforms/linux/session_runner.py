@@ -166,6 +166,7 @@ class _Server:
         self.idle: dict[int, _Init] = {}  # prepared inits not yet given a command
         self.zygote_due: float | None = None
         self.guard_sock: socket.socket | None = None  # in a command's init: the guard's reports
+        self.guard_pid = 0
         self.program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
         self.ruleset_fd = (
             landlock.create_ruleset(plan.landlock) if plan.landlock is not None else -1
@@ -508,7 +509,7 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
         else:
             landlock.restrict_with(srv.ruleset_fd)
         os.close(srv.ruleset_fd)
-    guard_sock = runner._start_guard(plan) if plan.guard_enabled else None
+    guard_sock, srv.guard_pid = runner._start_guard(plan) if plan.guard_enabled else (None, 0)
     if srv.namespaced:
         caps.drop_bounding()
     caps.drop_all(unprivileged_ok=not srv.namespaced, bounding=False)
@@ -593,7 +594,9 @@ def _run(
     protocol.send(sock, {"id": cid, "started": child}, [master] if master >= 0 else [])
     if master >= 0:
         os.close(master)
-    status = _relay(child, ctl_r)
+    reports: list[dict[str, str]] = []
+    guard = srv.guard_sock
+    status = _relay(child, ctl_r, guard, reports)
     if not srv.namespaced:
         runner_reduced.kill_descendants()
     end: dict[str, Any] = {"id": cid}
@@ -601,15 +604,68 @@ def _run(
         end["signal"] = os.WTERMSIG(status)
     else:
         end["exit"] = os.WEXITSTATUS(status)
-    reports = runner.guard_reports(srv.guard_sock)
+    reports.extend(runner.guard_reports(srv.guard_sock))
+    if srv.guard_sock is not None and any(r.get("kind") == "git_pending" for r in reports):
+        _finish_guard(srv.guard_sock, srv.guard_pid, reports)
+    reports = [r for r in reports if r.get("kind") not in runner.CONTROL]
     if reports:
         end["reports"] = reports
     protocol.send(sock, end)
     os._exit(0)
 
 
-def _relay(child: int, ctl_r: int) -> int:
-    """Wait for the command, reaping orphans, and pass on the host's signals."""
+FINISH_TIMEOUT = 10.0  # seconds the guard may take to check the pointer files at the end
+
+
+def _finish_guard(guard: socket.socket, guard_pid: int, reports: list[dict[str, str]]) -> None:
+    """The command created pointer files (a ``.git`` file, ``commondir``, ``.gitmodules``)
+    whose content only counts once nothing can change it any more: end every other process of
+    the command (they could still hold the files open for writing), then have the guard check
+    them and move refused ones aside. Only the guard and this init are left in the pid
+    namespace when it looks."""
+    deadline = time.monotonic() + FINISH_TIMEOUT
+    while time.monotonic() < deadline:
+        others = [
+            int(e)
+            for e in os.listdir("/proc")
+            if e.isdigit() and int(e) not in (os.getpid(), guard_pid)
+        ]
+        if not others:
+            break
+        for pid in others:
+            _kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        time.sleep(0.001)
+    else:
+        reports.append({"kind": "refused_pointer", "path": "/", "detail": "not checked: the "
+                        "command's processes did not end"})  # fmt: skip
+        return
+    guard.setblocking(True)
+    guard.settimeout(max(0.1, deadline - time.monotonic()))
+    try:
+        guard.send(b"F")
+        while True:
+            data = guard.recv(65536)
+            if not data:
+                break
+            record = json.loads(data)
+            if not isinstance(record, dict):
+                continue
+            if record.get("kind") == "git_finished":
+                break
+            reports.append({str(k): str(v) for k, v in record.items()})
+    except (OSError, ValueError):
+        reports.append({"kind": "refused_pointer", "path": "/", "detail": "not checked: the "
+                        "guard did not answer"})  # fmt: skip
+
+
+def _relay(
+    child: int, ctl_r: int, guard: socket.socket | None, reports: list[dict[str, str]]
+) -> int:
+    """Wait for the command, reaping orphans, and pass on the host's signals; collect the
+    name guard's findings as they come (so a flood never fills the socket)."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda _s, _f: None)
@@ -626,10 +682,16 @@ def _relay(child: int, ctl_r: int) -> int:
                 status = st
         if status is not None:
             break
+        watched = [wake_r, ctl_r] if guard is None else [wake_r, ctl_r, guard.fileno()]
         try:
-            ready, _, _ = select.select([wake_r, ctl_r], [], [])
+            ready, _, _ = select.select(watched, [], [])
         except InterruptedError:
             continue
+        if guard is not None and guard.fileno() in ready:
+            got = runner.guard_reports(guard)
+            reports.extend(got)
+            if not got:  # the guard closed its end: nothing more from it
+                guard = None
         if wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)

@@ -1,0 +1,270 @@
+"""What a sandboxed command may change inside a git directory: an allowlist from git's source.
+
+Host git later reads everything in a git directory with the user's full rights, and much of
+it decides what git runs: ``config`` (core.fsmonitor, core.hooksPath, aliases, filters),
+``hooks/``, ``info/`` (attributes, grafts, exclude), pointer files that send git to another
+directory (``commondir``, ``gitdir``, ``objects/info/alternates``), and whatever name a future
+git version adds. A list of dangerous names always misses one, so this module names what git
+writes during *ordinary work* (commit, fetch, push, merge, rebase, stash, gc, bisect,
+worktrees, submodules) and everything else is read-only.
+
+The lists come from git's source (``git_path()``/``GIT_PATH_FUNC`` names in ``sequencer.c``,
+``bisect.c``, ``builtin/*.c``, ``refs/*.c``, ``shallow.c``, ``rerere.c``, ``builtin/gc.c``,
+``worktree.c``). SECURITY.md explains each group.
+
+A *git directory* is any directory git would accept as one (``setup.c``'s
+``is_git_directory``): a ``HEAD`` plus ``objects/`` and ``refs/``, or a ``HEAD`` plus a
+``commondir`` file. This module only classifies a path *relative to* such a directory; finding
+the directory is I/O and lives with the name guard.
+"""
+
+from __future__ import annotations
+
+import enum
+import fnmatch
+import posixpath
+import re
+from collections.abc import Sequence
+from typing import Final
+
+
+class Entry(enum.Enum):
+    """What an entry inside a git directory is, for the guard."""
+
+    DATA = "data"  # git's ordinary data: create, write, remove, rename freely
+    CONFIG = "config"  # replaced only by a rename whose exact bytes pass the key allowlist
+    TODO = "todo"  # a rebase/sequencer todo list: replaced only without exec lines
+    POINTER = "pointer"  # commondir/gitdir: created once, pointing inside; never changed
+    HOOK_SAMPLE = "hook sample"  # hooks/*.sample: git never runs them
+    INCUBATOR = "incubator"  # modules/**, worktrees/*/**: a nested git directory in the making
+    READ_ONLY = "read-only"  # everything else
+
+
+# Top-level names git writes during ordinary work (exact), and shell patterns for the
+# families (``*_HEAD`` covers ORIG_HEAD, FETCH_HEAD, MERGE_HEAD, CHERRY_PICK_HEAD, REVERT_HEAD,
+# BISECT_HEAD, REBASE_HEAD ...).
+DATA_NAMES: Final = frozenset(
+    {
+        "HEAD",
+        "AUTO_MERGE",
+        "index",
+        "packed-refs",
+        "shallow",
+        "COMMIT_EDITMSG",
+        "MERGE_MODE",
+        "MERGE_RR",
+        "MERGE_AUTOSTASH",
+        "EDIT_DESCRIPTION",
+        "REPLACE_EDITOBJ",
+        "ADD_EDIT.patch",
+        "gc.pid",
+        "gc.log",
+        "locked",  # worktrees/<name>/locked (git worktree lock)
+        "rebased-patches",
+    }
+)
+DATA_PATTERNS: Final = (
+    "*_HEAD",
+    "*_MSG",
+    "*_EDITMSG",
+    "BISECT_*",
+    "NOTES_MERGE_*",
+    "sharedindex.*",
+    "sharedindex_*",
+    "next-index-*",
+    "shallow_*",
+    "index.stash.*",
+)
+# Directories whose whole content is git's data.
+DATA_TREES: Final = frozenset(
+    {
+        "objects",
+        "refs",
+        "logs",
+        "reftable",
+        "rebase-merge",
+        "rebase-apply",
+        "sequencer",
+        "rr-cache",
+        "lfs",
+        "lost-found",
+        "NOTES_MERGE_WORKTREE",
+    }
+)
+# Inside those trees, entries that redirect git and are therefore not data.
+NOT_DATA: Final = frozenset(
+    {
+        ("objects", "info", "alternates"),
+        ("objects", "info", "http-alternates"),
+    }
+)
+# Data outside the data trees, by relative path.
+DATA_PATHS: Final = frozenset({("info", "sparse-checkout")})
+# Todo lists git executes line by line on `rebase --continue` / `cherry-pick --continue`; an
+# `exec` line there is a shell command run with the user's rights.
+TODO_PATHS: Final = frozenset(
+    {
+        ("rebase-merge", "git-rebase-todo"),
+        ("sequencer", "todo"),
+    }
+)
+CONFIG_NAMES: Final = frozenset({"config"})
+POINTER_NAMES: Final = frozenset({"commondir", "gitdir"})
+INCUBATORS: Final = frozenset({"modules", "worktrees"})
+LOCK_SUFFIX: Final = ".lock"
+# What makes a directory a git directory (setup.c: is_git_directory).
+LAYOUT_NAMES: Final = frozenset({"HEAD", "objects", "refs", "commondir"})
+
+
+def _data_name(name: str) -> bool:
+    return name in DATA_NAMES or any(fnmatch.fnmatchcase(name, p) for p in DATA_PATTERNS)
+
+
+def classify(rel: Sequence[str]) -> Entry:
+    """The kind of the entry at ``rel`` (path components) inside the nearest git directory.
+
+    ``rel`` must be non-empty; the caller has already descended into any *complete* nested git
+    directory, so ``modules/x/...`` here means x is not (yet) one.
+    """
+    if not rel:
+        raise ValueError("classify needs a path inside the git directory")
+    parts = tuple(rel)
+    top = parts[0]
+    if len(parts) == 1:
+        name = top
+        base = name[: -len(LOCK_SUFFIX)] if name.endswith(LOCK_SUFFIX) else name
+        if name != base:  # a lock file: git renames it onto ``base`` when done
+            if base in CONFIG_NAMES or base in POINTER_NAMES or _data_name(base):
+                return Entry.DATA  # the lock itself is inert; the rename is what is checked
+            return Entry.READ_ONLY
+        if name in CONFIG_NAMES:
+            return Entry.CONFIG
+        if name in POINTER_NAMES:
+            return Entry.POINTER
+        if _data_name(name) or name in DATA_TREES:
+            return Entry.DATA
+        if name in INCUBATORS:
+            return Entry.INCUBATOR
+        return Entry.READ_ONLY
+    if top in INCUBATORS:
+        return Entry.INCUBATOR
+    if top == "hooks":
+        if len(parts) == 2 and parts[1].endswith(".sample") and not parts[1].startswith("."):
+            return Entry.HOOK_SAMPLE
+        return Entry.READ_ONLY
+    if parts in TODO_PATHS:
+        return Entry.TODO
+    if top in DATA_TREES:
+        if any(parts[: len(bad)] == bad for bad in NOT_DATA):
+            return Entry.READ_ONLY
+        return Entry.DATA
+    if parts in DATA_PATHS or (
+        len(parts) == 2 and parts[1].endswith(LOCK_SUFFIX) and (top, parts[1][:-5]) in DATA_PATHS
+    ):
+        return Entry.DATA
+    return Entry.READ_ONLY
+
+
+def writable(kind: Entry) -> bool:
+    """May an entry of this kind be created, opened for writing, removed or renamed directly?"""
+    return kind in (Entry.DATA, Entry.HOOK_SAMPLE, Entry.INCUBATOR)
+
+
+# ---------------------------------------------------------------- reports
+
+# What the guard finds about git that a person must always see, in a section of the report of
+# its own that no number of other refusals can crowd out.
+REPORT_KINDS: Final = frozenset(
+    {"new_repository", "refused_repository", "refused_config", "refused_pointer", "more_git"}
+)
+_REPORT_TITLES: Final = {
+    "new_repository": "new git repository",
+    "refused_repository": "refused git repository",
+    "refused_config": "refused git config",
+    "refused_pointer": "refused git file, moved aside",
+}
+
+
+def describe_finding(record: dict[str, str]) -> str:
+    """One line for a finding (``{"kind", "path", "detail"?}``)."""
+    if record.get("kind") == "more_git":
+        return "more git findings not listed"
+    title = _REPORT_TITLES.get(record.get("kind", ""), record.get("kind", "git"))
+    detail = record.get("detail")
+    return f"{title}: {record.get('path')}" + (f" ({detail})" if detail else "")
+
+
+# ---------------------------------------------------------------- pointers
+
+GITFILE_PREFIX: Final = "gitdir:"
+MAX_POINTER_BYTES: Final = 4096
+
+
+class PointerError(ValueError):
+    """A pointer file's content git would not read as a plain pointer."""
+
+
+def pointer_target(kind: str, data: bytes, *, holder_dir: str, gitdir: str | None) -> str:
+    """The absolute, lexically normalised directory a pointer file names.
+
+    ``kind``: ``".git"`` (a gitfile: ``gitdir: PATH``, relative to the file's directory),
+    ``"commondir"`` (a path relative to the git directory holding it) or ``"gitdir"`` (a
+    worktree's back-pointer: the absolute or gitdir-relative path of its ``.git`` file).
+    Git reads only the first line (and trims it); anything we cannot read the same way is
+    refused.
+    """
+    if len(data) > MAX_POINTER_BYTES:
+        raise PointerError(f"longer than {MAX_POINTER_BYTES} bytes")
+    if b"\0" in data:
+        raise PointerError("contains a NUL byte")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PointerError("not UTF-8") from None
+    line = text.split("\n", 1)[0].rstrip("\r").strip()
+    if kind == ".git":
+        if not line.startswith(GITFILE_PREFIX):
+            raise PointerError("does not start with 'gitdir:'")
+        line = line[len(GITFILE_PREFIX) :].strip()
+        base = holder_dir
+    else:
+        base = gitdir if gitdir is not None else holder_dir
+    if not line:
+        raise PointerError("names no path")
+    return posixpath.normpath(posixpath.join(base, line))
+
+
+def symlink_target(link_dir: str, target: str) -> str:
+    """Where a symlink with text ``target`` placed in ``link_dir`` points, lexically."""
+    return posixpath.normpath(posixpath.join(link_dir, target))
+
+
+def inside(path: str, roots: Sequence[str]) -> bool:
+    """Is canonical ``path`` one of ``roots`` or beneath one?"""
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+# ---------------------------------------------------------------- todo lists
+
+# Commands a todo line may start with that only replay commits (sequencer.c todo_command_info,
+# long and short forms). Not here: exec/x (a shell command).
+_TODO_COMMANDS: Final = frozenset(
+    {
+        "pick", "p", "revert", "edit", "e", "reword", "r", "fixup", "f", "squash", "s",
+        "break", "b", "drop", "d", "label", "l", "reset", "t", "merge", "m", "update-ref", "u",
+        "noop",
+    }
+)  # fmt: skip
+_COMMENT: Final = re.compile(r"^\s*(#|$)")
+
+
+def todo_refusals(data: bytes) -> list[str]:
+    """The lines of a todo list that are not plain replay commands (``exec`` runs a shell)."""
+    bad: list[str] = []
+    for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        if _COMMENT.match(raw):
+            continue
+        word = raw.split(None, 1)[0]
+        if word not in _TODO_COMMANDS:
+            bad.append(f"line {number}: {word!r}")
+    return bad
