@@ -555,3 +555,18 @@ def test_a_link_inside_one_writable_root_cannot_widen_another(rf: Runner) -> Non
     )
     assert r.returncode == 2 and "symlink" in r.stderr
     assert list(secret.iterdir()) == []
+
+
+def test_a_git_directory_the_guard_cannot_see_into_is_refused(rf: Runner) -> None:
+    """chmod 000 on .git hides HEAD from the guard (it holds no DAC override, even for root):
+    it then refuses what it cannot judge instead of guessing "not a repository"."""
+    ws = rf.mkdir()
+    _git_repo(ws, rf)
+    r = rf.sh(
+        ws,
+        "mkdir -p .git/info; cd .git/info && chmod 000 ../../.git && "
+        "{ echo '* filter=x' > attributes || echo refused; }; chmod 755 ../../.git; echo ran",
+    )
+    assert "refused" in r.stdout and "ran" in r.stdout, (r.stdout, r.stderr)
+    assert not (ws / ".git/info/attributes").exists()
+    assert "cannot tell whether it is in a git directory" in r.stderr

@@ -483,7 +483,7 @@ def submodule_path_problem(v: str | None) -> str | None:
     parts = re.split(r"[/\\]", v)
     if ".." in parts:
         return "submodule name or path has a '..' component"
-    if any(p.lower().rstrip(". ") == ".git" or p.lower() == ".git" for p in parts):
+    if any(p.lower().rstrip(". ") == ".git" for p in parts):  # also ".git." and ".GIT "
         return "submodule name or path has a '.git' component"
     return None
 

@@ -155,7 +155,8 @@ def classify(rel: Sequence[str]) -> Entry:
     if parts in TODO_PATHS:
         return Entry.TODO
     if top in DATA_TREES:
-        if any(parts[: len(bad)] == bad for bad in NOT_DATA):
+        unlocked = (*parts[:-1], parts[-1].removesuffix(LOCK_SUFFIX))
+        if any(unlocked[: len(bad)] == bad for bad in NOT_DATA):
             return Entry.READ_ONLY
         return Entry.DATA
     if parts in DATA_PATHS or (

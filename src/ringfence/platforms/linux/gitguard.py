@@ -300,10 +300,11 @@ class GitGuard:
     def removing(self, path: str) -> str | None:
         """May the entry at ``path`` go away (unlink, rmdir, or renamed away)?
 
-        Hooks never do (that would disarm a secret-scanning hook); an existing repository's
+        Hooks never do (that would disarm a secret-scanning hook), nor does anything else
+        that is not git's data (info/attributes can disarm a filter); an existing repository's
         ``.git`` never does (it could be replaced by one pointing elsewhere), nor does a
-        config (it is replaced through the content check instead). Everything else in a git
-        directory may: removal adds nothing git would run.
+        config (it is replaced through the content check instead). Git's own data, state
+        files and todo lists may go: git removes them itself (gc, rebase, worktree prune).
         """
         hooks = self._hooks_dir(path)
         if hooks is not None and not path.endswith(".sample"):
@@ -322,10 +323,10 @@ class GitGuard:
         assert place.gitdir is not None
         if self.strict:
             return f"git directory {place.gitdir} (strict_git)"
-        if place.rel[0] == "hooks" and place.kind is not Entry.HOOK_SAMPLE:
-            return f"git directory {place.gitdir}: hooks"
         if place.kind is Entry.CONFIG:  # a repository keeps its identity (remotes, settings)
             return f"git directory {place.gitdir}: config is replaced, never removed"
+        if place.kind is Entry.READ_ONLY:  # hooks, info/ (attributes, exclude), ...
+            return f"git directory {place.gitdir}: {'/'.join(place.rel)} is not git's data"
         return None
 
     # ---------------------------------------------------------------- a new git directory

@@ -46,7 +46,9 @@ import os
 import re
 import secrets
 import select
+import socket
 import stat
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -80,6 +82,7 @@ SECCOMP_ADDFD_FLAG_SEND: Final = 1 << 1
 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: Final = 1
 
 PATH_MAX: Final = 4096
+XATTR_SIZE_MAX: Final = 65536
 MAXSYMLINKS: Final = 40  # the kernel's limit per lookup
 PROC_SUPER_MAGIC: Final = 0x9FA0
 PROC_ROOT_INO: Final = 1
@@ -138,7 +141,22 @@ NOTIFY_ALWAYS: Final = (
     "fchmodat",
     "fchmodat2",
     "truncate",
+    # Every other way to change an existing entry's metadata, and bind(), which creates a
+    # socket file (its address is a pointer the filter cannot read, so every bind comes).
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+    "bind",
 )
+# Newer forms whose arguments live in a struct: ENOSYS, and libc falls back to the old ones.
+ENOSYS_CALLS: Final = ("openat2", "setxattrat", "removexattrat")
 NOTIFY_IF_CREAT: Final = {"open": 1, "openat": 2}
 # Opens that can create or change a file: with these flags an open goes to the supervisor
 # (an existing protected file in a nested repository has no read-only mount to stop a write).
@@ -150,7 +168,7 @@ O_TMPFILE_BIT: Final = 0o20000000  # __O_TMPFILE, the same on x86_64 and aarch64
 GUARD_SYSCALLS: Final = (
     *NOTIFY_ALWAYS,
     *NOTIFY_IF_CREAT,
-    "openat2",
+    *ENOSYS_CALLS,
     "io_uring_setup",
     "landlock_restrict_self",
 )
@@ -188,7 +206,9 @@ def build_filter(machine: str = libc.MACHINE) -> list[bpf.Insn]:
     # command nests for its own children would be bypassed for those calls, so nesting one is
     # refused (the inner sandbox fails closed instead of running weaker than it believes).
     b.jeq(nums["landlock_restrict_self"], "eperm")
-    b.jeq(nums["openat2"], "enosys")
+    for name in ENOSYS_CALLS:
+        if name in nums:
+            b.jeq(nums[name], "enosys")
     for name in NOTIFY_IF_CREAT:
         if name in nums:
             b.jeq(nums[name], f"creat_arg_{NOTIFY_IF_CREAT[name]}")
@@ -313,6 +333,12 @@ _fstatfs = _libc.fstatfs
 _fstatfs.argtypes = (ctypes.c_int, ctypes.c_void_p)
 _renameat2 = _libc.renameat2
 _renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+_fchownat = _libc.fchownat
+_fchownat.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint, ctypes.c_int)
+_bind_raw = _libc.bind
+_bind_raw.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+SOCKADDR_MAX: Final = 128  # sizeof(struct sockaddr_storage)
+SUN_PATH_MAX: Final = 108
 
 
 def _check(ret: int, what: str) -> int:
@@ -464,6 +490,38 @@ class _Call:
                 return text
             got += n
         raise OSError(errno.ENAMETOOLONG, "path longer than PATH_MAX")
+
+    def read_bytes(self, index: int, size: int) -> bytes:
+        """``size`` bytes at the pointer in argument ``index`` (an address, an xattr value)."""
+        if self.validated:
+            raise AssertionError("read the target's memory before validating the call")
+        if size > XATTR_SIZE_MAX:
+            raise OSError(errno.E2BIG, "too large")
+        if size == 0:
+            return b""
+        buf = ctypes.create_string_buffer(size)
+        local = _IoVec(ctypes.addressof(buf), size)
+        remote = _IoVec(self.args[index], size)
+        n = _process_vm_readv(self.tid, local, 1, remote, 1, 0)
+        if n != size:
+            raise OSError(ctypes.get_errno() or errno.EFAULT, f"reading from pid {self.tid}")
+        return buf.raw[:size]
+
+    def socket_fd(self, fd_number: int) -> int:
+        """Our own copy of the caller's file descriptor ``fd_number`` (pidfd_getfd)."""
+        pidfd = os.pidfd_open(self.tgid)
+        try:
+            fd = libc.syscall("pidfd_getfd", pidfd, fd_number, 0)
+        except OSError as exc:
+            raise OSError(
+                errno.EBADF if exc.errno == errno.EBADF else exc.errno, "bad fd"
+            ) from None
+        finally:
+            os.close(pidfd)
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.ENOTSOCK, "not a socket")
+        return fd
 
     def validate(self) -> None:
         """After reading memory: is the notification still live (no pid reuse)?
@@ -635,6 +693,23 @@ class Supervisor:
             "fchmodat": lambda c, s: self._chmod(c, c.arg_int(0), 1, c.arg_uint(2), 0),
             "fchmodat2": lambda c, s: self._chmod(c, c.arg_int(0), 1, c.arg_uint(2), c.arg_uint(3)),
             "truncate": lambda c, s: self._truncate(c, 0, c.arg_long(1)),
+            "chown": lambda c, s: self._chown(c, fdcwd, 0, (c.arg_uint(1), c.arg_uint(2)), 0),
+            "lchown": lambda c, s: self._chown(
+                c, fdcwd, 0, (c.arg_uint(1), c.arg_uint(2)), AT_SYMLINK_NOFOLLOW
+            ),
+            "fchown": lambda c, s: self._chown(
+                c, c.arg_int(0), None, (c.arg_uint(1), c.arg_uint(2)), 0
+            ),
+            "fchownat": lambda c, s: self._chown(
+                c, c.arg_int(0), 1, (c.arg_uint(2), c.arg_uint(3)), c.arg_uint(4)
+            ),
+            "setxattr": lambda c, s: self._xattr(c, 0, follow=True, value=True),
+            "lsetxattr": lambda c, s: self._xattr(c, 0, follow=False, value=True),
+            "fsetxattr": lambda c, s: self._xattr(c, None, follow=True, value=True),
+            "removexattr": lambda c, s: self._xattr(c, 0, follow=True, value=False),
+            "lremovexattr": lambda c, s: self._xattr(c, 0, follow=False, value=False),
+            "fremovexattr": lambda c, s: self._xattr(c, None, follow=True, value=False),
+            "bind": lambda c, s: self._bind(c),
         }
 
     def close(self) -> None:
@@ -1437,6 +1512,68 @@ class Supervisor:
         if stat.S_ISLNK(os.fstat(fd).st_mode):
             raise OSError(errno.EOPNOTSUPP, "cannot chmod a symlink")
         os.chmod(f"/proc/self/fd/{fd}", mode & 0o7777)
+        return _Value()
+
+    def _chown(
+        self, call: _Call, dirfd: int, path_arg: int | None, owner: tuple[int, int], flags: int
+    ) -> _Reply:
+        uid, gid = owner
+        if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+            raise OSError(errno.EINVAL, "bad fchownat flags")
+        fd = self._existing_object(call, dirfd, path_arg, flags)
+        # On the O_PATH fd itself (AT_EMPTY_PATH): a symlink is changed, not followed.
+        _check(_fchownat(fd, b"", uid, gid, AT_EMPTY_PATH), "fchownat")
+        return _Value()
+
+    def _xattr(self, call: _Call, path_arg: int | None, *, follow: bool, value: bool) -> _Reply:
+        """setxattr/removexattr and their l/f forms: the object checked like any change."""
+        if path_arg is None:
+            name = call.read_path(1)
+            blob = call.read_bytes(2, call.arg_uint(3)) if value else b""
+            fd = self._existing_object(call, call.arg_int(0), None, 0)
+        else:
+            name = call.read_path(1)
+            blob = call.read_bytes(2, call.arg_uint(3)) if value else b""
+            nofollow = 0 if follow else AT_SYMLINK_NOFOLLOW
+            fd = self._existing_object(call, AT_FDCWD, path_arg, nofollow)
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(errno.EPERM, "no extended attributes on a symlink")
+        target = f"/proc/self/fd/{fd}"
+        if value:
+            os.setxattr(target, name, blob, call.arg_int(4))
+        else:
+            os.removexattr(target, name)
+        return _Value()
+
+    def _bind(self, call: _Call) -> _Reply:
+        """bind(): a unix socket path is a new directory entry like any other. The call is
+        performed on the caller's own socket (pidfd_getfd) with the address bytes read once."""
+        length = call.arg_uint(2)
+        if length > SOCKADDR_MAX:
+            raise OSError(errno.EINVAL, "address too long")
+        addr = call.read_bytes(1, length)
+        call.validate()
+        sock = call.own(call.socket_fd(call.arg_int(0)))
+        family = int.from_bytes(addr[:2], sys.byteorder) if len(addr) >= 2 else -1
+        path = addr[2:].split(b"\0", 1)[0] if family == socket.AF_UNIX else b""
+        if not path:  # not a unix path (an inet port, an abstract or autobound name)
+            _check(_bind_raw(sock, addr, len(addr)), "bind")
+            return _Value()
+        res = self.resolve(call, AT_FDCWD, os.fsdecode(path), follow_last=False)
+        if isinstance(res, _Magic) or res.name in (".", ".."):
+            raise OSError(errno.EADDRINUSE, "exists")
+        self._deny(res.path, may_hold_protected(self.rules, res.path))
+        self._git(res.path, GitGuard.creating, res.path, stat.S_IFSOCK)
+        name = os.fsencode(res.name)
+        if len(name) >= SUN_PATH_MAX:
+            raise OSError(errno.ENAMETOOLONG, "socket name too long")
+        local = family.to_bytes(2, sys.byteorder) + name + b"\0"
+        os.umask(call.umask)
+        os.fchdir(res.parent_fd)  # the name is bound in the directory we pinned
+        try:
+            _check(_bind_raw(sock, local, len(local)), "bind")
+        finally:
+            os.fchdir(self.root_fd)
         return _Value()
 
     def _truncate(self, call: _Call, path_arg: int, length: int) -> _Reply:

@@ -1,0 +1,441 @@
+"""The name guard's git rules on the real kernel (supervisor driven directly, as in
+test_nameguard.py): every git directory by what git reads, and every alias of an entry."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_nameguard import expect_errno, run_guarded
+
+from ringfence.platforms.linux.guard_rules import GuardRules
+
+pytestmark = [
+    pytest.mark.sandbox,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only"),
+]
+
+EVIL_CONFIG = b"[core]\n\trepositoryformatversion = 0\n\tfsmonitor = touch /tmp/pwned\n"
+GOOD_CONFIG = b"[core]\n\trepositoryformatversion = 0\n\tbare = false\n[user]\n\temail = a@b\n"
+HOST_GIT = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "PATH": "/usr/bin:/bin"}
+
+
+def _rules(ws: Path, **kw: object) -> GuardRules:
+    return GuardRules(writable_roots=(str(ws),), git="allowlist", **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    root = tmp_path.resolve() / "ws"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def repo(ws: Path) -> Path:
+    """An existing repository the user made on the host, with a real hook."""
+    subprocess.run(["git", "init", "-q", str(ws)], check=True, env=HOST_GIT)
+    (ws / ".git/hooks/pre-commit").write_text("#!/bin/sh\nexit 0\n")
+    return ws
+
+
+def _is_repo_with(path: Path, config: bytes) -> bool:
+    layout = all(os.path.lexists(path / n) for n in ("HEAD", "objects", "refs"))
+    return layout and (path / "config").exists() and (path / "config").read_bytes() == config
+
+
+# ------------------------------------------------------------ a directory becoming a repository
+
+
+def _mkdir(name: str) -> Callable[[Path], None]:
+    return lambda d: (d / name).mkdir()
+
+
+STEPS: dict[str, Callable[[Path], object]] = {
+    "config": lambda d: (d / "config").write_bytes(EVIL_CONFIG),
+    "HEAD": lambda d: (d / "HEAD").write_text("ref: refs/heads/main\n"),
+    "objects": _mkdir("objects"),
+    "refs": _mkdir("refs"),
+}
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(STEPS)))
+def test_no_order_of_steps_builds_a_repository_with_a_bad_config(
+    ws: Path, order: tuple[str, ...]
+) -> None:
+    d = ws / "sub/.git"
+
+    def probe() -> int:
+        d.mkdir(parents=True)
+        for step in order:
+            try:
+                STEPS[step](d)
+            except PermissionError:
+                return 3  # the step that completes the layout was refused
+        return 0
+
+    out = run_guarded(_rules(ws), probe, cwd=ws)
+    assert out.status == 3, order
+    assert not _is_repo_with(d, EVIL_CONFIG)
+    assert out.denials  # the completing step (config checked) or the late config write
+
+
+def test_a_clean_new_repository_completes_and_is_then_governed(ws: Path) -> None:
+    d = ws / "bare.git"
+
+    def probe() -> int:
+        d.mkdir()
+        (d / "config").write_bytes(GOOD_CONFIG)
+        (d / "hooks").mkdir()
+        (d / "hooks/pre-push.sample").write_text("#!/bin/sh\n")
+        for step in ("HEAD", "objects", "refs"):
+            STEPS[step](d)
+        rc = expect_errno(lambda: (d / "hooks/pre-push").write_text("x"), errno.EACCES)
+        rc = rc or expect_errno(lambda: (d / "config").write_bytes(GOOD_CONFIG), errno.EACCES)
+        rc = rc or expect_errno(lambda: os.mkdir(d / "info"), errno.EACCES)
+        (d / "objects/ab").mkdir()
+        (d / "refs/heads").mkdir()
+        (d / "refs/heads/main").write_text("0" * 40 + "\n")
+        (d / "config.lock").write_bytes(GOOD_CONFIG + b'[remote "o"]\n\turl = /x\n')
+        os.rename(d / "config.lock", d / "config")
+        return rc
+
+    out = run_guarded(_rules(ws), probe, cwd=ws)
+    assert out.status == 0, out.denials
+    assert b"url = /x" in (d / "config").read_bytes()
+    assert not (d / "hooks/pre-push").exists()
+
+
+def test_hooks_other_than_samples_stop_a_layout_from_completing(ws: Path) -> None:
+    d = ws / "r.git"
+
+    def probe() -> int:
+        d.mkdir()
+        (d / "hooks").mkdir()
+        (d / "hooks/post-checkout").write_text("#!/bin/sh\ntouch /tmp/pwned\n")
+        STEPS["HEAD"](d)
+        STEPS["objects"](d)
+        return expect_errno(lambda: STEPS["refs"](d), errno.EACCES)
+
+    assert run_guarded(_rules(ws), probe, cwd=ws).status == 0
+    assert not (d / "refs").exists()
+
+
+def test_links_out_of_a_new_repository_stop_it_from_completing(ws: Path) -> None:
+    d = ws / "r.git"
+
+    def probe() -> int:
+        d.mkdir()
+        (d / "logs").symlink_to("/etc")
+        STEPS["HEAD"](d)
+        STEPS["objects"](d)
+        return expect_errno(lambda: STEPS["refs"](d), errno.EACCES)
+
+    assert run_guarded(_rules(ws), probe, cwd=ws).status == 0
+
+
+# ------------------------------------------------------------ config: checked bytes, own copy
+
+
+def test_config_rename_puts_the_checked_bytes_in_place_not_the_callers_file(repo: Path) -> None:
+    """The command keeps a second name and an open fd for the file it renames; neither can
+    change what ends up as the config, because the guard renames its own copy."""
+    cfg = repo / ".git/config"
+
+    def probe() -> int:
+        lock = repo / ".git/config.lock"
+        lock.write_bytes(GOOD_CONFIG)
+        os.link(lock, repo / "alias")
+        fd = os.open(lock, os.O_WRONLY)
+        os.rename(lock, cfg)
+        os.write(fd, EVIL_CONFIG)
+        with open(repo / "alias", "r+b") as f:
+            f.write(EVIL_CONFIG)
+        return 0 if not lock.exists() else 5
+
+    out = run_guarded(_rules(repo), probe, cwd=repo)
+    assert out.status == 0, out.denials
+    assert cfg.read_bytes() == GOOD_CONFIG
+    assert cfg.stat().st_ino != (repo / "alias").stat().st_ino
+
+
+def test_a_malformed_config_is_refused_not_a_crash(repo: Path) -> None:
+    before = (repo / ".git/config").read_bytes()
+
+    def probe() -> int:
+        for junk in (b"[core\n", b"\0\0\0", b'[a]\nb = "unclosed\n', bytes(range(256))):
+            (repo / ".git/config.lock").write_bytes(junk)
+            rc = expect_errno(
+                lambda: os.rename(repo / ".git/config.lock", repo / ".git/config"), errno.EACCES
+            )
+            if rc:
+                return rc
+        return 0
+
+    out = run_guarded(_rules(repo), probe, cwd=repo)
+    assert out.status == 0
+    assert (repo / ".git/config").read_bytes() == before
+    assert all("malformed" in str(d["rule"]) for d in out.denials)
+
+
+# ------------------------------------------------------------ symlinks, renames, unknowns
+
+
+def test_symlinks_in_a_git_directory_stay_inside_it(repo: Path) -> None:
+    def probe() -> int:
+        rc = expect_errno(lambda: os.symlink("/etc", repo / ".git/refs/x"), errno.EACCES)
+        rc = rc or expect_errno(
+            lambda: os.symlink("../../../..", repo / ".git/refs/heads/y"), errno.EACCES
+        )
+        os.symlink("../heads", repo / ".git/refs/inside")
+        return rc
+
+    assert run_guarded(_rules(repo), probe, cwd=repo).status == 0
+    assert os.readlink(repo / ".git/refs/inside") == "../heads"
+
+
+def test_a_directory_renamed_into_a_git_directory_brings_no_link_out(repo: Path) -> None:
+    def probe() -> int:
+        (repo / "stage").mkdir()
+        (repo / "stage/out").symlink_to("/etc/passwd")
+        return expect_errno(
+            lambda: os.rename(repo / "stage", repo / ".git/objects/zz"), errno.EACCES
+        )
+
+    assert run_guarded(_rules(repo), probe, cwd=repo).status == 0
+    assert not (repo / ".git/objects/zz").exists()
+
+
+def test_a_dot_git_symlink_may_not_point_outside_the_roots(ws: Path) -> None:
+    def probe() -> int:
+        (ws / "a").mkdir()
+        rc = expect_errno(lambda: os.symlink("/etc", ws / "a/.git"), errno.EACCES)
+        os.symlink("../b.git", ws / "a/.GIT2")
+        return rc
+
+    assert run_guarded(_rules(ws), probe, cwd=ws).status == 0
+
+
+def test_strict_makes_every_git_directory_read_only(repo: Path) -> None:
+    rules = GuardRules(writable_roots=(str(repo),), git="strict", protected_names=(".git",))
+
+    def probe() -> int:
+        (repo / "b.git").mkdir()
+        for step in ("HEAD", "objects"):
+            STEPS[step](repo / "b.git")
+        rc = expect_errno(lambda: STEPS["refs"](repo / "b.git"), errno.EACCES)
+        return rc or expect_errno(lambda: (repo / ".git/index").write_text("x"), errno.EACCES)
+
+    assert run_guarded(rules, probe, cwd=repo).status == 0
+
+
+def test_hooks_path_directories_take_only_samples(ws: Path) -> None:
+    husky = ws / ".husky"
+    husky.mkdir()
+    (husky / "pre-commit").write_text("npm test\n")
+    rules = _rules(ws, hooks_dirs=(str(husky),))
+
+    def probe() -> int:
+        rc = expect_errno(lambda: (husky / "post-checkout").write_text("x"), errno.EACCES)
+        rc = rc or expect_errno(lambda: (husky / "pre-commit").write_text("x"), errno.EACCES)
+        rc = rc or expect_errno(lambda: os.unlink(husky / "pre-commit"), errno.EACCES)
+        rc = rc or expect_errno(lambda: os.chmod(husky / "pre-commit", 0o755), errno.EACCES)
+        rc = rc or expect_errno(lambda: os.mkdir(husky / "sub"), errno.EACCES)
+        (husky / "x.sample").write_text("inert\n")
+        return rc
+
+    assert run_guarded(rules, probe, cwd=ws).status == 0
+    assert (husky / "pre-commit").read_text() == "npm test\n"
+
+
+# ------------------------------------------------------------ every alias of a protected entry
+
+
+def _sock_bind(path: Path, _stage: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+
+
+def _proc_reopen(path: Path, _stage: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with open(f"/proc/self/fd/{fd}", "wb") as f:
+            f.write(b"evil")
+    finally:
+        os.close(fd)
+
+
+def _tmpfile_link(path: Path, stage: Path) -> None:
+    fd = os.open(stage, os.O_TMPFILE | os.O_WRONLY, 0o755)
+    try:
+        os.write(fd, b"evil")
+        os.link(f"/proc/self/fd/{fd}", path)
+    finally:
+        os.close(fd)
+
+
+def _staged(stage: Path, name: str) -> Path:
+    staged = stage / name
+    staged.write_bytes(b"evil")
+    return staged
+
+
+def _exchange(path: Path, stage: Path) -> None:
+    import ctypes
+
+    staged = _staged(stage, "x3")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.renameat2(-100, bytes(staged), -100, bytes(path), 2) != 0:  # RENAME_EXCHANGE
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _append(path: Path, _stage: Path) -> None:
+    with open(path, "ab") as f:
+        f.write(b"evil")
+
+
+# Every way to change, alias, replace or remove a directory entry; each gets the entry and a
+# scratch directory outside git (``stage``) to build replacements in.
+ALIASES: dict[str, Callable[[Path, Path], object]] = {
+    "open-write": lambda p, s: p.write_bytes(b"evil"),
+    "open-append": _append,
+    "open-rdwr": lambda p, s: os.close(os.open(p, os.O_RDWR)),
+    "truncate": lambda p, s: os.truncate(p, 0),
+    "chmod": lambda p, s: os.chmod(p, 0o777),
+    "chown": lambda p, s: os.chown(p, -1, os.getgid()),
+    "setxattr": lambda p, s: os.setxattr(p, "user.rf", b"1"),
+    "removexattr": lambda p, s: os.removexattr(p, "user.rf"),
+    "hardlink-away": lambda p, s: os.link(p, s / "alias"),
+    "rename-away": lambda p, s: os.rename(p, s / "moved"),
+    "unlink": lambda p, s: os.unlink(p),
+    "rename-onto": lambda p, s: os.rename(_staged(s, "x1"), p),
+    "link-onto": lambda p, s: os.link(_staged(s, "x2"), p),
+    "exchange": _exchange,
+    "proc-fd-reopen": _proc_reopen,
+    "tmpfile-link": _tmpfile_link,
+    "mkfifo-onto": lambda p, s: os.mkfifo(p),
+    "symlink-onto": lambda p, s: os.symlink("/etc/passwd", p),
+    "bind-onto": _sock_bind,
+}
+# (relative path, whether it exists on the host beforehand)
+ENTRIES = {
+    "hook": (".git/hooks/pre-commit", True),
+    "new-hook": (".git/hooks/post-checkout", False),
+    "info-exclude": (".git/info/exclude", True),
+    "info-attributes": (".git/info/attributes", False),
+    "config-worktree": (".git/config.worktree", False),
+    "alternates": (".git/objects/info/alternates", False),
+    "pointer": ("linked/.git", True),
+    "config": (".git/config", True),
+}
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int, bytes | str, bytes | None]]:
+    """Every entry outside the scratch directory: mode, owner group, content, our xattr."""
+    out: dict[str, tuple[int, int, bytes | str, bytes | None]] = {}
+    for p in sorted(root.rglob("*")):
+        if "stage" in p.relative_to(root).parts:
+            continue
+        st = p.lstat()
+        body: bytes | str = (
+            os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else b"<dir>"
+        )
+        try:
+            attr: bytes | None = os.getxattr(p, "user.rf", follow_symlinks=False)
+        except OSError:
+            attr = None
+        out[str(p.relative_to(root))] = (stat.S_IMODE(st.st_mode), st.st_gid, body, attr)
+    return out
+
+
+@pytest.fixture
+def entries(repo: Path) -> Path:
+    (repo / ".git/info").mkdir(exist_ok=True)
+    (repo / ".git/info/exclude").write_text("# exclude\n")
+    (repo / "linked").mkdir()
+    (repo / "linked/.git").write_text(f"gitdir: {repo}/.git\n")
+    (repo / "stage").mkdir()
+    for rel, _ in ENTRIES.values():
+        p = repo / rel
+        if p.exists():
+            os.setxattr(p, "user.rf", b"0")
+    return repo
+
+
+@pytest.mark.parametrize("alias", list(ALIASES))
+@pytest.mark.parametrize("entry", list(ENTRIES))
+def test_no_alias_changes_a_protected_entry(entries: Path, entry: str, alias: str) -> None:
+    rel, exists = ENTRIES[entry]
+    if alias == "removexattr" and not exists:
+        pytest.skip("nothing to remove")
+    target = entries / rel
+    before = _snapshot(entries)
+
+    def probe() -> int:
+        try:
+            ALIASES[alias](target, entries / "stage")
+        except OSError as exc:
+            return 0 if exc.errno in (errno.EACCES, errno.EPERM, errno.EEXIST, errno.EROFS) else 20
+        return 1  # the change went through
+
+    out = run_guarded(_rules(entries), probe, cwd=entries)
+    assert out.status in (0, 20), (entry, alias, out)
+    assert _snapshot(entries) == before, (entry, alias, out)
+    # a link or move out leaves the original, and no second name either
+    assert not (entries / "stage/alias").exists() and not (entries / "stage/moved").exists()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    entry=st.sampled_from(list(ENTRIES)),
+    via=st.sampled_from(["plain", "dirfd", "symlinked-dir", "dotdot"]),
+    alias=st.sampled_from(list(ALIASES)),
+)
+def test_no_path_spelling_reaches_a_protected_entry(
+    tmp_path_factory: pytest.TempPathFactory, entry: str, via: str, alias: str
+) -> None:
+    """The same changes, naming the entry through a directory fd, a symlinked directory or
+    ``..`` detours: the guard resolves as the kernel does, so the answer never changes."""
+    root = tmp_path_factory.mktemp("spell").resolve()
+    subprocess.run(["git", "init", "-q", str(root)], check=True, env=HOST_GIT)
+    (root / ".git/hooks/pre-commit").write_text("#!/bin/sh\n")
+    (root / ".git/info").mkdir(exist_ok=True)
+    (root / ".git/info/exclude").write_text("# x\n")
+    (root / "linked").mkdir()
+    (root / "linked/.git").write_text(f"gitdir: {root}/.git\n")
+    (root / "gitlink").symlink_to(".git")
+    (root / "stage").mkdir()
+    rel, _ = ENTRIES[entry]
+    before = _snapshot(root)
+
+    def probe() -> int:
+        if via == "symlinked-dir" and rel.startswith(".git/"):
+            target = root / "gitlink" / rel[len(".git/") :]
+        elif via == "dotdot":
+            target = root / "linked/.." / rel
+        elif via == "dirfd":
+            os.chdir(root / os.path.dirname(rel))
+            target = Path(os.path.basename(rel))
+        else:
+            target = root / rel
+        try:
+            ALIASES[alias](target, root / "stage")
+        except OSError:
+            return 0
+        return 1
+
+    run_guarded(_rules(root), probe, cwd=root)
+    assert _snapshot(root) == before, (entry, via, alias)
