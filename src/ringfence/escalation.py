@@ -50,7 +50,7 @@ def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[
     for v in violations:
         if v.get("kind") == "filesystem" and v.get("rule") == OUTSIDE:
             root = smallest_root(str(v["path"]))
-            if root is not None and (plan.mode == "workspace-write"):
+            if root is not None and plan.mode == "workspace-write" and not _too_wide(plan, root):
                 out.setdefault(
                     ("writable_root", root),
                     {"kind": "writable_root", "path": root, "flag": f"--writable {root}",
@@ -64,6 +64,16 @@ def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[
                  "because": f"connect {entry}"},
             )  # fmt: skip
     return list(out.values())
+
+
+def _too_wide(plan: LinuxPlan, root: str) -> bool:
+    """Never suggest the home directory, or a directory holding a writable root (the
+    workspace's parent, ``/home``): either would open far more than the one refused write, and
+    the home directory holds what runs later with full rights (rc files, autostart, hooks)."""
+    home = plan.env.get("HOME") or os.environ.get("HOME")
+    if home and os.path.normpath(home) == root:
+        return True
+    return any(r == root or r.startswith(root.rstrip("/") + "/") for r in plan.guard_roots)
 
 
 def smallest_root(path: str) -> str | None:

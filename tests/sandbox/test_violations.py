@@ -37,6 +37,28 @@ def test_a_write_outside_the_roots_is_reported_with_its_smallest_widening(rf: Ru
     assert f"openat {outside}/new (outside writable roots)" in record["violations"]["filesystem"]  # type: ignore[index]
 
 
+def test_no_widening_opens_home_or_a_parent_of_the_workspace(rf: Runner) -> None:
+    """A refused write in $HOME, or next to the workspace, names what was refused but never
+    suggests making the home directory or the workspace's parent writable."""
+    parent = rf.mkdir("parent-")
+    ws = parent / "ws"
+    ws.mkdir()
+    shutil.chown(ws, rf.uid, rf.gid)
+    r = rf.sh(ws, f"touch {rf.home}/rf-probe-{ws.name}; touch {parent}/sibling; exit 3")
+    assert r.returncode == 3
+    assert f"openat {parent}/sibling (outside writable roots)" in r.stderr
+    assert "to allow it" not in r.stderr, r.stderr
+    assert not (parent / "sibling").exists()
+
+
+def test_a_refused_config_key_names_the_host_side_command(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf.sh(ws, "git init -q . && git config core.editor vim; exit 0")
+    assert f"refused git config: {ws}/.git/config" in r.stderr
+    assert f"git config --file {ws}/.git/config core.editor VALUE" in r.stderr
+    assert "to allow it" not in r.stderr
+
+
 def test_a_protected_path_is_named_and_no_widening_is_offered(rf: Runner) -> None:
     ws = rf.mkdir()
     subprocess.run(["git", "init", "-q", str(ws)], check=True)

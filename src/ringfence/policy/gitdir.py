@@ -49,6 +49,7 @@ DATA_NAMES: Final = frozenset(
         "AUTO_MERGE",
         "index",
         "packed-refs",
+        "packed-refs.new",  # refs/packed-backend.c writes it, then renames it into place
         "shallow",
         "COMMIT_EDITMSG",
         "MERGE_MODE",
@@ -176,13 +177,21 @@ def writable(kind: Entry) -> bool:
 # What the guard finds about git that a person must always see, in a section of the report of
 # its own that no number of other refusals can crowd out.
 REPORT_KINDS: Final = frozenset(
-    {"new_repository", "refused_repository", "refused_config", "refused_pointer", "more_git"}
+    {
+        "new_repository",
+        "refused_repository",
+        "refused_config",
+        "refused_pointer",
+        "refused_hook",
+        "more_git",
+    }
 )
 _REPORT_TITLES: Final = {
     "new_repository": "new git repository",
     "refused_repository": "refused git repository",
     "refused_config": "refused git config",
     "refused_pointer": "refused git file, moved aside",
+    "refused_hook": "refused git hook",
 }
 
 

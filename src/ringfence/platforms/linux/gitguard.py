@@ -21,14 +21,18 @@ check (see SECURITY.md for the remaining limits).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import posixpath
+import secrets
+import shlex
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from ringfence.platforms.linux import libc
 from ringfence.policy import gitconfig, gitdir
 from ringfence.policy.gitdir import Entry
 
@@ -37,6 +41,7 @@ from ringfence.policy.gitdir import Entry
 MAX_SCAN_ENTRIES: Final = 20_000
 MAX_CONTENT_BYTES: Final = gitconfig.MAX_CONFIG_BYTES
 GITMODULES: Final = ".gitmodules"
+AT_FDCWD: Final = -100
 DOT_GIT: Final = ".git"
 
 
@@ -131,6 +136,19 @@ class GitGuard:
     def event(self, kind: str, path: str, detail: str = "") -> None:
         if self.on_event is not None:
             self.on_event(kind, path, detail)
+
+    def is_hook_path(self, path: str) -> bool:
+        """Is ``path`` in a hooks directory (a git directory's, or a core.hooksPath)? For
+        reports: an attempt to plant a hook is always shown."""
+        if self._hooks_dir(path) is not None:
+            return True
+        if "/hooks/" not in path and not path.endswith("/hooks"):
+            return False
+        try:
+            place = self.place(path)
+        except OSError:
+            return False
+        return place.governed and place.rel[0] == "hooks"
 
     def _hooks_dir(self, path: str) -> str | None:
         for d in self.hooks_dirs:
@@ -354,15 +372,28 @@ class GitGuard:
 
     def check_new_gitdir(self, top: str) -> str | None:
         """Everything host git would honour in a directory that has just become a git
-        directory: config keys, hooks, pointers, and links leading out of it."""
-        for name in ("config", "config.worktree"):
-            problem = self._check_config_file(f"{top}/{name}", top)
+        directory: config keys, hooks, pointers, and links leading out of it.
+
+        The files judged by content are then replaced by the guard's own copy of the bytes it
+        judged: a descriptor the command opened for writing before the layout was complete
+        (or passed elsewhere) now refers to a file git never reads.
+        """
+        checked: dict[str, bytes] = {}
+        for name in ("config", "config.worktree", "commondir"):
+            path = f"{top}/{name}"
+            try:
+                data = read_regular(path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                return f"{name}: {exc.strerror or os.strerror(exc.errno or errno.EIO)}"
+            if name == "commondir":
+                problem = self.pointer_problem(path, "commondir", data)
+            else:
+                problem = self.config_problem(data, gitdir_path=top, kind="config")
             if problem is not None:
-                return problem
-        if _exists(f"{top}/commondir"):
-            problem = self._check_pointer_file(f"{top}/commondir", "commondir", top)
-            if problem is not None:
-                return problem
+                return f"{name}: {problem}"
+            checked[name] = data
         seen = 0
         for dirpath, dirnames, filenames in os.walk(top, onerror=_raise, followlinks=False):
             rel_dir = dirpath[len(top) :].strip("/")
@@ -383,21 +414,9 @@ class GitGuard:
                         return f"the symlink {rel} points outside it ({target})"
             if rel_dir == "" and "hooks" in filenames:
                 return "hooks is not a directory"
+        for name, data in checked.items():
+            replace_with_copy(f"{top}/{name}", data)
         return None
-
-    def _check_config_file(self, path: str, top: str) -> str | None:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISREG(st.st_mode):
-            return f"{posixpath.basename(path)} is not a regular file"
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            data = read_all(fd)
-        finally:
-            os.close(fd)
-        return self.config_problem(data, gitdir_path=top, kind="config")
 
     def config_problem(self, data: bytes, *, gitdir_path: str, kind: str) -> str | None:
         """Why these exact bytes may not become a config (``kind`` "config", ".gitmodules"
@@ -415,6 +434,26 @@ class GitGuard:
         except gitconfig.GitConfigError as exc:
             return f"malformed: {exc}"
         return gitconfig.describe(refusals) if refusals else None
+
+    def host_hint(self, data: bytes, *, path: str, gitdir_path: str, kind: str) -> str:
+        """What the user can run outside the sandbox to set the refused keys themselves (if
+        they trust them): ringfence never widens the sandbox for a config key."""
+        if kind == "todo":
+            return ""
+        try:
+            if kind == GITMODULES:
+                refusals = gitconfig.check_gitmodules(data)
+            else:
+                refusals = gitconfig.check_repo_config(
+                    data, worktree_ok=lambda v: self._worktree_ok(v, gitdir_path)
+                )
+        except gitconfig.GitConfigError:
+            return ""
+        keys = list(dict.fromkeys(r.key for r in refusals))[:3]
+        if not keys or any(not k.isprintable() or "'" in k for k in keys):
+            return ""
+        cmds = "; ".join(f"git config --file {shlex.quote(path)} {k} VALUE" for k in keys)
+        return f"to set it yourself, outside the sandbox and only if you trust it: {cmds}"
 
     def _worktree_ok(self, value: str, gitdir_path: str) -> bool:
         target = posixpath.normpath(posixpath.join(gitdir_path, value))
@@ -435,10 +474,10 @@ class GitGuard:
         if name == GITMODULES:
             return GITMODULES
         if name in gitdir.POINTER_NAMES:
+            # Beside a HEAD it is what git reads (setup.c); anywhere else a plain file. One
+            # made before its HEAD is checked when the HEAD completes the layout.
             place = self.place(path)
-            if place.kind is Entry.POINTER or (
-                place.kind is Entry.INCUBATOR and len(place.rel) >= 3
-            ):
+            if place.kind is Entry.POINTER or _exists(f"{posixpath.dirname(path)}/HEAD"):
                 return name
         return None
 
@@ -452,19 +491,6 @@ class GitGuard:
         if self.root_of(target) is None:
             return f"a .git symlink must point inside the writable roots (not {target})"
         return None
-
-    def _check_pointer_file(self, path: str, kind: str, holder_gitdir: str | None) -> str | None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            return f"unreadable ({os.strerror(exc.errno or errno.EIO)})"
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return "not a regular file"
-            data = read_all(fd)
-        finally:
-            os.close(fd)
-        return self.pointer_problem(path, kind, data, holder_gitdir)
 
     def pointer_problem(
         self, path: str, kind: str, data: bytes, holder_gitdir: str | None = None
@@ -483,15 +509,26 @@ class GitGuard:
         return None
 
     def finish(self, quarantine: Callable[[str], str | None]) -> None:
-        """Check every pointer this command created, now that nothing of it is left to change
-        them; one that fails is moved aside by ``quarantine`` (which returns the new name)."""
+        """Check every pointer this command created, now that none of its processes is left
+        to change them. One that passes is replaced by the guard's copy of the bytes it
+        judged (a descriptor passed elsewhere then writes a file git never reads); one that
+        fails is moved aside by ``quarantine`` (which returns the new name)."""
         for path, kind in sorted(self.pending.items()):
             try:
-                problem = self._check_pointer_file(path, kind, None)
-            except OSError:
-                continue
-            if "unreadable (No such file" in (problem or ""):
+                data = read_regular(path)
+            except FileNotFoundError:
                 continue  # gone again
+            except OSError as exc:
+                problem: str | None = f"unreadable ({exc.strerror or exc})"
+            else:
+                if kind in gitdir.POINTER_NAMES and not _exists(f"{posixpath.dirname(path)}/HEAD"):
+                    continue  # no HEAD beside it: git does not read it
+                problem = self.pointer_problem(path, kind, data)
+                if problem is None:
+                    try:
+                        replace_with_copy(path, data)
+                    except OSError as exc:
+                        problem = f"could not be secured ({exc.strerror or exc})"
             if problem is None:
                 continue
             moved = quarantine(path)
@@ -503,6 +540,59 @@ class GitGuard:
 
 def _raise(exc: OSError) -> None:
     raise exc
+
+
+def read_regular(path: str) -> bytes:
+    """The bytes of the regular file at ``path`` (no symlink followed anywhere on the way);
+    FileNotFoundError when it is not there, OSError when it is not a plain file."""
+    fd = libc.openat2(
+        AT_FDCWD,
+        path,
+        os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC,
+        libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS,
+    )
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return read_all(fd)
+    finally:
+        os.close(fd)
+
+
+def put_copy(dir_fd: int, name: str, data: bytes, mode: int) -> None:
+    """Atomically make ``name`` in ``dir_fd`` a fresh file holding exactly ``data``: the
+    guard's own inode, which no process of the command holds open."""
+    tmp = f".ringfence-{secrets.token_hex(8)}.tmp"
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+        dir_fd=dir_fd,
+    )  # fmt: skip
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode & 0o777)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def replace_with_copy(path: str, data: bytes) -> None:
+    """:func:`put_copy` at ``path``, reached without following any symlink."""
+    parent, name = posixpath.split(path)
+    dfd = libc.openat2(
+        AT_FDCWD, parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, libc.RESOLVE_NO_SYMLINKS
+    )
+    try:
+        mode = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode
+        put_copy(dfd, name, data, mode)
+    finally:
+        os.close(dfd)
 
 
 def read_all(fd: int) -> bytes:

@@ -44,7 +44,6 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import select
 import socket
 import stat
@@ -57,7 +56,7 @@ from typing import Any, Final
 
 from ringfence.errors import SandboxError, UnsupportedError
 from ringfence.platforms.linux import bpf, libc
-from ringfence.platforms.linux.gitguard import GitGuard, Unknown, is_dot_git, read_all
+from ringfence.platforms.linux.gitguard import GitGuard, Unknown, is_dot_git, put_copy, read_all
 from ringfence.platforms.linux.guard_rules import (
     GuardRules,
     check_canonical,
@@ -791,6 +790,8 @@ class Supervisor:
                 call.close()
         if denial is not None and self.on_denial is not None:
             self.on_denial(denial)  # before the answer: the report is in before the caller goes on
+            if self.git is not None and self.git.is_hook_path(denial.path):
+                self._event("refused_hook", denial.path, denial.rule)
         self.respond(int(notif.id), reply)
 
     def respond(self, notif_id: int, reply: _Reply) -> None:
@@ -1439,7 +1440,8 @@ class Supervisor:
         data = self._read_checked_source(src)
         problem = self.git.config_problem(data, gitdir_path=base, kind=what)
         if problem is not None:
-            self._event("refused_config", dst.path, problem)
+            hint = self.git.host_hint(data, path=dst.path, gitdir_path=base, kind=what)
+            self._event("refused_config", dst.path, f"{problem}; {hint}" if hint else problem)
             raise _Refused(dst.path, f"{what}: {problem}")
         if flags & RENAME_NOREPLACE:
             try:
@@ -1451,29 +1453,7 @@ class Supervisor:
         mode = stat.S_IMODE(
             os.stat(src.kernel_name, dir_fd=src.parent_fd, follow_symlinks=False).st_mode
         )
-        tmp = f".ringfence-{secrets.token_hex(8)}.tmp"
-        fd = os.open(
-            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-            dir_fd=dst.parent_fd,
-        )  # fmt: skip
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchmod(fd, mode & 0o777)
-            finally:
-                os.close(fd)
-            _check(
-                _renameat2(
-                    dst.parent_fd, tmp.encode(), dst.parent_fd, os.fsencode(dst.kernel_name), 0
-                ),
-                "renameat2",
-            )
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dst.parent_fd)
-            raise
+        put_copy(dst.parent_fd, dst.kernel_name.rstrip("/"), data, mode)
         with contextlib.suppress(OSError):  # a rename leaves no source behind
             os.unlink(src.kernel_name, dir_fd=src.parent_fd)
         self.git.pending.pop(dst.path, None)  # checked now (a .gitmodules)

@@ -106,7 +106,7 @@ def _start_guard(plan: LinuxPlan) -> tuple[socket.socket, int]:
 MAX_REPORTS = 100  # per command: what the guard refused
 MAX_GIT_REPORTS = 200  # per command, counted apart: new repositories, refused configs/pointers
 MAX_REPORT_PATH = 512  # characters of a path kept in a report: 100 of them fit one message
-MAX_REPORT_DETAIL = 512
+MAX_REPORT_DETAIL = 1024
 # Findings about git that the user must always see: a flood of cheap refusals cannot push
 # them out of the report (they have a budget of their own, and the init drains the socket
 # while the command runs).
