@@ -150,3 +150,10 @@ def test_findings_read_as_one_line() -> None:
     line = describe_finding({"kind": "refused_config", "path": "/w/.git/config", "detail": "k"})
     assert line == "refused git config: /w/.git/config (k)"
     assert describe_finding({"kind": "more_git"}) == "more git findings not listed"
+
+
+def test_the_guard_reads_as_much_as_the_config_parser_accepts() -> None:
+    from ringfence.platforms.linux.gitguard import MAX_CONTENT_BYTES
+    from ringfence.policy.gitconfig import MAX_CONFIG_BYTES
+
+    assert MAX_CONTENT_BYTES == MAX_CONFIG_BYTES

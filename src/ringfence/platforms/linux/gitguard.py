@@ -25,21 +25,20 @@ import contextlib
 import errno
 import os
 import posixpath
-import secrets
 import shlex
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from ringfence.platforms.linux import libc
-from ringfence.policy import gitconfig, gitdir
+from ringfence.policy import gitdir
 from ringfence.policy.gitdir import Entry
 
 # A directory that completes its layout is scanned before it counts; a bigger one is refused
 # (git init makes ~20 entries; a clone completes its layout before it fetches objects).
 MAX_SCAN_ENTRIES: Final = 20_000
-MAX_CONTENT_BYTES: Final = gitconfig.MAX_CONFIG_BYTES
+MAX_CONTENT_BYTES: Final = 1 << 20  # gitconfig.MAX_CONFIG_BYTES (imported only when needed)
 GITMODULES: Final = ".gitmodules"
 AT_FDCWD: Final = -100
 DOT_GIT: Final = ".git"
@@ -418,19 +417,27 @@ class GitGuard:
             replace_with_copy(f"{top}/{name}", data)
         return None
 
+    def _refusals(self, data: bytes, *, gitdir_path: str, kind: str) -> list[Any]:
+        """The key refusals for config bytes (GitConfigError when malformed). The parser is
+        imported on first use: most commands never replace a config."""
+        from ringfence.policy import gitconfig
+
+        if kind == GITMODULES:
+            return gitconfig.check_gitmodules(data)
+        return gitconfig.check_repo_config(
+            data, worktree_ok=lambda v: self._worktree_ok(v, gitdir_path)
+        )
+
     def config_problem(self, data: bytes, *, gitdir_path: str, kind: str) -> str | None:
         """Why these exact bytes may not become a config (``kind`` "config", ".gitmodules"
         or "todo"), or None."""
+        from ringfence.policy import gitconfig
+
         if kind == "todo":
             bad = gitdir.todo_refusals(data)
             return f"runs commands ({', '.join(bad[:3])})" if bad else None
         try:
-            if kind == GITMODULES:
-                refusals = gitconfig.check_gitmodules(data)
-            else:
-                refusals = gitconfig.check_repo_config(
-                    data, worktree_ok=lambda v: self._worktree_ok(v, gitdir_path)
-                )
+            refusals = self._refusals(data, gitdir_path=gitdir_path, kind=kind)
         except gitconfig.GitConfigError as exc:
             return f"malformed: {exc}"
         return gitconfig.describe(refusals) if refusals else None
@@ -441,13 +448,8 @@ class GitGuard:
         if kind == "todo":
             return ""
         try:
-            if kind == GITMODULES:
-                refusals = gitconfig.check_gitmodules(data)
-            else:
-                refusals = gitconfig.check_repo_config(
-                    data, worktree_ok=lambda v: self._worktree_ok(v, gitdir_path)
-                )
-        except gitconfig.GitConfigError:
+            refusals = self._refusals(data, gitdir_path=gitdir_path, kind=kind)
+        except ValueError:  # GitConfigError: malformed, nothing to set
             return ""
         keys = list(dict.fromkeys(r.key for r in refusals))[:3]
         if not keys or any(not k.isprintable() or "'" in k for k in keys):
@@ -562,7 +564,7 @@ def read_regular(path: str) -> bytes:
 def put_copy(dir_fd: int, name: str, data: bytes, mode: int) -> None:
     """Atomically make ``name`` in ``dir_fd`` a fresh file holding exactly ``data``: the
     guard's own inode, which no process of the command holds open."""
-    tmp = f".ringfence-{secrets.token_hex(8)}.tmp"
+    tmp = f".ringfence-{os.urandom(8).hex()}.tmp"
     fd = os.open(
         tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
         dir_fd=dir_fd,

@@ -595,8 +595,11 @@ class Supervisor:
         *,
         on_denial: Callable[[Denial], None] | None = None,
         on_event: Callable[[str, str, str], None] | None = None,
+        lock_fd: int = -1,
     ) -> None:
         self.listener_fd = listener_fd
+        # flock'ed around each call: the guards of one session's commands take turns
+        self.lock_fd = lock_fd
         self.on_event = on_event
         self.rules = rules
         self.git: GitGuard | None = None
@@ -770,6 +773,8 @@ class Supervisor:
         denial: Denial | None = None
         name = self._names.get(int(notif.data.nr), f"nr {notif.data.nr}")
         call: _Call | None = None
+        if self.lock_fd >= 0:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
         try:
             call = _Call(self, notif)
             handler = self._handlers.get(name)
@@ -788,6 +793,8 @@ class Supervisor:
         finally:
             if call is not None:
                 call.close()
+            if self.lock_fd >= 0:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         if denial is not None and self.on_denial is not None:
             self.on_denial(denial)  # before the answer: the report is in before the caller goes on
             if self.git is not None and self.git.is_hook_path(denial.path):

@@ -85,7 +85,7 @@ def _new_session_keyring() -> None:
         syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None, 0, 0, 0)
 
 
-def _start_guard(plan: LinuxPlan) -> tuple[socket.socket, int]:
+def _start_guard(plan: LinuxPlan, lock_fd: int = -1) -> tuple[socket.socket, int]:
     """Start the name guard's supervisor; return the socket to hand it the listener on (and
     to read its findings from), and its pid.
 
@@ -98,7 +98,7 @@ def _start_guard(plan: LinuxPlan) -> tuple[socket.socket, int]:
     pid = os.fork()
     if pid == 0:
         ours.close()
-        _supervisor_main(plan, theirs)
+        _supervisor_main(plan, theirs, lock_fd)
     theirs.close()
     return ours, pid
 
@@ -194,17 +194,22 @@ def guard_reports(sock: socket.socket | None) -> list[dict[str, str]]:
             out.append({str(k): str(v) for k, v in record.items()})
 
 
-def _supervisor_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
+def _supervisor_main(plan: LinuxPlan, sock: socket.socket, lock_fd: int) -> NoReturn:
     code = 0
     try:
         os.setsid()  # out of the command's process group: its signals are not ours
+        if lock_fd >= 0:  # an open file description of our own: flock excludes the others
+            lock_fd = os.open(f"/proc/self/fd/{lock_fd}", os.O_RDWR | os.O_CLOEXEC)
         caps.keep_only(caps.CAP_SYS_PTRACE)
         null = os.open("/dev/null", os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
         os.close(null)
-        os.closerange(3, sock.fileno())
-        os.closerange(sock.fileno() + 1, 0x7FFFFFFF)
+        low = 3
+        for keep in sorted({sock.fileno(), lock_fd} - {-1}):  # close all but these two
+            os.closerange(low, keep)
+            low = keep + 1
+        os.closerange(low, 0x7FFFFFFF)
         _, fds, _, _ = socket.recv_fds(sock, 16, 1)
         if not fds:
             os._exit(0)  # the command failed before installing the filter
@@ -220,7 +225,7 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
             hooks_dirs=plan.guard_hooks_dirs,
         )
         supervisor = nameguard.Supervisor(
-            fds[0], rules, on_denial=reporter.denial, on_event=reporter.event
+            fds[0], rules, on_denial=reporter.denial, on_event=reporter.event, lock_fd=lock_fd
         )
         supervisor.serve(stop_r, control_fd=sock.fileno())
     except BaseException as e:  # the listener closes with us: guarded calls then fail closed

@@ -174,6 +174,10 @@ class _Server:
         self.own_pidns = (
             os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if namespaced else -1
         )
+        # The name guards of the session's commands take turns on this (each through an open
+        # file description of its own, so flock excludes them from one another): a check one
+        # guard makes cannot be undone by a change another guard performs meanwhile.
+        self.guard_lock = os.memfd_create("ringfence-guard-lock", os.MFD_CLOEXEC)
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda _s, _f: None)
@@ -509,7 +513,9 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
         else:
             landlock.restrict_with(srv.ruleset_fd)
         os.close(srv.ruleset_fd)
-    guard_sock, srv.guard_pid = runner._start_guard(plan) if plan.guard_enabled else (None, 0)
+    guard_sock, srv.guard_pid = (
+        runner._start_guard(plan, srv.guard_lock) if plan.guard_enabled else (None, 0)
+    )
     if srv.namespaced:
         caps.drop_bounding()
     caps.drop_all(unprivileged_ok=not srv.namespaced, bounding=False)
