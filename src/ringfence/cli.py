@@ -84,7 +84,11 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not hide ~/.ssh, ~/.aws and the other default secret paths",
     )
-    g.add_argument("--strict-git", action="store_true", help="make all of .git read-only")
+    g.add_argument(
+        "--strict-git",
+        action="store_true",
+        help="make every git directory read-only (default: only git's own data is writable)",
+    )
     g.add_argument(
         "--network",
         choices=[n.value for n in Network],

@@ -95,6 +95,21 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
         lines.extend(_wrap(" ".join(plan.guard_names), "    "))
     if plan.guard_paths:
         lines.append("  protected paths: " + " ".join(plan.guard_paths))
+    if plan.guard_git == "allowlist":
+        lines.append("  git directories (any with HEAD + objects/ + refs/):")
+        lines.extend(
+            _wrap(
+                "only git's own data is writable; config and .gitmodules change by checked keys; "
+                "hooks and info/ are read-only; pointer files are checked at the end",
+                "    ",
+            )
+        )
+    elif plan.guard_git == "strict":
+        lines.append("  git directories: read-only (strict_git)")
+    if plan.guard_git_roots:
+        lines.append("  git directories writable for git only: " + " ".join(plan.guard_git_roots))
+    if plan.guard_hooks_dirs:
+        lines.append("  core.hooksPath directories: " + " ".join(plan.guard_hooks_dirs))
     if plan.scrubbed_env:
         lines.append("")
         lines.append("environment variables removed: " + " ".join(plan.scrubbed_env))

@@ -182,7 +182,8 @@ class SandboxTools:
             + (", ".join(roots) if roots else "none")
             + "; /tmp is private to the sandbox.",
             "Everything else is read-only; some paths are hidden (e.g. ~/.ssh, ~/.aws).",
-            "Protected even inside the workspace: .git hooks and config, shell rc files, "
+            "Protected even inside the workspace: in git directories only git's own data is "
+            "writable (git config only with harmless keys; hooks never), shell rc files, "
             "agent config (writes there are refused).",
         ]
         if plan.network == "off":
