@@ -73,3 +73,18 @@ def test_symlinks_on_path(tmp_path: Path) -> None:
     assert paths.symlinks_on_path(str(tmp_path / "a/b")) == [
         p for p in paths.symlinks_on_path(str(tmp_path)) if os.path.islink(p)
     ]
+
+
+def test_hooks_path_directories_are_found_for_the_repo_and_its_submodules(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / ".git/modules/sub").mkdir(parents=True)
+    (ws / ".git/config").write_text("[core]\n\thooksPath = .husky\n")
+    (ws / ".git/modules/sub/HEAD").write_text("ref: refs/heads/main\n")
+    (ws / ".git/modules/sub/config").write_text(
+        "[core]\n\tworktree = ../../../sub\n\thooksPath = hooks-dir\n"
+    )
+    (ws / ".husky").mkdir()
+    facts = _gather(ws)
+    assert facts.hooks_paths[str(ws / ".git")] == str(ws / ".husky")
+    assert facts.hooks_paths[str(ws / ".git/modules/sub")] == str(ws / "sub/hooks-dir")
+    assert facts.info(str(ws / ".husky")) is not None  # the plan can mount it read-only

@@ -143,6 +143,8 @@ def _hooks_path(gitdir: str, worktree: str | None, home: str | None) -> str | No
     for e in entries:
         if e.key == "core.hookspath" and e.value:
             value = e.value  # the last one wins, as in git
+        elif e.key == "core.worktree" and e.value and worktree is None:
+            worktree = os.path.normpath(os.path.join(gitdir, e.value))  # a submodule's
     if value is None:
         return None
     if value.startswith("~/") and home:
@@ -193,7 +195,8 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     hooks_paths: dict[str, str] = {}
     worktrees = {os.path.join(r, ".git"): r for r in policy.writable_paths()}
     worktrees.update({gd: os.path.dirname(f) for f, gd in gitdirs.items()})
-    for gd in [*worktrees, *commondirs.values()]:
+    module_dirs = [m for mods in modules.values() for m in mods]
+    for gd in [*worktrees, *commondirs.values(), *module_dirs]:
         named = _hooks_path(gd, worktrees.get(gd), home)
         if named is not None:
             hooks_paths[gd] = named
