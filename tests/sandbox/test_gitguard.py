@@ -258,6 +258,37 @@ def test_hooks_path_directories_take_only_samples(ws: Path) -> None:
     assert (husky / "pre-commit").read_text() == "npm test\n"
 
 
+def test_guards_of_one_session_take_turns(ws: Path) -> None:
+    """A guard holds the session's lock while it checks and acts: while another holds it, a
+    guarded call waits (so a check cannot be undone by another guard's change meanwhile)."""
+    import fcntl
+    import threading
+    import time
+
+    memfd = os.memfd_create("test-guard-lock")
+    other = os.open(f"/proc/self/fd/{memfd}", os.O_RDWR)  # another guard's description
+    fcntl.flock(other, fcntl.LOCK_EX)
+    done: list[int] = []
+
+    def run() -> None:
+        out = run_guarded(
+            _rules(ws), lambda: os.mkdir(ws / "made") or 0, cwd=ws,
+            lock=f"/proc/{os.getpid()}/fd/{memfd}",
+        )  # fmt: skip
+        done.append(out.status)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.5)
+    held = not (ws / "made").exists()
+    fcntl.flock(other, fcntl.LOCK_UN)
+    t.join(30)
+    os.close(other)
+    os.close(memfd)
+    assert held, "the guarded mkdir did not wait for the lock"
+    assert done == [0] and (ws / "made").is_dir()
+
+
 # ------------------------------------------------------------ every alias of a protected entry
 
 

@@ -69,6 +69,7 @@ def run_guarded(
     umask: int = 0o022,
     stdout: Path | None = None,
     env: dict[str, str] | None = None,
+    lock: str | None = None,
 ) -> Outcome:
     """Run ``probe`` (a function returning an exit code, or an argv) under the guard."""
     rfd, wfd = os.pipe()
@@ -106,8 +107,12 @@ def run_guarded(
             denials: list[dict[str, object]] = []
             if guard:
                 listener = _recv_fd(parent_sock)
+                lock_fd = os.open(lock, os.O_RDWR) if lock is not None else -1
                 sup = nameguard.Supervisor(
-                    listener, rules, on_denial=lambda d: denials.append(d.__dict__)
+                    listener,
+                    rules,
+                    on_denial=lambda d: denials.append(d.__dict__),
+                    lock_fd=lock_fd,
                 )
                 pidfd = os.pidfd_open(child)
                 sup.serve(pidfd)
