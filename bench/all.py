@@ -40,15 +40,7 @@ def _run_exported(rev: str) -> int:
         check=True,
     ).stdout.strip()
     with benchlib.scratch("ringfence-bench-src-") as d:
-        archive = subprocess.Popen(
-            ["git", "-C", REPO, "archive", "--format=tar", full, "src"], stdout=subprocess.PIPE
-        )
-        subprocess.run(["tar", "-x", "-C", d], stdin=archive.stdout, check=True)
-        assert archive.stdout is not None
-        archive.stdout.close()
-        if archive.wait() != 0:
-            raise SystemExit(f"bench: git archive {rev} failed")
-        src = os.path.join(d, "src")
+        src = benchlib.export_src(REPO, full, d)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
         env[_EXPORTED] = f"{full[:12]} {src}"

@@ -210,6 +210,20 @@ def scratch(prefix: str = "ringfence-bench-") -> Iterator[str]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def export_src(repo: str, rev: str, dest: str) -> str:
+    """``src/`` of the committed tree ``rev`` of ``repo``, extracted under ``dest``: a fixed
+    point to measure and compare (the working tree may be mid-edit). Returns the src path."""
+    archive = subprocess.Popen(
+        ["git", "-C", repo, "archive", "--format=tar", rev, "src"], stdout=subprocess.PIPE
+    )
+    subprocess.run(["tar", "-x", "-C", dest], stdin=archive.stdout, check=True)
+    assert archive.stdout is not None
+    archive.stdout.close()
+    if archive.wait() != 0:
+        raise SystemExit(f"bench: git archive {rev} failed")
+    return os.path.join(dest, "src")
+
+
 # -- /proc ---------------------------------------------------------------------------------------
 def fd_count(pid: int | str = "self") -> int | None:
     try:

@@ -27,6 +27,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
+import benchlib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -64,15 +66,7 @@ def _export(rev: str, base: str) -> str:
     """``src/`` of the committed tree ``rev``, for PYTHONPATH."""
     dest = os.path.join(base, "src-" + rev.replace("/", "_"))
     os.makedirs(dest)
-    archive = subprocess.Popen(
-        ["git", "-C", REPO, "archive", "--format=tar", rev, "src"], stdout=subprocess.PIPE
-    )
-    subprocess.run(["tar", "-x", "-C", dest], stdin=archive.stdout, check=True)
-    assert archive.stdout is not None
-    archive.stdout.close()
-    if archive.wait() != 0:
-        raise SystemExit(f"bench: git archive {rev} failed")
-    return os.path.join(dest, "src")
+    return benchlib.export_src(REPO, rev, dest)
 
 
 def _timed(argv: list[str], cwd: str, env: dict[str, str]) -> float:
