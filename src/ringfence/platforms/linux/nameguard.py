@@ -1087,6 +1087,9 @@ class Supervisor:
             elif not exists and flags & os.O_CREAT and self.git is not None:
                 self._git(res.path, GitGuard.creating, res.path, stat.S_IFREG)
                 pointer = self.git.pointer_kind(res.path)
+            if pointer is not None and self.git is not None:
+                # noted before it exists: the init must learn of it whatever happens next
+                self.git.note_pointer(res.path, pointer)  # its content is checked at the end
             os.umask(call.umask)
             # We followed the last component ourselves; O_NOFOLLOW makes sure the kernel does
             # not follow a symlink planted there since.
@@ -1097,10 +1100,8 @@ class Supervisor:
                 if exc.errno == errno.ELOOP and extra:
                     continue  # a symlink appeared after we looked: resolve again
                 raise
-            if pointer is not None and self.git is not None:
-                self.git.note_pointer(res.path, pointer)  # its content is checked at the end
-                if is_dot_git(res.name):
-                    self.git.created_dot_git.add(res.path)
+            if pointer is not None and self.git is not None and is_dot_git(res.name):
+                self.git.created_dot_git.add(res.path)
             return reply
         raise OSError(errno.ELOOP, "the path kept changing")
 
@@ -1395,6 +1396,7 @@ class Supervisor:
                     raise _Refused(dst.path, "a pointer file is not exchanged")
                 data = self._read_checked_source(src)
                 self._deny(dst.path, self.git.pointer_problem(dst.path, pointer, data))
+                self.git.note_pointer(dst.path, pointer)  # and again at the end
         _check(
             _renameat2(
                 src.parent_fd,

@@ -9,11 +9,14 @@ import contextlib
 import json
 import os
 import resource
+import select
 import signal
 import socket
+import time
 from collections.abc import Sequence
 from typing import NoReturn
 
+from ringfence.errors import SandboxError
 from ringfence.platforms.linux import (
     caps,
     guard_rules,
@@ -114,6 +117,7 @@ GIT_FINDINGS = gitdir.REPORT_KINDS
 # Between the guard and the command's init: pointer files wait for a check at the end, and the
 # check is done (see session_runner._finish_guard).
 CONTROL = frozenset({"git_pending", "git_finished"})
+CONTROL_WAIT = 5.0  # seconds
 
 
 def _clip(text: str, limit: int) -> str:
@@ -144,8 +148,7 @@ class _Reporter:
             for k, v in record.items()
         }
         if record.get("kind") in CONTROL:  # for the init, not the user: never dropped
-            with contextlib.suppress(OSError):
-                self.sock.send(json.dumps(record).encode())
+            self._send_surely(json.dumps(record).encode())
             return
         budget = "git" if record.get("kind") in GIT_FINDINGS else "refusal"
         key = tuple(record.values())
@@ -161,6 +164,20 @@ class _Reporter:
             self.sock.send(json.dumps(record).encode())
         except OSError:
             self.more[budget] = True  # a full socket or a gone init: say no more
+
+    def _send_surely(self, data: bytes) -> None:
+        """Wait (a bounded time) for room: the init drains the socket while the command runs,
+        and without this record it would not ask for the end-of-run pointer check."""
+        deadline = time.monotonic() + CONTROL_WAIT
+        while True:
+            try:
+                self.sock.send(data)
+                return
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SandboxError("the command's init stopped reading the guard") from None
+                select.select([], [self.sock], [], left)
 
     def denial(self, d: nameguard.Denial) -> None:
         rule = f"protected: {d.rule}" if d.by == "guard" else d.rule
