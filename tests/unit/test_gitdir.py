@@ -55,7 +55,6 @@ from ringfence.policy.gitdir import (
         "rebase-merge/done",
         "rebase-merge/onto",
         "rebase-apply/patch",
-        "sequencer/opts",
         "rr-cache/abc/preimage",
         "lfs/objects/ab/cd/abcd",
         "reftable/tables.list",
@@ -102,12 +101,15 @@ def test_special_entries() -> None:
     assert classify(["config"]) is Entry.CONFIG
     assert classify(["commondir"]) is Entry.POINTER
     assert classify(["gitdir"]) is Entry.POINTER
-    assert classify(["rebase-merge", "git-rebase-todo"]) is Entry.TODO
-    assert classify(["sequencer", "todo"]) is Entry.TODO
+    assert classify(["rebase-merge", "git-rebase-todo"]) is Entry.CHECKED
+    assert classify(["sequencer", "todo"]) is Entry.CHECKED
+    assert classify(["rebase-merge", "strategy"]) is Entry.CHECKED
+    assert classify(["sequencer", "opts"]) is Entry.CHECKED
+    assert writable(Entry.CHECKED)
     assert classify(["hooks", "pre-commit.sample"]) is Entry.HOOK_SAMPLE
     assert classify(["modules", "sub", "config"]) is Entry.INCUBATOR
     assert classify(["worktrees", "wt", "HEAD"]) is Entry.INCUBATOR
-    for kind in (Entry.CONFIG, Entry.TODO, Entry.POINTER, Entry.READ_ONLY):
+    for kind in (Entry.CONFIG, Entry.POINTER, Entry.READ_ONLY):
         assert not writable(kind)
     with pytest.raises(ValueError):
         classify([])
@@ -124,11 +126,23 @@ def test_pointer_targets() -> None:
     assert pointer_target(".git", b"gitdir: ../g/.git\n", holder_dir="/w/sub", gitdir=None) == (
         "/w/g/.git"
     )
-    assert pointer_target(".git", b"gitdir:  /abs/x \r\n", holder_dir="/w", gitdir=None) == "/abs/x"
+    assert pointer_target(".git", b"gitdir: /abs/x\r\n", holder_dir="/w", gitdir=None) == "/abs/x"
+    # git keeps everything after "gitdir: " but trailing CR/LF; a second line is refused,
+    # not cut off (git would read "y\n/../../out" as one path)
+    with pytest.raises(PointerError):
+        pointer_target(".git", b"gitdir: y\n/../../out\n", holder_dir="/w", gitdir=None)
     assert pointer_target(
         "commondir", b"../..\n", holder_dir="/m/.git/worktrees/w", gitdir=None
     ) == ("/m/.git")
-    for bad in (b"", b"gitdir:", b"nope: x", b"gitdir: a\0b", b"\xff\xfe", b"x" * 5000):
+    for bad in (
+        b"",
+        b"gitdir:",
+        b"gitdir:x",
+        b"nope: x",
+        b"gitdir: a\0b",
+        b"\xff\xfe",
+        b"x" * 5000,
+    ):
         with pytest.raises(PointerError):
             pointer_target(".git", bad, holder_dir="/w", gitdir=None)
 
@@ -138,6 +152,13 @@ def test_links_and_roots() -> None:
     assert symlink_target("/w/.git", "objects/x") == "/w/.git/objects/x"
     assert inside("/w/a", ("/w",)) and inside("/w", ("/w",))
     assert not inside("/wx", ("/w",))
+
+
+def test_merge_strategies_are_gits_own() -> None:
+    from ringfence.policy.gitdir import strategy_refusals
+
+    assert strategy_refusals(b"ort\n") == [] and strategy_refusals(b"") == []
+    assert strategy_refusals(b"x/evil\n") == ["'x/evil'"]
 
 
 def test_todo_lists_may_not_run_commands() -> None:

@@ -88,3 +88,21 @@ def test_hooks_path_directories_are_found_for_the_repo_and_its_submodules(tmp_pa
     assert facts.hooks_paths[str(ws / ".git")] == str(ws / ".husky")
     assert facts.hooks_paths[str(ws / ".git/modules/sub")] == str(ws / "sub/hooks-dir")
     assert facts.info(str(ws / ".husky")) is not None  # the plan can mount it read-only
+
+
+def test_included_configs_and_a_relative_global_hooks_path_are_found(tmp_path: Path) -> None:
+    ws, home = tmp_path / "ws", tmp_path / "ws" / "home"
+    (ws / ".git").mkdir(parents=True)
+    home.mkdir()
+    (ws / ".git/config").write_text("[include]\n\tpath = ../extra.cfg\n")
+    (ws / "extra.cfg").write_text('[includeIf "gitdir:x"]\n\tpath = more.cfg\n')
+    (home / ".gitconfig").write_text("[core]\n\thooksPath = .githooks\n")
+    facts = hostfacts.gather(
+        Policy(workspace=str(ws)).validate(),
+        env={"HOME": str(home), "XDG_CONFIG_HOME": str(home / "nope")},
+        landlock_abi=6,
+    )
+    assert str(ws / "extra.cfg") in facts.git_includes
+    assert str(ws / "more.cfg") in facts.git_includes  # nested, relative to its includer
+    assert facts.global_hooks_path == ".githooks"
+    assert facts.hooks_paths[str(ws / ".git")] == str(ws / ".githooks")

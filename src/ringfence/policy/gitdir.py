@@ -33,7 +33,7 @@ class Entry(enum.Enum):
 
     DATA = "data"  # git's ordinary data: create, write, remove, rename freely
     CONFIG = "config"  # replaced only by a rename whose exact bytes pass the key allowlist
-    TODO = "todo"  # a rebase/sequencer todo list: replaced only without exec lines
+    CHECKED = "checked"  # state git acts on later (todo lists, strategy): checked at the end
     POINTER = "pointer"  # commondir/gitdir: created once, pointing inside; never changed
     HOOK_SAMPLE = "hook sample"  # hooks/*.sample: git never runs them
     INCUBATOR = "incubator"  # modules/**, worktrees/*/**: a nested git directory in the making
@@ -101,14 +101,19 @@ NOT_DATA: Final = frozenset(
 )
 # Data outside the data trees, by relative path.
 DATA_PATHS: Final = frozenset({("info", "sparse-checkout")})
-# Todo lists git executes line by line on `rebase --continue` / `cherry-pick --continue`; an
-# `exec` line there is a shell command run with the user's rights.
-TODO_PATHS: Final = frozenset(
-    {
-        ("rebase-merge", "git-rebase-todo"),
-        ("sequencer", "todo"),
-    }
-)
+# State files that `rebase --continue` / `cherry-pick --continue` act on later, with the
+# user's rights: todo lists run line by line (an `exec` line is a shell command), and a merge
+# strategy names a program (`git-merge-<strategy>`, looked up relative to the worktree too).
+# Git writes them directly (not by rename), so they are writable and checked when the
+# command has ended (see gitguard.py); the value is the check that applies.
+CHECKED_PATHS: Final[dict[tuple[str, ...], str]] = {
+    ("rebase-merge", "git-rebase-todo"): "todo",
+    ("sequencer", "todo"): "todo",
+    ("rebase-merge", "strategy"): "strategy",
+    ("sequencer", "opts"): "sequencer-opts",
+}
+# What a merge strategy may be (builtin/merge.c: all_strategy): git's own, never a program.
+BUILTIN_STRATEGIES: Final = frozenset({"ort", "recursive", "resolve", "octopus", "ours", "subtree"})
 CONFIG_NAMES: Final = frozenset({"config"})
 POINTER_NAMES: Final = frozenset({"commondir", "gitdir"})
 INCUBATORS: Final = frozenset({"modules", "worktrees"})
@@ -153,8 +158,8 @@ def classify(rel: Sequence[str]) -> Entry:
         if len(parts) == 2 and parts[1].endswith(".sample") and not parts[1].startswith("."):
             return Entry.HOOK_SAMPLE
         return Entry.READ_ONLY
-    if parts in TODO_PATHS:
-        return Entry.TODO
+    if parts in CHECKED_PATHS:
+        return Entry.CHECKED
     if top in DATA_TREES:
         unlocked = (*parts[:-1], parts[-1].removesuffix(LOCK_SUFFIX))
         if any(unlocked[: len(bad)] == bad for bad in NOT_DATA):
@@ -168,8 +173,25 @@ def classify(rel: Sequence[str]) -> Entry:
 
 
 def writable(kind: Entry) -> bool:
-    """May an entry of this kind be created, opened for writing, removed or renamed directly?"""
-    return kind in (Entry.DATA, Entry.HOOK_SAMPLE, Entry.INCUBATOR)
+    """May an entry of this kind be created, opened for writing, removed or renamed directly?
+    (A CHECKED entry may too, but is then checked when the command has ended.)"""
+    return kind in (Entry.DATA, Entry.HOOK_SAMPLE, Entry.INCUBATOR, Entry.CHECKED)
+
+
+# Hooks git runs, by name (githooks(5), hook.c callers): in a hooks directory only these names
+# are ever executed, so only these need guarding where a repository's hooks directory is not
+# known in advance (a core.hooksPath of a repository found later).
+HOOK_NAMES: Final = frozenset(
+    {
+        "applypatch-msg", "pre-applypatch", "post-applypatch", "pre-commit",
+        "pre-merge-commit", "prepare-commit-msg", "commit-msg", "post-commit", "pre-rebase",
+        "post-checkout", "post-merge", "pre-push", "pre-receive", "update", "proc-receive",
+        "post-receive", "post-update", "reference-transaction", "push-to-checkout",
+        "pre-auto-gc", "post-rewrite", "sendemail-validate", "fsmonitor-watchman",
+        "p4-changelist", "p4-prepare-changelist", "p4-post-changelist", "p4-pre-submit",
+        "post-index-change",
+    }
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------- reports
@@ -220,22 +242,23 @@ def pointer_target(kind: str, data: bytes, *, holder_dir: str, gitdir: str | Non
     ``kind``: ``".git"`` (a gitfile: ``gitdir: PATH``, relative to the file's directory),
     ``"commondir"`` (a path relative to the git directory holding it) or ``"gitdir"`` (a
     worktree's back-pointer: the absolute or gitdir-relative path of its ``.git`` file).
-    Git reads only the first line (and trims it); anything we cannot read the same way is
-    refused.
+    Read as git reads it (setup.c: ``read_gitfile_gently``, ``get_common_dir_noenv``): the
+    whole file less trailing CR/LF is the path (a gitfile's after exactly ``gitdir: ``).
+    Anything else that could be read two ways (a newline, CR or NUL inside) is refused.
     """
     if len(data) > MAX_POINTER_BYTES:
         raise PointerError(f"longer than {MAX_POINTER_BYTES} bytes")
-    if b"\0" in data:
-        raise PointerError("contains a NUL byte")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise PointerError("not UTF-8") from None
-    line = text.split("\n", 1)[0].rstrip("\r").strip()
+    line = text.rstrip("\r\n")
+    if any(c in line for c in "\0\r\n"):
+        raise PointerError("more than one line")
     if kind == ".git":
-        if not line.startswith(GITFILE_PREFIX):
-            raise PointerError("does not start with 'gitdir:'")
-        line = line[len(GITFILE_PREFIX) :].strip()
+        if not line.startswith(GITFILE_PREFIX + " "):
+            raise PointerError("does not start with 'gitdir: '")
+        line = line[len(GITFILE_PREFIX) + 1 :]
         base = holder_dir
     else:
         base = gitdir if gitdir is not None else holder_dir
@@ -266,6 +289,12 @@ _TODO_COMMANDS: Final = frozenset(
     }
 )  # fmt: skip
 _COMMENT: Final = re.compile(r"^\s*(#|$)")
+
+
+def strategy_refusals(data: bytes) -> list[str]:
+    """A ``rebase-merge/strategy`` that names anything but one of git's own strategies."""
+    word = data.decode("utf-8", "replace").strip()
+    return [] if word in BUILTIN_STRATEGIES or not word else [repr(word)]
 
 
 def todo_refusals(data: bytes) -> list[str]:

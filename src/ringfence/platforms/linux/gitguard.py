@@ -93,6 +93,15 @@ class Place:
         return self.kind is not None
 
 
+# What a new git directory may hold besides git's data when its layout completes: what
+# `git init` copies from its template (anything else there is refused at that step).
+TEMPLATE_ENTRIES: Final = frozenset(
+    {("description",), ("info",), ("info", "exclude"), ("branches",), ("hooks",)}
+)
+# Where the git rules say nothing: not in a git directory, not a checked file.
+_UNGOVERNED: Final = Place(None, (), None)
+
+
 @dataclass
 class GitGuard:
     """The git rules for one command (its supervisor holds one)."""
@@ -100,12 +109,17 @@ class GitGuard:
     roots: tuple[str, ...]  # every root the guard watches: writable roots and git-only roots
     strict: bool = False  # strict_git: every git directory entirely read-only
     hooks_dirs: tuple[str, ...] = ()  # core.hooksPath targets found at start
+    # a relative core.hooksPath of the user's global config: <worktree>/<this> of every repo
+    global_hooks_path: str | None = None
     on_event: Callable[[str, str, str], None] | None = None  # (kind, path, detail)
     # .git entries this command created (a repository or pointer of its own)
     created_dot_git: set[str] = field(default_factory=set)
-    # pointer-like files this command created or replaced, checked when it has ended:
-    # path -> kind (".git", "commondir", "gitdir", ".gitmodules")
+    # files whose content counts only once the command has ended, and the check each gets:
+    # ".git", ".git-link", "commondir", "gitdir", ".gitmodules", "todo", "strategy",
+    # "sequencer-opts"
     pending: dict[str, str] = field(default_factory=dict)
+    # git directories whose layout this command completed: its own, so it may undo them
+    completed: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._outermost = tuple(sorted(self.roots, key=len))
@@ -123,14 +137,14 @@ class GitGuard:
         ``path`` is there."""
         root = self.root_of(path)
         if root is None or path == root:
-            return Place(None, (), None)
+            return _UNGOVERNED
         cur = path
         while cur != root:
             cur = posixpath.dirname(cur)
             if is_gitdir(cur):
                 rel = tuple(path[len(cur) :].strip("/").split("/"))
                 return Place(cur, rel, gitdir.classify(rel))
-        return Place(None, (), None)
+        return _UNGOVERNED
 
     def event(self, kind: str, path: str, detail: str = "") -> None:
         if self.on_event is not None:
@@ -140,6 +154,8 @@ class GitGuard:
         """Is ``path`` in a hooks directory (a git directory's, or a core.hooksPath)? For
         reports: an attempt to plant a hook is always shown."""
         if self._hooks_dir(path) is not None:
+            return True
+        if posixpath.basename(path) in gitdir.HOOK_NAMES:
             return True
         if "/hooks/" not in path and not path.endswith("/hooks"):
             return False
@@ -155,7 +171,85 @@ class GitGuard:
                 return d
         return None
 
+    def _hooks_rule(self, path: str, kind: int | None) -> str | None:
+        """A hooks directory named by core.hooksPath takes only ``*.sample`` files. Those found
+        at start are known; for any other repository, a file named like a hook git runs is
+        checked against that repository's core.hooksPath when it appears or changes."""
+        hooks = self._hooks_dir(path)
+        name = posixpath.basename(path)
+        if hooks is not None:
+            if (
+                posixpath.dirname(path) == hooks
+                and kind in (stat.S_IFREG, None)
+                and name.endswith(".sample")
+            ):
+                return None
+            return f"hooks directory {hooks} (core.hooksPath): only *.sample files"
+        if name in gitdir.HOOK_NAMES:
+            named = self._repo_hooks_path(posixpath.dirname(path))
+            if named is not None:
+                return f"hooks directory {named} (core.hooksPath)"
+        return None
+
+    def _repo_hooks_path(self, directory: str) -> str | None:
+        """``directory`` if the repository whose worktree holds it names it as core.hooksPath
+        (its own config or, relative, the user's global one); else None."""
+        root = self.root_of(directory)
+        if root is None:
+            return None
+        cur = directory
+        while True:
+            dot = f"{cur}/.git"
+            if _exists(dot):
+                break
+            if cur == root:
+                return None
+            cur = posixpath.dirname(cur)
+        gd = dot
+        if not os.path.isdir(dot):
+            try:
+                gd = gitdir.pointer_target(".git", read_regular(dot), holder_dir=cur, gitdir=None)
+            except (OSError, ValueError):
+                return None
+        configs = [f"{gd}/config"]
+        try:  # a linked worktree reads the common directory's config first
+            common = gitdir.pointer_target(
+                "commondir", read_regular(f"{gd}/commondir"), holder_dir=gd, gitdir=gd
+            )
+            configs.insert(0, f"{common}/config")
+        except (OSError, ValueError):
+            pass
+        value = self.global_hooks_path
+        for config in configs:
+            found = _config_value(config, "core.hookspath")
+            if found is not None:
+                value = found
+        if not value:
+            return None
+        named = posixpath.normpath(posixpath.join(cur, value))
+        return directory if named == directory else None
+
     # ---------------------------------------------------------------- decisions
+
+    def checked_kind(self, path: str) -> str | None:
+        """The end-of-run check a regular file at ``path`` gets, if its content matters to
+        git: a ``.git`` file, a ``commondir``/``gitdir`` beside a HEAD, a ``.gitmodules``, a
+        todo list or merge strategy of an interrupted rebase."""
+        if self.root_of(path) is None:
+            return None
+        name = posixpath.basename(path)
+        if is_dot_git(name):
+            return DOT_GIT
+        if name == GITMODULES:
+            return GITMODULES
+        place = self.place(path)
+        if place.kind is Entry.CHECKED:
+            return gitdir.CHECKED_PATHS[place.rel]
+        if name in gitdir.POINTER_NAMES and (
+            place.kind is Entry.POINTER or _exists(f"{posixpath.dirname(path)}/HEAD")
+        ):
+            return name  # beside a HEAD it is what git reads (setup.c)
+        return None
 
     def creating(
         self, path: str, kind: int, *, symlink: str | None = None, incoming: str | None = None
@@ -163,86 +257,26 @@ class GitGuard:
         """May a new entry of file type ``kind`` appear at ``path`` (open O_CREAT, mkdir,
         mknod, symlink, or as the destination of a link or rename)? Returns the refusal's
         rule, or None. ``symlink``: the link text, for a symlink; ``incoming``: the directory
-        a rename brings in, whose links are judged where they will be."""
-        hooks = self._hooks_dir(path)
-        if hooks is not None:
-            name = posixpath.basename(path)
-            if (
-                posixpath.dirname(path) == hooks
-                and kind == stat.S_IFREG
-                and name.endswith(".sample")
-            ):
-                return None
-            return f"hooks directory {hooks} (core.hooksPath): only *.sample files"
+        a rename brings in, judged entry by entry where it will be."""
+        rule = self._hooks_rule(path, kind)
+        if rule is not None:
+            return rule
         place = self.place(path)
         name = posixpath.basename(path)
         if place.governed:
             rule = self._inside_rule(place, path, kind, symlink)
+            if rule is None and incoming is not None:
+                rule = self._incoming_rule(incoming, path, place)
             if rule is not None:
                 return rule
-            if incoming is not None:
-                top = self._incubating_top(place) or place.gitdir
-                assert top is not None
-                rule = self._links_leaving(incoming, path, top)
-                if rule is not None:
-                    return rule
         elif kind == stat.S_IFLNK and symlink is not None and is_dot_git(name):
-            return self._pointer_symlink(path, symlink)
-        if name in gitdir.LAYOUT_NAMES:
+            target = gitdir.symlink_target(posixpath.dirname(path), symlink)
+            if self.root_of(target) is None:
+                return f"a .git symlink must point inside the writable roots (not {target})"
+            self.note_pointer(path, ".git-link")
+        if name.lower() in _LAYOUT_LOWER:  # a case-folding directory finds "head" as HEAD
             return self.completing(posixpath.dirname(path), name, incoming=incoming)
         return None
-
-    def _links_leaving(self, tree: str, new_top: str, gitdir_top: str) -> str | None:
-        """A symlink inside ``tree`` (about to be renamed to ``new_top``) that would point out
-        of ``gitdir_top`` from its new place."""
-        seen = 0
-        for dirpath, dirnames, filenames in os.walk(tree, onerror=_raise, followlinks=False):
-            new_dir = new_top + dirpath[len(tree) :]
-            for name in [*dirnames, *filenames]:
-                seen += 1
-                if seen > MAX_SCAN_ENTRIES:
-                    return f"more than {MAX_SCAN_ENTRIES} entries to check"
-                full = f"{dirpath}/{name}"
-                if os.path.islink(full):
-                    target = gitdir.symlink_target(new_dir, os.readlink(full))
-                    if not gitdir.inside(target, (gitdir_top,)):
-                        return f"the symlink {new_dir}/{name} would point outside {gitdir_top}"
-        return None
-
-    def content_kind(self, path: str) -> tuple[str, str] | None:
-        """For a name replaced only through a content check: (``"config"``, ``"todo"`` or
-        ``".gitmodules"``, the directory relative paths in it are read from)."""
-        if self.root_of(path) is None:
-            return None
-        if posixpath.basename(path) == GITMODULES:
-            return GITMODULES, posixpath.dirname(path)
-        place = self.place(path)
-        if place.kind is Entry.CONFIG and place.gitdir is not None:
-            return "config", place.gitdir
-        if place.kind is Entry.TODO and place.gitdir is not None:
-            return "todo", place.gitdir
-        return None
-
-    def moved(self, src: str, dst: str | None, *, pointer: str | None, is_dir: bool) -> None:
-        """Keep track after a rename (``dst``) or removal (None) of ``src``."""
-        self.pending.pop(src, None)
-        self.created_dot_git.discard(src)
-        if is_dir:  # what lies beneath moves with it (or goes)
-            prefix = src + "/"
-            for path in [p for p in self.pending if p.startswith(prefix)]:
-                kind = self.pending.pop(path)
-                if dst is not None:
-                    self.pending[dst + path[len(src) :]] = kind
-            for path in [p for p in self.created_dot_git if p.startswith(prefix)]:
-                self.created_dot_git.discard(path)
-                if dst is not None:
-                    self.created_dot_git.add(dst + path[len(src) :])
-        if dst is None:
-            return
-        if pointer is not None:
-            self.note_pointer(dst, pointer)
-        if is_dot_git(posixpath.basename(dst)):
-            self.created_dot_git.add(dst)
 
     def _inside_rule(self, place: Place, path: str, kind: int, symlink: str | None) -> str | None:
         assert place.gitdir is not None and place.kind is not None
@@ -250,22 +284,51 @@ class GitGuard:
         what = "/".join(place.rel)
         if self.strict:
             return f"{where} (strict_git)"
-        if place.kind is Entry.HOOK_SAMPLE and kind != stat.S_IFREG:
-            return f"{where}: hooks/ holds only *.sample files"
-        if kind == stat.S_IFLNK and symlink is not None:
-            target = gitdir.symlink_target(posixpath.dirname(path), symlink)
+        if kind == stat.S_IFLNK:
+            if place.kind not in (Entry.DATA, Entry.INCUBATOR):
+                return f"{where}: {what} may not be a symlink"
+            target = gitdir.symlink_target(posixpath.dirname(path), symlink or "")
             top = self._incubating_top(place) or place.gitdir
             if not gitdir.inside(target, (top,)):
                 return f"{where}: a symlink there must point inside it (not to {target})"
-        if place.kind in (Entry.CONFIG, Entry.TODO):
+            return None
+        if place.kind in (Entry.HOOK_SAMPLE, Entry.CHECKED, Entry.POINTER) and (
+            kind != stat.S_IFREG
+        ):
+            return f"{where}: {what} may only be a regular file"
+        if place.kind is Entry.CONFIG:
             return (
                 f"{where}: {what} is replaced only by renaming a checked copy onto it "
-                f"(git config and git rebase do this)"
+                "(git config does this)"
             )
-        if place.kind is Entry.POINTER:
-            return None  # recorded as pending by the caller (note_pointer)
-        if not gitdir.writable(place.kind):
+        if not gitdir.writable(place.kind) and place.kind is not Entry.POINTER:
             return f"{where}: {what} is not git's ordinary data"
+        return None
+
+    def _incoming_rule(self, tree: str, new_top: str, place: Place) -> str | None:
+        """A directory renamed into a git directory: every entry it brings is judged where it
+        will be. Only git's data may arrive this way (a todo list, config or hook inside it
+        would skip the checks its own name gets)."""
+        assert place.gitdir is not None
+        top = self._incubating_top(place) or place.gitdir
+        base = tuple(place.rel)
+        seen = 0
+        for dirpath, dirnames, filenames in os.walk(tree, onerror=_raise, followlinks=False):
+            sub = tuple(p for p in dirpath[len(tree) :].split("/") if p)
+            for name in [*dirnames, *filenames]:
+                seen += 1
+                if seen > MAX_SCAN_ENTRIES:
+                    return f"more than {MAX_SCAN_ENTRIES} entries to check"
+                rel = (*base, *sub, name)
+                kind = gitdir.classify(rel)
+                if kind not in (Entry.DATA, Entry.INCUBATOR):
+                    return f"a directory renamed in would bring {'/'.join(rel)} ({kind.value})"
+                full = f"{dirpath}/{name}"
+                if os.path.islink(full):
+                    new_dir = posixpath.join(new_top, *sub)
+                    target = gitdir.symlink_target(new_dir, os.readlink(full))
+                    if not gitdir.inside(target, (top,)):
+                        return f"the symlink {new_dir}/{name} would point outside {top}"
         return None
 
     def _incubating_top(self, place: Place) -> str | None:
@@ -278,14 +341,12 @@ class GitGuard:
 
     def writing(self, path: str) -> str | None:
         """May the existing entry at ``path`` be changed in place (opened for writing,
-        truncated, chmod/chown/xattr/utime)?"""
+        truncated, chmod/chown/xattr)? A checked file may, and is checked at the end."""
         if path in self.pending:
-            return None  # a pointer of this command's own, checked when it ends
-        hooks = self._hooks_dir(path)
-        if hooks is not None:
-            if posixpath.dirname(path) == hooks and path.endswith(".sample"):
-                return None
-            return f"hooks directory {hooks} (core.hooksPath): only *.sample files"
+            return None  # the command's own, checked when it ends
+        rule = self._hooks_rule(path, None)
+        if rule is not None:
+            return rule
         name = posixpath.basename(path)
         if name == GITMODULES and self.root_of(path) is not None:
             return ".gitmodules is replaced only by `git config -f .gitmodules` (checked)"
@@ -301,31 +362,39 @@ class GitGuard:
             return None
         assert place.gitdir is not None and place.kind is not None
         where = f"git directory {place.gitdir}"
+        what = "/".join(place.rel)
         if self.strict:
             return f"{where} (strict_git)"
         if place.kind is Entry.POINTER:
-            return f"{where}: {'/'.join(place.rel)} points git elsewhere and never changes"
-        if place.kind in (Entry.CONFIG, Entry.TODO):
+            return f"{where}: {what} points git elsewhere and never changes"
+        if place.kind is Entry.CONFIG:
             return (
-                f"{where}: {'/'.join(place.rel)} is replaced only by renaming a checked copy "
-                "onto it (git config does this)"
+                f"{where}: {what} is replaced only by renaming a checked copy onto it "
+                "(git config does this)"
             )
+        if place.kind is Entry.CHECKED:
+            self.note_pointer(path, gitdir.CHECKED_PATHS[place.rel])
+            return None
         if not gitdir.writable(place.kind):
-            return f"{where}: {'/'.join(place.rel)} is not git's ordinary data"
+            return f"{where}: {what} is not git's ordinary data"
         return None
 
-    def removing(self, path: str) -> str | None:
-        """May the entry at ``path`` go away (unlink, rmdir, or renamed away)?
+    def removing(self, path: str, *, replaced: bool = False) -> str | None:
+        """May the entry at ``path`` go away (unlink, rmdir, or renamed away)? ``replaced``:
+        something else takes its name at once (a rename onto it), so the name stays.
 
         Hooks never do (that would disarm a secret-scanning hook), nor does anything else
         that is not git's data (info/attributes can disarm a filter); an existing repository's
         ``.git`` never does (it could be replaced by one pointing elsewhere), nor does a
-        config (it is replaced through the content check instead). Git's own data, state
-        files and todo lists may go: git removes them itself (gc, rebase, worktree prune).
+        config (it is replaced through the content check instead), nor does what makes an
+        existing repository one (HEAD, objects, refs): without them its config and the rest
+        would no longer be governed, while a linked worktree could still use it as its common
+        directory. Git's own data and state files may go (gc, rebase, worktree prune), and a
+        repository this command completed is its own to undo.
         """
-        hooks = self._hooks_dir(path)
-        if hooks is not None and not path.endswith(".sample"):
-            return f"hooks directory {hooks} (core.hooksPath)"
+        rule = self._hooks_rule(path, None)
+        if rule is not None and not path.endswith(".sample"):
+            return rule
         name = posixpath.basename(path)
         if (
             is_dot_git(name)
@@ -338,84 +407,163 @@ class GitGuard:
         if not place.governed:
             return None
         assert place.gitdir is not None
+        where = f"git directory {place.gitdir}"
+        what = "/".join(place.rel)
         if self.strict:
-            return f"git directory {place.gitdir} (strict_git)"
-        if place.kind is Entry.CONFIG:  # a repository keeps its identity (remotes, settings)
-            return f"git directory {place.gitdir}: config is replaced, never removed"
-        if place.kind is Entry.READ_ONLY:  # hooks, info/ (attributes, exclude), ...
-            return f"git directory {place.gitdir}: {'/'.join(place.rel)} is not git's data"
+            return f"{where} (strict_git)"
+        if place.kind is Entry.CONFIG:
+            return f"{where}: config is replaced, never removed"
+        if place.kind is Entry.READ_ONLY:
+            return f"{where}: {what} is not git's data"
+        if (
+            not replaced
+            and len(place.rel) == 1
+            and place.rel[0] in ("HEAD", "objects", "refs")
+            and place.gitdir not in self.completed
+            and not _exists(f"{place.gitdir}/commondir")
+        ):
+            return f"{where}: without {what} it would stop being a repository"
         return None
+
+    def content_kind(self, path: str) -> tuple[str, str] | None:
+        """For a name replaced only through a content check now, by the guard's own copy:
+        (``"config"`` or ``".gitmodules"``, the directory relative paths in it are read
+        from)."""
+        if self.root_of(path) is None:
+            return None
+        if posixpath.basename(path) == GITMODULES:
+            return GITMODULES, posixpath.dirname(path)
+        place = self.place(path)
+        if place.kind is Entry.CONFIG and place.gitdir is not None:
+            return "config", place.gitdir
+        return None
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def moved(self, src: str, dst: str | None, *, pointer: str | None, is_dir: bool) -> None:
+        """Keep track after a rename (``dst``) or removal (None) of ``src``."""
+        self._carry(src, dst, is_dir)
+        if dst is None:
+            return
+        if pointer is not None:
+            self.note_pointer(dst, pointer)
+        if is_dot_git(posixpath.basename(dst)):
+            self.created_dot_git.add(dst)
+
+    def exchanged(self, a: str, b: str) -> None:
+        """After RENAME_EXCHANGE of ``a`` and ``b``: what was tracked under each is now under
+        the other (a pointer must not drop out of the end-of-run check by a swap)."""
+        tmp = f"{a}\0exchanging"
+        self._carry(a, tmp, True)
+        self._carry(b, a, True)
+        self._carry(tmp, b, True)
+
+    def _carry(self, src: str, dst: str | None, is_dir: bool) -> None:
+        prefix = src + "/"
+        pend = [p for p in self.pending if p == src or (is_dir and p.startswith(prefix))]
+        for p in pend:
+            kind = self.pending.pop(p)
+            if dst is not None:
+                self.pending[dst + p[len(src) :]] = kind
+        for book in (self.created_dot_git, self.completed):
+            for p in [q for q in book if q == src or (is_dir and q.startswith(prefix))]:
+                book.discard(p)
+                if dst is not None:
+                    book.add(dst + p[len(src) :])
+
+    def note_pointer(self, path: str, kind: str) -> None:
+        if not self.pending:
+            self.event("git_pending", path)  # tells the init to ask for finish() at the end
+        self.pending[path] = kind
 
     # ---------------------------------------------------------------- a new git directory
 
     def completing(self, parent: str, adding: str, *, incoming: str | None = None) -> str | None:
         """``adding`` is about to appear in ``parent``: if that completes a git directory's
-        layout, check the directory now (its config, hooks and links, and those of an
-        ``incoming`` directory renamed into place)."""
+        layout, check the whole directory now (and an ``incoming`` directory renamed into
+        place as ``adding``)."""
         if self.root_of(parent) is None or is_gitdir(parent):
             return None
-        have = {n for n in gitdir.LAYOUT_NAMES if n != adding and _exists(f"{parent}/{n}")}
-        have.add(adding)
+        have = {n for n in gitdir.LAYOUT_NAMES if _exists(f"{parent}/{n}")}
+        have.add({n.lower(): n for n in gitdir.LAYOUT_NAMES}[adding.lower()])
         if "HEAD" not in have or not ("commondir" in have or {"objects", "refs"} <= have):
             return None
         if self.strict:
             return f"a new git directory {parent} (strict_git)"
-        problem = self.check_new_gitdir(parent)
-        if problem is None and incoming is not None:
-            problem = self._links_leaving(incoming, f"{parent}/{adding}", parent)
+        problem = self.check_new_gitdir(parent, incoming=(incoming, adding) if incoming else None)
         if problem is not None:
             self.event("refused_repository", parent, problem)
             return f"a new git directory {parent}: {problem}"
+        self.completed.add(parent)
         self.event("new_repository", parent, "")
         return None
 
-    def check_new_gitdir(self, top: str) -> str | None:
-        """Everything host git would honour in a directory that has just become a git
-        directory: config keys, hooks, pointers, and links leading out of it.
-
-        The files judged by content are then replaced by the guard's own copy of the bytes it
-        judged: a descriptor the command opened for writing before the layout was complete
-        (or passed elsewhere) now refers to a file git never reads.
-        """
+    def check_new_gitdir(self, top: str, *, incoming: tuple[str, str] | None = None) -> str | None:
+        """Everything in a directory that is about to become a git directory must be what a
+        new repository holds: git's data, hook samples, the template's description and
+        info/exclude, nested repositories in the making, and a config, config.worktree,
+        commondir, todo list or strategy that passes its check. No symlink but a data entry
+        pointing inside it. The checked files are then replaced by the guard's own copies of
+        the bytes judged: a descriptor the command opened before now writes a file git never
+        reads."""
         checked: dict[str, bytes] = {}
-        for name in ("config", "config.worktree", "commondir"):
-            path = f"{top}/{name}"
-            try:
-                data = read_regular(path)
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                return f"{name}: {exc.strerror or os.strerror(exc.errno or errno.EIO)}"
-            if name == "commondir":
-                problem = self.pointer_problem(path, "commondir", data)
-            else:
-                problem = self.config_problem(data, gitdir_path=top, kind="config")
-            if problem is not None:
-                return f"{name}: {problem}"
-            checked[name] = data
+        trees: list[tuple[str, tuple[str, ...]]] = [(top, ())]
+        if incoming is not None:
+            trees.append((incoming[0], (incoming[1],)))
         seen = 0
-        for dirpath, dirnames, filenames in os.walk(top, onerror=_raise, followlinks=False):
-            rel_dir = dirpath[len(top) :].strip("/")
-            for name in [*dirnames, *filenames]:
-                seen += 1
-                if seen > MAX_SCAN_ENTRIES:
-                    return f"more than {MAX_SCAN_ENTRIES} entries to check"
-                full = f"{dirpath}/{name}"
-                st = os.lstat(full)
-                rel = f"{rel_dir}/{name}" if rel_dir else name
-                if rel.startswith("hooks/") and not (
-                    rel.count("/") == 1 and name.endswith(".sample") and stat.S_ISREG(st.st_mode)
-                ):
-                    return f"hooks/ may hold only *.sample files, not {rel}"
-                if stat.S_ISLNK(st.st_mode):
-                    target = gitdir.symlink_target(dirpath, os.readlink(full))
-                    if not gitdir.inside(target, (top,)):
-                        return f"the symlink {rel} points outside it ({target})"
-            if rel_dir == "" and "hooks" in filenames:
-                return "hooks is not a directory"
-        for name, data in checked.items():
-            replace_with_copy(f"{top}/{name}", data)
+        for tree, prefix in trees:
+            for dirpath, dirnames, filenames in os.walk(tree, onerror=_raise, followlinks=False):
+                sub = (*prefix, *(p for p in dirpath[len(tree) :].split("/") if p))
+                if sub and gitdir.classify(sub) is Entry.INCUBATOR:
+                    dirnames[:] = []  # nested repositories are judged when they complete
+                    continue
+                for name in [*dirnames, *filenames]:
+                    seen += 1
+                    if seen > MAX_SCAN_ENTRIES:
+                        return f"more than {MAX_SCAN_ENTRIES} entries to check"
+                    rel = (*sub, name)
+                    problem = self._new_entry_problem(top, f"{dirpath}/{name}", rel, checked)
+                    if problem is not None:
+                        return problem
+        for rel_path, data in checked.items():
+            replace_with_copy(f"{top}/{rel_path}", data)
         return None
+
+    def _new_entry_problem(
+        self, top: str, full: str, rel: tuple[str, ...], checked: dict[str, bytes]
+    ) -> str | None:
+        st = os.lstat(full)
+        kind = gitdir.classify(rel)
+        what = "/".join(rel)
+        if stat.S_ISLNK(st.st_mode):
+            target = gitdir.symlink_target(posixpath.dirname(full), os.readlink(full))
+            if kind is not Entry.DATA or not gitdir.inside(target, (top,)):
+                return f"the symlink {what} (only git's data may be a link, pointing inside)"
+            return None
+        if kind in (Entry.DATA, Entry.INCUBATOR):
+            return None
+        if rel in TEMPLATE_ENTRIES:
+            wants_dir = rel[-1] not in ("exclude", "description")
+            return None if stat.S_ISDIR(st.st_mode) == wants_dir else f"{what} has the wrong type"
+        if not stat.S_ISREG(st.st_mode):
+            return f"{what} is not a regular file"
+        if kind is Entry.HOOK_SAMPLE:
+            return None
+        data = read_regular(full)
+        if kind is Entry.CONFIG or rel == ("config.worktree",):
+            problem = self.config_problem(data, gitdir_path=top, kind="config")
+        elif kind is Entry.POINTER:
+            problem = self.pointer_problem(f"{top}/{what}", rel[-1], data)
+        elif kind is Entry.CHECKED:
+            problem = self.pointer_problem(f"{top}/{what}", gitdir.CHECKED_PATHS[rel], data)
+        else:
+            return f"{what} is not something a new repository holds"
+        if problem is not None:
+            return f"{what}: {problem}"
+        checked[what] = data
+        return None
+
+    # ---------------------------------------------------------------- content checks
 
     def _refusals(self, data: bytes, *, gitdir_path: str, kind: str) -> list[Any]:
         """The key refusals for config bytes (GitConfigError when malformed). The parser is
@@ -429,13 +577,10 @@ class GitGuard:
         )
 
     def config_problem(self, data: bytes, *, gitdir_path: str, kind: str) -> str | None:
-        """Why these exact bytes may not become a config (``kind`` "config", ".gitmodules"
-        or "todo"), or None."""
+        """Why these exact bytes may not become a config (``kind`` "config" or
+        ".gitmodules"), or None."""
         from ringfence.policy import gitconfig
 
-        if kind == "todo":
-            bad = gitdir.todo_refusals(data)
-            return f"runs commands ({', '.join(bad[:3])})" if bad else None
         try:
             refusals = self._refusals(data, gitdir_path=gitdir_path, kind=kind)
         except gitconfig.GitConfigError as exc:
@@ -445,8 +590,6 @@ class GitGuard:
     def host_hint(self, data: bytes, *, path: str, gitdir_path: str, kind: str) -> str:
         """What the user can run outside the sandbox to set the refused keys themselves (if
         they trust them): ringfence never widens the sandbox for a config key."""
-        if kind == "todo":
-            return ""
         try:
             refusals = self._refusals(data, gitdir_path=gitdir_path, kind=kind)
         except ValueError:  # GitConfigError: malformed, nothing to set
@@ -463,74 +606,58 @@ class GitGuard:
             self.root_of(target) is not None and self.root_of(os.path.realpath(target)) is not None
         )
 
-    # ---------------------------------------------------------------- pointers
-
-    def pointer_kind(self, path: str) -> str | None:
-        """Is ``path`` a pointer-like file whose content is checked: a ``.git`` file, a git
-        directory's ``commondir``/``gitdir``, or a ``.gitmodules``?"""
-        if self.root_of(path) is None:
-            return None
-        name = posixpath.basename(path)
-        if is_dot_git(name):
-            return DOT_GIT
-        if name == GITMODULES:
-            return GITMODULES
-        if name in gitdir.POINTER_NAMES:
-            # Beside a HEAD it is what git reads (setup.c); anywhere else a plain file. One
-            # made before its HEAD is checked when the HEAD completes the layout.
-            place = self.place(path)
-            if place.kind is Entry.POINTER or _exists(f"{posixpath.dirname(path)}/HEAD"):
-                return name
-        return None
-
-    def note_pointer(self, path: str, kind: str) -> None:
-        if not self.pending:
-            self.event("git_pending", path)  # tells the init to ask for finish() at the end
-        self.pending[path] = kind
-
-    def _pointer_symlink(self, path: str, text: str) -> str | None:
-        target = gitdir.symlink_target(posixpath.dirname(path), text)
-        if self.root_of(target) is None:
-            return f"a .git symlink must point inside the writable roots (not {target})"
-        return None
-
-    def pointer_problem(
-        self, path: str, kind: str, data: bytes, holder_gitdir: str | None = None
-    ) -> str | None:
-        if kind == GITMODULES:
-            return self.config_problem(data, gitdir_path=posixpath.dirname(path), kind=GITMODULES)
+    def pointer_problem(self, path: str, kind: str, data: bytes) -> str | None:
+        """Why the file at ``path`` with content ``data`` may not stay (``kind`` as in
+        :attr:`pending`), or None."""
         holder = posixpath.dirname(path)
+        if kind == GITMODULES:
+            return self.config_problem(data, gitdir_path=holder, kind=GITMODULES)
+        if kind == "todo":
+            bad = gitdir.todo_refusals(data)
+            return f"runs commands ({', '.join(bad[:3])})" if bad else None
+        if kind == "strategy":
+            bad = gitdir.strategy_refusals(data)
+            return f"names a program as merge strategy ({bad[0]})" if bad else None
+        if kind == "sequencer-opts":
+            return self._sequencer_opts_problem(data)
         try:
-            target = gitdir.pointer_target(
-                kind, data, holder_dir=holder, gitdir=holder_gitdir or holder
-            )
+            target = gitdir.pointer_target(kind, data, holder_dir=holder, gitdir=holder)
         except gitdir.PointerError as exc:
             return f"not a plain pointer ({exc})"
         if self.root_of(target) is None:
             return f"points outside the writable roots ({target})"
+        if kind == "commondir" and not _is_main_gitdir(target):
+            return f"its common directory {target} is not a complete repository"
         return None
 
+    def _sequencer_opts_problem(self, data: bytes) -> str | None:
+        """sequencer/opts is read as config (sequencer.c populate_opts_cb); its strategy names
+        a program unless it is one of git's own."""
+        from ringfence.policy import gitconfig
+
+        try:
+            entries = gitconfig.parse(data)
+        except gitconfig.GitConfigError as exc:
+            return f"malformed: {exc}"
+        for e in entries:
+            if e.key == "options.strategy" and (e.value or "") not in gitdir.BUILTIN_STRATEGIES:
+                return f"names a program as merge strategy ({e.value!r})"
+        return None
+
+    # ---------------------------------------------------------------- the end of a command
+
     def finish(self, quarantine: Callable[[str], str | None]) -> None:
-        """Check every pointer this command created, now that none of its processes is left
-        to change them. One that passes is replaced by the guard's copy of the bytes it
-        judged (a descriptor passed elsewhere then writes a file git never reads); one that
-        fails is moved aside by ``quarantine`` (which returns the new name)."""
+        """Check every file whose content counts only now that none of the command's
+        processes is left to change it. One that passes is replaced by the guard's copy of the
+        bytes it judged (a descriptor passed elsewhere then writes a file git never reads);
+        one that fails is moved aside by ``quarantine`` (which returns the new name). A
+        repository this command completed that uses a common directory must still find a
+        complete repository there (the command may have undone the one it made)."""
+        for gd in sorted(self.completed):
+            if os.path.lexists(f"{gd}/commondir") and f"{gd}/commondir" not in self.pending:
+                self.pending[f"{gd}/commondir"] = "commondir"
         for path, kind in sorted(self.pending.items()):
-            try:
-                data = read_regular(path)
-            except FileNotFoundError:
-                continue  # gone again
-            except OSError as exc:
-                problem: str | None = f"unreadable ({exc.strerror or exc})"
-            else:
-                if kind in gitdir.POINTER_NAMES and not _exists(f"{posixpath.dirname(path)}/HEAD"):
-                    continue  # no HEAD beside it: git does not read it
-                problem = self.pointer_problem(path, kind, data)
-                if problem is None:
-                    try:
-                        replace_with_copy(path, data)
-                    except OSError as exc:
-                        problem = f"could not be secured ({exc.strerror or exc})"
+            problem = self._final_problem(path, kind)
             if problem is None:
                 continue
             moved = quarantine(path)
@@ -538,6 +665,60 @@ class GitGuard:
                 "refused_pointer", path, f"{problem}; moved to {moved}" if moved else problem
             )
         self.pending.clear()
+
+    def _final_problem(self, path: str, kind: str) -> str | None:
+        if kind == ".git-link":
+            try:
+                target = os.path.realpath(path)
+            except OSError:
+                return None
+            if not os.path.islink(path):
+                return None  # replaced since: judged as what it is now
+            if self.root_of(target) is None or not is_gitdir(target):
+                return f"a .git symlink must lead to a repository in the writable roots ({target})"
+            return None
+        try:
+            data = read_regular(path)
+        except FileNotFoundError:
+            return None  # gone again
+        except OSError as exc:
+            return f"unreadable ({exc.strerror or exc})"
+        if kind in gitdir.POINTER_NAMES and not _exists(f"{posixpath.dirname(path)}/HEAD"):
+            return None  # no HEAD beside it: git does not read it
+        problem = self.pointer_problem(path, kind, data)
+        if problem is None:
+            try:
+                replace_with_copy(path, data)
+            except OSError as exc:
+                problem = f"could not be secured ({exc.strerror or exc})"
+        return problem
+
+
+def _is_main_gitdir(path: str) -> bool:
+    """A repository that holds its own objects and refs: what a common directory must be."""
+    try:
+        return all(_exists(f"{path}/{n}") for n in ("HEAD", "objects", "refs"))
+    except Unknown:
+        return False
+
+
+def _config_value(path: str, key: str) -> str | None:
+    """The last value of ``key`` in the git config file at ``path`` (None when absent,
+    unreadable or malformed)."""
+    from ringfence.policy import gitconfig
+
+    try:
+        entries = gitconfig.parse(read_regular(path))
+    except (OSError, ValueError):
+        return None
+    found = None
+    for e in entries:
+        if e.key == key and e.value:
+            found = e.value
+    return found
+
+
+_LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)
 
 
 def _raise(exc: OSError) -> None:

@@ -73,8 +73,10 @@ class GuardRules:
     # Directories writable only because git needs them (a linked worktree's git directory and
     # common directory outside the writable roots): only the git rules apply there.
     git_roots: tuple[str, ...] = ()
-    # core.hooksPath directories named by a repository's config at start.
+    # core.hooksPath directories named by a repository's config at start, and the user's
+    # global core.hooksPath when it is relative (then it names <worktree>/<it> everywhere).
     hooks_dirs: tuple[str, ...] = ()
+    global_hooks_path: str | None = None
     _patterns: tuple[_Pattern, ...] = field(init=False, repr=False, compare=False, default=())
     # A path can only match if one of its components is some pattern's first literal component
     # (None when a pattern starts with a glob): a cheap test that clears most paths at once.

@@ -45,6 +45,10 @@ class HostFacts:
     modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # a git directory -> the core.hooksPath directory its config names (absolute, resolved)
     hooks_paths: Mapping[str, str] = field(default_factory=dict)
+    # files git configs include (include.path, includeIf.*.path): config by another name
+    git_includes: tuple[str, ...] = ()
+    # the user's global core.hooksPath when relative: <worktree>/<it> in every repository
+    global_hooks_path: str | None = None
     # cgroup controller -> (version, writable parent directory) for per-run cgroups, and why
     # the controllers that are not there are not
     cgroups: Mapping[str, tuple[int, str]] = field(default_factory=dict)
@@ -129,23 +133,63 @@ def _list_modules(gitdir: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _hooks_path(gitdir: str, worktree: str | None, home: str | None) -> str | None:
-    """The core.hooksPath a repository's own config names, resolved as git would (relative
-    to the worktree), or None. Unreadable or malformed configs name none."""
+MAX_INCLUDE_DEPTH = 10  # git's own limit (config.c: MAX_INCLUDE_DEPTH)
+
+
+@dataclass
+class _ConfigRead:
+    """What a chain of git config files says that the sandbox must know: the last
+    core.hooksPath and core.worktree, and every file included on the way (include.path and
+    includeIf.*.path, whatever the condition: any of them may apply)."""
+
+    hooks_path: str | None = None
+    worktree: str | None = None
+    includes: list[str] = field(default_factory=list)
+
+
+def _read_config(path: str, home: str | None, out: _ConfigRead, depth: int = 0) -> None:
     from ringfence.policy import gitconfig
 
     try:
-        with open(os.path.join(gitdir, "config"), "rb") as f:
+        with open(path, "rb") as f:
             entries = gitconfig.parse(f.read(gitconfig.MAX_CONFIG_BYTES))
     except (OSError, ValueError):
-        return None
-    value = None
+        return  # unreadable or malformed: it names nothing git could use either
     for e in entries:
         if e.key == "core.hookspath" and e.value:
-            value = e.value  # the last one wins, as in git
-        elif e.key == "core.worktree" and e.value and worktree is None:
-            worktree = os.path.normpath(os.path.join(gitdir, e.value))  # a submodule's
-    if value is None:
+            out.hooks_path = e.value  # the last one wins, as in git
+        elif e.key == "core.worktree" and e.value:
+            out.worktree = os.path.normpath(os.path.join(os.path.dirname(path), e.value))
+        elif e.name == "path" and e.section in ("include", "includeif") and e.value:
+            target = _expand(e.value, os.path.dirname(path), home)
+            if target is not None and depth < MAX_INCLUDE_DEPTH:
+                out.includes.append(target)
+                _read_config(target, home, out, depth + 1)
+
+
+def _expand(value: str, base: str, home: str | None) -> str | None:
+    """A path from a git config, as git resolves it: ``~/`` is home, relative is ``base``."""
+    if value.startswith("~/"):
+        if not home:
+            return None
+        value = os.path.join(home, value[2:])
+    return os.path.realpath(os.path.join(base, value))
+
+
+def global_config_files(env: Mapping[str, str], home: str | None) -> list[str]:
+    """The config files every repository reads first, in git's order (system, XDG, ~)."""
+    files = ["/etc/gitconfig"]
+    xdg = env.get("XDG_CONFIG_HOME") or (os.path.join(home, ".config") if home else None)
+    if xdg:
+        files.append(os.path.join(xdg, "git", "config"))
+    if home:
+        files.append(os.path.join(home, ".gitconfig"))
+    return files
+
+
+def _hooks_path(value: str | None, worktree: str | None, home: str | None) -> str | None:
+    """A core.hooksPath value resolved as git would (relative to the worktree), or None."""
+    if not value:
         return None
     if value.startswith("~/") and home:
         value = os.path.join(home, value[2:])
@@ -193,13 +237,25 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     for mods in modules.values():
         extra_dirs.extend(mods)
     hooks_paths: dict[str, str] = {}
+    base = _ConfigRead()
+    for config_file in global_config_files(env, home):
+        _read_config(config_file, home, base)
+    includes = list(base.includes)
     worktrees = {os.path.join(r, ".git"): r for r in policy.writable_paths()}
     worktrees.update({gd: os.path.dirname(f) for f, gd in gitdirs.items()})
     module_dirs = [m for mods in modules.values() for m in mods]
     for gd in [*worktrees, *commondirs.values(), *module_dirs]:
-        named = _hooks_path(gd, worktrees.get(gd), home)
-        if named is not None:
-            hooks_paths[gd] = named
+        read = _ConfigRead(hooks_path=base.hooks_path)
+        common = commondirs.get(gd)
+        if common is not None:
+            _read_config(os.path.join(common, "config"), home, read)
+        read.worktree = None
+        _read_config(os.path.join(gd, "config"), home, read)
+        includes.extend(read.includes)
+        if os.path.isdir(gd):
+            named = _hooks_path(read.hooks_path, worktrees.get(gd) or read.worktree, home)
+            if named is not None:
+                hooks_paths[gd] = named
     paths: dict[str, PathInfo] = {}
     for p in candidate_paths(policy, home, extra_dirs):
         if p not in paths:
@@ -210,9 +266,9 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
                     target = _lstat_info(info.real)
                     if target is not None:
                         paths[info.real] = target
-    for hooks in hooks_paths.values():
-        if hooks not in paths and (hooks_info := _lstat_info(hooks)) is not None:
-            paths[hooks] = hooks_info
+    for named in [*hooks_paths.values(), *includes]:
+        if named not in paths and (named_info := _lstat_info(named)) is not None:
+            paths[named] = named_info
     xdg = env.get("XDG_RUNTIME_DIR")
     ssh = env.get("SSH_AUTH_SOCK")
     for var in (xdg, ssh):
@@ -231,6 +287,10 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         commondirs=commondirs,
         modules=modules,
         hooks_paths=hooks_paths,
+        git_includes=tuple(dict.fromkeys(includes)),
+        global_hooks_path=(
+            base.hooks_path if base.hooks_path and not os.path.isabs(base.hooks_path) else None
+        ),
         cgroups={c: (s.version, s.parent) for c, s in sites.items()},
         cgroup_note=cgroup_note,
         cache_root=cache_dir,

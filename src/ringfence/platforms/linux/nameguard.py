@@ -608,6 +608,7 @@ class Supervisor:
                 roots=(*rules.writable_roots, *rules.git_roots),
                 strict=rules.git == "strict",
                 hooks_dirs=rules.hooks_dirs,
+                global_hooks_path=rules.global_hooks_path,
                 on_event=self._event,
             )
         self.on_denial = on_denial
@@ -1086,7 +1087,7 @@ class Supervisor:
                 self._git(res.path, GitGuard.writing, res.path)
             elif not exists and flags & os.O_CREAT and self.git is not None:
                 self._git(res.path, GitGuard.creating, res.path, stat.S_IFREG)
-                pointer = self.git.pointer_kind(res.path)
+                pointer = self.git.checked_kind(res.path)
             if pointer is not None and self.git is not None:
                 # noted before it exists: the init must learn of it whatever happens next
                 self.git.note_pointer(res.path, pointer)  # its content is checked at the end
@@ -1238,7 +1239,7 @@ class Supervisor:
         self._deny(res.path, protected_by(self.rules, res.path))
         kind = stat.S_IFMT(mode) or stat.S_IFREG
         self._git(res.path, GitGuard.creating, res.path, kind)
-        if self.git is not None and kind == stat.S_IFREG and self.git.pointer_kind(res.path):
+        if self.git is not None and kind == stat.S_IFREG and self.git.checked_kind(res.path):
             raise _Refused(res.path, "a pointer file is created by open, not mknod")
         os.umask(call.umask)
         os.mknod(res.kernel_name, mode, dev, dir_fd=res.parent_fd)
@@ -1310,7 +1311,7 @@ class Supervisor:
         if isinstance(dst, _Magic) or dst.name in (".", ".."):
             raise OSError(errno.EEXIST, "exists")
         self._deny(dst.path, self._new_name_rule(dst.path, kind))
-        if self.git is not None and kind == stat.S_IFREG and self.git.pointer_kind(dst.path):
+        if self.git is not None and kind == stat.S_IFREG and self.git.checked_kind(dst.path):
             raise _Refused(dst.path, "a hard link would give a checked file a second name")
         self._git(dst.path, GitGuard.creating, dst.path, kind, symlink=link_text)
         if isinstance(src, _Magic):
@@ -1337,7 +1338,7 @@ class Supervisor:
         if self.git is None:
             return
         self._git(path, GitGuard.writing, path)
-        if self.git.pointer_kind(path) is not None:
+        if self.git.checked_kind(path) is not None:
             raise _Refused(path, "a hard link would give a checked file a second name")
 
     def _rename(
@@ -1374,7 +1375,7 @@ class Supervisor:
         else:  # renaming onto an existing name removes it (a checked name is replaced)
             self._deny(dst.path, self._removal_rule(dst.path))
             if checked is None:
-                self._git(dst.path, GitGuard.removing, dst.path)
+                self._git(dst.path, GitGuard.removing, dst.path, replaced=True)
         exchange = bool(flags & RENAME_EXCHANGE)
         if exchange:
             if dst_kind is None:
@@ -1390,10 +1391,11 @@ class Supervisor:
             if exchange:
                 assert dst_kind is not None
                 self._git(src.path, self._rename_in, dst, src.path, dst_kind)
-            pointer = self.git.pointer_kind(dst.path) if kind == stat.S_IFREG else None
+                for either in (src.path, dst.path):
+                    if self.git.checked_kind(either) or self.git.content_kind(either):
+                        raise _Refused(either, "a file checked by content is not exchanged")
+            pointer = self.git.checked_kind(dst.path) if kind == stat.S_IFREG else None
             if pointer is not None:
-                if exchange:
-                    raise _Refused(dst.path, "a pointer file is not exchanged")
                 data = self._read_checked_source(src)
                 self._deny(dst.path, self.git.pointer_problem(dst.path, pointer, data))
                 self.git.note_pointer(dst.path, pointer)  # and again at the end
@@ -1407,7 +1409,9 @@ class Supervisor:
             ),
             "renameat2",
         )
-        if self.git is not None:
+        if self.git is not None and exchange:
+            self.git.exchanged(src.path, dst.path)
+        elif self.git is not None:
             self.git.moved(src.path, dst.path, pointer=pointer, is_dir=kind == stat.S_IFDIR)
         return _Value()
 

@@ -100,6 +100,7 @@ class LinuxPlan:
     guard_git: str = "off"
     guard_git_roots: tuple[str, ...] = ()
     guard_hooks_dirs: tuple[str, ...] = ()
+    guard_global_hooks_path: str | None = None
 
     @property
     def guard_enabled(self) -> bool:
@@ -204,6 +205,8 @@ def _protected_targets(
     if _git_mode(policy) != "off":
         for hooks in facts.hooks_paths.values():
             consider(hooks, "protected: git hooks (core.hooksPath)")
+        for included in facts.git_includes:
+            consider(included, "protected: git config (included by a config)")
     for p in policy.protected:
         consider(p, "protected: --protect")
     # Dedupe, keep first reason; drop paths beneath another protected path.
@@ -548,6 +551,11 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     protected_paths = [p for p, _ in protected]
     seen = set(protected_paths)
     protected_paths.extend(p for p in policy.protected if p not in seen)
+    if _git_mode(policy) != "off":  # included configs: protected even before they exist
+        seen = set(protected_paths)
+        protected_paths.extend(
+            p for p in facts.git_includes if p not in seen and _within_any(p, roots)
+        )
     if policy.mode is Mode.READ_ONLY:
         notes.append("read-only: only the private /tmp and /dev/shm are writable")
     return replace(
@@ -571,6 +579,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         )
         if roots and _git_mode(policy) != "off"
         else (),
+        guard_global_hooks_path=facts.global_hooks_path if _git_mode(policy) != "off" else None,
         env=env,
         sandbox_env=sandbox_env,
         notes=tuple(notes),

@@ -240,6 +240,7 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket, lock_fd: int) -> NoRe
             git=plan.guard_git,
             git_roots=plan.guard_git_roots,
             hooks_dirs=plan.guard_hooks_dirs,
+            global_hooks_path=plan.guard_global_hooks_path,
         )
         supervisor = nameguard.Supervisor(
             fds[0], rules, on_denial=reporter.denial, on_event=reporter.event, lock_fd=lock_fd

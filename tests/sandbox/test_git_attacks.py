@@ -1,0 +1,284 @@
+"""Attacks an outside review ran against the git rules, kept as regression tests.
+
+Each plants from inside the sandbox, then runs on the host what a user would run next (git
+status, commit, ``rebase --continue``) in a HOME of its own; a planted command only touches a
+marker in a host directory the sandbox cannot see, which must stay empty. Each test also runs
+the same plant with ``--no-default-protect`` first, so it is shown to catch the attack when the
+git rules are off.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Runner
+
+pytestmark = pytest.mark.sandbox
+
+INNER = (
+    "exec 2>&1; export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_EDITOR=true "
+    "GIT_AUTHOR_NAME=a GIT_AUTHOR_EMAIL=a@example.invalid "
+    "GIT_COMMITTER_NAME=a GIT_COMMITTER_EMAIL=a@example.invalid\n"
+)
+
+
+@pytest.fixture
+def marks() -> Iterator[Path]:
+    """A host directory for markers: under /tmp, which the sandbox replaces with its own."""
+    d = Path(tempfile.mkdtemp(prefix="ringfence-marks-", dir="/tmp"))
+    d.chmod(0o777)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _host_env(home: Path) -> dict[str, str]:
+    return {
+        "HOME": str(home),
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_EDITOR": "true",
+        "GIT_SEQUENCE_EDITOR": "true",
+        "GIT_AUTHOR_NAME": "u",
+        "GIT_AUTHOR_EMAIL": "u@example.invalid",
+        "GIT_COMMITTER_NAME": "u",
+        "GIT_COMMITTER_EMAIL": "u@example.invalid",
+    }
+
+
+def _host(home: Path, cwd: Path, script: str) -> str:
+    """Run ``script`` with sh on the host, as the user would, in ``cwd``."""
+    r = subprocess.run(
+        ["sh", "-c", script],
+        cwd=cwd,
+        env=_host_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return r.stdout + r.stderr
+
+
+def _repo(ws: Path, rf: Runner, home: Path, commits: int = 1) -> None:
+    home.mkdir(exist_ok=True)
+    (home / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
+    _host(home, ws, "git init -q -b main . && echo a > a && git add a && git commit -qm one")
+    for i in range(1, commits):
+        _host(home, ws, f"echo {i} >> a && git commit -qam c{i}")
+    for p in [ws, *ws.rglob("*")]:
+        os.lchown(p, rf.uid, rf.gid)
+
+
+def _attack(
+    rf: Runner,
+    tmp: Path,
+    marks: Path,
+    *,
+    setup: Callable[[Path, Path], None],
+    plant: str,
+    after: str,
+    where: str = ".",
+) -> tuple[str, str]:
+    """Plant with the git rules off (must leave a marker: the test can see the attack) and
+    on (must leave none). Returns ringfence's stderr and the host output of the run with
+    the rules on."""
+    outputs = []
+    for flags in (("--no-default-protect",), ()):
+        home = Path(tempfile.mkdtemp(prefix="ringfence-home-", dir=tmp))
+        ws = rf.mkdir()
+        setup(ws, home)
+        for m in marks.iterdir():
+            m.unlink()
+        r = rf.sh(ws, INNER + plant.format(marks=marks), *flags)
+        host = _host(home, ws / where, after)
+        ran = sorted(m.name for m in marks.iterdir())
+        if flags:
+            assert ran, f"the attack does not work even unprotected:\n{r.stdout}\n{host}"
+        else:
+            assert not ran, f"planted command ran: {ran}\n{r.stdout}\n{r.stderr}\n{host}"
+            outputs.append((r.stderr, host))
+    return outputs[0]
+
+
+def test_a_common_directory_without_head_is_never_trusted(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """commondir pointing at a directory the command filled (no HEAD): git would read its
+    config and hooks; the layout may not complete that way."""
+    plant = (
+        "mkdir -p z/objects z/refs/heads z/hooks sub\n"
+        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > z/config\n"
+        "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > z/hooks/pre-commit\n"
+        "chmod +x z/hooks/pre-commit\n"
+        "mkdir sub/.git && echo 'ref: refs/heads/main' > sub/.git/HEAD "
+        "&& echo ../../z > sub/.git/commondir\n"
+    )
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo(ws, rf, home),
+        plant=plant,
+        after="git status; echo x > f; git add f; git commit -qm x",
+        where="sub",
+    )
+    assert "not a complete repository" in err
+
+
+def test_a_directory_renamed_onto_rebase_state_brings_no_exec_line(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """A todo list with `exec` inside a directory renamed into place is judged at the end like
+    one written in place: moved aside, so `git rebase --continue` runs nothing planted."""
+    plant = (
+        "git rebase -q -i HEAD~1 --exec true >/dev/null 2>&1 || true\n"
+        "GIT_SEQUENCE_EDITOR='sed -i 1ibreak' git rebase -i HEAD~1 >/dev/null 2>&1 || true\n"
+        "mkdir -p .git/objects/rmx && cp -r .git/rebase-merge/. .git/objects/rmx/\n"
+        "echo 'exec touch {marks}/todo' > .git/objects/rmx/git-rebase-todo\n"
+        "rm -rf .git/rebase-merge; mv .git/objects/rmx .git/rebase-merge\n"
+        "echo 'exec touch {marks}/todo2' >> .git/rebase-merge/git-rebase-todo\n"
+    )
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo(ws, rf, home, commits=3),
+        plant=plant,
+        after="git rebase --continue",
+    )
+    assert "git-rebase-todo" in err
+
+
+def test_head_of_an_existing_repository_cannot_be_taken_away(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """Without HEAD the directory is no repository and nothing in it would be governed."""
+    plant = (
+        "mv .git/HEAD .git/objects/HEAD.save\n"
+        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > .git/config\n"
+        "mv .git/objects/HEAD.save .git/HEAD\n"
+    )
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo(ws, rf, home),
+        plant=plant,
+        after="git status",
+    )
+    assert "it would stop being a repository" in err
+
+
+def test_hooks_may_not_be_a_link_into_data(rf: Runner, tmp_path: Path, marks: Path) -> None:
+    plant = (
+        "mkdir -p sub/.git/objects/h\n"
+        "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > sub/.git/objects/h/pre-commit\n"
+        "chmod +x sub/.git/objects/h/pre-commit\n"
+        "ln -s objects/h sub/.git/hooks && cd sub && git init -q\n"
+    )
+    _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo(ws, rf, home),
+        plant=plant,
+        after="echo x > f; git add f; git commit -qm x",
+        where="sub",
+    )
+
+
+def test_a_merge_strategy_is_one_of_gits_own(rf: Runner, tmp_path: Path, marks: Path) -> None:
+    """rebase-merge/strategy names `git-merge-<it>`, found relative to the worktree too."""
+    plant = (
+        "GIT_SEQUENCE_EDITOR='sed -i 1ibreak' git rebase -i HEAD~2 >/dev/null 2>&1 || true\n"
+        "echo x/evil > .git/rebase-merge/strategy\n"
+        "mkdir -p git-merge-x\n"
+        "printf '#!/bin/sh\\ntouch {marks}/strategy\\n' > git-merge-x/evil\n"
+        "chmod +x git-merge-x/evil\n"
+        "git commit -q --allow-empty -m side\n"
+    )
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo(ws, rf, home, commits=3),
+        plant=plant,
+        after="git rebase --continue",
+    )
+    assert "merge strategy" in err
+
+
+def test_hooks_path_of_a_nested_repository_and_included_configs(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """A nested repository's core.hooksPath (not known at start) takes no hook; a file the
+    workspace's config includes is config too."""
+
+    def setup(ws: Path, home: Path) -> None:
+        _repo(ws, rf, home)
+        _host(home, ws, "git config include.path ../.gitconfig-project")
+        (ws / "nested").mkdir()
+        _host(home, ws / "nested", "git init -q -b main . && git config core.hooksPath .husky")
+        (ws / "nested/.husky").mkdir()
+        for p in [ws, *ws.rglob("*")]:
+            os.lchown(p, rf.uid, rf.gid)
+
+    plant = (
+        "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > nested/.husky/pre-commit\n"
+        "chmod +x nested/.husky/pre-commit\n"
+        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > .gitconfig-project\n"
+    )
+    _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=setup,
+        plant=plant,
+        after="git status; cd nested && echo x > f && git add f && git commit -qm x",
+    )
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [
+        # a .git symlink to a file rewritten later
+        "mkdir sub && echo 'gitdir: ../z/.git' > ptr && ln -s ../ptr sub/.git\n"
+        "echo 'gitdir: {out}' > ptr\n",
+        # a gitdir path git reads across a newline
+        "mkdir -p 'sub/y\n' && printf 'gitdir: y\\n/../../../../..{out}\\n' > sub/.git\n",
+        # a pointer swapped out of the end-of-run check by RENAME_EXCHANGE
+        "mkdir -p sub other && echo 'gitdir: {out}' > other/.git\n"
+        'python3 -c "import ctypes; l=ctypes.CDLL(None); '
+        "l.renameat2(-100, b'sub', -100, b'other', 2)\"\n",
+    ],
+    ids=["symlink-to-file", "multi-line", "exchange"],
+)
+def test_no_pointer_leads_outside_the_roots(
+    rf: Runner, tmp_path: Path, marks: Path, plant: str
+) -> None:
+    """Host git in ``sub`` must not end up in a repository outside the writable roots (one of
+    the user's own, whose fsmonitor marks that it ran)."""
+    out = Path(tempfile.mkdtemp(prefix="ringfence-outrepo-", dir="/var/tmp"))
+    try:
+        home = tmp_path / "outhome"
+        home.mkdir()
+        (home / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
+        _host(home, out, "git init -q -b main .")
+        _host(home, out, f"git config core.fsmonitor 'touch {marks}/outside; false'")
+        _attack(
+            rf,
+            tmp_path,
+            marks,
+            setup=lambda ws, h: _repo(ws, rf, h),
+            plant=plant.replace("{out}", f"{out}/.git"),
+            after="git status",
+            where="sub",
+        )
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
