@@ -155,7 +155,7 @@ class GitGuard:
         reports: an attempt to plant a hook is always shown."""
         if self._hooks_dir(path) is not None:
             return True
-        if posixpath.basename(path) in gitdir.HOOK_NAMES:
+        if posixpath.basename(path) in gitdir.HOOK_NAMES and self.root_of(path) is not None:
             return True
         if "/hooks/" not in path and not path.endswith("/hooks"):
             return False
