@@ -497,6 +497,8 @@ class Process:
         error = None
         reports = report.get("reports") or []
         self.created = [r for r in reports if r.get("kind") in gitdir.REPORT_KINDS]
+        if report.get("unchecked"):  # the guard could not finish: fail closed from here
+            self.created += _move_aside(self._conn.plan, report["unchecked"])
         self.violations = [r for r in reports if r.get("kind") in ("filesystem", "more")]
         self.violations += [
             {"kind": "network", "host": e.host, "port": e.port, "rule": e.rule}
@@ -896,6 +898,31 @@ def _completed(
     if check:
         result.check_returncode()
     return result
+
+
+def _move_aside(plan: LinuxPlan, paths: list[str]) -> list[dict[str, Any]]:
+    """Files whose content the guard was to check at the end of the command (pointers, todo
+    lists, .gitmodules), when it could not: moved aside unread, never trusted. Only paths in
+    the plan's roots, reached without following a symlink."""
+    from ringfence.platforms.linux.gitguard import quarantine
+
+    roots = (*plan.guard_roots, *plan.guard_git_roots)
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        if not isinstance(path, str) or not gitdir.inside(path, roots) or path in roots:
+            continue
+        if not os.path.lexists(path):
+            continue
+        moved = quarantine(path)
+        detail = "not checked (the name guard did not finish)"
+        out.append(
+            {
+                "kind": "refused_pointer",
+                "path": path,
+                "detail": f"{detail}; moved to {moved}" if moved else f"{detail}; NOT moved",
+            }
+        )
+    return out
 
 
 def _with_default_workspace(policy: Policy) -> Policy:

@@ -191,17 +191,30 @@ def test_a_malformed_config_is_refused_not_a_crash(repo: Path) -> None:
 # ------------------------------------------------------------ symlinks, renames, unknowns
 
 
-def test_symlinks_in_a_git_directory_stay_inside_it(repo: Path) -> None:
+def test_a_git_directory_holds_no_symlink(repo: Path) -> None:
+    """Git makes none; a link would let one name stand for another the rules judge
+    differently (rebase-merge -> a directory holding an exec todo, objects/info -> one
+    holding alternates)."""
+    (repo / ".git/lost-found").mkdir()
+
     def probe() -> int:
-        rc = expect_errno(lambda: os.symlink("/etc", repo / ".git/refs/x"), errno.EACCES)
-        rc = rc or expect_errno(
-            lambda: os.symlink("../../../..", repo / ".git/refs/heads/y"), errno.EACCES
-        )
-        os.symlink("../heads", repo / ".git/refs/inside")
-        return rc
+        for name, target in (
+            ("refs/x", "/etc"),
+            ("refs/inside", "../heads"),
+            ("rebase-merge", "lost-found"),
+            ("sequencer", "lost-found"),
+            ("objects/info2", "../lost-found"),
+        ):
+            rc = expect_errno(
+                lambda t=target, n=name: os.symlink(t, repo / ".git" / n),  # type: ignore[misc]
+                errno.EACCES,
+            )
+            if rc:
+                return rc
+        return 0
 
     assert run_guarded(_rules(repo), probe, cwd=repo).status == 0
-    assert os.readlink(repo / ".git/refs/inside") == "../heads"
+    assert not any(p.is_symlink() for p in (repo / ".git").rglob("*"))
 
 
 def test_a_directory_renamed_into_a_git_directory_brings_no_link_out(repo: Path) -> None:

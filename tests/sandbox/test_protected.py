@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -396,25 +398,60 @@ def test_a_new_repository_created_in_the_run_is_the_commands_own(rf: Runner) -> 
     assert "refused" in r.stdout
 
 
-def test_killing_the_guard_fails_closed(rf: Runner) -> None:
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        out.extend(int(k) for k in kids)
+        todo.extend(int(k) for k in kids)
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""  # gone (a sleep of the waiting loop)
+
+
+def test_the_command_cannot_stop_its_guard_and_a_dead_guard_fails_closed(rf: Runner) -> None:
+    """The guard is pid 2 of the command's pid namespace, in a Landlock domain outside the
+    command's: the command's kill and stop fail (EPERM). Killed from outside (here, by the
+    test), every guarded call fails: closed, not open."""
     ws = rf.mkdir()
-    script = """
-    for d in /proc/[0-9]*; do
-        p=${d#/proc/}
-        [ "$p" = 1 ] && continue
-        [ "$p" = $$ ] && continue
-        if tr '\\0' ' ' < $d/cmdline 2>/dev/null | grep -q '^[^ ]*python[^ ]* -m ringfence'; then
-            kill -9 "$p" && echo killed-guard
-        fi
-    done
-    sleep 0.3
-    echo x > .envrc; echo "envrc=$?"
-    echo y > plain.txt; echo "plain=$?"
-    """
-    r = rf.sh(ws, script)
-    assert "killed-guard" in r.stdout, (r.stdout, r.stderr)
-    assert "envrc=0" not in r.stdout
-    assert "plain=0" not in r.stdout  # every guarded call now fails: closed, not open
+    script = (
+        "kill -9 2 2>/dev/null || echo kill-refused; kill -STOP 2 2>/dev/null || echo "
+        "stop-refused; touch ready; while [ ! -e go ]; do sleep 0.05; done; "
+        "echo x > .envrc; echo envrc=$?; echo y > plain.txt; echo plain=$?"
+    )
+    p = rf.popen("run", "--", "sh", "-c", script, cwd=ws)
+    try:
+        deadline = time.monotonic() + 30
+        while not (ws / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # the command (sh) and its guard are the children of the command's init (another
+        # init, prepared for the next command, has a guard of its own)
+        procs = _descendants(p.pid)
+        shell = [q for q in procs if _comm(q) == "sh"]
+        assert len(shell) == 1, shell
+        init = int(Path(f"/proc/{shell[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        kids = Path(f"/proc/{init}/task/{init}/children").read_text().split()
+        guards = [int(q) for q in kids if int(q) != shell[0]]
+        assert len(guards) == 1, guards
+        os.kill(guards[0], signal.SIGKILL)
+        (ws / "go").touch()
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "kill-refused" in out and "stop-refused" in out, (out, err)
+    assert "envrc=0" not in out and "envrc=" in out
+    assert "plain=0" not in out  # every guarded call now fails
     assert not (ws / ".envrc").exists()
 
 

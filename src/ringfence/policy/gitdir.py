@@ -111,6 +111,9 @@ CHECKED_PATHS: Final[dict[tuple[str, ...], str]] = {
     ("sequencer", "todo"): "todo",
     ("rebase-merge", "strategy"): "strategy",
     ("sequencer", "opts"): "sequencer-opts",
+    # `git am --continue` passes these back to `git apply` as options
+    # (--build-fake-ancestor=FILE would write any file of the user's)
+    ("rebase-apply", "apply-opt"): "apply-opt",
 }
 # What a merge strategy may be (builtin/merge.c: all_strategy): git's own, never a program.
 BUILTIN_STRATEGIES: Final = frozenset({"ort", "recursive", "resolve", "octopus", "ours", "subtree"})
@@ -295,6 +298,57 @@ def strategy_refusals(data: bytes) -> list[str]:
     """A ``rebase-merge/strategy`` that names anything but one of git's own strategies."""
     word = data.decode("utf-8", "replace").strip()
     return [] if word in BUILTIN_STRATEGIES or not word else [repr(word)]
+
+
+# The `git am` options it stores for `git apply` (builtin/am.c: OPT_PASSTHRU_ARGV), in the
+# one-element form git writes them.
+_APPLY_OPT: Final = re.compile(
+    r"--whitespace=(nowarn|warn|fix|error|error-all|strip)|--ignore-space-change"
+    r"|--ignore-whitespace|--reject|-C[0-9]+|-p[0-9]+|--(directory|exclude|include)=(?P<v>.*)",
+    re.DOTALL,
+)
+
+
+def sq_dequote(text: str) -> list[str] | None:
+    """Arguments quoted as git's ``sq_quote_argv`` writes them (``'a' 'b'\''c'``), or None
+    when the text is not exactly that."""
+    args: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] == " ":
+            i += 1
+            continue
+        if text[i] != "'":
+            return None
+        arg: list[str] = []
+        i += 1
+        while True:
+            end = text.find("'", i)
+            if end < 0:
+                return None
+            arg.append(text[i:end])
+            i = end + 1
+            if text[i : i + 3] in ("\\''", "\\!'"):
+                arg.append(text[i + 1])
+                i += 3
+                continue
+            break
+        args.append("".join(arg))
+    return args
+
+
+def apply_opt_refusals(data: bytes) -> list[str]:
+    """Options in ``rebase-apply/apply-opt`` that `git am` would not have written."""
+    args = sq_dequote(data.decode("utf-8", "replace").strip())
+    if args is None:
+        return ["not quoted as git writes it"]
+    bad = []
+    for a in args:
+        m = _APPLY_OPT.fullmatch(a)
+        value = m.group("v") if m else None
+        if m is None or (value is not None and (value.startswith("/") or ".." in value.split("/"))):
+            bad.append(repr(a))
+    return bad
 
 
 def todo_refusals(data: bytes) -> list[str]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ringfence.platforms.linux import libc
+from ringfence.platforms.linux.gitfiles import ConfigRead, expand, read_config
 from ringfence.policy import gitdir
 from ringfence.policy.gitdir import Entry
 
@@ -93,6 +94,19 @@ class Place:
         return self.kind is not None
 
 
+MAX_CACHED_DIRS: Final = 20_000
+
+
+@dataclass(frozen=True)
+class _Repo:
+    """A repository met in a worktree: its top, the config files its configs include, and
+    the hooks directory they name (absolute), if any."""
+
+    top: str
+    includes: frozenset[str]
+    hooks: str | None
+
+
 # What a new git directory may hold besides git's data when its layout completes: what
 # `git init` copies from its template (anything else there is refused at that step).
 TEMPLATE_ENTRIES: Final = frozenset(
@@ -111,6 +125,7 @@ class GitGuard:
     hooks_dirs: tuple[str, ...] = ()  # core.hooksPath targets found at start
     # a relative core.hooksPath of the user's global config: <worktree>/<this> of every repo
     global_hooks_path: str | None = None
+    home: str | None = None  # for ~/ in config paths
     on_event: Callable[[str, str, str], None] | None = None  # (kind, path, detail)
     # .git entries this command created (a repository or pointer of its own)
     created_dot_git: set[str] = field(default_factory=set)
@@ -123,6 +138,8 @@ class GitGuard:
 
     def __post_init__(self) -> None:
         self._outermost = tuple(sorted(self.roots, key=len))
+        self._tops: dict[str, str | None] = {}  # directory -> its worktree's top, or None
+        self._repos: dict[str, _Repo] = {}
 
     # ---------------------------------------------------------------- where
 
@@ -186,48 +203,77 @@ class GitGuard:
                 return None
             return f"hooks directory {hooks} (core.hooksPath): only *.sample files"
         if name in gitdir.HOOK_NAMES:
-            named = self._repo_hooks_path(posixpath.dirname(path))
-            if named is not None:
-                return f"hooks directory {named} (core.hooksPath)"
+            repo = self._repo(posixpath.dirname(path))
+            if repo is not None and repo.hooks == posixpath.dirname(path):
+                return f"hooks directory {repo.hooks} (core.hooksPath of {repo.top})"
         return None
 
-    def _repo_hooks_path(self, directory: str) -> str | None:
-        """``directory`` if the repository whose worktree holds it names it as core.hooksPath
-        (its own config or, relative, the user's global one); else None."""
+    def _repo(self, directory: str) -> _Repo | None:
+        """The repository whose worktree holds ``directory`` (the nearest ``.git`` above it
+        within its root), with what its configs name. Cached: asked on every write in a
+        worktree; forgotten whenever a ``.git``, a config or a directory moves."""
         root = self.root_of(directory)
         if root is None:
             return None
+        chain: list[str] = []
         cur = directory
         while True:
-            dot = f"{cur}/.git"
-            if _exists(dot):
+            if cur in self._tops:
+                top = self._tops[cur]
+                break
+            chain.append(cur)
+            if _exists(f"{cur}/.git"):
+                top = cur
                 break
             if cur == root:
-                return None
+                top = None
+                break
             cur = posixpath.dirname(cur)
+        if len(self._tops) > MAX_CACHED_DIRS:
+            self._tops.clear()
+        for d in chain:
+            self._tops[d] = top
+        if top is None:
+            return None
+        repo = self._repos.get(top)
+        if repo is None:
+            repo = self._repos[top] = self._read_repo(top)
+        return repo
+
+    def _read_repo(self, top: str) -> _Repo:
+        dot = f"{top}/.git"
         gd = dot
         if not os.path.isdir(dot):
             try:
-                gd = gitdir.pointer_target(".git", read_regular(dot), holder_dir=cur, gitdir=None)
+                gd = gitdir.pointer_target(".git", read_regular(dot), holder_dir=top, gitdir=None)
             except (OSError, ValueError):
-                return None
-        configs = [f"{gd}/config"]
+                return _Repo(top, frozenset(), None)
+        read = ConfigRead(hooks_path=self.global_hooks_path)
         try:  # a linked worktree reads the common directory's config first
             common = gitdir.pointer_target(
                 "commondir", read_regular(f"{gd}/commondir"), holder_dir=gd, gitdir=gd
             )
-            configs.insert(0, f"{common}/config")
+            read_config(f"{common}/config", self.home, read)
         except (OSError, ValueError):
             pass
-        value = self.global_hooks_path
-        for config in configs:
-            found = _config_value(config, "core.hookspath")
-            if found is not None:
-                value = found
-        if not value:
-            return None
-        named = posixpath.normpath(posixpath.join(cur, value))
-        return directory if named == directory else None
+        read_config(f"{gd}/config", self.home, read)
+        hooks = None
+        if read.hooks_path:
+            hooks = expand(read.hooks_path, top, self.home)
+        return _Repo(top, frozenset(read.includes), hooks)
+
+    def forget_repos(self) -> None:
+        """What :meth:`_repo` learnt may no longer hold (a .git, config or directory moved)."""
+        self._tops.clear()
+        self._repos.clear()
+
+    def _worktree_rule(self, path: str) -> str | None:
+        """A file a repository's config includes is config too (include.path,
+        includeIf.*.path), wherever it lies in the worktree."""
+        repo = self._repo(posixpath.dirname(path))
+        if repo is not None and path in repo.includes:
+            return f"git config included by the repository at {repo.top}"
+        return None
 
     # ---------------------------------------------------------------- decisions
 
@@ -263,13 +309,21 @@ class GitGuard:
             return rule
         place = self.place(path)
         name = posixpath.basename(path)
+        if is_dot_git(name):
+            self.forget_repos()
         if place.governed:
             rule = self._inside_rule(place, path, kind, symlink)
             if rule is None and incoming is not None:
-                rule = self._incoming_rule(incoming, path, place)
+                rule = self._incoming_rule(incoming, place)
             if rule is not None:
                 return rule
-        elif kind == stat.S_IFLNK and symlink is not None and is_dot_git(name):
+        else:
+            rule = self._worktree_rule(path)
+            if rule is None and incoming is not None:
+                rule = self._incoming_worktree_rule(incoming, path)
+            if rule is not None:
+                return rule
+        if not place.governed and kind == stat.S_IFLNK and symlink is not None and is_dot_git(name):
             target = gitdir.symlink_target(posixpath.dirname(path), symlink)
             if self.root_of(target) is None:
                 return f"a .git symlink must point inside the writable roots (not {target})"
@@ -285,13 +339,9 @@ class GitGuard:
         if self.strict:
             return f"{where} (strict_git)"
         if kind == stat.S_IFLNK:
-            if place.kind not in (Entry.DATA, Entry.INCUBATOR):
-                return f"{where}: {what} may not be a symlink"
-            target = gitdir.symlink_target(posixpath.dirname(path), symlink or "")
-            top = self._incubating_top(place) or place.gitdir
-            if not gitdir.inside(target, (top,)):
-                return f"{where}: a symlink there must point inside it (not to {target})"
-            return None
+            # git makes none there; a link would let one name stand for another the rules
+            # judge differently (rebase-merge -> a directory of the command's choosing)
+            return f"{where}: no symlinks in a git directory ({what})"
         if place.kind in (Entry.HOOK_SAMPLE, Entry.CHECKED, Entry.POINTER) and (
             kind != stat.S_IFREG
         ):
@@ -305,12 +355,11 @@ class GitGuard:
             return f"{where}: {what} is not git's ordinary data"
         return None
 
-    def _incoming_rule(self, tree: str, new_top: str, place: Place) -> str | None:
+    def _incoming_rule(self, tree: str, place: Place) -> str | None:
         """A directory renamed into a git directory: every entry it brings is judged where it
         will be. Only git's data may arrive this way (a todo list, config or hook inside it
         would skip the checks its own name gets)."""
         assert place.gitdir is not None
-        top = self._incubating_top(place) or place.gitdir
         base = tuple(place.rel)
         seen = 0
         for dirpath, dirnames, filenames in os.walk(tree, onerror=_raise, followlinks=False):
@@ -323,12 +372,28 @@ class GitGuard:
                 kind = gitdir.classify(rel)
                 if kind not in (Entry.DATA, Entry.INCUBATOR):
                     return f"a directory renamed in would bring {'/'.join(rel)} ({kind.value})"
-                full = f"{dirpath}/{name}"
-                if os.path.islink(full):
-                    new_dir = posixpath.join(new_top, *sub)
-                    target = gitdir.symlink_target(new_dir, os.readlink(full))
-                    if not gitdir.inside(target, (top,)):
-                        return f"the symlink {new_dir}/{name} would point outside {top}"
+                if os.path.islink(f"{dirpath}/{name}"):
+                    return f"a directory renamed in would bring the symlink {'/'.join(rel)}"
+        return None
+
+    def _incoming_worktree_rule(self, tree: str, new_top: str) -> str | None:
+        """A directory renamed into a worktree brings its files to new names: a file named
+        like a hook into a repository's hooks directory, a file onto a config include, or a
+        ``.git`` file whose pointer now resolves from elsewhere (checked at the end)."""
+        seen = 0
+        for dirpath, _dirnames, filenames in os.walk(tree, onerror=_raise, followlinks=False):
+            new_dir = new_top + dirpath[len(tree) :]
+            for name in filenames:
+                seen += 1
+                if seen > MAX_SCAN_ENTRIES:
+                    return f"a directory of more than {MAX_SCAN_ENTRIES} files to check"
+                new = f"{new_dir}/{name}"
+                rule = self._hooks_rule(new, None) if name in gitdir.HOOK_NAMES else None
+                rule = rule or self._worktree_rule(new)
+                if rule is not None:
+                    return f"{new} would be in a {rule}"
+                if is_dot_git(name):
+                    self.note_pointer(new, DOT_GIT)
         return None
 
     def _incubating_top(self, place: Place) -> str | None:
@@ -359,7 +424,7 @@ class GitGuard:
             return ".git pointer file of an existing repository"
         place = self.place(path)
         if not place.governed:
-            return None
+            return self._worktree_rule(path)
         assert place.gitdir is not None and place.kind is not None
         where = f"git directory {place.gitdir}"
         what = "/".join(place.rel)
@@ -459,6 +524,8 @@ class GitGuard:
         self._carry(tmp, b, True)
 
     def _carry(self, src: str, dst: str | None, is_dir: bool) -> None:
+        if is_dir or is_dot_git(posixpath.basename(src)):
+            self.forget_repos()
         prefix = src + "/"
         pend = [p for p in self.pending if p == src or (is_dir and p.startswith(prefix))]
         for p in pend:
@@ -472,8 +539,10 @@ class GitGuard:
                     book.add(dst + p[len(src) :])
 
     def note_pointer(self, path: str, kind: str) -> None:
-        if not self.pending:
-            self.event("git_pending", path)  # tells the init to ask for finish() at the end
+        """``path`` is checked when the command ends. The init hears of every such path: it
+        asks for :meth:`finish`, and should the guard not answer, the host moves them aside."""
+        if path not in self.pending:
+            self.event("git_pending", path)
         self.pending[path] = kind
 
     # ---------------------------------------------------------------- a new git directory
@@ -536,10 +605,7 @@ class GitGuard:
         kind = gitdir.classify(rel)
         what = "/".join(rel)
         if stat.S_ISLNK(st.st_mode):
-            target = gitdir.symlink_target(posixpath.dirname(full), os.readlink(full))
-            if kind is not Entry.DATA or not gitdir.inside(target, (top,)):
-                return f"the symlink {what} (only git's data may be a link, pointing inside)"
-            return None
+            return f"the symlink {what} (a git directory holds none)"
         if kind in (Entry.DATA, Entry.INCUBATOR):
             return None
         if rel in TEMPLATE_ENTRIES:
@@ -620,6 +686,9 @@ class GitGuard:
             return f"names a program as merge strategy ({bad[0]})" if bad else None
         if kind == "sequencer-opts":
             return self._sequencer_opts_problem(data)
+        if kind == "apply-opt":
+            bad = gitdir.apply_opt_refusals(data)
+            return f"options git apply must not get ({', '.join(bad[:3])})" if bad else None
         try:
             target = gitdir.pointer_target(kind, data, holder_dir=holder, gitdir=holder)
         except gitdir.PointerError as exc:
@@ -694,28 +763,43 @@ class GitGuard:
         return problem
 
 
+RENAME_NOREPLACE: Final = 1
+
+
+def quarantine(path: str) -> str | None:
+    """Move a refused file aside (``NAME.ringfence-refused[-N]``), never over anything, its
+    content kept for the user to read; no symlink is followed on the way (the host calls this
+    too, with full rights, when the guard could not finish). The new name, or None."""
+    parent, name = posixpath.split(path)
+    try:
+        dfd = libc.openat2(
+            AT_FDCWD, parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, libc.RESOLVE_NO_SYMLINKS
+        )
+    except OSError:
+        return None
+    try:
+        for n in range(100):
+            new = f"{name}.ringfence-refused" + (f"-{n}" if n else "")
+            try:
+                libc.syscall(
+                    "renameat2", dfd, os.fsencode(name), dfd, os.fsencode(new), RENAME_NOREPLACE
+                )
+            except FileExistsError:
+                continue
+            except OSError:
+                return None
+            return f"{parent}/{new}"
+        return None
+    finally:
+        os.close(dfd)
+
+
 def _is_main_gitdir(path: str) -> bool:
     """A repository that holds its own objects and refs: what a common directory must be."""
     try:
         return all(_exists(f"{path}/{n}") for n in ("HEAD", "objects", "refs"))
     except Unknown:
         return False
-
-
-def _config_value(path: str, key: str) -> str | None:
-    """The last value of ``key`` in the git config file at ``path`` (None when absent,
-    unreadable or malformed)."""
-    from ringfence.policy import gitconfig
-
-    try:
-        entries = gitconfig.parse(read_regular(path))
-    except (OSError, ValueError):
-        return None
-    found = None
-    for e in entries:
-        if e.key == key and e.value:
-            found = e.value
-    return found
 
 
 _LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)

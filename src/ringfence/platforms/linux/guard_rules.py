@@ -77,6 +77,7 @@ class GuardRules:
     # global core.hooksPath when it is relative (then it names <worktree>/<it> everywhere).
     hooks_dirs: tuple[str, ...] = ()
     global_hooks_path: str | None = None
+    home: str | None = None  # what ~/ means in a git config path
     _patterns: tuple[_Pattern, ...] = field(init=False, repr=False, compare=False, default=())
     # A path can only match if one of its components is some pattern's first literal component
     # (None when a pattern starts with a glob): a cheap test that clears most paths at once.

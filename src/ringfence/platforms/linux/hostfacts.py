@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ringfence.platforms.linux import cgroups
+from ringfence.platforms.linux.gitfiles import ConfigRead, global_config_files, read_config
 from ringfence.policy import caches, defaults
 from ringfence.policy.model import Policy
 
@@ -133,60 +134,6 @@ def _list_modules(gitdir: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-MAX_INCLUDE_DEPTH = 10  # git's own limit (config.c: MAX_INCLUDE_DEPTH)
-
-
-@dataclass
-class _ConfigRead:
-    """What a chain of git config files says that the sandbox must know: the last
-    core.hooksPath and core.worktree, and every file included on the way (include.path and
-    includeIf.*.path, whatever the condition: any of them may apply)."""
-
-    hooks_path: str | None = None
-    worktree: str | None = None
-    includes: list[str] = field(default_factory=list)
-
-
-def _read_config(path: str, home: str | None, out: _ConfigRead, depth: int = 0) -> None:
-    from ringfence.policy import gitconfig
-
-    try:
-        with open(path, "rb") as f:
-            entries = gitconfig.parse(f.read(gitconfig.MAX_CONFIG_BYTES))
-    except (OSError, ValueError):
-        return  # unreadable or malformed: it names nothing git could use either
-    for e in entries:
-        if e.key == "core.hookspath" and e.value:
-            out.hooks_path = e.value  # the last one wins, as in git
-        elif e.key == "core.worktree" and e.value:
-            out.worktree = os.path.normpath(os.path.join(os.path.dirname(path), e.value))
-        elif e.name == "path" and e.section in ("include", "includeif") and e.value:
-            target = _expand(e.value, os.path.dirname(path), home)
-            if target is not None and depth < MAX_INCLUDE_DEPTH:
-                out.includes.append(target)
-                _read_config(target, home, out, depth + 1)
-
-
-def _expand(value: str, base: str, home: str | None) -> str | None:
-    """A path from a git config, as git resolves it: ``~/`` is home, relative is ``base``."""
-    if value.startswith("~/"):
-        if not home:
-            return None
-        value = os.path.join(home, value[2:])
-    return os.path.realpath(os.path.join(base, value))
-
-
-def global_config_files(env: Mapping[str, str], home: str | None) -> list[str]:
-    """The config files every repository reads first, in git's order (system, XDG, ~)."""
-    files = ["/etc/gitconfig"]
-    xdg = env.get("XDG_CONFIG_HOME") or (os.path.join(home, ".config") if home else None)
-    if xdg:
-        files.append(os.path.join(xdg, "git", "config"))
-    if home:
-        files.append(os.path.join(home, ".gitconfig"))
-    return files
-
-
 def _hooks_path(value: str | None, worktree: str | None, home: str | None) -> str | None:
     """A core.hooksPath value resolved as git would (relative to the worktree), or None."""
     if not value:
@@ -237,20 +184,20 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     for mods in modules.values():
         extra_dirs.extend(mods)
     hooks_paths: dict[str, str] = {}
-    base = _ConfigRead()
+    base = ConfigRead()
     for config_file in global_config_files(env, home):
-        _read_config(config_file, home, base)
+        read_config(config_file, home, base)
     includes = list(base.includes)
     worktrees = {os.path.join(r, ".git"): r for r in policy.writable_paths()}
     worktrees.update({gd: os.path.dirname(f) for f, gd in gitdirs.items()})
     module_dirs = [m for mods in modules.values() for m in mods]
     for gd in [*worktrees, *commondirs.values(), *module_dirs]:
-        read = _ConfigRead(hooks_path=base.hooks_path)
+        read = ConfigRead(hooks_path=base.hooks_path)
         common = commondirs.get(gd)
         if common is not None:
-            _read_config(os.path.join(common, "config"), home, read)
+            read_config(os.path.join(common, "config"), home, read)
         read.worktree = None
-        _read_config(os.path.join(gd, "config"), home, read)
+        read_config(os.path.join(gd, "config"), home, read)
         includes.extend(read.includes)
         if os.path.isdir(gd):
             named = _hooks_path(read.hooks_path, worktrees.get(gd) or read.worktree, home)

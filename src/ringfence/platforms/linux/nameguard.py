@@ -56,7 +56,14 @@ from typing import Any, Final
 
 from ringfence.errors import SandboxError, UnsupportedError
 from ringfence.platforms.linux import bpf, libc
-from ringfence.platforms.linux.gitguard import GitGuard, Unknown, is_dot_git, put_copy, read_all
+from ringfence.platforms.linux.gitguard import (
+    GitGuard,
+    Unknown,
+    is_dot_git,
+    put_copy,
+    quarantine,
+    read_all,
+)
 from ringfence.platforms.linux.guard_rules import (
     GuardRules,
     check_canonical,
@@ -609,6 +616,7 @@ class Supervisor:
                 strict=rules.git == "strict",
                 hooks_dirs=rules.hooks_dirs,
                 global_hooks_path=rules.global_hooks_path,
+                home=rules.home,
                 on_event=self._event,
             )
         self.on_denial = on_denial
@@ -723,7 +731,7 @@ class Supervisor:
         """Check the pointer files the command created, now that no process of it is left
         to change them (see GitGuard.finish); then say so (event ``git_finished``)."""
         if self.git is not None:
-            self.git.finish(_quarantine)
+            self.git.finish(quarantine)
         self._event("git_finished", "/")
 
     # ------------------------------------------------------------------ loop
@@ -1469,6 +1477,7 @@ class Supervisor:
         put_copy(dst.parent_fd, dst.kernel_name.rstrip("/"), data, mode)
         with contextlib.suppress(OSError):  # a rename leaves no source behind
             os.unlink(src.kernel_name, dir_fd=src.parent_fd)
+        self.git.forget_repos()  # a config changed: what it names may have too
         self.git.pending.pop(dst.path, None)  # checked now (a .gitmodules)
         return _Value()
 
@@ -1597,26 +1606,3 @@ class Supervisor:
         if self.git is not None:
             self.git.moved(res.path, None, pointer=None, is_dir=bool(flags & AT_REMOVEDIR))
         return _Value()
-
-
-def _quarantine(path: str) -> str | None:
-    """Move a refused pointer file aside (``NAME.ringfence-refused[-N]``), never over
-    anything; its content stays for the user to read. The new name, or None."""
-    parent, name = os.path.split(path)
-    try:
-        dfd = libc.openat2(
-            -100, parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, libc.RESOLVE_NO_SYMLINKS
-        )
-    except OSError:
-        return None
-    try:
-        for n in range(100):
-            new = f"{name}.ringfence-refused" + (f"-{n}" if n else "")
-            ret = _renameat2(dfd, os.fsencode(name), dfd, os.fsencode(new), RENAME_NOREPLACE)
-            if ret == 0:
-                return f"{parent}/{new}"
-            if ctypes.get_errno() != errno.EEXIST:
-                return None
-        return None
-    finally:
-        os.close(dfd)

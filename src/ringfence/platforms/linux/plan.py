@@ -101,6 +101,7 @@ class LinuxPlan:
     guard_git_roots: tuple[str, ...] = ()
     guard_hooks_dirs: tuple[str, ...] = ()
     guard_global_hooks_path: str | None = None
+    guard_home: str | None = None  # what ~/ means in the git configs the guard reads
 
     @property
     def guard_enabled(self) -> bool:
@@ -580,6 +581,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         if roots and _git_mode(policy) != "off"
         else (),
         guard_global_hooks_path=facts.global_hooks_path if _git_mode(policy) != "off" else None,
+        guard_home=facts.home,
         env=env,
         sandbox_env=sandbox_env,
         notes=tuple(notes),

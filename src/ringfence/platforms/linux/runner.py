@@ -241,6 +241,7 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket, lock_fd: int) -> NoRe
             git_roots=plan.guard_git_roots,
             hooks_dirs=plan.guard_hooks_dirs,
             global_hooks_path=plan.guard_global_hooks_path,
+            home=plan.guard_home,
         )
         supervisor = nameguard.Supervisor(
             fds[0], rules, on_denial=reporter.denial, on_event=reporter.event, lock_fd=lock_fd

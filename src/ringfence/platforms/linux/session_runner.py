@@ -57,6 +57,7 @@ CLONE_NEWPID = 0x20000000
 PR_SET_CHILD_SUBREAPER = 36
 _HANDLED = (*runner.FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
 KILL_TREE = 255  # on the control pipe: end the command's whole tree (reduced isolation)
+SCOPE_ABI = 6  # Landlock's signal scoping
 PREPARE_DELAY = 0.02  # seconds after a command starts before its successor's init is made
 # Live per-command namespaces allowed in the sandbox's user namespace: the runner makes one
 # pid and one mount namespace per command. Commands themselves cannot make any (no
@@ -178,6 +179,19 @@ class _Server:
         # file description of its own, so flock excludes them from one another): a check one
         # guard makes cannot be undone by a change another guard performs meanwhile.
         self.guard_lock = os.memfd_create("ringfence-guard-lock", os.MFD_CLOEXEC)
+        # A domain nested in the command's own, which it enters after its guard has started:
+        # with signal scoping the command then cannot signal (kill, stop) its guard, which
+        # stays in the outer domain (and can still read the command's memory).
+        self.guard_scope_fd = -1
+        if plan.guard_enabled and plan.landlock is not None and plan.landlock.abi >= SCOPE_ABI:
+            self.guard_scope_fd = landlock.create_ruleset(
+                landlock.LandlockRuleset(
+                    plan.landlock.abi,
+                    0,
+                    (),
+                    scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"],
+                )
+            )
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda _s, _f: None)
@@ -516,6 +530,9 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
     guard_sock, srv.guard_pid = (
         runner._start_guard(plan, srv.guard_lock) if plan.guard_enabled else (None, 0)
     )
+    if srv.guard_scope_fd >= 0:
+        landlock.restrict_with(srv.guard_scope_fd)
+        os.close(srv.guard_scope_fd)
     if srv.namespaced:
         caps.drop_bounding()
     caps.drop_all(unprivileged_ok=not srv.namespaced, bounding=False)
@@ -611,8 +628,11 @@ def _run(
     else:
         end["exit"] = os.WEXITSTATUS(status)
     reports.extend(runner.guard_reports(srv.guard_sock))
-    if srv.guard_sock is not None and any(r.get("kind") == "git_pending" for r in reports):
-        _finish_guard(srv.guard_sock, srv.guard_pid, reports)
+    pending = sorted({r.get("path", "") for r in reports if r.get("kind") == "git_pending"})
+    if pending and not (
+        srv.guard_sock is not None and _finish_guard(srv.guard_sock, srv.guard_pid, reports)
+    ):
+        end["unchecked"] = pending  # the host moves them aside
     reports = [r for r in reports if r.get("kind") not in runner.CONTROL]
     if reports:
         end["reports"] = reports
@@ -623,12 +643,13 @@ def _run(
 FINISH_TIMEOUT = 10.0  # seconds the guard may take to check the pointer files at the end
 
 
-def _finish_guard(guard: socket.socket, guard_pid: int, reports: list[dict[str, str]]) -> None:
-    """The command created pointer files (a ``.git`` file, ``commondir``, ``.gitmodules``)
-    whose content only counts once nothing can change it any more: end every other process of
-    the command (they could still hold the files open for writing), then have the guard check
-    them and move refused ones aside. Only the guard and this init are left in the pid
-    namespace when it looks."""
+def _finish_guard(guard: socket.socket, guard_pid: int, reports: list[dict[str, str]]) -> bool:
+    """The command created files whose content only counts once nothing can change it any
+    more (a ``.git`` file, ``commondir``, ``.gitmodules``, a todo list): end every other
+    process of the command (they could still hold the files open for writing), then have the
+    guard check them and move refused ones aside. Only the guard and this init are left in the
+    pid namespace when it looks. False when that did not happen: the host then moves every
+    such file aside itself (fail closed)."""
     deadline = time.monotonic() + FINISH_TIMEOUT
     while time.monotonic() < deadline:
         others = [
@@ -645,9 +666,7 @@ def _finish_guard(guard: socket.socket, guard_pid: int, reports: list[dict[str, 
                 pass
         time.sleep(0.001)
     else:
-        reports.append({"kind": "refused_pointer", "path": "/", "detail": "not checked: the "
-                        "command's processes did not end"})  # fmt: skip
-        return
+        return False
     guard.setblocking(True)
     guard.settimeout(max(0.1, deadline - time.monotonic()))
     try:
@@ -655,16 +674,15 @@ def _finish_guard(guard: socket.socket, guard_pid: int, reports: list[dict[str, 
         while True:
             data = guard.recv(65536)
             if not data:
-                break
+                return False  # the guard is gone: it did not finish
             record = json.loads(data)
             if not isinstance(record, dict):
                 continue
             if record.get("kind") == "git_finished":
-                break
+                return True
             reports.append({str(k): str(v) for k, v in record.items()})
     except (OSError, ValueError):
-        reports.append({"kind": "refused_pointer", "path": "/", "detail": "not checked: the "
-                        "guard did not answer"})  # fmt: skip
+        return False
 
 
 def _relay(

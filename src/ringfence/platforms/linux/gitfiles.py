@@ -1,0 +1,64 @@
+"""The git config files git reads for a repository, read the way git does: which file
+includes which, and the few keys the sandbox must know before anything runs
+(core.hooksPath, core.worktree). Used by the host facts at start and by the name guard for
+repositories it meets later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+MAX_INCLUDE_DEPTH = 10  # git's own limit (config.c: MAX_INCLUDE_DEPTH)
+
+
+@dataclass
+class ConfigRead:
+    """What a chain of git config files says that the sandbox must know: the last
+    core.hooksPath and core.worktree, and every file included on the way (include.path and
+    includeIf.*.path, whatever the condition: any of them may apply)."""
+
+    hooks_path: str | None = None
+    worktree: str | None = None
+    includes: list[str] = field(default_factory=list)
+
+
+def read_config(path: str, home: str | None, out: ConfigRead, depth: int = 0) -> None:
+    from ringfence.policy import gitconfig
+
+    try:
+        with open(path, "rb") as f:
+            entries = gitconfig.parse(f.read(gitconfig.MAX_CONFIG_BYTES))
+    except (OSError, ValueError):
+        return  # unreadable or malformed: it names nothing git could use either
+    for e in entries:
+        if e.key == "core.hookspath" and e.value:
+            out.hooks_path = e.value  # the last one wins, as in git
+        elif e.key == "core.worktree" and e.value:
+            out.worktree = os.path.normpath(os.path.join(os.path.dirname(path), e.value))
+        elif e.name == "path" and e.section in ("include", "includeif") and e.value:
+            target = expand(e.value, os.path.dirname(path), home)
+            if target is not None and depth < MAX_INCLUDE_DEPTH:
+                out.includes.append(target)
+                read_config(target, home, out, depth + 1)
+
+
+def expand(value: str, base: str, home: str | None) -> str | None:
+    """A path from a git config, as git resolves it: ``~/`` is home, relative is ``base``."""
+    if value.startswith("~/"):
+        if not home:
+            return None
+        value = os.path.join(home, value[2:])
+    return os.path.realpath(os.path.join(base, value))
+
+
+def global_config_files(env: Mapping[str, str], home: str | None) -> list[str]:
+    """The config files every repository reads first, in git's order (system, XDG, ~)."""
+    files = ["/etc/gitconfig"]
+    xdg = env.get("XDG_CONFIG_HOME") or (os.path.join(home, ".config") if home else None)
+    if xdg:
+        files.append(os.path.join(xdg, "git", "config"))
+    if home:
+        files.append(os.path.join(home, ".gitconfig"))
+    return files
