@@ -282,3 +282,75 @@ def test_no_pointer_leads_outside_the_roots(
         )
     finally:
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_rebase_state_reached_through_a_symlink(rf: Runner, tmp_path: Path, marks: Path) -> None:
+    """`.git/rebase-merge -> lost-found/rm` would have made an unchecked todo list the one
+    `git rebase --continue` runs: a git directory holds no symlink."""
+    plant = (
+        "GIT_SEQUENCE_EDITOR='sed -i 1ibreak' git rebase -i HEAD~1 >/dev/null 2>&1 || true\n"
+        "mkdir -p .git/lost-found/rm && cp -r .git/rebase-merge/. .git/lost-found/rm/\n"
+        "echo 'exec touch {marks}/todo' > .git/lost-found/rm/git-rebase-todo\n"
+        "rm -rf .git/rebase-merge; ln -s lost-found/rm .git/rebase-merge\n"
+    )
+    _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo(ws, rf, home, commits=3),
+        plant=plant,
+        after="git rebase --continue",
+    )
+
+
+def test_a_nested_repositorys_include_and_a_hooks_directory_renamed_in(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """A nested repository (not known at start) includes a file of its worktree, and names
+    `.husky/_` as hooks: neither the include nor a hook arriving by a parent's rename runs."""
+
+    def setup(ws: Path, home: Path) -> None:
+        _repo(ws, rf, home)
+        (ws / "sub/.husky/_").mkdir(parents=True)
+        _host(home, ws / "sub", "git init -q -b main . && git config core.hooksPath .husky/_")
+        _host(home, ws / "sub", "git config include.path ../shared.gitconfig")
+        (ws / "sub/.husky/_/pre-commit").write_text("#!/bin/sh\nexit 0\n")
+        (ws / "sub/.husky/_/pre-commit").chmod(0o755)
+        for p in [ws, *ws.rglob("*")]:
+            os.lchown(p, rf.uid, rf.gid)
+
+    plant = (
+        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/inc; false\"\\n' > sub/shared.gitconfig\n"
+        "mkdir -p sub/evil/_\n"
+        "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > sub/evil/_/pre-commit\n"
+        "chmod +x sub/evil/_/pre-commit\n"
+        "mv sub/.husky sub/.husky-old; mv sub/evil sub/.husky\n"
+    )
+    _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=setup,
+        plant=plant,
+        after="cd sub && git status && echo x > f && git add f && git commit -qm x",
+    )
+
+
+def test_options_for_git_apply_are_the_ones_git_am_stores(rf: Runner) -> None:
+    """rebase-apply/apply-opt goes back to `git apply` on `git am --continue`:
+    --build-fake-ancestor=FILE would write any file of the user's. Checked at the end."""
+    ws = rf.mkdir()
+    home = Path(tempfile.mkdtemp(prefix="ringfence-home-", dir="/var/tmp"))
+    try:
+        _repo(ws, rf, home)
+        r = rf.sh(
+            ws,
+            "mkdir -p .git/rebase-apply && echo \"'--build-fake-ancestor=/tmp/x'\" "
+            "> .git/rebase-apply/apply-opt && mkdir -p ok/.git/rebase-apply && echo done",
+        )
+        assert "done" in r.stdout, r.stderr
+        assert not (ws / ".git/rebase-apply/apply-opt").exists()
+        assert (ws / ".git/rebase-apply/apply-opt.ringfence-refused").exists()
+        assert "options git apply must not get" in r.stderr
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

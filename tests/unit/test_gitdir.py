@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -178,3 +180,40 @@ def test_the_guard_reads_as_much_as_the_config_parser_accepts() -> None:
     from ringfence.policy.gitconfig import MAX_CONFIG_BYTES
 
     assert MAX_CONTENT_BYTES == MAX_CONFIG_BYTES
+
+
+def test_the_host_moves_aside_what_the_guard_could_not_check(tmp_path: Path) -> None:
+    """Fail closed: files the guard was to check at the end, when it could not, are moved
+    aside unread; nothing outside the plan's roots is touched, no symlink is followed."""
+    import types
+
+    from ringfence.session import _move_aside
+
+    root, outside = tmp_path / "ws", tmp_path / "out"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "sub/.git").write_text("gitdir: /elsewhere\n")
+    (outside / ".git").write_text("x")
+    (root / "link").symlink_to(outside)
+    plan = types.SimpleNamespace(guard_roots=(str(root),), guard_git_roots=())
+    found = _move_aside(
+        plan,  # type: ignore[arg-type]
+        [str(root / "sub/.git"), str(outside / ".git"), str(root / "link/.git"), str(root)],
+    )
+    assert [f["path"] for f in found] == [str(root / "sub/.git"), str(root / "link/.git")]
+    assert (root / "sub/.git.ringfence-refused").exists() and not (root / "sub/.git").exists()
+    assert (outside / ".git").exists()  # outside the roots, and behind a link: left alone
+    assert "NOT moved" in found[1]["detail"]
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=8), max_size=4))
+def test_sq_dequote_reads_what_git_quotes(args: list[str]) -> None:
+    """git's own sq_quote (``git rev-parse --sq-quote``) as the oracle."""
+    import subprocess
+
+    from ringfence.policy.gitdir import sq_dequote
+
+    quoted = subprocess.run(
+        ["git", "rev-parse", "--sq-quote", *args], capture_output=True, check=True
+    ).stdout.decode("utf-8", "surrogateescape")
+    assert sq_dequote(quoted.strip("\n")) == args
