@@ -364,6 +364,9 @@ class GitGuard:
         seen = 0
         for dirpath, dirnames, filenames in os.walk(tree, onerror=_raise, followlinks=False):
             sub = tuple(p for p in dirpath[len(tree) :].split("/") if p)
+            if gitdir.classify((*base, *sub)) is Entry.INCUBATOR:
+                dirnames[:] = []  # nested repositories in the making: judged when complete
+                continue
             for name in [*dirnames, *filenames]:
                 seen += 1
                 if seen > MAX_SCAN_ENTRIES:
@@ -378,8 +381,12 @@ class GitGuard:
 
     def _incoming_worktree_rule(self, tree: str, new_top: str) -> str | None:
         """A directory renamed into a worktree brings its files to new names: a file named
-        like a hook into a repository's hooks directory, a file onto a config include, or a
-        ``.git`` file whose pointer now resolves from elsewhere (checked at the end)."""
+        like a hook into a repository's hooks directory, or a file onto a config include.
+        Only a repository whose configs name either makes that possible, so only then is the
+        directory walked (an ordinary ``mv build build.old`` costs nothing)."""
+        repo = self._repo(posixpath.dirname(new_top))
+        if repo is None or (repo.hooks is None and not repo.includes):
+            return None
         seen = 0
         for dirpath, _dirnames, filenames in os.walk(tree, onerror=_raise, followlinks=False):
             new_dir = new_top + dirpath[len(tree) :]
@@ -392,8 +399,6 @@ class GitGuard:
                 rule = rule or self._worktree_rule(new)
                 if rule is not None:
                     return f"{new} would be in a {rule}"
-                if is_dot_git(name):
-                    self.note_pointer(new, DOT_GIT)
         return None
 
     def _incubating_top(self, place: Place) -> str | None:
