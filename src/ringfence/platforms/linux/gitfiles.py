@@ -6,7 +6,9 @@ repositories it meets later.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -28,10 +30,9 @@ def read_config(path: str, home: str | None, out: ConfigRead, depth: int = 0) ->
     from ringfence.policy import gitconfig
 
     try:
-        with open(path, "rb") as f:
-            entries = gitconfig.parse(f.read(gitconfig.MAX_CONFIG_BYTES))
+        entries = gitconfig.parse(_read_plain_file(path, gitconfig.MAX_CONFIG_BYTES))
     except (OSError, ValueError):
-        return  # unreadable or malformed: it names nothing git could use either
+        return  # unreadable, not a file, or malformed: it names nothing git could use either
     for e in entries:
         if e.key == "core.hookspath" and e.value:
             out.hooks_path = e.value  # the last one wins, as in git
@@ -42,6 +43,22 @@ def read_config(path: str, home: str | None, out: ConfigRead, depth: int = 0) ->
             if target is not None and depth < MAX_INCLUDE_DEPTH:
                 out.includes.append(target)
                 read_config(target, home, out, depth + 1)
+
+
+def _read_plain_file(path: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of a regular file; never waits (a FIFO planted where a config
+    is expected must not hang whoever reads it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks, total = [], 0
+        while total < limit and (chunk := os.read(fd, min(65536, limit - total))):
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def expand(value: str, base: str, home: str | None) -> str | None:
