@@ -354,3 +354,76 @@ def test_options_for_git_apply_are_the_ones_git_am_stores(rf: Runner) -> None:
         assert "options git apply must not get" in r.stderr
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_guard_keeps_its_limits(rf: Runner) -> None:
+    """prlimit on the guard (pid 2) would starve it of descriptors before its end-of-run
+    checks: refused by the hardening filter (only the caller's own limits may change)."""
+    ws = rf.mkdir()
+    r = rf.sh(ws, "prlimit --pid 2 --nofile=3:3; echo rc=$?; ulimit -n 64 && echo own-ok")
+    assert "rc=0" not in r.stdout and "own-ok" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_core_worktree_only_for_a_submodule(rf: Runner, tmp_path: Path, marks: Path) -> None:
+    """core.worktree in a repository's own config sends checkout/reset wherever it names
+    (a symlink swapped later reaches outside); only a module's git directory may have it."""
+    ws = rf.mkdir()
+    home = tmp_path / "h"
+    _repo(ws, rf, home)
+    r = rf.sh(ws, "mkdir wt && git config core.worktree ../wt; echo rc=$?")
+    assert "rc=0" not in r.stdout and "core.worktree" in r.stderr, (r.stdout, r.stderr)
+    assert "worktree" not in (ws / ".git/config").read_text()
+
+
+@pytest.mark.parametrize(
+    ("plant", "moved"),
+    [
+        # a pointer spelled inside, reaching outside through a symlink
+        (
+            "ln -s {out} lnk && mkdir sub && printf 'gitdir: ../lnk/.git\\n' > sub/.git\n",
+            "sub/.git",
+        ),
+        # where `git worktree repair` would write a .git file (no HEAD beside it)
+        (
+            "mkdir -p .git/worktrees/x && echo {out}/.git > .git/worktrees/x/gitdir\n",
+            ".git/worktrees/x/gitdir",
+        ),
+    ],
+    ids=["through-symlink", "worktree-backlink"],
+)
+def test_pointers_are_judged_where_they_lead(
+    rf: Runner, tmp_path: Path, plant: str, moved: str
+) -> None:
+    out = Path(tempfile.mkdtemp(prefix="ringfence-outrepo-", dir="/var/tmp"))
+    try:
+        ws = rf.mkdir()
+        _repo(ws, rf, tmp_path / "h")
+        r = rf.sh(ws, INNER + plant.format(out=out))
+        assert not (ws / moved).exists(), (r.stdout, r.stderr)
+        assert (ws / f"{moved}.ringfence-refused").exists()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_a_hooks_directory_that_does_not_exist_yet(rf: Runner, tmp_path: Path, marks: Path) -> None:
+    """core.hooksPath names tools/hooks, not there at start: neither it nor a symlink on its
+    way may appear."""
+
+    def setup(ws: Path, home: Path) -> None:
+        _repo(ws, rf, home)
+        _host(home, ws, "git config core.hooksPath tools/hooks")
+
+    plant = (
+        "mkdir -p evil/hooks\n"
+        "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > evil/hooks/pre-commit\n"
+        "chmod +x evil/hooks/pre-commit\n"
+        "ln -s evil tools || mv evil tools\n"
+    )
+    _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=setup,
+        plant=plant,
+        after="echo x > f && git add f && git commit -qm x",
+    )

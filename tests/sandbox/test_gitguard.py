@@ -483,3 +483,53 @@ def test_no_path_spelling_reaches_a_protected_entry(
 
     run_guarded(_rules(root), probe, cwd=root)
     assert _snapshot(root) == before, (entry, via, alias)
+
+
+# ------------------------------------------------------------ the end of a command
+
+
+def test_a_refused_file_that_cannot_be_moved_is_not_called_finished(ws: Path) -> None:
+    """finish() reports what it could neither accept nor move aside: the guard must not say
+    "finished" then, so the host moves it (fail closed)."""
+    from ringfence.platforms.linux.gitguard import GitGuard
+
+    (ws / "sub").mkdir()
+    (ws / "sub/.git").write_text("gitdir: /elsewhere/.git\n")
+    (ws / "ok").mkdir()
+    (ws / "ok/.git").write_text("gitdir: ../sub\n")
+    g = GitGuard(roots=(str(ws),))
+    g.note_pointer(str(ws / "sub/.git"), ".git")
+    g.note_pointer(str(ws / "ok/.git"), ".git")
+    assert g.finish(lambda _path: None) == [str(ws / "sub/.git")]
+    assert (ws / "sub/.git").exists()  # the host's to move now
+
+
+def test_an_include_bomb_is_read_once_per_file(ws: Path) -> None:
+    import time
+
+    from ringfence.platforms.linux.gitfiles import ConfigRead, read_config
+
+    (ws / "config").write_text("[include]\n\tpath = config\n" * 60)
+    out = ConfigRead()
+    t0 = time.monotonic()
+    read_config(str(ws / "config"), None, out)
+    assert time.monotonic() - t0 < 5 and out.files_read <= 64
+
+
+def test_control_records_reach_the_init_whole() -> None:
+    """A pending path is what the host moves aside should the guard not finish: cutting it
+    (as reports are cut for display) would make the host miss it."""
+    import json
+    import socket
+
+    from ringfence.platforms.linux.runner import MAX_REPORT_PATH, _Reporter
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with a, b:
+        a.setblocking(False)
+        long_path = "/w/" + "d" * (3 * MAX_REPORT_PATH) + "/.git"
+        rep = _Reporter(a)
+        rep.event("git_pending", long_path)
+        rep.event("new_repository", long_path)
+        assert json.loads(b.recv(65536))["path"] == long_path
+        assert len(json.loads(b.recv(65536))["path"]) < len(long_path)

@@ -459,7 +459,7 @@ def _pyseccomp() -> ModuleType:
     return pyseccomp
 
 
-_ARG_SYSCALLS = ("personality", "clone", "unshare", "socket", "socketpair")
+_ARG_SYSCALLS = ("personality", "clone", "unshare", "socket", "socketpair", "prlimit64")
 
 
 class K:
@@ -499,6 +499,7 @@ class Oracle:
 
         self._add(args, s.ALLOW, "personality", low(0, 0xFFFFFFFF))
         self._add(args, s.ALLOW, "personality", low(0, 0))
+        self._add(args, s.ALLOW, "prlimit64", low(0, 0))
         self._add(args, s.ALLOW, "clone", s.Arg(0, s.MASKED_EQ, K.CLONE_NS, 0))
         self._add(args, s.ALLOW, "unshare", s.Arg(0, s.MASKED_EQ, K.UNSHARE_NS, 0))
         self._add(args, s.ALLOW, "socket", low(0, K.AF_UNIX))
@@ -707,6 +708,7 @@ def test_argument_rules_match_libseccomp_exhaustively(
         cases += [("clone", (flags, 0, 0, 0, 0)), ("unshare", (flags,))]
         cases += [("clone", (flags | SIGCHLD,)), ("unshare", (flags | 0x400,))]
         cases += [("personality", (flags,)), ("personality", (flags ^ 0xFFFFFFFF,))]
+        cases += [("prlimit64", (flags, 7, 0, 0))]
     for cmd in [0, termios.TCGETS, termios.TIOCSTI, termios.TIOCLINUX, termios.FIONREAD]:
         for shift in range(0, 64, 4):
             cases += [("ioctl", (0, cmd | (0xF << shift) & U64, 0)), ("ioctl", (3, cmd, 7))]

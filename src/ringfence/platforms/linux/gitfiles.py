@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 MAX_INCLUDE_DEPTH = 10  # git's own limit (config.c: MAX_INCLUDE_DEPTH)
+MAX_CONFIG_FILES = 64  # per lookup: includes may fan out (a bomb); each file is read once
 
 
 @dataclass
@@ -24,11 +25,15 @@ class ConfigRead:
     hooks_path: str | None = None
     worktree: str | None = None
     includes: list[str] = field(default_factory=list)
+    files_read: int = 0  # each file once, and at most MAX_CONFIG_FILES (an include bomb)
 
 
 def read_config(path: str, home: str | None, out: ConfigRead, depth: int = 0) -> None:
     from ringfence.policy import gitconfig
 
+    if out.files_read >= MAX_CONFIG_FILES or path in out.includes[:-1]:
+        return
+    out.files_read += 1
     try:
         entries = gitconfig.parse(_read_plain_file(path, gitconfig.MAX_CONFIG_BYTES))
     except (OSError, ValueError):

@@ -95,6 +95,17 @@ class Place:
 
 
 MAX_CACHED_DIRS: Final = 20_000
+WORKTREE_GITDIR: Final = "worktree-gitdir"
+
+
+def _worktree_backlink(place: Place) -> bool:
+    """``worktrees/<id>/gitdir``: where `git worktree repair` writes a ``.git`` file."""
+    return (
+        place.kind is Entry.INCUBATOR
+        and len(place.rel) == 3
+        and place.rel[0] == "worktrees"
+        and place.rel[2] == "gitdir"
+    )
 
 
 @dataclass(frozen=True)
@@ -248,6 +259,12 @@ class GitGuard:
                 gd = gitdir.pointer_target(".git", read_regular(dot), holder_dir=top, gitdir=None)
             except (OSError, ValueError):
                 return _Repo(top, frozenset(), None)
+        try:
+            usable = is_gitdir(gd)
+        except OSError:
+            usable = False
+        if not usable:  # git reads no config of a directory that is no repository
+            return _Repo(top, frozenset(), None)
         read = ConfigRead(hooks_path=self.global_hooks_path)
         try:  # a linked worktree reads the common directory's config first
             common = gitdir.pointer_target(
@@ -295,6 +312,8 @@ class GitGuard:
             place.kind is Entry.POINTER or _exists(f"{posixpath.dirname(path)}/HEAD")
         ):
             return name  # beside a HEAD it is what git reads (setup.c)
+        if _worktree_backlink(place):
+            return WORKTREE_GITDIR  # read by `git worktree` commands, HEAD or not
         return None
 
     def creating(
@@ -309,7 +328,7 @@ class GitGuard:
             return rule
         place = self.place(path)
         name = posixpath.basename(path)
-        if is_dot_git(name):
+        if is_dot_git(name) or kind == stat.S_IFLNK:  # a link can change what a path reaches
             self.forget_repos()
         if place.governed:
             rule = self._inside_rule(place, path, kind, symlink)
@@ -445,6 +464,9 @@ class GitGuard:
         if place.kind is Entry.CHECKED:
             self.note_pointer(path, gitdir.CHECKED_PATHS[place.rel])
             return None
+        if _worktree_backlink(place):
+            self.note_pointer(path, WORKTREE_GITDIR)
+            return None
         if not gitdir.writable(place.kind):
             return f"{where}: {what} is not git's ordinary data"
         return None
@@ -535,8 +557,8 @@ class GitGuard:
         pend = [p for p in self.pending if p == src or (is_dir and p.startswith(prefix))]
         for p in pend:
             kind = self.pending.pop(p)
-            if dst is not None:
-                self.pending[dst + p[len(src) :]] = kind
+            if dst is not None:  # the init hears of the new name (its fallback uses names)
+                self.note_pointer(dst + p[len(src) :], kind)
         for book in (self.created_dot_git, self.completed):
             for p in [q for q in book if q == src or (is_dir and q.startswith(prefix))]:
                 book.discard(p)
@@ -672,6 +694,10 @@ class GitGuard:
         return f"to set it yourself, outside the sandbox and only if you trust it: {cmds}"
 
     def _worktree_ok(self, value: str, gitdir_path: str) -> bool:
+        """core.worktree is what `git submodule` writes into a module's git directory; in any
+        other config it would send git's worktree (checkout, reset) wherever it names."""
+        if "/modules/" not in gitdir_path + "/":
+            return False
         target = posixpath.normpath(posixpath.join(gitdir_path, value))
         return (
             self.root_of(target) is not None and self.root_of(os.path.realpath(target)) is not None
@@ -700,6 +726,9 @@ class GitGuard:
             return f"not a plain pointer ({exc})"
         if self.root_of(target) is None:
             return f"points outside the writable roots ({target})"
+        real = os.path.realpath(target)
+        if self.root_of(real) is None:
+            return f"leads outside the writable roots through a symlink ({real})"
         if kind == "commondir" and not _is_main_gitdir(target):
             return f"its common directory {target} is not a complete repository"
         return None
@@ -720,25 +749,29 @@ class GitGuard:
 
     # ---------------------------------------------------------------- the end of a command
 
-    def finish(self, quarantine: Callable[[str], str | None]) -> None:
+    def finish(self, quarantine: Callable[[str], str | None]) -> list[str]:
         """Check every file whose content counts only now that none of the command's
         processes is left to change it. One that passes is replaced by the guard's copy of the
         bytes it judged (a descriptor passed elsewhere then writes a file git never reads);
         one that fails is moved aside by ``quarantine`` (which returns the new name). A
         repository this command completed that uses a common directory must still find a
-        complete repository there (the command may have undone the one it made)."""
+        complete repository there (the command may have undone the one it made). Returns the
+        files that failed and could not be moved: the caller must not call this finished."""
         for gd in sorted(self.completed):
             if os.path.lexists(f"{gd}/commondir") and f"{gd}/commondir" not in self.pending:
                 self.pending[f"{gd}/commondir"] = "commondir"
+        unsecured: list[str] = []
         for path, kind in sorted(self.pending.items()):
             problem = self._final_problem(path, kind)
             if problem is None:
                 continue
             moved = quarantine(path)
-            self.event(
-                "refused_pointer", path, f"{problem}; moved to {moved}" if moved else problem
-            )
+            if moved is None:
+                unsecured.append(path)  # left in place: the host must move it (fail closed)
+                continue
+            self.event("refused_pointer", path, f"{problem}; moved to {moved}")
         self.pending.clear()
+        return unsecured
 
     def _final_problem(self, path: str, kind: str) -> str | None:
         if kind == ".git-link":
@@ -759,6 +792,8 @@ class GitGuard:
             return f"unreadable ({exc.strerror or exc})"
         if kind in gitdir.POINTER_NAMES and not _exists(f"{posixpath.dirname(path)}/HEAD"):
             return None  # no HEAD beside it: git does not read it
+        if kind == WORKTREE_GITDIR:
+            kind = "gitdir"
         problem = self.pointer_problem(path, kind, data)
         if problem is None:
             try:

@@ -730,9 +730,9 @@ class Supervisor:
     def finish(self) -> None:
         """Check the pointer files the command created, now that no process of it is left
         to change them (see GitGuard.finish); then say so (event ``git_finished``)."""
-        if self.git is not None:
-            self.git.finish(quarantine)
-        self._event("git_finished", "/")
+        unsecured = self.git.finish(quarantine) if self.git is not None else []
+        # not finished unless every refused file is out of the way: the host moves them then
+        self._event("git_unfinished" if unsecured else "git_finished", "/")
 
     # ------------------------------------------------------------------ loop
 

@@ -552,10 +552,11 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     protected_paths = [p for p, _ in protected]
     seen = set(protected_paths)
     protected_paths.extend(p for p in policy.protected if p not in seen)
-    if _git_mode(policy) != "off":  # included configs: protected even before they exist
+    if _git_mode(policy) != "off":  # included configs, hooks dirs: even before they exist
         seen = set(protected_paths)
+        named = (*facts.git_includes, *sorted(set(facts.hooks_paths.values())))
         protected_paths.extend(
-            p for p in facts.git_includes if p not in seen and _within_any(p, roots)
+            p for p in dict.fromkeys(named) if p not in seen and _within_any(p, roots)
         )
     if policy.mode is Mode.READ_ONLY:
         notes.append("read-only: only the private /tmp and /dev/shm are writable")

@@ -116,7 +116,7 @@ MAX_REPORT_DETAIL = 1024
 GIT_FINDINGS = gitdir.REPORT_KINDS
 # Between the guard and the command's init: pointer files wait for a check at the end, and the
 # check is done (see session_runner._finish_guard).
-CONTROL = frozenset({"git_pending", "git_finished"})
+CONTROL = frozenset({"git_pending", "git_finished", "git_unfinished"})
 CONTROL_WAIT = 5.0  # seconds
 
 
@@ -143,13 +143,13 @@ class _Reporter:
         self.more = {"refusal": False, "git": False}
 
     def send(self, record: dict[str, str]) -> None:
+        if record.get("kind") in CONTROL:  # for the init, not the user: never dropped, never cut
+            self._send_surely(json.dumps(record).encode())
+            return
         record = {
             k: _clip(v, MAX_REPORT_DETAIL if k == "detail" else MAX_REPORT_PATH)
             for k, v in record.items()
         }
-        if record.get("kind") in CONTROL:  # for the init, not the user: never dropped
-            self._send_surely(json.dumps(record).encode())
-            return
         budget = "git" if record.get("kind") in GIT_FINDINGS else "refusal"
         key = tuple(record.values())
         if key in self.seen or self.more[budget]:

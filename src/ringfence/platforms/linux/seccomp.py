@@ -187,6 +187,7 @@ FILTER_SYSCALLS: Final = (
     "mount_setattr",
     "quotactl_fd",
     "open_tree_attr",
+    "prlimit64",
 )
 
 
@@ -341,6 +342,11 @@ RESTRICTED: Final[tuple[tuple[str, str], ...]] = (
     ),
     ("ioctl", "EPERM for TIOCSTI and TIOCLINUX (typing into or driving the terminal)"),
     (
+        "prlimit64",
+        "EPERM on any process but the caller (pid 0): another process of the same user, the "
+        "name guard among them, must not have its limits lowered under it",
+    ),
+    (
         "personality",
         "EPERM unless querying (0xffffffff) or PER_LINUX (0): other personalities "
         "disable ASLR or change how the kernel lays out memory",
@@ -384,7 +390,15 @@ _KILL: Final = bpf.SECCOMP_RET_KILL_PROCESS
 _LEAF_SIZE: Final = 4  # at most this many equality tests per leaf of the dispatch tree
 
 # Syscalls whose verdict depends on arguments: the label of the block that decides.
-_ARG_BLOCKS: Final = ("ioctl", "personality", "clone", "unshare", "socket", "socketpair")
+_ARG_BLOCKS: Final = (
+    "ioctl",
+    "personality",
+    "clone",
+    "unshare",
+    "socket",
+    "socketpair",
+    "prlimit64",
+)
 
 
 def build_program(policy: SeccompPolicy, machine: str = libc.MACHINE) -> list[bpf.Insn]:
@@ -417,6 +431,7 @@ def build_program(policy: SeccompPolicy, machine: str = libc.MACHINE) -> list[bp
     # 3. Argument checks (BPF jumps only forward, so they come before the shared verdicts).
     _ioctl(b)
     _personality(b)
+    _prlimit(b)
     _ns_flags(b, "clone", CLONE_NS_FLAGS)
     _ns_flags(b, "unshare", UNSHARE_NS_FLAGS)
     _socket(b, policy)
@@ -465,6 +480,14 @@ def _personality(b: bpf.Builder) -> None:
     b.label("arg_personality").load_arg(0)
     b.jeq(PERSONALITY_QUERY, "allow")
     b.jeq(PER_LINUX, "allow")
+    b.ret(_EPERM)
+
+
+def _prlimit(b: bpf.Builder) -> None:
+    # prlimit64(pid_t pid, ...): pid is an int, so its low 32 bits; 0 is the caller itself
+    # (what setrlimit and getrlimit use).
+    b.label("arg_prlimit64").load_arg(0)
+    b.jeq(0, "allow")
     b.ret(_EPERM)
 
 

@@ -680,6 +680,8 @@ def _finish_guard(guard: socket.socket, guard_pid: int, reports: list[dict[str, 
                 continue
             if record.get("kind") == "git_finished":
                 return True
+            if record.get("kind") == "git_unfinished":
+                return False
             reports.append({str(k): str(v) for k, v in record.items()})
     except (OSError, ValueError):
         return False
