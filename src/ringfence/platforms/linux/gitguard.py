@@ -439,12 +439,7 @@ class GitGuard:
         name = posixpath.basename(path)
         if name == GITMODULES and self.root_of(path) is not None:
             return ".gitmodules is replaced only by `git config -f .gitmodules` (checked)"
-        if (
-            is_dot_git(name)
-            and self.root_of(path) is not None
-            and path not in self.created_dot_git
-            and not os.path.isdir(path)
-        ):
+        if self._existing_dot_git(path) and not os.path.isdir(path):
             return ".git pointer file of an existing repository"
         place = self.place(path)
         if not place.governed:
@@ -471,6 +466,15 @@ class GitGuard:
             return f"{where}: {what} is not git's ordinary data"
         return None
 
+    def _existing_dot_git(self, path: str) -> bool:
+        """A ``.git`` under a root that this command did not make: the user's repository."""
+        return (
+            is_dot_git(posixpath.basename(path))
+            and self.root_of(path) is not None
+            and path not in self.created_dot_git
+            and path not in self.pending
+        )
+
     def removing(self, path: str, *, replaced: bool = False) -> str | None:
         """May the entry at ``path`` go away (unlink, rmdir, or renamed away)? ``replaced``:
         something else takes its name at once (a rename onto it), so the name stays.
@@ -487,13 +491,7 @@ class GitGuard:
         rule = self._hooks_rule(path, None)
         if rule is not None and not path.endswith(".sample"):
             return rule
-        name = posixpath.basename(path)
-        if (
-            is_dot_git(name)
-            and self.root_of(path) is not None
-            and path not in self.created_dot_git
-            and path not in self.pending
-        ):
+        if self._existing_dot_git(path):
             return ".git (an existing repository)"
         place = self.place(path)
         if not place.governed:
