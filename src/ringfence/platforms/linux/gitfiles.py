@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 
 MAX_INCLUDE_DEPTH = 10  # git's own limit (config.c: MAX_INCLUDE_DEPTH)
 MAX_CONFIG_FILES = 64  # per lookup: includes may fan out (a bomb); each file is read once
+MAX_CONFIG_BYTES = 1 << 20  # as gitconfig.MAX_CONFIG_BYTES (not imported unless needed)
+# Every key read_config acts on has one of these in its name (git keys are case-insensitive;
+# a continuation line cannot split a key name).
+_WORDS = (b"hookspath", b"worktree", b"path")
 
 
 @dataclass
@@ -29,15 +33,22 @@ class ConfigRead:
 
 
 def read_config(path: str, home: str | None, out: ConfigRead, depth: int = 0) -> None:
-    from ringfence.policy import gitconfig
-
     if out.files_read >= MAX_CONFIG_FILES or path in out.includes[:-1]:
         return
     out.files_read += 1
     try:
-        entries = gitconfig.parse(_read_plain_file(path, gitconfig.MAX_CONFIG_BYTES))
-    except (OSError, ValueError):
-        return  # unreadable, not a file, or malformed: it names nothing git could use either
+        data = _read_plain_file(path, MAX_CONFIG_BYTES)
+    except OSError:
+        return  # unreadable or not a file: it names nothing git could use either
+    lowered = data.lower()
+    if not any(word in lowered for word in _WORDS):
+        return  # none of the keys we look for (most configs): no need to parse
+    from ringfence.policy import gitconfig
+
+    try:
+        entries = gitconfig.parse(data)
+    except ValueError:
+        return  # malformed: git would refuse it too
     for e in entries:
         if e.key == "core.hookspath" and e.value:
             out.hooks_path = e.value  # the last one wins, as in git

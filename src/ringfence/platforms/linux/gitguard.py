@@ -25,7 +25,6 @@ import contextlib
 import errno
 import os
 import posixpath
-import shlex
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -688,6 +687,8 @@ class GitGuard:
         keys = list(dict.fromkeys(r.key for r in refusals))[:3]
         if not keys or any(not k.isprintable() or "'" in k for k in keys):
             return ""
+        import shlex
+
         cmds = "; ".join(f"git config --file {shlex.quote(path)} {k} VALUE" for k in keys)
         return f"to set it yourself, outside the sandbox and only if you trust it: {cmds}"
 
