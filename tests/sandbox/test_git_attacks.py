@@ -427,3 +427,24 @@ def test_a_hooks_directory_that_does_not_exist_yet(rf: Runner, tmp_path: Path, m
         plant=plant,
         after="echo x > f && git add f && git commit -qm x",
     )
+
+
+def test_core_worktree_may_not_lead_into_a_git_directory(rf: Runner) -> None:
+    """A workspace whose path holds `modules`, and a module whose core.worktree names anything
+    but its own checkout (whose .git file points back): refused (a checkout there would write
+    hooks into a git directory)."""
+    base = rf.mkdir("base-")
+    ws = base / "modules" / "ws"
+    ws.mkdir(parents=True)
+    for p in (base / "modules", ws):
+        os.chown(p, rf.uid, rf.gid)
+    r = rf.sh(
+        ws,
+        "git init -q . && git config core.worktree . ; echo main=$?; "
+        "git init -q --bare .git/modules/sub && "
+        "git --git-dir=.git/modules/sub config core.worktree . ; echo module=$?; "
+        "mkdir sub && printf 'gitdir: ../.git/modules/sub\\n' > sub/.git && "
+        "git --git-dir=.git/modules/sub config core.worktree ../../../sub; echo ok=$?",
+    )
+    assert "main=0" not in r.stdout and "module=0" not in r.stdout, (r.stdout, r.stderr)
+    assert "ok=0" in r.stdout, (r.stdout, r.stderr)

@@ -6,6 +6,7 @@ import os
 import secrets
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -607,3 +608,37 @@ def test_a_git_directory_the_guard_cannot_see_into_is_refused(rf: Runner) -> Non
     assert "refused" in r.stdout and "ran" in r.stdout, (r.stdout, r.stderr)
     assert not (ws / ".git/info/attributes").exists()
     assert "cannot tell whether it is in a git directory" in r.stderr
+
+
+def test_the_guard_needs_no_source_it_cannot_see(tmp_path: Path) -> None:
+    """ringfence installed under the host's /tmp (a CI checkout) is invisible inside the
+    sandbox, whose /tmp is its own: the guard must have loaded everything it may need (the
+    config parser, ...) before it starts."""
+    import shutil
+    import sys
+
+    src = Path(tempfile.mkdtemp(prefix="ringfence-src-in-tmp-", dir="/tmp"))
+    try:
+        shutil.copytree(
+            Path(__file__).resolve().parents[2] / "src" / "ringfence", src / "ringfence"
+        )
+        ws = Path(tempfile.mkdtemp(prefix="ringfence-ws-", dir="/var/tmp"))
+        try:
+            env = {**os.environ, "PYTHONPATH": str(src)}
+            script = (
+                "git init -q r && git -C r config core.pager x; "
+                "mkdir -p r/.git/sequencer && printf '[options]\\n\\tstrategy = x\\n' > "
+                "r/.git/sequencer/opts; echo '[x' > .gitmodules; echo done"
+            )
+            r = subprocess.run(
+                [sys.executable, "-m", "ringfence", "run", "--", "sh", "-c", script],
+                cwd=ws, env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert "done" in r.stdout, r.stderr
+            assert "name guard failed" not in r.stderr, r.stderr
+            assert "core.pager" in r.stderr and "merge strategy" in r.stderr, r.stderr
+            assert (ws / ".gitmodules.ringfence-refused").exists()
+        finally:
+            shutil.rmtree(ws, ignore_errors=True)
+    finally:
+        shutil.rmtree(src, ignore_errors=True)

@@ -25,6 +25,7 @@ import contextlib
 import errno
 import os
 import posixpath
+import shlex
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,11 @@ from typing import Any, Final
 
 from ringfence.platforms.linux import libc
 from ringfence.platforms.linux.gitfiles import ConfigRead, expand, read_config
-from ringfence.policy import gitdir
+
+# Imported here, not when first needed: the guard runs inside the sandbox's view of the
+# files, where ringfence's own source may not be visible (a checkout under the host's /tmp,
+# which the sandbox replaces); everything it can need is loaded before it gets there.
+from ringfence.policy import gitconfig, gitdir
 from ringfence.policy.gitdir import Entry
 
 # A directory that completes its layout is scanned before it counts; a bigger one is refused
@@ -656,10 +661,7 @@ class GitGuard:
     # ---------------------------------------------------------------- content checks
 
     def _refusals(self, data: bytes, *, gitdir_path: str, kind: str) -> list[Any]:
-        """The key refusals for config bytes (GitConfigError when malformed). The parser is
-        imported on first use: most commands never replace a config."""
-        from ringfence.policy import gitconfig
-
+        """The key refusals for config bytes (GitConfigError when malformed)."""
         if kind == GITMODULES:
             return gitconfig.check_gitmodules(data)
         return gitconfig.check_repo_config(
@@ -669,8 +671,6 @@ class GitGuard:
     def config_problem(self, data: bytes, *, gitdir_path: str, kind: str) -> str | None:
         """Why these exact bytes may not become a config (``kind`` "config" or
         ".gitmodules"), or None."""
-        from ringfence.policy import gitconfig
-
         try:
             refusals = self._refusals(data, gitdir_path=gitdir_path, kind=kind)
         except gitconfig.GitConfigError as exc:
@@ -687,20 +687,37 @@ class GitGuard:
         keys = list(dict.fromkeys(r.key for r in refusals))[:3]
         if not keys or any(not k.isprintable() or "'" in k for k in keys):
             return ""
-        import shlex
-
         cmds = "; ".join(f"git config --file {shlex.quote(path)} {k} VALUE" for k in keys)
         return f"to set it yourself, outside the sandbox and only if you trust it: {cmds}"
 
     def _worktree_ok(self, value: str, gitdir_path: str) -> bool:
-        """core.worktree is what `git submodule` writes into a module's git directory; in any
-        other config it would send git's worktree (checkout, reset) wherever it names."""
-        if "/modules/" not in gitdir_path + "/":
+        """core.worktree is what `git submodule` writes into a module's git directory
+        (``<repo>/.git/modules/<name>``), naming the submodule's checkout, whose ``.git`` file
+        points back. Anything else would send git's checkouts and resets wherever it names:
+        into a git directory (a tree holding ``hooks/post-checkout`` is then a hook, run at
+        once) or, later, through a symlink swapped in, outside the writable roots."""
+        parts = gitdir_path.split("/")
+        if not any(parts[i : i + 2] == [".git", "modules"] for i in range(len(parts) - 2)):
             return False
         target = posixpath.normpath(posixpath.join(gitdir_path, value))
-        return (
-            self.root_of(target) is not None and self.root_of(os.path.realpath(target)) is not None
-        )
+        if self.root_of(target) is None or self.root_of(os.path.realpath(target)) is None:
+            return False
+        try:
+            back = gitdir.pointer_target(
+                ".git", read_regular(f"{target}/.git"), holder_dir=target, gitdir=None
+            )
+        except (OSError, ValueError):
+            return False
+        if back != posixpath.normpath(gitdir_path):
+            return False
+        cur = target
+        while self.root_of(cur) is not None:  # never inside (or at) a git directory
+            if is_gitdir(cur):
+                return False
+            if cur == self.root_of(cur):
+                break
+            cur = posixpath.dirname(cur)
+        return True
 
     def pointer_problem(self, path: str, kind: str, data: bytes) -> str | None:
         """Why the file at ``path`` with content ``data`` may not stay (``kind`` as in
@@ -735,8 +752,6 @@ class GitGuard:
     def _sequencer_opts_problem(self, data: bytes) -> str | None:
         """sequencer/opts is read as config (sequencer.c populate_opts_cb); its strategy names
         a program unless it is one of git's own."""
-        from ringfence.policy import gitconfig
-
         try:
             entries = gitconfig.parse(data)
         except gitconfig.GitConfigError as exc:
