@@ -424,14 +424,6 @@ class GitGuard:
                     return f"{new} would be in a {rule}"
         return None
 
-    def _incubating_top(self, place: Place) -> str | None:
-        """For modules/x/... or worktrees/x/...: the nested directory being built."""
-        if place.kind is Entry.INCUBATOR and place.gitdir is not None and len(place.rel) >= 2:
-            if place.rel[0] == "worktrees":
-                return f"{place.gitdir}/worktrees/{place.rel[1]}"
-            return f"{place.gitdir}/modules"
-        return None
-
     def writing(self, path: str) -> str | None:
         """May the existing entry at ``path`` be changed in place (opened for writing,
         truncated, chmod/chown/xattr)? A checked file may, and is checked at the end."""
