@@ -97,6 +97,14 @@ class Place:
     def governed(self) -> bool:
         return self.kind is not None
 
+    @property
+    def where(self) -> str:
+        return f"git directory {self.gitdir}"
+
+    @property
+    def what(self) -> str:
+        return "/".join(self.rel)
+
 
 MAX_CACHED_DIRS: Final = 20_000
 WORKTREE_GITDIR: Final = "worktree-gitdir"
@@ -357,8 +365,7 @@ class GitGuard:
 
     def _inside_rule(self, place: Place, path: str, kind: int, symlink: str | None) -> str | None:
         assert place.gitdir is not None and place.kind is not None
-        where = f"git directory {place.gitdir}"
-        what = "/".join(place.rel)
+        where, what = place.where, place.what
         if self.strict:
             return f"{where} (strict_git)"
         if kind == stat.S_IFLNK:
@@ -441,8 +448,7 @@ class GitGuard:
         if not place.governed:
             return self._worktree_rule(path)
         assert place.gitdir is not None and place.kind is not None
-        where = f"git directory {place.gitdir}"
-        what = "/".join(place.rel)
+        where, what = place.where, place.what
         if self.strict:
             return f"{where} (strict_git)"
         if place.kind is Entry.POINTER:
@@ -493,8 +499,7 @@ class GitGuard:
         if not place.governed:
             return None
         assert place.gitdir is not None
-        where = f"git directory {place.gitdir}"
-        what = "/".join(place.rel)
+        where, what = place.where, place.what
         if self.strict:
             return f"{where} (strict_git)"
         if place.kind is Entry.CONFIG:
