@@ -306,6 +306,26 @@ def _fill_session(sess: argparse.ArgumentParser) -> None:
     lst.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def _fill_clean(clean: argparse.ArgumentParser) -> None:
+    which = clean.add_mutually_exclusive_group()
+    which.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="the workspace whose state to remove (default: the current directory's)",
+    )
+    which.add_argument("--all", action="store_true", help="every workspace's state")
+    which.add_argument(
+        "--gone", action="store_true", help="the state of workspaces that no longer exist"
+    )
+    which.add_argument(
+        "--older-than",
+        metavar="DAYS",
+        type=float,
+        help="the state of workspaces not used for DAYS days",
+    )
+    clean.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
+
+
 def _fill_mcp(mcp: argparse.ArgumentParser) -> None:
     _policy_flags(mcp)
     _approval_flags(mcp)
@@ -353,6 +373,7 @@ _SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] =
     "session": ("a warm sandbox that `run --session` calls reach", _fill_session),
     "mcp": ("serve a sandboxed shell to an AI agent over MCP (stdio)", _fill_mcp),
     "doctor": ("report what this kernel can enforce", _fill_doctor),
+    "clean": ("remove per-workspace state: tool caches and /tmp layers", _fill_clean),
     "setup": ("Windows: the one-time elevated setup (users, firewall rules)", _fill_setup),
 }
 
@@ -381,7 +402,7 @@ def layered_policy(ns: argparse.Namespace) -> tuple[Policy, str, config.Settings
     if ns.workspace:
         workspace = paths.existing_dir("--workspace", ns.workspace)
     else:
-        workspace = os.path.realpath(os.getcwd())
+        workspace = paths.default_workspace(os.getcwd(), os.environ.get("HOME"))
     cwd = paths.existing_dir("--cwd", ns.cwd) if ns.cwd else os.path.realpath(os.getcwd())
     settings = config.Settings()
     config.load_user(settings, os.environ, ns.profile)
@@ -1198,6 +1219,35 @@ def _explain_windows(ns: argparse.Namespace, argv: list[str]) -> int:
     return _print_plan(ns, plan.to_dict(), argv, render(plan, install))
 
 
+def cmd_clean(ns: argparse.Namespace) -> int:
+    from ringfence import cleanup
+    from ringfence.policy import statedirs
+
+    home = os.environ.get("HOME")
+    base = statedirs.cache_base(os.environ, os.path.realpath(home) if home else None)
+    if base is None:
+        raise PolicyError("clean: neither XDG_CACHE_HOME nor HOME is set; nothing to find")
+    if ns.older_than is not None and ns.older_than < 0:
+        raise PolicyError(f"clean: --older-than {ns.older_than}: give a number of days >= 0")
+    workspace = None
+    if not (ns.all or ns.gone or ns.older_than is not None):
+        workspace = os.path.realpath(paths.absolute("--workspace", ns.workspace or os.getcwd()))
+    chosen = cleanup.select(
+        base, workspace=workspace, everything=ns.all, gone=ns.gone, older_than_days=ns.older_than
+    )
+    legacy = os.path.join(base, "cache")  # the one shared cache of ringfence < 0.2
+    if ns.all and os.path.isdir(legacy):
+        chosen.append(cleanup.WorkspaceState(legacy, None, 0.0, cleanup.size_of(legacy)))
+    for st in chosen:
+        label = st.workspace or "(shared cache of an older ringfence)"
+        print(f"{'would remove' if ns.dry_run else 'removed'} {st.path}  {label}  {st.size} bytes")
+        if not ns.dry_run:
+            cleanup.remove(st.path)
+    if not chosen:
+        print("nothing to remove", file=sys.stderr)
+    return 0
+
+
 def cmd_setup(ns: argparse.Namespace) -> int:
     from ringfence.platforms.windows.plan import setup_actions
 
@@ -1297,6 +1347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_mcp(ns)
         if ns.command == "setup":
             return cmd_setup(ns)
+        if ns.command == "clean":
+            return cmd_clean(ns)
         return cmd_doctor(ns)
     except UnsupportedError as e:
         print(f"ringfence: cannot enforce the policy: {e}", file=sys.stderr)

@@ -615,8 +615,7 @@ class Session:
             from ringfence.platforms.linux import hostfacts, landlock
             from ringfence.platforms.linux.plan import compile_linux
 
-            policy = policy if policy is not None else Policy(workspace=os.getcwd())
-            policy = _with_default_workspace(policy)
+            policy = _with_default_workspace(policy if policy is not None else Policy())
             if ceiling is not None:
                 policy = ceiling.check(policy, audit=bool(audit))
             abi = landlock.abi_version() if policy.sandboxed else 0
@@ -930,7 +929,9 @@ def _with_default_workspace(policy: Policy) -> Policy:
         return policy
     from dataclasses import replace
 
-    return replace(policy, workspace=os.getcwd())
+    from ringfence.policy.paths import default_workspace
+
+    return replace(policy, workspace=default_workspace(os.getcwd(), os.environ.get("HOME")))
 
 
 def _argv(args: str | Sequence[str], shell: bool) -> list[str]:

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import Runner
 
+from ringfence.policy import statedirs
+
 pytestmark = pytest.mark.sandbox
 
 PYPI = (
@@ -21,8 +23,9 @@ PYPI = (
 )
 
 
-def _cache_root(rf: Runner) -> Path:
-    return Path(rf.env()["XDG_CACHE_HOME"]) / "ringfence" / "cache"
+def _cache_root(rf: Runner, ws: Path) -> Path:
+    base = Path(rf.env()["XDG_CACHE_HOME"]) / "ringfence"
+    return Path(statedirs.workspace_dir(str(base), str(ws))) / "cache"
 
 
 def test_caches_are_redirected_and_writable(rf: Runner) -> None:
@@ -36,7 +39,7 @@ def test_caches_are_redirected_and_writable(rf: Runner) -> None:
     )
     r = rf.sh(ws, script)
     assert r.returncode == 0, r.stderr
-    root = _cache_root(rf)
+    root = _cache_root(rf, ws)
     assert f"PIP_CACHE_DIR={root}/pip" in r.stdout
     assert f"npm_config_cache={root}/npm" in r.stdout
     assert f"CARGO_HOME={root}/cargo" in r.stdout
@@ -64,5 +67,5 @@ def test_pip_install_into_a_workspace_venv_uses_the_redirected_cache(rf: Runner)
     )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("1.16.0")
-    assert r.stdout.splitlines()[0] == str(_cache_root(rf) / "pip")  # pip's own answer
+    assert r.stdout.splitlines()[0] == str(_cache_root(rf, ws) / "pip")  # pip's own answer
     assert os.path.isdir(ws / "venv" / "lib")

@@ -47,7 +47,7 @@ def test_doctor_reports_every_layer(rf: Runner) -> None:
     assert layers["process limit"]["used"] is (rf.uid != 0 or pids)
     assert layers["memory limit"]["used"] is False  # no memory limit by default
     text = rf("doctor", cwd="/")  # a policy that cannot run here still gets a report
-    assert "refused: policy: '/' cannot be a writable root" in text.stdout
+    assert "refused: workspace: the current directory / would become writable" in text.stdout
     assert "fully enforced here" in text.stdout
 
 

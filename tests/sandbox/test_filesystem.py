@@ -120,21 +120,35 @@ def test_extra_writable_root(rf: Runner) -> None:
 
 
 def test_private_tmp(rf: Runner) -> None:
+    """Host /tmp shows through read-only; what the command writes there stays in its
+    workspace's layer; /dev/shm is private."""
     ws = rf.mkdir(base="/tmp")
     marker = rf.mkdir("hostmarker-", base="/tmp")
     r = rf.sh(
         ws,
         f"ls /tmp; test -e {marker} && echo VISIBLE; echo hi > /tmp/made-inside; "
+        f"echo x > {marker}/inside && echo layer-write; "
         "echo $TMPDIR; df -P /tmp | tail -1; echo s > /dev/shm/x && cat /dev/shm/x",
     )
     assert r.returncode == 0, r.stderr
-    assert "VISIBLE" not in r.stdout
+    assert "VISIBLE" in r.stdout and "layer-write" in r.stdout
     assert "/tmp\n" in r.stdout
-    assert "tmpfs" in r.stdout
+    assert "ringfence-tmp" in r.stdout  # the overlay
     assert not Path("/tmp/made-inside").exists()
+    assert not (marker / "inside").exists()
     assert not Path("/dev/shm/x").exists()
     # the workspace itself lives under /tmp on the host and is still reachable inside
     assert ws.name in r.stdout
+
+
+def test_tmp_size_asks_for_a_private_tmpfs(rf: Runner) -> None:
+    ws = rf.mkdir()
+    marker = rf.mkdir("hostmarker-", base="/tmp")
+    r = rf.sh(
+        ws, f"test -e {marker} && echo VISIBLE; df -P /tmp | tail -1", "--limit", "tmp-size=8m"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "VISIBLE" not in r.stdout and "tmpfs" in r.stdout
 
 
 def test_minimal_dev_and_fresh_proc(rf: Runner) -> None:

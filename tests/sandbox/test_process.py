@@ -137,11 +137,22 @@ def test_not_found_is_127_and_not_executable_is_126(rf: Runner) -> None:
 
 
 def test_ringfence_failure_is_125_with_a_message(rf: Runner) -> None:
-    # A working directory that exists on the host under /tmp is not visible in the sandbox's
-    # private /tmp: ringfence cannot start the command there and says so.
+    # A working directory the policy hides: ringfence cannot start the command there and
+    # says so.
     ws = rf.mkdir()
-    hidden = rf.mkdir("hidden-", base="/tmp")
-    r = rf("run", "--cwd", str(hidden), "--", "sh", "-c", "echo ran", cwd=ws)
+    hidden = rf.mkdir("hidden-")
+    r = rf(
+        "run",
+        "--deny-read",
+        str(hidden),
+        "--cwd",
+        str(hidden),
+        "--",
+        "sh",
+        "-c",
+        "echo ran",
+        cwd=ws,
+    )
     assert r.returncode == 125
     assert "ran" not in r.stdout
     assert str(hidden) in r.stderr

@@ -2,25 +2,16 @@
 
 The user's caches live under ``$HOME``, which the sandbox shows read-only: pip, npm and cargo
 then either fail or silently run without a cache. Pointing each tool at a directory of
-ringfence's own (``$XDG_CACHE_HOME/ringfence/cache/<tool>``), writable inside the sandbox, makes
-installs work and fast again, while the user's real caches stay untouched and the host's own
-tools never read what a sandboxed command wrote there.
+ringfence's own, writable inside the sandbox, makes installs work and fast again, while the
+user's real caches stay untouched and the host's own tools never read what a sandboxed command
+wrote there. The directory is per workspace (``statedirs.py``): a cache two projects could write
+would let one plant what the other's build runs.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-
-
-def cache_root(env: Mapping[str, str], home: str | None) -> str | None:
-    base = env.get("XDG_CACHE_HOME")
-    if not base or not os.path.isabs(base):
-        if not home:
-            return None
-        base = os.path.join(home, ".cache")
-    return os.path.join(base, "ringfence", "cache")
-
 
 TOOLS = ("pip", "uv", "npm", "yarn", "pnpm", "cargo", "go", "gradle", "maven")
 

@@ -96,6 +96,82 @@ HOME_DENY_READ: tuple[str, ...] = (
     ".config/openai",
 )
 
+# Entries of the host's /tmp (shell-style patterns on the top-level name) that hold the user's
+# credentials or a channel to their agents: Kerberos ticket caches, ssh-agent directories,
+# tmux/screen servers, X11 sockets and authority cookies. The sandbox reads host /tmp through
+# its own layer (so the harness's scripts and venvs are there), but not these.
+TMP_DENY_READ: tuple[str, ...] = (
+    "krb5cc*",
+    "ssh-*",
+    "tmux-*",
+    "screens",
+    "uscreens",
+    ".X11-unix",
+    ".ICE-unix",
+    ".XIM-unix",
+    ".font-unix",
+    "xauth*",
+    ".xauth*",
+    ".X*-lock",
+    "gpg-*",
+    "keyring-*",
+    "pulse-*",
+    "vscode-ipc-*",
+    "systemd-private-*",
+)
+
+# Relative to $HOME: where a write runs later with the user's full rights outside any sandbox
+# (login sessions, desktop autostart, PATH lookups, PAM, tools' own config) or reaches
+# ringfence's own state. Read-only whenever they lie inside a writable root, which for $HOME
+# itself happens only on explicit request (the cwd default refuses $HOME).
+HOME_PROTECTED: tuple[str, ...] = (
+    ".ssh",
+    ".config/systemd",
+    ".config/autostart",
+    ".config/environment.d",
+    ".config/fish",
+    ".config/nvim",
+    ".vimrc",
+    ".vim",
+    ".emacs",
+    ".emacs.d",
+    ".inputrc",
+    ".local/share/applications",
+    ".local/share/systemd",
+    ".local/bin",
+    "bin",
+    ".pam_environment",
+    ".xprofile",
+    ".xsession",
+    ".xsessionrc",
+    ".xinitrc",
+    ".Xresources",
+    ".npmrc",
+    ".yarnrc",
+    ".pypirc",
+    ".pip",
+    ".config/pip",
+    ".cargo/config.toml",
+    ".cargo/config",
+    ".cargo/bin",
+    ".gradle/init.d",
+    ".gradle/gradle.properties",
+    ".m2/settings.xml",
+    ".docker",
+    ".kube",
+    ".aws",
+    ".gnupg",
+    ".local/state/ringfence",
+    ".cache/ringfence",
+)
+# Spools whose entries run as the user (cron, at), protected if a writable root holds them.
+SYSTEM_PROTECTED: tuple[str, ...] = (
+    "/var/spool/cron",
+    "/var/spool/at",
+    "/var/spool/anacron",
+    "/etc/cron.d",
+)
+
 # Sockets and runtime directories that reach services running with the user's full rights
 # (a docker socket is root on the host; an ssh-agent signs as the user). Hidden unless named.
 RUNTIME_SOCKETS: tuple[str, ...] = (

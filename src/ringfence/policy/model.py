@@ -112,12 +112,14 @@ class Limits:
     open_files: int | None = None
     file_size: int | None = None
     cpu_seconds: int | None = None
-    tmp_size: int | str = "25%"
+    # None: /tmp is the workspace's lasting layer on disk; a size: a private tmpfs of it
+    tmp_size: int | str | None = None
     shm_size: int | str = "25%"
     # Kernel objects charged to the user across the namespace boundary, capped inside the
-    # sandbox's user namespace (/proc/sys/user/*). 0 forbids nested namespaces outright.
-    inotify_instances: int = 128
-    inotify_watches: int = 65536
+    # sandbox's user namespace (/proc/sys/user/*). None: half of the host user's own quota, so
+    # a command that takes all it may still leaves the user's editor and file watchers theirs.
+    inotify_instances: int | None = None
+    inotify_watches: int | None = None
 
     def validate(self) -> None:
         for name in ("processes", "memory", "open_files", "file_size", "cpu_seconds"):
@@ -126,13 +128,15 @@ class Limits:
                 raise PolicyError(f"limit {name}: {value!r} must be a positive whole number")
         for name in ("tmp_size", "shm_size"):
             value = getattr(self, name)
+            if value is None and name == "tmp_size":
+                continue
             if isinstance(value, str):
                 parse_size(value)
             elif not isinstance(value, int) or value <= 0:
                 raise PolicyError(f"limit {name}: {value!r} must be a size or a percentage")
         for name in ("inotify_instances", "inotify_watches"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if value is not None and (not isinstance(value, int) or value < 1):
                 raise PolicyError(f"limit {name}: {value!r} must be a positive whole number")
 
 

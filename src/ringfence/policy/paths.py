@@ -67,3 +67,34 @@ def plain(flag: str, path: str) -> str:
     """Canonical path for protect/deny-read entries, which may not exist yet."""
     p = absolute(flag, path)
     return os.path.realpath(p)
+
+
+# Shared directories that are never a project: made writable, they would hand the command
+# other programs' temporary files and sockets.
+SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def default_workspace(cwd: str, home: str | None) -> str:
+    """The workspace a caller gets by not naming one: the current directory, unless that
+    would make the whole home directory (or more) writable.
+
+    Run from ``$HOME``, the cwd default would let a command write ``~/.config/systemd``,
+    ``~/.local/bin`` or ``~/.pam_environment``, which run later with the user's full rights.
+    Naming such a directory with ``--workspace`` stays possible (its persistence locations
+    are then protected); taking it silently is not.
+    """
+    ws = os.path.realpath(cwd)
+    home_real = os.path.realpath(home) if home and os.path.isabs(home) else None
+    why = None
+    if ws == "/":
+        why = "it is the root directory"
+    elif home_real is not None and _under(home_real, ws):
+        why = "it is your home directory" if ws == home_real else "it contains your home directory"
+    elif ws in SHARED_DIRS:
+        why = "it is a directory every program shares"
+    if why is not None:
+        raise PolicyError(
+            f"workspace: the current directory {ws} would become writable, and {why}. Run from "
+            "a project directory, or pass --workspace explicitly if you mean it"
+        )
+    return ws

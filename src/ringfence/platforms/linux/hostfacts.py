@@ -7,6 +7,7 @@ never grows with the size of the workspace.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import stat
 from collections.abc import Iterable, Mapping
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 
 from ringfence.platforms.linux import cgroups
 from ringfence.platforms.linux.gitfiles import ConfigRead, global_config_files, read_config
-from ringfence.policy import caches, defaults
-from ringfence.policy.model import Policy
+from ringfence.policy import caches, defaults, statedirs
+from ringfence.policy.model import Isolation, Policy
 
 # Bounds for the .git/modules listing (submodules of submodules ...).
 MAX_MODULE_DEPTH = 4
@@ -54,8 +55,17 @@ class HostFacts:
     # the controllers that are not there are not
     cgroups: Mapping[str, tuple[int, str]] = field(default_factory=dict)
     cgroup_note: str = ""
-    # ringfence's own package-manager cache directory (made if missing), or None
+    # ringfence's own package-manager cache directory for this workspace (made if missing)
     cache_root: str | None = None
+    # this workspace's /tmp layer (holding upper/ and work/ for overlayfs), or None
+    tmp_layer: str | None = None
+    # ringfence's own state (caches and /tmp layers of every workspace, the audit log, session
+    # sockets): hidden inside every sandbox, whether it exists yet or not
+    own_state: tuple[str, ...] = ()
+    # entries of the host's /tmp that match defaults.TMP_DENY_READ
+    tmp_secrets: tuple[str, ...] = ()
+    # the caller's own per-user quotas (/proc/sys/user/max_*), for the sandbox's lower ones
+    user_quotas: Mapping[str, int] = field(default_factory=dict)
 
     def info(self, path: str) -> PathInfo | None:
         return self.paths.get(path)
@@ -83,6 +93,7 @@ def candidate_paths(policy: Policy, home: str | None, gitdirs: Iterable[str] = (
     out: list[str] = []
     roots = policy.writable_paths()
     names = [n for n in policy.protected_names() if "*" not in n]
+    out.append(policy.workspace)
     for root in roots:
         out.append(root)
         out.extend(os.path.join(root, n) for n in names)
@@ -94,7 +105,50 @@ def candidate_paths(policy: Policy, home: str | None, gitdirs: Iterable[str] = (
     out.extend(policy.deny_read_paths(home))
     out.extend(defaults.RUNTIME_SOCKETS)
     out.extend(policy.allow_sockets)
+    if home:
+        out.extend(os.path.join(home, rel) for rel in defaults.HOME_PROTECTED)
+    out.extend(defaults.SYSTEM_PROTECTED)
     return out
+
+
+def own_state_dirs(env: Mapping[str, str], home: str | None) -> tuple[str, ...]:
+    """ringfence's state directories, resolved as far as they exist."""
+    from ringfence.session_wire import session_dir
+
+    found = [
+        statedirs.cache_base(env, home),
+        statedirs.state_base(env, home),
+        session_dir(dict(env)),
+    ]
+    return tuple(dict.fromkeys(os.path.realpath(p) for p in found if p and os.path.isabs(p)))
+
+
+QUOTAS = ("max_inotify_instances", "max_inotify_watches")
+
+
+def user_quotas() -> dict[str, int]:
+    """The per-user quotas of the caller's user namespace that the sandbox's count against."""
+    out: dict[str, int] = {}
+    for name in QUOTAS:
+        try:
+            with open(f"/proc/sys/user/{name}", encoding="ascii") as f:
+                out[name] = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def tmp_secrets(tmp: str = "/tmp") -> tuple[str, ...]:
+    """The host /tmp entries the default deny-read patterns name (top level only: one
+    directory listing, however full /tmp is)."""
+    try:
+        names = [e.name for e in os.scandir(tmp)]
+    except OSError:
+        return ()
+    pats = defaults.TMP_DENY_READ
+    return tuple(
+        sorted(os.path.join(tmp, n) for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats))
+    )
 
 
 def _read_gitdir_file(path: str) -> str | None:
@@ -153,11 +207,20 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     home = env.get("HOME") or None
     if home:
         home = os.path.realpath(home)
-    cache_dir = None
-    if policy.sandboxed and policy.tool_caches and policy.writable_paths():
-        root = caches.cache_root(env, home)
-        if root is not None and caches.ensure(root):
-            cache_dir = os.path.realpath(root)
+    cache_dir = tmp_layer = None
+    own_state: tuple[str, ...] = ()
+    namespaces = policy.sandboxed and policy.isolation is Isolation.NAMESPACES
+    if namespaces:
+        own_state = own_state_dirs(env, home)
+    state_base = statedirs.cache_base(env, home) if policy.sandboxed else None
+    if state_base is not None:
+        ws = statedirs.prepare_workspace(state_base, policy.workspace)
+        if ws is not None:
+            ws = os.path.realpath(ws)
+            tmp_layer = os.path.join(ws, "tmp") if namespaces else None
+            root = os.path.join(ws, "cache")
+            if policy.tool_caches and policy.writable_paths() and caches.ensure(root):
+                cache_dir = root
     gitdirs: dict[str, str] = {}
     commondirs: dict[str, str] = {}
     modules: dict[str, tuple[str, ...]] = {}
@@ -203,8 +266,9 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
             named = _hooks_path(read.hooks_path, worktrees.get(gd) or read.worktree, home)
             if named is not None:
                 hooks_paths[gd] = named
+    secrets_in_tmp = tmp_secrets() if namespaces and policy.default_deny_read else ()
     paths: dict[str, PathInfo] = {}
-    for p in candidate_paths(policy, home, extra_dirs):
+    for p in [*candidate_paths(policy, home, extra_dirs), *own_state, *secrets_in_tmp]:
         if p not in paths:
             info = _lstat_info(p)
             if info is not None:
@@ -241,4 +305,8 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         cgroups={c: (s.version, s.parent) for c, s in sites.items()},
         cgroup_note=cgroup_note,
         cache_root=cache_dir,
+        tmp_layer=tmp_layer,
+        own_state=own_state,
+        tmp_secrets=secrets_in_tmp,
+        user_quotas=user_quotas() if namespaces else {},
     )

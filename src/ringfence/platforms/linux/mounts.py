@@ -83,11 +83,17 @@ def attach(tree_fd: int, target_fd: int) -> None:
     )
 
 
-def new_fs(fstype: str, options: Sequence[tuple[str, str | None]], attrs: int) -> int:
-    """A detached mount of a fresh filesystem instance (tmpfs, proc, devpts)."""
+def new_fs(
+    fstype: str,
+    options: Sequence[tuple[str, str | None]],
+    attrs: int,
+    *,
+    source: str | None = None,
+) -> int:
+    """A detached mount of a fresh filesystem instance (tmpfs, proc, devpts, overlay)."""
     fs = syscall("fsopen", fstype.encode(), FSOPEN_CLOEXEC)
     try:
-        syscall("fsconfig", fs, FSCONFIG_SET_STRING, b"source", fstype.encode(), 0)
+        syscall("fsconfig", fs, FSCONFIG_SET_STRING, b"source", (source or fstype).encode(), 0)
         for key, value in options:
             if value is None:
                 syscall("fsconfig", fs, FSCONFIG_SET_FLAG, key.encode(), None, 0)
@@ -110,6 +116,49 @@ def _host_source(path: str) -> int:
                 "compiled (possibly planted by an earlier command); inspect it and run again"
             ) from None
         raise SandboxError(f"cannot open mount source {path}: {os.strerror(e.errno or 0)}") from e
+
+
+def _overlay(op: MountOp) -> int:
+    """A detached overlay of the host's ``op.target`` (read-only, below) and the layer
+    directory ``op.source`` (``upper``/``work``), made while the host view is intact.
+
+    Every directory is opened without following symlinks and handed to overlayfs as
+    ``/proc/self/fd/N``, so what was checked is what is mounted. ``userxattr`` is what
+    overlayfs needs in a user namespace; ``index=off`` because two sandboxes of one workspace
+    may use the layer at once (overlayfs then warns in the kernel log, and each sees the
+    other's changes late, never the host's files changed).
+    """
+    assert op.source is not None
+    fds = [
+        _host_source(op.target),
+        _host_source(os.path.join(op.source, "upper")),
+        _host_source(os.path.join(op.source, "work")),
+    ]
+    try:
+        lower, upper, work = (f"/proc/self/fd/{fd}" for fd in fds)
+        try:
+            return new_fs(
+                "overlay",
+                [
+                    ("lowerdir", lower),
+                    ("upperdir", upper),
+                    ("workdir", work),
+                    ("userxattr", None),
+                    ("index", "off"),
+                ],
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                source="ringfence-tmp",
+            )
+        except OSError as e:
+            raise SandboxError(
+                f"cannot mount this workspace's /tmp layer ({op.source}) over the host's "
+                f"{op.target}: {os.strerror(e.errno or 0)}. The layer's file system must "
+                "support overlayfs upper directories (ext4, xfs, btrfs; tmpfs on Linux >= 6.6); "
+                "point XDG_CACHE_HOME at one, or run `ringfence doctor`"
+            ) from e
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 class _Assembler:
@@ -214,6 +263,9 @@ def build_view(ops: Sequence[MountOp]) -> int:
     set_attr(root_tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, recursive=True)
     sources: dict[int, int] = {}
     for i, op in enumerate(ops[1:], start=1):
+        if op.kind == "overlay":
+            sources[i] = _overlay(op)
+            continue
         if op.kind != "bind" or op.source is None:
             continue
         src = _host_source(op.source)
@@ -264,7 +316,7 @@ def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
         return
     tree: int
     keep_open = False
-    if op.kind == "bind":
+    if op.kind in ("bind", "overlay"):
         assert source_tree is not None
         tree = source_tree
     elif op.kind == "tmpfs":

@@ -164,8 +164,25 @@ def _check_writable_root(path: str) -> None:
             )
 
 
+def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> tuple[str, ...]:
+    """Absolute paths inside the writable roots where a write would run later with the
+    user's full rights ($HOME's login and autostart files, cron spools) or reach ringfence's
+    own state: protected whether they exist yet or not."""
+    if not roots:
+        return ()
+    out: list[str] = []
+    if policy.default_protected and facts.home:
+        out.extend(os.path.join(facts.home, rel) for rel in defaults.HOME_PROTECTED)
+        out.extend(defaults.SYSTEM_PROTECTED)
+    out.extend(facts.own_state)
+    return tuple(p for p in dict.fromkeys(out) if _within_any(p, roots))
+
+
 def _protected_targets(
-    policy: Policy, facts: HostFacts, roots: tuple[str, ...]
+    policy: Policy,
+    facts: HostFacts,
+    roots: tuple[str, ...],
+    extra: tuple[str, ...] = (),
 ) -> list[tuple[str, str]]:
     """(path, why) for every existing protected path inside a writable root.
 
@@ -210,6 +227,8 @@ def _protected_targets(
             consider(included, "protected: git config (included by a config)")
     for p in policy.protected:
         consider(p, "protected: --protect")
+    for p in extra:
+        consider(p, "protected: runs later with your rights, or ringfence's own state")
     # Dedupe, keep first reason; drop paths beneath another protected path.
     uniq: dict[str, str] = {}
     for p, why in found:
@@ -315,12 +334,22 @@ def _with_cgroups(base: LinuxPlan, limits: Limits, facts: HostFacts) -> LinuxPla
     )
 
 
-def _userns_limits(limits: Limits) -> tuple[tuple[str, int], ...]:
-    return (
-        *((name, 0) for name in _NO_NESTED_NAMESPACES),
+# Without a reading of the host's quota: the kernel's defaults, halved.
+_HOST_QUOTA_FALLBACK = {"max_inotify_instances": 128, "max_inotify_watches": 8192}
+
+
+def _userns_limits(limits: Limits, facts: HostFacts) -> tuple[tuple[str, int], ...]:
+    """Quotas inside the sandbox's user namespace. The kernel charges what the sandbox takes
+    to the user's own quota as well, so the sandbox gets less than the whole: half the host
+    user's quota unless the policy says otherwise (never more than the host's)."""
+    out: list[tuple[str, int]] = [(name, 0) for name in _NO_NESTED_NAMESPACES]
+    for name, asked in (
         ("max_inotify_instances", limits.inotify_instances),
         ("max_inotify_watches", limits.inotify_watches),
-    )
+    ):
+        host = facts.user_quotas.get(name, _HOST_QUOTA_FALLBACK[name])
+        out.append((name, min(asked, host) if asked is not None else max(1, host // 2)))
+    return tuple(out)
 
 
 def _mask_mode(path: str, allowed: set[str]) -> int:
@@ -408,8 +437,38 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     b.add(MountOp("tmpfs", "/dev/shm", mode=0o1777, size=shm, why="private /dev/shm"), fresh=True)
     b.add(MountOp("remount_ro", "/dev", why="no new device nodes"))
     b.add(MountOp("proc", "/proc", why="fresh /proc for the sandbox's pid namespace"))
-    tmp = str(policy.limits.tmp_size)
-    b.add(MountOp("tmpfs", "/tmp", mode=0o1777, size=tmp, why="private /tmp (TMPDIR)"), fresh=True)
+    layered = facts.tmp_layer is not None and policy.limits.tmp_size is None
+    if layered:
+        assert facts.tmp_layer is not None
+        # Host /tmp read-only below, this workspace's lasting layer above: the harness's scripts
+        # and venvs are there, writes land in the layer, and host sockets below stay out of
+        # reach (overlayfs does not pass connect() through to a lower layer's socket).
+        b.add(
+            MountOp(
+                "overlay",
+                "/tmp",
+                source=facts.tmp_layer,
+                why="host /tmp read-only, writes kept in this workspace's private /tmp layer",
+            )
+        )
+    else:
+        tmp = policy.limits.tmp_size
+        b.add(
+            MountOp(
+                "tmpfs",
+                "/tmp",
+                mode=0o1777,
+                size=str(tmp if tmp is not None else "25%"),
+                why="private /tmp (TMPDIR)",
+            ),
+            fresh=True,
+        )
+        why = (
+            f"tmp-size {tmp} asks for a tmpfs"
+            if tmp is not None
+            else "no per-workspace layer: ringfence's cache directory could not be made"
+        )
+        notes.append(f"/tmp: private to this command and empty ({why}); host /tmp is not visible")
     # Runtime sockets and directories that reach more privileged services.
     allowed = set(policy.allow_sockets)
     runtime = list(defaults.RUNTIME_SOCKETS)
@@ -419,7 +478,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             runtime.append(os.path.normpath(value))
     for p in dict.fromkeys(runtime):
         info = facts.info(p)
-        if info is None or p in allowed or b.in_fresh(p) or _under(p, "/tmp"):
+        if info is None or p in allowed or b.in_fresh(p):
             continue
         if info.kind == "symlink":
             continue  # its target is listed on its own (e.g. /var/run -> /run)
@@ -432,15 +491,38 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         )
     # Writable roots, shallowest first; then git directories writable for git only.
     git_roots = _git_roots(policy, facts, roots)
+    cache = facts.cache_root if facts.cache_root in roots else None
     for r in sorted((*roots, *git_roots), key=lambda p: (p.count("/"), p)):
+        if r == cache:
+            continue  # bound back after ringfence's own state is hidden, below
         why = (
             "git directory of a linked worktree (git rules)" if r in git_roots else "writable root"
         )
         b.add(MountOp("bind", r, source=r, readonly=False, why=why))
+    # A read-only workspace under /tmp would otherwise take writes into the /tmp layer: it is
+    # the host's directory, read-only, like everywhere else.
+    if (
+        policy.mode is Mode.READ_ONLY
+        and layered
+        and _under(policy.workspace, "/tmp")
+        and policy.workspace != "/tmp"
+        and (ws_info := facts.info(policy.workspace)) is not None
+        and ws_info.kind == "dir"
+    ):
+        b.add(
+            MountOp(
+                "bind",
+                policy.workspace,
+                source=policy.workspace,
+                readonly=True,
+                why="workspace, read-only (host /tmp)",
+            )
+        )
     # Protected paths: pin every ancestor between the root and the path (a mount point cannot
     # be renamed or removed), then bind the path read-only on itself.
     pinned: set[str] = {*roots, *git_roots}
-    protected = _protected_targets(policy, facts, (*roots, *git_roots))
+    extra_protected = _persistence_paths(policy, facts, roots)
+    protected = _protected_targets(policy, facts, (*roots, *git_roots), extra_protected)
     for path, why in protected:
         root = _within_any(path, (*roots, *git_roots))
         assert root is not None
@@ -456,19 +538,42 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         is_dir = info is None or info.kind == "dir"
         b.add(MountOp("bind", path, source=path, readonly=True, is_dir=is_dir, why=why))
         pinned.add(path)
+    # ringfence's own state (every workspace's caches and /tmp layers, the audit log, session
+    # sockets) is hidden; this workspace's cache alone comes back on top.
+    for p in facts.own_state:
+        info = facts.info(p)
+        if info is None or info.kind != "dir" or b.in_fresh(p):
+            continue
+        mode = 0o111 if cache is not None and _under(cache, p) else 0
+        b.add(MountOp("mask", p, mode=mode, why="ringfence's own state hidden"), fresh=True)
+    if cache is not None:
+        b.add(MountOp("bind", cache, source=cache, why="this workspace's tool caches"))
     # Secrets: masked wherever they are (reads outside writable roots are otherwise allowed).
-    for p in policy.deny_read_paths(facts.home):
+    deny = list(policy.deny_read_paths(facts.home))
+    if policy.default_deny_read and layered:
+        deny.extend(facts.tmp_secrets)
+    bound = (*roots, *git_roots)
+    for p in dict.fromkeys(deny):
+        for sys_target in SYSTEM_TARGETS:
+            if _under(p, sys_target) and p in policy.deny_read:
+                raise PolicyError(
+                    f"policy: deny-read {p}: the sandbox builds its own {sys_target}, where "
+                    "nothing of the host's is to hide; drop it"
+                )
         info = facts.info(p)
         if info is None:
             continue
         target = info.real if info.kind == "symlink" else p
         tinfo = facts.info(target) if target != p else info
-        if (
-            _under(target, "/tmp")
-            or b.in_fresh(target)
-            or any(_under(target, s) for s in SYSTEM_TARGETS)
-        ):
+        if any(_under(target, s) for s in SYSTEM_TARGETS):
+            if p in policy.deny_read:
+                raise PolicyError(
+                    f"policy: deny-read {p} leads to {target}, which the sandbox builds itself; "
+                    "name the file it should hide"
+                )
             continue
+        if b.in_fresh(target) and not _within_any(target, bound):
+            continue  # inside a fresh tmpfs or mask of ours: the host's file is not there
         if tinfo is None:
             continue  # a link to nothing hides nothing
         is_dir = tinfo.kind == "dir"
@@ -551,7 +656,9 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     env = build_environment(facts.env, policy.env, sandbox_env)
     protected_paths = [p for p, _ in protected]
     seen = set(protected_paths)
-    protected_paths.extend(p for p in policy.protected if p not in seen)
+    protected_paths.extend(
+        p for p in dict.fromkeys((*policy.protected, *extra_protected)) if p not in seen
+    )
     if _git_mode(policy) != "off":  # included configs, hooks dirs: even before they exist
         seen = set(protected_paths)
         named = (*facts.git_includes, *sorted(set(facts.hooks_paths.values())))
@@ -570,7 +677,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         # namespace, so they reach only its own loopback (test suites start local servers).
         seccomp=seccomp.SeccompPolicy(allow_inet=True),
         rlimits=_rlimits(policy.limits),
-        userns_limits=_userns_limits(policy.limits),
+        userns_limits=_userns_limits(policy.limits, facts),
         guard_roots=roots,
         guard_paths=tuple(protected_paths) if roots else (),
         guard_names=_guard_names(policy) if roots else (),

@@ -1,0 +1,81 @@
+"""Where ringfence keeps its own state, and which of it one workspace's sandbox may touch.
+
+Everything lives under ``$XDG_CACHE_HOME/ringfence`` (default ``~/.cache/ringfence``), one
+directory per workspace::
+
+    workspaces/<name>-<hash>/
+        workspace      the workspace's path, for ``ringfence clean``
+        cache/<tool>   the package-manager caches of that workspace's sandboxes
+        tmp/upper      what its sandboxes wrote to /tmp (the overlay's upper layer)
+        tmp/work       overlayfs' work directory
+
+Per workspace, because a store that two projects can write is a channel between them: a cargo
+``config.toml`` or a poisoned wheel planted by project A would run in project B's build with
+B's rights. Inside every sandbox the whole of ringfence's state (this tree, the audit log,
+session sockets) is hidden, and only the running workspace's cache is mounted back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+
+WORKSPACES = "workspaces"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def cache_base(env: Mapping[str, str], home: str | None) -> str | None:
+    """``$XDG_CACHE_HOME/ringfence`` (absolute values only), else ``~/.cache/ringfence``."""
+    base = env.get("XDG_CACHE_HOME")
+    if not base or not os.path.isabs(base):
+        if not home:
+            return None
+        base = os.path.join(home, ".cache")
+    return os.path.join(base, "ringfence")
+
+
+def state_base(env: Mapping[str, str], home: str | None) -> str | None:
+    """``$XDG_STATE_HOME/ringfence``: the audit log."""
+    base = env.get("XDG_STATE_HOME")
+    if not base or not os.path.isabs(base):
+        if not home:
+            return None
+        base = os.path.join(home, ".local", "state")
+    return os.path.join(base, "ringfence")
+
+
+def workspace_key(workspace: str) -> str:
+    """A directory name that is stable for one workspace path and distinct between two."""
+    digest = hashlib.sha256(workspace.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    name = _UNSAFE.sub("_", os.path.basename(workspace.rstrip("/")) or "root")[:40]
+    return f"{name}-{digest}"
+
+
+def workspace_dir(base: str, workspace: str) -> str:
+    return os.path.join(base, WORKSPACES, workspace_key(workspace))
+
+
+def prepare_workspace(base: str, workspace: str) -> str | None:
+    """Create (private to the user) the workspace's state directory and its parts; return it,
+    or None when that is not possible (no writable cache directory)."""
+    ws = workspace_dir(base, workspace)
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        for sub in (os.path.join(base, WORKSPACES), ws, os.path.join(ws, "tmp")):
+            os.makedirs(sub, mode=0o700, exist_ok=True)
+        upper = os.path.join(ws, "tmp", "upper")
+        if not os.path.isdir(upper):
+            os.mkdir(upper, 0o700)
+            os.chmod(upper, 0o1777)  # /tmp inside; reachable only through the 0700 parents
+        os.makedirs(os.path.join(ws, "tmp", "work"), mode=0o700, exist_ok=True)
+        marker = os.path.join(ws, "workspace")
+        if os.path.exists(marker):
+            os.utime(marker)  # last used: `ringfence clean --older-than` reads it
+        else:
+            with open(marker, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(workspace + "\n")
+    except OSError:
+        return None
+    return ws

@@ -1,0 +1,276 @@
+"""The view is exactly the policy wherever its paths lie, and workspaces do not meet.
+
+Host /tmp is readable inside (the harness's scripts and venvs are there), writes land in a
+per-workspace layer that the workspace's later commands see and nobody else does; paths the
+policy names under /tmp get their treatment; the user's /tmp secrets and ringfence's own state
+are hidden; tool caches are per workspace; $HOME is never a workspace by default.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Runner
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture
+def host_tmp(rf: Runner) -> Iterator[Path]:
+    """A directory in the host's real /tmp, owned by the runner's user, removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix="ringfence-hosttmp-", dir="/tmp"))
+    d.chmod(0o755)
+    os.chown(d, rf.uid, rf.gid)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _own(rf: Runner, path: Path) -> None:
+    os.chown(path, rf.uid, rf.gid)
+
+
+def test_host_tmp_is_readable_writes_stay_in_the_workspace_layer(
+    rf: Runner, host_tmp: Path
+) -> None:
+    nonce = secrets.token_hex(8)
+    script = host_tmp / "tool.sh"
+    script.write_text(f"#!/bin/sh\necho tool-{nonce}\n")
+    script.chmod(0o755)
+    _own(rf, script)
+    ws, other = rf.mkdir(), rf.mkdir()
+    mark = f"ringfence-layer-{nonce}"
+    r = rf.sh(ws, f"{script} && echo inside-{nonce} > /tmp/{mark} && echo {nonce} > {script}")
+    assert r.returncode == 0, r.stderr
+    assert f"tool-{nonce}" in r.stdout  # a script the harness left in host /tmp runs
+    assert not Path("/tmp", mark).exists()  # the host's /tmp is untouched
+    assert script.read_text().startswith("#!/bin/sh")
+    # The same workspace's next command sees its layer; another workspace does not.
+    r = rf.sh(ws, f"cat /tmp/{mark}; cat {script}")
+    assert f"inside-{nonce}" in r.stdout and r.stdout.count(nonce) == 2, r.stdout
+    r = rf.sh(other, f"cat /tmp/{mark} 2>&1; cat {script}")
+    assert "No such file" in r.stdout and f"tool-{nonce}" in r.stdout, r.stdout
+    # ringfence clean removes the layer.
+    r = rf("clean", "--workspace", str(ws))
+    assert r.returncode == 0 and "removed" in r.stdout, r.stderr
+    r = rf.sh(ws, f"cat /tmp/{mark} 2>&1")
+    assert "No such file" in r.stdout
+
+
+def test_paths_under_host_tmp_get_their_policy(rf: Runner, host_tmp: Path) -> None:
+    nonce = secrets.token_hex(8)
+    ws = host_tmp / "ws"
+    ws.mkdir()
+    _own(rf, ws)
+    (ws / "creds.txt").write_text(f"secret-{nonce}\n")
+    (ws / "notes.txt").write_text(f"notes-{nonce}\n")
+    for f in ("creds.txt", "notes.txt"):
+        _own(rf, ws / f)
+    r = rf.sh(
+        ws,
+        f"cat creds.txt; cat notes.txt; echo w-{nonce} > out.txt",
+        "--deny-read",
+        str(ws / "creds.txt"),
+    )
+    assert f"secret-{nonce}" not in r.stdout + r.stderr
+    assert "Permission denied" in r.stderr
+    assert f"notes-{nonce}" in r.stdout
+    assert (ws / "out.txt").read_text() == f"w-{nonce}\n"  # the workspace is the host's
+    # Read-only from a /tmp directory: it starts there and cannot write there.
+    r = rf("run", "--mode", "read-only", "--", "sh", "-c", "pwd; echo x > ro.txt", cwd=ws)
+    assert r.stdout.strip() == str(ws), r.stderr
+    assert "Read-only file system" in r.stderr and not (ws / "ro.txt").exists()
+
+
+def test_host_sockets_and_secrets_in_tmp_stay_out_of_reach(rf: Runner) -> None:
+    nonce = secrets.token_hex(6)
+    krb = Path(f"/tmp/krb5cc_rftest{nonce}")
+    agent = Path(f"/tmp/ssh-rftest{nonce}")
+    sock_path = f"/tmp/ringfence-sock-{nonce}"
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        krb.write_text(f"ticket-{nonce}\n")
+        _own(rf, krb)
+        agent.mkdir()
+        (agent / "agent.1").write_text(f"agent-{nonce}\n")
+        for p in (agent, agent / "agent.1"):
+            _own(rf, p)
+        server.bind(sock_path)
+        os.chmod(sock_path, 0o777)
+        server.listen()
+        ws = rf.mkdir()
+        probe = (
+            "import socket,sys\n"
+            f"for p in ({str(krb)!r}, {str(agent / 'agent.1')!r}):\n"
+            "    try: print(open(p).read().strip())\n"
+            "    except OSError as e: print('hidden', e.errno)\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            f"try: s.connect({sock_path!r}); print('connected')\n"
+            "except OSError as e: print('refused', e.errno)\n"
+        )
+        r = rf("run", "--", "python3", "-c", probe, cwd=ws)
+        assert r.returncode == 0, r.stderr
+        assert nonce not in r.stdout, r.stdout
+        assert r.stdout.count("hidden") == 2 and "refused" in r.stdout, r.stdout
+    finally:
+        server.close()
+        krb.unlink(missing_ok=True)
+        shutil.rmtree(agent, ignore_errors=True)
+        Path(sock_path).unlink(missing_ok=True)
+
+
+def test_ringfence_state_is_hidden_and_caches_are_per_workspace(rf: Runner) -> None:
+    nonce = secrets.token_hex(8)
+    a, b = rf.mkdir(), rf.mkdir()
+    cache_vars = (
+        "PIP_CACHE_DIR",
+        "UV_CACHE_DIR",
+        "npm_config_cache",
+        "YARN_CACHE_FOLDER",
+        "CARGO_HOME",
+        "GOMODCACHE",
+        "GOCACHE",
+        "GRADLE_USER_HOME",
+    )
+    plant = "; ".join(
+        f'mkdir -p "${v}" && echo {nonce} > "${v}/planted-{v}" && echo "${v}"' for v in cache_vars
+    )
+    plant += (
+        '; mkdir -p "$GRADLE_USER_HOME/init.d"'
+        f' && echo {nonce} > "$GRADLE_USER_HOME/init.d/x.gradle"'
+        f'; printf \'[build]\\nrustc-wrapper = "/bin/{nonce}"\\n\' > "$CARGO_HOME/config.toml"'
+    )
+    r = rf.sh(a, plant)
+    assert r.returncode == 0, r.stderr
+    dirs_a = r.stdout.split()
+    assert len(dirs_a) == len(cache_vars) and all(Path(d).is_dir() for d in dirs_a)
+    look = "; ".join(f'ls -A "${v}" 2>/dev/null; echo "${v}"' for v in cache_vars)
+    cache_base = Path(rf.env()["XDG_CACHE_HOME"]) / "ringfence"
+    state = Path(rf.env()["XDG_STATE_HOME"]) / "ringfence"
+    look += f"; grep -r {nonce} {cache_base} 2>&1; ls -A {state} 2>&1 | head -3; echo end"
+    r = rf.sh(b, look)
+    assert r.returncode == 0, r.stderr
+    assert nonce not in r.stdout, r.stdout  # nothing of A's, and A's state is out of sight
+    assert not set(dirs_a) & set(r.stdout.split())
+    assert "Permission denied" in r.stdout  # ringfence's own state: hidden
+    if shutil.which("cargo"):
+        (b / "Cargo.toml").write_text('[package]\nname = "p"\nversion = "0.1.0"\n')
+        (b / "src").mkdir()
+        (b / "src" / "main.rs").write_text("fn main() {}\n")
+        for p in (b / "Cargo.toml", b / "src", b / "src" / "main.rs"):
+            _own(rf, p)
+        r = rf.sh(b, "cargo build --offline -q 2>&1; echo status=$?")
+        assert nonce not in r.stdout, r.stdout  # A's rustc-wrapper is not B's
+
+
+def test_home_is_not_a_workspace_by_default(rf: Runner) -> None:
+    home = rf.mkdir("home-")
+    nonce = secrets.token_hex(6)
+    env = {"HOME": str(home)}
+    r = rf("run", "--", "true", cwd=home, env=env)
+    assert r.returncode == 2 and "pass --workspace explicitly" in r.stderr, r.stderr
+    r = rf("run", "--", "true", cwd="/", env=env)
+    assert r.returncode == 2 and "root directory" in r.stderr, r.stderr
+    # Named explicitly it runs, and what runs later with the user's rights stays read-only.
+    writes = (
+        ".config/systemd/user/x.service",
+        ".local/bin/git",
+        ".pam_environment",
+        "bin/ls",
+        ".config/autostart/x.desktop",
+        ".ssh/authorized_keys",
+    )
+    script = "; ".join(
+        f'mkdir -p "$(dirname {w})" 2>/dev/null; echo {nonce} > {w} 2>/dev/null || echo refused'
+        for w in writes
+    )
+    script += f"; echo {nonce} > project.txt && echo wrote"
+    r = rf("run", "--workspace", str(home), "--", "sh", "-c", script, cwd=home, env=env)
+    assert r.stdout.count("refused") == len(writes), (r.stdout, r.stderr)
+    assert "wrote" in r.stdout and (home / "project.txt").read_text() == f"{nonce}\n"
+    for w in writes:
+        assert not (home / w).exists(), w
+
+
+def test_the_sandbox_gets_half_the_inotify_quota(rf: Runner) -> None:
+    ws = rf.mkdir()
+    with open("/proc/sys/user/max_inotify_instances") as f:
+        host = int(f.read())
+    hold = (
+        "import ctypes,sys,time\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "n = 0\n"
+        "while n < 100000 and libc.inotify_init() >= 0:\n"
+        "    n += 1\n"
+        "print(n, ctypes.get_errno(), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        rf.argv(["run", "--", "python3", "-c", hold]),
+        cwd=ws,
+        env=rf.env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        assert line and int(line[1]) == 24, line  # EMFILE inside
+        taken = int(line[0])
+        assert 0 < taken <= host // 2
+        # The same user outside still has head room while the sandbox holds all it may.
+        code = (
+            "import ctypes; libc = ctypes.CDLL(None, use_errno=True); "
+            "print('ok' if libc.inotify_init() >= 0 else ctypes.get_errno())"
+        )
+        out = subprocess.run(
+            ["/usr/bin/python3", "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            **rf.popen_kwargs(),  # type: ignore[arg-type]
+        )
+        assert out.stdout.strip() == "ok"
+    finally:
+        proc.communicate(input="", timeout=30)
+
+
+def test_explain_shows_the_tmp_layer_and_the_hidden_state(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf("explain", "--", "true", cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert "overlay    /tmp" in r.stdout
+    assert "this workspace's private /tmp layer" in r.stdout
+    assert "ringfence's own state hidden" in r.stdout
+    assert "this workspace's tool caches" in r.stdout
+
+
+def test_a_layer_file_survives_and_time_passes(rf: Runner) -> None:
+    """clean --older-than keeps what was used recently and removes what was not."""
+    ws = rf.mkdir()
+    assert rf.sh(ws, "true").returncode == 0
+    r = rf("clean", "--older-than", "1", "--dry-run")
+    assert str(ws) not in r.stdout
+    marker = next(
+        p
+        for p in (Path(rf.env()["XDG_CACHE_HOME"]) / "ringfence" / "workspaces").glob("*/workspace")
+        if p.read_text().strip() == str(ws)
+    )
+    old = time.time() - 3 * 86400
+    os.utime(marker, (old, old))
+    r = rf("clean", "--older-than", "1")
+    assert r.returncode == 0 and str(ws) in r.stdout, r.stdout
+    assert not marker.parent.exists()
+    assert ctypes is not None
