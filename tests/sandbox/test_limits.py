@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import Runner
@@ -33,12 +34,12 @@ def test_process_limit_stops_a_fork_bomb(rf: Runner) -> None:
     if rf.uid == 0 and "pids" not in _cgroup_controllers(rf):
         pytest.skip("the kernel exempts host root from RLIMIT_NPROC and there is no pids cgroup")
     ws = rf.mkdir()
-    r = rf("run", "--limit", "processes=40", "--", "python3", "-c", FORK_BOMB, cwd=ws)
+    r, pid = _run(rf, "run", "--limit", "processes=40", "--", "python3", "-c", FORK_BOMB, cwd=ws)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("refused after"), r.stdout
     assert int(r.stdout.split()[2]) < 40
     assert r.stdout.split()[3] == "11"  # EAGAIN (for root: the pids cgroup, which binds root)
-    assert _leftover_cgroups() == []
+    assert _leftover_cgroups(pid) == []
     # The count is the sandbox's alone: the same user outside keeps forking freely.
     pid = os.fork()
     if pid == 0:
@@ -102,14 +103,23 @@ def _cgroup_controllers(rf: Runner) -> set[str]:
     return set(out.split())
 
 
-def _leftover_cgroups() -> list[str]:
+def _leftover_cgroups(pid: int) -> list[str]:
+    """The cgroups the ringfence process ``pid`` made that are still there: only this test's
+    own, so another ringfence running on the machine does not count."""
     sites, _ = cgroups.discover()
     return [
         name
         for site in sites.values()
         for name in os.listdir(site.parent)
-        if name.startswith("ringfence-")
+        if name.startswith(f"ringfence-{pid}-")
     ]
+
+
+def _run(rf: Runner, *args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], int]:
+    """``rf(*args)``, also returning the ringfence process's pid (its cgroups carry it)."""
+    proc = rf.popen(*args, cwd=cwd)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid
 
 
 MEMORY_HOG = """
@@ -139,7 +149,7 @@ def test_memory_limit_is_enforced_or_refused(rf: Runner) -> None:
     assert "the memory limit (64 MiB) was reached" in r.stderr
     assert marker.exists()
     # below the cap the same program runs to the end
-    r = rf(*run, "16", cwd=ws)
+    r, pid = _run(rf, *run, "16", cwd=ws)
     assert r.returncode == 0, r.stderr
     assert "allocated 16 MiB" in r.stdout
-    assert _leftover_cgroups() == []
+    assert _leftover_cgroups(pid) == []
