@@ -111,7 +111,7 @@ class Runner:
         """A fresh directory owned by the runner's user, outside pytest's 0700 tmp tree.
 
         The default base is /var/tmp, a host directory the sandbox shows as it is (its /tmp is
-        private, so a host directory under /tmp is only visible when it is a writable root).
+        the host's read-only under a per-workspace layer, which a test may not want).
         """
         d = Path(tempfile.mkdtemp(prefix=f"ringfence-{prefix}", dir=base))
         d.chmod(0o755)

@@ -281,3 +281,21 @@ def test_a_server_whose_socket_is_removed_stops(rf: Runner, sessions: Sessions) 
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(pid)
+
+
+def test_a_session_in_a_host_tmp_directory_and_its_lasting_tmp(
+    rf: Runner, sessions: Sessions
+) -> None:
+    """From a /tmp checkout (mkdtemp), a session starts there, its commands run there, and
+    what one command wrote to /tmp the next one-shot command of the workspace finds."""
+    import secrets
+
+    ws = rf.mkdir("tmpws-", base="/tmp")
+    nonce = secrets.token_hex(8)
+    sessions.start(ws, "t")
+    r = sessions.run(ws, "t", "sh", "-c", f"pwd; echo {nonce} > /tmp/from-session-{nonce}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(ws)
+    assert not Path(f"/tmp/from-session-{nonce}").exists()
+    r = sessions("run", "--", "cat", f"/tmp/from-session-{nonce}", cwd=ws)
+    assert r.returncode == 0 and r.stdout.strip() == nonce, r.stderr

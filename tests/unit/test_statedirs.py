@@ -1,0 +1,81 @@
+"""Per-workspace state: one directory per workspace, the cwd default, ringfence clean."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ringfence import cleanup
+from ringfence.errors import PolicyError
+from ringfence.policy import statedirs
+from ringfence.policy.paths import default_workspace
+
+
+def test_workspace_keys_are_stable_distinct_and_safe() -> None:
+    a = statedirs.workspace_key("/srv/proj")
+    assert a == statedirs.workspace_key("/srv/proj")
+    assert a != statedirs.workspace_key("/srv/other/proj")
+    assert a.startswith("proj-")
+    odd = statedirs.workspace_key("/srv/../we ird\n/na;me")
+    assert "/" not in odd and "\n" not in odd and " " not in odd
+    assert statedirs.workspace_key("/").startswith("root-")
+
+
+def test_prepare_makes_a_private_tree(tmp_path: Path) -> None:
+    base = tmp_path / "ringfence"
+    ws = statedirs.prepare_workspace(str(base), "/srv/proj")
+    assert ws is not None
+    assert (Path(ws) / "workspace").read_text() == "/srv/proj\n"
+    for sub in ("tmp/upper", "tmp/work"):
+        assert (Path(ws) / sub).is_dir()
+    assert (base.stat().st_mode & 0o777) == 0o700
+    assert (Path(ws).stat().st_mode & 0o777) == 0o700
+    assert (Path(ws) / "tmp" / "upper").stat().st_mode & 0o7777 == 0o1777
+
+
+@pytest.mark.parametrize(
+    ("cwd", "why"),
+    [
+        ("/", "root directory"),
+        ("/home/u", "your home directory"),
+        ("/home", "contains your home directory"),
+        ("/tmp", "every program shares"),
+        ("/var/tmp", "every program shares"),
+    ],
+)
+def test_the_cwd_default_refuses_home_root_and_shared_dirs(
+    cwd: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os.path, "realpath", lambda p: p)
+    with pytest.raises(PolicyError, match=why) as e:
+        default_workspace(cwd, "/home/u")
+    assert "pass --workspace explicitly" in str(e.value)
+
+
+def test_the_cwd_default_takes_a_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os.path, "realpath", lambda p: p)
+    assert default_workspace("/home/u/proj", "/home/u") == "/home/u/proj"
+    assert default_workspace("/tmp/tmpab12", "/home/u") == "/tmp/tmpab12"
+    assert default_workspace("/srv", None) == "/srv"
+
+
+def test_clean_selects_by_workspace_age_and_existence(tmp_path: Path) -> None:
+    base = str(tmp_path / "ringfence")
+    live = tmp_path / "live"
+    live.mkdir()
+    a = statedirs.prepare_workspace(base, str(live))
+    b = statedirs.prepare_workspace(base, str(tmp_path / "gone"))
+    assert a and b
+    os.chmod(os.path.join(a, "tmp", "work"), 0)  # as overlayfs leaves its work directory
+    old = time.time() - 10 * 86400
+    os.utime(os.path.join(b, "workspace"), (old, old))
+    assert [s.path for s in cleanup.select(base, gone=True)] == [b]
+    assert [s.path for s in cleanup.select(base, older_than_days=5)] == [b]
+    assert [s.path for s in cleanup.select(base, workspace=str(live))] == [a]
+    assert len(cleanup.select(base, everything=True)) == 2
+    for st in cleanup.select(base, everything=True):
+        cleanup.remove(st.path)
+    assert not os.path.exists(a) and not os.path.exists(b)
