@@ -186,6 +186,8 @@ def test_redirected_app_data_is_hidden_in_both_places() -> None:
         {"appdata": "d:/Redirected/Roaming", "LOCALAPPDATA": "relative\\bad", "PATH": ""}
     )
     assert folders == {"APPDATA": "D:\\Redirected\\Roaming"}  # names ignore case; bad is dropped
+    share = {"APPDATA": "\\\\srv\\home\\dev\\Roaming"}
+    assert defaults_windows.folders_from_env(share) == {}  # a share gets no ACE of ours
     hidden = Policy(workspace="C:\\w", path_style=W).deny_read_paths(WIN_HOME, folders=folders)
     assert "D:\\Redirected\\Roaming\\Mozilla\\Firefox" in hidden
     assert WIN_HOME + "\\AppData\\Roaming\\Mozilla\\Firefox" in hidden

@@ -10,8 +10,8 @@ and PowerShell profiles. Pure data and pure functions: the Windows compiler
 Each deny-read entry names the folder it lives in, as Windows spells it: ``%USERPROFILE%``
 (the home directory), ``%APPDATA%`` (roaming application data, ``AppData\\Roaming`` by
 default) or ``%LOCALAPPDATA%`` (``AppData\\Local``), then a ``/``-separated path. A user whose
-application-data folders are redirected elsewhere gets both places hidden: the default one
-under the profile and the one the environment names.
+application-data folders are redirected to another drive path gets both places hidden: the
+default one under the profile and the one the environment names.
 
 Paths follow the vendors' documentation of where their data lives; none of this has been
 checked on a real Windows machine.
@@ -205,7 +205,10 @@ def expand(
 
 def folders_from_env(environ: Mapping[str, str]) -> dict[str, str]:
     """``APPDATA`` and ``LOCALAPPDATA`` from an environment, canonical; a value that is not an
-    absolute Windows path is ignored (the default place under the profile still counts)."""
+    absolute drive path is ignored (the default place under the profile still counts). A
+    folder redirected to a share (``\\\\server\\share``) is left out too: the sandbox users
+    reach a share as local accounts the server does not know, and a deny ACE naming them there
+    would mean nothing to it."""
     upper = {k.upper(): v for k, v in environ.items()}  # Windows names ignore case
     out: dict[str, str] = {}
     for name in ("APPDATA", "LOCALAPPDATA"):
@@ -213,7 +216,9 @@ def folders_from_env(environ: Mapping[str, str]) -> dict[str, str]:
         if not value:
             continue
         try:
-            out[name] = winpaths.normalize(name, value)
+            path = winpaths.normalize(name, value)
         except PolicyError:
             continue
+        if not path.startswith("\\\\"):
+            out[name] = path
     return out
