@@ -40,6 +40,13 @@ CASES = {
         allow_sockets=("/var/run/docker.sock",),
         default_deny_read=False,
     ),
+    # ~/Library as a root: LaunchAgents and the other start-up places are protected as paths,
+    # since the relative name Library/LaunchAgents cannot match beneath the root it starts at.
+    "macos_library_root": Policy(
+        workspace="/Users/dev/repo",
+        writable_roots=("/Users/dev/Library",),
+        default_deny_read=False,
+    ),
     "macos_read_only": Policy(
         workspace="/Users/dev/repo",
         mode=Mode.READ_ONLY,
@@ -206,7 +213,7 @@ def test_every_profile_grants_each_root_and_carves_out_each_protected_path(polic
         hooks = canonical(root, FACTS) + "/deep/.git/hooks/pre-commit"
         assert any(rx.match(hooks) for rx in patterns)
     hide = next((f for f in forms if f.startswith("(deny file-read* file-write* ")), "")
-    for p in policy.deny_read_paths(FACTS.home):
+    for p in policy.deny_read_paths(FACTS.home, "macos"):
         assert re.compile(path_regex(canonical(p, FACTS))).match(
             _swapcase_once(canonical(p, FACTS))
         )

@@ -41,7 +41,15 @@ FACTS = WindowsFacts(
     profile_roots=(HOME, "C:\\Users\\other"),
     found=("C:\\Users\\dev\\repo\\.git\\hooks", "C:\\Users\\dev\\repo\\lib\\.GIT\\Hooks"),
     existing=frozenset(
-        {"C:\\Users\\dev\\repo\\secrets", "C:\\Users\\dev\\.ssh", "C:\\Users\\dev\\.aws"}
+        {
+            "C:\\Users\\dev\\repo\\secrets",
+            "C:\\Users\\dev\\.ssh",
+            "C:\\Users\\dev\\.aws",
+            "C:\\Users\\dev\\AppData\\Local\\Google\\Chrome\\User Data",
+            "C:\\Users\\dev\\AppData\\Roaming\\Microsoft\\Protect",
+            "C:\\Users\\dev\\AppData\\Roaming\\Microsoft\\Windows\\PowerShell\\PSReadLine",
+            "C:\\Users\\dev\\Documents\\PowerShell",
+        }
     ),
     path_dirs=("C:\\Users\\dev\\.cargo\\bin", "C:\\Windows\\System32", HOME),
 )
@@ -53,6 +61,13 @@ CASES = {
         protected=("C:\\Users\\dev\\repo\\secrets", "C:\\Users\\dev\\repo\\missing"),
         network=Network.ALLOWLIST,
         allow_domains=("pypi.org",),
+        path_style=W,
+    ),
+    # Documents as a root: its PowerShell\ profile directory is protected as a path, since
+    # the relative name Documents/PowerShell cannot match beneath the root it starts at.
+    "windows_documents_root": Policy(
+        workspace="C:\\Users\\dev\\repo",
+        writable_roots=("C:\\Users\\dev\\Documents",),
         path_style=W,
     ),
     "windows_read_only_online": Policy(

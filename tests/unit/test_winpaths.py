@@ -124,5 +124,5 @@ def test_default_hidden_paths_are_joined_the_windows_way() -> None:
     policy = Policy(workspace="C:\\work", path_style=PathStyle.WINDOWS)
     hidden = policy.deny_read_paths("C:\\Users\\al")
     assert "C:\\Users\\al\\.ssh" in hidden
-    assert "C:\\Users\\al\\.config\\gh" in hidden
+    assert "C:\\Users\\al\\AppData\\Roaming\\GitHub CLI" in hidden
     assert all("/" not in p for p in hidden)

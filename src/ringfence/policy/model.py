@@ -8,12 +8,19 @@ bad value is refused with a message naming it before anything runs.
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 from ringfence.errors import PolicyError
-from ringfence.policy import defaults
+from ringfence.policy import defaults, defaults_macos, defaults_windows
+
+# Which platform's default lists a policy is compiled with (``protected_names``,
+# ``deny_read_paths``): each keeps its secrets and start-up files in its own places.
+Platform = Literal["linux", "macos", "windows"]
+PLATFORMS: tuple[Platform, ...] = ("linux", "macos", "windows")
 
 
 class Mode(StrEnum):
@@ -271,22 +278,55 @@ class Policy:
             seen.setdefault(p, None)
         return tuple(seen)
 
-    def protected_names(self) -> tuple[str, ...]:
-        """Relative name patterns protected at any depth under a writable root."""
+    def platform_of(self, platform: Platform | None) -> Platform:
+        """The platform whose defaults apply: the one asked for, else Windows for a policy of
+        Windows paths and Linux for the rest. A POSIX policy is never given Windows lists,
+        nor a Windows one POSIX lists."""
+        if platform is None:
+            return "windows" if self.path_style == PathStyle.WINDOWS else "linux"
+        if platform not in PLATFORMS:
+            raise PolicyError(f"policy: platform {platform!r} is not one of {', '.join(PLATFORMS)}")
+        if (platform == "windows") != (self.path_style == PathStyle.WINDOWS):
+            raise PolicyError(
+                f"policy: a policy of {self.path_style.value} paths cannot take {platform}'s "
+                "defaults; give paths in that platform's form"
+            )
+        return platform
+
+    def protected_names(self, platform: Platform | None = None) -> tuple[str, ...]:
+        """Relative name patterns protected at any depth under a writable root: the tool and
+        git names everywhere, then ``platform``'s shell start-up files and (macOS, Windows)
+        the places it starts programs from (see ``platform_of`` for the default)."""
         if not self.default_protected:
             return STRICT_NAMES if self.strict_git else ()
-        names = [*defaults.TOOL_PROTECTED, *defaults.SHELL_PROTECTED]
+        plat = self.platform_of(platform)
+        if plat == "macos":
+            own = (*defaults_macos.SHELL_PROTECTED, *defaults_macos.PERSISTENCE_PROTECTED)
+        elif plat == "windows":
+            own = (*defaults_windows.SHELL_PROTECTED, *defaults_windows.PERSISTENCE_PROTECTED)
+        else:
+            own = defaults.SHELL_PROTECTED
+        names = [*defaults.TOOL_PROTECTED, *own]
         names[:0] = defaults.STRICT_GIT_PROTECTED if self.strict_git else defaults.GIT_PROTECTED
         return tuple(names)
 
-    def deny_read_paths(self, home: str | None) -> tuple[str, ...]:
-        """Absolute paths to hide: the user's plus, when on, the defaults under ``home``."""
+    def deny_read_paths(
+        self,
+        home: str | None,
+        platform: Platform | None = None,
+        *,
+        folders: Mapping[str, str] | None = None,
+    ) -> tuple[str, ...]:
+        """Absolute paths to hide: the user's plus, when on, ``platform``'s defaults under
+        ``home`` (see ``platform_of``). ``folders``: on Windows, where ``APPDATA`` and
+        ``LOCALAPPDATA`` lie when not in their default places (``defaults_windows``)."""
         out = list(self.deny_read)
+        plat = self.platform_of(platform)
         if self.default_deny_read and home:
-            if self.path_style == PathStyle.WINDOWS:
-                from ringfence.policy import winpaths
-
-                out.extend(winpaths.join(home, rel) for rel in defaults.HOME_DENY_READ)
+            if plat == "windows":
+                out.extend(defaults_windows.deny_read_paths(home, folders))
+            elif plat == "macos":
+                out.extend(posixpath.join(home, rel) for rel in defaults_macos.HOME_DENY_READ)
             else:
                 out.extend(os.path.join(home, rel) for rel in defaults.HOME_DENY_READ)
         return tuple(dict.fromkeys(out))

@@ -26,6 +26,7 @@ from typing import Any
 
 from ringfence.errors import PolicyError
 from ringfence.platforms.macos import sbpl
+from ringfence.policy import defaults_macos
 from ringfence.policy.model import Mode, Network, Policy
 
 SANDBOX_EXEC = "/usr/bin/sandbox-exec"  # by absolute path: never whatever is first on PATH
@@ -138,9 +139,21 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
     writable = tuple(dict.fromkeys(canonical(p, facts) for p in policy.writable_paths()))
     tmp = canonical(facts.tmpdir, facts)
     protected = tuple(dict.fromkeys(canonical(p, facts) for p in policy.protected))
-    names = policy.protected_names() if writable else ()
+    names = policy.protected_names("macos") if writable else ()
+    if policy.default_protected and writable:
+        # The places a file makes the Mac run a program later, as paths too: a root that is
+        # ~/Library itself holds LaunchAgents/, which the relative name does not reach.
+        anchored = (canonical(p, facts) for p in defaults_macos.persistence_paths(facts.home))
+        protected = tuple(
+            dict.fromkeys(
+                [
+                    *protected,
+                    *(a for a in anchored if any(_strictly_under(a, r) for r in writable)),
+                ]
+            )
+        )
     deny_read = tuple(
-        dict.fromkeys(canonical(p, facts) for p in policy.deny_read_paths(facts.home))
+        dict.fromkeys(canonical(p, facts) for p in policy.deny_read_paths(facts.home, "macos"))
     )
     s = sbpl.string
     why = f" (with message {s(tag)})"  # on every deny rule: Seatbelt logs it with the denial
@@ -206,6 +219,10 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
     text = "\n".join(out) + "\n"
     sbpl.check(text, tag=tag)
     notes = ["not run on a Mac yet: compiled and checked on Linux only"]
+    files, fileless = defaults_macos.PERSISTENCE_NOTES
+    if defaults_macos.PERSISTENCE_PROTECTED[0] in names:
+        notes.append(files)
+    notes.append(fileless)
     if network is Network.ALLOWLIST:
         notes.append(
             f"network allowlist: Seatbelt lets TCP reach localhost:{facts.proxy_port} only; "
@@ -226,6 +243,11 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
         notes=tuple(notes),
         tag=tag,
     )
+
+
+def _strictly_under(path: str, root: str) -> bool:
+    """``path`` lies beneath ``root`` (not equal), in any letter case, as APFS compares."""
+    return path.casefold().startswith(root.casefold().rstrip("/") + "/")
 
 
 def _ancestors(protected: tuple[str, ...], roots: tuple[str, ...]) -> tuple[str, ...]:

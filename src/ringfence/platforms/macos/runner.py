@@ -50,6 +50,7 @@ from ringfence.platforms.macos.plan import (
     compile_macos,
     new_tag,
 )
+from ringfence.policy import defaults_macos
 from ringfence.policy.model import Policy
 
 PS = "/bin/ps"  # by absolute path, where /proc does not exist (macOS)
@@ -81,7 +82,8 @@ def gather_facts(
         tmpdir,
         *policy.writable_paths(),
         *policy.protected,
-        *policy.deny_read_paths(home),
+        *policy.deny_read_paths(home, "macos"),
+        *defaults_macos.persistence_paths(home),
         *policy.allow_sockets,
     )
     realpaths = {p: os.path.realpath(p) for p in dict.fromkeys(named) if os.path.isabs(p)}

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from ringfence.errors import PolicyError
 from ringfence.platforms.windows.plan import WindowsFacts, name_matches
-from ringfence.policy import winpaths
+from ringfence.policy import defaults_windows, winpaths
 from ringfence.policy.model import Policy
 
 FILE_ATTRIBUTE_REPARSE_POINT = 0x400
@@ -100,8 +100,18 @@ def gather(
         except PolicyError:
             continue  # relative or odd entries are not granted anything
     writable = policy.writable_paths()
-    hidden = policy.deny_read_paths(home)
-    named = [*writable, policy.workspace, temp, *policy.protected, *hidden, *path_dirs]
+    folders = defaults_windows.folders_from_env(env)
+    hidden = policy.deny_read_paths(home, "windows", folders=folders)
+    anchored = defaults_windows.persistence_paths(home, folders) if policy.default_protected else ()
+    named = [
+        *writable,
+        policy.workspace,
+        temp,
+        *policy.protected,
+        *hidden,
+        *anchored,
+        *path_dirs,
+    ]
     realpaths: dict[str, str] = {}
     for p in dict.fromkeys(named):
         real = winpaths.normalize("realpath", fs.realpath(p))
@@ -109,8 +119,10 @@ def gather(
             realpaths[p] = real
     _refuse_planted_links(writable, fs)
     resolved_roots = [realpaths.get(r, r) for r in writable]
-    existing = frozenset(p for p in (*policy.protected, *hidden) if fs.exists(realpaths.get(p, p)))
-    names = policy.protected_names() if writable else ()
+    existing = frozenset(
+        p for p in (*policy.protected, *hidden, *anchored) if fs.exists(realpaths.get(p, p))
+    )
+    names = policy.protected_names("windows") if writable else ()
     found, notes = _scan(resolved_roots, names, fs, max_entries)
     facts = WindowsFacts(
         home=home,
@@ -120,6 +132,7 @@ def gather(
         found=found,
         existing=existing,
         path_dirs=tuple(path_dirs),
+        folders=folders,
     )
     return Gathered(facts, notes)
 

@@ -49,7 +49,7 @@ from ringfence.platforms.windows.setup import (
     CreateUser,
     StoreSecret,
 )
-from ringfence.policy import winpaths
+from ringfence.policy import defaults_windows, winpaths
 from ringfence.policy.model import Mode, Network, PathStyle, Policy
 
 OFFLINE_USER = "ringfence-offline"
@@ -117,7 +117,9 @@ class WindowsFacts:
     lists existing paths matching protected names under the writable roots; ``existing`` is
     the set of policy paths that exist (``None``: assume all do, as ``explain`` does);
     ``path_dirs`` are the PATH directories, read-granted when they lie in the user's
-    profile so the user's own tools start.
+    profile so the user's own tools start; ``folders`` says where ``APPDATA`` and
+    ``LOCALAPPDATA`` are when they are not in their default places under ``home`` (the
+    default hidden paths are placed in both, see ``policy.defaults_windows``).
     """
 
     home: str
@@ -127,6 +129,7 @@ class WindowsFacts:
     found: tuple[str, ...] = ()
     existing: frozenset[str] | None = None
     path_dirs: tuple[str, ...] = ()
+    folders: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -237,8 +240,10 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
     granted = _unique([*writable, temp])
     read_only = () if writable else (resolve(policy.workspace),)
     protected = _unique(resolve(p) for p in policy.protected)
-    deny_read = _unique(resolve(p) for p in policy.deny_read_paths(facts.home))
-    names = policy.protected_names() if writable else ()
+    deny_read = _unique(
+        resolve(p) for p in policy.deny_read_paths(facts.home, "windows", folders=facts.folders)
+    )
+    names = policy.protected_names("windows") if writable else ()
     found = _unique(
         f
         for f in (resolve(x) for x in facts.found)
@@ -248,7 +253,21 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
             for n in names
         )
     )
-    deny_write = _unique([*protected, *found])
+    exists = (lambda p: True) if facts.existing is None else _exists_in(facts.existing | set(found))
+    anchored: tuple[str, ...] = ()
+    if policy.default_protected and writable:
+        # The places a file makes Windows run a program later, as paths too: a root that is
+        # Documents itself holds PowerShell\, which the relative name does not reach. Only
+        # those that exist: an ACE needs the file.
+        anchored = tuple(
+            a
+            for a in (
+                resolve(x) for x in defaults_windows.persistence_paths(facts.home, facts.folders)
+            )
+            if exists(a)
+            and any(winpaths.is_under(a, r) and winpaths.key(a) != winpaths.key(r) for r in granted)
+        )
+    deny_write = _unique([*protected, *found, *anchored])
     home_key = winpaths.key(facts.home)
     tools = _unique(
         resolve(d)
@@ -270,7 +289,6 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
             if winpaths.key(root) == winpaths.key(p):
                 raise PolicyError(f"windows plan: {root} is both granted and protected or hidden")
 
-    exists = (lambda p: True) if facts.existing is None else _exists_in(facts.existing | set(found))
     aces: list[AddAce] = []
     unenforced: list[str] = []
     for root in granted:
@@ -317,6 +335,10 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
             "protected names are enforced for the matches that exist before the command; a "
             "new .git\\hooks created by the command is not covered"
         )
+    files, fileless = defaults_windows.PERSISTENCE_NOTES
+    if defaults_windows.PERSISTENCE_PROTECTED[0] in names:
+        notes.append(files)
+    notes.append(fileless)
     if network is Network.OFF:
         notes.append(
             f"network off: the firewall leaves only TCP to 127.0.0.1:{install.proxy_port}, "
