@@ -58,7 +58,7 @@ CASES = {
     "windows_allowlist": Policy(
         workspace="C:\\Users\\dev\\repo",
         writable_roots=("D:\\cache",),
-        protected=("C:\\Users\\dev\\repo\\secrets", "C:\\Users\\dev\\repo\\missing"),
+        protected=("C:\\Users\\dev\\repo\\secrets",),
         network=Network.ALLOWLIST,
         allow_domains=("pypi.org",),
         path_style=W,
@@ -121,9 +121,24 @@ def test_protected_paths_and_found_names_are_denied_with_their_directories() -> 
     assert (True, "delete", False, OFF) in aces(plan, "C:\\Users\\dev\\repo\\lib")
     # The root itself keeps DELETE (it is not ours to pin), and allows nothing it should not.
     assert not any(d and r == "delete" for d, r, _, _ in aces(plan, "C:\\Users\\dev\\repo"))
-    # A path that does not exist cannot carry an ACE: said, not silently dropped.
-    assert any("repo\\missing does not exist" in u for u in plan.unenforced)
-    assert not aces(plan, "C:\\Users\\dev\\repo\\missing")
+
+
+@pytest.mark.parametrize("flag", ["protected", "deny_read"])
+def test_a_path_the_command_could_create_is_refused_not_dropped(flag: str) -> None:
+    """A path that does not exist cannot carry an ACE; inside a writable root the command
+    could create it, so the rule would not hold: refused, naming the path."""
+    missing = "C:\\Users\\dev\\repo\\missing"
+    policy = Policy(workspace="C:\\Users\\dev\\repo", path_style=W, **{flag: (missing,)})
+    with pytest.raises(PolicyError, match=r"repo\\missing does not exist"):
+        compile_windows(policy, FACTS, INSTALL)
+    # Outside every writable root it is read-only anyway: a note, not an error.
+    outside = "C:\\Users\\dev\\elsewhere"
+    plan = compile_windows(
+        Policy(workspace="C:\\Users\\dev\\repo", path_style=W, protected=(outside,)),
+        FACTS,
+        INSTALL,
+    )
+    assert any("elsewhere does not exist" in u for u in plan.unenforced)
 
 
 def test_hidden_paths_are_denied_and_path_tools_in_the_profile_are_readable() -> None:

@@ -295,8 +295,15 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
         aces += [AddAce(root, sid, "modify") for sid in principals]
     for root in (*read_only, *tools):
         aces += [AddAce(root, sid, "read") for sid in users]
+    user_deny_read = {winpaths.key(resolve(p)) for p in policy.deny_read}
     for p in deny_write:
         if not exists(p):
+            if p in protected and any(winpaths.is_under(p, r) for r in granted):
+                # The command could create it: a rule that would not hold is refused.
+                raise PolicyError(
+                    f"windows plan: protected path {p} does not exist, and a Windows ACL needs "
+                    "the file; create it first (even empty) or drop --protect"
+                )
             unenforced.append(f"protected path {p} does not exist: Windows ACLs need the file")
             continue
         aces += [AddAce(p, sid, "write", deny=True) for sid in users]
@@ -314,6 +321,11 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
         if exists(p):
             aces += [AddAce(p, sid, "read_write", deny=True) for sid in users]
         elif any(winpaths.is_under(p, r) for r in (*granted, *read_only, *tools)):
+            if winpaths.key(p) in user_deny_read and any(winpaths.is_under(p, r) for r in granted):
+                raise PolicyError(
+                    f"windows plan: hidden path {p} does not exist, and a Windows ACL needs the "
+                    "file; create it first or drop --deny-read"
+                )
             unenforced.append(f"hidden path {p} does not exist: Windows ACLs need the file")
     aces = list(dict.fromkeys(aces))
 
