@@ -21,7 +21,7 @@ from conftest import Runner
 pytestmark = pytest.mark.sandbox
 
 # The prelude of every script run inside the sandbox: stop at the first failure, an identity
-# for commits, no system or user config (HOME is the sandbox's private /tmp), no editor.
+# for commits, no system or user config (HOME is under the sandbox's /tmp layer), no editor.
 INNER = (
     "set -e; export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_EDITOR=true GIT_PAGER=cat "
     "GIT_AUTHOR_NAME=agent GIT_AUTHOR_EMAIL=agent@example.invalid "

@@ -48,8 +48,8 @@ def layers(report: Report, plan: LinuxPlan | None, refusal: str | None, *, uid: 
             "read-only view",
             ns_ok and _ok(report, "fresh /proc"),
             True,
-            f"{len(plan.mounts)} mount steps: read-only root, private /tmp and /dev/shm, "
-            "minimal /dev, fresh /proc, protected and masked paths",
+            f"{len(plan.mounts)} mount steps: read-only root, per-workspace /tmp layer, "
+            "private /dev/shm, minimal /dev, fresh /proc, protected and masked paths",
         ),
         Layer(
             "Landlock filesystem",

@@ -118,7 +118,7 @@ def _host_source(path: str) -> int:
         raise SandboxError(f"cannot open mount source {path}: {os.strerror(e.errno or 0)}") from e
 
 
-def _overlay(op: MountOp) -> int:
+def overlay_tree(op: MountOp) -> int:
     """A detached overlay of the host's ``op.target`` (read-only, below) and the layer
     directory ``op.source`` (``upper``/``work``), made while the host view is intact.
 
@@ -264,7 +264,7 @@ def build_view(ops: Sequence[MountOp]) -> int:
     sources: dict[int, int] = {}
     for i, op in enumerate(ops[1:], start=1):
         if op.kind == "overlay":
-            sources[i] = _overlay(op)
+            sources[i] = overlay_tree(op)
             continue
         if op.kind != "bind" or op.source is None:
             continue

@@ -666,7 +666,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             p for p in dict.fromkeys(named) if p not in seen and _within_any(p, roots)
         )
     if policy.mode is Mode.READ_ONLY:
-        notes.append("read-only: only the private /tmp and /dev/shm are writable")
+        notes.append("read-only: only the workspace's private /tmp layer and /dev/shm are writable")
     return replace(
         base,
         sandboxed=True,

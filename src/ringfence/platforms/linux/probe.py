@@ -124,7 +124,35 @@ def _probe_seccomp_notify() -> str:
     return "filters with a user-notification listener can be installed"
 
 
+def _probe_tmp_layer() -> str:
+    """The overlay the sandbox's /tmp is: host /tmp below, a layer in ringfence's cache
+    directory above. Made here with a scratch layer on the same file system, then removed."""
+    import tempfile
+
+    from ringfence import cleanup
+    from ringfence.platforms.linux import mounts
+    from ringfence.platforms.linux.plan import MountOp
+    from ringfence.policy import statedirs
+
+    home = os.environ.get("HOME")
+    base = statedirs.cache_base(os.environ, home)
+    if base is None:
+        raise OSError(0, "neither XDG_CACHE_HOME nor HOME is set: nowhere to keep the layer")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="probe-", dir=base)
+    try:
+        for sub in ("upper", "work"):
+            os.mkdir(os.path.join(scratch, sub), 0o700)
+        namespaces.unshare(("user", "mount"), os.getuid(), os.getgid())
+        layer = os.path.realpath(scratch)
+        os.close(mounts.overlay_tree(MountOp("overlay", "/tmp", source=layer)))
+    finally:
+        cleanup.remove(scratch)
+    return f"an overlay of /tmp with a layer in {base} can be mounted"
+
+
 _CHILD_PROBES = {
+    "tmp_layer": _probe_tmp_layer,
     "userns": _probe_userns,
     "mount_api": _probe_mount_api,
     "seccomp_notify": _probe_seccomp_notify,
@@ -170,6 +198,18 @@ def probe() -> Report:
             abi >= 1,
             f"ABI {abi}" if abi else "not available",
             fix="" if abi else "needs Linux >= 5.13 with 'landlock' in the lsm= boot parameter",
+        )
+    )
+    ok, detail = _in_child("tmp_layer")
+    checks.append(
+        Check(
+            "/tmp layer (overlayfs)",
+            ok,
+            detail,
+            fix=""
+            if ok
+            else "needs Linux >= 5.11 and a cache directory on ext4, xfs or btrfs (tmpfs from "
+            "6.6): point XDG_CACHE_HOME at one, or use --limit tmp-size=SIZE (a private tmpfs)",
         )
     )
     ok, detail = _in_child("seccomp_notify")
@@ -226,8 +266,8 @@ def render(report: Report) -> str:
     if report.default_policy_ok:
         lines.append(
             "The default policy (workspace-write, network off) is fully enforced here: "
-            "namespaces (user, mount, pid, ipc, uts, net), read-only root, private /tmp, "
-            "minimal /dev, fresh /proc, Landlock write rules, the seccomp filter, the name "
+            "namespaces (user, mount, pid, ipc, uts, net), read-only root, a per-workspace /tmp "
+            "layer, minimal /dev, fresh /proc, Landlock write rules, the seccomp filter, the name "
             "guard for protected names, no capabilities, no_new_privs."
         )
     else:
