@@ -156,9 +156,12 @@ def test_ringfence_state_is_hidden_and_caches_are_per_workspace(rf: Runner) -> N
     look = "; ".join(f'ls -A "${v}" 2>/dev/null; echo "${v}"' for v in cache_vars)
     cache_base = Path(rf.env()["XDG_CACHE_HOME"]) / "ringfence"
     state = Path(rf.env()["XDG_STATE_HOME"]) / "ringfence"
-    look += f"; grep -r {nonce} {cache_base} 2>&1; ls -A {state} 2>&1 | head -3; echo end"
+    audit = state / "audit.jsonl"
+    assert audit.exists()  # A's run was recorded, argv and all
+    look += f"; grep -r {nonce} {cache_base} 2>&1; cat {audit} 2>&1 | head -3; echo end"
     r = rf.sh(b, look)
     assert r.returncode == 0, r.stderr
+    assert f"{audit}: Permission denied" in r.stdout or f"{audit}: No such file" in r.stdout
     assert nonce not in r.stdout, r.stdout  # nothing of A's, and A's state is out of sight
     assert not set(dirs_a) & set(r.stdout.split())
     assert "Permission denied" in r.stdout  # ringfence's own state: hidden
