@@ -79,3 +79,13 @@ def test_clean_selects_by_workspace_age_and_existence(tmp_path: Path) -> None:
     for st in cleanup.select(base, everything=True):
         cleanup.remove(st.path)
     assert not os.path.exists(a) and not os.path.exists(b)
+
+
+def test_tmp_secrets_match_the_patterns_and_skip_symlinks(tmp_path: Path) -> None:
+    from ringfence.platforms.linux.hostfacts import tmp_secrets
+
+    for name in ("krb5cc_1000", "ssh-abc", ".X11-unix", "xauth_q", "project", "tmux-1000x"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "krb5cc_evil").symlink_to("/usr")  # another user's plant: not followed
+    found = {os.path.basename(p) for p in tmp_secrets(str(tmp_path))}
+    assert found == {"krb5cc_1000", "ssh-abc", ".X11-unix", "xauth_q", "tmux-1000x"}

@@ -140,9 +140,11 @@ def user_quotas() -> dict[str, int]:
 
 def tmp_secrets(tmp: str = "/tmp") -> tuple[str, ...]:
     """The host /tmp entries the default deny-read patterns name (top level only: one
-    directory listing, however full /tmp is)."""
+    directory listing, however full /tmp is). Symlinks are left out: anyone can make one in
+    /tmp, and following it would let another user choose what the sandbox hides (its target
+    has its own policy anyway)."""
     try:
-        names = [e.name for e in os.scandir(tmp)]
+        names = [e.name for e in os.scandir(tmp) if not e.is_symlink()]
     except OSError:
         return ()
     pats = defaults.TMP_DENY_READ
