@@ -36,7 +36,8 @@ def cache_environment(root: str, caller_env: Mapping[str, str]) -> dict[str, str
         "UV_CACHE_DIR": d["uv"],
         "npm_config_cache": d["npm"],
         "YARN_CACHE_FOLDER": d["yarn"],
-        "npm_config_store_dir": d["pnpm"],
+        # pnpm's own prefix: npm warns "Unknown env config" about an npm_config_store_dir.
+        "pnpm_config_store_dir": d["pnpm"],
         # cargo keeps its registry and git caches in CARGO_HOME (rustup's toolchains stay in
         # RUSTUP_HOME); binaries installed with `cargo install` land here too.
         "CARGO_HOME": d["cargo"],

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ringfence.platforms.linux import cgroups
 from ringfence.platforms.linux.gitfiles import ConfigRead, global_config_files, read_config
-from ringfence.policy import caches, defaults
+from ringfence.policy import caches, defaults, scrub
 from ringfence.policy.model import Policy
 
 # Bounds for the .git/modules listing (submodules of submodules ...).
@@ -57,8 +57,24 @@ class HostFacts:
     # ringfence's own package-manager cache directory (made if missing), or None
     cache_root: str | None = None
 
+    # config files that mix settings and credentials (defaults.HOME_SCRUB) -> what was read
+    scrub_files: Mapping[str, ScrubFile] = field(default_factory=dict)
+
     def info(self, path: str) -> PathInfo | None:
         return self.paths.get(path)
+
+
+@dataclass(frozen=True)
+class ScrubFile:
+    """A mixed config file read for scrubbing: its format, the regular file it resolves to,
+    and either the scrubbed copy (with the names taken out) or why there is none."""
+
+    kind: str
+    real: str
+    mode: int = 0o400
+    content: bytes | None = None
+    removed: tuple[str, ...] = ()
+    error: str | None = None
 
 
 def _lstat_info(path: str) -> PathInfo | None:
@@ -145,6 +161,45 @@ def _hooks_path(value: str | None, worktree: str | None, home: str | None) -> st
             return None
         value = os.path.join(worktree, value)
     return os.path.realpath(value)
+
+
+def _read_scrub_files(
+    policy: Policy, home: str | None, env: Mapping[str, str], paths: dict[str, PathInfo]
+) -> dict[str, ScrubFile]:
+    """Read and scrub the mixed config files under ``home`` (adding what was looked at to
+    ``paths``). A symlinked file is read at its target, opened without following links, so a
+    link swapped in between is an error (the file is hidden), never a read of something else."""
+    if not (policy.sandboxed and policy.default_deny_read and home):
+        return {}
+    out: dict[str, ScrubFile] = {}
+    for path, kind in scrub.home_files(home, env).items():
+        info = paths.get(path) or _lstat_info(path)
+        if info is None:
+            continue
+        paths[path] = info
+        real = os.path.realpath(path)  # also through a linked parent (~/.config -> ...)
+        target = paths.get(real) or _lstat_info(real)
+        if target is None or target.kind != "file":
+            continue  # a link to nothing, or a directory: nothing to scrub
+        paths[real] = target
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise scrub.ScrubError("not a regular file")
+                data = os.read(fd, scrub.MAX_BYTES + 1)
+            finally:
+                os.close(fd)
+            done = scrub.scrub(kind, data)
+        except OSError as e:
+            out[path] = ScrubFile(kind, real, error=f"cannot read it: {os.strerror(e.errno or 0)}")
+        except scrub.ScrubError as e:
+            out[path] = ScrubFile(kind, real, error=str(e))
+        else:
+            mode = 0o400 | (st.st_mode & 0o044)
+            out[path] = ScrubFile(kind, real, mode, done.content, done.removed)
+    return out
 
 
 def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> HostFacts:
@@ -241,4 +296,5 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         cgroups={c: (s.version, s.parent) for c, s in sites.items()},
         cgroup_note=cgroup_note,
         cache_root=cache_dir,
+        scrub_files=_read_scrub_files(policy, home, env, paths),
     )
