@@ -153,3 +153,19 @@ def test_explain_names_removed_keys_not_values(rf: Runner) -> None:
     j = rf("explain", "--json", "--", "true", cwd=ws, env={"HOME": str(home)})
     assert j.returncode == 0, j.stderr
     assert token not in j.stdout and setting not in j.stdout
+
+
+def test_the_copy_cannot_be_changed_even_in_a_writable_home(rf: Runner) -> None:
+    setting, token = _nonces()
+    text = f"registry=https://{setting}.example/\n_authToken={token}\n"
+    home = _home(rf, {".npmrc": text})
+    r = rf.sh(
+        home,
+        "echo x >> ~/.npmrc; mv ~/.npmrc ~/moved; rm -f ~/.npmrc; cat ~/.npmrc",
+        env={"HOME": str(home)},
+    )
+    assert r.stdout == f"registry=https://{setting}.example/\n"
+    assert "Device or resource busy" in r.stderr  # a mount point: no rename, no unlink
+    assert "(scrubbed copy (read-only): ~/.npmrc)" in r.stderr
+    assert "--writable" not in r.stderr
+    assert (home / ".npmrc").read_text() == text and not (home / "moved").exists()
