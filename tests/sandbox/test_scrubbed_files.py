@@ -169,3 +169,14 @@ def test_the_copy_cannot_be_changed_even_in_a_writable_home(rf: Runner) -> None:
     assert "(scrubbed copy (read-only): ~/.npmrc)" in r.stderr
     assert "--writable" not in r.stderr
     assert (home / ".npmrc").read_text() == text and not (home / "moved").exists()
+
+
+def test_a_link_into_a_secret_file_shows_nothing_of_it(rf: Runner) -> None:
+    _setting, token = _nonces()
+    home = _home(rf, {".vault-token": f"hvs.{token}\n"})
+    (home / ".npmrc").symlink_to(".vault-token")
+    os.chown(home / ".npmrc", rf.uid, rf.gid, follow_symlinks=False)
+    ws = rf.mkdir()
+    r = rf.sh(ws, "cat ~/.npmrc; cat ~/.vault-token; echo END", env={"HOME": str(home)})
+    assert token not in r.stdout and r.stdout.strip() == "END"
+    assert "Permission denied" in r.stderr

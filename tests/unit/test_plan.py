@@ -330,3 +330,11 @@ def test_deny_read_named_by_the_user_still_hides_a_mixed_file() -> None:
     policy = Policy(workspace="/w", deny_read=("/home/u/.npmrc",))
     plan = compile_linux(policy, _scrub_facts(**{"/home/u/.npmrc": f}), cwd="/w")
     assert [m.kind for m in plan.mounts if m.target == "/home/u/.npmrc"] == ["mask"]
+
+
+def test_a_link_into_a_deny_read_path_is_hidden_not_scrubbed() -> None:
+    f = ScrubFile("npmrc", "/home/u/.netrc", 0o400, b"machine-x\n", ())
+    plan = compile_linux(Policy(workspace="/w"), _scrub_facts(**{"/home/u/.npmrc": f}), cwd="/w")
+    assert [m.kind for m in plan.mounts if m.target == "/home/u/.netrc"] == ["mask", "mask"]
+    assert all(m.content is None for m in plan.mounts)
+    assert any("its target lies in deny-read /home/u/.netrc" in n for n in plan.notes)

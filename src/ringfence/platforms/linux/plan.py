@@ -348,6 +348,14 @@ def _scrub_mounts(policy: Policy, facts: HostFacts, b: _Builder, notes: list[str
     the user named with --deny-read stay hidden. Returns the paths handled here, which the
     deny-read step then skips."""
     handled: set[str] = set()
+    # What stays hidden whatever links point into it: a scrubbed copy of ~/.netrc through a
+    # ~/.npmrc -> ~/.netrc link would show the part of it that does not look secret.
+    hidden: list[str] = []
+    for d in policy.deny_read_paths(facts.home):
+        if d in facts.scrub_files and d not in policy.deny_read:
+            continue
+        info = facts.info(d)
+        hidden.extend([d] if info is None or info.kind != "symlink" else [d, info.real])
     for path, found in facts.scrub_files.items():
         if path in policy.deny_read:
             continue
@@ -361,7 +369,11 @@ def _scrub_mounts(policy: Policy, facts: HostFacts, b: _Builder, notes: list[str
             continue
         shown = _shown(path, facts.home)
         via = f" (via symlink to {target})" if target != path else ""
-        if found.content is None:
+        inside = next((d for d in hidden if _under(target, d)), None)
+        if inside is not None:
+            notes.append(f"{shown}: its target lies in deny-read {inside}; hidden, not scrubbed")
+            op = MountOp("mask", target, is_dir=False, mode=0, why=f"deny-read: {shown}{via}")
+        elif found.content is None:
             notes.append(f"{shown}: could not be scrubbed ({found.error}); hidden instead")
             op = MountOp("mask", target, is_dir=False, mode=0, why=f"deny-read: {shown}{via}")
         else:
