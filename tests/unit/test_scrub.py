@@ -272,9 +272,9 @@ def test_gitconfig() -> None:
     }
     assert out.removed == (
         "credential.helper",
-        "credential.https://host.username",
+        "credential.<url>.username",
         "http.extraheader",
-        "http.https://corp.example.extraheader",
+        "http.<url>.extraheader",
         "sendemail.smtppass",
         "github.token",
     )

@@ -439,7 +439,9 @@ def scrub_gitconfig(data: bytes) -> Scrubbed:
     for e in entries:
         sub = None if e.subsection is None else strip_url_credentials(e.subsection)
         if _git_secret(e):
-            removed.append(e.key if sub is None else f"{e.section}.{sub}.{e.name}")
+            # A URL may carry a token outside its userinfo too (?private_token=): name the
+            # key's shape, not the URL.
+            removed.append(e.key if sub is None else f"{e.section}.<url>.{e.name}")
             continue
         value = None if e.value is None else strip_url_credentials(e.value)
         kept.append(gitconfig.ConfigEntry(e.section, sub, e.name, value, 0))
