@@ -60,7 +60,6 @@ HOME_DENY_READ: tuple[str, ...] = (
     ".password-store",
     ".netrc",
     ".git-credentials",
-    ".config/git/credentials",  # git's credential store, its XDG location
     ".npmrc",
     ".yarnrc",
     ".pypirc",
