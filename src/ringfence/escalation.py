@@ -27,10 +27,17 @@ def relabel(plan: LinuxPlan, violations: list[dict[str, Any]]) -> list[dict[str,
     """Name the deny-read rule for refused writes under a deny-read path: the guard only sees
     that the kernel refused the call; the plan knows the path was masked on purpose."""
     masked = [
-        (m.target, m.why.removeprefix("deny-read: "))
+        (m.target, "deny_read: " + m.why.removeprefix("deny-read: "))
         for m in plan.mounts
         if m.kind == "mask" and m.why.startswith("deny-read")
     ]
+    # A scrubbed copy of a config file is read-only whatever the writable roots are: no
+    # widening would let a write through, so none is proposed.
+    masked.extend(
+        (m.target, "scrubbed copy (read-only): " + m.why.removeprefix("scrubbed: ").split(" (")[0])
+        for m in plan.mounts
+        if m.kind == "file"
+    )
     out = []
     for v in violations:
         labelled = v
@@ -38,7 +45,7 @@ def relabel(plan: LinuxPlan, violations: list[dict[str, Any]]) -> list[dict[str,
             path = str(v.get("path", ""))
             for target, shown in masked:
                 if path == target or path.startswith(target.rstrip("/") + "/"):
-                    labelled = {**v, "rule": f"deny_read: {shown}"}
+                    labelled = {**v, "rule": shown}
                     break
         out.append(labelled)
     return out

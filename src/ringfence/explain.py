@@ -49,6 +49,8 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
             what = "bind ro" if op.readonly else "bind rw"
         elif op.kind == "symlink":
             what = "symlink"
+        elif op.kind == "file":
+            what = "file ro"
         why = f"{op.why} -> {op.source}" if op.kind == "symlink" else op.why
         lines.append(f"  {what:<10} {op.target:<40} {why}")
     if plan.landlock is not None:

@@ -33,7 +33,8 @@ def test_caches_are_redirected_and_writable(rf: Runner) -> None:
     own = Path(rf.home) / ".cache" / "pip"  # the user's own cache, which must stay untouched
     before = own.stat().st_mtime_ns if own.exists() else None
     script = (
-        "for v in PIP_CACHE_DIR npm_config_cache CARGO_HOME GOMODCACHE UV_CACHE_DIR; do "
+        "for v in PIP_CACHE_DIR npm_config_cache CARGO_HOME GOMODCACHE UV_CACHE_DIR "
+        "pnpm_config_store_dir PNPM_HOME; do "
         'eval d=\\$$v; echo "$v=$d"; done; touch "$PIP_CACHE_DIR/probe" && echo writable; '
         'touch "$HOME/.cache-probe" 2>/dev/null || echo home-read-only'
     )
@@ -43,6 +44,8 @@ def test_caches_are_redirected_and_writable(rf: Runner) -> None:
     assert f"PIP_CACHE_DIR={root}/pip" in r.stdout
     assert f"npm_config_cache={root}/npm" in r.stdout
     assert f"CARGO_HOME={root}/cargo" in r.stdout
+    assert f"pnpm_config_store_dir={root}/pnpm/store" in r.stdout  # pnpm >= 11
+    assert f"PNPM_HOME={root}/pnpm" in r.stdout  # pnpm 9 and 10 keep their store under it
     assert "writable" in r.stdout and "home-read-only" in r.stdout
     assert (root / "pip" / "probe").exists()
     assert (own.stat().st_mtime_ns if own.exists() else None) == before

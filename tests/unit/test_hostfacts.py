@@ -106,3 +106,24 @@ def test_included_configs_and_a_relative_global_hooks_path_are_found(tmp_path: P
     assert str(ws / "more.cfg") in facts.git_includes  # nested, relative to its includer
     assert facts.global_hooks_path == ".githooks"
     assert facts.hooks_paths[str(ws / ".git")] == str(ws / ".githooks")
+
+
+def test_mixed_config_files_are_read_and_scrubbed(tmp_path: Path) -> None:
+    ws, home = tmp_path, tmp_path / "home"
+    (home / "dotfiles").mkdir(parents=True)
+    (home / "dotfiles/npmrc").write_text("registry=https://r.example/\n_authToken=SEKRET\n")
+    (home / "dotfiles/npmrc").chmod(0o640)
+    (home / ".npmrc").symlink_to("dotfiles/npmrc")
+    (home / ".docker").mkdir()
+    (home / ".docker/config.json").write_text("{not json")
+    (home / ".pypirc").mkdir()  # a directory is not a file to scrub
+    facts = _gather(ws)
+    npmrc = facts.scrub_files[str(home / ".npmrc")]
+    assert npmrc.real == str(home / "dotfiles/npmrc")
+    assert npmrc.content == b"registry=https://r.example/\n" and npmrc.removed == ("_authToken",)
+    assert npmrc.mode == 0o440
+    assert facts.info(npmrc.real) is not None
+    docker = facts.scrub_files[str(home / ".docker/config.json")]
+    assert docker.content is None and docker.error and "not JSON" in docker.error
+    assert str(home / ".pypirc") not in facts.scrub_files
+    assert _gather(ws, default_deny_read=False).scrub_files == {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ringfence.errors import PolicyError, UnsupportedError
-from ringfence.platforms.linux.hostfacts import HostFacts, PathInfo
+from ringfence.explain import render
+from ringfence.platforms.linux.hostfacts import HostFacts, PathInfo, ScrubFile
 from ringfence.platforms.linux.plan import MountOp, compile_linux
 from ringfence.policy.model import Mode, Network, Policy
 
@@ -282,3 +283,58 @@ def test_minimum_landlock_abi_is_enforced() -> None:
     assert plan.sandboxed
     with pytest.raises(PolicyError, match="landlock_min_abi"):
         Policy(workspace="/w", landlock_min_abi=0).validate()
+
+
+def _scrub_facts(**files: ScrubFile) -> HostFacts:
+    paths = {p: "file" for p in files}
+    paths.update({f.real: "file" for f in files.values()})
+    for p, f in files.items():
+        if f.real != p:
+            paths[p] = f"symlink:{f.real}"
+    return facts(paths, scrub_files=files)
+
+
+def test_mixed_config_files_get_a_scrubbed_copy() -> None:
+    npmrc = ScrubFile("npmrc", "/home/u/.npmrc", 0o400, b"registry=x\n", ("_authToken",))
+    plan = compile_linux(
+        Policy(workspace="/w"), _scrub_facts(**{"/home/u/.npmrc": npmrc}), cwd="/w"
+    )
+    [op] = [m for m in plan.mounts if m.target == "/home/u/.npmrc"]
+    assert op.kind == "file" and op.content == b"registry=x\n" and op.mode == 0o400
+    assert op.why == "scrubbed: ~/.npmrc (removed: _authToken)"
+    # the plan's JSON form names the copy by size and digest, never its text
+    [shown] = [m for m in plan.to_dict()["mounts"] if m["target"] == "/home/u/.npmrc"]
+    assert shown["content"].startswith("11 bytes, sha256 ")
+    assert "scrubbed: ~/.npmrc (removed: _authToken)" in render(plan)
+
+
+def test_a_symlinked_config_file_is_scrubbed_at_its_target() -> None:
+    f = ScrubFile("npmrc", "/home/u/dotfiles/npmrc", 0o400, b"registry=x\n", ())
+    plan = compile_linux(Policy(workspace="/w"), _scrub_facts(**{"/home/u/.npmrc": f}), cwd="/w")
+    kinds = {m.target: m.kind for m in plan.mounts}
+    assert kinds["/home/u/dotfiles/npmrc"] == "file" and "/home/u/.npmrc" not in kinds
+
+
+def test_a_file_that_cannot_be_scrubbed_is_hidden() -> None:
+    f = ScrubFile("docker", "/home/u/.docker/config.json", error="not JSON")
+    plan = compile_linux(
+        Policy(workspace="/w"), _scrub_facts(**{"/home/u/.docker/config.json": f}), cwd="/w"
+    )
+    [op] = [m for m in plan.mounts if m.target == "/home/u/.docker/config.json"]
+    assert op.kind == "mask" and op.content is None
+    assert any("could not be scrubbed (not JSON); hidden instead" in n for n in plan.notes)
+
+
+def test_deny_read_named_by_the_user_still_hides_a_mixed_file() -> None:
+    f = ScrubFile("npmrc", "/home/u/.npmrc", 0o400, b"registry=x\n", ())
+    policy = Policy(workspace="/w", deny_read=("/home/u/.npmrc",))
+    plan = compile_linux(policy, _scrub_facts(**{"/home/u/.npmrc": f}), cwd="/w")
+    assert [m.kind for m in plan.mounts if m.target == "/home/u/.npmrc"] == ["mask"]
+
+
+def test_a_link_into_a_deny_read_path_is_hidden_not_scrubbed() -> None:
+    f = ScrubFile("npmrc", "/home/u/.netrc", 0o400, b"machine-x\n", ())
+    plan = compile_linux(Policy(workspace="/w"), _scrub_facts(**{"/home/u/.npmrc": f}), cwd="/w")
+    assert [m.kind for m in plan.mounts if m.target == "/home/u/.netrc"] == ["mask", "mask"]
+    assert all(m.content is None for m in plan.mounts)
+    assert any("its target lies in deny-read /home/u/.netrc" in n for n in plan.notes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ringfence.errors import PolicyError
+from ringfence.policy import defaults
 from ringfence.policy.environment import build_environment, is_secret_name, scrubbed_names
 from ringfence.policy.model import EnvPolicy, Mode, Network, Policy
 
@@ -77,7 +78,11 @@ def test_deny_read_defaults_live_under_home() -> None:
         "GITHUB_TOKEN",
         "aws_secret_access_key",
         "DB_PASSWORD",
-        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SOMETHING_NEW",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_CLIENT_ID",
         "MY_CREDENTIALS",
         "NPM_CONFIG__AUTH",
         "SENTRY_DSN",
@@ -90,6 +95,37 @@ def test_secret_names(name: str) -> None:
 @pytest.mark.parametrize("name", ["PATH", "HOME", "LANG", "TERM", "EDITOR", "PYTHONPATH"])
 def test_ordinary_names(name: str) -> None:
     assert not is_secret_name(name)
+
+
+@pytest.mark.parametrize("name", defaults.SECRET_ENV_ALLOW)
+def test_documented_non_secret_names_are_kept(name: str) -> None:
+    assert not is_secret_name(name)
+    assert not is_secret_name(name.lower())
+
+
+def test_the_allowlist_only_names_what_a_pattern_would_catch() -> None:
+    """Each allowed name is an exception to a pattern; one no pattern matches is dead weight."""
+    import fnmatch
+
+    for name in defaults.SECRET_ENV_ALLOW:
+        assert any(fnmatch.fnmatchcase(name, p) for p in defaults.SECRET_ENV_PATTERNS), name
+
+
+def test_ringfences_own_variables_are_not_secret_names() -> None:
+    """What ringfence sets itself (caches, proxy, RINGFENCE_*) must never look like a secret:
+    a session server re-applies them on top of each client's scrubbed environment."""
+    from ringfence.platforms.linux.plan import git_ssh_command, proxy_environment
+    from ringfence.policy.caches import cache_environment
+    from ringfence.policy.environment import sandbox_variables
+
+    ours = {
+        **cache_environment("/c", {}),
+        **proxy_environment(3128),
+        **sandbox_variables(Policy(workspace="/w")),
+        "GIT_SSH_COMMAND": git_ssh_command(),
+        "TMPDIR": "/tmp",
+    }
+    assert [n for n in ours if is_secret_name(n)] == []
 
 
 def test_build_environment_scrubs_and_sets() -> None:

@@ -27,7 +27,12 @@ def cache_environment(root: str, caller_env: Mapping[str, str]) -> dict[str, str
         "UV_CACHE_DIR": d["uv"],
         "npm_config_cache": d["npm"],
         "YARN_CACHE_FOLDER": d["yarn"],
-        "npm_config_store_dir": d["pnpm"],
+        # pnpm's store, in pnpm's own variables: npm warns "Unknown env config" about an
+        # npm_config_store_dir. pnpm >= 11 reads pnpm_config_*; pnpm 9 and 10 do not, and put
+        # their store under PNPM_HOME (also where `pnpm add -g` installs, so that lands in
+        # the writable cache too instead of failing on the read-only home).
+        "pnpm_config_store_dir": os.path.join(d["pnpm"], "store"),
+        "PNPM_HOME": d["pnpm"],
         # cargo keeps its registry and git caches in CARGO_HOME (rustup's toolchains stay in
         # RUSTUP_HOME); binaries installed with `cargo install` land here too.
         "CARGO_HOME": d["cargo"],

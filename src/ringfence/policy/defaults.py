@@ -172,6 +172,23 @@ SYSTEM_PROTECTED: tuple[str, ...] = (
     "/etc/cron.d",
 )
 
+# Relative to $HOME (".config/" meaning $XDG_CONFIG_HOME where that is set): files that mix
+# settings a command needs with credentials, and the format of each. On Linux the sandbox sees
+# a scrubbed copy (policy/scrub.py: settings kept, tokens, passwords and credential helpers
+# out) instead of nothing; a file that cannot be scrubbed is hidden. macOS and Windows hide
+# the ones listed in HOME_DENY_READ.
+HOME_SCRUB: tuple[tuple[str, str], ...] = (
+    (".npmrc", "npmrc"),
+    (".yarnrc", "yarnrc"),
+    (".yarnrc.yml", "yarnrc.yml"),
+    (".pypirc", "pypirc"),
+    (".config/pip/pip.conf", "pip.conf"),
+    (".pip/pip.conf", "pip.conf"),
+    (".docker/config.json", "docker"),
+    (".gitconfig", "gitconfig"),
+    (".config/git/config", "gitconfig"),
+)
+
 # Sockets and runtime directories that reach services running with the user's full rights
 # (a docker socket is root on the host; an ssh-agent signs as the user). Hidden unless named.
 RUNTIME_SOCKETS: tuple[str, ...] = (
@@ -214,6 +231,33 @@ SECRET_ENV_PATTERNS: tuple[str, ...] = (
     "DATABASE_URL",
     "*_DSN",
     "NPM_CONFIG__AUTH*",
+)
+# Names the patterns above would catch that hold no secret: where a tool looks for its
+# settings and files (a path is not a credential; the files themselves stay hidden), which
+# region or profile to use, a CA bundle. Kept unless the user unsets them.
+SECRET_ENV_ALLOW: tuple[str, ...] = (
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_DEFAULT_OUTPUT",
+    "AWS_CA_BUNDLE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_SDK_LOAD_CONFIG",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+    "AWS_RETRY_MODE",
+    "AWS_MAX_ATTEMPTS",
+    "AWS_PAGER",
+    "AZURE_CONFIG_DIR",
+    "AZURE_CORE_OUTPUT",
+    "AZURE_DEFAULTS_LOCATION",
+    "AZURE_DEFAULTS_GROUP",
+    # Desktop-session facts that *SESSION* catches: names and kinds, not credentials.
+    "XDG_SESSION_TYPE",
+    "XDG_SESSION_CLASS",
+    "XDG_SESSION_DESKTOP",
+    "DESKTOP_SESSION",
 )
 # Variables that hand the command a channel to a more privileged agent or service.
 AGENT_ENV_NAMES: tuple[str, ...] = (

@@ -27,9 +27,16 @@ def scrubbed_names(env: Mapping[str, str], policy: EnvPolicy) -> list[str]:
     return sorted(out)
 
 
+_ALLOWED = frozenset(defaults.SECRET_ENV_ALLOW)
+
+
 @functools.lru_cache(maxsize=4096)  # a session server checks every caller's environment
 def is_secret_name(name: str) -> bool:
+    """Whether ``name`` matches a secret pattern and is not one of the documented non-secret
+    names those patterns would also catch (``AWS_REGION``, ``AZURE_CONFIG_DIR`` ...)."""
     upper = name.upper()
+    if upper in _ALLOWED:
+        return False
     return any(fnmatch.fnmatchcase(upper, pat) for pat in defaults.SECRET_ENV_PATTERNS)
 
 

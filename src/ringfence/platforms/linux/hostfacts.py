@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ringfence.platforms.linux import cgroups
 from ringfence.platforms.linux.gitfiles import ConfigRead, global_config_files, read_config
-from ringfence.policy import caches, defaults, statedirs
+from ringfence.policy import caches, defaults, scrub, statedirs
 from ringfence.policy.model import Isolation, Policy
 
 # Bounds for the .git/modules listing (submodules of submodules ...).
@@ -67,8 +67,24 @@ class HostFacts:
     # the caller's own per-user quotas (/proc/sys/user/max_*), for the sandbox's lower ones
     user_quotas: Mapping[str, int] = field(default_factory=dict)
 
+    # config files that mix settings and credentials (defaults.HOME_SCRUB) -> what was read
+    scrub_files: Mapping[str, ScrubFile] = field(default_factory=dict)
+
     def info(self, path: str) -> PathInfo | None:
         return self.paths.get(path)
+
+
+@dataclass(frozen=True)
+class ScrubFile:
+    """A mixed config file read for scrubbing: its format, the regular file it resolves to,
+    and either the scrubbed copy (with the names taken out) or why there is none."""
+
+    kind: str
+    real: str
+    mode: int = 0o400
+    content: bytes | None = None
+    removed: tuple[str, ...] = ()
+    error: str | None = None
 
 
 def _lstat_info(path: str) -> PathInfo | None:
@@ -203,6 +219,45 @@ def _hooks_path(value: str | None, worktree: str | None, home: str | None) -> st
     return os.path.realpath(value)
 
 
+def _read_scrub_files(
+    policy: Policy, home: str | None, env: Mapping[str, str], paths: dict[str, PathInfo]
+) -> dict[str, ScrubFile]:
+    """Read and scrub the mixed config files under ``home`` (adding what was looked at to
+    ``paths``). A symlinked file is read at its target, opened without following links, so a
+    link swapped in between is an error (the file is hidden), never a read of something else."""
+    if not (policy.sandboxed and policy.default_deny_read and home):
+        return {}
+    out: dict[str, ScrubFile] = {}
+    for path, kind in scrub.home_files(home, env).items():
+        info = paths.get(path) or _lstat_info(path)
+        if info is None:
+            continue
+        paths[path] = info
+        real = os.path.realpath(path)  # also through a linked parent (~/.config -> ...)
+        target = paths.get(real) or _lstat_info(real)
+        if target is None or target.kind != "file":
+            continue  # a link to nothing, or a directory: nothing to scrub
+        paths[real] = target
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    raise scrub.ScrubError("not a regular file")
+                data = os.read(fd, scrub.MAX_BYTES + 1)
+            finally:
+                os.close(fd)
+            done = scrub.scrub(kind, data)
+        except OSError as e:
+            out[path] = ScrubFile(kind, real, error=f"cannot read it: {os.strerror(e.errno or 0)}")
+        except scrub.ScrubError as e:
+            out[path] = ScrubFile(kind, real, error=str(e))
+        else:
+            mode = 0o400 | (st.st_mode & 0o044)
+            out[path] = ScrubFile(kind, real, mode, done.content, done.removed)
+    return out
+
+
 def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> HostFacts:
     """Look at the host once, for one policy."""
     sites, cgroup_note = cgroups.discover() if policy.sandboxed else ({}, "")
@@ -311,4 +366,5 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         own_state=own_state,
         tmp_secrets=secrets_in_tmp,
         user_quotas=user_quotas() if namespaces else {},
+        scrub_files=_read_scrub_files(policy, home, env, paths),
     )

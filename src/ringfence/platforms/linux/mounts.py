@@ -347,6 +347,8 @@ def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
                 MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
                 recursive=False,
             )
+    elif op.kind == "file":
+        tree = _file_tree(op)
     else:
         raise SandboxError(f"internal: unknown mount kind {op.kind!r}")
     target = asm.target(op)
@@ -358,6 +360,39 @@ def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
         asm.fresh_masks.append(tree)
     else:
         os.close(tree)
+
+
+def _file_tree(op: MountOp) -> int:
+    """A detached, read-only mount of one file holding ``op.content``, made in a tmpfs of its
+    own (sized to fit) in this namespace: nothing is written on the host, and the copy cannot
+    be changed from inside (read-only mount, no write bits)."""
+    content = op.content or b""
+    size = str(len(content) + 8192)
+    scratch = new_fs(
+        "tmpfs",
+        [("mode", "0700"), ("size", size), ("nr_inodes", "4")],
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+    )
+    try:
+        fd = os.open(
+            "file", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=scratch
+        )
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, op.mode & 0o444)
+        finally:
+            os.close(fd)
+        tree = syscall("open_tree", scratch, b"file", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
+    finally:
+        os.close(scratch)
+    set_attr(
+        tree,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        recursive=False,
+    )
+    return tree
 
 
 def mount_proc(path: str) -> None:

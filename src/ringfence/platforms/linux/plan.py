@@ -7,6 +7,7 @@ guard protects, and the exact environment. ``ringfence explain`` prints this pla
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -36,7 +37,8 @@ class MountOp:
     kinds: ``bind`` (source → target, ``readonly`` or not), ``tmpfs``, ``proc``, ``devpts``,
     ``mask`` (an empty, unreadable directory or file over ``target``), ``symlink`` (created in
     a fresh tmpfs, ``source`` is the link text), ``remount_ro`` (make ``target``'s mount
-    read-only once it is populated).
+    read-only once it is populated), ``file`` (a read-only file holding ``content``, made in a
+    tmpfs of its own: a scrubbed copy of a config file, see policy/scrub.py).
     ``create``: the mount point lies in a tmpfs this plan made, so it may be created there;
     nothing is ever created on the host.
     """
@@ -50,6 +52,7 @@ class MountOp:
     create: bool = False
     why: str = ""
     size: str | None = None  # tmpfs size= option (bytes or a share of RAM like "25%")
+    content: bytes | None = None  # kind "file": the bytes of the read-only file made there
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,11 @@ class LinuxPlan:
         d["guard_enabled"] = self.guard_enabled
         d["env"] = dict(self.env)
         d["sandbox_env"] = dict(self.sandbox_env)
+        for m in d["mounts"]:  # a scrubbed copy: its size and digest, not its text
+            if m["content"] is not None:
+                m["content"] = f"{len(m['content'])} bytes, sha256 " + (
+                    hashlib.sha256(m["content"]).hexdigest()
+                )
         if self.landlock is not None:
             d["landlock"] = {
                 "abi": self.landlock.abi,
@@ -357,6 +365,62 @@ def _mask_mode(path: str, allowed: set[str]) -> int:
     return 0o111 if any(_under(a, path) and a != path for a in allowed) else 0
 
 
+def _shown(path: str, home: str | None) -> str:
+    if home and _under(path, home) and path != home:
+        return "~/" + os.path.relpath(path, home)
+    return path
+
+
+def _scrub_mounts(policy: Policy, facts: HostFacts, b: _Builder, notes: list[str]) -> set[str]:
+    """Mixed config files (defaults.HOME_SCRUB): a read-only scrubbed copy over the file (over
+    its resolved target when it is a symlink), or a mask when it could not be scrubbed. Files
+    the user named with --deny-read stay hidden. Returns the paths handled here, which the
+    deny-read step then skips."""
+    handled: set[str] = set()
+    # What stays hidden whatever links point into it: a scrubbed copy of ~/.netrc through a
+    # ~/.npmrc -> ~/.netrc link would show the part of it that does not look secret.
+    hidden: list[str] = []
+    for d in policy.deny_read_paths(facts.home):
+        if d in facts.scrub_files and d not in policy.deny_read:
+            continue
+        info = facts.info(d)
+        hidden.extend([d] if info is None or info.kind != "symlink" else [d, info.real])
+    for path, found in facts.scrub_files.items():
+        if path in policy.deny_read:
+            continue
+        handled.add(path)
+        target = found.real
+        if (
+            _under(target, "/tmp")
+            or b.in_fresh(target)
+            or any(_under(target, s) for s in SYSTEM_TARGETS)
+        ):
+            continue
+        shown = _shown(path, facts.home)
+        via = f" (via symlink to {target})" if target != path else ""
+        inside = next((d for d in hidden if _under(target, d)), None)
+        if inside is not None:
+            notes.append(f"{shown}: its target lies in deny-read {inside}; hidden, not scrubbed")
+            op = MountOp("mask", target, is_dir=False, mode=0, why=f"deny-read: {shown}{via}")
+        elif found.content is None:
+            notes.append(f"{shown}: could not be scrubbed ({found.error}); hidden instead")
+            op = MountOp("mask", target, is_dir=False, mode=0, why=f"deny-read: {shown}{via}")
+        else:
+            removed = ", ".join(found.removed) if found.removed else "nothing"
+            op = MountOp(
+                "file",
+                target,
+                is_dir=False,
+                mode=found.mode,
+                content=found.content,
+                why=f"scrubbed: {shown}{via} (removed: {removed})",
+            )
+        if target in b.targets:
+            notes.append(f"scrub {shown}: already a mount point; the copy goes on top")
+        b.add(op)
+    return handled
+
+
 def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     """The plan for ``policy`` on this host. Pure: same inputs, same plan."""
     policy.validate()
@@ -548,7 +612,9 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         b.add(MountOp("mask", p, mode=mode, why="ringfence's own state hidden"), fresh=True)
     if cache is not None:
         b.add(MountOp("bind", cache, source=cache, why="this workspace's tool caches"))
-    # Secrets: masked wherever they are (reads outside writable roots are otherwise allowed).
+    # Secrets: masked wherever they are (reads outside writable roots are otherwise allowed);
+    # config files that mix settings and credentials: a scrubbed copy instead.
+    scrubbed = _scrub_mounts(policy, facts, b, notes)
     deny = list(policy.deny_read_paths(facts.home))
     if policy.default_deny_read and layered:
         deny.extend(facts.tmp_secrets)
@@ -561,7 +627,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
                     "nothing of the host's is to hide; drop it"
                 )
         info = facts.info(p)
-        if info is None:
+        if info is None or p in scrubbed:
             continue
         target = info.real if info.kind == "symlink" else p
         tinfo = facts.info(target) if target != p else info
