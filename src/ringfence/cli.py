@@ -734,7 +734,11 @@ def _run_macos(
     finally:
         if proxy is not None:
             proxy.service.close()
-    files = [v for v in result.violations if v.get("kind") == "filesystem"]
+    from ringfence.escalation import quiet
+
+    homes = [h for h in (env.get("HOME"), os.environ.get("HOME")) if h and os.path.isabs(h)]
+    reported = quiet(result.violations, env, homes)
+    files = [v for v in reported if v.get("kind") == "filesystem"]
     if not ns.no_audit:
         _audit_host(
             "macos",
@@ -752,7 +756,7 @@ def _run_macos(
         shown = ", ".join(f"{v['op']} {v['path']} ({v['rule']})" for v in files[:5])
         more = " and more" if len(files) > 5 else ""
         print(f"ringfence: refused {printable(shown)}{more}", file=sys.stderr)
-    blocked = [v for v in result.violations if v.get("kind") == "network"]
+    blocked = [v for v in reported if v.get("kind") == "network"]
     if blocked:
         print(f"ringfence: Seatbelt blocked {len(blocked)} connection(s)", file=sys.stderr)
     timed_out = _report_host_run(ns, proxy, result.timed_out)

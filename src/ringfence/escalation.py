@@ -12,52 +12,155 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pwd
+import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringfence.errors import PolicyError
-from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.policy import defaults
 from ringfence.policy.model import Network, Policy
+
+if TYPE_CHECKING:  # the macOS runner uses quiet() too, without the Linux backend
+    from ringfence.platforms.linux.plan import LinuxPlan
 
 OUTSIDE = "outside writable roots"
 NOT_LISTED = "not in the allowlist"  # the proxy's rule for a host no entry covers
 
+# Never proposed as a writable root, nor anything beneath them: the system's own directories
+# (the sandbox rebuilds /proc, /sys and /dev; the rest is configuration, programs and service
+# state that runs or is read later with more rights than the command's).
+SYSTEM_DIRS: tuple[str, ...] = (
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/boot",
+    "/run",
+    "/var/run",
+    "/var/lib",
+    "/var/log",
+    "/var/spool",
+    "/var/cache",
+    "/var/mail",
+    "/snap",
+    "/nix",
+)
+# Never proposed themselves (a directory beneath them may be): shared by every user and every
+# sandbox. Every top-level directory (/home, /var, /opt, /srv, /mnt, ...) is refused as well.
+SHARED_DIRS: tuple[str, ...] = ("/var/tmp",)
+# What a refused write to a history file may have been called besides the file itself: bash
+# writes NAME-PID.tmp and keeps NAME- as a backup, zsh NAME.new and NAME.LOCK, fish and others
+# a temporary NAME.XXXXXX.
+_HISTORY_SUFFIX = re.compile(r"-|-[0-9]+\.tmp|\.[A-Za-z0-9_]{1,12}")
 
-def relabel(plan: LinuxPlan, violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Name the deny-read rule for refused writes under a deny-read path: the guard only sees
-    that the kernel refused the call; the plan knows the path was masked on purpose."""
-    masked = [
-        (m.target, "deny_read: " + m.why.removeprefix("deny-read: "))
-        for m in plan.mounts
-        if m.kind == "mask" and m.why.startswith("deny-read")
-    ]
+
+def quiet(
+    violations: Iterable[Mapping[str, Any]], env: Mapping[str, str], homes: Iterable[str]
+) -> list[dict[str, Any]]:
+    """``violations`` without the refused writes of interactive shells and REPLs to their
+    history files (``defaults.SHELL_HISTORIES`` in each of ``homes``, and the files the
+    ``defaults.HISTORY_ENV_NAMES`` variables of ``env`` name). Every ``ringfence shell`` would
+    otherwise end with one; the history stays hidden and unwritten all the same."""
+    files = {os.path.join(h, rel) for h in homes for rel in defaults.SHELL_HISTORIES}
+    for name in defaults.HISTORY_ENV_NAMES:
+        value = env.get(name, "")
+        if os.path.isabs(value):
+            files.add(os.path.normpath(value))
+    return [dict(v) for v in violations if not _is_history(v, files)]
+
+
+def _is_history(v: Mapping[str, Any], files: set[str]) -> bool:
+    if v.get("kind") != "filesystem":
+        return False
+    path = str(v.get("path", ""))
+    if path in files:
+        return True
+    head = os.path.dirname(path)
+    base = os.path.basename(path)
+    for f in files:
+        name = os.path.basename(f)
+        if (
+            os.path.dirname(f) == head
+            and base.startswith(name)
+            and _HISTORY_SUFFIX.fullmatch(base[len(name) :])
+        ):
+            return True
+    return False
+
+
+def homes_of(plan: LinuxPlan) -> tuple[str, ...]:
+    """Every directory that may be the user's home here: ``$HOME`` inside the sandbox and
+    outside it (they differ under ``sudo``, ``--env HOME=`` or a service), and the account's
+    home in the password database, each also resolved."""
+    found = [plan.env.get("HOME"), plan.guard_home, os.environ.get("HOME")]
+    try:
+        found.append(pwd.getpwuid(plan.uid).pw_dir)
+    except (KeyError, OverflowError):
+        pass
+    out: dict[str, None] = {}
+    for h in found:
+        if h and os.path.isabs(h):
+            out.setdefault(os.path.normpath(h), None)
+            out.setdefault(os.path.realpath(h), None)
+    return tuple(p for p in out if p != "/")
+
+
+def reported(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What a command's violations say to the user: history writes dropped (:func:`quiet`),
+    each rule named as precisely as the plan allows (:func:`relabel`)."""
+    return relabel(plan, quiet(violations, plan.env, homes_of(plan)))
+
+
+def relabel(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Name the rule that decides a refused write the kernel reported as outside the roots:
+    under a deny-read path, it is hidden on purpose (the guard only sees that the kernel
+    refused the call; the plan knows the path was masked); at a protected name (``.bashrc``,
+    ``.git/hooks``), it stays read-only even in a writable root, so no widening would allow
+    it and none is proposed."""
+    masked = list(plan.hidden)
     # A scrubbed copy of a config file is read-only whatever the writable roots are: no
     # widening would let a write through, so none is proposed.
-    masked.extend(
+    copies = [
         (m.target, "scrubbed copy (read-only): " + m.why.removeprefix("scrubbed: ").split(" (")[0])
         for m in plan.mounts
         if m.kind == "file"
-    )
+    ]
+    names = _protected_names(plan)
     out = []
     for v in violations:
-        labelled = v
+        labelled = dict(v)
         if v.get("kind") == "filesystem":
             path = str(v.get("path", ""))
-            for target, shown in masked:
-                if path == target or path.startswith(target.rstrip("/") + "/"):
-                    labelled = {**v, "rule": shown}
-                    break
+            hidden = next((shown for target, shown in masked if _under(path, target)), None)
+            copy = next((shown for target, shown in copies if path == target), None)
+            if hidden is not None:
+                labelled["rule"] = f"deny_read: {hidden}"
+            elif copy is not None:
+                labelled["rule"] = copy
+            elif v.get("rule") == OUTSIDE and os.path.isabs(path):
+                name = next((n for n in names if _name_match(n, path) == "covers"), None)
+                if name is not None:
+                    labelled["rule"] = f"protected: {name}"
         out.append(labelled)
     return out
 
 
 def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The smallest widenings that would have allowed ``violations`` under ``plan``."""
+    """The smallest widenings that would have allowed ``violations`` under ``plan``; none
+    where the smallest one would be too wide (:func:`refusal_of_root`)."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for v in violations:
         if v.get("kind") == "filesystem" and v.get("rule") == OUTSIDE:
-            root = smallest_root(str(v["path"]))
-            if root is not None and plan.mode == "workspace-write" and not _too_wide(plan, root):
+            root = suggested_root(plan, str(v.get("path", "")))
+            if root is not None:
                 out.setdefault(
                     ("writable_root", root),
                     {"kind": "writable_root", "path": root, "flag": f"--writable {root}",
@@ -73,20 +176,121 @@ def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[
     return list(out.values())
 
 
-def _too_wide(plan: LinuxPlan, root: str) -> bool:
-    """Never suggest the home directory, or a directory holding a writable root (the
-    workspace's parent, ``/home``): either would open far more than the one refused write, and
-    the home directory holds what runs later with full rights (rc files, autostart, hooks)."""
-    home = plan.env.get("HOME") or os.environ.get("HOME")
-    if home and os.path.normpath(home) == root:
-        return True
-    return any(r == root or r.startswith(root.rstrip("/") + "/") for r in plan.guard_roots)
+def suggested_root(plan: LinuxPlan, path: str) -> str | None:
+    """The writable root to propose for a refused write to ``path``: the nearest existing
+    directory at or above it, resolved; None when there is none or it would open too much."""
+    if plan.mode != "workspace-write" or not os.path.isabs(path):
+        return None
+    root = smallest_root(path)
+    if root is None:
+        return None
+    real = os.path.realpath(root)
+    if refusal_of_root(plan, root) or refusal_of_root(plan, real):
+        return None
+    return real
+
+
+def refusal_of_root(plan: LinuxPlan, root: str) -> str | None:
+    """Why ``root`` may not be proposed as a writable root, or None when it may.
+
+    Proposed only: an absolute, normal path; not ``/``, a top-level directory, a shared
+    temporary directory or a system directory (or beneath one); not a home directory, an
+    ancestor of one, or a hidden directory in one (``~/.config``, ``~/.local/bin``: tool
+    configuration, credentials, programs that run later with full rights); not a directory
+    holding a writable root or the working directory (the workspace's parent); not at, in, or
+    on the way to a protected name (``.git``, ``.vscode``, ``.config/git``) or a protected
+    path; not a deny-read path, one beneath it or one holding it.
+    """
+    if not os.path.isabs(root) or os.path.normpath(root) != root:
+        return "not an absolute, normal path"
+    if root == "/" or root.count("/") == 1:
+        return "the root or a top-level directory"
+    if root in SHARED_DIRS:
+        return "shared by every user"
+    if any(_under(root, d) for d in SYSTEM_DIRS):
+        return "a system directory"
+    for home in homes_of(plan):
+        if _under(home, root):
+            return "a home directory or one holding it"
+        if _under(root, home) and root[len(home) :].lstrip("/").startswith("."):
+            return "a hidden directory of a home"
+    for r in (*plan.guard_roots, *plan.guard_git_roots, plan.cwd):
+        if r and (_under(r, root) or _under(os.path.realpath(r), root)):
+            return "holds a writable root or the working directory"
+    for p in plan.guard_paths:
+        if _under(root, p):
+            return "a protected path"
+    for name in (*_protected_names(plan), *_DEFAULT_NAMES):
+        if _name_match(name, root) is not None:
+            return f"a protected name ({name})"
+    masks = [m.target for m in plan.mounts if m.kind == "mask"]
+    for target in (*masks, *(t for t, _ in plan.hidden)):
+        if _under(root, target) or _under(target, root):
+            return "a hidden path or one holding it"
+    return None
+
+
+_DEFAULT_NAMES = (
+    *defaults.STRICT_GIT_PROTECTED,
+    *defaults.GIT_PROTECTED,
+    *defaults.TOOL_PROTECTED,
+    *defaults.SHELL_PROTECTED,
+)
+
+
+def _protected_names(plan: LinuxPlan) -> tuple[str, ...]:
+    """The name patterns protected under writable roots: on Linux the git rules stand in for
+    the portable ``.git/...`` names, which still describe what they keep read-only."""
+    names = tuple(plan.guard_names)
+    if plan.guard_git == "allowlist":
+        names = (*names, *defaults.GIT_PROTECTED)
+    return names
+
+
+def _name_match(name: str, path: str) -> str | None:
+    """How absolute ``path`` meets protected name pattern ``name`` (components; ``*`` one,
+    ``**`` any number), wherever the pattern starts: "covers" when a run of the path's
+    components matches all of it (the path is a protected name or beneath one), "leads" when
+    the path's last components match the start of it (the path is on the way to one, and as
+    a writable root would take the pattern's first components out of its reach)."""
+    parts = tuple(x for x in name.split("/") if x)
+    while parts and parts[0] == "**":  # a leading ** only restates "at any depth"
+        parts = parts[1:]
+    if not parts:
+        return None
+    comps = tuple(x for x in path.split("/") if x)
+    found: set[str] = set()
+    for start in range(len(comps)):
+        found |= _walk(parts, comps, 0, start)
+        if "covers" in found:
+            return "covers"
+    return "leads" if "leads" in found else None
+
+
+def _walk(parts: tuple[str, ...], comps: tuple[str, ...], i: int, j: int) -> set[str]:
+    if i == len(parts):
+        return {"covers"}
+    if j == len(comps):
+        return {"leads"}
+    if parts[i] == "**":
+        return _walk(parts, comps, i + 1, j) | _walk(parts, comps, i, j + 1)
+    if parts[i] == "*" or parts[i] == comps[j]:
+        return _walk(parts, comps, i + 1, j + 1)
+    return set()
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def smallest_root(path: str) -> str | None:
     """The directory that, made writable, allows a write to ``path``: the nearest existing
-    directory at or above it (the file's own directory when it exists). None for ``/``."""
-    cur = os.path.dirname(os.path.normpath(path)) if not os.path.isdir(path) else path
+    directory at or above it (the file's own directory when it exists). None for ``/`` or a
+    relative path."""
+    if not os.path.isabs(path):
+        return None
+    cur = os.path.normpath(path)
+    cur = cur if os.path.isdir(cur) else os.path.dirname(cur)
     while cur not in ("", "/") and not os.path.isdir(cur):
         cur = os.path.dirname(cur)
     return None if cur in ("", "/") else cur

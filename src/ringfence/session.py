@@ -79,7 +79,8 @@ class CompletedProcess(subprocess.CompletedProcess[Any]):
     network_events: list[NetEvent] = field(default_factory=list)
     # What the boundary refused: {"kind": "filesystem", "op", "path", "rule"} from the name
     # guard, {"kind": "network", "host", "port", "rule"} from the proxy; {"kind": "more"} when
-    # the guard stopped counting. And what the command made that a person should know of:
+    # the guard stopped counting (refused writes of shells to their history files are left
+    # out: see escalation.quiet). And what the command made that a person should know of:
     # ``created``: the git section of the report, never crowded out by refusals:
     # {"kind": "new_repository" | "refused_repository" | "refused_config" |
     # "refused_pointer", "path", "detail"?} and {"kind": "more_git"}.
@@ -506,9 +507,9 @@ class Process:
             if not e.allowed
         ]
         if self.violations:  # off the common path: most commands are refused nothing
-            from ringfence.escalation import relabel, widenings
+            from ringfence.escalation import reported, widenings
 
-            self.violations = relabel(self._conn.plan, self.violations)
+            self.violations = reported(self._conn.plan, self.violations)
             self.widenings = widenings(self._conn.plan, self.violations)
         if "exit" in report:
             self.returncode = int(report["exit"])

@@ -193,3 +193,49 @@ def test_file_descriptors_above_two_are_closed(rf: Runner) -> None:
     assert r.returncode == 0, r.stderr
     # 0,1,2 and the fd ls itself opens for the directory listing
     assert sorted(int(x) for x in r.stdout.split()) == [0, 1, 2, 3]
+
+
+def test_writable_dev_shm_is_the_sandboxs_own_never_the_hosts(rf: Runner) -> None:
+    """``--writable /dev/shm`` works and names the private tmpfs: a nonce written there reads
+    back inside, never reaches the host's /dev/shm, and a file of the host's is not seen."""
+    import secrets
+
+    ws = rf.mkdir()
+    nonce = secrets.token_hex(8)
+    host_file = Path(f"/dev/shm/ringfence-host-{nonce}")
+    host_file.write_text("host")
+    try:
+        r = rf.sh(
+            ws,
+            f"echo {nonce} > /dev/shm/rf-{nonce} && cat /dev/shm/rf-{nonce}; "
+            f"test -e {host_file} && echo HOST-VISIBLE; exit 0",
+            "--writable",
+            "/dev/shm",
+        )
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"{nonce}\n"
+        assert not Path(f"/dev/shm/rf-{nonce}").exists()
+    finally:
+        host_file.unlink()
+    explained = rf("explain", "--writable", "/dev/shm", cwd=ws)
+    assert explained.returncode == 0, explained.stderr
+    assert "private to this sandbox (--writable /dev/shm names it)" in explained.stdout
+
+
+@pytest.mark.parametrize("flag", ["/dev/shm/sub", "/dev", "/proc", "/sys/fs"])
+def test_other_system_paths_stay_refused_as_writable_roots(rf: Runner, flag: str) -> None:
+    ws = rf.mkdir()
+    made = None
+    if flag == "/dev/shm/sub":
+        made = Path(f"/dev/shm/ringfence-sub-{ws.name}")
+        made.mkdir()
+        flag = str(made)
+    try:
+        r = rf.sh(ws, "echo RAN", "--writable", flag)
+    finally:
+        if made is not None:
+            made.rmdir()
+    assert r.returncode == 2 and "RAN" not in r.stdout
+    assert f"{flag} cannot be a writable root" in r.stderr
+    if made is not None:
+        assert "--writable /dev/shm names it" in r.stderr

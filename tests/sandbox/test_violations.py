@@ -208,3 +208,129 @@ def test_long_refused_paths_cannot_swamp_the_exit_report(rf: Runner) -> None:
     assert r.returncode == 9, r.stderr
     assert "and more" in r.stderr
     assert "d" * 200 + "...d" in r.stderr and "/f150 " not in r.stderr  # both ends kept
+
+
+def _home(rf: Runner, prefix: str = "home-") -> Path:
+    """A throwaway home directory for the test's user, with an rc file and a history."""
+    home = rf.mkdir(prefix)
+    for name in (".bashrc", ".bash_history"):
+        (home / name).write_text("")
+        shutil.chown(home / name, rf.uid, rf.gid)
+    return home
+
+
+def test_an_rc_file_is_named_protected_and_no_home_is_proposed(rf: Runner) -> None:
+    """Writes to the rc file and into the home directory: the rc file is named protected (no
+    widening would allow it), and the home directory is never proposed, not even when the
+    command's $HOME differs from ringfence's own (the case that proposed --writable /root)."""
+    ws = rf.mkdir()
+    home, other = _home(rf), _home(rf, "other-home-")
+    mine = 'echo x >> "$HOME/.bashrc"; touch "$HOME/new"; mkdir -p "$HOME/.config/app"; '
+    r = rf.sh(ws, mine + "exit 3", env={"HOME": str(home)})
+    assert r.returncode == 3, r.stderr
+    assert f"openat {home}/.bashrc (protected: .bashrc)" in r.stderr
+    assert f"openat {home}/new (outside writable roots)" in r.stderr
+    assert "to allow it" not in r.stderr, r.stderr
+    # The command's $HOME is `other`; ringfence's own is `home`: neither is proposed.
+    both = f"touch {home}/new2; echo x >> {home}/.bashrc; mkdir -p {home}/.local/bin; exit 3"
+    r = rf.sh(ws, mine + both, "--env", f"HOME={other}", env={"HOME": str(home)})
+    assert r.returncode == 3, r.stderr
+    assert f"openat {other}/.bashrc (protected: .bashrc)" in r.stderr
+    assert f"openat {home}/.bashrc (protected: .bashrc)" in r.stderr
+    assert "to allow it" not in r.stderr, r.stderr
+    assert (home / ".bashrc").read_text() == "" and not (home / "new").exists()
+    assert (other / ".bashrc").read_text() == ""
+
+
+def test_a_home_as_the_workspace_keeps_rc_files_with_no_widening(rf: Runner) -> None:
+    home = _home(rf)
+    r = rf.sh(
+        home,
+        "echo x >> .bashrc; echo x > .profile; echo ok > notes; cat notes; exit 0",
+        "--workspace",
+        str(home),
+        env={"HOME": str(home)},
+    )
+    assert r.stdout == "ok\n", r.stderr
+    assert f"{home}/.bashrc (protected" in r.stderr
+    assert f"{home}/.profile (protected: .profile)" in r.stderr
+    assert "to allow it" not in r.stderr
+    assert (home / ".bashrc").read_text() == "" and not (home / ".profile").exists()
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_interactive_shells_writing_history_are_not_reported(rf: Runner, existing: bool) -> None:
+    """bash and python, interactive, write their histories at exit: refused (hidden, home
+    read-only), not reported. Other refusals in the same run still are, and a history file
+    the shell itself moved elsewhere is an ordinary write."""
+    ws = rf.mkdir()
+    home = _home(rf)
+    if not existing:
+        (home / ".bash_history").unlink()
+    script = 'echo "hi-$((6*7))"\ntouch "$HOME/visible"\nexit\n'
+    r = rf("run", "--", "bash", "-i", cwd=ws, env={"HOME": str(home)}, input=script)
+    assert "hi-42" in r.stdout, r.stderr
+    report = r.stderr[r.stderr.find("ringfence:") :]
+    assert f"refused openat {home}/visible (outside writable roots)" in report
+    assert "history" not in report, report
+    r = rf("run", "--", "python3", "-i", cwd=ws, env={"HOME": str(home)}, input="print(6*7)\n")
+    assert "42" in r.stdout and "ringfence:" not in r.stderr, r.stderr
+    moved = 'HISTFILE="$HOME/elsewhere"\necho hi\nexit\n'
+    r = rf("run", "--", "bash", "-i", cwd=ws, env={"HOME": str(home)}, input=moved)
+    assert f"{home}/elsewhere (outside writable roots)" in r.stderr  # bash did write at exit
+    hist = rf.mkdir("hist-")
+    r = rf("run", "--", "bash", "-i", cwd=ws, env={"HOME": str(home),
+           "HISTFILE": f"{hist}/h"}, input="echo hi\nexit\n")  # fmt: skip
+    assert "ringfence:" not in r.stderr[r.stderr.find("exit") :], r.stderr
+
+
+def test_ringfence_shell_ends_without_a_history_refusal(rf: Runner) -> None:
+    """`ringfence shell` on a real terminal: bash writes ~/.bash_history when it exits."""
+    import os
+    import pty
+    import select
+    import time
+
+    ws = rf.mkdir()
+    home = _home(rf)
+    env = rf.env({"HOME": str(home), "SHELL": "/bin/bash", "TERM": "dumb"})
+    argv = rf.argv(["shell"])
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal
+        try:
+            os.chdir(ws)
+            if rf.label != "self":
+                os.fchown(0, rf.uid, rf.gid)  # a user's own terminal belongs to that user
+                os.setgroups([])
+                os.setgid(rf.gid)
+                os.setuid(rf.uid)
+            os.execve(argv[0], argv, env)
+        finally:
+            os._exit(127)
+    out, sent = b"", False
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not sent and (b"# " in out or b"$ " in out):
+                os.write(master, b'echo "hi-$((6*7))"; touch "$HOME/visible"; exit\r')
+                sent = True
+    finally:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert "hi-42" in text, text
+    assert f"refused openat {home}/visible (outside writable roots)" in text
+    assert "history" not in text[text.find("ringfence:") :], text

@@ -338,3 +338,52 @@ def test_a_link_into_a_deny_read_path_is_hidden_not_scrubbed() -> None:
     assert [m.kind for m in plan.mounts if m.target == "/home/u/.netrc"] == ["mask", "mask"]
     assert all(m.content is None for m in plan.mounts)
     assert any("its target lies in deny-read /home/u/.netrc" in n for n in plan.notes)
+
+
+def test_writable_dev_shm_names_the_private_tmpfs_never_the_hosts() -> None:
+    """``--writable /dev/shm`` is accepted and binds nothing: the sandbox's own /dev/shm is a
+    fresh tmpfs, writable already; the host's would be a channel to the host and to every
+    other sandbox."""
+    f = facts({"/dev/shm": "dir"})
+    plan = compile_linux(Policy(workspace="/w", writable_roots=("/dev/shm",)), f, cwd="/w")
+    shm = [m for m in plan.mounts if m.target == "/dev/shm"]
+    assert [(m.kind, m.source) for m in shm] == [("tmpfs", None)]
+    assert shm[0].why == "private to this sandbox (--writable /dev/shm names it)"
+    sources = [m.source or "" for m in plan.mounts]
+    assert not any(s == "/dev/shm" or s.startswith("/dev/shm/") for s in sources)
+    assert "/dev/shm" not in plan.guard_roots
+    assert any(n.startswith("--writable /dev/shm: the sandbox's own") for n in plan.notes)
+    assert plan.landlock is not None and "/dev/shm" in [r.path for r in plan.landlock.rules]
+    default = compile_linux(Policy(workspace="/w"), f, cwd="/w")
+    assert plan.mounts == default.mounts and plan.landlock == default.landlock
+
+
+@pytest.mark.parametrize("root", ["/dev/shm/sub", "/dev/shm/a/b"])
+def test_a_directory_inside_dev_shm_is_refused_with_what_to_name(root: str) -> None:
+    f = facts({root: "dir", "/dev/shm": "dir"})
+    with pytest.raises(PolicyError, match=r"private, empty tmpfs.*--writable /dev/shm names it"):
+        compile_linux(Policy(workspace="/w", writable_roots=(root,)), f, cwd="/w")
+
+
+def test_dev_shm_as_the_workspace_is_refused() -> None:
+    """A command started in the host's /dev/shm would find the private one, empty."""
+    f = facts({"/dev/shm": "dir"})
+    with pytest.raises(PolicyError, match="/dev/shm cannot be a writable root"):
+        compile_linux(Policy(workspace="/dev/shm"), f, cwd="/dev/shm")
+
+
+def test_reduced_isolation_refuses_writable_dev_shm() -> None:
+    from ringfence.policy.model import Isolation
+
+    f = facts({"/dev/shm": "dir"})
+    policy = Policy(workspace="/w", writable_roots=("/dev/shm",), isolation=Isolation.REDUCED)
+    with pytest.raises(PolicyError, match="reduced isolation does not have"):
+        compile_linux(policy, f, cwd="/w")
+
+
+def test_the_plan_lists_what_it_hides_for_the_reports() -> None:
+    f = facts({"/home/u/.ssh": "dir", "/home/u/.netrc": "symlink:/home/u/secrets/netrc",
+               "/home/u/secrets/netrc": "file"})  # fmt: skip
+    plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
+    assert ("/home/u/.ssh", "/home/u/.ssh") in plan.hidden
+    assert ("/home/u/secrets/netrc", "/home/u/.netrc") in plan.hidden

@@ -45,6 +45,36 @@ SHELL_PROTECTED: tuple[str, ...] = (
     ".config/ringfence",
 )
 
+# Relative to $HOME: the history files interactive shells and REPLs write when they exit. Hidden
+# (they hold pasted passwords and tokens; see HOME_DENY_READ), and a refused write to one is
+# not reported: every `ringfence shell` would end with one (see escalation.quiet).
+SHELL_HISTORIES: tuple[str, ...] = (
+    ".bash_history",
+    ".zsh_history",
+    ".histfile",
+    ".sh_history",
+    ".python_history",
+    ".node_repl_history",
+    ".psql_history",
+    ".mysql_history",
+    ".sqlite_history",
+    ".rediscli_history",
+    ".irb_history",
+    ".lesshst",
+    ".local/share/fish/fish_history",
+)
+# Variables that move a history file elsewhere (bash, zsh, Python >= 3.13, node, less,
+# sqlite, psql, mysql): a refused write to the file they name is not reported either.
+HISTORY_ENV_NAMES: tuple[str, ...] = (
+    "HISTFILE",
+    "PYTHON_HISTORY",
+    "NODE_REPL_HISTORY",
+    "LESSHISTFILE",
+    "SQLITE_HISTORY",
+    "PSQL_HISTORY",
+    "MYSQL_HISTFILE",
+)
+
 # Relative to $HOME: credential stores, browser profiles, keyrings, shell histories and other
 # agents' credentials. Hidden (masked) inside the sandbox when they exist.
 HOME_DENY_READ: tuple[str, ...] = (
@@ -81,15 +111,7 @@ HOME_DENY_READ: tuple[str, ...] = (
     ".config/BraveSoftware",
     ".config/microsoft-edge",
     ".config/vivaldi",
-    ".bash_history",
-    ".zsh_history",
-    ".python_history",
-    ".node_repl_history",
-    ".psql_history",
-    ".mysql_history",
-    ".sqlite_history",
-    ".lesshst",
-    ".local/share/fish/fish_history",
+    *SHELL_HISTORIES,
     ".codex/auth.json",
     ".claude/.credentials.json",
     ".claude.json",

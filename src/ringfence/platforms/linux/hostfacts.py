@@ -21,6 +21,16 @@ from ringfence.policy.model import Isolation, Policy
 # Bounds for the .git/modules listing (submodules of submodules ...).
 MAX_MODULE_DEPTH = 4
 MAX_MODULES = 256
+# The sandbox always has a private, writable tmpfs here: ``--writable /dev/shm`` names it,
+# never the host's (a channel to the host and to every other sandbox).
+PRIVATE_SHM = "/dev/shm"
+
+
+def host_roots(policy: Policy) -> tuple[str, ...]:
+    """The writable roots that are host directories to bind: ``--writable /dev/shm`` names the
+    sandbox's own private /dev/shm (already writable) and is left out. Never the workspace: a
+    command started in the host's /dev/shm would find it empty (the plan refuses that)."""
+    return tuple(r for r in policy.writable_paths() if r != PRIVATE_SHM or r == policy.workspace)
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,7 @@ def _lstat_info(path: str) -> PathInfo | None:
 def candidate_paths(policy: Policy, home: str | None, gitdirs: Iterable[str] = ()) -> list[str]:
     """Every path whose existence the compiler may ask about (no tree walks)."""
     out: list[str] = []
-    roots = policy.writable_paths()
+    roots = host_roots(policy)
     names = [n for n in policy.protected_names() if "*" not in n]
     out.append(policy.workspace)
     for root in roots:
@@ -281,7 +291,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     gitdirs: dict[str, str] = {}
     commondirs: dict[str, str] = {}
     modules: dict[str, tuple[str, ...]] = {}
-    for root in policy.writable_paths():
+    for root in host_roots(policy):
         dotgit = os.path.join(root, ".git")
         info = _lstat_info(dotgit)
         if info is None:
@@ -308,7 +318,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     for config_file in global_config_files(env, home):
         read_config(config_file, home, base)
     includes = list(base.includes)
-    worktrees = {os.path.join(r, ".git"): r for r in policy.writable_paths()}
+    worktrees = {os.path.join(r, ".git"): r for r in host_roots(policy)}
     worktrees.update({gd: os.path.dirname(f) for f, gd in gitdirs.items()})
     module_dirs = [m for mods in modules.values() for m in mods]
     for gd in [*worktrees, *commondirs.values(), *module_dirs]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ringfence.errors import PolicyError, UnsupportedError
 from ringfence.platforms.linux import landlock, seccomp
-from ringfence.platforms.linux.hostfacts import HostFacts
+from ringfence.platforms.linux.hostfacts import PRIVATE_SHM, HostFacts, host_roots
 from ringfence.policy import defaults
 from ringfence.policy.caches import cache_environment
 from ringfence.policy.environment import build_environment, sandbox_variables, scrubbed_names
@@ -105,6 +105,8 @@ class LinuxPlan:
     guard_hooks_dirs: tuple[str, ...] = ()
     guard_global_hooks_path: str | None = None
     guard_home: str | None = None  # what ~/ means in the git configs the guard reads
+    # (mask target, the deny_read entry that hid it): what violation reports name as hidden.
+    hidden: tuple[tuple[str, str], ...] = ()
 
     @property
     def guard_enabled(self) -> bool:
@@ -165,6 +167,11 @@ class _Builder:
 def _check_writable_root(path: str) -> None:
     if path == "/":
         raise PolicyError("policy: '/' cannot be a writable root; name the directories to write")
+    if _under(path, PRIVATE_SHM):
+        raise PolicyError(
+            f"policy: {path} cannot be a writable root: the sandbox's {PRIVATE_SHM} is a private, "
+            f"empty tmpfs, always writable (--writable {PRIVATE_SHM} names it, never the host's)"
+        )
     for sys_target in SYSTEM_TARGETS:
         if _under(path, sys_target):
             raise PolicyError(
@@ -457,7 +464,13 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             f"ABI {facts.landlock_abi}; use a newer kernel or lower the requirement"
         )
     base = _with_cgroups(base, policy.limits, facts)
-    roots = policy.writable_paths()
+    roots = host_roots(policy)
+    names_shm = roots != policy.writable_paths()
+    if names_shm and policy.isolation is Isolation.REDUCED:
+        raise PolicyError(
+            f"policy: --writable {PRIVATE_SHM} names the sandbox's private {PRIVATE_SHM}, which "
+            "reduced isolation does not have (it would be the host's, shared with every process)"
+        )
     for r in roots:
         _check_writable_root(r)
         info = facts.info(r)
@@ -498,7 +511,13 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     ):
         b.add(MountOp("symlink", f"/dev/{name}", source=text, is_dir=False, why="/dev link"))
     shm = str(policy.limits.shm_size)
-    b.add(MountOp("tmpfs", "/dev/shm", mode=0o1777, size=shm, why="private /dev/shm"), fresh=True)
+    shm_why = f"private to this sandbox (--writable {PRIVATE_SHM} names it)"
+    b.add(MountOp("tmpfs", PRIVATE_SHM, mode=0o1777, size=shm, why=shm_why), fresh=True)
+    if names_shm:
+        notes.append(
+            f"--writable {PRIVATE_SHM}: the sandbox's own, empty at start and gone at the end; "
+            "the host's is not reachable"
+        )
     b.add(MountOp("remount_ro", "/dev", why="no new device nodes"))
     b.add(MountOp("proc", "/proc", why="fresh /proc for the sandbox's pid namespace"))
     layered = facts.tmp_layer is not None and policy.limits.tmp_size is None
@@ -602,6 +621,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         is_dir = info is None or info.kind == "dir"
         b.add(MountOp("bind", path, source=path, readonly=True, is_dir=is_dir, why=why))
         pinned.add(path)
+    hidden: list[tuple[str, str]] = []
     # ringfence's own state (every workspace's caches and /tmp layers, the audit log, session
     # sockets) is hidden; this workspace's cache alone comes back on top.
     for p in facts.own_state:
@@ -610,6 +630,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             continue
         mode = 0o111 if cache is not None and _under(cache, p) else 0
         b.add(MountOp("mask", p, mode=mode, why="ringfence's own state hidden"), fresh=True)
+        hidden.append((p, p))  # reported as hidden, never offered as a writable root
     if cache is not None:
         b.add(MountOp("bind", cache, source=cache, why="this workspace's tool caches"))
     # Secrets: masked wherever they are (reads outside writable roots are otherwise allowed);
@@ -649,6 +670,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         b.add(
             MountOp("mask", target, is_dir=is_dir, mode=mode, why=f"deny-read: {p}"), fresh=is_dir
         )
+        hidden.append((target, p))
     # Sockets the policy names explicitly come back on top of the masks.
     for p in policy.allow_sockets:
         info = facts.info(p)
@@ -660,7 +682,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     landlock_rules = landlock.build_ruleset(
         facts.landlock_abi,
         read_paths=("/",),
-        write_paths=(*roots, *git_roots, "/tmp", "/dev/shm"),
+        write_paths=(*roots, *git_roots, "/tmp", PRIVATE_SHM),
         device_paths=DEVICE_PATHS,
     )
     if facts.landlock_abi >= SCOPE_ABI:
@@ -756,6 +778,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         else (),
         guard_global_hooks_path=facts.global_hooks_path if _git_mode(policy) != "off" else None,
         guard_home=facts.home,
+        hidden=tuple(hidden),
         env=env,
         sandbox_env=sandbox_env,
         notes=tuple(notes),
