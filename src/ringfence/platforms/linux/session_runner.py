@@ -540,7 +540,7 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
         seccomp.install(srv.program)
     if guard_sock is not None:
         listener = nameguard.install_filter()
-        socket.send_fds(guard_sock, [b"L"], [listener])
+        runner.hand_over_listener(guard_sock, listener)
         os.close(listener)
         srv.guard_sock = guard_sock  # the guard's findings come back on it
 
