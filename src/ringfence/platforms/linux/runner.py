@@ -27,6 +27,7 @@ from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy import gitdir
 
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 FORWARDED = (
     signal.SIGINT,
@@ -114,21 +115,23 @@ def hand_over_listener(sock: socket.socket, listener: int) -> None:
     (sendto without an address, which the filter lets through), and says when it has it. This
     process is made dumpable for that moment only (nothing else runs in it yet; the commands of
     the session cannot reach it: ptrace, pidfd_getfd and process_vm_* are refused them)."""
+    was = syscall("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
     syscall("prctl", PR_SET_DUMPABLE, 1, 0, 0, 0)
     try:
         sock.send(b"L%d" % listener)
         if sock.recv(16) != b"K":
             raise SandboxError("the name guard did not take its listener")
     finally:
-        syscall("prctl", PR_SET_DUMPABLE, 0, 0, 0, 0)
+        syscall("prctl", PR_SET_DUMPABLE, was, 0, 0, 0)
 
 
-def _take_listener(sock: socket.socket) -> int | None:
-    """The guard's side of :func:`hand_over_listener`: None if the command failed first."""
+def take_listener(sock: socket.socket, pid: int) -> int | None:
+    """The guard's side of :func:`hand_over_listener` (``pid``: the process handing it over);
+    None if that process failed before it had one."""
     data = sock.recv(16)
     if not data.startswith(b"L"):
         return None
-    pidfd = os.pidfd_open(os.getppid())
+    pidfd = os.pidfd_open(pid)
     try:
         fd = syscall("pidfd_getfd", pidfd, int(data[1:]), 0)
     finally:
@@ -258,7 +261,7 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket, lock_fd: int) -> NoRe
             os.closerange(low, keep)
             low = keep + 1
         os.closerange(low, 0x7FFFFFFF)
-        listener = _take_listener(sock)
+        listener = take_listener(sock, os.getppid())
         if listener is None:
             os._exit(0)  # the command failed before installing the filter
         sock.setblocking(False)
