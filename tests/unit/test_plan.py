@@ -283,3 +283,35 @@ def test_minimum_landlock_abi_is_enforced() -> None:
     assert plan.sandboxed
     with pytest.raises(PolicyError, match="landlock_min_abi"):
         Policy(workspace="/w", landlock_min_abi=0).validate()
+
+
+def test_socket_rule_reaches_the_guard() -> None:
+    """With namespaces the guard always runs for the unix socket rule: writable roots, the
+    private /tmp and /dev/shm, and --allow-socket entries (with a link's target)."""
+    f = facts({"/var/run/pg.sock": "symlink:/run/pg.sock", "/run/pg.sock": "other"})
+    policy = Policy(workspace="/w", allow_sockets=("/var/run/pg.sock",))
+    plan = compile_linux(policy, f, cwd="/w")
+    assert plan.guard_enabled
+    assert plan.socket_roots[0] == "/w" and plan.socket_roots[-2:] == ("/tmp", "/dev/shm")
+    assert plan.allow_sockets == ("/var/run/pg.sock", "/run/pg.sock")
+    ro = compile_linux(Policy(workspace="/w", mode=Mode.READ_ONLY), facts(), cwd="/w")
+    assert ro.guard_enabled and ro.socket_roots == ("/tmp", "/dev/shm")
+
+
+def test_reduced_isolation_has_no_socket_rule() -> None:
+    from ringfence.policy.model import Isolation
+
+    plan = compile_linux(Policy(workspace="/w", isolation=Isolation.REDUCED), facts(), cwd="/w")
+    assert plan.socket_roots == () and not plan.guard_enabled
+    assert any("unix sockets on disk reachable" in n for n in plan.notes)
+
+
+def test_a_refused_socket_is_widened_by_exactly_that_socket() -> None:
+    from ringfence.escalation import widen, widenings
+
+    plan = compile_linux(Policy(workspace="/w"), facts(), cwd="/w")
+    v = {"kind": "filesystem", "op": "connect", "path": "/run/pg.sock",
+         "rule": "unix socket outside the writable roots"}  # fmt: skip
+    (w,) = widenings(plan, [v])
+    assert w["flag"] == "--allow-socket /run/pg.sock"
+    assert widen(Policy(workspace="/w"), [w]).allow_sockets == ("/run/pg.sock",)

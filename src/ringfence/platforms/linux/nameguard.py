@@ -216,8 +216,12 @@ ARCHES: Final[dict[str, ArchInfo]] = {
 # ----------------------------------------------------------------------------- the filter
 
 
-def build_filter(machine: str = libc.MACHINE) -> list[bpf.Insn]:
-    """The name-guard seccomp program for ``machine`` (pure; tested with bpf.evaluate)."""
+def build_filter(machine: str = libc.MACHINE, *, names: bool = True) -> list[bpf.Insn]:
+    """The name-guard seccomp program for ``machine`` (pure; tested with bpf.evaluate).
+
+    ``names`` False: the guard has no protected name, path or git rule to keep, only the unix
+    socket rule, so only socket calls go to it and a nested Landlock domain is allowed (see
+    SECURITY.md: the socket calls the guard performs then carry the outer domain's rights)."""
     arch = ARCHES.get(machine)
     if arch is None:
         raise UnsupportedError(
@@ -230,18 +234,19 @@ def build_filter(machine: str = libc.MACHINE) -> list[bpf.Insn]:
     if arch.deny_x32:
         b.jge(X32_SYSCALL_BIT, "kill")
     b.jeq(nums["io_uring_setup"], "eperm")
-    # The supervisor performs allowed calls with its own Landlock rights: a stricter domain the
-    # command nests for its own children would be bypassed for those calls, so nesting one is
-    # refused (the inner sandbox fails closed instead of running weaker than it believes).
-    b.jeq(nums["landlock_restrict_self"], "eperm")
-    for name in ENOSYS_CALLS:
-        if name in nums:
-            b.jeq(nums[name], "enosys")
-    for name in NOTIFY_IF_CREAT:
-        if name in nums:
-            b.jeq(nums[name], f"creat_arg_{NOTIFY_IF_CREAT[name]}")
+    if names:
+        # The supervisor performs allowed calls with its own Landlock rights: a stricter domain
+        # the command nests for its own children would be bypassed for those calls, so nesting
+        # one is refused (the inner sandbox fails closed instead of running weaker).
+        b.jeq(nums["landlock_restrict_self"], "eperm")
+        for name in ENOSYS_CALLS:
+            if name in nums:
+                b.jeq(nums[name], "enosys")
+        for name in NOTIFY_IF_CREAT:
+            if name in nums:
+                b.jeq(nums[name], f"creat_arg_{NOTIFY_IF_CREAT[name]}")
     for name in NOTIFY_ALWAYS:
-        if name in nums:
+        if name in nums and (names or name in SOCKET_SYSCALLS):
             b.jeq(nums[name], "notify")
     b.jeq(nums["sendto"], "sendto_addr")
     b.jeq(nums["clone"], "clone_files")
@@ -253,7 +258,7 @@ def build_filter(machine: str = libc.MACHINE) -> list[bpf.Insn]:
     b.label("clone_files").load_arg(0).jset(CLONE_THREAD, "allow")
     b.jset(CLONE_FILES, "eperm")
     b.ret(bpf.SECCOMP_RET_ALLOW)
-    for index in sorted(set(NOTIFY_IF_CREAT.values())):
+    for index in sorted(set(NOTIFY_IF_CREAT.values())) if names else ():
         # Flags are an int: only the low half of the 64-bit argument counts.
         # O_TMPFILE makes a nameless file (a name comes only through linkat, which is
         # checked); the kernel refuses O_TMPFILE together with O_CREAT.
@@ -268,14 +273,14 @@ def build_filter(machine: str = libc.MACHINE) -> list[bpf.Insn]:
     return b.build()
 
 
-def install_filter() -> int:
+def install_filter(*, names: bool = True) -> int:
     """Set no_new_privs, install the name-guard filter, return its listener fd (O_CLOEXEC).
 
     Call in the command's process right before exec. Uses WAIT_KILLABLE_RECV where the
     kernel has it (5.19+): once the supervisor holds a call, only a fatal signal interrupts
     the caller, so a signal cannot make an already-emulated mkdir or open run twice.
     """
-    program = build_filter()
+    program = build_filter(names=names)
     fprog, _keep = bpf.sock_fprog(program)
     try:
         libc.syscall("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)

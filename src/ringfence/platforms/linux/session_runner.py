@@ -539,7 +539,8 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
     if srv.program is not None:
         seccomp.install(srv.program)
     if guard_sock is not None:
-        listener = nameguard.install_filter()
+        names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
+        listener = nameguard.install_filter(names=names)
         runner.hand_over_listener(guard_sock, listener)
         os.close(listener)
         srv.guard_sock = guard_sock  # the guard's findings come back on it
