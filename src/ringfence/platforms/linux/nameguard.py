@@ -414,6 +414,8 @@ MMSGHDR_SIZE: Final = MSGHDR_SIZE + 8
 SOL_SOCKET: Final = 1
 SO_TYPE: Final = 3
 SO_DOMAIN: Final = 39
+SO_ERROR: Final = 4
+CONNECT_TRY: Final = 0.02  # seconds a blocking connect may take in the guard's own thread
 SCM_RIGHTS: Final = 1
 CMSG_HDR: Final = 16  # struct cmsghdr: size_t len, int level, int type (8-byte aligned data)
 MSG_DONTWAIT: Final = 0x40
@@ -464,6 +466,17 @@ def _send_one(sock: int, name: bytes, data: bytes, control: bytes, flags: int) -
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return int(n)
+
+
+def _connected(sock: int) -> _Reply:
+    """Wait for a TCP connect already under way on ``sock``; its result, as connect gives it."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    poller.poll()
+    err = _sockopt(sock, SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+    return _Value()
 
 
 class _Workers:
@@ -681,7 +694,12 @@ class _Call:
         open file, whatever the caller does with the number afterwards."""
         if fd_number < 0:
             raise OSError(errno.EBADF, "bad fd")
-        pidfd = os.pidfd_open(self.tgid)
+        try:  # the caller is usually its process's main thread: no /proc read for the tgid
+            pidfd = os.pidfd_open(self.tid)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            pidfd = os.pidfd_open(self.tgid)
         try:
             return libc.syscall("pidfd_getfd", pidfd, fd_number, 0)
         except OSError as exc:
@@ -911,6 +929,11 @@ class Supervisor:
         }
         self._workers = _Workers(WORKERS_MAX)
         self.init_pid = os.getppid()
+        # A blocking connect is tried here first, under a short timer (SIGALRM, no SA_RESTART:
+        # the connect returns EINTR); only one that really waits goes to a worker thread.
+        self._alarm = threading.current_thread() is threading.main_thread()
+        if self._alarm:
+            signal.signal(signal.SIGALRM, lambda _sig, _frame: None)
 
     def close(self) -> None:
         """Close the supervisor's own fds (not the listener, which the caller owns)."""
@@ -971,12 +994,16 @@ class Supervisor:
         denial: Denial | None = None
         name = self._names.get(int(notif.data.nr), f"nr {notif.data.nr}")
         call: _Call | None = None
-        if int(notif.pid) == self.init_pid and name in SOCKET_SYSCALLS:
+        socket_call = name in SOCKET_SYSCALLS
+        if int(notif.pid) == self.init_pid and socket_call:
             # The command's init (our parent): ringfence's own code talking to the host and to
             # us, on sockets it made; it is not dumpable, so we could not look at it anyway.
             self.respond(int(notif.id), _CONTINUE)
             return
-        if self.lock_fd >= 0:
+        # Socket calls change no name (the socket file is held open while used): no need to
+        # take turns with the session's other guards.
+        locked = self.lock_fd >= 0 and not socket_call
+        if locked:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
         try:
             call = _Call(self, notif)
@@ -996,7 +1023,7 @@ class Supervisor:
         finally:
             if call is not None:
                 call.close()
-            if self.lock_fd >= 0:
+            if locked:
                 fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         if denial is not None and self.on_denial is not None:
             self.on_denial(denial)  # before the answer: the report is in before the caller goes on
@@ -1934,9 +1961,19 @@ class Supervisor:
             _check(_connect_raw(sock, target, len(target)), "connect")
             return _Value()
 
-        if blocking and stype != socket.SOCK_DGRAM:
-            return self._defer(call, list(call.fds), work)
-        return work()
+        if not blocking or stype == socket.SOCK_DGRAM:
+            return work()  # answers at once (EINPROGRESS, EAGAIN: as the caller would see them)
+        if self._alarm:
+            signal.setitimer(signal.ITIMER_REAL, CONNECT_TRY)
+            try:
+                return work()
+            except InterruptedError:
+                pass
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            if domain in (socket.AF_INET, socket.AF_INET6):  # the handshake is under way
+                return self._defer(call, list(call.fds), lambda: _connected(sock))
+        return self._defer(call, list(call.fds), work)
 
     def _sendto(self, call: _Call) -> _Reply:
         """sendto(fd, buf, len, flags, addr, addrlen) with an address (without one the filter
