@@ -13,8 +13,10 @@ second read; emulation acts only on the string it read and the directory fds it 
 Setup, in order:
 
 1. the command's process calls :func:`install_filter` right before exec (after Landlock) and
-   hands the returned listener fd to the supervisor (SCM_RIGHTS), then closes it (it is
-   O_CLOEXEC; a command holding its own listener could answer its own notifications);
+   hands the returned listener fd to the supervisor (``runner.hand_over_listener``: the
+   supervisor takes it with pidfd_getfd, since a sendmsg would already wait for the
+   supervisor), then closes it (it is O_CLOEXEC; a command holding its own listener could
+   answer its own notifications);
 2. the supervisor process runs ``Supervisor(listener_fd, rules).serve(stop_fd)``.
 
 Requirements on the supervisor (checked where cheap, see ``Supervisor.__init__``): it is not
@@ -33,6 +35,12 @@ Filter decisions (x86_64 and aarch64):
 * openat2 fails with ENOSYS (its flags live in a struct BPF cannot read; libc and most
   programs fall back to openat);
 * io_uring_setup fails with EPERM (io_uring operations bypass seccomp);
+* connect, sendmsg, sendmmsg, and sendto with an address go to the supervisor (unix sockets
+  on disk outside the writable roots are refused: see ``_connect``);
+* clone with CLONE_FILES but not CLONE_THREAD fails with EPERM (every sharer of a descriptor
+  table is then a thread, which ``_sendmsg`` counts);
+* with ``names=False`` (no protected name, path or git rule) only the socket calls go to the
+  supervisor and landlock_restrict_self is allowed;
 * everything else is allowed.
 """
 
