@@ -414,3 +414,19 @@ def test_explain_shows_the_socket_rule(rf: Runner) -> None:
     assert r.returncode == 0, r.stderr
     assert "unix sockets on disk" in r.stdout
     assert str(path) in r.stdout and "--allow-socket PATH" in r.stdout
+
+
+def test_a_socket_behind_a_closed_directory_suggests_no_writable_root(rf: Runner) -> None:
+    """EACCES on the way to a socket (a directory the user cannot search) is the kernel's
+    answer, not a boundary: no report may suggest ``--writable`` for it."""
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    closed = host / "closed"
+    closed.mkdir()
+    path = closed / "db.sock"
+    with stream_server(path, (0, 0)) as got:
+        os.chown(closed, 0, 0)
+        closed.chmod(0o700)
+        r = run_py(rf, ws, CONNECT.format(path=str(path), nonce="x"))
+        assert EACCES_LINE in r.stdout, (r.stdout, r.stderr)
+        assert got == []
+        assert "--writable" not in r.stderr

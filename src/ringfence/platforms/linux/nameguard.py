@@ -1022,7 +1022,14 @@ class Supervisor:
             reply = _Value(error=errno.EACCES)
         except OSError as exc:
             reply = _Value(error=exc.errno or errno.EIO)
-            if exc.errno in _REFUSALS and call is not None and call.path is not None:
+            # (a socket call the kernel refused is not a boundary: the socket rule reports
+            # itself, and EACCES on the way to a socket would suggest a writable root)
+            if (
+                exc.errno in _REFUSALS
+                and call is not None
+                and call.path is not None
+                and not socket_call
+            ):
                 rule = self._kernel_rule(call.path, exc)
                 denial = Denial(int(notif.pid), name, call.path, rule, by="kernel")
         except Exception:
