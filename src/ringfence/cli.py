@@ -467,9 +467,12 @@ def _policy_from_settings(settings: config.Settings, workspace: str) -> Policy:
     for key in ("protected", "deny_read"):
         if key in v:
             v[key] = [paths.plain(key, os.path.expanduser(p)) for p in v[key]]
-    if "allow_sockets" in v:
+    if "allow_sockets" in v:  # a socket missing on this machine is skipped (explain notes it)
         v["allow_sockets"] = [
-            paths.socket_path("allow_sockets", os.path.expanduser(p)) for p in v["allow_sockets"]
+            paths.socket_path("allow_sockets", q)
+            if os.path.lexists(q := os.path.expanduser(p))
+            else paths.plain("allow_sockets", q)
+            for p in v["allow_sockets"]
         ]
     if "writable_roots" in v:
         given = [
