@@ -430,3 +430,20 @@ def test_a_socket_behind_a_closed_directory_suggests_no_writable_root(rf: Runner
         assert EACCES_LINE in r.stdout, (r.stdout, r.stderr)
         assert got == []
         assert "--writable" not in r.stderr
+
+
+def test_the_socket_only_guard_leaves_file_calls_alone(rf: Runner) -> None:
+    """Without protected names the guard keeps only the socket rule: links and renames into
+    another directory work as the kernel allows them (no extra Landlock layer refuses them),
+    and a host socket is still refused."""
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    path = host / "db.sock"
+    script = (
+        "mkdir -p a b && echo x > a/f && ln a/f b/g && mv a/f b/f && echo FILES-OK; "
+        + f"python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('{path}')\" "
+        + "2>/dev/null || echo SOCKET-REFUSED"
+    )
+    with stream_server(path, (rf.uid, rf.gid)) as got:
+        r = rf.sh(ws, script, "--no-default-protect")
+        assert "FILES-OK" in r.stdout and "SOCKET-REFUSED" in r.stdout, (r.stdout, r.stderr)
+        assert got == []

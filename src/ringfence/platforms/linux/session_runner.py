@@ -184,11 +184,15 @@ class _Server:
         # stays in the outer domain (and can still read the command's memory).
         self.guard_scope_fd = -1
         if plan.guard_enabled and plan.landlock is not None and plan.landlock.abi >= SCOPE_ABI:
+            # REFER handled and granted everywhere: a Landlock layer that does not handle it
+            # refuses every link or rename into another directory (EXDEV), which the outer
+            # domain alone decides (the guard, when it has names, performs those calls itself).
+            refer = landlock.ACCESS_FS["REFER"]
             self.guard_scope_fd = landlock.create_ruleset(
                 landlock.LandlockRuleset(
                     plan.landlock.abi,
-                    0,
-                    (),
+                    refer,
+                    (landlock.PathRule("/", refer),),
                     scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"],
                 )
             )
