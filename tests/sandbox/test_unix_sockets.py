@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -87,11 +88,14 @@ def received(srv: socket.socket) -> list[bytes]:
             return out
 
 
-def run_py(rf: Runner, ws: Path, code: str, *flags: str, timeout: float = 60):  # type: ignore[no-untyped-def]
+def run_py(
+    rf: Runner, ws: Path, code: str, *flags: str, args: tuple[str, ...] = (), timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``ringfence run [flags] -- python3 probe.py [args]`` with ``code`` as probe.py."""
     script = ws / "probe.py"
     script.write_text(code)
     os.chown(script, rf.uid, rf.gid)
-    return rf("run", *flags, "--", "python3", "probe.py", cwd=ws, timeout=timeout)
+    return rf("run", *flags, "--", "python3", "probe.py", *args, cwd=ws, timeout=timeout)
 
 
 CONNECT = """
@@ -447,3 +451,54 @@ def test_the_socket_only_guard_leaves_file_calls_alone(rf: Runner) -> None:
         r = rf.sh(ws, script, "--no-default-protect")
         assert "FILES-OK" in r.stdout and "SOCKET-REFUSED" in r.stdout, (r.stdout, r.stderr)
         assert got == []
+
+
+SENDMMSG = """
+import ctypes, socket, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+class IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class MsgHdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint32)]
+threading.Thread(target=lambda: __import__("time").sleep(5), daemon=True).start()  # 2 threads
+def sendmmsg(sock, payloads, addr):
+    keep, msgs = [], (MMsgHdr * len(payloads))()
+    name = ctypes.create_string_buffer(addr, len(addr)) if addr else None
+    for i, p in enumerate(payloads):
+        buf = ctypes.create_string_buffer(p, len(p))
+        iov = IoVec(ctypes.addressof(buf), len(p))
+        keep += [buf, iov]
+        msgs[i].hdr.iov, msgs[i].hdr.iovlen = ctypes.addressof(iov), 1
+        if name is not None:
+            msgs[i].hdr.name, msgs[i].hdr.namelen = ctypes.addressof(name), len(addr)
+    n = libc.sendmmsg(sock.fileno(), msgs, len(payloads), 0)
+    return n, ctypes.get_errno(), [m.len for m in msgs]
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 0))
+out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+out.connect(udp.getsockname())
+print("UDP", *sendmmsg(out, [b"a", b"bb", b"ccc"], None))
+print("UDP-GOT", sorted(udp.recv(16) for _ in range(3)))
+host = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sun = socket.AF_UNIX.to_bytes(2, sys.byteorder) + sys.argv[1].encode() + b"\\0"
+print("UNIX", *sendmmsg(host, [b"{nonce}"], sun))
+"""
+
+
+def test_sendmmsg_from_a_threaded_process(rf: Runner) -> None:
+    """sendmmsg from a multi-threaded caller is performed by the guard: every message goes out,
+    each msg_len is written back; to a host unix socket it is refused."""
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    path = host / "log.sock"
+    nonce = uuid.uuid4().hex
+    with dgram_server(path, (rf.uid, rf.gid)) as srv:
+        r = run_py(rf, ws, SENDMMSG.replace("{nonce}", nonce), args=(str(path),))
+        assert "UDP 3 0 [1, 2, 3]" in r.stdout, (r.stdout, r.stderr)
+        assert "UDP-GOT [b'a', b'bb', b'ccc']" in r.stdout
+        assert "UNIX -1 13" in r.stdout, (r.stdout, r.stderr)
+        assert received(srv) == []
