@@ -137,7 +137,8 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         action="append",
         default=[],
-        help="keep a hidden runtime socket or directory visible; repeatable",
+        help="let the command reach this unix socket (or directory of sockets) outside the "
+        "writable roots, and keep it visible if it is a hidden runtime socket; repeatable",
     )
     g.add_argument("--cwd", metavar="DIR", help="working directory of the command")
     g.add_argument("--env", metavar="K=V", action="append", default=[], help="set a variable")
@@ -450,7 +451,10 @@ def _flag_settings(
         ("writable_roots", [(path or paths.absolute)("--writable", w) for w in ns.writable]),
         ("protected", [(path or paths.plain)("--protect", p) for p in ns.protect]),
         ("deny_read", [(path or paths.plain)("--deny-read", p) for p in ns.deny_read]),
-        ("allow_sockets", [(path or paths.plain)("--allow-socket", p) for p in ns.allow_socket]),
+        (
+            "allow_sockets",
+            [(path or paths.socket_path)("--allow-socket", p) for p in ns.allow_socket],
+        ),
         ("allow_domains", list(ns.allow_domain)),
         ("deny_domains", list(ns.deny_domain)),
         ("expose_ports", list(ns.expose_port)),
@@ -481,9 +485,16 @@ def _policy_from_settings(settings: config.Settings, workspace: str) -> Policy:
     """Paths from config files are expanded (``~``) and checked like flags; a writable root
     reached through a link planted inside another writable area is refused."""
     v = settings.values
-    for key in ("protected", "deny_read", "allow_sockets"):
+    for key in ("protected", "deny_read"):
         if key in v:
             v[key] = [paths.plain(key, os.path.expanduser(p)) for p in v[key]]
+    if "allow_sockets" in v:  # a socket missing on this machine is skipped (explain notes it)
+        v["allow_sockets"] = [
+            paths.socket_path("allow_sockets", q)
+            if os.path.lexists(q := os.path.expanduser(p))
+            else paths.plain("allow_sockets", q)
+            for p in v["allow_sockets"]
+        ]
     if "writable_roots" in v:
         given = [
             paths.absolute("writable root", os.path.expanduser(w)) for w in v["writable_roots"]

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ringfence.errors import PolicyError
+from ringfence.platforms.linux.guard_rules import SOCKET_OUTSIDE
 from ringfence.policy import defaults
 from ringfence.policy.model import Network, Policy
 
@@ -166,6 +167,15 @@ def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[
                     {"kind": "writable_root", "path": root, "flag": f"--writable {root}",
                      "because": f"{v['op']} {v['path']}"},
                 )  # fmt: skip
+        elif v.get("kind") == "filesystem" and v.get("rule") == SOCKET_OUTSIDE:
+            # One socket, where it really is: the narrowest grant there is (a directory of
+            # sockets is never proposed).
+            sock = str(v["path"])
+            out.setdefault(
+                ("allow_socket", sock),
+                {"kind": "allow_socket", "path": sock, "flag": f"--allow-socket {sock}",
+                 "because": f"{v['op']} {sock}"},
+            )  # fmt: skip
         elif v.get("kind") == "network" and str(v.get("rule", "")).startswith(NOT_LISTED):
             entry = f"{v['host']}:{v['port']}"
             out.setdefault(
@@ -300,10 +310,14 @@ def widen(policy: Policy, chosen: Iterable[Mapping[str, Any]]) -> Policy:
     """``policy`` with exactly the ``chosen`` widenings added (and validated again)."""
     roots = list(policy.writable_roots)
     domains = list(policy.allow_domains)
+    sockets = list(policy.allow_sockets)
     for w in chosen:
         if w.get("kind") == "writable_root":
             if w["path"] not in roots:
                 roots.append(str(w["path"]))
+        elif w.get("kind") == "allow_socket":
+            if w["path"] not in sockets:
+                sockets.append(str(w["path"]))
         elif w.get("kind") == "allow_domain":
             if policy.effective_network is not Network.ALLOWLIST:
                 raise PolicyError("an allow_domain widening needs --network allowlist")
@@ -312,7 +326,10 @@ def widen(policy: Policy, chosen: Iterable[Mapping[str, Any]]) -> Policy:
         else:
             raise PolicyError(f"not a widening ringfence knows: {dict(w)!r}")
     return dataclasses.replace(
-        policy, writable_roots=tuple(roots), allow_domains=tuple(domains)
+        policy,
+        writable_roots=tuple(roots),
+        allow_domains=tuple(domains),
+        allow_sockets=tuple(sockets),
     ).validate()
 
 

@@ -112,6 +112,17 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
         lines.append("  git directories writable for git only: " + " ".join(plan.guard_git_roots))
     if plan.guard_hooks_dirs:
         lines.append("  core.hooksPath directories: " + " ".join(plan.guard_hooks_dirs))
+    if plan.socket_roots:
+        lines.append("  unix sockets on disk (connect, and sends with an address):")
+        lines.extend(
+            _wrap(
+                "reachable only beneath "
+                + " ".join(plan.socket_roots)
+                + (" and at " + " ".join(plan.allow_sockets) if plan.allow_sockets else "")
+                + "; any other is refused (EACCES); allow one with --allow-socket PATH",
+                "    ",
+            )
+        )
     if plan.scrubbed_env:
         lines.append("")
         lines.append("environment variables removed: " + " ".join(plan.scrubbed_env))

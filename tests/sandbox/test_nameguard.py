@@ -8,7 +8,6 @@ child exits and reports the child's status and the denials back to the test.
 
 from __future__ import annotations
 
-import array
 import ctypes
 import errno
 import json
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.platforms.linux import nameguard
+from ringfence.platforms.linux import nameguard, runner
 from ringfence.platforms.linux.guard_rules import GuardRules
 
 pytestmark = [
@@ -41,19 +40,6 @@ _libc = ctypes.CDLL(None, use_errno=True)
 class Outcome:
     status: int  # exit code, or -signal
     denials: list[dict[str, object]]
-
-
-def _send_fd(sock: socket.socket, fd: int) -> None:
-    sock.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
-
-
-def _recv_fd(sock: socket.socket) -> int:
-    fds = array.array("i")
-    _msg, anc, _flags, _addr = sock.recvmsg(1, socket.CMSG_LEN(fds.itemsize))
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[: fds.itemsize])
-    return fds[0]
 
 
 def _status(raw: int) -> int:
@@ -93,7 +79,7 @@ def run_guarded(
                         os.close(out)
                     if guard:
                         listener = nameguard.install_filter()
-                        _send_fd(child_sock, listener)
+                        runner.hand_over_listener(child_sock, listener)  # not sendmsg: guarded
                         os.close(listener)
                     child_sock.close()
                     if isinstance(probe, list):
@@ -106,7 +92,7 @@ def run_guarded(
             child_sock.close()
             denials: list[dict[str, object]] = []
             if guard:
-                listener = _recv_fd(parent_sock)
+                listener = runner.take_listener(parent_sock, child)
                 lock_fd = os.open(lock, os.O_RDWR) if lock is not None else -1
                 sup = nameguard.Supervisor(
                     listener,

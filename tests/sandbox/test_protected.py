@@ -497,7 +497,9 @@ ws = sys.argv[1]
 policy = Policy(workspace=ws).validate()
 facts = hostfacts.gather(policy, env=os.environ, landlock_abi=landlock.abi_version())
 plan = compile_linux(policy, facts, cwd=ws)
-plan = dataclasses.replace(plan, guard_names=(), guard_paths=(), guard_git="off")
+plan = dataclasses.replace(
+    plan, guard_names=(), guard_paths=(), guard_git="off", socket_roots=()
+)
 assert not plan.guard_enabled
 out = process.run_sandboxed(plan, ["sh", "-c", sys.argv[2]], timeout=60)
 sys.exit(out.returncode)

@@ -32,8 +32,9 @@ def _inner_script(ws: Path, other: Path, token: str) -> None:
 
 
 def test_reduced_isolation_inside_a_sandbox(rf: Runner) -> None:
-    """The outer sandbox runs without its name guard here: the guard forbids nested Landlock
-    domains (see the next test), and reduced isolation is built on one."""
+    """The outer sandbox runs without protected names here, so its name guard keeps only the
+    unix socket rule: a guard with names forbids nested Landlock domains (see the next test),
+    and reduced isolation is built on one."""
     ws, other = rf.mkdir(), rf.mkdir("other-")
     token = f"rf-reduced-{uuid.uuid4().hex}"
     _inner_script(ws, other, token)

@@ -226,3 +226,54 @@ def test_unknown_machine() -> None:
 
     with pytest.raises(UnsupportedError):
         build_filter("riscv64")
+
+
+# unix sockets on disk: connect and sends with an address go to the guard
+CLONE_THREAD, CLONE_FILES = 0x10000, 0x400
+
+
+@pytest.mark.parametrize(
+    ("nr", "args", "expected"),
+    [
+        (42, (), NOTIFY),  # connect
+        (44, (3, 0, 5, 0, 0, 0), ALLOW),  # sendto without an address: send(2)
+        (44, (3, 0, 5, 0, 0x7FFF0000, 110), NOTIFY),  # sendto with one
+        (44, (3, 0, 5, 0, 1 << 40, 110), NOTIFY),  # an address only in the high half
+        (46, (), NOTIFY),  # sendmsg: the address is inside struct msghdr
+        (307, (), NOTIFY),  # sendmmsg
+        (56, (0x11,), ALLOW),  # clone for fork (SIGCHLD)
+        (56, (0x3D0F00,), ALLOW),  # pthread_create's flags (CLONE_THREAD | CLONE_FILES | ...)
+        (56, (CLONE_FILES | 0x11,), bpf.ret_errno(errno.EPERM)),  # a file table sharer
+        (56, (CLONE_FILES | 0x11 | (1 << 33),), bpf.ret_errno(errno.EPERM)),
+    ],
+)
+def test_socket_calls_and_shared_file_tables(nr: int, args: tuple[int, ...], expected: int) -> None:
+    assert verdict(nr, args) == expected
+
+
+def test_aarch64_socket_calls() -> None:
+    a = AUDIT_ARCH_AARCH64
+    assert verdict(203, arch=a, machine="aarch64") == NOTIFY  # connect
+    assert verdict(206, (3, 0, 1, 0, 0, 0), arch=a, machine="aarch64") == ALLOW  # send
+    assert verdict(206, (3, 0, 1, 0, 8, 16), arch=a, machine="aarch64") == NOTIFY
+    assert verdict(211, arch=a, machine="aarch64") == NOTIFY  # sendmsg
+    assert verdict(269, arch=a, machine="aarch64") == NOTIFY  # sendmmsg
+
+
+def test_sockets_only_filter_leaves_names_and_nesting_alone() -> None:
+    """Without protected names the guard keeps only the socket rule: nothing else is sent to
+    it, and a nested Landlock domain is allowed."""
+
+    def only(nr: int, args: tuple[int, ...] = ()) -> int:
+        prog = build_filter("x86_64", names=False)
+        return bpf.evaluate(prog, bpf.seccomp_data(nr, X86, args))
+
+    assert only(83) == ALLOW  # mkdir
+    assert only(2, (0, O_CREAT)) == ALLOW
+    assert only(49) == ALLOW  # bind
+    assert only(446) == ALLOW  # landlock_restrict_self
+    assert only(42) == NOTIFY  # connect
+    assert only(44, (3, 0, 5, 0, 8, 16)) == NOTIFY
+    assert only(46) == NOTIFY
+    assert only(425) == bpf.ret_errno(errno.EPERM)  # io_uring_setup, still
+    assert verdict(446) == bpf.ret_errno(errno.EPERM)  # with names: refused

@@ -183,3 +183,21 @@ def test_may_hold_catches_every_match_that_crosses_the_new_name(
     before = protected_by(rules, as_path(inside))
     if after and not before:
         assert may_hold_protected(rules, as_path(dest))
+
+
+def test_socket_rule() -> None:
+    from ringfence.platforms.linux.guard_rules import SOCKET_OUTSIDE, socket_refused
+
+    r = GuardRules(
+        writable_roots=("/w",),
+        socket_roots=("/w", "/tmp", "/dev/shm"),
+        allow_sockets=("/run/docker.sock", "/run/user/1000"),
+    )
+    for ok in ("/w/s", "/w/a/b.sock", "/tmp/x", "/dev/shm/y", "/run/docker.sock",
+               "/run/user/1000/bus"):  # fmt: skip
+        assert socket_refused(r, ok) is None, ok
+    for bad in ("/var/run/postgresql/.s.PGSQL.5432", "/run/docker.sock2", "/wx/s", "/run/user",
+                "/tmpx/s", "/run/user/1001/bus"):  # fmt: skip
+        assert socket_refused(r, bad) == SOCKET_OUTSIDE, bad
+    with pytest.raises(ValueError):
+        GuardRules(writable_roots=(), allow_sockets=("rel/s",))

@@ -89,7 +89,8 @@ def test_strict_git_keeps_all_of_git_read_only_and_the_git_rules_strict() -> Non
 
 def test_no_default_protect_turns_the_git_rules_off() -> None:
     plan = compile_linux(Policy(workspace="/w", default_protected=False), facts(), cwd="/w")
-    assert plan.guard_git == "off" and not plan.guard_enabled
+    assert plan.guard_git == "off" and not plan.guard_names
+    assert plan.guard_enabled  # the unix socket rules still need it
 
 
 def test_missing_protected_names_get_no_mount_and_no_placeholder() -> None:
@@ -387,3 +388,35 @@ def test_the_plan_lists_what_it_hides_for_the_reports() -> None:
     plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
     assert ("/home/u/.ssh", "/home/u/.ssh") in plan.hidden
     assert ("/home/u/secrets/netrc", "/home/u/.netrc") in plan.hidden
+
+
+def test_socket_rule_reaches_the_guard() -> None:
+    """With namespaces the guard always runs for the unix socket rule: writable roots, the
+    private /tmp and /dev/shm, and --allow-socket entries (with a link's target)."""
+    f = facts({"/var/run/pg.sock": "symlink:/run/pg.sock", "/run/pg.sock": "other"})
+    policy = Policy(workspace="/w", allow_sockets=("/var/run/pg.sock",))
+    plan = compile_linux(policy, f, cwd="/w")
+    assert plan.guard_enabled
+    assert plan.socket_roots[0] == "/w" and plan.socket_roots[-2:] == ("/tmp", "/dev/shm")
+    assert plan.allow_sockets == ("/var/run/pg.sock", "/run/pg.sock")
+    ro = compile_linux(Policy(workspace="/w", mode=Mode.READ_ONLY), facts(), cwd="/w")
+    assert ro.guard_enabled and ro.socket_roots == ("/tmp", "/dev/shm")
+
+
+def test_reduced_isolation_has_no_socket_rule() -> None:
+    from ringfence.policy.model import Isolation
+
+    plan = compile_linux(Policy(workspace="/w", isolation=Isolation.REDUCED), facts(), cwd="/w")
+    assert plan.socket_roots == () and not plan.guard_enabled
+    assert any("unix sockets on disk reachable" in n for n in plan.notes)
+
+
+def test_a_refused_socket_is_widened_by_exactly_that_socket() -> None:
+    from ringfence.escalation import widen, widenings
+
+    plan = compile_linux(Policy(workspace="/w"), facts(), cwd="/w")
+    v = {"kind": "filesystem", "op": "connect", "path": "/run/pg.sock",
+         "rule": "unix socket outside the writable roots"}  # fmt: skip
+    (w,) = widenings(plan, [v])
+    assert w["flag"] == "--allow-socket /run/pg.sock"
+    assert widen(Policy(workspace="/w"), [w]).allow_sockets == ("/run/pg.sock",)

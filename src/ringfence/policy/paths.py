@@ -9,6 +9,7 @@ writable area — such a link may have been planted by an earlier sandboxed comm
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 
 from ringfence.errors import PolicyError
@@ -98,3 +99,22 @@ def default_workspace(cwd: str, home: str | None) -> str:
             "a project directory, or pass --workspace explicitly if you mean it"
         )
     return ws
+
+
+def socket_path(flag: str, path: str) -> str:
+    """Canonical path for ``--allow-socket``: an existing unix socket, or a directory of them
+    (``$XDG_RUNTIME_DIR``). Resolved, because the name guard compares where a socket really is
+    (``/var/run/docker.sock`` is ``/run/docker.sock``)."""
+    p = absolute(flag, path)
+    real = os.path.realpath(p)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        raise PolicyError(f"{flag}: {p} does not exist; give the path of a unix socket") from None
+    except OSError as e:
+        raise PolicyError(f"{flag}: {p}: {e.strerror}") from None
+    if not (stat.S_ISSOCK(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise PolicyError(
+            f"{flag}: {p} is not a unix socket (nor a directory of sockets); give the socket's path"
+        )
+    return real

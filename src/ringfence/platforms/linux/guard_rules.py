@@ -78,6 +78,11 @@ class GuardRules:
     hooks_dirs: tuple[str, ...] = ()
     global_hooks_path: str | None = None
     home: str | None = None  # what ~/ means in a git config path
+    # Unix sockets on disk the command may connect or send to: those beneath ``socket_roots``
+    # (the writable roots, git roots, the private /tmp and /dev/shm) or at or beneath an
+    # ``allow_sockets`` entry (``--allow-socket``; a socket or a directory of them).
+    socket_roots: tuple[str, ...] = ()
+    allow_sockets: tuple[str, ...] = ()
     _patterns: tuple[_Pattern, ...] = field(init=False, repr=False, compare=False, default=())
     # A path can only match if one of its components is some pattern's first literal component
     # (None when a pattern starts with a glob): a cheap test that clears most paths at once.
@@ -86,7 +91,7 @@ class GuardRules:
     def __post_init__(self) -> None:
         for path in (*self.writable_roots, *self.protected_paths, *self.git_roots):
             check_canonical(path)
-        for path in self.hooks_dirs:
+        for path in (*self.hooks_dirs, *self.socket_roots, *self.allow_sockets):
             check_canonical(path)
         if self.git not in ("off", "allowlist", "strict"):
             raise ValueError(f"git mode {self.git!r} is not off, allowlist or strict")
@@ -220,3 +225,23 @@ def is_ancestor_of_protected_path(rules: GuardRules, path: str) -> str | None:
         if top != path and _beneath_or_equal(top, path):
             return top
     return None
+
+
+SOCKET_OUTSIDE = "unix socket outside the writable roots"
+"""The rule a refused connect or send to a unix socket on disk is reported with (escalation
+turns it into ``--allow-socket PATH``)."""
+
+
+def socket_refused(rules: GuardRules, path: str) -> str | None:
+    """Why the command may not connect or send to the unix socket at ``path`` (canonical,
+    absolute: where the socket file really is), else None.
+
+    Allowed: beneath a writable root, a linked worktree's git directory, the sandbox's private
+    /tmp or /dev/shm (``socket_roots``), or at or beneath an ``allow_sockets`` entry. Everything
+    else (a host daemon's socket on the read-only root) is refused.
+    """
+    check_canonical(path)
+    for top in (*rules.socket_roots, *rules.allow_sockets):
+        if _beneath_or_equal(path, top):
+            return None
+    return SOCKET_OUTSIDE

@@ -107,11 +107,19 @@ class LinuxPlan:
     guard_home: str | None = None  # what ~/ means in the git configs the guard reads
     # (mask target, the deny_read entry that hid it): what violation reports name as hidden.
     hidden: tuple[tuple[str, str], ...] = ()
+    # Unix sockets on disk: the guard refuses connect()/sendto()/sendmsg() to one unless it
+    # lies beneath one of ``socket_roots`` (writable roots, git roots, the private /tmp and
+    # /dev/shm) or at or beneath an ``allow_sockets`` entry (--allow-socket, and the target
+    # of one that is a symlink). Empty without namespaces (reduced isolation cannot do it).
+    socket_roots: tuple[str, ...] = ()
+    allow_sockets: tuple[str, ...] = ()
 
     @property
     def guard_enabled(self) -> bool:
         """Whether the name guard (seccomp user notification) runs with the command."""
-        return bool(self.guard_names or self.guard_paths or self.guard_git != "off")
+        return bool(
+            self.guard_names or self.guard_paths or self.guard_git != "off" or self.socket_roots
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -779,6 +787,12 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         guard_global_hooks_path=facts.global_hooks_path if _git_mode(policy) != "off" else None,
         guard_home=facts.home,
         hidden=tuple(hidden),
+        socket_roots=(*roots, *git_roots, "/tmp", "/dev/shm"),
+        allow_sockets=tuple(
+            dict.fromkeys(
+                q for p in policy.allow_sockets for q in (p, getattr(facts.info(p), "real", p))
+            )
+        ),
         env=env,
         sandbox_env=sandbox_env,
         notes=tuple(notes),

@@ -27,6 +27,7 @@ from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy import gitdir
 
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 FORWARDED = (
     signal.SIGINT,
@@ -106,6 +107,39 @@ def _start_guard(plan: LinuxPlan, lock_fd: int = -1) -> tuple[socket.socket, int
     return ours, pid
 
 
+def hand_over_listener(sock: socket.socket, listener: int) -> None:
+    """Give the guard the listener of the filter just installed on this process (the init).
+
+    Not with SCM_RIGHTS: sendmsg now goes to the guard, which cannot answer before it has the
+    listener. The guard takes it itself (pidfd_getfd) once told its number by a plain send
+    (sendto without an address, which the filter lets through), and says when it has it. This
+    process is made dumpable for that moment only (nothing else runs in it yet; the commands of
+    the session cannot reach it: ptrace, pidfd_getfd and process_vm_* are refused them)."""
+    was = syscall("prctl", PR_GET_DUMPABLE, 0, 0, 0, 0)
+    syscall("prctl", PR_SET_DUMPABLE, 1, 0, 0, 0)
+    try:
+        sock.send(b"L%d" % listener)
+        if sock.recv(16) != b"K":
+            raise SandboxError("the name guard did not take its listener")
+    finally:
+        syscall("prctl", PR_SET_DUMPABLE, was, 0, 0, 0)
+
+
+def take_listener(sock: socket.socket, pid: int) -> int | None:
+    """The guard's side of :func:`hand_over_listener` (``pid``: the process handing it over);
+    None if that process failed before it had one."""
+    data = sock.recv(16)
+    if not data.startswith(b"L"):
+        return None
+    pidfd = os.pidfd_open(pid)
+    try:
+        fd = syscall("pidfd_getfd", pidfd, int(data[1:]), 0)
+    finally:
+        os.close(pidfd)
+    sock.send(b"K")
+    return fd
+
+
 MAX_REPORTS = 100  # per command: what the guard refused
 MAX_GIT_REPORTS = 200  # per command, counted apart: new repositories, refused configs/pointers
 MAX_REPORT_PATH = 512  # characters of a path kept in a report: 100 of them fit one message
@@ -180,7 +214,7 @@ class _Reporter:
                 select.select([], [self.sock], [], left)
 
     def denial(self, d: nameguard.Denial) -> None:
-        rule = f"protected: {d.rule}" if d.by == "guard" else d.rule
+        rule = f"protected: {d.rule}" if d.by == "guard" else d.rule  # "socket": as it is
         self.send({"kind": "filesystem", "op": d.syscall, "path": d.path, "rule": rule})
 
     def event(self, kind: str, path: str, detail: str = "") -> None:
@@ -227,8 +261,8 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket, lock_fd: int) -> NoRe
             os.closerange(low, keep)
             low = keep + 1
         os.closerange(low, 0x7FFFFFFF)
-        _, fds, _, _ = socket.recv_fds(sock, 16, 1)
-        if not fds:
+        listener = take_listener(sock, os.getppid())
+        if listener is None:
             os._exit(0)  # the command failed before installing the filter
         sock.setblocking(False)
         reporter = _Reporter(sock)
@@ -242,9 +276,18 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket, lock_fd: int) -> NoRe
             hooks_dirs=plan.guard_hooks_dirs,
             global_hooks_path=plan.guard_global_hooks_path,
             home=plan.guard_home,
+            socket_roots=plan.socket_roots,
+            # An allowed socket named through a link in its directories (/var/run/x.sock with
+            # /var/run -> /run) is reached at its real place; resolved here, in the sandbox's
+            # own view, before the guard answers anything.
+            allow_sockets=tuple(
+                dict.fromkeys(
+                    (*plan.allow_sockets, *(os.path.realpath(p) for p in plan.allow_sockets))
+                )
+            ),
         )
         supervisor = nameguard.Supervisor(
-            fds[0], rules, on_denial=reporter.denial, on_event=reporter.event, lock_fd=lock_fd
+            listener, rules, on_denial=reporter.denial, on_event=reporter.event, lock_fd=lock_fd
         )
         supervisor.serve(stop_r, control_fd=sock.fileno())
     except BaseException as e:  # the listener closes with us: guarded calls then fail closed

@@ -184,11 +184,15 @@ class _Server:
         # stays in the outer domain (and can still read the command's memory).
         self.guard_scope_fd = -1
         if plan.guard_enabled and plan.landlock is not None and plan.landlock.abi >= SCOPE_ABI:
+            # REFER handled and granted everywhere: a Landlock layer that does not handle it
+            # refuses every link or rename into another directory (EXDEV), which the outer
+            # domain alone decides (the guard, when it has names, performs those calls itself).
+            refer = landlock.ACCESS_FS["REFER"]
             self.guard_scope_fd = landlock.create_ruleset(
                 landlock.LandlockRuleset(
                     plan.landlock.abi,
-                    0,
-                    (),
+                    refer,
+                    (landlock.PathRule("/", refer),),
                     scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"],
                 )
             )
@@ -539,8 +543,9 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
     if srv.program is not None:
         seccomp.install(srv.program)
     if guard_sock is not None:
-        listener = nameguard.install_filter()
-        socket.send_fds(guard_sock, [b"L"], [listener])
+        names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
+        listener = nameguard.install_filter(names=names)
+        runner.hand_over_listener(guard_sock, listener)
         os.close(listener)
         srv.guard_sock = guard_sock  # the guard's findings come back on it
 

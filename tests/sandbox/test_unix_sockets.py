@@ -1,0 +1,504 @@
+"""Unix sockets on disk: only those in the writable roots, the private /tmp and /dev/shm, or
+named with ``--allow-socket`` are reachable from inside.
+
+A read-only mount does not stop connect(), so without the name guard any host daemon whose
+socket is not masked (a database, a build server) is one connect away. These tests start real
+servers on the host, in throwaway directories outside the workspace, and check from inside the
+sandbox that connect, sendto and sendmsg to them fail with EACCES and reach nothing; that
+``--allow-socket`` lets exactly that socket through (the server echoes a per-test nonce); that
+sockets inside work; and that neither a symlink, a relative path nor a thread rewriting the
+address (or the descriptor) after the guard looked gets around the rule.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import Runner
+
+EACCES_LINE = "ERR 13"
+
+
+@contextmanager
+def stream_server(path: Path, owner: tuple[int, int]) -> Iterator[list[bytes]]:
+    """A unix stream server on the host at ``path``: reads a line, answers ``echo:<line>``.
+    Yields the list of lines it received (empty: nobody got through)."""
+    got: list[bytes] = []
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    os.chown(path, *owner)  # DAC would let the command in: only the guard stands in the way
+    srv.listen(16)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    line = conn.recv(256)
+                except OSError:
+                    line = b""
+                got.append(line)
+                if line:
+                    conn.sendall(b"echo:" + line)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield got
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+
+
+@contextmanager
+def dgram_server(path: Path, owner: tuple[int, int]) -> Iterator[socket.socket]:
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    srv.bind(str(path))
+    os.chown(path, *owner)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+def received(srv: socket.socket) -> list[bytes]:
+    srv.setblocking(False)
+    out = []
+    while True:
+        try:
+            out.append(srv.recv(4096))
+        except BlockingIOError:
+            return out
+
+
+def run_py(
+    rf: Runner, ws: Path, code: str, *flags: str, args: tuple[str, ...] = (), timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``ringfence run [flags] -- python3 probe.py [args]`` with ``code`` as probe.py."""
+    script = ws / "probe.py"
+    script.write_text(code)
+    os.chown(script, rf.uid, rf.gid)
+    return rf("run", *flags, "--", "python3", "probe.py", *args, cwd=ws, timeout=timeout)
+
+
+CONNECT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect({path!r})
+    s.sendall({nonce!r}.encode())
+    print("GOT", s.recv(256).decode())
+except OSError as e:
+    print("ERR", e.errno)
+"""
+
+
+def test_host_stream_socket_is_refused_and_reported(rf: Runner) -> None:
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    path = host / "db.sock"
+    nonce = uuid.uuid4().hex
+    with stream_server(path, (rf.uid, rf.gid)) as got:
+        r = run_py(rf, ws, CONNECT.format(path=str(path), nonce=nonce))
+        assert EACCES_LINE in r.stdout, (r.stdout, r.stderr)
+        assert got == []
+        assert f"refused connect {path} (unix socket outside the writable roots)" in r.stderr
+        assert f"--allow-socket {path}" in r.stderr
+        r = run_py(rf, ws, CONNECT.format(path=str(path), nonce=nonce), "--allow-socket", str(path))
+        assert f"GOT echo:{nonce}" in r.stdout, (r.stdout, r.stderr)
+        assert got == [nonce.encode()]
+
+
+DGRAM = """
+import socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for how in ("sendto", "sendmsg"):
+    try:
+        if how == "sendto":
+            s.sendto(b"{nonce}-" + how.encode(), {path!r})
+        else:
+            s.sendmsg([b"{nonce}-", how.encode()], [], 0, {path!r})
+        print(how, "SENT")
+    except OSError as e:
+        print(how, "ERR", e.errno)
+"""
+
+
+def test_host_datagram_socket_is_refused_unless_allowed(rf: Runner) -> None:
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    path = host / "log.sock"
+    nonce = uuid.uuid4().hex
+    with dgram_server(path, (rf.uid, rf.gid)) as srv:
+        r = run_py(rf, ws, DGRAM.format(path=str(path), nonce=nonce))
+        assert "sendto ERR 13" in r.stdout and "sendmsg ERR 13" in r.stdout, (r.stdout, r.stderr)
+        assert received(srv) == []
+        assert f"refused sendto {path}" in r.stderr and f"--allow-socket {path}" in r.stderr
+        r = run_py(rf, ws, DGRAM.format(path=str(path), nonce=nonce), "--allow-socket", str(path))
+        assert "sendto SENT" in r.stdout and "sendmsg SENT" in r.stdout, (r.stdout, r.stderr)
+        assert sorted(received(srv)) == [f"{nonce}-sendmsg".encode(), f"{nonce}-sendto".encode()]
+
+
+INSIDE = """
+import os, socket, threading, sys
+where = sys.argv[1]
+os.makedirs(where, exist_ok=True)
+path = os.path.join(where, "inner.sock")
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(path)
+srv.listen()
+def serve():
+    c, _ = srv.accept()
+    c.sendall(b"echo:" + c.recv(64))
+threading.Thread(target=serve, daemon=True).start()
+s = socket.socket(socket.AF_UNIX)
+os.chdir(where)
+s.connect(sys.argv[2] if len(sys.argv) > 2 else path)
+s.sendall({nonce!r}.encode())
+print("GOT", s.recv(64).decode())
+"""
+
+
+@pytest.mark.parametrize("where", ["ws", "tmp", "shm", "relative"])
+def test_sockets_inside_the_sandbox_work(rf: Runner, where: str) -> None:
+    ws = rf.mkdir()
+    nonce = uuid.uuid4().hex
+    (ws / "probe.py").write_text(INSIDE.format(nonce=nonce))
+    os.chown(ws / "probe.py", rf.uid, rf.gid)
+    args = {
+        "ws": [str(ws / "sub")],
+        "tmp": ["/tmp/rf-inner"],
+        "shm": ["/dev/shm/rf-inner"],
+        "relative": [str(ws / "sub"), "inner.sock"],  # relative to the caller's cwd
+    }[where]
+    r = rf("run", "--", "python3", str(ws / "probe.py"), *args, cwd=ws)
+    assert f"GOT echo:{nonce}" in r.stdout, (r.stdout, r.stderr)
+    assert "refused" not in r.stderr
+
+
+def test_relative_path_to_a_host_socket_is_refused(rf: Runner) -> None:
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    path = host / "db.sock"
+    rel = os.path.relpath(path, ws)
+    with stream_server(path, (rf.uid, rf.gid)) as got:
+        r = run_py(rf, ws, CONNECT.format(path=rel, nonce="x"))
+        assert EACCES_LINE in r.stdout, (r.stdout, r.stderr)
+        assert got == []
+        assert f"refused connect {path}" in r.stderr
+
+
+def test_symlink_in_the_workspace_to_a_host_socket_is_refused(rf: Runner) -> None:
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    path = host / "db.sock"
+    nonce = uuid.uuid4().hex
+    with stream_server(path, (rf.uid, rf.gid)) as got:
+        # planted from inside (the command's own doing) and from the host beforehand
+        code = (
+            f"import os; os.symlink({str(path)!r}, 'inner-link')\n"
+            + CONNECT.format(path="inner-link", nonce=nonce)
+            + CONNECT.format(path=str(ws / "host-link"), nonce=nonce)
+        )
+        os.symlink(path, ws / "host-link")
+        r = run_py(rf, ws, code)
+        assert r.stdout.count(EACCES_LINE) == 2, (r.stdout, r.stderr)
+        assert got == []
+        assert f"refused connect {path}" in r.stderr  # the real place, not the link
+
+
+RACE_ADDRESS = """
+import ctypes, os, socket, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+good, bad = sys.argv[1], sys.argv[2]
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(good)
+srv.listen(512)
+def accept():
+    while True:
+        c, _ = srv.accept()
+        c.close()
+threading.Thread(target=accept, daemon=True).start()
+def sun(p):
+    return socket.AF_UNIX.to_bytes(2, sys.byteorder) + p.encode().ljust(108, b"\\0")
+A, B = sun(good), sun(bad)
+buf = ctypes.create_string_buffer(A, 110)
+stop = False
+def flip():
+    while not stop:
+        ctypes.memmove(buf, B, 110)
+        ctypes.memmove(buf, A, 110)
+threading.Thread(target=flip, daemon=True).start()
+ok = refused = other = 0
+for _ in range(int(sys.argv[3])):
+    s = socket.socket(socket.AF_UNIX)
+    if libc.connect(s.fileno(), buf, 110) == 0:
+        ok += 1
+    elif ctypes.get_errno() == 13:
+        refused += 1
+    else:
+        other += 1
+    s.close()
+stop = True
+print("RESULT", ok, refused, other)
+"""
+
+
+def test_rewriting_the_address_during_connect_never_reaches_the_host(rf: Runner) -> None:
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    bad = host / "db.sock"
+    good = ws / "good.sock"
+    assert len(str(good)) < 100
+    with stream_server(bad, (rf.uid, rf.gid)) as got:
+        (ws / "race.py").write_text(RACE_ADDRESS)
+        r = rf("run", "--", "python3", "race.py", str(good), str(bad), "1500", cwd=ws, timeout=120)
+        assert "RESULT" in r.stdout, (r.stdout, r.stderr)
+        ok, refused, _other = map(int, r.stdout.split("RESULT")[1].split()[:3])
+        assert got == [], "a rewritten address reached the host's socket"
+        assert ok > 0  # the race ran both ways: some connects took the allowed path
+        assert refused > 0
+
+
+RACE_FD = """
+import ctypes, os, socket, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+bad = sys.argv[1]
+addr = socket.AF_UNIX.to_bytes(2, sys.byteorder) + bad.encode().ljust(108, b"\\0")
+tcp = socket.socket(socket.AF_INET)
+N = 500
+stop = False
+def flip():
+    while not stop:
+        u = socket.socket(socket.AF_UNIX)
+        os.dup2(u.fileno(), N)
+        os.dup2(tcp.fileno(), N)
+        u.close()
+os.dup2(tcp.fileno(), N)
+threading.Thread(target=flip, daemon=True).start()
+reached = 0
+for _ in range(int(sys.argv[2])):
+    if libc.connect(N, addr, 110) == 0:
+        reached += 1
+        os.dup2(tcp.fileno(), N)
+stop = True
+print("RESULT", reached)
+"""
+
+
+def test_swapping_the_descriptor_during_connect_never_reaches_the_host(rf: Runner) -> None:
+    """The guard decides on the open socket it took from the caller, not the number: a thread
+    putting a unix socket under the same number after the look gains nothing."""
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    bad = host / "db.sock"
+    with stream_server(bad, (rf.uid, rf.gid)) as got:
+        (ws / "race.py").write_text(RACE_FD)
+        r = rf("run", "--", "python3", "race.py", str(bad), "1500", cwd=ws, timeout=120)
+        assert "RESULT 0" in r.stdout, (r.stdout, r.stderr)
+        assert got == []
+
+
+TCP = """
+import socket, threading
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen()
+def serve():
+    c, _ = srv.accept()
+    c.sendall(b"echo:" + c.recv(64))
+threading.Thread(target=serve, daemon=True).start()
+s = socket.create_connection(srv.getsockname())
+s.sendall({nonce!r}.encode())
+print("GOT", s.recv(64).decode())
+n = socket.socket()
+n.setblocking(False)
+print("NONBLOCK", n.connect_ex(srv.getsockname()))
+"""
+
+
+def test_tcp_to_a_loopback_server_inside_still_works(rf: Runner) -> None:
+    ws = rf.mkdir()
+    nonce = uuid.uuid4().hex
+    r = run_py(rf, ws, TCP.format(nonce=nonce))
+    assert f"GOT echo:{nonce}" in r.stdout, (r.stdout, r.stderr)
+    # a nonblocking connect answers as the kernel would: in progress (or done on loopback)
+    assert "NONBLOCK 115" in r.stdout or "NONBLOCK 0" in r.stdout, r.stdout
+
+
+WAITS = """
+import errno, os, socket, threading, time
+path = "full.sock"
+srv = socket.socket(socket.AF_UNIX)
+srv.bind(path)
+srv.listen(0)
+first = []
+for _ in range(3):  # fill the backlog
+    c = socket.socket(socket.AF_UNIX); c.setblocking(False)
+    if c.connect_ex(path) == 0:
+        first.append(c)
+n = socket.socket(socket.AF_UNIX)
+n.setblocking(False)
+print("NONBLOCK", n.connect_ex(path))
+def drain():
+    time.sleep(0.5)
+    while True:
+        srv.accept()
+threading.Thread(target=drain, daemon=True).start()
+b = socket.socket(socket.AF_UNIX)
+t = time.monotonic()
+b.connect(path)
+print("BLOCKING waited", time.monotonic() - t > 0.3)
+"""
+
+
+def test_a_full_backlog_answers_like_the_kernel(rf: Runner) -> None:
+    """Nonblocking: EAGAIN at once. Blocking: waits until the server accepts (a worker thread
+    of the guard waits, so the guard keeps answering the server's own accept meanwhile)."""
+    ws = rf.mkdir()
+    r = run_py(rf, ws, WAITS, timeout=30)
+    assert f"NONBLOCK {11}" in r.stdout, (r.stdout, r.stderr)
+    assert "BLOCKING waited True" in r.stdout, (r.stdout, r.stderr)
+
+
+FDPASS = """
+import array, os, socket
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+with open("secret.txt", "w") as f:
+    f.write({nonce!r})
+held = open("secret.txt")
+fd = held.fileno()
+a.sendmsg([b"fd"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+msg, anc, _, _ = b.recvmsg(16, socket.CMSG_SPACE(4))
+got = array.array("i", anc[0][2])[0]
+print("GOT", msg.decode(), os.read(got, 64).decode())
+"""
+
+
+def test_descriptors_passed_over_a_datagram_socket_arrive(rf: Runner) -> None:
+    """sendmsg on a unix datagram socket is performed by the guard: SCM_RIGHTS descriptors
+    are the caller's own open files (taken with pidfd_getfd), so the receiver reads them."""
+    ws = rf.mkdir()
+    nonce = uuid.uuid4().hex
+    r = run_py(rf, ws, FDPASS.format(nonce=nonce))
+    assert f"GOT fd {nonce}" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_allow_socket_must_name_an_existing_socket(rf: Runner) -> None:
+    ws = rf.mkdir()
+    marker = ws / "ran"
+    (ws / "plain").write_text("")
+    for bad, why in (
+        ("rel/x.sock", "is relative"),
+        (str(ws / "missing.sock"), "does not exist"),
+        (str(ws / "plain"), "is not a unix socket"),
+    ):
+        r = rf("run", "--allow-socket", bad, "--", "touch", str(marker), cwd=ws)
+        assert r.returncode == 2, (bad, r.stderr)
+        assert why in r.stderr and "--allow-socket" in r.stderr
+        assert not marker.exists()
+
+
+def test_explain_shows_the_socket_rule(rf: Runner) -> None:
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    path = host / "db.sock"
+    with stream_server(path, (rf.uid, rf.gid)):
+        r = rf("explain", "--allow-socket", str(path), "--", "true", cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert "unix sockets on disk" in r.stdout
+    assert str(path) in r.stdout and "--allow-socket PATH" in r.stdout
+
+
+def test_a_socket_behind_a_closed_directory_suggests_no_writable_root(rf: Runner) -> None:
+    """EACCES on the way to a socket (a directory the user cannot search) is the kernel's
+    answer, not a boundary: no report may suggest ``--writable`` for it."""
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    closed = host / "closed"
+    closed.mkdir()
+    path = closed / "db.sock"
+    with stream_server(path, (0, 0)) as got:
+        os.chown(closed, 0, 0)
+        closed.chmod(0o700)
+        r = run_py(rf, ws, CONNECT.format(path=str(path), nonce="x"))
+        assert EACCES_LINE in r.stdout, (r.stdout, r.stderr)
+        assert got == []
+        assert "--writable" not in r.stderr
+
+
+def test_the_socket_only_guard_leaves_file_calls_alone(rf: Runner) -> None:
+    """Without protected names the guard keeps only the socket rule: links and renames into
+    another directory work as the kernel allows them (no extra Landlock layer refuses them),
+    and a host socket is still refused."""
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    path = host / "db.sock"
+    script = (
+        "mkdir -p a b && echo x > a/f && ln a/f b/g && mv a/f b/f && echo FILES-OK; "
+        + f"python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('{path}')\" "
+        + "2>/dev/null || echo SOCKET-REFUSED"
+    )
+    with stream_server(path, (rf.uid, rf.gid)) as got:
+        r = rf.sh(ws, script, "--no-default-protect")
+        assert "FILES-OK" in r.stdout and "SOCKET-REFUSED" in r.stdout, (r.stdout, r.stderr)
+        assert got == []
+
+
+SENDMMSG = """
+import ctypes, socket, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+class IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class MsgHdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.c_void_p), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", MsgHdr), ("len", ctypes.c_uint32)]
+threading.Thread(target=lambda: __import__("time").sleep(5), daemon=True).start()  # 2 threads
+def sendmmsg(sock, payloads, addr):
+    keep, msgs = [], (MMsgHdr * len(payloads))()
+    name = ctypes.create_string_buffer(addr, len(addr)) if addr else None
+    for i, p in enumerate(payloads):
+        buf = ctypes.create_string_buffer(p, len(p))
+        iov = IoVec(ctypes.addressof(buf), len(p))
+        keep += [buf, iov]
+        msgs[i].hdr.iov, msgs[i].hdr.iovlen = ctypes.addressof(iov), 1
+        if name is not None:
+            msgs[i].hdr.name, msgs[i].hdr.namelen = ctypes.addressof(name), len(addr)
+    n = libc.sendmmsg(sock.fileno(), msgs, len(payloads), 0)
+    return n, ctypes.get_errno(), [m.len for m in msgs]
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 0))
+out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+out.connect(udp.getsockname())
+print("UDP", *sendmmsg(out, [b"a", b"bb", b"ccc"], None))
+print("UDP-GOT", sorted(udp.recv(16) for _ in range(3)))
+host = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sun = socket.AF_UNIX.to_bytes(2, sys.byteorder) + sys.argv[1].encode() + b"\\0"
+print("UNIX", *sendmmsg(host, [b"{nonce}"], sun))
+"""
+
+
+def test_sendmmsg_from_a_threaded_process(rf: Runner) -> None:
+    """sendmmsg from a multi-threaded caller is performed by the guard: every message goes out,
+    each msg_len is written back; to a host unix socket it is refused."""
+    ws, host = rf.mkdir(), rf.mkdir("sock-")
+    path = host / "log.sock"
+    nonce = uuid.uuid4().hex
+    with dgram_server(path, (rf.uid, rf.gid)) as srv:
+        r = run_py(rf, ws, SENDMMSG.replace("{nonce}", nonce), args=(str(path),))
+        assert "UDP 3 0 [1, 2, 3]" in r.stdout, (r.stdout, r.stderr)
+        assert "UDP-GOT [b'a', b'bb', b'ccc']" in r.stdout
+        assert "UNIX -1 13" in r.stdout, (r.stdout, r.stderr)
+        assert received(srv) == []
