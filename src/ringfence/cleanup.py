@@ -6,8 +6,8 @@ package cache (offline installs work); it is only ever removed on request, or by
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import stat
 import time
 from collections.abc import Iterator
@@ -60,20 +60,74 @@ def states(base: str) -> Iterator[WorkspaceState]:
 
 
 def remove(path: str) -> None:
-    """Remove a state directory, including the unreadable work directory overlayfs leaves."""
+    """Remove a state directory, including the unreadable work directory overlayfs leaves.
 
-    def fix(func: object, p: str, exc: object) -> None:
+    Only through file descriptors, never by a joined path: the tree is what sandboxes wrote
+    (their /tmp layer and caches), and a path string could be turned into a symlink to
+    elsewhere between two calls. Each directory is opened without following a symlink, made
+    searchable through its own descriptor if it is not, and emptied from that descriptor.
+    """
+    parent, name = os.path.split(os.path.abspath(path))
+    pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _remove_at(pfd, name)
+    finally:
+        os.close(pfd)
+
+
+def _open_dir(parent_fd: int, name: str) -> int | None:
+    """The directory ``name`` in ``parent_fd`` opened for listing, or None when ``name`` is
+    not a directory (a symlink included: never followed)."""
+    pathfd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+    try:
+        if not stat.S_ISDIR(os.fstat(pathfd).st_mode):
+            return None
+        magic = f"/proc/self/fd/{pathfd}"  # this very inode, whatever the name is now
         try:
-            os.chmod(os.path.dirname(p), stat.S_IRWXU)
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, stat.S_IRWXU)
-                shutil.rmtree(p, onerror=fix)
-            else:
-                os.unlink(p)
-        except FileNotFoundError:
-            pass
+            return os.open(magic, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except PermissionError:
+            os.chmod(magic, stat.S_IRWXU)
+            return os.open(magic, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    finally:
+        os.close(pathfd)
 
-    shutil.rmtree(path, onerror=fix)
+
+def _remove_at(parent_fd: int, name: str) -> None:
+    """Depth first without recursion (a sandbox may nest directories deeper than Python's
+    stack): one open descriptor per level, closed on the way back up."""
+    first = _open_or_unlink(parent_fd, name)
+    if first is None:
+        return
+    # (directory fd, its entries still to visit, its parent fd, its name there)
+    stack = [(first, iter(list(os.scandir(first))), parent_fd, name)]
+    try:
+        while stack:
+            dfd, entries, pfd, dname = stack[-1]
+            entry = next(entries, None)
+            if entry is not None:
+                child = _open_or_unlink(dfd, entry.name)
+                if child is not None:
+                    stack.append((child, iter(list(os.scandir(child))), dfd, entry.name))
+                continue
+            stack.pop()
+            os.close(dfd)
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(dname, dir_fd=pfd)
+    finally:
+        for dfd, *_ in stack:
+            os.close(dfd)
+
+
+def _open_or_unlink(parent_fd: int, name: str) -> int | None:
+    """``name`` opened as a directory, or removed (anything else) and None."""
+    try:
+        dfd = _open_dir(parent_fd, name)
+    except FileNotFoundError:
+        return None
+    if dfd is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parent_fd)
+    return dfd
 
 
 def _chosen(

@@ -1253,11 +1253,25 @@ def cmd_clean(ns: argparse.Namespace) -> int:
     legacy = os.path.join(base, "cache")  # the one shared cache of ringfence < 0.2
     if ns.all and os.path.isdir(legacy):
         chosen.append(cleanup.WorkspaceState(legacy, None, 0.0, cleanup.size_of(legacy)))
+    busy = 0
     for st in chosen:
         label = st.workspace or "(shared cache of an older ringfence)"
-        print(f"{'would remove' if ns.dry_run else 'removed'} {st.path}  {label}  {st.size} bytes")
-        if not ns.dry_run:
+        if ns.dry_run:
+            print(f"would remove {st.path}  {label}  {st.size} bytes")
+            continue
+        lock = statedirs.try_exclusive(st.path) if st.workspace is not None else None
+        if st.workspace is not None and lock is None:
+            busy += 1
+            print(f"in use, kept {st.path}  {label} (a sandbox of it is running)", file=sys.stderr)
+            continue
+        try:
             cleanup.remove(st.path)
+        finally:
+            if lock is not None:
+                os.close(lock)
+        print(f"removed {st.path}  {label}  {st.size} bytes")
+    if busy:
+        return 1
     if not chosen:
         print("nothing to remove", file=sys.stderr)
     return 0

@@ -145,6 +145,13 @@ class _Connection:
         self.closing = False
         self.proxy: ProxyService | None = None
         self.start_error: dict[str, Any] | None = None
+        # A shared lock on the workspace's state while this runner lives: `ringfence clean`
+        # leaves a /tmp layer alone that an overlay of ours still has mounted.
+        self.state_lock: int | None = None
+        if plan.state_dir is not None:
+            from ringfence.policy.statedirs import hold
+
+            self.state_lock = hold(plan.state_dir)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         try:
@@ -413,6 +420,9 @@ class _Connection:
         if self.tmpdir is not None:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
+        if self.state_lock is not None:
+            os.close(self.state_lock)
+            self.state_lock = None
 
     def oom_kills(self) -> int:
         return self.cgroup.oom_kills() if self.cgroup is not None else 0

@@ -277,3 +277,25 @@ def test_a_layer_file_survives_and_time_passes(rf: Runner) -> None:
     assert r.returncode == 0 and str(ws) in r.stdout, r.stdout
     assert not marker.parent.exists()
     assert ctypes is not None
+
+
+def test_clean_keeps_the_state_of_a_running_sandbox(rf: Runner) -> None:
+    ws = rf.mkdir()
+    nonce = secrets.token_hex(6)
+    proc = rf.popen(
+        "run", "--", "sh", "-c", f"echo {nonce} > /tmp/kept && touch started && sleep 30", cwd=ws
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (ws / "started").exists():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        r = rf("clean", "--workspace", str(ws))
+        assert r.returncode == 1 and "in use" in r.stderr, (r.stdout, r.stderr)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    r = rf.sh(ws, "cat /tmp/kept")
+    assert r.stdout.strip() == nonce  # the layer survived the refused clean
+    r = rf("clean", "--workspace", str(ws))
+    assert r.returncode == 0 and "removed" in r.stdout, r.stderr

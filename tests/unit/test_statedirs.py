@@ -89,3 +89,43 @@ def test_tmp_secrets_match_the_patterns_and_skip_symlinks(tmp_path: Path) -> Non
     (tmp_path / "krb5cc_evil").symlink_to("/usr")  # another user's plant: not followed
     found = {os.path.basename(p) for p in tmp_secrets(str(tmp_path))}
     assert found == {"krb5cc_1000", "ssh-abc", ".X11-unix", "xauth_q", "tmux-1000x"}
+
+
+def test_remove_never_follows_a_symlink_and_empties_unreadable_dirs(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    (victim / "data").mkdir(parents=True)
+    (victim / "data" / "important.txt").write_text("keep")
+    victim.chmod(0o755)
+    state = tmp_path / "state"
+    (state / "tmp" / "upper" / "p").mkdir(parents=True)
+    (state / "tmp" / "upper" / "p" / "a").symlink_to(victim)  # planted by a sandbox
+    (state / "tmp" / "upper" / "p" / "fifo").touch()
+    locked = state / "tmp" / "work" / "work"
+    locked.mkdir(parents=True)
+    (locked / "x").mkdir()
+    locked.chmod(0)
+    deep = state / "cache"
+    deep.mkdir()
+    cur = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1500):  # deeper than Python's recursion limit
+        os.mkdir("d", dir_fd=cur)
+        nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=cur)
+        os.close(cur)
+        cur = nxt
+    os.close(cur)
+    cleanup.remove(str(state))
+    assert not state.exists()
+    assert (victim / "data" / "important.txt").read_text() == "keep"
+    assert victim.stat().st_mode & 0o777 == 0o755
+
+
+def test_a_state_in_use_cannot_be_locked_for_removal(tmp_path: Path) -> None:
+    ws = statedirs.prepare_workspace(str(tmp_path / "rf"), "/srv/p")
+    assert ws is not None
+    held = statedirs.hold(ws)
+    assert held is not None
+    assert statedirs.try_exclusive(ws) is None
+    os.close(held)
+    lock = statedirs.try_exclusive(ws)
+    assert lock is not None
+    os.close(lock)

@@ -17,6 +17,7 @@ session sockets) is hidden, and only the running workspace's cache is mounted ba
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -79,3 +80,45 @@ def prepare_workspace(base: str, workspace: str) -> str | None:
     except OSError:
         return None
     return ws
+
+
+LOCK = "lock"
+
+
+def hold(state_dir: str) -> int | None:
+    """A shared lock on a workspace's state, held (as the returned fd) while a sandbox uses
+    it, so that ``ringfence clean`` leaves a layer alone that a running overlay still has
+    mounted. None when the lock file cannot be opened (the run goes on; clean then refuses
+    nothing it cannot lock)."""
+    try:
+        fd = os.open(
+            os.path.join(state_dir, LOCK),
+            os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
+        )
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def try_exclusive(state_dir: str) -> int | None:
+    """The lock for removing a workspace's state, or None while a sandbox holds it."""
+    try:
+        fd = os.open(os.path.join(state_dir, LOCK), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        fd = os.open(
+            os.path.join(state_dir, LOCK),
+            os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
+        )
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd

@@ -69,6 +69,8 @@ class HostFacts:
     cache_root: str | None = None
     # this workspace's /tmp layer (holding upper/ and work/ for overlayfs), or None
     tmp_layer: str | None = None
+    # the directory holding both (statedirs.py): locked while a sandbox uses it
+    state_dir: str | None = None
     # ringfence's own state (caches and /tmp layers of every workspace, the audit log, session
     # sockets): hidden inside every sandbox, whether it exists yet or not
     own_state: tuple[str, ...] = ()
@@ -274,7 +276,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     home = env.get("HOME") or None
     if home:
         home = os.path.realpath(home)
-    cache_dir = tmp_layer = None
+    cache_dir = tmp_layer = state_dir = None
     own_state: tuple[str, ...] = ()
     namespaces = policy.sandboxed and policy.isolation is Isolation.NAMESPACES
     if namespaces:
@@ -283,7 +285,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     if state_base is not None:
         ws = statedirs.prepare_workspace(state_base, policy.workspace)
         if ws is not None:
-            ws = os.path.realpath(ws)
+            ws = state_dir = os.path.realpath(ws)
             tmp_layer = os.path.join(ws, "tmp") if namespaces else None
             root = os.path.join(ws, "cache")
             if policy.tool_caches and policy.writable_paths() and caches.ensure(root):
@@ -373,6 +375,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         cgroup_note=cgroup_note,
         cache_root=cache_dir,
         tmp_layer=tmp_layer,
+        state_dir=state_dir,
         own_state=own_state,
         tmp_secrets=secrets_in_tmp,
         user_quotas=user_quotas() if namespaces else {},

@@ -70,6 +70,8 @@ class LinuxPlan:
     isolation: str = "namespaces"
     notes: tuple[str, ...] = ()
     scrubbed_env: tuple[str, ...] = ()
+    # ringfence's per-workspace state directory (statedirs.py), locked while the sandbox runs
+    state_dir: str | None = None
     # The variables ringfence itself sets (RINGFENCE_*, TMPDIR, caches, proxy): what a session
     # server adds to each client's own environment.
     sandbox_env: Mapping[str, str] = field(default_factory=dict)
@@ -453,6 +455,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         network=network.value,
         mode=policy.mode.value,
         scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
+        state_dir=facts.state_dir if policy.sandboxed else None,
         sandbox_env=sandbox_vars,
     )
     if not policy.sandboxed:
