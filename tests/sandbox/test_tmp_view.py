@@ -299,3 +299,82 @@ def test_clean_keeps_the_state_of_a_running_sandbox(rf: Runner) -> None:
     assert r.stdout.strip() == nonce  # the layer survived the refused clean
     r = rf("clean", "--workspace", str(ws))
     assert r.returncode == 0 and "removed" in r.stdout, r.stderr
+
+
+def test_a_writable_home_keeps_every_hidden_entry_and_xdg_place(rf: Runner) -> None:
+    """With --workspace $HOME, what a shell, runtime or desktop reads at start from a hidden
+    entry of home, or from $XDG_CONFIG_HOME/$XDG_DATA_HOME elsewhere, stays read-only, existing
+    or not; the rest of home and the tool caches stay writable."""
+    home = rf.mkdir("home-")
+    cfg, data = home / "cfg", home / "data"
+    for d in (cfg, data, home / ".config"):
+        d.mkdir()
+        _own(rf, d)
+    (home / ".tmux.conf").write_text("set -g x\n")
+    _own(rf, home / ".tmux.conf")
+    nonce = secrets.token_hex(6)
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": str(cfg), "XDG_DATA_HOME": str(data)}
+    writes = (
+        ".bash_aliases",
+        ".tmux.conf",
+        ".local/lib/python3.11/site-packages/x.pth",
+        ".config/Code/User/settings.json",
+        ".newtool/init.sh",
+        "cfg/git/config",
+        "cfg/systemd/user/x.service",
+        "data/applications/x.desktop",
+        "go/bin/tool",
+    )
+    script = "; ".join(
+        f'mkdir -p "$(dirname {w})" 2>/dev/null; echo {nonce} >> {w} 2>/dev/null || echo refused'
+        for w in writes
+    )
+    script += (
+        f"; echo {nonce} > notes.txt && echo wrote; mv .tmux.conf t 2>/dev/null || echo kept"
+        f'; echo {nonce} > "$PIP_CACHE_DIR/x" && echo cache-ok'
+    )
+    r = rf("run", "--workspace", str(home), "--", "sh", "-c", script, cwd=home, env=env)
+    assert r.stdout.count("refused") == len(writes), (r.stdout, r.stderr)
+    assert "wrote" in r.stdout and "kept" in r.stdout and "cache-ok" in r.stdout, r.stdout
+    assert (home / "notes.txt").read_text() == f"{nonce}\n"
+    assert (home / ".tmux.conf").read_text() == "set -g x\n"
+    for w in writes:
+        assert not (home / w).exists() or w == ".tmux.conf", w
+
+
+def test_a_protected_path_in_host_tmp_is_the_hosts_file(rf: Runner, host_tmp: Path) -> None:
+    conf = host_tmp / "conf.sh"
+    conf.write_text("original\n")
+    _own(rf, conf)
+    ws = rf.mkdir()
+    r = rf.sh(ws, f"echo tampered > {conf}; cat {conf}")
+    assert r.stdout.strip() == "tampered"  # written in this workspace's layer only
+    assert conf.read_text() == "original\n"
+    r = rf.sh(ws, f"cat {conf}; echo again > {conf} || echo refused", "--protect", str(conf))
+    assert r.stdout.split() == ["original", "refused"], (r.stdout, r.stderr)
+
+
+def test_without_home_set_the_accounts_secrets_stay_hidden(rf: Runner) -> None:
+    """$HOME unset: the account's own home (the password database) is what holds its
+    secrets. Only for the throwaway test user: nothing is written into a real home."""
+    if rf.label == "self":
+        pytest.skip("writes a secret into the account's home: the throwaway user's only")
+    ws = rf.mkdir()
+    secret = Path(rf.home) / ".vault-token"
+    nonce = secrets.token_hex(8)
+    secret.write_text(f"hvs.{nonce}\n")
+    _own(rf, secret)
+    try:
+        r = subprocess.run(
+            rf.argv(["run", "--", "cat", str(secret)]),
+            cwd=ws,
+            env={k: v for k, v in rf.env().items() if k != "HOME"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            **rf.popen_kwargs(),  # type: ignore[arg-type]
+        )
+        assert nonce not in r.stdout and "Permission denied" in r.stderr, (r.stdout, r.stderr)
+    finally:
+        secret.unlink()

@@ -42,8 +42,9 @@ def test_prepare_makes_a_private_tree(tmp_path: Path) -> None:
         ("/", "root directory"),
         ("/home/u", "your home directory"),
         ("/home", "contains your home directory"),
-        ("/tmp", "every program shares"),
-        ("/var/tmp", "every program shares"),
+        ("/tmp", "directory every program shares"),
+        ("/var/tmp", "directory every program shares"),
+        ("/var", "directory every program shares"),
     ],
 )
 def test_the_cwd_default_refuses_home_root_and_shared_dirs(

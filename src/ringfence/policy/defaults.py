@@ -164,6 +164,7 @@ HOME_PROTECTED: tuple[str, ...] = (
     ".local/share/systemd",
     ".local/bin",
     "bin",
+    "go/bin",
     ".pam_environment",
     ".xprofile",
     ".xsession",
@@ -187,6 +188,27 @@ HOME_PROTECTED: tuple[str, ...] = (
     ".gnupg",
     ".local/state/ringfence",
     ".cache/ringfence",
+)
+# Relative to $XDG_CONFIG_HOME and $XDG_DATA_HOME (default ~/.config, ~/.local/share), where
+# those are set elsewhere: the same kind of places, found where the programs look.
+XDG_CONFIG_PROTECTED: tuple[str, ...] = (
+    "systemd",
+    "autostart",
+    "environment.d",
+    "git",
+    "fish",
+    "nvim",
+    "pip",
+    "direnv",
+    "containers",
+    "Code/User",
+    "ringfence",
+)
+XDG_DATA_PROTECTED: tuple[str, ...] = (
+    "systemd",
+    "applications",
+    "bash-completion",
+    "nvim",
 )
 # Spools whose entries run as the user (cron, at), protected if a writable root holds them.
 SYSTEM_PROTECTED: tuple[str, ...] = (

@@ -84,15 +84,22 @@ def default_workspace(cwd: str, home: str | None) -> str:
     Naming such a directory with ``--workspace`` stays possible (its persistence locations
     are then protected); taking it silently is not.
     """
+    import pwd
+
     ws = os.path.realpath(cwd)
-    home_real = os.path.realpath(home) if home and os.path.isabs(home) else None
+    homes = [home] if home and os.path.isabs(home) else []
+    try:  # $HOME may be unset or point elsewhere: the account's home counts too
+        homes.append(pwd.getpwuid(os.getuid()).pw_dir)
+    except (KeyError, OverflowError):
+        pass
     why = None
     if ws == "/":
         why = "it is the root directory"
-    elif home_real is not None and _under(home_real, ws):
-        why = "it is your home directory" if ws == home_real else "it contains your home directory"
-    elif ws in SHARED_DIRS:
-        why = "it is a directory every program shares"
+    for h in dict.fromkeys(os.path.realpath(h) for h in homes if h and h != "/"):
+        if why is None and _under(h, ws):
+            why = "it is your home directory" if ws == h else "it contains your home directory"
+    if why is None and any(_under(shared, ws) for shared in SHARED_DIRS):
+        why = "it is, or holds, a directory every program shares"
     if why is not None:
         raise PolicyError(
             f"workspace: the current directory {ws} would become writable, and {why}. Run from "

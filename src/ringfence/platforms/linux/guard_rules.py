@@ -83,6 +83,11 @@ class GuardRules:
     # ``allow_sockets`` entry (``--allow-socket``; a socket or a directory of them).
     socket_roots: tuple[str, ...] = ()
     allow_sockets: tuple[str, ...] = ()
+    # Directories (a home directory inside a writable root) whose hidden entries, ``.*``, are
+    # all protected, existing or not: what a shell, editor, language runtime or desktop
+    # reads from there at start is an open-ended list, so none of it is writable. A writable
+    # root beneath one (ringfence's tool cache, a --writable ~/.x) is excepted.
+    dot_dirs: tuple[str, ...] = ()
     _patterns: tuple[_Pattern, ...] = field(init=False, repr=False, compare=False, default=())
     # A path can only match if one of its components is some pattern's first literal component
     # (None when a pattern starts with a glob): a cheap test that clears most paths at once.
@@ -91,7 +96,7 @@ class GuardRules:
     def __post_init__(self) -> None:
         for path in (*self.writable_roots, *self.protected_paths, *self.git_roots):
             check_canonical(path)
-        for path in (*self.hooks_dirs, *self.socket_roots, *self.allow_sockets):
+        for path in (*self.hooks_dirs, *self.socket_roots, *self.allow_sockets, *self.dot_dirs):
             check_canonical(path)
         if self.git not in ("off", "allowlist", "strict"):
             raise ValueError(f"git mode {self.git!r} is not off, allowlist or strict")
@@ -180,6 +185,9 @@ def protected_by(rules: GuardRules, path: str) -> str | None:
     for top in rules.protected_paths:
         if _beneath_or_equal(path, top):
             return top
+    dot = _dot_entry(rules, path)
+    if dot is not None:
+        return dot
     rel = _relative_to_root(rules, path)
     if rel is None:
         return None
@@ -188,6 +196,24 @@ def protected_by(rules: GuardRules, path: str) -> str | None:
     for pattern in rules._patterns:
         if _run_ends_here(pattern.parts, rel):
             return pattern.text
+    return None
+
+
+def _dot_entry(rules: GuardRules, path: str) -> str | None:
+    """``<dir>/.*`` when ``path`` is, or lies beneath, a hidden entry of a ``dot_dirs``
+    directory and not beneath a writable root nested there."""
+    for d in rules.dot_dirs:
+        if not path.startswith(d.rstrip("/") + "/"):
+            continue
+        first = path[len(d.rstrip("/")) + 1 :].split("/", 1)[0]
+        if not first.startswith("."):
+            continue
+        nested = any(
+            r != d and _beneath_or_equal(r, d) and _beneath_or_equal(path, r)
+            for r in rules.writable_roots
+        )
+        if not nested:
+            return f"{d.rstrip('/')}/.*"
     return None
 
 
@@ -224,6 +250,9 @@ def is_ancestor_of_protected_path(rules: GuardRules, path: str) -> str | None:
     for top in rules.protected_paths:
         if top != path and _beneath_or_equal(top, path):
             return top
+    for d in rules.dot_dirs:  # the directory itself too: it takes all its hidden entries
+        if _beneath_or_equal(d, path):
+            return f"{d.rstrip('/')}/.*"
     return None
 
 

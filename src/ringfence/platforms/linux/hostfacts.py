@@ -76,6 +76,13 @@ class HostFacts:
     own_state: tuple[str, ...] = ()
     # entries of the host's /tmp that match defaults.TMP_DENY_READ
     tmp_secrets: tuple[str, ...] = ()
+    # the account's home (password database) when $HOME names another directory or is unset:
+    # its secrets are hidden and its persistence places protected as well
+    account_home: str | None = None
+    # $XDG_CONFIG_HOME and $XDG_DATA_HOME, resolved ("config", "data"; defaults under home)
+    xdg_dirs: Mapping[str, str] = field(default_factory=dict)
+    # the hidden (dot) entries of $HOME when a writable root holds it: all protected
+    home_dot_entries: tuple[str, ...] = ()
     # the caller's own per-user quotas (/proc/sys/user/max_*), for the sandbox's lower ones
     user_quotas: Mapping[str, int] = field(default_factory=dict)
 
@@ -137,6 +144,43 @@ def candidate_paths(policy: Policy, home: str | None, gitdirs: Iterable[str] = (
         out.extend(os.path.join(home, rel) for rel in defaults.HOME_PROTECTED)
     out.extend(defaults.SYSTEM_PROTECTED)
     return out
+
+
+def _account_home() -> str | None:
+    """The home directory of the caller's account (the password database), resolved: where
+    its secrets are, whatever ``$HOME`` says (unset, or pointed elsewhere)."""
+    import pwd
+
+    try:
+        found = pwd.getpwuid(os.getuid()).pw_dir
+    except (KeyError, OverflowError):
+        return None
+    return os.path.realpath(found) if found and os.path.isabs(found) and found != "/" else None
+
+
+def xdg_dirs(env: Mapping[str, str], home: str | None) -> dict[str, str]:
+    """Where programs look for their config and data (resolved): the XDG variables when set
+    to an absolute path, else their defaults under home."""
+    out: dict[str, str] = {}
+    for key, var, default in (
+        ("config", "XDG_CONFIG_HOME", ".config"),
+        ("data", "XDG_DATA_HOME", ".local/share"),
+    ):
+        value = env.get(var)
+        if not value or not os.path.isabs(value):
+            if not home:
+                continue
+            value = os.path.join(home, default)
+        out[key] = os.path.realpath(value)
+    return out
+
+
+def dot_entries(home: str) -> tuple[str, ...]:
+    """The hidden entries of ``home`` (one listing, whatever is in it)."""
+    try:
+        return tuple(sorted(e.path for e in os.scandir(home) if e.name.startswith(".")))
+    except OSError:
+        return ()
 
 
 def own_state_dirs(env: Mapping[str, str], home: str | None) -> tuple[str, ...]:
@@ -273,9 +317,9 @@ def _read_scrub_files(
 def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> HostFacts:
     """Look at the host once, for one policy."""
     sites, cgroup_note = cgroups.discover() if policy.sandboxed else ({}, "")
+    account_home = _account_home()
     home = env.get("HOME") or None
-    if home:
-        home = os.path.realpath(home)
+    home = os.path.realpath(home) if home and os.path.isabs(home) else account_home
     cache_dir = tmp_layer = state_dir = None
     own_state: tuple[str, ...] = ()
     namespaces = policy.sandboxed and policy.isolation is Isolation.NAMESPACES
@@ -336,8 +380,33 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
             if named is not None:
                 hooks_paths[gd] = named
     secrets_in_tmp = tmp_secrets() if namespaces and policy.default_deny_read else ()
+    found_xdg = xdg_dirs(env, home) if policy.sandboxed else {}
+    xdg_protected = [
+        os.path.join(found_xdg[key], rel)
+        for key, names in (
+            ("config", defaults.XDG_CONFIG_PROTECTED),
+            ("data", defaults.XDG_DATA_PROTECTED),
+        )
+        if key in found_xdg
+        for rel in names
+    ]
+    home_dots: tuple[str, ...] = ()
+    if (
+        namespaces
+        and home
+        and policy.default_protected
+        and any(home == r or home.startswith(r.rstrip("/") + "/") for r in policy.writable_paths())
+    ):
+        home_dots = dot_entries(home)
     paths: dict[str, PathInfo] = {}
-    for p in [*candidate_paths(policy, home, extra_dirs), *own_state, *secrets_in_tmp]:
+    for p in [
+        *candidate_paths(policy, home, extra_dirs),
+        *(candidate_paths(policy, account_home) if account_home not in (None, home) else ()),
+        *own_state,
+        *secrets_in_tmp,
+        *xdg_protected,
+        *home_dots,
+    ]:
         if p not in paths:
             info = _lstat_info(p)
             if info is not None:
@@ -376,6 +445,9 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         cache_root=cache_dir,
         tmp_layer=tmp_layer,
         state_dir=state_dir,
+        xdg_dirs=found_xdg,
+        account_home=account_home if account_home != home else None,
+        home_dot_entries=home_dots,
         own_state=own_state,
         tmp_secrets=secrets_in_tmp,
         user_quotas=user_quotas() if namespaces else {},

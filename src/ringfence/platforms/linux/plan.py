@@ -107,6 +107,8 @@ class LinuxPlan:
     guard_hooks_dirs: tuple[str, ...] = ()
     guard_global_hooks_path: str | None = None
     guard_home: str | None = None  # what ~/ means in the git configs the guard reads
+    # a home directory inside a writable root: every hidden entry of it protected (guard_rules)
+    guard_dot_dirs: tuple[str, ...] = ()
     # (mask target, the deny_read entry that hid it): what violation reports name as hidden.
     hidden: tuple[tuple[str, str], ...] = ()
     # Unix sockets on disk: the guard refuses connect()/sendto()/sendmsg() to one unless it
@@ -197,8 +199,17 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
         return ()
     out: list[str] = []
     if policy.default_protected and facts.home:
-        out.extend(os.path.join(facts.home, rel) for rel in defaults.HOME_PROTECTED)
+        for home in (facts.home, facts.account_home):
+            if home:
+                out.extend(os.path.join(home, rel) for rel in defaults.HOME_PROTECTED)
         out.extend(defaults.SYSTEM_PROTECTED)
+        out.extend(facts.home_dot_entries)
+    if policy.default_protected:
+        config, data = facts.xdg_dirs.get("config"), facts.xdg_dirs.get("data")
+        if config:
+            out.extend(os.path.join(config, rel) for rel in defaults.XDG_CONFIG_PROTECTED)
+        if data:
+            out.extend(os.path.join(data, rel) for rel in defaults.XDG_DATA_PROTECTED)
     out.extend(facts.own_state)
     return tuple(p for p in dict.fromkeys(out) if _within_any(p, roots))
 
@@ -612,6 +623,27 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
                 why="workspace, read-only (host /tmp)",
             )
         )
+    # A protected path in host /tmp outside the writable roots: the host's file, read-only
+    # (through the layer it would be the layer's copy, which an earlier command could change).
+    if layered:
+        for p in policy.protected:
+            pinfo = facts.info(p)
+            if pinfo is None or not _under(p, "/tmp") or _within_any(p, roots):
+                continue
+            target = pinfo.real if pinfo.kind == "symlink" else p
+            tinfo = facts.info(target)
+            if tinfo is None or tinfo.kind == "symlink" or not _under(target, "/tmp"):
+                continue  # outside /tmp the read-only root shows the host's file already
+            b.add(
+                MountOp(
+                    "bind",
+                    target,
+                    source=target,
+                    readonly=True,
+                    is_dir=tinfo.kind == "dir",
+                    why=f"protected: --protect (host /tmp): {p}",
+                )
+            )
     # Protected paths: pin every ancestor between the root and the path (a mount point cannot
     # be renamed or removed), then bind the path read-only on itself.
     pinned: set[str] = {*roots, *git_roots}
@@ -648,6 +680,8 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     # config files that mix settings and credentials: a scrubbed copy instead.
     scrubbed = _scrub_mounts(policy, facts, b, notes)
     deny = list(policy.deny_read_paths(facts.home))
+    if facts.account_home and policy.default_deny_read:  # $HOME elsewhere: the account's too
+        deny.extend(policy.deny_read_paths(facts.account_home)[len(policy.deny_read) :])
     if policy.default_deny_read and layered:
         deny.extend(facts.tmp_secrets)
     bound = (*roots, *git_roots)
@@ -789,6 +823,11 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         else (),
         guard_global_hooks_path=facts.global_hooks_path if _git_mode(policy) != "off" else None,
         guard_home=facts.home,
+        guard_dot_dirs=tuple(
+            h
+            for h in dict.fromkeys((facts.home, facts.account_home))
+            if h and roots and policy.default_protected and _within_any(h, roots)
+        ),
         hidden=tuple(hidden),
         socket_roots=(*roots, *git_roots, "/tmp", "/dev/shm"),
         allow_sockets=tuple(

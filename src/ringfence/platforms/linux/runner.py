@@ -277,6 +277,7 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket, lock_fd: int) -> NoRe
             global_hooks_path=plan.guard_global_hooks_path,
             home=plan.guard_home,
             socket_roots=plan.socket_roots,
+            dot_dirs=plan.guard_dot_dirs,
             # An allowed socket named through a link in its directories (/var/run/x.sock with
             # /var/run -> /run) is reached at its real place; resolved here, in the sandbox's
             # own view, before the guard answers anything.
