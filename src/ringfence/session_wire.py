@@ -56,8 +56,9 @@ def check_name(name: str) -> str | None:
 def session_dir(env: dict[str, str] | os._Environ[str] = os.environ) -> str:
     """Where session sockets live: never inside a sandbox's view.
 
-    ``$XDG_RUNTIME_DIR`` is masked in every sandbox, and the fallback lies in the host's
-    ``/tmp``, which every sandbox replaces with a private one. ``RINGFENCE_SESSION_DIR``
+    ``$XDG_RUNTIME_DIR`` is masked in every sandbox, and so is the fallback in the host's
+    ``/tmp`` (a socket there could not be connected to through a sandbox's /tmp overlay
+    anyway). ``RINGFENCE_SESSION_DIR``
     overrides both (tests and unusual setups). The server checks its peers anyway.
     """
     override = env.get("RINGFENCE_SESSION_DIR")

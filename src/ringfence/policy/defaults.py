@@ -136,6 +136,7 @@ TMP_DENY_READ: tuple[str, ...] = (
     ".font-unix",
     "xauth*",
     ".xauth*",
+    "serverauth.*",
     ".X*-lock",
     "gpg-*",
     "keyring-*",
