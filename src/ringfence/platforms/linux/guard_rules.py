@@ -185,18 +185,12 @@ def protected_by(rules: GuardRules, path: str) -> str | None:
     for top in rules.protected_paths:
         if _beneath_or_equal(path, top):
             return top
-    dot = _dot_entry(rules, path)
-    if dot is not None:
-        return dot
     rel = _relative_to_root(rules, path)
-    if rel is None:
-        return None
-    if rules._first_names is not None and rules._first_names.isdisjoint(rel):
-        return None
-    for pattern in rules._patterns:
-        if _run_ends_here(pattern.parts, rel):
-            return pattern.text
-    return None
+    if rel is not None and (rules._first_names is None or not rules._first_names.isdisjoint(rel)):
+        for pattern in rules._patterns:
+            if _run_ends_here(pattern.parts, rel):
+                return pattern.text
+    return _dot_entry(rules, path)  # named by a pattern first: the more telling rule
 
 
 def _dot_entry(rules: GuardRules, path: str) -> str | None:

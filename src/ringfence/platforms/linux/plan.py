@@ -628,11 +628,16 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     if layered:
         for p in policy.protected:
             pinfo = facts.info(p)
-            if pinfo is None or not _under(p, "/tmp") or _within_any(p, roots):
+            if pinfo is None:
                 continue
             target = pinfo.real if pinfo.kind == "symlink" else p
             tinfo = facts.info(target)
-            if tinfo is None or tinfo.kind == "symlink" or not _under(target, "/tmp"):
+            if (
+                tinfo is None
+                or tinfo.kind == "symlink"
+                or not _under(target, "/tmp")
+                or _within_any(target, roots)
+            ):
                 continue  # outside /tmp the read-only root shows the host's file already
             b.add(
                 MountOp(
