@@ -201,3 +201,27 @@ def test_socket_rule() -> None:
         assert socket_refused(r, bad) == SOCKET_OUTSIDE, bad
     with pytest.raises(ValueError):
         GuardRules(writable_roots=(), allow_sockets=("rel/s",))
+
+
+def test_every_hidden_entry_of_a_dot_dir_is_protected_but_nested_roots() -> None:
+    from ringfence.platforms.linux.guard_rules import (
+        GuardRules,
+        is_ancestor_of_protected_path,
+        protected_by,
+    )
+
+    cache = "/home/u/.cache/ringfence/workspaces/w/cache"
+    rules = GuardRules(
+        writable_roots=("/home/u", cache),
+        protected_names=(".bashrc",),
+        dot_dirs=("/home/u",),
+    )
+    assert protected_by(rules, "/home/u/.bash_aliases") == "/home/u/.*"
+    assert protected_by(rules, "/home/u/.local/lib/python3/site-packages/x.pth") == "/home/u/.*"
+    assert protected_by(rules, "/home/u/.bashrc") == ".bashrc"  # its own name first
+    assert protected_by(rules, "/home/u/notes.txt") is None
+    assert protected_by(rules, "/home/u/proj/.envrc") is None  # hidden, but not home's entry
+    assert protected_by(rules, cache + "/pip/x") is None  # a writable root nested there
+    assert is_ancestor_of_protected_path(rules, "/home/u") == "/home/u/.*"
+    assert is_ancestor_of_protected_path(rules, "/home") == "/home/u/.*"
+    assert is_ancestor_of_protected_path(rules, "/home/u/proj") is None
