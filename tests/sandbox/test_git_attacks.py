@@ -448,3 +448,26 @@ def test_core_worktree_may_not_lead_into_a_git_directory(rf: Runner) -> None:
     )
     assert "main=0" not in r.stdout and "module=0" not in r.stdout, (r.stdout, r.stderr)
     assert "ok=0" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_a_git_file_naming_a_host_repository_opens_nothing(rf: Runner) -> None:
+    """A workspace's .git file pointing at another repository on the host is a claim, not a
+    linked worktree (no gitdir file in <repo>/.git/worktrees/ points back): that repository
+    stays read-only and its sockets out of reach."""
+    victim = rf.mkdir("victim-")
+    env = {**os.environ, "HOME": str(victim), "GIT_CONFIG_NOSYSTEM": "1"}
+    subprocess.run(["git", "init", "-q", str(victim)], check=True, env=env)
+    head = (victim / ".git" / "HEAD").read_text()
+    for p in [victim, *victim.rglob("*")]:
+        os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
+    ws = rf.mkdir()
+    (ws / ".git").write_text(f"gitdir: {victim}/.git\n")
+    os.chown(ws / ".git", rf.uid, rf.gid)
+    r = rf.sh(
+        ws,
+        f"echo 'ref: refs/heads/pwned' > {victim}/.git/HEAD || echo refused; "
+        f"touch {victim}/.git/refs/heads/evil || echo refused",
+    )
+    assert r.stdout.count("refused") == 2, (r.stdout, r.stderr)
+    assert (victim / ".git" / "HEAD").read_text() == head
+    assert not (victim / ".git" / "refs" / "heads" / "evil").exists()

@@ -13,6 +13,7 @@ address (or the descriptor) after the guard looked gets around the rule.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import threading
@@ -502,3 +503,25 @@ def test_sendmmsg_from_a_threaded_process(rf: Runner) -> None:
         assert "UDP-GOT [b'a', b'bb', b'ccc']" in r.stdout
         assert "UNIX -1 13" in r.stdout, (r.stdout, r.stderr)
         assert received(srv) == []
+
+
+def test_socket_calls_from_another_thread_work(rf: Runner) -> None:
+    """The guard performs connect() for the caller: also when the caller is not its
+    process's main thread (pidfd_open of a thread id fails; the process's is used)."""
+    ws = rf.mkdir()
+    nonce = secrets.token_hex(6)
+    code = f"""
+import socket, threading, os
+srv = socket.socket(socket.AF_UNIX); srv.bind("s.sock"); srv.listen()
+tcp = socket.socket(); tcp.bind(("127.0.0.1", 0)); tcp.listen()
+out = []
+def client():
+    c = socket.socket(socket.AF_UNIX); c.connect("s.sock"); c.sendall(b"{nonce}")
+    t = socket.create_connection(tcp.getsockname()); t.close()
+    out.append("ok")
+th = threading.Thread(target=client); th.start()
+conn, _ = srv.accept(); print(conn.recv(64).decode()); th.join(); print(*out)
+"""
+    r = rf("run", "--", "python3", "-c", code, cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [nonce, "ok"], (r.stdout, r.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ringfence.errors import PolicyError, UnsupportedError
@@ -144,6 +146,7 @@ def test_linked_worktree_git_dirs_become_git_only_roots() -> None:
         },
         gitdirs={"/w/.git": "/main/.git/worktrees/w"},
         commondirs={"/main/.git/worktrees/w": "/main/.git"},
+        backlinks={"/main/.git/worktrees/w": "/w/.git"},
     )
     plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
     binds = ops(plan.mounts, "bind")
@@ -157,6 +160,31 @@ def test_linked_worktree_git_dirs_become_git_only_roots() -> None:
     # without the git rules (no default protection) nothing outside the workspace opens up
     bare = compile_linux(Policy(workspace="/w", default_protected=False), f, cwd="/w")
     assert bare.guard_git_roots == () and ("bind", "/main/.git", False) not in ops(bare.mounts)
+    assert "/main/.git" not in plan.socket_roots  # git needs no socket there
+
+
+@pytest.mark.parametrize(
+    ("backlinks", "gitdir", "common"),
+    [
+        ({}, "/main/.git/worktrees/w", "/main/.git"),  # no gitdir file pointing back
+        ({"/main/.git/worktrees/w": "/elsewhere/.git"}, "/main/.git/worktrees/w", "/main/.git"),
+        ({"/victim/.git": "/w/.git"}, "/victim/.git", "/victim/.git"),  # not a worktree dir
+    ],
+)
+def test_a_git_file_naming_another_repository_opens_nothing(
+    backlinks: dict[str, str], gitdir: str, common: str
+) -> None:
+    """A .git file is the workspace's claim: only a linked worktree git made itself (its
+    git directory in <common>/worktrees/, pointing back at this .git file) is believed."""
+    f = facts(
+        {"/w/.git": "file", gitdir: "dir", os.path.join(gitdir, "HEAD"): "file", common: "dir"},
+        gitdirs={"/w/.git": gitdir},
+        commondirs={gitdir: common},
+        backlinks=backlinks,
+    )
+    plan = compile_linux(Policy(workspace="/w"), f, cwd="/w")
+    assert plan.guard_git_roots == ()
+    assert not any(m.source in (gitdir, common) for m in plan.mounts if m.kind == "bind")
 
 
 def test_hooks_path_directories_are_read_only_and_guarded() -> None:

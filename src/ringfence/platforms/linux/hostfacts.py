@@ -53,6 +53,9 @@ class HostFacts:
     gitdirs: Mapping[str, str] = field(default_factory=dict)
     # a gitdir -> its commondir (resolved), for linked worktrees
     commondirs: Mapping[str, str] = field(default_factory=dict)
+    # a gitdir -> the .git file its own ``gitdir`` file points back to (resolved): a linked
+    # worktree's, which git writes; what makes a pointer more than a claim
+    backlinks: Mapping[str, str] = field(default_factory=dict)
     # a .git directory -> submodule gitdirs found under .git/modules (bounded)
     modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # a git directory -> the core.hooksPath directory its config names (absolute, resolved)
@@ -348,11 +351,19 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
                 gitdirs[dotgit] = gd
         elif info.kind == "dir":
             modules[dotgit] = _list_modules(dotgit)
+    backlinks: dict[str, str] = {}
     for gd in list(gitdirs.values()):
         try:
             with open(os.path.join(gd, "commondir"), encoding="utf-8") as f:
                 rel = f.read(4096).strip()
             commondirs[gd] = os.path.realpath(os.path.join(gd, rel))
+        except OSError:
+            pass
+        try:
+            with open(os.path.join(gd, "gitdir"), encoding="utf-8") as f:
+                back = f.read(4096).strip()
+            if back:
+                backlinks[gd] = os.path.realpath(os.path.join(gd, back))
         except OSError:
             pass
         modules[gd] = _list_modules(gd)
@@ -434,6 +445,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         paths=paths,
         gitdirs=gitdirs,
         commondirs=commondirs,
+        backlinks=backlinks,
         modules=modules,
         hooks_paths=hooks_paths,
         git_includes=tuple(dict.fromkeys(includes)),

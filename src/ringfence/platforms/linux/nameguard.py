@@ -705,7 +705,8 @@ class _Call:
         try:  # the caller is usually its process's main thread: no /proc read for the tgid
             pidfd = os.pidfd_open(self.tid)
         except OSError as exc:
-            if exc.errno != errno.EINVAL:
+            # Another thread: older kernels say EINVAL, newer ones ENOENT (it is no process).
+            if exc.errno not in (errno.EINVAL, errno.ENOENT):
                 raise
             pidfd = os.pidfd_open(self.tgid)
         try:

@@ -314,7 +314,17 @@ def _git_roots(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> tupl
     for pointer, gd in facts.gitdirs.items():
         if not _within_any(pointer, roots):
             continue
-        for d in (gd, facts.commondirs.get(gd)):
+        common = facts.commondirs.get(gd)
+        # A .git file is the repository's claim: anyone can write one naming another
+        # repository. Only a linked worktree git made is believed: its git directory lies in
+        # <common>/worktrees/ and its own gitdir file points back at this very .git file.
+        if (
+            common is None
+            or facts.backlinks.get(gd) != pointer
+            or os.path.dirname(gd) != os.path.join(common, "worktrees")
+        ):
+            continue
+        for d in (gd, common):
             if d is None or _within_any(d, roots) or d in out:
                 continue
             info = facts.info(d)
@@ -834,7 +844,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             if h and roots and policy.default_protected and _within_any(h, roots)
         ),
         hidden=tuple(hidden),
-        socket_roots=(*roots, *git_roots, "/tmp", "/dev/shm"),
+        socket_roots=(*roots, "/tmp", "/dev/shm"),  # not git roots: git needs no socket there
         allow_sockets=tuple(
             dict.fromkeys(
                 q for p in policy.allow_sockets for q in (p, getattr(facts.info(p), "real", p))
