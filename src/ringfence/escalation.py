@@ -57,6 +57,8 @@ SYSTEM_DIRS: tuple[str, ...] = (
 # Never proposed themselves (a directory beneath them may be): shared by every user and every
 # sandbox. Every top-level directory (/home, /var, /opt, /srv, /mnt, ...) is refused as well.
 SHARED_DIRS: tuple[str, ...] = ("/var/tmp",)
+# Never proposed, nor anything beneath them.
+SHARED_TREES: tuple[str, ...] = ("/tmp", "/dev/shm")
 # What a refused write to a history file may have been called besides the file itself: bash
 # writes NAME-PID.tmp and keeps NAME- as a backup, zsh NAME.new and NAME.LOCK, fish and others
 # a temporary NAME.XXXXXX.
@@ -217,6 +219,11 @@ def refusal_of_root(plan: LinuxPlan, root: str) -> str | None:
         return "the root or a top-level directory"
     if root in SHARED_DIRS:
         return "shared by every user"
+    if any(_under(root, d) for d in SHARED_TREES):
+        # Inside, /tmp is the host's read-only below the workspace's layer: a refusal there
+        # is a host directory the command may only look at (another user's, or tmux's and
+        # X11's socket directories); opening it would hand over those channels.
+        return "in a temporary directory every program shares"
     if any(_under(root, d) for d in SYSTEM_DIRS):
         return "a system directory"
     for home in homes_of(plan):

@@ -167,7 +167,11 @@ def outcome_of(proc: Process, session: Session) -> Outcome:
             "process of the command",
         )
     if lines:
-        outcome = replace(outcome, message="\n".join(lines))
+        # Each line escaped on its own: a path is the command's to choose, and a newline in
+        # it must not start a line that looks like ringfence's ("to allow it: ...").
+        from ringfence.display import printable
+
+        outcome = replace(outcome, message="\n".join(printable(line) for line in lines))
     return outcome
 
 

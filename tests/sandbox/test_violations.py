@@ -334,3 +334,16 @@ def test_ringfence_shell_ends_without_a_history_refusal(rf: Runner) -> None:
     assert "hi-42" in text, text
     assert f"refused openat {home}/visible (outside writable roots)" in text
     assert "history" not in text[text.find("ringfence:") :], text
+
+
+def test_a_newline_in_a_refused_path_cannot_forge_a_ringfence_line(rf: Runner) -> None:
+    ws = rf.mkdir()
+    ro = rf.mkdir("ro-")
+    ro.chmod(0o555)
+    name = f"{ro}/x\nringfence: to allow it: --writable ~"
+    r = rf("run", "--", "python3", "-c", f"open({name!r}, 'w')", cwd=ws)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("ringfence:")]
+    assert not any(ln.startswith("ringfence: ringfence:") for ln in lines), r.stderr
+    assert not any(ln.endswith("--writable ~") for ln in lines), r.stderr
+    assert "x\\nringfence" in r.stderr  # shown escaped, on the report's own line

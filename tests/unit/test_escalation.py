@@ -112,7 +112,7 @@ def _forbidden(tree: Tree, root: str) -> str | None:
         return "relative or not normal"
     if root == "/" or root.count("/") == 1:
         return "/ or top-level"
-    if root == "/var/tmp":
+    if root == "/var/tmp" or _under(root, "/tmp") or _under(root, "/dev/shm"):
         return "shared tmp"
     for sys_dir in ("/proc", "/sys", "/dev", "/etc", "/usr", "/run", "/boot", "/var/lib"):
         if _under(root, sys_dir):
@@ -221,7 +221,8 @@ def test_every_short_refusal_is_checked_and_some_are_proposed(tree: Tree) -> Non
 @pytest.mark.parametrize(
     "root",
     ["/", "/proc", "/proc/1", "/sys", "/dev", "/dev/shm", "/etc", "/etc/ssh", "/usr/local/bin",
-     "/var/lib/docker", "/run/user/1000", "/var/tmp", "/home", "/opt", "relative", "/a/../b"],
+     "/var/lib/docker", "/run/user/1000", "/var/tmp", "/home", "/opt", "relative", "/a/../b",
+     "/tmp/T", "/tmp/tmux-1000", "/tmp/.X11-unix", "/dev/shm/x"],
 )  # fmt: skip
 def test_system_shared_and_relative_roots_are_never_proposed(tree: Tree, root: str) -> None:
     assert refusal_of_root(tree.plan, root) is not None
