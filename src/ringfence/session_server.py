@@ -94,7 +94,29 @@ def peer_refusal(conn: socket.socket) -> str | None:
         return "cannot verify the caller (its /proc entry is not readable); refused"
     if theirs != ours:
         return "a command inside a sandbox may not use a session (another user namespace)"
+    # A sandbox with reduced isolation shares our user namespace; it is more confined than we
+    # are (no_new_privs, more seccomp filters), which a caller allowed to run the session's
+    # commands never is.
+    mine, peer = _confinement("self"), _confinement(str(pid))
+    if peer is None or mine is None:
+        return "cannot verify the caller (its /proc entry is not readable); refused"
+    if any(p > m for p, m in zip(peer, mine, strict=True)):
+        return "a command inside a sandbox may not use a session (it is more confined)"
     return None
+
+
+def _confinement(pid: str) -> tuple[int, int] | None:
+    """(no_new_privs, seccomp filters) of ``pid`` from its status: what a sandbox adds."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return None
+    nnp = int(fields.get("NoNewPrivs", "0").strip() or 0)
+    filters = fields.get("Seccomp_filters")
+    if filters is not None:
+        return nnp, int(filters.strip() or 0)
+    return nnp, 1 if fields.get("Seccomp", "0").strip() == "2" else 0
 
 
 class SessionServer:

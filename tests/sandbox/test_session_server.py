@@ -226,8 +226,12 @@ def test_signals_reach_the_command_and_a_vanished_client_takes_it_along(
     assert sessions.listing()[0]["active"] == 0
 
 
-def test_a_sandboxed_command_cannot_use_a_session(rf: Runner, sessions: Sessions) -> None:
-    """A wider session's socket in plain sight of a narrower sandbox: still refused."""
+@pytest.mark.parametrize("isolation", ["namespaces", "reduced"])
+def test_a_sandboxed_command_cannot_use_a_session(
+    rf: Runner, sessions: Sessions, isolation: str
+) -> None:
+    """A wider session's socket in plain sight of a narrower sandbox: still refused, also
+    from reduced isolation, which shares the session's user namespace."""
     ws = rf.mkdir()
     wide = rf.mkdir("wide-")
     sess_dir = ws / "sessions"
@@ -241,7 +245,7 @@ def test_a_sandboxed_command_cannot_use_a_session(rf: Runner, sessions: Sessions
             f"RINGFENCE_SESSION_DIR={sess_dir} {rf.inner_ringfence()} "
             f"run --session wide -- touch {wide}/pwned"
         )
-        r = rf.sh(ws, inner)
+        r = rf.sh(ws, inner, "--isolation", isolation)
         assert r.returncode == 125, (r.stdout, r.stderr)
         assert "may not use a session" in r.stderr or "cannot verify the caller" in r.stderr
         assert not (wide / "pwned").exists()
