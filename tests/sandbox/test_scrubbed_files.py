@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,38 @@ def test_a_link_into_a_secret_file_shows_nothing_of_it(rf: Runner) -> None:
     r = rf.sh(ws, "cat ~/.npmrc; cat ~/.vault-token; echo END", env={"HOME": str(home)})
     assert token not in r.stdout and r.stdout.strip() == "END"
     assert "Permission denied" in r.stderr
+
+
+def test_review_findings_xdg_elsewhere_includes_and_links_into_tmp(rf: Runner) -> None:
+    """~/.config/git/config with $XDG_CONFIG_HOME elsewhere, a file ~/.gitconfig includes,
+    and a ~/.npmrc linked into host /tmp: each seen scrubbed, never with its token."""
+    setting, token = _nonces()
+    home = _home(
+        rf,
+        {
+            ".config/git/config": f"[user]\n\tname = {setting}\n[github]\n\ttoken = {token}a\n",
+            ".gitconfig": "[include]\n\tpath = ~/.gitconfig.secrets\n",
+            ".gitconfig.secrets": f"[gitlab]\n\ttoken = {token}b\n[core]\n\tpager = {setting}\n",
+            "xdg/git/config": "[core]\n\teditor = vi\n",
+        },
+    )
+    in_tmp = Path(tempfile.mkdtemp(prefix="ringfence-npmrc-", dir="/tmp"))
+    try:
+        (in_tmp / "npmrc").write_text(f"registry=https://{setting}.example/\n_authToken={token}c\n")
+        for p in (in_tmp, in_tmp / "npmrc"):
+            os.chown(p, rf.uid, rf.gid)
+        in_tmp.chmod(0o755)
+        (home / ".npmrc").symlink_to(in_tmp / "npmrc")
+        os.chown(home / ".npmrc", rf.uid, rf.gid, follow_symlinks=False)
+        ws = rf.mkdir()
+        env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / "xdg")}
+        r = rf.sh(
+            ws,
+            "cat ~/.config/git/config ~/.gitconfig.secrets ~/.npmrc; "
+            "env -u XDG_CONFIG_HOME git config --global --get user.name",
+            env=env,
+        )
+        assert token not in r.stdout + r.stderr, (r.stdout, r.stderr)
+        assert r.stdout.count(setting) >= 3, (r.stdout, r.stderr)  # settings kept
+    finally:
+        shutil.rmtree(in_tmp, ignore_errors=True)

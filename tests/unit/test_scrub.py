@@ -372,3 +372,44 @@ def test_home_files_follow_xdg_config_home() -> None:
     assert files["/h/.npmrc"] == "npmrc"
     assert files["/x/git/config"] == "gitconfig" and files["/x/pip/pip.conf"] == "pip.conf"
     assert "/h/.config/git/config" in scrub.home_files("/h", {})
+
+
+# Found by an outside review: each was kept by the scrubber before.
+@pytest.mark.parametrize(
+    ("kind", "text", "secret"),
+    [
+        ("yarnrc.yml", 'npmAuthToken:   # rotated monthly\n  "corpREGtokenAAAA1111"\n', "AAAA1111"),
+        (
+            "yarnrc.yml",
+            "npmRegistries:\n  //r.example:\n    npmAuthToken:  # note\n      SECRETVALUE9\n",
+            "SECRETVALUE9",
+        ),
+        (
+            "gitconfig",
+            '[remote "o"]\n\turl = https://gitlab.com/x.git?private_token=PTOK123\n',
+            "PTOK123",
+        ),
+        ("gitconfig", "[gitlab]\n\tpat = PATVALUE77\n", "PATVALUE77"),
+        ("gitconfig", "[github]\n\toauth = OAVALUE88\n", "OAVALUE88"),
+        (
+            "gitconfig",
+            '[alias]\n\tapi = !curl -H \\"Authorization: token HDRTOK55\\" https://x\n',
+            "HDRTOK55",
+        ),
+        ("npmrc", "registry=_https://u:PWD4455@h.example/\n", "PWD4455"),
+        ("npmrc", "registry=https://h.example/?access_token=QTOK66\n", "QTOK66"),
+    ],
+)
+def test_review_findings_are_scrubbed(kind: str, text: str, secret: str) -> None:
+    try:
+        out = scrub.scrub(kind, text.encode())
+    except scrub.ScrubError:
+        return  # hidden entirely: also fine
+    assert secret not in out.content.decode()
+
+
+def test_config_in_both_xdg_and_home_places_is_scrubbed() -> None:
+    files = scrub.home_files("/home/u", {"XDG_CONFIG_HOME": "/x/xdg"})
+    assert files["/home/u/.config/git/config"] == "gitconfig"
+    assert files["/x/xdg/git/config"] == "gitconfig"
+    assert files["/home/u/.config/pip/pip.conf"] == "pip.conf"

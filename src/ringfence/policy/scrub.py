@@ -53,7 +53,13 @@ class Scrubbed:
 
 # scheme://userinfo@ — the userinfo stops at the first '/', '@' or whitespace (RFC 3986: it
 # cannot hold a '/'; a token with an '@' in it must be percent-encoded).
-_URL_USERINFO: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/@\s\"'<>]*)@")
+_URL_USERINFO: Final = re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://)([^/@\s\"'<>]*)@")
+# A query parameter that carries a credential (GitLab's ?private_token=, ?access_token=, a
+# signed URL's signature): its value goes, the parameter's name stays.
+_URL_QUERY_SECRET: Final = re.compile(
+    r"(?i)([?&;](?:[a-z0-9_.-]*(?:token|secret|password|passwd|apikey|api_key|auth)"
+    r"[a-z0-9_.-]*|key|sig|signature|x-amz-signature|x-amz-credential)=)[^&;#\s\"'<>]*"
+)
 _SSH_SCHEMES: Final = frozenset({"ssh://", "git+ssh://", "ssh+git://", "sftp://"})
 
 
@@ -68,7 +74,7 @@ def strip_url_credentials(text: str) -> str:
             return m.group(0)
         return scheme
 
-    return _URL_USERINFO.sub(repl, text)
+    return _URL_QUERY_SECRET.sub(r"\1", _URL_USERINFO.sub(repl, text))
 
 
 # Names credentials go under, in any of these formats (compared lowercased, '-' and '_' kept).
@@ -90,6 +96,10 @@ _SECRET_NAMES: Final = frozenset(
         "auth",
         "identitytoken",
         "registrytoken",
+        "pat",
+        "oauth",
+        "bearer",
+        "pass",
     }
 )
 
@@ -253,11 +263,12 @@ def scrub_yarnrc_yml(data: bytes) -> Scrubbed:
             raise ScrubError("YAML anchors, aliases, tags and merges are not scrubbed")
         m = _YAML_KEY.match(line)
         if m is not None:
-            key, value = _unquote(m.group(2)), (m.group(3) or "").strip()
+            key = _unquote(m.group(2))
             if secret_name(key):
                 removed.append(key)
-                if not value or value[0] in "|>":
-                    drop_deeper_than = indent
+                # Whatever follows, deeper: a nested block, a block scalar, or a plain
+                # scalar continued on the next lines ("key:  # comment" then the value).
+                drop_deeper_than = indent
                 continue
         out.append(strip_url_credentials(line))
     return _checked("\n".join(out), removed)
@@ -397,7 +408,16 @@ def _git_secret(e: gitconfig.ConfigEntry) -> bool:
         return True  # http.extraHeader / http.<url>.extraHeader: an Authorization header
     # Not secret_name(): user.email and the like are settings here, not npm login details.
     n = e.name
-    return n == "smtppass" or any(p in n for p in (*_SECRET_NAME_PARTS, *_SECRET_NAME_PARTS2))
+    if n in _GIT_SECRET_NAMES or any(p in n for p in (*_SECRET_NAME_PARTS, *_SECRET_NAME_PARTS2)):
+        return True
+    # An alias or command that carries a header with a credential (curl -H "Authorization: ..").
+    return e.value is not None and _AUTH_HEADER.search(e.value) is not None
+
+
+_GIT_SECRET_NAMES: Final = frozenset({"smtppass", "pat", "oauth", "bearer", "pass"})
+_AUTH_HEADER: Final = re.compile(
+    r"(?i)\b(?:proxy-)?authorization\s*:|\bbearer\s+\S|private-token\s*:"
+)
 
 
 def _git_quote(text: str) -> str:
@@ -464,11 +484,11 @@ def home_files(home: str, env: Mapping[str, str]) -> dict[str, str]:
     xdg = env.get("XDG_CONFIG_HOME")
     out: dict[str, str] = {}
     for rel, kind in defaults.HOME_SCRUB:
+        # Both places when $XDG_CONFIG_HOME is set elsewhere: a program run without it (or a
+        # command that unsets it) reads ~/.config.
+        out.setdefault(os.path.normpath(os.path.join(home, rel)), kind)
         if rel.startswith(".config/") and xdg and os.path.isabs(xdg):
-            path = os.path.join(xdg, rel[len(".config/") :])
-        else:
-            path = os.path.join(home, rel)
-        out.setdefault(os.path.normpath(path), kind)
+            out.setdefault(os.path.normpath(os.path.join(xdg, rel[len(".config/") :])), kind)
     return out
 
 

@@ -279,7 +279,11 @@ def _hooks_path(value: str | None, worktree: str | None, home: str | None) -> st
 
 
 def _read_scrub_files(
-    policy: Policy, home: str | None, env: Mapping[str, str], paths: dict[str, PathInfo]
+    policy: Policy,
+    home: str | None,
+    env: Mapping[str, str],
+    paths: dict[str, PathInfo],
+    git_includes: Iterable[str] = (),
 ) -> dict[str, ScrubFile]:
     """Read and scrub the mixed config files under ``home`` (adding what was looked at to
     ``paths``). A symlinked file is read at its target, opened without following links, so a
@@ -287,7 +291,10 @@ def _read_scrub_files(
     if not (policy.sandboxed and policy.default_deny_read and home):
         return {}
     out: dict[str, ScrubFile] = {}
-    for path, kind in scrub.home_files(home, env).items():
+    files = scrub.home_files(home, env)
+    for included in git_includes:  # ~/.gitconfig's [include] path = ~/.gitconfig.secrets
+        files.setdefault(os.path.normpath(included), "gitconfig")
+    for path, kind in files.items():
         info = paths.get(path) or _lstat_info(path)
         if info is None:
             continue
@@ -463,5 +470,5 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         own_state=own_state,
         tmp_secrets=secrets_in_tmp,
         user_quotas=user_quotas() if namespaces else {},
-        scrub_files=_read_scrub_files(policy, home, env, paths),
+        scrub_files=_read_scrub_files(policy, home, env, paths, base.includes),
     )

@@ -428,11 +428,8 @@ def _scrub_mounts(policy: Policy, facts: HostFacts, b: _Builder, notes: list[str
             continue
         handled.add(path)
         target = found.real
-        if (
-            _under(target, "/tmp")
-            or b.in_fresh(target)
-            or any(_under(target, s) for s in SYSTEM_TARGETS)
-        ):
+        # Under /tmp too: the sandbox's /tmp shows the host's below its layer.
+        if b.in_fresh(target) or any(_under(target, s) for s in SYSTEM_TARGETS):
             continue
         shown = _shown(path, facts.home)
         via = f" (via symlink to {target})" if target != path else ""
