@@ -75,9 +75,9 @@ HISTORY_ENV_NAMES: tuple[str, ...] = (
     "MYSQL_HISTFILE",
 )
 
-# Relative to $HOME: credential stores, browser profiles, keyrings, shell histories and other
-# agents' credentials. Hidden (masked) inside the sandbox when they exist.
-HOME_DENY_READ: tuple[str, ...] = (
+# Credentials every platform keeps in the same dotfiles under the home directory: each
+# backend's deny-read list starts with these.
+CREDENTIAL_DOTFILES: tuple[str, ...] = (
     ".ssh",
     ".aws",
     ".azure",
@@ -93,6 +93,7 @@ HOME_DENY_READ: tuple[str, ...] = (
     ".config/git/credentials",
     ".npmrc",
     ".yarnrc",
+    ".yarnrc.yml",
     ".pypirc",
     ".pgpass",
     ".my.cnf",
@@ -103,6 +104,12 @@ HOME_DENY_READ: tuple[str, ...] = (
     ".gem/credentials",
     ".terraform.d/credentials.tfrc.json",
     ".m2/settings-security.xml",
+)
+
+# Relative to $HOME: credential stores, browser profiles, keyrings, shell histories and other
+# agents' credentials. Hidden (masked) inside the sandbox when they exist.
+HOME_DENY_READ: tuple[str, ...] = (
+    *CREDENTIAL_DOTFILES,
     ".local/share/keyrings",
     ".local/share/kwalletd",
     ".mozilla",

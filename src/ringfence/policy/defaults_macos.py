@@ -16,22 +16,11 @@ from __future__ import annotations
 
 import posixpath
 
+from ringfence.policy import defaults
+
 # Shell start-up files: the same names as on Linux (macOS's Terminal starts login shells, so
 # .zprofile/.zlogin/.bash_profile run at every new window), and git's own configuration.
-SHELL_PROTECTED: tuple[str, ...] = (
-    ".bashrc",
-    ".bash_profile",
-    ".bash_login",
-    ".bash_logout",
-    ".profile",
-    ".zshrc",
-    ".zshenv",
-    ".zprofile",
-    ".zlogin",
-    ".gitconfig",
-    ".config/git",
-    ".config/ringfence",
-)
+SHELL_PROTECTED: tuple[str, ...] = defaults.SHELL_PROTECTED
 
 # Where a file alone makes the Mac start a program later, outside the sandbox: launchd loads
 # every property list in LaunchAgents at the next login (LaunchDaemons as root, when a
@@ -64,32 +53,7 @@ def persistence_paths(home: str) -> tuple[str, ...]:
 
 # Relative to $HOME: hidden (reads and writes denied) when the Mac enforces the policy.
 HOME_DENY_READ: tuple[str, ...] = (
-    # credentials every platform keeps in the same dotfiles
-    ".ssh",
-    ".aws",
-    ".azure",
-    ".config/gcloud",
-    ".config/gh",
-    ".config/hub",
-    ".docker/config.json",
-    ".kube",
-    ".gnupg",
-    ".password-store",
-    ".netrc",
-    ".git-credentials",
-    ".npmrc",
-    ".yarnrc",
-    ".yarnrc.yml",
-    ".pypirc",
-    ".pgpass",
-    ".my.cnf",
-    ".mylogin.cnf",
-    ".vault-token",
-    ".cargo/credentials",
-    ".cargo/credentials.toml",
-    ".gem/credentials",
-    ".terraform.d/credentials.tfrc.json",
-    ".m2/settings-security.xml",
+    *defaults.CREDENTIAL_DOTFILES,  # credentials every platform keeps in the same dotfiles
     # the login keychain and the system's stores of cookies, mail, messages and accounts
     "Library/Keychains",
     "Library/Cookies",

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ringfence.errors import PolicyError
-from ringfence.policy import winpaths
+from ringfence.policy import defaults, winpaths
 
 # The folders an entry may start from, and where each lies under the profile by default.
 BASES: dict[str, str] = {
@@ -32,20 +32,7 @@ BASES: dict[str, str] = {
 }
 
 # Shell start-up files read by Git Bash, MSYS2 and Cygwin shells, and git's configuration.
-SHELL_PROTECTED: tuple[str, ...] = (
-    ".bashrc",
-    ".bash_profile",
-    ".bash_login",
-    ".bash_logout",
-    ".profile",
-    ".zshrc",
-    ".zshenv",
-    ".zprofile",
-    ".zlogin",
-    ".gitconfig",
-    ".config/git",
-    ".config/ringfence",
-)
+SHELL_PROTECTED: tuple[str, ...] = defaults.SHELL_PROTECTED
 
 # Where a file alone makes Windows or the user's tools start a program later, outside the
 # sandbox: everything in the Startup folder runs at the next logon; PowerShell runs its
