@@ -75,6 +75,16 @@ HISTORY_ENV_NAMES: tuple[str, ...] = (
     "MYSQL_HISTFILE",
 )
 
+# Other coding agents' credentials, the same on every platform.
+AGENT_CREDENTIALS: tuple[str, ...] = (
+    ".codex/auth.json",
+    ".claude/.credentials.json",
+    ".claude.json",
+    ".config/github-copilot",
+    ".config/anthropic",
+    ".config/openai",
+)
+
 # Credentials every platform keeps in the same dotfiles under the home directory: each
 # backend's deny-read list starts with these.
 CREDENTIAL_DOTFILES: tuple[str, ...] = (
@@ -119,12 +129,7 @@ HOME_DENY_READ: tuple[str, ...] = (
     ".config/microsoft-edge",
     ".config/vivaldi",
     *SHELL_HISTORIES,
-    ".codex/auth.json",
-    ".claude/.credentials.json",
-    ".claude.json",
-    ".config/github-copilot",
-    ".config/anthropic",
-    ".config/openai",
+    *AGENT_CREDENTIALS,
 )
 
 # Entries of the host's /tmp (shell-style patterns on the top-level name) that hold the user's

@@ -82,23 +82,9 @@ HOME_DENY_READ: tuple[str, ...] = (
     "Library/Application Support/Bitwarden",
     "Library/Containers/com.bitwarden.desktop",
     # shell and REPL histories (Terminal keeps zsh's per window in .zsh_sessions)
-    ".bash_history",
-    ".zsh_history",
+    *defaults.SHELL_HISTORIES,
     ".zsh_sessions",
-    ".python_history",
-    ".node_repl_history",
-    ".psql_history",
-    ".mysql_history",
-    ".sqlite_history",
-    ".lesshst",
-    ".local/share/fish/fish_history",
-    # other agents' credentials
-    ".codex/auth.json",
-    ".claude/.credentials.json",
-    ".claude.json",
-    ".config/github-copilot",
-    ".config/anthropic",
-    ".config/openai",
+    *defaults.AGENT_CREDENTIALS,
 )
 
 # What a file rule cannot settle: said in the plan's notes, so nobody reads the lists above as
