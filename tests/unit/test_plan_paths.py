@@ -51,15 +51,21 @@ def _facts(files: list[str]) -> HostFacts:
         if real != f:
             paths[f] = PathInfo("symlink", real)
         paths[real] = PathInfo("file", real)
-    return HostFacts(
-        uid=1000,
-        gid=1000,
-        home=HOME,
-        landlock_abi=6,
-        env={"HOME": HOME, "PATH": "/bin"},
-        paths=paths,
-        tmp_layer="/home/u/.cache/ringfence/workspaces/ws-0/tmp",
-    )
+    return _hf(paths, tmp_layer="/home/u/.cache/ringfence/workspaces/ws-0/tmp")
+
+
+def _hf(paths: dict[str, PathInfo], **kw: object) -> HostFacts:
+    """Facts of a host with only ``paths`` on it (and ``kw`` for the other fields)."""
+    base: dict[str, object] = {
+        "uid": 1000,
+        "gid": 1000,
+        "home": HOME,
+        "landlock_abi": 6,
+        "env": {"HOME": HOME},
+        "paths": paths,
+    }
+    base.update(kw)
+    return HostFacts(**base)  # type: ignore[arg-type]
 
 
 def _covering_mask(plan: LinuxPlan, target: str) -> MountOp | None:
@@ -149,13 +155,8 @@ def test_a_deny_read_path_the_sandbox_rebuilds_is_refused(path: str) -> None:
 
 
 def test_tmp_secrets_are_hidden_and_host_tmp_is_the_lower_layer() -> None:
-    facts = HostFacts(
-        uid=1000,
-        gid=1000,
-        home=HOME,
-        landlock_abi=6,
-        env={"HOME": HOME},
-        paths={
+    facts = _hf(
+        {
             "/srv/ws": PathInfo("dir", "/srv/ws"),
             "/tmp/krb5cc_1000": PathInfo("file", "/tmp/krb5cc_1000"),
             "/tmp/ssh-XXXXabcd": PathInfo("dir", "/tmp/ssh-XXXXabcd"),
@@ -173,14 +174,7 @@ def test_tmp_secrets_are_hidden_and_host_tmp_is_the_lower_layer() -> None:
 
 
 def test_without_a_layer_tmp_is_a_private_tmpfs_and_says_so() -> None:
-    facts = HostFacts(
-        uid=1,
-        gid=1,
-        home=HOME,
-        landlock_abi=6,
-        env={},
-        paths={"/srv/ws": PathInfo("dir", "/srv/ws")},
-    )
+    facts = _hf({"/srv/ws": PathInfo("dir", "/srv/ws")})
     plan = compile_linux(Policy(workspace="/srv/ws"), facts, cwd="/srv/ws")
     assert [op.kind for op in plan.mounts if op.target == "/tmp"] == ["tmpfs"]
     assert any("/tmp: private to this command" in n for n in plan.notes)
@@ -188,13 +182,8 @@ def test_without_a_layer_tmp_is_a_private_tmpfs_and_says_so() -> None:
 
 def test_own_state_is_hidden_and_this_workspaces_cache_comes_back() -> None:
     cache = "/home/u/.cache/ringfence/workspaces/ws-0/cache"
-    facts = HostFacts(
-        uid=1000,
-        gid=1000,
-        home=HOME,
-        landlock_abi=6,
-        env={"HOME": HOME},
-        paths={
+    facts = _hf(
+        {
             "/srv/ws": PathInfo("dir", "/srv/ws"),
             "/home/u/.cache/ringfence": PathInfo("dir", "/home/u/.cache/ringfence"),
             "/home/u/.local/state/ringfence": PathInfo("dir", "/home/u/.local/state/ringfence"),
@@ -214,13 +203,8 @@ def test_own_state_is_hidden_and_this_workspaces_cache_comes_back() -> None:
 
 
 def test_home_as_workspace_protects_persistence_locations() -> None:
-    facts = HostFacts(
-        uid=1000,
-        gid=1000,
-        home=HOME,
-        landlock_abi=6,
-        env={"HOME": HOME},
-        paths={
+    facts = _hf(
+        {
             HOME: PathInfo("dir", HOME),
             "/home/u/.local/bin": PathInfo("dir", "/home/u/.local/bin"),
         },
