@@ -39,24 +39,70 @@ def size_of(path: str) -> int:
     return total
 
 
+def _open_nofollow(parent_fd: int, name: str) -> int:
+    return os.open(
+        name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd
+    )
+
+
+def open_base(base: str, *subdirs: str) -> int:
+    """``base`` (``$XDG_CACHE_HOME/ringfence``) and then ``subdirs`` opened as directories,
+    the last component of ``base`` and each subdirectory without following a symlink: a
+    sandbox whose writable root holds the cache directory could have replaced one with a link
+    to the user's files, which clean must never walk into."""
+    parent, name = os.path.split(os.path.abspath(base))
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    for part in (name, *subdirs):
+        try:
+            nxt = _open_nofollow(fd, part)
+        finally:
+            os.close(fd)
+        fd = nxt
+    return fd
+
+
 def states(base: str) -> Iterator[WorkspaceState]:
-    """Every workspace's state under ``base`` (``$XDG_CACHE_HOME/ringfence``)."""
-    root = os.path.join(base, statedirs.WORKSPACES)
+    """Every workspace's state under ``base`` (``$XDG_CACHE_HOME/ringfence``): directories
+    with the marker ringfence wrote; anything else there is left alone."""
     try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
+        wfd = open_base(base, statedirs.WORKSPACES)
     except OSError:
         return
-    for e in entries:
-        if not e.is_dir(follow_symlinks=False):
-            continue
-        marker = os.path.join(e.path, "workspace")
-        try:
-            with open(marker, encoding="utf-8", errors="surrogateescape") as f:
-                workspace: str | None = f.read(4096).rstrip("\n") or None
-            used = os.lstat(marker).st_mtime
-        except OSError:
-            workspace, used = None, e.stat(follow_symlinks=False).st_mtime
-        yield WorkspaceState(e.path, workspace, used, size_of(e.path))
+    try:
+        entries = sorted(os.scandir(wfd), key=lambda e: e.name)
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                continue
+            try:
+                dfd = _open_nofollow(wfd, e.name)
+            except OSError:
+                continue
+            try:
+                mfd = os.open("workspace", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            except OSError:
+                continue  # no marker: not ours to remove
+            finally:
+                os.close(dfd)
+            try:
+                workspace = os.read(mfd, 4096).decode("utf-8", "surrogateescape").rstrip("\n")
+                used = os.fstat(mfd).st_mtime
+            finally:
+                os.close(mfd)
+            if not workspace:
+                continue
+            path = os.path.join(base, statedirs.WORKSPACES, e.name)
+            yield WorkspaceState(path, workspace, used, size_of(path))
+    finally:
+        os.close(wfd)
+
+
+def remove_state(base: str, name: str, *subdirs: str) -> None:
+    """Remove ``name`` in ``base``/``subdirs``, reached without following a symlink."""
+    fd = open_base(base, *subdirs)
+    try:
+        _remove_at(fd, name)
+    finally:
+        os.close(fd)
 
 
 def remove(path: str) -> None:

@@ -1251,7 +1251,7 @@ def cmd_clean(ns: argparse.Namespace) -> int:
         base, workspace=workspace, everything=ns.all, gone=ns.gone, older_than_days=ns.older_than
     )
     legacy = os.path.join(base, "cache")  # the one shared cache of ringfence < 0.2
-    if ns.all and os.path.isdir(legacy):
+    if ns.all and os.path.isdir(legacy) and not os.path.islink(legacy):
         chosen.append(cleanup.WorkspaceState(legacy, None, 0.0, cleanup.size_of(legacy)))
     busy = 0
     for st in chosen:
@@ -1265,7 +1265,10 @@ def cmd_clean(ns: argparse.Namespace) -> int:
             print(f"in use, kept {st.path}  {label} (a sandbox of it is running)", file=sys.stderr)
             continue
         try:
-            cleanup.remove(st.path)
+            if st.workspace is None:
+                cleanup.remove_state(base, "cache")
+            else:
+                cleanup.remove_state(base, os.path.basename(st.path), statedirs.WORKSPACES)
         finally:
             if lock is not None:
                 os.close(lock)

@@ -378,3 +378,59 @@ def test_without_home_set_the_accounts_secrets_stay_hidden(rf: Runner) -> None:
         assert nonce not in r.stdout and "Permission denied" in r.stderr, (r.stdout, r.stderr)
     finally:
         secret.unlink()
+
+
+@pytest.mark.parametrize("workspace", ["home", "dotfiles"])
+def test_what_home_start_up_links_point_to_stays_read_only(rf: Runner, workspace: str) -> None:
+    """Dotfiles kept as symlinks (GNU stow): their targets are start-up files too, existing
+    or not, whichever writable root holds them; so are git's global config wherever
+    GIT_CONFIG_GLOBAL puts it, init.templateDir, and a symlink on the way to $HOME."""
+    home = rf.mkdir("home-")
+    dot = home / "dotfiles"
+    for d in (dot / "tmux", dot / "bin", home / ".config" / "tmux", home / ".local" / "bin"):
+        d.mkdir(parents=True, exist_ok=True)
+    (dot / "tmux" / "tmux.conf").write_text("set -g x\n")
+    (dot / "bin" / "hello").write_text("#!/bin/sh\necho hello\n")
+    (dot / "gitconfig").write_text(f"[init]\n\ttemplateDir = {dot}/templates\n")
+    (dot / "templates").mkdir()
+    (home / ".config" / "tmux" / "tmux.conf").symlink_to("../../dotfiles/tmux/tmux.conf")
+    (home / ".local" / "bin" / "hello").symlink_to("../../dotfiles/bin/hello")
+    (home / ".bash_aliases").symlink_to("dotfiles/bash_aliases")  # not there yet
+    for p in [home, *home.rglob("*")]:
+        os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
+    ws = home if workspace == "home" else dot
+    nonce = secrets.token_hex(6)
+    writes = (
+        "tmux/tmux.conf",
+        "bin/hello",
+        "bash_aliases",
+        "gitconfig",
+        "templates/hooks/post-checkout",
+    )
+    script = "; ".join(
+        f'mkdir -p "$(dirname {dot}/{w})" 2>/dev/null; echo {nonce} >> {dot}/{w} 2>/dev/null '
+        "|| echo refused"
+        for w in writes
+    )
+    env = {"HOME": str(home), "GIT_CONFIG_GLOBAL": str(dot / "gitconfig")}
+    r = rf("run", "--workspace", str(ws), "--", "sh", "-c", script, cwd=ws, env=env)
+    assert r.stdout.count("refused") == len(writes), (r.stdout, r.stderr)
+    assert nonce not in (dot / "tmux" / "tmux.conf").read_text()
+    assert not (dot / "bash_aliases").exists()
+    assert not (dot / "templates" / "hooks").exists()
+
+
+def test_a_symlink_on_the_way_to_home_cannot_be_re_pointed(rf: Runner) -> None:
+    anc = rf.mkdir("anc-")
+    (anc / "realhome").mkdir()
+    (anc / "homelink").symlink_to("realhome")
+    for p in [anc / "realhome", anc / "homelink"]:
+        os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
+    env = {"HOME": str(anc / "homelink")}
+    r = rf(
+        "run", "--workspace", str(anc), "--", "sh", "-c",
+        "rm homelink && ln -s evil homelink && echo re-pointed || echo refused",
+        cwd=anc, env=env,
+    )  # fmt: skip
+    assert "refused" in r.stdout, (r.stdout, r.stderr)
+    assert os.readlink(anc / "homelink") == "realhome"

@@ -130,3 +130,20 @@ def test_a_state_in_use_cannot_be_locked_for_removal(tmp_path: Path) -> None:
     lock = statedirs.try_exclusive(ws)
     assert lock is not None
     os.close(lock)
+
+
+def test_clean_never_walks_a_planted_link_or_an_unmarked_directory(tmp_path: Path) -> None:
+    """A sandbox whose writable root holds the cache directory may plant a link as
+    'ringfence/workspaces' or a directory with no marker: clean lists and removes neither."""
+    victim = tmp_path / "victim"
+    (victim / "Documents").mkdir(parents=True)
+    (victim / "Documents" / "thesis.txt").write_text("keep")
+    base = tmp_path / "evil" / "ringfence"
+    base.mkdir(parents=True)
+    (base / "workspaces").symlink_to(victim)
+    assert list(cleanup.states(str(base))) == []
+    (base / "workspaces").unlink()
+    (base / "workspaces" / "unmarked").mkdir(parents=True)
+    assert list(cleanup.states(str(base))) == []
+    assert cleanup.select(str(base), everything=True, gone=True) == []
+    assert (victim / "Documents" / "thesis.txt").read_text() == "keep"

@@ -17,7 +17,7 @@ MAX_CONFIG_FILES = 64  # per lookup: includes may fan out (a bomb); each file is
 MAX_CONFIG_BYTES = 1 << 20  # as gitconfig.MAX_CONFIG_BYTES (not imported unless needed)
 # Every key read_config acts on has one of these in its name (git keys are case-insensitive;
 # a continuation line cannot split a key name).
-_WORDS = (b"hookspath", b"worktree", b"path")
+_WORDS = (b"hookspath", b"worktree", b"path", b"templatedir")
 
 
 @dataclass
@@ -28,6 +28,7 @@ class ConfigRead:
 
     hooks_path: str | None = None
     worktree: str | None = None
+    template_dir: str | None = None  # init.templateDir: copied into every new repository
     includes: list[str] = field(default_factory=list)
     files_read: int = 0  # each file once, and at most MAX_CONFIG_FILES (an include bomb)
 
@@ -52,6 +53,8 @@ def read_config(path: str, home: str | None, out: ConfigRead, depth: int = 0) ->
     for e in entries:
         if e.key == "core.hookspath" and e.value:
             out.hooks_path = e.value  # the last one wins, as in git
+        elif e.key == "init.templatedir" and e.value:
+            out.template_dir = expand(e.value, os.path.dirname(path), home)
         elif e.key == "core.worktree" and e.value:
             out.worktree = os.path.normpath(os.path.join(os.path.dirname(path), e.value))
         elif e.name == "path" and e.section in ("include", "includeif") and e.value:
@@ -87,8 +90,16 @@ def expand(value: str, base: str, home: str | None) -> str | None:
 
 
 def global_config_files(env: Mapping[str, str], home: str | None) -> list[str]:
-    """The config files every repository reads first, in git's order (system, XDG, ~)."""
-    files = ["/etc/gitconfig"]
+    """The config files every repository reads first, in git's order (system, XDG, ~), or
+    the ones ``GIT_CONFIG_SYSTEM``/``GIT_CONFIG_GLOBAL`` name instead (git >= 2.32)."""
+    files: list[str] = []
+    if not env.get("GIT_CONFIG_NOSYSTEM"):
+        system = env.get("GIT_CONFIG_SYSTEM")
+        files.append(system if system and os.path.isabs(system) else "/etc/gitconfig")
+    named = env.get("GIT_CONFIG_GLOBAL")
+    if named and os.path.isabs(named):
+        files.append(named)
+        return files
     xdg = env.get("XDG_CONFIG_HOME") or (os.path.join(home, ".config") if home else None)
     if xdg:
         files.append(os.path.join(xdg, "git", "config"))

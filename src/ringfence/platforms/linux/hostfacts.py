@@ -84,6 +84,10 @@ class HostFacts:
     account_home: str | None = None
     # $XDG_CONFIG_HOME and $XDG_DATA_HOME, resolved ("config", "data"; defaults under home)
     xdg_dirs: Mapping[str, str] = field(default_factory=dict)
+    # what every repository's git reads or copies from outside it: the global config files
+    # (wherever GIT_CONFIG_GLOBAL/SYSTEM put them), init.templateDir, $GIT_TEMPLATE_DIR, and
+    # the symlinks on the way to home and the XDG directories (re-pointing one re-points them)
+    outside_git_and_links: tuple[str, ...] = ()
     # the hidden (dot) entries of $HOME when a writable root holds it: all protected
     home_dot_entries: tuple[str, ...] = ()
     # the caller's own per-user quotas (/proc/sys/user/max_*), for the sandbox's lower ones
@@ -184,6 +188,41 @@ def dot_entries(home: str) -> tuple[str, ...]:
         return tuple(sorted(e.path for e in os.scandir(home) if e.name.startswith(".")))
     except OSError:
         return ()
+
+
+# Where dotfile managers (GNU stow, chezmoi symlink mode, yadm) put their links: the hidden
+# entries of home, what .config and .local/{bin,share} hold, one level more under .config.
+_LINK_SCAN = ((".", 1), (".config", 2), (".local/bin", 1), (".local/share", 1))
+LINK_SCAN_BUDGET = 4000  # entries looked at, at most, however full the home directory is
+
+
+def dotfile_link_targets(home: str) -> tuple[str, ...]:
+    """Where the symlinks among home's start-up files lead (resolved, existing or not): a
+    link ``~/.bash_aliases -> dotfiles/bash_aliases`` makes its target a start-up file too,
+    wherever it lies."""
+    out: list[str] = []
+    budget = LINK_SCAN_BUDGET
+    for rel, depth in _LINK_SCAN:
+        frontier = [os.path.join(home, rel) if rel != "." else home]
+        for level in range(depth):
+            nxt: list[str] = []
+            for d in frontier:
+                try:
+                    entries = list(os.scandir(d))
+                except OSError:
+                    continue
+                for e in entries:
+                    budget -= 1
+                    if budget < 0:
+                        return tuple(dict.fromkeys(out))
+                    if rel == "." and level == 0 and not e.name.startswith("."):
+                        continue
+                    if e.is_symlink():
+                        out.append(os.path.realpath(e.path))
+                    elif e.is_dir(follow_symlinks=False):
+                        nxt.append(e.path)
+            frontier = nxt
+    return tuple(dict.fromkeys(out))
 
 
 def own_state_dirs(env: Mapping[str, str], home: str | None) -> tuple[str, ...]:
@@ -382,6 +421,21 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     for config_file in global_config_files(env, home):
         read_config(config_file, home, base)
     includes = list(base.includes)
+    outside = [os.path.realpath(f) for f in global_config_files(env, home)]
+    for named in (base.template_dir, env.get("GIT_TEMPLATE_DIR")):
+        if named and os.path.isabs(named):
+            outside.append(os.path.realpath(named))
+    from ringfence.policy.paths import symlinks_on_path
+
+    if namespaces and policy.default_protected and policy.writable_paths():
+        for h in dict.fromkeys(x for x in (home, account_home) if x):
+            outside.extend(dotfile_link_targets(h))
+
+    for var in ("HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME",
+                "GIT_CONFIG_GLOBAL", "RINGFENCE_SESSION_DIR"):  # fmt: skip
+        value = env.get(var)
+        if value and os.path.isabs(value):
+            outside.extend(symlinks_on_path(os.path.normpath(value)))
     worktrees = {os.path.join(r, ".git"): r for r in host_roots(policy)}
     worktrees.update({gd: os.path.dirname(f) for f, gd in gitdirs.items()})
     module_dirs = [m for mods in modules.values() for m in mods]
@@ -424,6 +478,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         *secrets_in_tmp,
         *xdg_protected,
         *home_dots,
+        *outside,
     ]:
         if p not in paths:
             info = _lstat_info(p)
@@ -436,13 +491,11 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     for named in [*hooks_paths.values(), *includes]:
         if named not in paths and (named_info := _lstat_info(named)) is not None:
             paths[named] = named_info
-    xdg = env.get("XDG_RUNTIME_DIR")
-    ssh = env.get("SSH_AUTH_SOCK")
-    for var in (xdg, ssh):
-        if var and os.path.isabs(var) and var not in paths:
-            found = _lstat_info(var)
+    for sock in (env.get("XDG_RUNTIME_DIR"), env.get("SSH_AUTH_SOCK")):
+        if sock and os.path.isabs(sock) and sock not in paths:
+            found = _lstat_info(sock)
             if found is not None:
-                paths[var] = found
+                paths[sock] = found
     return HostFacts(
         uid=os.getuid(),
         gid=os.getgid(),
@@ -467,6 +520,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         xdg_dirs=found_xdg,
         account_home=account_home if account_home != home else None,
         home_dot_entries=home_dots,
+        outside_git_and_links=tuple(dict.fromkeys(outside)),
         own_state=own_state,
         tmp_secrets=secrets_in_tmp,
         user_quotas=user_quotas() if namespaces else {},

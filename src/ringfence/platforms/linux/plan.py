@@ -210,6 +210,8 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
             out.extend(os.path.join(config, rel) for rel in defaults.XDG_CONFIG_PROTECTED)
         if data:
             out.extend(os.path.join(data, rel) for rel in defaults.XDG_DATA_PROTECTED)
+    if policy.default_protected:
+        out.extend(facts.outside_git_and_links)
     out.extend(facts.own_state)
     return tuple(p for p in dict.fromkeys(out) if _within_any(p, roots))
 
