@@ -434,3 +434,26 @@ def test_a_symlink_on_the_way_to_home_cannot_be_re_pointed(rf: Runner) -> None:
     )  # fmt: skip
     assert "refused" in r.stdout, (r.stdout, r.stderr)
     assert os.readlink(anc / "homelink") == "realhome"
+
+
+def test_a_writable_home_keeps_path_dirs_and_toolchains(rf: Runner) -> None:
+    home = rf.mkdir("home-")
+    for d in ("tools", "miniconda3/bin", "share"):
+        (home / d).mkdir(parents=True)
+    for p in [home, *home.rglob("*")]:
+        os.chown(p, rf.uid, rf.gid)
+    env = {
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "share"),
+        "PATH": f"{home}/tools:/usr/local/bin:/usr/bin:/bin",
+    }
+    writes = ("tools/git", "miniconda3/bin/conda", "node_modules/x/index.js",
+              "share/dbus-1/services/x.service")  # fmt: skip
+    script = "; ".join(
+        f'mkdir -p "$(dirname {w})" 2>/dev/null; echo x > {w} 2>/dev/null || echo refused'
+        for w in writes
+    )
+    r = rf("run", "--workspace", str(home), "--", "sh", "-c", script, cwd=home, env=env)
+    assert r.stdout.count("refused") == len(writes), (r.stdout, r.stderr)
+    for w in writes:
+        assert not (home / w).exists(), w

@@ -178,6 +178,11 @@ HOME_PROTECTED: tuple[str, ...] = (
     ".local/bin",
     "bin",
     "go/bin",
+    "miniconda3",
+    "anaconda3",
+    "miniforge3",
+    "mambaforge",
+    "node_modules",
     ".pam_environment",
     ".xprofile",
     ".xsession",
@@ -216,12 +221,23 @@ XDG_CONFIG_PROTECTED: tuple[str, ...] = (
     "containers",
     "Code/User",
     "ringfence",
+    "plasma-workspace",
+    "tmux",
+    "i3",
+    "sway",
+    "hypr",
+    "kitty",
 )
 XDG_DATA_PROTECTED: tuple[str, ...] = (
     "systemd",
     "applications",
     "bash-completion",
     "nvim",
+    "dbus-1",
+    "gnome-shell",
+    "kservices5",
+    "kservices6",
+    "plasma",
 )
 # Spools whose entries run as the user (cron, at), protected if a writable root holds them.
 SYSTEM_PROTECTED: tuple[str, ...] = (

@@ -202,6 +202,14 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
         for home in (facts.home, facts.account_home):
             if home:
                 out.extend(os.path.join(home, rel) for rel in defaults.HOME_PROTECTED)
+            if home and _within_any(home, roots):
+                # The caller's PATH directories in a writable home: what its shells run by
+                # name later (a conda or tool bin dir that no list names).
+                out.extend(
+                    os.path.normpath(d)
+                    for d in facts.env.get("PATH", "").split(":")
+                    if os.path.isabs(d) and _under(os.path.normpath(d), home)
+                )
         out.extend(defaults.SYSTEM_PROTECTED)
         out.extend(facts.home_dot_entries)
     if policy.default_protected:
