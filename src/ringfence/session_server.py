@@ -87,6 +87,42 @@ def peer_refusal(conn: socket.socket) -> str | None:
     pid, uid, _gid = struct.unpack("3i", creds)
     if uid != os.getuid():
         return f"uid {uid} may not use a session of uid {os.getuid()}"
+    pidfd = _peer_pidfd(conn)
+    if pidfd is not None:  # the peer itself, not whoever has its pid number by now
+        try:
+            pid = _pidfd_pid(pidfd)
+            if pid <= 0:
+                return "the caller has exited; refused"
+            why = _refusal_of(pid)
+            try:
+                signal.pidfd_send_signal(pidfd, 0)  # still the same, living process?
+            except ProcessLookupError:
+                return "the caller has exited; refused"
+            return why
+        finally:
+            os.close(pidfd)
+    return _refusal_of(pid)
+
+
+SO_PEERPIDFD = 77  # Linux >= 6.5: a pidfd of the peer as it connected
+
+
+def _peer_pidfd(conn: socket.socket) -> int | None:
+    try:
+        return conn.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
+    except OSError:
+        return None  # an older kernel: the pid from SO_PEERCRED, checked at once
+
+
+def _pidfd_pid(pidfd: int) -> int:
+    with open(f"/proc/self/fdinfo/{pidfd}", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("Pid:"):
+                return int(line.split()[1])
+    return -1
+
+
+def _refusal_of(pid: int) -> str | None:
     try:
         theirs = os.readlink(f"/proc/{pid}/ns/user")
         ours = os.readlink("/proc/self/ns/user")

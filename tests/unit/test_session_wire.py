@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,37 @@ def test_the_session_directory_is_never_inside_a_sandbox_view() -> None:
     assert session_wire.session_dir({"XDG_RUNTIME_DIR": "/proc"}) == "/proc/ringfence/sessions"
     assert session_wire.session_dir({}) == f"/tmp/ringfence-{os.getuid()}/sessions"
     assert session_wire.session_dir({"RINGFENCE_SESSION_DIR": "/x"}) == "/x"
+
+
+def test_a_session_peer_is_judged_by_its_pidfd_and_a_gone_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    """SO_PEERPIDFD names the peer itself: once it has exited, its pid number proves
+    nothing (it may belong to another process by now), and the call is refused."""
+    import socket
+
+    from ringfence import session_server
+
+    path = str(tmp_path / "s.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen()
+    try:
+        with socket.socket(socket.AF_UNIX) as c:  # a living peer: this process
+            c.connect(path)
+            conn, _ = srv.accept()
+            with conn:
+                assert session_server.peer_refusal(conn) is None
+        pid = os.fork()
+        if pid == 0:  # a peer that connects and is gone before the server looks
+            with socket.socket(socket.AF_UNIX) as c:
+                c.connect(path)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        conn, _ = srv.accept()
+        with conn:
+            if session_server._peer_pidfd(conn) is None:
+                pytest.skip("no SO_PEERPIDFD on this kernel (Linux < 6.5)")
+            assert session_server.peer_refusal(conn) == "the caller has exited; refused"
+    finally:
+        srv.close()
