@@ -212,11 +212,11 @@ def dotfile_link_targets(home: str) -> tuple[str, ...]:
                 except OSError:
                     continue
                 for e in entries:
+                    if rel == "." and level == 0 and not e.name.startswith("."):
+                        continue  # not counted: a command may fill home's visible part
                     budget -= 1
                     if budget < 0:
                         return tuple(dict.fromkeys(out))
-                    if rel == "." and level == 0 and not e.name.startswith("."):
-                        continue
                     if e.is_symlink():
                         out.append(os.path.realpath(e.path))
                     elif e.is_dir(follow_symlinks=False):
