@@ -192,7 +192,7 @@ def dot_entries(home: str) -> tuple[str, ...]:
 
 # Where dotfile managers (GNU stow, chezmoi symlink mode, yadm) put their links: the hidden
 # entries of home, what .config and .local/{bin,share} hold, one level more under .config.
-_LINK_SCAN = ((".", 1), (".config", 2), (".local/bin", 1), (".local/share", 1))
+_LINK_SCAN = ((".", 1), (".local/bin", 1), (".local/share", 1), (".config", 2))
 LINK_SCAN_BUDGET = 4000  # entries looked at, at most, however full the home directory is
 
 
