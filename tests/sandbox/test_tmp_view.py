@@ -457,3 +457,34 @@ def test_a_writable_home_keeps_path_dirs_and_toolchains(rf: Runner) -> None:
     assert r.stdout.count("refused") == len(writes), (r.stdout, r.stderr)
     for w in writes:
         assert not (home / w).exists(), w
+
+
+def test_every_hop_of_a_start_up_link_and_the_global_hooks_path_stay(rf: Runner) -> None:
+    """A chain ~/.bashrc -> dotfiles/bashrc -> real/bashrc: the middle link cannot be
+    replaced; a stow --no-folding link deep in .config is found; git's global
+    core.hooksPath is protected whatever repositories the workspace holds."""
+    home = rf.mkdir("home-")
+    dot = home / "dotfiles"
+    (dot / "real").mkdir(parents=True)
+    (dot / "real" / "bashrc").write_text("# rc\n")
+    (dot / "bashrc").symlink_to("real/bashrc")
+    (home / ".bashrc").symlink_to("dotfiles/bashrc")
+    unit = home / ".config" / "systemd" / "user"
+    unit.mkdir(parents=True)
+    (dot / "sync.service").write_text("[Service]\nExecStart=/usr/bin/true\n")
+    (unit / "sync.service").symlink_to("../../../dotfiles/sync.service")
+    (home / ".gitconfig").write_text("[core]\n\thooksPath = ~/dotfiles/githooks\n")
+    (dot / "githooks").mkdir()
+    for p in [home, *home.rglob("*")]:
+        os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
+    script = (
+        "rm bashrc 2>/dev/null && echo 'echo PWNED' > bashrc || echo refused; "
+        "sed -i s,true,evil, sync.service 2>/dev/null || echo refused; "
+        "echo x > githooks/pre-commit 2>/dev/null || echo refused"
+    )
+    r = rf("run", "--workspace", str(dot), "--", "sh", "-c", script, cwd=dot,
+           env={"HOME": str(home)})  # fmt: skip
+    assert r.stdout.count("refused") == 3, (r.stdout, r.stderr)
+    assert (home / ".bashrc").read_text() == "# rc\n"
+    assert "true" in (dot / "sync.service").read_text()
+    assert not (dot / "githooks" / "pre-commit").exists()

@@ -192,8 +192,34 @@ def dot_entries(home: str) -> tuple[str, ...]:
 
 # Where dotfile managers (GNU stow, chezmoi symlink mode, yadm) put their links: the hidden
 # entries of home, what .config and .local/{bin,share} hold, one level more under .config.
-_LINK_SCAN = ((".", 1), (".local/bin", 1), (".local/share", 1), (".config", 2))
-LINK_SCAN_BUDGET = 4000  # entries looked at, at most, however full the home directory is
+_LINK_SCAN = ((".", 1), (".local/bin", 1), (".local/share", 3), (".config", 4))
+LINK_SCAN_BUDGET = 20000  # hidden entries looked at, at most (a sandbox cannot add any)
+
+
+def link_chain(path: str, limit: int = 40) -> list[str]:
+    """Every symlink met resolving ``path``, hop by hop (in its parents too), then where it
+    ends: replacing any one of them re-points the whole chain, so each is protected."""
+    out: list[str] = []
+    todo = os.path.normpath(path)
+    for _ in range(limit):
+        cur = "/"
+        parts = [p for p in todo.split("/") if p]
+        for i, part in enumerate(parts):
+            nxt = os.path.join(cur, part)
+            if os.path.islink(nxt):
+                out.append(nxt)
+                try:
+                    target = os.readlink(nxt)
+                except OSError:
+                    return out
+                base = target if os.path.isabs(target) else os.path.join(cur, target)
+                todo = os.path.normpath(os.path.join(base, *parts[i + 1 :]))
+                break
+            cur = nxt
+        else:
+            out.append(todo)
+            return out
+    return out  # a loop: what was met is protected, nothing resolves further
 
 
 def dotfile_link_targets(home: str) -> tuple[str, ...]:
@@ -218,7 +244,7 @@ def dotfile_link_targets(home: str) -> tuple[str, ...]:
                     if budget < 0:
                         return tuple(dict.fromkeys(out))
                     if e.is_symlink():
-                        out.append(os.path.realpath(e.path))
+                        out.extend(link_chain(e.path)[1:])
                     elif e.is_dir(follow_symlinks=False):
                         nxt.append(e.path)
             frontier = nxt
@@ -421,10 +447,13 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     for config_file in global_config_files(env, home):
         read_config(config_file, home, base)
     includes = list(base.includes)
-    outside = [os.path.realpath(f) for f in global_config_files(env, home)]
-    for named in (base.template_dir, env.get("GIT_TEMPLATE_DIR")):
-        if named and os.path.isabs(named):
-            outside.append(os.path.realpath(named))
+    outside = [q for f in global_config_files(env, home) for q in link_chain(f)]
+    global_hooks = base.hooks_path
+    if global_hooks and global_hooks.startswith("~/") and home:
+        global_hooks = os.path.join(home, global_hooks[2:])
+    for named in (base.template_dir, env.get("GIT_TEMPLATE_DIR"), global_hooks):
+        if named and os.path.isabs(named):  # a relative core.hooksPath is per worktree
+            outside.extend(link_chain(named))
     from ringfence.policy.paths import symlinks_on_path
 
     if namespaces and policy.default_protected and policy.writable_paths():
