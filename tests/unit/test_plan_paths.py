@@ -218,3 +218,16 @@ def test_home_as_workspace_protects_persistence_locations() -> None:
     # A project directory that happens to hold bin/ keeps it writable.
     plan = compile_linux(Policy(workspace="/srv/ws"), _facts([]), cwd="/srv/ws")
     assert "/srv/ws/bin" not in plan.guard_paths
+
+
+def test_a_stopped_link_scan_is_said_not_hidden() -> None:
+    from ringfence.platforms.linux.hostfacts import LINK_SCAN_STOPPED
+
+    facts = _hf(
+        {"/srv/ws": PathInfo("dir", "/srv/ws"), "/srv/ws/t": PathInfo("file", "/srv/ws/t")},
+        outside_git_and_links=("/srv/ws/t", LINK_SCAN_STOPPED),
+    )
+    plan = compile_linux(Policy(workspace="/srv/ws"), facts, cwd="/srv/ws")
+    assert any("scan for dotfile links stopped" in n for n in plan.notes)
+    assert "/srv/ws/t" in plan.guard_paths
+    assert not any("\0" in p for p in plan.guard_paths)

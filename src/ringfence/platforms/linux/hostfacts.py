@@ -194,6 +194,7 @@ def dot_entries(home: str) -> tuple[str, ...]:
 # entries of home, what .config and .local/{bin,share} hold, one level more under .config.
 _LINK_SCAN = ((".", 1), (".local/bin", 1), (".local/share", 3), (".config", 4))
 LINK_SCAN_BUDGET = 20000  # hidden entries looked at, at most (a sandbox cannot add any)
+LINK_SCAN_STOPPED = "/\0link-scan-stopped"  # a marker no real path can be
 
 
 def link_chain(path: str, limit: int = 40) -> list[str]:
@@ -241,8 +242,8 @@ def dotfile_link_targets(home: str) -> tuple[str, ...]:
                     if rel == "." and level == 0 and not e.name.startswith("."):
                         continue  # not counted: a command may fill home's visible part
                     budget -= 1
-                    if budget < 0:
-                        return tuple(dict.fromkeys(out))
+                    if budget < 0:  # said in the plan's notes (see LINK_SCAN_STOPPED)
+                        return (*dict.fromkeys(out), LINK_SCAN_STOPPED)
                     if e.is_symlink():
                         out.extend(link_chain(e.path)[1:])
                     elif e.is_dir(follow_symlinks=False):
@@ -507,7 +508,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         *secrets_in_tmp,
         *xdg_protected,
         *home_dots,
-        *outside,
+        *(o for o in outside if "\0" not in o),
     ]:
         if p not in paths:
             info = _lstat_info(p)

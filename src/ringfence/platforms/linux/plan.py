@@ -219,7 +219,7 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
         if data:
             out.extend(os.path.join(data, rel) for rel in defaults.XDG_DATA_PROTECTED)
     if policy.default_protected:
-        out.extend(facts.outside_git_and_links)
+        out.extend(p for p in facts.outside_git_and_links if "\0" not in p)
     out.extend(facts.own_state)
     return tuple(p for p in dict.fromkeys(out) if _within_any(p, roots))
 
@@ -819,6 +819,11 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         named = (*facts.git_includes, *sorted(set(facts.hooks_paths.values())))
         protected_paths.extend(
             p for p in dict.fromkeys(named) if p not in seen and _within_any(p, roots)
+        )
+    if any("\0" in p for p in facts.outside_git_and_links):
+        notes.append(
+            "your home's hidden entries hold more than 20,000 files: the scan for dotfile "
+            "links stopped there; a link beyond it does not make its target read-only"
         )
     if policy.mode is Mode.READ_ONLY:
         notes.append("read-only: only the workspace's private /tmp layer and /dev/shm are writable")
