@@ -412,6 +412,13 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
 def _comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -437,8 +444,10 @@ def test_the_command_cannot_stop_its_guard_and_a_dead_guard_fails_closed(rf: Run
         # the command (sh) and its guard are the children of the command's init (another
         # init, prepared for the next command, has a guard of its own)
         procs = _descendants(p.pid)
-        shell = [q for q in procs if _comm(q) == "sh"]
-        assert len(shell) == 1, shell
+        shells = [q for q in procs if _comm(q) == "sh"]
+        # the waiting loop's fork for `sleep` is also "sh" until it execs: not the command
+        shell = [q for q in shells if _ppid(q) not in shells]
+        assert len(shell) == 1, (shells, shell)
         init = int(Path(f"/proc/{shell[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
         kids = Path(f"/proc/{init}/task/{init}/children").read_text().split()
         guards = [int(q) for q in kids if int(q) != shell[0]]
