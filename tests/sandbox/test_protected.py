@@ -653,3 +653,22 @@ def test_the_guard_needs_no_source_it_cannot_see(tmp_path: Path) -> None:
             shutil.rmtree(ws, ignore_errors=True)
     finally:
         shutil.rmtree(src, ignore_errors=True)
+
+
+def test_a_protected_name_reached_by_a_chain_of_links_keeps_every_hop(rf: Runner) -> None:
+    """.envrc -> envrc.link -> cfg/envrc: the target is read-only and the link in the middle
+    cannot be replaced to re-point the protected name."""
+    ws = rf.mkdir()
+    (ws / "cfg").mkdir()
+    (ws / "cfg" / "envrc").write_text("export A=1\n")
+    (ws / "envrc.link").symlink_to("cfg/envrc")
+    (ws / ".envrc").symlink_to("envrc.link")
+    for p in [ws / "cfg", ws / "cfg" / "envrc", ws / "envrc.link", ws / ".envrc"]:
+        os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
+    r = rf.sh(
+        ws,
+        "echo evil >> cfg/envrc 2>/dev/null || echo refused; "
+        "rm envrc.link 2>/dev/null && echo evil > envrc.link || echo refused",
+    )
+    assert r.stdout.split() == ["refused", "refused"], (r.stdout, r.stderr)
+    assert (ws / ".envrc").read_text() == "export A=1\n"

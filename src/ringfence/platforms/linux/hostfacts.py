@@ -88,6 +88,9 @@ class HostFacts:
     # (wherever GIT_CONFIG_GLOBAL/SYSTEM put them), init.templateDir, $GIT_TEMPLATE_DIR, and
     # the symlinks on the way to home and the XDG directories (re-pointing one re-points them)
     outside_git_and_links: tuple[str, ...] = ()
+    # a symlink looked at -> the links between it and its target (link_chain): replacing one
+    # of them re-points the first, so a protected link's hops are protected too
+    link_hops: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # the hidden (dot) entries of $HOME when a writable root holds it: all protected
     home_dot_entries: tuple[str, ...] = ()
     # the caller's own per-user quotas (/proc/sys/user/max_*), for the sandbox's lower ones
@@ -501,6 +504,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     ):
         home_dots = dot_entries(home)
     paths: dict[str, PathInfo] = {}
+    link_hops: dict[str, tuple[str, ...]] = {}
     for p in [
         *candidate_paths(policy, home, extra_dirs),
         *(candidate_paths(policy, account_home) if account_home not in (None, home) else ()),
@@ -514,6 +518,10 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
             info = _lstat_info(p)
             if info is not None:
                 paths[p] = info
+                if info.kind == "symlink":
+                    hops = link_chain(p)[1:-1]
+                    if hops:
+                        link_hops[p] = tuple(hops)
                 if info.kind == "symlink" and info.real not in paths:
                     target = _lstat_info(info.real)
                     if target is not None:
@@ -550,6 +558,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         xdg_dirs=found_xdg,
         account_home=account_home if account_home != home else None,
         home_dot_entries=home_dots,
+        link_hops=link_hops,
         outside_git_and_links=tuple(dict.fromkeys(outside)),
         own_state=own_state,
         tmp_secrets=secrets_in_tmp,

@@ -229,6 +229,7 @@ def _protected_targets(
     facts: HostFacts,
     roots: tuple[str, ...],
     extra: tuple[str, ...] = (),
+    hops: list[str] | None = None,
 ) -> list[tuple[str, str]]:
     """(path, why) for every existing protected path inside a writable root.
 
@@ -249,6 +250,8 @@ def _protected_targets(
             target = facts.info(info.real)
             if target is not None and target.kind != "symlink" and _within_any(info.real, roots):
                 found.append((info.real, f"{why} (via symlink {path})"))
+            if hops is not None:  # the links on the way: a symlink cannot be a mount target
+                hops.extend(h for h in facts.link_hops.get(path, ()) if _within_any(h, roots))
             return
         if _within_any(path, roots):
             found.append((path, why))
@@ -670,7 +673,9 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     # be renamed or removed), then bind the path read-only on itself.
     pinned: set[str] = {*roots, *git_roots}
     extra_protected = _persistence_paths(policy, facts, roots)
-    protected = _protected_targets(policy, facts, (*roots, *git_roots), extra_protected)
+    hops: list[str] = []
+    protected = _protected_targets(policy, facts, (*roots, *git_roots), extra_protected, hops)
+    extra_protected = (*extra_protected, *dict.fromkeys(hops))
     for path, why in protected:
         root = _within_any(path, (*roots, *git_roots))
         assert root is not None
