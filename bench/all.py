@@ -1,9 +1,9 @@
 """Every ringfence benchmark, one table: medians, and ratios against baselines from the same run.
 
-    /work/venv/bin/python bench/all.py            # the full spec (about 6 minutes here)
-    /work/venv/bin/python bench/all.py --quick    # scaled down (about 1 minute)
-    /work/venv/bin/python bench/all.py --only warm,cold --markdown
-    /work/venv/bin/python bench/all.py --commit HEAD   # a committed tree, not the working one
+    .venv/bin/python bench/all.py            # the full spec (about 6 minutes here)
+    .venv/bin/python bench/all.py --quick    # scaled down (about 1 minute)
+    .venv/bin/python bench/all.py --only warm,cold --markdown
+    .venv/bin/python bench/all.py --commit HEAD   # a committed tree, not the working one
 
 Run it with the virtualenv's own interpreter, never a pyenv shim: a shim is another
 interpreter start (~75 ms) in front of every process the benchmark spawns. The guarded-syscall

@@ -1,6 +1,6 @@
 """What the filtering proxy costs: throughput, connection set-up, and many tunnels at once.
 
-    /work/venv/bin/python bench/proxy.py [--mib 256] [--tunnels 1000] [--runs 20]
+    .venv/bin/python bench/proxy.py [--mib 256] [--tunnels 1000] [--runs 20]
 
 Everything stays on 127.0.0.1. Baselines are measured in the same run: the same download or
 handshake straight to the local server. The proxy is ringfence's own ``DomainProxy`` with local

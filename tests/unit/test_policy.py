@@ -180,3 +180,13 @@ def test_limits_from_flags() -> None:
     for bad in ("bogus=1", "processes", "processes=0", "tmp-size=none", "file-size=10%"):
         with pytest.raises(PolicyError):
             limits_from_args([bad])
+
+
+def test_the_version_is_written_once() -> None:
+    """pyproject.toml reads the version from ringfence.__version__: the installed
+    distribution and the package say the same."""
+    import importlib.metadata
+
+    import ringfence
+
+    assert importlib.metadata.version("ringfence") == ringfence.__version__
