@@ -75,6 +75,18 @@ def plain(flag: str, path: str) -> str:
 SHARED_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 
+def account_home() -> str | None:
+    """The home directory of the caller's account (the password database), resolved: where
+    its secrets and start-up files are, whatever ``$HOME`` says (unset, or elsewhere)."""
+    import pwd
+
+    try:
+        found = pwd.getpwuid(os.getuid()).pw_dir
+    except (KeyError, OverflowError):
+        return None
+    return os.path.realpath(found) if found and os.path.isabs(found) and found != "/" else None
+
+
 def default_workspace(cwd: str, home: str | None) -> str:
     """The workspace a caller gets by not naming one: the current directory, unless that
     would make the whole home directory (or more) writable.
@@ -84,14 +96,11 @@ def default_workspace(cwd: str, home: str | None) -> str:
     Naming such a directory with ``--workspace`` stays possible (its persistence locations
     are then protected); taking it silently is not.
     """
-    import pwd
-
     ws = os.path.realpath(cwd)
     homes = [home] if home and os.path.isabs(home) else []
-    try:  # $HOME may be unset or point elsewhere: the account's home counts too
-        homes.append(pwd.getpwuid(os.getuid()).pw_dir)
-    except (KeyError, OverflowError):
-        pass
+    account = account_home()  # $HOME may be unset or point elsewhere: this counts too
+    if account:
+        homes.append(account)
     why = None
     if ws == "/":
         why = "it is the root directory"

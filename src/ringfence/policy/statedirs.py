@@ -85,17 +85,20 @@ def prepare_workspace(base: str, workspace: str) -> str | None:
 LOCK = "lock"
 
 
+def _lock_fd(state_dir: str) -> int:
+    return os.open(
+        os.path.join(state_dir, LOCK),
+        os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+        0o600,
+    )
+
+
 def hold(state_dir: str) -> int | None:
     """A shared lock on a workspace's state, held (as the returned fd) while a sandbox uses
     it, so that ``ringfence clean`` leaves a layer alone that a running overlay still has
-    mounted. None when the lock file cannot be opened (the run goes on; clean then refuses
-    nothing it cannot lock)."""
+    mounted. None when the lock file cannot be opened (the run goes on)."""
     try:
-        fd = os.open(
-            os.path.join(state_dir, LOCK),
-            os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-            0o600,
-        )
+        fd = _lock_fd(state_dir)
     except OSError:
         return None
     try:
@@ -108,14 +111,7 @@ def hold(state_dir: str) -> int | None:
 
 def try_exclusive(state_dir: str) -> int | None:
     """The lock for removing a workspace's state, or None while a sandbox holds it."""
-    try:
-        fd = os.open(os.path.join(state_dir, LOCK), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        fd = os.open(
-            os.path.join(state_dir, LOCK),
-            os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-            0o600,
-        )
+    fd = _lock_fd(state_dir)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ringfence.platforms.linux import cgroups
 from ringfence.platforms.linux.gitfiles import ConfigRead, global_config_files, read_config
 from ringfence.policy import caches, defaults, scrub, statedirs
+from ringfence.policy import paths as paths_mod
 from ringfence.policy.model import Isolation, Policy
 
 # Bounds for the .git/modules listing (submodules of submodules ...).
@@ -156,18 +157,6 @@ def candidate_paths(policy: Policy, home: str | None, gitdirs: Iterable[str] = (
     return out
 
 
-def _account_home() -> str | None:
-    """The home directory of the caller's account (the password database), resolved: where
-    its secrets are, whatever ``$HOME`` says (unset, or pointed elsewhere)."""
-    import pwd
-
-    try:
-        found = pwd.getpwuid(os.getuid()).pw_dir
-    except (KeyError, OverflowError):
-        return None
-    return os.path.realpath(found) if found and os.path.isabs(found) and found != "/" else None
-
-
 def xdg_dirs(env: Mapping[str, str], home: str | None) -> dict[str, str]:
     """Where programs look for their config and data (resolved): the XDG variables when set
     to an absolute path, else their defaults under home."""
@@ -198,6 +187,18 @@ def dot_entries(home: str) -> tuple[str, ...]:
 _LINK_SCAN = ((".", 1), (".local/bin", 1), (".local/share", 3), (".config", 4))
 LINK_SCAN_BUDGET = 20000  # hidden entries looked at, at most (a sandbox cannot add any)
 LINK_SCAN_STOPPED = "/\0link-scan-stopped"  # a marker no real path can be
+
+
+def _bulk(home: str, e: os.DirEntry[str]) -> bool:
+    """A directory the scan need not enter, every run: a browser profile or other hidden
+    store (masked, and no start-up file), or a cache."""
+    lowered = e.name.lower()
+    if "cache" in lowered or lowered in ("trash", "node_modules", "site-packages"):
+        return True
+    return os.path.relpath(e.path, home) in _HIDDEN_STORES
+
+
+_HIDDEN_STORES = frozenset(defaults.HOME_DENY_READ)
 
 
 def link_chain(path: str, limit: int = 40) -> list[str]:
@@ -249,7 +250,7 @@ def dotfile_link_targets(home: str) -> tuple[str, ...]:
                         return (*dict.fromkeys(out), LINK_SCAN_STOPPED)
                     if e.is_symlink():
                         out.extend(link_chain(e.path)[1:])
-                    elif e.is_dir(follow_symlinks=False):
+                    elif e.is_dir(follow_symlinks=False) and not _bulk(home, e):
                         nxt.append(e.path)
             frontier = nxt
     return tuple(dict.fromkeys(out))
@@ -396,7 +397,7 @@ def _read_scrub_files(
 def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> HostFacts:
     """Look at the host once, for one policy."""
     sites, cgroup_note = cgroups.discover() if policy.sandboxed else ({}, "")
-    account_home = _account_home()
+    account_home = paths_mod.account_home()
     home = env.get("HOME") or None
     home = os.path.realpath(home) if home and os.path.isabs(home) else account_home
     cache_dir = tmp_layer = state_dir = None
@@ -458,8 +459,6 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     for named in (base.template_dir, env.get("GIT_TEMPLATE_DIR"), global_hooks):
         if named and os.path.isabs(named):  # a relative core.hooksPath is per worktree
             outside.extend(link_chain(named))
-    from ringfence.policy.paths import symlinks_on_path
-
     if namespaces and policy.default_protected and policy.writable_paths():
         for h in dict.fromkeys(x for x in (home, account_home) if x):
             outside.extend(dotfile_link_targets(h))
@@ -468,7 +467,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
                 "GIT_CONFIG_GLOBAL", "RINGFENCE_SESSION_DIR"):  # fmt: skip
         value = env.get(var)
         if value and os.path.isabs(value):
-            outside.extend(symlinks_on_path(os.path.normpath(value)))
+            outside.extend(link_chain(value)[:-1])  # the links on the way, not the end
     worktrees = {os.path.join(r, ".git"): r for r in host_roots(policy)}
     worktrees.update({gd: os.path.dirname(f) for f, gd in gitdirs.items()})
     module_dirs = [m for mods in modules.values() for m in mods]

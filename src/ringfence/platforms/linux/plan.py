@@ -191,6 +191,33 @@ def _check_writable_root(path: str) -> None:
             )
 
 
+def _host_tmp_read_only(
+    policy: Policy, facts: HostFacts, roots: tuple[str, ...]
+) -> list[tuple[str, bool, str]]:
+    """(target, is a directory, why) of each read-only path the policy names in host /tmp,
+    outside the writable roots, resolved through a symlink."""
+    named = [(p, f"protected: --protect (host /tmp): {p}") for p in policy.protected]
+    if policy.mode is Mode.READ_ONLY:
+        named.insert(0, (policy.workspace, "workspace, read-only (host /tmp)"))
+    out: list[tuple[str, bool, str]] = []
+    for p, why in named:
+        info = facts.info(p)
+        if info is None:
+            continue
+        target = info.real if info.kind == "symlink" else p
+        tinfo = facts.info(target)
+        if (
+            tinfo is None
+            or tinfo.kind == "symlink"
+            or not _under(target, "/tmp")
+            or target == "/tmp"
+            or _within_any(target, roots)
+        ):
+            continue  # outside /tmp the read-only root shows the host's file already
+        out.append((target, tinfo.kind == "dir", why))
+    return out
+
+
 def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> tuple[str, ...]:
     """Absolute paths inside the writable roots where a write would run later with the
     user's full rights ($HOME's login and autostart files, cron spools) or reach ringfence's
@@ -393,7 +420,7 @@ def _with_cgroups(base: LinuxPlan, limits: Limits, facts: HostFacts) -> LinuxPla
     )
 
 
-# Without a reading of the host's quota: the kernel's defaults, halved.
+# Without a reading of the host's quota: the kernel's defaults (the sandbox gets half).
 _HOST_QUOTA_FALLBACK = {"max_inotify_instances": 128, "max_inotify_watches": 8192}
 
 
@@ -624,51 +651,12 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             "git directory of a linked worktree (git rules)" if r in git_roots else "writable root"
         )
         b.add(MountOp("bind", r, source=r, readonly=False, why=why))
-    # A read-only workspace under /tmp would otherwise take writes into the /tmp layer: it is
-    # the host's directory, read-only, like everywhere else.
-    if (
-        policy.mode is Mode.READ_ONLY
-        and layered
-        and _under(policy.workspace, "/tmp")
-        and policy.workspace != "/tmp"
-        and (ws_info := facts.info(policy.workspace)) is not None
-        and ws_info.kind == "dir"
-    ):
-        b.add(
-            MountOp(
-                "bind",
-                policy.workspace,
-                source=policy.workspace,
-                readonly=True,
-                why="workspace, read-only (host /tmp)",
-            )
-        )
-    # A protected path in host /tmp outside the writable roots: the host's file, read-only
-    # (through the layer it would be the layer's copy, which an earlier command could change).
+    # Paths the policy keeps read-only that lie in host /tmp outside the writable roots (a
+    # read-only workspace, --protect paths): the host's own, bound read-only; through the
+    # layer they would be a copy that this workspace's commands could change.
     if layered:
-        for p in policy.protected:
-            pinfo = facts.info(p)
-            if pinfo is None:
-                continue
-            target = pinfo.real if pinfo.kind == "symlink" else p
-            tinfo = facts.info(target)
-            if (
-                tinfo is None
-                or tinfo.kind == "symlink"
-                or not _under(target, "/tmp")
-                or _within_any(target, roots)
-            ):
-                continue  # outside /tmp the read-only root shows the host's file already
-            b.add(
-                MountOp(
-                    "bind",
-                    target,
-                    source=target,
-                    readonly=True,
-                    is_dir=tinfo.kind == "dir",
-                    why=f"protected: --protect (host /tmp): {p}",
-                )
-            )
+        for target, is_dir, why in _host_tmp_read_only(policy, facts, roots):
+            b.add(MountOp("bind", target, source=target, readonly=True, is_dir=is_dir, why=why))
     # Protected paths: pin every ancestor between the root and the path (a mount point cannot
     # be renamed or removed), then bind the path read-only on itself.
     pinned: set[str] = {*roots, *git_roots}
@@ -861,7 +849,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             if h and roots and policy.default_protected and _within_any(h, roots)
         ),
         hidden=tuple(hidden),
-        socket_roots=(*roots, "/tmp", "/dev/shm"),  # not git roots: git needs no socket there
+        socket_roots=(*roots, "/tmp", PRIVATE_SHM),  # not git roots: git needs no socket there
         allow_sockets=tuple(
             dict.fromkeys(
                 q for p in policy.allow_sockets for q in (p, getattr(facts.info(p), "real", p))
