@@ -488,3 +488,32 @@ def test_every_hop_of_a_start_up_link_and_the_global_hooks_path_stay(rf: Runner)
     assert (home / ".bashrc").read_text() == "# rc\n"
     assert "true" in (dot / "sync.service").read_text()
     assert not (dot / "githooks" / "pre-commit").exists()
+
+
+def test_a_link_anywhere_in_homes_hidden_entries_keeps_its_target(rf: Runner) -> None:
+    """~/.ssh/config -> ../dotfiles/ssh_config (in a masked directory, deeper than any fixed
+    list): the target stays read-only in a dotfiles workspace."""
+    home = rf.mkdir("home-")
+    dot = home / "dotfiles"
+    dot.mkdir()
+    (dot / "ssh_config").write_text("Host *\n")
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "config").symlink_to("../dotfiles/ssh_config")
+    deep = home / ".config" / "nvim" / "lua" / "user" / "plug"
+    deep.mkdir(parents=True)
+    (dot / "a.lua").write_text("-- a\n")
+    (deep / "a.lua").symlink_to(dot / "a.lua")
+    for p in [home, *home.rglob("*")]:
+        os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
+    r = rf.sh(
+        dot,
+        "echo '  LocalCommand x' >> ssh_config 2>/dev/null || echo refused; "
+        "echo 'os.execute(1)' >> a.lua 2>/dev/null || echo refused; "
+        "mkdir -p .gemini 2>/dev/null || echo refused",
+        "--workspace",
+        str(dot),
+        env={"HOME": str(home)},
+    )
+    assert r.stdout.split() == ["refused"] * 3, (r.stdout, r.stderr)
+    assert (dot / "ssh_config").read_text() == "Host *\n"
+    assert (dot / "a.lua").read_text() == "-- a\n"

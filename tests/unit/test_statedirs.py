@@ -147,3 +147,14 @@ def test_clean_never_walks_a_planted_link_or_an_unmarked_directory(tmp_path: Pat
     assert list(cleanup.states(str(base))) == []
     assert cleanup.select(str(base), everything=True, gone=True) == []
     assert (victim / "Documents" / "thesis.txt").read_text() == "keep"
+
+
+def test_link_chain_resolves_dotdot_after_a_link_as_the_kernel_does(tmp_path: Path) -> None:
+    from ringfence.platforms.linux.hostfacts import link_chain
+
+    (tmp_path / "deep" / "inner").mkdir(parents=True)
+    (tmp_path / "lnk").symlink_to(tmp_path / "deep" / "inner")
+    (tmp_path / "rc").symlink_to("lnk/../zprofile")
+    chain = link_chain(str(tmp_path / "rc"))
+    assert chain == [str(tmp_path / "rc"), str(tmp_path / "lnk"), str(tmp_path / "deep/zprofile")]
+    assert chain[-1] == os.path.realpath(tmp_path / "rc")

@@ -184,47 +184,65 @@ def dot_entries(home: str) -> tuple[str, ...]:
 
 # Where dotfile managers (GNU stow, chezmoi symlink mode, yadm) put their links: the hidden
 # entries of home, what .config and .local/{bin,share} hold, one level more under .config.
-_LINK_SCAN = ((".", 1), (".local/bin", 1), (".local/share", 3), (".config", 4))
-LINK_SCAN_BUDGET = 20000  # hidden entries looked at, at most (a sandbox cannot add any)
+# Every hidden entry of home, to any depth (bounded by the budget): a link anywhere in there
+# may be read at start by something (~/.ssh/config, ~/.bashrc.d/*, an editor's plugin dir).
+_LINK_SCAN = ((".", 64),)
+LINK_SCAN_BUDGET = 8000  # hidden entries looked at, at most (a sandbox cannot add any)
 LINK_SCAN_STOPPED = "/\0link-scan-stopped"  # a marker no real path can be
 
 
 def _bulk(home: str, e: os.DirEntry[str]) -> bool:
-    """A directory the scan need not enter, every run: a browser profile or other hidden
-    store (masked, and no start-up file), or a cache."""
+    """A directory the scan need not enter, every run: a cache, a browser profile or a store
+    of downloaded packages (big, and read by their own tool only)."""
     lowered = e.name.lower()
     if "cache" in lowered or lowered in ("trash", "node_modules", "site-packages"):
         return True
-    return os.path.relpath(e.path, home) in _HIDDEN_STORES
+    return os.path.relpath(e.path, home) in _BULK_STORES
 
 
-_HIDDEN_STORES = frozenset(defaults.HOME_DENY_READ)
+_BULK_STORES = frozenset(
+    (".mozilla", ".config/google-chrome", ".config/chromium", ".config/BraveSoftware",
+     ".config/microsoft-edge", ".config/vivaldi",
+     # stores of downloaded packages and toolchains: large, and no one's start-up file
+     ".npm", ".rustup", ".cargo/registry", ".cargo/git", ".m2", ".gradle", ".nvm", ".pyenv",
+     ".rbenv", ".sdkman", ".goenv", ".jenv", ".asdf", ".bun", ".deno", ".dotnet", ".local/share/pipx", ".local/lib", ".vscode-server",
+     ".cursor-server", ".ivy2", ".sbt", ".conda/pkgs", ".local/share/containers")
+)  # fmt: skip
 
 
 def link_chain(path: str, limit: int = 40) -> list[str]:
     """Every symlink met resolving ``path``, hop by hop (in its parents too), then where it
-    ends: replacing any one of them re-points the whole chain, so each is protected."""
+    ends: replacing any one of them re-points the whole chain, so each is protected.
+    Resolved one component at a time as the kernel does (``lnk/..`` is the parent of where
+    ``lnk`` leads, not the directory holding ``lnk``)."""
     out: list[str] = []
-    todo = os.path.normpath(path)
-    for _ in range(limit):
-        cur = "/"
-        parts = [p for p in todo.split("/") if p]
-        for i, part in enumerate(parts):
-            nxt = os.path.join(cur, part)
-            if os.path.islink(nxt):
-                out.append(nxt)
-                try:
-                    target = os.readlink(nxt)
-                except OSError:
-                    return out
-                base = target if os.path.isabs(target) else os.path.join(cur, target)
-                todo = os.path.normpath(os.path.join(base, *parts[i + 1 :]))
-                break
-            cur = nxt
-        else:
-            out.append(todo)
-            return out
-    return out  # a loop: what was met is protected, nothing resolves further
+    pending = [p for p in path.split("/") if p]
+    cur = "/"
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            cur = os.path.dirname(cur)
+            continue
+        nxt = os.path.join(cur, part)
+        if os.path.islink(nxt):
+            hops += 1
+            out.append(nxt)
+            if hops > limit:
+                return out  # a loop: what was met is protected, nothing resolves further
+            try:
+                target = os.readlink(nxt)
+            except OSError:
+                return out
+            if target.startswith("/"):
+                cur = "/"
+            pending[:0] = [p for p in target.split("/") if p]
+            continue
+        cur = nxt
+    out.append(cur)
+    return out
 
 
 def dotfile_link_targets(home: str) -> tuple[str, ...]:

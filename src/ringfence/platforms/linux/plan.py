@@ -815,7 +815,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         )
     if any("\0" in p for p in facts.outside_git_and_links):
         notes.append(
-            "your home's hidden entries hold more than 20,000 files: the scan for dotfile "
+            "your home's hidden entries hold more than 8,000 files: the scan for dotfile "
             "links stopped there; a link beyond it does not make its target read-only"
         )
     if policy.mode is Mode.READ_ONLY:
