@@ -517,3 +517,30 @@ def test_a_link_anywhere_in_homes_hidden_entries_keeps_its_target(rf: Runner) ->
     assert r.stdout.split() == ["refused"] * 3, (r.stdout, r.stderr)
     assert (dot / "ssh_config").read_text() == "Host *\n"
     assert (dot / "a.lua").read_text() == "-- a\n"
+
+
+def test_a_linked_config_directory_is_masked_and_protected_at_its_real_place(
+    rf: Runner,
+) -> None:
+    """~/.config -> dotcfg (dotfile managers do this): the deny-read defaults under it are
+    masked where they really are (the run used to refuse), and with home as the workspace
+    the persistence places under it stay protected, existing or not."""
+    home = rf.mkdir("home-")
+    (home / "dotcfg" / "gh").mkdir(parents=True)
+    nonce = secrets.token_hex(6)
+    (home / "dotcfg" / "gh" / "hosts.yml").write_text(f"token: {nonce}\n")
+    (home / ".config").symlink_to("dotcfg")
+    for p in [home, *home.rglob("*")]:
+        os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
+    ws = rf.mkdir()
+    env = {"HOME": str(home)}
+    r = rf.sh(ws, "cat ~/.config/gh/hosts.yml", env=env)
+    assert r.returncode != 125, r.stderr
+    assert nonce not in r.stdout and "Permission denied" in r.stderr, (r.stdout, r.stderr)
+    r = rf(
+        "run", "--workspace", str(home), "--", "sh", "-c",
+        "mkdir -p .config/systemd/user 2>/dev/null && echo made || echo refused",
+        cwd=home, env=env,
+    )  # fmt: skip
+    assert "refused" in r.stdout, (r.stdout, r.stderr)
+    assert not (home / "dotcfg" / "systemd").exists()

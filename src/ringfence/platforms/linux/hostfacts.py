@@ -89,6 +89,9 @@ class HostFacts:
     # (wherever GIT_CONFIG_GLOBAL/SYSTEM put them), init.templateDir, $GIT_TEMPLATE_DIR, and
     # the symlinks on the way to home and the XDG directories (re-pointing one re-points them)
     outside_git_and_links: tuple[str, ...] = ()
+    # a path looked at -> where it really is, when that differs (a link on the way), also for
+    # paths that do not exist yet: the guard compares real paths
+    resolved: Mapping[str, str] = field(default_factory=dict)
     # a symlink looked at -> the links between it and its target (link_chain): replacing one
     # of them re-points the first, so a protected link's hops are protected too
     link_hops: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -130,7 +133,9 @@ def _lstat_info(path: str) -> PathInfo | None:
         kind = "file"
     else:
         kind = "other"
-    real = os.path.realpath(path) if kind == "symlink" else path
+    # Resolved whatever the kind: a parent may be a link too (~/.config -> dotfiles/config),
+    # and a mount goes on the real place (the mount code refuses symlinks on the way).
+    real = os.path.realpath(path)
     return PathInfo(kind, real)
 
 
@@ -205,8 +210,9 @@ _BULK_STORES = frozenset(
      ".config/microsoft-edge", ".config/vivaldi",
      # stores of downloaded packages and toolchains: large, and no one's start-up file
      ".npm", ".rustup", ".cargo/registry", ".cargo/git", ".m2", ".gradle", ".nvm", ".pyenv",
-     ".rbenv", ".sdkman", ".goenv", ".jenv", ".asdf", ".bun", ".deno", ".dotnet", ".local/share/pipx", ".local/lib", ".vscode-server",
-     ".cursor-server", ".ivy2", ".sbt", ".conda/pkgs", ".local/share/containers")
+     ".rbenv", ".sdkman", ".goenv", ".jenv", ".asdf", ".bun", ".deno", ".dotnet",
+     ".local/share/pipx", ".local/lib", ".vscode-server", ".cursor-server", ".ivy2", ".sbt",
+     ".conda/pkgs", ".local/share/containers")
 )  # fmt: skip
 
 
@@ -521,6 +527,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     ):
         home_dots = dot_entries(home)
     paths: dict[str, PathInfo] = {}
+    resolved: dict[str, str] = {}
     link_hops: dict[str, tuple[str, ...]] = {}
     for p in [
         *candidate_paths(policy, home, extra_dirs),
@@ -531,6 +538,8 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         *home_dots,
         *(o for o in outside if "\0" not in o),
     ]:
+        if p not in resolved:
+            resolved[p] = os.path.realpath(p)  # also where it does not exist (yet)
         if p not in paths:
             info = _lstat_info(p)
             if info is not None:
@@ -539,7 +548,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
                     hops = link_chain(p)[1:-1]
                     if hops:
                         link_hops[p] = tuple(hops)
-                if info.kind == "symlink" and info.real not in paths:
+                if info.real != p and info.real not in paths:
                     target = _lstat_info(info.real)
                     if target is not None:
                         paths[info.real] = target
@@ -576,6 +585,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         account_home=account_home if account_home != home else None,
         home_dot_entries=home_dots,
         link_hops=link_hops,
+        resolved={p: r for p, r in resolved.items() if r != p},
         outside_git_and_links=tuple(dict.fromkeys(outside)),
         own_state=own_state,
         tmp_secrets=secrets_in_tmp,

@@ -204,7 +204,7 @@ def _host_tmp_read_only(
         info = facts.info(p)
         if info is None:
             continue
-        target = info.real if info.kind == "symlink" else p
+        target = info.real
         tinfo = facts.info(target)
         if (
             tinfo is None
@@ -280,8 +280,9 @@ def _protected_targets(
             if hops is not None:  # the links on the way: a symlink cannot be a mount target
                 hops.extend(h for h in facts.link_hops.get(path, ()) if _within_any(h, roots))
             return
-        if _within_any(path, roots):
-            found.append((path, why))
+        real = info.real  # the place itself when a parent is a link
+        if _within_any(real, roots):
+            found.append((real, why if real == path else f"{why} (via {path})"))
 
     for root in roots:
         for n in names:
@@ -710,7 +711,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         info = facts.info(p)
         if info is None or p in scrubbed:
             continue
-        target = info.real if info.kind == "symlink" else p
+        target = info.real
         tinfo = facts.info(target) if target != p else info
         if any(_under(target, s) for s in SYSTEM_TARGETS):
             if p in policy.deny_read:
@@ -804,9 +805,13 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     env = build_environment(facts.env, policy.env, sandbox_env)
     protected_paths = [p for p, _ in protected]
     seen = set(protected_paths)
-    protected_paths.extend(
-        p for p in dict.fromkeys((*policy.protected, *extra_protected)) if p not in seen
-    )
+    for p in dict.fromkeys((*policy.protected, *extra_protected)):
+        # the guard sees real paths: a protected place behind a linked parent by its real name,
+        # and by the name given too (the link itself may be what is protected)
+        for q in dict.fromkeys((p, facts.resolved.get(p, p))):
+            if q not in seen and (q == p or _within_any(q, roots)):
+                protected_paths.append(q)
+                seen.add(q)
     if _git_mode(policy) != "off":  # included configs, hooks dirs: even before they exist
         seen = set(protected_paths)
         named = (*facts.git_includes, *sorted(set(facts.hooks_paths.values())))
