@@ -2,7 +2,18 @@
 
 Each class names the situation the user is in, so a caller can catch exactly the case it can
 handle: a bad policy is the caller's to fix, an unsupported kernel is the host's, and a sandbox
-failure is ours to report.
+failure is ours to report::
+
+    RingfenceError                  catch-all for what ringfence raises on purpose
+    ├── PolicyError (ValueError)    the policy, flags or config are invalid; nothing ran (exit 2)
+    │   ├── UsageError              the command line is malformed
+    │   ├── ConfigError             a config, project or managed file is wrong (policy.config)
+    │   └── RulesError              an approval rules file is wrong (approval.rules)
+    ├── UnsupportedError            this host cannot enforce what the policy asks (exit 125)
+    │   └── UnenforceableError      this platform's backend has no way to enforce a setting
+    ├── SandboxError                building the sandbox or running in it failed (exit 125)
+    │   └── InternalError           a bug of ringfence's own: please report it
+    └── ApprovalRefused             the approval step refused the command; nothing ran (exit 77)
 """
 
 from __future__ import annotations
@@ -31,8 +42,25 @@ class UnsupportedError(RingfenceError):
     """
 
 
+class UnenforceableError(UnsupportedError):
+    """The platform's backend has no way to enforce ``setting``, so its compiler refuses the
+    policy rather than run with less (a library caller gets the same refusal as the CLI)."""
+
+    def __init__(self, setting: str, platform: str, why: str = "") -> None:
+        self.setting = setting
+        self.platform = platform
+        super().__init__(
+            f"{setting} is not available on {platform} yet" + (f": {why}" if why else "")
+        )
+
+
 class SandboxError(RingfenceError):
     """Building the sandbox or running the command inside it failed for a reason of ours."""
+
+
+class InternalError(SandboxError):
+    """An invariant of ringfence's own broke (a plan that should not exist, a message that
+    should not arrive): a bug to report, never the user's doing."""
 
 
 class ApprovalRefused(RingfenceError):

@@ -20,6 +20,7 @@ with the reason (and nothing runs).
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import threading
@@ -33,9 +34,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import BaseModel, Field
 
-from ringfence.approval.decide import ASK, Decision, decide
-from ringfence.approval.rules import RuleSet
+from ringfence.approval.decide import ASK, Decision
 from ringfence.display import printable
+from ringfence.engine.approval import ApprovalGate
 from ringfence.errors import ApprovalRefused, RingfenceError
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.model import Policy
@@ -129,20 +130,18 @@ class SandboxTools:
         policy: Policy,
         plan: LinuxPlan,
         *,
-        approval: str | None = None,
-        rules: RuleSet | None = None,
+        gate: ApprovalGate | None = None,
         max_processes: int = 8,
         audit: bool = True,
     ) -> None:
         self.policy = policy
         self.plan = plan
-        self.approval = approval
-        self.rules = rules
+        # The person is asked through the client (elicitation) before the session's gate
+        # runs; the gate then reads the answer this thread got.
+        self.gate = dataclasses.replace(gate, approver=self._approver) if gate else None
         self.max_processes = max_processes
         self._answer: dict[int, bool | None] = {}
-        self.session = Session(
-            plan=plan, audit=audit, approval=approval, rules=rules, approver=self._approver
-        ).start()
+        self.session = Session(_plan=plan, _gate=self.gate, audit=audit).start()
         self.live: dict[str, _Live] = {}
         self._ids = itertools.count(1)
 
@@ -168,9 +167,7 @@ class SandboxTools:
         return path
 
     def decision(self, argv: list[str]) -> Decision | None:
-        if self.approval is None:
-            return None
-        return decide(argv, self.approval, self.rules)
+        return self.gate.decide(argv) if self.gate is not None else None
 
     def describe(self) -> str:
         p, plan = self.policy, self.plan
@@ -193,9 +190,9 @@ class SandboxTools:
             lines.append(f"Network: only through a proxy, to: {allowed}.")
         else:
             lines.append("Network: on.")
-        if self.approval:
+        if self.gate is not None:
             lines.append(
-                f"Approval policy: {self.approval} (commands that need a person are asked "
+                f"Approval policy: {self.gate.policy} (commands that need a person are asked "
                 "about or refused)."
             )
         lines.append(

@@ -1,9 +1,5 @@
-"""The host side of one command: start the runner, forward signals, time out, map the status.
-
-The exit status follows the shell's conventions so that wrapping a command in ``ringfence run``
-changes nothing a script relies on: the command's own status; 128+N when a signal N ended it;
-124 on timeout; 126/127 when it is not executable / not found; 125 when ringfence itself failed.
-"""
+"""The host side of one Linux command: start the runner, forward signals, time out, and map
+how it ended to a :class:`~ringfence.engine.result.RunResult` (exit statuses: see there)."""
 
 from __future__ import annotations
 
@@ -13,38 +9,41 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ringfence.engine.result import (
+    EXIT_INTERNAL,
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    NetDecision,
+    RunResult,
+    Violation,
+)
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy import gitdir
 
 if TYPE_CHECKING:
+    from ringfence.engine.approval import ApprovalGate
     from ringfence.session import Process, Session
 
-EXIT_TIMEOUT = 124
-EXIT_INTERNAL = 125
-EXIT_NOT_EXECUTABLE = 126
-EXIT_NOT_FOUND = 127
-EXIT_REFUSED = 77  # sysexits' EX_NOPERM: the approval policy, a rule or a person said no
+__all__ = [
+    "EXIT_INTERNAL",
+    "EXIT_NOT_EXECUTABLE",
+    "EXIT_NOT_FOUND",
+    "EXIT_REFUSED",
+    "EXIT_TIMEOUT",
+    "RunResult",
+]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How a command ended. ``message`` is ringfence's own explanation, if any."""
-
-    returncode: int
-    timed_out: bool = False
-    signal: int | None = None
-    message: str | None = None
-    error_kind: str | None = None
-
-
-def exec_failure(argv0: str, err: int) -> Outcome:
+def exec_failure(argv0: str, err: int) -> RunResult:
     """126/127 with the shell's wording, for a command that could not be started."""
     if err == errno.ENOENT:
-        return Outcome(EXIT_NOT_FOUND, message=f"{argv0}: command not found")
-    return Outcome(EXIT_NOT_EXECUTABLE, message=f"{argv0}: cannot execute: {os.strerror(err)}")
+        return RunResult(EXIT_NOT_FOUND, message=f"{argv0}: command not found")
+    return RunResult(EXIT_NOT_EXECUTABLE, message=f"{argv0}: cannot execute: {os.strerror(err)}")
 
 
 def run_sandboxed(
@@ -55,10 +54,8 @@ def run_sandboxed(
     tty: bool = False,
     ask: Callable[[str, int], str] | None = None,
     audit: bool = True,
-    approval: str | None = None,
-    rules: object = None,
-    approver: Callable[[object], bool | None] | None = None,
-) -> Outcome:
+    gate: ApprovalGate | None = None,
+) -> RunResult:
     """Run ``argv`` under ``plan`` in a one-command session; blocks until the sandbox is gone.
 
     The CLI's runner is forked (this process is small and single-threaded), not spawned, to
@@ -70,27 +67,25 @@ def run_sandboxed(
 
     try:
         session = Session(
-            plan=plan,
+            _plan=plan,
             on_network_request=ask,
             audit=audit,
-            approval=approval,
-            rules=rules,
-            approver=approver,
+            _gate=gate,
             _fork=True,
         ).start()
     except UnsupportedError as e:
-        return Outcome(EXIT_INTERNAL, message=str(e), error_kind="UnsupportedError")
+        return RunResult(EXIT_INTERNAL, message=str(e), error_kind="UnsupportedError")
     except RingfenceError as e:
-        return Outcome(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
+        return RunResult(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
     try:
         return _run_one(session, argv, timeout, tty)
     finally:
         session.close()
 
 
-def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: bool) -> Outcome:
+def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: bool) -> RunResult:
     proc = spawn_or_outcome(session, argv, pty=tty)
-    if isinstance(proc, Outcome):
+    if isinstance(proc, RunResult):
         return proc
     from ringfence.platforms.linux.runner import FORWARDED  # the signals that are the command's
 
@@ -106,7 +101,7 @@ def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: 
             signal.signal(sig, handler)
 
 
-def spawn_or_outcome(session: Session, argv: Sequence[str], **kw: Any) -> Process | Outcome:
+def spawn_or_outcome(session: Session, argv: Sequence[str], **kw: Any) -> Process | RunResult:
     """Start ``argv`` in ``session``, or the exit status of why it could not start (refused
     by the approval step, not found or not executable, the sandbox failed)."""
     from ringfence.errors import ApprovalRefused, RingfenceError
@@ -114,14 +109,14 @@ def spawn_or_outcome(session: Session, argv: Sequence[str], **kw: Any) -> Proces
     try:
         return session.spawn(list(argv), **kw)
     except ApprovalRefused as e:
-        return Outcome(EXIT_REFUSED, message=str(e))
+        return RunResult(EXIT_REFUSED, message=str(e))
     except OSError as e:
         return exec_failure(argv[0], e.errno or errno.EACCES)
     except RingfenceError as e:
-        return Outcome(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
+        return RunResult(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
 
 
-def wait_outcome(proc: Process, session: Session, timeout: float | None) -> Outcome:
+def wait_outcome(proc: Process, session: Session, timeout: float | None) -> RunResult:
     """Wait for ``proc``; on a timeout end its whole tree. Its exit status and explanation."""
     from ringfence.errors import RingfenceError
 
@@ -132,19 +127,28 @@ def wait_outcome(proc: Process, session: Session, timeout: float | None) -> Outc
         proc.kill()
         with contextlib.suppress(RingfenceError):
             proc.wait()
-        return Outcome(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
+        return RunResult(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
     except RingfenceError as e:
-        return Outcome(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
+        return RunResult(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
     return outcome_of(proc, session)
 
 
-def outcome_of(proc: Process, session: Session) -> Outcome:
+def outcome_of(proc: Process, session: Session) -> RunResult:
     """The exit status and ringfence's explanation for a command that has ended: what the
     boundary refused, what it made that a person should know of, and the smallest widening
     that would have allowed it (one line each)."""
     rc = proc.returncode
     assert rc is not None
-    outcome = Outcome(128 - rc, signal=-rc) if rc < 0 else Outcome(rc)
+    outcome = RunResult(
+        128 - rc if rc < 0 else rc,
+        signal=-rc if rc < 0 else None,
+        duration=proc.duration,
+        violations=tuple(
+            Violation.from_record(v) for v in proc.violations if v.get("kind") != "more"
+        ),
+        network=tuple(NetDecision(e.host, e.port, e.allowed, e.rule) for e in proc.network_events),
+        created=tuple(proc.created),
+    )
     lines: list[str] = []
     files = [v for v in proc.violations if v.get("kind") == "filesystem"]
     if files:
@@ -177,7 +181,7 @@ def outcome_of(proc: Process, session: Session) -> Outcome:
 
 def run_unconfined(
     argv: Sequence[str], env: dict[str, str], cwd: str, timeout: float | None
-) -> Outcome:
+) -> RunResult:
     """full-access mode: no boundary at all, as the user explicitly asked."""
     try:
         proc = subprocess.Popen(list(argv), env=env, cwd=cwd)
@@ -190,9 +194,9 @@ def run_unconfined(
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        return Outcome(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
+        return RunResult(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
     except KeyboardInterrupt:
         rc = proc.wait()
     if rc < 0:
-        return Outcome(128 - rc, signal=-rc)
-    return Outcome(rc)
+        return RunResult(128 - rc, signal=-rc)
+    return RunResult(rc)

@@ -601,37 +601,32 @@ class Session:
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         on_network_request: Callable[[str, int], str] | None = None,
         audit: bool | str = True,
-        plan: LinuxPlan | None = None,
         approval: str | None = None,
         rules: Any = None,
         approver: Callable[[Any], bool | None] | None = None,
+        _plan: Any = None,
+        _gate: Any = None,
         _fork: bool = False,
     ) -> None:
-        from ringfence.policy import config
+        """``approval`` (a policy name) and ``rules`` (a RuleSet or a rules file) put an
+        approval step before each command; ``approver`` is asked when it says to ask. The
+        managed ceiling binds these as it binds the CLI. ``_plan`` and ``_gate`` are for
+        ringfence's own front ends, which resolved them already."""
+        from ringfence.engine import approval as gate_mod
+        from ringfence.engine import backends, resolve
 
-        ceiling = config.load_ceiling()  # the managed file binds the API too
-        self.approval = None
-        if ceiling is not None:
-            approval = ceiling.approval(approval)
-        if approval is not None:
-            from ringfence.approval import decide
-            from ringfence.approval import rules as rules_mod
-
-            self.approval = decide.check_policy(approval)
-            if rules is None or isinstance(rules, (str, os.PathLike)):
-                rules = rules_mod.load(rules)
-        self.rules = rules
-        self.approver = approver
+        if _gate is None:
+            if _plan is None:
+                policy = _with_default_workspace(policy if policy is not None else Policy())
+                policy, approval, _ = resolve.apply_ceiling(policy, approval, audit=bool(audit))
+            else:  # the plan was compiled under the ceiling; the approval floor binds still
+                approval = resolve.approval_floor(approval)
+            _gate = gate_mod.ApprovalGate.build(approval, rules, approver)
+        self.gate: gate_mod.ApprovalGate | None = _gate
+        plan = _plan
         if plan is None:
-            from ringfence.platforms.linux import hostfacts, landlock
-            from ringfence.platforms.linux.plan import compile_linux
-
-            policy = _with_default_workspace(policy if policy is not None else Policy())
-            if ceiling is not None:
-                policy = ceiling.check(policy, audit=bool(audit))
-            abi = landlock.abi_version() if policy.sandboxed else 0
-            facts = hostfacts.gather(policy, env=os.environ, landlock_abi=abi)
-            plan = compile_linux(policy, facts, cwd=cwd or policy.workspace)
+            assert policy is not None
+            plan = backends.linux_plan(policy, cwd or policy.workspace)
         if not plan.sandboxed:
             raise UnsupportedError(
                 "a Session runs commands inside a sandbox; full-access mode has none (use "
@@ -819,40 +814,22 @@ class Session:
     def _approve(
         self, conn: _Connection, argv: list[str], cwd: str | os.PathLike[str] | None
     ) -> dict[str, Any] | None:
-        """Apply the approval policy: None when none is set, else the record of who allowed
+        """Apply the approval gate: None when there is none, else the record of who allowed
         it. A refusal is audited and raised as :class:`ApprovalRefused`; nothing runs."""
-        if self.approval is None:
+        if self.gate is None:
             return None
-        from ringfence.approval.decide import ASK, RUN, decide
-
-        d = decide(argv, self.approval, self.rules)
-        by = "policy" if d.rule is None else "rule"
-        ok = d.action == RUN
-        if d.action == ASK:
-            import dataclasses
-
-            answer = self.approver(d) if self.approver is not None else None
-            ok = bool(answer)
-            if answer is None:  # no approver, or it could not ask anyone
-                by = "nobody (no one to ask)"
-                d = dataclasses.replace(d, reason=f"{d.reason}; there is no one to ask")
-            else:
-                by = "approver"
-                if not ok:
-                    d = dataclasses.replace(d, reason=f"declined when asked: {d.reason}")
-        record = {"policy": self.approval, "action": d.action, "by": by, "rule": d.rule,
-                  "granted": ok}  # fmt: skip
-        if not ok:
+        verdict = self.gate.check(argv)
+        if not verdict.granted:
             conn.audit_command(
                 argv=argv,
                 cwd=os.fspath(cwd) if cwd is not None else self.plan.cwd,
                 returncode=None,
                 duration=0.0,
-                error=f"refused: {d.reason}",
-                approval=record,
+                error=verdict.message,
+                approval=verdict.record,
             )
-            raise ApprovalRefused(d)
-        return record
+            raise ApprovalRefused(verdict.decision)
+        return verdict.record
 
     def _env(self, env: Mapping[str, str] | None) -> dict[str, str] | None:
         if env is None:

@@ -29,11 +29,12 @@ from typing import Any
 
 from ringfence import session_wire as wire
 from ringfence.display import printable
+from ringfence.engine.approval import ApprovalGate
 from ringfence.errors import PolicyError, SandboxError
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.environment import build_environment
 from ringfence.policy.model import EnvPolicy
-from ringfence.process import EXIT_INTERNAL, Outcome, spawn_or_outcome, wait_outcome
+from ringfence.process import EXIT_INTERNAL, RunResult, spawn_or_outcome, wait_outcome
 from ringfence.session import Session
 
 REFUSED_FRAME = 1 << 20  # what a refused peer may send before it is told why
@@ -167,7 +168,7 @@ class SessionServer:
         workspace: str,
         idle_timeout: float | None = None,
         audit: bool = True,
-        approval: tuple[str | None, Any] = (None, None),
+        gate: ApprovalGate | None = None,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
         why = wire.check_name(name)
@@ -183,7 +184,7 @@ class SessionServer:
         self.workspace = workspace
         self.idle_timeout = idle_timeout
         self.audit = audit
-        self.approval = approval
+        self.gate = gate
         self.path = wire.socket_path(name, dict(environ))
         self.session: Session | None = None
         self.sock: socket.socket | None = None
@@ -229,9 +230,8 @@ class SessionServer:
 
     def start(self) -> None:
         """Build the sandbox (errors surface here, before anyone is told the server is up)."""
-        policy, rules = self.approval
         # A server has nobody to ask: what the approval policy would ask about is refused.
-        self.session = Session(plan=self.plan, audit=self.audit, approval=policy, rules=rules)
+        self.session = Session(_plan=self.plan, _gate=self.gate, audit=self.audit)
         self.session.start()
 
     def serve_forever(self) -> None:
@@ -311,7 +311,7 @@ class SessionServer:
         except Exception as e:  # a bug of ours: tell the client rather than vanish
             with contextlib.suppress(OSError):
                 message = f"internal error in the session server: {type(e).__name__}: {e}"
-                self._reply_exit(conn, Outcome(EXIT_INTERNAL, message=message))
+                self._reply_exit(conn, RunResult(EXIT_INTERNAL, message=message))
         finally:
             conn.close()
             for fd in fds:
@@ -327,7 +327,7 @@ class SessionServer:
         if got is None:
             return
         if why:
-            self._reply_exit(conn, Outcome(EXIT_INTERNAL, message=why))
+            self._reply_exit(conn, RunResult(EXIT_INTERNAL, message=why))
             return
         kind, payload = got
         if kind == b"R":
@@ -346,9 +346,9 @@ class SessionServer:
             finally:
                 self._quit_answered.set()
         else:
-            self._reply_exit(conn, Outcome(EXIT_INTERNAL, message="unknown request"))
+            self._reply_exit(conn, RunResult(EXIT_INTERNAL, message="unknown request"))
 
-    def _reply_exit(self, conn: socket.socket, outcome: Outcome) -> None:
+    def _reply_exit(self, conn: socket.socket, outcome: RunResult) -> None:
         body = str(outcome.returncode).encode()
         if outcome.message:
             lines = [printable(line) for line in outcome.message.split("\n")]
@@ -370,13 +370,13 @@ class SessionServer:
                 self.stats.last_activity = time.monotonic()
         self._reply_exit(conn, outcome)
 
-    def _run_outcome(self, reader: wire.FrameReader, payload: bytes, fds: list[int]) -> Outcome:
+    def _run_outcome(self, reader: wire.FrameReader, payload: bytes, fds: list[int]) -> RunResult:
         if len(fds) != 3:
-            return Outcome(EXIT_INTERNAL, message="a request must carry stdin, stdout and stderr")
+            return RunResult(EXIT_INTERNAL, message="a request must carry stdin, stdout and stderr")
         try:
             req = wire.decode_request(payload)
         except wire.WireError as e:
-            return Outcome(EXIT_INTERNAL, message=f"bad request: {e}")
+            return RunResult(EXIT_INTERNAL, message=f"bad request: {e}")
         assert self.session is not None
         argv = [os.fsdecode(a) for a in req.argv]
         caller_env = {os.fsdecode(k): os.fsdecode(v) for k, v in req.env.items()}
@@ -387,7 +387,7 @@ class SessionServer:
         proc = spawn_or_outcome(
             self.session, argv, stdin=fds[0], stdout=fds[1], stderr=fds[2], cwd=cwd, env=env
         )
-        if isinstance(proc, Outcome):
+        if isinstance(proc, RunResult):
             return proc
         for fd in fds:
             os.close(fd)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from ringfence import Mode, Network, Policy
-from ringfence.cli import build_parser, layered_policy
+from ringfence.cli.flags import gate_of, resolve_flags
+from ringfence.cli.parser import build_parser
 from ringfence.policy import config
 from ringfence.policy.config import Ceiling, ConfigError
 
@@ -35,6 +36,11 @@ def _user(home: Path, text: str) -> Path:
 
 def _ns(home: Path, *flags: str) -> argparse.Namespace:
     return build_parser().parse_args(["run", "--workspace", str(home / "ws"), *flags, "--", "x"])
+
+
+def layered_policy(ns: argparse.Namespace) -> tuple[Policy, str, config.Settings]:
+    r = resolve_flags(ns)
+    return r.policy, r.cwd, r.settings
 
 
 def test_user_config_profile_then_flags(home: Path) -> None:
@@ -166,11 +172,8 @@ def test_a_malformed_managed_file_is_an_error_not_a_missing_ceiling(home: Path) 
 
 
 def _approval(home: Path, *flags: str) -> tuple[str | None, object]:
-    from ringfence.cli import _approval_settings
-
-    ns = _ns(home, *flags)
-    layered_policy(ns)
-    return _approval_settings(ns)
+    gate = gate_of(resolve_flags(_ns(home, *flags)))
+    return (gate.policy, gate.rules) if gate is not None else (None, None)
 
 
 def test_approval_comes_from_flags_then_user_config_and_the_project_may_only_raise_it(
@@ -214,7 +217,7 @@ def test_the_managed_file_sets_a_floor_for_approval_that_binds_flags_and_the_api
     with pytest.raises(ConfigError, match="require_approval"):
         Session(Policy(workspace=str(home / "ws")), approval="never-ask")
     s = Session(Policy(workspace=str(home / "ws")))
-    assert s.approval == "untrusted"
+    assert s.gate is not None and s.gate.policy == "untrusted"
     s.close()
     (home / "managed.toml").write_text('require_approval = "always"\n')
     with pytest.raises(ConfigError, match="must be one of never-ask, on-request, untrusted"):

@@ -267,3 +267,19 @@ def test_explain_shows_the_macos_plan_from_this_machine(tmp_path: Path) -> None:
         [*argv, "--workspace", str(tmp_path)], capture_output=True, text=True, check=True
     ).stdout
     assert text.startswith("; note: not run on a Mac yet")
+
+
+def test_what_seatbelt_cannot_enforce_is_refused_by_the_compiler() -> None:
+    """A memory limit and exposed ports have no Seatbelt form: the compiler refuses them, so
+    a library caller gets the same refusal as the CLI instead of a weaker sandbox."""
+    from ringfence.errors import UnenforceableError
+    from ringfence.policy.model import Limits
+
+    base = CASES["macos_default"]
+    for change, setting in (
+        ({"expose_ports": (5432,)}, "--expose-port"),
+        ({"limits": Limits(memory=1 << 30)}, "--limit memory"),
+    ):
+        with pytest.raises(UnenforceableError, match="not available on macOS") as e:
+            compile_macos(dataclasses.replace(base, **change), FACTS)
+        assert e.value.setting == setting

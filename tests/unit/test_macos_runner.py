@@ -300,9 +300,10 @@ def test_ringfence_run_on_a_mac_goes_through_the_runner(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The CLI's macOS path (``cli._run_macos``) with the stand-ins: exit statuses as on
-    Linux, the environment scrubbed by the policy, and what macOS cannot do yet refused."""
-    from ringfence import cli
+    """``ringfence run`` on the macOS backend with the stand-ins: exit statuses as on Linux,
+    the environment scrubbed by the policy, and what macOS cannot do yet refused."""
+    from ringfence.cli.parser import build_parser
+    from ringfence.cli.run import cmd_run
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
@@ -310,10 +311,8 @@ def test_ringfence_run_on_a_mac_goes_through_the_runner(
     monkeypatch.setenv("GITHUB_TOKEN", "secret-value")
 
     def run(*args: str) -> int:
-        ns = cli.build_parser("run").parse_args(["run", "--workspace", str(tmp_path), *args])
-        argv = cli._command(ns, required=True)
-        policy, cwd = cli.policy_from_args(ns)
-        return cli._run_macos(ns, argv, policy, cwd, **stand_ins)
+        ns = build_parser("run").parse_args(["run", "--workspace", str(tmp_path), *args])
+        return cmd_run(ns, platform="macos", **stand_ins)
 
     assert run("--", "sh", "-c", "exit 3") == 3
     assert run("--", "sh", "-c", "kill -TERM $$") == 128 + signal.SIGTERM
@@ -344,7 +343,8 @@ def test_the_allowlist_on_a_mac_goes_through_ringfences_proxy(
     refused by it (and reported). The test sends traffic to 127.0.0.1 only."""
     import http.server
 
-    from ringfence import cli
+    from ringfence.cli.parser import build_parser
+    from ringfence.cli.run import cmd_run
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
@@ -378,13 +378,12 @@ def test_the_allowlist_on_a_mac_goes_through_ringfences_proxy(
         "        print(repr(data), file=f)\n"
     )
     try:
-        ns = cli.build_parser("run").parse_args(
+        ns = build_parser("run").parse_args(
             ["run", "--workspace", str(tmp_path), "--network", "allowlist",
              "--allow-domain", target, "--allow-local-targets", "--",
              sys.executable, "-c", script, target, "denied.example"]
         )  # fmt: skip
-        policy, cwd = cli.policy_from_args(ns)
-        assert cli._run_macos(ns, cli._command(ns, required=True), policy, cwd, **stand_ins) == 0
+        assert cmd_run(ns, platform="macos", **stand_ins) == 0
     finally:
         server.shutdown()
         server.server_close()

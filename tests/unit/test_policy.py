@@ -172,7 +172,7 @@ def test_parse_size_refuses(text: str) -> None:
 
 
 def test_limits_from_flags() -> None:
-    from ringfence.cli import limits_from_args
+    from ringfence.cli.flags import limits_from_args
 
     lim = limits_from_args(["processes=10", "cpu=none", "tmp-size=1g", "file-size=5m"])
     assert lim.processes == 10 and lim.cpu_seconds is None

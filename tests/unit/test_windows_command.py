@@ -150,13 +150,14 @@ def test_programs_are_found_as_windows_finds_them() -> None:
 def test_the_cli_glue_holds_the_proxy_port_and_maps_the_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``cli._run_windows`` with the Windows calls replaced: the proxy holds the install's
-    port for the command's lifetime (network off: it refuses everything), the allowlist's
-    proxy address reaches the command, a taken port stops the command, exit codes map."""
+    """The Windows backend through the engine, with the Windows calls replaced: the proxy
+    holds the install's port for the command's lifetime (network off: it refuses everything),
+    the allowlist's proxy address reaches the command, a taken port stops the command, exit
+    codes map."""
     import socket
 
-    from ringfence import cli
-    from ringfence.platforms.windows import command, win32
+    from ringfence.engine import backends
+    from ringfence.platforms.windows import command
     from ringfence.platforms.windows.command import Ran
     from ringfence.platforms.windows.plan import WindowsInstall
 
@@ -167,7 +168,6 @@ def test_the_cli_glue_holds_the_proxy_port_and_maps_the_result(
     places = install.Places(str(tmp_path / "m"), str(tmp_path / "u"))
     monkeypatch.setattr(install.Places, "default", staticmethod(lambda: places))
     monkeypatch.setattr(install, "load_install", lambda p: state)
-    monkeypatch.setattr(win32, "Win32Api", object)
     seen: dict[str, object] = {}
 
     def fake_run_command(policy: Policy, argv: list[str], **kw: object) -> Ran:
@@ -179,28 +179,31 @@ def test_the_cli_glue_holds_the_proxy_port_and_maps_the_result(
     monkeypatch.setattr(command, "run_command", fake_run_command)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    ns = cli.build_parser("run").parse_args(["run", "--", "cmd"])
-    ns.effective_approval = (None, None)
+
+    def run(policy: Policy, ask: bool = False) -> int:
+        backend = backends.select("windows", api=object(), launch=lambda spec: None)
+        options = backends.RunOptions(ask=ask)
+        return backends.run(policy, "C:\\work", ["cmd"], options, backend).returncode
+
     policy = Policy(workspace="C:\\work", path_style=W)
-    assert cli._run_windows(ns, ["cmd"], policy, "C:\\work") == 7
+    assert run(policy) == 7
     assert seen["port_taken"] is True
     assert "HTTPS_PROXY" not in seen["env"]  # type: ignore[operator]
     allow = Policy(
         workspace="C:\\work", network=Network.ALLOWLIST, allow_domains=("pypi.org",), path_style=W
     )
-    assert cli._run_windows(ns, ["cmd"], allow, "C:\\work") == 7
+    assert run(allow) == 7
     assert seen["env"]["HTTPS_PROXY"] == f"http://127.0.0.1:{port}"  # type: ignore[index]
     import json
 
     log = tmp_path / "state" / "ringfence" / "audit.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["exit"], r["session"][:8]) for r in records] == [(7, "windows-")] * 2
-    ns.ask = True  # with the network off, asking must not become a way to open it
+    # with the network off, asking must not become a way to open it
     with pytest.raises(UnsupportedError, match="--ask without an allowlist"):
-        cli._run_windows(ns, ["cmd"], policy, "C:\\work")
-    ns.ask = False
+        run(policy, ask=True)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
         with pytest.raises(UnsupportedError, match="taken by another program"):
-            cli._run_windows(ns, ["cmd"], policy, "C:\\work")
+            run(policy)

@@ -3,6 +3,7 @@ generated policies. Pure: nothing here needs (or was run on) Windows."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -423,14 +424,18 @@ def test_setup_on_this_machine_changes_nothing_and_says_why(
     assert kinds[:2] == ["create_user", "store_secret"] and kinds[-1] == "add_firewall_rule"
 
 
-def test_what_the_windows_side_does_not_enforce_yet_is_listed() -> None:
+def test_what_the_windows_side_cannot_enforce_is_refused_by_its_compiler() -> None:
+    """A library caller gets the refusal too: nothing is compiled with less than asked."""
+    from ringfence.errors import UnenforceableError
     from ringfence.policy.model import Limits
 
-    policy = Policy(
-        workspace="C:\\Users\\dev\\repo",
-        expose_ports=(5432,),
-        limits=Limits(memory=1 << 30),
-        path_style=W,
-    )
-    unenforced = " ".join(compile_windows(policy, FACTS, INSTALL).unenforced)
-    assert "exposed ports" in unenforced and "memory limit" in unenforced
+    base = Policy(workspace="C:\\Users\\dev\\repo", path_style=W)
+    for change, setting in (
+        ({"expose_ports": (5432,)}, "--expose-port"),
+        ({"limits": Limits(memory=1 << 30)}, "--limit memory"),
+        ({"allow_sockets": ("C:\\Users\\dev\\agent.sock",)}, "--allow-socket"),
+    ):
+        with pytest.raises(UnenforceableError, match="not available on Windows") as e:
+            compile_windows(dataclasses.replace(base, **change), FACTS, INSTALL)
+        assert e.value.setting == setting and e.value.platform == "Windows"
+    assert compile_windows(base, FACTS, INSTALL).sandboxed

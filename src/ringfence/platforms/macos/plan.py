@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ringfence.errors import PolicyError
+from ringfence.errors import PolicyError, UnenforceableError
 from ringfence.platforms.macos import sbpl
 from ringfence.policy import defaults_macos
 from ringfence.policy.model import Mode, Network, Policy
@@ -128,6 +128,15 @@ def path_regex(path: str) -> str:
     return f"^{sbpl.ere_caseless(path)}(/.*)?$"
 
 
+def refuse_unenforceable(policy: Policy) -> None:
+    """What a Seatbelt profile cannot say is refused here, by the compiler, so no front end
+    keeps its own list and a library caller never gets less than it asked for."""
+    if policy.limits.memory is not None:
+        raise UnenforceableError("--limit memory", "macOS", "Seatbelt has no memory limit")
+    if policy.expose_ports:
+        raise UnenforceableError("--expose-port", "macOS", "no rule opens a port yet")
+
+
 def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
     policy.validate()
     tag = check_tag(facts.tag)
@@ -135,6 +144,7 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
         raise PolicyError(f"macos plan: proxy port {facts.proxy_port!r} is not 1-65535")
     if not policy.sandboxed:
         return SeatbeltPlan(False, "", (), notes=("full-access: no profile, no boundary",))
+    refuse_unenforceable(policy)
     network = policy.effective_network
     writable = tuple(dict.fromkeys(canonical(p, facts) for p in policy.writable_paths()))
     tmp = canonical(facts.tmpdir, facts)

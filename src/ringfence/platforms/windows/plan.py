@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ringfence.errors import PolicyError
+from ringfence.errors import PolicyError, UnenforceableError
 from ringfence.platforms.windows.setup import (
     HIVE_FILES,
     Action,
@@ -212,6 +212,18 @@ def _prefix_match(parts: list[str], pat: list[str]) -> bool:
     return False
 
 
+def refuse_unenforceable(policy: Policy) -> None:
+    """What the Windows backend cannot enforce is refused by its compiler, so no front end
+    keeps its own list and a library caller never gets less than it asked for."""
+    for wanted, setting, why in (
+        (bool(policy.expose_ports), "--expose-port", "the offline user's firewall blocks it"),
+        (bool(policy.allow_sockets), "--allow-socket", "no Windows grant is compiled for it"),
+        (policy.limits.memory is not None, "--limit memory", "no job-object memory limit yet"),
+    ):
+        if wanted:
+            raise UnenforceableError(setting, "Windows", why)
+
+
 def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall) -> WindowsPlan:
     policy.validate()
     if policy.path_style != PathStyle.WINDOWS:
@@ -221,6 +233,7 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
         )
     if not policy.sandboxed:
         return WindowsPlan(False, network="on", notes=("full-access: no sandbox user, no ACEs",))
+    refuse_unenforceable(policy)
     resolve = _Resolver(facts)
     network = policy.effective_network
     online = network is Network.ON
@@ -329,16 +342,6 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
             unenforced.append(f"hidden path {p} does not exist: Windows ACLs need the file")
     aces = list(dict.fromkeys(aces))
 
-    if policy.expose_ports:
-        unenforced.append(
-            "exposed ports: the offline user's firewall blocks them (no rule opens them yet)"
-        )
-    if policy.allow_sockets:
-        unenforced.append("allowed unix sockets: no Windows grant is compiled for them yet")
-    if policy.limits.memory is not None:
-        unenforced.append(
-            "the memory limit: a job-object memory limit is planned, the runner sets none yet"
-        )
     notes = ["not run on Windows yet: compiled and property-tested on Linux only"]
     if install.example:
         notes.append("example install: the SIDs are placeholders until `ringfence setup` runs")

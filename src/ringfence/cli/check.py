@@ -1,0 +1,41 @@
+"""``ringfence check``: what the approval gate would say of a command, without running it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ringfence.approval.decide import ASK, RUN
+from ringfence.cli.flags import command_of
+from ringfence.engine import resolve
+from ringfence.engine.approval import ApprovalGate
+from ringfence.errors import PolicyError
+from ringfence.policy import config
+
+
+def cmd_check(ns: argparse.Namespace) -> int:
+    """Print the approval decision for a command; exit 0 (run), 1 (ask) or 77 (refuse)."""
+    argv = command_of(ns, required=ns.script is None)
+    if ns.script is not None:
+        if argv:
+            raise PolicyError("give either -c LINE or -- CMD [ARGS...], not both")
+        argv = ["bash", "-c", ns.script]
+    settings = config.Settings()  # the user's file and the managed floor, as for run
+    config.load_user(settings, os.environ, None)
+    approval = resolve.approval_floor(ns.approval or settings.values.get("approval"))
+    rules = ns.rules or settings.values.get("rules")
+    gate = ApprovalGate.build(approval or "on-request", rules)
+    assert gate is not None
+    d = gate.decide(argv)
+    if ns.json:
+        json.dump(d.to_dict(), sys.stdout, indent=2)
+        print()
+    else:
+        print(f"{d.action}: {d.reason}")
+        if d.rule:
+            print(f"rule: {d.rule}")
+        for c in d.commands:
+            print(f"command: {' '.join(c)}")
+    return {RUN: 0, ASK: 1}.get(d.action, 77)

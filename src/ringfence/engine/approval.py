@@ -1,0 +1,84 @@
+"""The approval gate: whether a command may run, decided in one place for every front end.
+
+``--approval`` (or the API's ``approval=``) chooses a policy; rules files add per-command
+verdicts; the managed ceiling may raise the policy (never lower it). A command the policy
+would ask about goes to an approver (the person at the terminal, the MCP client's elicitation,
+a callback); with no one to ask it is refused. The refusal text is made here, once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ringfence.approval import decide as decide_mod
+from ringfence.approval import rules as rules_mod
+from ringfence.approval.decide import ASK, RUN, Decision
+from ringfence.approval.rules import RuleSet
+
+Approver = Callable[[Decision], bool | None]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's answer: ``granted`` or not, the decision behind it (its reason says who
+    declined, or that no one could be asked), and the audit record of who allowed it."""
+
+    granted: bool
+    decision: Decision
+    record: dict[str, Any]
+
+    @property
+    def message(self) -> str:
+        return f"refused: {self.decision.reason}"
+
+
+@dataclass
+class ApprovalGate:
+    policy: str
+    rules: RuleSet
+    approver: Approver | None = None
+
+    @classmethod
+    def build(
+        cls,
+        policy: str | None,
+        rules: RuleSet | str | os.PathLike[str] | None = None,
+        approver: Approver | None = None,
+    ) -> ApprovalGate | None:
+        """The gate for ``policy`` and ``rules`` (a RuleSet, a rules file, or None for the
+        user's own rules file); None when neither asks for an approval step. A rules file
+        alone means the default policy, on-request."""
+        if policy is None and rules is None:
+            return None
+        checked = decide_mod.check_policy(policy or "on-request")
+        if not isinstance(rules, RuleSet):
+            path = os.path.expanduser(os.fspath(rules)) if rules is not None else None
+            rules = rules_mod.load(path)
+        return cls(checked, rules, approver)
+
+    def decide(self, argv: Sequence[str]) -> Decision:
+        """What the policy and rules say of ``argv``, without asking anyone."""
+        return decide_mod.decide(list(argv), self.policy, self.rules)
+
+    def check(self, argv: Sequence[str]) -> Verdict:
+        """Decide, and ask the approver when the decision is to ask."""
+        d = self.decide(argv)
+        by = "policy" if d.rule is None else "rule"
+        ok = d.action == RUN
+        if d.action == ASK:
+            answer = self.approver(d) if self.approver is not None else None
+            ok = bool(answer)
+            if answer is None:  # no approver, or it could not ask anyone
+                by = "nobody (no one to ask)"
+                d = dataclasses.replace(d, reason=f"{d.reason}; there is no one to ask")
+            else:
+                by = "approver"
+                if not ok:
+                    d = dataclasses.replace(d, reason=f"declined when asked: {d.reason}")
+        record = {"policy": self.policy, "action": d.action, "by": by, "rule": d.rule,
+                  "granted": ok}  # fmt: skip
+        return Verdict(ok, d, record)

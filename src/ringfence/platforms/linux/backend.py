@@ -1,0 +1,50 @@
+"""The Linux backend: host facts, the pure compiler, and the runner that builds the sandbox
+(namespaces, mounts, Landlock, seccomp, the name guard) in a forked child."""
+
+from __future__ import annotations
+
+import os
+
+from ringfence.engine.backends import RunOptions
+from ringfence.engine.result import EXIT_REFUSED, RunResult
+from ringfence.errors import PolicyError
+from ringfence.platforms.linux import hostfacts, landlock
+from ringfence.platforms.linux.plan import LinuxPlan, compile_linux
+from ringfence.policy.model import Policy
+
+
+class LinuxBackend:
+    name = "linux"
+
+    def facts(self, policy: Policy, cwd: str, options: RunOptions) -> hostfacts.HostFacts:
+        abi = landlock.abi_version() if policy.sandboxed else 0
+        return hostfacts.gather(policy, env=os.environ, landlock_abi=abi)
+
+    def compile(self, policy: Policy, facts: hostfacts.HostFacts, cwd: str) -> LinuxPlan:
+        return compile_linux(policy, facts, cwd=cwd)
+
+    def run(self, plan: LinuxPlan, argv: list[str], options: RunOptions) -> RunResult:
+        from ringfence import process
+
+        if not plan.sandboxed:
+            if options.gate is not None:
+                verdict = options.gate.check(argv)
+                if not verdict.granted:
+                    return RunResult(EXIT_REFUSED, message=verdict.message)
+            return process.run_unconfined(argv, dict(plan.env), plan.cwd, options.timeout)
+        ask = None
+        if options.ask:
+            if plan.proxy_port is None:
+                raise PolicyError("--ask needs --network allowlist")
+            if options.tty:
+                raise PolicyError("--ask cannot share the terminal with -t")
+            from ringfence.terminal import tty_asker
+
+            ask = tty_asker()
+        return process.run_sandboxed(
+            plan, argv, options.timeout, tty=options.tty, ask=ask, audit=options.audit,
+            gate=options.gate,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        pass
