@@ -1,12 +1,19 @@
-"""ringfence: run an AI coding agent's commands inside boundaries the kernel enforces."""
+"""ringfence: run an AI coding agent's commands inside boundaries the kernel enforces.
+
+This namespace is the public API: everything a caller needs to build a policy, run commands
+(blocking or asyncio) and read what happened. Modules not named here are internal and may
+change between releases.
+"""
 
 from __future__ import annotations
 
 from ringfence.errors import (
     ApprovalRefused,
+    InternalError,
     PolicyError,
     RingfenceError,
     SandboxError,
+    UnenforceableError,
     UnsupportedError,
     UsageError,
 )
@@ -14,7 +21,9 @@ from ringfence.errors import (
 TYPE_CHECKING = False  # not `typing`: it costs the fast path ~10 ms; mypy knows the name
 
 if TYPE_CHECKING:
-    from ringfence.policy.model import EnvPolicy, Mode, Network, Policy
+    from ringfence.aio import AsyncProcess, AsyncSession, arun
+    from ringfence.engine.result import NetDecision, RunResult, Violation
+    from ringfence.policy.model import EnvPolicy, Isolation, Limits, Mode, Network, Policy
     from ringfence.session import (
         DEVNULL,
         PIPE,
@@ -31,7 +40,9 @@ __version__ = "0.1.0"
 
 # The policy model and the session API are imported on first use: ``ringfence run --session``
 # must not pay for them up front.
-_POLICY_NAMES = ("EnvPolicy", "Mode", "Network", "Policy")
+_POLICY_NAMES = ("EnvPolicy", "Isolation", "Limits", "Mode", "Network", "Policy")
+_RESULT_NAMES = ("NetDecision", "RunResult", "Violation")
+_AIO_NAMES = ("AsyncProcess", "AsyncSession", "arun")
 _SESSION_NAMES = (
     "Session",
     "Process",
@@ -54,6 +65,14 @@ def __getattr__(name: str) -> object:
         from ringfence import session
 
         return getattr(session, name)
+    if name in _RESULT_NAMES:
+        from ringfence.engine import result
+
+        return getattr(result, name)
+    if name in _AIO_NAMES:
+        from ringfence import aio
+
+        return getattr(aio, name)
     raise AttributeError(f"module 'ringfence' has no attribute {name!r}")
 
 
@@ -62,20 +81,30 @@ __all__ = [
     "PIPE",
     "STDOUT",
     "ApprovalRefused",
+    "AsyncProcess",
+    "AsyncSession",
     "CalledProcessError",
     "CompletedProcess",
     "EnvPolicy",
+    "InternalError",
+    "Isolation",
+    "Limits",
     "Mode",
+    "NetDecision",
     "Network",
     "Policy",
     "PolicyError",
     "Process",
     "RingfenceError",
+    "RunResult",
     "SandboxError",
     "Session",
     "TimeoutExpired",
+    "UnenforceableError",
     "UnsupportedError",
     "UsageError",
+    "Violation",
     "__version__",
+    "arun",
     "run",
 ]

@@ -1,201 +1,120 @@
-"""asyncio front end of a Session: ``await session.arun(...)``, ``await session.aspawn(...)``.
+"""The session API for asyncio: ``async with AsyncSession(policy) as s: await s.run([...])``.
 
-The command is started and ended by the same runner as the blocking API; only the waiting is
-different: replies from the session's reader thread complete asyncio futures through
-``call_soon_threadsafe``, and pipes are asyncio streams, so no thread blocks per command.
+A mirror of :class:`ringfence.Session`, method for method, where every call that would block
+(starting the runner, starting or waiting for a command, closing) is awaited instead; the
+command itself runs exactly as with the blocking API. ``await ringfence.arun(...)`` is
+``ringfence.run`` for asyncio.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from ringfence.errors import SandboxError
-
-if TYPE_CHECKING:
-    from ringfence.session import CompletedProcess, Process, Session
-
-
-class AsyncProcess:
-    """Like ``asyncio.subprocess.Process``: ``stdin`` is a StreamWriter, ``stdout``/``stderr``
-    StreamReaders, ``await wait()``, ``await communicate()``; ``kill()`` ends the whole tree."""
-
-    def __init__(self, proc: Process) -> None:
-        self._proc = proc
-        self.stdin: asyncio.StreamWriter | None = None
-        self.stdout: asyncio.StreamReader | None = None
-        self.stderr: asyncio.StreamReader | None = None
-        loop = asyncio.get_running_loop()
-        self._done: asyncio.Future[None] = loop.create_future()
-        pending = proc._pending
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(_set_done, self._done)
-
-        pending.callbacks.append(wake)
-        if pending.done.is_set():
-            wake()
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
-    @property
-    def returncode(self) -> int | None:
-        return self._proc.poll()
-
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        proc = self._proc
-        if proc.stdout is not None:
-            self.stdout = await _reader(loop, proc.stdout)
-        if proc.stderr is not None:
-            self.stderr = await _reader(loop, proc.stderr)
-        if proc.stdin is not None:
-            transport, protocol = await loop.connect_write_pipe(
-                lambda: asyncio.streams.FlowControlMixin(loop=loop), proc.stdin
-            )
-            self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
-
-    async def wait(self) -> int:
-        await asyncio.shield(self._done)
-        return self._proc.wait()
-
-    def send_signal(self, sig: int) -> None:
-        self._proc.send_signal(sig)
-
-    def terminate(self) -> None:
-        self._proc.send_signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self._proc.kill()
-
-    async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
-        out, err, _, _ = await _drain(self, input, None)
-        return out, err
+from ringfence import aio_process
+from ringfence.aio_process import AsyncProcess
+from ringfence.completed import CompletedProcess, StdSpec
+from ringfence.policy.model import Policy
+from ringfence.session import DEFAULT_OUTPUT_LIMIT, Session
 
 
-async def _reader(loop: asyncio.AbstractEventLoop, f: Any) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), f)
-    return reader
+class AsyncSession:
+    """A sandbox built once, for many commands, awaited: ``start``/``aclose`` (or
+    ``async with``), ``spawn`` (an :class:`AsyncProcess`) and ``run`` (a
+    :class:`CompletedProcess`), with the same arguments as :class:`Session`'s."""
 
-
-def _set_done(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-async def spawn(
-    session: Session,
-    args: str | Sequence[str],
-    *,
-    stdin: Any = None,
-    stdout: Any = None,
-    stderr: Any = None,
-    cwd: str | os.PathLike[str] | None = None,
-    env: Mapping[str, str] | None = None,
-    shell: bool = False,
-    pty: bool | tuple[int, int] = False,
-) -> AsyncProcess:
-    loop = asyncio.get_running_loop()
-    # Starting waits for the runner's "started" (a fork and an exec away): off the loop.
-    proc = await loop.run_in_executor(
-        None,
-        lambda: session.spawn(
-            args,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        *,
+        cwd: str | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        on_network_request: Callable[[str, int], str] | None = None,
+        audit: bool | str = True,
+        approval: str | None = None,
+        rules: Any = None,
+        approver: Callable[[Any], bool | None] | None = None,
+    ) -> None:
+        self.session = Session(
+            policy,
             cwd=cwd,
-            env=env,
-            shell=shell,
-            pty=pty,
-        ),
-    )
-    aproc = AsyncProcess(proc)
-    await aproc._connect()
-    return aproc
+            output_limit=output_limit,
+            on_network_request=on_network_request,
+            audit=audit,
+            approval=approval,
+            rules=rules,
+            approver=approver,
+        )
+
+    async def start(self) -> AsyncSession:
+        await asyncio.get_running_loop().run_in_executor(None, self.session.start)
+        return self
+
+    async def aclose(self) -> None:
+        """End every command still running and the sandbox; idempotent."""
+        await asyncio.get_running_loop().run_in_executor(None, self.session.close)
+
+    async def __aenter__(self) -> AsyncSession:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def spawn(
+        self,
+        args: str | Sequence[str],
+        *,
+        stdin: StdSpec = None,
+        stdout: StdSpec = None,
+        stderr: StdSpec = None,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        shell: bool = False,
+        text: bool = False,
+        encoding: str | None = None,
+        errors: str | None = None,
+        pty: bool | tuple[int, int] = False,
+    ) -> AsyncProcess:
+        return await aio_process.spawn(
+            self.session, args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
+            shell=shell, text=text, encoding=encoding, errors=errors, pty=pty,
+        )  # fmt: skip
+
+    async def run(
+        self,
+        args: str | Sequence[str],
+        *,
+        stdin: StdSpec = None,
+        input: bytes | str | None = None,
+        stdout: StdSpec = None,
+        stderr: StdSpec = None,
+        capture_output: bool = False,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+        shell: bool = False,
+        text: bool = False,
+        encoding: str | None = None,
+        errors: str | None = None,
+        output_limit: int | None = None,
+    ) -> CompletedProcess:
+        return await aio_process.run(
+            self.session, args, stdin=stdin, input=input, stdout=stdout, stderr=stderr,
+            capture_output=capture_output, cwd=cwd, env=env, timeout=timeout, check=check,
+            shell=shell, text=text, encoding=encoding, errors=errors, output_limit=output_limit,
+        )  # fmt: skip
 
 
-async def _drain(
-    aproc: AsyncProcess, input: bytes | None, limit: int | None
-) -> tuple[bytes | None, bytes | None, bool, bool]:
-    async def feed() -> None:
-        if aproc.stdin is None:
-            return
-        if input:
-            aproc.stdin.write(input)
-            with contextlib.suppress(ConnectionError):
-                await aproc.stdin.drain()
-        aproc.stdin.close()
-
-    async def collect(reader: asyncio.StreamReader | None) -> tuple[bytes | None, bool]:
-        if reader is None:
-            return None, False
-        buf = bytearray()
-        truncated = False
-        while chunk := await reader.read(1 << 16):
-            room = len(chunk) if limit is None else limit - len(buf)
-            if room >= len(chunk):
-                buf += chunk
-            else:
-                buf += chunk[: max(room, 0)]
-                truncated = True
-        return bytes(buf), truncated
-
-    _, (out, tout), (err, terr) = await asyncio.gather(
-        feed(), collect(aproc.stdout), collect(aproc.stderr)
-    )
-    await aproc.wait()
-    return out, err, tout, terr
-
-
-async def run(
-    session: Session,
-    args: str | Sequence[str],
-    *,
-    input: bytes | str | None = None,
-    stdin: Any = None,
-    stdout: Any = None,
-    stderr: Any = None,
-    capture_output: bool = False,
-    cwd: str | os.PathLike[str] | None = None,
-    env: Mapping[str, str] | None = None,
-    timeout: float | None = None,
-    check: bool = False,
-    shell: bool = False,
-    text: bool = False,
-    encoding: str | None = None,
-    errors: str | None = None,
-    output_limit: int | None = None,
+async def arun(
+    args: str | Sequence[str], *, policy: Policy | None = None, **kwargs: Any
 ) -> CompletedProcess:
-    from ringfence.session import TimeoutExpired, _completed, _run_stdio
-
-    stdin, stdout, stderr = _run_stdio(input, stdin, stdout, stderr, capture_output)
-    if isinstance(input, str):
-        input = input.encode(encoding or "utf-8")
-    aproc = await spawn(
-        session, args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, shell=shell
-    )
-    limit = session.output_limit if output_limit is None else output_limit
-    task = asyncio.ensure_future(_drain(aproc, input, limit))
-    try:
-        out, err, tout, terr = await asyncio.wait_for(asyncio.shield(task), timeout)
-    except TimeoutError:
-        aproc.kill()
-        with contextlib.suppress(Exception):
-            await task
-        raise TimeoutExpired(aproc._proc.args, timeout or 0.0) from None
-    except BaseException:
-        aproc.kill()
-        raise
-    aproc._proc.wait()
-    return _completed(aproc._proc, (out, err), (tout, terr), (text, encoding, errors), check)
+    """One command in a one-command session, awaited:
+    ``await ringfence.arun(["make", "test"], policy=...)``."""
+    async with AsyncSession(policy) as s:
+        return await s.run(args, **kwargs)
 
 
-__all__ = ["AsyncProcess", "SandboxError", "run", "spawn"]
+__all__ = ["AsyncProcess", "AsyncSession", "arun"]

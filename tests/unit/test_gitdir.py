@@ -188,7 +188,7 @@ def test_the_host_moves_aside_what_the_guard_could_not_check(tmp_path: Path) -> 
     aside unread; nothing outside the plan's roots is touched, no symlink is followed."""
     import types
 
-    from ringfence.session import _move_aside
+    from ringfence.connection import move_aside as _move_aside
 
     root, outside = tmp_path / "ws", tmp_path / "out"
     (root / "sub").mkdir(parents=True)

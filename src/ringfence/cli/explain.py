@@ -10,7 +10,7 @@ import sys
 
 from ringfence.cli.flags import apply_flags, command_of, resolve_flags
 from ringfence.engine import backends
-from ringfence.engine.backends import host_platform
+from ringfence.engine.platform import host_platform
 from ringfence.policy import config
 from ringfence.policy.model import PathStyle
 

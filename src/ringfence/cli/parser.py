@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import NoReturn
 
-from ringfence.engine.backends import PLATFORMS, host_platform
+from ringfence.engine.platform import PLATFORMS, host_platform
 from ringfence.policy.model import Isolation, Mode, Network
 
 DESCRIPTION = "Run an AI coding agent's commands inside boundaries the kernel enforces."

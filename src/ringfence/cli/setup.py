@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from ringfence.engine.backends import host_platform
+from ringfence.engine.platform import host_platform
 from ringfence.errors import UsageError
 
 

@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import os
-
-from ringfence.engine.backends import RunOptions
+from ringfence.engine.contract import RunOptions
 from ringfence.engine.result import EXIT_REFUSED, RunResult
 from ringfence.errors import PolicyError
-from ringfence.platforms.linux import hostfacts, landlock
+from ringfence.platforms.linux import hostfacts, prepare
 from ringfence.platforms.linux.plan import LinuxPlan, compile_linux
 from ringfence.policy.model import Policy
 
@@ -17,8 +15,7 @@ class LinuxBackend:
     name = "linux"
 
     def facts(self, policy: Policy, cwd: str, options: RunOptions) -> hostfacts.HostFacts:
-        abi = landlock.abi_version() if policy.sandboxed else 0
-        return hostfacts.gather(policy, env=os.environ, landlock_abi=abi)
+        return prepare.facts(policy)
 
     def compile(self, policy: Policy, facts: hostfacts.HostFacts, cwd: str) -> LinuxPlan:
         return compile_linux(policy, facts, cwd=cwd)

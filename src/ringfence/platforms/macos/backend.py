@@ -13,7 +13,7 @@ import os
 import shutil
 
 from ringfence.display import printable
-from ringfence.engine.backends import RunOptions
+from ringfence.engine.contract import RunOptions
 from ringfence.engine.result import EXIT_REFUSED, RunResult, Violation
 from ringfence.escalation import quiet
 from ringfence.platforms import hostrun

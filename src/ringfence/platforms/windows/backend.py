@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ringfence.display import printable
-from ringfence.engine.backends import RunOptions
+from ringfence.engine.contract import RunOptions
 from ringfence.engine.result import EXIT_REFUSED, RunResult
 from ringfence.errors import RingfenceError, UnsupportedError
 from ringfence.platforms import hostrun

@@ -1,0 +1,409 @@
+"""The host side of one session runner: start it, send it commands, read its replies on a
+thread of its own, and hand each reply to the command it belongs to. See
+``platforms/linux/session_runner.py`` for the sandbox side."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ringfence.errors import (
+    PolicyError,
+    SandboxError,
+    UnsupportedError,
+)
+from ringfence.platforms.linux import protocol
+from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.policy import gitdir
+
+if TYPE_CHECKING:
+    from ringfence.audit import AuditLog
+    from ringfence.network.proxy import NetEvent
+    from ringfence.network.service import ProxyService
+    from ringfence.platforms.linux.cgroups import RunCgroup
+
+
+START_TIMEOUT = 30.0
+
+RUNNER_MODULE = "ringfence.platforms.linux.session_runner"
+
+
+@dataclass
+class Pending:
+    """One command as the reader thread sees it."""
+
+    id: int
+    started: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    pid: int | None = None
+    master: int | None = None
+    report: dict[str, Any] = field(default_factory=dict)
+    callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    def finish(self, report: dict[str, Any]) -> None:
+        if self.done.is_set():
+            return
+        self.report = report
+        self.started.set()
+        self.done.set()
+        for cb in self.callbacks:
+            cb()
+
+
+class Connection:
+    """One runner: its socket, its process, its reader thread and the commands in flight."""
+
+    def __init__(
+        self,
+        plan: LinuxPlan,
+        *,
+        fork: bool,
+        ask: Callable[[str, int], str] | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.plan = plan
+        self.ask = ask
+        self.audit = audit
+        self.session_id = os.urandom(6).hex()
+        self._audit_failed = False
+        self.lock = threading.Lock()
+        self.pending: dict[int, Pending] = {}
+        self.ready_inits: collections.deque[tuple[int, socket.socket]] = collections.deque()
+        self.next_id = 1
+        self.dead: str | None = None
+        self.cgroup: RunCgroup | None = None
+        self.tmpdir = (
+            tempfile.mkdtemp(prefix="ringfence-tmp-") if plan.isolation == "reduced" else None
+        )
+        self.ready = threading.Event()
+        self.closing = False
+        self.proxy: ProxyService | None = None
+        self.start_error: dict[str, Any] | None = None
+        # A shared lock on the workspace's state while this runner lives: `ringfence clean`
+        # leaves a /tmp layer alone that an overlay of ours still has mounted.
+        self.state_lock: int | None = None
+        if plan.state_dir is not None:
+            from ringfence.policy.statedirs import hold
+
+            self.state_lock = hold(plan.state_dir)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = ours
+        try:
+            self._make_cgroup()
+            self.runner_pid, self._proc = self._spawn(theirs, fork=fork)
+        except BaseException:
+            ours.close()
+            self._cleanup()
+            raise
+        finally:
+            theirs.close()
+        self.reader = threading.Thread(target=self._read, name="ringfence-session", daemon=True)
+        self.reader.start()
+        try:
+            if self.cgroup is not None:
+                self.cgroup.join(self.runner_pid)
+            protocol.send(self.sock, {"id": 0, "op": "go"})
+        except OSError as e:
+            self.close()
+            raise SandboxError(f"cannot start the sandbox runner: {e}") from e
+        if not self.ready.wait(START_TIMEOUT) or self.start_error is not None:
+            err = self.start_error or {"error": "the sandbox runner did not start in time"}
+            self.close()
+            kind = {"UnsupportedError": UnsupportedError, "PolicyError": PolicyError}.get(
+                str(err.get("kind")), SandboxError
+            )
+            raise kind(str(err.get("error")))
+
+    def _make_cgroup(self) -> None:
+        if not self.plan.cgroup_limits:
+            return
+        from ringfence.platforms.linux.cgroups import RunCgroup
+
+        try:
+            self.cgroup = RunCgroup.create(self.plan.cgroup_sites, dict(self.plan.cgroup_limits))
+        except OSError as e:
+            raise SandboxError(str(e)) from e
+
+    def _spawn(
+        self, theirs: socket.socket, *, fork: bool
+    ) -> tuple[int, subprocess.Popen[bytes] | None]:
+        if fork:  # the CLI: a small single-threaded process, no second interpreter start
+            pid = os.fork()
+            if pid == 0:
+                from ringfence.platforms.linux import session_runner
+
+                self.sock.close()
+                session_runner.session_main(self.plan, theirs, self.tmpdir)
+            return pid, None
+        import pickle
+
+        # The runner imports ringfence from wherever this process found it.
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", RUNNER_MODULE, str(theirs.fileno())],
+            env=env,
+            stdin=subprocess.PIPE,
+            pass_fds=(theirs.fileno(),),
+            start_new_session=True,  # the caller's terminal signals are the session's to relay
+        )
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(pickle.dumps((self.plan, self.tmpdir)))
+            proc.stdin.close()
+        except OSError as e:
+            proc.kill()
+            proc.wait()
+            raise SandboxError(f"cannot start the sandbox runner: {e}") from e
+        return proc.pid, proc
+
+    def _read(self) -> None:
+        why = "the sandbox runner ended unexpectedly"
+        try:
+            while True:
+                try:
+                    got = protocol.recv(self.sock)
+                except protocol.ProtocolError:
+                    continue
+                if got is None:
+                    break
+                msg, fds = got
+                self._dispatch(msg, fds)
+        except OSError as e:
+            why = f"the connection to the sandbox runner failed: {e}"
+        if self.closing:
+            why = "the session was closed while the command ran"
+        self._fail_all(why)
+
+    def _dispatch(self, msg: dict[str, Any], fds: list[int]) -> None:
+        cid = msg.get("id")
+        if cid == 0 and "init" in msg:  # a prepared init the host may hand a command to
+            if fds:
+                with self.lock:
+                    self.ready_inits.append((int(msg["init"]), socket.socket(fileno=fds.pop(0))))
+            for fd in fds:
+                os.close(fd)
+            return
+        if cid == 0:
+            if "error" in msg:
+                self.start_error = msg
+            elif fds:
+                self._start_network(fds)
+                fds = []
+            self.ready.set()
+            for fd in fds:
+                os.close(fd)
+            return
+        with self.lock:
+            p = self.pending.get(cid) if isinstance(cid, int) else None
+        if p is None or p.done.is_set():
+            for fd in fds:
+                os.close(fd)
+            return
+        if "started" in msg:
+            p.pid = int(msg["started"])
+            p.master = fds[0] if fds else None
+            p.started.set()
+            return
+        for fd in fds:
+            os.close(fd)
+        with self.lock:
+            self.pending.pop(p.id, None)
+        p.finish(msg)
+
+    def audit_command(self, **fields: Any) -> None:
+        """One command's record (``audit.command_record``'s fields, session and policy added)."""
+        if self.audit is None:
+            return
+        from ringfence import audit
+
+        record = audit.command_record(
+            session=self.session_id, policy_digest=self.policy_digest, **fields
+        )
+        self._audit_write(record)
+
+    def audit_network(self, event: NetEvent) -> None:
+        if self.audit is not None:
+            from ringfence import audit
+
+            self._audit_write(audit.network_record(self.session_id, event))
+
+    def _audit_write(self, record: dict[str, Any]) -> None:
+        assert self.audit is not None
+        try:
+            self.audit.write(record)
+        except OSError as e:
+            if not self._audit_failed:  # say it once; the command's result is not lost
+                self._audit_failed = True
+                print(
+                    f"ringfence: cannot write the audit log {self.audit.path}: {e}", file=sys.stderr
+                )
+
+    @functools.cached_property
+    def policy_digest(self) -> str:
+        """Of the plan, once per session (it does not change)."""
+        from ringfence import audit
+
+        data = self.plan.to_dict()
+        data["env"] = sorted(data["env"])  # names only: values never reach the log
+        data.pop("cwd", None)
+        return audit.digest(data)
+
+    def _start_network(self, fds: list[int]) -> None:
+        """Serve the sockets the runner made in the sandbox's network namespace: the proxy's
+        (with an allowlist) first, then one per exposed host port."""
+        from ringfence.network.service import ProxyService
+        from ringfence.policy.netrules import NetRules
+
+        socks = [socket.socket(fileno=fd) for fd in fds]
+        listener = socks.pop(0) if self.plan.proxy_port else None
+        rules = NetRules.parse(self.plan.allow_domains, self.plan.deny_domains)
+        self.proxy = ProxyService(
+            listener,
+            rules,
+            allow_local=self.plan.allow_local_targets,
+            forwards=list(zip(socks, self.plan.expose_ports, strict=True)),
+            ask=self.ask,
+            on_event=self.audit_network,
+        )
+
+    def _fail_all(self, why: str) -> None:
+        status = ""
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self._proc.wait(timeout=5)
+                status = f" (exit status {code})"
+        with self.lock:
+            self.dead = why + status
+            pending = list(self.pending.values())
+            self.pending.clear()
+        for p in pending:
+            p.finish({"error": self.dead, "kind": "SandboxError", "runner_died": True})
+        self.ready.set()
+
+    def submit(self, msg: dict[str, Any], fds: Sequence[int]) -> Pending:
+        with self.lock:
+            if self.dead is not None:
+                raise SandboxError(self.dead)
+            cid = self.next_id
+            self.next_id += 1
+            p = Pending(cid)
+            self.pending[cid] = p
+        try:
+            if not self._hand_to_init(cid, msg, fds):
+                protocol.send(self.sock, {**msg, "id": cid}, fds)
+        except (OSError, protocol.ProtocolError) as e:
+            with self.lock:
+                self.pending.pop(cid, None)
+            if isinstance(e, protocol.ProtocolError):
+                raise PolicyError(f"command too large to send: {e}") from e
+            raise SandboxError(f"the sandbox runner is gone: {e}") from e
+        return p
+
+    def _hand_to_init(self, cid: int, msg: dict[str, Any], fds: Sequence[int]) -> bool:
+        """Give the command straight to a prepared init (one message hop fewer), then tell the
+        runner which init took it. Not for the caller's terminal: that needs a fresh init with
+        a Landlock rule of its own, which only the runner makes."""
+        if any(os.isatty(fd) for fd in fds):
+            return False
+        with self.lock:
+            if not self.ready_inits:
+                return False
+            pid, init = self.ready_inits.popleft()
+        try:
+            with init:
+                protocol.send(init, {**msg, "id": cid}, fds)
+        except OSError:
+            return False  # it died unused: the runner takes the command instead
+        protocol.send(self.sock, {"op": "claimed", "id": cid, "init": pid})
+        return True
+
+    def control(self, cid: int, op: str, sig: int = 0) -> None:
+        with contextlib.suppress(OSError):
+            protocol.send(self.sock, {"op": op, "id": cid, "sig": sig})
+
+    def close(self) -> None:
+        self.closing = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        else:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.runner_pid, 0)
+        if self.reader.is_alive() and self.reader is not threading.current_thread():
+            self.reader.join(timeout=10)
+        self.sock.close()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        with self.lock:
+            while self.ready_inits:
+                self.ready_inits.popleft()[1].close()
+        if self.proxy is not None:
+            self.proxy.close()
+            self.proxy = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+        if self.state_lock is not None:
+            os.close(self.state_lock)
+            self.state_lock = None
+
+    def oom_kills(self) -> int:
+        return self.cgroup.oom_kills() if self.cgroup is not None else 0
+
+
+def move_aside(plan: LinuxPlan, paths: list[str]) -> list[dict[str, Any]]:
+    """Files whose content the guard was to check at the end of the command (pointers, todo
+    lists, .gitmodules), when it could not: moved aside unread, never trusted. Only paths in
+    the plan's roots, reached without following a symlink."""
+    from ringfence.platforms.linux.gitguard import quarantine
+
+    roots = (*plan.guard_roots, *plan.guard_git_roots)
+    out: list[dict[str, Any]] = []
+    for path in paths:
+        if not isinstance(path, str) or not gitdir.inside(path, roots) or path in roots:
+            continue
+        if not os.path.lexists(path):
+            continue
+        moved = quarantine(path)
+        detail = "not checked (the name guard did not finish)"
+        out.append(
+            {
+                "kind": "refused_pointer",
+                "path": path,
+                "detail": f"{detail}; moved to {moved}" if moved else f"{detail}; NOT moved",
+            }
+        )
+    return out
+
+
+def start_error(report: dict[str, Any], argv: list[str]) -> Exception:
+    if "exec_error" in report:
+        code = int(report["exec_error"])
+        exc_type = FileNotFoundError if code == 2 else PermissionError if code == 13 else OSError
+        return exc_type(code, os.strerror(code), argv[0])
+    kind = {"UnsupportedError": UnsupportedError, "PolicyError": PolicyError}.get(
+        str(report.get("kind")), SandboxError
+    )
+    return kind(str(report.get("error", "the command could not start in the sandbox")))

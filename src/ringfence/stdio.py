@@ -1,0 +1,202 @@
+"""The caller's side of a command's stdio: which descriptors go to the runner, text
+wrappers, and draining captured output (bounded) without a thread per stream."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import selectors
+import subprocess
+import sys
+import time
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ringfence.session import Process
+
+    pass
+from ringfence.completed import DEVNULL, PIPE, STDOUT, StdSpec
+
+
+def terminal_size() -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1)
+        return size.lines, size.columns
+    except (OSError, ValueError):
+        return 24, 80
+
+
+def stdio_fds(
+    stdin: StdSpec, stdout: StdSpec, stderr: StdSpec
+) -> tuple[list[int], list[IO[bytes] | None], list[int]]:
+    """The three fds to hand over, the caller's ends of new pipes, and fds to close after."""
+    fds: list[int] = []
+    ours: list[IO[bytes] | None] = [None, None, None]
+    to_close: list[int] = []
+    devnull = -1
+    try:
+        for i, spec in enumerate((stdin, stdout, stderr)):
+            if spec is None:
+                fds.append(i)
+            elif spec == PIPE:
+                r, w = os.pipe2(os.O_CLOEXEC)
+                if i == 0:
+                    fds.append(r)
+                    to_close.append(r)
+                    ours[0] = open(w, "wb", buffering=0)  # noqa: SIM115
+                else:
+                    fds.append(w)
+                    to_close.append(w)
+                    ours[i] = open(r, "rb", buffering=0)  # noqa: SIM115
+            elif spec == DEVNULL:
+                if devnull < 0:
+                    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                    to_close.append(devnull)
+                fds.append(devnull)
+            elif spec == STDOUT:
+                if i != 2:
+                    raise ValueError("STDOUT is only for stderr")
+                fds.append(fds[1])
+            elif isinstance(spec, int):
+                fds.append(spec)
+            else:
+                fds.append(spec.fileno())
+    except BaseException:
+        for fd in to_close:
+            os.close(fd)
+        for f in ours:
+            if f is not None:
+                f.close()
+        raise
+    return fds, ours, to_close
+
+
+def wrap_text(proc: Process, encoding: str, errors: str) -> None:
+    if proc.pty_fd is not None:
+        return
+    proc._text = (encoding, errors)
+    if proc.stdin is not None:
+        proc.stdin = io.TextIOWrapper(
+            proc.stdin,
+            encoding=encoding,
+            errors=errors,
+            write_through=True,
+        )
+    if proc.stdout is not None:
+        proc.stdout = io.TextIOWrapper(proc.stdout, encoding=encoding, errors=errors)
+    if proc.stderr is not None:
+        proc.stderr = io.TextIOWrapper(proc.stderr, encoding=encoding, errors=errors)
+
+
+class Drain:
+    """Feed stdin, drain stdout/stderr (keeping ``limit`` bytes each), then wait.
+
+    One selector in the caller's thread, like ``subprocess``: past the limit the bytes are read
+    and dropped, so a command flooding its output never blocks on a full pipe. The state
+    survives a timeout, so the output read before it is kept.
+    """
+
+    def __init__(self, proc: Process, input: bytes | str | None, limit: int | None) -> None:
+        self.proc = proc
+        self.limit = limit
+        self.sel = selectors.DefaultSelector()
+        self.bufs: dict[int, bytearray] = {}
+        self.trunc: dict[int, bool] = {}
+        self.fd_of: dict[int, int] = {}  # id(stream) -> fd
+        for f in (proc.stdout, proc.stderr):
+            if f is not None and not f.closed and f is not proc.stdin:
+                fd = f.fileno()
+                os.set_blocking(fd, False)
+                self.sel.register(fd, selectors.EVENT_READ)
+                self.bufs[fd] = bytearray()
+                self.trunc[fd] = False
+                self.fd_of[id(f)] = fd
+        self.pending_in = memoryview(input.encode() if isinstance(input, str) else input or b"")
+        if proc.stdin is not None and not proc.stdin.closed:
+            if self.pending_in:
+                fd = proc.stdin.fileno()
+                os.set_blocking(fd, False)
+                self.sel.register(fd, selectors.EVENT_WRITE)
+            else:
+                proc.stdin.close()
+
+    def run(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.sel.get_map():
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise subprocess.TimeoutExpired(self.proc.args, timeout or 0.0)
+            for key, _ in self.sel.select(wait):
+                if key.events & selectors.EVENT_WRITE:
+                    self._write(int(key.fd))
+                else:
+                    self._read(int(key.fd))
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self.proc.wait(wait)
+
+    def _write(self, fd: int) -> None:
+        try:
+            n = os.write(fd, self.pending_in[:65536])
+            self.pending_in = self.pending_in[n:]
+        except BrokenPipeError:
+            self.pending_in = self.pending_in[:0]
+        except BlockingIOError:
+            return
+        if not self.pending_in:
+            self.sel.unregister(fd)
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+
+    def _read(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.sel.unregister(fd)
+            return
+        buf = self.bufs[fd]
+        room = len(chunk) if self.limit is None else self.limit - len(buf)
+        if room >= len(chunk):
+            buf += chunk
+        else:
+            if room > 0:
+                buf += chunk[:room]
+            self.trunc[fd] = True
+
+    def abandon_input(self) -> None:
+        """After a kill: stop feeding stdin, keep draining what is left."""
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(stdin.fileno())
+            stdin.close()
+
+    def result(self) -> tuple[bytes | None, bytes | None, bool, bool]:
+        self.sel.close()
+        out: list[bytes | None] = []
+        trunc: list[bool] = []
+        for f in (self.proc.stdout, self.proc.stderr):
+            fd = self.fd_of.get(id(f)) if f is not None else None
+            if fd is None:
+                out.append(None)
+                trunc.append(False)
+                continue
+            out.append(bytes(self.bufs[fd]))
+            trunc.append(self.trunc[fd])
+            with contextlib.suppress(OSError):
+                f.close()  # type: ignore[union-attr]
+        return out[0], out[1], trunc[0], trunc[1]
+
+
+def communicate(
+    proc: Process, input: bytes | str | None, timeout: float | None, limit: int | None
+) -> tuple[bytes | None, bytes | None, bool, bool]:
+    drain = Drain(proc, input, limit)
+    try:
+        drain.run(timeout)
+    except subprocess.TimeoutExpired:
+        drain.sel.close()
+        raise
+    return drain.result()
