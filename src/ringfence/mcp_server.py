@@ -170,36 +170,51 @@ class SandboxTools:
         return self.gate.decide(argv) if self.gate is not None else None
 
     def describe(self) -> str:
-        p, plan = self.policy, self.plan
-        roots = [r for r in plan.guard_roots if r != p.workspace] or list(p.writable_roots)
-        lines = [
-            f"Commands run inside a ringfence sandbox ({p.mode.value}).",
-            f"Workspace (writable): {p.workspace}",
-            "Other writable directories: "
-            + (", ".join(roots) if roots else "none")
-            + "; /tmp is private to the sandbox.",
-            "Everything else is read-only; some paths are hidden (e.g. ~/.ssh, ~/.aws).",
-            "Protected even inside the workspace: in git directories only git's own data is "
-            "writable (git config only with harmless keys; hooks never), shell rc files, "
-            "agent config (writes there are refused).",
-        ]
-        if plan.network == "off":
-            lines.append("Network: off (no connections at all, loopback inside only).")
-        elif plan.network == "allowlist":
-            allowed = ", ".join(p.allow_domains) or "nothing"
-            lines.append(f"Network: only through a proxy, to: {allowed}.")
-        else:
-            lines.append("Network: on.")
-        if self.gate is not None:
-            lines.append(
-                f"Approval policy: {self.gate.policy} (commands that need a person are asked "
-                "about or refused)."
-            )
+        """The boundary as the model should know it, rendered from the compiled plan (what
+        the kernel is told), not written by hand."""
+        return describe_plan(self.plan, self.policy.workspace, self.gate)
+
+
+def describe_plan(plan: LinuxPlan, workspace: str, gate: ApprovalGate | None) -> str:
+    others = [r for r in plan.guard_roots if r != workspace]
+    hidden = sorted({entry for _, entry in plan.hidden})
+    lines = [
+        f"Commands run inside a ringfence sandbox ({plan.mode}).",
+        f"Workspace (writable): {workspace}",
+        "Other writable directories: " + (", ".join(others) if others else "none")
+        + "; /tmp is private to this workspace's sandboxes.",
+        "Everything else is read-only."
+        + (f" Hidden (unreadable): {', '.join(hidden)}." if hidden else ""),
+    ]  # fmt: skip
+    protected = [*plan.guard_paths, *(n for n in plan.guard_names if n not in plan.guard_paths)]
+    if protected:
         lines.append(
-            "A refused write or connection is reported with the smallest widening that would "
-            "allow it; ask the user before relying on it."
+            "Protected even inside writable directories (writes refused): "
+            + ", ".join(protected)
+            + "."
         )
-        return "\n".join(lines)
+    if plan.guard_git != "off":
+        lines.append(
+            "In git directories only git's own data is writable (config only with harmless "
+            "keys; hooks never)."
+        )
+    if plan.network == "off":
+        lines.append("Network: off (no connections at all, loopback inside only).")
+    elif plan.network == "allowlist":
+        allowed = ", ".join(plan.allow_domains) or "nothing"
+        lines.append(f"Network: only through a proxy, to: {allowed}.")
+    else:
+        lines.append("Network: on.")
+    if gate is not None:
+        lines.append(
+            f"Approval policy: {gate.policy} (commands that need a person are asked about or "
+            "refused)."
+        )
+    lines.append(
+        "A refused write or connection is reported with the smallest widening that would "
+        "allow it; ask the user before relying on it."
+    )
+    return "\n".join(lines)
 
 
 def _result(proc: Any, stdout: str, stderr: str, *, timed_out: bool = False) -> dict[str, Any]:
