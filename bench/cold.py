@@ -37,22 +37,24 @@ MAIN = "`python -m ringfence run -- true`"
 SESSION_SCRIPT = "`ringfence run --session bench -- true` (the command)"
 SESSION_MAIN = "`python -m ringfence run --session bench -- true`"
 
-# The CLI's own path (cli.cmd_run -> process.run_sandboxed), phase by phase. It reaches into
-# private names (``_compile``, ``_fork``): if they move, the breakdown says so and the rest of
-# the benchmark still runs.
+# The CLI's own path (cli.run.cmd_run -> engine -> process.run_sandboxed), phase by phase. It
+# reaches into internal names (``_plan``, ``_fork``): if they move, the breakdown says so and
+# the rest of the benchmark still runs.
 PHASES = r"""
 import time
 t0 = time.perf_counter()
 import json, os, subprocess, sys
 try:
     from ringfence import cli, process
+    from ringfence.cli import flags, run
+    from ringfence.engine import backends
     from ringfence.session import Session
     t1 = time.perf_counter()
     ns = cli.build_parser().parse_args(["run", "--", "true"])
-    policy, cwd = cli.policy_from_args(ns)
-    plan = cli._compile(policy, cwd)
+    resolved = flags.resolve_flags(ns)
+    plan = backends.linux_plan(resolved.policy, resolved.cwd)
     t2 = time.perf_counter()
-    s = Session(plan=plan, _fork=True).start()
+    s = Session(_plan=plan, _fork=True).start()
     t3 = time.perf_counter()
     null = subprocess.DEVNULL
     p = s.spawn(["true"], stdin=null, stdout=null, stderr=null)
@@ -154,7 +156,7 @@ def _phases(sec: Section, scale: Scale, ws: str, interp: list[float], whole: flo
         check_rc(int(got["rc"]), "true (phase breakdown)")
         samples.append(got)
     labels = [
-        ("import", "  phase: import ringfence.cli + session"),
+        ("import", "  phase: import ringfence.cli + engine + session"),
         ("compile", "  phase: parse flags, compile the policy"),
         ("start", "  phase: start the sandbox (runner fork ... ready)"),
         ("spawn", "  phase: first command: request until started"),
