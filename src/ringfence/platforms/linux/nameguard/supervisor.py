@@ -22,6 +22,7 @@ from ringfence.platforms.linux.nameguard.resolve import Resolver
 from ringfence.platforms.linux.nameguard.results import CONTINUE, Denial, Refused, Reply, Value
 from ringfence.platforms.linux.nameguard.sockets import SocketCalls
 
+# Errors of a call the guard made for the command that are reported as a boundary (a denial).
 REFUSALS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
