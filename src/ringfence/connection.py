@@ -377,7 +377,7 @@ def move_aside(plan: LinuxPlan, paths: list[str]) -> list[dict[str, Any]]:
     """Files whose content the guard was to check at the end of the command (pointers, todo
     lists, .gitmodules), when it could not: moved aside unread, never trusted. Only paths in
     the plan's roots, reached without following a symlink."""
-    from ringfence.platforms.linux.gitguard import quarantine
+    from ringfence.platforms.linux.gitguard.fileio import quarantine
 
     roots = (*plan.guard_roots, *plan.guard_git_roots)
     out: list[dict[str, Any]] = []

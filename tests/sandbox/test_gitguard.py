@@ -491,7 +491,7 @@ def test_no_path_spelling_reaches_a_protected_entry(
 def test_a_refused_file_that_cannot_be_moved_is_not_called_finished(ws: Path) -> None:
     """finish() reports what it could neither accept nor move aside: the guard must not say
     "finished" then, so the host moves it (fail closed)."""
-    from ringfence.platforms.linux.gitguard import GitGuard
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
 
     (ws / "sub").mkdir()
     (ws / "sub/.git").write_text("gitdir: /elsewhere/.git\n")

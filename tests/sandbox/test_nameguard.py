@@ -24,8 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.platforms.linux import nameguard, runner
+from ringfence.platforms.linux import runner
 from ringfence.platforms.linux.guard_rules import GuardRules
+from ringfence.platforms.linux.nameguard.filter import install_filter
+from ringfence.platforms.linux.nameguard.supervisor import Supervisor
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -78,7 +80,7 @@ def run_guarded(
                         os.dup2(out, 1)
                         os.close(out)
                     if guard:
-                        listener = nameguard.install_filter()
+                        listener = install_filter()
                         runner.hand_over_listener(child_sock, listener)  # not sendmsg: guarded
                         os.close(listener)
                     child_sock.close()
@@ -94,7 +96,7 @@ def run_guarded(
             if guard:
                 listener = runner.take_listener(parent_sock, child)
                 lock_fd = os.open(lock, os.O_RDWR) if lock is not None else -1
-                sup = nameguard.Supervisor(
+                sup = Supervisor(
                     listener,
                     rules,
                     on_denial=lambda d: denials.append(d.__dict__),

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from ringfence.platforms.linux import bpf
-from ringfence.platforms.linux.nameguard import (
+from ringfence.platforms.linux.nameguard.filter import (
     AUDIT_ARCH_AARCH64,
     AUDIT_ARCH_X86_64,
     build_filter,

@@ -177,7 +177,7 @@ def test_findings_read_as_one_line() -> None:
 
 def test_the_guard_reads_as_much_as_the_config_parser_accepts() -> None:
     from ringfence.platforms.linux import gitfiles
-    from ringfence.platforms.linux.gitguard import MAX_CONTENT_BYTES
+    from ringfence.platforms.linux.gitguard.fileio import MAX_CONTENT_BYTES
     from ringfence.policy.gitconfig import MAX_CONFIG_BYTES
 
     assert MAX_CONTENT_BYTES == MAX_CONFIG_BYTES == gitfiles.MAX_CONFIG_BYTES

@@ -118,9 +118,9 @@ def _probe_proc() -> str:
 
 
 def _probe_seccomp_notify() -> str:
-    from ringfence.platforms.linux import nameguard
+    from ringfence.platforms.linux.nameguard.filter import install_filter
 
-    os.close(nameguard.install_filter())
+    os.close(install_filter())
     return "filters with a user-notification listener can be installed"
 
 

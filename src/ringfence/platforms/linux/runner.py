@@ -20,9 +20,10 @@ from ringfence.errors import SandboxError
 from ringfence.platforms.linux import (
     caps,
     guard_rules,
-    nameguard,
 )
 from ringfence.platforms.linux.libc import syscall, write_file
+from ringfence.platforms.linux.nameguard.results import Denial
+from ringfence.platforms.linux.nameguard.supervisor import Supervisor
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy import gitdir
 
@@ -213,7 +214,7 @@ class _Reporter:
                     raise SandboxError("the command's init stopped reading the guard") from None
                 select.select([], [self.sock], [], left)
 
-    def denial(self, d: nameguard.Denial) -> None:
+    def denial(self, d: Denial) -> None:
         rule = f"protected: {d.rule}" if d.by == "guard" else d.rule  # "socket": as it is
         self.send({"kind": "filesystem", "op": d.syscall, "path": d.path, "rule": rule})
 
@@ -287,7 +288,7 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket, lock_fd: int) -> NoRe
                 )
             ),
         )
-        supervisor = nameguard.Supervisor(
+        supervisor = Supervisor(
             listener, rules, on_denial=reporter.denial, on_event=reporter.event, lock_fd=lock_fd
         )
         supervisor.serve(stop_r, control_fd=sock.fileno())

@@ -42,7 +42,6 @@ from ringfence.platforms.linux import (
     caps,
     landlock,
     mounts,
-    nameguard,
     namespaces,
     protocol,
     runner,
@@ -50,6 +49,7 @@ from ringfence.platforms.linux import (
     seccomp,
 )
 from ringfence.platforms.linux.libc import syscall
+from ringfence.platforms.linux.nameguard.filter import install_filter
 from ringfence.platforms.linux.plan import LinuxPlan
 
 CLONE_NEWNS = 0x00020000
@@ -544,7 +544,7 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
         seccomp.install(srv.program)
     if guard_sock is not None:
         names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
-        listener = nameguard.install_filter(names=names)
+        listener = install_filter(names=names)
         runner.hand_over_listener(guard_sock, listener)
         os.close(listener)
         srv.guard_sock = guard_sock  # the guard's findings come back on it

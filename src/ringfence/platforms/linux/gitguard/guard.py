@@ -1,123 +1,41 @@
-"""The name guard's git rules: every git directory, judged by what git reads.
-
-The supervisor (``nameguard.py``) resolves each guarded call to canonical paths and asks this
-module before acting. The rules themselves are pure (``policy/gitdir.py`` for what may change
-inside a git directory, ``policy/gitconfig.py`` for which config keys are harmless); this
-module adds the I/O: finding the git directory a path lies in, checking a directory the moment
-it *becomes* a git directory, reading the exact bytes of a config that is about to replace the
-real one, and remembering the pointer files this command created so their content can be
-checked once nothing of the command is left to change them.
-
-Why "becomes": git accepts any directory with ``HEAD`` plus ``objects/`` and ``refs/`` (or
-``HEAD`` plus ``commondir``) as a repository, wherever it lies and whatever it is called. A
-command may build one in any order; the step that completes the layout is where its config,
-hooks and links are checked, so no order of steps yields a repository that host git would
-trust and that the check never saw. Before that step the directory is inert to git.
-
-All checks here run in the single-threaded supervisor, which performs every namespace change
-the command makes under a writable root, so nothing the command does can interleave with a
-check (see SECURITY.md for the remaining limits).
-"""
+"""The git rules for names: :class:`GitGuard` decides whether an entry may appear, change
+or go away, checks a directory the moment it becomes a git directory, and keeps the files
+whose content is checked once the command has ended."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import posixpath
-import shlex
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
-from ringfence.platforms.linux import libc
 from ringfence.platforms.linux.gitfiles import ConfigRead, expand, read_config
+from ringfence.platforms.linux.gitguard.content import ContentRules
+from ringfence.platforms.linux.gitguard.fileio import read_regular, replace_with_copy
+from ringfence.platforms.linux.gitguard.layout import (
+    DOT_GIT,
+    GITMODULES,
+    UNGOVERNED,
+    WORKTREE_GITDIR,
+    Place,
+    exists,
+    is_dot_git,
+    is_gitdir,
+    worktree_backlink,
+)
 
 # Imported here, not when first needed: the guard runs inside the sandbox's view of the
 # files, where ringfence's own source may not be visible (a checkout under the host's /tmp,
 # which the sandbox replaces); everything it can need is loaded before it gets there.
-from ringfence.policy import gitconfig, gitdir
+from ringfence.policy import gitdir
 from ringfence.policy.gitdir import Entry
 
 # A directory that completes its layout is scanned before it counts; a bigger one is refused
 # (git init makes ~20 entries; a clone completes its layout before it fetches objects).
 MAX_SCAN_ENTRIES: Final = 20_000
-MAX_CONTENT_BYTES: Final = 1 << 20  # gitconfig.MAX_CONFIG_BYTES (imported only when needed)
-GITMODULES: Final = ".gitmodules"
-AT_FDCWD: Final = -100
-DOT_GIT: Final = ".git"
-
-
-class Unknown(OSError):
-    """The guard cannot tell what a path is (a directory it cannot search): refuse (EACCES)."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(errno.EACCES, what)
-
-
-def _exists(path: str) -> bool:
-    """lstat-existence; an answer other than "there" or "not there" is refused by callers."""
-    try:
-        os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    except OSError as exc:
-        raise Unknown(f"{path}: {os.strerror(exc.errno or errno.EIO)}") from None
-    return True
-
-
-def is_gitdir(path: str) -> bool:
-    """Would git accept ``path`` as a git directory? (setup.c: ``is_git_directory``.)
-
-    Stricter than git on purpose: any ``HEAD`` counts, valid or not, and ``objects``/``refs``
-    of any type, so a directory is governed no later than git would first trust it.
-    """
-    if not _exists(path + "/HEAD"):
-        return False
-    if _exists(path + "/commondir"):
-        return True
-    return _exists(path + "/objects") and _exists(path + "/refs")
-
-
-def is_dot_git(name: str) -> bool:
-    """``.git`` in any letter case (a case-folding directory finds ``.GIT`` as ``.git``)."""
-    return name.lower() == DOT_GIT
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where a path lies with respect to git: the nearest git directory above it, if any."""
-
-    gitdir: str | None
-    rel: tuple[str, ...]
-    kind: Entry | None  # None: not inside a git directory
-
-    @property
-    def governed(self) -> bool:
-        return self.kind is not None
-
-    @property
-    def where(self) -> str:
-        return f"git directory {self.gitdir}"
-
-    @property
-    def what(self) -> str:
-        return "/".join(self.rel)
-
-
 MAX_CACHED_DIRS: Final = 20_000
-WORKTREE_GITDIR: Final = "worktree-gitdir"
-
-
-def _worktree_backlink(place: Place) -> bool:
-    """``worktrees/<id>/gitdir``: where `git worktree repair` writes a ``.git`` file."""
-    return (
-        place.kind is Entry.INCUBATOR
-        and len(place.rel) == 3
-        and place.rel[0] == "worktrees"
-        and place.rel[2] == "gitdir"
-    )
 
 
 @dataclass(frozen=True)
@@ -135,8 +53,11 @@ class _Repo:
 TEMPLATE_ENTRIES: Final = frozenset(
     {("description",), ("info",), ("info", "exclude"), ("branches",), ("hooks",)}
 )
-# Where the git rules say nothing: not in a git directory, not a checked file.
-_UNGOVERNED: Final = Place(None, (), None)
+_LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 @dataclass
@@ -163,6 +84,7 @@ class GitGuard:
         self._outermost = tuple(sorted(self.roots, key=len))
         self._tops: dict[str, str | None] = {}  # directory -> its worktree's top, or None
         self._repos: dict[str, _Repo] = {}
+        self.content = ContentRules(self.root_of)
 
     # ---------------------------------------------------------------- where
 
@@ -177,14 +99,14 @@ class GitGuard:
         ``path`` is there."""
         root = self.root_of(path)
         if root is None or path == root:
-            return _UNGOVERNED
+            return UNGOVERNED
         cur = path
         while cur != root:
             cur = posixpath.dirname(cur)
             if is_gitdir(cur):
                 rel = tuple(path[len(cur) :].strip("/").split("/"))
                 return Place(cur, rel, gitdir.classify(rel))
-        return _UNGOVERNED
+        return UNGOVERNED
 
     def event(self, kind: str, path: str, detail: str = "") -> None:
         if self.on_event is not None:
@@ -245,7 +167,7 @@ class GitGuard:
                 top = self._tops[cur]
                 break
             chain.append(cur)
-            if _exists(f"{cur}/.git"):
+            if exists(f"{cur}/.git"):
                 top = cur
                 break
             if cur == root:
@@ -321,10 +243,10 @@ class GitGuard:
         if place.kind is Entry.CHECKED:
             return gitdir.CHECKED_PATHS[place.rel]
         if name in gitdir.POINTER_NAMES and (
-            place.kind is Entry.POINTER or _exists(f"{posixpath.dirname(path)}/HEAD")
+            place.kind is Entry.POINTER or exists(f"{posixpath.dirname(path)}/HEAD")
         ):
             return name  # beside a HEAD it is what git reads (setup.c)
-        if _worktree_backlink(place):
+        if worktree_backlink(place):
             return WORKTREE_GITDIR  # read by `git worktree` commands, HEAD or not
         return None
 
@@ -461,7 +383,7 @@ class GitGuard:
         if place.kind is Entry.CHECKED:
             self.note_pointer(path, gitdir.CHECKED_PATHS[place.rel])
             return None
-        if _worktree_backlink(place):
+        if worktree_backlink(place):
             self.note_pointer(path, WORKTREE_GITDIR)
             return None
         if not gitdir.writable(place.kind):
@@ -511,7 +433,7 @@ class GitGuard:
             and len(place.rel) == 1
             and place.rel[0] in ("HEAD", "objects", "refs")
             and place.gitdir not in self.completed
-            and not _exists(f"{place.gitdir}/commondir")
+            and not exists(f"{place.gitdir}/commondir")
         ):
             return f"{where}: without {what} it would stop being a repository"
         return None
@@ -579,7 +501,7 @@ class GitGuard:
         place as ``adding``)."""
         if self.root_of(parent) is None or is_gitdir(parent):
             return None
-        have = {n for n in gitdir.LAYOUT_NAMES if _exists(f"{parent}/{n}")}
+        have = {n for n in gitdir.LAYOUT_NAMES if exists(f"{parent}/{n}")}
         have.add({n.lower(): n for n in gitdir.LAYOUT_NAMES}[adding.lower()])
         if "HEAD" not in have or not ("commondir" in have or {"objects", "refs"} <= have):
             return None
@@ -643,119 +565,16 @@ class GitGuard:
             return None
         data = read_regular(full)
         if kind is Entry.CONFIG or rel == ("config.worktree",):
-            problem = self.config_problem(data, gitdir_path=top, kind="config")
+            problem = self.content.config_problem(data, gitdir_path=top, kind="config")
         elif kind is Entry.POINTER:
-            problem = self.pointer_problem(f"{top}/{what}", rel[-1], data)
+            problem = self.content.pointer_problem(f"{top}/{what}", rel[-1], data)
         elif kind is Entry.CHECKED:
-            problem = self.pointer_problem(f"{top}/{what}", gitdir.CHECKED_PATHS[rel], data)
+            problem = self.content.pointer_problem(f"{top}/{what}", gitdir.CHECKED_PATHS[rel], data)
         else:
             return f"{what} is not something a new repository holds"
         if problem is not None:
             return f"{what}: {problem}"
         checked[what] = data
-        return None
-
-    # ---------------------------------------------------------------- content checks
-
-    def _refusals(self, data: bytes, *, gitdir_path: str, kind: str) -> list[Any]:
-        """The key refusals for config bytes (GitConfigError when malformed)."""
-        if kind == GITMODULES:
-            return gitconfig.check_gitmodules(data)
-        return gitconfig.check_repo_config(
-            data, worktree_ok=lambda v: self._worktree_ok(v, gitdir_path)
-        )
-
-    def config_problem(self, data: bytes, *, gitdir_path: str, kind: str) -> str | None:
-        """Why these exact bytes may not become a config (``kind`` "config" or
-        ".gitmodules"), or None."""
-        try:
-            refusals = self._refusals(data, gitdir_path=gitdir_path, kind=kind)
-        except gitconfig.GitConfigError as exc:
-            return f"malformed: {exc}"
-        return gitconfig.describe(refusals) if refusals else None
-
-    def host_hint(self, data: bytes, *, path: str, gitdir_path: str, kind: str) -> str:
-        """What the user can run outside the sandbox to set the refused keys themselves (if
-        they trust them): ringfence never widens the sandbox for a config key."""
-        try:
-            refusals = self._refusals(data, gitdir_path=gitdir_path, kind=kind)
-        except ValueError:  # GitConfigError: malformed, nothing to set
-            return ""
-        keys = list(dict.fromkeys(r.key for r in refusals))[:3]
-        if not keys or any(not k.isprintable() or "'" in k for k in keys):
-            return ""
-        cmds = "; ".join(f"git config --file {shlex.quote(path)} {k} VALUE" for k in keys)
-        return f"to set it yourself, outside the sandbox and only if you trust it: {cmds}"
-
-    def _worktree_ok(self, value: str, gitdir_path: str) -> bool:
-        """core.worktree is what `git submodule` writes into a module's git directory
-        (``<repo>/.git/modules/<name>``), naming the submodule's checkout, whose ``.git`` file
-        points back. Anything else would send git's checkouts and resets wherever it names:
-        into a git directory (a tree holding ``hooks/post-checkout`` is then a hook, run at
-        once) or, later, through a symlink swapped in, outside the writable roots."""
-        parts = gitdir_path.split("/")
-        if not any(parts[i : i + 2] == [".git", "modules"] for i in range(len(parts) - 2)):
-            return False
-        target = posixpath.normpath(posixpath.join(gitdir_path, value))
-        if self.root_of(target) is None or self.root_of(os.path.realpath(target)) is None:
-            return False
-        try:
-            back = gitdir.pointer_target(
-                ".git", read_regular(f"{target}/.git"), holder_dir=target, gitdir=None
-            )
-        except (OSError, ValueError):
-            return False
-        if back != posixpath.normpath(gitdir_path):
-            return False
-        cur = target
-        while self.root_of(cur) is not None:  # never inside (or at) a git directory
-            if is_gitdir(cur):
-                return False
-            if cur == self.root_of(cur):
-                break
-            cur = posixpath.dirname(cur)
-        return True
-
-    def pointer_problem(self, path: str, kind: str, data: bytes) -> str | None:
-        """Why the file at ``path`` with content ``data`` may not stay (``kind`` as in
-        :attr:`pending`), or None."""
-        holder = posixpath.dirname(path)
-        if kind == GITMODULES:
-            return self.config_problem(data, gitdir_path=holder, kind=GITMODULES)
-        if kind == "todo":
-            bad = gitdir.todo_refusals(data)
-            return f"runs commands ({', '.join(bad[:3])})" if bad else None
-        if kind == "strategy":
-            bad = gitdir.strategy_refusals(data)
-            return f"names a program as merge strategy ({bad[0]})" if bad else None
-        if kind == "sequencer-opts":
-            return self._sequencer_opts_problem(data)
-        if kind == "apply-opt":
-            bad = gitdir.apply_opt_refusals(data)
-            return f"options git apply must not get ({', '.join(bad[:3])})" if bad else None
-        try:
-            target = gitdir.pointer_target(kind, data, holder_dir=holder, gitdir=holder)
-        except gitdir.PointerError as exc:
-            return f"not a plain pointer ({exc})"
-        if self.root_of(target) is None:
-            return f"points outside the writable roots ({target})"
-        real = os.path.realpath(target)
-        if self.root_of(real) is None:
-            return f"leads outside the writable roots through a symlink ({real})"
-        if kind == "commondir" and not _is_main_gitdir(target):
-            return f"its common directory {target} is not a complete repository"
-        return None
-
-    def _sequencer_opts_problem(self, data: bytes) -> str | None:
-        """sequencer/opts is read as config (sequencer.c populate_opts_cb); its strategy names
-        a program unless it is one of git's own."""
-        try:
-            entries = gitconfig.parse(data)
-        except gitconfig.GitConfigError as exc:
-            return f"malformed: {exc}"
-        for e in entries:
-            if e.key == "options.strategy" and (e.value or "") not in gitdir.BUILTIN_STRATEGIES:
-                return f"names a program as merge strategy ({e.value!r})"
         return None
 
     # ---------------------------------------------------------------- the end of a command
@@ -801,127 +620,14 @@ class GitGuard:
             return None  # gone again
         except OSError as exc:
             return f"unreadable ({exc.strerror or exc})"
-        if kind in gitdir.POINTER_NAMES and not _exists(f"{posixpath.dirname(path)}/HEAD"):
+        if kind in gitdir.POINTER_NAMES and not exists(f"{posixpath.dirname(path)}/HEAD"):
             return None  # no HEAD beside it: git does not read it
         if kind == WORKTREE_GITDIR:
             kind = "gitdir"
-        problem = self.pointer_problem(path, kind, data)
+        problem = self.content.pointer_problem(path, kind, data)
         if problem is None:
             try:
                 replace_with_copy(path, data)
             except OSError as exc:
                 problem = f"could not be secured ({exc.strerror or exc})"
         return problem
-
-
-RENAME_NOREPLACE: Final = 1
-
-
-def quarantine(path: str) -> str | None:
-    """Move a refused file aside (``NAME.ringfence-refused[-N]``), never over anything, its
-    content kept for the user to read; no symlink is followed on the way (the host calls this
-    too, with full rights, when the guard could not finish). The new name, or None."""
-    parent, name = posixpath.split(path)
-    try:
-        dfd = libc.openat2(
-            AT_FDCWD, parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, libc.RESOLVE_NO_SYMLINKS
-        )
-    except OSError:
-        return None
-    try:
-        for n in range(100):
-            new = f"{name}.ringfence-refused" + (f"-{n}" if n else "")
-            try:
-                libc.syscall(
-                    "renameat2", dfd, os.fsencode(name), dfd, os.fsencode(new), RENAME_NOREPLACE
-                )
-            except FileExistsError:
-                continue
-            except OSError:
-                return None
-            return f"{parent}/{new}"
-        return None
-    finally:
-        os.close(dfd)
-
-
-def _is_main_gitdir(path: str) -> bool:
-    """A repository that holds its own objects and refs: what a common directory must be."""
-    try:
-        return all(_exists(f"{path}/{n}") for n in ("HEAD", "objects", "refs"))
-    except Unknown:
-        return False
-
-
-_LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)
-
-
-def _raise(exc: OSError) -> None:
-    raise exc
-
-
-def read_regular(path: str) -> bytes:
-    """The bytes of the regular file at ``path`` (no symlink followed anywhere on the way);
-    FileNotFoundError when it is not there, OSError when it is not a plain file."""
-    fd = libc.openat2(
-        AT_FDCWD,
-        path,
-        os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC,
-        libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS,
-    )
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        return read_all(fd)
-    finally:
-        os.close(fd)
-
-
-def put_copy(dir_fd: int, name: str, data: bytes, mode: int) -> None:
-    """Atomically make ``name`` in ``dir_fd`` a fresh file holding exactly ``data``: the
-    guard's own inode, which no process of the command holds open."""
-    tmp = f".ringfence-{os.urandom(8).hex()}.tmp"
-    fd = os.open(
-        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-        dir_fd=dir_fd,
-    )  # fmt: skip
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, mode & 0o777)
-        finally:
-            os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise
-
-
-def replace_with_copy(path: str, data: bytes) -> None:
-    """:func:`put_copy` at ``path``, reached without following any symlink."""
-    parent, name = posixpath.split(path)
-    dfd = libc.openat2(
-        AT_FDCWD, parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, libc.RESOLVE_NO_SYMLINKS
-    )
-    try:
-        mode = os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode
-        put_copy(dfd, name, data, mode)
-    finally:
-        os.close(dfd)
-
-
-def read_all(fd: int) -> bytes:
-    """All of a file, refusing one too long to be a config or pointer (EFBIG)."""
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        total += len(chunk)
-        if total > MAX_CONTENT_BYTES:
-            raise OSError(errno.EFBIG, f"longer than {MAX_CONTENT_BYTES} bytes")
-        chunks.append(chunk)

@@ -1,0 +1,126 @@
+"""The git rules for file content: which bytes may become a config, a ``.gitmodules``,
+a pointer (``.git`` file, ``commondir``, ``gitdir``) or a rebase todo list."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from ringfence.platforms.linux.gitguard.fileio import read_regular
+from ringfence.platforms.linux.gitguard.layout import GITMODULES, is_gitdir, is_main_gitdir
+
+# Imported here, not when first needed: the guard runs inside the sandbox's view of the
+# files, where ringfence's own source may not be visible (a checkout under the host's /tmp,
+# which the sandbox replaces); everything it can need is loaded before it gets there.
+from ringfence.policy import gitconfig, gitdir
+
+
+class ContentRules:
+    """Content checks; ``root_of`` names the watched root a path lies in (None: outside)."""
+
+    def __init__(self, root_of: Callable[[str], str | None]) -> None:
+        self.root_of = root_of
+
+    def _refusals(self, data: bytes, *, gitdir_path: str, kind: str) -> list[Any]:
+        """The key refusals for config bytes (GitConfigError when malformed)."""
+        if kind == GITMODULES:
+            return gitconfig.check_gitmodules(data)
+        return gitconfig.check_repo_config(
+            data, worktree_ok=lambda v: self._worktree_ok(v, gitdir_path)
+        )
+
+    def config_problem(self, data: bytes, *, gitdir_path: str, kind: str) -> str | None:
+        """Why these exact bytes may not become a config (``kind`` "config" or
+        ".gitmodules"), or None."""
+        try:
+            refusals = self._refusals(data, gitdir_path=gitdir_path, kind=kind)
+        except gitconfig.GitConfigError as exc:
+            return f"malformed: {exc}"
+        return gitconfig.describe(refusals) if refusals else None
+
+    def host_hint(self, data: bytes, *, path: str, gitdir_path: str, kind: str) -> str:
+        """What the user can run outside the sandbox to set the refused keys themselves (if
+        they trust them): ringfence never widens the sandbox for a config key."""
+        try:
+            refusals = self._refusals(data, gitdir_path=gitdir_path, kind=kind)
+        except ValueError:  # GitConfigError: malformed, nothing to set
+            return ""
+        keys = list(dict.fromkeys(r.key for r in refusals))[:3]
+        if not keys or any(not k.isprintable() or "'" in k for k in keys):
+            return ""
+        cmds = "; ".join(f"git config --file {shlex.quote(path)} {k} VALUE" for k in keys)
+        return f"to set it yourself, outside the sandbox and only if you trust it: {cmds}"
+
+    def _worktree_ok(self, value: str, gitdir_path: str) -> bool:
+        """core.worktree is what `git submodule` writes into a module's git directory
+        (``<repo>/.git/modules/<name>``), naming the submodule's checkout, whose ``.git`` file
+        points back. Anything else would send git's checkouts and resets wherever it names:
+        into a git directory (a tree holding ``hooks/post-checkout`` is then a hook, run at
+        once) or, later, through a symlink swapped in, outside the writable roots."""
+        parts = gitdir_path.split("/")
+        if not any(parts[i : i + 2] == [".git", "modules"] for i in range(len(parts) - 2)):
+            return False
+        target = posixpath.normpath(posixpath.join(gitdir_path, value))
+        if self.root_of(target) is None or self.root_of(os.path.realpath(target)) is None:
+            return False
+        try:
+            back = gitdir.pointer_target(
+                ".git", read_regular(f"{target}/.git"), holder_dir=target, gitdir=None
+            )
+        except (OSError, ValueError):
+            return False
+        if back != posixpath.normpath(gitdir_path):
+            return False
+        cur = target
+        while self.root_of(cur) is not None:  # never inside (or at) a git directory
+            if is_gitdir(cur):
+                return False
+            if cur == self.root_of(cur):
+                break
+            cur = posixpath.dirname(cur)
+        return True
+
+    def pointer_problem(self, path: str, kind: str, data: bytes) -> str | None:
+        """Why the file at ``path`` with content ``data`` may not stay (``kind`` as in
+        ``GitGuard.pending``), or None."""
+        holder = posixpath.dirname(path)
+        if kind == GITMODULES:
+            return self.config_problem(data, gitdir_path=holder, kind=GITMODULES)
+        if kind == "todo":
+            bad = gitdir.todo_refusals(data)
+            return f"runs commands ({', '.join(bad[:3])})" if bad else None
+        if kind == "strategy":
+            bad = gitdir.strategy_refusals(data)
+            return f"names a program as merge strategy ({bad[0]})" if bad else None
+        if kind == "sequencer-opts":
+            return self._sequencer_opts_problem(data)
+        if kind == "apply-opt":
+            bad = gitdir.apply_opt_refusals(data)
+            return f"options git apply must not get ({', '.join(bad[:3])})" if bad else None
+        try:
+            target = gitdir.pointer_target(kind, data, holder_dir=holder, gitdir=holder)
+        except gitdir.PointerError as exc:
+            return f"not a plain pointer ({exc})"
+        if self.root_of(target) is None:
+            return f"points outside the writable roots ({target})"
+        real = os.path.realpath(target)
+        if self.root_of(real) is None:
+            return f"leads outside the writable roots through a symlink ({real})"
+        if kind == "commondir" and not is_main_gitdir(target):
+            return f"its common directory {target} is not a complete repository"
+        return None
+
+    def _sequencer_opts_problem(self, data: bytes) -> str | None:
+        """sequencer/opts is read as config (sequencer.c populate_opts_cb); its strategy names
+        a program unless it is one of git's own."""
+        try:
+            entries = gitconfig.parse(data)
+        except gitconfig.GitConfigError as exc:
+            return f"malformed: {exc}"
+        for e in entries:
+            if e.key == "options.strategy" and (e.value or "") not in gitdir.BUILTIN_STRATEGIES:
+                return f"names a program as merge strategy ({e.value!r})"
+        return None

@@ -1,0 +1,95 @@
+"""What git takes for a repository, and where a path lies with respect to one."""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import dataclass
+from typing import Final
+
+from ringfence.policy.gitdir import Entry
+
+GITMODULES: Final = ".gitmodules"
+DOT_GIT: Final = ".git"
+
+
+class Unknown(OSError):
+    """The guard cannot tell what a path is (a directory it cannot search): refuse (EACCES)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(errno.EACCES, what)
+
+
+def exists(path: str) -> bool:
+    """lstat-existence; an answer other than "there" or "not there" is refused by callers."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise Unknown(f"{path}: {os.strerror(exc.errno or errno.EIO)}") from None
+    return True
+
+
+def is_gitdir(path: str) -> bool:
+    """Would git accept ``path`` as a git directory? (setup.c: ``is_git_directory``.)
+
+    Stricter than git on purpose: any ``HEAD`` counts, valid or not, and ``objects``/``refs``
+    of any type, so a directory is governed no later than git would first trust it.
+    """
+    if not exists(path + "/HEAD"):
+        return False
+    if exists(path + "/commondir"):
+        return True
+    return exists(path + "/objects") and exists(path + "/refs")
+
+
+def is_dot_git(name: str) -> bool:
+    """``.git`` in any letter case (a case-folding directory finds ``.GIT`` as ``.git``)."""
+    return name.lower() == DOT_GIT
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a path lies with respect to git: the nearest git directory above it, if any."""
+
+    gitdir: str | None
+    rel: tuple[str, ...]
+    kind: Entry | None  # None: not inside a git directory
+
+    @property
+    def governed(self) -> bool:
+        return self.kind is not None
+
+    @property
+    def where(self) -> str:
+        return f"git directory {self.gitdir}"
+
+    @property
+    def what(self) -> str:
+        return "/".join(self.rel)
+
+
+WORKTREE_GITDIR: Final = "worktree-gitdir"
+
+
+def worktree_backlink(place: Place) -> bool:
+    """``worktrees/<id>/gitdir``: where `git worktree repair` writes a ``.git`` file."""
+    return (
+        place.kind is Entry.INCUBATOR
+        and len(place.rel) == 3
+        and place.rel[0] == "worktrees"
+        and place.rel[2] == "gitdir"
+    )
+
+
+# Where the git rules say nothing: not in a git directory, not a checked file.
+UNGOVERNED: Final = Place(None, (), None)
+
+
+def is_main_gitdir(path: str) -> bool:
+    """A repository that holds its own objects and refs: what a common directory must be."""
+    try:
+        return all(exists(f"{path}/{n}") for n in ("HEAD", "objects", "refs"))
+    except Unknown:
+        return False

@@ -1,0 +1,720 @@
+"""Emulating the calls that change names and file metadata (open with O_CREAT or for
+writing, mkdir, mknod, symlink, link, rename, unlink, rmdir, chmod, chown, xattrs, truncate,
+bind to a path): checked against the protected names and the git rules, then performed by
+the guard itself on the directory fds it pinned, never let through to the kernel."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+
+from ringfence.platforms.linux.gitguard.fileio import put_copy, read_all
+from ringfence.platforms.linux.gitguard.guard import GitGuard
+from ringfence.platforms.linux.gitguard.layout import Unknown, is_dot_git
+from ringfence.platforms.linux.guard_rules import (
+    GuardRules,
+    check_canonical,
+    is_ancestor_of_protected_path,
+    may_hold_protected,
+    protected_by,
+)
+from ringfence.platforms.linux.nameguard.call import AT_FDCWD, Call, Handler
+from ringfence.platforms.linux.nameguard.ffi import (
+    SOCKADDR_MAX,
+    SUN_PATH_MAX,
+    bind_raw,
+    check,
+    fchownat,
+    renameat2,
+)
+from ringfence.platforms.linux.nameguard.listener import Listener
+from ringfence.platforms.linux.nameguard.resolve import Resolver
+from ringfence.platforms.linux.nameguard.results import (
+    DEFERRED,
+    Fd,
+    Magic,
+    Refused,
+    Reply,
+    Resolved,
+    Value,
+)
+
+AT_SYMLINK_FOLLOW: Final = 0x400
+AT_SYMLINK_NOFOLLOW: Final = 0x100
+AT_REMOVEDIR: Final = 0x200
+AT_EMPTY_PATH: Final = 0x1000
+RENAME_NOREPLACE: Final = 1 << 0
+RENAME_EXCHANGE: Final = 1 << 1
+O_ACCMODE: Final = 0o3
+DEV_TTY: Final = os.makedev(5, 0)
+_CREAT_FLAGS: Final = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+
+
+class FileCalls:
+    """The guard's handlers for calls that change names or metadata."""
+
+    def __init__(
+        self,
+        rules: GuardRules,
+        git: GitGuard | None,
+        resolver: Resolver,
+        listener: Listener,
+        event: Callable[[str, str, str], None],
+    ) -> None:
+        self.rules = rules
+        self.git = git
+        self.resolver = resolver
+        self.listener = listener  # answers a FIFO open that finishes in a thread
+        self.event = event  # (kind, path, detail)
+
+    def handlers(self) -> dict[str, Handler]:
+        """Each syscall this class performs, with its arguments decoded."""
+        o, m, ln, rn = self._open, self._mknod, self._link, self._rename
+        fdcwd = AT_FDCWD
+        return {
+            "open": lambda c, s: o(
+                c, s, dirfd=fdcwd, path_arg=0, flags=c.arg_uint(1), mode=c.arg_uint(2)
+            ),
+            "creat": lambda c, s: o(
+                c, s, dirfd=fdcwd, path_arg=0, flags=_CREAT_FLAGS, mode=c.arg_uint(1)
+            ),
+            "openat": lambda c, s: o(
+                c, s, dirfd=c.arg_int(0), path_arg=1, flags=c.arg_uint(2), mode=c.arg_uint(3)
+            ),
+            "mkdir": lambda c, s: self._mkdir(c, s, fdcwd, 0, c.arg_uint(1)),
+            "mkdirat": lambda c, s: self._mkdir(c, s, c.arg_int(0), 1, c.arg_uint(2)),
+            "mknod": lambda c, s: m(
+                c, s, dirfd=fdcwd, path_arg=0, mode=c.arg_uint(1), dev=c.arg_uint(2)
+            ),
+            "mknodat": lambda c, s: m(
+                c, s, dirfd=c.arg_int(0), path_arg=1, mode=c.arg_uint(2), dev=c.arg_uint(3)
+            ),
+            "symlink": lambda c, s: self._symlink(c, s, 0, fdcwd, 1),
+            "symlinkat": lambda c, s: self._symlink(c, s, 0, c.arg_int(1), 2),
+            "link": lambda c, s: ln(c, s, olddirfd=fdcwd, old=0, newdirfd=fdcwd, new=1, flags=0),
+            "linkat": lambda c, s: ln(
+                c,
+                s,
+                olddirfd=c.arg_int(0),
+                old=1,
+                newdirfd=c.arg_int(2),
+                new=3,
+                flags=c.arg_uint(4),
+            ),
+            "rename": lambda c, s: rn(c, s, olddirfd=fdcwd, old=0, newdirfd=fdcwd, new=1, flags=0),
+            "renameat": lambda c, s: rn(
+                c, s, olddirfd=c.arg_int(0), old=1, newdirfd=c.arg_int(2), new=3, flags=0
+            ),
+            "renameat2": lambda c, s: rn(
+                c,
+                s,
+                olddirfd=c.arg_int(0),
+                old=1,
+                newdirfd=c.arg_int(2),
+                new=3,
+                flags=c.arg_uint(4),
+            ),
+            "unlink": lambda c, s: self._unlink(c, s, fdcwd, 0, 0),
+            "unlinkat": lambda c, s: self._unlink(c, s, c.arg_int(0), 1, c.arg_uint(2)),
+            "rmdir": lambda c, s: self._unlink(c, s, fdcwd, 0, AT_REMOVEDIR),
+            "chmod": lambda c, s: self._chmod(c, fdcwd, 0, c.arg_uint(1), 0),
+            "fchmod": lambda c, s: self._chmod(c, c.arg_int(0), None, c.arg_uint(1), 0),
+            "fchmodat": lambda c, s: self._chmod(c, c.arg_int(0), 1, c.arg_uint(2), 0),
+            "fchmodat2": lambda c, s: self._chmod(c, c.arg_int(0), 1, c.arg_uint(2), c.arg_uint(3)),
+            "truncate": lambda c, s: self._truncate(c, 0, c.arg_long(1)),
+            "chown": lambda c, s: self._chown(c, fdcwd, 0, (c.arg_uint(1), c.arg_uint(2)), 0),
+            "lchown": lambda c, s: self._chown(
+                c, fdcwd, 0, (c.arg_uint(1), c.arg_uint(2)), AT_SYMLINK_NOFOLLOW
+            ),
+            "fchown": lambda c, s: self._chown(
+                c, c.arg_int(0), None, (c.arg_uint(1), c.arg_uint(2)), 0
+            ),
+            "fchownat": lambda c, s: self._chown(
+                c, c.arg_int(0), 1, (c.arg_uint(2), c.arg_uint(3)), c.arg_uint(4)
+            ),
+            "setxattr": lambda c, s: self._xattr(c, 0, follow=True, value=True),
+            "lsetxattr": lambda c, s: self._xattr(c, 0, follow=False, value=True),
+            "fsetxattr": lambda c, s: self._xattr(c, None, follow=True, value=True),
+            "removexattr": lambda c, s: self._xattr(c, 0, follow=True, value=False),
+            "lremovexattr": lambda c, s: self._xattr(c, 0, follow=False, value=False),
+            "fremovexattr": lambda c, s: self._xattr(c, None, follow=True, value=False),
+            "bind": lambda c, s: self._bind(c),
+        }
+
+    # ------------------------------------------------------------------ decisions
+
+    def _deny(self, path: str, rule: str | None) -> None:
+        if rule is not None:
+            raise Refused(path, rule)
+
+    def _git(self, path: str, ask: Callable[..., str | None], *args: Any, **kw: Any) -> None:
+        """Ask the git rules (``ask(self.git, *args)``) about ``path``; a directory the guard
+        cannot look into is refused (it cannot tell whether a git directory lies there)."""
+        if self.git is None:
+            return
+        try:
+            self._deny(path, ask(self.git, *args, **kw))
+        except Unknown as exc:
+            raise Refused(path, f"cannot tell whether it is in a git directory ({exc})") from None
+
+    def _lstat_type(self, res: Resolved) -> int:
+        return stat.S_IFMT(
+            os.stat(res.kernel_name, dir_fd=res.parent_fd, follow_symlinks=False).st_mode
+        )
+
+    def _new_name_rule(self, path: str, kind: int) -> str | None:
+        """A directory or symlink can bring names beneath it; anything else only itself."""
+        if kind in (stat.S_IFDIR, stat.S_IFLNK):
+            return may_hold_protected(self.rules, path)
+        return protected_by(self.rules, path)
+
+    def _removal_rule(self, path: str) -> str | None:
+        return protected_by(self.rules, path) or is_ancestor_of_protected_path(self.rules, path)
+
+    # ------------------------------------------------------------------ the calls
+
+    def _open(
+        self, call: Call, syscall: str, *, dirfd: int, path_arg: int, flags: int, mode: int
+    ) -> Reply:
+        path = call.read_path(path_arg)
+        call.validate()
+        # O_CREAT follows a symlink in the last component unless O_EXCL or O_NOFOLLOW.
+        follow = not flags & (os.O_EXCL | os.O_NOFOLLOW)
+        for _attempt in range(8):
+            res = self.resolver.resolve(call, dirfd, path, follow_last=follow)
+            writes = bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC))
+            if isinstance(res, Magic):
+                self._deny_existing(res.fd, writes=writes)
+                return self._open_object(call, f"/proc/self/fd/{res.fd}", None, flags, mode)
+            if res.name in (".", ".."):
+                raise OSError(errno.EISDIR, "is a directory")
+            self._deny(res.path, protected_by(self.rules, res.path))
+            try:
+                self._lstat_type(res)
+                exists = True
+            except FileNotFoundError:
+                exists = False
+            pointer = None
+            if exists and writes:
+                self._git(res.path, GitGuard.writing, res.path)
+            elif not exists and flags & os.O_CREAT and self.git is not None:
+                self._git(res.path, GitGuard.creating, res.path, stat.S_IFREG)
+                pointer = self.git.checked_kind(res.path)
+            if pointer is not None and self.git is not None:
+                # noted before it exists: the init must learn of it whatever happens next
+                self.git.note_pointer(res.path, pointer)  # its content is checked at the end
+            os.umask(call.umask)
+            # We followed the last component ourselves; O_NOFOLLOW makes sure the kernel does
+            # not follow a symlink planted there since.
+            extra = os.O_NOFOLLOW if follow else 0
+            try:
+                reply = self._open_object(call, res.kernel_name, res.parent_fd, flags | extra, mode)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP and extra:
+                    continue  # a symlink appeared after we looked: resolve again
+                raise
+            if pointer is not None and self.git is not None and is_dot_git(res.name):
+                self.git.created_dot_git.add(res.path)
+            return reply
+        raise OSError(errno.ELOOP, "the path kept changing")
+
+    def _deny_existing(self, fd: int, *, writes: bool = True) -> None:
+        """Check an existing object reached through a magic link (or named by an fd) by its
+        current path; ``writes``: it is about to be changed, not only opened."""
+        real = self.resolver.fd_path(fd)
+        if not real.startswith("/") or os.fstat(fd).st_nlink == 0:
+            return  # a pipe, socket or deleted file: no name to protect
+        try:
+            check_canonical(real)
+        except ValueError:
+            raise Refused(real, "a file the guard cannot name") from None
+        self._deny(real, protected_by(self.rules, real))
+        if writes:
+            self._git(real, GitGuard.writing, real)
+
+    def _open_object(
+        self, call: Call, name: str, dir_fd: int | None, flags: int, mode: int
+    ) -> Reply:
+        """Open ``name`` for the caller without ever blocking the supervisor.
+
+        ``dir_fd`` None means ``name`` is one of our /proc/self/fd links (a magic link the
+        caller's path ended in), which is followed; otherwise the name is not followed.
+        """
+        user_nonblock = bool(flags & os.O_NONBLOCK)
+        cloexec = bool(flags & os.O_CLOEXEC)
+        ours = flags | os.O_NOCTTY | os.O_CLOEXEC
+        try:
+            probe: os.stat_result | None = os.stat(
+                name, dir_fd=dir_fd, follow_symlinks=dir_fd is None
+            )
+        except FileNotFoundError:
+            probe = None
+        if probe is not None and stat.S_ISCHR(probe.st_mode) and probe.st_rdev == DEV_TTY:
+            return self._open_ctty(call, ours, cloexec)
+        try:
+            fd = os.open(name, ours | os.O_NONBLOCK, mode & 0o7777, dir_fd=dir_fd)
+        except OSError as exc:
+            # A write-open of a FIFO without a reader: ENXIO now, a wait for the real call.
+            fifo = probe is not None and stat.S_ISFIFO(probe.st_mode)
+            if exc.errno == errno.ENXIO and fifo and not user_nonblock:
+                return self._defer_fifo(call, name, dir_fd, ours, cloexec)
+            raise
+        st = os.fstat(fd)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == DEV_TTY:
+            os.close(fd)
+            return self._open_ctty(call, ours, cloexec)
+        if stat.S_ISFIFO(st.st_mode) and not user_nonblock and (flags & O_ACCMODE) == os.O_RDONLY:
+            os.close(fd)  # a blocking read-open waits for a writer: do that in a thread
+            return self._defer_fifo(call, name, dir_fd, ours, cloexec)
+        if not user_nonblock:
+            fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fl & ~os.O_NONBLOCK)
+        return Fd(fd, cloexec)
+
+    def _defer_fifo(
+        self, call: Call, name: str, dir_fd: int | None, flags: int, cloexec: bool
+    ) -> Reply:
+        """Open a FIFO (which blocks until a peer opens it) in a worker thread.
+
+        The FIFO exists, so the worker drops O_CREAT: it never creates anything, and the
+        check already made applies to whatever it opens at that name. If the caller dies
+        first, the thread stays blocked until someone opens the FIFO's other end.
+        """
+        held: list[int] = []
+        if dir_fd is None:
+            # ``name`` is /proc/self/fd/N with N closed when this call ends: keep a dup.
+            held.append(os.dup(int(name.rsplit("/", 1)[1])))
+            name = f"/proc/self/fd/{held[0]}"
+        else:
+            held.append(os.dup(dir_fd))
+            dir_fd = held[0]
+        notif_id = call.id
+        wflags = flags & ~(os.O_CREAT | os.O_EXCL)
+
+        def work() -> None:
+            try:
+                fd = os.open(name, wflags, dir_fd=dir_fd)
+            except OSError as exc:
+                self.listener.respond(notif_id, Value(error=exc.errno or errno.EIO))
+            else:
+                self.listener.respond(notif_id, Fd(fd, cloexec))
+            finally:
+                os.close(held[0])
+
+        threading.Thread(target=work, name="nameguard-fifo", daemon=True).start()
+        return DEFERRED
+
+    def _open_ctty(self, call: Call, flags: int, cloexec: bool) -> Reply:
+        """``/dev/tty`` means the caller's controlling terminal, not ours."""
+        stat_line = os.read(
+            call.own(os.open("stat", os.O_RDONLY, dir_fd=call.proc_fd)), 4096
+        ).decode("ascii", "replace")
+        tty_nr = int(stat_line.rsplit(")", 1)[1].split()[4])
+        if tty_nr == 0:
+            raise OSError(errno.ENXIO, "no controlling terminal")
+        for entry in os.listdir(call.own(os.open("fd", os.O_RDONLY, dir_fd=call.proc_fd))):
+            try:
+                st = os.stat(f"fd/{entry}", dir_fd=call.proc_fd)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == tty_nr:
+                fd = os.open(
+                    f"fd/{entry}",
+                    flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW),
+                    dir_fd=call.proc_fd,
+                )
+                return Fd(fd, cloexec)
+        raise OSError(errno.ENXIO, "controlling terminal not found among the caller's fds")
+
+    def _mkdir(self, call: Call, syscall: str, dirfd: int, path_arg: int, mode: int) -> Reply:
+        path = call.read_path(path_arg)
+        call.validate()
+        res = self.resolver.resolve(call, dirfd, path, follow_last=False)
+        if isinstance(res, Magic) or res.name in (".", ".."):
+            raise OSError(errno.EEXIST, "exists")
+        self._deny(res.path, protected_by(self.rules, res.path))
+        self._git(res.path, GitGuard.creating, res.path, stat.S_IFDIR)
+        os.umask(call.umask)
+        os.mkdir(res.kernel_name, mode & 0o7777, dir_fd=res.parent_fd)
+        if self.git is not None and is_dot_git(res.name):
+            self.git.created_dot_git.add(res.path)
+        return Value()
+
+    def _mknod(
+        self, call: Call, syscall: str, *, dirfd: int, path_arg: int, mode: int, dev: int
+    ) -> Reply:
+        path = call.read_path(path_arg)
+        call.validate()
+        res = self.resolver.resolve(call, dirfd, path, follow_last=False)
+        if isinstance(res, Magic) or res.name in (".", ".."):
+            raise OSError(errno.EEXIST, "exists")
+        self._deny(res.path, protected_by(self.rules, res.path))
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        self._git(res.path, GitGuard.creating, res.path, kind)
+        if self.git is not None and kind == stat.S_IFREG and self.git.checked_kind(res.path):
+            raise Refused(res.path, "a pointer file is created by open, not mknod")
+        os.umask(call.umask)
+        os.mknod(res.kernel_name, mode, dev, dir_fd=res.parent_fd)
+        return Value()
+
+    def _symlink(
+        self, call: Call, syscall: str, target_arg: int, dirfd: int, path_arg: int
+    ) -> Reply:
+        target = call.read_path(target_arg)
+        path = call.read_path(path_arg)
+        call.validate()
+        if target == "":
+            raise OSError(errno.ENOENT, "empty symlink target")
+        res = self.resolver.resolve(call, dirfd, path, follow_last=False)
+        if isinstance(res, Magic) or res.name in (".", ".."):
+            raise OSError(errno.EEXIST, "exists")
+        self._deny(res.path, may_hold_protected(self.rules, res.path))
+        self._git(res.path, GitGuard.creating, res.path, stat.S_IFLNK, symlink=target)
+        os.symlink(target, res.kernel_name, dir_fd=res.parent_fd)
+        if self.git is not None and is_dot_git(res.name):
+            self.git.created_dot_git.add(res.path)
+        return Value()
+
+    def _link(
+        self,
+        call: Call,
+        syscall: str,
+        *,
+        olddirfd: int,
+        old: int,
+        newdirfd: int,
+        new: int,
+        flags: int,
+    ) -> Reply:
+        old_path = call.read_path(old)
+        new_path = call.read_path(new)
+        call.validate()
+        if flags & ~(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH):
+            raise OSError(errno.EINVAL, "bad linkat flags")
+        src: Resolved | Magic
+        if old_path == "" and flags & AT_EMPTY_PATH:
+            src = Magic(call.target_fd(olddirfd))
+        else:
+            src = self.resolver.resolve(
+                call, olddirfd, old_path, follow_last=bool(flags & AT_SYMLINK_FOLLOW)
+            )
+        link_text: str | None = None
+        if isinstance(src, Magic):
+            real = self.resolver.fd_path(src.fd)
+            kind = stat.S_IFMT(os.fstat(src.fd).st_mode)
+            if real.startswith("/") and os.fstat(src.fd).st_nlink:
+                try:
+                    check_canonical(real)
+                except ValueError:
+                    raise Refused(real, "a file the guard cannot name") from None
+                self._deny(real, protected_by(self.rules, real))
+                self._deny_alias(real)
+            if kind == stat.S_IFLNK:
+                link_text = os.readlink(f"/proc/self/fd/{src.fd}")
+        else:
+            if src.name in (".", ".."):
+                raise OSError(errno.EPERM, "cannot link a directory")
+            self._deny(src.path, protected_by(self.rules, src.path))
+            self._deny_alias(src.path)
+            kind = self._lstat_type(src)
+            if kind == stat.S_IFLNK:
+                link_text = os.readlink(src.kernel_name, dir_fd=src.parent_fd)
+        dst = self.resolver.resolve(call, newdirfd, new_path, follow_last=False)
+        if isinstance(dst, Magic) or dst.name in (".", ".."):
+            raise OSError(errno.EEXIST, "exists")
+        self._deny(dst.path, self._new_name_rule(dst.path, kind))
+        if self.git is not None and kind == stat.S_IFREG and self.git.checked_kind(dst.path):
+            raise Refused(dst.path, "a hard link would give a checked file a second name")
+        self._git(dst.path, GitGuard.creating, dst.path, kind, symlink=link_text)
+        if isinstance(src, Magic):
+            os.link(
+                f"/proc/self/fd/{src.fd}",
+                dst.kernel_name,
+                dst_dir_fd=dst.parent_fd,
+                follow_symlinks=True,
+            )
+        else:
+            os.link(
+                src.kernel_name,
+                dst.kernel_name,
+                src_dir_fd=src.parent_fd,
+                dst_dir_fd=dst.parent_fd,
+                follow_symlinks=False,
+            )
+        return Value()
+
+    def _deny_alias(self, path: str) -> None:
+        """A hard link is a second name for the same file: refuse one for any file the git
+        rules keep from changing (or check by content), or it could be written through the
+        new name."""
+        if self.git is None:
+            return
+        self._git(path, GitGuard.writing, path)
+        if self.git.checked_kind(path) is not None:
+            raise Refused(path, "a hard link would give a checked file a second name")
+
+    def _rename(
+        self,
+        call: Call,
+        syscall: str,
+        *,
+        olddirfd: int,
+        old: int,
+        newdirfd: int,
+        new: int,
+        flags: int,
+    ) -> Reply:
+        old_path = call.read_path(old)
+        new_path = call.read_path(new)
+        call.validate()
+        src = self.resolver.resolve(call, olddirfd, old_path, follow_last=False)
+        dst = self.resolver.resolve(call, newdirfd, new_path, follow_last=False)
+        for side in (src, dst):
+            if isinstance(side, Magic) or side.name in (".", ".."):
+                raise OSError(errno.EBUSY, "cannot rename . or ..")
+        assert isinstance(src, Resolved) and isinstance(dst, Resolved)
+        self._deny(src.path, self._removal_rule(src.path))
+        self._git(src.path, GitGuard.removing, src.path)
+        kind = self._lstat_type(src)
+        if kind == stat.S_IFDIR:
+            self._deny(src.path, may_hold_protected(self.rules, src.path))
+        self._deny(dst.path, self._new_name_rule(dst.path, kind))
+        checked = self.git.content_kind(dst.path) if self.git is not None else None
+        try:
+            dst_kind: int | None = self._lstat_type(dst)
+        except FileNotFoundError:
+            dst_kind = None
+        else:  # renaming onto an existing name removes it (a checked name is replaced)
+            self._deny(dst.path, self._removal_rule(dst.path))
+            if checked is None:
+                self._git(dst.path, GitGuard.removing, dst.path, replaced=True)
+        exchange = bool(flags & RENAME_EXCHANGE)
+        if exchange:
+            if dst_kind is None:
+                raise OSError(errno.ENOENT, "nothing to exchange with")
+            self._deny(src.path, self._new_name_rule(src.path, dst_kind))
+        pointer = None
+        if self.git is not None:
+            if checked is not None:
+                if exchange or kind != stat.S_IFREG:
+                    raise Refused(dst.path, "replaced only by renaming a regular file onto it")
+                return self._replace_checked(src, dst, checked, flags)
+            self._git(dst.path, self._rename_in, src, dst.path, kind)
+            if exchange:
+                assert dst_kind is not None
+                self._git(src.path, self._rename_in, dst, src.path, dst_kind)
+                for either in (src.path, dst.path):
+                    if self.git.checked_kind(either) or self.git.content_kind(either):
+                        raise Refused(either, "a file checked by content is not exchanged")
+            pointer = self.git.checked_kind(dst.path) if kind == stat.S_IFREG else None
+            if pointer is not None:
+                data = self._read_checked_source(src)
+                self._deny(dst.path, self.git.content.pointer_problem(dst.path, pointer, data))
+                self.git.note_pointer(dst.path, pointer)  # and again at the end
+        check(
+            renameat2(
+                src.parent_fd,
+                os.fsencode(src.kernel_name),
+                dst.parent_fd,
+                os.fsencode(dst.kernel_name),
+                flags,
+            ),
+            "renameat2",
+        )
+        if self.git is not None and exchange:
+            self.git.exchanged(src.path, dst.path)
+        elif self.git is not None:
+            self.git.moved(src.path, dst.path, pointer=pointer, is_dir=kind == stat.S_IFDIR)
+        return Value()
+
+    @staticmethod
+    def _rename_in(g: GitGuard, src: Resolved, dst_path: str, kind: int) -> str | None:
+        """The git rules for ``src`` (of file type ``kind``) appearing at ``dst_path``."""
+        text = os.readlink(src.kernel_name, dir_fd=src.parent_fd) if kind == stat.S_IFLNK else None
+        incoming = src.path if kind == stat.S_IFDIR else None
+        return g.creating(dst_path, kind, symlink=text, incoming=incoming)
+
+    def _read_checked_source(self, src: Resolved) -> bytes:
+        """The bytes of the regular file about to be renamed onto a checked name."""
+        fd = os.open(
+            src.kernel_name,
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+            dir_fd=src.parent_fd,
+        )
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise Refused(src.path, "not a regular file")
+            try:
+                return read_all(fd)
+            except OSError as exc:
+                raise Refused(src.path, str(exc)) from None
+        finally:
+            os.close(fd)
+
+    def _replace_checked(
+        self, src: Resolved, dst: Resolved, kind: tuple[str, str], flags: int
+    ) -> Reply:
+        """Rename onto a config, ``.gitmodules`` or todo list: check the exact bytes, then put
+        the guard's own copy of them in place.
+
+        The command's file may have other names or open descriptors; the copy is a fresh inode
+        nobody else holds, so what git later reads is exactly what was checked.
+        """
+        assert self.git is not None
+        what, base = kind
+        data = self._read_checked_source(src)
+        problem = self.git.content.config_problem(data, gitdir_path=base, kind=what)
+        if problem is not None:
+            hint = self.git.content.host_hint(data, path=dst.path, gitdir_path=base, kind=what)
+            self.event("refused_config", dst.path, f"{problem}; {hint}" if hint else problem)
+            raise Refused(dst.path, f"{what}: {problem}")
+        if flags & RENAME_NOREPLACE:
+            try:
+                self._lstat_type(dst)
+            except FileNotFoundError:
+                pass
+            else:
+                raise OSError(errno.EEXIST, "exists")
+        mode = stat.S_IMODE(
+            os.stat(src.kernel_name, dir_fd=src.parent_fd, follow_symlinks=False).st_mode
+        )
+        put_copy(dst.parent_fd, dst.kernel_name.rstrip("/"), data, mode)
+        with contextlib.suppress(OSError):  # a rename leaves no source behind
+            os.unlink(src.kernel_name, dir_fd=src.parent_fd)
+        self.git.forget_repos()  # a config changed: what it names may have too
+        self.git.pending.pop(dst.path, None)  # checked now (a .gitmodules)
+        return Value()
+
+    def _existing_object(self, call: Call, dirfd: int, path_arg: int | None, flags: int) -> int:
+        """An O_PATH fd of the existing object a metadata call names, checked against the
+        rules by its real path. ``path_arg`` None means the call names the fd ``dirfd``."""
+        if path_arg is None:
+            call.validate()
+            fd = call.target_fd(dirfd)
+        else:
+            path = call.read_path(path_arg)
+            call.validate()
+            if path == "" and flags & AT_EMPTY_PATH:
+                fd = call.target_fd(dirfd)
+            else:
+                res = self.resolver.resolve(
+                    call, dirfd, path, follow_last=not flags & AT_SYMLINK_NOFOLLOW
+                )
+                if isinstance(res, Magic):
+                    fd = res.fd
+                elif res.name in (".", ".."):
+                    fd = call.own(os.open(".", os.O_PATH, dir_fd=res.parent_fd))
+                else:
+                    fd = call.own(
+                        os.open(res.kernel_name, os.O_PATH | os.O_NOFOLLOW, dir_fd=res.parent_fd)
+                    )
+        self._deny_existing(fd)
+        return fd
+
+    def _chmod(self, call: Call, dirfd: int, path_arg: int | None, mode: int, flags: int) -> Reply:
+        if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+            raise OSError(errno.EINVAL, "bad fchmodat2 flags")
+        fd = self._existing_object(call, dirfd, path_arg, flags)
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(errno.EOPNOTSUPP, "cannot chmod a symlink")
+        os.chmod(f"/proc/self/fd/{fd}", mode & 0o7777)
+        return Value()
+
+    def _chown(
+        self, call: Call, dirfd: int, path_arg: int | None, owner: tuple[int, int], flags: int
+    ) -> Reply:
+        uid, gid = owner
+        if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
+            raise OSError(errno.EINVAL, "bad fchownat flags")
+        fd = self._existing_object(call, dirfd, path_arg, flags)
+        # On the O_PATH fd itself (AT_EMPTY_PATH): a symlink is changed, not followed.
+        check(fchownat(fd, b"", uid, gid, AT_EMPTY_PATH), "fchownat")
+        return Value()
+
+    def _xattr(self, call: Call, path_arg: int | None, *, follow: bool, value: bool) -> Reply:
+        """setxattr/removexattr and their l/f forms: the object checked like any change."""
+        if path_arg is None:
+            name = call.read_path(1)
+            blob = call.read_bytes(2, call.arg_uint(3)) if value else b""
+            fd = self._existing_object(call, call.arg_int(0), None, 0)
+        else:
+            name = call.read_path(1)
+            blob = call.read_bytes(2, call.arg_uint(3)) if value else b""
+            nofollow = 0 if follow else AT_SYMLINK_NOFOLLOW
+            fd = self._existing_object(call, AT_FDCWD, path_arg, nofollow)
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            raise OSError(errno.EPERM, "no extended attributes on a symlink")
+        target = f"/proc/self/fd/{fd}"
+        if value:
+            os.setxattr(target, name, blob, call.arg_int(4))
+        else:
+            os.removexattr(target, name)
+        return Value()
+
+    def _bind(self, call: Call) -> Reply:
+        """bind(): a unix socket path is a new directory entry like any other. The call is
+        performed on the caller's own socket (pidfd_getfd) with the address bytes read once."""
+        length = call.arg_uint(2)
+        if length > SOCKADDR_MAX:
+            raise OSError(errno.EINVAL, "address too long")
+        addr = call.read_bytes(1, length)
+        call.validate()
+        sock = call.own(call.socket_fd(call.arg_int(0)))
+        family = int.from_bytes(addr[:2], sys.byteorder) if len(addr) >= 2 else -1
+        path = addr[2:].split(b"\0", 1)[0] if family == socket.AF_UNIX else b""
+        if not path:  # not a unix path (an inet port, an abstract or autobound name)
+            check(bind_raw(sock, addr, len(addr)), "bind")
+            return Value()
+        res = self.resolver.resolve(call, AT_FDCWD, os.fsdecode(path), follow_last=False)
+        if isinstance(res, Magic) or res.name in (".", ".."):
+            raise OSError(errno.EADDRINUSE, "exists")
+        self._deny(res.path, may_hold_protected(self.rules, res.path))
+        self._git(res.path, GitGuard.creating, res.path, stat.S_IFSOCK)
+        name = os.fsencode(res.name)
+        if len(name) >= SUN_PATH_MAX:
+            raise OSError(errno.ENAMETOOLONG, "socket name too long")
+        local = family.to_bytes(2, sys.byteorder) + name + b"\0"
+        os.umask(call.umask)
+        os.fchdir(res.parent_fd)  # the name is bound in the directory we pinned
+        try:
+            check(bind_raw(sock, local, len(local)), "bind")
+        finally:
+            os.fchdir(self.resolver.view.root_fd)
+        return Value()
+
+    def _truncate(self, call: Call, path_arg: int, length: int) -> Reply:
+        if length < 0:
+            raise OSError(errno.EINVAL, "negative length")
+        fd = self._existing_object(call, AT_FDCWD, path_arg, 0)
+        os.truncate(f"/proc/self/fd/{fd}", length)
+        return Value()
+
+    def _unlink(self, call: Call, syscall: str, dirfd: int, path_arg: int, flags: int) -> Reply:
+        path = call.read_path(path_arg)
+        call.validate()
+        if flags & ~AT_REMOVEDIR:
+            raise OSError(errno.EINVAL, "bad unlinkat flags")
+        res = self.resolver.resolve(call, dirfd, path, follow_last=False)
+        if isinstance(res, Magic):
+            raise OSError(errno.EPERM, "not removable")
+        if res.name == ".":
+            raise OSError(errno.EINVAL if flags & AT_REMOVEDIR else errno.EISDIR, ".")
+        if res.name == "..":
+            raise OSError(errno.ENOTEMPTY if flags & AT_REMOVEDIR else errno.EISDIR, "..")
+        self._deny(res.path, self._removal_rule(res.path))
+        self._git(res.path, GitGuard.removing, res.path)
+        if flags & AT_REMOVEDIR:
+            os.rmdir(res.kernel_name, dir_fd=res.parent_fd)
+        else:
+            os.unlink(res.kernel_name, dir_fd=res.parent_fd)
+        if self.git is not None:
+            self.git.moved(res.path, None, pointer=None, is_dir=bool(flags & AT_REMOVEDIR))
+        return Value()

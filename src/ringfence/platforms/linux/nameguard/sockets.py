@@ -1,0 +1,469 @@
+"""Emulating connect, sendto, sendmsg and sendmmsg: unix sockets on disk outside the
+writable roots are refused, and every call is performed by the guard on its own copy of the
+caller's socket with the address it read and checked (see the comment above
+:class:`SocketCalls`)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
+import os
+import queue
+import select
+import signal
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Final
+
+from ringfence.platforms.linux import libc
+from ringfence.platforms.linux.guard_rules import GuardRules, check_canonical, socket_refused
+from ringfence.platforms.linux.nameguard.call import AT_FDCWD, Call, Handler
+from ringfence.platforms.linux.nameguard.ffi import (
+    SOCKADDR_MAX,
+    SUN_ADDR_MAX,
+    IoVec,
+    MsgHdr,
+    check,
+    connect_raw,
+    getsockopt,
+    process_vm_writev,
+    sendmsg_raw,
+)
+from ringfence.platforms.linux.nameguard.filter import SENDTO_ADDR_ARG
+from ringfence.platforms.linux.nameguard.listener import Listener
+from ringfence.platforms.linux.nameguard.resolve import Resolver
+from ringfence.platforms.linux.nameguard.results import (
+    CONTINUE,
+    DEFERRED,
+    Magic,
+    Refused,
+    Reply,
+    Value,
+)
+
+MSGHDR_SIZE: Final = ctypes.sizeof(MsgHdr)
+MMSGHDR_SIZE: Final = MSGHDR_SIZE + 8
+SOL_SOCKET: Final = 1
+SO_TYPE: Final = 3
+SO_DOMAIN: Final = 39
+SO_ERROR: Final = 4
+CONNECT_TRY: Final = 0.02  # seconds a blocking connect may take in the guard's own thread
+SCM_RIGHTS: Final = 1
+CMSG_HDR: Final = 16  # struct cmsghdr: size_t len, int level, int type (8-byte aligned data)
+MSG_DONTWAIT: Final = 0x40
+MSG_NOSIGNAL: Final = 0x4000
+UIO_MAXIOV: Final = 1024
+# The most a sent message may carry through the guard: the kernel's own datagram limits are
+# far lower (a unix datagram ~208 KiB by default, UDP 64 KiB); a stream send is cut to this
+# and returns the count sent, as a send on a stream socket may.
+SEND_MAX: Final = 1 << 20
+CONTROL_MAX: Final = 1 << 16  # ancillary data (the kernel's optmem limit is lower)
+# Calls that wait (a blocking connect or send) are finished by worker threads, so the guard
+# itself never waits for a peer; at most this many at once, then EAGAIN.
+WORKERS_MAX: Final = 64
+
+
+def _sockopt(fd: int, option: int) -> int:
+    value = ctypes.c_int(0)
+    size = ctypes.c_uint32(ctypes.sizeof(value))
+    check(getsockopt(fd, SOL_SOCKET, option, ctypes.byref(value), ctypes.byref(size)), "getsockopt")
+    return value.value
+
+
+def _proc_fd_address(fd: int) -> bytes:
+    """A unix address naming the socket file our O_PATH ``fd`` holds: the kernel follows the
+    magic link to exactly the inode we checked (and a long path fits in sun_path this way)."""
+    return socket.AF_UNIX.to_bytes(2, sys.byteorder) + f"/proc/self/fd/{fd}".encode() + b"\0"
+
+
+def _send_one(sock: int, name: bytes, data: bytes, control: bytes, flags: int) -> int:
+    """sendmsg(2) on our copy of the caller's socket with what we read (and checked)."""
+    hdr = MsgHdr()
+    keep: list[Any] = []
+    if name:
+        buf = ctypes.create_string_buffer(name, len(name))
+        keep.append(buf)
+        hdr.name, hdr.namelen = ctypes.addressof(buf), len(name)
+    body = ctypes.create_string_buffer(data, len(data)) if data else None
+    iov = IoVec(ctypes.addressof(body) if body is not None else None, len(data))
+    hdr.iov, hdr.iovlen = ctypes.addressof(iov), 1
+    if control:
+        cbuf = ctypes.create_string_buffer(control, len(control))
+        keep.append(cbuf)
+        hdr.control, hdr.controllen = ctypes.addressof(cbuf), len(control)
+    n = sendmsg_raw(sock, ctypes.byref(hdr), flags)
+    if n < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return int(n)
+
+
+def _connected(sock: int) -> Reply:
+    """Wait for a TCP connect already under way on ``sock``; its result, as connect gives it."""
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    poller.poll()
+    err = _sockopt(sock, SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+    return Value()
+
+
+class Workers:
+    """Threads that finish calls which may wait for a peer (a blocking connect, a send into a
+    full buffer), so the guard keeps answering everyone else meanwhile. A waiting call waits
+    as long as the caller would have (it ends with the guard, which ends with the command);
+    at most ``limit`` at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.idle = 0
+        self.count = 0
+
+    def submit(self, job: Callable[[], None]) -> bool:
+        with self.lock:
+            if self.idle > 0:
+                self.idle -= 1
+                self.jobs.put(job)
+                return True
+            if self.count >= self.limit:
+                return False
+            self.count += 1
+        threading.Thread(target=self._loop, args=(job,), name="nameguard-wait", daemon=True).start()
+        return True
+
+    def _loop(self, job: Callable[[], None]) -> None:
+        # Signals are the main thread's business: a blocking connect interrupted here would
+        # leave a TCP socket half-connected.
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        while True:
+            job()
+            with self.lock:
+                self.idle += 1
+            job = self.jobs.get()
+
+
+# connect() to a path socket, and a send with a destination address on a datagram socket,
+# reach whatever listens at that path: through the read-only root, any host daemon whose
+# socket is not masked (a database, a build server, a container engine). Landlock up to
+# ABI 7 has no rule for this (ABI 6 scopes abstract sockets only).
+# TODO(landlock): should a Landlock ABI gain a right for resolving unix sockets by path,
+# hand the socket rules (GuardRules.socket_roots/allow_sockets) to it in plan.py and keep
+# this as the second wall.
+#
+# The guard never checks and then lets the call continue: the address is in the caller's
+# memory and the socket a number in its descriptor table, and another thread can change
+# either between our look and the kernel's. So it acts for the caller: it takes the caller's
+# socket itself (pidfd_getfd: the open file, not the number), reads the address once,
+# opens the socket file with O_PATH and no symlink left to follow, checks where that file
+# really is, and connects or sends through /proc/self/fd/N of that O_PATH fd, so what was
+# checked is what is reached. Calls on other families are performed the same way (their
+# address is not looked at), because the number could name a unix socket by the time the
+# kernel looked again. The one exception is sendmsg on anything but a unix datagram socket
+# from a single-threaded caller: nobody can change its descriptors while it waits, and the
+# address in its message means nothing to such a socket (see ``_sendmsg``).
+
+
+class SocketCalls:
+    """The guard's handlers for calls that may reach a unix socket by its path."""
+
+    def __init__(self, rules: GuardRules, resolver: Resolver, listener: Listener) -> None:
+        self.rules = rules
+        self.resolver = resolver
+        self.listener = listener
+        self.workers = Workers(WORKERS_MAX)
+        # A blocking connect is tried here first, under a short timer (SIGALRM, no SA_RESTART:
+        # the connect returns EINTR); only one that really waits goes to a worker thread.
+        self.alarm = threading.current_thread() is threading.main_thread()
+        if self.alarm:
+            signal.signal(signal.SIGALRM, lambda _sig, _frame: None)
+
+    def handlers(self) -> dict[str, Handler]:
+        """Each syscall this class performs."""
+        return {
+            "connect": lambda c, s: self._connect(c),
+            "sendto": lambda c, s: self._sendto(c),
+            "sendmsg": lambda c, s: self._sendmsg(c, batch=False),
+            "sendmmsg": lambda c, s: self._sendmsg(c, batch=True),
+        }
+
+    def _socket(self, call: Call) -> tuple[int, int, int, bool]:
+        """Our copy of the caller's socket (argument 0), its family and type (both fixed when
+        the socket was made), and whether it blocks (shared with the caller's descriptor)."""
+        sock = call.own(call.socket_fd(call.arg_int(0)))
+        blocking = not fcntl.fcntl(sock, fcntl.F_GETFL) & os.O_NONBLOCK
+        return sock, _sockopt(sock, SO_DOMAIN), _sockopt(sock, SO_TYPE), blocking
+
+    def _peer_address(
+        self, call: Call, domain: int, stype: int, addr: bytes, *, send: bool
+    ) -> bytes:
+        """The address to hand the kernel for the caller: for a unix path, /proc/self/fd/N of
+        the checked socket file; anything else exactly the bytes read (the kernel judges it).
+        A send on a stream socket refuses an address and a seqpacket send ignores it: no path
+        is looked up for them, so theirs pass unchanged."""
+        family = int.from_bytes(addr[:2], sys.byteorder) if len(addr) >= 2 else -1
+        if domain != socket.AF_UNIX or family != socket.AF_UNIX or len(addr) <= 2 or addr[2] == 0:
+            return addr  # not a unix path: an inet address, an abstract name, or invalid
+        if send and stype != socket.SOCK_DGRAM:
+            return addr
+        if len(addr) > SUN_ADDR_MAX:
+            raise OSError(errno.EINVAL, "address too long")
+        path = os.fsdecode(addr[2:].split(b"\0", 1)[0])
+        return _proc_fd_address(self._socket_file(call, path))
+
+    def _socket_file(self, call: Call, path: str) -> int:
+        """An O_PATH fd of the socket file ``path`` names for the caller, checked against the
+        socket rules by where it really is; raises like the kernel's connect would."""
+        call.path = path
+        for _attempt in range(8):
+            res = self.resolver.resolve(call, AT_FDCWD, path, follow_last=True)
+            if isinstance(res, Magic):
+                fd = res.fd
+            else:
+                try:
+                    fd = call.own(
+                        os.open(res.kernel_name, os.O_PATH | os.O_NOFOLLOW, dir_fd=res.parent_fd)
+                    )
+                except FileNotFoundError:
+                    raise OSError(errno.ENOENT, "no such socket") from None
+            st = os.fstat(fd)
+            if not stat.S_ISLNK(st.st_mode):
+                break  # (a symlink planted since we looked: resolve again)
+        else:
+            raise OSError(errno.ELOOP, "the path kept changing")
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.ECONNREFUSED, "not a socket")
+        if st.st_nlink == 0:
+            raise OSError(errno.ENOENT, "the socket file was removed")
+        real = self.resolver.fd_path(fd)
+        call.path = real
+        try:
+            check_canonical(real)
+        except ValueError:
+            raise Refused(real, "a socket the guard cannot name", by="socket") from None
+        rule = socket_refused(self.rules, real)
+        if rule is not None:
+            raise Refused(real, rule, by="socket")
+        return fd
+
+    def _defer(self, call: Call, fds: list[int], work: Callable[[], Reply]) -> Reply:
+        """Finish ``call`` in a worker thread (it may wait for a peer). ``fds`` (the call's
+        own) now belong to the work and are closed when it ends."""
+        for fd in fds:
+            call.fds.remove(fd)
+        notif_id = call.id
+
+        def job() -> None:
+            try:
+                reply = work()
+            except OSError as exc:
+                reply = Value(error=exc.errno or errno.EIO)
+            except Exception:  # never leave the caller waiting
+                reply = Value(error=errno.EIO)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            self.listener.respond(notif_id, reply)
+
+        if not self.workers.submit(job):
+            call.fds.extend(fds)
+            raise OSError(errno.EAGAIN, "too many calls waiting for a peer")
+        return DEFERRED
+
+    def _connect(self, call: Call) -> Reply:
+        """connect(fd, addr, len), performed on the caller's socket with the address checked.
+
+        A nonblocking socket answers at once (EINPROGRESS, EAGAIN, as the caller would see
+        them: our copy shares its flags). A blocking stream connect may wait (a full backlog,
+        a TCP handshake): a worker thread does it, waiting as long as the caller would.
+        """
+        length = call.arg_uint(2)
+        if length > SOCKADDR_MAX:
+            raise OSError(errno.EINVAL, "address too long")
+        addr = call.read_bytes(1, length)
+        call.validate()
+        sock, domain, stype, blocking = self._socket(call)
+        target = self._peer_address(call, domain, stype, addr, send=False)
+        call.path = None  # checked: a refusal from here on is the kernel's answer, not ours
+
+        def work() -> Reply:
+            check(connect_raw(sock, target, len(target)), "connect")
+            return Value()
+
+        if not blocking or stype == socket.SOCK_DGRAM:
+            return work()  # answers at once (EINPROGRESS, EAGAIN: as the caller would see them)
+        if self.alarm:
+            signal.setitimer(signal.ITIMER_REAL, CONNECT_TRY)
+            try:
+                return work()
+            except InterruptedError:
+                pass
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            if domain in (socket.AF_INET, socket.AF_INET6):  # the handshake is under way
+                return self._defer(call, list(call.fds), lambda: _connected(sock))
+        return self._defer(call, list(call.fds), work)
+
+    def _sendto(self, call: Call) -> Reply:
+        """sendto(fd, buf, len, flags, addr, addrlen) with an address (without one the filter
+        lets it through): performed for the caller like sendmsg."""
+        size = call.args[2]
+        flags = call.arg_uint(3)
+        alen = call.arg_uint(5)
+        if alen > SOCKADDR_MAX:
+            raise OSError(errno.EINVAL, "address too long")
+        addr = call.read_bytes(SENDTO_ADDR_ARG, alen)
+        data = call.read_at(call.args[1], min(size, SEND_MAX))
+        call.validate()
+        sock, domain, stype, blocking = self._socket(call)
+        if size > SEND_MAX and stype != socket.SOCK_STREAM:
+            raise OSError(errno.EMSGSIZE, "message too long")
+        name = self._peer_address(call, domain, stype, addr, send=True)
+        call.path = None
+        return self._send(call, sock, blocking, [(name, data, b"")], flags=flags, lens=None)
+
+    def _sendmsg(self, call: Call, *, batch: bool) -> Reply:
+        """sendmsg(fd, msg, flags) and sendmmsg(fd, msgs, vlen, flags).
+
+        Unix datagram sockets (the only kind a destination address takes to a path) are always
+        served by the guard: the messages are read once, each destination checked, descriptors
+        passed with SCM_RIGHTS taken from the caller (pidfd_getfd), and sent from our copy of
+        the socket. Any other socket is too, unless the caller is single-threaded: then no one
+        can swap the descriptor under the call (clone with CLONE_FILES but not CLONE_THREAD is
+        refused by the filter), and the kernel may run it itself.
+        """
+        call.validate()
+        sock, domain, stype, blocking = self._socket(call)
+        unix_dgram = domain == socket.AF_UNIX and stype == socket.SOCK_DGRAM
+        if not unix_dgram and call.status("Threads") == "1":
+            return CONTINUE
+        flags = call.arg_uint(3 if batch else 2)
+        count = min(call.arg_uint(2), UIO_MAXIOV) if batch else 1
+        if count == 0:
+            return Value()
+        table = call.read_at(call.args[1], count * (MMSGHDR_SIZE if batch else MSGHDR_SIZE))
+        step = MMSGHDR_SIZE if batch else MSGHDR_SIZE
+        raw = [
+            (
+                MsgHdr.from_buffer_copy(table, i * step),
+                call.args[1] + i * step + MSGHDR_SIZE,
+            )
+            for i in range(count)
+        ]
+        read: list[tuple[bytes, bytes, bytes]] = []
+        for hdr, _ in raw:
+            if hdr.namelen > SOCKADDR_MAX and hdr.name:
+                raise OSError(errno.EINVAL, "address too long")
+            name = call.read_at(hdr.name, hdr.namelen) if hdr.name else b""
+            if hdr.iovlen > UIO_MAXIOV:
+                raise OSError(errno.EMSGSIZE, "too many iovecs")
+            iovs = call.read_at(hdr.iov, hdr.iovlen * 16) if hdr.iovlen else b""
+            chunks: list[bytes] = []
+            total = 0
+            for j in range(hdr.iovlen):
+                base = int.from_bytes(iovs[16 * j : 16 * j + 8], sys.byteorder)
+                length = int.from_bytes(iovs[16 * j + 8 : 16 * j + 16], sys.byteorder)
+                take = min(length, SEND_MAX - total)
+                if take < length and stype != socket.SOCK_STREAM:
+                    raise OSError(errno.EMSGSIZE, "message too long")
+                chunks.append(call.read_at(base, take))
+                total += take
+            if hdr.controllen > CONTROL_MAX:
+                raise OSError(errno.ENOBUFS, "too much ancillary data")
+            control = call.read_at(hdr.control, hdr.controllen) if hdr.control else b""
+            read.append((name, b"".join(chunks), control))
+        self.listener.id_valid(call.id)  # what we read was the caller's memory
+        msgs = [
+            (
+                self._peer_address(call, domain, stype, name, send=True),
+                data,
+                self._control(call, control) if domain == socket.AF_UNIX else control,
+            )
+            for name, data, control in read
+        ]
+        call.path = None
+        lens = [where for _, where in raw] if batch else None
+        return self._send(call, sock, blocking, msgs, flags=flags, lens=lens)
+
+    def _control(self, call: Call, control: bytes) -> bytes:
+        """Ancillary data with the caller's SCM_RIGHTS descriptors replaced by our copies of
+        the same open files (the receiver gets exactly what the caller passed)."""
+        out = bytearray(control)
+        off = 0
+        while off + CMSG_HDR <= len(control):
+            clen = int.from_bytes(control[off : off + 8], sys.byteorder)
+            level = int.from_bytes(control[off + 8 : off + 12], sys.byteorder, signed=True)
+            kind = int.from_bytes(control[off + 12 : off + 16], sys.byteorder, signed=True)
+            if clen < CMSG_HDR or clen > len(control) - off:
+                raise OSError(errno.EINVAL, "bad control message")
+            if level == SOL_SOCKET and kind == SCM_RIGHTS:
+                for pos in range(off + CMSG_HDR, off + clen - 3, 4):
+                    theirs = int.from_bytes(control[pos : pos + 4], sys.byteorder, signed=True)
+                    ours = call.own(call.fd_copy(theirs))
+                    out[pos : pos + 4] = ours.to_bytes(4, sys.byteorder)
+            off += (clen + 7) & ~7
+        return bytes(out)
+
+    def _send(
+        self,
+        call: Call,
+        sock: int,
+        blocking: bool,
+        msgs: list[tuple[bytes, bytes, bytes]],
+        *,
+        flags: int,
+        lens: list[int] | None,
+    ) -> Reply:
+        """Send ``msgs`` (name, data, control) on our copy of the socket; ``lens``: where the
+        caller's msg_len fields are (sendmmsg), else the answer is the byte count.
+
+        Sent without waiting first; if the caller's call would wait (a blocking socket, no
+        MSG_DONTWAIT) and the kernel says EAGAIN, a worker thread sends the rest, waiting.
+        MSG_NOSIGNAL always: a SIGPIPE the caller asked for is sent to it, not to us.
+        """
+        wait = blocking and not flags & MSG_DONTWAIT
+        tgid, tid = call.tgid, call.tid
+        sent: list[int] = []
+
+        def finish(error: OSError | None) -> Reply:
+            if error is not None and error.errno == errno.EPIPE and not flags & MSG_NOSIGNAL:
+                with contextlib.suppress(OSError):
+                    libc.syscall("tgkill", tgid, tid, signal.SIGPIPE)
+            if not sent:
+                assert error is not None
+                raise error
+            if lens is None:
+                return Value(val=sent[0])
+            for where, n in zip(lens, sent, strict=False):
+                value = ctypes.c_uint32(n)
+                local = IoVec(ctypes.addressof(value), 4)
+                remote = IoVec(where, 4)
+                process_vm_writev(tid, local, 1, remote, 1, 0)
+            return Value(val=len(sent))
+
+        def rest(start: int) -> Reply:  # in a worker: the kernel may wait here
+            for name, data, control in msgs[start:]:
+                try:
+                    sent.append(_send_one(sock, name, data, control, flags | MSG_NOSIGNAL))
+                except OSError as exc:
+                    return finish(exc)
+            return finish(None)
+
+        for i, (name, data, control) in enumerate(msgs):
+            try:
+                sent.append(
+                    _send_one(sock, name, data, control, flags | MSG_DONTWAIT | MSG_NOSIGNAL)
+                )
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN and wait:
+                    return self._defer(call, list(call.fds), functools.partial(rest, i))
+                return finish(exc)
+        return finish(None)

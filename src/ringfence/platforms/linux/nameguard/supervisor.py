@@ -1,0 +1,193 @@
+"""The name guard's supervisor: the notification loop, which hands each call to its
+handler (:mod:`.files`, :mod:`.sockets`), answers it, and reports refusals."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+from collections.abc import Callable
+
+from ringfence.errors import SandboxError, UnsupportedError
+from ringfence.platforms.linux import libc
+from ringfence.platforms.linux.gitguard.fileio import quarantine
+from ringfence.platforms.linux.gitguard.guard import GitGuard
+from ringfence.platforms.linux.guard_rules import GuardRules
+from ringfence.platforms.linux.nameguard.call import Call, GuardView, Handler
+from ringfence.platforms.linux.nameguard.files import FileCalls
+from ringfence.platforms.linux.nameguard.filter import ARCHES, SOCKET_SYSCALLS
+from ringfence.platforms.linux.nameguard.listener import Listener
+from ringfence.platforms.linux.nameguard.resolve import Resolver
+from ringfence.platforms.linux.nameguard.results import CONTINUE, Denial, Refused, Reply, Value
+from ringfence.platforms.linux.nameguard.sockets import SocketCalls
+
+# Errors of a call the guard made for the command that are reported as a boundary (a denial).
+REFUSALS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+class Supervisor:
+    """Answers the name guard's notifications (single-threaded; FIFO opens use a thread)."""
+
+    def __init__(
+        self,
+        listener_fd: int,
+        rules: GuardRules,
+        *,
+        on_denial: Callable[[Denial], None] | None = None,
+        on_event: Callable[[str, str, str], None] | None = None,
+        lock_fd: int = -1,
+    ) -> None:
+        self.listener_fd = listener_fd
+        # flock'ed around each call: the guards of one session's commands take turns
+        self.lock_fd = lock_fd
+        self.on_event = on_event
+        self.rules = rules
+        self.git: GitGuard | None = None
+        if rules.git != "off":
+            self.git = GitGuard(
+                roots=(*rules.writable_roots, *rules.git_roots),
+                strict=rules.git == "strict",
+                hooks_dirs=rules.hooks_dirs,
+                global_hooks_path=rules.global_hooks_path,
+                home=rules.home,
+                on_event=self._event,
+            )
+        self.on_denial = on_denial
+        arch = ARCHES.get(libc.MACHINE)
+        if arch is None:
+            raise UnsupportedError(f"the name guard does not support {libc.MACHINE!r}")
+        self._names = {nr: name for name, nr in arch.numbers.items()}
+        self.listener = Listener(listener_fd)
+        # /proc must be the procfs of our own pid namespace, or the pid in a notification
+        # would name a different process there.
+        if os.readlink("/proc/self") != str(os.getpid()):
+            raise SandboxError("the name guard's /proc is not its own pid namespace's procfs")
+        proc_dev = os.stat("/proc").st_dev
+        root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY)
+        root = os.fstat(root_fd)
+        mnt = os.stat("/proc/self/ns/mnt")
+        self.view = GuardView(root_fd, (root.st_dev, root.st_ino), (mnt.st_dev, mnt.st_ino))
+        try:
+            with open("/proc/sys/fs/protected_symlinks") as f:
+                protected_symlinks = f.read().strip() != "0"
+        except OSError:
+            protected_symlinks = True
+        resolver = Resolver(self.view, proc_dev=proc_dev, protected_symlinks=protected_symlinks)
+        self.listener.wake_on_same_cpu()
+        files = FileCalls(rules, self.git, resolver, self.listener, self._event)
+        sockets = SocketCalls(rules, resolver, self.listener)
+        self._handlers: dict[str, Handler] = {**files.handlers(), **sockets.handlers()}
+        self.init_pid = os.getppid()
+
+    def close(self) -> None:
+        """Close the supervisor's own fds (not the listener, which the caller owns)."""
+        os.close(self.view.root_fd)
+
+    def finish(self) -> None:
+        """Check the pointer files the command created, now that no process of it is left
+        to change them (see GitGuard.finish); then say so (event ``git_finished``)."""
+        unsecured = self.git.finish(quarantine) if self.git is not None else []
+        # not finished unless every refused file is out of the way: the host moves them then
+        self._event("git_unfinished" if unsecured else "git_finished", "/")
+
+    # ------------------------------------------------------------------ loop
+
+    def serve(self, stop_fd: int, control_fd: int = -1) -> None:
+        """Answer notifications until ``stop_fd`` is readable or every filtered task is gone.
+
+        ``control_fd``: where the command's init asks for :meth:`finish` (one byte ``F``) once
+        every other process of the command is gone; its end of file also stops the guard.
+        """
+        poller = select.poll()
+        poller.register(self.listener_fd, select.POLLIN)
+        poller.register(stop_fd, select.POLLIN)
+        if control_fd >= 0:
+            poller.register(control_fd, select.POLLIN)
+        while True:
+            try:
+                events = poller.poll()
+            except InterruptedError:
+                continue
+            hup = False
+            for fd, ev in events:
+                if fd == stop_fd:
+                    return
+                if fd == control_fd:
+                    if not ev & select.POLLIN or os.read(control_fd, 16) != b"F":
+                        return
+                    self.finish()
+                    continue
+                if ev & select.POLLIN:
+                    self.handle_one()
+                elif ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    hup = True
+            if hup:
+                return
+
+    def handle_one(self) -> None:
+        """Receive one notification and answer it."""
+        notif = self.listener.receive()
+        if notif is None:
+            return
+        denial: Denial | None = None
+        name = self._names.get(int(notif.data.nr), f"nr {notif.data.nr}")
+        call: Call | None = None
+        socket_call = name in SOCKET_SYSCALLS
+        if int(notif.pid) == self.init_pid and socket_call:
+            # The command's init (our parent): ringfence's own code talking to the host and to
+            # us, on sockets it made; it is not dumpable, so we could not look at it anyway.
+            self.listener.respond(int(notif.id), CONTINUE)
+            return
+        # Socket calls change no name (the socket file is held open while used): no need to
+        # take turns with the session's other guards.
+        locked = self.lock_fd >= 0 and not socket_call
+        if locked:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        try:
+            call = Call(self.listener, self.view, notif)
+            handler = self._handlers.get(name)
+            reply: Reply = handler(call, name) if handler else Value(error=errno.ENOSYS)
+        except Refused as refused:
+            denial = Denial(int(notif.pid), name, refused.path, refused.rule, by=refused.by)
+            reply = Value(error=errno.EACCES)
+        except OSError as exc:
+            reply = Value(error=exc.errno or errno.EIO)
+            # (a socket call the kernel refused is not a boundary: the socket rule reports
+            # itself, and EACCES on the way to a socket would suggest a writable root)
+            if (
+                exc.errno in REFUSALS
+                and call is not None
+                and call.path is not None
+                and not socket_call
+            ):
+                rule = self._kernel_rule(call.path, exc)
+                denial = Denial(int(notif.pid), name, call.path, rule, by="kernel")
+        except Exception:
+            self.listener.respond(int(notif.id), Value(error=errno.EACCES))
+            raise
+        finally:
+            if call is not None:
+                call.close()
+            if locked:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        if denial is not None and self.on_denial is not None:
+            self.on_denial(denial)  # before the answer: the report is in before the caller goes on
+            if self.git is not None and self.git.is_hook_path(denial.path):
+                self._event("refused_hook", denial.path, denial.rule)
+        self.listener.respond(int(notif.id), reply)
+
+    def _kernel_rule(self, path: str, exc: OSError) -> str:
+        """Which boundary a refusal the kernel gave our emulated call most likely came from."""
+        inside = any(
+            path == r or path.startswith(r.rstrip("/") + "/") for r in self.rules.writable_roots
+        )
+        if exc.errno == errno.EROFS:
+            return "protected (read-only)" if inside else "outside writable roots"
+        if inside:
+            return f"permission denied ({os.strerror(exc.errno or errno.EACCES)})"
+        return "outside writable roots"
+
+    def _event(self, kind: str, path: str, detail: str = "") -> None:
+        if self.on_event is not None:
+            self.on_event(kind, path, detail)
