@@ -249,7 +249,7 @@ def _arun(s: Session, n: int) -> list[float]:
 
 FORK_PROBE = r"""
 import os, statistics, sys, time
-from ringfence.platforms.linux import session_runner  # the runner's modules, so its size
+from ringfence.platforms.linux import sandbox_side  # the runner's modules, so its size
 import gc
 gc.freeze(); gc.disable()
 ts = []

@@ -1,6 +1,6 @@
 """The host side of one session runner: start it, send it commands, read its replies on a
 thread of its own, and hand each reply to the command it belongs to. See
-``platforms/linux/session_runner.py`` for the sandbox side."""
+``platforms/linux/sandbox_side.py`` for the sandbox side."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 START_TIMEOUT = 30.0
 
-RUNNER_MODULE = "ringfence.platforms.linux.session_runner"
+RUNNER_MODULE = "ringfence.platforms.linux.sandbox_side"
 
 
 @dataclass
@@ -141,10 +141,10 @@ class Connection:
         if fork:  # the CLI: a small single-threaded process, no second interpreter start
             pid = os.fork()
             if pid == 0:
-                from ringfence.platforms.linux import session_runner
+                from ringfence.platforms.linux import sandbox_side
 
                 self.sock.close()
-                session_runner.session_main(self.plan, theirs, self.tmpdir)
+                sandbox_side.session_main(self.plan, theirs, self.tmpdir)
             return pid, None
         import pickle
 

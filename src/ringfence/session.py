@@ -3,7 +3,7 @@
 The host side never forks a command: it sends argv/env/cwd to the runner over a unix socket
 and hands over the caller's stdio descriptors (SCM_RIGHTS), so output goes straight from the
 command to wherever the caller pointed it. A reader thread takes the runner's replies; the
-caller's thread waits on its own command. See ``platforms/linux/session_runner.py`` for the
+caller's thread waits on its own command. See ``platforms/linux/sandbox_side.py`` for the
 sandbox side.
 """
 

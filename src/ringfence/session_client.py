@@ -17,7 +17,7 @@ import sys
 from ringfence import session_wire as wire
 
 EXIT_INTERNAL = 125
-# The signals that are the command's (the same list as ringfence.platforms.linux.runner).
+# The signals that are the command's (the same list as ringfence.platforms.linux.steps).
 _FORWARDED = (
     _signal.SIGINT,
     _signal.SIGTERM,

@@ -522,7 +522,7 @@ def test_control_records_reach_the_init_whole() -> None:
     import json
     import socket
 
-    from ringfence.platforms.linux.runner import MAX_REPORT_PATH, _Reporter
+    from ringfence.platforms.linux.steps import MAX_REPORT_PATH, _Reporter
 
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with a, b:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.platforms.linux import runner
+from ringfence.platforms.linux import steps
 from ringfence.platforms.linux.guard_rules import GuardRules
 from ringfence.platforms.linux.nameguard.filter import install_filter
 from ringfence.platforms.linux.nameguard.supervisor import Supervisor
@@ -81,7 +81,7 @@ def run_guarded(
                         os.close(out)
                     if guard:
                         listener = install_filter()
-                        runner.hand_over_listener(child_sock, listener)  # not sendmsg: guarded
+                        steps.hand_over_listener(child_sock, listener)  # not sendmsg: guarded
                         os.close(listener)
                     child_sock.close()
                     if isinstance(probe, list):
@@ -94,7 +94,7 @@ def run_guarded(
             child_sock.close()
             denials: list[dict[str, object]] = []
             if guard:
-                listener = runner.take_listener(parent_sock, child)
+                listener = steps.take_listener(parent_sock, child)
                 lock_fd = os.open(lock, os.O_RDWR) if lock is not None else -1
                 sup = Supervisor(
                     listener,

@@ -19,8 +19,8 @@ import pytest
 
 from ringfence.errors import PolicyError
 from ringfence.platforms.macos import monitor
+from ringfence.platforms.macos.execute import process_table
 from ringfence.platforms.macos.plan import MacFacts, compile_macos, new_tag
-from ringfence.platforms.macos.runner import process_table
 from ringfence.policy.model import Network, Policy
 
 TAG = new_tag()
@@ -145,7 +145,7 @@ def test_a_huge_line_is_skipped_whole_and_the_next_one_still_parses(tmp_path: Pa
 
 
 def test_bounds_are_the_linux_ones_distinct_entries_then_more() -> None:
-    from ringfence.platforms.linux import runner as linux_runner
+    from ringfence.platforms.linux import steps as linux_runner
 
     assert (monitor.MAX_REPORTS, monitor.MAX_REPORT_PATH) == (
         linux_runner.MAX_REPORTS, linux_runner.MAX_REPORT_PATH,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ringfence import session_client, session_wire
-from ringfence.platforms.linux.runner import FORWARDED
+from ringfence.platforms.linux.steps import FORWARDED
 
 
 def test_a_request_round_trips_including_non_utf8_bytes() -> None:

@@ -17,7 +17,7 @@ from ringfence.engine.contract import RunOptions
 from ringfence.engine.result import EXIT_REFUSED, RunResult, Violation
 from ringfence.escalation import quiet
 from ringfence.platforms import hostrun
-from ringfence.platforms.macos import monitor, runner
+from ringfence.platforms.macos import execute, monitor
 from ringfence.platforms.macos.plan import SANDBOX_EXEC, MacFacts, SeatbeltPlan, compile_macos
 from ringfence.policy.model import Network, Policy
 
@@ -36,7 +36,7 @@ class MacBackend:
     def facts(self, policy: Policy, cwd: str, options: RunOptions) -> MacFacts:
         hostrun.refuse_run_options(policy, options.tty, options.ask, "macOS")
         self.policy, self.cwd = policy, cwd
-        facts = runner.gather_facts(policy)
+        facts = execute.gather_facts(policy)
         self.tmpdir = facts.tmpdir
         if policy.sandboxed and policy.effective_network is Network.ALLOWLIST:
             # on a port the kernel picks; the profile names it
@@ -60,7 +60,7 @@ class MacBackend:
         if self.proxy is not None:
             env = hostrun.with_proxy_env(env, self.proxy.port)
         env["TMPDIR"] = self.tmpdir
-        result = runner.run_plan(
+        result = execute.run_plan(
             plan,
             argv,
             cwd=self.cwd,

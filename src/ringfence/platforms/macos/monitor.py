@@ -45,7 +45,7 @@ from typing import IO, Any
 from ringfence.platforms.macos import plan as mac_plan
 
 LOG = "/usr/bin/log"  # by absolute path: never whatever is first on PATH
-# The same limits as the Linux guard's reports (platforms/linux/runner.py MAX_REPORTS,
+# The same limits as the Linux guard's reports (platforms/linux/steps.py MAX_REPORTS,
 # MAX_REPORT_PATH; a test keeps them equal): 100 distinct entries, then a "more" marker; a path
 # keeps its first and last 256 characters.
 MAX_REPORTS = 100

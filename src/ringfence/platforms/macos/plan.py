@@ -67,7 +67,7 @@ def check_tag(tag: str) -> str:
 
 @dataclass(frozen=True)
 class MacFacts:
-    """What the compiler needs to know about the Mac; gathered by ``runner.gather_facts``."""
+    """What the compiler needs to know about the Mac; gathered by ``execute.gather_facts``."""
 
     home: str
     tmpdir: str  # the command's private temporary directory (writable)

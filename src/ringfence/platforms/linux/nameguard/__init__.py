@@ -15,7 +15,7 @@ descriptors of: see ``sockets.py``.)
 Setup, in order:
 
 1. the command's process calls :func:`install_filter` right before exec (after Landlock) and
-   hands the returned listener fd to the supervisor (``runner.hand_over_listener``: the
+   hands the returned listener fd to the supervisor (``steps.hand_over_listener``: the
    supervisor takes it with pidfd_getfd, since a sendmsg would already wait for the
    supervisor), then closes it (it is O_CLOEXEC; a command holding its own listener could
    answer its own notifications);

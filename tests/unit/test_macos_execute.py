@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from ringfence.errors import PolicyError, UnsupportedError
-from ringfence.platforms.macos import runner, sbpl
+from ringfence.platforms.macos import execute, sbpl
+from ringfence.platforms.macos.execute import ProcInfo
 from ringfence.platforms.macos.plan import (
     EXPLAIN_TAG,
     SANDBOX_EXEC,
@@ -28,7 +29,6 @@ from ringfence.platforms.macos.plan import (
     compile_macos,
     new_tag,
 )
-from ringfence.platforms.macos.runner import ProcInfo
 from ringfence.policy.model import Mode, Policy
 
 TAG = new_tag()
@@ -80,15 +80,15 @@ def started() -> Iterator[list[int]]:
 
 def test_exit_codes_and_signals_come_back(tmp_path: Path, stand_ins: dict[str, str]) -> None:
     plan = _plan(tmp_path)
-    r = runner.run_plan(plan, ["sh", "-c", "exit 3"], **stand_ins)
+    r = execute.run_plan(plan, ["sh", "-c", "exit 3"], **stand_ins)
     assert (r.returncode, r.exit_code, r.signal, r.timed_out) == (3, 3, None, False)
-    r = runner.run_plan(plan, ["sh", "-c", "kill -TERM $$"], **stand_ins)
+    r = execute.run_plan(plan, ["sh", "-c", "kill -TERM $$"], **stand_ins)
     assert (r.returncode, r.exit_code, r.signal) == (-signal.SIGTERM, None, signal.SIGTERM)
     assert r.survivors == () and r.violations == []
 
 
 def test_stdio_cwd_and_env_reach_the_command(tmp_path: Path, stand_ins: dict[str, str]) -> None:
-    r = runner.run_plan(
+    r = execute.run_plan(
         _plan(tmp_path), ["sh", "-c", 'cat; echo "$RF_X"; pwd; echo oops >&2'],
         input=b"from stdin\n", capture_output=True, cwd=str(tmp_path),
         env={"PATH": os.environ["PATH"], "RF_X": "x-value"}, **stand_ins,
@@ -96,7 +96,7 @@ def test_stdio_cwd_and_env_reach_the_command(tmp_path: Path, stand_ins: dict[str
     assert r.stdout == f"from stdin\nx-value\n{tmp_path}\n".encode() and r.stderr == b"oops\n"
     out = tmp_path / "out.txt"
     with out.open("wb") as f:
-        runner.run_plan(_plan(tmp_path), ["echo", "to a file"], stdout=f, **stand_ins)
+        execute.run_plan(_plan(tmp_path), ["echo", "to a file"], stdout=f, **stand_ins)
     assert out.read_bytes() == b"to a file\n"
 
 
@@ -104,7 +104,7 @@ def test_the_profile_goes_to_sandbox_exec(tmp_path: Path, stand_ins: dict[str, s
     saved = tmp_path / "profile.sb"
     env = {"PATH": os.environ["PATH"], "RF_PROFILE_OUT": str(saved)}
     plan = _plan(tmp_path)
-    assert runner.run_plan(plan, ["true"], env=env, **stand_ins).returncode == 0
+    assert execute.run_plan(plan, ["true"], env=env, **stand_ins).returncode == 0
     assert saved.read_text() == plan.profile
     sbpl.check(saved.read_text(), tag=TAG)
 
@@ -114,7 +114,7 @@ def test_a_timeout_kills_the_whole_tree(
 ) -> None:
     pids = tmp_path / "pids"
     t0 = time.monotonic()
-    r = runner.run_plan(
+    r = execute.run_plan(
         _plan(tmp_path), ["sh", "-c", f"sleep 100 & echo $! > {pids}; sleep 100"],
         timeout=0.5, **stand_ins,
     )  # fmt: skip
@@ -135,10 +135,10 @@ def test_background_children_and_a_setsid_grandchild_die_with_the_command(
         f"( setsid sleep 100 & echo $! > {gc}; wait ) & echo $! > {sub}; "
         f"while [ ! -e {go} ]; do sleep 0.02; done; echo done"
     )
-    box: dict[str, runner.MacResult] = {}
+    box: dict[str, execute.MacResult] = {}
 
     def work() -> None:
-        box["r"] = runner.run_plan(
+        box["r"] = execute.run_plan(
             _plan(tmp_path), ["sh", "-c", script], capture_output=True, timeout=30, **stand_ins
         )
 
@@ -148,7 +148,7 @@ def test_background_children_and_a_setsid_grandchild_die_with_the_command(
     def ready() -> bool:
         if not all(f.exists() and f.read_text().strip() for f in (bg, gc, sub)):
             return False
-        table = {p.pid: p for p in runner.process_table()}
+        table = {p.pid: p for p in execute.process_table()}
         g, b = int(gc.read_text()), int(bg.read_text())
         return g in table and b in table and table[g].pgid != table[b].pgid
 
@@ -157,7 +157,7 @@ def test_background_children_and_a_setsid_grandchild_die_with_the_command(
         time.sleep(0.02)
     background, grandchild, subshell = (int(f.read_text()) for f in (bg, gc, sub))
     started += [background, grandchild, subshell]
-    table = {p.pid: p for p in runner.process_table()}
+    table = {p.pid: p for p in execute.process_table()}
     assert table[grandchild].pgid != table[background].pgid  # it really left the group
     assert table[grandchild].ppid == subshell  # and is still a descendant
     go.touch()
@@ -171,11 +171,11 @@ def test_a_missing_sandbox_exec_refuses_and_runs_nothing(tmp_path: Path) -> None
     marker = tmp_path / "ran"
     for missing in ("/nonexistent/sandbox-exec", "relative/sandbox-exec", str(tmp_path)):
         with pytest.raises(UnsupportedError, match="will not run the command"):
-            runner.run_plan(_plan(tmp_path), ["touch", str(marker)], sandbox_exec=missing)
+            execute.run_plan(_plan(tmp_path), ["touch", str(marker)], sandbox_exec=missing)
     assert not marker.exists()
     if not os.path.exists(SANDBOX_EXEC):  # this machine: the default refuses too
         with pytest.raises(UnsupportedError, match=SANDBOX_EXEC):
-            runner.run_plan(_plan(tmp_path), ["touch", str(marker)])
+            execute.run_plan(_plan(tmp_path), ["touch", str(marker)])
         assert not marker.exists()
 
 
@@ -183,7 +183,7 @@ def test_a_plan_with_the_explain_tag_is_refused(tmp_path: Path, stand_ins: dict[
     facts = MacFacts(home=str(tmp_path), tmpdir=str(tmp_path), tag=EXPLAIN_TAG)
     plan = compile_macos(Policy(workspace=str(tmp_path)), facts)
     with pytest.raises(PolicyError, match="fresh session tag"):
-        runner.run_plan(plan, ["true"], **stand_ins)
+        execute.run_plan(plan, ["true"], **stand_ins)
 
 
 def test_violations_from_the_monitor_come_back_with_their_rule(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def test_violations_from_the_monitor_come_back_with_their_rule(tmp_path: Path) -
     (tmp_path / "lines").write_text(line + "\n")
     log = _exe(tmp_path / "log2", f"#!/bin/sh\ncat {tmp_path}/lines\nexec sleep 100\n")
     sx = _exe(tmp_path / "sx", '#!/bin/sh\nshift 2\nexec "$@"\n')
-    r = runner.run_plan(plan, ["true"], sandbox_exec=sx, log=log)
+    r = execute.run_plan(plan, ["true"], sandbox_exec=sx, log=log)
     assert r.violations == [{"kind": "filesystem", "op": "file-write-create",
                              "path": "/Users/else/x", "rule": "outside writable roots",
                              "pid": 77}]  # fmt: skip
@@ -206,7 +206,7 @@ def _json(text: str) -> str:
 
 
 def test_a_missing_log_is_noted_not_fatal(tmp_path: Path, stand_ins: dict[str, str]) -> None:
-    r = runner.run_plan(
+    r = execute.run_plan(
         _plan(tmp_path), ["true"], sandbox_exec=stand_ins["sandbox_exec"], log="/nonexistent/log"
     )
     assert r.returncode == 0 and any("no violation report" in n for n in r.notes)
@@ -217,7 +217,7 @@ def test_full_access_runs_the_command_directly(tmp_path: Path) -> None:
         Policy(workspace=str(tmp_path), mode=Mode.FULL_ACCESS),
         MacFacts(home=str(tmp_path), tmpdir=str(tmp_path)),
     )
-    r = runner.run_plan(plan, ["sh", "-c", "echo $0"], capture_output=True)
+    r = execute.run_plan(plan, ["sh", "-c", "echo $0"], capture_output=True)
     assert r.returncode == 0 and r.stdout == b"sh\n"
 
 
@@ -226,14 +226,14 @@ def test_gather_facts_and_run_end_to_end(tmp_path: Path, stand_ins: dict[str, st
     real.mkdir()
     (tmp_path / "ws").symlink_to(real)
     policy = Policy(workspace=str(tmp_path / "ws"))
-    facts = runner.gather_facts(policy, home=str(tmp_path), tmp_parent=str(tmp_path))
+    facts = execute.gather_facts(policy, home=str(tmp_path), tmp_parent=str(tmp_path))
     try:
         assert stat.S_IMODE(os.stat(facts.tmpdir).st_mode) == 0o700
         assert facts.realpaths[str(tmp_path / "ws")] == str(real)
         assert (
             facts.tag != EXPLAIN_TAG
             and facts.tag
-            != runner.gather_facts(policy, home=str(tmp_path), tmp_parent=str(tmp_path)).tag
+            != execute.gather_facts(policy, home=str(tmp_path), tmp_parent=str(tmp_path)).tag
         )
         seen = canonical(str(tmp_path / "ws"), facts)  # the link resolved, /tmp -> /private/tmp
         assert (
@@ -244,7 +244,7 @@ def test_gather_facts_and_run_end_to_end(tmp_path: Path, stand_ins: dict[str, st
         os.rmdir(facts.tmpdir)
     for leftover in tmp_path.glob("ringfence-*"):
         os.rmdir(leftover)  # the second gather_facts above
-    r = runner.run(
+    r = execute.run(
         policy, ["sh", "-c", 'stat -c %a "$TMPDIR"; echo "$TMPDIR"'], capture_output=True,
         home=str(tmp_path), tmp_parent=str(tmp_path), **stand_ins,
     )  # fmt: skip
@@ -255,14 +255,14 @@ def test_gather_facts_and_run_end_to_end(tmp_path: Path, stand_ins: dict[str, st
 
 def test_process_table_parsers_and_membership() -> None:
     stat_text = "4242 (a) b (c)) S 1 4000 4000 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0"
-    info = runner.parse_proc_stat(4242, stat_text)
+    info = execute.parse_proc_stat(4242, stat_text)
     assert info == ProcInfo(4242, 1, 4000, "98765")
-    assert runner.parse_proc_stat(1, "garbage") is None
+    assert execute.parse_proc_stat(1, "garbage") is None
     ps = (
         "  10     1    10 Ss   Tue Nov 25 10:00:00 2026\n"
         "  11    10    10 Z+   Tue Nov 25 10:00:01 2026\nx"
     )
-    assert runner.parse_ps(ps) == [
+    assert execute.parse_ps(ps) == [
         ProcInfo(10, 1, 10, "Tue Nov 25 10:00:00 2026"),
         ProcInfo(11, 10, 10, "Tue Nov 25 10:00:01 2026", zombie=True),
     ]
@@ -276,21 +276,21 @@ def test_process_table_parsers_and_membership() -> None:
         ProcInfo(1, 0, 1, "t"),
         ProcInfo(os.getpid(), 100, 100, "me"),  # never ourselves, whatever the table says
     ]
-    members = runner.tree_members(table, 100, {103: "t3", 104: "t4-old"}, {os.getpid()})
+    members = execute.tree_members(table, 100, {103: "t3", 104: "t4-old"}, {os.getpid()})
     assert members == {100: "t0", 101: "t1", 102: "t2", 103: "t3"}
 
 
 def test_the_real_process_table_sees_us_both_ways() -> None:
-    me = {p.pid: p for p in runner.process_table()}[os.getpid()]
+    me = {p.pid: p for p in execute.process_table()}[os.getpid()]
     assert me.ppid == os.getppid() and me.pgid == os.getpgrp()
-    if os.path.exists(runner.PS):  # the macOS way, on this machine
+    if os.path.exists(execute.PS):  # the macOS way, on this machine
         import subprocess
 
         out = subprocess.run(
-            [runner.PS, "-axo", "pid=,ppid=,pgid=,stat=,lstart="], capture_output=True,
+            [execute.PS, "-axo", "pid=,ppid=,pgid=,stat=,lstart="], capture_output=True,
             text=True, check=True, env={"LC_ALL": "C"},
         ).stdout  # fmt: skip
-        ps_me = {p.pid: p for p in runner.parse_ps(out)}[os.getpid()]
+        ps_me = {p.pid: p for p in execute.parse_ps(out)}[os.getpid()]
         assert (ps_me.ppid, ps_me.pgid) == (os.getppid(), os.getpgrp()) and ps_me.start
 
 

@@ -44,9 +44,9 @@ from ringfence.platforms.linux import (
     mounts,
     namespaces,
     protocol,
-    runner,
-    runner_reduced,
+    reaper,
     seccomp,
+    steps,
 )
 from ringfence.platforms.linux.libc import syscall
 from ringfence.platforms.linux.nameguard.filter import install_filter
@@ -55,7 +55,7 @@ from ringfence.platforms.linux.plan import LinuxPlan
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 PR_SET_CHILD_SUBREAPER = 36
-_HANDLED = (*runner.FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
+_HANDLED = (*steps.FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
 KILL_TREE = 255  # on the control pipe: end the command's whole tree (reduced isolation)
 SCOPE_ABI = 6  # Landlock's signal scoping
 PREPARE_DELAY = 0.02  # seconds after a command starts before its successor's init is made
@@ -77,7 +77,7 @@ def session_main(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> No
     """The runner process: never returns. Waits for the host's go-ahead (sent once the host
     has put this process in the session's cgroup), then builds the boundary."""
     try:
-        for sig in runner.FORWARDED:
+        for sig in steps.FORWARDED:
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         got = protocol.recv(sock)
@@ -107,7 +107,7 @@ def _fatal(sock: socket.socket, e: BaseException) -> NoReturn:
 
 def _pid1_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
     try:
-        runner._die_with_parent()
+        steps.die_with_parent()
         root = mounts.build_view(plan.mounts)
         mounts.pivot_into(root)
         if "net" in plan.namespaces:
@@ -115,8 +115,8 @@ def _pid1_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
         # The proxy's socket first, then one per exposed host port, all served by the host.
         ports = ([plan.proxy_port] if plan.proxy_port else []) + list(plan.expose_ports)
         listeners = [_proxy_listener(p) for p in ports]
-        runner._cap_userns_quotas(_session_quotas(plan.userns_limits))
-        syscall("prctl", runner.PR_SET_DUMPABLE, 0, 0, 0, 0)
+        steps.cap_userns_quotas(_session_quotas(plan.userns_limits))
+        syscall("prctl", steps.PR_SET_DUMPABLE, 0, 0, 0, 0)
         _Server(plan, sock, namespaced=True).serve(listeners)
     except BaseException as e:
         _fatal(sock, e)
@@ -140,7 +140,7 @@ def _session_quotas(limits: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
 
 def _reduced_serve(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> NoReturn:
     syscall("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    syscall("prctl", runner.PR_SET_DUMPABLE, 0, 0, 0, 0)
+    syscall("prctl", steps.PR_SET_DUMPABLE, 0, 0, 0, 0)
     if tmpdir is not None and plan.landlock is not None:
         import dataclasses
 
@@ -152,7 +152,7 @@ def _reduced_serve(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> 
     try:
         _Server(plan, sock, namespaced=False).serve()
     finally:
-        runner_reduced.kill_descendants()
+        reaper.kill_descendants()
 
 
 class _Server:
@@ -470,7 +470,7 @@ def _init_main(srv: _Server, zsock: socket.socket, ctl_r: int, preset: _Preset |
             with contextlib.suppress(OSError):
                 protocol.send(sock, {"id": cid, "error": str(e) or repr(e), "kind": kind})
         if not srv.namespaced:
-            runner_reduced.kill_descendants()
+            reaper.kill_descendants()
         os._exit(0 if cid else 1)
 
 
@@ -522,8 +522,8 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
     """Everything the command will run under, applied to its init (which the command's tree
     inherits): keyring, limits, Landlock, the name guard, capabilities, seccomp."""
     plan = srv.plan
-    runner._new_session_keyring()
-    runner._set_rlimits(plan.rlimits)
+    steps.new_session_keyring()
+    steps.set_rlimits(plan.rlimits)
     if plan.landlock is not None:
         ttys = [fd for fd in stdio if os.isatty(fd)]
         if ttys:
@@ -532,7 +532,7 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
             landlock.restrict_with(srv.ruleset_fd)
         os.close(srv.ruleset_fd)
     guard_sock, srv.guard_pid = (
-        runner._start_guard(plan, srv.guard_lock) if plan.guard_enabled else (None, 0)
+        steps.start_guard(plan, srv.guard_lock) if plan.guard_enabled else (None, 0)
     )
     if srv.guard_scope_fd >= 0:
         landlock.restrict_with(srv.guard_scope_fd)
@@ -545,7 +545,7 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
     if guard_sock is not None:
         names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
         listener = install_filter(names=names)
-        runner.hand_over_listener(guard_sock, listener)
+        steps.hand_over_listener(guard_sock, listener)
         os.close(listener)
         srv.guard_sock = guard_sock  # the guard's findings come back on it
 
@@ -626,19 +626,19 @@ def _run(
     guard = srv.guard_sock
     status = _relay(child, ctl_r, guard, reports)
     if not srv.namespaced:
-        runner_reduced.kill_descendants()
+        reaper.kill_descendants()
     end: dict[str, Any] = {"id": cid}
     if os.WIFSIGNALED(status):
         end["signal"] = os.WTERMSIG(status)
     else:
         end["exit"] = os.WEXITSTATUS(status)
-    reports.extend(runner.guard_reports(srv.guard_sock))
+    reports.extend(steps.guard_reports(srv.guard_sock))
     pending = sorted({r.get("path", "") for r in reports if r.get("kind") == "git_pending"})
     if pending and not (
         srv.guard_sock is not None and _finish_guard(srv.guard_sock, srv.guard_pid, reports)
     ):
         end["unchecked"] = pending  # the host moves them aside
-    reports = [r for r in reports if r.get("kind") not in runner.CONTROL]
+    reports = [r for r in reports if r.get("kind") not in steps.CONTROL]
     if reports:
         end["reports"] = reports
     protocol.send(sock, end)
@@ -719,7 +719,7 @@ def _relay(
         except InterruptedError:
             continue
         if guard is not None and guard.fileno() in ready:
-            got = runner.guard_reports(guard)
+            got = steps.guard_reports(guard)
             reports.extend(got)
             if not got:  # the guard closed its end: nothing more from it
                 guard = None
@@ -733,9 +733,9 @@ def _relay(
             for sig in data:
                 if sig == KILL_TREE:
                     _kill(child, signal.SIGKILL)
-                    runner_reduced.kill_descendants(reap=False)
+                    reaper.kill_descendants(reap=False)
                 else:
-                    runner._forward(child, sig)
+                    steps.forward(child, sig)
     return status
 
 

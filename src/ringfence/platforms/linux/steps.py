@@ -1,6 +1,6 @@
 """Steps the sandbox side takes, shared by the session runner and each command's init.
 
-See ``session_runner.py`` for the order they run in. Each is small and says why it is there.
+See ``sandbox_side.py`` for the order they run in. Each is small and says why it is there.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ FORWARDED = (
 )
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     syscall("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def _forward(child: int, sig: int) -> None:
+def forward(child: int, sig: int) -> None:
     try:
         os.killpg(child, sig)
     except ProcessLookupError:
@@ -56,7 +56,7 @@ def _forward(child: int, sig: int) -> None:
             pass
 
 
-def _cap_userns_quotas(limits: Sequence[tuple[str, int]]) -> None:
+def cap_userns_quotas(limits: Sequence[tuple[str, int]]) -> None:
     """Cap, inside the sandbox's user namespace, kernel objects charged to the user across
     the namespace boundary (pid 1 holds CAP_SYS_RESOURCE there; this /proc is ours)."""
     for name, value in limits:
@@ -64,7 +64,7 @@ def _cap_userns_quotas(limits: Sequence[tuple[str, int]]) -> None:
             write_file(f"/proc/sys/user/{name}", f"{value}\n")
 
 
-def _set_rlimits(limits: Sequence[tuple[str, int]]) -> None:
+def set_rlimits(limits: Sequence[tuple[str, int]]) -> None:
     """Lower (never raise: that needs privilege the command should not have) each limit."""
     for name, wanted in limits:
         which = getattr(resource, f"RLIMIT_{name}")
@@ -80,7 +80,7 @@ def _set_rlimits(limits: Sequence[tuple[str, int]]) -> None:
 KEYCTL_JOIN_SESSION_KEYRING = 1
 
 
-def _new_session_keyring() -> None:
+def new_session_keyring() -> None:
     """Leave the user's session keyring (kernel-held credentials) for an empty one.
 
     Best effort: a kernel without keyrings, or a user at the key quota, keeps the old one; the
@@ -90,7 +90,7 @@ def _new_session_keyring() -> None:
         syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None, 0, 0, 0)
 
 
-def _start_guard(plan: LinuxPlan, lock_fd: int = -1) -> tuple[socket.socket, int]:
+def start_guard(plan: LinuxPlan, lock_fd: int = -1) -> tuple[socket.socket, int]:
     """Start the name guard's supervisor; return the socket to hand it the listener on (and
     to read its findings from), and its pid.
 
@@ -150,7 +150,7 @@ MAX_REPORT_DETAIL = 1024
 # while the command runs).
 GIT_FINDINGS = gitdir.REPORT_KINDS
 # Between the guard and the command's init: pointer files wait for a check at the end, and the
-# check is done (see session_runner._finish_guard).
+# check is done (see sandbox_side._finish_guard).
 CONTROL = frozenset({"git_pending", "git_finished", "git_unfinished"})
 CONTROL_WAIT = 5.0  # seconds
 

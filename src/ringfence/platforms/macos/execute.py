@@ -283,7 +283,7 @@ def run_plan(
     notes: list[str] = []
     if plan.sandboxed:
         if plan.tag in ("", EXPLAIN_TAG):
-            raise PolicyError("a macOS plan to run needs a fresh session tag (runner.new_tag)")
+            raise PolicyError("a macOS plan to run needs a fresh session tag (plan.new_tag)")
         full = (check_sandbox_exec(sandbox_exec), "-p", plan.profile, *argv)
     else:
         full = tuple(argv)
