@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from ringfence.errors import PolicyError, SandboxError
-from ringfence.platforms.windows.win32 import check_sid
+from ringfence.platforms.windows.sids import check_sid
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST = 1 << 20  # 1 MiB: argv + environment; CreateProcess caps the command line at 32767

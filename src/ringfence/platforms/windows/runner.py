@@ -69,8 +69,8 @@ from typing import Literal, Protocol
 
 from ringfence.errors import PolicyError, SandboxError, UnsupportedError
 from ringfence.platforms.windows import broker as wire
+from ringfence.platforms.windows import dacl, dll, dpapi, sids
 from ringfence.platforms.windows import secrets as secret_store
-from ringfence.platforms.windows import win32
 from ringfence.platforms.windows.broker import (
     ProcessHandles,
     command_line,
@@ -168,7 +168,7 @@ def check_spec(spec: RunSpec) -> tuple[str, bytes]:
     if not spec.restricting_sids:
         raise PolicyError("windows: a write-restricted token needs at least one restricting SID")
     for sid in spec.restricting_sids:
-        win32.check_sid(sid)
+        sids.check_sid(sid)
     if spec.pty_size is not None:
         raise UnsupportedError("windows: a terminal (ConPTY) is not implemented yet")
     if spec.stdio not in ("inherit", "null", "capture"):
@@ -584,8 +584,8 @@ class _Kernel:
 
     def __init__(self) -> None:
         W, P, V = wintypes, ctypes.POINTER, ctypes.c_void_p
-        k32, adv = win32.load_dll("kernel32"), win32.load_dll("advapi32")
-        b = win32.bind
+        k32, adv = dll.load_dll("kernel32"), dll.load_dll("advapi32")
+        b = dll.bind
         self.CloseHandle = b(k32, "CloseHandle", W.BOOL, W.HANDLE)
         self.LocalFree = b(k32, "LocalFree", W.HLOCAL, W.HLOCAL)
         self.CreateProcessWithLogonW = b(
@@ -631,7 +631,7 @@ class _Kernel:
         self.ConvertStringSidToSidW = b(adv, "ConvertStringSidToSidW", W.BOOL, W.LPCWSTR, P(V))
         self.ConvertSidToStringSidW = b(adv, "ConvertSidToStringSidW", W.BOOL, V, P(W.LPWSTR))
         self.SetEntriesInAclW = b(
-            adv, "SetEntriesInAclW", W.DWORD, W.ULONG, P(win32.EXPLICIT_ACCESS_W), V, P(V)
+            adv, "SetEntriesInAclW", W.DWORD, W.ULONG, P(dacl.EXPLICIT_ACCESS_W), V, P(V)
         )
         self.CreateJobObjectW = b(k32, "CreateJobObjectW", W.HANDLE, V, W.LPCWSTR)
         self.SetInformationJobObject = b(
@@ -720,7 +720,7 @@ class _Kernel:
 
 def _check(api: str, ok: int, detail: str = "") -> None:
     if not ok:
-        raise win32.win_error(api, detail=detail)
+        raise dll.win_error(api, detail=detail)
 
 
 def _last_error() -> int:
@@ -736,7 +736,7 @@ def _read(k: _Kernel, handle: int, n: int) -> bytes:
     if not k.ReadFile(handle, buf, len(buf), ctypes.byref(got), None):
         if _last_error() == ERROR_BROKEN_PIPE:
             return b""
-        raise win32.win_error("ReadFile")
+        raise dll.win_error("ReadFile")
     return buf.raw[: got.value]
 
 
@@ -763,9 +763,9 @@ class Win32RunnerApi:
     def __init__(
         self, local_app_data: str | None = None, launch: BrokerLaunch | None = None
     ) -> None:
-        win32.require_windows("the Windows runner (Win32RunnerApi)")
+        dll.require_windows("the Windows runner (Win32RunnerApi)")
         self._k: _Kernel = _Kernel()
-        self._secrets: secret_store.SecretStore = win32.secret_store_for(local_app_data)
+        self._secrets: secret_store.SecretStore = dpapi.secret_store_for(local_app_data)
         self._launch = launch or this_broker_launch()
 
     def load_secret(self, user: str) -> str:
@@ -814,7 +814,7 @@ class Win32RunnerApi:
             None,
         )
         if not handle or handle == INVALID_HANDLE_VALUE:
-            raise win32.win_error("CreateFileW", detail="NUL")
+            raise dll.win_error("CreateFileW", detail="NUL")
         return int(handle)
 
     def open_null(self) -> int:
@@ -910,7 +910,7 @@ class Win32RunnerApi:
 
     def resume_thread(self, thread: int) -> None:
         if self._k.ResumeThread(thread) == 0xFFFFFFFF:
-            raise win32.win_error("ResumeThread")
+            raise dll.win_error("ResumeThread")
 
     def write(self, handle: int, data: bytes) -> None:
         _write(self._k, handle, data)
@@ -924,7 +924,7 @@ class Win32RunnerApi:
             return True
         if result == WAIT_TIMEOUT:
             return False
-        raise win32.win_error("WaitForSingleObject")
+        raise dll.win_error("WaitForSingleObject")
 
     def exit_code(self, process: int) -> int:
         code = wintypes.DWORD()
@@ -951,7 +951,7 @@ class Win32BrokerApi:
     """``broker.BrokerApi`` with ctypes: runs in the broker, as the sandbox user."""
 
     def __init__(self) -> None:
-        win32.require_windows("the Windows broker (Win32BrokerApi)")
+        dll.require_windows("the Windows broker (Win32BrokerApi)")
         self._k: _Kernel = _Kernel()
         self._stdin = int(self._k.GetStdHandle(STD_HANDLES[0]) or 0)
         self._stdout = int(self._k.GetStdHandle(STD_HANDLES[1]) or 0)
@@ -983,7 +983,7 @@ class Win32BrokerApi:
         size = wintypes.DWORD()
         self._k.GetTokenInformation(token, TOKEN_GROUPS_CLASS, None, 0, ctypes.byref(size))
         if not size.value:
-            raise win32.win_error("GetTokenInformation(TokenGroups)")
+            raise dll.win_error("GetTokenInformation(TokenGroups)")
         buf = ctypes.create_string_buffer(size.value)
         _check(
             "GetTokenInformation(TokenGroups)",
@@ -1001,7 +1001,7 @@ class Win32BrokerApi:
                     self._k.ConvertSidToStringSidW(group.Sid, ctypes.byref(text)),
                 )
                 try:
-                    return win32.check_sid(text.value or "")
+                    return sids.check_sid(text.value or "")
                 finally:
                     self._k.LocalFree(ctypes.cast(text, ctypes.c_void_p))
         raise SandboxError("windows: the broker's token has no logon SID")
@@ -1013,7 +1013,7 @@ class Win32BrokerApi:
                 psid = ctypes.c_void_p()
                 _check(
                     "ConvertStringSidToSidW",
-                    self._k.ConvertStringSidToSidW(win32.check_sid(sid), ctypes.byref(psid)),
+                    self._k.ConvertStringSidToSidW(sids.check_sid(sid), ctypes.byref(psid)),
                     sid,
                 )
                 psids.append(psid)
@@ -1047,22 +1047,22 @@ class Win32BrokerApi:
     def _set_default_dacl(self, token: int, psids: list[ctypes.c_void_p]) -> None:
         """Objects the command creates without a security descriptor of their own get a DACL
         that its write-restricted token can write through: the restricting SIDs, all."""
-        entries = (win32.EXPLICIT_ACCESS_W * len(psids))()
+        entries = (dacl.EXPLICIT_ACCESS_W * len(psids))()
         for entry, psid in zip(entries, psids, strict=True):
             entry.grfAccessPermissions = GENERIC_ALL
-            entry.grfAccessMode = win32.GRANT_ACCESS
-            entry.grfInheritance = win32.NO_INHERITANCE
-            entry.Trustee = win32.TRUSTEE_W(
+            entry.grfAccessMode = dacl.GRANT_ACCESS
+            entry.grfInheritance = dacl.NO_INHERITANCE
+            entry.Trustee = dacl.TRUSTEE_W(
                 None,
-                win32.NO_MULTIPLE_TRUSTEE,
-                win32.TRUSTEE_IS_SID,
-                win32.TRUSTEE_IS_UNKNOWN,
+                dacl.NO_MULTIPLE_TRUSTEE,
+                dacl.TRUSTEE_IS_SID,
+                dacl.TRUSTEE_IS_UNKNOWN,
                 psid,
             )
         acl = ctypes.c_void_p()
         status = self._k.SetEntriesInAclW(len(psids), entries, None, ctypes.byref(acl))
         if status:
-            raise win32.win_error("SetEntriesInAclW", status)
+            raise dll.win_error("SetEntriesInAclW", status)
         try:
             info = TOKEN_DEFAULT_DACL(acl)
             _check(
@@ -1092,7 +1092,7 @@ class Win32BrokerApi:
         size = ctypes.c_size_t()
         self._k.InitializeProcThreadAttributeList(None, 1, 0, ctypes.byref(size))
         if not size.value:
-            raise win32.win_error("InitializeProcThreadAttributeList")
+            raise dll.win_error("InitializeProcThreadAttributeList")
         attributes = ctypes.create_string_buffer(size.value)
         _check(
             "InitializeProcThreadAttributeList",
