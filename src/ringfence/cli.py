@@ -646,7 +646,7 @@ def _run_windows(ns: argparse.Namespace, argv: list[str], policy: Policy, cwd: s
     simulated Windows calls."""
     import time
 
-    from ringfence.platforms.windows import command, install, runner
+    from ringfence.platforms.windows import command, install, run, run_native
     from ringfence.platforms.windows.win32 import Win32Api
 
     _refuse_unavailable(ns, policy, "Windows", [(bool(policy.allow_sockets), "--allow-socket")])
@@ -680,7 +680,7 @@ def _run_windows(ns: argparse.Namespace, argv: list[str], policy: Policy, cwd: s
             home=os.path.expanduser("~"),
             places=places,
             api=Win32Api(),
-            launch=lambda spec: runner.run(spec, runner.Win32RunnerApi()),
+            launch=lambda spec: run.run(spec, run_native.Win32RunnerApi()),
         )
     finally:
         if proxy is not None:
