@@ -14,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ringfence.errors import PolicyError, SandboxError
-from ringfence.platforms.windows import broker as wire
-from ringfence.platforms.windows.broker import BrokerReply, BrokerRequest, ProcessHandles
+from ringfence.platforms.windows import broker
+from ringfence.platforms.windows import broker_wire as wire
+from ringfence.platforms.windows.broker_wire import BrokerReply, BrokerRequest, ProcessHandles
 
 CAP = "S-1-15-3-1-2-3-4"
 LOGON_SID = "S-1-5-5-0-12345"
@@ -276,7 +277,7 @@ def given_stdio(b: Broker) -> BrokerRequest:
 def test_serve_starts_replies_and_exits_on_eof() -> None:
     b = Broker(b"")
     b.stdin = wire.encode_request(given_stdio(b))
-    assert wire.serve(b) == 0
+    assert broker.serve(b) == 0
     reply = wire.decode_reply(body(b.stdout))
     assert reply.status == "started" and reply.broker_pid == 777 and reply.pid == 4242
     assert b.command == "suspended"  # the broker never resumes it; the runner does
@@ -290,7 +291,7 @@ def test_serve_starts_replies_and_exits_on_eof() -> None:
 )
 def test_serve_refuses_a_bad_request(stdin: bytes) -> None:
     b = Broker(stdin)
-    assert wire.serve(b) == 1
+    assert broker.serve(b) == 1
     assert wire.decode_reply(body(b.stdout)).status == "error"
     assert b.command is None
 
@@ -298,7 +299,7 @@ def test_serve_refuses_a_bad_request(stdin: bytes) -> None:
 def clean_calls() -> list[str]:
     b = Broker(b"")
     b.stdin = wire.encode_request(given_stdio(b))
-    wire.serve(b)
+    broker.serve(b)
     return b.calls
 
 
@@ -307,7 +308,7 @@ def test_serve_failure_at_every_call(fail_at: int) -> None:
     b = Broker(b"", fail_at=fail_at)
     b.stdin = wire.encode_request(given_stdio(b))
     failing = clean_calls()[fail_at]
-    code = wire.serve(b)
+    code = broker.serve(b)
     handed_over = failing == "close" and fail_at >= len(clean_calls()) - 2
     if handed_over:  # closing its own copies after EOF: the runner has the command already
         assert code == 0 and b.command == "suspended"
@@ -326,5 +327,5 @@ def test_serve_failure_at_every_call(fail_at: int) -> None:
 
 
 def test_broker_main_refuses_off_windows(capsys: pytest.CaptureFixture[str]) -> None:
-    assert wire.main() == 2
+    assert broker.main() == 2
     assert "only on Windows" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from winsim import Machine, Tree
 from ringfence.errors import PolicyError, SandboxError, UnsupportedError
 from ringfence.platforms.windows import install
 from ringfence.platforms.windows.command import resolve_program, run_command
-from ringfence.platforms.windows.runner import RunResult, RunSpec
+from ringfence.platforms.windows.run import RunResult, RunSpec
 from ringfence.policy.model import Limits, Network, PathStyle, Policy
 
 W = PathStyle.WINDOWS

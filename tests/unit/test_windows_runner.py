@@ -16,9 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ringfence.errors import PolicyError, SandboxError, UnsupportedError
-from ringfence.platforms.windows import broker as wire
-from ringfence.platforms.windows import runner
-from ringfence.platforms.windows.runner import ProcessHandles, RunSpec, StdioMode
+from ringfence.platforms.windows import broker, broker_native, broker_wire, kernel, run, run_native
+from ringfence.platforms.windows.broker_launch import broker_launch
+from ringfence.platforms.windows.broker_wire import ProcessHandles
+from ringfence.platforms.windows.cmdline import command_line, environment_block
+from ringfence.platforms.windows.run import RunSpec, StdioMode
 
 CAP = "S-1-15-3-1-2-3-4"
 LOGON_SID = "S-1-5-5-0-12345"
@@ -123,12 +125,12 @@ class Machine:
         self._step("create_pipe")
         return self._new("pipe-read"), self._new("pipe-write")
 
-    def start_broker(self, user: str, password: str) -> runner.BrokerProcess:
+    def start_broker(self, user: str, password: str) -> run.BrokerProcess:
         self._step("start_broker")
         assert password == "pw-" + user
         assert any(self.jobs.values()), "a limited job exists before the broker"
         self.procs["broker"] = Proc()
-        return runner.BrokerProcess(
+        return run.BrokerProcess(
             self._new("broker-process"),
             self._new("broker-thread"),
             BROKER_PID,
@@ -158,9 +160,9 @@ class Machine:
         self._step("write")
         self._kind(handle, "broker-stdin")
         assert self.procs["broker"].state == "running"
-        (size,) = wire.HEADER.unpack(data[:4])
+        (size,) = broker_wire.HEADER.unpack(data[:4])
         assert size == len(data) - 4
-        reply, _ = wire.respond(data[4:], BrokerSide(self))
+        reply, _ = broker.respond(data[4:], BrokerSide(self))
         self.seen["broker_table_after"] = sorted(self.broker_table.values())
         self.replies += reply
 
@@ -315,7 +317,7 @@ EXPECTED_IO = {
 
 def steps_of_a_clean_run(mode: StdioMode, hang: bool = False) -> list[str]:
     m = Machine(hang=hang)
-    runner.run(spec(stdio=mode), m)
+    run.run(spec(stdio=mode), m)
     return m.calls
 
 
@@ -327,7 +329,7 @@ def assert_order(calls: list[str], *names: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_clean_run_order_and_cleanup(mode: StdioMode) -> None:
     m = Machine(code=3)
-    result = runner.run(spec(stdio=mode), m)
+    result = run.run(spec(stdio=mode), m)
     assert result.exit_code == 3 and not result.timed_out
     assert result.stdout == (b"out" if mode == "capture" else b"")
     assert result.stderr == (b"err" if mode == "capture" else b"")
@@ -348,7 +350,7 @@ def test_clean_run_order_and_cleanup(mode: StdioMode) -> None:
     assert m.seen["sids"] == [CAP, LOGON_SID]
     assert m.seen["app"] == PROGRAM and m.seen["cmd"] == f'{PROGRAM} /c "echo hi"'
     assert m.seen["cwd"] == "C:\\work"
-    assert m.seen["env"] == runner.environment_block(spec().env)
+    assert m.seen["env"] == environment_block(spec().env)
     assert m.seen["io"] == EXPECTED_IO[mode]
     # once the command exists, the broker holds only its process and thread handles
     assert m.seen["broker_table_after"] == ["command-process", "command-thread"]
@@ -358,7 +360,7 @@ def test_child_ends_closed_before_the_broker_runs() -> None:
     """The runner's copies of the command's stdio go before the broker is resumed (the broker
     has its own by then), or EOF on the pipes never comes."""
     m = Machine()
-    runner.run(spec(stdio="capture"), m)
+    run.run(spec(stdio="capture"), m)
     c = m.calls
     closes = [i for i, name in enumerate(c) if name == "close"]
     first_resume = c.index("resume_thread")
@@ -369,9 +371,9 @@ def test_child_ends_closed_before_the_broker_runs() -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_timeout_terminates_the_job(mode: StdioMode) -> None:
     m = Machine(hang=True)
-    result = runner.run(spec(stdio=mode, timeout=0.5), m)
-    assert result.timed_out and result.exit_code == runner.TIMEOUT_EXIT_CODE
-    assert m.seen["job_exit"] == runner.TIMEOUT_EXIT_CODE
+    result = run.run(spec(stdio=mode, timeout=0.5), m)
+    assert result.timed_out and result.exit_code == run.TIMEOUT_EXIT_CODE
+    assert m.seen["job_exit"] == run.TIMEOUT_EXIT_CODE
     assert m.live() == [] and m.open == {}
     assert m.calls.count("exit_code") == 1  # the broker's only
 
@@ -391,7 +393,7 @@ def test_a_failure_at_every_call_leaves_nothing_behind(
     m = Machine(fail_at=fail_at, hang=hang)
     failing = steps_of_a_clean_run(mode, hang)[fail_at]
     with pytest.raises(Exception) as info:
-        runner.run(spec(stdio=mode), m)
+        run.run(spec(stdio=mode), m)
     if failing.startswith("broker."):  # reported by the broker's error reply
         assert isinstance(info.value, SandboxError) and failing in str(info.value)
     else:
@@ -412,7 +414,7 @@ def test_terminate_failing_too_still_closes_everything() -> None:
     (it is still suspended, outside any job) and every handle is closed anyway."""
     m = Machine(fail_also=frozenset({"assign_to_job", "terminate_process"}))
     with pytest.raises(Injected):
-        runner.run(spec(), m)
+        run.run(spec(), m)
     assert m.procs["broker"].state == "suspended" and m.procs["broker"].resumed_in_job is None
     assert "command" not in m.procs
     assert m.open == {}
@@ -421,7 +423,7 @@ def test_terminate_failing_too_still_closes_everything() -> None:
 def test_killed_by_job_close_when_terminating_fails() -> None:
     m = Machine(fail_also=frozenset({"process_in_job", "terminate_job", "terminate_process"}))
     with pytest.raises(Injected):
-        runner.run(spec(), m)
+        run.run(spec(), m)
     assert m.live() == [] and m.open == {}
     assert m.procs["command"].resumed_in_job is None
 
@@ -429,7 +431,7 @@ def test_killed_by_job_close_when_terminating_fails() -> None:
 def test_a_command_outside_the_job_is_never_resumed() -> None:
     m = Machine(breakaway=True)
     with pytest.raises(SandboxError, match="not in the runner's job"):
-        runner.run(spec(), m)
+        run.run(spec(), m)
     assert m.procs["command"].state == "killed" and m.procs["command"].resumed_in_job is None
     assert m.live() == [] and m.open == {}
 
@@ -439,7 +441,7 @@ def test_a_reply_from_another_process_is_refused() -> None:
     broker's, so nothing is taken from it."""
     m = Machine(reply_pid=BROKER_PID + 1)
     with pytest.raises(SandboxError, match="not the broker"):
-        runner.run(spec(), m)
+        run.run(spec(), m)
     assert "take_handle" not in m.calls
     assert m.live() == [] and m.open == {}
 
@@ -447,11 +449,11 @@ def test_a_reply_from_another_process_is_refused() -> None:
 def test_a_broker_that_does_not_exit_or_fails_stops_the_run() -> None:
     m = Machine(broker_exits=False)
     with pytest.raises(SandboxError, match="did not exit"):
-        runner.run(spec(), m)
+        run.run(spec(), m)
     assert m.procs["command"].resumed_in_job is None and m.live() == [] and m.open == {}
     m = Machine(broker_code=1)
     with pytest.raises(SandboxError, match="exited with 1"):
-        runner.run(spec(), m)
+        run.run(spec(), m)
     assert m.procs["command"].resumed_in_job is None and m.live() == [] and m.open == {}
 
 
@@ -467,49 +469,49 @@ def test_a_broker_that_does_not_exit_or_fails_stops_the_run() -> None:
         {"user": "..\\admin"},
         {"env": {"A=B": "1"}},
         {"env": {"Path": "1", "PATH": "2"}},
-        {"env": {"BIG": "x" * wire.MAX_REQUEST}},  # over the request limit
+        {"env": {"BIG": "x" * broker_wire.MAX_REQUEST}},  # over the request limit
         {"timeout": 0.0},
     ],
 )
 def test_bad_specs_touch_nothing(changes: dict[str, object]) -> None:
     m = Machine()
     with pytest.raises(PolicyError):
-        runner.run(spec(**changes), m)
+        run.run(spec(**changes), m)
     assert m.calls == []
 
 
 def test_pty_is_refused_until_implemented() -> None:
     m = Machine()
     with pytest.raises(UnsupportedError, match="ConPTY"):
-        runner.run(spec(pty_size=(80, 24)), m)
+        run.run(spec(pty_size=(80, 24)), m)
     assert m.calls == []
 
 
 def test_win32_apis_off_windows() -> None:
     with pytest.raises(UnsupportedError, match="needs Windows"):
-        runner.Win32RunnerApi()
+        run_native.Win32RunnerApi()
     with pytest.raises(UnsupportedError, match="needs Windows"):
-        runner.Win32BrokerApi()
+        broker_native.Win32BrokerApi()
 
 
 def test_pure_flags() -> None:
-    flags = runner.flags_for_process()
-    assert flags & runner.CREATE_SUSPENDED and flags & runner.CREATE_UNICODE_ENVIRONMENT
-    assert flags & runner.CREATE_NEW_PROCESS_GROUP and flags & runner.EXTENDED_STARTUPINFO_PRESENT
-    assert flags & runner.CREATE_NO_WINDOW
-    broker_flags = runner.flags_for_broker()
+    flags = kernel.flags_for_process()
+    assert flags & kernel.CREATE_SUSPENDED and flags & kernel.CREATE_UNICODE_ENVIRONMENT
+    assert flags & kernel.CREATE_NEW_PROCESS_GROUP and flags & kernel.EXTENDED_STARTUPINFO_PRESENT
+    assert flags & kernel.CREATE_NO_WINDOW
+    broker_flags = kernel.flags_for_broker()
     assert (
-        broker_flags & runner.CREATE_SUSPENDED and broker_flags & runner.CREATE_UNICODE_ENVIRONMENT
+        broker_flags & kernel.CREATE_SUSPENDED and broker_flags & kernel.CREATE_UNICODE_ENVIRONMENT
     )
     # only flags CreateProcessWithLogonW documents (no handle list, no breakaway)
-    assert not broker_flags & (runner.EXTENDED_STARTUPINFO_PRESENT | 0x01000000)
-    limits = runner.job_limit_flags()
-    assert limits & runner.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
-    assert limits & runner.JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION
+    assert not broker_flags & (kernel.EXTENDED_STARTUPINFO_PRESENT | 0x01000000)
+    limits = kernel.job_limit_flags()
+    assert limits & kernel.JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+    assert limits & kernel.JOB_OBJECT_LIMIT_DIE_ON_UNHANDLED_EXCEPTION
     assert not limits & (0x800 | 0x1000)  # BREAKAWAY_OK, SILENT_BREAKAWAY_OK
-    assert runner.timeout_ms(None) == runner.INFINITE
-    assert runner.timeout_ms(1.5) == 1500
-    assert runner.timeout_ms(1e12) == runner.INFINITE - 1
+    assert kernel.timeout_ms(None) == kernel.INFINITE
+    assert kernel.timeout_ms(1.5) == 1500
+    assert kernel.timeout_ms(1e12) == kernel.INFINITE - 1
 
 
 # --- how the broker is started ---------------------------------------------------------------
@@ -520,7 +522,7 @@ ROOT = "C:\\Program Files\\ringfence\\lib"
 
 def test_broker_launch() -> None:
     base = {"SYSTEMROOT": "C:\\Windows", "SystemDrive": "C:", "PATH": "x", "PYTHONHOME": "evil"}
-    launch = runner.broker_launch(PY, ROOT, base, exists=lambda p: p.endswith("pythonw.exe"))
+    launch = broker_launch(PY, ROOT, base, exists=lambda p: p.endswith("pythonw.exe"))
     windowless = "C:\\Program Files\\Python312\\pythonw.exe"
     assert launch.application == windowless
     assert command_line_to_argv(launch.command_line) == [
@@ -540,15 +542,15 @@ def test_broker_launch() -> None:
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUTF8": "1",
     }
-    runner.environment_block(launch.environment)  # a valid block
-    plain = runner.broker_launch(PY, ROOT, base, exists=lambda p: False)
+    environment_block(launch.environment)  # a valid block
+    plain = broker_launch(PY, ROOT, base, exists=lambda p: False)
     assert plain.application == PY
 
 
 @pytest.mark.parametrize(("python", "root"), [("python.exe", ROOT), (PY, "lib")])
 def test_broker_launch_needs_absolute_paths(python: str, root: str) -> None:
     with pytest.raises(SandboxError):
-        runner.broker_launch(python, root, {})
+        broker_launch(python, root, {})
 
 
 # --- command line --------------------------------------------------------------------------
@@ -618,7 +620,7 @@ PROGRAM_NAME = st.text(st.sampled_from(list("ab \\.:_\u00e9")), min_size=1, max_
 @given(PROGRAM_NAME, st.lists(ARG, max_size=6))
 def test_command_line_round_trips(program: str, args: list[str]) -> None:
     argv = [program, *args]
-    assert command_line_to_argv(runner.command_line(argv)) == argv
+    assert command_line_to_argv(command_line(argv)) == argv
 
 
 @pytest.mark.parametrize(
@@ -629,23 +631,23 @@ def test_command_line_round_trips(program: str, args: list[str]) -> None:
     ],
 )
 def test_command_line_examples(argv: list[str]) -> None:
-    assert command_line_to_argv(runner.command_line(argv)) == argv
+    assert command_line_to_argv(command_line(argv)) == argv
 
 
 @pytest.mark.parametrize("argv", [[], ["a\0b"], ["p", "x\0"], ['C:\\a"b'], ["C:\\dir\\"], [""]])
 def test_command_line_refusals(argv: list[str]) -> None:
     with pytest.raises(PolicyError):
-        runner.command_line(argv)
+        command_line(argv)
 
 
 # --- environment block ---------------------------------------------------------------------
 
 
 def test_environment_block_layout_and_order() -> None:
-    block = runner.environment_block({"b": "2", "Path": "C:\\x", "A": "1", "_u": "\u00e9"})
+    block = environment_block({"b": "2", "Path": "C:\\x", "A": "1", "_u": "\u00e9"})
     text = block.decode("utf-16-le")
     assert text == "A=1\0b=2\0Path=C:\\x\0_u=\u00e9\0\0"  # "_" (0x5F) sorts after "P" (0x50)
-    assert runner.environment_block({}) == "\0\0".encode("utf-16-le")
+    assert environment_block({}) == "\0\0".encode("utf-16-le")
 
 
 @given(
@@ -657,9 +659,9 @@ def test_environment_block_layout_and_order() -> None:
 def test_environment_block_properties(env: dict[str, str]) -> None:
     if len({k.upper() for k in env}) != len(env):
         with pytest.raises(PolicyError, match="differ only in case"):
-            runner.environment_block(env)
+            environment_block(env)
         return
-    text = runner.environment_block(env).decode("utf-16-le", "surrogatepass")
+    text = environment_block(env).decode("utf-16-le", "surrogatepass")
     assert text.endswith("\0\0")
     entries = text[:-1].split("\0")[:-1] if env else []
     names = [e.split("=", 1)[0] for e in entries]
@@ -673,4 +675,4 @@ def test_environment_block_properties(env: dict[str, str]) -> None:
 )
 def test_environment_block_refusals(env: dict[str, str]) -> None:
     with pytest.raises(PolicyError):
-        runner.environment_block(env)
+        environment_block(env)

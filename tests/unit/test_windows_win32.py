@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from ringfence.errors import PolicyError, SandboxError, UnsupportedError
-from ringfence.platforms.windows import secrets, setup, win32
+from ringfence.platforms.windows import (
+    dacl,
+    dll,
+    file_acls,
+    firewall,
+    secrets,
+    setup,
+    win32,
+    window_access,
+)
 from ringfence.platforms.windows.rights import MASKS
 from ringfence.platforms.windows.setup import AddAce, AddFirewallRule
 
@@ -24,17 +33,17 @@ def test_win32api_off_windows_is_a_typed_refusal() -> None:
     with pytest.raises(UnsupportedError, match="needs Windows"):
         win32.Win32Api()
     with pytest.raises(UnsupportedError):
-        win32.load_dll("advapi32")
+        dll.load_dll("advapi32")
 
 
 @pytest.mark.parametrize("rights", sorted(MASKS))
 def test_ace_fields(rights: str) -> None:
-    grant = win32.ace_fields(AddAce("C:\\w", CAP, rights))
-    assert grant == win32.AceFields(
-        MASKS[rights], win32.GRANT_ACCESS, win32.OBJECT_INHERIT_ACE | win32.CONTAINER_INHERIT_ACE
+    grant = dacl.ace_fields(AddAce("C:\\w", CAP, rights))
+    assert grant == dacl.AceFields(
+        MASKS[rights], dacl.GRANT_ACCESS, dacl.OBJECT_INHERIT_ACE | dacl.CONTAINER_INHERIT_ACE
     )
-    deny = win32.ace_fields(AddAce("C:\\w", CAP, rights, deny=True, inherit=False))
-    assert deny == win32.AceFields(MASKS[rights], win32.DENY_ACCESS, win32.NO_INHERITANCE)
+    deny = dacl.ace_fields(AddAce("C:\\w", CAP, rights, deny=True, inherit=False))
+    assert deny == dacl.AceFields(MASKS[rights], dacl.DENY_ACCESS, dacl.NO_INHERITANCE)
 
 
 @pytest.mark.parametrize(
@@ -42,28 +51,28 @@ def test_ace_fields(rights: str) -> None:
 )
 def test_ace_fields_refusals(ace: AddAce) -> None:
     with pytest.raises(PolicyError):
-        win32.ace_fields(ace)
+        dacl.ace_fields(ace)
 
 
 def test_user_condition_sddl() -> None:
-    assert win32.user_condition_sddl(USER_SID) == f"O:LSD:(A;;CC;;;{USER_SID})"
+    assert firewall.user_condition_sddl(USER_SID) == f"O:LSD:(A;;CC;;;{USER_SID})"
     for bad in ["S-1-5-21-1)(A;;CC;;;WD", "WD", "S-1-", "s-1-5-21-1 "]:
         with pytest.raises(PolicyError):
-            win32.user_condition_sddl(bad)
+            firewall.user_condition_sddl(bad)
 
 
 def test_dacl_protection_flag() -> None:
     assert (
-        win32.dacl_protection_flag(win32.SE_DACL_PROTECTED | 0x4)
-        == win32.PROTECTED_DACL_SECURITY_INFORMATION
+        dacl.dacl_protection_flag(dacl.SE_DACL_PROTECTED | 0x4)
+        == dacl.PROTECTED_DACL_SECURITY_INFORMATION
     )
-    assert win32.dacl_protection_flag(0x4) == win32.UNPROTECTED_DACL_SECURITY_INFORMATION
+    assert dacl.dacl_protection_flag(0x4) == dacl.UNPROTECTED_DACL_SECURITY_INFORMATION
 
 
 @pytest.mark.parametrize("sddl", ["", "O:BAD:(A;;FA;;;SY)", "D:(A;;FA;;;SY)S:(AU;;FA;;;WD)", "x"])
 def test_journal_copies_must_be_a_dacl(sddl: str) -> None:
     with pytest.raises(SandboxError):
-        win32.check_dacl_sddl(sddl)
+        dacl.check_dacl_sddl(sddl)
 
 
 def test_sddl_has_ace() -> None:
@@ -73,25 +82,25 @@ def test_sddl_has_ace() -> None:
         f"(A;OICI;{modify:#x};;;{CAP})(A;OICIID;FA;;;SY)"
         f"(XA;;FA;;;WD;(Member_of {{SID(BA)}}))(A;OICI;FRFX;;;{USER_SID})"
     )
-    assert win32.sddl_has_ace(sddl, AddAce("C:\\w", CAP, "modify"))
-    assert win32.sddl_has_ace(sddl, AddAce("C:\\w", USER_SID, "write", deny=True))
-    assert win32.sddl_has_ace(sddl, AddAce("C:\\w", USER_SID, "delete", deny=True, inherit=False))
-    assert win32.sddl_has_ace(sddl, AddAce("C:\\w", USER_SID, "read"))  # FRFX covers it
+    assert dacl.sddl_has_ace(sddl, AddAce("C:\\w", CAP, "modify"))
+    assert dacl.sddl_has_ace(sddl, AddAce("C:\\w", USER_SID, "write", deny=True))
+    assert dacl.sddl_has_ace(sddl, AddAce("C:\\w", USER_SID, "delete", deny=True, inherit=False))
+    assert dacl.sddl_has_ace(sddl, AddAce("C:\\w", USER_SID, "read"))  # FRFX covers it
     # not there: wrong type, wrong inheritance, only inherited, more rights than present
-    assert not win32.sddl_has_ace(sddl, AddAce("C:\\w", CAP, "modify", deny=True))
-    assert not win32.sddl_has_ace(sddl, AddAce("C:\\w", CAP, "modify", inherit=False))
-    assert not win32.sddl_has_ace(sddl, AddAce("C:\\w", "S-1-5-18", "read"))
-    assert not win32.sddl_has_ace(sddl, AddAce("C:\\w", USER_SID, "modify"))
+    assert not dacl.sddl_has_ace(sddl, AddAce("C:\\w", CAP, "modify", deny=True))
+    assert not dacl.sddl_has_ace(sddl, AddAce("C:\\w", CAP, "modify", inherit=False))
+    assert not dacl.sddl_has_ace(sddl, AddAce("C:\\w", "S-1-5-18", "read"))
+    assert not dacl.sddl_has_ace(sddl, AddAce("C:\\w", USER_SID, "modify"))
 
 
 def test_sddl_masks() -> None:
-    assert win32.parse_sddl_mask("FA") == 0x1F01FF
-    assert win32.parse_sddl_mask(f"{MASKS['modify']:#x}") == MASKS["modify"] == 0x1301FF
-    assert win32.parse_sddl_mask("SDWD") == 0x50000
+    assert dacl.parse_sddl_mask("FA") == 0x1F01FF
+    assert dacl.parse_sddl_mask(f"{MASKS['modify']:#x}") == MASKS["modify"] == 0x1301FF
+    assert dacl.parse_sddl_mask("SDWD") == 0x50000
     with pytest.raises(SandboxError):
-        win32.parse_sddl_mask("ZZ")
+        dacl.parse_sddl_mask("ZZ")
     with pytest.raises(SandboxError):
-        win32.parse_sddl_dacl("D:(A;;FA;;;SY")
+        dacl.parse_sddl_dacl("D:(A;;FA;;;SY")
 
 
 PLAN_RULES = [
@@ -114,7 +123,7 @@ PLAN_RULES = [
 
 @pytest.mark.parametrize("rule", PLAN_RULES)
 def test_plan_rules_pass(rule: AddFirewallRule) -> None:
-    fields = win32.check_firewall_rule(rule)
+    fields = firewall.check_firewall_rule(rule)
     assert fields.name == rule.name
     assert ",".join(fields.remote_addresses) == rule.remote_addresses
     assert ",".join(fields.remote_ports) == rule.remote_ports
@@ -147,51 +156,51 @@ def test_plan_rules_pass(rule: AddFirewallRule) -> None:
 def test_firewall_rule_refusals(changes: dict[str, str]) -> None:
     base = {"name": "r", "user": "ringfence-offline", "protocol": "udp", "remote_addresses": "::1"}
     with pytest.raises(PolicyError):
-        win32.check_firewall_rule(AddFirewallRule(**{**base, **changes}))
+        firewall.check_firewall_rule(AddFirewallRule(**{**base, **changes}))
 
 
 def test_powershell_argv_and_env_keep_fields_out_of_the_script() -> None:
-    fields = win32.check_firewall_rule(PLAN_RULES[1])
-    params = win32.firewall_params(fields, USER_SID)
-    argv = win32.powershell_argv("C:\\Windows", win32.FIREWALL_ADD_SCRIPT)
+    fields = firewall.check_firewall_rule(PLAN_RULES[1])
+    params = firewall.firewall_params(fields, USER_SID)
+    argv = firewall.powershell_argv("C:\\Windows", firewall.FIREWALL_ADD_SCRIPT)
     assert argv[0] == "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe"
     assert argv[1:5] == ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"]
     script = base64.b64decode(argv[5]).decode("utf-16-le")
-    assert script == win32.FIREWALL_ADD_SCRIPT
+    assert script == firewall.FIREWALL_ADD_SCRIPT
     for value in params.values():  # every field travels outside the script
         assert value not in script
     assert params["RINGFENCE_FW_LOCAL_USER"] == f"O:LSD:(A;;CC;;;{USER_SID})"
     assert params["RINGFENCE_FW_REMOTE_PORTS"] == "1-3127,3129-65535"
-    env = win32.powershell_env(
+    env = firewall.powershell_env(
         {"SYSTEMROOT": "C:\\Windows", "PSModulePath": "C:\\evil", "SECRET_TOKEN": "x"}, params
     )
     assert env["PSModulePath"] == "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\Modules"
     assert env["SystemRoot"] == "C:\\Windows" and "SECRET_TOKEN" not in env
     assert {k: env[k] for k in params} == params
     with pytest.raises(SandboxError):
-        win32.powershell_argv("Windows", "x")
+        firewall.powershell_argv("Windows", "x")
     with pytest.raises(SandboxError):
-        win32.powershell_env({"SystemRoot": "C:\\Windows"}, {"OTHER": "x"})
+        firewall.powershell_env({"SystemRoot": "C:\\Windows"}, {"OTHER": "x"})
 
 
 def test_propagation_hazards(tmp_path: Path) -> None:
     root = tmp_path / "work"
     (root / "src" / "deep").mkdir(parents=True)
     (root / "src" / "deep" / "plain.txt").write_text("x")
-    assert win32.propagation_hazards(str(root)) == []
+    assert file_acls.propagation_hazards(str(root)) == []
     outside = tmp_path / "outside.txt"
     outside.write_text("secret")
     os.link(outside, root / "src" / "deep" / "linked.txt")
     os.symlink(tmp_path, root / "src" / "junction")
-    found = win32.propagation_hazards(str(root))
+    found = file_acls.propagation_hazards(str(root))
     assert sorted(found) == sorted(
         [
             f"{root / 'src' / 'deep' / 'linked.txt'} (a file with 2 hard links)",
             f"{root / 'src' / 'junction'} (a reparse point)",
         ]
     )
-    assert len(win32.propagation_hazards(str(root), limit=1)) == 1
-    assert win32.propagation_hazards(str(root / "src" / "junction")) == [
+    assert len(file_acls.propagation_hazards(str(root), limit=1)) == 1
+    assert file_acls.propagation_hazards(str(root / "src" / "junction")) == [
         f"{root / 'src' / 'junction'} (a reparse point)"
     ]
 
@@ -256,7 +265,7 @@ def test_write_atomic_replaces(tmp_path: Path) -> None:
 
 
 def test_window_grants_are_narrow() -> None:
-    grants = win32.window_grants([USER_SID, CAP, USER_SID])
+    grants = window_access.window_grants([USER_SID, CAP, USER_SID])
     assert [(g.object, g.sid) for g in grants] == [
         ("winsta", USER_SID),
         ("desktop", USER_SID),
@@ -264,19 +273,23 @@ def test_window_grants_are_narrow() -> None:
         ("desktop", CAP),
     ]
     for grant in grants:
-        mask = win32.WINDOW_STATION_ACCESS if grant.object == "winsta" else win32.DESKTOP_ACCESS
+        mask = (
+            window_access.WINDOW_STATION_ACCESS
+            if grant.object == "winsta"
+            else window_access.DESKTOP_ACCESS
+        )
         assert grant.mask == mask
-        assert not grant.mask & (win32.WRITE_DAC | 0x80000 | 0x10000)  # WRITE_OWNER, DELETE
+        assert not grant.mask & (window_access.WRITE_DAC | 0x80000 | 0x10000)  # WRITE_OWNER, DELETE
     # no hooks, journal record/playback, WRITEOBJECTS or SWITCHDESKTOP on the desktop;
     # no clipboard, desktop creation, attribute writes, ExitWindows or screen reads on winsta
-    assert not win32.DESKTOP_ACCESS & (0x8 | 0x10 | 0x20 | 0x80 | 0x100)
-    assert not win32.WINDOW_STATION_ACCESS & (0x4 | 0x8 | 0x10 | 0x40 | 0x200)
+    assert not window_access.DESKTOP_ACCESS & (0x8 | 0x10 | 0x20 | 0x80 | 0x100)
+    assert not window_access.WINDOW_STATION_ACCESS & (0x4 | 0x8 | 0x10 | 0x40 | 0x200)
 
 
 def test_window_grants_refusals() -> None:
     with pytest.raises(PolicyError):
-        win32.window_grants([])
+        window_access.window_grants([])
     with pytest.raises(PolicyError):
-        win32.window_grants(["WD"])
+        window_access.window_grants(["WD"])
     with pytest.raises(UnsupportedError, match="needs Windows"):
-        win32.grant_window_access([CAP])
+        window_access.grant_window_access([CAP])

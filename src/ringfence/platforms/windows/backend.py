@@ -80,11 +80,11 @@ class WindowsBackend:
                 return RunResult(EXIT_REFUSED, message=printable(verdict.message))
             record = verdict.record
         if self.api is None or self.launch is None:
-            from ringfence.platforms.windows import runner
+            from ringfence.platforms.windows import run, run_native
             from ringfence.platforms.windows.win32 import Win32Api
 
             api = self.api or Win32Api()
-            launch = self.launch or (lambda spec: runner.run(spec, runner.Win32RunnerApi()))
+            launch = self.launch or (lambda spec: run.run(spec, run_native.Win32RunnerApi()))
         else:
             api, launch = self.api, self.launch
         started = time.monotonic()

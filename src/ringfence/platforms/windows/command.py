@@ -23,7 +23,7 @@ from ringfence.errors import PolicyError, SandboxError, UnsupportedError
 from ringfence.platforms.windows import facts as facts_mod
 from ringfence.platforms.windows.install import Places, ensure_grants, load_install
 from ringfence.platforms.windows.plan import WindowsPlan, compile_windows
-from ringfence.platforms.windows.runner import RunResult, RunSpec
+from ringfence.platforms.windows.run import RunResult, RunSpec
 from ringfence.platforms.windows.setup import WinApi
 from ringfence.policy import winpaths
 from ringfence.policy.model import Policy

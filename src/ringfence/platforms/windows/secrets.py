@@ -1,7 +1,7 @@
 """The sandbox users' passwords at rest: generated here, kept as DPAPI blobs in one directory.
 
 NOT RUN ON WINDOWS: this module is pure Python (the DPAPI calls are passed in), tested on
-Linux with a stand-in for DPAPI; the real ``protect``/``unprotect`` are in ``win32.py``.
+Linux with a stand-in for DPAPI; the real ``protect``/``unprotect`` are in ``dpapi.py``.
 
 Where: ``%LOCALAPPDATA%\\ringfence\\secrets\\<user>.dpapi`` of the person who runs the setup.
 The blob is protected with DPAPI in *user* scope (not machine scope), so only that person's
@@ -66,7 +66,7 @@ class SecretStore:
     """The directory of DPAPI blobs, one per sandbox user.
 
     ``protect`` and ``unprotect`` are DPAPI's CryptProtectData/CryptUnprotectData on Windows
-    (``win32.dpapi_protect``/``win32.dpapi_unprotect``); tests pass a stand-in.
+    (``dpapi.dpapi_protect``/``dpapi.dpapi_unprotect``); tests pass a stand-in.
     """
 
     directory: str
