@@ -24,7 +24,7 @@ def _snapshot(d: Path) -> dict[str, tuple[int, int, bytes | str]]:
 
 def test_write_inside_workspace_works(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, "echo hello > f && mkdir -p d/e && echo x > d/e/g && mv f d/h && cat d/h")
+    r = rf.confined_sh(ws, "echo hello > f && mkdir -p d/e && echo x > d/e/g && mv f d/h && cat d/h")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "hello\n"
     assert (ws / "d/h").read_text() == "hello\n"
