@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# Install everything the tests need, then run the whole suite: unit tests and the sandbox tests
-# that drive the real `ringfence` against this kernel. Run as root (as CI does), the sandbox
-# tests run twice: as root and as the unprivileged user ringfence-test, created here.
-# Usage: scripts/test.sh [pytest args...]
+# Install what the tests need, then check and test.
+#
+#   scripts/test.sh [pytest args...]         everything: ruff, mypy, unit tests and the sandbox
+#                                            tests that drive the real `ringfence` against this
+#                                            kernel (what CI runs, through .ci/run). Run as root,
+#                                            the sandbox tests run twice: as root and as the
+#                                            unprivileged user ringfence-test, created here.
+#   scripts/test.sh --unit [pytest args...]  the fast lane: ruff, mypy and tests/unit only; no
+#                                            user is created and nothing runs in a sandbox.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+lane=all
+if [ "${1:-}" = --unit ]; then
+  lane=unit
+  shift
+fi
 
 need=()
 command -v git >/dev/null || need+=(git)
@@ -28,7 +39,7 @@ python=${PYTHON:-python3}
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$venv/bin/python" -m pip install -q -e '.[dev]'
 
-if [ "$(id -u)" = 0 ]; then
+if [ "$lane" = all ] && [ "$(id -u)" = 0 ]; then
   id ringfence-test >/dev/null 2>&1 || useradd --create-home --shell /bin/sh ringfence-test
   export RINGFENCE_TEST_USER=ringfence-test RINGFENCE_REQUIRE_UNPRIVILEGED=1
 fi
@@ -37,4 +48,7 @@ fi
 "$venv/bin/ruff" format --check src tests bench examples
 "$venv/bin/mypy" src
 "$venv/bin/mypy" --platform win32 src/ringfence/platforms/windows  # the ctypes side, as Windows sees it
+if [ "$lane" = unit ]; then
+  exec "$venv/bin/python" -m pytest tests/unit "$@"
+fi
 exec "$venv/bin/python" -m pytest "$@"

@@ -5,6 +5,13 @@ user and, when the tests run as root, an unprivileged test user (``RINGFENCE_TES
 created by ``scripts/test.sh``). Root hides bugs (capabilities, DAC), and a normal user is the
 real use. The unprivileged runs use ``/usr/bin/python3`` and a world-readable copy of the
 source, because the test virtualenv may live where other users cannot read.
+
+A positive test ("a write in the workspace works") would also pass if the command ran with no
+sandbox at all, so positive tests run their command through ``rf.confined_sh`` /
+``rf.confined`` (or a ``Confinement`` for the Session API): the command first reports
+``$RINGFENCE_SANDBOX`` (``1`` in every sandbox, ``0`` under full access, unset outside) and a
+nonce made for this test, and tries to write a file outside the workspace; the test fails
+unless both came back from inside and the write did not land on the host.
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import secrets
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -89,6 +98,106 @@ def world_readable_src() -> Iterator[Path]:
     shutil.rmtree(base)
 
 
+CONFINED_MARK = "rf-confined"
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """Proof that a command ran inside a ringfence sandbox, not merely that it ran.
+
+    ``argv(cmd)`` wraps a command so that, before it execs, it tries to write
+    ``<outside>/escaped-<nonce>`` (when ``outside`` is given: a directory the command's user
+    could write if nothing confined it) and prints ``rf-confined:$RINGFENCE_SANDBOX:<nonce>``
+    as its first line of output; the nonce travels in through argv. ``check`` asserts that
+    line is exactly ``rf-confined:1:<nonce>`` and that the escape file is not on the host, then
+    returns the output without that line, so the test's own assertions read as before.
+    """
+
+    nonce: str
+    outside: Path | None = None
+
+    @property
+    def line(self) -> str:
+        return f"{CONFINED_MARK}:1:{self.nonce}"
+
+    @property
+    def escape_path(self) -> Path | None:
+        return None if self.outside is None else self.outside / f"escaped-{self.nonce}"
+
+    def argv(self, cmd: Sequence[str]) -> list[str]:
+        probe = ""
+        if self.escape_path is not None:  # in a subshell, so the command's $? starts at 0
+            probe = f"(: > {shlex.quote(str(self.escape_path))}) 2>/dev/null; "
+        script = f'{probe}printf "{CONFINED_MARK}:%s:%s\\n" "$RINGFENCE_SANDBOX" "$0"; exec "$@"'
+        return ["sh", "-c", script, self.nonce, *cmd]
+
+    def shell(self, script: str) -> list[str]:
+        """``argv`` for ``sh -c script``."""
+        return self.argv(["sh", "-c", script])
+
+    def strip(self, out: str, stderr: str = "") -> str:
+        """``out`` without the first line, after asserting it is the proof from inside."""
+        first, sep, rest = out.partition("\n")
+        assert sep and first == self.line, (
+            f"the command did not prove it ran confined: expected {self.line!r} first, "
+            f"got stdout {out[:300]!r}, stderr {stderr[-600:]!r}"
+        )
+        escape = self.escape_path
+        assert escape is None or not escape.exists(), f"the command wrote {escape} on the host"
+        return rest
+
+    def strip_bytes(self, out: bytes) -> bytes:
+        return self.strip(out.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+    def scrub_stderr(self, err: str) -> str:
+        """ringfence's report of the refused escape write taken out of ``err``, so a test's
+        assertions about its own refusals can neither fail nor pass because of the probe."""
+        if self.outside is None:
+            return err
+        refused = f"openat {self.escape_path} (outside writable roots)"
+        widening = f"--writable {self.outside}"
+        lines = []
+        for line in err.splitlines(keepends=True):
+            body = line.rstrip("\n")
+            if body.startswith("ringfence: refused "):
+                items = body.removeprefix("ringfence: refused ").split(", ")
+                items = [i for i in items if i != refused]
+                body = "ringfence: refused " + ", ".join(items) if items else ""
+            elif body.startswith("ringfence: to allow it: "):
+                flags = body.removeprefix("ringfence: to allow it: ").replace(widening, "")
+                flags = " ".join(flags.split())
+                body = "ringfence: to allow it: " + flags if flags else ""
+            if body:
+                lines.append(body + line[len(line.rstrip("\n")) :])
+        return "".join(lines)
+
+    def check(self, r: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+        """``r`` with the proof line taken off its stdout (asserted first) and the escape
+        probe's report taken out of its stderr."""
+        out = self.strip(r.stdout, r.stderr)
+        return subprocess.CompletedProcess(r.args, r.returncode, out, self.scrub_stderr(r.stderr))
+
+
+def new_nonce() -> str:
+    return f"rfn{secrets.token_hex(8)}"
+
+
+def outside_dir(uid: int, gid: int) -> Path:
+    """A directory outside any workspace that user ``uid`` may write, unconfined."""
+    d = Path(tempfile.mkdtemp(prefix="ringfence-outside-", dir="/var/tmp"))
+    d.chmod(0o755)
+    os.chown(d, uid, gid)
+    return d
+
+
+@pytest.fixture
+def confinement() -> Iterator[Confinement]:
+    """A ``Confinement`` for tests that drive the Session API (the current user)."""
+    d = outside_dir(os.getuid(), os.getgid())
+    yield Confinement(new_nonce(), d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @dataclass
 class Runner:
     """Runs ``ringfence`` as one user, with workspaces that user owns."""
@@ -101,6 +210,15 @@ class Runner:
     pythonpath: str | None
     cleanup: list[Path]
     src_copy: str
+    nonce: str = field(default_factory=new_nonce)
+    _confinement: Confinement | None = None
+
+    @property
+    def confinement(self) -> Confinement:
+        """This test's nonce and an outside directory this runner's user owns (made once)."""
+        if self._confinement is None:
+            self._confinement = Confinement(self.nonce, self.mkdir("outside-"))
+        return self._confinement
 
     def inner_ringfence(self) -> str:
         """A shell command that runs ringfence *inside* a sandbox: the test virtualenv may live
@@ -176,6 +294,21 @@ class Runner:
     ) -> subprocess.CompletedProcess[str]:
         """``ringfence run [flags] -- sh -c script`` in workspace ``ws``."""
         return self("run", *flags, "--", "sh", "-c", script, cwd=ws, **kw)  # type: ignore[arg-type]
+
+    def confined(
+        self, ws: Path | str, cmd: Sequence[str], *flags: str, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
+        """``ringfence run [flags] -- cmd`` in ``ws``, asserting it ran confined (see
+        ``Confinement``); stdout comes back without the proof line."""
+        c = self.confinement
+        r = self("run", *flags, "--", *c.argv(cmd), cwd=ws, **kw)  # type: ignore[arg-type]
+        return c.check(r)
+
+    def confined_sh(
+        self, ws: Path | str, script: str, *flags: str, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
+        """``sh(ws, script, *flags)``, asserting it ran confined."""
+        return self.confined(ws, ["sh", "-c", script], *flags, **kw)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def test_caches_are_redirected_and_writable(rf: Runner) -> None:
         'eval d=\\$$v; echo "$v=$d"; done; touch "$PIP_CACHE_DIR/probe" && echo writable; '
         'touch "$HOME/.cache-probe" 2>/dev/null || echo home-read-only'
     )
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     assert r.returncode == 0, r.stderr
     root = _cache_root(rf, ws)
     assert f"PIP_CACHE_DIR={root}/pip" in r.stdout
@@ -50,22 +50,18 @@ def test_caches_are_redirected_and_writable(rf: Runner) -> None:
     assert (root / "pip" / "probe").exists()
     assert (own.stat().st_mtime_ns if own.exists() else None) == before
     (root / "pip" / "probe").unlink()
-    r = rf.sh(ws, "echo ${PIP_CACHE_DIR:-none}", "--no-tool-caches")
+    r = rf.confined_sh(ws, "echo ${PIP_CACHE_DIR:-none}", "--no-tool-caches")
     assert r.stdout.strip() == "none"
 
 
 def test_pip_install_into_a_workspace_venv_uses_the_redirected_cache(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf(
-        "run",
-        *PYPI,
-        "--",
-        "sh",
-        "-c",
+    r = rf.confined_sh(
+        ws,
         "/usr/bin/python3 -m venv venv && venv/bin/pip install -q --disable-pip-version-check "
         "six==1.16.0 && venv/bin/pip cache dir && "
         "venv/bin/python -c 'import six; print(six.__version__)'",
-        cwd=ws,
+        *PYPI,
         timeout=300,
     )
     assert r.returncode == 0, r.stderr

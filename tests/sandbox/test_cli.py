@@ -90,7 +90,7 @@ def test_help_exits_zero(rf: Runner) -> None:
 
 def test_doctor_inside_a_sandbox_reports_what_is_missing(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf("run", "--", "sh", "-c", f"{rf.inner_ringfence()} doctor --json", cwd=ws)
+    r = rf.confined_sh(ws, f"{rf.inner_ringfence()} doctor --json")
     assert r.returncode == 1, r.stderr
     report = json.loads(r.stdout)
     assert report["default_policy_ok"] is False

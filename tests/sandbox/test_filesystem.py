@@ -24,7 +24,9 @@ def _snapshot(d: Path) -> dict[str, tuple[int, int, bytes | str]]:
 
 def test_write_inside_workspace_works(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, "echo hello > f && mkdir -p d/e && echo x > d/e/g && mv f d/h && cat d/h")
+    r = rf.confined_sh(
+        ws, "echo hello > f && mkdir -p d/e && echo x > d/e/g && mv f d/h && cat d/h"
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout == "hello\n"
     assert (ws / "d/h").read_text() == "hello\n"
@@ -46,7 +48,7 @@ def test_write_outside_workspace_fails_read_only(rf: Runner) -> None:
     python3 -c "import os; os.setxattr('keep', 'user.x', b'1')" 2>&1 | tail -1
     echo done
     """
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     assert r.returncode == 0, r.stderr
     assert "ALLOWED" not in r.stdout
     assert "Read-only file system" in r.stdout  # the xattr probe's error
@@ -62,7 +64,7 @@ def test_metadata_changes_inside_workspace_work(rf: Runner) -> None:
     python3 -c "import os; os.setxattr('f', 'user.k', b'v'); print(os.getxattr('f', 'user.k'))"
     stat -c '%a %s %Y' f
     """
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     assert r.returncode == 0, r.stderr
     assert "b'v'" in r.stdout
     assert "600 2 978307200" in r.stdout
@@ -92,7 +94,7 @@ except OSError as e:
     print('link-errno', errno.errorcode[e.errno])
 "
     """
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     assert r.returncode == 0, r.stderr
     for step in ("mv-out", "mv-in", "ln-in", "ln-out"):
         assert f"{step}=0" not in r.stdout, r.stdout
@@ -106,7 +108,7 @@ except OSError as e:
 
 def test_read_only_mode_refuses_workspace_writes(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, "cat /etc/hostname >/dev/null && echo x > f", "--mode", "read-only")
+    r = rf.confined_sh(ws, "cat /etc/hostname >/dev/null && echo x > f", "--mode", "read-only")
     assert r.returncode != 0
     assert "Read-only file system" in r.stderr
     assert not (ws / "f").exists()
@@ -114,7 +116,7 @@ def test_read_only_mode_refuses_workspace_writes(rf: Runner) -> None:
 
 def test_extra_writable_root(rf: Runner) -> None:
     ws, extra = rf.mkdir(), rf.mkdir("extra-")
-    r = rf.sh(ws, f"echo y > {extra}/out", "--writable", str(extra))
+    r = rf.confined_sh(ws, f"echo y > {extra}/out", "--writable", str(extra))
     assert r.returncode == 0, r.stderr
     assert (extra / "out").read_text() == "y\n"
 
@@ -124,7 +126,7 @@ def test_private_tmp(rf: Runner) -> None:
     workspace's layer; /dev/shm is private."""
     ws = rf.mkdir(base="/tmp")
     marker = rf.mkdir("hostmarker-", base="/tmp")
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"ls /tmp; test -e {marker} && echo VISIBLE; echo hi > /tmp/made-inside; "
         f"echo x > {marker}/inside && echo layer-write; "
@@ -144,7 +146,7 @@ def test_private_tmp(rf: Runner) -> None:
 def test_tmp_size_asks_for_a_private_tmpfs(rf: Runner) -> None:
     ws = rf.mkdir()
     marker = rf.mkdir("hostmarker-", base="/tmp")
-    r = rf.sh(
+    r = rf.confined_sh(
         ws, f"test -e {marker} && echo VISIBLE; df -P /tmp | tail -1", "--limit", "tmp-size=8m"
     )
     assert r.returncode == 0, r.stderr
@@ -153,7 +155,7 @@ def test_tmp_size_asks_for_a_private_tmpfs(rf: Runner) -> None:
 
 def test_minimal_dev_and_fresh_proc(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "ls /dev; echo ---; ls /proc | grep -E '^[0-9]+$' | wc -l; "
         "echo x > /dev/null && echo null-ok; head -c 4 /dev/urandom | wc -c; "
@@ -171,7 +173,9 @@ def test_minimal_dev_and_fresh_proc(rf: Runner) -> None:
 
 def test_no_capabilities_and_no_new_privs(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status")
+    r = rf.confined_sh(
+        ws, "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs)' /proc/self/status"
+    )
     assert r.returncode == 0, r.stderr
     fields = dict(line.split(":\t") for line in r.stdout.strip().splitlines())
     for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
@@ -182,14 +186,14 @@ def test_no_capabilities_and_no_new_privs(rf: Runner) -> None:
 def test_setuid_binary_gives_nothing(rf: Runner) -> None:
     ws = rf.mkdir()
     su = "/usr/bin/su" if Path("/usr/bin/su").exists() else "/bin/su"
-    r = rf.sh(ws, f"{su} -c id root </dev/null; id -u")
+    r = rf.confined_sh(ws, f"{su} -c id root </dev/null; id -u")
     assert r.stdout.strip().splitlines()[-1] == str(rf.uid)
     assert "uid=0(root) gid=0(root) groups=0(root)\n" not in r.stdout or rf.uid == 0
 
 
 def test_file_descriptors_above_two_are_closed(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, "ls /proc/self/fd")
+    r = rf.confined_sh(ws, "ls /proc/self/fd")
     assert r.returncode == 0, r.stderr
     # 0,1,2 and the fd ls itself opens for the directory listing
     assert sorted(int(x) for x in r.stdout.split()) == [0, 1, 2, 3]
@@ -205,7 +209,7 @@ def test_writable_dev_shm_is_the_sandboxs_own_never_the_hosts(rf: Runner) -> Non
     host_file = Path(f"/dev/shm/ringfence-host-{nonce}")
     host_file.write_text("host")
     try:
-        r = rf.sh(
+        r = rf.confined_sh(
             ws,
             f"echo {nonce} > /dev/shm/rf-{nonce} && cat /dev/shm/rf-{nonce}; "
             f"test -e {host_file} && echo HOST-VISIBLE; exit 0",

@@ -95,7 +95,7 @@ def _attack(
         setup(ws, home)
         for m in marks.iterdir():
             m.unlink()
-        r = rf.sh(ws, INNER + plant.format(marks=marks), *flags)
+        r = rf.confined_sh(ws, INNER + plant.format(marks=marks), *flags)
         host = _host(home, ws / where, after)
         ran = sorted(m.name for m in marks.iterdir())
         if flags:
@@ -343,7 +343,7 @@ def test_options_for_git_apply_are_the_ones_git_am_stores(rf: Runner) -> None:
     home = Path(tempfile.mkdtemp(prefix="ringfence-home-", dir="/var/tmp"))
     try:
         _repo(ws, rf, home)
-        r = rf.sh(
+        r = rf.confined_sh(
             ws,
             "mkdir -p .git/rebase-apply && echo \"'--build-fake-ancestor=/tmp/x'\" "
             "> .git/rebase-apply/apply-opt && mkdir -p ok/.git/rebase-apply && echo done",
@@ -360,7 +360,7 @@ def test_the_guard_keeps_its_limits(rf: Runner) -> None:
     """prlimit on the guard (pid 2) would starve it of descriptors before its end-of-run
     checks: refused by the hardening filter (only the caller's own limits may change)."""
     ws = rf.mkdir()
-    r = rf.sh(ws, "prlimit --pid 2 --nofile=3:3; echo rc=$?; ulimit -n 64 && echo own-ok")
+    r = rf.confined_sh(ws, "prlimit --pid 2 --nofile=3:3; echo rc=$?; ulimit -n 64 && echo own-ok")
     assert "rc=0" not in r.stdout and "own-ok" in r.stdout, (r.stdout, r.stderr)
 
 
@@ -370,7 +370,7 @@ def test_core_worktree_only_for_a_submodule(rf: Runner, tmp_path: Path, marks: P
     ws = rf.mkdir()
     home = tmp_path / "h"
     _repo(ws, rf, home)
-    r = rf.sh(ws, "mkdir wt && git config core.worktree ../wt; echo rc=$?")
+    r = rf.confined_sh(ws, "mkdir wt && git config core.worktree ../wt; echo rc=$?")
     assert "rc=0" not in r.stdout and "core.worktree" in r.stderr, (r.stdout, r.stderr)
     assert "worktree" not in (ws / ".git/config").read_text()
 
@@ -398,7 +398,7 @@ def test_pointers_are_judged_where_they_lead(
     try:
         ws = rf.mkdir()
         _repo(ws, rf, tmp_path / "h")
-        r = rf.sh(ws, INNER + plant.format(out=out))
+        r = rf.confined_sh(ws, INNER + plant.format(out=out))
         assert not (ws / moved).exists(), (r.stdout, r.stderr)
         assert (ws / f"{moved}.ringfence-refused").exists()
     finally:
@@ -438,7 +438,7 @@ def test_core_worktree_may_not_lead_into_a_git_directory(rf: Runner) -> None:
     ws.mkdir(parents=True)
     for p in (base / "modules", ws):
         os.chown(p, rf.uid, rf.gid)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "git init -q . && git config core.worktree . ; echo main=$?; "
         "git init -q --bare .git/modules/sub && "
@@ -463,7 +463,7 @@ def test_a_git_file_naming_a_host_repository_opens_nothing(rf: Runner) -> None:
     ws = rf.mkdir()
     (ws / ".git").write_text(f"gitdir: {victim}/.git\n")
     os.chown(ws / ".git", rf.uid, rf.gid)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"echo 'ref: refs/heads/pwned' > {victim}/.git/HEAD || echo refused; "
         f"touch {victim}/.git/refs/heads/evil || echo refused",

@@ -886,7 +886,7 @@ def _plant(ctx: Ctx, channel: Channel, *flags: str) -> tuple[State, str, str]:
     channel.setup(ctx)
     _chown_tree(ctx.ws, ctx.rf)
     before = _state(ctx)
-    r = ctx.rf.sh(ctx.ws, INNER + channel.plant(ctx) + f"echo {DONE}\n", *flags)
+    r = ctx.rf.confined_sh(ctx.ws, INNER + channel.plant(ctx) + f"echo {DONE}\n", *flags)
     assert DONE in r.stdout, (r.returncode, r.stdout, r.stderr)  # the whole plant ran
     assert PREP_FAILED not in r.stdout, (r.stdout, r.stderr)  # and did what it had to
     return before, r.stdout, r.stderr
@@ -942,7 +942,7 @@ def test_a_flood_of_refusals_cannot_hide_what_matters(
             str(ctx.ws / ".git/hooks/post-checkout"),
         ),
     }[then]
-    r = rf.sh(ctx.ws, INNER + _FLOOD + f"{follow}\necho {DONE}\n")
+    r = rf.confined_sh(ctx.ws, INNER + _FLOOD + f"{follow}\necho {DONE}\n")
     assert DONE in r.stdout, (r.stdout, r.stderr)
     assert r.stdout.count(".vscode/x") >= 500, r.stdout[-2000:]  # the flood was refused
     assert named in r.stderr, r.stderr
@@ -956,7 +956,7 @@ def test_strict_git_makes_all_of_git_read_only(rf: Runner, home: Path, marks: Pa
     _chown_tree(ctx.ws, rf)
     head = _git(ctx, "-C", ctx.ws, "rev-parse", "HEAD")
     before = _tree(ctx.ws / ".git")
-    r = rf.sh(
+    r = rf.confined_sh(
         ctx.ws,
         INNER
         + "echo a > a; echo changed >> README\n"

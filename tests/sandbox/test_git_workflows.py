@@ -2,7 +2,8 @@
 
 Each test runs one real workflow inside the sandbox (as root and as the unprivileged user),
 leaves a per-test nonce in what it commits, and then checks on the host, with host git, that
-the nonce is there: a test cannot pass unless the confined command really did the work.
+the nonce is there; the command also reports ``$RINGFENCE_SANDBOX`` and the test's own nonce
+(``rf.confined_sh``): a test cannot pass unless the confined command really did the work.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def _host_repo(path: Path, home: Path, rf: Runner, files: dict[str, str] | None 
 
 
 def _run(rf: Runner, ws: Path, script: str, timeout: float = 60) -> None:
-    r = rf.sh(ws, INNER + script, timeout=timeout)
+    """The workflow, in the sandbox: it must prove it ran confined (see ``Confinement``)."""
+    r = rf.confined_sh(ws, INNER + script, timeout=timeout)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
 
 

@@ -49,7 +49,7 @@ print("fork", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="probe uses x86_64 numbers")
 def test_kernel_surface_is_narrowed(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf("run", "--", "python3", "-c", PROBE, cwd=ws)
+    r = rf.confined(ws, ["python3", "-c", PROBE])
     assert r.returncode == 0, r.stderr
     seen = dict(line.rsplit(" ", 1) for line in r.stdout.strip().splitlines())
     for name in (
@@ -83,6 +83,6 @@ def test_foreign_abi_call_kills_the_process(rf: Runner) -> None:
         "addr = ctypes.addressof(ctypes.c_char.from_buffer(buf)); "
         "ctypes.CFUNCTYPE(ctypes.c_int)(addr)(); print('SURVIVED')"
     )
-    r = rf("run", "--", "python3", "-c", code, cwd=ws)
+    r = rf.confined(ws, ["python3", "-c", code])
     assert "SURVIVED" not in r.stdout
     assert r.returncode == 128 + 31, (r.returncode, r.stderr)  # SIGSYS

@@ -49,7 +49,7 @@ def test_process_limit_stops_a_fork_bomb(rf: Runner) -> None:
 
 def test_private_tmp_has_a_size(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "head -c 3000000 /dev/zero > /tmp/big; echo status=$?; "
         "head -c 3000000 /dev/zero > /dev/shm/big; echo shm=$?",
@@ -64,10 +64,10 @@ def test_private_tmp_has_a_size(rf: Runner) -> None:
 
 def test_file_size_and_cpu_limits(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, "head -c 200000 /dev/zero > big", "--limit", "file-size=100k")
+    r = rf.confined_sh(ws, "head -c 200000 /dev/zero > big", "--limit", "file-size=100k")
     assert r.returncode == 128 + 25  # SIGXFSZ
     assert (ws / "big").stat().st_size == 100 * 1024
-    r = rf("run", "--limit", "cpu=1", "--", "python3", "-c", "while True: pass", cwd=ws, timeout=30)
+    r = rf.confined(ws, ["python3", "-c", "while True: pass"], "--limit", "cpu=1", timeout=30)
     assert r.returncode == 128 + 24  # SIGXCPU
 
 
@@ -82,7 +82,7 @@ while n < 1000 and libc.inotify_init() >= 0:
 print("inotify", n, ctypes.get_errno())
 print("userns", open("/proc/sys/user/max_user_namespaces").read().strip())
 """
-    r = rf("run", "--limit", "inotify-instances=8", "--", "python3", "-c", probe, cwd=ws)
+    r = rf.confined(ws, ["python3", "-c", probe], "--limit", "inotify-instances=8")
     assert r.returncode == 0, r.stderr
     assert "inotify 8 24" in r.stdout, r.stdout  # EMFILE after 8
     assert "userns 0" in r.stdout

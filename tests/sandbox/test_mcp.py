@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Confinement
 from mcp import Client, types
 from mcp.client.stdio import StdioServerParameters
 
@@ -71,13 +72,17 @@ def _session(
     asyncio.run(asyncio.wait_for(main(), 120))
 
 
-def test_tools_are_listed_and_commands_run_with_their_results(ws: Path) -> None:
+def test_tools_are_listed_and_commands_run_with_their_results(
+    ws: Path, confinement: Confinement
+) -> None:
     async def body(c: Client) -> None:
         names = {t.name for t in (await c.list_tools()).tools}
         expected = {"run_command", "start_command", "read_output", "write_stdin", "kill"}
         assert names == expected | {"describe_sandbox"}
-        ok = _data(await c.call_tool("run_command", {"command": "echo hi; echo err >&2"}))
-        assert (ok["exit_code"], ok["stdout"], ok["stderr"]) == (0, "hi\n", "err\n")
+        cmd = confinement.shell("echo hi; echo err >&2")
+        ok = _data(await c.call_tool("run_command", {"command": cmd}))
+        out = confinement.strip(ok["stdout"], ok["stderr"])
+        assert (ok["exit_code"], out, ok["stderr"]) == (0, "hi\n", "err\n")
         bad = _data(await c.call_tool("run_command", {"command": ["sh", "-c", "exit 3"]}))
         assert bad["exit_code"] == 3
         missing = _data(await c.call_tool("run_command", {"command": ["no-such-tool"]}))
@@ -104,7 +109,7 @@ def test_a_write_outside_the_workspace_is_refused_and_reported(ws: Path) -> None
         shutil.rmtree(outside)
 
 
-def test_a_timeout_kills_the_command_and_says_so(ws: Path) -> None:
+def test_a_timeout_kills_the_command_and_says_so(ws: Path, confinement: Confinement) -> None:
     async def body(c: Client) -> None:
         r = _data(
             await c.call_tool(
@@ -112,8 +117,9 @@ def test_a_timeout_kills_the_command_and_says_so(ws: Path) -> None:
             )
         )
         assert r["timed_out"] is True and r["stdout"] == "started\n"
-        again = _data(await c.call_tool("run_command", {"command": "echo still serving"}))
-        assert again["stdout"] == "still serving\n"
+        cmd = confinement.shell("echo still serving")
+        again = _data(await c.call_tool("run_command", {"command": cmd}))
+        assert confinement.strip(again["stdout"], again["stderr"]) == "still serving\n"
 
     _session(ws, body)
 
@@ -145,7 +151,9 @@ def test_a_long_running_process_is_driven_through_start_read_write_kill(ws: Path
     _session(ws, body)
 
 
-def test_bad_arguments_are_tool_errors_and_the_server_keeps_serving(ws: Path) -> None:
+def test_bad_arguments_are_tool_errors_and_the_server_keeps_serving(
+    ws: Path, confinement: Confinement
+) -> None:
     async def body(c: Client) -> None:
         for args in (
             {"command": ""},
@@ -158,8 +166,9 @@ def test_bad_arguments_are_tool_errors_and_the_server_keeps_serving(ws: Path) ->
             assert r.is_error, args
         assert (await c.call_tool("write_stdin", {"id": "42", "data": "x"})).is_error
         assert (await c.call_tool("read_output", {"id": "1", "wait_ms": -5})).is_error
-        ok = _data(await c.call_tool("run_command", {"command": "pwd", "cwd": "."}))
-        assert ok["stdout"] == f"{ws}\n"
+        cmd = confinement.argv(["pwd"])
+        ok = _data(await c.call_tool("run_command", {"command": cmd, "cwd": "."}))
+        assert confinement.strip(ok["stdout"], ok["stderr"]) == f"{ws}\n"
 
     _session(ws, body)
 

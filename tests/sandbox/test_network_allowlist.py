@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Runner
+from conftest import Confinement, Runner
 
 from ringfence import Network, Policy, Session
 
@@ -66,24 +66,9 @@ def listener() -> Iterator[Listener]:
 
 def test_pip_download_through_the_allowlist(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf(
-        "run",
-        "--network",
-        "allowlist",
-        *PYPI,
-        "--",
-        "python3",
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--no-cache-dir",
-        "--disable-pip-version-check",
-        "-d",
-        "dl",
-        "six==1.16.0",
-        cwd=ws,
-        timeout=180,
+    pip = "python3 -m pip download --no-deps --no-cache-dir --disable-pip-version-check"
+    r = rf.confined(
+        ws, [*pip.split(), "-d", "dl", "six==1.16.0"], "--network", "allowlist", *PYPI, timeout=180
     )
     assert r.returncode == 0, r.stderr
     assert (ws / "dl" / "six-1.16.0-py2.py3-none-any.whl").exists()
@@ -92,20 +77,15 @@ def test_pip_download_through_the_allowlist(rf: Runner) -> None:
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed")
 def test_npm_view_through_the_allowlist(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf(
-        "run",
+    r = rf.confined(
+        ws,
+        ["npm", "view", "is-number@7.0.0", "version"],
         "--network",
         "allowlist",
         "--allow-domain",
         "registry.npmjs.org",
         "--env",
         f"npm_config_cache={ws}/.npm",
-        "--",
-        "npm",
-        "view",
-        "is-number@7.0.0",
-        "version",
-        cwd=ws,
         timeout=180,
     )
     assert r.returncode == 0, r.stderr
@@ -114,7 +94,7 @@ def test_npm_view_through_the_allowlist(rf: Runner) -> None:
 
 def test_a_host_not_on_the_list_is_refused_by_name(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "curl -sS -m 10 -o /dev/null https://example.com/; echo curl=$?",
         "--network",
@@ -181,7 +161,7 @@ except socket.gaierror as e:
     print("dns failed")
 """
     try:
-        r = rf("run", "--network", "allowlist", *PYPI, "--", "python3", "-c", probe, cwd=ws)
+        r = rf.confined(ws, ["python3", "-c", probe], "--network", "allowlist", *PYPI)
         assert r.returncode == 0, r.stderr
         assert "tcp-host EACCES" in r.stdout  # Landlock: connect to the proxy port only
         assert "tcp-proxy CONNECTED" in r.stdout
@@ -199,13 +179,13 @@ def test_an_allowed_name_that_resolves_to_loopback_is_refused(
     ws = rf.mkdir()
     url = f"http://localhost:{listener.port}/"
     flags = ("--network", "allowlist", "--allow-domain", f"localhost:{listener.port}")
-    r = rf.sh(ws, f"curl --noproxy '' -sS -m 10 {url}; echo curl=$?", *flags)
+    r = rf.confined_sh(ws, f"curl --noproxy '' -sS -m 10 {url}; echo curl=$?", *flags)
     # the proxy's 403 body, and ringfence's summary of what it blocked
     assert f"blocked localhost:{listener.port} resolves to 127.0.0.1 is loopback" in r.stdout
     assert "but 127.0.0.1 is loopback" in r.stderr
     assert listener.received == []
     # allowed on purpose: the same request goes through, to the checked address
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"curl --noproxy '' -sS -m 10 {url}; echo; echo curl=$?",
         *flags,
@@ -245,17 +225,8 @@ for port in ({exposed.port}, {other.port}):
 """
     try:
         ws = rf.mkdir()
-        r = rf(
-            "run",
-            "--network",
-            network,
-            "--expose-port",
-            str(exposed.port),
-            "--",
-            "python3",
-            "-c",
-            probe,
-            cwd=ws,
+        r = rf.confined(
+            ws, ["python3", "-c", probe], "--network", network, "--expose-port", str(exposed.port)
         )
         assert r.returncode == 0, r.stderr
         assert f"{exposed.port} hello" in r.stdout
@@ -286,18 +257,21 @@ def test_git_ssh_proxy_command_tunnels_to_allowed_hosts_only(rf: Runner) -> None
     try:
         ws = rf.mkdir()
         flags = ("--network", "allowlist", "--allow-domain", f"localhost:{echo.port}")
-        run = ("run", *flags, "--allow-local-targets", "--", "python3", "-c", SSH_PROXY_PROBE)
-        r = rf(*run, "localhost", str(echo.port), cwd=ws)
+        flags = (*flags, "--allow-local-targets")
+        probe = ["python3", "-c", SSH_PROXY_PROBE]
+        r = rf.confined(ws, [*probe, "localhost", str(echo.port)], *flags)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith("0 through the tunnel"), r.stdout
-        r = rf(*run, "example.com", "22", cwd=ws)
+        r = rf.confined(ws, [*probe, "example.com", "22"], *flags)
         assert r.stdout.startswith("1 "), r.stdout
         assert "blocked example.com:22 not in the allowlist" in r.stdout
     finally:
         echo.close()
 
 
-def test_a_host_application_is_asked_about_names_off_the_list(listener: Listener) -> None:
+def test_a_host_application_is_asked_about_names_off_the_list(
+    listener: Listener, confinement: Confinement
+) -> None:
     ws = Path(tempfile.mkdtemp(prefix="ringfence-ask-", dir="/var/tmp"))
     asked: list[tuple[str, int]] = []
     answers = iter(["session", "never"])
@@ -317,13 +291,9 @@ def test_a_host_application_is_asked_about_names_off_the_list(listener: Listener
     try:
         with Session(policy, on_network_request=on_network_request) as s:
             for _ in range(2):  # the session answer is remembered: asked once
-                r = s.run(
-                    curl.format("localhost", listener.port),
-                    shell=True,
-                    capture_output=True,
-                    text=True,
-                )
-                assert "hello" in r.stdout, r.stdout
+                cmd = confinement.shell(curl.format("localhost", listener.port))
+                r = s.run(cmd, capture_output=True, text=True)
+                assert "hello" in confinement.strip(r.stdout, r.stderr), r.stdout
             assert asked == [("localhost", listener.port)]
             other = Listener()
             try:

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Runner
+from conftest import CONFINED_MARK, Runner
 
 from ringfence.platforms.linux import cgroups
 
@@ -53,21 +53,30 @@ def test_background_and_setsid_processes_die_with_the_command(rf: Runner) -> Non
         f'(setsid sh -c "{_sleeper(token)} &" &) ; sleep 0.3; '
         f"ps -eo args | grep -c '[{token[0]}]{token[1:]}'"
     )
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout.strip()) >= 3  # they really ran inside
     assert _wait_gone(token) == []
 
 
 def test_sigkill_of_ringfence_leaves_no_process_and_no_file(rf: Runner) -> None:
+    """Everything checked is this test's own: processes by a token only its command carries,
+    temporary files in a TMPDIR only its ringfence uses, cgroups by its ringfence's pid; so
+    another ringfence running on the machine meanwhile changes nothing here."""
     ws = rf.mkdir()
     (ws / ".git").mkdir()
     os.chown(ws / ".git", rf.uid, rf.gid)
     before = sorted(p.name for p in ws.rglob("*"))
-    tmp_before = set(os.listdir("/tmp"))
+    tmpdir = rf.mkdir("tmpdir-")  # the host side's own temporary files go here, not to /tmp
     token = f"rf-kill-{uuid.uuid4().hex}"
     proc = rf.popen(
-        "run", "--", "sh", "-c", f"setsid {_sleeper(token)} & echo started; wait", cwd=ws
+        "run",
+        "--",
+        "sh",
+        "-c",
+        f"setsid {_sleeper(token)} & echo started; wait",
+        cwd=ws,
+        env={"TMPDIR": str(tmpdir)},
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "started"
@@ -76,8 +85,7 @@ def test_sigkill_of_ringfence_leaves_no_process_and_no_file(rf: Runner) -> None:
     proc.wait(timeout=10)
     assert _wait_gone(token) == []
     assert sorted(p.name for p in ws.rglob("*")) == before
-    leftovers = {n for n in set(os.listdir("/tmp")) - tmp_before if "ringfence" in n.lower()}
-    assert leftovers == set()
+    assert sorted(os.listdir(tmpdir)) == []
     # Its per-run cgroups (if any) could not be removed by the killed ringfence: they are empty,
     # and the next run removes them.
     stale = [
@@ -119,7 +127,7 @@ def test_timeout_kills_the_tree_and_exits_124(rf: Runner) -> None:
 )
 def test_exit_status_mapping(rf: Runner, script: str, code: int) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     assert r.returncode == code, r.stderr
 
 
@@ -160,7 +168,7 @@ def test_ringfence_failure_is_125_with_a_message(rf: Runner) -> None:
 
 def test_stdio_is_passed_straight_through(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf("run", "--", "sh", "-c", "cat; echo err >&2", cwd=ws, input="from stdin\n")
+    r = rf.confined_sh(ws, "cat; echo err >&2", input="from stdin\n")
     assert r.returncode == 0
     assert r.stdout == "from stdin\n"
     assert r.stderr == "err\n"
@@ -168,7 +176,7 @@ def test_stdio_is_passed_straight_through(rf: Runner) -> None:
 
 def test_no_controlling_terminal(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, "ps -o sid=,pid= -p $$; cat /dev/tty 2>&1 || true")
+    r = rf.confined_sh(ws, "ps -o sid=,pid= -p $$; cat /dev/tty 2>&1 || true")
     assert r.returncode == 0, r.stderr
     sid, pid = r.stdout.split("\n")[0].split()
     assert sid == pid  # the command leads its own session
@@ -223,6 +231,23 @@ def test_full_access_runs_without_a_boundary(rf: Runner) -> None:
     assert r.stdout.strip() == "0"
     assert (outside / "f").exists()
     assert Path(outside / "f").read_text() == "x\n"
+
+
+def test_the_confinement_proof_fails_for_an_unconfined_command(rf: Runner) -> None:
+    """The check positive tests rely on (``rf.confined``) rejects a command that ran with no
+    boundary: under full access RINGFENCE_SANDBOX is 0, and with it forced to 1 the escape
+    write lands on the host."""
+    ws = rf.mkdir()
+    c = rf.confinement
+    r = rf("run", "--mode", "full-access", "--", *c.shell("echo ran"), cwd=ws)
+    assert r.returncode == 0 and r.stdout == f"{CONFINED_MARK}:0:{c.nonce}\nran\n", r.stdout
+    with pytest.raises(AssertionError, match="did not prove it ran confined"):
+        c.check(r)
+    forged = ("--mode", "full-access", "--env", "RINGFENCE_SANDBOX=1")
+    r = rf("run", *forged, "--", *c.shell("echo ran"), cwd=ws)
+    assert r.stdout.startswith(c.line + "\n"), r.stdout
+    with pytest.raises(AssertionError, match=r"wrote .* on the host"):
+        c.check(r)
 
 
 def test_the_callers_terminal_can_be_reopened_but_not_injected(rf: Runner) -> None:
@@ -290,7 +315,7 @@ print('attach-pid1', libc.ptrace(PTRACE_ATTACH, 1, 0, 0), ctypes.get_errno())
 "
     echo done
     """
-    r = rf.sh(ws, script, env={"RINGFENCE_CANARY": "s3cret"})
+    r = rf.confined_sh(ws, script, env={"RINGFENCE_CANARY": "s3cret"})
     assert r.stdout.strip().endswith("done"), r.stderr
     assert "LEAK" not in r.stdout
     assert "attach-pid1 -1 1" in r.stdout  # EPERM
@@ -317,7 +342,7 @@ except OSError as e:
 "
     echo done
     """
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     assert r.stdout.strip().endswith("done"), r.stderr
     assert "MAPPED" not in r.stdout
     assert (ws / ".git/hooks/pre-commit").read_text() == "orig\n"

@@ -39,7 +39,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_git_init_add_commit_in_the_workspace(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"git init -q . && echo a > a && git add a && git {GIT_ID} commit -qm one "
         f"&& echo b > b && git add b && git {GIT_ID} commit -qm two && git log --oneline | wc -l",
@@ -73,7 +73,7 @@ def test_existing_repo_commit_works_but_hooks_and_config_are_read_only(rf: Runne
     mv .git .git-moved 2>/dev/null && echo GIT-RENAMED
     rm -rf .git 2>/dev/null; test -d .git/hooks && echo still-there
     """
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     assert "commit-ok" in r.stdout, r.stderr
     for bad in (
         "HOOK-WRITTEN",
@@ -94,7 +94,7 @@ def test_existing_repo_commit_works_but_hooks_and_config_are_read_only(rf: Runne
 def test_strict_git_makes_all_of_git_read_only(rf: Runner) -> None:
     ws = rf.mkdir()
     _git_repo(ws, rf)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"echo a > a && git add a 2>&1; git {GIT_ID} commit -qm x 2>&1; echo a > a2",
         "--strict-git",
@@ -117,7 +117,7 @@ def test_existing_tool_config_dirs_are_read_only(rf: Runner, name: str) -> None:
     (ws / name).mkdir()
     (ws / name / "settings.json").write_text("{}")
     _chown_tree(ws, rf)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"echo x > {name}/tasks.json; echo y > {name}/settings.json; rm -rf {name}; "
         f"mv {name} moved; echo done",
@@ -133,7 +133,7 @@ def test_existing_protected_files_are_read_only(rf: Runner, name: str) -> None:
     ws = rf.mkdir()
     (ws / name).write_text("# original\n")  # a comment: valid in every one of these formats
     _chown_tree(ws, rf)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"echo evil > {name}; echo evil >> {name}; rm -f {name}; mv {name} x; "
         f"chmod 777 {name}; echo done",
@@ -149,7 +149,9 @@ def test_protect_flag_adds_a_path(rf: Runner) -> None:
     (ws / "build").mkdir()
     (ws / "build" / "out").write_text("keep")
     _chown_tree(ws, rf)
-    r = rf.sh(ws, "echo x > build/out; echo y > other; echo done", "--protect", str(ws / "build"))
+    r = rf.confined_sh(
+        ws, "echo x > build/out; echo y > other; echo done", "--protect", str(ws / "build")
+    )
     assert r.stdout.strip() == "done"
     assert (ws / "build/out").read_text() == "keep"
     assert (ws / "other").read_text() == "y\n"
@@ -166,7 +168,7 @@ def test_gitdir_pointer_file_is_followed(rf: Runner) -> None:
     _chown_tree(ws, rf)
     _chown_tree(store, rf)
     config_before = (store / "repo.git/config").read_bytes()
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"echo a > a && git add a && git {GIT_ID} commit -qm one && echo commit-ok; "
         f"echo evil > {store}/repo.git/hooks/pre-commit || echo hook-refused; "
@@ -187,7 +189,7 @@ def test_submodule_gitdirs_are_protected(rf: Runner) -> None:
     subprocess.run(["git", "init", "-q", "--bare", str(mod)], check=True)
     (mod / "hooks/post-checkout").write_text("#!/bin/sh\n")
     _chown_tree(ws, rf)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "echo evil > .git/modules/lib/hooks/post-checkout || echo refused-hook; "
         "echo x >> .git/modules/lib/config || echo refused-config",
@@ -202,7 +204,9 @@ def test_symlinked_protected_name_protects_its_target(rf: Runner) -> None:
     (ws / "real-vscode/tasks.json").write_text("{}")
     (ws / ".vscode").symlink_to("real-vscode")
     _chown_tree(ws, rf)
-    r = rf.sh(ws, "echo evil > .vscode/tasks.json; echo evil > real-vscode/tasks.json; echo done")
+    r = rf.confined_sh(
+        ws, "echo evil > .vscode/tasks.json; echo evil > real-vscode/tasks.json; echo done"
+    )
     assert r.stdout.strip() == "done"
     assert (ws / "real-vscode/tasks.json").read_text() == "{}"
 
@@ -212,7 +216,7 @@ def test_symlink_planted_by_an_earlier_run_cannot_widen_the_next(rf: Runner) -> 
     (secret / "precious").write_text("keep")
     _chown_tree(secret, rf)
     # run 1 plants a link inside the workspace pointing at a directory outside it
-    r1 = rf.sh(ws, f"ln -s {secret} build && echo planted")
+    r1 = rf.confined_sh(ws, f"ln -s {secret} build && echo planted")
     assert "planted" in r1.stdout
     # run 2: the user asks for build/ to be writable; ringfence refuses the planted link
     r2 = rf(
@@ -242,7 +246,9 @@ def test_planted_symlink_as_protected_name_redirects_nothing(rf: Runner) -> None
     (ws / "innocent").mkdir()
     hooks.symlink_to(ws / "innocent")
     _chown_tree(ws, rf)
-    r = rf.sh(ws, "echo evil > .git/hooks/pre-commit; echo evil > innocent/pre-push; echo done")
+    r = rf.confined_sh(
+        ws, "echo evil > .git/hooks/pre-commit; echo evil > innocent/pre-push; echo done"
+    )
     assert r.stdout.strip() == "done"
     assert list((ws / "innocent").iterdir()) == []
 
@@ -267,7 +273,7 @@ def test_protected_names_that_do_not_exist_cannot_be_created(rf: Runner, make: s
     ws = rf.mkdir()
     (ws / "sub").mkdir()
     _chown_tree(ws, rf)
-    r = rf.sh(ws, f"{make}; echo status=$?; echo ok > allowed.txt")
+    r = rf.confined_sh(ws, f"{make}; echo status=$?; echo ok > allowed.txt")
     assert "status=0" not in r.stdout, (r.stdout, r.stderr)
     assert "Permission denied" in r.stderr
     assert (ws / "allowed.txt").read_text() == "ok\n"  # the command really ran
@@ -306,7 +312,7 @@ def test_gitmodules_changes_only_by_checked_content(rf: Runner) -> None:
     printf '[submodule "b"]\\n\\tpath = b\\n\\turl = ext::sh -c x\\n' > new2/.gitmodules
     echo done
     """
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     for expected in ("refused-append", "refused-chmod", "refused-bad-rename", "good-rename"):
         assert expected in r.stdout, (expected, r.stdout, r.stderr)
     assert f"url = ../{nonce}" in (ws / "old/.gitmodules").read_text()
@@ -323,7 +329,9 @@ def test_missing_hooks_dir_of_an_existing_repo_cannot_be_created(rf: Runner) -> 
     for p in (ws / ".git/hooks").iterdir():
         p.unlink()
     (ws / ".git/hooks").rmdir()
-    r = rf.sh(ws, "mkdir -p .git/hooks && echo evil > .git/hooks/pre-commit; echo status=$?")
+    r = rf.confined_sh(
+        ws, "mkdir -p .git/hooks && echo evil > .git/hooks/pre-commit; echo status=$?"
+    )
     assert "status=0" not in r.stdout
     assert not (ws / ".git/hooks").exists()
 
@@ -347,7 +355,7 @@ def test_nested_repository_is_protected_too(rf: Runner) -> None:
     mv .git .git-away 2>/dev/null || echo refused-move-away
     rm -rf .git 2>/dev/null; test -d .git && echo repo-still-there
     """
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     for expected in (
         "commit-ok",
         "refused-hook-write",
@@ -374,7 +382,7 @@ def test_existing_gitdir_pointer_cannot_be_redirected(rf: Runner) -> None:
     _chown_tree(ws, rf)
     _chown_tree(store, rf)
     pointer = (wt / ".git").read_text()
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "mkdir -p evil/hooks; echo 'gitdir: ../evil' > wt/.git || echo refused-rewrite; "
         "rm -f wt/.git || echo refused-remove; "
@@ -387,7 +395,7 @@ def test_existing_gitdir_pointer_cannot_be_redirected(rf: Runner) -> None:
 
 def test_a_new_repository_created_in_the_run_is_the_commands_own(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"git init -q fresh && cd fresh && git config user.name t && echo a > a && "
         f"git add a && git {GIT_ID} commit -qm one && echo ok",
@@ -395,7 +403,7 @@ def test_a_new_repository_created_in_the_run_is_the_commands_own(rf: Runner) -> 
     assert r.stdout.strip() == "ok", r.stderr
     assert (ws / "fresh/.git/hooks").is_dir()
     # the next run treats it as an existing repository
-    r = rf.sh(ws, "echo evil > fresh/.git/hooks/pre-commit || echo refused")
+    r = rf.confined_sh(ws, "echo evil > fresh/.git/hooks/pre-commit || echo refused")
     assert "refused" in r.stdout
 
 
@@ -487,7 +495,7 @@ except PermissionError:
 "
     echo data > mine && chmod 600 mine && truncate -s 2 mine && stat -c '%a %s' mine
     """
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     for expected in ("refused-chmod", "refused-truncate", "refused-fchmod", "600 2"):
         assert expected in r.stdout, (expected, r.stdout, r.stderr)
     assert hook.stat().st_mode & 0o777 == 0o755
@@ -611,7 +619,7 @@ def test_a_git_directory_the_guard_cannot_see_into_is_refused(rf: Runner) -> Non
     it then refuses what it cannot judge instead of guessing "not a repository"."""
     ws = rf.mkdir()
     _git_repo(ws, rf)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "mkdir -p .git/info; cd .git/info && chmod 000 ../../.git && "
         "{ echo '* filter=x' > attributes || echo refused; }; chmod 755 ../../.git; echo ran",
@@ -665,7 +673,7 @@ def test_a_protected_name_reached_by_a_chain_of_links_keeps_every_hop(rf: Runner
     (ws / ".envrc").symlink_to("envrc.link")
     for p in [ws / "cfg", ws / "cfg" / "envrc", ws / "envrc.link", ws / ".envrc"]:
         os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "echo evil >> cfg/envrc 2>/dev/null || echo refused; "
         "rm envrc.link 2>/dev/null && echo evil > envrc.link || echo refused",

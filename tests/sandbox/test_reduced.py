@@ -45,7 +45,7 @@ def test_reduced_isolation_inside_a_sandbox(rf: Runner) -> None:
     echo survivors=$(ps -eo args | grep -c '[{token[0]}]{token[1:]}')
     test -e "$(cat tmpdir.txt)" && echo TMP-LEFT || echo tmp-removed
     """
-    r = rf.sh(ws, script, "--writable", str(other), "--no-default-protect")
+    r = rf.confined_sh(ws, script, "--writable", str(other), "--no-default-protect")
     out = r.stdout
     for expected in (
         "refused-outside",

@@ -44,7 +44,7 @@ def test_npm_sees_the_registry_but_not_the_token(rf: Runner, network: str) -> No
     )
     home = _home(rf, {".npmrc": npmrc})
     ws = rf.mkdir()
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "npm config get registry; npm config get fund; cat ~/.npmrc; "
         "npm config list --json 2>/dev/null; echo x >> ~/.npmrc || echo NOT-WRITABLE",
@@ -71,7 +71,7 @@ def test_a_symlinked_npmrc_is_scrubbed_at_its_target(rf: Runner) -> None:
     (home / ".npmrc").symlink_to("dotfiles/npmrc")
     os.chown(home / ".npmrc", rf.uid, rf.gid, follow_symlinks=False)
     ws = rf.mkdir()
-    r = rf.sh(ws, "cat ~/.npmrc; echo; cat ~/dotfiles/npmrc", env={"HOME": str(home)})
+    r = rf.confined_sh(ws, "cat ~/.npmrc; echo; cat ~/dotfiles/npmrc", env={"HOME": str(home)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.count(f"registry=https://{setting}.example/") == 2
     assert token not in r.stdout
@@ -88,7 +88,7 @@ def test_git_keeps_settings_and_loses_credentials(rf: Runner) -> None:
     )
     home = _home(rf, {".gitconfig": gitconfig})
     ws = rf.mkdir()
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "git config --global user.name; git config --global --list; "
         "git config --global credential.helper || echo NO-HELPER",
@@ -117,7 +117,7 @@ def test_pip_docker_pypirc(rf: Runner) -> None:
         },
     )
     ws = rf.mkdir()
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "cat ~/.pip/pip.conf ~/.docker/config.json ~/.pypirc; "
         "XDG_CONFIG_HOME= cat ~/.config/pip/pip.conf",
@@ -135,7 +135,7 @@ def test_a_file_that_does_not_parse_is_hidden(rf: Runner) -> None:
     broken = f'{{"auths": {{"r": "{token}"}}, "psFormat": "{setting}"'  # no closing brace
     home = _home(rf, {".docker/config.json": broken})
     ws = rf.mkdir()
-    r = rf.sh(ws, "cat ~/.docker/config.json; echo END", env={"HOME": str(home)})
+    r = rf.confined_sh(ws, "cat ~/.docker/config.json; echo END", env={"HOME": str(home)})
     assert token not in r.stdout and setting not in r.stdout
     assert r.stdout.strip().endswith("END")
     assert "Permission denied" in r.stderr
@@ -161,7 +161,7 @@ def test_the_copy_cannot_be_changed_even_in_a_writable_home(rf: Runner) -> None:
     setting, token = _nonces()
     text = f"registry=https://{setting}.example/\n_authToken={token}\n"
     home = _home(rf, {".npmrc": text})
-    r = rf.sh(
+    r = rf.confined_sh(
         home,
         "echo x >> ~/.npmrc; mv ~/.npmrc ~/moved; rm -f ~/.npmrc; cat ~/.npmrc",
         "--workspace",  # a home directory is a workspace only when named
@@ -183,7 +183,7 @@ def test_a_link_into_a_secret_file_shows_nothing_of_it(rf: Runner) -> None:
     (home / ".npmrc").symlink_to(".vault-token")
     os.chown(home / ".npmrc", rf.uid, rf.gid, follow_symlinks=False)
     ws = rf.mkdir()
-    r = rf.sh(ws, "cat ~/.npmrc; cat ~/.vault-token; echo END", env={"HOME": str(home)})
+    r = rf.confined_sh(ws, "cat ~/.npmrc; cat ~/.vault-token; echo END", env={"HOME": str(home)})
     assert token not in r.stdout and r.stdout.strip() == "END"
     assert "Permission denied" in r.stderr
 
@@ -211,7 +211,7 @@ def test_review_findings_xdg_elsewhere_includes_and_links_into_tmp(rf: Runner) -
         os.chown(home / ".npmrc", rf.uid, rf.gid, follow_symlinks=False)
         ws = rf.mkdir()
         env = {"HOME": str(home), "XDG_CONFIG_HOME": str(home / "xdg")}
-        r = rf.sh(
+        r = rf.confined_sh(
             ws,
             "cat ~/.config/git/config ~/.gitconfig.secrets ~/.npmrc; "
             "env -u XDG_CONFIG_HOME git config --global --get user.name",

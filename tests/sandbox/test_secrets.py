@@ -31,7 +31,7 @@ def _fake_home(rf: Runner) -> Path:
 def test_default_secret_paths_are_unreadable(rf: Runner) -> None:
     ws = rf.mkdir()
     home = _fake_home(rf)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "cat ~/.ssh/id_ed25519 ~/.aws/credentials ~/.netrc ~/.bash_history; "
         "ls ~/.ssh; cat ~/notes.txt",
@@ -47,7 +47,7 @@ def test_deny_read_flag_hides_more(rf: Runner) -> None:
     ws, private = rf.mkdir(), rf.mkdir("private-")
     (private / "data").write_text("CONFIDENTIAL")
     os.chown(private / "data", rf.uid, rf.gid)
-    r = rf.sh(ws, f"cat {private}/data; ls {private}", "--deny-read", str(private))
+    r = rf.confined_sh(ws, f"cat {private}/data; ls {private}", "--deny-read", str(private))
     assert "CONFIDENTIAL" not in r.stdout and "data" not in r.stdout
     assert r.returncode != 0
 
@@ -58,7 +58,7 @@ def test_deny_read_inside_the_workspace_cannot_be_written_either(rf: Runner) -> 
     (ws / "secrets/key").write_text("K")
     for p in [ws / "secrets", ws / "secrets/key"]:
         os.chown(p, rf.uid, rf.gid)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "cat secrets/key; echo x > secrets/new; rm -rf secrets; echo done",
         "--deny-read",
@@ -72,7 +72,7 @@ def test_deny_read_inside_the_workspace_cannot_be_written_either(rf: Runner) -> 
 def test_no_default_deny_read_switches_the_defaults_off(rf: Runner) -> None:
     ws = rf.mkdir()
     home = _fake_home(rf)
-    r = rf.sh(ws, "cat ~/.netrc", "--no-default-deny-read", env={"HOME": str(home)})
+    r = rf.confined_sh(ws, "cat ~/.netrc", "--no-default-deny-read", env={"HOME": str(home)})
     assert "NETRC-SECRET" in r.stdout
 
 
@@ -88,7 +88,7 @@ def test_secret_looking_variables_are_scrubbed(rf: Runner) -> None:
         "RINGFENCE_SANDBOX": "0",
         "KEEP_TOKEN": "kept",
     }
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         "env",
         "--keep-env",
@@ -120,7 +120,7 @@ def test_secret_looking_variables_are_scrubbed(rf: Runner) -> None:
 
 def test_clean_env_starts_empty(rf: Runner) -> None:
     ws = rf.mkdir()
-    r = rf.sh(ws, "env", "--clean-env", "--keep-env", "HOME", env={"MY_SETTING": "x"})
+    r = rf.confined_sh(ws, "env", "--clean-env", "--keep-env", "HOME", env={"MY_SETTING": "x"})
     seen = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
     assert "MY_SETTING" not in seen
     assert seen["HOME"] == rf.home
@@ -157,7 +157,7 @@ def test_network_off_reaches_nothing_on_the_host(
         f"python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', {port}), 2); "
         "s.sendall(b'LEAK'); print('CONNECTED')\"; ip -o link 2>/dev/null | cut -d: -f2 | tr -d ' '"
     )
-    r = rf.sh(ws, probe)
+    r = rf.confined_sh(ws, probe)
     assert "CONNECTED" not in r.stdout
     assert "Connection refused" in r.stderr
     assert got == []
@@ -170,14 +170,14 @@ def test_network_off_has_a_working_loopback(rf: Runner) -> None:
         "c=socket.create_connection(s.getsockname()); a,_=s.accept(); c.sendall(b'ok'); "
         'print(a.recv(2).decode())"'
     )
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     assert r.stdout.strip() == "ok", r.stderr
 
 
 def test_network_on_reaches_the_host(rf: Runner, host_listener: tuple[int, list[bytes]]) -> None:
     ws = rf.mkdir()
     port, got = host_listener
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', {port}), 2); "
         "s.sendall(b'HELLO'); print('CONNECTED')\"",
@@ -204,10 +204,10 @@ def test_runtime_sockets_are_hidden(rf: Runner) -> None:
             f'ls {runtime}; python3 -c "import socket; s=socket.socket(socket.AF_UNIX); '
             f"s.connect('{sock_path}'); print('CONNECTED')\""
         )
-        r = rf.sh(ws, probe, env=env)
+        r = rf.confined_sh(ws, probe, env=env)
         assert "CONNECTED" not in r.stdout
         assert "agent.sock" not in r.stdout
-        r = rf.sh(ws, probe, "--allow-socket", str(sock_path), env=env)
+        r = rf.confined_sh(ws, probe, "--allow-socket", str(sock_path), env=env)
         assert "CONNECTED" in r.stdout, r.stderr
     finally:
         srv.close()
@@ -253,7 +253,7 @@ def test_the_command_cannot_signal_the_runner(rf: Runner) -> None:
         "for s in KILL TERM INT HUP QUIT USR1; do kill -$s 1; done; sleep 0.3; "
         "echo alive; for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done"
     )
-    r = rf.sh(ws, script)
+    r = rf.confined_sh(ws, script)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "alive"

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Runner
+from conftest import Confinement, Runner
 
 import ringfence
 from ringfence import Policy, SandboxError, Session
@@ -70,24 +70,25 @@ def _sleeper(token: str) -> str:
 # -- subprocess behaviour -------------------------------------------------------------------
 
 
-def test_run_mirrors_subprocess(session: Session, ws: Path) -> None:
-    r = session.run(["sh", "-c", "echo out; echo err >&2; exit 3"], capture_output=True)
+def test_run_mirrors_subprocess(session: Session, ws: Path, confinement: Confinement) -> None:
+    c = confinement
+    r = session.run(c.shell("echo out; echo err >&2; exit 3"), capture_output=True)
     assert isinstance(r, subprocess.CompletedProcess)
-    assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+    assert (r.returncode, c.strip_bytes(r.stdout), r.stderr) == (3, b"out\n", b"err\n")
     assert r.duration > 0 and not r.stdout_truncated
     r = session.run("echo $((6*7)) $RINGFENCE_SANDBOX", shell=True, capture_output=True, text=True)
     assert r.stdout == "42 1\n"
-    r = session.run(["cat"], input="fed through stdin", capture_output=True, text=True)
-    assert r.stdout == "fed through stdin"
-    r = session.run(["pwd"], cwd="/usr", capture_output=True, text=True)
-    assert r.stdout == "/usr\n"
+    r = session.run(c.argv(["cat"]), input="fed through stdin", capture_output=True, text=True)
+    assert c.strip(r.stdout) == "fed through stdin"
+    r = session.run(c.argv(["pwd"]), cwd="/usr", capture_output=True, text=True)
+    assert c.strip(r.stdout) == "/usr\n"
     r = session.run(
-        ["sh", "-c", "echo $ONLY"],
+        c.shell("echo $ONLY"),
         env={"ONLY": "me", "PATH": "/usr/bin:/bin"},
         capture_output=True,
         text=True,
     )
-    assert r.stdout == "me\n"
+    assert c.strip(r.stdout) == "me\n"
     r = session.run(["sh", "-c", "kill -TERM $$"])
     assert r.returncode == -signal.SIGTERM
     with pytest.raises(subprocess.CalledProcessError) as e:
@@ -99,14 +100,16 @@ def test_run_mirrors_subprocess(session: Session, ws: Path) -> None:
         session.run(["true"], cwd=str(ws / "missing"))
 
 
-def test_output_goes_straight_to_the_callers_fd(session: Session, ws: Path) -> None:
+def test_output_goes_straight_to_the_callers_fd(
+    session: Session, ws: Path, confinement: Confinement
+) -> None:
     out = ws / "out.txt"
     with open(out, "wb") as f:
         r = session.run(
-            ["sh", "-c", "echo direct; echo also >&2"], stdout=f, stderr=ringfence.STDOUT
+            confinement.shell("echo direct; echo also >&2"), stdout=f, stderr=ringfence.STDOUT
         )
     assert r.returncode == 0 and r.stdout is None
-    assert out.read_text() == "direct\nalso\n"
+    assert confinement.strip(out.read_text()) == "direct\nalso\n"
 
 
 def test_the_boundary_holds_in_a_session(session: Session) -> None:
@@ -193,14 +196,17 @@ def test_spawn_is_popen_like(session: Session) -> None:
 # -- many commands ----------------------------------------------------------------------------
 
 
-def test_commands_run_concurrently_from_many_threads(session: Session) -> None:
+def test_commands_run_concurrently_from_many_threads(
+    session: Session, confinement: Confinement
+) -> None:
     results: dict[int, bytes] = {}
     errors: list[BaseException] = []
 
     def work(i: int) -> None:
         try:
-            r = session.run(["sh", "-c", f"sleep 0.5; echo {i}"], capture_output=True, timeout=60)
-            results[i] = r.stdout
+            cmd = confinement.shell(f"sleep 0.5; echo {i}")
+            r = session.run(cmd, capture_output=True, timeout=60)
+            results[i] = confinement.strip_bytes(r.stdout)
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -294,23 +300,24 @@ def test_a_dead_runner_fails_pending_commands_and_the_next_call_restarts(ws: Pat
         s.run(["true"])
 
 
-def test_module_level_run(ws: Path) -> None:
+def test_module_level_run(ws: Path, confinement: Confinement) -> None:
     r = ringfence.run(
-        ["sh", "-c", "echo $RINGFENCE_SANDBOX"],
+        confinement.shell("echo $RINGFENCE_SANDBOX"),
         policy=Policy(workspace=str(ws)),
         capture_output=True,
         text=True,
     )
-    assert r.stdout == "1\n"
+    assert confinement.strip(r.stdout) == "1\n"
 
 
 # -- asyncio ------------------------------------------------------------------------------------
 
 
-def test_asyncio_run_spawn_and_timeout(session: Session) -> None:
+def test_asyncio_run_spawn_and_timeout(session: Session, confinement: Confinement) -> None:
     async def main() -> None:
-        r = await session.arun(["sh", "-c", "echo a; exit 5"], capture_output=True, text=True)
-        assert (r.returncode, r.stdout) == (5, "a\n")
+        cmd = confinement.shell("echo a; exit 5")
+        r = await session.arun(cmd, capture_output=True, text=True)
+        assert (r.returncode, confinement.strip(r.stdout)) == (5, "a\n")
         results = await asyncio.gather(
             *(
                 session.arun(["sh", "-c", f"sleep 0.3; echo {i}"], capture_output=True)
@@ -389,10 +396,12 @@ def test_terminal_injection_stays_impossible_on_the_pty(session: Session) -> Non
 API_SCRIPT = """
 import os, subprocess, sys
 from ringfence import Policy, Session
-ws = sys.argv[1]
+ws, nonce = sys.argv[1:3]
 with Session(Policy(workspace=ws), cwd=ws) as s:
-    r = s.run(["sh", "-c", "id -u; touch ok; touch /etc/nope"], capture_output=True, text=True)
-    print("run", r.returncode, r.stdout.split()[0], os.path.exists(os.path.join(ws, "ok")))
+    script = 'echo "proof $RINGFENCE_SANDBOX:$0"; id -u; touch ok; touch /etc/nope'
+    r = s.run(["sh", "-c", script, nonce], capture_output=True, text=True)
+    print(r.stdout.splitlines()[0])
+    print("run", r.returncode, r.stdout.split()[2], os.path.exists(os.path.join(ws, "ok")))
     try:
         s.run(["sleep", "30"], timeout=0.5)
     except subprocess.TimeoutExpired:
@@ -408,7 +417,7 @@ def test_the_api_as_an_unprivileged_user(rf: Runner) -> None:
     script.write_text(API_SCRIPT)
     env = rf.env()
     r = subprocess.run(
-        [rf.python, str(script), str(ws)],
+        [rf.python, str(script), str(ws), rf.nonce],
         cwd=ws,
         env=env,
         capture_output=True,
@@ -418,6 +427,7 @@ def test_the_api_as_an_unprivileged_user(rf: Runner) -> None:
         **rf.popen_kwargs(),  # type: ignore[arg-type]
     )
     assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"proof 1:{rf.nonce}\n"), r.stdout  # it ran confined
     assert f"run 1 {rf.uid} True" in r.stdout
     assert "timeout ok" in r.stdout and "spawn x 0" in r.stdout
 
@@ -458,8 +468,11 @@ def _drive_cli(rf: Runner, args: list[str], ws: Path, feed: bytes = b"") -> tupl
 
 def test_cli_run_t_gives_the_command_a_terminal(rf: Runner) -> None:
     ws = rf.mkdir()
-    code, out = _drive_cli(rf, ["run", "-t", "--", "sh", "-c", "tty; stty size"], ws)
+    cmd = rf.confinement.shell("tty; stty size")
+    code, out = _drive_cli(rf, ["run", "-t", "--", *cmd], ws)
     assert code == 0, out
+    assert rf.confinement.line in out.splitlines()[0], out  # it ran confined
+    assert rf.confinement.escape_path is not None and not rf.confinement.escape_path.exists()
     assert "/dev/pts/" in out and "33 111" in out
 
 
@@ -469,8 +482,8 @@ def test_cli_shell_is_interactive_and_sandboxed(rf: Runner) -> None:
         rf,
         ["shell", "--shell", "/bin/sh"],
         ws,
-        feed=b"echo in-$RINGFENCE_SANDBOX; touch /etc/x-shell; exit 7\n",
+        feed=f"echo in-$RINGFENCE_SANDBOX-{rf.nonce}; touch /etc/x-shell; exit 7\n".encode(),
     )
     assert code == 7, out
-    assert "in-1" in out and "Read-only file system" in out
+    assert f"in-1-{rf.nonce}" in out and "Read-only file system" in out
     assert not os.path.exists("/etc/x-shell")

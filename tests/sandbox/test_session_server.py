@@ -45,6 +45,13 @@ class Sessions:
     ) -> subprocess.CompletedProcess[str]:
         return self("run", "--session", name, "--", *argv, cwd=ws, **kw)
 
+    def confined(
+        self, ws: Path | str, name: str, *argv: str, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
+        """``run``, asserting the command ran confined (see ``Confinement``)."""
+        c = self.rf.confinement
+        return c.check(self.run(ws, name, *c.argv(argv), **kw))
+
     def stop_all(self) -> None:
         for row in self.listing():
             if row.get("running"):
@@ -79,9 +86,11 @@ def test_commands_run_in_the_session_with_the_callers_stdio_and_status(
 ) -> None:
     ws = rf.mkdir()
     sessions.start(ws)
-    r = sessions.run(ws, "t", "sh", "-c", "echo out; echo err >&2; echo $RINGFENCE_SANDBOX; exit 3")
+    r = sessions.confined(
+        ws, "t", "sh", "-c", "echo out; echo err >&2; echo $RINGFENCE_SANDBOX; exit 3"
+    )
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\n1\n", "err\n")
-    r = sessions.run(ws, "t", "cat", input="from stdin\n")
+    r = sessions.confined(ws, "t", "cat", input="from stdin\n")
     assert (r.returncode, r.stdout) == (0, "from stdin\n")
     r = sessions.run(ws, "t", "no-such-command")
     assert r.returncode == 127
@@ -101,7 +110,7 @@ def test_the_session_policy_holds_writes_outside_are_refused(
     ws = rf.mkdir()
     outside = rf.mkdir("outside-")
     sessions.start(ws)
-    r = sessions.run(ws, "t", "sh", "-c", f"touch {outside}/x; echo $?; touch inside; echo $?")
+    r = sessions.confined(ws, "t", "sh", "-c", f"touch {outside}/x; echo $?; touch inside; echo $?")
     assert r.stdout == "1\n0\n"
     assert "Read-only file system" in r.stderr
     assert not (outside / "x").exists()
@@ -115,7 +124,7 @@ def test_each_call_brings_its_own_cwd_and_environment(rf: Runner, sessions: Sess
     (ws / "sub").mkdir()
     os.chown(ws / "sub", rf.uid, rf.gid)
     sessions.start(ws)
-    r = sessions.run(
+    r = sessions.confined(
         ws / "sub",
         "t",
         "sh",
@@ -160,7 +169,7 @@ def test_start_refuses_a_second_server_and_replaces_a_dead_ones_socket(
     assert (sessions.dir / "t.sock").exists()
     assert sessions.listing() == [{"name": "t", "running": False}]
     sessions.start(ws)
-    assert sessions.run(ws, "t", "true").returncode == 0
+    assert sessions.confined(ws, "t", "true").returncode == 0
 
 
 def test_stop_ends_the_server_and_its_commands(rf: Runner, sessions: Sessions) -> None:
@@ -297,9 +306,9 @@ def test_a_session_in_a_host_tmp_directory_and_its_lasting_tmp(
     ws = rf.mkdir("tmpws-", base="/tmp")
     nonce = secrets.token_hex(8)
     sessions.start(ws, "t")
-    r = sessions.run(ws, "t", "sh", "-c", f"pwd; echo {nonce} > /tmp/from-session-{nonce}")
+    r = sessions.confined(ws, "t", "sh", "-c", f"pwd; echo {nonce} > /tmp/from-session-{nonce}")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(ws)
     assert not Path(f"/tmp/from-session-{nonce}").exists()
-    r = sessions("run", "--", "cat", f"/tmp/from-session-{nonce}", cwd=ws)
+    r = rf.confined(ws, ["cat", f"/tmp/from-session-{nonce}"], env=sessions.env)
     assert r.returncode == 0 and r.stdout.strip() == nonce, r.stderr

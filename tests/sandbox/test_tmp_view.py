@@ -49,20 +49,22 @@ def test_host_tmp_is_readable_writes_stay_in_the_workspace_layer(
     _own(rf, script)
     ws, other = rf.mkdir(), rf.mkdir()
     mark = f"ringfence-layer-{nonce}"
-    r = rf.sh(ws, f"{script} && echo inside-{nonce} > /tmp/{mark} && echo {nonce} > {script}")
+    r = rf.confined_sh(
+        ws, f"{script} && echo inside-{nonce} > /tmp/{mark} && echo {nonce} > {script}"
+    )
     assert r.returncode == 0, r.stderr
     assert f"tool-{nonce}" in r.stdout  # a script the harness left in host /tmp runs
     assert not Path("/tmp", mark).exists()  # the host's /tmp is untouched
     assert script.read_text().startswith("#!/bin/sh")
     # The same workspace's next command sees its layer; another workspace does not.
-    r = rf.sh(ws, f"cat /tmp/{mark}; cat {script}")
+    r = rf.confined_sh(ws, f"cat /tmp/{mark}; cat {script}")
     assert f"inside-{nonce}" in r.stdout and r.stdout.count(nonce) == 2, r.stdout
-    r = rf.sh(other, f"cat /tmp/{mark} 2>&1; cat {script}")
+    r = rf.confined_sh(other, f"cat /tmp/{mark} 2>&1; cat {script}")
     assert "No such file" in r.stdout and f"tool-{nonce}" in r.stdout, r.stdout
     # ringfence clean removes the layer.
     r = rf("clean", "--workspace", str(ws))
     assert r.returncode == 0 and "removed" in r.stdout, r.stderr
-    r = rf.sh(ws, f"cat /tmp/{mark} 2>&1")
+    r = rf.confined_sh(ws, f"cat /tmp/{mark} 2>&1")
     assert "No such file" in r.stdout
 
 
@@ -75,7 +77,7 @@ def test_paths_under_host_tmp_get_their_policy(rf: Runner, host_tmp: Path) -> No
     (ws / "notes.txt").write_text(f"notes-{nonce}\n")
     for f in ("creds.txt", "notes.txt"):
         _own(rf, ws / f)
-    r = rf.sh(
+    r = rf.confined_sh(
         ws,
         f"cat creds.txt; cat notes.txt; echo w-{nonce} > out.txt",
         "--deny-read",
@@ -86,7 +88,7 @@ def test_paths_under_host_tmp_get_their_policy(rf: Runner, host_tmp: Path) -> No
     assert f"notes-{nonce}" in r.stdout
     assert (ws / "out.txt").read_text() == f"w-{nonce}\n"  # the workspace is the host's
     # Read-only from a /tmp directory: it starts there and cannot write there.
-    r = rf("run", "--mode", "read-only", "--", "sh", "-c", "pwd; echo x > ro.txt", cwd=ws)
+    r = rf.confined(ws, ["sh", "-c", "pwd; echo x > ro.txt"], "--mode", "read-only")
     assert r.stdout.strip() == str(ws), r.stderr
     assert "Read-only file system" in r.stderr and not (ws / "ro.txt").exists()
 
@@ -117,7 +119,7 @@ def test_host_sockets_and_secrets_in_tmp_stay_out_of_reach(rf: Runner) -> None:
             f"try: s.connect({sock_path!r}); print('connected')\n"
             "except OSError as e: print('refused', e.errno)\n"
         )
-        r = rf("run", "--", "python3", "-c", probe, cwd=ws)
+        r = rf.confined(ws, ["python3", "-c", probe])
         assert r.returncode == 0, r.stderr
         assert nonce not in r.stdout, r.stdout
         assert r.stdout.count("hidden") == 2 and "refused" in r.stdout, r.stdout
@@ -149,7 +151,7 @@ def test_ringfence_state_is_hidden_and_caches_are_per_workspace(rf: Runner) -> N
         f' && echo {nonce} > "$GRADLE_USER_HOME/init.d/x.gradle"'
         f'; printf \'[build]\\nrustc-wrapper = "/bin/{nonce}"\\n\' > "$CARGO_HOME/config.toml"'
     )
-    r = rf.sh(a, plant)
+    r = rf.confined_sh(a, plant)
     assert r.returncode == 0, r.stderr
     dirs_a = r.stdout.split()
     assert len(dirs_a) == len(cache_vars) and all(Path(d).is_dir() for d in dirs_a)
@@ -159,7 +161,7 @@ def test_ringfence_state_is_hidden_and_caches_are_per_workspace(rf: Runner) -> N
     audit = state / "audit.jsonl"
     assert audit.exists()  # A's run was recorded, argv and all
     look += f"; grep -r {nonce} {cache_base} 2>&1; cat {audit} 2>&1 | head -3; echo end"
-    r = rf.sh(b, look)
+    r = rf.confined_sh(b, look)
     assert r.returncode == 0, r.stderr
     assert f"{audit}: Permission denied" in r.stdout or f"{audit}: No such file" in r.stdout
     assert nonce not in r.stdout, r.stdout  # nothing of A's, and A's state is out of sight
@@ -171,7 +173,7 @@ def test_ringfence_state_is_hidden_and_caches_are_per_workspace(rf: Runner) -> N
         (b / "src" / "main.rs").write_text("fn main() {}\n")
         for p in (b / "Cargo.toml", b / "src", b / "src" / "main.rs"):
             _own(rf, p)
-        r = rf.sh(b, "cargo build --offline -q 2>&1; echo status=$?")
+        r = rf.confined_sh(b, "cargo build --offline -q 2>&1; echo status=$?")
         assert nonce not in r.stdout, r.stdout  # A's rustc-wrapper is not B's
 
 
@@ -197,7 +199,7 @@ def test_home_is_not_a_workspace_by_default(rf: Runner) -> None:
         for w in writes
     )
     script += f"; echo {nonce} > project.txt && echo wrote"
-    r = rf("run", "--workspace", str(home), "--", "sh", "-c", script, cwd=home, env=env)
+    r = rf.confined(home, ["sh", "-c", script], "--workspace", str(home), env=env)
     assert r.stdout.count("refused") == len(writes), (r.stdout, r.stderr)
     assert "wrote" in r.stdout and (home / "project.txt").read_text() == f"{nonce}\n"
     for w in writes:
@@ -263,7 +265,7 @@ def test_explain_shows_the_tmp_layer_and_the_hidden_state(rf: Runner) -> None:
 def test_a_layer_file_survives_and_time_passes(rf: Runner) -> None:
     """clean --older-than keeps what was used recently and removes what was not."""
     ws = rf.mkdir()
-    assert rf.sh(ws, "true").returncode == 0
+    assert rf.confined_sh(ws, "true").returncode == 0
     r = rf("clean", "--older-than", "1", "--dry-run")
     assert str(ws) not in r.stdout
     marker = next(
@@ -295,7 +297,7 @@ def test_clean_keeps_the_state_of_a_running_sandbox(rf: Runner) -> None:
     finally:
         proc.kill()
         proc.communicate(timeout=30)
-    r = rf.sh(ws, "cat /tmp/kept")
+    r = rf.confined_sh(ws, "cat /tmp/kept")
     assert r.stdout.strip() == nonce  # the layer survived the refused clean
     r = rf("clean", "--workspace", str(ws))
     assert r.returncode == 0 and "removed" in r.stdout, r.stderr
@@ -333,7 +335,7 @@ def test_a_writable_home_keeps_every_hidden_entry_and_xdg_place(rf: Runner) -> N
         f"; echo {nonce} > notes.txt && echo wrote; mv .tmux.conf t 2>/dev/null || echo kept"
         f'; echo {nonce} > "$PIP_CACHE_DIR/x" && echo cache-ok'
     )
-    r = rf("run", "--workspace", str(home), "--", "sh", "-c", script, cwd=home, env=env)
+    r = rf.confined(home, ["sh", "-c", script], "--workspace", str(home), env=env)
     assert r.stdout.count("refused") == len(writes), (r.stdout, r.stderr)
     assert "wrote" in r.stdout and "kept" in r.stdout and "cache-ok" in r.stdout, r.stdout
     assert (home / "notes.txt").read_text() == f"{nonce}\n"
@@ -347,10 +349,12 @@ def test_a_protected_path_in_host_tmp_is_the_hosts_file(rf: Runner, host_tmp: Pa
     conf.write_text("original\n")
     _own(rf, conf)
     ws = rf.mkdir()
-    r = rf.sh(ws, f"echo tampered > {conf}; cat {conf}")
+    r = rf.confined_sh(ws, f"echo tampered > {conf}; cat {conf}")
     assert r.stdout.strip() == "tampered"  # written in this workspace's layer only
     assert conf.read_text() == "original\n"
-    r = rf.sh(ws, f"cat {conf}; echo again > {conf} || echo refused", "--protect", str(conf))
+    r = rf.confined_sh(
+        ws, f"cat {conf}; echo again > {conf} || echo refused", "--protect", str(conf)
+    )
     assert r.stdout.split() == ["original", "refused"], (r.stdout, r.stderr)
 
 
@@ -413,7 +417,7 @@ def test_what_home_start_up_links_point_to_stays_read_only(rf: Runner, workspace
         for w in writes
     )
     env = {"HOME": str(home), "GIT_CONFIG_GLOBAL": str(dot / "gitconfig")}
-    r = rf("run", "--workspace", str(ws), "--", "sh", "-c", script, cwd=ws, env=env)
+    r = rf.confined(ws, ["sh", "-c", script], "--workspace", str(ws), env=env)
     assert r.stdout.count("refused") == len(writes), (r.stdout, r.stderr)
     assert nonce not in (dot / "tmux" / "tmux.conf").read_text()
     assert not (dot / "bash_aliases").exists()
@@ -427,10 +431,9 @@ def test_a_symlink_on_the_way_to_home_cannot_be_re_pointed(rf: Runner) -> None:
     for p in [anc / "realhome", anc / "homelink"]:
         os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
     env = {"HOME": str(anc / "homelink")}
-    r = rf(
-        "run", "--workspace", str(anc), "--", "sh", "-c",
-        "rm homelink && ln -s evil homelink && echo re-pointed || echo refused",
-        cwd=anc, env=env,
+    r = rf.confined_sh(
+        anc, "rm homelink && ln -s evil homelink && echo re-pointed || echo refused",
+        "--workspace", str(anc), env=env,
     )  # fmt: skip
     assert "refused" in r.stdout, (r.stdout, r.stderr)
     assert os.readlink(anc / "homelink") == "realhome"
@@ -453,7 +456,7 @@ def test_a_writable_home_keeps_path_dirs_and_toolchains(rf: Runner) -> None:
         f'mkdir -p "$(dirname {w})" 2>/dev/null; echo x > {w} 2>/dev/null || echo refused'
         for w in writes
     )
-    r = rf("run", "--workspace", str(home), "--", "sh", "-c", script, cwd=home, env=env)
+    r = rf.confined(home, ["sh", "-c", script], "--workspace", str(home), env=env)
     assert r.stdout.count("refused") == len(writes), (r.stdout, r.stderr)
     for w in writes:
         assert not (home / w).exists(), w
@@ -482,8 +485,7 @@ def test_every_hop_of_a_start_up_link_and_the_global_hooks_path_stay(rf: Runner)
         "sed -i s,true,evil, sync.service 2>/dev/null || echo refused; "
         "echo x > githooks/pre-commit 2>/dev/null || echo refused"
     )
-    r = rf("run", "--workspace", str(dot), "--", "sh", "-c", script, cwd=dot,
-           env={"HOME": str(home)})  # fmt: skip
+    r = rf.confined(dot, ["sh", "-c", script], "--workspace", str(dot), env={"HOME": str(home)})
     assert r.stdout.count("refused") == 3, (r.stdout, r.stderr)
     assert (home / ".bashrc").read_text() == "# rc\n"
     assert "true" in (dot / "sync.service").read_text()
@@ -505,7 +507,7 @@ def test_a_link_anywhere_in_homes_hidden_entries_keeps_its_target(rf: Runner) ->
     (deep / "a.lua").symlink_to(dot / "a.lua")
     for p in [home, *home.rglob("*")]:
         os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
-    r = rf.sh(
+    r = rf.confined_sh(
         dot,
         "echo '  LocalCommand x' >> ssh_config 2>/dev/null || echo refused; "
         "echo 'os.execute(1)' >> a.lua 2>/dev/null || echo refused; "
@@ -534,13 +536,12 @@ def test_a_linked_config_directory_is_masked_and_protected_at_its_real_place(
         os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
     ws = rf.mkdir()
     env = {"HOME": str(home)}
-    r = rf.sh(ws, "cat ~/.config/gh/hosts.yml", env=env)
+    r = rf.confined_sh(ws, "cat ~/.config/gh/hosts.yml", env=env)
     assert r.returncode != 125, r.stderr
     assert nonce not in r.stdout and "Permission denied" in r.stderr, (r.stdout, r.stderr)
-    r = rf(
-        "run", "--workspace", str(home), "--", "sh", "-c",
-        "mkdir -p .config/systemd/user 2>/dev/null && echo made || echo refused",
-        cwd=home, env=env,
+    r = rf.confined_sh(
+        home, "mkdir -p .config/systemd/user 2>/dev/null && echo made || echo refused",
+        "--workspace", str(home), env=env,
     )  # fmt: skip
     assert "refused" in r.stdout, (r.stdout, r.stderr)
     assert not (home / "dotcfg" / "systemd").exists()

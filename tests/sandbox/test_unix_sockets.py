@@ -96,7 +96,7 @@ def run_py(
     script = ws / "probe.py"
     script.write_text(code)
     os.chown(script, rf.uid, rf.gid)
-    return rf("run", *flags, "--", "python3", "probe.py", *args, cwd=ws, timeout=timeout)
+    return rf.confined(ws, ["python3", "probe.py", *args], *flags, timeout=timeout)
 
 
 CONNECT = """
@@ -187,7 +187,7 @@ def test_sockets_inside_the_sandbox_work(rf: Runner, where: str) -> None:
         "shm": ["/dev/shm/rf-inner"],
         "relative": [str(ws / "sub"), "inner.sock"],  # relative to the caller's cwd
     }[where]
-    r = rf("run", "--", "python3", str(ws / "probe.py"), *args, cwd=ws)
+    r = rf.confined(ws, ["python3", str(ws / "probe.py"), *args])
     assert f"GOT echo:{nonce}" in r.stdout, (r.stdout, r.stderr)
     assert "refused" not in r.stderr
 
@@ -265,7 +265,7 @@ def test_rewriting_the_address_during_connect_never_reaches_the_host(rf: Runner)
     assert len(str(good)) < 100
     with stream_server(bad, (rf.uid, rf.gid)) as got:
         (ws / "race.py").write_text(RACE_ADDRESS)
-        r = rf("run", "--", "python3", "race.py", str(good), str(bad), "1500", cwd=ws, timeout=120)
+        r = rf.confined(ws, ["python3", "race.py", str(good), str(bad), "1500"], timeout=120)
         assert "RESULT" in r.stdout, (r.stdout, r.stderr)
         ok, refused, _other = map(int, r.stdout.split("RESULT")[1].split()[:3])
         assert got == [], "a rewritten address reached the host's socket"
@@ -306,7 +306,7 @@ def test_swapping_the_descriptor_during_connect_never_reaches_the_host(rf: Runne
     bad = host / "db.sock"
     with stream_server(bad, (rf.uid, rf.gid)) as got:
         (ws / "race.py").write_text(RACE_FD)
-        r = rf("run", "--", "python3", "race.py", str(bad), "1500", cwd=ws, timeout=120)
+        r = rf.confined(ws, ["python3", "race.py", str(bad), "1500"], timeout=120)
         assert "RESULT 0" in r.stdout, (r.stdout, r.stderr)
         assert got == []
 
@@ -449,7 +449,7 @@ def test_the_socket_only_guard_leaves_file_calls_alone(rf: Runner) -> None:
         + "2>/dev/null || echo SOCKET-REFUSED"
     )
     with stream_server(path, (rf.uid, rf.gid)) as got:
-        r = rf.sh(ws, script, "--no-default-protect")
+        r = rf.confined_sh(ws, script, "--no-default-protect")
         assert "FILES-OK" in r.stdout and "SOCKET-REFUSED" in r.stdout, (r.stdout, r.stderr)
         assert got == []
 
@@ -522,6 +522,6 @@ def client():
 th = threading.Thread(target=client); th.start()
 conn, _ = srv.accept(); print(conn.recv(64).decode()); th.join(); print(*out)
 """
-    r = rf("run", "--", "python3", "-c", code, cwd=ws)
+    r = rf.confined(ws, ["python3", "-c", code])
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [nonce, "ok"], (r.stdout, r.stderr)
