@@ -190,3 +190,14 @@ def test_the_version_is_written_once() -> None:
     import ringfence
 
     assert importlib.metadata.version("ringfence") == ringfence.__version__
+
+
+def test_ringfences_own_variables_cannot_be_set_by_the_policy() -> None:
+    """Otherwise ``--env RINGFENCE_SANDBOX=1`` under full access would tell every tool (and
+    every test) that the command is confined when it is not."""
+
+    for name in ("RINGFENCE_SANDBOX", "RINGFENCE_NETWORK"):
+        policy = Policy(workspace="/w", mode=Mode.FULL_ACCESS, env=EnvPolicy(set={name: "1"}))
+        with pytest.raises(PolicyError, match=f"{name} is ringfence's own"):
+            policy.validate()
+    assert Policy(workspace="/w", env=EnvPolicy(set={"RINGFENCE": "x"})).validate()

@@ -201,6 +201,12 @@ class Policy:
         ):
             for p in paths:
                 check(name, p)
+        own = sorted(k for k in self.env.set if k.startswith("RINGFENCE_"))
+        if own:
+            raise PolicyError(
+                f"env: {', '.join(own)} is ringfence's own (RINGFENCE_SANDBOX tells a command "
+                "and the tools it starts whether they are confined); drop it from --env or set"
+            )
         if self.mode is Mode.READ_ONLY and self.writable_roots:
             raise PolicyError(
                 "policy: mode read-only conflicts with writable roots "
