@@ -20,6 +20,7 @@ from ringfence.policy import defaults
 from ringfence.policy.caches import cache_environment
 from ringfence.policy.environment import build_environment, sandbox_variables, scrubbed_names
 from ringfence.policy.model import Isolation, Limits, Mode, Network, PathStyle, Policy
+from ringfence.policy.semantics import first_under, hidden_by, is_strictly_under, is_under
 
 # Paths the sandbox rebuilds itself; a writable root may not be one of them or contain them.
 SYSTEM_TARGETS = ("/proc", "/sys", "/dev")
@@ -147,17 +148,6 @@ class LinuxPlan:
         return d
 
 
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _within_any(path: str, roots: tuple[str, ...]) -> str | None:
-    for r in roots:
-        if _under(path, r):
-            return r
-    return None
-
-
 class _Builder:
     """Collects mount ops and tracks which targets are fresh (ours to create in)."""
 
@@ -167,7 +157,7 @@ class _Builder:
         self.targets: set[str] = set()
 
     def in_fresh(self, target: str) -> bool:
-        return any(_under(target, f) and target != f for f in self.fresh)
+        return any(is_strictly_under(target, f) for f in self.fresh)
 
     def add(self, op: MountOp, *, fresh: bool = False) -> None:
         self.ops.append(replace(op, create=self.in_fresh(op.target)))
@@ -179,13 +169,13 @@ class _Builder:
 def _check_writable_root(path: str) -> None:
     if path == "/":
         raise PolicyError("policy: '/' cannot be a writable root; name the directories to write")
-    if _under(path, PRIVATE_SHM):
+    if is_under(path, PRIVATE_SHM):
         raise PolicyError(
             f"policy: {path} cannot be a writable root: the sandbox's {PRIVATE_SHM} is a private, "
             f"empty tmpfs, always writable (--writable {PRIVATE_SHM} names it, never the host's)"
         )
     for sys_target in SYSTEM_TARGETS:
-        if _under(path, sys_target):
+        if is_under(path, sys_target):
             raise PolicyError(
                 f"policy: {path} cannot be a writable root: the sandbox builds its own {sys_target}"
             )
@@ -209,9 +199,9 @@ def _host_tmp_read_only(
         if (
             tinfo is None
             or tinfo.kind == "symlink"
-            or not _under(target, "/tmp")
+            or not is_under(target, "/tmp")
             or target == "/tmp"
-            or _within_any(target, roots)
+            or first_under(target, roots)
         ):
             continue  # outside /tmp the read-only root shows the host's file already
         out.append((target, tinfo.kind == "dir", why))
@@ -229,13 +219,13 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
         for home in (facts.home, facts.account_home):
             if home:
                 out.extend(os.path.join(home, rel) for rel in defaults.HOME_PROTECTED)
-            if home and _within_any(home, roots):
+            if home and first_under(home, roots):
                 # The caller's PATH directories in a writable home: what its shells run by
                 # name later (a conda or tool bin dir that no list names).
                 out.extend(
                     os.path.normpath(d)
                     for d in facts.env.get("PATH", "").split(":")
-                    if os.path.isabs(d) and _under(os.path.normpath(d), home)
+                    if os.path.isabs(d) and is_under(os.path.normpath(d), home)
                 )
         out.extend(defaults.SYSTEM_PROTECTED)
         out.extend(facts.home_dot_entries)
@@ -248,7 +238,7 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
     if policy.default_protected:
         out.extend(p for p in facts.outside_git_and_links if "\0" not in p)
     out.extend(facts.own_state)
-    return tuple(p for p in dict.fromkeys(out) if _within_any(p, roots))
+    return tuple(p for p in dict.fromkeys(out) if first_under(p, roots))
 
 
 def _protected_targets(
@@ -275,13 +265,13 @@ def _protected_targets(
             return
         if info.kind == "symlink":
             target = facts.info(info.real)
-            if target is not None and target.kind != "symlink" and _within_any(info.real, roots):
+            if target is not None and target.kind != "symlink" and first_under(info.real, roots):
                 found.append((info.real, f"{why} (via symlink {path})"))
             if hops is not None:  # the links on the way: a symlink cannot be a mount target
-                hops.extend(h for h in facts.link_hops.get(path, ()) if _within_any(h, roots))
+                hops.extend(h for h in facts.link_hops.get(path, ()) if first_under(h, roots))
             return
         real = info.real  # the place itself when a parent is a link
-        if _within_any(real, roots):
+        if first_under(real, roots):
             found.append((real, why if real == path else f"{why} (via {path})"))
 
     for root in roots:
@@ -353,7 +343,7 @@ def _git_roots(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> tupl
         return ()
     out: list[str] = []
     for pointer, gd in facts.gitdirs.items():
-        if not _within_any(pointer, roots):
+        if not first_under(pointer, roots):
             continue
         common = facts.commondirs.get(gd)
         # A .git file is the repository's claim: anyone can write one naming another
@@ -366,7 +356,7 @@ def _git_roots(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> tupl
         ):
             continue
         for d in (gd, common):
-            if d is None or _within_any(d, roots) or d in out:
+            if d is None or first_under(d, roots) or d in out:
                 continue
             info = facts.info(d)
             if info is None or info.kind != "dir" or facts.info(os.path.join(gd, "HEAD")) is None:
@@ -441,11 +431,11 @@ def _userns_limits(limits: Limits, facts: HostFacts) -> tuple[tuple[str, int], .
 
 def _mask_mode(path: str, allowed: set[str]) -> int:
     """Masked directories are unreadable; one that holds an allowed socket is traversable."""
-    return 0o111 if any(_under(a, path) and a != path for a in allowed) else 0
+    return 0o111 if any(is_strictly_under(a, path) for a in allowed) else 0
 
 
 def _shown(path: str, home: str | None) -> str:
-    if home and _under(path, home) and path != home:
+    if home and is_strictly_under(path, home):
         return "~/" + os.path.relpath(path, home)
     return path
 
@@ -470,11 +460,11 @@ def _scrub_mounts(policy: Policy, facts: HostFacts, b: _Builder, notes: list[str
         handled.add(path)
         target = found.real
         # Under /tmp too: the sandbox's /tmp shows the host's below its layer.
-        if b.in_fresh(target) or any(_under(target, s) for s in SYSTEM_TARGETS):
+        if b.in_fresh(target) or any(is_under(target, s) for s in SYSTEM_TARGETS):
             continue
         shown = _shown(path, facts.home)
         via = f" (via symlink to {target})" if target != path else ""
-        inside = next((d for d in hidden if _under(target, d)), None)
+        inside = hidden_by(target, hidden)
         if inside is not None:
             notes.append(f"{shown}: its target lies in deny-read {inside}; hidden, not scrubbed")
             op = MountOp("mask", target, is_dir=False, mode=0, why=f"deny-read: {shown}{via}")
@@ -547,7 +537,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         if info is None or info.kind != "dir":
             raise PolicyError(f"policy: writable root {r} does not exist or is not a directory")
     cache_env: dict[str, str] = {}
-    if facts.cache_root is not None and roots and not _within_any(facts.cache_root, roots):
+    if facts.cache_root is not None and roots and not first_under(facts.cache_root, roots):
         roots = (*roots, facts.cache_root)
         cache_env = cache_environment(facts.cache_root, facts.env)
     base = replace(
@@ -666,11 +656,11 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     protected = _protected_targets(policy, facts, (*roots, *git_roots), extra_protected, hops)
     extra_protected = (*extra_protected, *dict.fromkeys(hops))
     for path, why in protected:
-        root = _within_any(path, (*roots, *git_roots))
+        root = first_under(path, (*roots, *git_roots))
         assert root is not None
         anc = os.path.dirname(path)
         chain: list[str] = []
-        while anc != root and _under(anc, root) and anc not in pinned:
+        while anc != root and is_under(anc, root) and anc not in pinned:
             chain.append(anc)
             anc = os.path.dirname(anc)
         for a in reversed(chain):
@@ -687,7 +677,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         info = facts.info(p)
         if info is None or info.kind != "dir" or b.in_fresh(p):
             continue
-        mode = 0o111 if cache is not None and _under(cache, p) else 0
+        mode = 0o111 if cache is not None and is_under(cache, p) else 0
         b.add(MountOp("mask", p, mode=mode, why="ringfence's own state hidden"), fresh=True)
         hidden.append((p, p))  # reported as hidden, never offered as a writable root
     if cache is not None:
@@ -703,7 +693,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     bound = (*roots, *git_roots)
     for p in dict.fromkeys(deny):
         for sys_target in SYSTEM_TARGETS:
-            if _under(p, sys_target) and p in policy.deny_read:
+            if is_under(p, sys_target) and p in policy.deny_read:
                 raise PolicyError(
                     f"policy: deny-read {p}: the sandbox builds its own {sys_target}, where "
                     "nothing of the host's is to hide; drop it"
@@ -713,14 +703,14 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             continue
         target = info.real
         tinfo = facts.info(target) if target != p else info
-        if any(_under(target, s) for s in SYSTEM_TARGETS):
+        if first_under(target, SYSTEM_TARGETS):
             if p in policy.deny_read:
                 raise PolicyError(
                     f"policy: deny-read {p} leads to {target}, which the sandbox builds itself; "
                     "name the file it should hide"
                 )
             continue
-        if b.in_fresh(target) and not _within_any(target, bound):
+        if b.in_fresh(target) and not first_under(target, bound):
             continue  # inside a fresh tmpfs or mask of ours: the host's file is not there
         if tinfo is None:
             continue  # a link to nothing hides nothing
@@ -809,14 +799,14 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         # the guard sees real paths: a protected place behind a linked parent by its real name,
         # and by the name given too (the link itself may be what is protected)
         for q in dict.fromkeys((p, facts.resolved.get(p, p))):
-            if q not in seen and (q == p or _within_any(q, roots)):
+            if q not in seen and (q == p or first_under(q, roots)):
                 protected_paths.append(q)
                 seen.add(q)
     if _git_mode(policy) != "off":  # included configs, hooks dirs: even before they exist
         seen = set(protected_paths)
         named = (*facts.git_includes, *sorted(set(facts.hooks_paths.values())))
         protected_paths.extend(
-            p for p in dict.fromkeys(named) if p not in seen and _within_any(p, roots)
+            p for p in dict.fromkeys(named) if p not in seen and first_under(p, roots)
         )
     if any("\0" in p for p in facts.outside_git_and_links):
         notes.append(
@@ -842,7 +832,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         guard_git=_git_mode(policy) if roots else "off",
         guard_git_roots=git_roots,
         guard_hooks_dirs=tuple(
-            sorted(h for h in set(facts.hooks_paths.values()) if _within_any(h, roots))
+            sorted(h for h in set(facts.hooks_paths.values()) if first_under(h, roots))
         )
         if roots and _git_mode(policy) != "off"
         else (),
@@ -851,7 +841,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         guard_dot_dirs=tuple(
             h
             for h in dict.fromkeys((facts.home, facts.account_home))
-            if h and roots and policy.default_protected and _within_any(h, roots)
+            if h and roots and policy.default_protected and first_under(h, roots)
         ),
         hidden=tuple(hidden),
         socket_roots=(*roots, "/tmp", PRIVATE_SHM),  # not git roots: git needs no socket there
