@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ringfence.display import printable
 from ringfence.errors import PolicyError, RingfenceError, UnsupportedError, UsageError
+from ringfence.network.proxy_env import PROXY_PORT
 from ringfence.policy import config, paths
 from ringfence.policy.model import (
     Isolation,
@@ -352,9 +353,9 @@ def _fill_setup(setup: argparse.ArgumentParser) -> None:
     setup.add_argument(
         "--proxy-port",
         type=int,
-        default=3128,
+        default=PROXY_PORT,
         metavar="PORT",
-        help="the loopback port the offline user may reach (default 3128)",
+        help=f"the loopback port the offline user may reach (default {PROXY_PORT})",
     )
     setup.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -804,7 +805,7 @@ def _host_env(policy: Policy) -> dict[str, str]:
 
 
 def _proxy_env(port: int) -> dict[str, str]:
-    from ringfence.platforms.linux.plan import proxy_environment
+    from ringfence.network.proxy_env import proxy_environment
 
     return proxy_environment(port)
 

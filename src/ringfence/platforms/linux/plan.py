@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ringfence.errors import PolicyError, UnsupportedError
+from ringfence.network.proxy_env import PROXY_PORT, git_ssh_environment, proxy_environment
 from ringfence.platforms.linux import landlock, seccomp
 from ringfence.platforms.linux.hostfacts import PRIVATE_SHM, HostFacts, host_roots
 from ringfence.policy import defaults
@@ -758,10 +759,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     if network is Network.ALLOWLIST:
         extra_env.update(proxy_environment(PROXY_PORT))
         if "GIT_SSH_COMMAND" not in facts.env:
-            from ringfence.network.connect import ENV_NAME, SOURCE
-
-            extra_env["GIT_SSH_COMMAND"] = git_ssh_command()
-            extra_env[ENV_NAME] = SOURCE
+            extra_env.update(git_ssh_environment())
         proxy |= {
             "proxy_port": PROXY_PORT,
             "allow_domains": policy.allow_domains,
@@ -855,49 +853,6 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         notes=tuple(notes),
         **proxy,
     )
-
-
-PROXY_PORT = 3128  # inside the sandbox's own network namespace, so never taken
-
-
-def git_ssh_command() -> str:
-    """ssh for git, reaching allowed hosts (``--allow-domain github.com:22``) through the
-    proxy: a ProxyCommand that runs ringfence's connector (see network/connect.py)."""
-    import shlex
-
-    from ringfence.network.connect import proxy_command
-
-    return f"ssh -o ProxyCommand={shlex.quote(proxy_command())}"
-
-
-def proxy_environment(port: int) -> dict[str, str]:
-    """What common tools read to use a proxy: curl, pip, uv, git, npm/yarn/pnpm, Node's fetch,
-    the JVM. A program that ignores them simply cannot connect."""
-    http = f"http://127.0.0.1:{port}"
-    env = {
-        "RINGFENCE_PROXY": http,
-        "NO_PROXY": "localhost,127.0.0.1,::1",
-        "HTTP_PROXY": http,
-        "HTTPS_PROXY": http,
-        "ALL_PROXY": f"socks5h://127.0.0.1:{port}",
-    }
-    env.update({k.lower(): v for k, v in env.items()})
-    env.update(
-        {
-            "npm_config_proxy": http,
-            "npm_config_https_proxy": http,
-            "YARN_HTTP_PROXY": http,
-            "YARN_HTTPS_PROXY": http,
-            "NODE_USE_ENV_PROXY": "1",
-            "GLOBAL_AGENT_HTTP_PROXY": http,
-            "JAVA_TOOL_OPTIONS": (
-                f"-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort={port} "
-                f"-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort={port} "
-                "-Dhttp.nonProxyHosts=localhost|127.0.0.1"
-            ),
-        }
-    )
-    return env
 
 
 # What reduced isolation does not protect, said plainly (explain and doctor print it).

@@ -25,13 +25,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ringfence.errors import PolicyError
+from ringfence.network.proxy_env import PROXY_PORT
 from ringfence.platforms.macos import sbpl
 from ringfence.policy import defaults_macos, semantics
 from ringfence.policy.model import Mode, Network, Policy
 from ringfence.policy.semantics import MACOS
 
 SANDBOX_EXEC = "/usr/bin/sandbox-exec"  # by absolute path: never whatever is first on PATH
-PROXY_PORT = 3128
 FIRMLINKS = (("/var", "/private/var"), ("/tmp", "/private/tmp"), ("/etc", "/private/etc"))
 # Devices every command may write or ioctl (terminals, the bit bucket).
 DEVICES = ("/dev/null", "/dev/zero", "/dev/tty", "/dev/dtracehelper")

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ringfence.errors import PolicyError
+from ringfence.network.proxy_env import PROXY_PORT
 from ringfence.platforms.windows.setup import (
     HIVE_FILES,
     Action,
@@ -55,7 +56,6 @@ from ringfence.policy.semantics import WINDOWS
 
 OFFLINE_USER = "ringfence-offline"
 ONLINE_USER = "ringfence-online"
-DEFAULT_PROXY_PORT = 3128
 _SID = re.compile(r"^S-1-\d+(-\d+)+$")
 LOOPBACK = "127.0.0.0-127.255.255.255,::1"
 NOT_LOOPBACK = (
@@ -72,7 +72,7 @@ class WindowsInstall:
     capability_sid: str
     offline_sid: str
     online_sid: str
-    proxy_port: int = DEFAULT_PROXY_PORT
+    proxy_port: int = PROXY_PORT
     offline_user: str = OFFLINE_USER
     online_user: str = ONLINE_USER
     example: bool = False  # placeholders, for ``explain`` on a machine without an install
@@ -177,7 +177,7 @@ def _firewall_rules(user: str, port: int) -> tuple[AddFirewallRule, ...]:
 def setup_actions(
     offline_user: str = OFFLINE_USER,
     online_user: str = ONLINE_USER,
-    proxy_port: int = DEFAULT_PROXY_PORT,
+    proxy_port: int = PROXY_PORT,
 ) -> list[Action]:
     """The elevated, once-per-machine part: users, their stored passwords, firewall rules
     (which name the user, so they come after it)."""
