@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from ringfence.errors import PolicyError
 from ringfence.platforms.linux.guard_rules import SOCKET_OUTSIDE
+from ringfence.platforms.linux.mountops import MountKind
 from ringfence.policy import defaults, semantics
-from ringfence.policy.model import Network, Policy
+from ringfence.policy.model import Mode, Network, Policy
 
 if TYPE_CHECKING:  # the macOS runner uses quiet() too, without the Linux backend
     from ringfence.platforms.linux.plan import LinuxPlan
@@ -128,14 +129,9 @@ def relabel(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[di
     refused the call; the plan knows the path was masked); at a protected name (``.bashrc``,
     ``.git/hooks``), it stays read-only even in a writable root, so no widening would allow
     it and none is proposed."""
-    masked = list(plan.hidden)
     # A scrubbed copy of a config file is read-only whatever the writable roots are: no
     # widening would let a write through, so none is proposed.
-    copies = [
-        (m.target, "scrubbed copy (read-only): " + m.why.removeprefix("scrubbed: ").split(" (")[0])
-        for m in plan.mounts
-        if m.kind == "file"
-    ]
+    copies = [(m.target, m.entry) for m in plan.mounts if m.kind is MountKind.FILE]
     names = _protected_names(plan)
     out = []
     for v in violations:
@@ -143,9 +139,9 @@ def relabel(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[di
         if v.get("kind") == "filesystem":
             path = str(v.get("path", ""))
             hidden = next(
-                (shown for target, shown in masked if semantics.is_under(path, target)), None
+                (h.entry for h in plan.hidden if semantics.is_under(path, h.target)), None
             )
-            copy = next((shown for target, shown in copies if path == target), None)
+            copy = next((f"scrubbed copy (read-only): {e}" for t, e in copies if t == path), None)
             if hidden is not None:
                 labelled["rule"] = f"deny_read: {hidden}"
             elif copy is not None:
@@ -193,7 +189,7 @@ def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[
 def suggested_root(plan: LinuxPlan, path: str) -> str | None:
     """The writable root to propose for a refused write to ``path``: the nearest existing
     directory at or above it, resolved; None when there is none or it would open too much."""
-    if plan.mode != "workspace-write" or not os.path.isabs(path):
+    if plan.mode is not Mode.WORKSPACE_WRITE or not os.path.isabs(path):
         return None
     root = smallest_root(path)
     if root is None:
@@ -243,8 +239,8 @@ def refusal_of_root(plan: LinuxPlan, root: str) -> str | None:
     for name in (*_protected_names(plan), *_DEFAULT_NAMES):
         if semantics.name_match(name, root) is not None:
             return f"a protected name ({name})"
-    masks = [m.target for m in plan.mounts if m.kind == "mask"]
-    for target in (*masks, *(t for t, _ in plan.hidden)):
+    masks = [m.target for m in plan.mounts if m.kind is MountKind.MASK]
+    for target in (*masks, *(h.target for h in plan.hidden)):
         if semantics.overlaps(root, target):
             return "a hidden path or one holding it"
     return None
