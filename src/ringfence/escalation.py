@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from ringfence.errors import PolicyError
 from ringfence.platforms.linux.guard_rules import SOCKET_OUTSIDE
-from ringfence.policy import defaults
-from ringfence.policy.model import Network, Policy
+from ringfence.platforms.linux.mountops import MountKind
+from ringfence.policy import defaults, semantics
+from ringfence.policy.model import Mode, Network, Policy
 
 if TYPE_CHECKING:  # the macOS runner uses quiet() too, without the Linux backend
     from ringfence.platforms.linux.plan import LinuxPlan
@@ -128,28 +129,25 @@ def relabel(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[di
     refused the call; the plan knows the path was masked); at a protected name (``.bashrc``,
     ``.git/hooks``), it stays read-only even in a writable root, so no widening would allow
     it and none is proposed."""
-    masked = list(plan.hidden)
     # A scrubbed copy of a config file is read-only whatever the writable roots are: no
     # widening would let a write through, so none is proposed.
-    copies = [
-        (m.target, "scrubbed copy (read-only): " + m.why.removeprefix("scrubbed: ").split(" (")[0])
-        for m in plan.mounts
-        if m.kind == "file"
-    ]
+    copies = [(m.target, m.entry) for m in plan.mounts if m.kind is MountKind.FILE]
     names = _protected_names(plan)
     out = []
     for v in violations:
         labelled = dict(v)
         if v.get("kind") == "filesystem":
             path = str(v.get("path", ""))
-            hidden = next((shown for target, shown in masked if _under(path, target)), None)
-            copy = next((shown for target, shown in copies if path == target), None)
+            hidden = next(
+                (h.entry for h in plan.hidden if semantics.is_under(path, h.target)), None
+            )
+            copy = next((f"scrubbed copy (read-only): {e}" for t, e in copies if t == path), None)
             if hidden is not None:
                 labelled["rule"] = f"deny_read: {hidden}"
             elif copy is not None:
                 labelled["rule"] = copy
             elif v.get("rule") == OUTSIDE and os.path.isabs(path):
-                name = next((n for n in names if _name_match(n, path) == "covers"), None)
+                name = next((n for n in names if semantics.name_covers(n, path)), None)
                 if name is not None:
                     labelled["rule"] = f"protected: {name}"
         out.append(labelled)
@@ -191,7 +189,7 @@ def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[
 def suggested_root(plan: LinuxPlan, path: str) -> str | None:
     """The writable root to propose for a refused write to ``path``: the nearest existing
     directory at or above it, resolved; None when there is none or it would open too much."""
-    if plan.mode != "workspace-write" or not os.path.isabs(path):
+    if plan.mode is not Mode.WORKSPACE_WRITE or not os.path.isabs(path):
         return None
     root = smallest_root(path)
     if root is None:
@@ -219,30 +217,31 @@ def refusal_of_root(plan: LinuxPlan, root: str) -> str | None:
         return "the root or a top-level directory"
     if root in SHARED_DIRS:
         return "shared by every user"
-    if any(_under(root, d) for d in SHARED_TREES):
+    if any(semantics.is_under(root, d) for d in SHARED_TREES):
         # Inside, /tmp is the host's read-only below the workspace's layer: a refusal there
         # is a host directory the command may only look at (another user's, or tmux's and
         # X11's socket directories); opening it would hand over those channels.
         return "in a temporary directory every program shares"
-    if any(_under(root, d) for d in SYSTEM_DIRS):
+    if any(semantics.is_under(root, d) for d in SYSTEM_DIRS):
         return "a system directory"
     for home in homes_of(plan):
-        if _under(home, root):
+        if semantics.is_under(home, root):
             return "a home directory or one holding it"
-        if _under(root, home) and root[len(home) :].lstrip("/").startswith("."):
+        below = semantics.relative_components(root, home)
+        if below and below[0].startswith("."):
             return "a hidden directory of a home"
     for r in (*plan.guard_roots, *plan.guard_git_roots, plan.cwd):
-        if r and (_under(r, root) or _under(os.path.realpath(r), root)):
+        if r and (semantics.is_under(r, root) or semantics.is_under(os.path.realpath(r), root)):
             return "holds a writable root or the working directory"
     for p in plan.guard_paths:
-        if _under(root, p):
+        if semantics.is_under(root, p):
             return "a protected path"
     for name in (*_protected_names(plan), *_DEFAULT_NAMES):
-        if _name_match(name, root) is not None:
+        if semantics.name_match(name, root) is not None:
             return f"a protected name ({name})"
-    masks = [m.target for m in plan.mounts if m.kind == "mask"]
-    for target in (*masks, *(t for t, _ in plan.hidden)):
-        if _under(root, target) or _under(target, root):
+    masks = [m.target for m in plan.mounts if m.kind is MountKind.MASK]
+    for target in (*masks, *(h.target for h in plan.hidden)):
+        if semantics.overlaps(root, target):
             return "a hidden path or one holding it"
     return None
 
@@ -262,42 +261,6 @@ def _protected_names(plan: LinuxPlan) -> tuple[str, ...]:
     if plan.guard_git == "allowlist":
         names = (*names, *defaults.GIT_PROTECTED)
     return names
-
-
-def _name_match(name: str, path: str) -> str | None:
-    """How absolute ``path`` meets protected name pattern ``name`` (components; ``*`` one,
-    ``**`` any number), wherever the pattern starts: "covers" when a run of the path's
-    components matches all of it (the path is a protected name or beneath one), "leads" when
-    the path's last components match the start of it (the path is on the way to one, and as
-    a writable root would take the pattern's first components out of its reach)."""
-    parts = tuple(x for x in name.split("/") if x)
-    while parts and parts[0] == "**":  # a leading ** only restates "at any depth"
-        parts = parts[1:]
-    if not parts:
-        return None
-    comps = tuple(x for x in path.split("/") if x)
-    found: set[str] = set()
-    for start in range(len(comps)):
-        found |= _walk(parts, comps, 0, start)
-        if "covers" in found:
-            return "covers"
-    return "leads" if "leads" in found else None
-
-
-def _walk(parts: tuple[str, ...], comps: tuple[str, ...], i: int, j: int) -> set[str]:
-    if i == len(parts):
-        return {"covers"}
-    if j == len(comps):
-        return {"leads"}
-    if parts[i] == "**":
-        return _walk(parts, comps, i + 1, j) | _walk(parts, comps, i, j + 1)
-    if parts[i] == "*" or parts[i] == comps[j]:
-        return _walk(parts, comps, i + 1, j + 1)
-    return set()
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def smallest_root(path: str) -> str | None:

@@ -7,6 +7,7 @@ import textwrap
 from collections.abc import Sequence
 
 from ringfence.platforms.linux import landlock, seccomp
+from ringfence.platforms.linux.mountops import MountKind
 from ringfence.platforms.linux.plan import LinuxPlan
 
 
@@ -44,14 +45,12 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
         lines.append("")
         lines.append("mounts, in the order they are made:")
     for op in plan.mounts:
-        what = op.kind
-        if op.kind == "bind":
+        what: str = op.kind
+        if op.kind is MountKind.BIND:
             what = "bind ro" if op.readonly else "bind rw"
-        elif op.kind == "symlink":
-            what = "symlink"
-        elif op.kind == "file":
+        elif op.kind is MountKind.FILE:
             what = "file ro"
-        why = f"{op.why} -> {op.source}" if op.kind == "symlink" else op.why
+        why = f"{op.why} -> {op.source}" if op.kind is MountKind.SYMLINK else op.why
         lines.append(f"  {what:<10} {op.target:<40} {why}")
     if plan.landlock is not None:
         lines.append("")

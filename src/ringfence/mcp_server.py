@@ -40,6 +40,7 @@ from ringfence.engine.approval import ApprovalGate
 from ringfence.errors import ApprovalRefused, RingfenceError
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.model import Policy
+from ringfence.policy.semantics import is_under
 from ringfence.session import DEVNULL, PIPE, Process, Session, TimeoutExpired
 
 MODEL_OUTPUT_CAP = 32 * 1024  # characters of each stream a model gets back from one call
@@ -160,7 +161,7 @@ class SandboxTools:
         if cwd is None:
             return self.plan.cwd
         path = os.path.realpath(os.path.join(base, cwd))
-        if path != base and not path.startswith(base.rstrip("/") + "/"):
+        if not is_under(path, base):
             raise ToolError(f"cwd must be inside the workspace {base}")
         if not os.path.isdir(path):
             raise ToolError(f"cwd {path} is not a directory")

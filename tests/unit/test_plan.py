@@ -8,8 +8,10 @@ import pytest
 
 from ringfence.errors import PolicyError, UnsupportedError
 from ringfence.explain import render
+from ringfence.platforms.linux import mountops
 from ringfence.platforms.linux.hostfacts import HostFacts, PathInfo, ScrubFile
-from ringfence.platforms.linux.plan import MountOp, compile_linux
+from ringfence.platforms.linux.mountops import MountOp
+from ringfence.platforms.linux.plan import compile_linux
 from ringfence.policy.model import Mode, Network, Policy
 
 
@@ -37,9 +39,7 @@ def ops(plan_mounts: tuple[MountOp, ...], kind: str | None = None) -> list[tuple
 def test_default_plan_shape() -> None:
     plan = compile_linux(Policy(workspace="/w"), facts(), cwd="/w")
     assert plan.namespaces == ("user", "mount", "pid", "ipc", "uts", "net")
-    assert plan.mounts[0] == MountOp(
-        "bind", "/", source="/", readonly=True, why="host root, read-only"
-    )
+    assert plan.mounts[0] == mountops.bind("/", readonly=True, why="host root, read-only")
     targets = [m.target for m in plan.mounts]
     assert targets.index("/tmp") < targets.index("/w")
     assert ("bind", "/w", False) in ops(plan.mounts)

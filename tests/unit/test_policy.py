@@ -114,7 +114,7 @@ def test_the_allowlist_only_names_what_a_pattern_would_catch() -> None:
 def test_ringfences_own_variables_are_not_secret_names() -> None:
     """What ringfence sets itself (caches, proxy, RINGFENCE_*) must never look like a secret:
     a session server re-applies them on top of each client's scrubbed environment."""
-    from ringfence.platforms.linux.plan import git_ssh_command, proxy_environment
+    from ringfence.network.proxy_env import git_ssh_command, proxy_environment
     from ringfence.policy.caches import cache_environment
     from ringfence.policy.environment import sandbox_variables
 

@@ -20,12 +20,12 @@ from ringfence.platforms.windows.plan import (
     WindowsPlan,
     compile_windows,
     firewall_rules,
-    name_matches,
     setup_actions,
 )
 from ringfence.platforms.windows.setup import AddAce, AddFirewallRule, CreateUser, StoreSecret
-from ringfence.policy import winpaths
+from ringfence.policy import semantics, winpaths
 from ringfence.policy.model import Mode, Network, PathStyle, Policy
+from ringfence.policy.semantics import WINDOWS
 
 GOLDEN = Path(__file__).parent / "golden"
 W = PathStyle.WINDOWS
@@ -273,7 +273,7 @@ def test_every_ace_names_a_known_mask_and_deny_masks_cover_every_write_bit() -> 
 def test_protected_names_match_as_the_linux_guard_reads_them(
     rel: str, pattern: str, matches: bool
 ) -> None:
-    assert name_matches(rel, pattern) is matches
+    assert semantics.name_covers(pattern, rel, WINDOWS) is matches
 
 
 # --- properties over generated policies -------------------------------------------------------
@@ -345,7 +345,7 @@ def test_no_grant_escapes_and_every_protection_holds(
     # Every protected path is denied writes, in any letter case it was given.
     for p in protected:
         assert {(True, "write", True, s) for s in (OFF, ON)} <= aces(plan, p)
-        root = next(r for r in roots if winpaths.is_under(p, r))
+        root = next(r for r in roots if semantics.is_under(p, r, WINDOWS))
         cur = p
         while winpaths.key(cur) != winpaths.key(root):
             up = winpaths.parent(cur)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ringfence.errors import PolicyError
 from ringfence.policy import winpaths
 from ringfence.policy.model import PathStyle, Policy
+from ringfence.policy.semantics import WINDOWS, is_under
 
 
 @pytest.mark.parametrize(
@@ -68,11 +69,11 @@ def test_ambiguous_or_relative_paths_are_refused(bad: str, why: str) -> None:
 
 
 def test_comparison_ignores_letter_case_and_respects_component_boundaries() -> None:
-    assert winpaths.is_under("C:\\Work\\.GIT\\hooks", "c:\\work")
-    assert winpaths.is_under("C:\\work", "C:\\WORK")
-    assert not winpaths.is_under("C:\\workshop", "C:\\work")
-    assert winpaths.is_under("C:\\x", "C:\\")
-    assert not winpaths.is_under("D:\\x", "C:\\")
+    assert is_under("C:\\Work\\.GIT\\hooks", "c:\\work", WINDOWS)
+    assert is_under("C:\\work", "C:\\WORK", WINDOWS)
+    assert not is_under("C:\\workshop", "C:\\work", WINDOWS)
+    assert is_under("C:\\x", "C:\\", WINDOWS)
+    assert not is_under("D:\\x", "C:\\", WINDOWS)
 
 
 def test_parent_stops_at_roots() -> None:

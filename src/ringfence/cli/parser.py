@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from ringfence.engine.platform import PLATFORMS, host_platform
+from ringfence.network.proxy_env import PROXY_PORT
 from ringfence.policy.model import Isolation, Mode, Network
 
 DESCRIPTION = "Run an AI coding agent's commands inside boundaries the kernel enforces."
@@ -333,9 +334,9 @@ def _fill_setup(setup: argparse.ArgumentParser) -> None:
     setup.add_argument(
         "--proxy-port",
         type=int,
-        default=3128,
+        default=PROXY_PORT,
         metavar="PORT",
-        help="the loopback port the offline user may reach (default 3128)",
+        help=f"the loopback port the offline user may reach (default {PROXY_PORT})",
     )
     setup.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -15,8 +15,8 @@ from typing import Any
 from ringfence import audit
 from ringfence.engine.result import EXIT_TIMEOUT, NetDecision
 from ringfence.errors import UnenforceableError, UnsupportedError
+from ringfence.network.proxy_env import proxy_environment
 from ringfence.network.service import ProxyService
-from ringfence.platforms.linux.plan import proxy_environment
 from ringfence.policy.environment import build_environment, sandbox_variables
 from ringfence.policy.model import Network, Policy
 from ringfence.policy.netrules import NetRules

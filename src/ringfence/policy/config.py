@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ringfence.errors import PolicyError
+from ringfence.policy import semantics
 from ringfence.policy.model import EnvPolicy, Isolation, Limits, Mode, Network, PathStyle, Policy
 
 MANAGED_PATH = "/etc/ringfence/managed.toml"
@@ -304,9 +305,7 @@ class Ceiling:
                     raise ConfigError(f"{src}: allowed_domains does not cover {entry!r}")
         if self.writable_within is not None:
             for root in policy.writable_paths():
-                if not any(
-                    root == w or root.startswith(w.rstrip("/") + "/") for w in self.writable_within
-                ):
+                if not semantics.first_under(root, self.writable_within):
                     raise ConfigError(f"{src}: writable_within does not include {root}")
         if self.require_audit and not audit:
             raise ConfigError(f"{src}: require_audit forbids running without the audit log")

@@ -27,6 +27,8 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
+from ringfence.policy import semantics
+
 
 class Entry(enum.Enum):
     """What an entry inside a git directory is, for the guard."""
@@ -277,7 +279,7 @@ def symlink_target(link_dir: str, target: str) -> str:
 
 def inside(path: str, roots: Sequence[str]) -> bool:
     """Is canonical ``path`` one of ``roots`` or beneath one?"""
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+    return semantics.first_under(path, roots) is not None
 
 
 # ---------------------------------------------------------------- todo lists

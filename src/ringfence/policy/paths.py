@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterable
 
 from ringfence.errors import PolicyError
+from ringfence.policy import semantics
 
 
 def absolute(flag: str, path: str) -> str:
@@ -34,10 +35,6 @@ def existing_dir(flag: str, path: str) -> str:
     return os.path.realpath(p)
 
 
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
 def symlinks_on_path(path: str) -> list[str]:
     """Every component of absolute ``path`` that is a symlink (lexically, in order)."""
     found = []
@@ -55,7 +52,7 @@ def writable_root(flag: str, path: str, trusted_writable: Iterable[str]) -> str:
     p = absolute(flag, path)
     for link in symlinks_on_path(p):
         for root in trusted_writable:
-            if _under(link, root):
+            if semantics.is_under(link, root):
                 raise PolicyError(
                     f"{flag}: {p} passes through the symlink {link}, which lies inside the "
                     f"writable root {root} (a sandboxed command could have planted it). Give "
@@ -105,9 +102,9 @@ def default_workspace(cwd: str, home: str | None) -> str:
     if ws == "/":
         why = "it is the root directory"
     for h in dict.fromkeys(os.path.realpath(h) for h in homes if h and h != "/"):
-        if why is None and _under(h, ws):
+        if why is None and semantics.is_under(h, ws):
             why = "it is your home directory" if ws == h else "it contains your home directory"
-    if why is None and any(_under(shared, ws) for shared in SHARED_DIRS):
+    if why is None and any(semantics.is_under(shared, ws) for shared in SHARED_DIRS):
         why = "it is, or holds, a directory every program shares"
     if why is not None:
         raise PolicyError(

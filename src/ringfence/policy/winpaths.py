@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 
 from ringfence.errors import PolicyError
+from ringfence.policy.semantics import WINDOWS
 
 RESERVED = frozenset(
     {"con", "prn", "aux", "nul", "conin$", "conout$"}
@@ -97,14 +98,9 @@ def _check_components(what: str, path: str, parts: list[str]) -> None:
 
 
 def key(path: str) -> str:
-    """What two spellings of the same canonical path share (NTFS names are case-insensitive)."""
-    return path.casefold()
-
-
-def is_under(path: str, root: str) -> bool:
-    """``path`` is ``root`` or beneath it (both canonical), in any letter case."""
-    p, r = key(path), key(root)
-    return p == r or p.startswith(r.rstrip("\\") + "\\")
+    """What two spellings of the same canonical path share (NTFS names are case-insensitive).
+    Whether one lies under another: ``semantics.is_under(path, root, semantics.WINDOWS)``."""
+    return WINDOWS.key(path)
 
 
 def join(base: str, rel: str) -> str:

@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-_GLOB_ONE = "*"
-_GLOB_ANY = "**"
+from ringfence.policy import semantics
+from ringfence.policy.semantics import GLOB_ANY, GLOB_ONE
 
 
 def check_canonical(path: str) -> None:
@@ -44,14 +44,6 @@ def check_canonical(path: str) -> None:
     parts = path[1:].split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"not a canonical path: {path!r}")
-
-
-def _components(path: str) -> tuple[str, ...]:
-    return () if path == "/" else tuple(path[1:].split("/"))
-
-
-def _beneath_or_equal(path: str, top: str) -> bool:
-    return top in ("/", path) or path.startswith(top + "/")
 
 
 @dataclass(frozen=True)
@@ -107,12 +99,12 @@ class GuardRules:
                 raise ValueError(
                     f"protected name {text!r} must be relative components, like '.git/hooks'"
                 )
-            if all(p == _GLOB_ANY for p in parts):
+            if all(p == GLOB_ANY for p in parts):
                 raise ValueError(f"protected name {text!r} would protect every path")
             patterns.append(_Pattern(text, parts))
         object.__setattr__(self, "_patterns", tuple(patterns))
         firsts = {p.parts[0] for p in patterns}
-        if not firsts & {_GLOB_ONE, _GLOB_ANY}:
+        if not firsts & {GLOB_ONE, GLOB_ANY}:
             object.__setattr__(self, "_first_names", frozenset(firsts))
 
     @cached_property
@@ -122,73 +114,22 @@ class GuardRules:
 
 def _relative_to_root(rules: GuardRules, path: str) -> tuple[str, ...] | None:
     for root in rules._roots_outermost_first:
-        if _beneath_or_equal(path, root):
-            return _components(path)[len(_components(root)) :]
+        rel = semantics.relative_components(path, root)
+        if rel is not None:
+            return rel
     return None
-
-
-def _closure(parts: tuple[str, ...], states: set[int]) -> set[int]:
-    """Add the positions reachable by letting ``**`` match zero components."""
-    out = set(states)
-    todo = list(states)
-    while todo:
-        pos = todo.pop()
-        if pos < len(parts) and parts[pos] == _GLOB_ANY and pos + 1 not in out:
-            out.add(pos + 1)
-            todo.append(pos + 1)
-    return out
-
-
-def _step(parts: tuple[str, ...], states: set[int], name: str) -> set[int]:
-    nxt: set[int] = set()
-    for pos in states:
-        if pos >= len(parts):
-            continue
-        want = parts[pos]
-        if want == _GLOB_ANY:
-            nxt.add(pos)
-        elif want in (_GLOB_ONE, name):
-            nxt.add(pos + 1)
-    return _closure(parts, nxt)
-
-
-def _run_ends_here(parts: tuple[str, ...], comps: tuple[str, ...]) -> bool:
-    """Does the pattern match some non-empty contiguous run of ``comps``?"""
-    for start in range(len(comps)):
-        states = _closure(parts, {0})
-        for name in comps[start:]:
-            states = _step(parts, states, name)
-            if not states:
-                break
-            if len(parts) in states:
-                return True
-    return False
-
-
-def _run_continues_beneath(parts: tuple[str, ...], comps: tuple[str, ...]) -> bool:
-    """Can a match start inside ``comps``, consume the rest of them, and need more?"""
-    for start in range(len(comps)):
-        states = _closure(parts, {0})
-        for name in comps[start:]:
-            states = _step(parts, states, name)
-            if not states:
-                break
-        for pos in states:
-            if any(p != _GLOB_ANY for p in parts[pos:]):
-                return True
-    return False
 
 
 def protected_by(rules: GuardRules, path: str) -> str | None:
     """The rule text that protects ``path`` (canonical, absolute), else None."""
     check_canonical(path)
     for top in rules.protected_paths:
-        if _beneath_or_equal(path, top):
+        if semantics.is_under(path, top):
             return top
     rel = _relative_to_root(rules, path)
     if rel is not None and (rules._first_names is None or not rules._first_names.isdisjoint(rel)):
         for pattern in rules._patterns:
-            if _run_ends_here(pattern.parts, rel):
+            if semantics.covers(pattern.parts, rel):
                 return pattern.text
     return _dot_entry(rules, path)  # named by a pattern first: the more telling rule
 
@@ -197,13 +138,11 @@ def _dot_entry(rules: GuardRules, path: str) -> str | None:
     """``<dir>/.*`` when ``path`` is, or lies beneath, a hidden entry of a ``dot_dirs``
     directory and not beneath a writable root nested there."""
     for d in rules.dot_dirs:
-        if not path.startswith(d.rstrip("/") + "/"):
-            continue
-        first = path[len(d.rstrip("/")) + 1 :].split("/", 1)[0]
-        if not first.startswith("."):
+        rel = semantics.relative_components(path, d)
+        if not rel or not rel[0].startswith("."):
             continue
         nested = any(
-            r != d and _beneath_or_equal(r, d) and _beneath_or_equal(path, r)
+            r != d and semantics.is_under(r, d) and semantics.is_under(path, r)
             for r in rules.writable_roots
         )
         if not nested:
@@ -221,16 +160,13 @@ def may_hold_protected(rules: GuardRules, path: str) -> str | None:
     if rule is not None:
         return rule
     for top in rules.protected_paths:
-        if _beneath_or_equal(top, path):
+        if semantics.is_under(top, path):
             return top
     rel = _relative_to_root(rules, path)
     if rel is None:
         return None
     for pattern in rules._patterns:
-        parts = pattern.parts
-        while parts and parts[0] == _GLOB_ANY:  # a leading ** only restates "at any depth"
-            parts = parts[1:]
-        if _run_continues_beneath(parts, rel):
+        if semantics.leads(pattern.parts, rel):
             return pattern.text
     return None
 
@@ -242,10 +178,10 @@ def is_ancestor_of_protected_path(rules: GuardRules, path: str) -> str | None:
     """
     check_canonical(path)
     for top in rules.protected_paths:
-        if top != path and _beneath_or_equal(top, path):
+        if top != path and semantics.is_under(top, path):
             return top
     for d in rules.dot_dirs:  # the directory itself too: it takes all its hidden entries
-        if _beneath_or_equal(d, path):
+        if semantics.is_under(d, path):
             return f"{d.rstrip('/')}/.*"
     return None
 
@@ -265,6 +201,6 @@ def socket_refused(rules: GuardRules, path: str) -> str | None:
     """
     check_canonical(path)
     for top in (*rules.socket_roots, *rules.allow_sockets):
-        if _beneath_or_equal(path, top):
+        if semantics.is_under(path, top):
             return None
     return SOCKET_OUTSIDE

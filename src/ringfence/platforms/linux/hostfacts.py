@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ringfence.platforms.linux import cgroups
 from ringfence.platforms.linux.gitfiles import ConfigRead, global_config_files, read_config
-from ringfence.policy import caches, defaults, scrub, statedirs
+from ringfence.policy import caches, defaults, scrub, semantics, statedirs
 from ringfence.policy import paths as paths_mod
 from ringfence.policy.model import Isolation, Policy
 
@@ -523,7 +523,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         namespaces
         and home
         and policy.default_protected
-        and any(home == r or home.startswith(r.rstrip("/") + "/") for r in policy.writable_paths())
+        and semantics.first_under(home, policy.writable_paths())
     ):
         home_dots = dot_entries(home)
     paths: dict[str, PathInfo] = {}

@@ -25,7 +25,7 @@ from ringfence.platforms.linux.libc import (
     openat2,
     syscall,
 )
-from ringfence.platforms.linux.plan import MountOp
+from ringfence.platforms.linux.mountops import MountKind, MountOp
 
 AT_FDCWD = -100
 AT_EMPTY_PATH = 0x1000
@@ -46,6 +46,19 @@ FSCONFIG_CMD_CREATE = 6
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
+
+
+def attributes(op: MountOp, *, readonly: bool = True) -> int:
+    """The MOUNT_ATTR_* bits the plan set on ``op`` (without read-only when told: a directory
+    mask is sealed once the view is built)."""
+    attrs = MOUNT_ATTR_RDONLY if op.readonly and readonly else 0
+    if op.nosuid:
+        attrs |= MOUNT_ATTR_NOSUID
+    if op.nodev:
+        attrs |= MOUNT_ATTR_NODEV
+    if op.noexec:
+        attrs |= MOUNT_ATTR_NOEXEC
+    return attrs
 
 
 class MountAttr(ctypes.Structure):
@@ -146,7 +159,7 @@ def overlay_tree(op: MountOp) -> int:
                     ("userxattr", None),
                     ("index", "off"),
                 ],
-                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                attributes(op),
                 source="ringfence-tmp",
             )
         except OSError as e:
@@ -200,7 +213,7 @@ class _Assembler:
                     )
                 except FileNotFoundError:
                     # only in a fresh tmpfs: the compiler set create=True for these alone
-                    if last and not op.is_dir and op.kind != "symlink":
+                    if last and not op.is_dir and op.kind is not MountKind.SYMLINK:
                         fd = os.open(
                             name,
                             os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC,
@@ -208,7 +221,7 @@ class _Assembler:
                             dir_fd=cur,
                         )
                         os.close(fd)
-                    elif last and op.kind == "symlink":
+                    elif last and op.kind is MountKind.SYMLINK:
                         return
                     else:
                         os.mkdir(name, 0o755, dir_fd=cur)
@@ -253,7 +266,7 @@ def build_view(ops: Sequence[MountOp]) -> int:
     The caller pivots into it. Host sources are cloned first (phase 1), the clone of ``/`` is
     attached over this namespace's ``/tmp`` as a staging point (phase 2), then ops run in order.
     """
-    if not ops or ops[0].kind != "bind" or ops[0].target != "/":
+    if not ops or ops[0].kind is not MountKind.BIND or ops[0].target != "/":
         raise SandboxError("internal: a plan must start with the read-only root")
     libc_call("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
     # Phase 1: take every host source while the host view is intact.
@@ -263,20 +276,19 @@ def build_view(ops: Sequence[MountOp]) -> int:
     set_attr(root_tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, recursive=True)
     sources: dict[int, int] = {}
     for i, op in enumerate(ops[1:], start=1):
-        if op.kind == "overlay":
+        if op.kind is MountKind.OVERLAY:
             sources[i] = overlay_tree(op)
             continue
-        if op.kind != "bind" or op.source is None:
+        if op.kind is not MountKind.BIND or op.source is None:
             continue
         src = _host_source(op.source)
         try:
-            tree = clone_tree(src, recursive=op.is_dir)
+            tree = clone_tree(src, recursive=op.recursive)
         finally:
             os.close(src)
-        if op.readonly:
-            set_attr(tree, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, recursive=True)
-        elif op.why != "device":
-            set_attr(tree, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, recursive=True)
+        attrs = attributes(op)
+        if attrs:  # a device node alone keeps suid and device access
+            set_attr(tree, attrs, recursive=True)
         sources[i] = tree
     # Phase 2: attach the new root at a staging point in this (private) namespace.
     stage = os.open("/tmp", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -290,7 +302,7 @@ def build_view(ops: Sequence[MountOp]) -> int:
             raise SandboxError(
                 f"mount step {op.kind} {op.target} ({op.why}) failed: {os.strerror(e.errno or 0)}"
             ) from e
-    for fd in asm.fresh_masks:
+    for fd in asm.fresh_masks:  # directory masks the plan made read-only: sealed now
         set_attr(fd, MOUNT_ATTR_RDONLY, recursive=False)
         os.close(fd)
     if asm.empty_src is not None:
@@ -299,7 +311,7 @@ def build_view(ops: Sequence[MountOp]) -> int:
 
 
 def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
-    if op.kind == "symlink":
+    if op.kind is MountKind.SYMLINK:
         assert op.source is not None
         parent, name = asm.parent_and_name(op.target)
         try:
@@ -307,47 +319,44 @@ def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
         finally:
             os.close(parent)
         return
-    if op.kind == "remount_ro":
+    if op.kind is MountKind.REMOUNT_RO:
         fd = asm.target(op)
         try:
-            set_attr(fd, MOUNT_ATTR_RDONLY, recursive=False)
+            set_attr(fd, attributes(op), recursive=False)
         finally:
             os.close(fd)
         return
     tree: int
     keep_open = False
-    if op.kind in ("bind", "overlay"):
+    if op.kind in (MountKind.BIND, MountKind.OVERLAY):
         assert source_tree is not None
         tree = source_tree
-    elif op.kind == "tmpfs":
+    elif op.kind is MountKind.TMPFS:
         options: list[tuple[str, str | None]] = [("mode", f"{op.mode:o}")]
         if op.size is not None:
             options.append(("size", op.size))
-        tree = new_fs("tmpfs", options, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
-    elif op.kind == "proc":
-        tree = new_fs("proc", [], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
-    elif op.kind == "devpts":
+        tree = new_fs("tmpfs", options, attributes(op))
+    elif op.kind is MountKind.PROC:
+        tree = new_fs("proc", [], attributes(op))
+    elif op.kind is MountKind.DEVPTS:
         tree = new_fs(
             "devpts",
             [("newinstance", None), ("ptmxmode", "0666"), ("mode", "0620")],
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+            attributes(op),
         )
-    elif op.kind == "mask":
+    elif op.kind is MountKind.MASK:
         if op.is_dir:
+            # Later ops may need mount points inside: read-only once the view is built.
             tree = new_fs(
                 "tmpfs",
                 [("mode", f"{op.mode:04o}"), ("size", "64k")],
-                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                attributes(op, readonly=False),
             )
-            keep_open = True
+            keep_open = op.readonly
         else:
             tree = asm.empty_file_clone()
-            set_attr(
-                tree,
-                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-                recursive=False,
-            )
-    elif op.kind == "file":
+            set_attr(tree, attributes(op), recursive=False)
+    elif op.kind is MountKind.FILE:
         tree = _file_tree(op)
     else:
         raise SandboxError(f"internal: unknown mount kind {op.kind!r}")
@@ -387,11 +396,7 @@ def _file_tree(op: MountOp) -> int:
         tree = syscall("open_tree", scratch, b"file", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
     finally:
         os.close(scratch)
-    set_attr(
-        tree,
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-        recursive=False,
-    )
+    set_attr(tree, attributes(op), recursive=False)
     return tree
 
 

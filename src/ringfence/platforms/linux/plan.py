@@ -14,45 +14,27 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ringfence.errors import PolicyError, UnsupportedError
-from ringfence.platforms.linux import landlock, seccomp
+from ringfence.network.proxy_env import PROXY_PORT, git_ssh_environment, proxy_environment
+from ringfence.platforms.linux import landlock, mountops, seccomp
 from ringfence.platforms.linux.hostfacts import PRIVATE_SHM, HostFacts, host_roots
+from ringfence.platforms.linux.mountops import Hidden, MountList, MountOp
+from ringfence.platforms.linux.plan_hidden import (
+    SYSTEM_TARGETS,
+    hide_own_state,
+    hide_runtime_sockets,
+    hide_secrets,
+)
+from ringfence.platforms.linux.plan_limits import rlimits, userns_limits, with_cgroups
+from ringfence.platforms.linux.plan_reduced import NET_ABI, SCOPE_ABI, compile_reduced
 from ringfence.policy import defaults
 from ringfence.policy.caches import cache_environment
 from ringfence.policy.environment import build_environment, sandbox_variables, scrubbed_names
-from ringfence.policy.model import Isolation, Limits, Mode, Network, PathStyle, Policy
+from ringfence.policy.model import Isolation, Mode, Network, PathStyle, Policy
+from ringfence.policy.semantics import first_under, is_under
 
-# Paths the sandbox rebuilds itself; a writable root may not be one of them or contain them.
-SYSTEM_TARGETS = ("/proc", "/sys", "/dev")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # Device nodes the command may open for writing and ioctl (terminals, /dev/null).
-SCOPE_ABI = 6  # Landlock's signal and abstract-unix-socket scopes
-NET_ABI = 4  # Landlock's TCP bind/connect rights
 DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev/ptmx")
-
-
-@dataclass(frozen=True)
-class MountOp:
-    """One mount, made in plan order inside the sandbox's mount namespace.
-
-    kinds: ``bind`` (source → target, ``readonly`` or not), ``tmpfs``, ``proc``, ``devpts``,
-    ``mask`` (an empty, unreadable directory or file over ``target``), ``symlink`` (created in
-    a fresh tmpfs, ``source`` is the link text), ``remount_ro`` (make ``target``'s mount
-    read-only once it is populated), ``file`` (a read-only file holding ``content``, made in a
-    tmpfs of its own: a scrubbed copy of a config file, see policy/scrub.py).
-    ``create``: the mount point lies in a tmpfs this plan made, so it may be created there;
-    nothing is ever created on the host.
-    """
-
-    kind: str
-    target: str
-    source: str | None = None
-    readonly: bool = False
-    is_dir: bool = True
-    mode: int = 0o755
-    create: bool = False
-    why: str = ""
-    size: str | None = None  # tmpfs size= option (bytes or a share of RAM like "25%")
-    content: bytes | None = None  # kind "file": the bytes of the read-only file made there
 
 
 @dataclass(frozen=True)
@@ -65,9 +47,9 @@ class LinuxPlan:
     cwd: str
     uid: int
     gid: int
-    network: str
-    mode: str
-    isolation: str = "namespaces"
+    network: Network
+    mode: Mode
+    isolation: Isolation = Isolation.NAMESPACES
     notes: tuple[str, ...] = ()
     scrubbed_env: tuple[str, ...] = ()
     # ringfence's per-workspace state directory (statedirs.py), locked while the sandbox runs
@@ -110,7 +92,7 @@ class LinuxPlan:
     # a home directory inside a writable root: every hidden entry of it protected (guard_rules)
     guard_dot_dirs: tuple[str, ...] = ()
     # (mask target, the deny_read entry that hid it): what violation reports name as hidden.
-    hidden: tuple[tuple[str, str], ...] = ()
+    hidden: tuple[Hidden, ...] = ()
     # Unix sockets on disk: the guard refuses connect()/sendto()/sendmsg() to one unless it
     # lies beneath one of ``socket_roots`` (writable roots, git roots, the private /tmp and
     # /dev/shm) or at or beneath an ``allow_sockets`` entry (--allow-socket, and the target
@@ -147,45 +129,16 @@ class LinuxPlan:
         return d
 
 
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _within_any(path: str, roots: tuple[str, ...]) -> str | None:
-    for r in roots:
-        if _under(path, r):
-            return r
-    return None
-
-
-class _Builder:
-    """Collects mount ops and tracks which targets are fresh (ours to create in)."""
-
-    def __init__(self) -> None:
-        self.ops: list[MountOp] = []
-        self.fresh: list[str] = []
-        self.targets: set[str] = set()
-
-    def in_fresh(self, target: str) -> bool:
-        return any(_under(target, f) and target != f for f in self.fresh)
-
-    def add(self, op: MountOp, *, fresh: bool = False) -> None:
-        self.ops.append(replace(op, create=self.in_fresh(op.target)))
-        self.targets.add(op.target)
-        if fresh:
-            self.fresh.append(op.target)
-
-
 def _check_writable_root(path: str) -> None:
     if path == "/":
         raise PolicyError("policy: '/' cannot be a writable root; name the directories to write")
-    if _under(path, PRIVATE_SHM):
+    if is_under(path, PRIVATE_SHM):
         raise PolicyError(
             f"policy: {path} cannot be a writable root: the sandbox's {PRIVATE_SHM} is a private, "
             f"empty tmpfs, always writable (--writable {PRIVATE_SHM} names it, never the host's)"
         )
     for sys_target in SYSTEM_TARGETS:
-        if _under(path, sys_target):
+        if is_under(path, sys_target):
             raise PolicyError(
                 f"policy: {path} cannot be a writable root: the sandbox builds its own {sys_target}"
             )
@@ -209,9 +162,9 @@ def _host_tmp_read_only(
         if (
             tinfo is None
             or tinfo.kind == "symlink"
-            or not _under(target, "/tmp")
+            or not is_under(target, "/tmp")
             or target == "/tmp"
-            or _within_any(target, roots)
+            or first_under(target, roots)
         ):
             continue  # outside /tmp the read-only root shows the host's file already
         out.append((target, tinfo.kind == "dir", why))
@@ -229,13 +182,13 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
         for home in (facts.home, facts.account_home):
             if home:
                 out.extend(os.path.join(home, rel) for rel in defaults.HOME_PROTECTED)
-            if home and _within_any(home, roots):
+            if home and first_under(home, roots):
                 # The caller's PATH directories in a writable home: what its shells run by
                 # name later (a conda or tool bin dir that no list names).
                 out.extend(
                     os.path.normpath(d)
                     for d in facts.env.get("PATH", "").split(":")
-                    if os.path.isabs(d) and _under(os.path.normpath(d), home)
+                    if os.path.isabs(d) and is_under(os.path.normpath(d), home)
                 )
         out.extend(defaults.SYSTEM_PROTECTED)
         out.extend(facts.home_dot_entries)
@@ -248,7 +201,7 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
     if policy.default_protected:
         out.extend(p for p in facts.outside_git_and_links if "\0" not in p)
     out.extend(facts.own_state)
-    return tuple(p for p in dict.fromkeys(out) if _within_any(p, roots))
+    return tuple(p for p in dict.fromkeys(out) if first_under(p, roots))
 
 
 def _protected_targets(
@@ -275,13 +228,13 @@ def _protected_targets(
             return
         if info.kind == "symlink":
             target = facts.info(info.real)
-            if target is not None and target.kind != "symlink" and _within_any(info.real, roots):
+            if target is not None and target.kind != "symlink" and first_under(info.real, roots):
                 found.append((info.real, f"{why} (via symlink {path})"))
             if hops is not None:  # the links on the way: a symlink cannot be a mount target
-                hops.extend(h for h in facts.link_hops.get(path, ()) if _within_any(h, roots))
+                hops.extend(h for h in facts.link_hops.get(path, ()) if first_under(h, roots))
             return
         real = info.real  # the place itself when a parent is a link
-        if _within_any(real, roots):
+        if first_under(real, roots):
             found.append((real, why if real == path else f"{why} (via {path})"))
 
     for root in roots:
@@ -353,7 +306,7 @@ def _git_roots(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> tupl
         return ()
     out: list[str] = []
     for pointer, gd in facts.gitdirs.items():
-        if not _within_any(pointer, roots):
+        if not first_under(pointer, roots):
             continue
         common = facts.commondirs.get(gd)
         # A .git file is the repository's claim: anyone can write one naming another
@@ -366,7 +319,7 @@ def _git_roots(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> tupl
         ):
             continue
         for d in (gd, common):
-            if d is None or _within_any(d, roots) or d in out:
+            if d is None or first_under(d, roots) or d in out:
                 continue
             info = facts.info(d)
             if info is None or info.kind != "dir" or facts.info(os.path.join(gd, "HEAD")) is None:
@@ -376,151 +329,125 @@ def _git_roots(policy: Policy, facts: HostFacts, roots: tuple[str, ...]) -> tupl
     return tuple(out)
 
 
-# Nested namespaces are refused by seccomp; a zero quota refuses them a second time.
-_NO_NESTED_NAMESPACES = (
-    "max_user_namespaces",
-    "max_mnt_namespaces",
-    "max_pid_namespaces",
-    "max_net_namespaces",
-    "max_ipc_namespaces",
-    "max_uts_namespaces",
-    "max_cgroup_namespaces",
-    "max_time_namespaces",
-    "max_fanotify_groups",
-)
-
-
-def _rlimits(limits: Limits) -> tuple[tuple[str, int], ...]:
-    pairs = (
-        ("NPROC", limits.processes),
-        ("NOFILE", limits.open_files),
-        ("FSIZE", limits.file_size),
-        ("CPU", limits.cpu_seconds),
-    )
-    return tuple((name, value) for name, value in pairs if value is not None)
-
-
-def _with_cgroups(base: LinuxPlan, limits: Limits, facts: HostFacts) -> LinuxPlan:
-    """The memory cap exists only as a cgroup: without one it is refused, never dropped. The
-    process cap uses a cgroup where there is one (it then binds root too) and RLIMIT_NPROC
-    always."""
-    wanted = {"memory": limits.memory, "pids": limits.processes}
-    if limits.memory is not None and "memory" not in facts.cgroups:
-        raise UnsupportedError(
-            f"limit memory={limits.memory // (1 << 20)} MiB: a memory limit needs a cgroup you "
-            f"can write to, and there is none here ({facts.cgroup_note or 'no memory controller'})."
-            " Run `ringfence doctor`, run under a delegated cgroup, or drop the memory limit"
-        )
-    return replace(
-        base,
-        cgroup_sites=tuple((c, v, p) for c, (v, p) in sorted(facts.cgroups.items())),
-        cgroup_limits=tuple(
-            (c, n) for c, n in wanted.items() if n is not None and c in facts.cgroups
-        ),
-        cgroup_note=facts.cgroup_note,
-    )
-
-
-# Without a reading of the host's quota: the kernel's defaults (the sandbox gets half).
-_HOST_QUOTA_FALLBACK = {"max_inotify_instances": 128, "max_inotify_watches": 8192}
-
-
-def _userns_limits(limits: Limits, facts: HostFacts) -> tuple[tuple[str, int], ...]:
-    """Quotas inside the sandbox's user namespace. The kernel charges what the sandbox takes
-    to the user's own quota as well, so the sandbox gets less than the whole: half the host
-    user's quota unless the policy says otherwise (never more than the host's)."""
-    out: list[tuple[str, int]] = [(name, 0) for name in _NO_NESTED_NAMESPACES]
-    for name, asked in (
-        ("max_inotify_instances", limits.inotify_instances),
-        ("max_inotify_watches", limits.inotify_watches),
-    ):
-        host = facts.user_quotas.get(name, _HOST_QUOTA_FALLBACK[name])
-        out.append((name, min(asked, host) if asked is not None else max(1, host // 2)))
-    return tuple(out)
-
-
-def _mask_mode(path: str, allowed: set[str]) -> int:
-    """Masked directories are unreadable; one that holds an allowed socket is traversable."""
-    return 0o111 if any(_under(a, path) and a != path for a in allowed) else 0
-
-
-def _shown(path: str, home: str | None) -> str:
-    if home and _under(path, home) and path != home:
-        return "~/" + os.path.relpath(path, home)
-    return path
-
-
-def _scrub_mounts(policy: Policy, facts: HostFacts, b: _Builder, notes: list[str]) -> set[str]:
-    """Mixed config files (defaults.HOME_SCRUB): a read-only scrubbed copy over the file (over
-    its resolved target when it is a symlink), or a mask when it could not be scrubbed. Files
-    the user named with --deny-read stay hidden. Returns the paths handled here, which the
-    deny-read step then skips."""
-    handled: set[str] = set()
-    # What stays hidden whatever links point into it: a scrubbed copy of ~/.netrc through a
-    # ~/.npmrc -> ~/.netrc link would show the part of it that does not look secret.
-    hidden: list[str] = []
-    for d in policy.deny_read_paths(facts.home):
-        if d in facts.scrub_files and d not in policy.deny_read:
-            continue
-        info = facts.info(d)
-        hidden.extend([d] if info is None or info.kind != "symlink" else [d, info.real])
-    for path, found in facts.scrub_files.items():
-        if path in policy.deny_read:
-            continue
-        handled.add(path)
-        target = found.real
-        # Under /tmp too: the sandbox's /tmp shows the host's below its layer.
-        if b.in_fresh(target) or any(_under(target, s) for s in SYSTEM_TARGETS):
-            continue
-        shown = _shown(path, facts.home)
-        via = f" (via symlink to {target})" if target != path else ""
-        inside = next((d for d in hidden if _under(target, d)), None)
-        if inside is not None:
-            notes.append(f"{shown}: its target lies in deny-read {inside}; hidden, not scrubbed")
-            op = MountOp("mask", target, is_dir=False, mode=0, why=f"deny-read: {shown}{via}")
-        elif found.content is None:
-            notes.append(f"{shown}: could not be scrubbed ({found.error}); hidden instead")
-            op = MountOp("mask", target, is_dir=False, mode=0, why=f"deny-read: {shown}{via}")
-        else:
-            removed = ", ".join(found.removed) if found.removed else "nothing"
-            op = MountOp(
-                "file",
-                target,
-                is_dir=False,
-                mode=found.mode,
-                content=found.content,
-                why=f"scrubbed: {shown}{via} (removed: {removed})",
-            )
-        if target in b.targets:
-            notes.append(f"scrub {shown}: already a mount point; the copy goes on top")
-        b.add(op)
-    return handled
-
-
 def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
-    """The plan for ``policy`` on this host. Pure: same inputs, same plan."""
+    """The plan for ``policy`` on this host. Pure: same inputs, same plan.
+
+    The steps run in the order the runner applies what they decide: the unsandboxed base,
+    the writable roots, then (with namespaces) the mounts, Landlock, the network, and the
+    name guard's rules."""
     policy.validate()
     if policy.path_style != PathStyle.POSIX:
         raise PolicyError("linux plan: the policy holds Windows paths; give POSIX paths")
-    network = policy.effective_network
+    base = _base_plan(policy, facts, cwd)
+    if not policy.sandboxed:
+        return replace(
+            base, notes=("full-access: no boundary; the command runs with all of your rights",)
+        )
+    _require_landlock(policy, facts)
+    base = with_cgroups(base, policy.limits, facts)
+    roots, names_shm, cache_env = _writable_roots(policy, facts)
+    own_vars = dict(base.sandbox_env)
+    sandbox_vars = {**own_vars, **cache_env}
+    base = replace(
+        base, env=build_environment(facts.env, policy.env, sandbox_vars), sandbox_env=sandbox_vars
+    )
+    if policy.isolation is Isolation.REDUCED:
+        if policy.effective_network is Network.ALLOWLIST:
+            raise UnsupportedError(
+                "network allowlist needs the sandbox's own network namespace, which reduced "
+                "isolation does not have: its filtering proxy would not be the only way out. "
+                "Use --network off or on with --isolation reduced"
+            )
+        return compile_reduced(policy, facts, roots, base)
+    notes: list[str] = []
+    b = MountList()
+    _system_mounts(b, policy, names_shm, notes)
+    layered = _tmp_mount(b, policy, facts, notes)
+    hide_runtime_sockets(b, policy, facts)
+    git_roots = _git_roots(policy, facts, roots)
+    cache = facts.cache_root if facts.cache_root in roots else None
+    _writable_mounts(b, roots, git_roots, cache)
+    if layered:
+        for target, is_dir, why in _host_tmp_read_only(policy, facts, roots):
+            b.add(mountops.bind(target, readonly=True, is_dir=is_dir, why=why))
+    protected, extra_protected = _protected_mounts(b, policy, facts, roots, git_roots)
+    hidden = hide_own_state(b, facts, cache)
+    hidden += hide_secrets(
+        b, policy, facts, layered=layered, bound=(*roots, *git_roots), notes=notes
+    )
+    _allowed_sockets(b, policy, facts, notes)
+    rules = _landlock_rules(facts, (*roots, *git_roots), notes)
+    rules, network_env, proxy = _network(policy, facts, rules, notes)
+    sandbox_env = {**cache_env, **own_vars, "TMPDIR": "/tmp", **network_env}
+    guard_paths = _guard_paths(policy, facts, roots, protected, extra_protected)
+    if any("\0" in p for p in facts.outside_git_and_links):
+        notes.append(
+            "your home's hidden entries hold more than 8,000 files: the scan for dotfile "
+            "links stopped there; a link beyond it does not make its target read-only"
+        )
+    if policy.mode is Mode.READ_ONLY:
+        notes.append("read-only: only the workspace's private /tmp layer and /dev/shm are writable")
+    git_mode = _git_mode(policy)
+    return replace(
+        base,
+        sandboxed=True,
+        namespaces=_namespaces(policy.effective_network),
+        mounts=tuple(b.ops),
+        landlock=rules,
+        # Inet sockets stay allowed with the network off: the command has its own empty network
+        # namespace, so they reach only its own loopback (test suites start local servers).
+        seccomp=seccomp.SeccompPolicy(allow_inet=True),
+        rlimits=rlimits(policy.limits),
+        userns_limits=userns_limits(policy.limits, facts),
+        guard_roots=roots,
+        guard_paths=guard_paths if roots else (),
+        guard_names=_guard_names(policy) if roots else (),
+        guard_git=git_mode if roots else "off",
+        guard_git_roots=git_roots,
+        guard_hooks_dirs=tuple(
+            sorted(h for h in set(facts.hooks_paths.values()) if first_under(h, roots))
+        )
+        if roots and git_mode != "off"
+        else (),
+        guard_global_hooks_path=facts.global_hooks_path if git_mode != "off" else None,
+        guard_home=facts.home,
+        guard_dot_dirs=tuple(
+            h
+            for h in dict.fromkeys((facts.home, facts.account_home))
+            if h and roots and policy.default_protected and first_under(h, roots)
+        ),
+        hidden=tuple(hidden),
+        socket_roots=(*roots, "/tmp", PRIVATE_SHM),  # not git roots: git needs no socket there
+        allow_sockets=tuple(
+            dict.fromkeys(
+                q for p in policy.allow_sockets for q in (p, getattr(facts.info(p), "real", p))
+            )
+        ),
+        env=build_environment(facts.env, policy.env, sandbox_env),
+        sandbox_env=sandbox_env,
+        notes=tuple(notes),
+        **proxy,
+    )
+
+
+def _base_plan(policy: Policy, facts: HostFacts, cwd: str) -> LinuxPlan:
+    """What every plan has, sandboxed or not; the boundary is added to it."""
     sandbox_vars = sandbox_variables(policy)
-    # What every plan has; the boundary is added below.
-    base = LinuxPlan(
+    return LinuxPlan(
         sandboxed=False,
         env=build_environment(facts.env, policy.env, sandbox_vars),
         cwd=cwd,
         uid=facts.uid,
         gid=facts.gid,
-        network=network.value,
-        mode=policy.mode.value,
+        network=policy.effective_network,
+        mode=policy.mode,
         scrubbed_env=tuple(scrubbed_names(facts.env, policy.env)),
         state_dir=facts.state_dir if policy.sandboxed else None,
         sandbox_env=sandbox_vars,
     )
-    if not policy.sandboxed:
-        return replace(
-            base, notes=("full-access: no boundary; the command runs with all of your rights",)
-        )
+
+
+def _require_landlock(policy: Policy, facts: HostFacts) -> None:
     if facts.landlock_abi < 1:
         raise UnsupportedError(
             "Landlock is not available on this kernel (needs Linux >= 5.13 with "
@@ -533,7 +460,13 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             f"the policy requires Landlock ABI {policy.landlock_min_abi} but this kernel offers "
             f"ABI {facts.landlock_abi}; use a newer kernel or lower the requirement"
         )
-    base = _with_cgroups(base, policy.limits, facts)
+
+
+def _writable_roots(
+    policy: Policy, facts: HostFacts
+) -> tuple[tuple[str, ...], bool, dict[str, str]]:
+    """The host directories the command may write (checked), whether the policy named the
+    private /dev/shm, and the variables pointing tools at this workspace's cache (a root too)."""
     roots = host_roots(policy)
     names_shm = roots != policy.writable_paths()
     if names_shm and policy.isolation is Isolation.REDUCED:
@@ -547,30 +480,19 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         if info is None or info.kind != "dir":
             raise PolicyError(f"policy: writable root {r} does not exist or is not a directory")
     cache_env: dict[str, str] = {}
-    if facts.cache_root is not None and roots and not _within_any(facts.cache_root, roots):
+    if facts.cache_root is not None and roots and not first_under(facts.cache_root, roots):
         roots = (*roots, facts.cache_root)
         cache_env = cache_environment(facts.cache_root, facts.env)
-    base = replace(
-        base,
-        env=build_environment(facts.env, policy.env, {**sandbox_vars, **cache_env}),
-        sandbox_env={**sandbox_vars, **cache_env},
-    )
-    if policy.isolation is Isolation.REDUCED:
-        if network is Network.ALLOWLIST:
-            raise UnsupportedError(
-                "network allowlist needs the sandbox's own network namespace, which reduced "
-                "isolation does not have: its filtering proxy would not be the only way out. "
-                "Use --network off or on with --isolation reduced"
-            )
-        return _compile_reduced(policy, facts, roots, base)
-    notes: list[str] = []
-    b = _Builder()
-    b.add(MountOp("bind", "/", source="/", readonly=True, why="host root, read-only"))
-    # The sandbox's own system directories, made fresh.
-    b.add(MountOp("tmpfs", "/dev", mode=0o755, why="minimal /dev"), fresh=True)
+    return roots, names_shm, cache_env
+
+
+def _system_mounts(b: MountList, policy: Policy, names_shm: bool, notes: list[str]) -> None:
+    """The read-only host root, then the sandbox's own /dev, /dev/shm and /proc, made fresh."""
+    b.add(mountops.bind("/", readonly=True, why="host root, read-only"))
+    b.add(mountops.tmpfs("/dev", mode=0o755, why="minimal /dev"), fresh=True)
     for dev in DEVICES:
-        b.add(MountOp("bind", f"/dev/{dev}", source=f"/dev/{dev}", is_dir=False, why="device"))
-    b.add(MountOp("devpts", "/dev/pts", why="private pseudo-terminals"))
+        b.add(mountops.device(dev))
+    b.add(mountops.devpts("/dev/pts", why="private pseudo-terminals"))
     for name, text in (
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -579,199 +501,142 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         ("stderr", "/proc/self/fd/2"),
         ("core", "/proc/kcore"),
     ):
-        b.add(MountOp("symlink", f"/dev/{name}", source=text, is_dir=False, why="/dev link"))
+        b.add(mountops.symlink(f"/dev/{name}", text, why="/dev link"))
     shm = str(policy.limits.shm_size)
     shm_why = f"private to this sandbox (--writable {PRIVATE_SHM} names it)"
-    b.add(MountOp("tmpfs", PRIVATE_SHM, mode=0o1777, size=shm, why=shm_why), fresh=True)
+    b.add(mountops.tmpfs(PRIVATE_SHM, mode=0o1777, size=shm, why=shm_why), fresh=True)
     if names_shm:
         notes.append(
             f"--writable {PRIVATE_SHM}: the sandbox's own, empty at start and gone at the end; "
             "the host's is not reachable"
         )
-    b.add(MountOp("remount_ro", "/dev", why="no new device nodes"))
-    b.add(MountOp("proc", "/proc", why="fresh /proc for the sandbox's pid namespace"))
-    layered = facts.tmp_layer is not None and policy.limits.tmp_size is None
-    if layered:
-        assert facts.tmp_layer is not None
+    b.add(mountops.remount_ro("/dev", why="no new device nodes"))
+    b.add(mountops.proc("/proc", why="fresh /proc for the sandbox's pid namespace"))
+
+
+def _tmp_mount(b: MountList, policy: Policy, facts: HostFacts, notes: list[str]) -> bool:
+    """/tmp: this workspace's lasting layer over the host's, or a private tmpfs. True for the
+    layer (host /tmp is then visible, read-only, below it)."""
+    if facts.tmp_layer is not None and policy.limits.tmp_size is None:
         # Host /tmp read-only below, this workspace's lasting layer above: the harness's scripts
         # and venvs are there, writes land in the layer, and host sockets below stay out of
         # reach (overlayfs does not pass connect() through to a lower layer's socket).
-        b.add(
-            MountOp(
-                "overlay",
-                "/tmp",
-                source=facts.tmp_layer,
-                why="host /tmp read-only, writes kept in this workspace's private /tmp layer",
-            )
-        )
-    else:
-        tmp = policy.limits.tmp_size
-        b.add(
-            MountOp(
-                "tmpfs",
-                "/tmp",
-                mode=0o1777,
-                size=str(tmp if tmp is not None else "25%"),
-                why="private /tmp (TMPDIR)",
-            ),
-            fresh=True,
-        )
-        why = (
-            f"tmp-size {tmp} asks for a tmpfs"
-            if tmp is not None
-            else "no per-workspace layer: ringfence's cache directory could not be made"
-        )
-        notes.append(f"/tmp: private to this command and empty ({why}); host /tmp is not visible")
-    # Runtime sockets and directories that reach more privileged services.
-    allowed = set(policy.allow_sockets)
-    runtime = list(defaults.RUNTIME_SOCKETS)
-    for var in ("XDG_RUNTIME_DIR", "SSH_AUTH_SOCK"):
-        value = facts.env.get(var)
-        if value and os.path.isabs(value):
-            runtime.append(os.path.normpath(value))
-    for p in dict.fromkeys(runtime):
-        info = facts.info(p)
-        if info is None or p in allowed or b.in_fresh(p):
-            continue
-        if info.kind == "symlink":
-            continue  # its target is listed on its own (e.g. /var/run -> /run)
-        is_dir = info.kind == "dir"
-        b.add(
-            MountOp(
-                "mask", p, is_dir=is_dir, mode=_mask_mode(p, allowed), why="runtime socket hidden"
-            ),
-            fresh=is_dir,
-        )
-    # Writable roots, shallowest first; then git directories writable for git only.
-    git_roots = _git_roots(policy, facts, roots)
-    cache = facts.cache_root if facts.cache_root in roots else None
+        why = "host /tmp read-only, writes kept in this workspace's private /tmp layer"
+        b.add(mountops.overlay("/tmp", facts.tmp_layer, why=why))
+        return True
+    tmp = policy.limits.tmp_size
+    size = str(tmp if tmp is not None else "25%")
+    b.add(mountops.tmpfs("/tmp", mode=0o1777, size=size, why="private /tmp (TMPDIR)"), fresh=True)
+    why = (
+        f"tmp-size {tmp} asks for a tmpfs"
+        if tmp is not None
+        else "no per-workspace layer: ringfence's cache directory could not be made"
+    )
+    notes.append(f"/tmp: private to this command and empty ({why}); host /tmp is not visible")
+    return False
+
+
+def _writable_mounts(
+    b: MountList, roots: tuple[str, ...], git_roots: tuple[str, ...], cache: str | None
+) -> None:
+    """Writable roots, shallowest first; then git directories writable for git only."""
     for r in sorted((*roots, *git_roots), key=lambda p: (p.count("/"), p)):
         if r == cache:
-            continue  # bound back after ringfence's own state is hidden, below
+            continue  # bound back after ringfence's own state is hidden
         why = (
             "git directory of a linked worktree (git rules)" if r in git_roots else "writable root"
         )
-        b.add(MountOp("bind", r, source=r, readonly=False, why=why))
-    # Paths the policy keeps read-only that lie in host /tmp outside the writable roots (a
-    # read-only workspace, --protect paths): the host's own, bound read-only; through the
-    # layer they would be a copy that this workspace's commands could change.
-    if layered:
-        for target, is_dir, why in _host_tmp_read_only(policy, facts, roots):
-            b.add(MountOp("bind", target, source=target, readonly=True, is_dir=is_dir, why=why))
-    # Protected paths: pin every ancestor between the root and the path (a mount point cannot
-    # be renamed or removed), then bind the path read-only on itself.
+        b.add(mountops.bind(r, readonly=False, why=why))
+
+
+def _protected_mounts(
+    b: MountList,
+    policy: Policy,
+    facts: HostFacts,
+    roots: tuple[str, ...],
+    git_roots: tuple[str, ...],
+) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    """Protected paths: pin every ancestor between the root and the path (a mount point cannot
+    be renamed or removed), then bind the path read-only on itself. Returns the (path, why)
+    bound and the paths protected whether they exist or not (for the name guard)."""
     pinned: set[str] = {*roots, *git_roots}
     extra_protected = _persistence_paths(policy, facts, roots)
     hops: list[str] = []
     protected = _protected_targets(policy, facts, (*roots, *git_roots), extra_protected, hops)
     extra_protected = (*extra_protected, *dict.fromkeys(hops))
     for path, why in protected:
-        root = _within_any(path, (*roots, *git_roots))
+        root = first_under(path, (*roots, *git_roots))
         assert root is not None
         anc = os.path.dirname(path)
         chain: list[str] = []
-        while anc != root and _under(anc, root) and anc not in pinned:
+        while anc != root and is_under(anc, root) and anc not in pinned:
             chain.append(anc)
             anc = os.path.dirname(anc)
         for a in reversed(chain):
-            b.add(MountOp("bind", a, source=a, readonly=False, why=f"pinned ancestor of {path}"))
+            b.add(mountops.bind(a, readonly=False, why=f"pinned ancestor of {path}"))
             pinned.add(a)
         info = facts.info(path)
         is_dir = info is None or info.kind == "dir"
-        b.add(MountOp("bind", path, source=path, readonly=True, is_dir=is_dir, why=why))
+        b.add(mountops.bind(path, readonly=True, is_dir=is_dir, why=why))
         pinned.add(path)
-    hidden: list[tuple[str, str]] = []
-    # ringfence's own state (every workspace's caches and /tmp layers, the audit log, session
-    # sockets) is hidden; this workspace's cache alone comes back on top.
-    for p in facts.own_state:
-        info = facts.info(p)
-        if info is None or info.kind != "dir" or b.in_fresh(p):
-            continue
-        mode = 0o111 if cache is not None and _under(cache, p) else 0
-        b.add(MountOp("mask", p, mode=mode, why="ringfence's own state hidden"), fresh=True)
-        hidden.append((p, p))  # reported as hidden, never offered as a writable root
-    if cache is not None:
-        b.add(MountOp("bind", cache, source=cache, why="this workspace's tool caches"))
-    # Secrets: masked wherever they are (reads outside writable roots are otherwise allowed);
-    # config files that mix settings and credentials: a scrubbed copy instead.
-    scrubbed = _scrub_mounts(policy, facts, b, notes)
-    deny = list(policy.deny_read_paths(facts.home))
-    if facts.account_home and policy.default_deny_read:  # $HOME elsewhere: the account's too
-        deny.extend(policy.deny_read_paths(facts.account_home)[len(policy.deny_read) :])
-    if policy.default_deny_read and layered:
-        deny.extend(facts.tmp_secrets)
-    bound = (*roots, *git_roots)
-    for p in dict.fromkeys(deny):
-        for sys_target in SYSTEM_TARGETS:
-            if _under(p, sys_target) and p in policy.deny_read:
-                raise PolicyError(
-                    f"policy: deny-read {p}: the sandbox builds its own {sys_target}, where "
-                    "nothing of the host's is to hide; drop it"
-                )
-        info = facts.info(p)
-        if info is None or p in scrubbed:
-            continue
-        target = info.real
-        tinfo = facts.info(target) if target != p else info
-        if any(_under(target, s) for s in SYSTEM_TARGETS):
-            if p in policy.deny_read:
-                raise PolicyError(
-                    f"policy: deny-read {p} leads to {target}, which the sandbox builds itself; "
-                    "name the file it should hide"
-                )
-            continue
-        if b.in_fresh(target) and not _within_any(target, bound):
-            continue  # inside a fresh tmpfs or mask of ours: the host's file is not there
-        if tinfo is None:
-            continue  # a link to nothing hides nothing
-        is_dir = tinfo.kind == "dir"
-        if target in b.targets:
-            notes.append(f"deny-read {p}: already a mount point, masked by an earlier rule")
-        mode = _mask_mode(target, allowed)
-        b.add(
-            MountOp("mask", target, is_dir=is_dir, mode=mode, why=f"deny-read: {p}"), fresh=is_dir
-        )
-        hidden.append((target, p))
-    # Sockets the policy names explicitly come back on top of the masks.
+    return protected, extra_protected
+
+
+def _allowed_sockets(b: MountList, policy: Policy, facts: HostFacts, notes: list[str]) -> None:
+    """Sockets the policy names explicitly come back on top of the masks."""
     for p in policy.allow_sockets:
         info = facts.info(p)
         if info is None:
             notes.append(f"allowed socket {p} does not exist; skipped")
             continue
-        b.add(MountOp("bind", p, source=p, is_dir=info.kind == "dir", why="allowed socket"))
+        b.add(mountops.bind(p, readonly=False, is_dir=info.kind == "dir", why="allowed socket"))
 
-    landlock_rules = landlock.build_ruleset(
+
+def _landlock_rules(
+    facts: HostFacts, writable: tuple[str, ...], notes: list[str]
+) -> landlock.LandlockRuleset:
+    """Reads everywhere, writes to the writable roots, git roots, /tmp and /dev/shm; signals
+    and abstract sockets scoped to the sandbox where the kernel can."""
+    rules = landlock.build_ruleset(
         facts.landlock_abi,
         read_paths=("/",),
-        write_paths=(*roots, *git_roots, "/tmp", PRIVATE_SHM),
+        write_paths=(*writable, "/tmp", PRIVATE_SHM),
         device_paths=DEVICE_PATHS,
     )
     if facts.landlock_abi >= SCOPE_ABI:
         # The command may not signal, or connect to abstract unix sockets of, anything outside
         # its own domain: the runner, and (with the network on) the host's abstract sockets
         # such as X11's @/tmp/.X11-unix/X0.
-        landlock_rules = replace(
-            landlock_rules, scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"]
+        return replace(
+            rules, scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"]
         )
-    else:
-        notes.append(
-            f"Landlock ABI {facts.landlock_abi} < {SCOPE_ABI}: signal and abstract-socket "
-            "scoping unavailable"
-        )
-    namespaces = ["user", "mount", "pid", "ipc", "uts"]
-    if network in (Network.OFF, Network.ALLOWLIST):
-        namespaces.append("net")
-    extra_env = {**sandbox_vars, "TMPDIR": "/tmp"}
+    notes.append(
+        f"Landlock ABI {facts.landlock_abi} < {SCOPE_ABI}: signal and abstract-socket "
+        "scoping unavailable"
+    )
+    return rules
+
+
+def _namespaces(network: Network) -> tuple[str, ...]:
+    net = ("net",) if network in (Network.OFF, Network.ALLOWLIST) else ()
+    return ("user", "mount", "pid", "ipc", "uts", *net)
+
+
+def _network(
+    policy: Policy, facts: HostFacts, rules: landlock.LandlockRuleset, notes: list[str]
+) -> tuple[landlock.LandlockRuleset, dict[str, str], dict[str, Any]]:
+    """With the allowlist: the proxy's variables, its rules (as plan fields), and Landlock's
+    second wall (TCP connect to the proxy and the exposed ports only). Returns the ruleset,
+    the variables and the plan's proxy fields."""
+    network = policy.effective_network
+    env: dict[str, str] = {}
     proxy: dict[str, Any] = {"expose_ports": tuple(sorted(set(policy.expose_ports)))}
     if PROXY_PORT in policy.expose_ports and network is Network.ALLOWLIST:
         raise PolicyError(f"policy: port {PROXY_PORT} is the proxy's; expose another port")
     if network is Network.ALLOWLIST:
-        extra_env.update(proxy_environment(PROXY_PORT))
+        env.update(proxy_environment(PROXY_PORT))
         if "GIT_SSH_COMMAND" not in facts.env:
-            from ringfence.network.connect import ENV_NAME, SOURCE
-
-            extra_env["GIT_SSH_COMMAND"] = git_ssh_command()
-            extra_env[ENV_NAME] = SOURCE
+            env.update(git_ssh_environment())
         proxy |= {
             "proxy_port": PROXY_PORT,
             "allow_domains": policy.allow_domains,
@@ -781,10 +646,8 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         if facts.landlock_abi >= NET_ABI:  # a second wall: TCP connect to the proxy only
             connect = landlock.ACCESS_NET["CONNECT_TCP"]
             ports = (PROXY_PORT, *proxy["expose_ports"])
-            landlock_rules = replace(
-                landlock_rules,
-                handled_net=connect,
-                net_ports=tuple((connect, p) for p in ports),
+            rules = replace(
+                rules, handled_net=connect, net_ports=tuple((connect, p) for p in ports)
             )
         else:
             notes.append(
@@ -801,175 +664,32 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
             + ", ".join(str(p) for p in proxy["expose_ports"])
             + " inside reach the same ports on the host's loopback"
         )
-    sandbox_env = {**cache_env, **extra_env}
-    env = build_environment(facts.env, policy.env, sandbox_env)
+    return rules, env, proxy
+
+
+def _guard_paths(
+    policy: Policy,
+    facts: HostFacts,
+    roots: tuple[str, ...],
+    protected: list[tuple[str, str]],
+    extra_protected: tuple[str, ...],
+) -> tuple[str, ...]:
+    """The paths the name guard keeps read-only: those bound read-only, then the ones that
+    may not exist yet (named by the policy, persistence places, git's included configs and
+    hooks directories)."""
     protected_paths = [p for p, _ in protected]
     seen = set(protected_paths)
     for p in dict.fromkeys((*policy.protected, *extra_protected)):
         # the guard sees real paths: a protected place behind a linked parent by its real name,
         # and by the name given too (the link itself may be what is protected)
         for q in dict.fromkeys((p, facts.resolved.get(p, p))):
-            if q not in seen and (q == p or _within_any(q, roots)):
+            if q not in seen and (q == p or first_under(q, roots)):
                 protected_paths.append(q)
                 seen.add(q)
     if _git_mode(policy) != "off":  # included configs, hooks dirs: even before they exist
         seen = set(protected_paths)
         named = (*facts.git_includes, *sorted(set(facts.hooks_paths.values())))
         protected_paths.extend(
-            p for p in dict.fromkeys(named) if p not in seen and _within_any(p, roots)
+            p for p in dict.fromkeys(named) if p not in seen and first_under(p, roots)
         )
-    if any("\0" in p for p in facts.outside_git_and_links):
-        notes.append(
-            "your home's hidden entries hold more than 8,000 files: the scan for dotfile "
-            "links stopped there; a link beyond it does not make its target read-only"
-        )
-    if policy.mode is Mode.READ_ONLY:
-        notes.append("read-only: only the workspace's private /tmp layer and /dev/shm are writable")
-    return replace(
-        base,
-        sandboxed=True,
-        namespaces=tuple(namespaces),
-        mounts=tuple(b.ops),
-        landlock=landlock_rules,
-        # Inet sockets stay allowed with the network off: the command has its own empty network
-        # namespace, so they reach only its own loopback (test suites start local servers).
-        seccomp=seccomp.SeccompPolicy(allow_inet=True),
-        rlimits=_rlimits(policy.limits),
-        userns_limits=_userns_limits(policy.limits, facts),
-        guard_roots=roots,
-        guard_paths=tuple(protected_paths) if roots else (),
-        guard_names=_guard_names(policy) if roots else (),
-        guard_git=_git_mode(policy) if roots else "off",
-        guard_git_roots=git_roots,
-        guard_hooks_dirs=tuple(
-            sorted(h for h in set(facts.hooks_paths.values()) if _within_any(h, roots))
-        )
-        if roots and _git_mode(policy) != "off"
-        else (),
-        guard_global_hooks_path=facts.global_hooks_path if _git_mode(policy) != "off" else None,
-        guard_home=facts.home,
-        guard_dot_dirs=tuple(
-            h
-            for h in dict.fromkeys((facts.home, facts.account_home))
-            if h and roots and policy.default_protected and _within_any(h, roots)
-        ),
-        hidden=tuple(hidden),
-        socket_roots=(*roots, "/tmp", PRIVATE_SHM),  # not git roots: git needs no socket there
-        allow_sockets=tuple(
-            dict.fromkeys(
-                q for p in policy.allow_sockets for q in (p, getattr(facts.info(p), "real", p))
-            )
-        ),
-        env=env,
-        sandbox_env=sandbox_env,
-        notes=tuple(notes),
-        **proxy,
-    )
-
-
-PROXY_PORT = 3128  # inside the sandbox's own network namespace, so never taken
-
-
-def git_ssh_command() -> str:
-    """ssh for git, reaching allowed hosts (``--allow-domain github.com:22``) through the
-    proxy: a ProxyCommand that runs ringfence's connector (see network/connect.py)."""
-    import shlex
-
-    from ringfence.network.connect import proxy_command
-
-    return f"ssh -o ProxyCommand={shlex.quote(proxy_command())}"
-
-
-def proxy_environment(port: int) -> dict[str, str]:
-    """What common tools read to use a proxy: curl, pip, uv, git, npm/yarn/pnpm, Node's fetch,
-    the JVM. A program that ignores them simply cannot connect."""
-    http = f"http://127.0.0.1:{port}"
-    env = {
-        "RINGFENCE_PROXY": http,
-        "NO_PROXY": "localhost,127.0.0.1,::1",
-        "HTTP_PROXY": http,
-        "HTTPS_PROXY": http,
-        "ALL_PROXY": f"socks5h://127.0.0.1:{port}",
-    }
-    env.update({k.lower(): v for k, v in env.items()})
-    env.update(
-        {
-            "npm_config_proxy": http,
-            "npm_config_https_proxy": http,
-            "YARN_HTTP_PROXY": http,
-            "YARN_HTTPS_PROXY": http,
-            "NODE_USE_ENV_PROXY": "1",
-            "GLOBAL_AGENT_HTTP_PROXY": http,
-            "JAVA_TOOL_OPTIONS": (
-                f"-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort={port} "
-                f"-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort={port} "
-                "-Dhttp.nonProxyHosts=localhost|127.0.0.1"
-            ),
-        }
-    )
-    return env
-
-
-# What reduced isolation does not protect, said plainly (explain and doctor print it).
-REDUCED_GAPS: tuple[str, ...] = (
-    "reduced isolation: Landlock, seccomp and process rules only, no namespaces",
-    "NOT protected: protected paths inside writable roots (.git/hooks, .git/config, .envrc, "
-    ".vscode, shell rc files, ...): there is no mount namespace to make them read-only",
-    "NOT hidden: deny-read paths (~/.ssh, ~/.aws, ...): Landlock cannot take them out of the "
-    "read-everywhere rule",
-    "NOT hidden: runtime sockets on disk (docker, ssh-agent, D-Bus): connect() is not mediated",
-    "NOT stopped: chmod, chown, utime and xattr changes to files you own anywhere (Landlock does "
-    "not see metadata)",
-    "visible: your other processes in /proc (Landlock ABI 6 refuses signals to them)",
-    "TMPDIR is a private directory under the host's /tmp, removed afterwards (left behind if "
-    "ringfence is killed); /tmp and /dev/shm themselves are not writable",
-    "background processes are killed when the command ends, but survive if ringfence itself is "
-    "SIGKILLed, or, in a session, until the session closes if the command kills its own init "
-    "process",
-)
-
-
-def _compile_reduced(
-    policy: Policy, facts: HostFacts, roots: tuple[str, ...], base: LinuxPlan
-) -> LinuxPlan:
-    """The plan without namespaces. The private TMPDIR is made by the host at run time and
-    added to the Landlock rules by the runner."""
-    network = policy.effective_network
-    rules = landlock.build_ruleset(
-        facts.landlock_abi,
-        read_paths=("/",),
-        write_paths=roots,
-        device_paths=("/dev/null", "/dev/zero", "/dev/full"),
-    )
-    notes = list(REDUCED_GAPS)
-    if not any(c == "pids" for c, _ in base.cgroup_limits):
-        notes.append(
-            "no process-count limit: RLIMIT_NPROC would count all of your processes, and there "
-            "is no pids cgroup you can write to"
-        )
-    if facts.landlock_abi >= SCOPE_ABI:
-        rules = replace(
-            rules, scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"]
-        )
-    else:
-        notes.append(
-            "NOT confined (Landlock ABI < 6): signals to and abstract sockets of your "
-            "other processes"
-        )
-    if network is Network.OFF:
-        if facts.landlock_abi >= NET_ABI:  # a second wall behind seccomp: no TCP at all
-            rules = replace(
-                rules,
-                handled_net=landlock.ACCESS_NET["BIND_TCP"] | landlock.ACCESS_NET["CONNECT_TCP"],
-            )
-        notes.append("network off: inet sockets refused by seccomp; unix sockets on disk reachable")
-    limits = replace(policy.limits, processes=None)
-    return replace(
-        base,
-        sandboxed=True,
-        isolation=Isolation.REDUCED.value,
-        notes=tuple(notes),
-        landlock=rules,
-        seccomp=seccomp.SeccompPolicy(allow_inet=network is Network.ON),
-        rlimits=_rlimits(limits),
-    )
+    return tuple(protected_paths)

@@ -131,7 +131,7 @@ def _probe_tmp_layer() -> str:
 
     from ringfence import cleanup
     from ringfence.platforms.linux import mounts
-    from ringfence.platforms.linux.plan import MountOp
+    from ringfence.platforms.linux.mountops import overlay
     from ringfence.policy import statedirs
 
     home = os.environ.get("HOME")
@@ -145,7 +145,7 @@ def _probe_tmp_layer() -> str:
             os.mkdir(os.path.join(scratch, sub), 0o700)
         namespaces.unshare(("user", "mount"), os.getuid(), os.getgid())
         layer = os.path.realpath(scratch)
-        os.close(mounts.overlay_tree(MountOp("overlay", "/tmp", source=layer)))
+        os.close(mounts.overlay_tree(overlay("/tmp", layer)))
     finally:
         cleanup.remove(scratch)
     return f"an overlay of /tmp with a layer in {base} can be mounted"

@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ringfence.errors import PolicyError, UnenforceableError
+from ringfence.network.proxy_env import PROXY_PORT
 from ringfence.platforms.macos import sbpl
-from ringfence.policy import defaults_macos
+from ringfence.policy import defaults_macos, semantics
 from ringfence.policy.model import Mode, Network, Policy
+from ringfence.policy.semantics import MACOS
 
 SANDBOX_EXEC = "/usr/bin/sandbox-exec"  # by absolute path: never whatever is first on PATH
-PROXY_PORT = 3128
 FIRMLINKS = (("/var", "/private/var"), ("/tmp", "/private/tmp"), ("/etc", "/private/etc"))
 # Devices every command may write or ioctl (terminals, the bit bucket).
 DEVICES = ("/dev/null", "/dev/zero", "/dev/tty", "/dev/dtracehelper")
@@ -101,7 +102,7 @@ def canonical(path: str, facts: MacFacts) -> str:
     if not p.startswith("/") or "/../" in p + "/":
         raise PolicyError(f"policy: {path!r} does not resolve to an absolute path")
     for short, real in FIRMLINKS:
-        if p == short or p.startswith(short + "/"):
+        if semantics.is_under(p, short):  # firmlinks are spelled exactly
             p = real + p[len(short) :]
     return p
 
@@ -158,7 +159,11 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
             dict.fromkeys(
                 [
                     *protected,
-                    *(a for a in anchored if any(_strictly_under(a, r) for r in writable)),
+                    *(
+                        a
+                        for a in anchored
+                        if any(semantics.is_strictly_under(a, r, MACOS) for r in writable)
+                    ),
                 ]
             )
         )
@@ -255,21 +260,17 @@ def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:
     )
 
 
-def _strictly_under(path: str, root: str) -> bool:
-    """``path`` lies beneath ``root`` (not equal), in any letter case, as APFS compares."""
-    return path.casefold().startswith(root.casefold().rstrip("/") + "/")
-
-
 def _ancestors(protected: tuple[str, ...], roots: tuple[str, ...]) -> tuple[str, ...]:
     """Every directory between a protected path and the writable root holding it, the path
-    itself included (renaming any of them would take the protected path along)."""
+    itself included (renaming any of them would take the protected path along). Compared in
+    any letter case, as APFS does."""
     out: dict[str, None] = {}
     for p in protected:
-        root = next((r for r in roots if p == r or p.startswith(r + "/")), None)
+        root = semantics.first_under(p, roots, MACOS)
         if root is None:
             continue
         cur = p
-        while cur != root and cur.startswith(root + "/"):
+        while semantics.is_strictly_under(cur, root, MACOS):
             out.setdefault(cur, None)
             cur = posixpath.dirname(cur)
     return tuple(out)

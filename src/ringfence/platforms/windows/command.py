@@ -25,8 +25,9 @@ from ringfence.platforms.windows.install import Places, ensure_grants, load_inst
 from ringfence.platforms.windows.plan import WindowsPlan, compile_windows
 from ringfence.platforms.windows.run import RunResult, RunSpec
 from ringfence.platforms.windows.setup import WinApi
-from ringfence.policy import winpaths
+from ringfence.policy import semantics, winpaths
 from ringfence.policy.model import Policy
+from ringfence.policy.semantics import WINDOWS
 
 DEFAULT_PATHEXT = ".COM;.EXE;.BAT;.CMD"
 
@@ -109,7 +110,7 @@ def run_command(
     )
     plan = compile_windows(policy, gathered.facts, install)
     cwd = winpaths.normalize("--cwd", cwd)
-    if not any(winpaths.is_under(cwd, r) for r in (*plan.writable, *plan.read_roots)):
+    if not any(semantics.is_under(cwd, r, WINDOWS) for r in (*plan.writable, *plan.read_roots)):
         raise PolicyError(
             f"--cwd {cwd} is outside what the sandbox user may read; use a directory in the "
             "workspace"

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ringfence.errors import PolicyError
-from ringfence.platforms.windows.plan import WindowsFacts, name_matches
-from ringfence.policy import defaults_windows, winpaths
+from ringfence.platforms.windows.plan import WindowsFacts
+from ringfence.policy import defaults_windows, semantics, winpaths
 from ringfence.policy.model import Policy
+from ringfence.policy.semantics import WINDOWS
 
 FILE_ATTRIBUTE_REPARSE_POINT = 0x400
 MAX_ENTRIES = 200_000
@@ -146,7 +147,7 @@ def _refuse_planted_links(writable: Iterable[str], fs: Fs) -> None:
         while winpaths.parent(cur) != cur:
             if fs.is_reparse(cur):
                 for other in roots:
-                    if winpaths.is_under(cur, other) and winpaths.key(cur) != winpaths.key(other):
+                    if semantics.is_strictly_under(cur, other, WINDOWS):
                         raise PolicyError(
                             f"writable root {root} passes through the link {cur}, which lies "
                             f"inside the writable root {other} (a sandboxed command could have "
@@ -176,7 +177,7 @@ def _scan(
                     )
                     return tuple(found), tuple(notes)
                 path = directory.rstrip("\\") + "\\" + e.name
-                if any(name_matches(path[len(root) :], n) for n in names):
+                if any(semantics.name_covers(n, path[len(root) :], WINDOWS) for n in names):
                     found.append(path)
                 elif e.is_dir and not e.is_reparse:
                     stack.append(path)

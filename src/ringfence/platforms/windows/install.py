@@ -26,9 +26,9 @@ import os
 from dataclasses import dataclass
 
 from ringfence.errors import SandboxError
+from ringfence.network.proxy_env import PROXY_PORT
 from ringfence.platforms.windows import setup
 from ringfence.platforms.windows.plan import (
-    DEFAULT_PROXY_PORT,
     OFFLINE_USER,
     ONLINE_USER,
     WindowsInstall,
@@ -76,7 +76,7 @@ def load_install(places: Places) -> WindowsInstall | None:
 
 
 def run_setup(
-    api: WinApi, places: Places, *, proxy_port: int = DEFAULT_PROXY_PORT
+    api: WinApi, places: Places, *, proxy_port: int = PROXY_PORT
 ) -> tuple[WindowsInstall, int]:
     """Bring the machine to a complete install; returns it and how many changes were made.
     A second run changes nothing; a run after a crash finishes the first."""

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ringfence.errors import PolicyError, UnenforceableError
+from ringfence.network.proxy_env import PROXY_PORT
 from ringfence.platforms.windows.setup import (
     HIVE_FILES,
     Action,
@@ -49,12 +50,12 @@ from ringfence.platforms.windows.setup import (
     CreateUser,
     StoreSecret,
 )
-from ringfence.policy import defaults_windows, winpaths
+from ringfence.policy import defaults_windows, semantics, winpaths
 from ringfence.policy.model import Mode, Network, PathStyle, Policy
+from ringfence.policy.semantics import WINDOWS
 
 OFFLINE_USER = "ringfence-offline"
 ONLINE_USER = "ringfence-online"
-DEFAULT_PROXY_PORT = 3128
 _SID = re.compile(r"^S-1-\d+(-\d+)+$")
 LOOPBACK = "127.0.0.0-127.255.255.255,::1"
 NOT_LOOPBACK = (
@@ -71,7 +72,7 @@ class WindowsInstall:
     capability_sid: str
     offline_sid: str
     online_sid: str
-    proxy_port: int = DEFAULT_PROXY_PORT
+    proxy_port: int = PROXY_PORT
     offline_user: str = OFFLINE_USER
     online_user: str = ONLINE_USER
     example: bool = False  # placeholders, for ``explain`` on a machine without an install
@@ -176,7 +177,7 @@ def _firewall_rules(user: str, port: int) -> tuple[AddFirewallRule, ...]:
 def setup_actions(
     offline_user: str = OFFLINE_USER,
     online_user: str = ONLINE_USER,
-    proxy_port: int = DEFAULT_PROXY_PORT,
+    proxy_port: int = PROXY_PORT,
 ) -> list[Action]:
     """The elevated, once-per-machine part: users, their stored passwords, firewall rules
     (which name the user, so they come after it)."""
@@ -187,29 +188,6 @@ def setup_actions(
         StoreSecret(online_user),
         *_firewall_rules(offline_user, proxy_port),
     ]
-
-
-def name_matches(rel: str, pattern: str) -> bool:
-    """Whether backslash-separated ``rel`` (relative to a writable root) is, or lies beneath,
-    a match of protected name ``pattern`` at any depth (``*`` one component, ``**`` any
-    number), in any letter case: the same reading as the Linux name guard's."""
-    parts = [p.casefold() for p in rel.split("\\") if p]
-    pat = [p.casefold() for p in pattern.split("/") if p]
-    while pat and pat[-1] == "**":
-        pat.pop()
-    return any(_prefix_match(parts[i:], pat) for i in range(len(parts)))
-
-
-def _prefix_match(parts: list[str], pat: list[str]) -> bool:
-    if not pat:
-        return True
-    if not parts:
-        return False
-    if pat[0] == "**":
-        return any(_prefix_match(parts[i:], pat[1:]) for i in range(len(parts) + 1))
-    if pat[0] == "*" or pat[0] == parts[0]:
-        return _prefix_match(parts[1:], pat[1:])
-    return False
 
 
 def refuse_unenforceable(policy: Policy) -> None:
@@ -261,7 +239,7 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
         f
         for f in (resolve(x) for x in facts.found)
         if any(
-            winpaths.is_under(f, r) and name_matches(f[len(r) :], n)
+            semantics.is_under(f, r, WINDOWS) and semantics.name_covers(n, f[len(r) :], WINDOWS)
             for r in writable
             for n in names
         )
@@ -277,23 +255,20 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
             for a in (
                 resolve(x) for x in defaults_windows.persistence_paths(facts.home, facts.folders)
             )
-            if exists(a)
-            and any(winpaths.is_under(a, r) and winpaths.key(a) != winpaths.key(r) for r in granted)
+            if exists(a) and any(semantics.is_strictly_under(a, r, WINDOWS) for r in granted)
         )
     deny_write = _unique([*protected, *found, *anchored])
-    home_key = winpaths.key(facts.home)
     tools = _unique(
         resolve(d)
         for d in facts.path_dirs
-        if winpaths.is_under(d, facts.home)
-        and winpaths.key(d) != home_key
-        and not any(winpaths.is_under(d, x) or winpaths.is_under(x, d) for x in deny_read)
+        if semantics.is_strictly_under(d, facts.home, WINDOWS)
+        and not any(semantics.overlaps(d, x, WINDOWS) for x in deny_read)
     )
 
     _refuse_dangerous([*granted, *read_only, *tools], facts)
     for root in [*granted, *read_only]:
         for p in [*deny_write, *deny_read]:
-            if winpaths.is_under(root, p) and winpaths.key(root) != winpaths.key(p):
+            if semantics.is_strictly_under(root, p, WINDOWS):
                 raise PolicyError(
                     f"windows plan: {root} lies inside the protected or hidden path {p}; its "
                     "own allow ACE would outrank the inherited deny. Grant a directory "
@@ -311,7 +286,7 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
     user_deny_read = {winpaths.key(resolve(p)) for p in policy.deny_read}
     for p in deny_write:
         if not exists(p):
-            if p in protected and any(winpaths.is_under(p, r) for r in granted):
+            if p in protected and any(semantics.is_under(p, r, WINDOWS) for r in granted):
                 # The command could create it: a rule that would not hold is refused.
                 raise PolicyError(
                     f"windows plan: protected path {p} does not exist, and a Windows ACL needs "
@@ -320,7 +295,7 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
             unenforced.append(f"protected path {p} does not exist: Windows ACLs need the file")
             continue
         aces += [AddAce(p, sid, "write", deny=True) for sid in users]
-        root = next((r for r in granted if winpaths.is_under(p, r)), None)
+        root = next((r for r in granted if semantics.is_under(p, r, WINDOWS)), None)
         if root is None:
             continue
         cur = p
@@ -333,8 +308,10 @@ def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall
     for p in deny_read:
         if exists(p):
             aces += [AddAce(p, sid, "read_write", deny=True) for sid in users]
-        elif any(winpaths.is_under(p, r) for r in (*granted, *read_only, *tools)):
-            if winpaths.key(p) in user_deny_read and any(winpaths.is_under(p, r) for r in granted):
+        elif any(semantics.is_under(p, r, WINDOWS) for r in (*granted, *read_only, *tools)):
+            if winpaths.key(p) in user_deny_read and any(
+                semantics.is_under(p, r, WINDOWS) for r in granted
+            ):
                 raise PolicyError(
                     f"windows plan: hidden path {p} does not exist, and a Windows ACL needs the "
                     "file; create it first or drop --deny-read"
@@ -418,7 +395,7 @@ def _refuse_dangerous(roots: Iterable[str], facts: WindowsFacts) -> None:
         if root.rsplit("\\", 1)[-1].casefold() in HIVE_FILES:
             raise PolicyError(f"windows plan: refusing to grant the registry hive file {root}")
         for prof in profiles:
-            if winpaths.is_under(prof, root):
+            if semantics.is_under(prof, root, WINDOWS):
                 raise PolicyError(
                     f"windows plan: refusing to grant {root}: it is the user profile {prof} or "
                     "holds it, and ACEs there break logons. Grant a directory inside it"
