@@ -107,7 +107,7 @@ DATA_PATHS: Final = frozenset({("info", "sparse-checkout")})
 # user's rights: todo lists run line by line (an `exec` line is a shell command), and a merge
 # strategy names a program (`git-merge-<strategy>`, looked up relative to the worktree too).
 # Git writes them directly (not by rename), so they are writable and checked when the
-# command has ended (see gitguard.py); the value is the check that applies.
+# command has ended (see the gitguard package); the value is the check that applies.
 CHECKED_PATHS: Final[dict[tuple[str, ...], str]] = {
     ("rebase-merge", "git-rebase-todo"): "todo",
     ("sequencer", "todo"): "todo",

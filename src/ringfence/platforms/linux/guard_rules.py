@@ -1,6 +1,6 @@
 """Which paths the name guard protects: a pure matcher, no I/O.
 
-The supervisor in ``nameguard.py`` hands these functions the canonical absolute path a
+The supervisor (the ``nameguard`` package) hands these functions the canonical absolute path a
 syscall would create, remove or rename, and they answer with the rule that forbids it (or
 ``None``). Keeping the decision pure makes it testable against an independent oracle and
 keeps the code that touches the kernel small.
@@ -59,7 +59,7 @@ class GuardRules:
     writable_roots: tuple[str, ...]
     protected_paths: tuple[str, ...] = ()
     protected_names: tuple[str, ...] = ()
-    # Git directories (see gitguard.py): "allowlist" (only git's ordinary data is writable,
+    # Git directories (see the gitguard package): "allowlist" (only git's ordinary data is writable,
     # config by checked content), "strict" (all read-only) or "off".
     git: str = "off"
     # Directories writable only because git needs them (a linked worktree's git directory and

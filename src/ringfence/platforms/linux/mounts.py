@@ -17,7 +17,7 @@ import errno
 import os
 from collections.abc import Sequence
 
-from ringfence.errors import SandboxError
+from ringfence.errors import InternalError, SandboxError
 from ringfence.platforms.linux.libc import (
     RESOLVE_IN_ROOT,
     RESOLVE_NO_SYMLINKS,
@@ -267,7 +267,7 @@ def build_view(ops: Sequence[MountOp]) -> int:
     attached over this namespace's ``/tmp`` as a staging point (phase 2), then ops run in order.
     """
     if not ops or ops[0].kind is not MountKind.BIND or ops[0].target != "/":
-        raise SandboxError("internal: a plan must start with the read-only root")
+        raise InternalError("a plan must start with the read-only root")
     libc_call("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
     # Phase 1: take every host source while the host view is intact.
     root_src = _host_source("/")
@@ -359,7 +359,7 @@ def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
     elif op.kind is MountKind.FILE:
         tree = _file_tree(op)
     else:
-        raise SandboxError(f"internal: unknown mount kind {op.kind!r}")
+        raise InternalError(f"unknown mount kind {op.kind!r}")
     target = asm.target(op)
     try:
         attach(tree, target)

@@ -79,8 +79,8 @@ class LinuxPlan:
     allow_local_targets: bool = False
     expose_ports: tuple[int, ...] = ()
     # The name guard: writable roots it watches, protected paths and name patterns, and the
-    # git rules (see gitguard.py): their mode, the git directories made writable only for git
-    # (a linked worktree's), and the core.hooksPath directories found at start.
+    # git rules (see the gitguard package): their mode, the git directories made writable
+    # only for git (a linked worktree's), and the core.hooksPath directories found at start.
     guard_roots: tuple[str, ...] = ()
     guard_paths: tuple[str, ...] = ()
     guard_names: tuple[str, ...] = ()
@@ -283,7 +283,7 @@ def _protected_targets(
 
 
 def _git_mode(policy: Policy) -> str:
-    """How the name guard treats git directories (see gitguard.py)."""
+    """How the name guard treats git directories (see the gitguard package)."""
     if policy.strict_git:
         return "strict"
     return "allowlist" if policy.default_protected else "off"

@@ -21,6 +21,7 @@ from ringfence.platforms.linux.nameguard.listener import Listener
 from ringfence.platforms.linux.nameguard.resolve import Resolver
 from ringfence.platforms.linux.nameguard.results import CONTINUE, Denial, Refused, Reply, Value
 from ringfence.platforms.linux.nameguard.sockets import SocketCalls
+from ringfence.policy.semantics import first_under
 
 # Errors of a call the guard made for the command that are reported as a boundary (a denial).
 REFUSALS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -179,9 +180,7 @@ class Supervisor:
 
     def _kernel_rule(self, path: str, exc: OSError) -> str:
         """Which boundary a refusal the kernel gave our emulated call most likely came from."""
-        inside = any(
-            path == r or path.startswith(r.rstrip("/") + "/") for r in self.rules.writable_roots
-        )
+        inside = first_under(path, self.rules.writable_roots) is not None
         if exc.errno == errno.EROFS:
             return "protected (read-only)" if inside else "outside writable roots"
         if inside:
