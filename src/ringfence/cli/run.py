@@ -7,15 +7,17 @@ import argparse
 import os
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ringfence.approval.decide import Decision
 from ringfence.cli.flags import command_of, gate_of, resolve_flags
 from ringfence.cli.parser import build_parser
 from ringfence.display import printable
 from ringfence.engine import backends
 from ringfence.engine.result import RunResult
 from ringfence.errors import PolicyError
+
+if TYPE_CHECKING:
+    from ringfence.approval.decide import Decision
 
 
 def cmd_shell(ns: argparse.Namespace) -> int:

@@ -12,14 +12,14 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ringfence.approval import decide as decide_mod
-from ringfence.approval import rules as rules_mod
-from ringfence.approval.decide import ASK, RUN, Decision
-from ringfence.approval.rules import RuleSet
+if TYPE_CHECKING:  # the approval modules are imported only when a gate exists: a plain
+    # ``ringfence run`` must not pay for the rules parser
+    from ringfence.approval.decide import Decision
+    from ringfence.approval.rules import RuleSet
 
-Approver = Callable[[Decision], bool | None]
+Approver = Callable[["Decision"], "bool | None"]
 
 
 @dataclass(frozen=True)
@@ -54,18 +54,25 @@ class ApprovalGate:
         alone means the default policy, on-request."""
         if policy is None and rules is None:
             return None
+        from ringfence.approval import decide as decide_mod
+        from ringfence.approval import rules as rules_mod
+
         checked = decide_mod.check_policy(policy or "on-request")
-        if not isinstance(rules, RuleSet):
+        if not isinstance(rules, rules_mod.RuleSet):
             path = os.path.expanduser(os.fspath(rules)) if rules is not None else None
             rules = rules_mod.load(path)
         return cls(checked, rules, approver)
 
     def decide(self, argv: Sequence[str]) -> Decision:
         """What the policy and rules say of ``argv``, without asking anyone."""
-        return decide_mod.decide(list(argv), self.policy, self.rules)
+        from ringfence.approval.decide import decide
+
+        return decide(list(argv), self.policy, self.rules)
 
     def check(self, argv: Sequence[str]) -> Verdict:
         """Decide, and ask the approver when the decision is to ask."""
+        from ringfence.approval.decide import ASK, RUN
+
         d = self.decide(argv)
         by = "policy" if d.rule is None else "rule"
         ok = d.action == RUN
