@@ -127,6 +127,35 @@ def test_a_forbid_rule_refuses_under_every_policy_and_check_says_why(rf: Runner)
     assert _run(rf, ws, "check", "--approval", "untrusted", "--", "git", "push").returncode == 1
 
 
+def test_check_says_what_run_would_do_with_the_users_own_rules_file(rf: Runner) -> None:
+    """With no approval policy and no --rules, run has no approval step, so the user's own
+    rules file is not read by check either; with --approval both read it, and agree."""
+    ws = rf.mkdir()
+    config = Path(rf.env()["XDG_CONFIG_HOME"]) / "ringfence"
+    config.mkdir(parents=True, exist_ok=True)
+    rules = config / "rules.toml"
+    rules.write_text('[[rule]]\nprefix = ["touch"]\ndecision = "forbid"\n')
+    rules.chmod(0o644)
+    try:
+        assert _run(rf, ws, "check", "--", "touch", "m").returncode != 77
+        r = _run(rf, ws, "run", "--", "sh", "-c", 'touch m; echo "$RINGFENCE_SANDBOX"')
+        assert (r.returncode, r.stdout) == (0, "1\n") and (ws / "m").exists()
+        checked = _run(rf, ws, "check", "--approval", "on-request", "--", "touch", "n")
+        ran = _run(rf, ws, "run", "--approval", "on-request", "--", "touch", "n")
+        assert checked.returncode == ran.returncode == 77, (checked.stdout, ran.stderr)
+        assert not (ws / "n").exists()
+    finally:
+        rules.unlink()
+
+
+def test_ask_without_an_allowlist_is_refused_in_every_mode(rf: Runner) -> None:
+    ws = rf.mkdir()
+    for mode in ("workspace-write", "full-access"):
+        r = _run(rf, ws, "run", "--mode", mode, "--ask", "--", "touch", "asked")
+        assert r.returncode == 2 and "--ask needs --network allowlist" in r.stderr, r.stderr
+    assert not (ws / "asked").exists()
+
+
 def test_a_rules_file_whose_examples_fail_stops_everything(rf: Runner) -> None:
     ws = rf.mkdir()
     rules = ws / "rules.toml"

@@ -235,16 +235,19 @@ def test_full_access_runs_without_a_boundary(rf: Runner) -> None:
 
 def test_the_confinement_proof_fails_for_an_unconfined_command(rf: Runner) -> None:
     """The check positive tests rely on (``rf.confined``) rejects a command that ran with no
-    boundary: under full access RINGFENCE_SANDBOX is 0, and with it forced to 1 the escape
-    write lands on the host."""
+    boundary: under full access RINGFENCE_SANDBOX is 0, and with it forced to 1 (by the
+    command itself: ``--env RINGFENCE_SANDBOX=1`` is refused) the escape write lands on the
+    host."""
     ws = rf.mkdir()
     c = rf.confinement
     r = rf("run", "--mode", "full-access", "--", *c.shell("echo ran"), cwd=ws)
     assert r.returncode == 0 and r.stdout == f"{CONFINED_MARK}:0:{c.nonce}\nran\n", r.stdout
     with pytest.raises(AssertionError, match="did not prove it ran confined"):
         c.check(r)
-    forged = ("--mode", "full-access", "--env", "RINGFENCE_SANDBOX=1")
-    r = rf("run", *forged, "--", *c.shell("echo ran"), cwd=ws)
+    refused = rf("run", "--mode", "full-access", "--env", "RINGFENCE_SANDBOX=1", "--", "true")
+    assert refused.returncode == 2 and "RINGFENCE_SANDBOX is ringfence's own" in refused.stderr
+    forged = ("--mode", "full-access", "--", "env", "RINGFENCE_SANDBOX=1")
+    r = rf("run", *forged, *c.shell("echo ran"), cwd=ws)
     assert r.stdout.startswith(c.line + "\n"), r.stdout
     with pytest.raises(AssertionError, match=r"wrote .* on the host"):
         c.check(r)

@@ -279,6 +279,10 @@ def test_what_seatbelt_cannot_enforce_is_refused_by_the_compiler() -> None:
     for change, setting in (
         ({"expose_ports": (5432,)}, "--expose-port"),
         ({"limits": Limits(memory=1 << 30)}, "--limit memory"),
+        ({"limits": Limits(processes=10)}, "--limit processes"),
+        ({"limits": Limits(cpu_seconds=5)}, "--limit cpu"),
+        ({"limits": Limits(file_size=1 << 20)}, "--limit file-size"),
+        ({"limits": Limits(open_files=20)}, "--limit open-files"),
     ):
         with pytest.raises(UnenforceableError, match="not available on macOS") as e:
             compile_macos(dataclasses.replace(base, **change), FACTS)

@@ -433,6 +433,8 @@ def test_what_the_windows_side_cannot_enforce_is_refused_by_its_compiler() -> No
     for change, setting in (
         ({"expose_ports": (5432,)}, "--expose-port"),
         ({"limits": Limits(memory=1 << 30)}, "--limit memory"),
+        ({"limits": Limits(processes=10)}, "--limit processes"),
+        ({"limits": Limits(cpu_seconds=5)}, "--limit cpu"),
         ({"allow_sockets": ("C:\\Users\\dev\\agent.sock",)}, "--allow-socket"),
     ):
         with pytest.raises(UnenforceableError, match="not available on Windows") as e:

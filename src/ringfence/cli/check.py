@@ -8,6 +8,7 @@ import os
 import sys
 
 from ringfence.approval.decide import ASK, RUN
+from ringfence.approval.rules import RuleSet
 from ringfence.cli.flags import command_of
 from ringfence.engine import resolve
 from ringfence.engine.approval import ApprovalGate
@@ -26,7 +27,9 @@ def cmd_check(ns: argparse.Namespace) -> int:
     config.load_user(settings, os.environ, None)
     approval = resolve.approval_floor(ns.approval or settings.values.get("approval"))
     rules = ns.rules or settings.values.get("rules")
-    gate = ApprovalGate.build(approval or "on-request", rules)
+    # The gate run would build; with neither an approval policy nor a rules file run has none,
+    # and check shows what the default policy alone would say (no rules file is read).
+    gate = ApprovalGate.build(approval or "on-request", rules if approval or rules else RuleSet())
     assert gate is not None
     d = gate.decide(argv)
     if ns.json:

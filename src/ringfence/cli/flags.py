@@ -12,7 +12,7 @@ from ringfence.engine.approval import ApprovalGate, Approver
 from ringfence.engine.resolve import PolicyRequest, Resolved, resolve
 from ringfence.errors import PolicyError
 from ringfence.policy import config, paths
-from ringfence.policy.model import Limits, parse_size
+from ringfence.policy.model import LIMIT_FLAGS, Limits, parse_size
 
 
 def resolve_flags(ns: argparse.Namespace) -> Resolved:
@@ -95,17 +95,7 @@ def apply_flags(
         s.set("env", env, "flag")
 
 
-_LIMIT_KEYS = {
-    "processes": "processes",
-    "memory": "memory",
-    "open-files": "open_files",
-    "cpu": "cpu_seconds",
-    "file-size": "file_size",
-    "tmp-size": "tmp_size",
-    "shm-size": "shm_size",
-    "inotify-instances": "inotify_instances",
-    "inotify-watches": "inotify_watches",
-}
+_LIMIT_KEYS = {flag: name for name, flag in LIMIT_FLAGS.items()}
 _LIFTABLE = {"processes", "memory", "open_files", "cpu_seconds", "file_size"}
 
 

@@ -81,6 +81,30 @@ class EnvPolicy:
     set: Mapping[str, str] = field(default_factory=dict)
 
 
+# Limits field -> the ``--limit`` key that sets it (the CLI parses these; compilers name them).
+LIMIT_FLAGS: Mapping[str, str] = {
+    "processes": "processes",
+    "memory": "memory",
+    "open_files": "open-files",
+    "cpu_seconds": "cpu",
+    "file_size": "file-size",
+    "tmp_size": "tmp-size",
+    "shm_size": "shm-size",
+    "inotify_instances": "inotify-instances",
+    "inotify_watches": "inotify-watches",
+}
+
+
+def changed_limits(limits: Limits) -> tuple[str, ...]:
+    """The ``--limit`` keys whose values differ from the defaults: what the user asked for."""
+    default = Limits()
+    return tuple(
+        flag
+        for name, flag in LIMIT_FLAGS.items()
+        if getattr(limits, name) != getattr(default, name)
+    )
+
+
 _SIZE_SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 

@@ -23,6 +23,8 @@ class LinuxBackend:
     def run(self, plan: LinuxPlan, argv: list[str], options: RunOptions) -> RunResult:
         from ringfence import process
 
+        if options.ask and plan.proxy_port is None:  # a flag never dropped, full access too
+            raise PolicyError("--ask needs --network allowlist")
         if not plan.sandboxed:
             if options.gate is not None:
                 verdict = options.gate.check(argv)
@@ -31,8 +33,6 @@ class LinuxBackend:
             return process.run_unconfined(argv, dict(plan.env), plan.cwd, options.timeout)
         ask = None
         if options.ask:
-            if plan.proxy_port is None:
-                raise PolicyError("--ask needs --network allowlist")
             if options.tty:
                 raise PolicyError("--ask cannot share the terminal with -t")
             from ringfence.terminal import tty_asker

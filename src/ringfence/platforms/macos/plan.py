@@ -28,7 +28,7 @@ from ringfence.errors import PolicyError, UnenforceableError
 from ringfence.network.proxy_env import PROXY_PORT
 from ringfence.platforms.macos import sbpl
 from ringfence.policy import defaults_macos, semantics
-from ringfence.policy.model import Mode, Network, Policy
+from ringfence.policy.model import Mode, Network, Policy, changed_limits
 from ringfence.policy.semantics import MACOS
 
 SANDBOX_EXEC = "/usr/bin/sandbox-exec"  # by absolute path: never whatever is first on PATH
@@ -132,8 +132,8 @@ def path_regex(path: str) -> str:
 def refuse_unenforceable(policy: Policy) -> None:
     """What a Seatbelt profile cannot say is refused here, by the compiler, so no front end
     keeps its own list and a library caller never gets less than it asked for."""
-    if policy.limits.memory is not None:
-        raise UnenforceableError("--limit memory", "macOS", "Seatbelt has no memory limit")
+    for flag in changed_limits(policy.limits):  # Seatbelt has no resource limits
+        raise UnenforceableError(f"--limit {flag}", "macOS", "no resource limits are set there")
     if policy.expose_ports:
         raise UnenforceableError("--expose-port", "macOS", "no rule opens a port yet")
 

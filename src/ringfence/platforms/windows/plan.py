@@ -51,7 +51,7 @@ from ringfence.platforms.windows.setup import (
     StoreSecret,
 )
 from ringfence.policy import defaults_windows, semantics, winpaths
-from ringfence.policy.model import Mode, Network, PathStyle, Policy
+from ringfence.policy.model import Mode, Network, PathStyle, Policy, changed_limits
 from ringfence.policy.semantics import WINDOWS
 
 OFFLINE_USER = "ringfence-offline"
@@ -196,10 +196,11 @@ def refuse_unenforceable(policy: Policy) -> None:
     for wanted, setting, why in (
         (bool(policy.expose_ports), "--expose-port", "the offline user's firewall blocks it"),
         (bool(policy.allow_sockets), "--allow-socket", "no Windows grant is compiled for it"),
-        (policy.limits.memory is not None, "--limit memory", "no job-object memory limit yet"),
     ):
         if wanted:
             raise UnenforceableError(setting, "Windows", why)
+    for flag in changed_limits(policy.limits):  # the job object sets none of them yet
+        raise UnenforceableError(f"--limit {flag}", "Windows", "no job-object limits yet")
 
 
 def compile_windows(policy: Policy, facts: WindowsFacts, install: WindowsInstall) -> WindowsPlan:
