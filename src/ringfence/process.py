@@ -29,15 +29,6 @@ if TYPE_CHECKING:
     from ringfence.engine.approval import ApprovalGate
     from ringfence.session import Process, Session
 
-__all__ = [
-    "EXIT_INTERNAL",
-    "EXIT_NOT_EXECUTABLE",
-    "EXIT_NOT_FOUND",
-    "EXIT_REFUSED",
-    "EXIT_TIMEOUT",
-    "RunResult",
-]
-
 
 def exec_failure(argv0: str, err: int) -> RunResult:
     """126/127 with the shell's wording, for a command that could not be started."""

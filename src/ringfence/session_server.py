@@ -30,11 +30,12 @@ from typing import Any
 from ringfence import session_wire as wire
 from ringfence.display import printable
 from ringfence.engine.approval import ApprovalGate
+from ringfence.engine.result import EXIT_INTERNAL, RunResult
 from ringfence.errors import PolicyError, SandboxError
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.environment import build_environment
 from ringfence.policy.model import EnvPolicy
-from ringfence.process import EXIT_INTERNAL, RunResult, spawn_or_outcome, wait_outcome
+from ringfence.process import spawn_or_outcome, wait_outcome
 from ringfence.session import Session
 
 REFUSED_FRAME = 1 << 20  # what a refused peer may send before it is told why
