@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ringfence.errors import RingfenceError, SandboxError
+from ringfence.network import dns_stub
 from ringfence.platforms.linux import (
     caps,
     landlock,
@@ -115,6 +116,7 @@ def _pid1_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
         # The proxy's socket first, then one per exposed host port, all served by the host.
         ports = ([plan.proxy_port] if plan.proxy_port else []) + list(plan.expose_ports)
         listeners = [_proxy_listener(p) for p in ports]
+        _hand_over_resolver(plan, sock)
         steps.cap_userns_quotas(_session_quotas(plan.userns_limits))
         syscall("prctl", steps.PR_SET_DUMPABLE, 0, 0, 0, 0)
         _Server(plan, sock, namespaced=True).serve(listeners)
@@ -131,6 +133,34 @@ def _proxy_listener(port: int) -> socket.socket:
     sock.bind(("127.0.0.1", port))
     sock.listen(1024)
     return sock
+
+
+def _hand_over_resolver(plan: LinuxPlan, sock: socket.socket) -> None:
+    """The sandbox's resolver sockets (UDP and TCP port 53 of its own loopback, IPv6 where
+    there is any), made here in its network namespace and handed to the host, which answers
+    every lookup at once and keeps the names (network/dns_stub.py). Before "ready": the host
+    serves them before any command starts. Best effort: without them a lookup still fails
+    at once (nothing listens), only unrecorded."""
+    if "net" not in plan.namespaces:
+        return
+    socks: list[socket.socket] = []
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            s = socket.socket(family, kind)
+            try:
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((address, dns_stub.PORT))
+                if kind == socket.SOCK_STREAM:
+                    s.listen(64)
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+    if socks:
+        protocol.send(sock, {"id": 0, "resolver": True}, [s.fileno() for s in socks])
+    for s in socks:
+        s.close()
 
 
 def _session_quotas(limits: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
