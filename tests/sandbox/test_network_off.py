@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Runner
@@ -166,5 +167,23 @@ def test_the_api_result_carries_the_hint() -> None:
         wider = widen(policy, r.widenings)
         assert wider.network is not None and wider.network.value == "allowlist"
         assert wider.allow_domains == ("pypi.org",)
+    finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+def test_the_mcp_result_names_the_host_and_the_flag() -> None:
+    pytest.importorskip("mcp")
+    from test_mcp import _data, _session
+
+    ws = Path(tempfile.mkdtemp(prefix="ringfence-netoff-mcp-", dir="/var/tmp"))
+    try:
+
+        async def body(c: Any) -> None:
+            r = _data(await c.call_tool("run_command", {"command": "getent hosts pypi.org"}))
+            assert r["exit_code"] == 2
+            assert r["refused"] == ["resolve pypi.org (network is off)"]
+            assert r["to_allow"] == ["--network allowlist --allow-domain pypi.org"]
+
+        _session(ws, body)
     finally:
         shutil.rmtree(ws, ignore_errors=True)
