@@ -54,6 +54,28 @@ TCP_QUERIES = 16  # queries per TCP connection, then it is closed
 UDP_BURST = 64  # datagrams read per wake-up before looking at the other sockets
 
 
+def resolver_sockets() -> list[socket.socket]:
+    """UDP and listening TCP sockets on port 53 of 127.0.0.1 and ::1, made by the runner in
+    the sandbox's own network namespace (it may bind port 53 there). Best effort: one that
+    cannot be made (no IPv6) is left out; without any, a lookup still fails at once (nothing
+    listens), only unrecorded."""
+    socks: list[socket.socket] = []
+    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            s = socket.socket(family, kind)
+            try:
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((address, PORT))
+                if kind == socket.SOCK_STREAM:
+                    s.listen(64)
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+    return socks
+
+
 @dataclass(frozen=True)
 class Query:
     """A parsed question: ``name`` in lower case without the final dot ("" for the root), or

@@ -136,27 +136,12 @@ def _proxy_listener(port: int) -> socket.socket:
 
 
 def _hand_over_resolver(plan: LinuxPlan, sock: socket.socket) -> None:
-    """The sandbox's resolver sockets (UDP and TCP port 53 of its own loopback, IPv6 where
-    there is any), made here in its network namespace and handed to the host, which answers
-    every lookup at once and keeps the names (network/dns_stub.py). Before "ready": the host
-    serves them before any command starts. Best effort: without them a lookup still fails
-    at once (nothing listens), only unrecorded."""
+    """The sandbox's resolver sockets (dns_stub.resolver_sockets), made here in its network
+    namespace and handed to the host, which answers every lookup at once and keeps the names.
+    Before "ready": the host serves them before any command starts."""
     if "net" not in plan.namespaces:
         return
-    socks: list[socket.socket] = []
-    for family, address in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            s = socket.socket(family, kind)
-            try:
-                if family == socket.AF_INET6:
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                s.bind((address, dns_stub.PORT))
-                if kind == socket.SOCK_STREAM:
-                    s.listen(64)
-            except OSError:
-                s.close()
-                continue
-            socks.append(s)
+    socks = dns_stub.resolver_sockets()
     if socks:
         protocol.send(sock, {"id": 0, "resolver": True}, [s.fileno() for s in socks])
     for s in socks:
