@@ -29,6 +29,7 @@ from ringfence.policy import gitdir
 
 if TYPE_CHECKING:
     from ringfence.audit import AuditLog
+    from ringfence.network.dns_stub import DnsStub
     from ringfence.network.proxy import NetEvent
     from ringfence.network.service import ProxyService
     from ringfence.platforms.linux.cgroups import RunCgroup
@@ -89,6 +90,7 @@ class Connection:
         self.ready = threading.Event()
         self.closing = False
         self.proxy: ProxyService | None = None
+        self.resolver: DnsStub | None = None  # the sandbox's resolver (network/dns_stub.py)
         self.start_error: dict[str, Any] | None = None
         # A shared lock on the workspace's state while this runner lives: `ringfence clean`
         # leaves a /tmp layer alone that an overlay of ours still has mounted.
@@ -189,6 +191,9 @@ class Connection:
 
     def _dispatch(self, msg: dict[str, Any], fds: list[int]) -> None:
         cid = msg.get("id")
+        if cid == 0 and "resolver" in msg:
+            self._start_resolver(fds)
+            return
         if cid == 0 and "init" in msg:  # a prepared init the host may hand a command to
             if fds:
                 with self.lock:
@@ -279,6 +284,33 @@ class Connection:
             on_event=self.audit_network,
         )
 
+    def _start_resolver(self, fds: list[int]) -> None:
+        """Answer the lookups made in the sandbox's network namespace (its port 53 sockets)."""
+        from ringfence.network.dns_stub import DnsStub
+
+        socks = [socket.socket(fileno=fd) for fd in fds]
+        if self.resolver is not None:  # only ever one: a second set is not ours to serve
+            for s in socks:
+                s.close()
+            return
+        self.resolver = DnsStub(socks)
+
+    def tried_offline(self, mark: int, reports: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """What a command tried to reach that its sandbox's network could not: the names
+        looked up since ``mark`` (the resolver's) and the addresses its guard ``reports``
+        found unreachable, as violation records (network/offline.py)."""
+        names, lost = self.resolver.names.since(mark) if self.resolver else ([], False)
+        if not names and not any(r.get("kind") == "unreachable" for r in reports):
+            return []  # the common case: nothing tried
+        from ringfence.network import offline
+
+        plan = self.plan
+        out = offline.connect_records(reports)
+        out += offline.name_records(names, plan.network, plan.allow_domains, plan.deny_domains)
+        if lost and out and out[-1].get("kind") != "more":
+            out.append({"kind": "more"})
+        return out
+
     def _fail_all(self, why: str) -> None:
         status = ""
         if self._proc is not None:
@@ -359,6 +391,9 @@ class Connection:
         if self.proxy is not None:
             self.proxy.close()
             self.proxy = None
+        if self.resolver is not None:
+            self.resolver.close()
+            self.resolver = None
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None

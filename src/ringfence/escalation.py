@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ringfence.errors import PolicyError
+from ringfence.network import offline
 from ringfence.platforms.linux.guard_rules import SOCKET_OUTSIDE
 from ringfence.platforms.linux.mountops import MountKind
 from ringfence.policy import defaults, semantics
@@ -27,6 +28,17 @@ if TYPE_CHECKING:  # the macOS runner uses quiet() too, without the Linux backen
     from ringfence.platforms.linux.plan import LinuxPlan
 
 OUTSIDE = "outside writable roots"
+# The host's name services reached through unix sockets (systemd-resolved's varlink socket,
+# nscd): refused like any socket outside the roots, never proposed, since allowing one would
+# let the command resolve names (and so send data out) with the network off.
+RESOLVER_SOCKETS = frozenset(
+    {
+        "/run/systemd/resolve/io.systemd.Resolve",
+        "/run/systemd/resolve/io.systemd.Resolve.Monitor",
+        "/run/nscd/socket",
+        "/var/run/nscd/socket",
+    }
+)
 NOT_LISTED = "not in the allowlist"  # the proxy's rule for a host no entry covers
 
 # Never proposed as a writable root, nor anything beneath them: the system's own directories
@@ -141,7 +153,7 @@ def relabel(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[di
             hidden = next(
                 (h.entry for h in plan.hidden if semantics.is_under(path, h.target)), None
             )
-            copy = next((f"scrubbed copy (read-only): {e}" for t, e in copies if t == path), None)
+            copy = next((_copy_rule(e) for t, e in copies if t == path), None)
             if hidden is not None:
                 labelled["rule"] = f"deny_read: {hidden}"
             elif copy is not None:
@@ -152,6 +164,12 @@ def relabel(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[di
                     labelled["rule"] = f"protected: {name}"
         out.append(labelled)
     return out
+
+
+def _copy_rule(entry: str | None) -> str:
+    if entry == offline.RESOLV_CONF_PATH:
+        return "the sandbox's own resolver (read-only)"
+    return f"scrubbed copy (read-only): {entry}"
 
 
 def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -167,7 +185,11 @@ def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[
                     {"kind": "writable_root", "path": root, "flag": f"--writable {root}",
                      "because": f"{v['op']} {v['path']}"},
                 )  # fmt: skip
-        elif v.get("kind") == "filesystem" and v.get("rule") == SOCKET_OUTSIDE:
+        elif (
+            v.get("kind") == "filesystem"
+            and v.get("rule") == SOCKET_OUTSIDE
+            and str(v["path"]) not in RESOLVER_SOCKETS
+        ):
             # One socket, where it really is: the narrowest grant there is (a directory of
             # sockets is never proposed).
             sock = str(v["path"])
@@ -176,6 +198,10 @@ def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[
                 {"kind": "allow_socket", "path": sock, "flag": f"--allow-socket {sock}",
                  "because": f"{v['op']} {sock}"},
             )  # fmt: skip
+        elif v.get("kind") == "network" and v.get("rule") in (offline.OFF, offline.OUTSIDE_PROXY):
+            hint = _network_hint(plan, v)
+            if hint is not None:
+                out.setdefault(("allow_domain", hint["entry"]), hint)
         elif v.get("kind") == "network" and str(v.get("rule", "")).startswith(NOT_LISTED):
             entry = f"{v['host']}:{v['port']}"
             out.setdefault(
@@ -184,6 +210,56 @@ def widenings(plan: LinuxPlan, violations: Iterable[Mapping[str, Any]]) -> list[
                  "because": f"connect {entry}"},
             )  # fmt: skip
     return list(out.values())
+
+
+def _network_hint(plan: LinuxPlan, v: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The allow entry for a host the command tried to reach outside the proxy (a name it
+    looked up, an address it connected to), and the flags that would allow it: with the
+    network off, switching to the allowlist with that one entry. None for a local or private
+    target (the proxy refuses those anyway: never proposed), with the network on, or when
+    the managed ceiling forbids it."""
+    host = str(v.get("host", ""))
+    if v.get("op") == "resolve" and offline.is_public_name(host):
+        entry = host  # 80 and 443: a lookup has no port
+    elif v.get("op") == "connect" and offline.is_public_address(host):
+        entry = f"[{host}]:{v.get('port')}" if ":" in host else f"{host}:{v.get('port')}"
+    else:
+        return None
+    if plan.network is Network.OFF:
+        flag, extra = f"--network allowlist --allow-domain {entry}", {"network": "allowlist"}
+    elif plan.network is Network.ALLOWLIST:
+        flag, extra = f"--allow-domain {entry}", {}
+    else:
+        return None
+    if not _ceiling_allows(entry):
+        return None
+    because = f"resolve {host}" if v.get("op") == "resolve" else f"connect {entry}"
+    return {"kind": "allow_domain", "entry": entry, "flag": flag, "because": because, **extra}
+
+
+def _ceiling_allows(entry: str) -> bool:
+    """Whether the managed ceiling lets a policy reach ``entry`` through the allowlist proxy
+    (a hint it forbids would only fail on the next run). An unreadable ceiling: no."""
+    from ringfence.errors import RingfenceError
+    from ringfence.policy import config
+
+    try:
+        ceiling = config.load_ceiling()
+        return ceiling is None or (
+            ceiling.permits_network(Network.ALLOWLIST.value) and ceiling.covers_domain(entry)
+        )
+    except RingfenceError:
+        return False
+
+
+def to_allow_text(widenings: Iterable[Mapping[str, Any]]) -> str:
+    """The flags of ``widenings`` as one command line's worth: ``--network allowlist`` once,
+    however many hosts it is for."""
+    flags = [str(w["flag"]) for w in widenings]
+    switch = "--network allowlist "
+    if any(w.get("network") == "allowlist" for w in widenings):
+        flags = [switch.strip()] + [f.removeprefix(switch) for f in flags]
+    return " ".join(flags)
 
 
 def suggested_root(plan: LinuxPlan, path: str) -> str | None:
@@ -281,6 +357,7 @@ def widen(policy: Policy, chosen: Iterable[Mapping[str, Any]]) -> Policy:
     roots = list(policy.writable_roots)
     domains = list(policy.allow_domains)
     sockets = list(policy.allow_sockets)
+    network = policy.network
     for w in chosen:
         if w.get("kind") == "writable_root":
             if w["path"] not in roots:
@@ -289,7 +366,10 @@ def widen(policy: Policy, chosen: Iterable[Mapping[str, Any]]) -> Policy:
             if w["path"] not in sockets:
                 sockets.append(str(w["path"]))
         elif w.get("kind") == "allow_domain":
-            if policy.effective_network is not Network.ALLOWLIST:
+            switch = w.get("network") == "allowlist" and policy.effective_network is Network.OFF
+            if switch:
+                network = Network.ALLOWLIST  # exactly the entries chosen, nothing else
+            elif policy.effective_network is not Network.ALLOWLIST:
                 raise PolicyError("an allow_domain widening needs --network allowlist")
             if w["entry"] not in domains:
                 domains.append(str(w["entry"]))
@@ -300,6 +380,7 @@ def widen(policy: Policy, chosen: Iterable[Mapping[str, Any]]) -> Policy:
         writable_roots=tuple(roots),
         allow_domains=tuple(domains),
         allow_sockets=tuple(sockets),
+        network=network,
     ).validate()
 
 

@@ -236,8 +236,10 @@ def _result(proc: Any, stdout: str, stderr: str, *, timed_out: bool = False) -> 
 def _violation(v: dict[str, Any]) -> str:
     if v.get("kind") == "filesystem":
         return f"{v['op']} {v['path']} ({v['rule']})"
+    if v.get("kind") == "network" and v.get("op") == "resolve":  # a name: no port
+        return f"resolve {v['host']} ({v['rule']})"
     if v.get("kind") == "network":
-        return f"connect {v['host']}:{v['port']} ({v['rule']})"
+        return f"{v.get('op', 'connect')} {v['host']}:{v['port']} ({v['rule']})"
     return "more refusals not listed"
 
 

@@ -151,9 +151,17 @@ def outcome_of(proc: Process, session: Session) -> RunResult:
         hosts = {f"{e.host}:{e.port} ({e.rule})": None for e in blocked}
         more_hosts = f" and {len(hosts) - 5} more" if len(hosts) > 5 else ""
         lines.append("blocked " + ", ".join(list(hosts)[:5]) + more_hosts)
+    if any(v.get("kind") == "network" and v.get("op") for v in proc.violations):
+        from ringfence.network.offline import tried_line
+
+        tried = tried_line(proc.violations)
+        if tried is not None:
+            lines.append(tried)
     lines.extend(gitdir.describe_finding(c) for c in proc.created)
     if proc.widenings:
-        lines.append("to allow it: " + " ".join(w["flag"] for w in proc.widenings))
+        from ringfence.escalation import to_allow_text
+
+        lines.append("to allow it: " + to_allow_text(proc.widenings))
     if proc.memory_limit_hit:
         limit = dict(session.plan.cgroup_limits).get("memory", 0)
         lines.insert(

@@ -83,6 +83,7 @@ class Process:
         self.memory_limit_hit = False
         self.network_events: list[NetEvent] = []
         self._net_from = len(conn.proxy.events) if conn.proxy is not None else 0
+        self._names_from = conn.resolver.names.mark() if conn.resolver is not None else 0
         self._text: tuple[str, str] | None = None
         self.approval: dict[str, Any] | None = None
         self.violations: list[dict[str, Any]] = []
@@ -133,6 +134,7 @@ class Process:
             for e in self.network_events
             if not e.allowed
         ]
+        self.violations += self._conn.tried_offline(self._names_from, reports)
         if self.violations:  # off the common path: most commands are refused nothing
             from ringfence.escalation import reported, widenings
 

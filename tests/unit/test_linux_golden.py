@@ -42,6 +42,7 @@ def _facts(**extra: Any) -> HostFacts:
         "/srv/cache": PathInfo("dir", "/srv/cache"),
         "/tmp/build": PathInfo("dir", "/tmp/build"),
         "/tmp/krb5cc_1000": PathInfo("file", "/tmp/krb5cc_1000"),
+        "/etc/resolv.conf": PathInfo("file", "/etc/resolv.conf"),
     }
     base: dict[str, Any] = {
         "uid": 1000,

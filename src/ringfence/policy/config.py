@@ -280,28 +280,39 @@ class Ceiling:
             )
         return asked or floor
 
+    def permits_network(self, network: str) -> bool:
+        """Whether a policy may run with ``network`` ("off", "allowlist", "on")."""
+        return not self.max_network or _NETWORK_ORDER[network] <= _NETWORK_ORDER[self.max_network]
+
+    def covers_domain(self, entry: str) -> bool:
+        """Whether ``allowed_domains`` covers the allow entry ``entry`` (every port it means;
+        a wildcard needs a wildcard at or above it). PolicyError for an invalid entry."""
+        if self.allowed_domains is None:
+            return True
+        from ringfence.policy.netrules import NetRules, parse_rule
+
+        ceiling = NetRules.parse(self.allowed_domains)
+        rule = parse_rule(entry)
+        probe = ("x." + rule.host) if rule.wildcard else rule.host
+        covered = all(ceiling.decide(probe, p).allowed for p in rule.ports)
+        if rule.wildcard:
+            covered = covered and any(
+                c.wildcard and (rule.host == c.host or rule.host.endswith("." + c.host))
+                for c in ceiling.allow
+            )
+        return covered
+
     def check(self, policy: Policy, *, audit: bool = True) -> Policy:
         """``policy`` with the managed additions, or ConfigError naming what exceeds it."""
         src = f"managed policy {self.path}"
         if policy.mode.value in self.forbid_modes:
             raise ConfigError(f"{src}: forbid_modes forbids mode {policy.mode.value}")
         net = policy.effective_network.value
-        if self.max_network and _NETWORK_ORDER[net] > _NETWORK_ORDER[self.max_network]:
+        if not self.permits_network(net):
             raise ConfigError(f"{src}: max_network is {self.max_network}; network {net} exceeds it")
-        if self.allowed_domains is not None and net == "allowlist":
-            from ringfence.policy.netrules import NetRules, parse_rule
-
-            ceiling = NetRules.parse(self.allowed_domains)
+        if net == "allowlist":
             for entry in policy.allow_domains:
-                rule = parse_rule(entry)
-                probe = ("x." + rule.host) if rule.wildcard else rule.host
-                covered = all(ceiling.decide(probe, p).allowed for p in rule.ports)
-                if rule.wildcard:  # a wildcard needs a wildcard at or above it
-                    covered = covered and any(
-                        c.wildcard and (rule.host == c.host or rule.host.endswith("." + c.host))
-                        for c in ceiling.allow
-                    )
-                if not covered:
+                if not self.covers_domain(entry):
                     raise ConfigError(f"{src}: allowed_domains does not cover {entry!r}")
         if self.writable_within is not None:
             for root in policy.writable_paths():

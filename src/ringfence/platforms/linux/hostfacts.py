@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ringfence.network.offline import RESOLV_CONF_PATH
 from ringfence.platforms.linux import cgroups
 from ringfence.platforms.linux.gitfiles import ConfigRead, global_config_files, read_config
 from ringfence.policy import caches, defaults, scrub, semantics, statedirs
@@ -159,6 +160,7 @@ def candidate_paths(policy: Policy, home: str | None, gitdirs: Iterable[str] = (
     if home:
         out.extend(os.path.join(home, rel) for rel in defaults.HOME_PROTECTED)
     out.extend(defaults.SYSTEM_PROTECTED)
+    out.append(RESOLV_CONF_PATH)  # replaced by the sandbox's own resolver's (plan.py)
     return out
 
 

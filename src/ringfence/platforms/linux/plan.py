@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ringfence.errors import PolicyError, UnsupportedError
+from ringfence.network.offline import RESOLV_CONF, RESOLV_CONF_PATH, offline_environment
 from ringfence.network.proxy_env import PROXY_PORT, git_ssh_environment, proxy_environment
 from ringfence.platforms.linux import landlock, mountops, seccomp
 from ringfence.platforms.linux.hostfacts import PRIVATE_SHM, HostFacts, host_roots
@@ -376,9 +377,10 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         b, policy, facts, layered=layered, bound=(*roots, *git_roots), notes=notes
     )
     _allowed_sockets(b, policy, facts, notes)
+    offline_env = _own_resolver(b, policy, facts, notes)
     rules = _landlock_rules(facts, (*roots, *git_roots), notes)
     rules, network_env, proxy = _network(policy, facts, rules, notes)
-    sandbox_env = {**cache_env, **own_vars, "TMPDIR": "/tmp", **network_env}
+    sandbox_env = {**cache_env, **own_vars, "TMPDIR": "/tmp", **network_env, **offline_env}
     guard_paths = _guard_paths(policy, facts, roots, protected, extra_protected)
     if any("\0" in p for p in facts.outside_git_and_links):
         notes.append(
@@ -622,6 +624,44 @@ def _namespaces(network: Network) -> tuple[str, ...]:
     return ("user", "mount", "pid", "ipc", "uts", *net)
 
 
+def _own_resolver(
+    b: MountList, policy: Policy, facts: HostFacts, notes: list[str]
+) -> dict[str, str]:
+    """With the sandbox's own network namespace: its ``/etc/resolv.conf`` names the resolver
+    the runner starts on its loopback (network/dns_stub.py), which fails every lookup at once
+    and keeps the names for the report. A read-only copy over the file (over its target when
+    it is a link: glibc follows it); without one glibc asks 127.0.0.1 anyway. With the network
+    off, package managers are told not to retry (network/offline.py). Returns those
+    variables."""
+    network = policy.effective_network
+    if network not in (Network.OFF, Network.ALLOWLIST):
+        return {}
+    info = facts.info(RESOLV_CONF_PATH)
+    target = info.real if info is not None else RESOLV_CONF_PATH
+    found = facts.info(target)
+    if (
+        found is not None
+        and found.kind == "file"
+        and not b.in_fresh(target)
+        and not first_under(target, (*SYSTEM_TARGETS, "/tmp"))
+    ):
+        via = f" (via symlink to {target})" if target != RESOLV_CONF_PATH else ""
+        b.add(
+            mountops.file_copy(
+                target,
+                RESOLV_CONF,
+                mode=0o644,
+                why=f"the sandbox's own resolver: {RESOLV_CONF_PATH}{via}",
+                entry=RESOLV_CONF_PATH,
+            )
+        )
+    notes.append(
+        "DNS: the sandbox's own resolver at 127.0.0.1:53 fails every lookup at once and "
+        "reports the names tried"
+    )
+    return offline_environment(facts.env) if network is Network.OFF else {}
+
+
 def _network(
     policy: Policy, facts: HostFacts, rules: landlock.LandlockRuleset, notes: list[str]
 ) -> tuple[landlock.LandlockRuleset, dict[str, str], dict[str, Any]]:
@@ -656,7 +696,7 @@ def _network(
             )
         notes.append(
             f"network allowlist: the only way out is the filtering proxy at 127.0.0.1:"
-            f"{PROXY_PORT} (HTTP CONNECT, http:// and SOCKS5); DNS inside answers nothing"
+            f"{PROXY_PORT} (HTTP CONNECT, http:// and SOCKS5)"
         )
     if proxy["expose_ports"]:
         notes.append(

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final
 
+from ringfence.network.offline import UNREACHABLE
 from ringfence.platforms.linux import libc
 from ringfence.platforms.linux.guard_rules import GuardRules, check_canonical, socket_refused
 from ringfence.platforms.linux.nameguard.call import AT_FDCWD, Call, Handler
@@ -67,6 +68,18 @@ CONTROL_MAX: Final = 1 << 16  # ancillary data (the kernel's optmem limit is low
 # Calls that wait (a blocking connect or send) are finished by worker threads, so the guard
 # itself never waits for a peer; at most this many at once, then EAGAIN.
 WORKERS_MAX: Final = 64
+
+
+def _inet_address(addr: bytes) -> str | None:
+    """ "ADDRESS PORT" of a sockaddr_in or sockaddr_in6, or None (for the report only)."""
+    family = int.from_bytes(addr[:2], sys.byteorder) if len(addr) >= 2 else -1
+    if family == socket.AF_INET and len(addr) >= 8:
+        host = socket.inet_ntop(socket.AF_INET, addr[4:8])
+    elif family == socket.AF_INET6 and len(addr) >= 24:
+        host = socket.inet_ntop(socket.AF_INET6, addr[8:24])
+    else:
+        return None
+    return f"{host} {int.from_bytes(addr[2:4], 'big')}"
 
 
 def _sockopt(fd: int, option: int) -> int:
@@ -175,7 +188,18 @@ class Workers:
 class SocketCalls:
     """The guard's handlers for calls that may reach a unix socket by its path."""
 
-    def __init__(self, rules: GuardRules, resolver: Resolver, listener: Listener) -> None:
+    def __init__(
+        self,
+        rules: GuardRules,
+        resolver: Resolver,
+        listener: Listener,
+        on_event: Callable[[str, str, str], None] | None = None,
+    ) -> None:
+        self.on_event = on_event
+        # The address the call being handled named and whether its socket is a stream (TCP):
+        # for the report of an unreachable one.
+        self.address = b""
+        self.stream = False
         self.rules = rules
         self.resolver = resolver
         self.listener = listener
@@ -189,11 +213,27 @@ class SocketCalls:
     def handlers(self) -> dict[str, Handler]:
         """Each syscall this class performs."""
         return {
-            "connect": lambda c, s: self._connect(c),
-            "sendto": lambda c, s: self._sendto(c),
+            "connect": lambda c, s: self._unreachable_noted(c, self._connect),
+            "sendto": lambda c, s: self._unreachable_noted(c, self._sendto),
             "sendmsg": lambda c, s: self._sendmsg(c, batch=False),
             "sendmmsg": lambda c, s: self._sendmsg(c, batch=True),
         }
+
+    def _unreachable_noted(self, call: Call, handler: Callable[[Call], Reply]) -> Reply:
+        """``handler(call)``; when the kernel answers an inet address with ENETUNREACH (the
+        sandbox's own network has no route there: the network is off), say which address
+        (event ``unreachable``, "ADDRESS PORT", detail "tcp" for a stream connect, else
+        "udp"), so the report can name it. Only on that failure: a call that works costs
+        nothing more."""
+        self.address, self.stream = b"", False
+        try:
+            return handler(call)
+        except OSError as exc:
+            if exc.errno == errno.ENETUNREACH and self.on_event is not None:
+                where = _inet_address(self.address)
+                if where is not None:
+                    self.on_event(UNREACHABLE, where, "tcp" if self.stream else "udp")
+            raise
 
     def _socket(self, call: Call) -> tuple[int, int, int, bool]:
         """Our copy of the caller's socket (argument 0), its family and type (both fixed when
@@ -288,9 +328,10 @@ class SocketCalls:
         length = call.arg_uint(2)
         if length > SOCKADDR_MAX:
             raise OSError(errno.EINVAL, "address too long")
-        addr = call.read_bytes(1, length)
+        addr = self.address = call.read_bytes(1, length)
         call.validate()
         sock, domain, stype, blocking = self._socket(call)
+        self.stream = stype == socket.SOCK_STREAM
         target = self._peer_address(call, domain, stype, addr, send=False)
         call.path = None  # checked: a refusal from here on is the kernel's answer, not ours
 
@@ -320,7 +361,7 @@ class SocketCalls:
         alen = call.arg_uint(5)
         if alen > SOCKADDR_MAX:
             raise OSError(errno.EINVAL, "address too long")
-        addr = call.read_bytes(SENDTO_ADDR_ARG, alen)
+        addr = self.address = call.read_bytes(SENDTO_ADDR_ARG, alen)
         data = call.read_at(call.args[1], min(size, SEND_MAX))
         call.validate()
         sock, domain, stype, blocking = self._socket(call)

@@ -77,7 +77,7 @@ class Supervisor:
         resolver = Resolver(self.view, proc_dev=proc_dev, protected_symlinks=protected_symlinks)
         self.listener.wake_on_same_cpu()
         files = FileCalls(rules, self.git, resolver, self.listener, self._event)
-        sockets = SocketCalls(rules, resolver, self.listener)
+        sockets = SocketCalls(rules, resolver, self.listener, self._event)
         self._handlers: dict[str, Handler] = {**files.handlers(), **sockets.handlers()}
         self.init_pid = os.getppid()
 
