@@ -116,8 +116,10 @@ class AuditLog:
         os.close(fd)
         return new
 
-    def records(self, *, since: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every complete record, oldest first (rotated files included); torn lines skipped."""
+    def records(self, *, since: _dt.datetime | str | None = None) -> Iterator[dict[str, Any]]:
+        """Every complete record, oldest first (rotated files included); torn lines skipped.
+        ``since``: only records at or after it (a time, or text for :func:`parse_time`)."""
+        start = parse_time(since) if isinstance(since, str) else since
         paths = [f"{self.path}.{i}" for i in range(KEEP, 0, -1)] + [self.path]
         for path in paths:
             try:
@@ -127,8 +129,46 @@ class AuditLog:
             with f:
                 for raw in f:
                     record = _parse(raw)
-                    if record is not None and (since is None or record.get("time", "") >= since):
+                    if record is not None and (start is None or _at_or_after(record, start)):
                         yield record
+
+
+_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str, now: _dt.datetime | None = None) -> _dt.datetime:
+    """``audit --since``: an ISO 8601 date or time (UTC unless it names its offset), a span
+    ago (``90s``, ``15m``, ``1h``, ``2d``, ``1w``), ``today`` or ``yesterday`` (from local
+    midnight), or ``now``. Anything else is an error, never a silent "everything"."""
+    from ringfence.errors import UsageError
+
+    now = now or _dt.datetime.now(_dt.UTC)
+    word = text.strip().lower()
+    if word == "now":
+        return now
+    if word in ("today", "yesterday"):
+        local = now.astimezone()
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight - _dt.timedelta(days=1 if word == "yesterday" else 0)
+    if m := _AGO.fullmatch(word):
+        return now - _dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        when = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: give an ISO 8601 time (2025-01-31, 2025-01-31T09:00Z), a span "
+            "ago (90s, 15m, 1h, 2d, 1w), today, yesterday or now"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=_dt.UTC)
+
+
+def _at_or_after(record: Mapping[str, Any], start: _dt.datetime) -> bool:
+    try:
+        when = _dt.datetime.fromisoformat(str(record.get("time", "")))
+    except ValueError:
+        return False  # a record without a readable time is not "since" anything
+    return (when if when.tzinfo is not None else when.replace(tzinfo=_dt.UTC)) >= start
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:

@@ -293,7 +293,12 @@ def _fill_config(cfg: argparse.ArgumentParser) -> None:
 
 
 def _fill_audit(audit: argparse.ArgumentParser) -> None:
-    audit.add_argument("--since", metavar="TIME", help="records at or after TIME (ISO 8601, UTC)")
+    audit.add_argument(
+        "--since",
+        metavar="TIME",
+        help="records at or after TIME: ISO 8601 (UTC unless it has an offset), a span ago "
+        "(90s, 15m, 1h, 2d, 1w), today or yesterday",
+    )
     audit.add_argument("--json", action="store_true", help="one JSON record per line")
     audit.add_argument("--follow", action="store_true", help="keep printing new records")
     audit.add_argument("--file", metavar="PATH", help="another audit log than the default")

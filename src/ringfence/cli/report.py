@@ -128,6 +128,8 @@ def _open_file(path: str, *, create: bool) -> int:
             raise PolicyError(
                 f"--report {path}: is a symbolic link; ringfence does not write through one"
             ) from None
+        if e.errno == errno.ENXIO:  # a FIFO (or socket-like device) with no reader
+            raise PolicyError(f"--report {path}: is not a regular file") from None
         raise PolicyError(f"--report {path}: {e.strerror}") from None
     st = os.fstat(fd)
     why = None
