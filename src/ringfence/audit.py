@@ -116,8 +116,10 @@ class AuditLog:
         os.close(fd)
         return new
 
-    def records(self, *, since: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every complete record, oldest first (rotated files included); torn lines skipped."""
+    def records(self, *, since: _dt.datetime | str | None = None) -> Iterator[dict[str, Any]]:
+        """Every complete record, oldest first (rotated files included); torn lines skipped.
+        ``since``: only records at or after it (a time, or text for :func:`parse_time`)."""
+        start = parse_time(since) if isinstance(since, str) else since
         paths = [f"{self.path}.{i}" for i in range(KEEP, 0, -1)] + [self.path]
         for path in paths:
             try:
@@ -127,8 +129,46 @@ class AuditLog:
             with f:
                 for raw in f:
                     record = _parse(raw)
-                    if record is not None and (since is None or record.get("time", "") >= since):
+                    if record is not None and (start is None or _at_or_after(record, start)):
                         yield record
+
+
+_AGO = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_time(text: str, now: _dt.datetime | None = None) -> _dt.datetime:
+    """``audit --since``: an ISO 8601 date or time (UTC unless it names its offset), a span
+    ago (``90s``, ``15m``, ``1h``, ``2d``, ``1w``), ``today`` or ``yesterday`` (from local
+    midnight), or ``now``. Anything else is an error, never a silent "everything"."""
+    from ringfence.errors import UsageError
+
+    now = now or _dt.datetime.now(_dt.UTC)
+    word = text.strip().lower()
+    if word == "now":
+        return now
+    if word in ("today", "yesterday"):
+        local = now.astimezone()
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight - _dt.timedelta(days=1 if word == "yesterday" else 0)
+    if m := _AGO.fullmatch(word):
+        return now - _dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        when = _dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: give an ISO 8601 time (2025-01-31, 2025-01-31T09:00Z), a span "
+            "ago (90s, 15m, 1h, 2d, 1w), today, yesterday or now"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=_dt.UTC)
+
+
+def _at_or_after(record: Mapping[str, Any], start: _dt.datetime) -> bool:
+    try:
+        when = _dt.datetime.fromisoformat(str(record.get("time", "")))
+    except ValueError:
+        return False  # a record without a readable time is not "since" anything
+    return (when if when.tzinfo is not None else when.replace(tzinfo=_dt.UTC)) >= start
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -155,32 +195,57 @@ def command_record(
     approval: Any = None,
     filesystem: Sequence[dict[str, Any]] = (),
     created: Sequence[dict[str, Any]] = (),
+    widenings: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    from ringfence.policy.gitdir import describe_finding
+    """One command's record: the run's record (``RunResult.to_dict``, the same object
+    ``ringfence run --report`` writes, docs/report.md) plus the log's own keys ``type``,
+    ``time``, ``session``, ``cwd`` and ``policy``, with argv and paths redacted.
 
-    denied = [f"{e.host}:{e.port} ({e.rule})" for e in network if not e.allowed]
-    record: dict[str, Any] = {
-        "type": "command",
-        "time": now(),
-        "session": session,
-        "argv": [redact(a) for a in argv],
-        "cwd": cwd,
-        "policy": policy_digest,
-        # The approval decision and who gave it ({"policy", "action", "by", "rule"}), or
-        # "none" when the caller set no approval policy.
-        "approval": approval if approval is not None else "none",
-        "exit": returncode,
-        "duration": None if duration is None else round(duration, 4),
-        "timed_out": timed_out,
-        "violations": {
-            "network": denied,
-            "filesystem": [redact(f"{v['op']} {v['path']} ({v['rule']})") for v in filesystem],
-        },
-        "created": [redact(describe_finding(c)) for c in created],
-    }
-    if error:
-        record["error"] = error
-    return record
+    ``returncode`` is as ``subprocess`` reports it (negative: the signal; None: it never
+    started); ``network`` the proxy's events while it ran; ``error`` why it failed to run
+    (with an ``approval`` record that did not grant it: the approval step refused it)."""
+    from ringfence.engine import result as res
+
+    refused = isinstance(approval, Mapping) and approval.get("granted") is False
+    status, sig, kind = returncode, None, None
+    if refused:
+        status, kind = res.EXIT_REFUSED, res.APPROVAL_REFUSED
+    elif error:
+        status, kind = res.EXIT_INTERNAL, "SandboxError"
+    elif timed_out:
+        status = res.EXIT_TIMEOUT
+    elif returncode is not None and returncode < 0:
+        status, sig = 128 - returncode, -returncode
+    denied = [
+        res.Violation("network", rule=e.rule, host=e.host, port=e.port)
+        for e in network
+        if not e.allowed
+    ]
+    run = res.RunResult(
+        status if status is not None else res.EXIT_INTERNAL,
+        timed_out=timed_out,
+        signal=sig,
+        message=error,
+        error_kind=kind,
+        duration=duration,
+        violations=tuple(res.Violation.from_record(v) for v in filesystem) + tuple(denied),
+        network=tuple(res.NetDecision.from_event(e) for e in network),
+        created=tuple(created),
+        widenings=tuple(widenings),
+        approval=approval if isinstance(approval, Mapping) else None,
+        argv=tuple(argv),
+    ).to_dict()
+    run["argv"] = [redact(a) for a in argv]
+    for key in ("violations", "created", "widenings", "network"):
+        run[key] = [_redacted(item) for item in run[key]]
+    run["messages"] = [redact(m) for m in run["messages"]]
+    return {"type": "command", "time": now(), "session": session, "cwd": cwd,
+            "policy": policy_digest, **run}  # fmt: skip
+
+
+def _redacted(item: Mapping[str, Any]) -> dict[str, Any]:
+    """``item`` with its string values redacted (a path can hold a token)."""
+    return {k: redact(v) if isinstance(v, str) else v for k, v in item.items()}
 
 
 def network_record(session: str, event: Any) -> dict[str, Any]:
@@ -208,9 +273,22 @@ def format_record(record: Mapping[str, Any]) -> str:
             f"({record.get('rule')})"
         )
     argv = " ".join(str(a) for a in record.get("argv", []))
-    status = record.get("error") or f"exit {record.get('exit')}"
-    if record.get("timed_out"):
-        status += ", timed out"
-    blocked = record.get("violations", {}).get("network") or []
+    if "version" in record:  # the run's record (docs/report.md)
+        messages = record.get("messages") or []
+        status = f"exit {record.get('exit')}"
+        if record.get("outcome") not in (None, "exited"):
+            status += f", {record.get('outcome')}"
+        if record.get("outcome") in ("refused", "error") and messages:
+            status += f": {messages[0]}"
+        violations = record.get("violations") or []
+        blocked = [v for v in violations if isinstance(v, dict) and v.get("kind") == "network"]
+        refused = len(violations) - len(blocked)
+    else:  # a record written before the run's record had a version
+        status = record.get("error") or f"exit {record.get('exit')}"
+        if record.get("timed_out"):
+            status += ", timed out"
+        blocked = record.get("violations", {}).get("network") or []
+        refused = 0
     extra = f", blocked {len(blocked)}" if blocked else ""
+    extra += f", refused {refused}" if refused else ""
     return f"{when} {session} command {argv!r} -> {status} in {record.get('duration')} s{extra}"

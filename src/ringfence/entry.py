@@ -10,6 +10,11 @@ import sys
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--version"]:  # as cheap as the session fast path
+        from ringfence import __version__
+
+        print(f"ringfence {__version__}")
+        return 0
     from ringfence import session_client
 
     fast = session_client.fast_args(sys.argv[1:])

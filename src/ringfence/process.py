@@ -12,7 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from ringfence import trace
 from ringfence.engine.result import (
+    APPROVAL_REFUSED,
+    EXEC_FAILED,
     EXIT_INTERNAL,
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -33,8 +36,14 @@ if TYPE_CHECKING:
 def exec_failure(argv0: str, err: int) -> RunResult:
     """126/127 with the shell's wording, for a command that could not be started."""
     if err == errno.ENOENT:
-        return RunResult(EXIT_NOT_FOUND, message=f"{argv0}: command not found")
-    return RunResult(EXIT_NOT_EXECUTABLE, message=f"{argv0}: cannot execute: {os.strerror(err)}")
+        return RunResult(
+            EXIT_NOT_FOUND, message=f"{argv0}: command not found", error_kind=EXEC_FAILED
+        )
+    return RunResult(
+        EXIT_NOT_EXECUTABLE,
+        message=f"{argv0}: cannot execute: {os.strerror(err)}",
+        error_kind=EXEC_FAILED,
+    )
 
 
 def run_sandboxed(
@@ -68,9 +77,11 @@ def run_sandboxed(
         return RunResult(EXIT_INTERNAL, message=str(e), error_kind="UnsupportedError")
     except RingfenceError as e:
         return RunResult(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
+    trace.step("the sandbox is up")
     try:
         return _run_one(session, argv, timeout, tty)
     finally:
+        trace.step("the command ended")
         session.close()
 
 
@@ -100,7 +111,7 @@ def spawn_or_outcome(session: Session, argv: Sequence[str], **kw: Any) -> Proces
     try:
         return session.spawn(list(argv), **kw)
     except ApprovalRefused as e:
-        return RunResult(EXIT_REFUSED, message=str(e))
+        return RunResult(EXIT_REFUSED, message=str(e), error_kind=APPROVAL_REFUSED)
     except OSError as e:
         return exec_failure(argv[0], e.errno or errno.EACCES)
     except RingfenceError as e:
@@ -137,8 +148,10 @@ def outcome_of(proc: Process, session: Session) -> RunResult:
         violations=tuple(
             Violation.from_record(v) for v in proc.violations if v.get("kind") != "more"
         ),
-        network=tuple(NetDecision(e.host, e.port, e.allowed, e.rule) for e in proc.network_events),
+        network=tuple(NetDecision.from_event(e) for e in proc.network_events),
         created=tuple(proc.created),
+        widenings=tuple(proc.widenings),
+        approval=proc.approval,
     )
     lines: list[str] = []
     files = [v for v in proc.violations if v.get("kind") == "filesystem"]

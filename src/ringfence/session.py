@@ -158,6 +158,7 @@ class Process:
             approval=self.approval,
             filesystem=[v for v in self.violations if v.get("kind") == "filesystem"],
             created=self.created,
+            widenings=self.widenings,
         )
         if error is not None:
             raise SandboxError(error)

@@ -17,6 +17,7 @@ import sys
 from ringfence import session_wire as wire
 
 EXIT_INTERNAL = 125
+EXIT_USAGE = 2
 # The signals that are the command's (the same list as ringfence.platforms.linux.steps).
 _FORWARDED = (
     _signal.SIGINT,
@@ -68,9 +69,9 @@ def fast_args(argv: list[str]) -> tuple[str, float | None, list[str]] | None:
     return None
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = EXIT_INTERNAL) -> int:
     sys.stderr.write(f"ringfence: {message}\n")
-    return EXIT_INTERNAL
+    return status
 
 
 def _std_fds() -> tuple[int, int, int]:
@@ -113,7 +114,8 @@ def run(name: str, timeout: float | None, argv: list[str]) -> int:
     except (FileNotFoundError, ConnectionRefusedError):
         return _fail(
             f"no session named {name!r} is running (start one with `ringfence session "
-            f"start --name {name} [policy flags]`)"
+            f"start --name {name} [policy flags]`)",
+            EXIT_USAGE,  # as for `session stop` of that name: nothing ran
         )
     except OSError as e:
         return _fail(f"cannot reach session {name!r}: {e.strerror or e}")

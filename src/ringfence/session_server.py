@@ -31,7 +31,7 @@ from ringfence import session_wire as wire
 from ringfence.display import printable
 from ringfence.engine.approval import ApprovalGate
 from ringfence.engine.result import EXIT_INTERNAL, RunResult
-from ringfence.errors import PolicyError, SandboxError
+from ringfence.errors import PolicyError, SandboxError, UsageError
 from ringfence.platforms.linux.plan import LinuxPlan
 from ringfence.policy.environment import build_environment
 from ringfence.policy.model import EnvPolicy
@@ -209,8 +209,8 @@ class SessionServer:
             except (ConnectionRefusedError, FileNotFoundError):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.path)  # left by a server that was killed
-            else:
-                raise SandboxError(
+            else:  # a usage error (exit 2): nothing is wrong with the sandbox
+                raise UsageError(
                     f"session {self.name!r} is already running (stop it with `ringfence "
                     f"session stop --name {self.name}`)"
                 )

@@ -209,11 +209,12 @@ def test_the_api_asks_its_approver_and_audits_the_answer(ws: Path) -> None:
         (["touch", "first"], "ask", "approver", False),
         (["touch", "second"], "ask", "approver", True),
     ]
-    assert records[1]["exit"] is None and records[1]["error"].startswith("refused: declined")
+    assert records[1]["exit"] == 77 and records[1]["outcome"] == "refused"
+    assert records[1]["messages"][0].startswith("refused: declined")
 
 
 def test_a_session_without_an_approval_policy_records_none(ws: Path) -> None:
     log = ws / "audit.jsonl"
     with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=str(log)) as s:
         s.run(["true"])
-    assert json.loads(log.read_text().splitlines()[0])["approval"] == "none"
+    assert json.loads(log.read_text().splitlines()[0])["approval"] is None

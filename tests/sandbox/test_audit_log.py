@@ -54,10 +54,13 @@ def test_commands_and_network_decisions_are_recorded(rf: Runner) -> None:
     assert {"time", "session", "duration", "approval", "violations"} <= set(first)
     network = [x for x in records if x["type"] == "network"]
     assert [(x["host"], x["port"], x["allowed"]) for x in network] == [("example.com", 443, False)]
-    assert commands[1]["violations"] == {
-        "network": ["example.com:443 (not in the allowlist)"],
-        "filesystem": [],
-    }
+    assert commands[1]["violations"] == [
+        {"kind": "network", "host": "example.com", "port": 443, "rule": "not in the allowlist"}
+    ]
+    assert [(n["host"], n["allowed"], n["count"]) for n in commands[1]["network"]] == [
+        ("example.com", False, 1)
+    ]
+    assert first["version"] == 1 and first["outcome"] == "exited"
     assert network[0]["session"] == commands[1]["session"] != first["session"]
     assert oct(_log(rf).stat().st_mode & 0o777) == "0o600"
     text = rf("audit", cwd="/").stdout

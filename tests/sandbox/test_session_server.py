@@ -150,8 +150,16 @@ def test_policy_flags_cannot_be_given_with_a_session(rf: Runner, sessions: Sessi
 def test_no_session_running_is_a_clear_error(rf: Runner, sessions: Sessions) -> None:
     ws = rf.mkdir()
     r = sessions.run(ws, "nobody", "true")
-    assert r.returncode == 125
+    assert r.returncode == 2  # a usage error, as everywhere
     assert "no session named 'nobody' is running" in r.stderr
+
+
+def test_stopping_a_session_that_is_not_running_is_a_usage_error(
+    rf: Runner, sessions: Sessions
+) -> None:
+    r = sessions("session", "stop", "--name", "nobody", cwd=rf.mkdir())
+    assert r.returncode == 2
+    assert r.stderr == "ringfence: no session named 'nobody' is running\n"
 
 
 def test_start_refuses_a_second_server_and_replaces_a_dead_ones_socket(
@@ -160,7 +168,7 @@ def test_start_refuses_a_second_server_and_replaces_a_dead_ones_socket(
     ws = rf.mkdir()
     sessions.start(ws)
     r = sessions("session", "start", "--name", "t", cwd=ws)
-    assert r.returncode == 125
+    assert r.returncode == 2
     assert "already running" in r.stderr
     pid = int(sessions.listing()[0]["pid"])  # type: ignore[call-overload]
     os.kill(pid, signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,26 @@ def test_without_rules_an_unjudgeable_line_still_runs_under_on_request() -> None
 def test_a_bad_policy_name_is_a_clear_error() -> None:
     with pytest.raises(PolicyError, match="use one of never-ask, on-request, untrusted"):
         decide(["ls"], "sometimes")
+
+
+def test_refusing_rules_match_every_spelling_of_their_prefix_allow_rules_only_theirs() -> None:
+    rs = rules.parse(
+        '[[rule]]\nprefix = ["rm", "-rf"]\ndecision = "forbid"\n'
+        '[[rule]]\nprefix = ["git", "push"]\ndecision = "prompt"\n'
+        '[[rule]]\nprefix = ["git", "status"]\ndecision = "allow"\n',
+        "r.toml",
+    )
+    for line in ("rm -fr x", "rm -r -f x", "rm -f -r x", "rm --recursive --force x",
+                 "/bin/rm -rf x", "rm x -Rf", "rm -rfv x"):  # fmt: skip
+        rule = rs.verdict(shlex.split(line))
+        assert rule is not None and rule.decision == "forbid", line
+    for line in ("rm -r x", "rm -- -rf", "rmdir -rf x"):
+        assert rs.verdict(shlex.split(line)) is None, line
+    for line in ("git -C . push", "git -c k=v push origin", "git --git-dir=.git push"):
+        rule = rs.verdict(shlex.split(line))
+        assert rule is not None and rule.decision == "prompt", line
+    assert rs.verdict(["git", "-c", "push", "status"]) is None  # -c's value, not the subcommand
+    # an allow rule is matched as written: an option could smuggle something in
+    assert rs.verdict(["git", "status"]) is not None
+    assert rs.verdict(["git", "-ccore.pager=touch x", "status"]) is None
+    assert decide(["bash", "-c", "rm -r -f build"], "on-request", rs).action == REFUSE

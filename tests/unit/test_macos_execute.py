@@ -325,7 +325,13 @@ def test_ringfence_run_on_a_mac_goes_through_the_runner(
 
     log = tmp_path / "state" / "ringfence" / "audit.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [r["exit"] for r in records] == [3, -signal.SIGTERM, -signal.SIGKILL, 0]
+    # the audit record is the run's record (docs/report.md): statuses as ringfence exits
+    assert [(r["exit"], r["signal"], r["outcome"]) for r in records] == [
+        (3, None, "exited"),
+        (128 + signal.SIGTERM, signal.SIGTERM, "signaled"),
+        (124, None, "timed_out"),
+        (0, None, "exited"),
+    ]
     assert records[2]["timed_out"] and records[0]["argv"] == ["sh", "-c", "exit 3"]
     for flags in (["--network", "allowlist", "--expose-port", "5432"], ["-t"]):
         with pytest.raises(UnsupportedError, match="not available on macOS"):

@@ -9,6 +9,11 @@ A rules file (TOML, default ``$XDG_CONFIG_HOME/ringfence/rules.toml``)::
     match = ["git push origin main", ["git", "pull"]]   # must match (checked at load)
     not_match = ["git status"]                          # must not match (checked at load)
 
+A ``prompt`` or ``forbid`` rule also matches the equivalent spellings of its prefix: options
+as a set (``rm -fr``, ``rm -r -f``, ``rm --recursive --force`` for ``rm -rf``), the command by
+its name (``/bin/rm``), git's global options skipped (``git -C . push``); see forms.py. An
+``allow`` rule matches only as written.
+
 Where several rules match, the strictest wins (forbid > prompt > allow). Every rule's examples
 are checked when the file loads, so a rule that does not say what its author meant is an
 error, not a silent gap. The workspace's own ``.ringfence.toml`` cannot add rules: it comes
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ringfence.approval import forms
 from ringfence.errors import PolicyError
 
 DECISIONS = ("allow", "prompt", "forbid")  # in order of strictness
@@ -43,9 +49,14 @@ class Rule:
     source: str = ""  # "FILE: rule N", for messages and the audit log
 
     def matches(self, argv: Sequence[str]) -> bool:
-        if len(argv) < len(self.prefix):
-            return False
-        return all(word in allowed for word, allowed in zip(argv, self.prefix, strict=False))
+        """As written; and, for a rule that refuses or asks, in any equivalent spelling
+        (``rm -fr`` for ``rm -rf``, ``git -C . push`` for ``git push``: see forms.py). An
+        allow rule matches only as written: an equivalent spelling may carry more."""
+        if len(argv) >= len(self.prefix) and all(
+            word in allowed for word, allowed in zip(argv, self.prefix, strict=False)
+        ):
+            return True
+        return self.decision != "allow" and forms.prefix_matches(self.prefix, argv)
 
     def describe(self) -> str:
         words = [

@@ -12,17 +12,12 @@ from ringfence.approval.rules import RuleSet
 from ringfence.cli.flags import command_of
 from ringfence.engine import resolve
 from ringfence.engine.approval import ApprovalGate
-from ringfence.errors import PolicyError
 from ringfence.policy import config
 
 
 def cmd_check(ns: argparse.Namespace) -> int:
     """Print the approval decision for a command; exit 0 (run), 1 (ask) or 77 (refuse)."""
-    argv = command_of(ns, required=ns.script is None)
-    if ns.script is not None:
-        if argv:
-            raise PolicyError("give either -c LINE or -- CMD [ARGS...], not both")
-        argv = ["bash", "-c", ns.script]
+    argv = command_of(ns, required=True)
     settings = config.Settings()  # the user's file and the managed floor, as for run
     config.load_user(settings, os.environ, None)
     approval = resolve.approval_floor(ns.approval or settings.values.get("approval"))

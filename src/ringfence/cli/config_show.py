@@ -31,6 +31,9 @@ def cmd_config_show(ns: argparse.Namespace) -> int:
         source = settings.sources.get(f.name, "default")
         if f.name == "workspace":
             source = "flag" if ns.workspace else "current directory"
+        if f.name == "network" and policy.network is None:  # what the run will have
+            value = policy.effective_network.value
+            source = f"default for {policy.mode.value}"
         if (
             ceiling is not None
             and f.name in ("protected", "deny_read")

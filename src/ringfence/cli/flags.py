@@ -132,11 +132,31 @@ def limit_changes(items: Sequence[str]) -> dict[str, int | str | None]:
 
 
 def command_of(ns: argparse.Namespace, *, required: bool) -> list[str]:
+    """The command the flags name: ``-- CMD [ARGS...]``, or ``-c LINE`` where the subcommand
+    has it (run, check)."""
     argv = list(ns.argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
+    has_line = hasattr(ns, "script")
+    if has_line and ns.script is not None:
+        if argv:
+            raise PolicyError("give either -c LINE or -- CMD [ARGS...], not both")
+        if not ns.script.strip():
+            raise PolicyError("-c: the command line is empty")
+        return shell_line(ns.script)
     if required and not argv:
-        raise PolicyError("no command given: use `ringfence run [flags] -- CMD [ARGS...]`")
+        usage = f"ringfence {ns.command} [flags] -- CMD [ARGS...]"
+        raise PolicyError(
+            f"no command given: use `{usage}`" + (" or `-c LINE`" if has_line else "")
+        )
     if argv and not argv[0]:
         raise PolicyError("the command name is empty")
     return argv
+
+
+def shell_line(line: str) -> list[str]:
+    """The argv that runs a shell command line: bash where the host has it (agents write
+    bash), sh otherwise. ``check -c`` and ``run -c`` agree on it."""
+    import shutil
+
+    return ["bash" if shutil.which("bash") else "sh", "-c", line]

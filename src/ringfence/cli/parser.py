@@ -10,6 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import NoReturn
 
+from ringfence import __version__
 from ringfence.engine.platform import PLATFORMS, host_platform
 from ringfence.network.proxy_env import PROXY_PORT
 from ringfence.policy.model import Isolation, Mode, Network
@@ -144,7 +145,7 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         choices=[i.value for i in Isolation],
         default=None,
         help="namespaces (default) | reduced: for hosts without user namespaces; weaker, "
-        "see `ringfence explain --isolation reduced`",
+        "see: ringfence explain --isolation reduced",
     )
     g.add_argument(
         "--landlock-min-abi",
@@ -197,7 +198,7 @@ def _fill_run(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--session",
         metavar="NAME",
-        help="run in the session server NAME (see `ringfence session start`): its policy "
+        help="run in the session server NAME (see: ringfence session start); its policy "
         "applies, so no policy flags here",
     )
     run.add_argument(
@@ -206,7 +207,38 @@ def _fill_run(run: argparse.ArgumentParser) -> None:
         action="store_true",
         help="give the command a terminal of its own (from the sandbox), relayed to yours",
     )
+    _report_flags(run)
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+
+def _report_flags(run: argparse.ArgumentParser) -> None:
+    """``run``'s machine-readable result (docs/report.md), its trace, and ``-c LINE``."""
+    g = run.add_argument_group("result")
+    g.add_argument(
+        "--report",
+        metavar="FILE",
+        help="write the run's record (JSON, one line; see docs/report.md) to FILE after the "
+        "run; never through a symbolic link, only to a regular file",
+    )
+    g.add_argument(
+        "--report-fd",
+        metavar="N",
+        type=int,
+        help="write the run's record to descriptor N (3 or more), which the command does "
+        "not get: e.g. --report-fd 3 3>report.json",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="trace ringfence's steps with their timings on stderr",
+    )
+    run.add_argument(
+        "-c",
+        dest="script",
+        metavar="LINE",
+        help="run a shell command line (bash -c LINE, or sh where there is no bash)",
+    )
 
 
 def _approval_flags(p: argparse.ArgumentParser) -> None:
@@ -261,7 +293,12 @@ def _fill_config(cfg: argparse.ArgumentParser) -> None:
 
 
 def _fill_audit(audit: argparse.ArgumentParser) -> None:
-    audit.add_argument("--since", metavar="TIME", help="records at or after TIME (ISO 8601, UTC)")
+    audit.add_argument(
+        "--since",
+        metavar="TIME",
+        help="records at or after TIME: ISO 8601 (UTC unless it has an offset), a span ago "
+        "(90s, 15m, 1h, 2d, 1w), today or yesterday",
+    )
     audit.add_argument("--json", action="store_true", help="one JSON record per line")
     audit.add_argument("--follow", action="store_true", help="keep printing new records")
     audit.add_argument("--file", metavar="PATH", help="another audit log than the default")
@@ -353,7 +390,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = 
     "config": ("the effective policy and where each value came from", _fill_config),
     "audit": ("read the audit log", _fill_audit),
     "check": ("whether the approval policy would run, ask about or refuse a command", _fill_check),
-    "session": ("a warm sandbox that `run --session` calls reach", _fill_session),
+    "session": ("a warm sandbox that run --session calls reach", _fill_session),
     "mcp": ("serve a sandboxed shell to an AI agent over MCP (stdio)", _fill_mcp),
     "doctor": ("report what this kernel can enforce", _fill_doctor),
     "clean": ("remove per-workspace state: tool caches and /tmp layers", _fill_clean),
@@ -365,6 +402,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (``only``) one whose other subcommands have no arguments: each
     set of policy flags costs a cold ``ringfence run`` about 2 ms to build."""
     parser = Parser(prog="ringfence", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"ringfence {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, (text, fill) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=text)

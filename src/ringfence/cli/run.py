@@ -10,11 +10,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ringfence.cli.flags import command_of, gate_of, resolve_flags
-from ringfence.cli.parser import build_parser
+from ringfence.cli.parser import EXIT_USAGE, build_parser
 from ringfence.display import printable
 from ringfence.engine import backends
-from ringfence.engine.result import RunResult
-from ringfence.errors import PolicyError
+from ringfence.engine.result import EXIT_INTERNAL, RunResult
+from ringfence.errors import PolicyError, RingfenceError
 
 if TYPE_CHECKING:
     from ringfence.approval.decide import Decision
@@ -35,12 +35,45 @@ def cmd_shell(ns: argparse.Namespace) -> int:
 def cmd_run(ns: argparse.Namespace, **backend_kwargs: Any) -> int:
     """``backend_kwargs`` reach the platform backend (tests give the macOS backend stand-ins
     for ``sandbox-exec`` and ``log`` there)."""
+    if getattr(ns, "verbose", False):
+        from ringfence import trace
+
+        trace.enable()
     argv = ns.argv if ns.command == "shell" else command_of(ns, required=True)
     if ns.timeout is not None and not ns.timeout > 0:
         raise PolicyError("--timeout must be a positive number of seconds")
     if getattr(ns, "session", None) is not None:
         return _run_in_session(ns, argv)
+    sink = None
+    if getattr(ns, "report", None) is not None or getattr(ns, "report_fd", None) is not None:
+        from ringfence.cli.report import ReportSink
+
+        sink = ReportSink.of(ns.report, ns.report_fd)
+    try:
+        result = _run_here(ns, argv, backend_kwargs)
+    except RingfenceError as e:  # the report says it too: every accepted --report gets one
+        if sink is not None:
+            why = sink.write(failure(argv, e).to_dict())
+            if why:
+                print(f"ringfence: {printable(why)}", file=sys.stderr)
+        raise
+    report(result)
+    if sink is not None:
+        why = sink.write(result.to_dict())
+        if why:
+            print(f"ringfence: {printable(why)}", file=sys.stderr)
+        trace_step("wrote the report")
+    return result.returncode
+
+
+def _run_here(ns: argparse.Namespace, argv: list[str], backend_kwargs: Any) -> RunResult:
     resolved = resolve_flags(ns)
+    policy = resolved.policy
+    trace_step(
+        f"resolved the policy: mode {policy.mode.value}, network "
+        f"{policy.effective_network.value}, isolation {policy.isolation.value}, workspace "
+        f"{policy.workspace or resolved.cwd}, approval {resolved.approval or 'none'}"
+    )
     options = backends.RunOptions(
         timeout=ns.timeout,
         tty=ns.tty,
@@ -49,9 +82,20 @@ def cmd_run(ns: argparse.Namespace, **backend_kwargs: Any) -> int:
         gate=gate_of(resolved, tty_approver),
     )
     backend = backends.select(**backend_kwargs)
-    result = backends.run(resolved.policy, resolved.cwd, argv, options, backend)
-    report(result)
-    return result.returncode
+    return backends.run(resolved.policy, resolved.cwd, argv, options, backend)
+
+
+def failure(argv: list[str], e: RingfenceError) -> RunResult:
+    """The record of a run ringfence refused or failed to start (exit 2 for a usage error,
+    125 otherwise, as ``ringfence.cli.main`` exits)."""
+    status = EXIT_USAGE if isinstance(e, PolicyError) else EXIT_INTERNAL
+    return RunResult(status, message=str(e), error_kind=type(e).__name__, argv=tuple(argv))
+
+
+def trace_step(what: str) -> None:
+    from ringfence import trace
+
+    trace.step(what)
 
 
 def report(result: RunResult) -> None:
@@ -87,7 +131,7 @@ def _run_in_session(ns: argparse.Namespace, argv: list[str]) -> int:
     if why:
         raise PolicyError(why)
     defaults = vars(build_parser("run").parse_args(["run", "--", "true"]))
-    ignored = {"argv", "session", "timeout", "command"}
+    ignored = {"argv", "session", "timeout", "command", "verbose"}
     given = sorted(
         "--" + key.replace("_", "-")
         for key, value in vars(ns).items()

@@ -25,8 +25,7 @@ def cmd_session(ns: argparse.Namespace) -> int:
         try:
             sock = session_client.connect(ns.name)
         except (FileNotFoundError, ConnectionRefusedError):
-            print(f"ringfence: no session named {ns.name!r} is running", file=sys.stderr)
-            return 1
+            raise PolicyError(f"no session named {ns.name!r} is running") from None
         try:
             session_wire.send_all(sock, session_wire.frame(b"Q"))
             got = session_wire.FrameReader(sock).read()

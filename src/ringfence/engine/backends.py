@@ -55,10 +55,23 @@ def linux_plan(policy: Policy, cwd: str) -> LinuxPlan:
 def run(
     policy: Policy, cwd: str, argv: list[str], options: RunOptions, backend: Backend
 ) -> RunResult:
-    """facts -> compile -> run on ``backend``, which is closed afterwards."""
+    """facts -> compile -> run on ``backend``, which is closed afterwards. The result
+    carries ``argv``, and a duration (the whole run's when the backend had none: a timeout,
+    a refusal)."""
+    import dataclasses
+    import time
+
+    from ringfence import trace
+
     try:
         facts = backend.facts(policy, cwd, options)
+        trace.step(f"{backend.name}: host facts")
         plan = backend.compile(policy, facts, cwd)
-        return backend.run(plan, argv, options)
+        trace.step(f"{backend.name}: compiled the plan")
+        started = time.monotonic()
+        result = backend.run(plan, argv, options)
+        duration = time.monotonic() - started if result.duration is None else result.duration
+        return dataclasses.replace(result, argv=tuple(argv), duration=duration)
     finally:
         backend.close()
+        trace.step(f"{backend.name}: closed")

@@ -41,7 +41,7 @@ class HostProxy:
     port: int
 
     def decisions(self) -> tuple[NetDecision, ...]:
-        return tuple(NetDecision(e.host, e.port, e.allowed, e.rule) for e in self.service.events)
+        return tuple(NetDecision.from_event(e) for e in self.service.events)
 
     def close(self) -> None:
         self.service.close()

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ringfence.engine.contract import RunOptions
-from ringfence.engine.result import EXIT_REFUSED, RunResult
+from ringfence.engine.result import APPROVAL_REFUSED, EXIT_REFUSED, RunResult
 from ringfence.errors import PolicyError
 from ringfence.platforms.linux import hostfacts, prepare
 from ringfence.platforms.linux.plan import LinuxPlan, compile_linux
@@ -29,7 +29,12 @@ class LinuxBackend:
             if options.gate is not None:
                 verdict = options.gate.check(argv)
                 if not verdict.granted:
-                    return RunResult(EXIT_REFUSED, message=verdict.message)
+                    return RunResult(
+                        EXIT_REFUSED,
+                        message=verdict.message,
+                        error_kind=APPROVAL_REFUSED,
+                        approval=verdict.record,
+                    )
             return process.run_unconfined(argv, dict(plan.env), plan.cwd, options.timeout)
         ask = None
         if options.ask:

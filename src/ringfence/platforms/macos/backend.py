@@ -14,7 +14,7 @@ import shutil
 
 from ringfence.display import printable
 from ringfence.engine.contract import RunOptions
-from ringfence.engine.result import EXIT_REFUSED, RunResult, Violation
+from ringfence.engine.result import APPROVAL_REFUSED, EXIT_REFUSED, RunResult, Violation
 from ringfence.escalation import quiet
 from ringfence.platforms import hostrun
 from ringfence.platforms.macos import execute, monitor
@@ -54,7 +54,12 @@ class MacBackend:
         if options.gate is not None:
             verdict = options.gate.check(argv)
             if not verdict.granted:
-                return RunResult(EXIT_REFUSED, message=printable(verdict.message))
+                return RunResult(
+                    EXIT_REFUSED,
+                    message=printable(verdict.message),
+                    error_kind=APPROVAL_REFUSED,
+                    approval=verdict.record,
+                )
             record = verdict.record
         env = hostrun.host_env(policy)
         if self.proxy is not None:
@@ -103,6 +108,7 @@ class MacBackend:
             duration=result.duration,
             violations=tuple(Violation.from_record(v) for v in reported),
             network=self.proxy.decisions() if self.proxy else (),
+            approval=record,
         )
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from ringfence.display import printable
 from ringfence.engine.contract import RunOptions
-from ringfence.engine.result import EXIT_REFUSED, RunResult
+from ringfence.engine.result import APPROVAL_REFUSED, EXIT_REFUSED, RunResult
 from ringfence.errors import RingfenceError, UnsupportedError
 from ringfence.platforms import hostrun
 from ringfence.platforms.windows import command, install
@@ -77,7 +77,12 @@ class WindowsBackend:
         if options.gate is not None:
             verdict = options.gate.check(argv)
             if not verdict.granted:
-                return RunResult(EXIT_REFUSED, message=printable(verdict.message))
+                return RunResult(
+                    EXIT_REFUSED,
+                    message=printable(verdict.message),
+                    error_kind=APPROVAL_REFUSED,
+                    approval=verdict.record,
+                )
             record = verdict.record
         if self.api is None or self.launch is None:
             from ringfence.platforms.windows import run, run_native
@@ -122,6 +127,7 @@ class WindowsBackend:
             message="\n".join(printable(line) for line in lines) or None,
             duration=duration,
             network=self.proxy.decisions() if self.proxy else (),
+            approval=record,
         )
 
     def close(self) -> None:
