@@ -94,38 +94,62 @@ def _checked(fn: Any, *args: Any) -> Any:
         raise ToolError(str(e)) from None
 
 
-def build_app(tools: SandboxTools) -> Any:
-    app = Server("ringfence", instructions=tools.describe())
+def _approval(tools: SandboxTools) -> Any:
+    """The commands' question step: the person is asked, through the client, when the
+    approval policy says so."""
 
     def approval(command: str | list[str]) -> Any:
-        """Ask the person, through the client, when the approval policy says so."""
         d = tools.decision(_checked(argv_of, command))
         if d is None or d.action != ASK:
             return None
         shown_cmd = printable(" && ".join(" ".join(c) for c in d.commands))
         return Ask(f"{printable(d.reason)}\nRun `{shown_cmd}` in the sandbox?", Confirm)
 
-    def answer(outcome: Outcome) -> bool | None:
-        """The person's answer for this call, None when nobody can be asked. Only read when
-        the session's approval step asks (the question step decided whether to)."""
-        if outcome.unreachable:
-            return None
-        if not outcome.asked:
-            return True
-        return bool(getattr(outcome.answer, "run", False))
+    return approval
 
-    def refused(e: ApprovalRefused, ans: bool | None) -> dict[str, Any]:
-        reason = getattr(e.decision, "reason", str(e))
-        if ans is None and getattr(e.decision, "action", None) == ASK:
-            reason += " (this MCP client does not support elicitation)"
-        return {"exit_code": None, "ran": False, "refused": [printable(f"approval: {reason}")]}
 
-    def run_with(ans: bool | None, fn: Any) -> Any:
-        tools.answers[threading.get_ident()] = ans
-        try:
-            return fn()
-        finally:
-            tools.answers.pop(threading.get_ident(), None)
+def _answer(outcome: Outcome) -> bool | None:
+    """The person's answer for this call, None when nobody can be asked. Only read when the
+    session's approval step asks (the question step decided whether to)."""
+    if outcome.unreachable:
+        return None
+    if not outcome.asked:
+        return True
+    return bool(getattr(outcome.answer, "run", False))
+
+
+def _refused(e: ApprovalRefused, ans: bool | None) -> dict[str, Any]:
+    reason = getattr(e.decision, "reason", str(e))
+    if ans is None and getattr(e.decision, "action", None) == ASK:
+        reason += " (this MCP client does not support elicitation)"
+    return {"exit_code": None, "ran": False, "refused": [printable(f"approval: {reason}")]}
+
+
+def _run_with(tools: SandboxTools, ans: bool | None, fn: Any) -> Any:
+    """``fn()`` with the person's answer where the session's approver reads it."""
+    tools.answers[threading.get_ident()] = ans
+    try:
+        return fn()
+    finally:
+        tools.answers.pop(threading.get_ident(), None)
+
+
+def build_app(tools: SandboxTools) -> Any:
+    app = Server("ringfence", instructions=tools.describe())
+    _add_command_tools(app, tools)
+    _add_process_tools(app, tools)
+    _add_widening_tool(app, tools)
+
+    async def describe_sandbox() -> str:
+        """What commands can and cannot do here, in plain words."""
+        return tools.describe()
+
+    add_tool(app, describe_sandbox)
+    return app
+
+
+def _add_command_tools(app: Any, tools: SandboxTools) -> None:
+    """run_command and start_command, asked about first under an approval policy."""
 
     async def run_command(
         command: str | list[str],
@@ -146,7 +170,7 @@ def build_app(tools: SandboxTools) -> Any:
         if not 0 < timeout_s <= 24 * 3600:
             raise ToolError("timeout_s must be between 0 and 86400 seconds")
         where = _checked(tools.workspace_cwd, cwd)
-        ans = answer(outcome)
+        ans = _answer(outcome)
 
         def go() -> dict[str, Any]:
             try:
@@ -164,13 +188,13 @@ def build_app(tools: SandboxTools) -> Any:
                     "note": f"killed (with everything it started) after {timeout_s:g} s",
                 }
             except ApprovalRefused as e:
-                return refused(e, ans)
+                return _refused(e, ans)
             except (FileNotFoundError, PermissionError) as e:
                 return {"exit_code": 127 if isinstance(e, FileNotFoundError) else 126,
                         "stdout": "", "stderr": f"{argv[0]}: {e.strerror}"}  # fmt: skip
             return _result(r, shown(r.stdout, raw), shown(r.stderr, raw))
 
-        return await asyncio.to_thread(run_with, ans, go)
+        return await asyncio.to_thread(_run_with, tools, ans, go)
 
     async def start_command(
         command: str | list[str],
@@ -190,7 +214,7 @@ def build_app(tools: SandboxTools) -> Any:
                 f"{len(running)} processes are running (the limit is {tools.max_processes}): "
                 "kill one first"
             )
-        ans = answer(outcome)
+        ans = _answer(outcome)
 
         def go() -> dict[str, Any]:
             try:
@@ -204,12 +228,19 @@ def build_app(tools: SandboxTools) -> Any:
                     live.start_readers()
                     tools.live[pid] = live
             except ApprovalRefused as e:
-                return refused(e, ans)
+                return _refused(e, ans)
             except (FileNotFoundError, PermissionError) as e:
                 raise ToolError(f"{argv[0]}: {e.strerror}") from None
             return {"id": pid, "running": True}
 
-        return await asyncio.to_thread(run_with, ans, go)
+        return await asyncio.to_thread(_run_with, tools, ans, go)
+
+    add_tool(app, run_command, question=_approval(tools), schema=Confirm)
+    add_tool(app, start_command, question=_approval(tools), schema=Confirm)
+
+
+def _add_process_tools(app: Any, tools: SandboxTools) -> None:
+    """read_output, write_stdin and kill: the started processes."""
 
     def _live(pid: str) -> Live:
         live = tools.live.get(pid)
@@ -277,6 +308,13 @@ def build_app(tools: SandboxTools) -> Any:
         tools.reap()
         return _result(live.proc, out, err)
 
+    for fn in (read_output, write_stdin, kill):
+        add_tool(app, fn)
+
+
+def _add_widening_tool(app: Any, tools: SandboxTools) -> None:
+    """request_widening: the agent asks, the person decides, the rules bound both."""
+
     def widening(kind: str, value: str, reason: str) -> Any:
         """Check the widening and, when it may be granted, the question for the person."""
         try:
@@ -333,17 +371,7 @@ def build_app(tools: SandboxTools) -> Any:
 
         return await asyncio.to_thread(grant)
 
-    async def describe_sandbox() -> str:
-        """What commands can and cannot do here, in plain words."""
-        return tools.describe()
-
-    add_tool(app, run_command, question=approval, schema=Confirm)
-    add_tool(app, start_command, question=approval, schema=Confirm)
-    for fn in (read_output, write_stdin, kill):
-        add_tool(app, fn)
     add_tool(app, request_widening, question=widening, schema=Grant)
-    add_tool(app, describe_sandbox)
-    return app
 
 
 def serve(tools: SandboxTools) -> None:

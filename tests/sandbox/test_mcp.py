@@ -145,6 +145,10 @@ def test_tools_are_listed_and_commands_run_with_their_results(
     async def body(c: Client) -> None:
         names = {t.name for t in (await c.list_tools()).tools}
         assert names == TOOLS | {"request_widening", "describe_sandbox"}
+        # 2.x speaks the newest protocol (questions ride the call's result); 1.x an older one
+        # (questions are requests mid-call).
+        newest = c.protocol_version >= "2026-07-28"
+        assert newest is (serve.python == sys.executable), c.protocol_version
         cmd = confinement.shell("echo hi; echo err >&2")
         ok = _data(await c.call_tool("run_command", {"command": cmd}))
         out = confinement.strip(ok["stdout"], ok["stderr"])
@@ -486,9 +490,25 @@ def test_a_domain_asked_for_with_the_network_off_becomes_an_allowlist(serve: Ser
     assert "pypi.org (ports 80 and 443)" in person.asked[0]
 
 
+def test_the_mcp_agent_loop_example_widens_and_succeeds(
+    server_python: str, ws: Path, outside: Path
+) -> None:
+    """examples/mcp_agent_loop.py, on the SDK line's own client and server."""
+    r = subprocess.run(
+        [server_python, str(EXAMPLES / "mcp_agent_loop.py"), str(ws), str(outside)],
+        capture_output=True, text=True, timeout=120, check=False, env=os.environ | _xdg(),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"refused: ['openat {outside}/artifact (outside writable roots)']" in r.stdout
+    assert f"to allow it: writable_path {outside}" in r.stdout
+    assert f"make the directory {outside} writable" in r.stdout  # what the person saw
+    assert "-> exit 0: built" in r.stdout and "the retried command succeeded" in r.stdout
+    assert (outside / "artifact").read_text() == "built\n"
+
+
 def test_the_examples_run(server_python: str, ws: Path) -> None:
     if server_python != sys.executable:
-        pytest.skip("the examples run on the test virtualenv's SDK")
+        pytest.skip("these examples use the 2.x client")
     r = subprocess.run(
         [sys.executable, str(EXAMPLES / "mcp_client.py"), str(ws)],
         capture_output=True, text=True, timeout=120, check=False,
