@@ -356,43 +356,11 @@ def requested_widenings(
     wildcard; with the network off it becomes an allowlist of that one name. ``network``:
     ``on`` (any host, any port).
     """
-    from ringfence.policy import netrules, paths
-
     text = value.strip()
     if kind == "writable_path":
-        if policy.mode is not Mode.WORKSPACE_WRITE:
-            raise PolicyError(f"the sandbox is {policy.mode.value}: it has no writable paths")
-        trusted = [policy.workspace, *policy.writable_roots]
-        trusted += [os.path.realpath(t) for t in trusted]
-        real = paths.writable_root("writable_path", text, trusted)
-        if real in {*trusted, *policy.writable_paths()}:
-            return ()
-        for candidate in dict.fromkeys((os.path.normpath(text), real)):
-            why = refusal_of_root(plan, candidate)
-            if why is not None:
-                raise PolicyError(f"{candidate} cannot be made writable: {why}")
-        if semantics.first_under(real, policy.writable_paths()):
-            return ()
-        return ({"kind": "writable_root", "path": real, "flag": f"--writable {real}"},)
+        return _requested_path(plan, policy, text)
     if kind == "domain":
-        rule = netrules.parse_rule(text)
-        if rule.wildcard:
-            raise PolicyError(f"{text!r}: ask for one host name, not a wildcard")
-        network = policy.effective_network
-        if network is Network.ON:
-            return ()
-        entry = {"kind": "allow_domain", "entry": text, "flag": f"--allow-domain {text}"}
-        if network is Network.OFF:
-            switch = {"kind": "network", "network": "allowlist", "flag": "--network allowlist"}
-            return (switch, entry)
-        rules = netrules.NetRules.parse(policy.allow_domains, policy.deny_domains)
-        decisions = [rules.decide(rule.host, port) for port in rule.ports]
-        if all(d.allowed for d in decisions):
-            return ()
-        denied = next((d for d in decisions if d.rule.startswith("denied by")), None)
-        if denied is not None:
-            raise PolicyError(f"{text!r} is {denied.rule} in the user's policy")
-        return (entry,)
+        return _requested_domain(policy, text)
     if kind == "network":
         if text != "on":
             raise PolicyError("a network widening is 'on' (any host, any port)")
@@ -400,3 +368,45 @@ def requested_widenings(
             return ()
         return ({"kind": "network", "network": "on", "flag": "--network on"},)
     raise PolicyError(f"not a widening that can be asked for: {kind!r} (one of {REQUEST_KINDS})")
+
+
+def _requested_path(plan: LinuxPlan, policy: Policy, text: str) -> tuple[dict[str, Any], ...]:
+    from ringfence.policy import paths
+
+    if policy.mode is not Mode.WORKSPACE_WRITE:
+        raise PolicyError(f"the sandbox is {policy.mode.value}: it has no writable paths")
+    trusted = [policy.workspace, *policy.writable_roots]
+    trusted += [os.path.realpath(t) for t in trusted]
+    real = paths.writable_root("writable_path", text, trusted)
+    if real in {*trusted, *policy.writable_paths()}:
+        return ()
+    for candidate in dict.fromkeys((os.path.normpath(text), real)):
+        why = refusal_of_root(plan, candidate)
+        if why is not None:
+            raise PolicyError(f"{candidate} cannot be made writable: {why}")
+    if semantics.first_under(real, policy.writable_paths()):
+        return ()
+    return ({"kind": "writable_root", "path": real, "flag": f"--writable {real}"},)
+
+
+def _requested_domain(policy: Policy, text: str) -> tuple[dict[str, Any], ...]:
+    from ringfence.policy import netrules
+
+    rule = netrules.parse_rule(text)
+    if rule.wildcard:
+        raise PolicyError(f"{text!r}: ask for one host name, not a wildcard")
+    network = policy.effective_network
+    if network is Network.ON:
+        return ()
+    entry = {"kind": "allow_domain", "entry": text, "flag": f"--allow-domain {text}"}
+    if network is Network.OFF:
+        switch = {"kind": "network", "network": "allowlist", "flag": "--network allowlist"}
+        return (switch, entry)
+    rules = netrules.NetRules.parse(policy.allow_domains, policy.deny_domains)
+    decisions = [rules.decide(rule.host, port) for port in rule.ports]
+    if all(d.allowed for d in decisions):
+        return ()
+    denied = next((d for d in decisions if d.rule.startswith("denied by")), None)
+    if denied is not None:
+        raise PolicyError(f"{text!r} is {denied.rule} in the user's policy")
+    return (entry,)

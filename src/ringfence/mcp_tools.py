@@ -258,6 +258,7 @@ class SandboxTools:
         self.server_id = os.urandom(4).hex()
         self._ids = iter(range(1, 1 << 62))
         self._lock = threading.Lock()
+        self.granting = threading.Lock()  # held from a grant's last check to its new session
         self._users: Counter[int] = Counter()
 
     def _session(self, plan: LinuxPlan) -> Session:

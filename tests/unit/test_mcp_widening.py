@@ -207,3 +207,19 @@ def test_to_allow_says_what_request_widening_takes() -> None:
         {"flag": "--new\\x1b[0m"},
     ]
     assert os.sep == "/"
+
+
+def test_a_widening_request_is_audited_in_one_line() -> None:
+    from ringfence.audit import format_record, widening_record
+
+    record = widening_record(
+        server="ab12",
+        kind="writable_path",
+        value="/srv/x",
+        reason="token=hunter2 " + "x" * 1000,
+        decision="granted",
+        detail="--writable /srv/x",
+    )
+    assert record["reason"].startswith("token=[REDACTED] ") and len(record["reason"]) < 520
+    line = format_record(record)
+    assert line.endswith("mcp:ab12 widening writable_path '/srv/x' -> granted (--writable /srv/x)")
