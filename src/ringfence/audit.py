@@ -262,6 +262,26 @@ def network_record(session: str, event: Any) -> dict[str, Any]:
     }
 
 
+def widening_record(
+    *, server: str, kind: str, value: str, reason: str, decision: str, detail: str = ""
+) -> dict[str, Any]:
+    """A widening an agent asked for mid-session (``ringfence mcp``'s request_widening) and
+    what became of it: ``granted`` (by the person), ``declined``, ``refused`` (by the rules
+    or the managed ceiling, nobody asked) or ``unasked`` (no one could be asked)."""
+    record: dict[str, Any] = {
+        "type": "widening",
+        "time": now(),
+        "server": server,
+        "kind": kind,
+        "value": redact(value),
+        "reason": redact(reason[:500]),
+        "decision": decision,
+    }
+    if detail:
+        record["detail"] = redact(detail)
+    return record
+
+
 def format_record(record: Mapping[str, Any]) -> str:
     """One line a person can scan; ``--json`` gives the record itself."""
     when = str(record.get("time", "?"))
@@ -271,6 +291,12 @@ def format_record(record: Mapping[str, Any]) -> str:
         return (
             f"{when} {session} network {verdict} {record.get('host')}:{record.get('port')} "
             f"({record.get('rule')})"
+        )
+    if record.get("type") == "widening":
+        detail = f" ({record['detail']})" if record.get("detail") else ""
+        return (
+            f"{when} mcp:{record.get('server')} widening {record.get('kind')} "
+            f"{record.get('value')!r} -> {record.get('decision')}{detail}"
         )
     argv = " ".join(str(a) for a in record.get("argv", []))
     if "version" in record:  # the run's record (docs/report.md)

@@ -357,7 +357,7 @@ def widen(policy: Policy, chosen: Iterable[Mapping[str, Any]]) -> Policy:
     roots = list(policy.writable_roots)
     domains = list(policy.allow_domains)
     sockets = list(policy.allow_sockets)
-    network = policy.network
+    network = policy.effective_network
     for w in chosen:
         if w.get("kind") == "writable_root":
             if w["path"] not in roots:
@@ -366,13 +366,14 @@ def widen(policy: Policy, chosen: Iterable[Mapping[str, Any]]) -> Policy:
             if w["path"] not in sockets:
                 sockets.append(str(w["path"]))
         elif w.get("kind") == "allow_domain":
-            switch = w.get("network") == "allowlist" and policy.effective_network is Network.OFF
-            if switch:
+            if w.get("network") == "allowlist" and network is Network.OFF:
                 network = Network.ALLOWLIST  # exactly the entries chosen, nothing else
-            elif policy.effective_network is not Network.ALLOWLIST:
+            elif network is not Network.ALLOWLIST:
                 raise PolicyError("an allow_domain widening needs --network allowlist")
             if w["entry"] not in domains:
                 domains.append(str(w["entry"]))
+        elif w.get("kind") == "network" and w.get("network") in (Network.ALLOWLIST, Network.ON):
+            network = Network(w["network"])  # only ever asked for by name, never proposed
         else:
             raise PolicyError(f"not a widening ringfence knows: {dict(w)!r}")
     return dataclasses.replace(
@@ -413,3 +414,77 @@ def ask_to_widen(
     if not approver(WideningRequest(chosen, tuple(argv))):
         return None
     return widen(policy, chosen)
+
+
+# What an agent may ask for by name (the MCP server's request_widening tool), and nothing else.
+REQUEST_KINDS = ("writable_path", "domain", "network")
+
+
+def requested_widenings(
+    plan: LinuxPlan, policy: Policy, kind: str, value: str
+) -> tuple[dict[str, Any], ...]:
+    """The widenings (for :func:`widen`) that give exactly what an agent asked for by name,
+    checked by the rules a proposed one obeys; () when ``policy`` allows it already;
+    PolicyError saying why it may not even be asked for.
+
+    ``writable_path``: an existing directory, reached through no link planted in a writable
+    area (like ``--writable``), and never one :func:`refusal_of_root` refuses (a home, ``/``,
+    a system or shared directory, a parent of the workspace, a protected or hidden path).
+    ``domain``: one host name or address, with an optional port (``example.com:8443``), no
+    wildcard; with the network off it becomes an allowlist of that one name. ``network``:
+    ``on`` (any host, any port).
+    """
+    text = value.strip()
+    if kind == "writable_path":
+        return _requested_path(plan, policy, text)
+    if kind == "domain":
+        return _requested_domain(policy, text)
+    if kind == "network":
+        if text != "on":
+            raise PolicyError("a network widening is 'on' (any host, any port)")
+        if policy.effective_network is Network.ON:
+            return ()
+        return ({"kind": "network", "network": "on", "flag": "--network on"},)
+    raise PolicyError(f"not a widening that can be asked for: {kind!r} (one of {REQUEST_KINDS})")
+
+
+def _requested_path(plan: LinuxPlan, policy: Policy, text: str) -> tuple[dict[str, Any], ...]:
+    from ringfence.policy import paths
+
+    if policy.mode is not Mode.WORKSPACE_WRITE:
+        raise PolicyError(f"the sandbox is {policy.mode.value}: it has no writable paths")
+    trusted = [policy.workspace, *policy.writable_roots]
+    trusted += [os.path.realpath(t) for t in trusted]
+    real = paths.writable_root("writable_path", text, trusted)
+    if real in {*trusted, *policy.writable_paths()}:
+        return ()
+    for candidate in dict.fromkeys((os.path.normpath(text), real)):
+        why = refusal_of_root(plan, candidate)
+        if why is not None:
+            raise PolicyError(f"{candidate} cannot be made writable: {why}")
+    if semantics.first_under(real, policy.writable_paths()):
+        return ()
+    return ({"kind": "writable_root", "path": real, "flag": f"--writable {real}"},)
+
+
+def _requested_domain(policy: Policy, text: str) -> tuple[dict[str, Any], ...]:
+    from ringfence.policy import netrules
+
+    rule = netrules.parse_rule(text)
+    if rule.wildcard:
+        raise PolicyError(f"{text!r}: ask for one host name, not a wildcard")
+    network = policy.effective_network
+    if network is Network.ON:
+        return ()
+    entry = {"kind": "allow_domain", "entry": text, "flag": f"--allow-domain {text}"}
+    if network is Network.OFF:
+        switch = {"kind": "network", "network": "allowlist", "flag": "--network allowlist"}
+        return (switch, entry)
+    rules = netrules.NetRules.parse(policy.allow_domains, policy.deny_domains)
+    decisions = [rules.decide(rule.host, port) for port in rule.ports]
+    if all(d.allowed for d in decisions):
+        return ()
+    denied = next((d for d in decisions if d.rule.startswith("denied by")), None)
+    if denied is not None:
+        raise PolicyError(f"{text!r} is {denied.rule} in the user's policy")
+    return (entry,)

@@ -1,17 +1,22 @@
 """``ringfence mcp``: a stdio MCP server that gives a model a sandboxed shell.
 
 (No ``from __future__ import annotations`` here: the SDK reads the tools' annotations at
-runtime, and those name objects local to :func:`build_app`.)
+runtime.)
 
-Built on the official ``mcp`` SDK (2.x, the ``[mcp]`` extra). One warm :class:`Session` per
-server; every tool call runs inside it, so the boundary is the one ``ringfence explain``
-shows for the same flags. The tools:
+Built on the official ``mcp`` SDK, 1.x or 2.x (the ``[mcp]`` extra; mcp_compat.py bridges
+the two). One warm :class:`Session` per server; every tool call runs inside it, so the
+boundary is the one ``ringfence explain`` shows for the same flags. The tools:
 
 - ``run_command``: a command line (``/bin/sh -c``) or an argv list, to completion, with exit
-  code, capped stdout/stderr, duration and what the boundary refused;
+  code, capped stdout/stderr, duration, what the boundary refused and what would allow it;
 - ``start_command`` / ``read_output`` / ``write_stdin`` / ``kill``: long-running and
   interactive processes (a terminal when asked), at most ``--max-processes`` at once;
+- ``request_widening``: the agent asks for one widening (a writable directory, a domain,
+  the network); the person is asked through MCP elicitation, and a grant holds for the
+  server's later commands (a new session under the widened policy; audited);
 - ``describe_sandbox``: the policy in plain words, so the model knows what it can do.
+
+Output reaches the model without terminal escape sequences unless a call asks for ``raw``.
 
 Approvals: with ``--approval`` (or ``--rules``), a command the policy would ask about is put
 to the person through MCP elicitation when the client supports it; otherwise it is refused
@@ -19,33 +24,31 @@ with the reason (and nothing runs).
 """
 
 import asyncio
-import contextlib
-import dataclasses
-import itertools
-import os
 import threading
-import time
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import BaseModel, Field
 
-from ringfence.approval.decide import ASK, Decision
+from ringfence.approval.decide import ASK
 from ringfence.display import printable
-from ringfence.engine.approval import ApprovalGate
 from ringfence.errors import ApprovalRefused, RingfenceError
-from ringfence.platforms.linux.plan import LinuxPlan
-from ringfence.policy.model import Policy
-from ringfence.policy.semantics import is_under
-from ringfence.session import DEVNULL, PIPE, Process, Session, TimeoutExpired
+from ringfence.mcp_compat import Ask, Context, Outcome, Server, ToolError, add_tool
+from ringfence.mcp_tools import (
+    ArgumentError,
+    Live,
+    SandboxTools,
+    argv_of,
+    cap,
+    describe_plan,
+    shown,
+    to_allow,
+)
+from ringfence.session import DEVNULL, PIPE, TimeoutExpired
 
-MODEL_OUTPUT_CAP = 32 * 1024  # characters of each stream a model gets back from one call
-BUFFER_CAP = 1 << 20  # bytes kept per stream of a started process between reads
+__all__ = ["SandboxTools", "build_app", "describe_plan", "serve"]
+
 DEFAULT_TIMEOUT = 120.0
+SETTLE_MS = 500  # read_output: quiet this long after some output, and the output has settled
 
 
 class Confirm(BaseModel):
@@ -54,168 +57,11 @@ class Confirm(BaseModel):
     run: bool = Field(description="Run it (inside the sandbox)?")
 
 
-def cap(text: str, limit: int = MODEL_OUTPUT_CAP) -> str:
-    """Head and tail of ``text`` with a marker of what was cut (models read both ends)."""
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    cut = len(text) - 2 * half
-    return f"{text[:half]}\n[... {cut} characters cut by ringfence ...]\n{text[-half:]}"
+class Grant(BaseModel):
+    """What the person is asked: widen the sandbox like this? No default: only an explicit
+    yes grants."""
 
-
-def _argv(command: str | list[str]) -> list[str]:
-    if isinstance(command, str):
-        if not command.strip():
-            raise ToolError("command is empty")
-        return ["/bin/sh", "-c", command]
-    if not command or not all(isinstance(a, str) for a in command) or not command[0]:
-        raise ToolError("command must be a non-empty string or a non-empty list of strings")
-    return list(command)
-
-
-@dataclass
-class _Live:
-    """A started process and what it has printed since the last read."""
-
-    proc: Process
-    argv: list[str]
-    pty: bool
-    out: bytearray = field(default_factory=bytearray)
-    err: bytearray = field(default_factory=bytearray)
-    dropped: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    changed: threading.Event = field(default_factory=threading.Event)
-    readers: list[threading.Thread] = field(default_factory=list)
-
-    def start_readers(self) -> None:
-        streams = [(self.proc.stdout, self.out)]
-        if not self.pty:
-            streams.append((self.proc.stderr, self.err))
-        for stream, buf in streams:
-            t = threading.Thread(target=self._pump, args=(stream, buf), daemon=True)
-            t.start()
-            self.readers.append(t)
-
-    def _pump(self, stream: Any, buf: bytearray) -> None:
-        fd = stream.fileno()
-        while True:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                chunk = b""  # a pty's master reads EIO once the command is gone
-            with self.lock:
-                if chunk:
-                    buf += chunk
-                    if len(buf) > BUFFER_CAP:
-                        self.dropped += len(buf) - BUFFER_CAP
-                        del buf[: len(buf) - BUFFER_CAP]
-                self.changed.set()
-            if not chunk:
-                return
-
-    def take(self) -> tuple[str, str, int]:
-        with self.lock:
-            out, err, dropped = bytes(self.out), bytes(self.err), self.dropped
-            self.out.clear()
-            self.err.clear()
-            self.dropped = 0
-            self.changed.clear()
-        return out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), dropped
-
-
-class SandboxTools:
-    """The state behind the tools: the session, the policy, the live processes."""
-
-    def __init__(
-        self,
-        policy: Policy,
-        plan: LinuxPlan,
-        *,
-        gate: ApprovalGate | None = None,
-        max_processes: int = 8,
-        audit: bool = True,
-    ) -> None:
-        self.policy = policy
-        self.plan = plan
-        # The person is asked through the client (elicitation) before the session's gate
-        # runs; the gate then reads the answer this thread got.
-        self.gate = dataclasses.replace(gate, approver=self._approver) if gate else None
-        self.max_processes = max_processes
-        self._answer: dict[int, bool | None] = {}
-        self.session = Session(_plan=plan, _gate=self.gate, audit=audit).start()
-        self.live: dict[str, _Live] = {}
-        self._ids = itertools.count(1)
-
-    def _approver(self, decision: Decision) -> bool | None:
-        """The answer the tool already got from the person (elicitation), per thread."""
-        return self._answer.get(threading.get_ident())
-
-    def close(self) -> None:
-        for live in self.live.values():
-            with contextlib.suppress(RingfenceError):
-                live.proc.kill()
-        self.session.close()
-
-    def workspace_cwd(self, cwd: str | None) -> str:
-        base = self.policy.workspace or self.plan.cwd
-        if cwd is None:
-            return self.plan.cwd
-        path = os.path.realpath(os.path.join(base, cwd))
-        if not is_under(path, base):
-            raise ToolError(f"cwd must be inside the workspace {base}")
-        if not os.path.isdir(path):
-            raise ToolError(f"cwd {path} is not a directory")
-        return path
-
-    def decision(self, argv: list[str]) -> Decision | None:
-        return self.gate.decide(argv) if self.gate is not None else None
-
-    def describe(self) -> str:
-        """The boundary as the model should know it, rendered from the compiled plan (what
-        the kernel is told), not written by hand."""
-        return describe_plan(self.plan, self.policy.workspace, self.gate)
-
-
-def describe_plan(plan: LinuxPlan, workspace: str, gate: ApprovalGate | None) -> str:
-    others = [r for r in plan.guard_roots if r != workspace]
-    hidden = sorted({entry for _, entry in plan.hidden})
-    lines = [
-        f"Commands run inside a ringfence sandbox ({plan.mode}).",
-        f"Workspace (writable): {workspace}",
-        "Other writable directories: " + (", ".join(others) if others else "none")
-        + "; /tmp is private to this workspace's sandboxes.",
-        "Everything else is read-only."
-        + (f" Hidden (unreadable): {', '.join(hidden)}." if hidden else ""),
-    ]  # fmt: skip
-    protected = [*plan.guard_paths, *(n for n in plan.guard_names if n not in plan.guard_paths)]
-    if protected:
-        lines.append(
-            "Protected even inside writable directories (writes refused): "
-            + ", ".join(protected)
-            + "."
-        )
-    if plan.guard_git != "off":
-        lines.append(
-            "In git directories only git's own data is writable (config only with harmless "
-            "keys; hooks never)."
-        )
-    if plan.network == "off":
-        lines.append("Network: off (no connections at all, loopback inside only).")
-    elif plan.network == "allowlist":
-        allowed = ", ".join(plan.allow_domains) or "nothing"
-        lines.append(f"Network: only through a proxy, to: {allowed}.")
-    else:
-        lines.append("Network: on.")
-    if gate is not None:
-        lines.append(
-            f"Approval policy: {gate.policy} (commands that need a person are asked about or "
-            "refused)."
-        )
-    lines.append(
-        "A refused write or connection is reported with the smallest widening that would "
-        "allow it; ask the user before relying on it."
-    )
-    return "\n".join(lines)
+    allow: bool = Field(description="Allow this widening for the agent's later commands?")
 
 
 def _result(proc: Any, stdout: str, stderr: str, *, timed_out: bool = False) -> dict[str, Any]:
@@ -229,7 +75,7 @@ def _result(proc: Any, stdout: str, stderr: str, *, timed_out: bool = False) -> 
         "timed_out": timed_out,
         "refused": [printable(_violation(v)) for v in proc.violations],
         "created": [printable(describe_finding(c)) for c in proc.created],
-        "to_allow": [w["flag"] for w in proc.widenings],
+        "to_allow": to_allow(proc.widenings),
     }
 
 
@@ -243,171 +89,194 @@ def _violation(v: dict[str, Any]) -> str:
     return "more refusals not listed"
 
 
-def build_app(tools: SandboxTools) -> MCPServer:
-    app = MCPServer("ringfence", instructions=tools.describe())
+def _checked(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ArgumentError as e:
+        raise ToolError(str(e)) from None
 
-    async def approval(command: str | list[str], ctx: Context) -> Any:
-        """Ask the person, through the client, when the approval policy says so."""
-        # A value returned here (not an Elicit) reaches the tool as accepted data.
-        argv = _argv(command)
-        d = tools.decision(argv)
+
+def _approval(tools: SandboxTools) -> Any:
+    """The commands' question step: the person is asked, through the client, when the
+    approval policy says so."""
+
+    def approval(command: str | list[str]) -> Any:
+        d = tools.decision(_checked(argv_of, command))
         if d is None or d.action != ASK:
-            return Confirm(run=True)
-        caps = ctx.client_capabilities
-        if caps is None or caps.elicitation is None:
-            return Confirm(run=False)  # the tool sees there was nobody to ask
-        shown = printable(" && ".join(" ".join(c) for c in d.commands))
-        return Elicit(f"{printable(d.reason)}\nRun `{shown}` in the sandbox?", Confirm)
-
-    Approval = Annotated[ElicitationResult[Confirm], Resolve(approval)]
-
-    def answer(asked: Any, ctx: Context) -> bool | None:
-        """The person's answer for this call, None when nobody can be asked. Only read when
-        the session's approval step asks (the resolver above decided whether to)."""
-        caps = ctx.client_capabilities
-        if caps is None or caps.elicitation is None:
             return None
-        if isinstance(asked, AcceptedElicitation):
-            return bool(getattr(asked.data, "run", False))
-        return False  # declined or cancelled
+        shown_cmd = printable(" && ".join(" ".join(c) for c in d.commands))
+        return Ask(f"{printable(d.reason)}\nRun `{shown_cmd}` in the sandbox?", Confirm)
 
-    def refused(e: ApprovalRefused, ans: bool | None) -> dict[str, Any]:
-        reason = getattr(e.decision, "reason", str(e))
-        if ans is None and getattr(e.decision, "action", None) == ASK:
-            reason += " (this MCP client does not support elicitation)"
-        return {"exit_code": None, "ran": False, "refused": [printable(f"approval: {reason}")]}
+    return approval
 
-    def run_with(argv: list[str], ans: bool | None, fn: Any, *args: Any, **kw: Any) -> Any:
-        tools._answer[threading.get_ident()] = ans
-        try:
-            return fn(*args, **kw)
-        finally:
-            tools._answer.pop(threading.get_ident(), None)
 
-    @app.tool()
+def _answer(outcome: Outcome) -> bool | None:
+    """The person's answer for this call, None when nobody can be asked. Only read when the
+    session's approval step asks (the question step decided whether to)."""
+    if outcome.unreachable:
+        return None
+    if not outcome.asked:
+        return True
+    return bool(getattr(outcome.answer, "run", False))
+
+
+def _refused(e: ApprovalRefused, ans: bool | None) -> dict[str, Any]:
+    reason = getattr(e.decision, "reason", str(e))
+    if ans is None and getattr(e.decision, "action", None) == ASK:
+        reason += " (this MCP client does not support elicitation)"
+    return {"exit_code": None, "ran": False, "refused": [printable(f"approval: {reason}")]}
+
+
+def _run_with(tools: SandboxTools, ans: bool | None, fn: Any) -> Any:
+    """``fn()`` with the person's answer where the session's approver reads it."""
+    tools.answers[threading.get_ident()] = ans
+    try:
+        return fn()
+    finally:
+        tools.answers.pop(threading.get_ident(), None)
+
+
+def build_app(tools: SandboxTools) -> Any:
+    app = Server("ringfence", instructions=tools.describe())
+    _add_command_tools(app, tools)
+    _add_process_tools(app, tools)
+    _add_widening_tool(app, tools)
+
+    async def describe_sandbox() -> str:
+        """What commands can and cannot do here, in plain words."""
+        return tools.describe()
+
+    add_tool(app, describe_sandbox)
+    return app
+
+
+def _add_command_tools(app: Any, tools: SandboxTools) -> None:
+    """run_command and start_command, asked about first under an approval policy."""
+
     async def run_command(
         command: str | list[str],
-        asked: Approval,
         ctx: Context,
         cwd: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT,
+        raw: bool = False,
+        *,
+        outcome: Outcome,
     ) -> dict[str, Any]:
         """Run a command in the sandbox and wait for it. `command` is a shell line (run by
         /bin/sh -c) or an argv list; `cwd` is relative to (and must stay inside) the
-        workspace. Returns exit_code, stdout, stderr (each capped), duration_s, timed_out,
-        and what the sandbox refused (`refused`) with the flags that would allow it
-        (`to_allow`)."""
-        argv = _argv(command)
+        workspace. Returns exit_code, stdout, stderr (each capped; terminal escape sequences
+        removed unless `raw`), duration_s, timed_out, what the sandbox refused (`refused`)
+        and what would allow it (`to_allow`: pass an entry's kind and value to
+        request_widening)."""
+        argv = _checked(argv_of, command)
         if not 0 < timeout_s <= 24 * 3600:
             raise ToolError("timeout_s must be between 0 and 86400 seconds")
-        where = tools.workspace_cwd(cwd)
-        ans = answer(asked, ctx)
+        where = _checked(tools.workspace_cwd, cwd)
+        ans = _answer(outcome)
 
         def go() -> dict[str, Any]:
             try:
-                r = tools.session.run(  # stdin: never the server's own (the protocol)
-                    argv, cwd=where, stdin=DEVNULL, capture_output=True, timeout=timeout_s
-                )
+                with tools.using() as session:
+                    r = session.run(  # stdin: never the server's own (the protocol)
+                        argv, cwd=where, stdin=DEVNULL, capture_output=True, timeout=timeout_s
+                    )
             except TimeoutExpired as e:
-                out = (e.stdout or b"").decode("utf-8", "replace")
-                err = (e.stderr or b"").decode("utf-8", "replace")
                 return {
                     "exit_code": None,
-                    "stdout": cap(out),
-                    "stderr": cap(err),
+                    "stdout": cap(shown(e.stdout or b"", raw)),
+                    "stderr": cap(shown(e.stderr or b"", raw)),
                     "timed_out": True,
                     "duration_s": timeout_s,
                     "note": f"killed (with everything it started) after {timeout_s:g} s",
                 }
             except ApprovalRefused as e:
-                return refused(e, ans)
+                return _refused(e, ans)
             except (FileNotFoundError, PermissionError) as e:
                 return {"exit_code": 127 if isinstance(e, FileNotFoundError) else 126,
                         "stdout": "", "stderr": f"{argv[0]}: {e.strerror}"}  # fmt: skip
-            out = r.stdout.decode("utf-8", "replace")
-            err = r.stderr.decode("utf-8", "replace")
-            return _result(r, out, err)
+            return _result(r, shown(r.stdout, raw), shown(r.stderr, raw))
 
-        return await asyncio.to_thread(run_with, argv, ans, go)
+        return await asyncio.to_thread(_run_with, tools, ans, go)
 
-    @app.tool()
     async def start_command(
         command: str | list[str],
-        asked: Approval,
         ctx: Context,
         cwd: str | None = None,
         pty: bool = False,
+        *,
+        outcome: Outcome,
     ) -> dict[str, Any]:
         """Start a long-running or interactive command in the sandbox and return its id at
         once. Then use read_output, write_stdin and kill. `pty`: give it a terminal."""
-        argv = _argv(command)
-        where = tools.workspace_cwd(cwd)
+        argv = _checked(argv_of, command)
+        where = _checked(tools.workspace_cwd, cwd)
         running = [k for k, v in tools.live.items() if v.proc.poll() is None]
         if len(running) >= tools.max_processes:
             raise ToolError(
                 f"{len(running)} processes are running (the limit is {tools.max_processes}): "
                 "kill one first"
             )
-        ans = answer(asked, ctx)
+        ans = _answer(outcome)
 
         def go() -> dict[str, Any]:
             try:
-                if pty:
-                    proc = tools.session.spawn(argv, cwd=where, pty=True)
-                else:
-                    proc = tools.session.spawn(
-                        argv, cwd=where, stdin=PIPE, stdout=PIPE, stderr=PIPE
-                    )
+                with tools.using() as session:
+                    if pty:
+                        proc = session.spawn(argv, cwd=where, pty=True)
+                    else:
+                        proc = session.spawn(argv, cwd=where, stdin=PIPE, stdout=PIPE, stderr=PIPE)
+                    pid = tools.next_id()
+                    live = Live(proc, argv, pty, session)
+                    live.start_readers()
+                    tools.live[pid] = live
             except ApprovalRefused as e:
-                return refused(e, ans)
+                return _refused(e, ans)
             except (FileNotFoundError, PermissionError) as e:
                 raise ToolError(f"{argv[0]}: {e.strerror}") from None
-            pid = str(next(tools._ids))
-            live = _Live(proc, argv, pty)
-            live.start_readers()
-            tools.live[pid] = live
             return {"id": pid, "running": True}
 
-        return await asyncio.to_thread(run_with, argv, ans, go)
+        return await asyncio.to_thread(_run_with, tools, ans, go)
 
-    def _live(pid: str) -> _Live:
+    add_tool(app, run_command, question=_approval(tools), schema=Confirm)
+    add_tool(app, start_command, question=_approval(tools), schema=Confirm)
+
+
+def _add_process_tools(app: Any, tools: SandboxTools) -> None:
+    """read_output, write_stdin and kill: the started processes."""
+
+    def _live(pid: str) -> Live:
         live = tools.live.get(pid)
         if live is None:
             raise ToolError(f"no process with id {pid!r} (start_command gives ids)")
         return live
 
-    @app.tool()
-    async def read_output(id: str, wait_ms: int = 0) -> dict[str, Any]:
-        """New output of a started process since the last read. Waits up to wait_ms for
-        some (or for the end). Says whether it is still running and its exit code."""
-        live = _live(id)
+    async def read_output(
+        id: str, wait_ms: int = 0, settle_ms: int = SETTLE_MS, raw: bool = False
+    ) -> dict[str, Any]:
+        """All output of a started process since the last read. Waits up to wait_ms for it
+        to settle: the process ends, or it printed something and then nothing for
+        settle_ms (so a terminal's echo of the input is not the whole answer). Says whether
+        it is still running and, once it ended, its exit code and what was refused. Terminal
+        escape sequences are removed unless `raw`."""
         if not 0 <= wait_ms <= 600_000:
             raise ToolError("wait_ms must be between 0 and 600000")
-
-        def wait() -> None:
-            deadline = time.monotonic() + wait_ms / 1000
-            while time.monotonic() < deadline:
-                with live.lock:
-                    if live.out or live.err:
-                        return
-                if live.proc.poll() is not None and not any(t.is_alive() for t in live.readers):
-                    return
-                live.changed.wait(min(0.05, max(0.0, deadline - time.monotonic())))
-
-        await asyncio.to_thread(wait)
+        if not 0 <= settle_ms <= 60_000:
+            raise ToolError("settle_ms must be between 0 and 60000")
+        live = _live(id)
+        await asyncio.to_thread(live.settle, wait_ms / 1000, settle_ms / 1000)
         code = live.proc.poll()
         if code is not None:
             for t in live.readers:
                 await asyncio.to_thread(t.join, 1.0)
-        out, err, dropped = live.take()
+        out, err, dropped = live.take(raw=raw)
         result: dict[str, Any] = {"stdout": cap(out), "stderr": cap(err), "running": code is None}
         if code is not None:
-            result.update(_result(live.proc, "", "") | {"stdout": cap(out), "stderr": cap(err)})
+            result.update(_result(live.proc, out, err))
+            tools.reap()
         if dropped:
             result["note"] = f"{dropped} bytes of older output were dropped (read more often)"
         return result
 
-    @app.tool()
     async def write_stdin(id: str, data: str, close: bool = False) -> dict[str, Any]:
         """Write text to a started process's stdin (or its terminal); `close` ends stdin."""
         live = _live(id)
@@ -429,24 +298,86 @@ def build_app(tools: SandboxTools) -> MCPServer:
             raise ToolError(f"cannot write to process {id}: {e}") from None
         return {"written": len(data), "closed": close and not live.pty}
 
-    @app.tool()
-    async def kill(id: str) -> dict[str, Any]:
+    async def kill(id: str, raw: bool = False) -> dict[str, Any]:
         """End a started process and everything it started; returns its last output."""
         live = _live(id)
         live.proc.kill()
         await asyncio.to_thread(live.proc.wait, 10)
         for t in live.readers:
             await asyncio.to_thread(t.join, 1.0)
-        out, err, _ = live.take()
+        out, err, _ = live.take(raw=raw)
         tools.live.pop(id, None)
+        tools.reap()
         return _result(live.proc, out, err)
 
-    @app.tool()
-    async def describe_sandbox() -> str:
-        """What commands can and cannot do here, in plain words."""
-        return tools.describe()
+    for fn in (read_output, write_stdin, kill):
+        add_tool(app, fn)
 
-    return app
+
+def _add_widening_tool(app: Any, tools: SandboxTools) -> None:
+    """request_widening: the agent asks, the person decides, the rules bound both."""
+
+    def widening(kind: str, value: str, reason: str) -> Any:
+        """Check the widening and, when it may be granted, the question for the person."""
+        try:
+            proposal = tools.propose(kind, value)
+        except RingfenceError as e:
+            return {"granted": False, "refused": printable(str(e))}
+        if proposal is None:
+            return {"granted": True, "note": "already allowed: nothing changed"}
+        question = proposal.question(reason)
+        tools.asked[(kind, value, reason)] = question
+        return Ask(question, Grant)
+
+    async def request_widening(
+        kind: str, value: str, reason: str, ctx: Context, *, outcome: Outcome
+    ) -> dict[str, Any]:
+        """Ask the person to widen the sandbox for this server's later commands: `kind`
+        "writable_path" (`value`: an absolute directory), "domain" (`value`: one host name,
+        optionally with :port) or "network" (`value`: "on"); `reason`: why, in a sentence the
+        person reads. Entries of a refusal's `to_allow` carry kind and value. Returns
+        granted (and what changed) or why not: only the person grants, and never beyond the
+        rules (no home, system or protected directory) or the administrator's limits."""
+        asked = tools.asked.pop((kind, value, reason), None)
+        if outcome.value is not None:  # refused by the rules, or nothing to widen
+            result: dict[str, Any] = outcome.value
+            decision = "refused" if result.get("refused") else "unchanged"
+            tools.record(kind, value, reason, decision, str(result.get("refused", "")))
+            return result
+        if outcome.unreachable:
+            tools.record(kind, value, reason, "unasked", "the client cannot elicit")
+            return {
+                "granted": False,
+                "refused": "this MCP client cannot ask the person (no elicitation); the user "
+                "can restart the server with the flag instead",
+            }
+        if not (outcome.asked and getattr(outcome.answer, "allow", False) is True):
+            tools.record(kind, value, reason, "declined")
+            return {"granted": False, "refused": "the person declined"}
+
+        def grant() -> dict[str, Any]:
+            with tools.granting:  # two grants at once: the second widens the first's policy
+                return granted()
+
+        def granted() -> dict[str, Any]:
+            try:  # again: the sandbox may have changed while the person was asked
+                proposal = tools.propose(kind, value)
+            except RingfenceError as e:
+                tools.record(kind, value, reason, "refused", str(e))
+                return {"granted": False, "refused": printable(str(e))}
+            if proposal is None:
+                return {"granted": True, "note": "already allowed: nothing changed"}
+            if proposal.question(reason) != asked:
+                tools.record(kind, value, reason, "refused", "changed while asked")
+                return {"granted": False, "refused": "it changed while the person was asked"}
+            tools.grant(proposal)
+            flags = " ".join(w["flag"] for w in proposal.widenings)
+            tools.record(kind, value, reason, "granted", flags)
+            return {"granted": True, "now": printable(proposal.words()), "flags": flags}
+
+        return await asyncio.to_thread(grant)
+
+    add_tool(app, request_widening, question=widening, schema=Grant)
 
 
 def serve(tools: SandboxTools) -> None:
