@@ -96,8 +96,7 @@ class PtyFile(io.FileIO):
     """The master side of a command's terminal as a file (``Process.stdin``/``stdout`` with
     ``pty=True``). When the command's last process lets go of the terminal Linux fails reads
     on the master with EIO; this file reads that as the end of the stream (``b""``), as a
-    pipe's reader would, after whatever output was still buffered, and a write to the hung-up
-    terminal raises ``BrokenPipeError`` as a write to a pipe without a reader does."""
+    pipe's reader would, after whatever output was still buffered."""
 
     def read(self, size: int | None = -1, /) -> bytes:
         if size is None or size < 0:
@@ -133,14 +132,6 @@ class PtyFile(io.FileIO):
         except OSError as e:
             if e.errno == errno.EIO:
                 return 0
-            raise
-
-    def write(self, data: Any, /) -> int:
-        try:
-            return super().write(data)
-        except OSError as e:
-            if e.errno == errno.EIO:
-                raise BrokenPipeError(errno.EPIPE, "the command's terminal is closed") from None
             raise
 
 
