@@ -372,8 +372,11 @@ class Session:
         decoding: tuple[str | None, str | None],
     ) -> Process:
         argv = _argv(args, shell)
+        # What the approval step judges and the audit log records is the program that runs:
+        # with ``executable``, not what ``args[0]`` claims (``ls`` running /bin/rm).
+        seen = [extra.executable, *argv[1:]] if extra.executable is not None else argv
         conn = self._connection()
-        approval = self._approve(conn, argv, cwd)
+        approval = self._approve(conn, seen, cwd)
         msg: dict[str, Any] = {
             "op": "run",
             "argv": argv,
@@ -407,9 +410,9 @@ class Session:
             for f in ours:
                 if f is not None:
                     f.close()
-            err = start_error(report, [extra.executable or argv[0]])
+            err = start_error(report, seen)
             conn.audit_command(
-                argv=argv,
+                argv=seen,
                 cwd=msg["cwd"] or self.plan.cwd,
                 returncode=None,
                 duration=time.monotonic() - started_at,
@@ -417,7 +420,7 @@ class Session:
             )
             raise err
         proc = Process(conn, pending, args, ours, started_at)
-        proc.argv, proc.cwd = argv, msg["cwd"] or self.plan.cwd
+        proc.argv, proc.cwd = seen, msg["cwd"] or self.plan.cwd
         proc.approval = approval
         encoding, errors = decoding
         if extra.text or encoding or errors:

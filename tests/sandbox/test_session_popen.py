@@ -228,3 +228,23 @@ def test_asyncio_mirrors_the_arguments_and_the_pty_eof(ws: Path, confinement: Co
                 await s.run(["true"], start_new_session=False)
 
     asyncio.run(main())
+
+
+def test_the_approval_step_judges_the_program_that_runs(ws: Path) -> None:
+    """``executable`` cannot slip a program past the approval step under a known-safe
+    ``args[0]`` (``ls`` runs unasked under ``untrusted``): the step (and the audit log) see
+    the program itself."""
+    asked: list[object] = []
+
+    def approver(decision: object) -> bool:
+        asked.append(decision)
+        return False
+
+    with Session(
+        Policy(workspace=str(ws)), approval="untrusted", approver=approver, audit=False
+    ) as s:
+        with pytest.raises(ringfence.ApprovalRefused) as e:
+            s.run(["ls", "-d", "."], executable="/bin/rm")
+    assert len(asked) == 1
+    assert e.value.decision.commands == (("/bin/rm", "-d", "."),)  # type: ignore[attr-defined]
+    assert (ws / ".").exists()
