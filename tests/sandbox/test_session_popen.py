@@ -240,11 +240,13 @@ def test_the_approval_step_judges_the_program_that_runs(ws: Path) -> None:
         asked.append(decision)
         return False
 
-    with Session(
-        Policy(workspace=str(ws)), approval="untrusted", approver=approver, audit=False
-    ) as s:
-        with pytest.raises(ringfence.ApprovalRefused) as e:
-            s.run(["ls", "-d", "."], executable="/bin/rm")
+    with (
+        Session(
+            Policy(workspace=str(ws)), approval="untrusted", approver=approver, audit=False
+        ) as s,
+        pytest.raises(ringfence.ApprovalRefused) as e,
+    ):
+        s.run(["ls", "-d", "."], executable="/bin/rm")
     assert len(asked) == 1
     assert e.value.decision.commands == (("/bin/rm", "-d", "."),)  # type: ignore[attr-defined]
     assert (ws / ".").exists()
