@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from ringfence import aio_process
@@ -29,6 +29,9 @@ class AsyncSession:
         self,
         policy: Policy | None = None,
         *,
+        workspace: str | os.PathLike[str] | None = None,
+        profile: str | None = None,
+        config: bool = True,
         cwd: str | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         on_network_request: Callable[[str, int], str] | None = None,
@@ -39,6 +42,9 @@ class AsyncSession:
     ) -> None:
         self.session = Session(
             policy,
+            workspace=workspace,
+            profile=profile,
+            config=config,
             cwd=cwd,
             output_limit=output_limit,
             on_network_request=on_network_request,
@@ -76,10 +82,20 @@ class AsyncSession:
         encoding: str | None = None,
         errors: str | None = None,
         pty: bool | tuple[int, int] = False,
+        executable: str | os.PathLike[str] | None = None,
+        pass_fds: Collection[int] = (),
+        umask: int = -1,
+        bufsize: int = 0,
+        universal_newlines: bool | None = None,
+        start_new_session: bool = True,
+        close_fds: bool = True,
     ) -> AsyncProcess:
         return await aio_process.spawn(
             self.session, args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
             shell=shell, text=text, encoding=encoding, errors=errors, pty=pty,
+            executable=executable, pass_fds=pass_fds, umask=umask, bufsize=bufsize,
+            universal_newlines=universal_newlines, start_new_session=start_new_session,
+            close_fds=close_fds,
         )  # fmt: skip
 
     async def run(
@@ -100,20 +116,36 @@ class AsyncSession:
         encoding: str | None = None,
         errors: str | None = None,
         output_limit: int | None = None,
+        executable: str | os.PathLike[str] | None = None,
+        pass_fds: Collection[int] = (),
+        umask: int = -1,
+        bufsize: int = 0,
+        universal_newlines: bool | None = None,
+        start_new_session: bool = True,
+        close_fds: bool = True,
     ) -> CompletedProcess:
         return await aio_process.run(
             self.session, args, stdin=stdin, input=input, stdout=stdout, stderr=stderr,
             capture_output=capture_output, cwd=cwd, env=env, timeout=timeout, check=check,
             shell=shell, text=text, encoding=encoding, errors=errors, output_limit=output_limit,
+            executable=executable, pass_fds=pass_fds, umask=umask, bufsize=bufsize,
+            universal_newlines=universal_newlines, start_new_session=start_new_session,
+            close_fds=close_fds,
         )  # fmt: skip
 
 
 async def arun(
-    args: str | Sequence[str], *, policy: Policy | None = None, **kwargs: Any
+    args: str | Sequence[str],
+    *,
+    policy: Policy | None = None,
+    workspace: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
+    config: bool = True,
+    **kwargs: Any,
 ) -> CompletedProcess:
     """One command in a one-command session, awaited:
-    ``await ringfence.arun(["make", "test"], policy=...)``."""
-    async with AsyncSession(policy) as s:
+    ``await ringfence.arun(["make", "test"], workspace=...)``."""
+    async with AsyncSession(policy, workspace=workspace, profile=profile, config=config) as s:
         return await s.run(args, **kwargs)
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ringfence import popen_args
 from ringfence.completed import CompletedProcess, TimeoutExpired, completed, decode, run_stdio
 
 if TYPE_CHECKING:
@@ -53,7 +55,9 @@ class AsyncProcess:
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         proc = self._proc
-        if proc.stdout is not None:
+        if proc.pty_fd is not None:  # EOF at the command's exit, as a pipe's (not EIO)
+            self.stdout = _pty_reader(loop, os.dup(proc.pty_fd))  # stdin's close is its own
+        elif proc.stdout is not None:
             self.stdout = await _reader(loop, proc.stdout)
         if proc.stderr is not None:
             self.stderr = await _reader(loop, proc.stderr)
@@ -92,6 +96,70 @@ async def _reader(loop: asyncio.AbstractEventLoop, f: Any) -> asyncio.StreamRead
     return reader
 
 
+class _PtyTransport(asyncio.ReadTransport):
+    """Reads the master side of a command's terminal (``fd``, its own: closed at the end)
+    into a StreamReader. asyncio's pipe transport takes the EIO Linux gives there once the
+    command has let go of the terminal for an error; here it is the end of the stream. Pauses
+    when the reader is full."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, reader: asyncio.StreamReader):
+        super().__init__()
+        self._loop, self._fd, self._reader = loop, fd, reader
+        self._reading = False
+        self._done = False
+        os.set_blocking(fd, False)
+        reader.set_transport(self)
+        self.resume_reading()
+
+    def _ready(self) -> None:
+        try:
+            data = os.read(self._fd, 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            if e.errno != errno.EIO:
+                self._end()
+                self._reader.set_exception(e)
+                return
+            data = b""
+        if data:
+            self._reader.feed_data(data)
+        else:
+            self._end()
+            self._reader.feed_eof()
+
+    def _end(self) -> None:
+        self.pause_reading()
+        if not self._done:
+            self._done = True
+            os.close(self._fd)
+
+    def is_reading(self) -> bool:
+        return self._reading
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._done:
+            self._loop.add_reader(self._fd, self._ready)
+            self._reading = True
+
+    def close(self) -> None:
+        self._end()
+
+    def is_closing(self) -> bool:
+        return self._done
+
+
+def _pty_reader(loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
+    _PtyTransport(loop, fd, reader)
+    return reader
+
+
 def _set_done(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -111,7 +179,24 @@ async def spawn(
     encoding: str | None = None,
     errors: str | None = None,
     pty: bool | tuple[int, int] = False,
+    executable: str | os.PathLike[str] | None = None,
+    pass_fds: Collection[int] = (),
+    umask: int = -1,
+    bufsize: int = 0,
+    universal_newlines: bool | None = None,
+    start_new_session: bool = True,
+    close_fds: bool = True,
 ) -> AsyncProcess:
+    if bufsize != 0:
+        raise ValueError(
+            "bufsize: asyncio streams buffer for themselves (as with asyncio.subprocess, only "
+            "bufsize=0 is meaningful here)"
+        )
+    extra = popen_args.check(
+        executable=executable, pass_fds=pass_fds, umask=umask, text=text,
+        universal_newlines=universal_newlines, start_new_session=start_new_session,
+        close_fds=close_fds,
+    )  # fmt: skip
     loop = asyncio.get_running_loop()
     # Starting waits for the runner's "started" (a fork and an exec away): off the loop.
     proc = await loop.run_in_executor(
@@ -125,9 +210,12 @@ async def spawn(
             env=env,
             shell=shell,
             pty=pty,
+            executable=extra.executable,
+            pass_fds=extra.pass_fds,
+            umask=extra.umask,
         ),
     )
-    aproc = AsyncProcess(proc, (text or bool(encoding or errors), encoding, errors))
+    aproc = AsyncProcess(proc, (extra.text or bool(encoding or errors), encoding, errors))
     await aproc._connect()
     return aproc
 
@@ -183,13 +271,27 @@ async def run(
     encoding: str | None = None,
     errors: str | None = None,
     output_limit: int | None = None,
+    executable: str | os.PathLike[str] | None = None,
+    pass_fds: Collection[int] = (),
+    umask: int = -1,
+    bufsize: int = 0,
+    universal_newlines: bool | None = None,
+    start_new_session: bool = True,
+    close_fds: bool = True,
 ) -> CompletedProcess:
+    extra = popen_args.check(
+        executable=executable, pass_fds=pass_fds, umask=umask, bufsize=bufsize, text=text,
+        universal_newlines=universal_newlines, start_new_session=start_new_session,
+        close_fds=close_fds,
+    )  # fmt: skip
+    text = extra.text
     stdin, stdout, stderr = run_stdio(input, stdin, stdout, stderr, capture_output)
     if isinstance(input, str):
         input = input.encode(encoding or "utf-8")
     aproc = await spawn(
-        session, args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, shell=shell
-    )
+        session, args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
+        shell=shell, executable=extra.executable, pass_fds=extra.pass_fds, umask=extra.umask,
+    )  # fmt: skip
     limit = session.output_limit if output_limit is None else output_limit
     task = asyncio.ensure_future(_drain(aproc, input, limit))
     try:

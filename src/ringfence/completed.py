@@ -108,6 +108,10 @@ def completed(
 
 
 def decode(data: bytes | None, text: bool, encoding: str | None, errors: str | None) -> Any:
+    """Captured output as ``subprocess`` gives it in text mode: decoded (by default UTF-8
+    with ``errors="replace"``: a command's output is not trusted to be valid text), with
+    universal newlines (``\r\n`` and ``\r`` read as ``\n``)."""
     if data is None or not (text or encoding or errors):
         return data
-    return data.decode(encoding or "utf-8", errors or "replace")
+    out = data.decode(encoding or "utf-8", errors or "replace")
+    return out.replace("\r\n", "\n").replace("\r", "\n")

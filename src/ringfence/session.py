@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from ringfence.completed import (
@@ -39,7 +39,9 @@ from ringfence.errors import (
 )
 from ringfence.policy import gitdir
 from ringfence.policy.model import Policy
-from ringfence.stdio import Drain, communicate, stdio_fds, terminal_size, wrap_text
+from ringfence.popen_args import PopenArgs
+from ringfence.popen_args import check as check_popen_args
+from ringfence.stdio import Drain, PtyFile, communicate, stdio_fds, terminal_size, wrap_text
 
 if TYPE_CHECKING:
     from ringfence.audit import AuditLog
@@ -90,7 +92,7 @@ class Process:
         self.created: list[dict[str, Any]] = []
         self.widenings: list[dict[str, Any]] = []
         if pending.master is not None:
-            tty = open(pending.master, "r+b", buffering=0)  # noqa: SIM115 - owned by the handle
+            tty = PtyFile(pending.master, "r+b")  # EOF at the command's exit, as a pipe's
             self.stdin = self.stdout = tty
 
     @property
@@ -207,8 +209,14 @@ class Process:
 
 
 class Session:
-    """A sandbox built once, for many commands: ``with Session(policy) as s: s.run([...])``.
+    """A sandbox built once, for many commands: ``with Session(workspace=repo) as s:
+    s.run([...])``.
 
+    The policy is resolved as ``ringfence run`` resolves it (see docs/api.md): without a
+    ``policy``, the user's config file (and ``profile``), then the workspace's
+    ``.ringfence.toml`` (which may only tighten), then the managed ceiling; a ``Policy`` takes
+    the place of the user's config and the CLI's flags, under the same project file and
+    ceiling. ``config=False`` reads neither config file (the managed ceiling binds always).
     ``close()`` is idempotent and ends every command still running. If the runner dies, the
     commands in flight fail with :class:`SandboxError` and the next call starts a new runner.
     """
@@ -217,6 +225,9 @@ class Session:
         self,
         policy: Policy | None = None,
         *,
+        workspace: str | os.PathLike[str] | None = None,
+        profile: str | None = None,
+        config: bool = True,
         cwd: str | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         on_network_request: Callable[[str, int], str] | None = None,
@@ -230,27 +241,41 @@ class Session:
     ) -> None:
         """``approval`` (a policy name) and ``rules`` (a RuleSet or a rules file) put an
         approval step before each command; ``approver`` is asked when it says to ask. The
-        managed ceiling binds these as it binds the CLI. ``_plan`` and ``_gate`` are for
-        ringfence's own front ends, which resolved them already."""
+        config files and the managed ceiling bind these as they bind the CLI. ``_plan`` and
+        ``_gate`` are for ringfence's own front ends, which resolved them already."""
         from ringfence.engine import approval as gate_mod
         from ringfence.engine import resolve
 
+        self.policy: Policy | None = None  # the effective policy (None: given a plan)
+        if _plan is None:
+            resolved = resolve.resolve(
+                resolve.PolicyRequest(
+                    workspace=os.fspath(workspace) if workspace is not None else None,
+                    profile=profile,
+                    policy=policy,
+                    user_config=config,
+                    project_config=config,
+                    approval=approval,
+                    audit=bool(audit),
+                )
+            )
+            self.policy = resolved.policy
+            approval = resolved.approval
+            if rules is None and resolved.rules is not None:
+                rules = resolved.rules
+        elif _gate is None:  # the plan was compiled under the ceiling; the approval floor binds
+            approval = resolve.approval_floor(approval)
         if _gate is None:
-            if _plan is None:
-                policy = _with_default_workspace(policy if policy is not None else Policy())
-                policy, approval, _ = resolve.apply_ceiling(policy, approval, audit=bool(audit))
-            else:  # the plan was compiled under the ceiling; the approval floor binds still
-                approval = resolve.approval_floor(approval)
             _gate = gate_mod.ApprovalGate.build(approval, rules, approver)
         self.gate: gate_mod.ApprovalGate | None = _gate
         plan = _plan
         if plan is None:
-            assert policy is not None
+            assert self.policy is not None
             from ringfence.engine.platform import require_linux
             from ringfence.platforms.linux import prepare
 
             require_linux()
-            plan = prepare.plan(policy, cwd or policy.workspace)
+            plan = prepare.plan(self.policy, cwd or self.policy.workspace)
         if not plan.sandboxed:
             raise UnsupportedError(
                 "a Session runs commands inside a sandbox; full-access mode has none (use "
@@ -315,18 +340,53 @@ class Session:
         encoding: str | None = None,
         errors: str | None = None,
         pty: bool | tuple[int, int] = False,
+        executable: str | os.PathLike[str] | None = None,
+        pass_fds: Collection[int] = (),
+        umask: int = -1,
+        bufsize: int = 0,
+        universal_newlines: bool | None = None,
+        start_new_session: bool = True,
+        close_fds: bool = True,
     ) -> Process:
         """Start a command, like ``subprocess.Popen``: stdio may be None (inherit the
-        caller's), PIPE, DEVNULL, STDOUT (stderr only), a file object or an fd."""
+        caller's), PIPE, DEVNULL, STDOUT (stderr only), a file object or an fd. The other
+        ``Popen`` arguments are checked by :mod:`ringfence.popen_args` (those a sandboxed
+        command cannot have are refused, saying why)."""
+        extra = check_popen_args(
+            executable=executable, pass_fds=pass_fds, umask=umask, bufsize=bufsize, text=text,
+            universal_newlines=universal_newlines, start_new_session=start_new_session,
+            close_fds=close_fds,
+        )  # fmt: skip
+        return self._spawn(
+            args, stdio=(stdin, stdout, stderr), cwd=cwd, env=env, shell=shell, pty=pty,
+            extra=extra, decoding=(encoding, errors),
+        )  # fmt: skip
+
+    def _spawn(
+        self,
+        args: str | Sequence[str],
+        *,
+        stdio: tuple[StdSpec, StdSpec, StdSpec],
+        cwd: str | os.PathLike[str] | None,
+        env: Mapping[str, str] | None,
+        shell: bool,
+        pty: bool | tuple[int, int],
+        extra: PopenArgs,
+        decoding: tuple[str | None, str | None],
+    ) -> Process:
         argv = _argv(args, shell)
+        # What the approval step judges and the audit log records is the program that runs:
+        # with ``executable``, not what ``args[0]`` claims (``ls`` running /bin/rm).
+        seen = [extra.executable, *argv[1:]] if extra.executable is not None else argv
         conn = self._connection()
-        approval = self._approve(conn, argv, cwd)
+        approval = self._approve(conn, seen, cwd)
         msg: dict[str, Any] = {
             "op": "run",
             "argv": argv,
             "env": self._env(env),
             "cwd": os.fspath(cwd) if cwd is not None else None,
             "pty": None,
+            **extra.fields(),
         }
         to_close: list[int] = []
         ours: list[IO[bytes] | None] = [None, None, None]
@@ -335,10 +395,10 @@ class Session:
             size = pty if isinstance(pty, tuple) else terminal_size()
             msg["pty"] = [size[0], size[1]]
         else:
-            fds, ours, to_close = stdio_fds(stdin, stdout, stderr)
+            fds, ours, to_close = stdio_fds(*stdio, bufsize=extra.bufsize)
         started_at = time.monotonic()
         try:
-            pending = conn.submit(msg, fds)
+            pending = conn.submit(msg, [*fds, *extra.pass_fds])
         except BaseException:
             for f in ours:
                 if f is not None:
@@ -353,9 +413,9 @@ class Session:
             for f in ours:
                 if f is not None:
                     f.close()
-            err = start_error(report, argv)
+            err = start_error(report, seen)
             conn.audit_command(
-                argv=argv,
+                argv=seen,
                 cwd=msg["cwd"] or self.plan.cwd,
                 returncode=None,
                 duration=time.monotonic() - started_at,
@@ -363,10 +423,11 @@ class Session:
             )
             raise err
         proc = Process(conn, pending, args, ours, started_at)
-        proc.argv, proc.cwd = argv, msg["cwd"] or self.plan.cwd
+        proc.argv, proc.cwd = seen, msg["cwd"] or self.plan.cwd
         proc.approval = approval
-        if text or encoding or errors:
-            wrap_text(proc, encoding or "utf-8", errors or "replace")
+        encoding, errors = decoding
+        if extra.text or encoding or errors:
+            wrap_text(proc, encoding or "utf-8", errors or "replace", extra.bufsize == 1)
         return proc
 
     def run(
@@ -387,6 +448,13 @@ class Session:
         encoding: str | None = None,
         errors: str | None = None,
         output_limit: int | None = None,
+        executable: str | os.PathLike[str] | None = None,
+        pass_fds: Collection[int] = (),
+        umask: int = -1,
+        bufsize: int = 0,
+        universal_newlines: bool | None = None,
+        start_new_session: bool = True,
+        close_fds: bool = True,
     ) -> CompletedProcess:
         """Run a command to completion, like ``subprocess.run``.
 
@@ -394,10 +462,18 @@ class Session:
         few MiB) and drains the rest so the command never blocks; the result says so. On a
         timeout the command's whole tree is killed and :class:`TimeoutExpired` is raised.
         """
+        extra = check_popen_args(
+            executable=executable, pass_fds=pass_fds, umask=umask, bufsize=bufsize, text=text,
+            universal_newlines=universal_newlines, start_new_session=start_new_session,
+            close_fds=close_fds,
+        )  # fmt: skip
+        text = extra.text
         stdin, stdout, stderr = run_stdio(input, stdin, stdout, stderr, capture_output)
-        proc = self.spawn(
-            args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env, shell=shell
-        )
+        binary = PopenArgs(extra.executable, extra.umask, extra.pass_fds)  # run decodes itself
+        proc = self._spawn(
+            args, stdio=(stdin, stdout, stderr), cwd=cwd, env=env, shell=shell, pty=False,
+            extra=binary, decoding=(None, None),
+        )  # fmt: skip
         limit = self.output_limit if output_limit is None else output_limit
         drain = Drain(proc, input, limit)
         try:
@@ -465,16 +541,6 @@ class Session:
         return out
 
 
-def _with_default_workspace(policy: Policy) -> Policy:
-    if policy.workspace:
-        return policy
-    from dataclasses import replace
-
-    from ringfence.policy.paths import default_workspace
-
-    return replace(policy, workspace=default_workspace(os.getcwd(), os.environ.get("HOME")))
-
-
 def _argv(args: str | Sequence[str], shell: bool) -> list[str]:
     if shell:
         if not isinstance(args, str):
@@ -489,10 +555,17 @@ def _argv(args: str | Sequence[str], shell: bool) -> list[str]:
 
 
 def run(
-    args: str | Sequence[str], *, policy: Policy | None = None, **kwargs: Any
+    args: str | Sequence[str],
+    *,
+    policy: Policy | None = None,
+    workspace: str | os.PathLike[str] | None = None,
+    profile: str | None = None,
+    config: bool = True,
+    **kwargs: Any,
 ) -> CompletedProcess:
-    """One command in a one-command session: ``ringfence.run(["make", "test"], policy=...)``."""
-    with Session(policy) as s:
+    """One command in a one-command session: ``ringfence.run(["make", "test"],
+    workspace=...)``; the policy is resolved as :class:`Session` resolves it."""
+    with Session(policy, workspace=workspace, profile=profile, config=config) as s:
         return s.run(args, **kwargs)
 
 

@@ -4,18 +4,17 @@ wrappers, and draining captured output (bounded) without a thread per stream."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import selectors
 import subprocess
 import sys
 import time
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ringfence.session import Process
-
-    pass
 from ringfence.completed import DEVNULL, PIPE, STDOUT, StdSpec
 
 
@@ -28,9 +27,12 @@ def terminal_size() -> tuple[int, int]:
 
 
 def stdio_fds(
-    stdin: StdSpec, stdout: StdSpec, stderr: StdSpec
+    stdin: StdSpec, stdout: StdSpec, stderr: StdSpec, bufsize: int = 0
 ) -> tuple[list[int], list[IO[bytes] | None], list[int]]:
-    """The three fds to hand over, the caller's ends of new pipes, and fds to close after."""
+    """The three fds to hand over, the caller's ends of new pipes (buffered as ``bufsize``
+    says, with ``subprocess``'s meaning: 0 none, 1 or less than 0 the default, else that
+    many bytes; line buffering is the text wrapper's), and fds to close after."""
+    buffering = -1 if bufsize == 1 else bufsize
     fds: list[int] = []
     ours: list[IO[bytes] | None] = [None, None, None]
     to_close: list[int] = []
@@ -44,11 +46,11 @@ def stdio_fds(
                 if i == 0:
                     fds.append(r)
                     to_close.append(r)
-                    ours[0] = open(w, "wb", buffering=0)  # noqa: SIM115
+                    ours[0] = open(w, "wb", buffering=buffering)  # noqa: SIM115
                 else:
                     fds.append(w)
                     to_close.append(w)
-                    ours[i] = open(r, "rb", buffering=0)  # noqa: SIM115
+                    ours[i] = open(r, "rb", buffering=buffering)  # noqa: SIM115
             elif spec == DEVNULL:
                 if devnull < 0:
                     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -72,7 +74,7 @@ def stdio_fds(
     return fds, ours, to_close
 
 
-def wrap_text(proc: Process, encoding: str, errors: str) -> None:
+def wrap_text(proc: Process, encoding: str, errors: str, line_buffering: bool = False) -> None:
     if proc.pty_fd is not None:
         return
     proc._text = (encoding, errors)
@@ -82,11 +84,55 @@ def wrap_text(proc: Process, encoding: str, errors: str) -> None:
             encoding=encoding,
             errors=errors,
             write_through=True,
+            line_buffering=line_buffering,
         )
     if proc.stdout is not None:
         proc.stdout = io.TextIOWrapper(proc.stdout, encoding=encoding, errors=errors)
     if proc.stderr is not None:
         proc.stderr = io.TextIOWrapper(proc.stderr, encoding=encoding, errors=errors)
+
+
+class PtyFile(io.FileIO):
+    """The master side of a command's terminal as a file (``Process.stdin``/``stdout`` with
+    ``pty=True``). When the command's last process lets go of the terminal Linux fails reads
+    on the master with EIO; this file reads that as the end of the stream (``b""``), as a
+    pipe's reader would, after whatever output was still buffered."""
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        try:
+            return super().read(size)
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return b""
+            raise
+
+    def readall(self) -> bytes:
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = os.read(self.fileno(), 1 << 16)
+            except BlockingIOError:
+                if chunks:
+                    break
+                raise
+            except OSError as e:
+                if e.errno == errno.EIO:
+                    break
+                raise
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def readinto(self, buffer: Any, /) -> int:
+        try:
+            return super().readinto(buffer)
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return 0
+            raise
 
 
 class Drain:

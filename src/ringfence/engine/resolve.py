@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from ringfence.errors import UsageError
 from ringfence.policy import config, paths
 from ringfence.policy.model import Policy
 
@@ -19,13 +20,19 @@ from ringfence.policy.model import Policy
 @dataclass(frozen=True)
 class PolicyRequest:
     """What a front end asks for. ``flags`` applies the caller's own settings on top of the
-    user's config files (the CLI's flags; an API caller's overrides). ``workspace`` None:
-    the current directory, unless that is home or above (then an error says to name one)."""
+    user's config files (the CLI's flags). ``policy`` is a policy an API caller built whole:
+    it takes the place of the user's config files and the flags (every field of it is set, so
+    there is nothing to layer it over), and the project file and the managed ceiling apply to
+    it as to the CLI's. ``workspace`` None: the policy's, else the current directory, unless
+    that is home or above (then an error says to name one). ``user_config`` False: built-in
+    defaults instead of the user's files; ``project_config`` False: no project file."""
 
     workspace: str | None = None
     cwd: str | None = None
     profile: str | None = None
     flags: Callable[[config.Settings], None] | None = None
+    policy: Policy | None = None
+    user_config: bool = True
     project_config: bool = True
     approval: str | None = None
     rules: str | None = None
@@ -46,13 +53,23 @@ class Resolved:
 
 
 def resolve(req: PolicyRequest) -> Resolved:
-    if req.workspace:
-        workspace = paths.existing_dir("--workspace", req.workspace)
-    else:
-        workspace = paths.default_workspace(os.getcwd(), os.environ.get("HOME"))
+    workspace = _workspace(req)
     cwd = paths.existing_dir("--cwd", req.cwd) if req.cwd else os.path.realpath(os.getcwd())
     settings = config.Settings()
-    config.load_user(settings, os.environ, req.profile)
+    if req.policy is not None:
+        if req.profile or req.flags is not None:
+            raise UsageError(
+                "a profile or flags are layered over the user's config, which a whole Policy "
+                "replaces: give either the Policy or the profile, not both"
+            )
+        return _over_policy(req, req.policy, workspace, cwd)
+    if req.user_config:
+        config.load_user(settings, os.environ, req.profile)
+    elif req.profile:
+        raise UsageError(
+            f"profile {req.profile!r} is a table of the user's config file, which is not read "
+            "when config files are switched off"
+        )
     if req.flags is not None:
         req.flags(settings)
     if req.project_config:
@@ -62,6 +79,41 @@ def resolve(req: PolicyRequest) -> Resolved:
     policy, approval, ceiling = apply_ceiling(policy, req.approval or in_files[0], audit=req.audit)
     rules = req.rules or in_files[1]
     return Resolved(policy.validate(), cwd, approval, rules, settings, ceiling)
+
+
+def _workspace(req: PolicyRequest) -> str:
+    given = req.policy.workspace if req.policy is not None else ""
+    if given and req.workspace and os.path.realpath(given) != os.path.realpath(req.workspace):
+        raise UsageError(
+            f"workspace {req.workspace} and the policy's workspace {given} differ: give one"
+        )
+    if given:
+        return given  # the caller's policy, as it stands (it is validated with the rest)
+    if req.workspace:
+        return paths.existing_dir("--workspace", req.workspace)
+    return paths.default_workspace(os.getcwd(), os.environ.get("HOME"))
+
+
+def _over_policy(req: PolicyRequest, policy: Policy, workspace: str, cwd: str) -> Resolved:
+    """The project file and the managed ceiling over a policy the caller built whole: only
+    the fields the project file tightened change; the rest of the policy stays as given."""
+    settings = config.Settings()
+    for key, value in config.values_of(policy).items():
+        settings.set(key, value, "policy")
+    before = dict(settings.values)
+    if req.project_config:
+        config.apply_project(settings, workspace)
+    in_file = settings.values.pop("approval", None)
+    changed = {k: v for k, v in settings.values.items() if v != before.get(k)}
+    for key in ("protected", "deny_read"):  # the caller's own entries stay as they were
+        if key in changed:
+            old = getattr(policy, key)
+            new = [p for p in changed[key] if p not in old]
+            changed[key] = [*old, *(paths.plain(key, os.path.expanduser(p)) for p in new)]
+    fields = {k: v for k, v in config.policy_fields(changed).items() if k in changed}
+    policy = replace(policy, workspace=workspace, **fields)
+    policy, approval, ceiling = apply_ceiling(policy, req.approval or in_file, audit=req.audit)
+    return Resolved(policy.validate(), cwd, approval, req.rules, settings, ceiling)
 
 
 def apply_ceiling(

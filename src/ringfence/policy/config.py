@@ -208,7 +208,9 @@ def apply_project(settings: Settings, workspace: str) -> str | None:
         where = _where(path, text, key)
         checked = _check_value(key, value, where)
         current = settings.values.get(key)
-        if key in ("protected", "deny_read", "deny_domains"):
+        if key in ("protected", "deny_read"):
+            settings.add(key, [_project_path(p, workspace, where) for p in checked], label)
+        elif key == "deny_domains":
             settings.add(key, checked, label)
         elif key == "strict_git" and checked is True:
             settings.set(key, True, label)
@@ -235,6 +237,24 @@ def apply_project(settings: Settings, workspace: str) -> str | None:
                 "--ignore-project-config"
             )
     return path
+
+
+def _project_path(path: str, workspace: str, where: str) -> str:
+    """A ``protected``/``deny_read`` entry of the project file, absolute: a relative one is
+    relative to the project (so a committed file can name files of its own repository) and may
+    not climb out of it with ``..``: what it names outside must be spelled out absolutely."""
+    if not path or path.startswith("~") or os.path.isabs(path):
+        return path  # checked with the other layers' paths (policy_from_settings)
+    joined = os.path.normpath(os.path.join(workspace, path))
+    inside = semantics.is_under(
+        joined, os.path.normpath(workspace), semantics.syntax_of(PathStyle.native())
+    )
+    if "\0" in path or not inside:
+        raise ConfigError(
+            f"{where}: {path!r} leaves the project; a relative path in the project file is "
+            f"relative to the project ({workspace}) and must stay inside it"
+        )
+    return joined
 
 
 def _narrower_network(new: str, current: str) -> bool:
@@ -377,27 +397,31 @@ def load_ceiling(path: str = MANAGED_PATH) -> Ceiling | None:
 def build_policy(settings: Settings, workspace: str, path_style: PathStyle | None = None) -> Policy:
     """A Policy from layered values (paths already absolute, in ``path_style``, by default
     this machine's)."""
-    v = settings.values
-    limits = Limits()
+    kwargs: dict[str, Any] = {"workspace": workspace, **policy_fields(settings.values)}
+    if path_style is not None:
+        kwargs["path_style"] = path_style
+    return Policy(**kwargs).validate()
+
+
+def policy_fields(v: Mapping[str, Any]) -> dict[str, Any]:
+    """The Policy fields that config values ``v`` set (paths already absolute); ``limits``
+    and ``env`` in full, from their defaults."""
+    kwargs: dict[str, Any] = {"limits": Limits(), "env": EnvPolicy()}
     if "limits" in v:
         from ringfence.policy.model import parse_size
 
         changes: dict[str, Any] = {}
         for k, val in v["limits"].items():
             changes[k] = parse_size(val) if isinstance(val, str) else val
-        limits = replace(limits, **changes)
-    env = EnvPolicy()
+        kwargs["limits"] = replace(Limits(), **changes)
     if "env" in v:
         e = v["env"]
-        env = EnvPolicy(
+        kwargs["env"] = EnvPolicy(
             inherit=bool(e.get("inherit", True)),
             keep=tuple(e.get("keep", ())),
             unset=tuple(e.get("unset", ())),
             set=dict(e.get("set", {})),
         )
-    kwargs: dict[str, Any] = {"workspace": workspace, "limits": limits, "env": env}
-    if path_style is not None:
-        kwargs["path_style"] = path_style
     for key in (*_LISTS, *_BOOLS, *_INTS):
         if key in v:
             kwargs[key] = tuple(v[key]) if key in _LISTS else v[key]
@@ -407,4 +431,23 @@ def build_policy(settings: Settings, workspace: str, path_style: PathStyle | Non
         kwargs["network"] = Network(v["network"])
     if "isolation" in v:
         kwargs["isolation"] = Isolation(v["isolation"])
-    return Policy(**kwargs).validate()
+    return kwargs
+
+
+def values_of(policy: Policy) -> dict[str, Any]:
+    """``policy`` as config values (the inverse of :func:`policy_fields`), for a layer over
+    a policy a caller built whole (the Python API's): every field, as it stands."""
+    v: dict[str, Any] = {key: list(getattr(policy, key)) for key in _LISTS}
+    v.update({key: getattr(policy, key) for key in (*_BOOLS, *_INTS)})
+    v["mode"] = policy.mode.value
+    v["network"] = policy.effective_network.value
+    v["isolation"] = policy.isolation.value
+    v["limits"] = {f.name: getattr(policy.limits, f.name) for f in fields(Limits)}
+    env = policy.env
+    v["env"] = {
+        "inherit": env.inherit,
+        "keep": list(env.keep),
+        "unset": list(env.unset),
+        "set": dict(env.set),
+    }
+    return v

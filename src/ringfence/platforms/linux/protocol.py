@@ -6,8 +6,9 @@ descriptors ride as SCM_RIGHTS; a message says how many it carries, so a truncat
 message is detected instead of silently losing an fd.
 
 Host -> runner:
-  ``{"op": "run", "id", "argv", "env", "cwd", "pty": [rows, cols] | null}`` + stdin, stdout,
-  stderr (none with a pty);
+  ``{"op": "run", "id", "argv", "env", "cwd", "pty": [rows, cols] | null}`` (and, when
+  asked for, ``"executable"``, ``"umask"``, ``"pass_fds": [numbers]``) + stdin, stdout,
+  stderr (none with a pty), then one descriptor per number of ``pass_fds``;
   ``{"op": "signal", "id", "sig"}`` (to the command's process group);
   ``{"op": "kill", "id"}`` (the command's whole tree, at once).
 Runner -> host:

@@ -44,6 +44,7 @@ from ringfence.platforms.linux import (
     landlock,
     mounts,
     namespaces,
+    popen_extras,
     protocol,
     reaper,
     seccomp,
@@ -289,7 +290,7 @@ class _Server:
         except (TypeError, ValueError) as e:
             self._send({"id": cid, "error": f"bad request: {e}"})
             return
-        if len(fds) != (0 if spec.pty else 3):
+        if len(fds) != spec.nfds:
             self._send({"id": cid, "error": "bad request: wrong number of stdio descriptors"})
             return
         if any(os.isatty(fd) for fd in fds):
@@ -415,6 +416,14 @@ class _Spec:
     env: dict[str, str]
     cwd: str
     pty: tuple[int, int] | None
+    executable: str | None = None  # the program, when not argv[0] (Popen's executable=)
+    umask: int = -1  # -1: unchanged
+    pass_fds: tuple[int, ...] = ()  # the numbers the extra descriptors get in the command
+
+    @property
+    def nfds(self) -> int:
+        """How many descriptors the request carries: stdio (none with a pty), then pass_fds."""
+        return (0 if self.pty else 3) + len(self.pass_fds)
 
     @classmethod
     def from_message(cls, plan: LinuxPlan, msg: dict[str, Any]) -> _Spec:
@@ -433,7 +442,7 @@ class _Spec:
             raise ValueError("cwd must be a string")
         pty = msg.get("pty")
         size = (int(pty[0]), int(pty[1])) if pty else None
-        return cls(argv, env, cwd, size)
+        return cls(argv, env, cwd, size, *popen_extras.request_fields(msg))
 
 
 _Preset = tuple[int, _Spec, list[int]]
@@ -604,6 +613,10 @@ def _run(
 ) -> NoReturn:
     sock = srv.sock
     master = -1
+    if len(stdio) != spec.nfds:
+        raise SandboxError("bad request: wrong number of descriptors")
+    split = len(stdio) - len(spec.pass_fds)
+    stdio, staged = stdio[:split], popen_extras.stage(stdio[split:], spec.pass_fds)
     if spec.pty is not None:
         if ptmx < 0:
             raise SandboxError("no pseudo-terminal available in the sandbox")
@@ -612,19 +625,23 @@ def _run(
         stdio = [slave, slave, slave]
     elif ptmx >= 0:
         os.close(ptmx)
+    last_step = staged.child_step(_ctty if master >= 0 else None)
     try:
         proc = subprocess.Popen(
             spec.argv,
+            executable=spec.executable,
             stdin=stdio[0],
             stdout=stdio[1],
             stderr=stdio[2],
             cwd=spec.cwd,
             env=spec.env,
             start_new_session=True,  # no terminal of ours: TIOCSTI reaches nothing
-            preexec_fn=_ctty if master >= 0 else None,  # noqa: PLW1509 - single-threaded
+            preexec_fn=last_step,  # noqa: PLW1509 - single-threaded
+            umask=spec.umask,
+            pass_fds=spec.pass_fds,
         )
     except OSError as e:
-        if e.filename == spec.cwd and e.filename != spec.argv[0]:
+        if e.filename == spec.cwd and e.filename != (spec.executable or spec.argv[0]):
             report: dict[str, Any] = {"error": f"chdir {spec.cwd}: {e.strerror}"}
         else:
             report = {"exec_error": e.errno}
@@ -634,6 +651,7 @@ def _run(
     proc.returncode = 0  # reaped by our own loop below, not by Popen
     for fd in {*stdio}:
         os.close(fd)
+    staged.close()  # the command holds them now: the caller sees EOF when it lets go
     protocol.send(sock, {"id": cid, "started": child}, [master] if master >= 0 else [])
     if master >= 0:
         os.close(master)
