@@ -30,6 +30,7 @@ from ringfence.policy import gitdir
 if TYPE_CHECKING:
     from ringfence.audit import AuditLog
     from ringfence.network.proxy import NetEvent
+    from ringfence.network.publish import PublishedPorts
     from ringfence.network.service import ProxyService
     from ringfence.platforms.linux.cgroups import RunCgroup
 
@@ -90,6 +91,11 @@ class Connection:
         self.closing = False
         self.proxy: ProxyService | None = None
         self.start_error: dict[str, Any] | None = None
+        self.published: PublishedPorts | None = None
+        if plan.publish:  # bound before the sandbox exists: a taken port, and nothing runs
+            from ringfence.network.publish import PublishedPorts
+
+            self.published = PublishedPorts(plan.publish)
         # A shared lock on the workspace's state while this runner lives: `ringfence clean`
         # leaves a /tmp layer alone that an overlay of ours still has mounted.
         self.state_lock: int | None = None
@@ -144,6 +150,8 @@ class Connection:
                 from ringfence.platforms.linux import sandbox_side
 
                 self.sock.close()
+                if self.published is not None:
+                    self.published.close_in_child()
                 sandbox_side.session_main(self.plan, theirs, self.tmpdir)
             return pid, None
         import pickle
@@ -268,6 +276,10 @@ class Connection:
         from ringfence.policy.netrules import NetRules
 
         socks = [socket.socket(fileno=fd) for fd in fds]
+        if self.published is not None and socks:  # the sandbox's socket maker comes last
+            self.published.start(socks.pop())
+        if not socks:
+            return
         listener = socks.pop(0) if self.plan.proxy_port else None
         rules = NetRules.parse(self.plan.allow_domains, self.plan.deny_domains)
         self.proxy = ProxyService(
@@ -359,6 +371,9 @@ class Connection:
         if self.proxy is not None:
             self.proxy.close()
             self.proxy = None
+        if self.published is not None:
+            self.published.close()
+            self.published = None
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None

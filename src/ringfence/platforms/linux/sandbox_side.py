@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ringfence.errors import RingfenceError, SandboxError
+from ringfence.network import publish_maker
 from ringfence.platforms.linux import (
     caps,
     landlock,
@@ -117,6 +118,7 @@ def _pid1_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
         listeners = [_proxy_listener(p) for p in ports]
         steps.cap_userns_quotas(_session_quotas(plan.userns_limits))
         syscall("prctl", steps.PR_SET_DUMPABLE, 0, 0, 0, 0)
+        listeners += _start_publish_maker(plan)  # --publish: handed over last
         _Server(plan, sock, namespaced=True).serve(listeners)
     except BaseException as e:
         _fatal(sock, e)
@@ -131,6 +133,28 @@ def _proxy_listener(port: int) -> socket.socket:
     sock.bind(("127.0.0.1", port))
     sock.listen(1024)
     return sock
+
+
+def _start_publish_maker(plan: LinuxPlan) -> list[socket.socket]:
+    """With ``--publish``: fork the process that makes sockets of this network namespace for
+    the host's relay (network/publish_maker.py) and return the host's end of its socketpair.
+    Forked before the server's own state exists; it keeps no descriptor but its own end and
+    no capability."""
+    if not plan.publish:
+        return []
+    host_end, own_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if os.fork() == 0:
+        try:
+            gc.disable()  # no finalizer may close a number that a closed object once held
+            fd = own_end.fileno()
+            os.closerange(0, fd)
+            os.closerange(fd + 1, max(os.sysconf("SC_OPEN_MAX"), 1 << 16))
+            caps.drop_all()
+            publish_maker.serve(own_end)
+        finally:
+            os._exit(1)
+    own_end.close()
+    return [host_end]
 
 
 def _session_quotas(limits: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
