@@ -171,21 +171,28 @@ class _Relay:
         self.maker_lock = asyncio.Lock()
         self.maker_gone = False
         self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.room = asyncio.Event()  # set whenever a slot comes free
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def accept(self, listener: socket.socket, port: int) -> None:
-        """Take connections while a slot is free; beyond that they wait in the backlog."""
+        """Take connections while a slot is free; beyond that they wait in the kernel's
+        backlog. Every listener waits for room before it accepts, and each accepted connection
+        takes its slot before it is relayed: at most ``MAX_CONNECTIONS`` relayed, plus at
+        most one accepted and waiting per listener."""
         loop = asyncio.get_running_loop()
         while True:
-            await self.slots.acquire()
+            while self.slots.locked():
+                self.room.clear()
+                await self.room.wait()
             try:
                 client, _ = await loop.sock_accept(listener)
             except OSError:  # out of descriptors and the like: back off, keep serving
-                self.slots.release()
                 await asyncio.sleep(0.1)
                 continue
+            try:
+                await self.slots.acquire()
             except BaseException:
-                self.slots.release()
+                client.close()
                 raise
             task = loop.create_task(self._serve(client, port))
             self.tasks.add(task)
@@ -194,6 +201,7 @@ class _Relay:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.slots.release()
+        self.room.set()
 
     async def _serve(self, client: socket.socket, port: int) -> None:
         inner: socket.socket | None = None

@@ -28,6 +28,12 @@ _FAMILIES = {REQUEST_V4: socket.AF_INET, REQUEST_V6: socket.AF_INET6}
 
 
 def serve(conn: socket.socket) -> NoReturn:
+    """The maker process's life: requests until the host closes its end, then exit."""
+    make_sockets(conn)
+    os._exit(0)
+
+
+def make_sockets(conn: socket.socket) -> None:
     """One socket per request until the host closes its end (or the sandbox ends)."""
     while True:
         try:
@@ -55,4 +61,3 @@ def serve(conn: socket.socket) -> NoReturn:
         finally:
             if made is not None:
                 made.close()
-    os._exit(0)
