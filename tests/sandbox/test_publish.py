@@ -73,6 +73,19 @@ def free_port() -> int:
     raise AssertionError("no free port on the host's loopback")
 
 
+def nobody_listens(port: int) -> bool:
+    """Whether a server could listen on the host's 127.0.0.1:``port`` now (connections of
+    the relay may linger in TIME_WAIT, which SO_REUSEADDR passes over, as ringfence does)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        except OSError:
+            return False
+        return True
+
+
 def fetch(port: int, payload: bytes = b"hello", host: str = "127.0.0.1") -> bytes:
     """Connect from the host, send ``payload``, read until the other side is done."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -107,12 +120,16 @@ class Server:
         *,
         count: int,
         probes: Sequence[int] = (),
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.rf = rf
         self.c: Confinement = rf.confinement
         probe_arg = ",".join(str(p) for p in probes)
         argv = ["python3", "-c", SERVER, rf.nonce, str(count), probe_arg, *specs]
-        self.proc = rf.popen("run", *flags, "--", *self.c.argv(argv), cwd=rf.mkdir())
+        self.proc = rf.popen(
+            "run", *flags, "--", *self.c.argv(argv), cwd=cwd or rf.mkdir(), env=env
+        )
         assert self.proc.stdout is not None
         self.head = ""
         while True:
@@ -197,8 +214,7 @@ def test_a_server_inside_is_reached_from_the_hosts_loopback(rf: Runner, network:
         assert fetch(host_port, b"one") == f"8000 {rf.nonce} 127.0.0.1 one".encode()
         assert fetch(host_port, b"two", host="::1") == f"8000 {rf.nonce} 127.0.0.1 two".encode()
         assert "served 2" in srv.finish()
-    with socket.socket() as s:  # the port is the host's again once the command is done
-        s.bind(("127.0.0.1", host_port))
+    assert nobody_listens(host_port)  # the port is the host's again once the command is done
 
 
 def test_two_ports_at_once_and_a_server_on_ipv6_inside(rf: Runner) -> None:
@@ -277,6 +293,24 @@ def test_the_project_file_cannot_publish(rf: Runner) -> None:
     assert r.returncode == 2 and "publish: the project file" in r.stderr, r.stderr
 
 
+def test_a_cli_session_publishes_for_the_commands_run_in_it(rf: Runner) -> None:
+    ws, sessions = rf.mkdir(), rf.mkdir("sessions-")
+    sessions.chmod(0o700)
+    env = {"RINGFENCE_SESSION_DIR": str(sessions)}
+    host_port = free_port()
+    publish = ["--publish", f"{host_port}:8000"]
+    r = rf("session", "start", "--name", "pub", *publish, cwd=ws, env=env)
+    assert r.returncode == 0, r.stderr
+    try:
+        with server(rf, ["--session", "pub"], ["4:8000"], count=1, cwd=ws, env=env) as srv:
+            assert fetch(host_port) == f"8000 {rf.nonce} 127.0.0.1 hello".encode()
+            srv.finish()
+        r = rf("session", "start", "--name", "again", *publish, cwd=ws, env=env)
+        assert r.returncode == 125 and f"127.0.0.1:{host_port} is in use" in r.stderr
+    finally:
+        rf("session", "stop", "--name", "pub", env=env)
+
+
 def test_a_session_publishes_for_its_whole_life(confinement: Confinement) -> None:
     ws = tempfile.mkdtemp(prefix="ringfence-publish-", dir="/var/tmp")
     host_port = free_port()
@@ -295,7 +329,6 @@ def test_a_session_publishes_for_its_whole_life(confinement: Confinement) -> Non
             out, _ = p.communicate(timeout=30)
             assert "served 1" in confinement.strip(head + out)
             assert closed_at_once(host_port)  # the command is gone; the session listens on
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", host_port))
+        assert nobody_listens(host_port)
     finally:
         shutil.rmtree(ws, ignore_errors=True)
