@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ringfence.audit import AuditLog
     from ringfence.network.dns_stub import DnsStub
     from ringfence.network.proxy import NetEvent
+    from ringfence.network.publish import PublishedPorts
     from ringfence.network.service import ProxyService
     from ringfence.platforms.linux.cgroups import RunCgroup
 
@@ -92,13 +93,9 @@ class Connection:
         self.proxy: ProxyService | None = None
         self.resolver: DnsStub | None = None  # the sandbox's resolver (network/dns_stub.py)
         self.start_error: dict[str, Any] | None = None
-        # A shared lock on the workspace's state while this runner lives: `ringfence clean`
-        # leaves a /tmp layer alone that an overlay of ours still has mounted.
+        self.published: PublishedPorts | None = None
         self.state_lock: int | None = None
-        if plan.state_dir is not None:
-            from ringfence.policy.statedirs import hold
-
-            self.state_lock = hold(plan.state_dir)
+        self._take_host_resources()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         try:
@@ -127,6 +124,20 @@ class Connection:
             )
             raise kind(str(err.get("error")))
 
+    def _take_host_resources(self) -> None:
+        """What the host holds before the sandbox exists. Published ports are bound first: a
+        taken port is an error, and nothing runs. A shared lock on the workspace's state while
+        this runner lives: `ringfence clean` leaves a /tmp layer alone that an overlay of ours
+        still has mounted."""
+        if self.plan.publish:
+            from ringfence.network.publish import PublishedPorts
+
+            self.published = PublishedPorts(self.plan.publish)
+        if self.plan.state_dir is not None:
+            from ringfence.policy.statedirs import hold
+
+            self.state_lock = hold(self.plan.state_dir)
+
     def _make_cgroup(self) -> None:
         if not self.plan.cgroup_limits:
             return
@@ -146,6 +157,8 @@ class Connection:
                 from ringfence.platforms.linux import sandbox_side
 
                 self.sock.close()
+                if self.published is not None:
+                    self.published.close_in_child()
                 sandbox_side.session_main(self.plan, theirs, self.tmpdir)
             return pid, None
         import pickle
@@ -273,6 +286,10 @@ class Connection:
         from ringfence.policy.netrules import NetRules
 
         socks = [socket.socket(fileno=fd) for fd in fds]
+        if self.published is not None and socks:  # the sandbox's socket maker comes last
+            self.published.start(socks.pop())
+        if not socks:
+            return
         listener = socks.pop(0) if self.plan.proxy_port else None
         rules = NetRules.parse(self.plan.allow_domains, self.plan.deny_domains)
         self.proxy = ProxyService(
@@ -394,6 +411,9 @@ class Connection:
         if self.resolver is not None:
             self.resolver.close()
             self.resolver = None
+        if self.published is not None:
+            self.published.close()
+            self.published = None
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None

@@ -12,6 +12,7 @@ failure is ours to report::
     ├── UnsupportedError            this host cannot enforce what the policy asks (exit 125)
     │   └── UnenforceableError      this platform's backend has no way to enforce a setting
     ├── SandboxError                building the sandbox or running in it failed (exit 125)
+    │   ├── PublishError            a host port to publish on cannot be had (in use, privileged)
     │   └── InternalError           a bug of ringfence's own: please report it
     └── ApprovalRefused             the approval step refused the command; nothing ran (exit 77)
 """
@@ -56,6 +57,17 @@ class UnenforceableError(UnsupportedError):
 
 class SandboxError(RingfenceError):
     """Building the sandbox or running the command inside it failed for a reason of ours."""
+
+
+class PublishError(SandboxError):
+    """A host port that ``--publish`` asks for cannot be listened on (another program has it,
+    or it is below 1024); the sandbox was not built and nothing ran. It is the host's state,
+    not a bad policy: the same policy runs once the port is free (exit 125, as a container
+    whose port is taken). ``host_port`` is the port, so a caller can pick another."""
+
+    def __init__(self, message: str, host_port: int = 0) -> None:
+        self.host_port = host_port
+        super().__init__(message)
 
 
 class InternalError(SandboxError):

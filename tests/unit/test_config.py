@@ -106,6 +106,7 @@ def test_the_project_file_tightens(home: Path) -> None:
         ('allow_domains = ["evil.example"]', "allow_domains"),
         ("allow_local_targets = true", "allow_local_targets"),
         ("expose_ports = [5432]", "expose_ports"),
+        ('publish = ["8080"]', "publish"),
         ('allow_sockets = ["/run/docker.sock"]', "allow_sockets"),
         ("default_protected = false", "default_protected"),
         ("default_deny_read = false", "default_deny_read"),

@@ -94,6 +94,7 @@ CASES: dict[str, tuple[Policy, HostFacts]] = {
             allow_domains=("pypi.org", "*.npmjs.org"),
             deny_domains=("evil.pypi.org",),
             allow_sockets=("/run/docker.sock",),
+            publish=(8080, "18080:3000"),
             strict_git=True,
             limits=Limits(processes=512, memory=1 << 30, open_files=1024, cpu_seconds=60),
         ),
@@ -179,6 +180,7 @@ def render(plan: LinuxPlan) -> str:
         "deny_domains": list(plan.deny_domains),
         "allow_local_targets": plan.allow_local_targets,
         "expose_ports": list(plan.expose_ports),
+        "publish": [list(p) for p in plan.publish],
         "guard": {
             "enabled": plan.guard_enabled,
             "roots": list(plan.guard_roots),

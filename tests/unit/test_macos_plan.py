@@ -278,6 +278,7 @@ def test_what_seatbelt_cannot_enforce_is_refused_by_the_compiler() -> None:
     base = CASES["macos_default"]
     for change, setting in (
         ({"expose_ports": (5432,)}, "--expose-port"),
+        ({"publish": ("18080:8080",)}, "--publish"),
         ({"limits": Limits(memory=1 << 30)}, "--limit memory"),
         ({"limits": Limits(processes=10)}, "--limit processes"),
         ({"limits": Limits(cpu_seconds=5)}, "--limit cpu"),

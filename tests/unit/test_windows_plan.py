@@ -436,6 +436,7 @@ def test_what_the_windows_side_cannot_enforce_is_refused_by_its_compiler() -> No
         ({"limits": Limits(processes=10)}, "--limit processes"),
         ({"limits": Limits(cpu_seconds=5)}, "--limit cpu"),
         ({"allow_sockets": ("C:\\Users\\dev\\agent.sock",)}, "--allow-socket"),
+        ({"publish": (8080,)}, "--publish"),
     ):
         with pytest.raises(UnenforceableError, match="not available on Windows") as e:
             compile_windows(dataclasses.replace(base, **change), FACTS, INSTALL)

@@ -72,6 +72,7 @@ def apply_flags(
         ("allow_domains", list(ns.allow_domain)),
         ("deny_domains", list(ns.deny_domain)),
         ("expose_ports", list(ns.expose_port)),
+        ("publish", list(ns.publish)),
     ):
         s.add(key, items, "flag")
     if ns.limit:

@@ -110,6 +110,14 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
         "model server); with --network off or allowlist",
     )
     g.add_argument(
+        "--publish",
+        metavar="[HOST_PORT:]PORT",
+        action="append",
+        default=[],
+        help="a server on 127.0.0.1:PORT inside is reachable at the host's 127.0.0.1:HOST_PORT "
+        "(and [::1]; default HOST_PORT = PORT); with --network off or allowlist; repeatable",
+    )
+    g.add_argument(
         "--allow-local-targets",
         action="store_true",
         help="with --network allowlist: an allowed name may resolve to a local, private or "

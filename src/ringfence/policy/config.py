@@ -40,6 +40,7 @@ _LISTS = {
     "deny_domains": str,
     "allow_sockets": str,
     "expose_ports": int,
+    "publish": str,  # "PORT" or "HOST_PORT:PORT"; a bare number is taken as "PORT"
 }
 _BOOLS = (
     "strict_git",
@@ -120,6 +121,8 @@ def _check_value(key: str, value: Any, where: str) -> Any:
     """The value, type-checked; ConfigError naming file, line and key otherwise."""
     if key in _LISTS:
         kind = _LISTS[key]
+        if key == "publish" and isinstance(value, list):
+            value = [str(v) if type(v) is int else v for v in value]
         if not isinstance(value, list) or not all(
             isinstance(v, kind) and not isinstance(v, bool) for v in value
         ):
@@ -286,6 +289,7 @@ class Ceiling:
     require_audit: bool = False
     min_landlock_abi: int = 1
     require_approval: str | None = None  # the least approval policy anything may run under
+    forbid_publish: bool = False  # no server inside may be published on the host's loopback
 
     def approval(self, asked: str | None) -> str | None:
         """The approval policy to use: ``asked``, raised to ``require_approval``; a flag or
@@ -338,6 +342,11 @@ class Ceiling:
             for root in policy.writable_paths():
                 if not semantics.first_under(root, self.writable_within):
                     raise ConfigError(f"{src}: writable_within does not include {root}")
+        if self.forbid_publish and policy.publish:
+            raise ConfigError(
+                f"{src}: forbid_publish forbids publishing ports of the sandbox on the host "
+                "(--publish)"
+            )
         if self.require_audit and not audit:
             raise ConfigError(f"{src}: require_audit forbids running without the audit log")
         if policy.landlock_min_abi < self.min_landlock_abi:
@@ -363,6 +372,7 @@ _CEILING_KEYS = {
     "require_audit": bool,
     "min_landlock_abi": int,
     "require_approval": str,
+    "forbid_publish": bool,
 }
 
 

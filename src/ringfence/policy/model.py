@@ -199,6 +199,10 @@ class Policy:
     # Host services reachable on purpose: 127.0.0.1:PORT inside reaches the host's
     # 127.0.0.1:PORT (a dev database, a local model server); nothing else on its loopback.
     expose_ports: tuple[int, ...] = ()
+    # Servers inside reachable from the host (``--publish``): each entry ``PORT`` or
+    # ``"HOST_PORT:PORT"``; the host's 127.0.0.1:HOST_PORT (and [::1]) leads to 127.0.0.1:PORT
+    # inside. See ``published_ports`` and network/publish.py.
+    publish: tuple[int | str, ...] = ()
     # Package-manager caches redirected to ringfence's own writable directory (see caches.py).
     tool_caches: bool = True
     env: EnvPolicy = field(default_factory=EnvPolicy)
@@ -272,6 +276,7 @@ class Policy:
                 "policy: exposed ports are for a sandbox with its own network (off or "
                 "allowlist); with the network on, the host's loopback is already reachable"
             )
+        _check_publish(self)
         if self.network is Network.ALLOWLIST:
             from ringfence.policy.netrules import NetRules
 
@@ -298,6 +303,10 @@ class Policy:
         if self.network is not None:
             return self.network
         return Network.ON if self.mode is Mode.FULL_ACCESS else Network.OFF
+
+    def published_ports(self) -> tuple[tuple[int, int], ...]:
+        """``publish`` as (host port, port inside) pairs, in the order given."""
+        return tuple(parse_publish(entry) for entry in self.publish)
 
     def writable_paths(self) -> tuple[str, ...]:
         """Writable roots in enforcement order: workspace first, duplicates removed."""
@@ -363,6 +372,51 @@ class Policy:
 
 
 STRICT_NAMES: tuple[str, ...] = defaults.STRICT_GIT_PROTECTED
+MAX_PUBLISHED = 32
+
+
+def parse_publish(entry: object) -> tuple[int, int]:
+    """One ``publish`` entry as (host port, port inside): ``8080`` and ``"8080"`` give
+    (8080, 8080), ``"18080:8080"`` gives (18080, 8080). The host side is always the host's
+    loopback, so an address is refused rather than ignored."""
+    text = str(entry).strip() if isinstance(entry, (int, str)) else ""
+    parts = text.split(":") if not isinstance(entry, bool) else []
+    if not 1 <= len(parts) <= 2 or not all(p.isascii() and p.isdigit() for p in parts):
+        raise PolicyError(
+            f"publish {entry!r}: give [HOST_PORT:]PORT, like 8080 or 18080:8080 (the host side "
+            "is always the host's loopback, 127.0.0.1 and ::1)"
+        )
+    ports = [int(p) if len(p) <= 5 else 0 for p in parts]
+    if not all(0 < p < 65536 for p in ports):
+        raise PolicyError(f"publish {entry!r}: a port is a number from 1 to 65535")
+    return ports[0], ports[-1]
+
+
+def _check_publish(policy: Policy) -> None:
+    """``publish``: well formed, each host port once, and only where the sandbox has a network
+    of its own (with the network on, a server inside already listens on the host's loopback)."""
+    if not policy.publish:
+        return
+    if len(policy.publish) > MAX_PUBLISHED:
+        raise PolicyError(f"policy: at most {MAX_PUBLISHED} published ports")
+    pairs = policy.published_ports()
+    hosts = [h for h, _ in pairs]
+    twice = sorted({h for h in hosts if hosts.count(h) > 1})
+    if twice:
+        raise PolicyError(
+            f"publish: host port {twice[0]} is published twice; give each host port once"
+        )
+    if policy.effective_network is Network.ON:
+        raise PolicyError(
+            "policy: published ports are for a sandbox with its own network (off or allowlist); "
+            "with the network on, a server inside listens on the host's loopback already"
+        )
+    both = sorted({p for pair in pairs for p in pair} & set(policy.expose_ports))
+    if both:
+        raise PolicyError(
+            f"policy: port {both[0]} is both exposed (inside to host) and published (host to "
+            "inside): connections would go round in a loop; use different ports"
+        )
 
 
 def _check_windows(what: str, path: str) -> None:

@@ -79,6 +79,9 @@ class LinuxPlan:
     deny_domains: tuple[str, ...] = ()
     allow_local_targets: bool = False
     expose_ports: tuple[int, ...] = ()
+    # (host port, port inside) pairs: the host's loopback HOST_PORT leads to the sandbox's
+    # 127.0.0.1:PORT (network/publish.py on the host, network/publish_maker.py inside).
+    publish: tuple[tuple[int, int], ...] = ()
     # The name guard: writable roots it watches, protected paths and name patterns, and the
     # git rules (see the gitguard package): their mode, the git directories made writable
     # only for git (a linked worktree's), and the core.hooksPath directories found at start.
@@ -353,6 +356,11 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         base, env=build_environment(facts.env, policy.env, sandbox_vars), sandbox_env=sandbox_vars
     )
     if policy.isolation is Isolation.REDUCED:
+        if policy.publish:
+            raise UnsupportedError(
+                "--publish needs the sandbox's own network namespace, which reduced isolation "
+                "does not have (and with the network off it refuses every inet socket)"
+            )
         if policy.effective_network is Network.ALLOWLIST:
             raise UnsupportedError(
                 "network allowlist needs the sandbox's own network namespace, which reduced "
@@ -380,6 +388,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     offline_env = _own_resolver(b, policy, facts, notes)
     rules = _landlock_rules(facts, (*roots, *git_roots), notes)
     rules, network_env, proxy = _network(policy, facts, rules, notes)
+    published = _published(policy, notes)
     sandbox_env = {**cache_env, **own_vars, "TMPDIR": "/tmp", **network_env, **offline_env}
     guard_paths = _guard_paths(policy, facts, roots, protected, extra_protected)
     if any("\0" in p for p in facts.outside_git_and_links):
@@ -428,6 +437,7 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         env=build_environment(facts.env, policy.env, sandbox_env),
         sandbox_env=sandbox_env,
         notes=tuple(notes),
+        publish=published,
         **proxy,
     )
 
@@ -705,6 +715,21 @@ def _network(
             + " inside reach the same ports on the host's loopback"
         )
     return rules, env, proxy
+
+
+def _published(policy: Policy, notes: list[str]) -> tuple[tuple[int, int], ...]:
+    """``--publish``: which host loopback ports lead to which ports inside."""
+    pairs = policy.published_ports()
+    inside = {p for _, p in pairs}
+    if policy.effective_network is Network.ALLOWLIST and PROXY_PORT in inside:
+        raise PolicyError(f"policy: port {PROXY_PORT} inside is the proxy's; publish another port")
+    if pairs:
+        notes.append(
+            "published: "
+            + ", ".join(f"host 127.0.0.1:{h} -> 127.0.0.1:{p} inside" for h, p in pairs)
+            + " (and the host's [::1]); the relay connects to nothing but these ports inside"
+        )
+    return pairs
 
 
 def _guard_paths(

@@ -38,12 +38,12 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ringfence.errors import RingfenceError, SandboxError
-from ringfence.network import dns_stub
 from ringfence.platforms.linux import (
     caps,
     landlock,
     mounts,
     namespaces,
+    netside,
     popen_extras,
     protocol,
     reaper,
@@ -116,37 +116,14 @@ def _pid1_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
             namespaces.loopback_up()
         # The proxy's socket first, then one per exposed host port, all served by the host.
         ports = ([plan.proxy_port] if plan.proxy_port else []) + list(plan.expose_ports)
-        listeners = [_proxy_listener(p) for p in ports]
-        _hand_over_resolver(plan, sock)
+        listeners = [netside.proxy_listener(p) for p in ports]
+        netside.hand_over_resolver(plan, sock)
         steps.cap_userns_quotas(_session_quotas(plan.userns_limits))
         syscall("prctl", steps.PR_SET_DUMPABLE, 0, 0, 0, 0)
+        listeners += netside.start_publish_maker(plan)  # --publish: handed over last
         _Server(plan, sock, namespaced=True).serve(listeners)
     except BaseException as e:
         _fatal(sock, e)
-
-
-def _proxy_listener(port: int) -> socket.socket:
-    """A socket made here in the sandbox's own network namespace and handed to the host, which
-    serves it (the filtering proxy, an exposed port): no helper process inside, nothing on any
-    disk."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(1024)
-    return sock
-
-
-def _hand_over_resolver(plan: LinuxPlan, sock: socket.socket) -> None:
-    """The sandbox's resolver sockets (dns_stub.resolver_sockets), made here in its network
-    namespace and handed to the host, which answers every lookup at once and keeps the names.
-    Before "ready": the host serves them before any command starts."""
-    if "net" not in plan.namespaces:
-        return
-    socks = dns_stub.resolver_sockets()
-    if socks:
-        protocol.send(sock, {"id": 0, "resolver": True}, [s.fileno() for s in socks])
-    for s in socks:
-        s.close()
 
 
 def _session_quotas(limits: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -136,6 +136,10 @@ def refuse_unenforceable(policy: Policy) -> None:
         raise UnenforceableError(f"--limit {flag}", "macOS", "no resource limits are set there")
     if policy.expose_ports:
         raise UnenforceableError("--expose-port", "macOS", "no rule opens a port yet")
+    if policy.publish:
+        raise UnenforceableError(
+            "--publish", "macOS", "no Seatbelt rule lets a server inside listen for the host yet"
+        )
 
 
 def compile_macos(policy: Policy, facts: MacFacts) -> SeatbeltPlan:

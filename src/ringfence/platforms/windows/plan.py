@@ -196,6 +196,11 @@ def refuse_unenforceable(policy: Policy) -> None:
     for wanted, setting, why in (
         (bool(policy.expose_ports), "--expose-port", "the offline user's firewall blocks it"),
         (bool(policy.allow_sockets), "--allow-socket", "no Windows grant is compiled for it"),
+        (
+            bool(policy.publish),
+            "--publish",
+            "no firewall rule lets the host reach a server inside yet",
+        ),
     ):
         if wanted:
             raise UnenforceableError(setting, "Windows", why)
