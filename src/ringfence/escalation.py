@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ringfence.display import printable
 from ringfence.errors import PolicyError
 from ringfence.network import offline
 from ringfence.platforms.linux.guard_rules import SOCKET_OUTSIDE
@@ -470,6 +471,16 @@ def _requested_path(plan: LinuxPlan, policy: Policy, text: str) -> tuple[dict[st
 def _requested_domain(policy: Policy, text: str) -> tuple[dict[str, Any], ...]:
     from ringfence.policy import netrules
 
+    if not text.isascii():  # a look-alike letter would show one host and grant another
+        try:
+            ascii_form = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            ascii_form = None
+        shown = f" (its ASCII form is {ascii_form})" if ascii_form else ""
+        raise PolicyError(
+            f"{printable(text)!r}: ask for the host name in ASCII{shown}, so that the person "
+            "sees exactly the name that would be allowed"
+        )
     rule = netrules.parse_rule(text)
     if rule.wildcard:
         raise PolicyError(f"{text!r}: ask for one host name, not a wildcard")

@@ -100,6 +100,31 @@ def test_report_file_in_the_workspace_is_never_written_through_a_planted_link(
     assert not (ws / "ran").exists() and victim.read_text() == "keep\n"
 
 
+def test_a_report_is_never_written_through_a_linked_directory(rf: Runner) -> None:
+    """A directory on the way to FILE that is a symbolic link (the repository's, or one an
+    earlier command left in the workspace) could point anywhere the user may write: refused
+    before anything runs. The directory is held for the run: a command that renames it and
+    puts a link in its place redirects nothing."""
+    ws = rf.mkdir()
+    elsewhere = rf.mkdir()
+    victim = elsewhere / "report.json"
+    victim.write_text("precious\n")
+    os.chown(victim, rf.uid, rf.gid)
+    (ws / "out").symlink_to(elsewhere)
+    r = rf("run", "--report", str(ws / "out" / "report.json"), "--", "touch", "ran", cwd=ws)
+    assert r.returncode == 2 and f"passes through the symbolic link {ws / 'out'}" in r.stderr
+    assert victim.read_text() == "precious\n" and not (ws / "ran").exists()
+    (ws / "out").unlink()
+    (ws / "real").mkdir()
+    os.chown(ws / "real", rf.uid, rf.gid)
+    swap = f"mv real moved && ln -s {elsewhere} real && echo $RINGFENCE_SANDBOX"
+    report = ws / "real" / "report.json"
+    r = rf("run", "--report", str(report), "--", "sh", "-c", swap, cwd=ws)
+    assert r.returncode == 0 and r.stdout == "1\n", r.stderr
+    assert victim.read_text() == "precious\n"
+    assert json.loads((ws / "moved" / "report.json").read_text())["exit"] == 0
+
+
 def test_report_dash_is_refused(rf: Runner) -> None:
     ws = rf.mkdir()
     r = rf("run", "--report", "-", "--", "touch", "ran", cwd=ws)

@@ -134,6 +134,8 @@ def test_a_domain_in_an_allowlist(tree: Tree) -> None:
         ("https://example.com/", "not a URL"),
         ("exa mple.com", "characters a host name cannot have"),
         ("example.com:99999", "port"),
+        # a Cyrillic i: reads as github.com, would allow xn--gthub-n2e.com
+        ("g\u0456thub.com", r"in ASCII \(its ASCII form is xn--gthub-n2e\.com\)"),
     ],
 )
 def test_a_domain_that_is_not_one_name_is_refused(tree: Tree, value: str, why: str) -> None:

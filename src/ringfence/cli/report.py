@@ -41,6 +41,7 @@ class ReportSink:
     path: str | None = None
     identity: tuple[int, int] | None = None
     fd: int | None = None
+    dir_fd: int | None = None  # the file's directory, held from before the run
 
     @classmethod
     def of(cls, report: str | None, report_fd: int | None) -> ReportSink | None:
@@ -61,13 +62,18 @@ class ReportSink:
         if not report:
             raise PolicyError("--report: the file name is empty")
         path = os.path.abspath(report)
-        fd = _open_file(path, create=True)
+        dir_fd = _open_dir(path)
         try:
-            st = os.fstat(fd)
-            os.ftruncate(fd, 0)  # a stale report must never pass for this run's
-        finally:
-            os.close(fd)
-        return cls(path=path, identity=(st.st_dev, st.st_ino))
+            fd = _open_file(path, create=True, dir_fd=dir_fd)
+            try:
+                st = os.fstat(fd)
+                os.ftruncate(fd, 0)  # a stale report must never pass for this run's
+            finally:
+                os.close(fd)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        return cls(path=path, identity=(st.st_dev, st.st_ino), dir_fd=dir_fd)
 
     def write(self, record: Mapping[str, Any]) -> str | None:
         """Write ``record`` as one line of JSON; why it could not be written, if so."""
@@ -81,11 +87,14 @@ class ReportSink:
                 os.close(self.fd)
                 self.fd = None
             return None
-        assert self.path is not None
+        assert self.path is not None and self.dir_fd is not None
         try:
-            fd = _open_file(self.path, create=False)
+            fd = _open_file(self.path, create=False, dir_fd=self.dir_fd)
         except (OSError, PolicyError) as e:
             return f"the report {self.path} is not written: {e}"
+        finally:
+            os.close(self.dir_fd)
+            self.dir_fd = None
         try:
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != self.identity:
@@ -117,12 +126,38 @@ def _checked_fd(fd: int) -> int:
     return fd
 
 
-def _open_file(path: str, *, create: bool) -> int:
-    """``path`` opened for writing, never through a symbolic link, FIFO or device, and
-    never a file with another hard link (a name the command could have made for a file of
-    the user's); blocking again once it is known to be a regular file."""
+def _open_dir(path: str) -> int:
+    """The directory that holds ``path``, reached through no symbolic link at all (one the
+    workspace holds could have been planted by an earlier sandboxed command, or by the
+    repository, to make ringfence write elsewhere with the user's rights), and held open for
+    the run: renaming it, or something above it, while the command runs redirects nothing."""
+    from ringfence.policy.paths import symlinks_on_path
+
+    parent = os.path.dirname(path)
+    links = symlinks_on_path(parent)
+    if links:
+        raise PolicyError(
+            f"--report {path}: the way there passes through the symbolic link {links[0]}; "
+            f"give the real path {os.path.join(os.path.realpath(parent), os.path.basename(path))}"
+        )
     try:
-        fd = os.open(path, _FILE_FLAGS | (os.O_CREAT if create else 0), 0o600)
+        return os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise PolicyError(f"--report {path}: {parent}: {e.strerror}") from None
+
+
+def _open_file(path: str, *, create: bool, dir_fd: int) -> int:
+    """``path`` (its last component, in ``dir_fd``) opened for writing, never through a
+    symbolic link, FIFO or device, and never a file with another hard link (a name the
+    command could have made for a file of the user's); blocking again once it is known to be
+    a regular file."""
+    try:
+        fd = os.open(
+            os.path.basename(path),
+            _FILE_FLAGS | (os.O_CREAT if create else 0),
+            0o600,
+            dir_fd=dir_fd,
+        )
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise PolicyError(
