@@ -9,6 +9,7 @@ are from the documentation ranges (RFC 5737, RFC 3849) and would lead nowhere an
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -173,7 +174,7 @@ def test_the_api_result_carries_the_hint() -> None:
 
 def test_the_mcp_result_names_the_host_and_the_flag() -> None:
     pytest.importorskip("mcp")
-    from test_mcp import _data, _session
+    from test_mcp import Server, _data
 
     ws = Path(tempfile.mkdtemp(prefix="ringfence-netoff-mcp-", dir="/var/tmp"))
     try:
@@ -182,8 +183,10 @@ def test_the_mcp_result_names_the_host_and_the_flag() -> None:
             r = _data(await c.call_tool("run_command", {"command": "getent hosts pypi.org"}))
             assert r["exit_code"] == 2
             assert r["refused"] == ["resolve pypi.org (network is off)"]
-            assert r["to_allow"] == ["--network allowlist --allow-domain pypi.org"]
+            flags = [" ".join(w["flag"] for w in r["to_allow"])]
+            assert flags == ["--network allowlist --allow-domain pypi.org"], r["to_allow"]
+            assert {"kind": "domain", "value": "pypi.org"}.items() <= r["to_allow"][-1].items()
 
-        _session(ws, body)
+        Server(sys.executable, ws)(body)
     finally:
         shutil.rmtree(ws, ignore_errors=True)
