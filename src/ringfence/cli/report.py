@@ -41,7 +41,8 @@ class ReportSink:
     path: str | None = None
     identity: tuple[int, int] | None = None
     fd: int | None = None
-    dir_fd: int | None = None  # the file's directory, held from before the run
+    # the file's directory, held from before the run (for the CLI's life: one per run)
+    dir_fd: int | None = None
 
     @classmethod
     def of(cls, report: str | None, report_fd: int | None) -> ReportSink | None:
@@ -92,9 +93,6 @@ class ReportSink:
             fd = _open_file(self.path, create=False, dir_fd=self.dir_fd)
         except (OSError, PolicyError) as e:
             return f"the report {self.path} is not written: {e}"
-        finally:
-            os.close(self.dir_fd)
-            self.dir_fd = None
         try:
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != self.identity:
