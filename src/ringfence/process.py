@@ -89,7 +89,7 @@ def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: 
     proc = spawn_or_outcome(session, argv, pty=tty)
     if isinstance(proc, RunResult):
         return proc
-    from ringfence.platforms.linux.steps import FORWARDED  # the signals that are the command's
+    from ringfence.forwarded import FORWARDED  # the signals that are the command's
 
     previous = {sig: signal.signal(sig, lambda s, _f: proc.send_signal(s)) for sig in FORWARDED}
     try:

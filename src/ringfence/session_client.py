@@ -15,20 +15,10 @@ import os
 import sys
 
 from ringfence import session_wire as wire
+from ringfence.forwarded import FORWARDED
 
 EXIT_INTERNAL = 125
 EXIT_USAGE = 2
-# The signals that are the command's (the same list as ringfence.platforms.linux.steps).
-_FORWARDED = (
-    _signal.SIGINT,
-    _signal.SIGTERM,
-    _signal.SIGHUP,
-    _signal.SIGQUIT,
-    _signal.SIGUSR1,
-    _signal.SIGUSR2,
-    _signal.SIGWINCH,
-    _signal.SIGCONT,
-)
 
 
 def fast_args(argv: list[str]) -> tuple[str, float | None, list[str]] | None:
@@ -131,7 +121,7 @@ def run(name: str, timeout: float | None, argv: list[str]) -> int:
             except OSError:
                 pass  # the server is gone; the read below says so
 
-        for sig in _FORWARDED:
+        for sig in FORWARDED:
             _signal.signal(sig, forward)
         reader = wire.FrameReader(sock)
         try:

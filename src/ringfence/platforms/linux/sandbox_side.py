@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ringfence.errors import RingfenceError, SandboxError
+from ringfence.forwarded import FORWARDED
 from ringfence.platforms.linux import (
     caps,
     landlock,
@@ -57,7 +58,7 @@ from ringfence.platforms.linux.plan import LinuxPlan
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
 PR_SET_CHILD_SUBREAPER = 36
-_HANDLED = (*steps.FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
+_HANDLED = (*FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
 KILL_TREE = 255  # on the control pipe: end the command's whole tree (reduced isolation)
 SCOPE_ABI = 6  # Landlock's signal scoping
 PREPARE_DELAY = 0.02  # seconds after a command starts before its successor's init is made
@@ -79,7 +80,7 @@ def session_main(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> No
     """The runner process: never returns. Waits for the host's go-ahead (sent once the host
     has put this process in the session's cgroup), then builds the boundary."""
     try:
-        for sig in steps.FORWARDED:
+        for sig in FORWARDED:
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         got = protocol.recv(sock)
