@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the approval modules are imported only when a gate exists: 
     # ``ringfence run`` must not pay for the rules parser
     from ringfence.approval.decide import Decision
     from ringfence.approval.rules import RuleSet
+    from ringfence.engine.result import RunResult
 
 Approver = Callable[["Decision"], "bool | None"]
 
@@ -89,3 +90,25 @@ class ApprovalGate:
         record = {"policy": self.policy, "action": d.action, "by": by, "rule": d.rule,
                   "granted": ok}  # fmt: skip
         return Verdict(ok, d, record)
+
+
+def gate_or_refusal(
+    gate: ApprovalGate | None, argv: Sequence[str]
+) -> tuple[dict[str, Any] | None, RunResult | None]:
+    """For a backend that runs the command itself (no Session takes the step): the audit
+    record of who allowed ``argv``, or the result of its refusal (exit 77, nothing ran)."""
+    from ringfence.display import printable
+    from ringfence.engine.result import APPROVAL_REFUSED, EXIT_REFUSED, RunResult
+
+    if gate is None:
+        return None, None
+    verdict = gate.check(argv)
+    if verdict.granted:
+        return verdict.record, None
+    refused = RunResult(
+        EXIT_REFUSED,
+        message=printable(verdict.message),
+        error_kind=APPROVAL_REFUSED,
+        approval=verdict.record,
+    )
+    return verdict.record, refused

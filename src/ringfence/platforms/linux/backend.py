@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from ringfence.engine.approval import gate_or_refusal
 from ringfence.engine.contract import RunOptions
-from ringfence.engine.result import APPROVAL_REFUSED, EXIT_REFUSED, RunResult
+from ringfence.engine.result import RunResult
 from ringfence.errors import PolicyError
 from ringfence.platforms.linux import hostfacts, prepare
 from ringfence.platforms.linux.plan import LinuxPlan, compile_linux
@@ -26,15 +27,9 @@ class LinuxBackend:
         if options.ask and plan.proxy_port is None:  # a flag never dropped, full access too
             raise PolicyError("--ask needs --network allowlist")
         if not plan.sandboxed:
-            if options.gate is not None:
-                verdict = options.gate.check(argv)
-                if not verdict.granted:
-                    return RunResult(
-                        EXIT_REFUSED,
-                        message=verdict.message,
-                        error_kind=APPROVAL_REFUSED,
-                        approval=verdict.record,
-                    )
+            _, refused = gate_or_refusal(options.gate, argv)
+            if refused is not None:
+                return refused
             return process.run_unconfined(argv, dict(plan.env), plan.cwd, options.timeout)
         ask = None
         if options.ask:

@@ -13,8 +13,9 @@ import os
 import shutil
 
 from ringfence.display import printable
+from ringfence.engine.approval import gate_or_refusal
 from ringfence.engine.contract import RunOptions
-from ringfence.engine.result import APPROVAL_REFUSED, EXIT_REFUSED, RunResult, Violation
+from ringfence.engine.result import RunResult, Violation
 from ringfence.escalation import quiet
 from ringfence.platforms import hostrun
 from ringfence.platforms.macos import execute, monitor
@@ -50,17 +51,9 @@ class MacBackend:
     def run(self, plan: SeatbeltPlan, argv: list[str], options: RunOptions) -> RunResult:
         assert self.policy is not None and self.tmpdir is not None, "facts() comes first"
         policy = self.policy
-        record = None
-        if options.gate is not None:
-            verdict = options.gate.check(argv)
-            if not verdict.granted:
-                return RunResult(
-                    EXIT_REFUSED,
-                    message=printable(verdict.message),
-                    error_kind=APPROVAL_REFUSED,
-                    approval=verdict.record,
-                )
-            record = verdict.record
+        record, refused = gate_or_refusal(options.gate, argv)
+        if refused is not None:
+            return refused
         env = hostrun.host_env(policy)
         if self.proxy is not None:
             env = hostrun.with_proxy_env(env, self.proxy.port)

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ringfence.display import printable
+from ringfence.engine.approval import gate_or_refusal
 from ringfence.engine.contract import RunOptions
-from ringfence.engine.result import APPROVAL_REFUSED, EXIT_REFUSED, RunResult
+from ringfence.engine.result import RunResult
 from ringfence.errors import RingfenceError, UnsupportedError
 from ringfence.platforms import hostrun
 from ringfence.platforms.windows import command, install
@@ -73,17 +74,9 @@ class WindowsBackend:
         return facts
 
     def run(self, plan: WindowsRun, argv: list[str], options: RunOptions) -> RunResult:
-        record = None
-        if options.gate is not None:
-            verdict = options.gate.check(argv)
-            if not verdict.granted:
-                return RunResult(
-                    EXIT_REFUSED,
-                    message=printable(verdict.message),
-                    error_kind=APPROVAL_REFUSED,
-                    approval=verdict.record,
-                )
-            record = verdict.record
+        record, refused = gate_or_refusal(options.gate, argv)
+        if refused is not None:
+            return refused
         if self.api is None or self.launch is None:
             from ringfence.platforms.windows import run, run_native
             from ringfence.platforms.windows.win32 import Win32Api
