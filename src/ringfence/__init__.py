@@ -18,6 +18,7 @@ from ringfence.errors import (
     UnsupportedError,
     UsageError,
 )
+from ringfence.version import __version__
 
 TYPE_CHECKING = False  # not `typing`: it costs the fast path ~10 ms; mypy knows the name
 
@@ -36,8 +37,6 @@ if TYPE_CHECKING:
         TimeoutExpired,
         run,
     )
-
-__version__ = "0.1.0"
 
 # The policy model and the session API are imported on first use: ``ringfence run --session``
 # must not pay for them up front.

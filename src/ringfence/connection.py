@@ -24,7 +24,7 @@ from ringfence.errors import (
     UnsupportedError,
 )
 from ringfence.platforms.linux import protocol
-from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy import gitdir
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class Connection:
         try:
             if self.cgroup is not None:
                 self.cgroup.join(self.runner_pid)
-            protocol.send(self.sock, {"id": 0, "op": "go"})
+            protocol.send(self.sock, {"id": 0, "op": "go", "single": fork})
         except OSError as e:
             self.close()
             raise SandboxError(f"cannot start the sandbox runner: {e}") from e
@@ -152,6 +152,11 @@ class Connection:
         self, theirs: socket.socket, *, fork: bool
     ) -> tuple[int, subprocess.Popen[bytes] | None]:
         if fork:  # the CLI: a small single-threaded process, no second interpreter start
+            from ringfence.platforms.linux import prefork
+
+            waiting = prefork.take()  # forked early by a one-shot run (prefork.py)
+            if waiting is not None:
+                return waiting.hand_over(self.plan, theirs, self.tmpdir), None
             pid = os.fork()
             if pid == 0:
                 from ringfence.platforms.linux import sandbox_side

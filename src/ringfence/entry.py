@@ -11,7 +11,7 @@ import sys
 
 def main() -> int:
     if sys.argv[1:] == ["--version"]:  # as cheap as the session fast path
-        from ringfence import __version__
+        from ringfence.version import __version__
 
         print(f"ringfence {__version__}")
         return 0
@@ -20,6 +20,11 @@ def main() -> int:
     fast = session_client.fast_args(sys.argv[1:])
     if fast is not None:
         return session_client.run(*fast)
+    from ringfence import oneshot
+
+    cached = oneshot.run_cached(sys.argv[1:])
+    if cached is not None:
+        return cached
     from ringfence.cli import main as cli_main
 
     return cli_main()

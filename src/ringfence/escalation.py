@@ -26,7 +26,7 @@ from ringfence.policy import defaults, semantics
 from ringfence.policy.model import Mode, Network, Policy
 
 if TYPE_CHECKING:  # the macOS runner uses quiet() too, without the Linux backend
-    from ringfence.platforms.linux.plan import LinuxPlan
+    from ringfence.platforms.linux.plan_model import LinuxPlan
 
 OUTSIDE = "outside writable roots"
 # The host's name services reached through unix sockets (systemd-resolved's varlink socket,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from ringfence.platforms.linux import landlock, seccomp
 from ringfence.platforms.linux.mountops import MountKind
-from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.platforms.linux.plan_model import LinuxPlan
 
 
 def _wrap(text: str, indent: str) -> list[str]:

@@ -24,7 +24,7 @@ from ringfence.display import printable
 from ringfence.engine import backends, resolve
 from ringfence.engine.approval import ApprovalGate
 from ringfence.errors import RingfenceError
-from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy.model import Policy
 from ringfence.policy.semantics import is_under
 from ringfence.session import Process, Session

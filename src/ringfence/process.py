@@ -25,7 +25,7 @@ from ringfence.engine.result import (
     RunResult,
     Violation,
 )
-from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy import gitdir
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def run_sandboxed(
             _plan=plan,
             on_network_request=ask,
             audit=audit,
-            _gate=gate,
+            _gate=gate if gate is not None else False,  # resolved by the front end
             _fork=True,
         ).start()
     except UnsupportedError as e:

@@ -45,6 +45,7 @@ from ringfence.stdio import Drain, PtyFile, communicate, stdio_fds, terminal_siz
 
 if TYPE_CHECKING:
     from ringfence.audit import AuditLog
+    from ringfence.engine.approval import ApprovalGate
     from ringfence.network.proxy import NetEvent
 
 DEFAULT_OUTPUT_LIMIT = 4 << 20  # captured bytes kept per stream; the rest is drained
@@ -243,11 +244,10 @@ class Session:
         approval step before each command; ``approver`` is asked when it says to ask. The
         config files and the managed ceiling bind these as they bind the CLI. ``_plan`` and
         ``_gate`` are for ringfence's own front ends, which resolved them already."""
-        from ringfence.engine import approval as gate_mod
-        from ringfence.engine import resolve
-
         self.policy: Policy | None = None  # the effective policy (None: given a plan)
         if _plan is None:
+            from ringfence.engine import resolve
+
             resolved = resolve.resolve(
                 resolve.PolicyRequest(
                     workspace=os.fspath(workspace) if workspace is not None else None,
@@ -264,10 +264,16 @@ class Session:
             if rules is None and resolved.rules is not None:
                 rules = resolved.rules
         elif _gate is None:  # the plan was compiled under the ceiling; the approval floor binds
-            approval = resolve.approval_floor(approval)
-        if _gate is None:
-            _gate = gate_mod.ApprovalGate.build(approval, rules, approver)
-        self.gate: gate_mod.ApprovalGate | None = _gate
+            from ringfence.engine.resolve import approval_floor
+
+            approval = approval_floor(approval)
+        if _gate is False:  # ringfence's own front end decided: no approval step
+            _gate = None
+        elif _gate is None:
+            from ringfence.engine.approval import ApprovalGate
+
+            _gate = ApprovalGate.build(approval, rules, approver)
+        self.gate: ApprovalGate | None = _gate or None
         plan = _plan
         if plan is None:
             assert self.policy is not None

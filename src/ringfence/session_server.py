@@ -32,7 +32,7 @@ from ringfence.display import printable
 from ringfence.engine.approval import ApprovalGate
 from ringfence.engine.result import EXIT_INTERNAL, RunResult
 from ringfence.errors import PolicyError, SandboxError, UsageError
-from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy.environment import build_environment
 from ringfence.policy.model import EnvPolicy
 from ringfence.process import spawn_or_outcome, wait_outcome

@@ -33,7 +33,8 @@ from ringfence.escalation import (
     widenings,
 )
 from ringfence.platforms.linux import hostfacts
-from ringfence.platforms.linux.plan import LinuxPlan, compile_linux
+from ringfence.platforms.linux.plan import compile_linux
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy import defaults
 from ringfence.policy.model import Mode, Policy
 

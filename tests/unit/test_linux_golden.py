@@ -18,7 +18,8 @@ import pytest
 from ringfence.platforms.linux import bpf, landlock, seccomp
 from ringfence.platforms.linux.hostfacts import HostFacts, PathInfo, ScrubFile
 from ringfence.platforms.linux.mountops import MountKind, MountOp
-from ringfence.platforms.linux.plan import LinuxPlan, compile_linux
+from ringfence.platforms.linux.plan import compile_linux
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy.model import Isolation, Limits, Mode, Network, Policy
 
 GOLDEN = Path(__file__).parent / "golden"

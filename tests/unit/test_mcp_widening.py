@@ -15,7 +15,8 @@ from ringfence import escalation
 from ringfence.errors import PolicyError
 from ringfence.mcp_tools import propose, to_allow
 from ringfence.platforms.linux import hostfacts
-from ringfence.platforms.linux.plan import LinuxPlan, compile_linux
+from ringfence.platforms.linux.plan import compile_linux
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy import config
 from ringfence.policy.config import ConfigError
 from ringfence.policy.model import Mode, Network, Policy

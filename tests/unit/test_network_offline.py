@@ -12,7 +12,7 @@ import pytest
 from ringfence.errors import PolicyError
 from ringfence.escalation import to_allow_text, widen, widenings
 from ringfence.network import offline
-from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy import config
 from ringfence.policy.model import Mode, Network, Policy
 

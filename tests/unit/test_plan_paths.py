@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from ringfence.errors import PolicyError
 from ringfence.platforms.linux.hostfacts import HostFacts, PathInfo
 from ringfence.platforms.linux.mountops import MountOp
-from ringfence.platforms.linux.plan import LinuxPlan, compile_linux
+from ringfence.platforms.linux.plan import compile_linux
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy.model import Mode, Policy
 
 HOME = "/home/u"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ringfence.cli.flags import command_of, gate_of, resolve_flags
 from ringfence.cli.parser import EXIT_USAGE, build_parser
-from ringfence.display import printable
+from ringfence.display import printable, report
 from ringfence.engine import backends
 from ringfence.engine.result import EXIT_INTERNAL, RunResult
 from ringfence.errors import PolicyError, RingfenceError
@@ -45,7 +45,14 @@ def cmd_run(ns: argparse.Namespace, **backend_kwargs: Any) -> int:
     if getattr(ns, "session", None) is not None:
         return _run_in_session(ns, argv)
     sink = None
+    if getattr(ns, "verbose", False) or ns.command != "run":
+        from ringfence import oneshot
+
+        oneshot.forget()  # traced and shell runs take the usual path every time
     if getattr(ns, "report", None) is not None or getattr(ns, "report_fd", None) is not None:
+        from ringfence import oneshot
+
+        oneshot.forget()  # the report is written by the usual path
         from ringfence.cli.report import ReportSink
 
         sink = ReportSink.of(ns.report, ns.report_fd)
@@ -67,7 +74,15 @@ def cmd_run(ns: argparse.Namespace, **backend_kwargs: Any) -> int:
 
 
 def _run_here(ns: argparse.Namespace, argv: list[str], backend_kwargs: Any) -> RunResult:
-    resolved = resolve_flags(ns)
+    from ringfence.oneshot import Keeper
+
+    # A one-shot request the plan cache missed: its compile is recorded and its plan kept.
+    keeper = None if backend_kwargs or ns.command != "run" else Keeper.for_this_run()
+    if keeper is None:
+        resolved = resolve_flags(ns)
+    else:
+        with keeper.recording():
+            resolved = resolve_flags(ns)
     policy = resolved.policy
     trace_step(
         f"resolved the policy: mode {policy.mode.value}, network "
@@ -82,7 +97,7 @@ def _run_here(ns: argparse.Namespace, argv: list[str], backend_kwargs: Any) -> R
         gate=gate_of(resolved, tty_approver),
     )
     backend = backends.select(**backend_kwargs)
-    return backends.run(resolved.policy, resolved.cwd, argv, options, backend)
+    return backends.run(resolved.policy, resolved.cwd, argv, options, backend, keeper=keeper)
 
 
 def failure(argv: list[str], e: RingfenceError) -> RunResult:
@@ -96,17 +111,6 @@ def trace_step(what: str) -> None:
     from ringfence import trace
 
     trace.step(what)
-
-
-def report(result: RunResult) -> None:
-    """ringfence's own lines, on stderr, each escaped on its own."""
-    if not result.message:
-        return
-    prefix = "ringfence: "
-    if result.error_kind == "UnsupportedError":
-        prefix = "ringfence: cannot enforce the policy: "
-    for line in result.message.split("\n"):
-        print(prefix + printable(line), file=sys.stderr)
 
 
 def tty_approver(decision: Decision) -> bool | None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ringfence.engine.contract import Backend, RunOptions
+from ringfence.engine.contract import Backend, PlanKeeper, RunOptions
 from ringfence.engine.platform import PLATFORMS, host_platform, require_linux
 from ringfence.errors import UnsupportedError
 
 if TYPE_CHECKING:
     from ringfence.engine.result import RunResult
-    from ringfence.platforms.linux.plan import LinuxPlan
+    from ringfence.platforms.linux.plan_model import LinuxPlan
     from ringfence.policy.model import Policy
 
 __all__ = ["PLATFORMS", "Backend", "RunOptions", "host_platform", "linux_plan", "run", "select"]
@@ -53,20 +53,32 @@ def linux_plan(policy: Policy, cwd: str) -> LinuxPlan:
 
 
 def run(
-    policy: Policy, cwd: str, argv: list[str], options: RunOptions, backend: Backend
+    policy: Policy,
+    cwd: str,
+    argv: list[str],
+    options: RunOptions,
+    backend: Backend,
+    *,
+    keeper: PlanKeeper | None = None,
 ) -> RunResult:
     """facts -> compile -> run on ``backend``, which is closed afterwards. The result
     carries ``argv``, and a duration (the whole run's when the backend had none: a timeout,
-    a refusal)."""
+    a refusal). ``keeper``: the plan cache's recorder of this compile (oneshot.py)."""
     import dataclasses
     import time
 
     from ringfence import trace
 
     try:
-        facts = backend.facts(policy, cwd, options)
-        trace.step(f"{backend.name}: host facts")
-        plan = backend.compile(policy, facts, cwd)
+        if keeper is not None and backend.name == "linux":
+            with keeper.recording():
+                facts = backend.facts(policy, cwd, options)
+                plan = backend.compile(policy, facts, cwd)
+            keeper.keep(plan, options)
+        else:
+            facts = backend.facts(policy, cwd, options)
+            trace.step(f"{backend.name}: host facts")
+            plan = backend.compile(policy, facts, cwd)
         trace.step(f"{backend.name}: compiled the plan")
         started = time.monotonic()
         result = backend.run(plan, argv, options)

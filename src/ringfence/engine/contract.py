@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,3 +35,11 @@ class Backend(Protocol):
     def run(self, plan: Any, argv: list[str], options: RunOptions) -> RunResult: ...
 
     def close(self) -> None: ...
+
+
+class PlanKeeper(Protocol):
+    """Records a compile and keeps its plan (the plan cache, ``ringfence.oneshot.Keeper``)."""
+
+    def recording(self) -> AbstractContextManager[None]: ...
+
+    def keep(self, plan: Any, options: RunOptions) -> None: ...

@@ -7,13 +7,13 @@ never grows with the size of the workspace.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ringfence.network.offline import RESOLV_CONF_PATH
+from ringfence.plancache.facts import derived, effect
 from ringfence.platforms.linux import cgroups
 from ringfence.platforms.linux.gitfiles import ConfigRead, global_config_files, read_config
 from ringfence.policy import caches, defaults, scrub, semantics, statedirs
@@ -310,18 +310,10 @@ def user_quotas() -> dict[str, int]:
 
 
 def tmp_secrets(tmp: str = "/tmp") -> tuple[str, ...]:
-    """The host /tmp entries the default deny-read patterns name (top level only: one
-    directory listing, however full /tmp is). Symlinks are left out: anyone can make one in
-    /tmp, and following it would let another user choose what the sandbox hides (its target
-    has its own policy anyway)."""
-    try:
-        names = [e.name for e in os.scandir(tmp) if not e.is_symlink()]
-    except OSError:
-        return ()
-    pats = defaults.TMP_DENY_READ
-    return tuple(
-        sorted(os.path.join(tmp, n) for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats))
-    )
+    """The host /tmp entries the default deny-read patterns name (tmp_entries.py); a
+    recording compile notes the answer, not the whole listing (plancache/facts.py)."""
+    found: tuple[str, ...] = derived("tmp-secrets", tmp)
+    return found
 
 
 def _read_gitdir_file(path: str) -> str | None:
@@ -433,12 +425,17 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         own_state = own_state_dirs(env, home)
     state_base = statedirs.cache_base(env, home) if policy.sandboxed else None
     if state_base is not None:
-        ws = statedirs.prepare_workspace(state_base, policy.workspace)
+        ws = effect("statedirs.prepare_workspace", statedirs.prepare_workspace, state_base,
+                    policy.workspace)  # fmt: skip
         if ws is not None:
             ws = state_dir = os.path.realpath(ws)
             tmp_layer = os.path.join(ws, "tmp") if namespaces else None
             root = os.path.join(ws, "cache")
-            if policy.tool_caches and policy.writable_paths() and caches.ensure(root):
+            if (
+                policy.tool_caches
+                and policy.writable_paths()
+                and effect("caches.ensure", caches.ensure, root)
+            ):
                 cache_dir = root
     gitdirs: dict[str, str] = {}
     commondirs: dict[str, str] = {}

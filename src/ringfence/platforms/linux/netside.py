@@ -13,7 +13,7 @@ import socket
 
 from ringfence.network import dns_stub, publish_maker
 from ringfence.platforms.linux import caps, protocol
-from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.platforms.linux.plan_model import LinuxPlan
 
 
 def proxy_listener(port: int) -> socket.socket:

@@ -7,10 +7,8 @@ guard protects, and the exact environment. ``ringfence explain`` prints this pla
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from ringfence.errors import PolicyError, UnsupportedError
@@ -18,7 +16,7 @@ from ringfence.network.offline import RESOLV_CONF, RESOLV_CONF_PATH, offline_env
 from ringfence.network.proxy_env import PROXY_PORT, git_ssh_environment, proxy_environment
 from ringfence.platforms.linux import landlock, mountops, seccomp
 from ringfence.platforms.linux.hostfacts import PRIVATE_SHM, HostFacts, host_roots
-from ringfence.platforms.linux.mountops import Hidden, MountList, MountOp
+from ringfence.platforms.linux.mountops import MountList
 from ringfence.platforms.linux.plan_hidden import (
     SYSTEM_TARGETS,
     hide_own_state,
@@ -26,111 +24,13 @@ from ringfence.platforms.linux.plan_hidden import (
     hide_secrets,
 )
 from ringfence.platforms.linux.plan_limits import rlimits, userns_limits, with_cgroups
+from ringfence.platforms.linux.plan_model import DEVICE_PATHS, DEVICES, LinuxPlan
 from ringfence.platforms.linux.plan_reduced import NET_ABI, SCOPE_ABI, compile_reduced
 from ringfence.policy import defaults
 from ringfence.policy.caches import cache_environment
 from ringfence.policy.environment import build_environment, sandbox_variables, scrubbed_names
 from ringfence.policy.model import Isolation, Mode, Network, PathStyle, Policy
 from ringfence.policy.semantics import first_under, is_under
-
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-# Device nodes the command may open for writing and ioctl (terminals, /dev/null).
-DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts", "/dev/ptmx")
-
-
-@dataclass(frozen=True)
-class LinuxPlan:
-    """Everything the runner does, decided up front. An unsandboxed (full-access) plan has
-    only the first group of fields."""
-
-    sandboxed: bool
-    env: Mapping[str, str]
-    cwd: str
-    uid: int
-    gid: int
-    network: Network
-    mode: Mode
-    isolation: Isolation = Isolation.NAMESPACES
-    notes: tuple[str, ...] = ()
-    scrubbed_env: tuple[str, ...] = ()
-    # ringfence's per-workspace state directory (statedirs.py), locked while the sandbox runs
-    state_dir: str | None = None
-    # The variables ringfence itself sets (RINGFENCE_*, TMPDIR, caches, proxy): what a session
-    # server adds to each client's own environment.
-    sandbox_env: Mapping[str, str] = field(default_factory=dict)
-    # The boundary (empty when not sandboxed).
-    namespaces: tuple[str, ...] = ()
-    mounts: tuple[MountOp, ...] = ()
-    landlock: landlock.LandlockRuleset | None = None
-    seccomp: seccomp.SeccompPolicy | None = None
-    # (RLIMIT name without prefix, value) set on the command; (name, value) of
-    # /proc/sys/user/<name> written inside the sandbox's user namespace by pid 1.
-    rlimits: tuple[tuple[str, int], ...] = ()
-    userns_limits: tuple[tuple[str, int], ...] = ()
-    # Per-run cgroups: (controller, cgroup version, parent directory) where they are made,
-    # (controller, limit) to set, and why a controller the host lacks is missing.
-    cgroup_sites: tuple[tuple[str, int, str], ...] = ()
-    cgroup_limits: tuple[tuple[str, int], ...] = ()
-    cgroup_note: str = ""
-    # network = allowlist: the port the filtering proxy listens on inside the sandbox's own
-    # network namespace (the only way out), and the rules it applies.
-    proxy_port: int | None = None
-    allow_domains: tuple[str, ...] = ()
-    deny_domains: tuple[str, ...] = ()
-    allow_local_targets: bool = False
-    expose_ports: tuple[int, ...] = ()
-    # (host port, port inside) pairs: the host's loopback HOST_PORT leads to the sandbox's
-    # 127.0.0.1:PORT (network/publish.py on the host, network/publish_maker.py inside).
-    publish: tuple[tuple[int, int], ...] = ()
-    # The name guard: writable roots it watches, protected paths and name patterns, and the
-    # git rules (see the gitguard package): their mode, the git directories made writable
-    # only for git (a linked worktree's), and the core.hooksPath directories found at start.
-    guard_roots: tuple[str, ...] = ()
-    guard_paths: tuple[str, ...] = ()
-    guard_names: tuple[str, ...] = ()
-    guard_git: str = "off"
-    guard_git_roots: tuple[str, ...] = ()
-    guard_hooks_dirs: tuple[str, ...] = ()
-    guard_global_hooks_path: str | None = None
-    guard_home: str | None = None  # what ~/ means in the git configs the guard reads
-    # a home directory inside a writable root: every hidden entry of it protected (guard_rules)
-    guard_dot_dirs: tuple[str, ...] = ()
-    # (mask target, the deny_read entry that hid it): what violation reports name as hidden.
-    hidden: tuple[Hidden, ...] = ()
-    # Unix sockets on disk: the guard refuses connect()/sendto()/sendmsg() to one unless it
-    # lies beneath one of ``socket_roots`` (writable roots, git roots, the private /tmp and
-    # /dev/shm) or at or beneath an ``allow_sockets`` entry (--allow-socket, and the target
-    # of one that is a symlink). Empty without namespaces (reduced isolation cannot do it).
-    socket_roots: tuple[str, ...] = ()
-    allow_sockets: tuple[str, ...] = ()
-
-    @property
-    def guard_enabled(self) -> bool:
-        """Whether the name guard (seccomp user notification) runs with the command."""
-        return bool(
-            self.guard_names or self.guard_paths or self.guard_git != "off" or self.socket_roots
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["guard_enabled"] = self.guard_enabled
-        d["env"] = dict(self.env)
-        d["sandbox_env"] = dict(self.sandbox_env)
-        for m in d["mounts"]:  # a scrubbed copy: its size and digest, not its text
-            if m["content"] is not None:
-                m["content"] = f"{len(m['content'])} bytes, sha256 " + (
-                    hashlib.sha256(m["content"]).hexdigest()
-                )
-        if self.landlock is not None:
-            d["landlock"] = {
-                "abi": self.landlock.abi,
-                "handled": landlock.access_names(self.landlock.handled_fs),
-                "rules": [
-                    {"path": r.path, "access": landlock.access_names(r.access)}
-                    for r in self.landlock.rules
-                ],
-            }
-        return d
 
 
 def _check_writable_root(path: str) -> None:

@@ -11,7 +11,7 @@ from ringfence.platforms.linux.hostfacts import HostFacts
 from ringfence.policy.model import Limits
 
 if TYPE_CHECKING:
-    from ringfence.platforms.linux.plan import LinuxPlan
+    from ringfence.platforms.linux.plan_model import LinuxPlan
 
 # Nested namespaces are refused by seccomp; a zero quota refuses them a second time.
 _NO_NESTED_NAMESPACES = (

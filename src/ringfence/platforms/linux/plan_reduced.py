@@ -12,7 +12,7 @@ from ringfence.platforms.linux.plan_limits import rlimits
 from ringfence.policy.model import Isolation, Network, Policy
 
 if TYPE_CHECKING:
-    from ringfence.platforms.linux.plan import LinuxPlan
+    from ringfence.platforms.linux.plan_model import LinuxPlan
 
 SCOPE_ABI = 6  # Landlock's signal and abstract-unix-socket scopes
 NET_ABI = 4  # Landlock's TCP bind/connect rights

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 from ringfence.platforms.linux import hostfacts, landlock
-from ringfence.platforms.linux.plan import LinuxPlan, compile_linux
+from ringfence.platforms.linux.plan import compile_linux
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy.model import Policy
 
 

@@ -53,7 +53,7 @@ from ringfence.platforms.linux import (
 )
 from ringfence.platforms.linux.libc import syscall
 from ringfence.platforms.linux.nameguard.filter import install_filter
-from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.platforms.linux.plan_model import LinuxPlan
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
@@ -86,12 +86,14 @@ def session_main(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> No
         got = protocol.recv(sock)
         if got is None:
             os._exit(0)
+        # One command and done (``ringfence run``): no init prepared ahead of a request.
+        single = got[0].get("single") is True
         if not plan.namespaces:
-            _reduced_serve(plan, sock, tmpdir)
+            _reduced_serve(plan, sock, tmpdir, single)
         namespaces.unshare(plan.namespaces, plan.uid, plan.gid)
         pid = os.fork()
         if pid == 0:
-            _pid1_main(plan, sock)
+            _pid1_main(plan, sock, single)
         sock.close()
         _, status = os.waitpid(pid, 0)
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
@@ -108,7 +110,7 @@ def _fatal(sock: socket.socket, e: BaseException) -> NoReturn:
     os._exit(125)
 
 
-def _pid1_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
+def _pid1_main(plan: LinuxPlan, sock: socket.socket, single: bool) -> NoReturn:
     try:
         steps.die_with_parent()
         root = mounts.build_view(plan.mounts)
@@ -122,7 +124,7 @@ def _pid1_main(plan: LinuxPlan, sock: socket.socket) -> NoReturn:
         steps.cap_userns_quotas(_session_quotas(plan.userns_limits))
         syscall("prctl", steps.PR_SET_DUMPABLE, 0, 0, 0, 0)
         listeners += netside.start_publish_maker(plan)  # --publish: handed over last
-        _Server(plan, sock, namespaced=True).serve(listeners)
+        _Server(plan, sock, namespaced=True, single=single).serve(listeners)
     except BaseException as e:
         _fatal(sock, e)
 
@@ -132,7 +134,9 @@ def _session_quotas(limits: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
     return [(n, MAX_COMMANDS if n in room else v) for n, v in limits]
 
 
-def _reduced_serve(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> NoReturn:
+def _reduced_serve(
+    plan: LinuxPlan, sock: socket.socket, tmpdir: str | None, single: bool
+) -> NoReturn:
     syscall("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     syscall("prctl", steps.PR_SET_DUMPABLE, 0, 0, 0, 0)
     if tmpdir is not None and plan.landlock is not None:
@@ -144,7 +148,7 @@ def _reduced_serve(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> 
         )
         plan = dataclasses.replace(plan, landlock=rules, env={**plan.env, "TMPDIR": tmpdir})
     try:
-        _Server(plan, sock, namespaced=False).serve()
+        _Server(plan, sock, namespaced=False, single=single).serve()
     finally:
         reaper.kill_descendants()
 
@@ -152,10 +156,15 @@ def _reduced_serve(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> 
 class _Server:
     """pid 1's loop: requests from the host, and the end of each command's init."""
 
-    def __init__(self, plan: LinuxPlan, sock: socket.socket, *, namespaced: bool) -> None:
+    def __init__(
+        self, plan: LinuxPlan, sock: socket.socket, *, namespaced: bool, single: bool = False
+    ) -> None:
         self.plan = plan
         self.sock = sock
         self.namespaced = namespaced
+        # A one-command session: each request gets an init made for it (no warm-up, none
+        # prepared for a next request that will not come).
+        self.single = single
         self.commands: dict[int, _Command] = {}  # by init pid
         self.by_id: dict[int, _Command] = {}
         self.idle: dict[int, _Init] = {}  # prepared inits not yet given a command
@@ -202,7 +211,8 @@ class _Server:
         protocol.send(self.sock, {"id": 0, "ready": True}, [ls.fileno() for ls in listeners])
         for ls in listeners:
             ls.close()  # the host serves them now; no init may hold one
-        self._prepare_next()
+        if not self.single:
+            self._prepare_next()
         sock_fd = self.sock.fileno()
         while True:
             wait = None
@@ -271,7 +281,7 @@ class _Server:
         if len(fds) != spec.nfds:
             self._send({"id": cid, "error": "bad request: wrong number of stdio descriptors"})
             return
-        if any(os.isatty(fd) for fd in fds):
+        if self.single or any(os.isatty(fd) for fd in fds):
             # The caller's own terminal needs a Landlock rule of its own: a fresh init.
             self._register(cid, self._fork_init((cid, spec, fds)))
             return

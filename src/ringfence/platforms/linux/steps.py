@@ -24,7 +24,7 @@ from ringfence.platforms.linux import (
 from ringfence.platforms.linux.libc import syscall, write_file
 from ringfence.platforms.linux.nameguard.results import Denial
 from ringfence.platforms.linux.nameguard.supervisor import Supervisor
-from ringfence.platforms.linux.plan import LinuxPlan
+from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy import gitdir
 
 PR_SET_PDEATHSIG = 1

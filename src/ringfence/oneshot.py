@@ -1,0 +1,211 @@
+"""``ringfence run [FLAGS] -- CMD`` from the plan cache.
+
+A harness that runs one sandbox per command pays for resolving the policy, looking at the host
+and compiling the plan on every call, although for the same flags in the same directory the
+plan comes out the same. The first run of a request compiles as usual and keeps the plan
+(``plancache``); later runs find it by the request's key, ask the file system every question
+the compile asked, and run the plan only if every answer is the same. Otherwise (a config file
+edited, a ``.git`` appeared, another kernel) they compile again, exactly as without a cache.
+
+This module is imported before argparse and the policy model, and imports neither: a hit
+imports only what runs a plan.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ringfence.engine.contract import RunOptions
+    from ringfence.plancache.facts import Recorder
+
+OFF_VARIABLE = "RINGFENCE_PLAN_CACHE"  # "off": neither read nor write the cache
+
+_pending: dict[str, str] = {}  # the request the fast path looked up: where a miss is kept
+
+
+def forget() -> None:
+    """This request takes the usual path and is not kept (a report, a trace)."""
+    _pending.clear()
+
+
+def _split(args: Sequence[str]) -> tuple[list[str], list[str]] | None:
+    """``run FLAGS -- CMD``: the flags and the command; None for any other form."""
+    if not args or args[0] != "run" or "--" not in args:
+        return None
+    i = list(args).index("--")
+    if i + 1 >= len(args):
+        return None
+    return list(args[:i]), list(args[i + 1 :])
+
+
+def _where() -> tuple[str, str] | None:
+    """(cache directory, key) of this request, or None when there is no cache here."""
+    if os.environ.get(OFF_VARIABLE) == "off":
+        return None
+    split = _split(sys.argv[1:])
+    if split is None:
+        return None
+    from ringfence.plancache import key, store
+
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None
+    home = os.environ.get("HOME")
+    directory = store.directory(os.environ, os.path.realpath(home) if home else None)
+    if directory is None:
+        return None
+    return directory, key.request_key(split[0], cwd, os.environ)
+
+
+def run_cached(args: Sequence[str]) -> int | None:
+    """The exit status of ``args`` run from the cache, or None to take the usual path."""
+    if _split(args) is None:
+        return None
+    where = _where()
+    if where is None:
+        return None
+    directory, k = where
+    _pending.update(directory=directory, key=k)
+    if os.path.exists(os.path.join(directory, k)):  # likely a hit: start the runner now
+        from ringfence.platforms.linux import prefork
+
+        prefork.start()
+    from ringfence.plancache import facts, store
+
+    entry = store.load(directory, k)
+    if entry is None or facts.unchanged(entry.answers) is not None:
+        return None
+    if not _redo(entry.effects):
+        return None
+    store.touch(directory, k)
+    _pending.clear()
+    split = _split(args)
+    assert split is not None
+    return _run(entry.plan, _options(entry.options), split[1])
+
+
+def _redo(effects: Sequence[tuple[str, tuple[Any, ...], Any]]) -> bool:
+    for name, args, was in effects:
+        fn = _effect(name)
+        if fn is None:
+            return False
+        try:
+            if fn(*args) != was:
+                return False
+        except (OSError, TypeError, ValueError):
+            return False
+    return True
+
+
+def _effect(name: str) -> Callable[..., Any] | None:
+    if name == "statedirs.prepare_workspace":
+        from ringfence.policy.statedirs import prepare_workspace
+
+        return prepare_workspace
+    if name == "caches.ensure":
+        from ringfence.policy.caches import ensure
+
+        return ensure
+    return None
+
+
+def _options(stored: dict[str, Any]) -> RunOptions:
+    from ringfence.engine.contract import RunOptions
+
+    timeout = stored.get("timeout")
+    if timeout is not None and not isinstance(timeout, (int, float)):
+        raise ValueError("timeout")
+    return RunOptions(
+        timeout=timeout,
+        tty=stored.get("tty") is True,
+        ask=stored.get("ask") is True,
+        audit=stored.get("audit") is not False,
+    )
+
+
+def _run(plan: Any, options: RunOptions, argv: list[str]) -> int:
+    """As ``cli.run``'s own path after the compile: the Linux backend, the same report."""
+    import dataclasses
+    import time
+
+    from ringfence.display import report
+    from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
+    from ringfence.platforms.linux.backend import LinuxBackend
+
+    started = time.monotonic()
+    try:
+        result = LinuxBackend().run(plan, argv, options)
+    except UnsupportedError as e:
+        print(f"ringfence: cannot enforce the policy: {e}", file=sys.stderr)
+        return 125
+    except PolicyError as e:
+        print(f"ringfence: {e}", file=sys.stderr)
+        return 2
+    except RingfenceError as e:
+        print(f"ringfence: {e}", file=sys.stderr)
+        return 125
+    duration = time.monotonic() - started if result.duration is None else result.duration
+    report(dataclasses.replace(result, argv=tuple(argv), duration=duration))
+    return result.returncode
+
+
+class Keeper:
+    """The usual path's side of the cache: record the compile of a request the fast path
+    looked up and missed, then keep its plan."""
+
+    def __init__(self, directory: str, key: str) -> None:
+        from ringfence.plancache.facts import Recorder
+
+        self.directory = directory
+        self.key = key
+        self.recorder: Recorder = Recorder()
+
+    @classmethod
+    def for_this_run(cls) -> Keeper | None:
+        """A keeper when the fast path missed this very request (None otherwise: a test
+        calling ``cmd_run`` directly, another command, the cache turned off)."""
+        if "key" not in _pending:
+            return None
+        return cls(_pending.pop("directory"), _pending.pop("key"))
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        from ringfence.plancache import facts
+
+        with facts.recording(self.recorder):
+            yield
+
+    def keep(self, plan: Any, options: RunOptions) -> None:
+        """Store ``plan`` unless something in its compile cannot be replayed."""
+        if options.gate is not None:
+            return  # the approval step reads its rules per command: not cached
+        answers = self.recorder.answers()
+        if answers is None:
+            return
+        from ringfence.plancache import facts, store
+
+        for name, module in list(sys.modules.items()):  # ringfence's own code is an input
+            path = getattr(module, "__file__", None)
+            if name.startswith("ringfence") and isinstance(path, str):
+                answers[("stat", path)] = facts.ask("stat", path)
+        store.save(
+            self.directory,
+            self.key,
+            store.Entry(
+                plan,
+                {
+                    "timeout": options.timeout,
+                    "tty": options.tty,
+                    "ask": options.ask,
+                    "audit": options.audit,
+                },
+                answers,
+                tuple(self.recorder.effects),
+            ),
+        )

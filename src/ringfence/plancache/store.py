@@ -1,0 +1,156 @@
+"""Where cached plans live, and how one is written and read back.
+
+The directory is ``<ringfence cache>/plans`` (``~/.cache/ringfence/plans``): inside ringfence's
+own state, which every namespaced sandbox has hidden (a sandbox can neither read a plan, and
+learn what it does not protect, nor write one, and weaken the next sandbox). Reduced isolation
+hides nothing from reading and protects nothing inside a writable root: a reduced sandbox
+whose writable root contains this directory could write here, exactly as it could rewrite the
+user's ringfence config (docs/performance.md says so); entries are read with the same care as
+any file there: owned by this user, not a link, private, and decoded without running code.
+
+An entry is keyed by the request (see ``key``) and holds the file-system answers the compile
+depended on; a lookup returns it only when every answer is still the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import os
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ringfence.plancache import codec, facts
+
+FORMAT = 1
+MAX_ENTRIES = 64  # one per distinct request; the oldest are dropped
+MAX_BYTES = 1 << 22
+SUBDIR = "plans"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One cached request: the plan, how to run it, and what it was compiled from."""
+
+    plan: Any
+    options: dict[str, Any]
+    answers: dict[facts.Question, facts.Answer]
+    effects: tuple[tuple[str, tuple[Any, ...], Any], ...]
+
+
+def directory(env: Mapping[str, str], home: str | None) -> str | None:
+    """``$XDG_CACHE_HOME/ringfence/plans`` (as statedirs.cache_base), or None."""
+    base = env.get("XDG_CACHE_HOME")
+    if not base or not os.path.isabs(base):
+        if not home or not os.path.isabs(home):
+            return None
+        base = os.path.join(home, ".cache")
+    return os.path.join(base, "ringfence", SUBDIR)
+
+
+def _private_dir(path: str, create: bool) -> bool:
+    """``path`` is a directory of ours that no one else may write (made so if ``create``)."""
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.makedirs(path, mode=0o700)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+
+
+def _read_private(path: str) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file of ours that no one else can read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            return None
+        return os.read(fd, MAX_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def load(dirpath: str, key: str) -> Entry | None:
+    """The entry for ``key`` if there is a sound one (its answers are not checked here)."""
+    if not _private_dir(dirpath, create=False):
+        return None
+    data = _read_private(os.path.join(dirpath, key))
+    if data is None:
+        return None
+    try:
+        fmt, plan, options, answers, effects = marshal.loads(data)
+        if fmt != FORMAT or not isinstance(options, dict):
+            return None
+        return Entry(
+            codec.decode(plan),
+            dict(options),
+            {(op, path): tuple(a) for (op, path), a in answers},
+            tuple(effects),
+        )
+    except (ValueError, EOFError, TypeError, codec.CodecError):
+        return None
+
+
+def save(dirpath: str, key: str, entry: Entry) -> None:
+    """Write ``entry`` atomically (a private file renamed into place); errors are ignored:
+    the cache is only ever a speed-up."""
+    try:
+        data = marshal.dumps(
+            (
+                FORMAT,
+                codec.encode(entry.plan),
+                entry.options,
+                tuple(entry.answers.items()),
+                entry.effects,
+            )
+        )
+    except (ValueError, codec.CodecError):
+        return
+    if len(data) > MAX_BYTES or not _private_dir(dirpath, create=True):
+        return
+    tmp = os.path.join(dirpath, f".{key}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, os.path.join(dirpath, key))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return
+    _prune(dirpath)
+
+
+def _prune(dirpath: str) -> None:
+    try:
+        with os.scandir(dirpath) as it:
+            found = [(e.stat(follow_symlinks=False).st_mtime, e.path) for e in it]
+    except OSError:
+        return
+    if len(found) <= MAX_ENTRIES:
+        return
+    found.sort()
+    for _, path in found[: len(found) - MAX_ENTRIES]:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def touch(dirpath: str, key: str) -> None:
+    """Mark an entry used, so pruning drops the least recently used."""
+    with contextlib.suppress(OSError):
+        now = time.time()
+        os.utime(os.path.join(dirpath, key), (now, now), follow_symlinks=False)
