@@ -16,7 +16,7 @@ import marshal
 from typing import Any
 
 _PREFIX = "ringfence."
-_DC, _ENUM, _TUPLE, _LIST, _DICT, _FSET, _SET = range(7)
+_DC, _ENUM, _TUPLE, _LIST, _DICT, _FSET, _SET, _NAMEDTUPLE = range(8)
 _CONTAINERS = (
     (tuple, _TUPLE),
     (list, _LIST),
@@ -47,6 +47,8 @@ def _enc(v: Any) -> Any:
         return (_DC, _name(type(v)), fields)
     if isinstance(v, dict):
         return (_DICT, tuple((_enc(k), _enc(x)) for k, x in v.items()))
+    if isinstance(v, tuple) and type(v) is not tuple:  # a NamedTuple of ringfence's
+        return (_NAMEDTUPLE, _name(type(v)), tuple(_enc(x) for x in v))
     for kind, tag in _CONTAINERS:
         if isinstance(v, kind):
             items: Any = v
@@ -78,6 +80,8 @@ def _cls(name: Any, kind: type) -> Any:
         raise CodecError(f"{name} is not a class of that module")
     if kind is enum.Enum and not issubclass(cls, enum.Enum):
         raise CodecError(f"{name} is not an enum")
+    if kind is tuple and not (issubclass(cls, tuple) and hasattr(cls, "_fields")):
+        raise CodecError(f"{name} is not a named tuple")
     if kind is object and not (dataclasses.is_dataclass(cls) and not issubclass(cls, enum.Enum)):
         raise CodecError(f"{name} is not a dataclass")
     return cls
@@ -95,6 +99,8 @@ def _dec(v: Any) -> Any:
         return _cls(v[1], enum.Enum)(_dec(v[2]))
     if tag == _DICT:
         return {_dec(k): _dec(x) for k, x in v[1]}
+    if tag == _NAMEDTUPLE:
+        return _cls(v[1], tuple)(*(_dec(x) for x in v[2]))
     build = _BUILD.get(tag)
     if build is None:
         raise CodecError(f"unknown tag {tag}")

@@ -54,7 +54,7 @@ def directory(env: Mapping[str, str], home: str | None) -> str | None:
 def _private_dir(path: str, create: bool) -> bool:
     """``path`` is a directory of ours that no one else may write (made so if ``create``)."""
     if create:
-        with contextlib.suppress(FileExistsError):
+        with contextlib.suppress(OSError):  # a read-only home: no cache, the run goes on
             os.makedirs(path, mode=0o700)
     try:
         st = os.lstat(path)

@@ -1,0 +1,182 @@
+"""The one-shot plan cache, through real ``ringfence run`` calls: a repeated request runs the
+kept plan; any change to what the plan was made from (a config file, the workspace, the
+environment, the flags) compiles again and the change is enforced; no sandbox can read or
+write the cache; a damaged or loosened entry is ignored."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import Runner
+
+pytestmark = pytest.mark.sandbox
+
+
+def _plans(rf: Runner, env: dict[str, str] | None = None) -> Path:
+    return Path(rf.env(env)["XDG_CACHE_HOME"]) / "ringfence" / "plans"
+
+
+def _entries(rf: Runner, ws: Path, env: dict[str, str] | None = None) -> list[Path]:
+    """This workspace's entries: a plan names its working directory."""
+    d = _plans(rf, env)
+    if not d.is_dir():
+        return []
+    mark = str(ws).encode()
+    return sorted(p for p in d.iterdir() if p.is_file() and mark in p.read_bytes())
+
+
+@pytest.fixture(autouse=True)
+def _state_made(rf: Runner) -> None:
+    """The very first run of a user makes ringfence's state directory while its compile looks
+    at it: a change under the compile, so that plan is not kept. Make it before each test."""
+    rf.sh(rf.mkdir(), "true")
+
+
+def _one(rf: Runner, ws: Path, env: dict[str, str] | None = None) -> Path:
+    found = _entries(rf, ws, env)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_a_repeated_request_runs_the_kept_plan(rf: Runner) -> None:
+    ws = rf.mkdir()
+    first = rf.confined_sh(ws, "echo one > made-1; echo ran-1")
+    assert first.returncode == 0, first.stderr
+    entry = _one(rf, ws)
+    st = entry.stat()
+    assert st.st_mode & 0o777 == 0o600 and st.st_uid == rf.uid
+    assert entry.parent.stat().st_mode & 0o777 == 0o700
+    second = rf.confined_sh(ws, "echo one > made-1; echo ran-1")
+    assert second.returncode == 0 and second.stdout.strip() == "ran-1", second.stderr
+    assert _one(rf, ws).stat().st_ino == st.st_ino  # read, not compiled and written again
+    assert (ws / "made-1").read_text() == "one\n"
+    # the kept plan is the same sandbox: a write outside the workspace is still refused
+    outside = rf.mkdir("outside-")
+    r = rf.sh(ws, f"echo x > {outside}/escape; echo status=$?")
+    assert "status=1" in r.stdout or "status=2" in r.stdout, r.stdout
+    assert not (outside / "escape").exists()
+
+
+def test_a_project_file_edit_compiles_again_and_binds(rf: Runner) -> None:
+    ws = rf.mkdir()
+    secret = ws / "notes.txt"
+    secret.write_text("readable\n")
+    os.chown(secret, rf.uid, rf.gid)
+    r = rf.confined_sh(ws, "cat notes.txt")
+    assert r.stdout.strip() == "readable", r.stderr
+    before = _one(rf, ws).stat().st_ino
+    (ws / ".ringfence.toml").write_text('deny_read = ["notes.txt"]\n')
+    r = rf.confined_sh(ws, "cat notes.txt; echo status=$?")
+    assert "readable" not in r.stdout and "status=1" in r.stdout, (r.stdout, r.stderr)
+    assert _one(rf, ws).stat().st_ino != before
+
+
+def test_a_user_config_edit_compiles_again_and_binds(rf: Runner) -> None:
+    ws = rf.mkdir()
+    config_home = rf.mkdir("config-")
+    env = {"XDG_CONFIG_HOME": str(config_home)}
+    r = rf.confined_sh(ws, "echo $RF_PLAN_PROBE", env=env)
+    assert r.returncode == 0, r.stderr
+    conf = config_home / "ringfence" / "config.toml"
+    conf.parent.mkdir()
+    conf.write_text('network = "on"\n')
+    os.chown(conf.parent, rf.uid, rf.gid)
+    os.chown(conf, rf.uid, rf.gid)
+    r = rf("explain", "--json", "--", "true", cwd=ws, env=env)
+    assert '"network": "on"' in r.stdout
+    r = rf.confined_sh(ws, "cat /proc/net/dev | grep -c ':'", env=env)
+    assert int(r.stdout) >= 2, r.stdout  # network on: the host's interfaces, not a lone lo
+    plans = _entries(rf, ws, env)
+    assert len(plans) == 1  # same key (flags, cwd, env), new answers: written again
+    conf.write_text('network = "off"\n')
+    r = rf.confined_sh(ws, "cat /proc/net/dev | grep -c ':'", env=env)
+    assert r.stdout.strip() == "1", r.stdout  # loopback only again
+
+
+def test_a_new_git_directory_is_protected_at_once(rf: Runner) -> None:
+    ws = rf.mkdir()
+    assert rf.confined_sh(ws, "true").returncode == 0
+    hooks = ws / ".git" / "hooks"
+    hooks.mkdir(parents=True)
+    for p in (ws / ".git", hooks):
+        os.chown(p, rf.uid, rf.gid)
+    r = rf.confined_sh(ws, "echo 'evil' > .git/hooks/pre-commit; echo status=$?")
+    assert "status=0" not in r.stdout, r.stdout
+    assert not (hooks / "pre-commit").exists()
+
+
+def test_the_environment_is_part_of_the_request(rf: Runner) -> None:
+    ws = rf.mkdir()
+    a = rf.confined_sh(ws, "echo value=$RF_PLAN_PROBE", env={"RF_PLAN_PROBE": "first"})
+    b = rf.confined_sh(ws, "echo value=$RF_PLAN_PROBE", env={"RF_PLAN_PROBE": "second"})
+    assert a.stdout.strip() == "value=first" and b.stdout.strip() == "value=second"
+    assert len(_entries(rf, ws)) == 2
+
+
+def test_flags_are_part_of_the_request(rf: Runner) -> None:
+    ws = rf.mkdir()
+    extra = rf.mkdir("extra-")
+    r = rf.sh(ws, f"echo x > {extra}/f; echo status=$?")
+    assert "status=0" not in r.stdout and not (extra / "f").exists()
+    r = rf.sh(ws, f"echo x > {extra}/f; echo status=$?", "--writable", str(extra))
+    assert "status=0" in r.stdout and (extra / "f").exists(), r.stderr
+    assert len(_entries(rf, ws)) == 2
+
+
+def test_no_sandbox_can_read_or_write_the_cache(rf: Runner) -> None:
+    ws = rf.mkdir()
+    assert rf.confined_sh(ws, "true").returncode == 0
+    entry = _one(rf, ws)
+    kept = entry.read_bytes()
+    plans = entry.parent
+    script = (
+        f"ls -A {plans} 2>/dev/null | wc -l; "
+        f"cat {entry} >/dev/null 2>&1 && echo READ; "
+        f"echo forged > {plans}/forged 2>/dev/null && echo WROTE; "
+        f"echo forged > {entry} 2>/dev/null && echo OVERWROTE; "
+        "echo end"
+    )
+    r = rf.confined_sh(ws, script)
+    out = r.stdout.split()
+    assert out[0] == "0" and out[-1] == "end", (r.stdout, r.stderr)
+    assert "READ" not in out and "WROTE" not in out and "OVERWROTE" not in out
+    assert not (plans / "forged").exists()
+    assert entry.read_bytes() == kept
+
+
+@pytest.mark.parametrize("damage", ["garbage", "group-readable", "symlink"])
+def test_a_damaged_entry_is_ignored(rf: Runner, damage: str) -> None:
+    ws = rf.mkdir()
+    assert rf.confined_sh(ws, "true").returncode == 0
+    entry = _one(rf, ws)
+    if damage == "garbage":
+        entry.write_bytes(b"\x00not a plan")
+    elif damage == "group-readable":
+        entry.chmod(0o640)
+    else:
+        target = ws / "elsewhere"
+        target.write_bytes(entry.read_bytes())
+        entry.unlink()
+        entry.symlink_to(target)
+    r = rf.confined_sh(ws, "echo still-ran")
+    assert r.stdout.strip() == "still-ran", r.stderr
+    fresh = _one(rf, ws)
+    assert not fresh.is_symlink() and fresh.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_cache_can_be_turned_off(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf.confined_sh(ws, "echo off", env={"RINGFENCE_PLAN_CACHE": "off"})
+    assert r.stdout.strip() == "off", r.stderr
+    assert _entries(rf, ws, {"RINGFENCE_PLAN_CACHE": "off"}) == []
+
+
+def test_full_access_runs_from_the_cache_too(rf: Runner) -> None:
+    ws = rf.mkdir()
+    for _ in range(2):
+        r = rf(
+            "run", "--mode", "full-access", "--", "sh", "-c", "echo $RINGFENCE_SANDBOX-x", cwd=ws
+        )
+        assert r.returncode == 0 and r.stdout.strip() == "0-x", r.stderr  # marked unconfined

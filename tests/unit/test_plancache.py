@@ -1,0 +1,211 @@
+"""The plan cache's parts: the codec that never runs code, the recorder of what a compile
+asked the file system, the private store and the request key."""
+
+from __future__ import annotations
+
+import marshal
+import os
+from pathlib import Path
+
+import pytest
+
+from ringfence.plancache import codec, facts, key, store
+from ringfence.policy.model import Limits, Mode, Network, Policy
+
+
+def test_codec_round_trips_ringfence_dataclasses_and_enums() -> None:
+    value = {
+        "policy": Policy(workspace="/w", network=Network.ALLOWLIST, allow_domains=("a.org",)),
+        "limits": Limits(memory=1 << 30),
+        "mode": Mode.READ_ONLY,
+        "set": frozenset({1, 2}),
+        "list": [b"x", None, 1.5],
+    }
+    assert codec.decode(codec.encode(value)) == value
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        (0, "os:system", (("command", "true"),)),  # not ringfence's
+        (0, "builtins:eval", ()),
+        (0, "ringfence.oneshot:Keeper", ()),  # ringfence's, but not a dataclass
+        (1, "ringfence.policy.model:Policy", "x"),  # a dataclass named as an enum
+        (0, "ringfence.policy.model:Policy.__init__", ()),  # not a class name
+        (0, "ringfence.policy.model:Limits", (("nope", 1),)),  # fields of another version
+        (7, "ringfence.policy.model:Limits", ()),  # a dataclass named as a named tuple
+        (99, "x"),
+        "plain string at the top is fine",
+    ],
+)
+def test_codec_builds_nothing_but_ringfence_data(forged: object) -> None:
+    data = marshal.dumps(forged)
+    if isinstance(forged, str):
+        assert codec.decode(data) == forged
+        return
+    with pytest.raises(codec.CodecError):
+        codec.decode(data)
+
+
+def _golden_cases() -> list[str]:
+    from test_linux_golden import CASES
+
+    return sorted(CASES)
+
+
+@pytest.mark.parametrize("name", _golden_cases())
+def test_codec_round_trips_real_linux_plans_type_for_type(name: str) -> None:
+    from test_linux_golden import CASES
+
+    from ringfence.platforms.linux.plan import compile_linux
+
+    policy, host = CASES[name]
+    plan = compile_linux(policy, host, cwd=policy.workspace or "/")
+    back = codec.decode(codec.encode(plan))
+    assert back == plan
+    assert repr(back) == repr(plan)  # named tuples and enums come back as themselves
+
+
+def test_codec_refuses_to_keep_foreign_objects() -> None:
+    with pytest.raises(codec.CodecError):
+        codec.encode(object())
+    with pytest.raises(codec.CodecError):
+        codec.encode(Path("/x"))
+
+
+def _record(fn: object) -> facts.Recorder:
+    rec = facts.Recorder()
+    with facts.recording(rec):
+        fn()  # type: ignore[operator]
+    return rec
+
+
+def test_recorder_answers_and_notices_every_change(tmp_path: Path) -> None:
+    conf = tmp_path / "conf.toml"
+    conf.write_text("a = 1\n")
+    sub = tmp_path / "dir"
+    sub.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(conf)
+
+    def compile_like() -> None:
+        with open(conf) as f:
+            f.read()
+        os.path.exists(tmp_path / "missing")
+        os.listdir(sub)
+        os.path.realpath(link)
+        os.path.isdir(sub)
+
+    rec = _record(compile_like)
+    assert rec.uncacheable is None
+    answers = rec.answers()
+    assert answers is not None
+    ops = {op for op, _ in answers}
+    assert {"read", "stat", "listdir", "lstat", "readlink"} <= ops
+    assert facts.unchanged(answers) is None
+    os.utime(sub, (1, 1))  # a directory's times are not an answer
+    assert facts.unchanged(answers) is None
+    changes = [
+        lambda: conf.write_text("a = 2\n"),
+        lambda: (tmp_path / "missing").write_text(""),
+        lambda: (sub / "new").write_text(""),
+        lambda: (link.unlink(), link.symlink_to(tmp_path / "missing")),
+    ]
+    for change in changes:
+        change()
+        assert facts.unchanged(answers) is not None
+        rec = _record(compile_like)
+        answers = rec.answers()
+        assert answers is not None and facts.unchanged(answers) is None
+
+
+def test_recorder_refuses_what_it_cannot_replay(tmp_path: Path) -> None:
+    before = (os.stat, os.open, open)
+
+    def writes() -> None:
+        with open(tmp_path / "out", "w") as f:
+            f.write("x")
+
+    assert _record(writes).uncacheable is not None
+    rec = _record(lambda: os.close(os.open(tmp_path / "new", os.O_WRONLY | os.O_CREAT)))
+    assert rec.uncacheable is not None and "write" in rec.uncacheable
+    assert rec.answers() is None
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        rec = _record(lambda: os.stat("out", dir_fd=fd))
+    finally:
+        os.close(fd)
+    assert rec.uncacheable is not None and "descriptor" in rec.uncacheable
+    assert (os.stat, os.open, open) == before  # the wrappers are gone afterwards
+
+
+def test_recorder_notes_a_change_during_the_compile(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("1")
+    rec = facts.Recorder()
+    with facts.recording(rec):
+        os.stat(f)
+    f.write_bytes(b"22")  # changed before the plan was kept
+    assert rec.answers() is None  # the host changed under the compile: not kept
+
+
+def test_effects_are_noted_not_asked(tmp_path: Path) -> None:
+    rec = facts.Recorder()
+    target = tmp_path / "state"
+    with facts.recording(rec):
+        got = facts.effect("mk", lambda p: os.makedirs(p, exist_ok=True) or "made", str(target))
+    assert got == "made" and target.is_dir()
+    assert rec.effects == [("mk", (str(target),), "made")]
+    assert rec.asked == {} and rec.uncacheable is None
+
+
+def _entry(tmp_path: Path) -> store.Entry:
+    return store.Entry(Policy(workspace=str(tmp_path)), {"timeout": 5.0}, {}, ())
+
+
+def test_store_round_trip_and_private_files(tmp_path: Path) -> None:
+    d = tmp_path / "plans"
+    store.save(str(d), "k", _entry(tmp_path))
+    assert d.stat().st_mode & 0o777 == 0o700
+    assert (d / "k").stat().st_mode & 0o777 == 0o600
+    got = store.load(str(d), "k")
+    assert got is not None and got.plan == Policy(workspace=str(tmp_path))
+    assert got.options == {"timeout": 5.0}
+    (d / "k").chmod(0o644)
+    assert store.load(str(d), "k") is None  # readable by others: not ours to trust
+    (d / "k").chmod(0o600)
+    d.chmod(0o755)
+    assert store.load(str(d), "k") is None  # a directory others may write into
+    d.chmod(0o700)
+    (d / "k").write_bytes(b"junk")
+    assert store.load(str(d), "k") is None
+    (d / "k").unlink()
+    (tmp_path / "real").write_bytes(b"")
+    (d / "k").symlink_to(tmp_path / "real")
+    assert store.load(str(d), "k") is None
+
+
+def test_store_keeps_a_bounded_number_of_entries(tmp_path: Path) -> None:
+    d = tmp_path / "plans"
+    for i in range(store.MAX_ENTRIES + 5):
+        store.save(str(d), f"k{i}", _entry(tmp_path))
+    assert len(list(d.iterdir())) == store.MAX_ENTRIES
+
+
+def test_store_never_fails_a_run(tmp_path: Path) -> None:
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o500)
+    store.save(str(tmp_path / "ro" / "plans"), "k", _entry(tmp_path))  # no exception
+    assert store.load(str(tmp_path / "nowhere"), "k") is None
+
+
+def test_key_changes_with_every_part_of_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = key.request_key(["run"], "/w", {"A": "1"})
+    assert key.request_key(["run"], "/w", {"A": "1"}) == base
+    assert key.request_key(["run", "--network", "on"], "/w", {"A": "1"}) != base
+    assert key.request_key(["run"], "/v", {"A": "1"}) != base
+    assert key.request_key(["run"], "/w", {"A": "2"}) != base
+    assert key.request_key(["run"], "/w", {"A": "1", "B": ""}) != base
+    assert key.request_key(["run", "x y"], "/w", {}) != key.request_key(["run", "x", "y"], "/w", {})
+    monkeypatch.setattr(key, "__version__", "99.0")
+    assert key.request_key(["run"], "/w", {"A": "1"}) != base
