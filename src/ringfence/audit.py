@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
-import hashlib
 import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+from ringfence.digest import sha256_hex
 
 MAX_BYTES = 10 << 20
 KEEP = 3  # audit.jsonl.1 .. .3
@@ -58,7 +59,7 @@ def default_path(env: Mapping[str, str] | None = None) -> str:
 def digest(data: Mapping[str, Any]) -> str:
     """A short, stable digest of a policy's plan (environment values excluded by the caller)."""
     text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return "sha256:" + sha256_hex(text.encode())[:16]
 
 
 def now() -> str:

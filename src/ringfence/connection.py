@@ -8,11 +8,9 @@ import collections
 import contextlib
 import functools
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,9 +83,7 @@ class Connection:
         self.next_id = 1
         self.dead: str | None = None
         self.cgroup: RunCgroup | None = None
-        self.tmpdir = (
-            tempfile.mkdtemp(prefix="ringfence-tmp-") if plan.isolation == "reduced" else None
-        )
+        self.tmpdir = _reduced_tmpdir() if plan.isolation == "reduced" else None
         self.ready = threading.Event()
         self.closing = False
         self.proxy: ProxyService | None = None
@@ -423,6 +419,8 @@ class Connection:
             self.cgroup.remove()
             self.cgroup = None
         if self.tmpdir is not None:
+            import shutil
+
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
         if self.state_lock is not None:
@@ -431,6 +429,13 @@ class Connection:
 
     def oom_kills(self) -> int:
         return self.cgroup.oom_kills() if self.cgroup is not None else 0
+
+
+def _reduced_tmpdir() -> str:
+    """Reduced isolation's private TMPDIR (imported here: tempfile costs a one-shot run)."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="ringfence-tmp-")
 
 
 def move_aside(plan: LinuxPlan, paths: list[str]) -> list[dict[str, Any]]:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not `typing`: this module is the first thing a one-shot run imports
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
     from ringfence.engine.contract import RunOptions
-    from ringfence.plancache.facts import Recorder
 
 OFF_VARIABLE = "RINGFENCE_PLAN_CACHE"  # "off": neither read nor write the cache
 
@@ -31,6 +31,14 @@ _pending: dict[str, str] = {}  # the request the fast path looked up: where a mi
 def forget() -> None:
     """This request takes the usual path and is not kept (a report, a trace)."""
     _pending.clear()
+
+
+def pending() -> tuple[str, str] | None:
+    """(cache directory, key) of the request the fast path missed, once (see keeper.py)."""
+    if "key" not in _pending:
+        return None
+    directory, key = _pending.pop("directory"), _pending.pop("key")
+    return directory, key
 
 
 def _split(args: Sequence[str]) -> tuple[list[str], list[str]] | None:
@@ -50,14 +58,14 @@ def _where() -> tuple[str, str] | None:
     split = _split(sys.argv[1:])
     if split is None:
         return None
-    from ringfence.plancache import key, store
+    from ringfence.plancache import key
 
     try:
         cwd = os.getcwd()
     except OSError:
         return None
     home = os.environ.get("HOME")
-    directory = store.directory(os.environ, os.path.realpath(home) if home else None)
+    directory = key.directory(os.environ, os.path.realpath(home) if home else None)
     if directory is None:
         return None
     return directory, key.request_key(split[0], cwd, os.environ)
@@ -153,59 +161,3 @@ def _run(plan: Any, options: RunOptions, argv: list[str]) -> int:
     duration = time.monotonic() - started if result.duration is None else result.duration
     report(dataclasses.replace(result, argv=tuple(argv), duration=duration))
     return result.returncode
-
-
-class Keeper:
-    """The usual path's side of the cache: record the compile of a request the fast path
-    looked up and missed, then keep its plan."""
-
-    def __init__(self, directory: str, key: str) -> None:
-        from ringfence.plancache.facts import Recorder
-
-        self.directory = directory
-        self.key = key
-        self.recorder: Recorder = Recorder()
-
-    @classmethod
-    def for_this_run(cls) -> Keeper | None:
-        """A keeper when the fast path missed this very request (None otherwise: a test
-        calling ``cmd_run`` directly, another command, the cache turned off)."""
-        if "key" not in _pending:
-            return None
-        return cls(_pending.pop("directory"), _pending.pop("key"))
-
-    @contextmanager
-    def recording(self) -> Iterator[None]:
-        from ringfence.plancache import facts
-
-        with facts.recording(self.recorder):
-            yield
-
-    def keep(self, plan: Any, options: RunOptions) -> None:
-        """Store ``plan`` unless something in its compile cannot be replayed."""
-        if options.gate is not None:
-            return  # the approval step reads its rules per command: not cached
-        answers = self.recorder.answers()
-        if answers is None:
-            return
-        from ringfence.plancache import facts, store
-
-        for name, module in list(sys.modules.items()):  # ringfence's own code is an input
-            path = getattr(module, "__file__", None)
-            if name.startswith("ringfence") and isinstance(path, str):
-                answers[("stat", path)] = facts.ask("stat", path)
-        store.save(
-            self.directory,
-            self.key,
-            store.Entry(
-                plan,
-                {
-                    "timeout": options.timeout,
-                    "tty": options.tty,
-                    "ask": options.ask,
-                    "audit": options.audit,
-                },
-                answers,
-                tuple(self.recorder.effects),
-            ),
-        )

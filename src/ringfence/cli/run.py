@@ -74,7 +74,7 @@ def cmd_run(ns: argparse.Namespace, **backend_kwargs: Any) -> int:
 
 
 def _run_here(ns: argparse.Namespace, argv: list[str], backend_kwargs: Any) -> RunResult:
-    from ringfence.oneshot import Keeper
+    from ringfence.plancache.keeper import Keeper
 
     # A one-shot request the plan cache missed: its compile is recorded and its plan kept.
     keeper = None if backend_kwargs or ns.command != "run" else Keeper.for_this_run()

@@ -22,6 +22,16 @@ except ImportError:  # pragma: no cover - an interpreter built without it
 from ringfence.version import __version__
 
 
+def directory(env: Mapping[str, str], home: str | None) -> str | None:
+    """``$XDG_CACHE_HOME/ringfence/plans`` (as statedirs.cache_base), or None."""
+    base = env.get("XDG_CACHE_HOME")
+    if not base or not os.path.isabs(base):
+        if not home or not os.path.isabs(home):
+            return None
+        base = os.path.join(home, ".cache")
+    return os.path.join(base, "ringfence", "plans")
+
+
 def _boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id", "rb") as f:

@@ -19,7 +19,6 @@ import marshal
 import os
 import stat
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,16 +38,6 @@ class Entry:
     options: dict[str, Any]
     answers: dict[facts.Question, facts.Answer]
     effects: tuple[tuple[str, tuple[Any, ...], Any], ...]
-
-
-def directory(env: Mapping[str, str], home: str | None) -> str | None:
-    """``$XDG_CACHE_HOME/ringfence/plans`` (as statedirs.cache_base), or None."""
-    base = env.get("XDG_CACHE_HOME")
-    if not base or not os.path.isabs(base):
-        if not home or not os.path.isabs(home):
-            return None
-        base = os.path.join(home, ".cache")
-    return os.path.join(base, "ringfence", SUBDIR)
 
 
 def _private_dir(path: str, create: bool) -> bool:

@@ -18,10 +18,11 @@ session sockets) is hidden, and only the running workspace's cache is mounted ba
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 from collections.abc import Mapping
+
+from ringfence.digest import sha256_hex
 
 WORKSPACES = "workspaces"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -49,7 +50,7 @@ def state_base(env: Mapping[str, str], home: str | None) -> str | None:
 
 def workspace_key(workspace: str) -> str:
     """A directory name that is stable for one workspace path and distinct between two."""
-    digest = hashlib.sha256(workspace.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    digest = sha256_hex(workspace.encode("utf-8", "surrogateescape"))[:16]
     name = _UNSAFE.sub("_", os.path.basename(workspace.rstrip("/")) or "root")[:40]
     return f"{name}-{digest}"
 

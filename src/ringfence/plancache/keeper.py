@@ -1,0 +1,65 @@
+"""The usual path's side of the plan cache: record the compile of a one-shot request that
+the fast path (``ringfence.oneshot``) looked up and missed, then keep its plan."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ringfence import oneshot
+from ringfence.plancache import facts, store
+
+if TYPE_CHECKING:
+    from ringfence.engine.contract import RunOptions
+
+
+class Keeper:
+    """The usual path's side of the cache: record the compile of a request the fast path
+    looked up and missed, then keep its plan."""
+
+    def __init__(self, directory: str, key: str) -> None:
+        self.directory = directory
+        self.key = key
+        self.recorder = facts.Recorder()
+
+    @classmethod
+    def for_this_run(cls) -> Keeper | None:
+        """A keeper when the fast path missed this very request (None otherwise: a test
+        calling ``cmd_run`` directly, another command, the cache turned off)."""
+        pending = oneshot.pending()
+        return None if pending is None else cls(*pending)
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        with facts.recording(self.recorder):
+            yield
+
+    def keep(self, plan: Any, options: RunOptions) -> None:
+        """Store ``plan`` unless something in its compile cannot be replayed."""
+        if options.gate is not None:
+            return  # the approval step reads its rules per command: not cached
+        answers = self.recorder.answers()
+        if answers is None:
+            return
+
+        for name, module in list(sys.modules.items()):  # ringfence's own code is an input
+            path = getattr(module, "__file__", None)
+            if name.startswith("ringfence") and isinstance(path, str):
+                answers[("stat", path)] = facts.ask("stat", path)
+        store.save(
+            self.directory,
+            self.key,
+            store.Entry(
+                plan,
+                {
+                    "timeout": options.timeout,
+                    "tty": options.tty,
+                    "ask": options.ask,
+                    "audit": options.audit,
+                },
+                answers,
+                tuple(self.recorder.effects),
+            ),
+        )
