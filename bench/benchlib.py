@@ -174,10 +174,12 @@ def blocked(
     return out
 
 
-def quiet(argv: Sequence[str], cwd: str) -> int:
-    """A bare ``subprocess.run`` with stdio on /dev/null: the baseline every row compares to."""
+def quiet(argv: Sequence[str], cwd: str, env: Mapping[str, str] | None = None) -> int:
+    """A bare ``subprocess.run`` with stdio on /dev/null: the baseline every row compares to.
+    ``env``: variables added to this process's environment."""
     null = subprocess.DEVNULL
-    r = subprocess.run(argv, cwd=cwd, stdin=null, stdout=null, stderr=null, check=False)
+    full = None if env is None else {**os.environ, **env}
+    r = subprocess.run(argv, cwd=cwd, env=full, stdin=null, stdout=null, stderr=null, check=False)
     return r.returncode
 
 

@@ -80,14 +80,17 @@ def run_cached(args: Sequence[str]) -> int | None:
         return None
     directory, k = where
     _pending.update(directory=directory, key=k)
-    if os.path.exists(os.path.join(directory, k)):  # likely a hit: start the runner now
-        from ringfence.platforms.linux import prefork
-
-        prefork.start()
     from ringfence.plancache import facts, store
 
     entry = store.load(directory, k)
-    if entry is None or facts.unchanged(entry.answers) is not None:
+    if entry is None:
+        return None
+    # Likely a hit: fork the runner now, with what both sides need imported once (the plan's
+    # types), so that its own imports overlap the checks and the host's session imports.
+    from ringfence.platforms.linux import prefork
+
+    prefork.start()
+    if facts.unchanged(entry.answers) is not None:
         return None
     if not _redo(entry.effects):
         return None

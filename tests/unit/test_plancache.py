@@ -209,3 +209,19 @@ def test_key_changes_with_every_part_of_the_request(monkeypatch: pytest.MonkeyPa
     assert key.request_key(["run", "x y"], "/w", {}) != key.request_key(["run", "x", "y"], "/w", {})
     monkeypatch.setattr(key, "__version__", "99.0")
     assert key.request_key(["run"], "/w", {"A": "1"}) != base
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["krb5cc_1000", "krb5cc", "ssh-XXabc", "ssh-", "ssh", "tmux-1000", "screens", "screensx",
+     ".X11-unix", "x.X11-unix", "[odd]", "a*b", "", "uscreens"],
+)  # fmt: skip
+def test_tmp_secret_matching_is_fnmatch(name: str) -> None:
+    import fnmatch
+
+    from ringfence.platforms.linux.tmp_entries import matches
+    from ringfence.policy.defaults import TMP_DENY_READ
+
+    patterns = (*TMP_DENY_READ, "a[*]b", "?odd*", "[[]odd]")
+    expected = any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    assert matches(name, patterns) is expected
