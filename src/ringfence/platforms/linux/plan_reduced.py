@@ -27,6 +27,8 @@ REDUCED_GAPS: tuple[str, ...] = (
     "NOT hidden: runtime sockets on disk (docker, ssh-agent, D-Bus): connect() is not mediated",
     "NOT stopped: chmod, chown, utime and xattr changes to files you own anywhere (Landlock does "
     "not see metadata)",
+    "NOT hidden: ringfence's own state (~/.cache/ringfence: caches, kept plans; the audit log); "
+    "a writable root that contains it lets the command write there, as it could your config",
     "visible: your other processes in /proc (Landlock ABI 6 refuses signals to them)",
     "TMPDIR is a private directory under the host's /tmp, removed afterwards (left behind if "
     "ringfence is killed); /tmp and /dev/shm themselves are not writable",
