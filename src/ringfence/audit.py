@@ -11,15 +11,19 @@ of strings that look like credentials.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import fcntl
 import json
+import math
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ringfence.digest import sha256_hex
+
+if TYPE_CHECKING:
+    import datetime as _dt
 
 MAX_BYTES = 10 << 20
 KEEP = 3  # audit.jsonl.1 .. .3
@@ -63,7 +67,20 @@ def digest(data: Mapping[str, Any]) -> str:
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+    return iso_utc(time.time())
+
+
+def iso_utc(when: float) -> str:
+    """``when`` in UTC as ``datetime.isoformat(timespec="milliseconds")`` writes it, without
+    importing datetime (its C module costs every one-shot run a few milliseconds)."""
+    frac, whole = math.modf(when)  # rounded to microseconds as datetime.fromtimestamp does
+    seconds, micro = int(whole), round(frac * 1_000_000)
+    if micro >= 1_000_000:
+        seconds, micro = seconds + 1, micro - 1_000_000
+    elif micro < 0:
+        seconds, micro = seconds - 1, micro + 1_000_000
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{micro // 1000:03d}+00:00"  # isoformat truncates to milliseconds
 
 
 class AuditLog:
@@ -142,6 +159,8 @@ def parse_time(text: str, now: _dt.datetime | None = None) -> _dt.datetime:
     """``audit --since``: an ISO 8601 date or time (UTC unless it names its offset), a span
     ago (``90s``, ``15m``, ``1h``, ``2d``, ``1w``), ``today`` or ``yesterday`` (from local
     midnight), or ``now``. Anything else is an error, never a silent "everything"."""
+    import datetime as _dt
+
     from ringfence.errors import UsageError
 
     now = now or _dt.datetime.now(_dt.UTC)
@@ -165,6 +184,8 @@ def parse_time(text: str, now: _dt.datetime | None = None) -> _dt.datetime:
 
 
 def _at_or_after(record: Mapping[str, Any], start: _dt.datetime) -> bool:
+    import datetime as _dt
+
     try:
         when = _dt.datetime.fromisoformat(str(record.get("time", "")))
     except ValueError:
@@ -252,7 +273,7 @@ def _redacted(item: Mapping[str, Any]) -> dict[str, Any]:
 def network_record(session: str, event: Any) -> dict[str, Any]:
     return {
         "type": "network",
-        "time": _dt.datetime.fromtimestamp(event.time, _dt.UTC).isoformat(timespec="milliseconds"),
+        "time": iso_utc(event.time),
         "session": session,
         "host": event.host,
         "port": event.port,

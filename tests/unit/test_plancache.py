@@ -225,3 +225,20 @@ def test_tmp_secret_matching_is_fnmatch(name: str) -> None:
     patterns = (*TMP_DENY_READ, "a[*]b", "?odd*", "[[]odd]")
     expected = any(fnmatch.fnmatchcase(name, p) for p in patterns)
     assert matches(name, patterns) is expected
+
+
+def test_audit_times_are_what_datetime_writes() -> None:
+    """The audit log's timestamps are made without importing datetime (a one-shot cost)."""
+    import datetime
+    import random
+
+    from ringfence.audit import iso_utc
+
+    rng = random.Random(18)
+    samples = [0.0, 1.9995, 1.9999995, 1700000000.0004, 1700000000.9996]
+    samples += [rng.uniform(0, 4e9) for _ in range(20_000)]
+    for t in samples:
+        expected = datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat(
+            timespec="milliseconds"
+        )
+        assert iso_utc(t) == expected, t
