@@ -242,3 +242,29 @@ def test_audit_times_are_what_datetime_writes() -> None:
             timespec="milliseconds"
         )
         assert iso_utc(t) == expected, t
+
+
+def test_key_covers_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = key.request_key(["run"], "/w", {})
+    monkeypatch.setattr(key, "_boot_id", lambda: "another-boot")
+    booted = key.request_key(["run"], "/w", {})
+    assert booted != base
+    real = os.uname()
+    fake = os.uname_result((real.sysname, real.nodename, "9.9.9", real.version, real.machine))
+    monkeypatch.setattr(key.os, "uname", lambda: fake)
+    assert key.request_key(["run"], "/w", {}) not in (base, booted)
+
+
+def test_a_kept_plan_depends_on_ringfence_own_files(tmp_path: Path) -> None:
+    from ringfence.engine.contract import RunOptions
+    from ringfence.plancache.keeper import Keeper
+
+    keeper = Keeper(str(tmp_path / "plans"), "k")
+    with keeper.recording():
+        os.stat(tmp_path)
+    keeper.keep(Policy(workspace=str(tmp_path)), RunOptions(timeout=3.0))
+    entry = store.load(str(tmp_path / "plans"), "k")
+    assert entry is not None and entry.options["timeout"] == 3.0
+    own = {path for op, path in entry.answers if op == "stat" and "/ringfence/" in path}
+    assert facts.__file__ in own and key.__file__ in own
+    assert ("stat", str(tmp_path)) in entry.answers
