@@ -152,7 +152,10 @@ class Connection:
 
             waiting = prefork.take()  # forked early by a one-shot run (prefork.py)
             if waiting is not None:
-                return waiting.hand_over(self.plan, theirs, self.tmpdir), None
+                try:
+                    return waiting.hand_over(self.plan, theirs, self.tmpdir), None
+                except (OSError, ValueError):  # too large a plan for one message, say
+                    waiting.reap()  # and fork here, as without it
             pid = os.fork()
             if pid == 0:
                 from ringfence.platforms.linux import sandbox_side

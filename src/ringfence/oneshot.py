@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 OFF_VARIABLE = "RINGFENCE_PLAN_CACHE"  # "off": neither read nor write the cache
 
-_pending: dict[str, str] = {}  # the request the fast path looked up: where a miss is kept
 
 
 def forget() -> None:
@@ -33,16 +32,29 @@ def forget() -> None:
     _pending.clear()
 
 
-def pending() -> tuple[str, str] | None:
-    """(cache directory, key) of the request the fast path missed, once (see keeper.py)."""
-    if "key" not in _pending:
-        return None
-    directory, key = _pending.pop("directory"), _pending.pop("key")
-    return directory, key
+class Pending:
+    """The request the fast path looked up and missed: where and how the usual path keeps
+    its plan (keeper.py), and the command as the fast path would read it next time."""
+
+    def __init__(self, directory: str, key: str, secret: bytes, command: list[str]) -> None:
+        self.directory = directory
+        self.key = key
+        self.secret = secret
+        self.command = command
+
+
+_pending: dict[str, Pending] = {}
+
+
+def pending() -> Pending | None:
+    """The missed request, once (see keeper.py)."""
+    return _pending.pop("request", None)
 
 
 def _split(args: Sequence[str]) -> tuple[list[str], list[str]] | None:
-    """``run FLAGS -- CMD``: the flags and the command; None for any other form."""
+    """``run FLAGS -- CMD``: the flags and the command; None for any other form. (Whether the
+    usual path reads the same command from these arguments is checked when it keeps a plan:
+    a positional argument before ``--`` starts the command there, not after it.)"""
     if not args or args[0] != "run" or "--" not in args:
         return None
     i = list(args).index("--")
@@ -51,54 +63,59 @@ def _split(args: Sequence[str]) -> tuple[list[str], list[str]] | None:
     return list(args[:i]), list(args[i + 1 :])
 
 
-def _where() -> tuple[str, str] | None:
-    """(cache directory, key) of this request, or None when there is no cache here."""
+def _where(args: Sequence[str]) -> Pending | None:
+    """Where this request's plan would be kept, or None when there is no cache here."""
     if os.environ.get(OFF_VARIABLE) == "off":
         return None
-    split = _split(sys.argv[1:])
+    split = _split(args)
     if split is None:
         return None
-    from ringfence.plancache import key
+    from ringfence.plancache import key, seal
 
     try:
         cwd = os.getcwd()
     except OSError:
         return None
-    home = os.environ.get("HOME")
-    directory = key.directory(os.environ, os.path.realpath(home) if home else None)
-    if directory is None:
+    directory = key.directory(os.environ)
+    secret = seal.secret()
+    if directory is None or secret is None:
         return None
-    return directory, key.request_key(split[0], cwd, os.environ)
+    return Pending(directory, key.request_key(split[0], cwd, os.environ), secret, split[1])
 
 
 def run_cached(args: Sequence[str]) -> int | None:
     """The exit status of ``args`` run from the cache, or None to take the usual path."""
-    if _split(args) is None:
-        return None
-    where = _where()
+    where = _where(args)
     if where is None:
         return None
-    directory, k = where
-    _pending.update(directory=directory, key=k)
-    from ringfence.plancache import facts, store
-
-    entry = store.load(directory, k)
-    if entry is None:
+    _pending["request"] = where
+    try:
+        plan, options = _hit(where)
+    except Exception:
         return None
+    if plan is None:
+        return None
+    _pending.clear()
+    return _run(plan, options, where.command)
+
+
+def _hit(where: Pending) -> tuple[Any, RunOptions | None]:
+    """The kept plan if every answer is the same now (and its effects were redone)."""
+    from ringfence.plancache import facts, store
+    from ringfence.platforms.linux.plan_model import LinuxPlan
+
+    entry = store.load(where.directory, where.key, where.secret)
+    if entry is None or type(entry.plan) is not LinuxPlan:
+        return None, None
     # Likely a hit: fork the runner now, with what both sides need imported once (the plan's
     # types), so that its own imports overlap the checks and the host's session imports.
     from ringfence.platforms.linux import prefork
 
     prefork.start()
-    if facts.unchanged(entry.answers) is not None:
-        return None
-    if not _redo(entry.effects):
-        return None
-    store.touch(directory, k)
-    _pending.clear()
-    split = _split(args)
-    assert split is not None
-    return _run(entry.plan, _options(entry.options), split[1])
+    if facts.unchanged(entry.answers) is not None or not _redo(entry.effects):
+        return None, None
+    store.touch(where.directory, where.key)
+    return entry.plan, _options(entry.options)
 
 
 def _redo(effects: Sequence[tuple[str, tuple[Any, ...], Any]]) -> bool:
@@ -140,7 +157,7 @@ def _options(stored: dict[str, Any]) -> RunOptions:
     )
 
 
-def _run(plan: Any, options: RunOptions, argv: list[str]) -> int:
+def _run(plan: Any, options: RunOptions | None, argv: list[str]) -> int:
     """As ``cli.run``'s own path after the compile: the Linux backend, the same report."""
     import dataclasses
     import time
@@ -149,6 +166,7 @@ def _run(plan: Any, options: RunOptions, argv: list[str]) -> int:
     from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
     from ringfence.platforms.linux.backend import LinuxBackend
 
+    assert options is not None
     started = time.monotonic()
     try:
         result = LinuxBackend().run(plan, argv, options)

@@ -183,3 +183,48 @@ def test_full_access_runs_from_the_cache_too(rf: Runner) -> None:
             "run", "--mode", "full-access", "--", "sh", "-c", "echo $RINGFENCE_SANDBOX-x", cwd=ws
         )
         assert r.returncode == 0 and r.stdout.strip() == "0-x", r.stderr  # marked unconfined
+
+
+def test_a_forged_entry_never_loosens_the_next_run(rf: Runner) -> None:
+    """What a reduced sandbox with the cache in a writable root could do: rewrite an entry
+    as an unconfined plan (its seal, keyed in the user's keyring, cannot be made)."""
+    import marshal
+    import sys
+
+    sys.path.insert(0, rf.src_copy)
+    from ringfence.plancache import codec
+    from ringfence.platforms.linux import plan_model  # noqa: F401 - codec looks it up
+
+    ws = rf.mkdir()
+    assert rf.confined_sh(ws, "true").returncode == 0
+    entry = _one(rf, ws)
+    raw = entry.read_bytes()
+    seal, data = raw[:32], raw[32:]
+    fmt, key, plan, options, answers, effects = marshal.loads(data)
+    loose = codec.decode(plan)
+    object.__setattr__(loose, "sandboxed", False)
+    forged = marshal.dumps((fmt, key, codec.encode(loose), options, answers, effects))
+    entry.write_bytes(seal + forged)  # the old seal: it does not cover these bytes
+    r = rf.confined_sh(ws, "grep -c '^Seccomp:[[:space:]]*2' /proc/self/status")
+    assert r.stdout.strip() == "1", (r.stdout, r.stderr)  # confined, filter on
+
+
+def test_a_command_before_the_separator_is_not_cached_as_flags(rf: Runner) -> None:
+    """`run echo safe -- X` runs `echo safe -- X` (the command starts at the first
+    positional argument): a kept plan must never make a later call run only X."""
+    ws = rf.mkdir()
+    first = rf("run", "echo", "safe", "--", "true", cwd=ws)
+    assert first.stdout.strip() == "safe -- true", first.stderr
+    second = rf("run", "echo", "safe", "--", "sh", "-c", "echo INJECTED", cwd=ws)
+    assert second.stdout.strip() == "safe -- sh -c echo INJECTED", second.stderr
+    assert _entries(rf, ws) == []
+
+
+def test_a_plan_too_large_to_hand_over_still_runs(rf: Runner) -> None:
+    """The early runner gets its plan in one message; a plan larger than that (a large
+    environment) is handed to a runner forked the usual way instead."""
+    ws = rf.mkdir()
+    big = {f"RF_BIG_{i}": "x" * 100_000 for i in range(3)}
+    for _ in range(2):
+        r = rf.confined_sh(ws, "echo ${#RF_BIG_2}", env=big)
+        assert r.returncode == 0 and r.stdout.strip() == "100000", r.stderr

@@ -33,6 +33,7 @@ def test_codec_round_trips_ringfence_dataclasses_and_enums() -> None:
         (1, "ringfence.policy.model:Policy", "x"),  # a dataclass named as an enum
         (0, "ringfence.policy.model:Policy.__init__", ()),  # not a class name
         (0, "ringfence.policy.model:Limits", (("nope", 1),)),  # fields of another version
+        (0, "ringfence.session:Session", ()),  # not a module plans are made of
         (7, "ringfence.policy.model:Limits", ()),  # a dataclass named as a named tuple
         (99, "x"),
         "plain string at the top is fine",
@@ -163,40 +164,52 @@ def _entry(tmp_path: Path) -> store.Entry:
     return store.Entry(Policy(workspace=str(tmp_path)), {"timeout": 5.0}, {}, ())
 
 
+SECRET = b"s" * 32
+
+
 def test_store_round_trip_and_private_files(tmp_path: Path) -> None:
     d = tmp_path / "plans"
-    store.save(str(d), "k", _entry(tmp_path))
+    store.save(str(d), "k", _entry(tmp_path), SECRET)
     assert d.stat().st_mode & 0o777 == 0o700
     assert (d / "k").stat().st_mode & 0o777 == 0o600
-    got = store.load(str(d), "k")
+    got = store.load(str(d), "k", SECRET)
     assert got is not None and got.plan == Policy(workspace=str(tmp_path))
     assert got.options == {"timeout": 5.0}
     (d / "k").chmod(0o644)
-    assert store.load(str(d), "k") is None  # readable by others: not ours to trust
+    assert store.load(str(d), "k", SECRET) is None  # readable by others: not ours to trust
     (d / "k").chmod(0o600)
     d.chmod(0o755)
-    assert store.load(str(d), "k") is None  # a directory others may write into
+    assert store.load(str(d), "k", SECRET) is None  # a directory others may write into
     d.chmod(0o700)
+    assert store.load(str(d), "k", b"t" * 32) is None  # sealed with another key
+    kept = (d / "k").read_bytes()
+    (d / "other").write_bytes(kept)
+    (d / "other").chmod(0o600)
+    assert store.load(str(d), "other", SECRET) is None  # moved to another request's name
+    forged = bytearray(kept)
+    forged[-5] ^= 1
+    (d / "k").write_bytes(bytes(forged))
+    assert store.load(str(d), "k", SECRET) is None  # altered
     (d / "k").write_bytes(b"junk")
-    assert store.load(str(d), "k") is None
+    assert store.load(str(d), "k", SECRET) is None
     (d / "k").unlink()
-    (tmp_path / "real").write_bytes(b"")
+    (tmp_path / "real").write_bytes(kept)
     (d / "k").symlink_to(tmp_path / "real")
-    assert store.load(str(d), "k") is None
+    assert store.load(str(d), "k", SECRET) is None
 
 
 def test_store_keeps_a_bounded_number_of_entries(tmp_path: Path) -> None:
     d = tmp_path / "plans"
     for i in range(store.MAX_ENTRIES + 5):
-        store.save(str(d), f"k{i}", _entry(tmp_path))
+        store.save(str(d), f"k{i}", _entry(tmp_path), SECRET)
     assert len(list(d.iterdir())) == store.MAX_ENTRIES
 
 
 def test_store_never_fails_a_run(tmp_path: Path) -> None:
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro").chmod(0o500)
-    store.save(str(tmp_path / "ro" / "plans"), "k", _entry(tmp_path))  # no exception
-    assert store.load(str(tmp_path / "nowhere"), "k") is None
+    store.save(str(tmp_path / "ro" / "plans"), "k", _entry(tmp_path), SECRET)  # no exception
+    assert store.load(str(tmp_path / "nowhere"), "k", SECRET) is None
 
 
 def test_key_changes_with_every_part_of_the_request(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -257,14 +270,42 @@ def test_key_covers_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_kept_plan_depends_on_ringfence_own_files(tmp_path: Path) -> None:
     from ringfence.engine.contract import RunOptions
+    from ringfence.oneshot import Pending
     from ringfence.plancache.keeper import Keeper
 
-    keeper = Keeper(str(tmp_path / "plans"), "k")
+    keeper = Keeper(Pending(str(tmp_path / "plans"), "k", SECRET, ["true"]))
     with keeper.recording():
         os.stat(tmp_path)
-    keeper.keep(Policy(workspace=str(tmp_path)), RunOptions(timeout=3.0))
-    entry = store.load(str(tmp_path / "plans"), "k")
+    keeper.keep(Policy(workspace=str(tmp_path)), RunOptions(timeout=3.0), ["other"])
+    assert not (tmp_path / "plans" / "k").exists()  # not the command the fast path would run
+    keeper.keep(Policy(workspace=str(tmp_path)), RunOptions(timeout=3.0), ["true"])
+    entry = store.load(str(tmp_path / "plans"), "k", SECRET)
     assert entry is not None and entry.options["timeout"] == 3.0
     own = {path for op, path in entry.answers if op == "stat" and "/ringfence/" in path}
     assert facts.__file__ in own and key.__file__ in own
     assert ("stat", str(tmp_path)) in entry.answers
+
+
+def test_the_cache_lives_where_sandboxes_have_it_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As hostfacts finds ringfence's state: a relative $HOME is not where the state is."""
+    from ringfence.policy.paths import account_home
+
+    home = account_home()
+    assert home is not None
+    assert key.directory({"HOME": "relhome"}) == os.path.join(home, ".cache/ringfence/plans")
+    assert key.directory({"HOME": "/h", "XDG_CACHE_HOME": "rel"}) == "/h/.cache/ringfence/plans"
+    assert key.directory({"HOME": "/h", "XDG_CACHE_HOME": "/x"}) == "/x/ringfence/plans"
+
+
+def test_the_seal_key_is_out_of_every_sandbox() -> None:
+    """Keyring calls are refused by the filter every sandboxed plan installs, in both
+    isolation modes: the seal's key cannot be read from inside."""
+    from test_linux_golden import CASES
+
+    from ringfence.platforms.linux import seccomp
+    from ringfence.platforms.linux.plan import compile_linux
+
+    assert {"keyctl", "add_key", "request_key"} <= {name for name, _ in seccomp.DENIED}
+    for name in ("linux_default", "linux_reduced"):
+        policy, host = CASES[name]
+        assert compile_linux(policy, host, cwd=policy.workspace or "/").seccomp is not None

@@ -74,7 +74,7 @@ def run(
             with keeper.recording():
                 facts = backend.facts(policy, cwd, options)
                 plan = backend.compile(policy, facts, cwd)
-            keeper.keep(plan, options)
+            keeper.keep(plan, options, argv)
         else:
             facts = backend.facts(policy, cwd, options)
             trace.step(f"{backend.name}: host facts")

@@ -2,8 +2,9 @@
 
 Not pickle: loading a pickle can call anything, so a cache file someone else wrote would be
 code run with the user's rights outside every sandbox. ``marshal`` builds only plain values;
-the only classes this decoder makes are ringfence's own dataclasses and enums, named in the
-data and checked to be exactly that before anything is built. It is also several times faster
+the only classes this decoder makes are the dataclasses, enums and named tuples of the few
+modules a plan is made of (``MODULES``), already imported, named in the data and checked to be
+exactly that before anything is built. It is also several times faster
 to load than pickle, which is the point of a cache on the one-shot path.
 """
 
@@ -11,11 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib
 import marshal
+import sys
 from typing import Any
 
-_PREFIX = "ringfence."
 _DC, _ENUM, _TUPLE, _LIST, _DICT, _FSET, _SET, _NAMEDTUPLE = range(8)
 _CONTAINERS = (
     (tuple, _TUPLE),
@@ -57,25 +57,40 @@ def _enc(v: Any) -> Any:
 
 
 def _name(cls: type) -> str:
-    if not cls.__module__.startswith(_PREFIX):
-        raise CodecError(f"{cls.__module__}.{cls.__qualname__} is not ringfence's")
+    if cls.__module__ not in MODULES:
+        raise CodecError(f"{cls.__module__}.{cls.__qualname__} is not part of a plan")
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def decode(data: bytes) -> Any:
     try:
         return _dec(marshal.loads(data))
-    except (EOFError, TypeError, IndexError, KeyError, AttributeError) as e:
+    except (EOFError, TypeError, IndexError, KeyError, AttributeError, RecursionError) as e:
         raise CodecError(f"not a cached plan: {e}") from e
 
 
+# The modules whose classes a plan is made of. Only these are looked at, and only once they
+# are imported already (the caller imports plan_model first): decoding never imports.
+MODULES = frozenset(
+    {
+        "ringfence.platforms.linux.plan_model",
+        "ringfence.platforms.linux.mountops",
+        "ringfence.platforms.linux.landlock",
+        "ringfence.platforms.linux.seccomp",
+        "ringfence.policy.model",
+    }
+)
+
+
 def _cls(name: Any, kind: type) -> Any:
-    if not isinstance(name, str) or not name.startswith(_PREFIX) or ":" not in name:
-        raise CodecError(f"not a ringfence class: {name!r}")
+    if not isinstance(name, str) or ":" not in name:
+        raise CodecError(f"not a class name: {name!r}")
     module, _, qual = name.partition(":")
+    if module not in MODULES or sys.modules.get(module) is None:
+        raise CodecError(f"{module} is not a module plans are made of")
     if "." in qual or not qual.isidentifier():
         raise CodecError(f"not a class name: {qual!r}")
-    cls = getattr(importlib.import_module(module), qual, None)
+    cls = getattr(sys.modules[module], qual, None)
     if not isinstance(cls, type) or cls.__module__ != module:
         raise CodecError(f"{name} is not a class of that module")
     if kind is enum.Enum and not issubclass(cls, enum.Enum):

@@ -4,7 +4,7 @@ the fast path (``ringfence.oneshot``) looked up and missed, then keep its plan."
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +19,8 @@ class Keeper:
     """The usual path's side of the cache: record the compile of a request the fast path
     looked up and missed, then keep its plan."""
 
-    def __init__(self, directory: str, key: str) -> None:
-        self.directory = directory
-        self.key = key
+    def __init__(self, request: oneshot.Pending) -> None:
+        self.request = request
         self.recorder = facts.Recorder()
 
     @classmethod
@@ -29,17 +28,21 @@ class Keeper:
         """A keeper when the fast path missed this very request (None otherwise: a test
         calling ``cmd_run`` directly, another command, the cache turned off)."""
         pending = oneshot.pending()
-        return None if pending is None else cls(*pending)
+        return None if pending is None else cls(pending)
 
     @contextmanager
     def recording(self) -> Iterator[None]:
         with facts.recording(self.recorder):
             yield
 
-    def keep(self, plan: Any, options: RunOptions) -> None:
-        """Store ``plan`` unless something in its compile cannot be replayed."""
+    def keep(self, plan: Any, options: RunOptions, argv: Sequence[str]) -> None:
+        """Store ``plan`` unless something in its compile cannot be replayed, or the command
+        the usual path read (``argv``) is not what the fast path would run: with a positional
+        argument before ``--`` (``run echo x -- y``) the command starts there."""
         if options.gate is not None:
             return  # the approval step reads its rules per command: not cached
+        if list(argv) != self.request.command:
+            return
         answers = self.recorder.answers()
         if answers is None:
             return
@@ -49,8 +52,8 @@ class Keeper:
             if name.startswith("ringfence") and isinstance(path, str):
                 answers[("stat", path)] = facts.ask("stat", path)
         store.save(
-            self.directory,
-            self.key,
+            self.request.directory,
+            self.request.key,
             store.Entry(
                 plan,
                 {
@@ -62,4 +65,5 @@ class Keeper:
                 answers,
                 tuple(self.recorder.effects),
             ),
+            self.request.secret,
         )

@@ -22,11 +22,20 @@ except ImportError:  # pragma: no cover - an interpreter built without it
 from ringfence.version import __version__
 
 
-def directory(env: Mapping[str, str], home: str | None) -> str | None:
-    """``$XDG_CACHE_HOME/ringfence/plans`` (as statedirs.cache_base), or None."""
+def directory(env: Mapping[str, str]) -> str | None:
+    """``<ringfence's cache>/plans``, the cache base found as the host facts find it
+    (hostfacts.gather: an absolute ``$HOME``, else the account's home; then statedirs), so
+    that the directory is inside the state every namespaced sandbox has hidden."""
+    home = env.get("HOME") or None
+    if home and os.path.isabs(home):
+        home = os.path.realpath(home)
+    else:
+        from ringfence.policy.paths import account_home
+
+        home = account_home()
     base = env.get("XDG_CACHE_HOME")
     if not base or not os.path.isabs(base):
-        if not home or not os.path.isabs(home):
+        if not home:
             return None
         base = os.path.join(home, ".cache")
     return os.path.join(base, "ringfence", "plans")
@@ -49,7 +58,8 @@ def request_key(flags: Sequence[str], cwd: str, env: Mapping[str, str]) -> str:
             h.update(len(b).to_bytes(4, "little"))
             h.update(b)
 
-    put("ringfence plan", __version__, sys.version, sys.executable, cwd, _boot_id())
+    here = os.path.dirname(os.path.abspath(__file__))  # which ringfence: its install path
+    put("ringfence plan", __version__, here, sys.version, sys.executable, cwd, _boot_id())
     put(*os.uname())
     put(os.getuid(), os.geteuid(), os.getgid(), os.getegid(), tuple(sorted(os.getgroups())))
     put(len(flags), *flags)

@@ -2,11 +2,12 @@
 
 The directory is ``<ringfence cache>/plans`` (``~/.cache/ringfence/plans``): inside ringfence's
 own state, which every namespaced sandbox has hidden (a sandbox can neither read a plan, and
-learn what it does not protect, nor write one, and weaken the next sandbox). Reduced isolation
-hides nothing from reading and protects nothing inside a writable root: a reduced sandbox
-whose writable root contains this directory could write here, exactly as it could rewrite the
-user's ringfence config (docs/performance.md says so); entries are read with the same care as
-any file there: owned by this user, not a link, private, and decoded without running code.
+learn what it does not protect, nor write one). Reduced isolation hides nothing, and a
+writable root may contain this directory; so every entry is sealed (``seal.py``: a keyed
+digest with a key in the user's kernel keyring, which no sandbox can reach) over its request
+key and bytes, and an entry whose seal does not match is never used. Entries are also read
+with the care any state file gets: a private regular file of this user's, not through a link,
+decoded without running code (``codec.py``).
 
 An entry is keyed by the request (see ``key``) and holds the file-system answers the compile
 depended on; a lookup returns it only when every answer is still the same.
@@ -22,12 +23,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ringfence.plancache import codec, facts
+from ringfence.plancache import codec, facts, seal
 
-FORMAT = 1
+FORMAT = 2
 MAX_ENTRIES = 64  # one per distinct request; the oldest are dropped
 MAX_BYTES = 1 << 22
-SUBDIR = "plans"
 
 
 @dataclass(frozen=True)
@@ -69,34 +69,44 @@ def _read_private(path: str) -> bytes | None:
         os.close(fd)
 
 
-def load(dirpath: str, key: str) -> Entry | None:
-    """The entry for ``key`` if there is a sound one (its answers are not checked here)."""
+def load(dirpath: str, key: str, secret: bytes) -> Entry | None:
+    """The entry for ``key`` if there is a sound one sealed with ``secret`` (its answers are
+    not checked here). Anything else, however malformed, is None: a miss."""
     if not _private_dir(dirpath, create=False):
         return None
-    data = _read_private(os.path.join(dirpath, key))
-    if data is None:
+    raw = _read_private(os.path.join(dirpath, key))
+    if raw is None or len(raw) <= seal.SEAL_BYTES:
         return None
+    mac, data = raw[: seal.SEAL_BYTES], raw[seal.SEAL_BYTES :]
+    if not seal.same(mac, seal.seal(key, data, secret)):
+        return None  # not written by ringfence for this request
     try:
-        fmt, plan, options, answers, effects = marshal.loads(data)
-        if fmt != FORMAT or not isinstance(options, dict):
-            return None
-        return Entry(
-            codec.decode(plan),
-            dict(options),
-            {(op, path): tuple(a) for (op, path), a in answers},
-            tuple(effects),
-        )
-    except (ValueError, EOFError, TypeError, codec.CodecError):
+        return _parse(key, data)
+    except Exception:
         return None
 
 
-def save(dirpath: str, key: str, entry: Entry) -> None:
-    """Write ``entry`` atomically (a private file renamed into place); errors are ignored:
-    the cache is only ever a speed-up."""
+def _parse(key: str, data: bytes) -> Entry | None:
+    fmt, stored_key, plan, options, answers, effects = marshal.loads(data)
+    if fmt != FORMAT or stored_key != key or not isinstance(options, dict):
+        return None
+    table: dict[facts.Question, facts.Answer] = {}
+    for question, answer in answers:
+        op, path = question
+        if not isinstance(op, str) or not isinstance(path, str) or not isinstance(answer, tuple):
+            return None
+        table[(op, path)] = answer
+    return Entry(codec.decode(plan), dict(options), table, tuple(effects))
+
+
+def save(dirpath: str, key: str, entry: Entry, secret: bytes) -> None:
+    """Write ``entry`` sealed with ``secret``, atomically (a private file renamed into place);
+    errors are ignored: the cache is only ever a speed-up."""
     try:
         data = marshal.dumps(
             (
                 FORMAT,
+                key,
                 codec.encode(entry.plan),
                 entry.options,
                 tuple(entry.answers.items()),
@@ -113,7 +123,7 @@ def save(dirpath: str, key: str, entry: Entry) -> None:
             tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
         )
         try:
-            os.write(fd, data)
+            os.write(fd, seal.seal(key, data, secret) + data)
         finally:
             os.close(fd)
         os.replace(tmp, os.path.join(dirpath, key))

@@ -47,6 +47,14 @@ class Prefork:
             self.close()
         return self.pid
 
+    def reap(self) -> None:
+        """Wait for a child that was not handed anything (it exits on end-of-file)."""
+        self.close()
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
     def close(self) -> None:
         """The child exits on its own (it reads end-of-file); the caller reaps it."""
         if self.sock is not None:
@@ -94,9 +102,4 @@ def take() -> Prefork | None:
 def discard() -> None:
     """No sandbox will start (a full-access run): let the child go; reap it."""
     while _waiting:
-        pre = _waiting.pop()
-        pre.close()
-        try:
-            os.waitpid(pre.pid, 0)
-        except ChildProcessError:
-            pass
+        _waiting.pop().reap()
