@@ -7,10 +7,11 @@ guard protects, and the exact environment. ``ringfence explain`` prints this pla
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any
 
 from ringfence.errors import PolicyError, UnsupportedError
@@ -31,7 +32,7 @@ from ringfence.policy import defaults
 from ringfence.policy.caches import cache_environment
 from ringfence.policy.environment import build_environment, sandbox_variables, scrubbed_names
 from ringfence.policy.model import Isolation, Mode, Network, PathStyle, Policy
-from ringfence.policy.semantics import first_under, is_under
+from ringfence.policy.semantics import RootIndex, first_under, is_under
 
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 # Device nodes the command may open for writing and ioctl (terminals, /dev/null).
@@ -112,7 +113,7 @@ class LinuxPlan:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d: dict[str, Any] = _as_plain(self)
         d["guard_enabled"] = self.guard_enabled
         d["env"] = dict(self.env)
         d["sandbox_env"] = dict(self.sandbox_env)
@@ -131,6 +132,37 @@ class LinuxPlan:
                 ],
             }
         return d
+
+
+_ATOMS = (str, int, float, bytes, type(None), enum.Enum)
+
+
+def _as_plain(obj: Any) -> Any:
+    """``dataclasses.asdict``, to the same result, without deep-copying the immutable leaves
+    (strings, numbers, enums) one by one: a plan of a thousand mounts is converted in a few
+    milliseconds instead of tens (once per session, for the audit record's digest)."""
+    if isinstance(obj, _ATOMS):
+        return obj  # what deepcopy returns for these: the object itself
+    if is_dataclass(obj) and not isinstance(obj, type):
+        names = _FIELD_NAMES.get(type(obj))
+        if names is None:
+            names = _FIELD_NAMES[type(obj)] = tuple(f.name for f in fields(obj))
+        return {name: _as_plain(getattr(obj, name)) for name in names}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*[_as_plain(v) for v in obj])
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_as_plain(v) for v in obj)
+    if isinstance(obj, dict):
+        return type(obj)((_as_plain(k), _as_plain(v)) for k, v in obj.items())
+    return asdict(_Boxed(obj))["value"]  # anything else: exactly what asdict makes of it
+
+
+@dataclass(frozen=True)
+class _Boxed:
+    value: Any
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def _check_writable_root(path: str) -> None:
@@ -205,7 +237,8 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
     if policy.default_protected:
         out.extend(p for p in facts.outside_git_and_links if "\0" not in p)
     out.extend(facts.own_state)
-    return tuple(p for p in dict.fromkeys(out) if first_under(p, roots))
+    under = RootIndex(roots)
+    return tuple(p for p in dict.fromkeys(out) if under.first_under(p))
 
 
 def _protected_targets(
@@ -225,6 +258,7 @@ def _protected_targets(
     names = [n for n in _guard_names(policy) if "*" not in n]
     if _git_mode(policy) == "allowlist":
         names.insert(0, ".git/hooks")  # the guard checks the rest of .git; hooks stay mounted
+    under = RootIndex(roots)
 
     def consider(path: str, why: str) -> None:
         info = facts.info(path)
@@ -232,13 +266,13 @@ def _protected_targets(
             return
         if info.kind == "symlink":
             target = facts.info(info.real)
-            if target is not None and target.kind != "symlink" and first_under(info.real, roots):
+            if target is not None and target.kind != "symlink" and under.first_under(info.real):
                 found.append((info.real, f"{why} (via symlink {path})"))
             if hops is not None:  # the links on the way: a symlink cannot be a mount target
-                hops.extend(h for h in facts.link_hops.get(path, ()) if first_under(h, roots))
+                hops.extend(h for h in facts.link_hops.get(path, ()) if under.first_under(h))
             return
         real = info.real  # the place itself when a parent is a link
-        if first_under(real, roots):
+        if under.first_under(real):
             found.append((real, why if real == path else f"{why} (via {path})"))
 
     for root in roots:
@@ -576,8 +610,9 @@ def _protected_mounts(
     hops: list[str] = []
     protected = _protected_targets(policy, facts, (*roots, *git_roots), extra_protected, hops)
     extra_protected = (*extra_protected, *dict.fromkeys(hops))
+    under = RootIndex((*roots, *git_roots))
     for path, why in protected:
-        root = first_under(path, (*roots, *git_roots))
+        root = under.first_under(path)
         assert root is not None
         anc = os.path.dirname(path)
         chain: list[str] = []
@@ -744,17 +779,18 @@ def _guard_paths(
     hooks directories)."""
     protected_paths = [p for p, _ in protected]
     seen = set(protected_paths)
+    under = RootIndex(roots)
     for p in dict.fromkeys((*policy.protected, *extra_protected)):
         # the guard sees real paths: a protected place behind a linked parent by its real name,
         # and by the name given too (the link itself may be what is protected)
         for q in dict.fromkeys((p, facts.resolved.get(p, p))):
-            if q not in seen and (q == p or first_under(q, roots)):
+            if q not in seen and (q == p or under.first_under(q)):
                 protected_paths.append(q)
                 seen.add(q)
     if _git_mode(policy) != "off":  # included configs, hooks dirs: even before they exist
         seen = set(protected_paths)
         named = (*facts.git_includes, *sorted(set(facts.hooks_paths.values())))
         protected_paths.extend(
-            p for p in dict.fromkeys(named) if p not in seen and first_under(p, roots)
+            p for p in dict.fromkeys(named) if p not in seen and under.first_under(p)
         )
     return tuple(protected_paths)
