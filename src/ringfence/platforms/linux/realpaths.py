@@ -26,6 +26,12 @@ class RealPaths:
 
     def lstat(self, path: str) -> os.stat_result:
         """``os.lstat``, asked once per path (its error too)."""
+        got = self._lstat(path)
+        if isinstance(got, OSError):
+            raise got
+        return got
+
+    def _lstat(self, path: str) -> os.stat_result | OSError:
         got = self._stats.get(path)
         if got is None:
             try:
@@ -33,8 +39,6 @@ class RealPaths:
             except OSError as e:
                 got = e
             self._stats[path] = got
-        if isinstance(got, OSError):
-            raise got
         return got
 
     def __call__(self, path: str) -> str:
@@ -51,14 +55,12 @@ class RealPaths:
             or os.path.normpath(path) != path
         ):
             return os.path.realpath(path)
-        parent, name = os.path.split(path)  # a plain name: the path is normalised
+        cut = path.rfind("/")  # normalised, not "/": a plain name after the last slash
+        parent = self(path[:cut] or "/")
         # As realpath does: look at the name where the parent really is (not at ``path``: the
         # kernel would fail ``file/..`` on the way, realpath takes ``..`` lexically).
-        newpath = os.path.join(self(parent), name)
-        try:
-            is_link = stat.S_ISLNK(self.lstat(newpath).st_mode)
-        except OSError:
-            is_link = False  # realpath keeps a name it cannot look at as it is
-        if is_link:
+        newpath = (parent if parent != "/" else "") + path[cut:]
+        st = self._lstat(newpath)  # an error: realpath keeps the name as it is
+        if not isinstance(st, OSError) and stat.S_ISLNK(st.st_mode):
             return os.path.realpath(path)
         return newpath
