@@ -8,6 +8,7 @@ import tempfile
 
 import pytest
 
+from ringfence.platforms.linux import realpaths
 from ringfence.platforms.linux.realpaths import RealPaths
 
 NAMES = ("a", "b", "c", "l1", "l2", "f")
@@ -69,3 +70,38 @@ def test_lstat_remembers_the_error_too(tmp_path: object) -> None:
     with pytest.raises(FileNotFoundError):
         real.lstat("/nonexistent-ringfence-path")
     assert real.lstat("/").st_ino == os.lstat("/").st_ino
+
+
+def test_a_listed_directory_answers_as_lstat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After ``LIST_AFTER`` lookups in one directory it is listed once and missing names are
+    answered from the listing: the same successes and failures as ``os.lstat``, links and
+    all; a directory over ``LIST_MAX`` entries, or one that cannot be listed, is not."""
+    monkeypatch.setattr(realpaths, "LIST_MAX", 30)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = os.path.realpath(tmp)
+        small, big = os.path.join(base, "small"), os.path.join(base, "big")
+        os.mkdir(small)
+        os.mkdir(big)
+        for i in range(0, 20, 2):
+            with open(os.path.join(small, f"n{i}"), "w"):
+                pass
+        os.symlink("n0", os.path.join(small, "n1"))
+        os.symlink("/nowhere", os.path.join(small, "n3"))
+        for i in range(40):
+            os.mkdir(os.path.join(big, f"n{i}"))
+        real = RealPaths()
+        for d in (small, big):
+            for i in range(50):
+                p = os.path.join(d, f"n{i}")
+                try:
+                    want: object = os.lstat(p).st_ino
+                except OSError:
+                    want = None
+                try:
+                    got: object = real.lstat(p).st_ino
+                except OSError:
+                    got = None
+                assert got == want, p
+                assert real(p) == os.path.realpath(p), p
+        assert real._names[small] is not None and "n1" in (real._names[small] or ())
+        assert real._names[big] is None  # too big: asked name by name
