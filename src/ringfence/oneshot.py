@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 OFF_VARIABLE = "RINGFENCE_PLAN_CACHE"  # "off": neither read nor write the cache
 
 
-
 def forget() -> None:
     """This request takes the usual path and is not kept (a report, a trace)."""
     _pending.clear()

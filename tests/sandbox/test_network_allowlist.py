@@ -7,6 +7,9 @@ leaves the machine.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import resource
 import shutil
 import socket
 import tempfile
@@ -356,4 +359,108 @@ def test_the_proxy_ends_with_the_session() -> None:
         assert not service.thread.is_alive()
         assert not any(t.name == "ringfence-proxy" and t.is_alive() for t in threading.enumerate())
     finally:
+        shutil.rmtree(ws, ignore_errors=True)
+
+
+class EchoServer:
+    """An asyncio echo server on the host's 127.0.0.1, in a thread: holds as many connections
+    as clients open, each sending back what it gets until the client half-closes."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        started = threading.Event()
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    w.write(data)
+                    await w.drain()
+            except ConnectionError:
+                pass
+            finally:
+                w.close()
+
+        def main() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(asyncio.start_server(handle, sock=self.sock, backlog=1024))
+            started.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=main, daemon=True)
+        self.thread.start()
+        started.wait(10)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.sock.close()
+
+
+# Opens N tunnels through the proxy at once, holds them all open, then sends a distinct
+# message through each and reads it back; prints {"held": ..., "errors": [...]}.
+TUNNELS = """
+import asyncio, json, os, resource, sys
+n, port = int(sys.argv[1]), int(sys.argv[2])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+errors, opened = [], []
+async def one(i, go):
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", 3128)
+        w.write(f"CONNECT localhost:{port} HTTP/1.1\\r\\n\\r\\n".encode())
+        head = await r.readuntil(b"\\r\\n\\r\\n")
+        assert head.startswith(b"HTTP/1.1 200"), head[:40]
+        opened.append(i)
+        await go.wait()
+        msg = f"tunnel {i} {os.urandom(8).hex()}\\n".encode() * 8
+        w.write(msg)
+        await w.drain()
+        assert await r.readexactly(len(msg)) == msg
+        w.write_eof()
+        assert await r.read() == b""
+        w.close()
+    except Exception as e:
+        errors.append(f"{i}: {e!r}"[:200])
+async def main():
+    go = asyncio.Event()
+    tasks = [asyncio.create_task(one(i, go)) for i in range(n)]
+    while len(opened) + len(errors) < n:
+        await asyncio.sleep(0.005)
+    held = len(opened)
+    go.set()
+    await asyncio.gather(*tasks)
+    print(json.dumps({"held": held, "errors": errors[:5]}))
+asyncio.run(main())
+"""
+
+
+def test_hundreds_of_concurrent_tunnels_carry_data_both_ways(confinement: Confinement) -> None:
+    """200 tunnels open at once through the filtering proxy, each echoing its own bytes.
+    The host process starts with a soft descriptor limit too small for them (as a user's
+    agent might): the proxy raises it to the hard limit rather than refuse connections."""
+    echo = EchoServer()
+    ws = Path(tempfile.mkdtemp(prefix="ringfence-tunnels-", dir="/var/tmp"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+    try:
+        policy = Policy(
+            workspace=str(ws),
+            network=Network.ALLOWLIST,
+            allow_domains=(f"localhost:{echo.port}",),
+            allow_local_targets=True,
+        )
+        with Session(policy) as s:
+            cmd = confinement.argv(["python3", "-c", TUNNELS, "200", str(echo.port)])
+            r = s.run(cmd, capture_output=True, text=True, timeout=60)
+            out = confinement.strip(r.stdout, r.stderr)
+            assert r.returncode == 0, r.stderr
+            assert json.loads(out) == {"held": 200, "errors": []}
+            allowed = [e for e in r.network_events if e.allowed]
+            assert len(allowed) == 200 and all(e.port == echo.port for e in allowed)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        echo.close()
         shutil.rmtree(ws, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -680,3 +681,30 @@ def test_a_protected_name_reached_by_a_chain_of_links_keeps_every_hop(rf: Runner
     )
     assert r.stdout.split() == ["refused", "refused"], (r.stdout, r.stderr)
     assert (ws / ".envrc").read_text() == "export A=1\n"
+
+
+def test_a_thousand_protected_paths_under_the_usual_fd_limit(rf: Runner) -> None:
+    """Building the view holds one descriptor per bind until it is attached: 1,100 protected
+    files need more than the common soft limit of 1,024. The runner raises its soft limit
+    while it builds (and puts it back: the command sees the caller's), every file stays
+    read-only, and writing next to them works."""
+    ws = rf.mkdir()
+    names = [f"p{i:04d}" for i in range(1100)]
+    for n in names:
+        (ws / n).write_text("keep\n")
+        os.chown(ws / n, rf.uid, rf.gid)
+    flags = [f for n in names for f in ("--protect", str(ws / n))]
+    script = (
+        'ulimit -Sn; for f in p0000 p0549 p1099; do echo x > "$f" 2>/dev/null && echo "WROTE $f"; '
+        f"done; echo {rf.nonce} > free"
+    )
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        r = rf.confined_sh(ws, script, *flags)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(min(1024, hard))], r.stdout
+    assert all((ws / n).read_text() == "keep\n" for n in ("p0000", "p0549", "p1099"))
+    assert (ws / "free").read_text().strip() == rf.nonce

@@ -7,10 +7,18 @@ never looked up, and which address was connected to.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import resource
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
+from ringfence.network import proxy as proxy_mod
+from ringfence.network import service
 from ringfence.network.proxy import DomainProxy, NetEvent
 from ringfence.policy.netrules import NetRules
 
@@ -223,3 +231,89 @@ def test_garbage_gets_a_400_not_a_crash() -> None:
             w2.close()
 
     asyncio.run(main())
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_idle_tunnels_hold_their_sockets_and_no_pipes() -> None:
+    """A pipe per direction exists only while bytes move: 50 open, idle tunnels hold 4
+    descriptors each here (client, the proxy's two sockets, the echo server's), not 8."""
+
+    async def main() -> None:
+        async with _setup(["allowed.test:PORT"]) as (pport, up_port, _, _events):
+            before = _fds()
+            conns = []
+            for i in range(50):
+                head, r, w = await _connect(pport, "allowed.test", up_port)
+                assert head.startswith(b"HTTP/1.1 200")
+                w.write(b"x%d" % i * 1000)
+                await w.drain()
+                assert await r.readexactly(len(b"x%d" % i * 1000)) == b"x%d" % i * 1000
+                conns.append(w)
+            await asyncio.sleep(0.1)
+            assert _fds() - before <= 4 * 50
+            for w in conns:
+                w.close()
+
+    asyncio.run(main())
+
+
+def test_a_way_that_fails_ends_the_tunnel_and_leaks_nothing(monkeypatch: Any) -> None:
+    """Out of descriptors for one direction's pipe: the other direction is ended too, both
+    sockets are closed (the client sees the end), and nothing is left open."""
+    made = 0
+    real = proxy_mod._new_pipe
+
+    def failing() -> tuple[int, int]:
+        nonlocal made
+        made += 1
+        if made == 1:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real()
+
+    monkeypatch.setattr(proxy_mod, "_new_pipe", failing)
+
+    async def main() -> None:
+        async with _setup(["allowed.test:PORT"]) as (pport, up_port, _, _events):
+            before = _fds()
+            head, r, w = await _connect(pport, "allowed.test", up_port)
+            assert head.startswith(b"HTTP/1.1 200")
+            w.write(b"hello")
+            await w.drain()
+            assert await asyncio.wait_for(r.read(), 5) == b""  # ended, not hung
+            w.close()
+            await w.wait_closed()
+            for _ in range(50):
+                if _fds() <= before:
+                    break
+                await asyncio.sleep(0.02)
+            assert _fds() <= before
+            assert [t for t in asyncio.all_tasks() if "splice" in repr(t)] == []
+
+    asyncio.run(main())
+
+
+def test_a_proxy_raises_the_soft_descriptor_limit() -> None:
+    code = (
+        "import resource; from ringfence.network.service import raise_fd_limit\n"
+        "s, h = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, h), h))\n"
+        "raise_fd_limit(); print(resource.getrlimit(resource.RLIMIT_NOFILE) == (h, h) or h)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() in ("True", str(resource.RLIM_INFINITY)), out
+
+
+def test_out_of_descriptors_is_not_a_traceback_on_stderr(caplog: Any) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        service._quiet_when_out_of_fds(
+            loop, {"message": "accept", "exception": OSError(errno.EMFILE, "Too many")}
+        )
+        assert caplog.records == []
+        service._quiet_when_out_of_fds(loop, {"message": "other", "exception": ValueError("x")})
+        assert any("other" in r.getMessage() for r in caplog.records)
+    finally:
+        loop.close()

@@ -25,6 +25,7 @@ from ringfence.network.addrguard import why_blocked
 from ringfence.policy.netrules import Decision, NetRules
 
 MAX_HEAD = 64 * 1024
+BACKLOG = 4096  # connections queued before the proxy accepts them (the kernel may cap it)
 CHUNK = 256 * 1024
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 # Asked about a name the allowlist does not cover: "once", "session", "deny" or "never".
@@ -85,7 +86,9 @@ class DomainProxy:
         self._asking = asyncio.Lock()
 
     async def serve(self, sock: socket.socket) -> asyncio.Server:
-        return await asyncio.start_server(self.handle, sock=sock, limit=MAX_HEAD)
+        # asyncio listens again with its own backlog (100 unless told): a burst of connections
+        # beyond it would wait for the client's SYN retry (a second) instead of being queued.
+        return await asyncio.start_server(self.handle, sock=sock, limit=MAX_HEAD, backlog=BACKLOG)
 
     # -- one client ---------------------------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -421,15 +424,26 @@ def _take_over(
 async def _splice_both(a: tuple[socket.socket, bytes], b: tuple[socket.socket, bytes]) -> None:
     loop = asyncio.get_running_loop()
     (sa, left_a), (sb, left_b) = a, b
+    ways: list[asyncio.Task[None]] = []
     try:
         if left_a:
             await loop.sock_sendall(sb, left_a)
         if left_b:
             await loop.sock_sendall(sa, left_b)
-        await asyncio.gather(_splice_one(loop, sa, sb), _splice_one(loop, sb, sa))
+        ways = [
+            asyncio.ensure_future(_splice_one(loop, sa, sb)),
+            asyncio.ensure_future(_splice_one(loop, sb, sa)),
+        ]
+        await asyncio.gather(*ways)
     except (ConnectionError, OSError):
         pass
     finally:
+        # One way failed (out of descriptors for its pipe, a reset): end the other too, and
+        # let it close its pipe and stop watching the sockets before they are closed.
+        for way in ways:
+            way.cancel()
+        if ways:
+            await asyncio.gather(*ways, return_exceptions=True)
         sa.close()
         sb.close()
 
@@ -455,20 +469,35 @@ async def _wait(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, write: 
             loop.remove_reader(fd)
 
 
+def _new_pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(w, F_SETPIPE_SZ, CHUNK * 4)
+    return r, w
+
+
 async def _splice_one(
     loop: asyncio.AbstractEventLoop, src: socket.socket, dst: socket.socket
 ) -> None:
-    """``src`` to ``dst`` through a kernel pipe until ``src`` ends; then half-close ``dst``."""
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    """``src`` to ``dst`` through a kernel pipe until ``src`` ends; then half-close ``dst``.
+
+    The pipe exists only while bytes move: it is made when ``src`` has something to read and
+    closed (empty) when ``src`` has nothing more for now, so an idle tunnel holds its two
+    sockets and nothing else (a thousand open tunnels would otherwise hold 6,000 descriptors)."""
     flags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
+    pipe: tuple[int, int] | None = None
     try:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(w, F_SETPIPE_SZ, CHUNK * 4)
         while True:
+            if pipe is None:
+                await _wait(loop, src, write=False)
+                pipe = _new_pipe()
+            r, w = pipe
             try:
                 n = os.splice(src.fileno(), w, CHUNK * 4, flags=flags)
             except BlockingIOError:
-                await _wait(loop, src, write=False)
+                pipe = None  # empty: every byte read so far has been passed on
+                os.close(r)
+                os.close(w)
                 continue
             if n == 0:
                 break
@@ -483,8 +512,9 @@ async def _splice_one(
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_RDWR)
     finally:
-        os.close(r)
-        os.close(w)
+        if pipe is not None:
+            os.close(pipe[0])
+            os.close(pipe[1])
 
 
 SPLICE_F_MOVE = 1

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import resource
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from ringfence.network.proxy import CHUNK, DomainProxy, NetEvent, pipe
 from ringfence.policy.netrules import NetRules
@@ -40,7 +43,9 @@ class ProxyService:
             on_event=self._record,
             ask=_in_thread(ask) if ask is not None else None,
         )
+        raise_fd_limit()
         self.loop = asyncio.new_event_loop()
+        self.loop.set_exception_handler(_quiet_when_out_of_fds)
         self._listener = listener
         self._forwards = list(forwards)
         self._started = threading.Event()
@@ -93,6 +98,35 @@ class ProxyService:
         for sock in [self._listener, *(s for s, _ in self._forwards)]:
             if sock is not None:
                 sock.close()
+
+
+FD_CEILING = 1 << 20  # what "as many as allowed" means when the hard limit is unlimited
+
+
+def raise_fd_limit() -> None:
+    """Let this process hold as many descriptors as its hard limit allows. Each tunnel holds
+    two sockets and, while it moves bytes, a pipe per direction: a thousand concurrent
+    tunnels need several thousand descriptors, and the usual soft limit of 1,024 would refuse
+    connections long before that. Only the soft limit moves (as Go's runtime does at start);
+    the sandbox's commands get theirs from the runner, started before the proxy."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = FD_CEILING if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+def _quiet_when_out_of_fds(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio pauses accepting for a second when the process is out of descriptors, and says
+    so with a traceback per attempt on the host application's stderr; the client sees its
+    connection wait or fail, which is the report that counts. Everything else is logged."""
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and exc.errno in _OUT_OF_FDS:
+        return
+    loop.default_exception_handler(context)
 
 
 def _forwarder(

@@ -24,7 +24,8 @@ Pure and free of ringfence imports at run time: the name guard's supervisor call
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import bisect
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -93,6 +94,96 @@ def first_under(path: str, roots: Iterable[str], syntax: PathSyntax = POSIX) -> 
         if is_under(path, root, syntax):
             return root
     return None
+
+
+def _strict_prefixes(key: str, sep: str) -> Iterator[str]:
+    """Every ``key[:i]`` that ends right before a separator: exactly the rstripped roots
+    ``r`` for which ``key.startswith(r + sep)`` (:func:`is_under`'s second case)."""
+    pos = key.find(sep)
+    while pos != -1:
+        yield key[:pos]
+        pos = key.find(sep, pos + 1)
+
+
+class RootIndex:
+    """A fixed list of roots, asked :func:`first_under` (and its mirror image, "which root
+    lies under this path") many times: each question costs the path's length, not the number
+    of roots. The answers are exactly those of the loops over ``roots`` (the same root, the
+    first in order), so a policy of thousands of paths decides as a small one does."""
+
+    __slots__ = ("_at", "_sorted", "roots", "syntax")
+
+    def __init__(self, roots: Iterable[str], syntax: PathSyntax = POSIX) -> None:
+        self.roots = tuple(roots)
+        self.syntax = syntax
+        at: dict[str, list[int]] = {}
+        for i, root in enumerate(self.roots):
+            if root:  # an empty root holds and is held by nothing (is_under)
+                at.setdefault(self._key(root), []).append(i)
+        self._at = at
+        self._sorted: list[str] | None = None
+
+    def _key(self, path: str) -> str:
+        return self.syntax.key(path).rstrip(self.syntax.sep)
+
+    def holders(self, path: str) -> list[int]:
+        """Indices (ascending) of the roots that are ``path`` or hold it."""
+        if not path or not self._at:
+            return []
+        p = self._key(path)
+        at = self._at
+        found = list(at.get(p, ()))
+        for prefix in _strict_prefixes(p, self.syntax.sep):
+            found.extend(at.get(prefix, ()))
+        return sorted(found)
+
+    def first_under(self, path: str) -> str | None:
+        """``first_under(path, roots)``: the first root that is ``path`` or holds it."""
+        found = self.holders(path)
+        return self.roots[found[0]] if found else None
+
+    def beneath(self, path: str, *, strict: bool = False) -> list[int]:
+        """Indices (ascending) of the roots that lie under ``path`` (``is_under(root,
+        path)``); with ``strict``, not ``path`` itself (``is_strictly_under``)."""
+        if not path or not self._at:
+            return []
+        if self._sorted is None:
+            self._sorted = sorted(self._at)
+        q = self._key(path)
+        found = [] if strict else list(self._at.get(q, ()))
+        prefix = q + self.syntax.sep
+        keys = self._sorted
+        i = bisect.bisect_left(keys, prefix)
+        while i < len(keys) and keys[i].startswith(prefix):
+            found.extend(self._at[keys[i]])
+            i += 1
+        return sorted(found)
+
+    def first_beneath(self, path: str, *, strict: bool = False) -> str | None:
+        """The first root (in order) that lies under ``path`` (see :meth:`beneath`)."""
+        found = self.beneath(path, strict=strict)
+        return self.roots[found[0]] if found else None
+
+
+class PrefixSet:
+    """A growing set of roots asked only "does one of you strictly hold this path?"
+    (``any(is_strictly_under(path, r) for r in roots)``), in the path's length."""
+
+    __slots__ = ("_keys", "syntax")
+
+    def __init__(self, syntax: PathSyntax = POSIX) -> None:
+        self.syntax = syntax
+        self._keys: set[str] = set()
+
+    def add(self, root: str) -> None:
+        if root:
+            self._keys.add(self.syntax.key(root).rstrip(self.syntax.sep))
+
+    def strictly_holds(self, path: str) -> bool:
+        if not path or not self._keys:
+            return False
+        p = self.syntax.key(path).rstrip(self.syntax.sep)
+        return any(prefix in self._keys for prefix in _strict_prefixes(p, self.syntax.sep))
 
 
 def overlaps(a: str, b: str, syntax: PathSyntax = POSIX) -> bool:

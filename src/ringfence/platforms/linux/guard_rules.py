@@ -107,25 +107,38 @@ class GuardRules:
         if not firsts & {GLOB_ONE, GLOB_ANY}:
             object.__setattr__(self, "_first_names", frozenset(firsts))
 
+    # Indexes over the lists above: each question a guarded call asks costs the length of
+    # its path, not the number of roots or protected paths (thousands in a large policy).
     @cached_property
-    def _roots_outermost_first(self) -> tuple[str, ...]:
-        return tuple(sorted(self.writable_roots, key=len))
+    def _roots_index(self) -> semantics.RootIndex:
+        return semantics.RootIndex(self.writable_roots)
+
+    @cached_property
+    def _protected_index(self) -> semantics.RootIndex:
+        return semantics.RootIndex(self.protected_paths)
+
+    @cached_property
+    def _socket_index(self) -> semantics.RootIndex:
+        return semantics.RootIndex((*self.socket_roots, *self.allow_sockets))
 
 
 def _relative_to_root(rules: GuardRules, path: str) -> tuple[str, ...] | None:
-    for root in rules._roots_outermost_first:
-        rel = semantics.relative_components(path, root)
-        if rel is not None:
-            return rel
-    return None
+    """The components below the outermost writable root holding ``path`` (the shortest; the
+    first given among equally long ones), else None."""
+    roots = rules.writable_roots
+    held = rules._roots_index.holders(path)
+    if not held:
+        return None
+    outer = min(held, key=lambda i: (len(roots[i]), i))
+    return semantics.relative_components(path, roots[outer])
 
 
 def protected_by(rules: GuardRules, path: str) -> str | None:
     """The rule text that protects ``path`` (canonical, absolute), else None."""
     check_canonical(path)
-    for top in rules.protected_paths:
-        if semantics.is_under(path, top):
-            return top
+    top = rules._protected_index.first_under(path)
+    if top is not None:
+        return top
     rel = _relative_to_root(rules, path)
     if rel is not None and (rules._first_names is None or not rules._first_names.isdisjoint(rel)):
         for pattern in rules._patterns:
@@ -141,9 +154,10 @@ def _dot_entry(rules: GuardRules, path: str) -> str | None:
         rel = semantics.relative_components(path, d)
         if not rel or not rel[0].startswith("."):
             continue
+        roots = rules.writable_roots
         nested = any(
-            r != d and semantics.is_under(r, d) and semantics.is_under(path, r)
-            for r in rules.writable_roots
+            roots[i] != d and semantics.is_under(roots[i], d)
+            for i in rules._roots_index.holders(path)
         )
         if not nested:
             return f"{d.rstrip('/')}/.*"
@@ -159,9 +173,9 @@ def may_hold_protected(rules: GuardRules, path: str) -> str | None:
     rule = protected_by(rules, path)
     if rule is not None:
         return rule
-    for top in rules.protected_paths:
-        if semantics.is_under(top, path):
-            return top
+    top = rules._protected_index.first_beneath(path)
+    if top is not None:
+        return top
     rel = _relative_to_root(rules, path)
     if rel is None:
         return None
@@ -177,9 +191,10 @@ def is_ancestor_of_protected_path(rules: GuardRules, path: str) -> str | None:
     Removing or renaming such an ancestor would take the protected path with it.
     """
     check_canonical(path)
-    for top in rules.protected_paths:
-        if top != path and semantics.is_under(top, path):
-            return top
+    # canonical paths: ``top != path`` is "strictly beneath"
+    top = rules._protected_index.first_beneath(path, strict=True)
+    if top is not None:
+        return top
     for d in rules.dot_dirs:  # the directory itself too: it takes all its hidden entries
         if semantics.is_under(d, path):
             return f"{d.rstrip('/')}/.*"
@@ -200,7 +215,6 @@ def socket_refused(rules: GuardRules, path: str) -> str | None:
     else (a host daemon's socket on the read-only root) is refused.
     """
     check_canonical(path)
-    for top in (*rules.socket_roots, *rules.allow_sockets):
-        if semantics.is_under(path, top):
-            return None
+    if rules._socket_index.holders(path):
+        return None
     return SOCKET_OUTSIDE

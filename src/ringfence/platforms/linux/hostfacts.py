@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ringfence.network.offline import RESOLV_CONF_PATH
 from ringfence.plancache.facts import derived, effect
 from ringfence.platforms.linux import cgroups
 from ringfence.platforms.linux.gitfiles import ConfigRead, global_config_files, read_config
+from ringfence.platforms.linux.realpaths import RealPaths
 from ringfence.policy import caches, defaults, scrub, semantics, statedirs
 from ringfence.policy import paths as paths_mod
 from ringfence.policy.model import Isolation, Policy
@@ -121,9 +122,13 @@ class ScrubFile:
     error: str | None = None
 
 
-def _lstat_info(path: str) -> PathInfo | None:
+def _lstat_info(
+    path: str,
+    realpath: Callable[[str], str] = os.path.realpath,
+    lstat: Callable[[str], os.stat_result] = os.lstat,
+) -> PathInfo | None:
     try:
-        st = os.lstat(path)
+        st = lstat(path)
     except OSError:
         return None
     if stat.S_ISLNK(st.st_mode):
@@ -136,7 +141,7 @@ def _lstat_info(path: str) -> PathInfo | None:
         kind = "other"
     # Resolved whatever the kind: a parent may be a link too (~/.config -> dotfiles/config),
     # and a mount goes on the real place (the mount code refuses symlinks on the way).
-    real = os.path.realpath(path)
+    real = realpath(path)
     return PathInfo(kind, real)
 
 
@@ -528,6 +533,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     paths: dict[str, PathInfo] = {}
     resolved: dict[str, str] = {}
     link_hops: dict[str, tuple[str, ...]] = {}
+    real = RealPaths()  # many candidates share their parents: each resolved once
     for p in [
         *candidate_paths(policy, home, extra_dirs),
         *(candidate_paths(policy, account_home) if account_home not in (None, home) else ()),
@@ -538,9 +544,9 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         *(o for o in outside if "\0" not in o),
     ]:
         if p not in resolved:
-            resolved[p] = os.path.realpath(p)  # also where it does not exist (yet)
+            resolved[p] = real(p)  # also where it does not exist (yet)
         if p not in paths:
-            info = _lstat_info(p)
+            info = _lstat_info(p, real, real.lstat)
             if info is not None:
                 paths[p] = info
                 if info.kind == "symlink":
@@ -548,7 +554,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
                     if hops:
                         link_hops[p] = tuple(hops)
                 if info.real != p and info.real not in paths:
-                    target = _lstat_info(info.real)
+                    target = _lstat_info(info.real, real, real.lstat)
                     if target is not None:
                         paths[info.real] = target
     for named in [*hooks_paths.values(), *includes]:

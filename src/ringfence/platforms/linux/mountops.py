@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import NamedTuple
 
-from ringfence.policy.semantics import is_strictly_under
+from ringfence.policy.semantics import PrefixSet
 
 
 class MountKind(StrEnum):
@@ -154,12 +154,18 @@ class MountList:
         self.ops: list[MountOp] = []
         self.fresh: list[str] = []
         self.targets: set[str] = set()
+        # ``fresh`` as a set of prefixes: one lookup per component of a target, however many
+        # masks a policy of many deny-read paths makes
+        self._fresh = PrefixSet()
 
     def in_fresh(self, target: str) -> bool:
-        return any(is_strictly_under(target, f) for f in self.fresh)
+        """``target`` lies strictly beneath a fresh mount (``is_strictly_under``)."""
+        return self._fresh.strictly_holds(target)
 
     def add(self, op: MountOp, *, fresh: bool = False) -> None:
-        self.ops.append(replace(op, create=self.in_fresh(op.target)))
+        create = self.in_fresh(op.target)
+        self.ops.append(op if op.create == create else replace(op, create=create))
         self.targets.add(op.target)
         if fresh:
             self.fresh.append(op.target)
+            self._fresh.add(op.target)

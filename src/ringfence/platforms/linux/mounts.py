@@ -15,7 +15,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Sequence
+import resource
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from ringfence.errors import InternalError, SandboxError
 from ringfence.platforms.linux.libc import (
@@ -260,6 +262,28 @@ class _Assembler:
         )
 
 
+FD_MARGIN = 256  # descriptors besides the held sources: the runner's own, and phase 3's
+
+
+@contextmanager
+def _fd_room(held: int) -> Iterator[None]:
+    """Phase 1 holds one descriptor per host source until phase 3 attaches it: a policy with a
+    thousand protected paths needs more than the usual soft limit of 1,024. Raise the soft
+    RLIMIT_NOFILE (never above the hard one) while the view is built, and put it back so the
+    commands get the limit they would have had."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = held + FD_MARGIN
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        yield
+        return
+    raised = want if hard == resource.RLIM_INFINITY else min(hard, want)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def build_view(ops: Sequence[MountOp]) -> int:
     """Assemble the sandbox view described by ``ops``; return an fd of its root.
 
@@ -268,6 +292,24 @@ def build_view(ops: Sequence[MountOp]) -> int:
     """
     if not ops or ops[0].kind is not MountKind.BIND or ops[0].target != "/":
         raise InternalError("a plan must start with the read-only root")
+    held = sum(1 for op in ops if op.kind is MountKind.OVERLAY or op.kind is MountKind.BIND)
+    with _fd_room(held):
+        try:
+            return _build_view(ops)
+        except (OSError, SandboxError) as e:
+            cause = e if isinstance(e, OSError) else e.__cause__
+            if not isinstance(cause, OSError) or cause.errno != errno.EMFILE:
+                raise
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            raise SandboxError(
+                f"the sandbox's view has {held} host paths to bind, more than this process may "
+                f"hold open while it builds the view (hard RLIMIT_NOFILE {hard}): raise the hard "
+                "limit (`ulimit -Hn`), or protect a directory instead of many paths in it "
+                "(everything beneath a protected path is protected)"
+            ) from e
+
+
+def _build_view(ops: Sequence[MountOp]) -> int:
     libc_call("mount", None, b"/", None, MS_REC | MS_PRIVATE, None)
     # Phase 1: take every host source while the host view is intact.
     root_src = _host_source("/")

@@ -30,7 +30,7 @@ from ringfence.policy import defaults
 from ringfence.policy.caches import cache_environment
 from ringfence.policy.environment import build_environment, sandbox_variables, scrubbed_names
 from ringfence.policy.model import Isolation, Mode, Network, PathStyle, Policy
-from ringfence.policy.semantics import first_under, is_under
+from ringfence.policy.semantics import RootIndex, first_under, is_under
 
 
 def _check_writable_root(path: str) -> None:
@@ -105,7 +105,8 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
     if policy.default_protected:
         out.extend(p for p in facts.outside_git_and_links if "\0" not in p)
     out.extend(facts.own_state)
-    return tuple(p for p in dict.fromkeys(out) if first_under(p, roots))
+    under = RootIndex(roots)
+    return tuple(p for p in dict.fromkeys(out) if under.first_under(p))
 
 
 def _protected_targets(
@@ -125,6 +126,7 @@ def _protected_targets(
     names = [n for n in _guard_names(policy) if "*" not in n]
     if _git_mode(policy) == "allowlist":
         names.insert(0, ".git/hooks")  # the guard checks the rest of .git; hooks stay mounted
+    under = RootIndex(roots)
 
     def consider(path: str, why: str) -> None:
         info = facts.info(path)
@@ -132,13 +134,13 @@ def _protected_targets(
             return
         if info.kind == "symlink":
             target = facts.info(info.real)
-            if target is not None and target.kind != "symlink" and first_under(info.real, roots):
+            if target is not None and target.kind != "symlink" and under.first_under(info.real):
                 found.append((info.real, f"{why} (via symlink {path})"))
             if hops is not None:  # the links on the way: a symlink cannot be a mount target
-                hops.extend(h for h in facts.link_hops.get(path, ()) if first_under(h, roots))
+                hops.extend(h for h in facts.link_hops.get(path, ()) if under.first_under(h))
             return
         real = info.real  # the place itself when a parent is a link
-        if first_under(real, roots):
+        if under.first_under(real):
             found.append((real, why if real == path else f"{why} (via {path})"))
 
     for root in roots:
@@ -476,8 +478,9 @@ def _protected_mounts(
     hops: list[str] = []
     protected = _protected_targets(policy, facts, (*roots, *git_roots), extra_protected, hops)
     extra_protected = (*extra_protected, *dict.fromkeys(hops))
+    under = RootIndex((*roots, *git_roots))
     for path, why in protected:
-        root = first_under(path, (*roots, *git_roots))
+        root = under.first_under(path)
         assert root is not None
         anc = os.path.dirname(path)
         chain: list[str] = []
@@ -644,17 +647,18 @@ def _guard_paths(
     hooks directories)."""
     protected_paths = [p for p, _ in protected]
     seen = set(protected_paths)
+    under = RootIndex(roots)
     for p in dict.fromkeys((*policy.protected, *extra_protected)):
         # the guard sees real paths: a protected place behind a linked parent by its real name,
         # and by the name given too (the link itself may be what is protected)
         for q in dict.fromkeys((p, facts.resolved.get(p, p))):
-            if q not in seen and (q == p or first_under(q, roots)):
+            if q not in seen and (q == p or under.first_under(q)):
                 protected_paths.append(q)
                 seen.add(q)
     if _git_mode(policy) != "off":  # included configs, hooks dirs: even before they exist
         seen = set(protected_paths)
         named = (*facts.git_includes, *sorted(set(facts.hooks_paths.values())))
         protected_paths.extend(
-            p for p in dict.fromkeys(named) if p not in seen and first_under(p, roots)
+            p for p in dict.fromkeys(named) if p not in seen and under.first_under(p)
         )
     return tuple(protected_paths)
