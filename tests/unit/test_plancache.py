@@ -309,3 +309,21 @@ def test_the_seal_key_is_out_of_every_sandbox() -> None:
     for name in ("linux_default", "linux_reduced"):
         policy, host = CASES[name]
         assert compile_linux(policy, host, cwd=policy.workspace or "/").seccomp is not None
+
+
+def test_a_listed_directory_records_only_the_names_asked(tmp_path: Path) -> None:
+    """realpaths lists a directory asked about many names; a kept plan depends on those
+    names' presence, not on every other file that comes and goes there (a workspace)."""
+    from ringfence.platforms.linux.realpaths import LIST_AFTER, RealPaths
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "present").write_text("")
+    asked = [str(root / f"absent{i}") for i in range(LIST_AFTER + 2)] + [str(root / "present")]
+    rec = _record(lambda: [RealPaths()(p) for p in asked])
+    answers = rec.answers()
+    assert answers is not None and ("scandir", str(root)) not in answers
+    (root / "unrelated").write_text("")
+    assert facts.unchanged(answers) is None
+    (root / "absent3").write_text("")
+    assert facts.unchanged(answers) == ("lstat", str(root / "absent3"))

@@ -380,3 +380,22 @@ def effect(name: str, fn: Callable[..., Any], *args: Any) -> Any:
         result = fn(*args)
     rec.effects.append((name, args, result))
     return result
+
+
+@contextlib.contextmanager
+def unrecorded() -> Iterator[None]:
+    """Calls here are not questions as such (a directory listed to answer many ``lstat``s at
+    once: the caller notes each answer it draws from it with ``note``)."""
+    rec = current()
+    if rec is None:
+        yield
+        return
+    with rec.paused():
+        yield
+
+
+def note(op: str, path: str, answer: Answer) -> None:
+    """Record an answer the caller found some other way than asking (see ``unrecorded``)."""
+    rec = current()
+    if rec is not None:
+        rec.note_answer(op, path, answer)

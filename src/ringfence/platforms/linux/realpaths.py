@@ -17,6 +17,8 @@ import errno
 import os
 import stat
 
+from ringfence.plancache import facts
+
 LIST_AFTER = 8  # entries of one directory looked up one by one before it is listed instead
 LIST_MAX = 4096  # a bigger directory is not listed: its entries are looked up one by one
 
@@ -44,6 +46,8 @@ class RealPaths:
             names = self._listing(path, plain=plain)
             if names is not None and path[path.rfind("/") + 1 :] not in names:
                 got = FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+                # what a kept plan depends on: this name's absence, not the whole listing
+                facts.note("lstat", path, ("err", errno.ENOENT))
             else:
                 try:
                     got = os.lstat(path)
@@ -72,7 +76,7 @@ class RealPaths:
             return None
         names: set[str] | None = set()
         try:
-            with os.scandir(parent) as entries:
+            with facts.unrecorded(), os.scandir(parent) as entries:
                 for entry in entries:
                     names.add(entry.name)  # type: ignore[union-attr]
                     if len(names) > LIST_MAX:  # type: ignore[arg-type]
