@@ -205,7 +205,13 @@ def test_pip_conf_keeps_options_and_strips_url_credentials() -> None:
 @given(user=SECRET, password=SECRET, host=SETTING)
 def test_pip_conf_no_url_credential_survives(user: str, password: str, host: str) -> None:
     src = f"[global]\nindex-url = https://{user}:{password}@{host}.example/simple\n"
-    text = scrub.scrub_pip_conf(src.encode()).content.decode()
+    try:
+        text = scrub.scrub_pip_conf(src.encode()).content.decode()
+    except scrub.ScrubError:
+        # a credential-shaped host name ("npmauthident") makes the scrub refuse the file:
+        # it is then hidden whole, which keeps the secret out too
+        assert scrub._RESIDUE.search(host) is not None
+        return
     assert user not in text and password not in text and f"{host}.example/simple" in text
 
 
