@@ -107,6 +107,9 @@ def _approval(tools: SandboxTools) -> Any:
         shown_cmd = printable(" && ".join(" ".join(c) for c in d.commands))
         return Ask(f"{printable(d.reason)}\nRun `{shown_cmd}` in the sandbox?", Confirm)
 
+    # Without an approval step there is nothing to decide (only the command's shape is
+    # checked): answer on the event loop, not in a worker thread.
+    approval.inline = tools.gate is None  # type: ignore[attr-defined]
     return approval
 
 

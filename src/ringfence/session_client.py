@@ -5,9 +5,10 @@ argparse, no policy, no config): the boundary was built when the server started,
 costs an interpreter start plus about one warm command. The client hands its own stdin,
 stdout and stderr to the server (SCM_RIGHTS), forwards the signals it gets, and exits with
 the command's status under the same conventions as ``ringfence run``.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here or in the modules imported with this one: the
+``__future__`` module is one more import on every call, and the annotations work without it.
+"""
 
 import _signal  # type: ignore[import-not-found]  # `signal` would import enum (~3 ms)
 import _socket
@@ -57,6 +58,23 @@ def fast_args(argv: list[str]) -> tuple[str, float | None, list[str]] | None:
                 return None
         i += 1
     return None
+
+
+def exit_now(status: int) -> None:
+    """End the process with ``status`` at once, skipping the interpreter's teardown.
+
+    Tearing down an interpreter (freeing every module, a garbage collection) costs a call
+    ~1.5 ms here, a tenth of it. Nothing is lost by skipping it: the fast path keeps no
+    buffered output but ``sys.stdout``/``sys.stderr`` (flushed here), registers no ``atexit``
+    handler, starts no thread and leaves no file behind; its socket is closed already.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass  # our own message could not be written; the command's status still stands
+    os._exit(status)
 
 
 def _fail(message: str, status: int = EXIT_INTERNAL) -> int:

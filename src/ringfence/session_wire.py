@@ -13,8 +13,6 @@ Server → client: ``X`` the command ended (exit status, then ringfence's messag
 ``i`` the description (JSON), ``q`` stopping.
 """
 
-from __future__ import annotations
-
 import _socket
 import os
 import sys
