@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("mcp")
 
-from ringfence import mcp_stdio  # noqa: E402
+from ringfence import mcp_stdio
 
 
 @pytest.fixture
