@@ -106,17 +106,11 @@ def connect(name: str) -> _socket.socket:
 
 
 def run(name: str, timeout: float | None, argv: list[str]) -> int:
-    """Run ``argv`` in session ``name``; returns the exit status ``ringfence run`` would."""
-    try:
-        cwd = os.getcwdb()
-    except OSError as e:
-        return _fail(f"the current directory is gone: {e.strerror}")
-    try:
-        payload = wire.encode_request(
-            cwd, timeout, [os.fsencode(a) for a in argv], dict(os.environb)
-        )
-    except wire.WireError as e:
-        return _fail(str(e))
+    """Run ``argv`` in session ``name``; returns the exit status ``ringfence run`` would.
+
+    It connects before it builds the request: the server accepts and checks the caller
+    while the request (the whole environment) is put together.
+    """
     try:
         sock = connect(name)
     except (FileNotFoundError, ConnectionRefusedError):
@@ -128,6 +122,16 @@ def run(name: str, timeout: float | None, argv: list[str]) -> int:
     except OSError as e:
         return _fail(f"cannot reach session {name!r}: {e.strerror or e}")
     try:
+        try:
+            cwd = os.getcwdb()
+        except OSError as e:
+            return _fail(f"the current directory is gone: {e.strerror}")
+        try:
+            payload = wire.encode_request(
+                cwd, timeout, [os.fsencode(a) for a in argv], dict(os.environb)
+            )
+        except wire.WireError as e:
+            return _fail(str(e))
         try:
             wire.send_all(sock, wire.frame(b"R", payload), _std_fds())
         except OSError as e:
