@@ -244,6 +244,14 @@ def _add_command_tools(app: Any, tools: SandboxTools) -> None:
     add_tool(app, start_command, question=_approval(tools), schema=Confirm)
 
 
+async def _joined(readers: list[threading.Thread], timeout: float = 1.0) -> None:
+    """Wait (up to ``timeout`` each) for a process's output readers to take its last output;
+    one that has finished already costs no trip to a worker thread."""
+    for t in readers:
+        if t.is_alive():
+            await asyncio.to_thread(t.join, timeout)
+
+
 def _add_process_tools(app: Any, tools: SandboxTools) -> None:
     """read_output, write_stdin and kill: the started processes."""
 
@@ -269,8 +277,7 @@ def _add_process_tools(app: Any, tools: SandboxTools) -> None:
         await asyncio.to_thread(live.settle, wait_ms / 1000, settle_ms / 1000)
         code = live.proc.poll()
         if code is not None:
-            for t in live.readers:
-                await asyncio.to_thread(t.join, 1.0)
+            await _joined(live.readers)
         out, err, dropped = live.take(raw=raw)
         result: dict[str, Any] = {"stdout": cap(out), "stderr": cap(err), "running": code is None}
         if code is not None:
@@ -306,8 +313,7 @@ def _add_process_tools(app: Any, tools: SandboxTools) -> None:
         live = _live(id)
         live.proc.kill()
         await asyncio.to_thread(live.proc.wait, 10)
-        for t in live.readers:
-            await asyncio.to_thread(t.join, 1.0)
+        await _joined(live.readers)
         out, err, _ = live.take(raw=raw)
         tools.live.pop(id, None)
         tools.reap()
