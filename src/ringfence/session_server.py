@@ -118,11 +118,22 @@ def _peer_pidfd(conn: socket.socket) -> int | None:
 
 
 def _pidfd_pid(pidfd: int) -> int:
-    with open(f"/proc/self/fdinfo/{pidfd}", "rb") as f:
-        for line in f.read().split(b"\n"):
-            if line.startswith(b"Pid:"):
-                return int(line.split()[1])
+    for line in _read_proc(f"/proc/self/fdinfo/{pidfd}").split(b"\n"):
+        if line.startswith(b"Pid:"):
+            return int(line.split()[1])
     return -1
+
+
+def _read_proc(path: str) -> bytes:
+    """A small /proc file's bytes, without a buffered file object (a call reads two)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _refusal_of(pid: int) -> str | None:
@@ -168,8 +179,7 @@ def _own_standing() -> tuple[str, tuple[int, int]] | None:
 def _confinement(pid: str) -> tuple[int, int] | None:
     """(no_new_privs, seccomp filters) of ``pid`` from its status: what a sandbox adds."""
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            status = f.read()
+        status = _read_proc(f"/proc/{pid}/status")
     except OSError:
         return None
     fields: dict[bytes, bytes] = {}
