@@ -23,7 +23,7 @@ from collections.abc import Callable
 import benchlib
 from benchlib import FULL, QUICK, Scale, Section
 
-SECTIONS = ("warm", "cold", "throughput", "setup", "load", "scale")
+SECTIONS = ("warm", "cold", "throughput", "setup", "load", "scale", "mcp")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _EXPORTED = "RINGFENCE_BENCH_EXPORTED"  # set in the re-executed benchmark: "<rev> <dir>"
 
@@ -51,6 +51,7 @@ def _section(name: str) -> Callable[[Scale], Section]:
     """Imported late: with ``--commit`` the first process must not import the working tree's
     ringfence at all (it may be mid-edit)."""
     import cold
+    import mcp_roundtrip
     import scale as scale_bench
     import session
 
@@ -61,6 +62,7 @@ def _section(name: str) -> Callable[[Scale], Section]:
         "setup": session.setup,
         "load": session.load,
         "scale": scale_bench.scale,
+        "mcp": mcp_roundtrip.mcp_roundtrip,
     }[name]
 
 

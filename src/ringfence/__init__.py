@@ -5,19 +5,9 @@ This namespace is the public API: everything a caller needs to build a policy, r
 change between releases.
 """
 
-from __future__ import annotations
-
-from ringfence.errors import (
-    ApprovalRefused,
-    InternalError,
-    PolicyError,
-    PublishError,
-    RingfenceError,
-    SandboxError,
-    UnenforceableError,
-    UnsupportedError,
-    UsageError,
-)
+# Nothing is imported up front but the version (a module with no imports of its own), not
+# even ``__future__`` or the exception classes: ``ringfence run --session`` imports this
+# package on every call (see ringfence.entry).
 from ringfence.version import __version__
 
 TYPE_CHECKING = False  # not `typing`: it costs the fast path ~10 ms; mypy knows the name
@@ -25,6 +15,17 @@ TYPE_CHECKING = False  # not `typing`: it costs the fast path ~10 ms; mypy knows
 if TYPE_CHECKING:
     from ringfence.aio import AsyncProcess, AsyncSession, arun
     from ringfence.engine.result import NetDecision, RunResult, Violation
+    from ringfence.errors import (
+        ApprovalRefused,
+        InternalError,
+        PolicyError,
+        PublishError,
+        RingfenceError,
+        SandboxError,
+        UnenforceableError,
+        UnsupportedError,
+        UsageError,
+    )
     from ringfence.policy.model import EnvPolicy, Isolation, Limits, Mode, Network, Policy
     from ringfence.session import (
         DEVNULL,
@@ -38,8 +39,19 @@ if TYPE_CHECKING:
         run,
     )
 
-# The policy model and the session API are imported on first use: ``ringfence run --session``
-# must not pay for them up front.
+# The errors, the policy model and the session API are imported on first use:
+# ``ringfence run --session`` must not pay for them up front.
+_ERROR_NAMES = (
+    "ApprovalRefused",
+    "InternalError",
+    "PolicyError",
+    "PublishError",
+    "RingfenceError",
+    "SandboxError",
+    "UnenforceableError",
+    "UnsupportedError",
+    "UsageError",
+)
 _POLICY_NAMES = ("EnvPolicy", "Isolation", "Limits", "Mode", "Network", "Policy")
 _RESULT_NAMES = ("NetDecision", "RunResult", "Violation")
 _AIO_NAMES = ("AsyncProcess", "AsyncSession", "arun")
@@ -57,6 +69,10 @@ _SESSION_NAMES = (
 
 
 def __getattr__(name: str) -> object:
+    if name in _ERROR_NAMES:
+        from ringfence import errors
+
+        return getattr(errors, name)
     if name in _POLICY_NAMES:
         from ringfence.policy import model
 

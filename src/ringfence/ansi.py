@@ -28,6 +28,9 @@ _SEQUENCE = re.compile(
     re.VERBOSE,
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Text without any control character but newline and tab: every sequence starts with one
+# (ESC, the 8-bit CSI/OSC), and so do CR and backspace, so :func:`clean` leaves it as it is.
+_PLAIN = re.compile(r"[^\x00-\x08\x0b-\x1f\x7f-\x9f]*")
 _INTRODUCERS = "\x1b\x9b\x9d"
 HOLD_LIMIT = 4096  # an unfinished sequence longer than this is not one: it is dropped
 
@@ -59,6 +62,12 @@ def strip(text: str) -> str:
 
 
 def clean(text: str) -> str:
+    if _PLAIN.fullmatch(text):  # most output: nothing to strip, one scan instead of per line
+        return text
+    return _clean_lines(text)
+
+
+def _clean_lines(text: str) -> str:
     text = _SEQUENCE.sub("", text).replace("\r\n", "\n")
     lines = []
     for each in text.split("\n"):

@@ -1,19 +1,19 @@
-"""The ``ringfence`` command's entry point: the session fast path first, the full CLI otherwise.
+"""The ``ringfence`` command's entry point: the session fast path first, then a one-shot run
+from the plan cache, the full CLI otherwise.
 
 ``ringfence run --session NAME -- CMD`` is what an agent calls for every command once a
-session server is up, so it must not pay for argparse, the policy model or the config loader.
+session server is up, so it must not pay for argparse, the policy model or the config loader,
+nor for ``from __future__`` (this module and the ones the fast path imports do without it).
+A one-shot ``ringfence run FLAGS -- CMD`` whose plan was kept (``ringfence.oneshot``) does not
+pay for them either.
 """
-
-from __future__ import annotations
 
 import sys
 
-TYPE_CHECKING = False  # not `typing`: the session fast path must not import it
-if TYPE_CHECKING:
-    from typing import NoReturn
-
 
 def main() -> int:
+    """The CLI's exit status; a ``run --session`` call or a cached one-shot run ends the
+    process itself instead (their teardown has nothing left to do)."""
     if sys.argv[1:] == ["--version"]:  # as cheap as the session fast path
         from ringfence.version import __version__
 
@@ -23,26 +23,12 @@ def main() -> int:
 
     fast = session_client.fast_args(sys.argv[1:])
     if fast is not None:
-        return session_client.run(*fast)
+        session_client.exit_now(session_client.run(*fast))
     from ringfence import oneshot
 
     cached = oneshot.run_cached(sys.argv[1:])
     if cached is not None:
-        _exit_now(cached)
+        session_client.exit_now(cached & 0xFF if cached >= 0 else 1)
     from ringfence.cli import main as cli_main
 
     return cli_main()
-
-
-def _exit_now(status: int) -> NoReturn:
-    """Exit without tearing the interpreter down: a cached one-shot run has closed its sandbox
-    and written its audit record, and freeing a hundred modules' objects one by one is a few
-    milliseconds of nothing on every command. What Python would still flush is flushed."""
-    import os
-
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(status & 0xFF if status >= 0 else 1)

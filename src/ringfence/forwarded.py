@@ -5,8 +5,6 @@ One list for the CLI, the session client's fast path and the sandbox side; built
 ``_signal`` (the C module), since ``signal`` would import ``enum`` (~3 ms on the fast path).
 """
 
-from __future__ import annotations
-
 import _signal  # type: ignore[import-not-found]
 
 FORWARDED: tuple[int, ...] = (

@@ -114,7 +114,8 @@ def _from_result(result: Any) -> Outcome:
     return Outcome(asked=True)  # declined or cancelled
 
 
-Question = Callable[..., Any]  # tool arguments by name -> Ask | anything else
+Question = Callable[..., Any]  # tool arguments by name -> Ask | anything else; may have
+# ``inline = True``: it answers at once, on the event loop (see _asked)
 
 
 def add_tool(
@@ -155,15 +156,24 @@ def add_tool(
     app.add_tool(wrapper, name=body.__name__, description=inspect.getdoc(body))
 
 
+async def _asked(question: Question, kw: dict[str, Any]) -> Any:
+    """The question function's answer: in a worker thread (it may parse a shell line or
+    check a widening), unless it says it is instant (``question.inline``): a thread hop is a
+    noticeable part of a short command's round trip."""
+    if getattr(question, "inline", False):
+        return question(**kw)
+    return await asyncio.to_thread(question, **kw)
+
+
 def _line2(
     body: Callable[..., Awaitable[Any]],
     question: Question,
     schema: type[BaseModel],
     asked: list[str],
 ) -> Any:
-    def resolver(**kw: Any) -> Any:
+    async def resolver(**kw: Any) -> Any:  # async: the SDK runs a plain one in a thread
         ctx = kw.pop("ringfence_ctx")
-        got = question(**kw)
+        got = await _asked(question, kw)
         if not isinstance(got, Ask):
             return _Plain(got)
         if not can_elicit(ctx):
@@ -188,7 +198,7 @@ def _line2(
 def _line1(body: Callable[..., Awaitable[Any]], question: Question, asked: list[str]) -> Any:
     async def tool(**kw: Any) -> Any:
         ctx = kw[tool.ctx_name]  # type: ignore[attr-defined]
-        got = await asyncio.to_thread(question, **{n: kw[n] for n in asked})
+        got = await _asked(question, {n: kw[n] for n in asked})
         if not isinstance(got, Ask):
             outcome = Outcome(value=got)
         elif not can_elicit(ctx):
@@ -201,7 +211,15 @@ def _line1(body: Callable[..., Awaitable[Any]], question: Question, asked: list[
 
 
 class Server(_Base):
-    """The installed line's server, with argument errors a model can read in one go."""
+    """The installed line's server, with argument errors a model can read in one go, served
+    over ringfence's own stdio transport (mcp_stdio.py: the SDK's messages, fewer threads)."""
+
+    async def run_stdio_async(self) -> None:
+        from ringfence import mcp_stdio
+
+        low = self._lowlevel_server if LINE == 2 else getattr(self, "_mcp_server")  # noqa: B009
+        async with mcp_stdio.transport() as (read_stream, write_stream):
+            await low.run(read_stream, write_stream, low.create_initialization_options())
 
     async def call_tool(self, name: str, arguments: dict[str, Any], *rest: Any, **kw: Any) -> Any:
         tool = self._tool_manager.get_tool(name)

@@ -107,6 +107,9 @@ def _approval(tools: SandboxTools) -> Any:
         shown_cmd = printable(" && ".join(" ".join(c) for c in d.commands))
         return Ask(f"{printable(d.reason)}\nRun `{shown_cmd}` in the sandbox?", Confirm)
 
+    # Without an approval step there is nothing to decide (only the command's shape is
+    # checked): answer on the event loop, not in a worker thread.
+    approval.inline = tools.gate is None  # type: ignore[attr-defined]
     return approval
 
 
@@ -241,6 +244,14 @@ def _add_command_tools(app: Any, tools: SandboxTools) -> None:
     add_tool(app, start_command, question=_approval(tools), schema=Confirm)
 
 
+async def _joined(readers: list[threading.Thread], timeout: float = 1.0) -> None:
+    """Wait (up to ``timeout`` each) for a process's output readers to take its last output;
+    one that has finished already costs no trip to a worker thread."""
+    for t in readers:
+        if t.is_alive():
+            await asyncio.to_thread(t.join, timeout)
+
+
 def _add_process_tools(app: Any, tools: SandboxTools) -> None:
     """read_output, write_stdin and kill: the started processes."""
 
@@ -266,8 +277,7 @@ def _add_process_tools(app: Any, tools: SandboxTools) -> None:
         await asyncio.to_thread(live.settle, wait_ms / 1000, settle_ms / 1000)
         code = live.proc.poll()
         if code is not None:
-            for t in live.readers:
-                await asyncio.to_thread(t.join, 1.0)
+            await _joined(live.readers)
         out, err, dropped = live.take(raw=raw)
         result: dict[str, Any] = {"stdout": cap(out), "stderr": cap(err), "running": code is None}
         if code is not None:
@@ -303,8 +313,7 @@ def _add_process_tools(app: Any, tools: SandboxTools) -> None:
         live = _live(id)
         live.proc.kill()
         await asyncio.to_thread(live.proc.wait, 10)
-        for t in live.readers:
-            await asyncio.to_thread(t.join, 1.0)
+        await _joined(live.readers)
         out, err, _ = live.take(raw=raw)
         tools.live.pop(id, None)
         tools.reap()

@@ -5,9 +5,10 @@ argparse, no policy, no config): the boundary was built when the server started,
 costs an interpreter start plus about one warm command. The client hands its own stdin,
 stdout and stderr to the server (SCM_RIGHTS), forwards the signals it gets, and exits with
 the command's status under the same conventions as ``ringfence run``.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here or in the modules imported with this one: the
+``__future__`` module is one more import on every call, and the annotations work without it.
+"""
 
 import _signal  # type: ignore[import-not-found]  # `signal` would import enum (~3 ms)
 import _socket
@@ -59,6 +60,23 @@ def fast_args(argv: list[str]) -> tuple[str, float | None, list[str]] | None:
     return None
 
 
+def exit_now(status: int) -> None:
+    """End the process with ``status`` at once, skipping the interpreter's teardown.
+
+    Tearing down an interpreter (freeing every module, a garbage collection) costs a call
+    ~1.5 ms here, a tenth of it. Nothing is lost by skipping it: the fast path keeps no
+    buffered output but ``sys.stdout``/``sys.stderr`` (flushed here), registers no ``atexit``
+    handler, starts no thread and leaves no file behind; its socket is closed already.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass  # our own message could not be written; the command's status still stands
+    os._exit(status)
+
+
 def _fail(message: str, status: int = EXIT_INTERNAL) -> int:
     sys.stderr.write(f"ringfence: {message}\n")
     return status
@@ -88,17 +106,11 @@ def connect(name: str) -> _socket.socket:
 
 
 def run(name: str, timeout: float | None, argv: list[str]) -> int:
-    """Run ``argv`` in session ``name``; returns the exit status ``ringfence run`` would."""
-    try:
-        cwd = os.getcwdb()
-    except OSError as e:
-        return _fail(f"the current directory is gone: {e.strerror}")
-    try:
-        payload = wire.encode_request(
-            cwd, timeout, [os.fsencode(a) for a in argv], dict(os.environb)
-        )
-    except wire.WireError as e:
-        return _fail(str(e))
+    """Run ``argv`` in session ``name``; returns the exit status ``ringfence run`` would.
+
+    It connects before it builds the request: the server accepts and checks the caller
+    while the request (the whole environment) is put together.
+    """
     try:
         sock = connect(name)
     except (FileNotFoundError, ConnectionRefusedError):
@@ -110,6 +122,16 @@ def run(name: str, timeout: float | None, argv: list[str]) -> int:
     except OSError as e:
         return _fail(f"cannot reach session {name!r}: {e.strerror or e}")
     try:
+        try:
+            cwd = os.getcwdb()
+        except OSError as e:
+            return _fail(f"the current directory is gone: {e.strerror}")
+        try:
+            payload = wire.encode_request(
+                cwd, timeout, [os.fsencode(a) for a in argv], dict(os.environb)
+            )
+        except wire.WireError as e:
+            return _fail(str(e))
         try:
             wire.send_all(sock, wire.frame(b"R", payload), _std_fds())
         except OSError as e:

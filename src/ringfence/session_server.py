@@ -13,6 +13,7 @@ never reach a session, whose policy may be wider than its own.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import json
 import os
@@ -117,44 +118,80 @@ def _peer_pidfd(conn: socket.socket) -> int | None:
 
 
 def _pidfd_pid(pidfd: int) -> int:
-    with open(f"/proc/self/fdinfo/{pidfd}", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("Pid:"):
-                return int(line.split()[1])
+    for line in _read_proc(f"/proc/self/fdinfo/{pidfd}").split(b"\n"):
+        if line.startswith(b"Pid:"):
+            return int(line.split()[1])
     return -1
+
+
+def _read_proc(path: str) -> bytes:
+    """A small /proc file's bytes, without a buffered file object (a call reads two)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _refusal_of(pid: int) -> str | None:
     try:
         theirs = os.readlink(f"/proc/{pid}/ns/user")
-        ours = os.readlink("/proc/self/ns/user")
     except OSError:
         return "cannot verify the caller (its /proc entry is not readable); refused"
-    if theirs != ours:
+    ours = _own_standing()
+    if ours is None:
+        return "cannot verify the caller (our own /proc entry is not readable); refused"
+    if theirs != ours[0]:
         return "a command inside a sandbox may not use a session (another user namespace)"
     # A sandbox with reduced isolation shares our user namespace; it is more confined than we
     # are (no_new_privs, more seccomp filters), which a caller allowed to run the session's
     # commands never is.
-    mine, peer = _confinement("self"), _confinement(str(pid))
-    if peer is None or mine is None:
+    peer = _confinement(str(pid))
+    if peer is None:
         return "cannot verify the caller (its /proc entry is not readable); refused"
-    if any(p > m for p, m in zip(peer, mine, strict=True)):
+    if any(p > m for p, m in zip(peer, ours[1], strict=True)):
         return "a command inside a sandbox may not use a session (it is more confined)"
     return None
+
+
+_OWN: list[tuple[str, tuple[int, int]]] = []
+
+
+def _own_standing() -> tuple[str, tuple[int, int]] | None:
+    """The server's own user namespace and confinement, read once (a call pays only for the
+    peer's): nothing in the server's process changes either while it runs (the sandbox is
+    built in child processes)."""
+    if not _OWN:
+        try:
+            ns = os.readlink("/proc/self/ns/user")
+        except OSError:
+            return None
+        mine = _confinement("self")
+        if mine is None:
+            return None
+        _OWN.append((ns, mine))
+    return _OWN[0]
 
 
 def _confinement(pid: str) -> tuple[int, int] | None:
     """(no_new_privs, seccomp filters) of ``pid`` from its status: what a sandbox adds."""
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        status = _read_proc(f"/proc/{pid}/status")
     except OSError:
         return None
-    nnp = int(fields.get("NoNewPrivs", "0").strip() or 0)
-    filters = fields.get("Seccomp_filters")
+    fields: dict[bytes, bytes] = {}
+    for line in status.split(b"\n"):
+        key, sep, value = line.partition(b":")
+        if sep and key in (b"NoNewPrivs", b"Seccomp", b"Seccomp_filters"):
+            fields[key] = value.strip()
+    nnp = int(fields.get(b"NoNewPrivs") or 0)
+    filters = fields.get(b"Seccomp_filters")
     if filters is not None:
-        return nnp, int(filters.strip() or 0)
-    return nnp, 1 if fields.get("Seccomp", "0").strip() == "2" else 0
+        return nnp, int(filters or 0)
+    return nnp, 1 if fields.get(b"Seccomp", b"0") == b"2" else 0
 
 
 class SessionServer:
@@ -248,7 +285,9 @@ class SessionServer:
                     break
                 raise
             conn.settimeout(None)
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            # Not threading.Thread: its start() waits until the new thread has run, a thread
+            # switch on every call's critical path. These threads need no join.
+            _thread.start_new_thread(self._handle, (conn,))
         if self._quitting:
             self._quit_answered.wait(30)
         self.close()
@@ -409,7 +448,7 @@ class SessionServer:
                     if 0 < sig < signal.NSIG:
                         proc.send_signal(sig)
 
-        threading.Thread(target=watch, daemon=True).start()
+        _thread.start_new_thread(watch, ())  # without waiting for it to run (see serve_forever)
         return wait_outcome(proc, self.session, req.timeout)
 
 

@@ -13,8 +13,6 @@ Server → client: ``X`` the command ended (exit status, then ringfence's messag
 ``i`` the description (JSON), ``q`` stopping.
 """
 
-from __future__ import annotations
-
 import _socket
 import os
 import sys
@@ -85,9 +83,10 @@ def encode_request(
     parts.append(str(len(argv)).encode())
     parts.extend(argv)
     parts.extend(k + b"=" + v for k, v in env.items())
-    if any(b"\0" in p for p in parts):
+    payload = b"\0".join(parts)
+    if payload.count(b"\0") != len(parts) - 1:  # one scan: a NUL inside a part is one more
         raise WireError("an argument or environment value contains a NUL byte")
-    return b"\0".join(parts)
+    return payload
 
 
 def decode_request(payload: bytes) -> Request:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.metadata
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from ringfence import ansi
@@ -51,6 +53,25 @@ def test_what_never_ends_is_not_held_forever() -> None:
     c = ansi.Cleaner()
     out = c.feed("\x1b]" + "x" * (ansi.HOLD_LIMIT + 10))
     assert out.endswith("x" * 100)
+
+
+# Plain text, controls, the introducers and pieces of real sequences, mixed at random.
+_PIECES = st.sampled_from(
+    ["a", "z", " ", "\n", "\t", "\r", "\b", "\x1b", "\x9b", "\x9d", "\x9c", "\x07", "\x00",
+     "\x7f", "[", "]", "31m", ";", "\\", "P", "é", "\u2028", "\x85", "\x1b[0m", "\x1b]0;t\x07"]
+)  # fmt: skip
+
+
+@given(st.lists(_PIECES, max_size=40).map("".join))
+def test_the_plain_text_shortcut_gives_what_the_full_cleaning_gives(text: str) -> None:
+    """clean() returns text without controls unchanged, without looking at each line: the
+    result must be exactly what the line-by-line cleaning makes of it, for any text."""
+    assert ansi.clean(text) == ansi._clean_lines(text)
+
+
+def test_plain_text_comes_back_as_it_is() -> None:
+    text = "line one\ttabbed\nline two é\n\n"
+    assert ansi.clean(text) is text
 
 
 class _Args(BaseModel):

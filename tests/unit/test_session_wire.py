@@ -176,3 +176,47 @@ def test_a_session_peer_is_judged_by_its_pidfd_and_a_gone_one_is_refused(
             assert session_server.peer_refusal(conn) == "the caller has exited; refused"
     finally:
         srv.close()
+
+
+def test_a_peer_more_confined_than_the_server_is_refused(tmp_path: Path) -> None:
+    """A sandbox with reduced isolation shares our user namespace; its no_new_privs (read
+    from its /proc status) gives it away."""
+    import ctypes
+    import socket
+
+    from ringfence import session_server
+
+    mine = session_server._confinement("self")
+    assert mine is not None and all(isinstance(x, int) for x in mine)
+    if mine[0]:
+        pytest.skip("the test process runs with no_new_privs already")
+    path = str(tmp_path / "s.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen()
+    go_r, go_w = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # a peer with no_new_privs, alive until the parent has looked
+            code = 1
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.prctl(38, 1, 0, 0, 0) == 0:  # PR_SET_NO_NEW_PRIVS
+                    with socket.socket(socket.AF_UNIX) as c:
+                        c.connect(path)
+                        os.read(go_r, 1)
+                    code = 0
+            finally:
+                os._exit(code)
+        conn, _ = srv.accept()
+        with conn:
+            assert session_server._confinement(str(pid)) == (1, mine[1])
+            why = session_server.peer_refusal(conn)
+        os.write(go_w, b"x")
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        assert why == "a command inside a sandbox may not use a session (it is more confined)"
+    finally:
+        srv.close()
+        os.close(go_r)
+        os.close(go_w)
