@@ -52,7 +52,7 @@ from ringfence.platforms.linux import (
     steps,
 )
 from ringfence.platforms.linux.libc import syscall
-from ringfence.platforms.linux.nameguard.filter import install_filter
+from ringfence.platforms.linux.nameguard.filter import install_filter, prepare_filter
 from ringfence.platforms.linux.plan import LinuxPlan
 
 CLONE_NEWNS = 0x00020000
@@ -62,6 +62,7 @@ _HANDLED = (*FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
 KILL_TREE = 255  # on the control pipe: end the command's whole tree (reduced isolation)
 SCOPE_ABI = 6  # Landlock's signal scoping
 PREPARE_DELAY = 0.02  # seconds after a command starts before its successor's init is made
+PREPARED = 2  # inits kept ready once a session runs more than one command
 # Live per-command namespaces allowed in the sandbox's user namespace: the runner makes one
 # pid and one mount namespace per command. Commands themselves cannot make any (no
 # capabilities, and the seccomp filter), and every other kind stays capped at 0.
@@ -160,9 +161,15 @@ class _Server:
         self.by_id: dict[int, _Command] = {}
         self.idle: dict[int, _Init] = {}  # prepared inits not yet given a command
         self.zygote_due: float | None = None
+        self.started = 0  # commands given an init so far
         self.guard_sock: socket.socket | None = None  # in a command's init: the guard's reports
         self.guard_pid = 0
-        self.program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
+        # Both filters encoded once: every command's init loads the same bytes.
+        self.program = seccomp.prepare(plan.seccomp) if plan.seccomp is not None else None
+        # The guard's rules, checked and compiled once (each command's guard gets a copy).
+        self.guard_rules = steps.guard_rules_of(plan) if plan.guard_enabled else None
+        self.guard_names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
+        self.guard_program = prepare_filter(self.guard_names) if plan.guard_enabled else None
         self.ruleset_fd = (
             landlock.create_ruleset(plan.landlock) if plan.landlock is not None else -1
         )
@@ -307,19 +314,25 @@ class _Server:
             self.zygote_due = time.monotonic() + PREPARE_DELAY
 
     def _prepare_next(self) -> None:
-        """Make a prepared init and hand the host a way to give it a command directly."""
+        """Top up the prepared inits and hand the host a way to give each a command directly.
+
+        One while the session has run at most one command (a one-shot ``ringfence run``
+        needs no more); ``PREPARED`` after that, so that a command sent right after another
+        finds an init whose preparation overlapped the previous command, not one that is
+        still being made."""
         self.zygote_due = None
-        if self.idle:
-            return  # one is waiting already
-        init = self._fork_init(None)
-        if init is None:
-            return
-        self._send({"id": 0, "init": init.pid}, [init.zsock.fileno()])
+        want = PREPARED if self.started > 1 else 1
+        while len(self.idle) < want:
+            init = self._fork_init(None)
+            if init is None:
+                return
+            self._send({"id": 0, "init": init.pid}, [init.zsock.fileno()])
 
     def _register(self, cid: int, init: _Init | None) -> None:
         if init is None:
             self._send({"id": cid, "error": "cannot start the command: fork failed"})
             return
+        self.started += 1
         init.zsock.close()
         cmd = _Command(cid, init.pid, init.ctl_w)
         self.commands[init.pid] = cmd
@@ -534,7 +547,9 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
             landlock.restrict_with(srv.ruleset_fd)
         os.close(srv.ruleset_fd)
     guard_sock, srv.guard_pid = (
-        steps.start_guard(plan, srv.guard_lock) if plan.guard_enabled else (None, 0)
+        steps.start_guard(plan, srv.guard_lock, srv.guard_rules)
+        if plan.guard_enabled
+        else (None, 0)
     )
     if srv.guard_scope_fd >= 0:
         landlock.restrict_with(srv.guard_scope_fd)
@@ -545,8 +560,7 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
     if srv.program is not None:
         seccomp.install(srv.program)
     if guard_sock is not None:
-        names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
-        listener = install_filter(names=names)
+        listener = install_filter(names=srv.guard_names, program=srv.guard_program)
         steps.hand_over_listener(guard_sock, listener)
         os.close(listener)
         srv.guard_sock = guard_sock  # the guard's findings come back on it
@@ -653,6 +667,14 @@ def _run(
     if reports:
         end["reports"] = reports
     protocol.send(sock, end)
+    _exit_after_report()
+
+
+def _exit_after_report() -> NoReturn:
+    """The host's reader of the exit report is often woken on this CPU (a unix socket wakes
+    it as a hand-off): let it go first, so the host does not wait for this process's exit and
+    its pid namespace's teardown (measured: 0.7-0.9 ms less from exit to report)."""
+    os.sched_yield()
     os._exit(0)
 
 

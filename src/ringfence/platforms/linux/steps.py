@@ -80,9 +80,12 @@ def new_session_keyring() -> None:
         syscall("keyctl", KEYCTL_JOIN_SESSION_KEYRING, None, 0, 0, 0)
 
 
-def start_guard(plan: LinuxPlan, lock_fd: int = -1) -> tuple[socket.socket, int]:
+def start_guard(
+    plan: LinuxPlan, lock_fd: int = -1, rules: guard_rules.GuardRules | None = None
+) -> tuple[socket.socket, int]:
     """Start the name guard's supervisor; return the socket to hand it the listener on (and
-    to read its findings from), and its pid.
+    to read its findings from), and its pid. ``rules``: :func:`guard_rules_of` the plan,
+    made once by a session's runner for all its commands.
 
     Called by a command's init after Landlock, so the supervisor lives in the command's own
     domain (its emulated file operations meet the same second wall, and Landlock lets it read
@@ -93,7 +96,7 @@ def start_guard(plan: LinuxPlan, lock_fd: int = -1) -> tuple[socket.socket, int]
     pid = os.fork()
     if pid == 0:
         ours.close()
-        _supervisor_main(plan, theirs, lock_fd)
+        _supervisor_main(plan, theirs, lock_fd, rules)
     theirs.close()
     return ours, pid
 
@@ -236,7 +239,42 @@ def guard_reports(sock: socket.socket | None) -> list[dict[str, str]]:
             out.append({str(k): str(v) for k, v in record.items()})
 
 
-def _supervisor_main(plan: LinuxPlan, sock: socket.socket, lock_fd: int) -> NoReturn:
+def guard_rules_of(plan: LinuxPlan) -> guard_rules.GuardRules:
+    """The name guard's rules for ``plan`` (pure: the same for every command of a session).
+
+    ``allow_sockets`` as the plan names them; the supervisor adds where they lead (see
+    :func:`_resolved_sockets`)."""
+    return guard_rules.GuardRules(
+        writable_roots=plan.guard_roots,
+        protected_paths=plan.guard_paths,
+        protected_names=plan.guard_names,
+        git=plan.guard_git,
+        git_roots=plan.guard_git_roots,
+        hooks_dirs=plan.guard_hooks_dirs,
+        global_hooks_path=plan.guard_global_hooks_path,
+        home=plan.guard_home,
+        socket_roots=plan.socket_roots,
+        dot_dirs=plan.guard_dot_dirs,
+        allow_sockets=plan.allow_sockets,
+    )
+
+
+def _resolved_sockets(rules: guard_rules.GuardRules) -> guard_rules.GuardRules:
+    """An allowed socket named through a link in its directories (/var/run/x.sock with
+    /var/run -> /run) is reached at its real place; resolved by each command's guard, in the
+    sandbox's own view, before it answers anything."""
+    if not rules.allow_sockets:
+        return rules
+    import dataclasses  # (already loaded: the plan is a dataclass)
+
+    real = (os.path.realpath(p) for p in rules.allow_sockets)
+    both = tuple(dict.fromkeys((*rules.allow_sockets, *real)))
+    return dataclasses.replace(rules, allow_sockets=both)
+
+
+def _supervisor_main(
+    plan: LinuxPlan, sock: socket.socket, lock_fd: int, rules: guard_rules.GuardRules | None
+) -> NoReturn:
     code = 0
     try:
         os.setsid()  # out of the command's process group: its signals are not ours
@@ -258,26 +296,7 @@ def _supervisor_main(plan: LinuxPlan, sock: socket.socket, lock_fd: int) -> NoRe
         sock.setblocking(False)
         reporter = _Reporter(sock)
         stop_r, _stop_w = os.pipe()  # never written: serve until the filtered tree is gone
-        rules = guard_rules.GuardRules(
-            writable_roots=plan.guard_roots,
-            protected_paths=plan.guard_paths,
-            protected_names=plan.guard_names,
-            git=plan.guard_git,
-            git_roots=plan.guard_git_roots,
-            hooks_dirs=plan.guard_hooks_dirs,
-            global_hooks_path=plan.guard_global_hooks_path,
-            home=plan.guard_home,
-            socket_roots=plan.socket_roots,
-            dot_dirs=plan.guard_dot_dirs,
-            # An allowed socket named through a link in its directories (/var/run/x.sock with
-            # /var/run -> /run) is reached at its real place; resolved here, in the sandbox's
-            # own view, before the guard answers anything.
-            allow_sockets=tuple(
-                dict.fromkeys(
-                    (*plan.allow_sockets, *(os.path.realpath(p) for p in plan.allow_sockets))
-                )
-            ),
-        )
+        rules = _resolved_sockets(rules if rules is not None else guard_rules_of(plan))
         supervisor = Supervisor(
             listener, rules, on_denial=reporter.denial, on_event=reporter.event, lock_fd=lock_fd
         )
