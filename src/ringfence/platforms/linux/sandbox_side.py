@@ -197,6 +197,11 @@ class _Server:
                     scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"],
                 )
             )
+        if namespaced:
+            # Once for every init (and guard) forked from here: nothing they execute can gain
+            # a capability. The runner keeps those it holds (each init still mounts its /proc);
+            # it never executes anything.
+            caps.drop_bounding()
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda _s, _f: None)
@@ -467,8 +472,11 @@ def _init_main(srv: _Server, zsock: socket.socket, ctl_r: int, preset: _Preset |
         if preset is not None:
             _, spec, stdio = preset
         else:
-            with contextlib.suppress(Exception):  # only ever a speed-up
-                _warm_up(srv)
+            # Only ever a speed-up, and only while no request waits: a request already here
+            # (commands back to back) would wait for it, and it costs ~1 ms of CPU.
+            if not select.select([zsock], [], [], 0)[0]:
+                with contextlib.suppress(Exception):
+                    _warm_up(srv)
             got = protocol.recv(zsock)
             if got is None:
                 os._exit(0)
@@ -554,8 +562,7 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
     if srv.guard_scope_fd >= 0:
         landlock.restrict_with(srv.guard_scope_fd)
         os.close(srv.guard_scope_fd)
-    if srv.namespaced:
-        caps.drop_bounding()
+    # (the bounding set was cleared by the runner, once: see _Server)
     caps.drop_all(unprivileged_ok=not srv.namespaced, bounding=False)
     if srv.program is not None:
         seccomp.install(srv.program)
