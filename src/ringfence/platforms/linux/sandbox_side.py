@@ -555,7 +555,7 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
             landlock.restrict_with(srv.ruleset_fd)
         os.close(srv.ruleset_fd)
     guard_sock, srv.guard_pid = (
-        steps.start_guard(plan, srv.guard_lock, srv.guard_rules)
+        steps.start_guard(plan, srv.guard_lock, srv.guard_rules, bounding_cleared=srv.namespaced)
         if plan.guard_enabled
         else (None, 0)
     )

@@ -81,11 +81,16 @@ def new_session_keyring() -> None:
 
 
 def start_guard(
-    plan: LinuxPlan, lock_fd: int = -1, rules: guard_rules.GuardRules | None = None
+    plan: LinuxPlan,
+    lock_fd: int = -1,
+    rules: guard_rules.GuardRules | None = None,
+    *,
+    bounding_cleared: bool = False,
 ) -> tuple[socket.socket, int]:
     """Start the name guard's supervisor; return the socket to hand it the listener on (and
     to read its findings from), and its pid. ``rules``: :func:`guard_rules_of` the plan,
-    made once by a session's runner for all its commands.
+    made once by a session's runner for all its commands; ``bounding_cleared``: this
+    process's capability bounding set is empty already.
 
     Called by a command's init after Landlock, so the supervisor lives in the command's own
     domain (its emulated file operations meet the same second wall, and Landlock lets it read
@@ -96,7 +101,7 @@ def start_guard(
     pid = os.fork()
     if pid == 0:
         ours.close()
-        _supervisor_main(plan, theirs, lock_fd, rules)
+        _supervisor_main(plan, theirs, lock_fd, rules, bounding_cleared)
     theirs.close()
     return ours, pid
 
@@ -273,14 +278,18 @@ def _resolved_sockets(rules: guard_rules.GuardRules) -> guard_rules.GuardRules:
 
 
 def _supervisor_main(
-    plan: LinuxPlan, sock: socket.socket, lock_fd: int, rules: guard_rules.GuardRules | None
+    plan: LinuxPlan,
+    sock: socket.socket,
+    lock_fd: int,
+    rules: guard_rules.GuardRules | None,
+    bounding_cleared: bool,
 ) -> NoReturn:
     code = 0
     try:
         os.setsid()  # out of the command's process group: its signals are not ours
         if lock_fd >= 0:  # an open file description of our own: flock excludes the others
             lock_fd = os.open(f"/proc/self/fd/{lock_fd}", os.O_RDWR | os.O_CLOEXEC)
-        caps.keep_only(caps.CAP_SYS_PTRACE)
+        caps.keep_only(caps.CAP_SYS_PTRACE, bounding=not bounding_cleared)
         null = os.open("/dev/null", os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(null, 1)
