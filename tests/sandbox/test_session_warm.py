@@ -139,6 +139,30 @@ def test_close_ends_prepared_inits_that_never_got_a_command(ws: Path) -> None:
     assert conn.ready_inits == type(conn.ready_inits)()  # their sockets closed on the host
 
 
+@pytest.mark.parametrize("gap", [0.0, 0.03])
+def test_the_name_guard_answers_each_command_back_to_back_and_spaced(
+    ws: Path, confinement: Confinement, gap: float
+) -> None:
+    """A prepared init's guard is built when asked (or after a while idle): a command's first
+    guarded call is answered either way, refusals are reported to that command alone, and
+    allowed creations happen."""
+    with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=False) as s:
+        for i in range(12):
+            time.sleep(gap)
+            script = f"mkdir .envrc 2>/dev/null; echo ok > made-{i}"
+            r = s.run(confinement.shell(script), capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            assert confinement.strip(r.stdout, r.stderr) == ""
+            assert (ws / f"made-{i}").read_text() == "ok\n"
+            assert not (ws / ".envrc").exists()
+            refused = [
+                (v["op"], v["path"])
+                for v in r.violations
+                if v["kind"] == "filesystem" and v["path"] != str(confinement.escape_path)
+            ]
+            assert refused == [("mkdir", f"{ws}/.envrc")], (i, r.violations)
+
+
 WARM_SCRIPT = """
 import os, sys
 from ringfence import Policy, Session
