@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -206,23 +207,27 @@ def _cpu_per_command(ws: str, policy: Policy | None, n: int) -> tuple[float, flo
     minus one with none, both counted from before ``start`` to after ``close`` (everything
     reaped into this process's totals by then). ``policy=None``: bare ``subprocess.run``."""
 
-    def own() -> float:
-        t = os.times()
-        return t.user + t.system
+    def own() -> float:  # getrusage: os.times counts in clock ticks (10 ms)
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    def everyone() -> float:
+        k = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own() + k.ru_utime + k.ru_stime
 
     if policy is None:
-        c0, h0 = own_cpu(), own()
+        c0, h0 = everyone(), own()
         for _ in range(n):
             check_rc(quiet(["true"], ws), "true")
-        return (own_cpu() - c0) / n, (own() - h0) / n
+        return (everyone() - c0) / n, (own() - h0) / n
     spent = []
     for k in (0, n):
-        c0, h0 = own_cpu(), own()
+        c0, h0 = everyone(), own()
         with Session(policy, cwd=ws) as s:
             for _ in range(k):
                 check_rc(_quiet(s, ["true"]), "s.run")
             time.sleep(SETTLE)
-        spent.append((own_cpu() - c0, own() - h0))
+        spent.append((everyone() - c0, own() - h0))
     return (spent[1][0] - spent[0][0]) / n, (spent[1][1] - spent[0][1]) / n
 
 
