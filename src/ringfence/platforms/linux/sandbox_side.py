@@ -63,6 +63,7 @@ KILL_TREE = 255  # on the control pipe: end the command's whole tree (reduced is
 SCOPE_ABI = 6  # Landlock's signal scoping
 PREPARE_DELAY = 0.02  # seconds after a command starts before its successor's init is made
 PREPARED = 2  # inits kept ready once a session runs more than one command
+IDLE_AFTER = 0.005  # seconds a prepared init waits for its request before it warms up
 # Live per-command namespaces allowed in the sandbox's user namespace: the runner makes one
 # pid and one mount namespace per command. Commands themselves cannot make any (no
 # capabilities, and the seccomp filter), and every other kind stays capped at 0.
@@ -472,9 +473,13 @@ def _init_main(srv: _Server, zsock: socket.socket, ctl_r: int, preset: _Preset |
         if preset is not None:
             _, spec, stdio = preset
         else:
-            # Only ever a speed-up, and only while no request waits: a request already here
-            # (commands back to back) would wait for it, and it costs ~1 ms of CPU.
-            if not select.select([zsock], [], [], 0)[0]:
+            # Only ever a speed-up, and only when no request comes within a few ms: commands
+            # sent back to back would wait for it, and it costs ~1 ms of CPU. Same for
+            # building the guard's supervisor: then done only if the command asks it anything.
+            if not select.select([zsock], [], [], IDLE_AFTER)[0]:
+                if srv.guard_sock is not None:  # there is time: the guard gets ready too
+                    with contextlib.suppress(OSError):
+                        srv.guard_sock.send(steps.BUILD)
                 with contextlib.suppress(Exception):
                     _warm_up(srv)
             got = protocol.recv(zsock)

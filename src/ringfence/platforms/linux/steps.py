@@ -277,28 +277,36 @@ def _resolved_sockets(rules: guard_rules.GuardRules) -> guard_rules.GuardRules:
     return dataclasses.replace(rules, allow_sockets=both)
 
 
-IDLE_BUILD_MS = 10  # a guard with nothing to do for this long builds its supervisor anyway
+BUILD = b"B"  # from the command's init: build the supervisor now, there is time
 
 
-def _asked(listener: int, control: int) -> bool:
-    """Wait until the guard has something to do (a call to answer, a request from the
-    command's init) or has been idle for ``IDLE_BUILD_MS``; False when the command's tree (or
-    its init) is gone first.
+def _asked(listener: int, control: socket.socket) -> bool:
+    """Wait until the guard has something to do: a call to answer, or a message from the
+    command's init (:data:`BUILD`, or its end-of-run request); False when the command's tree
+    (or its init) is gone first.
 
-    Building the supervisor costs ~1 ms of CPU. Commands sent back to back reach their init
-    within a few milliseconds of its preparation, and many make no call the guard answers (a
-    read-only one, ``true``): for those it is never built. An init prepared ahead of a later
-    request has its guard built while it waits, off the command's path. The calls that come
-    meanwhile wait in the kernel, unanswered, until it is ready."""
+    Building the supervisor costs ~1 ms of CPU. An init prepared ahead of its request asks
+    for it while it waits (see ``sandbox_side._init_main``), off the command's path. One
+    whose request was already there (commands back to back) does not: many commands make no
+    call the guard answers (a read-only one, ``true``), and for those it is never built.
+    The calls that come first wait in the kernel, unanswered, until it is ready."""
     poller = select.poll()
     poller.register(listener, select.POLLIN)
-    poller.register(control, select.POLLIN)
+    poller.register(control.fileno(), select.POLLIN)
     while True:
         try:
-            events = poller.poll(IDLE_BUILD_MS)
+            events = poller.poll()
         except InterruptedError:
             continue
-        return not events or any(ev & select.POLLIN for _, ev in events)
+        for fd, ev in events:
+            if fd == listener and ev & select.POLLIN:
+                return True
+            if fd == control.fileno() and ev & select.POLLIN:
+                data = control.recv(16, socket.MSG_PEEK)
+                if data == BUILD:
+                    control.recv(16)
+                return bool(data)  # anything else is the serve loop's to read
+        return False
 
 
 def _supervisor_main(
@@ -326,7 +334,7 @@ def _supervisor_main(
         listener = take_listener(sock, os.getppid())
         if listener is None:
             os._exit(0)  # the command failed before installing the filter
-        if not _asked(listener, sock.fileno()):
+        if not _asked(listener, sock):
             os._exit(0)  # the command's tree is gone and never made a call the guard answers
         sock.setblocking(False)
         reporter = _Reporter(sock)
