@@ -165,9 +165,8 @@ class _Server:
         self.started = 0  # commands given an init so far
         self.guard_sock: socket.socket | None = None  # in a command's init: the guard's reports
         self.guard_pid = 0
-        # Both filters encoded once: every command's init loads the same bytes.
+        # Filters and guard rules made once: every command's init and guard uses them as made.
         self.program = seccomp.prepare(plan.seccomp) if plan.seccomp is not None else None
-        # The guard's rules, checked and compiled once (each command's guard gets a copy).
         self.guard_rules = steps.guard_rules_of(plan) if plan.guard_enabled else None
         self.guard_names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
         self.guard_program = prepare_filter(self.guard_names) if plan.guard_enabled else None
@@ -199,9 +198,8 @@ class _Server:
                 )
             )
         if namespaced:
-            # Once for every init (and guard) forked from here: nothing they execute can gain
-            # a capability. The runner keeps those it holds (each init still mounts its /proc);
-            # it never executes anything.
+            # Once for every init and guard forked from here. The runner keeps the capabilities
+            # it holds (each init still mounts its /proc) and never executes anything.
             caps.drop_bounding()
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
@@ -320,12 +318,9 @@ class _Server:
             self.zygote_due = time.monotonic() + PREPARE_DELAY
 
     def _prepare_next(self) -> None:
-        """Top up the prepared inits and hand the host a way to give each a command directly.
-
-        One while the session has run at most one command (a one-shot ``ringfence run``
-        needs no more); ``PREPARED`` after that, so that a command sent right after another
-        finds an init whose preparation overlapped the previous command, not one that is
-        still being made."""
+        """Top up the prepared inits and hand the host a way to give each a command directly:
+        one until a second command came (a one-shot ``ringfence run`` needs no more), then
+        ``PREPARED``, so a command sent right after another finds one made meanwhile."""
         self.zygote_due = None
         want = PREPARED if self.started > 1 else 1
         while len(self.idle) < want:
@@ -473,13 +468,10 @@ def _init_main(srv: _Server, zsock: socket.socket, ctl_r: int, preset: _Preset |
         if preset is not None:
             _, spec, stdio = preset
         else:
-            # Only ever a speed-up, and only when no request comes within a few ms: commands
-            # sent back to back would wait for it, and it costs ~1 ms of CPU. Same for
-            # building the guard's supervisor: then done only if the command asks it anything.
+            # Only if no request comes within a few ms (back to back, it would wait for this
+            # ~1 ms of CPU; the guard then builds its supervisor only if the command asks).
             if not select.select([zsock], [], [], IDLE_AFTER)[0]:
-                if srv.guard_sock is not None:  # there is time: the guard gets ready too
-                    with contextlib.suppress(OSError):
-                        srv.guard_sock.send(steps.BUILD)
+                steps.guard_get_ready(srv.guard_sock)  # there is time: the guard too
                 with contextlib.suppress(Exception):
                     _warm_up(srv)
             got = protocol.recv(zsock)
@@ -567,7 +559,6 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
     if srv.guard_scope_fd >= 0:
         landlock.restrict_with(srv.guard_scope_fd)
         os.close(srv.guard_scope_fd)
-    # (the bounding set was cleared by the runner, once: see _Server)
     caps.drop_all(unprivileged_ok=not srv.namespaced, bounding=False)
     if srv.program is not None:
         seccomp.install(srv.program)
@@ -679,15 +670,7 @@ def _run(
     if reports:
         end["reports"] = reports
     protocol.send(sock, end)
-    _exit_after_report()
-
-
-def _exit_after_report() -> NoReturn:
-    """The host's reader of the exit report is often woken on this CPU (a unix socket wakes
-    it as a hand-off): let it go first, so the host does not wait for this process's exit and
-    its pid namespace's teardown (measured: 0.7-0.9 ms less from exit to report)."""
-    os.sched_yield()
-    os._exit(0)
+    steps.exit_after_report()
 
 
 FINISH_TIMEOUT = 10.0  # seconds the guard may take to check the pointer files at the end

@@ -280,6 +280,23 @@ def _resolved_sockets(rules: guard_rules.GuardRules) -> guard_rules.GuardRules:
 BUILD = b"B"  # from the command's init: build the supervisor now, there is time
 
 
+def guard_get_ready(sock: socket.socket | None) -> None:
+    """From a command's init waiting for its request: have its guard build its supervisor
+    now (see :func:`_asked`)."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.send(BUILD)
+
+
+def exit_after_report() -> NoReturn:
+    """A command's init, once its exit report is sent. The host's reader of the report is
+    often woken on this CPU (a unix socket wakes it as a hand-off): let it go first, so the
+    host does not wait for this process's exit and its pid namespace's teardown (measured:
+    0.7-0.9 ms less from exit to report)."""
+    os.sched_yield()
+    os._exit(0)
+
+
 def _asked(listener: int, control: socket.socket) -> bool:
     """Wait until the guard has something to do: a call to answer, or a message from the
     command's init (:data:`BUILD`, or its end-of-run request); False when the command's tree
