@@ -83,15 +83,16 @@ def drop_bounding(*, unprivileged_ok: bool = False) -> None:
 CAP_SYS_PTRACE = 19
 
 
-def keep_only(cap: int) -> None:
+def keep_only(cap: int, *, bounding: bool = True) -> None:
     """Keep ``cap`` (effective and permitted) and drop every other capability.
 
     For the name guard's supervisor, which must read the memory of every process of the
     command's tree (Yama's ptrace_scope=1 would otherwise allow only ancestors) and needs no
     other privilege: its file operations stay subject to ordinary permissions and Landlock.
+    ``bounding=False``: the bounding set is empty already (a session's runner cleared it).
     """
     last = 0
-    while True:
+    while bounding:
         try:
             if last != cap:
                 syscall("prctl", PR_CAPBSET_DROP, ctypes.c_ulong(last), 0, 0, 0)

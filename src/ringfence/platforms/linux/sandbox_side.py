@@ -52,7 +52,7 @@ from ringfence.platforms.linux import (
     steps,
 )
 from ringfence.platforms.linux.libc import syscall
-from ringfence.platforms.linux.nameguard.filter import install_filter
+from ringfence.platforms.linux.nameguard.filter import install_filter, prepare_filter
 from ringfence.platforms.linux.plan_model import LinuxPlan
 
 CLONE_NEWNS = 0x00020000
@@ -62,6 +62,8 @@ _HANDLED = (*FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
 KILL_TREE = 255  # on the control pipe: end the command's whole tree (reduced isolation)
 SCOPE_ABI = 6  # Landlock's signal scoping
 PREPARE_DELAY = 0.02  # seconds after a command starts before its successor's init is made
+PREPARED = 2  # inits kept ready once a session runs more than one command
+IDLE_AFTER = 0.005  # seconds a prepared init waits for its request before it warms up
 # Live per-command namespaces allowed in the sandbox's user namespace: the runner makes one
 # pid and one mount namespace per command. Commands themselves cannot make any (no
 # capabilities, and the seccomp filter), and every other kind stays capped at 0.
@@ -169,9 +171,14 @@ class _Server:
         self.by_id: dict[int, _Command] = {}
         self.idle: dict[int, _Init] = {}  # prepared inits not yet given a command
         self.zygote_due: float | None = None
+        self.started = 0  # commands given an init so far
         self.guard_sock: socket.socket | None = None  # in a command's init: the guard's reports
         self.guard_pid = 0
-        self.program = seccomp.build_program(plan.seccomp) if plan.seccomp is not None else None
+        # Filters and guard rules made once: every command's init and guard uses them as made.
+        self.program = seccomp.prepare(plan.seccomp) if plan.seccomp is not None else None
+        self.guard_rules = steps.guard_rules_of(plan) if plan.guard_enabled else None
+        self.guard_names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
+        self.guard_program = prepare_filter(self.guard_names) if plan.guard_enabled else None
         self.ruleset_fd = (
             landlock.create_ruleset(plan.landlock) if plan.landlock is not None else -1
         )
@@ -199,6 +206,10 @@ class _Server:
                     scoped=landlock.SCOPE["SIGNAL"] | landlock.SCOPE["ABSTRACT_UNIX_SOCKET"],
                 )
             )
+        if namespaced:
+            # Once for every init and guard forked from here. The runner keeps the capabilities
+            # it holds (each init still mounts its /proc) and never executes anything.
+            caps.drop_bounding()
         self.wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda _s, _f: None)
@@ -317,19 +328,22 @@ class _Server:
             self.zygote_due = time.monotonic() + PREPARE_DELAY
 
     def _prepare_next(self) -> None:
-        """Make a prepared init and hand the host a way to give it a command directly."""
+        """Top up the prepared inits and hand the host a way to give each a command directly:
+        one until a second command came (a one-shot ``ringfence run`` needs no more), then
+        ``PREPARED``, so a command sent right after another finds one made meanwhile."""
         self.zygote_due = None
-        if self.idle:
-            return  # one is waiting already
-        init = self._fork_init(None)
-        if init is None:
-            return
-        self._send({"id": 0, "init": init.pid}, [init.zsock.fileno()])
+        want = PREPARED if self.started > 1 else 1
+        while len(self.idle) < want:
+            init = self._fork_init(None)
+            if init is None:
+                return
+            self._send({"id": 0, "init": init.pid}, [init.zsock.fileno()])
 
     def _register(self, cid: int, init: _Init | None) -> None:
         if init is None:
             self._send({"id": cid, "error": "cannot start the command: fork failed"})
             return
+        self.started += 1
         init.zsock.close()
         cmd = _Command(cid, init.pid, init.ctl_w)
         self.commands[init.pid] = cmd
@@ -464,8 +478,12 @@ def _init_main(srv: _Server, zsock: socket.socket, ctl_r: int, preset: _Preset |
         if preset is not None:
             _, spec, stdio = preset
         else:
-            with contextlib.suppress(Exception):  # only ever a speed-up
-                _warm_up(srv)
+            # Only if no request comes within a few ms (back to back, it would wait for this
+            # ~1 ms of CPU; the guard then builds its supervisor only if the command asks).
+            if not select.select([zsock], [], [], IDLE_AFTER)[0]:
+                steps.guard_get_ready(srv.guard_sock)  # there is time: the guard too
+                with contextlib.suppress(Exception):
+                    _warm_up(srv)
             got = protocol.recv(zsock)
             if got is None:
                 os._exit(0)
@@ -544,19 +562,18 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
             landlock.restrict_with(srv.ruleset_fd)
         os.close(srv.ruleset_fd)
     guard_sock, srv.guard_pid = (
-        steps.start_guard(plan, srv.guard_lock) if plan.guard_enabled else (None, 0)
+        steps.start_guard(plan, srv.guard_lock, srv.guard_rules, bounding_cleared=srv.namespaced)
+        if plan.guard_enabled
+        else (None, 0)
     )
     if srv.guard_scope_fd >= 0:
         landlock.restrict_with(srv.guard_scope_fd)
         os.close(srv.guard_scope_fd)
-    if srv.namespaced:
-        caps.drop_bounding()
     caps.drop_all(unprivileged_ok=not srv.namespaced, bounding=False)
     if srv.program is not None:
         seccomp.install(srv.program)
     if guard_sock is not None:
-        names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
-        listener = install_filter(names=names)
+        listener = install_filter(names=srv.guard_names, program=srv.guard_program)
         steps.hand_over_listener(guard_sock, listener)
         os.close(listener)
         srv.guard_sock = guard_sock  # the guard's findings come back on it
@@ -663,7 +680,7 @@ def _run(
     if reports:
         end["reports"] = reports
     protocol.send(sock, end)
-    os._exit(0)
+    steps.exit_after_report()
 
 
 FINISH_TIMEOUT = 10.0  # seconds the guard may take to check the pointer files at the end

@@ -542,14 +542,20 @@ def _socketpair(b: bpf.Builder) -> None:
 # ----------------------------------------------------------------------------- installing
 
 
-def install(program: Sequence[bpf.Insn]) -> None:
+def prepare(policy: SeccompPolicy) -> bpf.Encoded:
+    """:func:`build_program` of ``policy``, encoded for :func:`install` once (a session's
+    runner does it for all its commands' inits)."""
+    return bpf.encoded(build_program(policy))
+
+
+def install(program: Sequence[bpf.Insn] | bpf.Encoded) -> None:
     """Set no_new_privs and load ``program`` as a seccomp filter of the calling thread.
 
     Call in the command's process right before exec: the filter cannot be removed, it is
     inherited by every child, and the caller's other threads (there should be none) stay
-    unfiltered until exec ends them.
+    unfiltered until exec ends them. ``program`` may come from :func:`prepare`.
     """
-    fprog, _keep = bpf.sock_fprog(list(program))
+    fprog, _keep = program if isinstance(program, bpf.Encoded) else bpf.encoded(list(program))
     try:
         libc.syscall("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     except OSError as exc:

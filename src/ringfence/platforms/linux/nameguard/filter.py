@@ -182,15 +182,21 @@ def build_filter(machine: str = libc.MACHINE, *, names: bool = True) -> list[bpf
     return b.build()
 
 
-def install_filter(*, names: bool = True) -> int:
+def prepare_filter(names: bool = True) -> bpf.Encoded:
+    """``build_filter(names=names)`` for this machine, encoded for :func:`install_filter`
+    (a session's runner does it once for all its commands)."""
+    return bpf.encoded(build_filter(names=names))
+
+
+def install_filter(*, names: bool = True, program: bpf.Encoded | None = None) -> int:
     """Set no_new_privs, install the name-guard filter, return its listener fd (O_CLOEXEC).
 
     Call in the command's process right before exec. Uses WAIT_KILLABLE_RECV where the
     kernel has it (5.19+): once the supervisor holds a call, only a fatal signal interrupts
     the caller, so a signal cannot make an already-emulated mkdir or open run twice.
+    ``program``: :func:`prepare_filter` of the same ``names``, made ahead of time.
     """
-    program = build_filter(names=names)
-    fprog, _keep = bpf.sock_fprog(program)
+    fprog, _keep = program if program is not None else bpf.encoded(build_filter(names=names))
     try:
         libc.syscall("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     except OSError as exc:

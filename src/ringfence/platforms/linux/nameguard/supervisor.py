@@ -98,7 +98,8 @@ class Supervisor:
         """Answer notifications until ``stop_fd`` is readable or every filtered task is gone.
 
         ``control_fd``: where the command's init asks for :meth:`finish` (one byte ``F``) once
-        every other process of the command is gone; its end of file also stops the guard.
+        every other process of the command is gone (``B``, sent while the command's init
+        waits for its request, is taken as read); its end of file also stops the guard.
         """
         poller = select.poll()
         poller.register(self.listener_fd, select.POLLIN)
@@ -115,7 +116,10 @@ class Supervisor:
                 if fd == stop_fd:
                     return
                 if fd == control_fd:
-                    if not ev & select.POLLIN or os.read(control_fd, 16) != b"F":
+                    data = os.read(control_fd, 16) if ev & select.POLLIN else b""
+                    if data == b"B":  # "get ready" (see steps._asked): it is already
+                        continue
+                    if data != b"F":
                         return
                     self.finish()
                     continue
