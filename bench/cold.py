@@ -55,12 +55,13 @@ import json, os, subprocess, sys
 try:
     sys.argv = ["ringfence", "run", "--", "true"]
     from ringfence import oneshot
-    where = oneshot._where()
+    where = oneshot._where(sys.argv[1:])
     if where is None:
         raise RuntimeError("no plan cache here")
     t1 = time.perf_counter()
     from ringfence.plancache import facts, store
-    entry = store.load(*where)
+    from ringfence.platforms.linux import plan_model
+    entry = store.load(where.directory, where.key, where.secret)
     if entry is None:
         raise RuntimeError("no kept plan")
     from ringfence.platforms.linux import prefork
