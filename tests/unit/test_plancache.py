@@ -327,3 +327,16 @@ def test_a_listed_directory_records_only_the_names_asked(tmp_path: Path) -> None
     assert facts.unchanged(answers) is None
     (root / "absent3").write_text("")
     assert facts.unchanged(answers) == ("lstat", str(root / "absent3"))
+
+
+def test_a_file_too_large_to_digest_makes_the_compile_uncacheable(tmp_path: Path) -> None:
+    big = tmp_path / "big.toml"
+    with open(big, "wb") as f:
+        f.truncate(facts._READ_LIMIT + 10)
+
+    def reads() -> None:
+        with open(big, "rb") as f:
+            f.read()
+
+    rec = _record(reads)
+    assert rec.uncacheable is not None and "too large" in rec.uncacheable

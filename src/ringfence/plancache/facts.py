@@ -62,6 +62,8 @@ def _read(path: str, nofollow: bool) -> Answer:
         data = os.read(fd, _READ_LIMIT + 1)
     finally:
         os.close(fd)
+    if len(data) > _READ_LIMIT:
+        return ("too-large",)  # not digested whole: a compile that read it is not kept
     return ("content", blake2b(data, digest_size=20).hexdigest(), len(data))
 
 
@@ -171,6 +173,8 @@ class Recorder:
             with self.paused():  # ask() makes the same calls; they are not questions
                 answer = ask(*q)
         seen = answer
+        if seen == ("too-large",):
+            self.refuse(f"{path} is too large to check again")
         if self.asked.setdefault(q, seen) != seen:
             self.refuse(f"{path} changed while the plan was compiled")
 
