@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
+from ringfence.digest import sha256_hex
 from ringfence.platforms.linux import landlock, seccomp
 from ringfence.platforms.linux.mountops import Hidden, MountOp
 from ringfence.policy.model import Isolation, Mode, Network
@@ -98,11 +99,7 @@ class LinuxPlan:
         d["sandbox_env"] = dict(self.sandbox_env)
         for m in d["mounts"]:  # a scrubbed copy: its size and digest, not its text
             if m["content"] is not None:
-                import hashlib
-
-                m["content"] = f"{len(m['content'])} bytes, sha256 " + (
-                    hashlib.sha256(m["content"]).hexdigest()
-                )
+                m["content"] = f"{len(m['content'])} bytes, sha256 " + (sha256_hex(m["content"]))
         if self.landlock is not None:
             d["landlock"] = {
                 "abi": self.landlock.abi,
