@@ -218,10 +218,12 @@ def command_record(
     filesystem: Sequence[dict[str, Any]] = (),
     created: Sequence[dict[str, Any]] = (),
     widenings: Sequence[dict[str, Any]] = (),
+    plan: str = "compiled",
 ) -> dict[str, Any]:
     """One command's record: the run's record (``RunResult.to_dict``, the same object
     ``ringfence run --report`` writes, docs/report.md) plus the log's own keys ``type``,
-    ``time``, ``session``, ``cwd`` and ``policy``, with argv and paths redacted.
+    ``time``, ``session``, ``cwd``, ``policy`` and ``plan`` (``"cached"`` when a one-shot run
+    took its plan from the plan cache, else ``"compiled"``), with argv and paths redacted.
 
     ``returncode`` is as ``subprocess`` reports it (negative: the signal; None: it never
     started); ``network`` the proxy's events while it ran; ``error`` why it failed to run
@@ -262,7 +264,7 @@ def command_record(
         run[key] = [_redacted(item) for item in run[key]]
     run["messages"] = [redact(m) for m in run["messages"]]
     return {"type": "command", "time": now(), "session": session, "cwd": cwd,
-            "policy": policy_digest, **run}  # fmt: skip
+            "policy": policy_digest, "plan": plan, **run}  # fmt: skip
 
 
 def _redacted(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -71,8 +71,10 @@ class Connection:
         fork: bool,
         ask: Callable[[str, int], str] | None = None,
         audit: AuditLog | None = None,
+        plan_source: str = "compiled",
     ) -> None:
         self.plan = plan
+        self.plan_source = plan_source
         self.ask = ask
         self.audit = audit
         self.session_id = os.urandom(6).hex()
@@ -252,7 +254,10 @@ class Connection:
         from ringfence import audit
 
         record = audit.command_record(
-            session=self.session_id, policy_digest=self.policy_digest, **fields
+            session=self.session_id,
+            policy_digest=self.policy_digest,
+            plan=self.plan_source,
+            **fields,
         )
         self._audit_write(record)
 

@@ -153,6 +153,7 @@ def _options(stored: dict[str, Any]) -> RunOptions:
         tty=stored.get("tty") is True,
         ask=stored.get("ask") is True,
         audit=stored.get("audit") is not False,
+        plan_cached=True,
     )
 
 

@@ -55,6 +55,7 @@ def run_sandboxed(
     ask: Callable[[str, int], str] | None = None,
     audit: bool = True,
     gate: ApprovalGate | None = None,
+    plan_source: str = "compiled",
 ) -> RunResult:
     """Run ``argv`` under ``plan`` in a one-command session; blocks until the sandbox is gone.
 
@@ -72,6 +73,7 @@ def run_sandboxed(
             audit=audit,
             _gate=gate if gate is not None else False,  # resolved by the front end
             _fork=True,
+            _plan_source=plan_source,
         ).start()
     except UnsupportedError as e:
         return RunResult(EXIT_INTERNAL, message=str(e), error_kind="UnsupportedError")

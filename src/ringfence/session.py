@@ -239,6 +239,7 @@ class Session:
         _plan: Any = None,
         _gate: Any = None,
         _fork: bool = False,
+        _plan_source: str = "compiled",
     ) -> None:
         """``approval`` (a policy name) and ``rules`` (a RuleSet or a rules file) put an
         approval step before each command; ``approver`` is asked when it says to ask. The
@@ -296,6 +297,7 @@ class Session:
 
             self.audit = AuditLog(audit if isinstance(audit, str) else None)
         self._fork = _fork
+        self._plan_source = _plan_source  # "cached": from the plan cache (the audit says so)
         self._lock = threading.Lock()
         self._conn: Connection | None = None
         self._closed = False
@@ -314,7 +316,11 @@ class Session:
                 old.close()
             if self._conn is None:
                 self._conn = Connection(
-                    self.plan, fork=self._fork, ask=self.on_network_request, audit=self.audit
+                    self.plan,
+                    fork=self._fork,
+                    ask=self.on_network_request,
+                    audit=self.audit,
+                    plan_source=self._plan_source,
                 )
             return self._conn
 

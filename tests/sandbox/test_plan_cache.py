@@ -228,3 +228,22 @@ def test_a_plan_too_large_to_hand_over_still_runs(rf: Runner) -> None:
     for _ in range(2):
         r = rf.confined_sh(ws, "echo ${#RF_BIG_2}", env=big)
         assert r.returncode == 0 and r.stdout.strip() == "100000", r.stderr
+
+
+def test_the_audit_log_says_which_plan_ran(rf: Runner) -> None:
+    """Reusing a plan is a decision: each command record says whether its plan was compiled
+    or kept, and a kept plan has the digest a fresh compile gives."""
+    import json
+
+    ws = rf.mkdir()
+    for _ in range(2):
+        assert rf.confined_sh(ws, "true").returncode == 0
+    assert rf.confined_sh(ws, "true", env={"RINGFENCE_PLAN_CACHE": "off"}).returncode == 0
+    log = Path(rf.env()["XDG_STATE_HOME"]) / "ringfence" / "audit.jsonl"
+    mine = [
+        r
+        for r in map(json.loads, log.read_text().splitlines())
+        if r.get("type") == "command" and r.get("cwd") == str(ws)
+    ]
+    assert [r["plan"] for r in mine] == ["compiled", "cached", "compiled"], mine
+    assert len({r["policy"] for r in mine}) == 1

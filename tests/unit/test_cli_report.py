@@ -67,7 +67,8 @@ def test_the_audit_record_is_the_run_record_plus_the_logs_keys() -> None:
                      "rule": "outside writable roots"}],
     )  # fmt: skip
     run = RunResult(0).to_dict()
-    assert set(record) == set(run) | {"type", "time", "session", "cwd", "policy"}
+    assert set(record) == set(run) | {"type", "time", "session", "cwd", "policy", "plan"}
+    assert record["plan"] == "compiled"
     assert (record["exit"], record["signal"], record["outcome"]) == (143, 15, "signaled")
     assert record["argv"][2] == "Authorization: Bearer [REDACTED]"
     assert record["violations"][0]["path"] == "/x/token=[REDACTED]"

@@ -23,6 +23,8 @@ class RunOptions:
     ask: bool = False
     audit: bool = True
     gate: ApprovalGate | None = None
+    # the plan came from the plan cache (oneshot.py): the audit record says "plan": "cached"
+    plan_cached: bool = False
 
 
 class Backend(Protocol):

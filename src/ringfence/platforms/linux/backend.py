@@ -51,7 +51,7 @@ class LinuxBackend:
             ask = tty_asker()
         return process.run_sandboxed(
             plan, argv, options.timeout, tty=options.tty, ask=ask, audit=options.audit,
-            gate=options.gate,
+            gate=options.gate, plan_source="cached" if options.plan_cached else "compiled",
         )  # fmt: skip
 
     def close(self) -> None:
