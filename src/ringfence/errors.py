@@ -85,3 +85,13 @@ class ApprovalRefused(RingfenceError):
         self.decision = decision
         reason = getattr(decision, "reason", str(decision))
         super().__init__(f"refused: {reason}")
+
+
+def cli_outcome(e: RingfenceError) -> tuple[str, int]:
+    """The line the ``ringfence`` command prints for ``e`` and its exit status (the tree
+    above): one mapping for every front end of the command (the CLI, a cached one-shot run)."""
+    if isinstance(e, UnsupportedError):
+        return f"ringfence: cannot enforce the policy: {e}", 125
+    if isinstance(e, PolicyError):
+        return f"ringfence: {e}", 2
+    return f"ringfence: {e}", 125

@@ -89,30 +89,30 @@ def run_cached(args: Sequence[str]) -> int | None:
         return None
     _pending["request"] = where
     try:
-        plan, options = _hit(where)
-    except Exception:
+        hit = _hit(where)
+    except Exception:  # whatever is wrong with an entry: compile instead
         return None
-    if plan is None:
+    if hit is None:
         return None
     _pending.clear()
-    return _run(plan, options, where.command)
+    return _run(*hit, where.command)
 
 
-def _hit(where: Pending) -> tuple[Any, RunOptions | None]:
+def _hit(where: Pending) -> tuple[Any, RunOptions] | None:
     """The kept plan if every answer is the same now (and its effects were redone)."""
     from ringfence.plancache import facts, store
     from ringfence.platforms.linux.plan_model import LinuxPlan
 
     entry = store.load(where.directory, where.key, where.secret)
     if entry is None or type(entry.plan) is not LinuxPlan:
-        return None, None
+        return None
     # Likely a hit: fork the runner now, with what both sides need imported once (the plan's
     # types), so that its own imports overlap the checks and the host's session imports.
     from ringfence.platforms.linux import prefork
 
     prefork.start()
     if facts.unchanged(entry.answers) is not None or not _redo(entry.effects):
-        return None, None
+        return None
     store.touch(where.directory, where.key)
     return entry.plan, _options(entry.options)
 
@@ -157,28 +157,19 @@ def _options(stored: dict[str, Any]) -> RunOptions:
     )
 
 
-def _run(plan: Any, options: RunOptions | None, argv: list[str]) -> int:
-    """As ``cli.run``'s own path after the compile: the Linux backend, the same report."""
-    import dataclasses
-    import time
-
+def _run(plan: Any, options: RunOptions, argv: list[str]) -> int:
+    """As ``cli.run``'s own path after the compile: the engine's last step on the Linux
+    backend, the same report, the same exit statuses."""
     from ringfence.display import report
-    from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
+    from ringfence.engine.backends import run_plan
+    from ringfence.errors import RingfenceError, cli_outcome
     from ringfence.platforms.linux.backend import LinuxBackend
 
-    assert options is not None
-    started = time.monotonic()
     try:
-        result = LinuxBackend().run(plan, argv, options)
-    except UnsupportedError as e:
-        print(f"ringfence: cannot enforce the policy: {e}", file=sys.stderr)
-        return 125
-    except PolicyError as e:
-        print(f"ringfence: {e}", file=sys.stderr)
-        return 2
+        result = run_plan(plan, argv, options, LinuxBackend())
     except RingfenceError as e:
-        print(f"ringfence: {e}", file=sys.stderr)
-        return 125
-    duration = time.monotonic() - started if result.duration is None else result.duration
-    report(dataclasses.replace(result, argv=tuple(argv), duration=duration))
+        line, status = cli_outcome(e)
+        print(line, file=sys.stderr)
+        return status
+    report(result)
     return result.returncode

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ringfence.cli.parser import EXIT_USAGE, SUBCOMMANDS, build_parser
-from ringfence.errors import PolicyError, RingfenceError, UnsupportedError
+from ringfence.errors import RingfenceError, cli_outcome
 
 __all__ = ["EXIT_USAGE", "build_parser", "main"]
 
@@ -47,15 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser(first).parse_args(args)
     try:
         return handler(ns.command)(ns)
-    except UnsupportedError as e:
-        print(f"ringfence: cannot enforce the policy: {e}", file=sys.stderr)
-        return 125
-    except PolicyError as e:
-        print(f"ringfence: {e}", file=sys.stderr)
-        return EXIT_USAGE
     except RingfenceError as e:
-        print(f"ringfence: {e}", file=sys.stderr)
-        return 125
+        line, status = cli_outcome(e)
+        print(line, file=sys.stderr)
+        return status
     except BrokenPipeError:  # e.g. `ringfence explain | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

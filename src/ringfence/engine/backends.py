@@ -64,9 +64,6 @@ def run(
     """facts -> compile -> run on ``backend``, which is closed afterwards. The result
     carries ``argv``, and a duration (the whole run's when the backend had none: a timeout,
     a refusal). ``keeper``: the plan cache's recorder of this compile (oneshot.py)."""
-    import dataclasses
-    import time
-
     from ringfence import trace
 
     try:
@@ -80,10 +77,19 @@ def run(
             trace.step(f"{backend.name}: host facts")
             plan = backend.compile(policy, facts, cwd)
         trace.step(f"{backend.name}: compiled the plan")
-        started = time.monotonic()
-        result = backend.run(plan, argv, options)
-        duration = time.monotonic() - started if result.duration is None else result.duration
-        return dataclasses.replace(result, argv=tuple(argv), duration=duration)
+        return run_plan(plan, argv, options, backend)
     finally:
         backend.close()
         trace.step(f"{backend.name}: closed")
+
+
+def run_plan(plan: Any, argv: list[str], options: RunOptions, backend: Backend) -> RunResult:
+    """Run a compiled ``plan`` (``run``'s last step; a cached one-shot run's only one): the
+    result carries ``argv``, and a duration (the whole run's when the backend had none)."""
+    import dataclasses
+    import time
+
+    started = time.monotonic()
+    result = backend.run(plan, argv, options)
+    duration = time.monotonic() - started if result.duration is None else result.duration
+    return dataclasses.replace(result, argv=tuple(argv), duration=duration)
