@@ -679,7 +679,12 @@ def _run(
     reports = [r for r in reports if r.get("kind") not in steps.CONTROL]
     if reports:
         end["reports"] = reports
-    protocol.send(sock, end)
+    _report_and_exit(srv, end)
+
+
+def _report_and_exit(srv: _Server, end: dict[str, Any]) -> NoReturn:
+    steps.step_aside(srv.namespaced)
+    protocol.send(srv.sock, end)
     steps.exit_after_report()
 
 
