@@ -250,3 +250,26 @@ def test_the_approval_step_judges_the_program_that_runs(ws: Path) -> None:
     assert len(asked) == 1
     assert e.value.decision.commands == (("/bin/rm", "-d", "."),)  # type: ignore[attr-defined]
     assert (ws / ".").exists()
+
+
+def test_the_program_is_found_on_the_commands_own_path(
+    session: Session, ws: Path, confinement: Confinement
+) -> None:
+    """As ``subprocess`` searches it: the PATH of the env the command gets (not the caller's
+    or the sandbox's), an entry holding a same-named file that cannot be executed is passed
+    over, and with nothing executable found the error says why (not found, or refused)."""
+    first, second = ws / "path-first", ws / "path-second"
+    for d in (first, second):
+        d.mkdir(exist_ok=True)
+    program = f"rf-prog-{confinement.nonce}"
+    (first / program).write_text("#!/bin/sh\necho wrong\n")  # not executable
+    (second / program).write_text('#!/bin/sh\necho "found $RINGFENCE_SANDBOX $1"\n')
+    (second / program).chmod(0o755)
+    env = {"PATH": f"{ws / 'path-none'}:{first}:{second}"}
+    r = session.run([program, confinement.nonce], env=env, capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, f"found 1 {confinement.nonce}\n"), r.stderr
+    with pytest.raises(FileNotFoundError):
+        session.run([program], env={"PATH": str(ws / "path-none")})
+    with pytest.raises(PermissionError):
+        session.run([program], env={"PATH": str(first)})
+    assert session.run(["sh", "-c", "exit 7"], env={}).returncode == 7  # no PATH: /bin:/usr/bin

@@ -29,7 +29,6 @@ import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import termios
 import time
@@ -49,6 +48,7 @@ from ringfence.platforms.linux import (
     protocol,
     reaper,
     seccomp,
+    spawn,
     steps,
 )
 from ringfence.platforms.linux.libc import syscall
@@ -510,17 +510,16 @@ def _warm_up(srv: _Server) -> None:
     This init is a fresh fork of the runner: the first time it runs any code, every page whose
     objects it touches (reference counts, allocator arenas) is copied. Measured on the 2-vCPU
     VM: ~170 page faults and 1.3-1.7 ms from request to "started" without this, ~30 and
-    0.6-0.8 ms with it. Decoding a sample request and going through Popen up to an exec that
-    fails moves the rest off the command's critical path (it costs a vfork per command).
+    0.6-0.8 ms with it. Decoding a sample request and going through the spawn up to an exec
+    that fails moves the rest off the command's critical path (it costs a vfork per command).
     """
     sample = {"op": "run", "id": 1, "argv": ["true"], "env": dict(srv.plan.env), "cwd": None}
     spec = _Spec.from_message(srv.plan, json.loads(json.dumps(sample)))
     json.dumps({"id": 1, "started": 2, "nfds": 0})
-    # Popen's own path, up to an exec that fails at once: a vfork and no new program. No new
-    # fd is opened for it: the name guard's filter is on this process already, and refuses
+    # The spawn's own path, up to an exec that fails at once: a vfork and no new program. No
+    # new fd is opened for it: the name guard's filter is on this process already, and refuses
     # it the write-capable opens the guard cannot check in its own parent.
-    with contextlib.suppress(OSError):
-        subprocess.Popen([WARM_UP_EXEC], cwd=spec.cwd, env=spec.env, start_new_session=True)
+    spawn.warm_up(WARM_UP_EXEC, spec.env)
 
 
 def _prepare_init(srv: _Server, preset: _Preset | None) -> int:
@@ -630,30 +629,21 @@ def _run(
         stdio = [slave, slave, slave]
     elif ptmx >= 0:
         os.close(ptmx)
-    last_step = staged.child_step(_ctty if master >= 0 else None)
     try:
-        proc = subprocess.Popen(
-            spec.argv,
-            executable=spec.executable,
-            stdin=stdio[0],
-            stdout=stdio[1],
-            stderr=stdio[2],
-            cwd=spec.cwd,
-            env=spec.env,
-            start_new_session=True,  # no terminal of ours: TIOCSTI reaches nothing
-            preexec_fn=last_step,  # noqa: PLW1509 - single-threaded
-            umask=spec.umask,
-            pass_fds=spec.pass_fds,
-        )
+        child = spawn.start(
+            spec.argv, executable=spec.executable, env=spec.env, cwd=spec.cwd, stdio=stdio,
+            umask=spec.umask, pass_fds=spec.pass_fds,
+            child_step=staged.child_step(_ctty if master >= 0 else None),
+        )  # fmt: skip
     except OSError as e:
-        if e.filename == spec.cwd and e.filename != (spec.executable or spec.argv[0]):
+        if isinstance(e, spawn.CwdError) or (
+            e.filename == spec.cwd and e.filename != (spec.executable or spec.argv[0])
+        ):
             report: dict[str, Any] = {"error": f"chdir {spec.cwd}: {e.strerror}"}
         else:
             report = {"exec_error": e.errno}
         protocol.send(sock, {"id": cid, **report})
         os._exit(0)
-    child = proc.pid
-    proc.returncode = 0  # reaped by our own loop below, not by Popen
     for fd in {*stdio}:
         os.close(fd)
     staged.close()  # the command holds them now: the caller sees EOF when it lets go
