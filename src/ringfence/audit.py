@@ -91,11 +91,13 @@ class AuditLog:
     def write(self, record: Mapping[str, Any]) -> None:
         """Append one record, atomically; rotate first when the file is full."""
         line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = self._open_locked(flags)
         try:
-            size = os.fstat(fd).st_size
+            fd, size = self._open_locked(flags)
+        except FileNotFoundError:  # the first record: its directory is made then, not each time
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            fd, size = self._open_locked(flags)
+        try:
             if size and size + len(line) > self.max_bytes:
                 fd = self._rotate(fd, flags)
             elif size and os.pread(fd, 1, size - 1) != b"\n":
@@ -106,9 +108,9 @@ class AuditLog:
         finally:
             os.close(fd)  # closing releases the lock
 
-    def _open_locked(self, flags: int) -> int:
-        """The current file, opened and locked. A writer that waited while another rotated
-        finds its file renamed away and opens the new one."""
+    def _open_locked(self, flags: int) -> tuple[int, int]:
+        """The current file, opened and locked, and its size. A writer that waited while
+        another rotated finds its file renamed away and opens the new one."""
         while True:
             fd = os.open(self.path, flags, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -119,7 +121,7 @@ class AuditLog:
                 continue
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) == (current.st_dev, current.st_ino):
-                return fd
+                return fd, st.st_size
             os.close(fd)
 
     def _rotate(self, fd: int, flags: int) -> int:

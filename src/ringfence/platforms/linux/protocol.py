@@ -29,6 +29,10 @@ MAX_MESSAGE = 1 << 20  # argv + env of one command
 MAX_FDS = 64  # stdio, or the proxy's and exposed ports' listening sockets
 
 
+_FDS_SIZE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+_PEEK = bytearray(1)
+
+
 class ProtocolError(Exception):
     """The peer sent something that is not a message of this protocol."""
 
@@ -49,8 +53,12 @@ def send(sock: socket.socket, msg: dict[str, Any], fds: Sequence[int] = ()) -> N
 
 def recv(sock: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
     """The next message and its fds (owned by the caller), or None at end of stream."""
-    fds_size = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
-    data, anc, flags, _ = sock.recvmsg(MAX_MESSAGE, fds_size, socket.MSG_CMSG_CLOEXEC)
+    # Its size first (a peek leaves message and fds queued): recvmsg(MAX_MESSAGE) would
+    # allocate (mmap), shrink (mremap) and free (munmap) a MiB for every message.
+    size = sock.recv_into(_PEEK, 1, socket.MSG_PEEK | socket.MSG_TRUNC)
+    data, anc, flags, _ = sock.recvmsg(
+        min(max(size, 1), MAX_MESSAGE), _FDS_SIZE, socket.MSG_CMSG_CLOEXEC
+    )
     fds: list[int] = []
     for level, kind, payload in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
