@@ -673,7 +673,7 @@ def _run(
 
 
 def _report_and_exit(srv: _Server, end: dict[str, Any]) -> NoReturn:
-    steps.step_aside(srv.namespaced)
+    steps.end_leftovers(srv.namespaced)
     protocol.send(srv.sock, end)
     steps.exit_after_report()
 

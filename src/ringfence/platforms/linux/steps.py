@@ -288,29 +288,26 @@ def guard_get_ready(sock: socket.socket | None) -> None:
             sock.send(BUILD)
 
 
-def step_aside(namespaced: bool) -> None:
-    """A command's init, its command reaped and its findings read, just before its exit report.
-
-    First what the command left running ends now rather than at this init's exit: in the
-    command's own pid namespace, every process this init may signal (the guard stays: its
-    Landlock domain is outside this one's signal scope); reduced isolation's init has ended
-    its descendants already. Then this process gives up its claim on the CPU: its exit tears
-    down its memory and the pid namespace (a few hundred microseconds of CPU), which at
-    SCHED_IDLE runs once the host has taken the report instead of ahead of it (measured on
-    the 2-vCPU VM, 20 ms apart: 2.5 -> 2.1-2.3 ms per `Session.run(["true"])`). One way only:
-    an unprivileged process cannot raise its priority again, and this one only exits."""
+def end_leftovers(namespaced: bool) -> None:
+    """A command's init, its command reaped and its findings read, just before its exit
+    report: what the command left running ends now, not at this init's exit (which may come
+    later, see :func:`exit_after_report`). In the command's own pid namespace that is every
+    process this init may signal (the guard stays: its Landlock domain is outside this one's
+    signal scope); reduced isolation's init has ended its descendants already."""
     if namespaced:
         with contextlib.suppress(ProcessLookupError):
             os.kill(-1, signal.SIGKILL)  # pid 1 of the namespace: never itself
-    with contextlib.suppress(OSError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def exit_after_report() -> NoReturn:
-    """A command's init, once its exit report is sent. The host's reader of the report is
-    often woken on this CPU (a unix socket wakes it as a hand-off): let it go first, so the
-    host does not wait for this process's exit and its pid namespace's teardown (measured:
-    0.7-0.9 ms less from exit to report)."""
+    """A command's init, once its exit report is sent. Its exit tears down its memory and the
+    pid namespace (a few hundred microseconds of CPU), which must not delay the host taking
+    the report (often woken on this CPU: a unix socket wakes its reader as a hand-off). At
+    SCHED_IDLE it runs once the host's threads have had the CPU (measured on the 2-vCPU VM,
+    20 ms apart: 2.5 -> 2.1-2.3 ms per `Session.run(["true"])`). One way only: an
+    unprivileged process cannot raise its priority again, and this one only exits."""
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     os.sched_yield()
     os._exit(0)
 
