@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ringfence import stdfds
 from ringfence.errors import (
     PolicyError,
     SandboxError,
@@ -73,6 +74,7 @@ class Connection:
         audit: AuditLog | None = None,
         plan_source: str = "compiled",
     ) -> None:
+        stdfds.reserve()  # before this connection opens anything (stdfds.py)
         self.plan = plan
         self.plan_source = plan_source
         self.ask = ask

@@ -10,10 +10,13 @@ pay for them either.
 
 import sys
 
+from ringfence import stdfds
+
 
 def main() -> int:
     """The CLI's exit status; a ``run --session`` call or a cached one-shot run ends the
     process itself instead (their teardown has nothing left to do)."""
+    stdfds.reserve()  # before anything opens a descriptor (stdfds.py)
     if sys.argv[1:] == ["--version"]:  # as cheap as the session fast path
         from ringfence.version import __version__
 

@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ringfence.session import Process
+from ringfence import stdfds
 from ringfence.completed import DEVNULL, PIPE, STDOUT, StdSpec
 
 
@@ -39,8 +40,8 @@ def stdio_fds(
     devnull = -1
     try:
         for i, spec in enumerate((stdin, stdout, stderr)):
-            if spec is None:
-                fds.append(i)
+            if spec is None and stdfds.inheritable(i):
+                fds.append(i)  # yours; a closed or close-on-exec one is /dev/null (stdfds.py)
             elif spec == PIPE:
                 r, w = os.pipe2(os.O_CLOEXEC)
                 if i == 0:
@@ -51,7 +52,7 @@ def stdio_fds(
                     fds.append(w)
                     to_close.append(w)
                     ours[i] = open(r, "rb", buffering=buffering)  # noqa: SIM115
-            elif spec == DEVNULL:
+            elif spec is None or spec == DEVNULL:
                 if devnull < 0:
                     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                     to_close.append(devnull)

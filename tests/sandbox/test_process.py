@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -363,3 +364,71 @@ def test_ringfence_inside_ringfence_fails_closed(rf: Runner) -> None:
     assert "INNER-RAN" not in r.stdout
     assert "cannot enforce the policy" in r.stderr and "user" in r.stderr
     assert not marker.exists()
+
+
+# What the command sees at 0, 1 and 2, and a line that proves it ran in the sandbox.
+FD_PROBE = (
+    "a=$(readlink /proc/$$/fd/0); b=$(readlink /proc/$$/fd/1); c=$(readlink /proc/$$/fd/2); "
+    'printf "%s\\n" "$a" "$b" "$c" "$RINGFENCE_SANDBOX:$0" > "$1"'
+)
+
+
+def test_closed_stdio_never_hands_ringfence_descriptors_to_the_command(rf: Runner) -> None:
+    """Started with stdin, stdout and stderr closed, ringfence's own descriptors (its session
+    socket, its state lock, the resolver's socket) would take those numbers and be handed to
+    the command as its stdio: the session socket lets it start unapproved, unaudited commands.
+    It gets /dev/null for each instead."""
+    ws = rf.mkdir()
+    out = ws / "fds.txt"
+    argv = rf.argv(["run", "--", "sh", "-c", FD_PROBE, rf.nonce, str(out)])
+    r = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&- >&- 2>&-', "sh", *argv],
+        cwd=ws,
+        env=rf.env(),
+        timeout=60,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert r.returncode == 0
+    assert out.read_text().splitlines() == ["/dev/null"] * 3 + [f"1:{rf.nonce}"]
+
+
+CLOSED_STDIN_SCRIPT = """
+import os, sys
+from ringfence import Policy, Session
+ws, nonce, probe = sys.argv[1:4]
+os.close(0)  # before the session: its descriptors would take 0
+lines = []
+with Session(Policy(workspace=ws), cwd=ws, audit=False) as s:
+    for i in range(2):
+        out = os.path.join(ws, f"fds-{i}.txt")
+        assert s.run(["sh", "-c", probe, nonce, out]).returncode == 0
+        with open(out) as f:
+            seen = f.read().splitlines()
+        lines.append(seen[0] + " " + seen[3])
+        if i == 0:  # during the session: a close-on-exec descriptor of this process's own at 0
+            os.close(0)
+            assert os.open(os.path.join(ws, "private"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC) == 0
+print("\\n".join(lines))
+"""
+
+
+def test_closed_or_private_stdin_of_an_api_caller_is_not_handed_over(rf: Runner) -> None:
+    """``stdin=None`` hands the command the caller's fd 0 only if a child of the caller would
+    get it: a closed fd 0 is filled with /dev/null when the session starts (so none of the
+    session's descriptors takes it), and a close-on-exec one is not handed over."""
+    ws = rf.mkdir()
+    script = ws / "closed.py"
+    script.write_text(CLOSED_STDIN_SCRIPT)
+    r = subprocess.run(
+        [rf.python, str(script), str(ws), rf.nonce, FD_PROBE],
+        cwd=ws,
+        env=rf.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == [f"/dev/null 1:{rf.nonce}"] * 2, r.stdout
