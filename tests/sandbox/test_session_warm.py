@@ -204,21 +204,26 @@ def test_back_to_back_commands_as_an_unprivileged_user(rf: Runner) -> None:
 def test_what_a_command_leaves_running_stops_before_run_returns(
     ws: Path, confinement: Confinement
 ) -> None:
-    """What a command left running is ended before its exit report, not at its init's exit
-    (which, at idle priority, can come later): once ``run`` has returned, two busy writers it
-    left in the background (more than there are CPUs) have written their last line."""
+    """What a command left running is ended, and gone, before its exit report, not at its
+    init's exit (which, at idle priority, can come later): once ``run`` has returned, the
+    writers it left in the background (more than there are CPUs, one of them writing 2 MiB
+    at a time, a write SIGKILL lets finish) have written their last byte."""
     with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=False) as s:
         for i in range(10):
-            out = ws / f"bg-{i}"
+            out, big = ws / f"bg-{i}", ws / f"big-{i}"
             loop = f'while :; do echo "$0" >> {out.name}; done'
             writers = (os.cpu_count() or 1) + 1  # more than the CPUs: all stay busy
             # Not holding the command's stdout: the host's wait for its end is the report alone.
             script = f"sh -c '{loop}' {confinement.nonce} >/dev/null 2>&1 & " * writers
-            script += f"while [ ! -s {out.name} ]; do :; done"
+            dd = f"dd if=/dev/zero bs=2M count=1 status=none >> {big.name}"  # one write(2)
+            script += f"sh -c 'while :; do {dd}; done' & "
+            script += f"while [ ! -s {out.name} ] || [ ! -s {big.name} ]; do :; done"
             r = s.run(confinement.shell(script), capture_output=True, text=True)
             assert r.returncode == 0, r.stderr
             assert confinement.strip(r.stdout, r.stderr) == ""
-            size = out.stat().st_size
-            assert size > 0 and out.read_text().split("\n", 1)[0] == confinement.nonce
-            time.sleep(0.1)
-            assert out.stat().st_size == size, f"a background writer outlived command {i}"
+            sizes = out.stat().st_size, big.stat().st_size
+            assert sizes[0] > 0 and out.read_text().split("\n", 1)[0] == confinement.nonce
+            time.sleep(0.2)
+            after = out.stat().st_size, big.stat().st_size
+            assert after == sizes, f"a background writer outlived command {i}"
+            big.unlink()

@@ -673,7 +673,7 @@ def _run(
 
 
 def _report_and_exit(srv: _Server, end: dict[str, Any]) -> NoReturn:
-    steps.end_leftovers(srv.namespaced)
+    steps.end_leftovers(srv.namespaced, srv.guard_pid)
     protocol.send(srv.sock, end)
     steps.exit_after_report()
 
@@ -689,21 +689,7 @@ def _finish_guard(guard: socket.socket, guard_pid: int, reports: list[dict[str, 
     pid namespace when it looks. False when that did not happen: the host then moves every
     such file aside itself (fail closed)."""
     deadline = time.monotonic() + FINISH_TIMEOUT
-    while time.monotonic() < deadline:
-        others = [
-            int(e)
-            for e in os.listdir("/proc")
-            if e.isdigit() and int(e) not in (os.getpid(), guard_pid)
-        ]
-        if not others:
-            break
-        for pid in others:
-            _kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        time.sleep(0.001)
-    else:
+    if not steps.end_others(guard_pid, FINISH_TIMEOUT):
         return False
     guard.setblocking(True)
     guard.settimeout(max(0.1, deadline - time.monotonic()))

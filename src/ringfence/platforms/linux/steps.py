@@ -288,15 +288,46 @@ def guard_get_ready(sock: socket.socket | None) -> None:
             sock.send(BUILD)
 
 
-def end_leftovers(namespaced: bool) -> None:
+LEFTOVER_WAIT = 5.0  # seconds a command's leftovers may take to die before its report goes
+
+
+def end_leftovers(namespaced: bool, guard_pid: int) -> None:
     """A command's init, its command reaped and its findings read, just before its exit
     report: what the command left running ends now, not at this init's exit (which may come
-    later, see :func:`exit_after_report`). In the command's own pid namespace that is every
-    process this init may signal (the guard stays: its Landlock domain is outside this one's
-    signal scope); reduced isolation's init has ended its descendants already."""
-    if namespaced:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(-1, signal.SIGKILL)  # pid 1 of the namespace: never itself
+    later, see :func:`exit_after_report`), and is gone when the report goes: SIGKILL lets a
+    system call in progress finish first (a large write lands after it). In the command's own
+    pid namespace that is every process but this init and its guard; reduced isolation's init
+    has ended its descendants already."""
+    if not namespaced:
+        return
+    try:
+        os.kill(-1, signal.SIGKILL)  # pid 1 of the namespace: never itself
+    except OSError:  # nothing else here (ESRCH), or only the guard (EPERM: out of scope)
+        return
+    end_others(guard_pid, LEFTOVER_WAIT)
+
+
+def end_others(guard_pid: int, timeout: float) -> bool:
+    """In a command's own pid namespace (this init is pid 1, /proc is the namespace's own):
+    kill every process but this init and ``guard_pid`` and reap them, until none is left.
+    False if some are still there after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    me = os.getpid()
+    while True:
+        others = [
+            int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) not in (me, guard_pid)
+        ]
+        if not others:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0] > 0:
+                pass
+        time.sleep(0.0005)
 
 
 def exit_after_report() -> NoReturn:
