@@ -5,6 +5,7 @@ every decision lands in the audit log."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -71,6 +72,24 @@ def test_without_a_terminal_what_needs_asking_is_refused(rf: Runner) -> None:
         "ls -d . && git status -s 2>/dev/null || true",
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_a_program_that_only_has_a_safe_name_is_asked_about(rf: Runner) -> None:
+    """``./ls`` in the workspace is whatever the repository put there: the untrusted policy
+    asks about it (and, with no one to ask, refuses) instead of running it as ``ls``."""
+    ws = rf.mkdir()
+    for name in ("ls", "bash"):
+        fake = ws / name
+        fake.write_text(f"#!/bin/sh\necho planted > {ws}/ran-$0-{rf.nonce}\n")
+        fake.chmod(0o755)
+        os.chown(fake, rf.uid, rf.gid)
+    for argv in (["./ls"], ["./bash", "-c", "ls"]):
+        r = _run(rf, ws, "run", "--approval", "untrusted", "--", *argv)
+        assert r.returncode == 77, r.stderr
+        assert "outside the system's directories" in r.stderr
+    assert sorted(p.name for p in ws.iterdir() if p.name.startswith("ran-")) == []
+    r = _run(rf, ws, "run", "--approval", "untrusted", "--", "/bin/ls", str(ws))
+    assert r.returncode == 0 and "ls" in r.stdout.split(), r.stderr  # the system's ls runs
 
 
 def test_on_a_terminal_the_person_decides(rf: Runner) -> None:

@@ -70,6 +70,9 @@ def test_lines_that_run_or_expand_hidden_things_cannot_be_judged(line: str) -> N
         "bash -lc 'ls && git status'",
         "sh -c 'pwd; echo hi'",
         "wc -l README.md",
+        "/bin/ls -la",
+        "/usr/bin/git status",
+        "/bin/sh -c 'ls'",
     ],
 )
 def test_read_only_lines_are_known_safe(line: str) -> None:
@@ -104,6 +107,12 @@ def test_read_only_lines_are_known_safe(line: str) -> None:
         ("bash -c 'ls' extra", "without a single -c script"),
         ("python -c 'print(1)'", "python is not on the list"),
         ("ls > out", "redirection"),
+        # A program with a safe name, but whichever the repository put there.
+        ("./ls", "outside the system's directories"),
+        ("bin/cat README.md", "outside the system's directories"),
+        ("/usr/bin/../../tmp/ls", "outside the system's directories"),
+        ("./bash -c ls", "outside the system's directories"),
+        ("sh -c './git status'", "outside the system's directories"),
     ],
 )
 def test_tricky_lines_are_not_known_safe(line: str, why: str) -> None:

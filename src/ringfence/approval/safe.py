@@ -35,10 +35,25 @@ _GIT_READ_ONLY = frozenset(
 _GIT_UNSAFE_ARGS = ("--output", "--ext-diff", "--exec-path", "-o", "--open-files-in-pager")
 
 
+# Where a program named by a path is the system's own: ``./ls`` or ``bin/git`` may be anything
+# the repository or an earlier command put there, whatever its name.
+SYSTEM_DIRS = frozenset({"/bin", "/usr/bin", "/sbin", "/usr/sbin", "/usr/local/bin"})
+
+
+def named_program(arg0: str) -> str | None:
+    """Why ``arg0`` is not judged by its name: a path outside the system's directories."""
+    if "/" in arg0 and os.path.dirname(os.path.normpath(arg0)) not in SYSTEM_DIRS:
+        return f"{arg0} is a program of that name outside the system's directories"
+    return None
+
+
 def unsafe_reason(argv: Sequence[str]) -> str | None:
     """None when ``argv`` is known to only read; otherwise why it is not known-safe."""
     if not argv:
         return "no command"
+    elsewhere = named_program(argv[0])
+    if elsewhere is not None:
+        return elsewhere
     name = os.path.basename(argv[0])
     if name in _SHELLS:
         return _shell_reason(argv)
@@ -71,8 +86,9 @@ def _shell_reason(argv: Sequence[str]) -> str | None:
 
 
 def shell_script(argv: Sequence[str]) -> str | None:
-    """The script of ``bash -c SCRIPT`` / ``bash -lc SCRIPT`` (and sh, zsh, dash), else None."""
-    if os.path.basename(argv[0]) not in _SHELLS:
+    """The script of ``bash -c SCRIPT`` / ``bash -lc SCRIPT`` (and sh, zsh, dash), else None
+    (also for ``./bash -c ...``: a program that only has a shell's name is judged itself)."""
+    if os.path.basename(argv[0]) not in _SHELLS or named_program(argv[0]) is not None:
         return None
     opts = list(argv[1:-1])
     if len(argv) < 3 or not opts or opts[-1] not in ("-c", "-lc", "-cl"):
