@@ -318,7 +318,12 @@ class SandboxTools:
         return path
 
     def decision(self, argv: list[str]) -> Decision | None:
-        return self.gate.decide(argv) if self.gate is not None else None
+        """What the gate says of ``argv`` as run_command runs it (the plan's environment)."""
+        if self.gate is None:
+            return None
+        from ringfence.engine.approval import where_of
+
+        return self.gate.decide(argv, where_of(self.plan))
 
     def describe(self) -> str:
         """The boundary as the model should know it, rendered from the compiled plan (what

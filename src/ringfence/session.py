@@ -391,11 +391,12 @@ class Session:
         # with ``executable``, not what ``args[0]`` claims (``ls`` running /bin/rm).
         seen = [extra.executable, *argv[1:]] if extra.executable is not None else argv
         conn = self._connection()
-        approval = self._approve(conn, seen, cwd)
+        command_env = self._env(env)
+        approval = self._approve(conn, seen, cwd, command_env)
         msg: dict[str, Any] = {
             "op": "run",
             "argv": argv,
-            "env": self._env(env),
+            "env": command_env,
             "cwd": os.fspath(cwd) if cwd is not None else None,
             "pty": None,
             **extra.fields(),
@@ -524,13 +525,20 @@ class Session:
         return await aio_process.spawn(self, args, **kwargs)
 
     def _approve(
-        self, conn: Connection, argv: list[str], cwd: str | os.PathLike[str] | None
+        self,
+        conn: Connection,
+        argv: list[str],
+        cwd: str | os.PathLike[str] | None,
+        env: Mapping[str, str] | None = None,
     ) -> dict[str, Any] | None:
         """Apply the approval gate: None when there is none, else the record of who allowed
-        it. A refusal is audited and raised as :class:`ApprovalRefused`; nothing runs."""
+        it. A refusal is audited and raised as :class:`ApprovalRefused`; nothing runs. ``env``:
+        the command's own (None: the plan's), whose PATH decides which program a name finds."""
         if self.gate is None:
             return None
-        verdict = self.gate.check(argv)
+        from ringfence.engine.approval import where_of
+
+        verdict = self.gate.check(argv, where_of(self.plan, env))
         if not verdict.granted:
             conn.audit_command(
                 argv=argv,

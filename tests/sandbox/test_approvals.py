@@ -22,13 +22,13 @@ pytestmark = pytest.mark.sandbox
 
 
 def _run(
-    rf: Runner, ws: Path, *args: str, input: str | None = None
+    rf: Runner, ws: Path, *args: str, input: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``ringfence ARGS`` with no terminal at all (its own session, so no /dev/tty)."""
     return subprocess.run(  # noqa: PLW1510 - callers assert on returncode
         ["setsid", "--wait", *rf.argv(args)],
         cwd=ws,
-        env=rf.env(),
+        env=rf.env(env),
         capture_output=True,
         text=True,
         input=input,
@@ -90,6 +90,52 @@ def test_a_program_that_only_has_a_safe_name_is_asked_about(rf: Runner) -> None:
     assert sorted(p.name for p in ws.iterdir() if p.name.startswith("ran-")) == []
     r = _run(rf, ws, "run", "--approval", "untrusted", "--", "/bin/ls", str(ws))
     assert r.returncode == 0 and "ls" in r.stdout.split(), r.stderr  # the system's ls runs
+
+
+def test_a_safe_name_the_path_may_find_in_the_workspace_is_asked_about(rf: Runner) -> None:
+    """``ls`` under a PATH that looks in the workspace first may be the repository's ``ls``:
+    asked about (refused, with no one to ask), through the CLI and the API alike; with the
+    system's directories first it runs."""
+    ws = rf.mkdir()
+    planted = ws / "bin"
+    planted.mkdir()
+    fake = planted / "ls"
+    fake.write_text(f"#!/bin/sh\necho planted > {ws}/ran-{rf.nonce}\n")
+    fake.chmod(0o755)
+    for p in (planted, fake):
+        os.chown(p, rf.uid, rf.gid)
+    path = f"{planted}:/usr/bin:/bin"
+    r = _run(rf, ws, "run", "--approval", "untrusted", "--", "ls", env={"PATH": path})
+    assert r.returncode == 77, r.stderr
+    assert f"looks in {planted}" in r.stderr
+    api = (
+        "import sys\n"
+        "from ringfence import ApprovalRefused, Policy, Session\n"
+        "ws, path = sys.argv[1:3]\n"
+        "with Session(Policy(workspace=ws), cwd=ws, approval='untrusted', audit=False) as s:\n"
+        "    try:\n"
+        "        s.run(['ls'], env={'PATH': path})\n"
+        "    except ApprovalRefused as e:\n"
+        "        print('refused', e, flush=True)\n"
+        "    print('system', s.run(['ls'], env={'PATH': '/usr/bin:/bin'}).returncode)\n"
+    )
+    r = subprocess.run(
+        [rf.python, "-c", api, str(ws), path],
+        cwd=ws,
+        env=rf.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()  # the refusal, then what the system's ls listed, then 0
+    assert lines[0].startswith("refused") and f"looks in {planted}" in lines[0], r.stdout
+    assert lines[1:] == ["bin", "system 0"], r.stdout
+    assert not (ws / f"ran-{rf.nonce}").exists()
+    r = _run(rf, ws, "run", "--approval", "untrusted", "--", "ls", env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
 
 
 def test_on_a_terminal_the_person_decides(rf: Runner) -> None:

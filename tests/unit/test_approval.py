@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ringfence.approval import rules, safe, shell
+from ringfence.approval import lookup, rules, safe, shell
 from ringfence.approval.decide import ASK, REFUSE, RUN, decide
 from ringfence.errors import PolicyError
 
@@ -243,3 +243,45 @@ def test_refusing_rules_match_every_spelling_of_their_prefix_allow_rules_only_th
     assert rs.verdict(["git", "status"]) is not None
     assert rs.verdict(["git", "-ccore.pager=touch x", "status"]) is None
     assert decide(["bash", "-c", "rm -r -f build"], "on-request", rs).action == REFUSE
+
+
+def test_a_bare_name_is_the_systems_only_if_path_cannot_lead_elsewhere(tmp_path: Path) -> None:
+    """``lookup.planted_reason``: the PATH is read up to the first entry holding the program;
+    a relative entry, or one commands can write (as written or through a symlink), before it
+    means the name may find a program someone put there."""
+    ws = tmp_path / "ws"
+    (ws / "bin").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(ws / "bin")
+    writable = [str(ws), "/tmp"]
+    assert lookup.planted_reason("ls", "/usr/bin:/bin", writable) is None
+    assert lookup.planted_reason("ls", None, writable) is None  # the default search
+    assert lookup.planted_reason("ls", f"/usr/bin:{ws}/bin", writable) is None  # found first
+    for path_var, why in [
+        (f"{ws}/bin:/usr/bin", f"looks in {ws}/bin"),
+        (f"{tmp_path}/link:/usr/bin", "link"),
+        ("/tmp/x:/usr/bin", "commands can write in /tmp"),
+        (".:/usr/bin", "relative entry (.)"),
+        (":/usr/bin", "relative entry (empty)"),
+        ("node_modules/.bin:/usr/bin", "relative entry"),
+    ]:
+        reason = lookup.planted_reason("ls", path_var, writable)
+        assert reason is not None and why in reason, (path_var, reason)
+    assert lookup.planted_reason("./ls", f"{ws}/bin", writable) is None  # a path: safe.py's
+    assert lookup.planted_reason("no-such-program-here", "/usr/bin", writable) is None
+
+
+def test_untrusted_asks_about_a_name_its_path_may_find_elsewhere(tmp_path: Path) -> None:
+    """decide(): such a name is neither known-safe nor allowed by an allow rule written for
+    it (a refusing rule still applies)."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    where = lookup.checker(f"{ws}:/usr/bin:/bin", [str(ws)])
+    assert decide(["ls"], "untrusted", where=where).action == ASK
+    assert decide(["sh", "-c", "ls | wc -l"], "untrusted", where=where).action == ASK
+    allow = rules.parse('[[rule]]\nprefix = ["pytest"]\ndecision = "allow"\n')
+    assert decide(["pytest"], "untrusted", allow).action == RUN
+    assert decide(["pytest"], "untrusted", allow, where).action == ASK
+    forbid = rules.parse('[[rule]]\nprefix = ["rm"]\ndecision = "forbid"\n')
+    assert decide(["rm", "x"], "untrusted", forbid, where).action == REFUSE
+    system = lookup.checker("/usr/bin:/bin", [str(ws)])
+    assert decide(["ls"], "untrusted", where=system).action == RUN

@@ -18,7 +18,7 @@ strictest one wins.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ringfence.approval import safe, shell
@@ -67,9 +67,14 @@ def commands_of(argv: Sequence[str]) -> tuple[list[list[str]], str | None]:
 
 
 def decide(
-    argv: Sequence[str], policy: str = "on-request", rules: RuleSet | None = None
+    argv: Sequence[str],
+    policy: str = "on-request",
+    rules: RuleSet | None = None,
+    where: Callable[[str], str | None] | None = None,
 ) -> Decision:
-    """The decision for running ``argv`` (a shell line is ``["bash", "-c", LINE]``)."""
+    """The decision for running ``argv`` (a shell line is ``["bash", "-c", LINE]``).
+    ``where(name)``: why a bare program name might not find the system's program (see
+    ``lookup.py``); such a command is neither known-safe nor allowed by its name."""
     check_policy(policy)
     if not argv:
         raise PolicyError("no command to decide on")
@@ -104,9 +109,10 @@ def decide(
     if policy != "untrusted":
         return made(RUN, f"{policy}: runs sandboxed without asking")
     for cmd, rule in verdicts:
-        if rule is not None:  # an allow rule
+        unsafe = where(cmd[0]) if where is not None else None
+        if unsafe is None and rule is not None:  # an allow rule
             continue
-        unsafe = unjudged or safe.unsafe_reason(cmd)
+        unsafe = unsafe or unjudged or safe.unsafe_reason(cmd)
         if unsafe is not None:
             return made(ASK, f"untrusted: {shlex.join(cmd)} is not known to be safe ({unsafe})")
     allowed = [r.source for _, r in verdicts if r is not None]

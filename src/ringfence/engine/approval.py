@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,19 @@ if TYPE_CHECKING:  # the approval modules are imported only when a gate exists: 
     from ringfence.engine.result import RunResult
 
 Approver = Callable[["Decision"], "bool | None"]
+Where = Callable[[str], "str | None"]  # why a bare program name may not be the system's
+
+
+def where_of(plan: Any, env: Mapping[str, str] | None = None) -> Where:
+    """For a command of ``plan`` run with ``env`` (None: the plan's own): whether its
+    ``PATH`` may find a program a command put there (``approval/lookup.py``), in the places
+    the plan lets commands write (``writable_places``)."""
+    from ringfence.approval import lookup
+
+    places = getattr(plan, "writable_places", None)
+    writable = places() if callable(places) else ()
+    path_var = (plan.env if env is None else env).get("PATH")
+    return lookup.checker(path_var, writable)
 
 
 @dataclass(frozen=True)
@@ -64,17 +77,18 @@ class ApprovalGate:
             rules = rules_mod.load(path)
         return cls(checked, rules, approver)
 
-    def decide(self, argv: Sequence[str]) -> Decision:
-        """What the policy and rules say of ``argv``, without asking anyone."""
+    def decide(self, argv: Sequence[str], where: Where | None = None) -> Decision:
+        """What the policy and rules say of ``argv``, without asking anyone. ``where``: see
+        :func:`where_of` (without it a bare name is judged by its name alone)."""
         from ringfence.approval.decide import decide
 
-        return decide(list(argv), self.policy, self.rules)
+        return decide(list(argv), self.policy, self.rules, where)
 
-    def check(self, argv: Sequence[str]) -> Verdict:
+    def check(self, argv: Sequence[str], where: Where | None = None) -> Verdict:
         """Decide, and ask the approver when the decision is to ask."""
         from ringfence.approval.decide import ASK, RUN
 
-        d = self.decide(argv)
+        d = self.decide(argv, where)
         by = "policy" if d.rule is None else "rule"
         ok = d.action == RUN
         if d.action == ASK:

@@ -92,6 +92,18 @@ class LinuxPlan:
             self.guard_names or self.guard_paths or self.guard_git != "off" or self.socket_roots
         )
 
+    def writable_places(self) -> tuple[str, ...]:
+        """Where commands can create or change files: the paths Landlock lets them write
+        (the writable roots, the private /tmp and /dev/shm), device nodes aside."""
+        if self.landlock is None:
+            return ()
+        write = landlock.ACCESS_FS["WRITE_FILE"] | landlock.ACCESS_FS["MAKE_REG"]
+        return tuple(
+            r.path
+            for r in self.landlock.rules
+            if r.access & write and (not r.path.startswith("/dev/") or r.path == "/dev/shm")
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = _as_plain(self)
         d["guard_enabled"] = self.guard_enabled
