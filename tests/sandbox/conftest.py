@@ -276,6 +276,21 @@ class Runner:
             **self.popen_kwargs(),  # type: ignore[arg-type]
         )
 
+    def py(
+        self, *args: str, cwd: Path | str, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """This user's Python (with ringfence importable) on ``args``: a script of a test that
+        uses the API as that user."""
+        return subprocess.run(  # noqa: PLW1510 - callers assert on returncode
+            [self.python, *args],
+            cwd=cwd,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **self.popen_kwargs(),  # type: ignore[arg-type]
+        )
+
     def popen(
         self, *args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None
     ) -> subprocess.Popen[str]:

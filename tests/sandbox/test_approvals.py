@@ -119,16 +119,7 @@ def test_a_safe_name_the_path_may_find_in_the_workspace_is_asked_about(rf: Runne
         "        print('refused', e, flush=True)\n"
         "    print('system', s.run(['ls'], env={'PATH': '/usr/bin:/bin'}).returncode)\n"
     )
-    r = subprocess.run(
-        [rf.python, "-c", api, str(ws), path],
-        cwd=ws,
-        env=rf.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        **rf.popen_kwargs(),  # type: ignore[arg-type]
-    )
+    r = rf.py("-c", api, str(ws), path, cwd=ws)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()  # the refusal, then what the system's ls listed, then 0
     assert lines[0].startswith("refused") and f"looks in {planted}" in lines[0], r.stdout

@@ -420,15 +420,6 @@ def test_closed_or_private_stdin_of_an_api_caller_is_not_handed_over(rf: Runner)
     ws = rf.mkdir()
     script = ws / "closed.py"
     script.write_text(CLOSED_STDIN_SCRIPT)
-    r = subprocess.run(
-        [rf.python, str(script), str(ws), rf.nonce, FD_PROBE],
-        cwd=ws,
-        env=rf.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        **rf.popen_kwargs(),  # type: ignore[arg-type]
-    )
+    r = rf.py(str(script), str(ws), rf.nonce, FD_PROBE, cwd=ws)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\n")[:2] == [f"/dev/null 1:{rf.nonce}"] * 2, r.stdout

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -187,16 +186,7 @@ def test_back_to_back_commands_as_an_unprivileged_user(rf: Runner) -> None:
     ws = rf.mkdir()
     script = ws / "warm.py"
     script.write_text(WARM_SCRIPT)
-    r = subprocess.run(
-        [rf.python, str(script), str(ws), rf.nonce, PROBE],
-        cwd=ws,
-        env=rf.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        **rf.popen_kwargs(),  # type: ignore[arg-type]
-    )
+    r = rf.py(str(script), str(ws), rf.nonce, PROBE, cwd=ws)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok "), r.stdout
 
