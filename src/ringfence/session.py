@@ -45,7 +45,7 @@ from ringfence.stdio import Drain, PtyFile, communicate, stdio_fds, terminal_siz
 
 if TYPE_CHECKING:
     from ringfence.audit import AuditLog
-    from ringfence.engine.approval import ApprovalGate
+    from ringfence.engine.approval import ApprovalGate, Verdict
     from ringfence.network.proxy import NetEvent
 
 DEFAULT_OUTPUT_LIMIT = 4 << 20  # captured bytes kept per stream; the rest is drained
@@ -392,7 +392,15 @@ class Session:
         seen = [extra.executable, *argv[1:]] if extra.executable is not None else argv
         conn = self._connection()
         command_env = self._env(env)
-        approval = self._approve(conn, seen, cwd, command_env)
+        verdict = self._approve(conn, seen, cwd, command_env)
+        approval = verdict.record if verdict is not None else None
+        if verdict is not None:
+            from ringfence.engine.approval import read_only_git_env
+
+            git_env = read_only_git_env(
+                verdict.decision, command_env if command_env is not None else self.plan.env
+            )
+            command_env = git_env if git_env is not None else command_env
         msg: dict[str, Any] = {
             "op": "run",
             "argv": argv,
@@ -530,10 +538,11 @@ class Session:
         argv: list[str],
         cwd: str | os.PathLike[str] | None,
         env: Mapping[str, str] | None = None,
-    ) -> dict[str, Any] | None:
-        """Apply the approval gate: None when there is none, else the record of who allowed
-        it. A refusal is audited and raised as :class:`ApprovalRefused`; nothing runs. ``env``:
-        the command's own (None: the plan's), whose PATH decides which program a name finds."""
+    ) -> Verdict | None:
+        """Apply the approval gate: None when there is none, else its verdict (whose record
+        says who allowed it). A refusal is audited and raised as :class:`ApprovalRefused`;
+        nothing runs. ``env``: the command's own (None: the plan's), whose PATH decides which
+        program a name finds."""
         if self.gate is None:
             return None
         from ringfence.engine.approval import where_of
@@ -549,7 +558,7 @@ class Session:
                 approval=verdict.record,
             )
             raise ApprovalRefused(verdict.decision)
-        return verdict.record
+        return verdict
 
     def _env(self, env: Mapping[str, str] | None) -> dict[str, str] | None:
         if env is None:

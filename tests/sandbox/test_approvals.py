@@ -129,6 +129,31 @@ def test_a_safe_name_the_path_may_find_in_the_workspace_is_asked_about(rf: Runne
     assert r.returncode == 0, r.stderr
 
 
+def test_read_only_git_run_without_asking_ignores_a_committed_bare_repo(rf: Runner) -> None:
+    """A repository can commit a bare repository's layout as plain files, whose config names
+    a program (``core.fsmonitor``) that ``git status`` would run. Under untrusted, git status
+    runs without asking, so it must not use a repository it only discovers there."""
+    ws = rf.mkdir()
+    bare = ws / "embedded"
+    for d in ("objects", "refs/heads"):
+        (bare / d).mkdir(parents=True)
+    (bare / "HEAD").write_text("ref: refs/heads/main\n")
+    marker = ws / f"fsmonitor-ran-{rf.nonce}"
+    (bare / "config").write_text(
+        "[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tworktree = .\n"
+        f'\tfsmonitor = "echo ran > {marker}; false"\n'
+    )
+    for p in [bare, *bare.rglob("*")]:
+        os.chown(p, rf.uid, rf.gid)
+    for argv in (["git", "-C", "embedded", "status"], ["sh", "-c", "cd embedded && git status"]):
+        r = _run(rf, ws, "run", "--approval", "untrusted", "--", *argv)
+        assert r.returncode != 77, r.stderr  # judged read-only: ran without asking
+        assert not marker.exists(), (argv, r.stdout, r.stderr)
+    # The same with no approval step: git does use it (the point of the test's setup).
+    r = _run(rf, ws, "run", "--", "git", "-C", "embedded", "status")
+    assert marker.exists(), (r.stdout, r.stderr)
+
+
 def test_on_a_terminal_the_person_decides(rf: Runner) -> None:
     ws = rf.mkdir()
     r = _on_a_terminal(rf, ws, "y", "run", "--approval", "untrusted", "--", "touch", "yes")

@@ -73,6 +73,15 @@ def test_lines_that_run_or_expand_hidden_things_cannot_be_judged(line: str) -> N
         "/bin/ls -la",
         "/usr/bin/git status",
         "/bin/sh -c 'ls'",
+        "ls *.py && wc -l src/*.py",
+        "grep -rn TODO src/*.py",
+        "find . -name '*.py'",
+        "echo '{a,b}' \"{c,d}\" \\{e,f\\}",
+        "uniq -c counts.txt",
+        "file -b README.md",
+        "tree -L 2",
+        "sort -k2 data.txt",
+        "git log --oneline --stat",
     ],
 )
 def test_read_only_lines_are_known_safe(line: str) -> None:
@@ -113,6 +122,29 @@ def test_read_only_lines_are_known_safe(line: str) -> None:
         ("/usr/bin/../../tmp/ls", "outside the system's directories"),
         ("./bash -c ls", "outside the system's directories"),
         ("sh -c './git status'", "outside the system's directories"),
+        # bash joins a backslash-newline's two lines; the grammar ends a word there.
+        ("bash -c 'test\\\n/run.sh'", "line continuation"),
+        ("tr\\\nuncate -s 0 important", "line continuation"),
+        # Brace expansion makes words the checker would not see.
+        ("find . -name x {-exec,./evil} ;", "brace expansion"),
+        ("git status {--output=x,-s}", "brace expansion"),
+        # A pattern becomes file names the repository chooses, which may be options.
+        ("find . -[d]elete", "file names, which may be options"),
+        ("sort *", "file names, which may be options"),
+        ("uniq *.txt", "file names, which may be options"),
+        ("git diff *", "file names, which may be options"),
+        # Long options GNU getopt and git accept abbreviated.
+        ("sort -S 64K --co=./evilz big", "runs a program"),
+        ("sort --outp=sorted in", "writes a file"),
+        ("git diff --outp=x", "can write or run"),
+        ("git log --ext", "can write or run"),
+        ("rg --hostname-bin=./x foo", "runs other programs"),
+        # Plain-looking commands that write.
+        ("uniq in out", "writes the second"),
+        ("file -C -m magic", "compiled magic"),
+        ("file -bC x", "compiled magic"),
+        ("tree -o out", "writes files"),
+        ("tree -HR x", "writes files"),
     ],
 )
 def test_tricky_lines_are_not_known_safe(line: str, why: str) -> None:
@@ -285,3 +317,19 @@ def test_untrusted_asks_about_a_name_its_path_may_find_elsewhere(tmp_path: Path)
     assert decide(["rm", "x"], "untrusted", forbid, where).action == REFUSE
     system = lookup.checker("/usr/bin:/bin", [str(ws)])
     assert decide(["ls"], "untrusted", where=system).action == RUN
+
+
+def test_a_git_run_without_asking_uses_no_repository_it_only_discovers() -> None:
+    """An untrusted run judged read-only that runs git gets GIT_CONFIG entries (after the
+    caller's own) that keep a committed bare repository's config from being used."""
+    from ringfence.engine.approval import READ_ONLY_GIT, read_only_git_env
+
+    env = {"PATH": "/usr/bin", "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "a.b"}
+    d = decide(["bash", "-c", "cd sub && git status"], "untrusted")
+    assert d.action == RUN
+    out = read_only_git_env(d, env)
+    assert out is not None and out["GIT_CONFIG_COUNT"] == str(1 + len(READ_ONLY_GIT))
+    assert out["GIT_CONFIG_KEY_0"] == "a.b"  # the caller's own stays
+    assert (out["GIT_CONFIG_KEY_1"], out["GIT_CONFIG_VALUE_1"]) == READ_ONLY_GIT[0]
+    assert read_only_git_env(decide(["ls"], "untrusted"), env) is None  # no git in it
+    assert read_only_git_env(decide(["git", "status"], "on-request"), env) is None

@@ -18,10 +18,19 @@ from ringfence.approval import shell
 _PLAIN = frozenset(
     {
         "cat", "ls", "head", "tail", "wc", "pwd", "echo", "printf", "true", "false", "which",
-        "whoami", "id", "date", "uname", "file", "stat", "du", "df", "basename", "dirname",
-        "realpath", "readlink", "nl", "cut", "tr", "uniq", "diff", "cmp", "tree", "cd", "test",
+        "whoami", "id", "date", "uname", "stat", "du", "df", "basename", "dirname",
+        "realpath", "readlink", "nl", "cut", "tr", "diff", "cmp", "cd", "test",
         "[", "grep", "egrep", "fgrep", "md5sum", "sha1sum", "sha256sum", "column", "seq",
         "hostname", "printenv", "type",
+    }
+)  # fmt: skip
+# Plain commands none of whose arguments can make them write or run anything, so an argument
+# the shell makes from file names (a pattern) is harmless to them.
+_ANY_ARGUMENT = frozenset(
+    {
+        "cat", "ls", "head", "tail", "wc", "grep", "egrep", "fgrep", "stat", "du", "md5sum",
+        "sha1sum", "sha256sum", "nl", "readlink", "realpath", "basename", "dirname", "echo",
+        "printf", "cmp", "diff",
     }
 )  # fmt: skip
 _SHELLS = frozenset({"bash", "sh", "zsh", "dash"})
@@ -33,6 +42,7 @@ _GIT_READ_ONLY = frozenset(
      "cat-file", "ls-tree", "merge-base", "show-ref"}
 )  # fmt: skip
 _GIT_UNSAFE_ARGS = ("--output", "--ext-diff", "--exec-path", "-o", "--open-files-in-pager")
+_GIT_UNSAFE_LONG = tuple(a for a in _GIT_UNSAFE_ARGS if a.startswith("--"))
 
 
 # Where a program named by a path is the system's own: ``./ls`` or ``bin/git`` may be anything
@@ -51,10 +61,10 @@ def unsafe_reason(argv: Sequence[str]) -> str | None:
     """None when ``argv`` is known to only read; otherwise why it is not known-safe."""
     if not argv:
         return "no command"
-    elsewhere = named_program(argv[0])
-    if elsewhere is not None:
-        return elsewhere
     name = os.path.basename(argv[0])
+    shape = named_program(argv[0]) or _pattern_reason(name, argv)
+    if shape is not None:
+        return shape
     if name in _SHELLS:
         return _shell_reason(argv)
     check = _SPECIAL.get(name)
@@ -63,6 +73,13 @@ def unsafe_reason(argv: Sequence[str]) -> str | None:
     if name in _PLAIN:
         return None
     return f"{name} is not on the list of read-only commands"
+
+
+def _pattern_reason(name: str, argv: Sequence[str]) -> str | None:
+    pattern = next((a for a in argv[1:] if isinstance(a, shell.Pattern)), None)
+    if pattern is None or name in _ANY_ARGUMENT:
+        return None
+    return f"{name} {pattern}: the shell turns the pattern into file names, which may be options"
 
 
 def script_unsafe_reason(script: str) -> str | None:
@@ -107,17 +124,50 @@ def _short_cluster_has(arg: str, letter: str) -> bool:
     return arg.startswith("-") and not arg.startswith("--") and letter in arg[1:]
 
 
+def _abbreviates(arg: str, options: Sequence[str]) -> bool:
+    """Whether ``arg`` (``--name`` or ``--name=value``) is one of ``options`` or, as GNU
+    getopt and git accept, an abbreviation of one (``--outp`` for ``--output``)."""
+    if not arg.startswith("--") or len(arg) < 3:
+        return False
+    name = arg.split("=", 1)[0]
+    return any(o.startswith(name) or name.startswith(o) for o in options)
+
+
 def _rg(argv: Sequence[str]) -> str | None:
     for a in argv[1:]:
-        if a.startswith("--pre") or a == "--search-zip" or _short_cluster_has(a, "z"):
+        if a.startswith("--pre") or _abbreviates(a, _RG_UNSAFE) or _short_cluster_has(a, "z"):
             return f"rg {a} runs other programs"
     return None
 
 
+_RG_UNSAFE = ("--pre", "--pre-glob", "--search-zip", "--hostname-bin")
+_SORT_UNSAFE = ("--output", "--compress-program")
+
+
 def _sort(argv: Sequence[str]) -> str | None:
     for a in argv[1:]:
-        if a.startswith(("--output", "--compress-program")) or _short_cluster_has(a, "o"):
+        if _abbreviates(a, _SORT_UNSAFE) or _short_cluster_has(a, "o"):
             return f"sort {a} writes a file or runs a program"
+    return None
+
+
+def _uniq(argv: Sequence[str]) -> str | None:
+    """``uniq [OPTION]... [INPUT [OUTPUT]]``: a second name is a file it writes."""
+    names = [a for a in argv[1:] if not a.startswith("-") or a == "-"]
+    return "uniq with two names writes the second" if len(names) > 1 else None
+
+
+def _file(argv: Sequence[str]) -> str | None:
+    for a in argv[1:]:
+        if _abbreviates(a, ("--compile",)) or _short_cluster_has(a, "C"):
+            return f"file {a} writes a compiled magic file"
+    return None
+
+
+def _tree(argv: Sequence[str]) -> str | None:
+    for a in argv[1:]:
+        if _short_cluster_has(a, "o") or _short_cluster_has(a, "R"):
+            return f"tree {a} writes files"
     return None
 
 
@@ -140,7 +190,7 @@ def _git(argv: Sequence[str]) -> str | None:
     if sub not in _GIT_READ_ONLY:
         return f"git {sub} is not a read-only subcommand"
     for a in argv[i + 1 :]:
-        if a.startswith(_GIT_UNSAFE_ARGS):
+        if a.startswith(_GIT_UNSAFE_ARGS) or _abbreviates(a, _GIT_UNSAFE_LONG):
             return f"git {sub} {a} can write or run"
     return None
 
@@ -150,4 +200,7 @@ _SPECIAL: dict[str, Callable[[Sequence[str]], str | None]] = {
     "rg": _rg,
     "sort": _sort,
     "git": _git,
+    "uniq": _uniq,
+    "file": _file,
+    "tree": _tree,
 }

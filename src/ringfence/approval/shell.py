@@ -18,6 +18,17 @@ class Unjudgeable(Exception):
     """The command line uses a construct whose effect cannot be read from its words."""
 
 
+class Pattern(str):
+    """An unquoted word with ``*``, ``?`` or ``[``: the shell replaces it with the names of
+    files that match, which the repository chooses (a file called ``-delete`` is an option to
+    ``find``); safe.py accepts it only where every argument is harmless."""
+
+    __slots__ = ()
+
+
+_GLOB = frozenset("*?[")
+
+
 @lru_cache(maxsize=1)
 def _parser() -> Any:
     import tree_sitter
@@ -31,6 +42,9 @@ _SEPARATORS = frozenset({"&&", "||", ";", "\n"})
 
 def split(script: str) -> list[list[str]]:
     """The simple commands of ``script``, in order, each as its argv."""
+    if "\\\n" in script:
+        # bash joins the two lines (``tr\<newline>uncate``); the grammar ends a word there.
+        raise Unjudgeable("a line continuation (backslash-newline)")
     tree = _parser().parse(script.encode())
     root = tree.root_node
     if root.has_error:
@@ -100,7 +114,10 @@ def _word(node: Any) -> str:
     if kind == "word":
         if "$" in text or "`" in text:
             raise Unjudgeable("an expansion")
-        return _unescape(text)
+        bare = _unquoted(text)
+        _no_braces(bare)
+        word = _unescape(text)
+        return Pattern(word) if _GLOB & set(bare) else word
     if kind == "number":
         return str(text)
     if kind == "raw_string":
@@ -115,8 +132,37 @@ def _word(node: Any) -> str:
             parts.append(child.text.decode("utf-8", "surrogateescape"))
         return _unescape("".join(parts), '"\\$`\n')
     if kind == "concatenation":
-        return "".join(_word(c) for c in node.named_children)
+        # The grammar splits ``{a,b}`` into words of their own: look at the unquoted whole.
+        _no_braces(
+            "".join(
+                _unquoted(c.text.decode("utf-8", "surrogateescape")) if c.type == "word" else "\0"
+                for c in node.named_children
+            )
+        )
+        parts = [_word(c) for c in node.named_children]
+        joined = "".join(parts)
+        return Pattern(joined) if any(isinstance(p, Pattern) for p in parts) else joined
     raise Unjudgeable(kind.replace("_", " "))
+
+
+def _no_braces(bare: str) -> None:
+    """``{a,b}`` and ``{1..9}`` (unquoted) become several words: the words judged would not
+    be the ones run (``find . {-exec,x}``)."""
+    if "{" in bare and "}" in bare and ("," in bare or ".." in bare):
+        raise Unjudgeable("a brace expansion")
+
+
+def _unquoted(text: str) -> str:
+    """``text`` (an unquoted word) without its backslash-escaped characters: what the shell
+    may still expand."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
 
 
 def _unescape(text: str, escapable: str | None = None) -> str:

@@ -106,6 +106,35 @@ class ApprovalGate:
         return Verdict(ok, d, record)
 
 
+# What a git that runs without asking (``untrusted``: its subcommand is read-only) must not
+# take from a repository it discovers: a bare repository's layout can be committed as plain
+# files (``embedded/{HEAD,config,objects,refs}``), and ``git -C embedded status`` would run
+# its config's ``core.fsmonitor`` (or pager, external diff, textconv). Only a repository that
+# is named explicitly is used then; the workspace's own ``.git/config`` is checked already.
+READ_ONLY_GIT = (("safe.bareRepository", "explicit"), ("core.fsmonitor", "false"))
+
+
+def read_only_git_env(decision: Decision, env: Mapping[str, str]) -> dict[str, str] | None:
+    """``env`` with :data:`READ_ONLY_GIT` added (``GIT_CONFIG_COUNT``, after any the caller
+    set) when ``decision`` runs a git command without anyone having been asked; else None."""
+    from ringfence.approval.decide import RUN
+
+    if decision.action != RUN or decision.policy != "untrusted" or decision.rule is not None:
+        return None
+    if not any(c and os.path.basename(c[0]) == "git" for c in decision.commands):
+        return None
+    out = dict(env)
+    try:
+        start = int(out.get("GIT_CONFIG_COUNT", "0"))
+    except ValueError:
+        start = 0
+    for i, (key, value) in enumerate(READ_ONLY_GIT, start):
+        out[f"GIT_CONFIG_KEY_{i}"] = key
+        out[f"GIT_CONFIG_VALUE_{i}"] = value
+    out["GIT_CONFIG_COUNT"] = str(start + len(READ_ONLY_GIT))
+    return out
+
+
 def gate_or_refusal(
     gate: ApprovalGate | None, argv: Sequence[str]
 ) -> tuple[dict[str, Any] | None, RunResult | None]:
