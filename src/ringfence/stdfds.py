@@ -9,9 +9,10 @@ unapproved and unaudited, and read other commands' exit reports. So ringfence fi
 starts), and hands a command descriptor *i* of yours only if it is open and inheritable, as
 ``subprocess`` would (a close-on-exec descriptor never reaches a child): otherwise /dev/null.
 
-Imported by the CLI's entry: only ``os``.
+Imported by the CLI's entry: only ``os`` and ``fcntl``.
 """
 
+import fcntl
 import os
 
 
@@ -37,4 +38,16 @@ def inheritable(fd: int) -> bool:
         return False
 
 
-__all__ = ["inheritable", "reserve"]
+def hand_over(fd: int) -> int:
+    """A private copy of ``fd`` to hand a command (the caller closes it), or -1 if a child of
+    this process would not inherit ``fd``. The copy is what is sent: another thread closing
+    ``fd`` meanwhile cannot put something else at that number in its place."""
+    if not inheritable(fd):
+        return -1
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        return -1
+
+
+__all__ = ["hand_over", "inheritable", "reserve"]

@@ -40,8 +40,9 @@ def stdio_fds(
     devnull = -1
     try:
         for i, spec in enumerate((stdin, stdout, stderr)):
-            if spec is None and stdfds.inheritable(i):
-                fds.append(i)  # yours; a closed or close-on-exec one is /dev/null (stdfds.py)
+            if spec is None and (mine := stdfds.hand_over(i)) >= 0:
+                fds.append(mine)  # yours; a closed or close-on-exec one is /dev/null (stdfds.py)
+                to_close.append(mine)
             elif spec == PIPE:
                 r, w = os.pipe2(os.O_CLOEXEC)
                 if i == 0:
