@@ -9,10 +9,9 @@ unapproved and unaudited, and read other commands' exit reports. So ringfence fi
 starts), and hands a command descriptor *i* of yours only if it is open and inheritable, as
 ``subprocess`` would (a close-on-exec descriptor never reaches a child): otherwise /dev/null.
 
-Imported by the CLI's entry: only ``os`` and ``fcntl``.
+Imported by the CLI's entry: only ``os``.
 """
 
-import fcntl
 import os
 
 
@@ -45,7 +44,7 @@ def hand_over(fd: int) -> int:
     if not inheritable(fd):
         return -1
     try:
-        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        return os.dup(fd)  # close-on-exec, as Python makes every descriptor
     except OSError:
         return -1
 
