@@ -506,7 +506,7 @@ class FileCalls:
             if checked is not None:
                 if exchange or kind != stat.S_IFREG:
                     raise Refused(dst.path, "replaced only by renaming a regular file onto it")
-                return self._replace_checked(src, dst, checked, flags)
+                return self._replace_checked(call, src, dst, checked, flags)
             self._git(dst.path, self._rename_in, src, dst.path, kind)
             if exchange:
                 assert dst_kind is not None
@@ -519,6 +519,9 @@ class FileCalls:
                 data = self._read_checked_source(src)
                 self._deny(dst.path, self.git.content.pointer_problem(dst.path, pointer, data))
                 self.git.note_pointer(dst.path, pointer)  # and again at the end
+        # The git checks above can take a while: a caller that is gone meanwhile (its command
+        # ended, its tree was killed) gets nothing done in its name after its end.
+        call.validate()
         check(
             renameat2(
                 src.parent_fd,
@@ -560,7 +563,7 @@ class FileCalls:
             os.close(fd)
 
     def _replace_checked(
-        self, src: Resolved, dst: Resolved, kind: tuple[str, str], flags: int
+        self, call: Call, src: Resolved, dst: Resolved, kind: tuple[str, str], flags: int
     ) -> Reply:
         """Rename onto a config, ``.gitmodules`` or todo list: check the exact bytes, then put
         the guard's own copy of them in place.
@@ -586,6 +589,7 @@ class FileCalls:
         mode = stat.S_IMODE(
             os.stat(src.kernel_name, dir_fd=src.parent_fd, follow_symlinks=False).st_mode
         )
+        call.validate()  # as in _rename: nothing in the name of a caller that is gone
         put_copy(dst.parent_fd, dst.kernel_name.rstrip("/"), data, mode)
         with contextlib.suppress(OSError):  # a rename leaves no source behind
             os.unlink(src.kernel_name, dir_fd=src.parent_fd)
