@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 
 START_TIMEOUT = 30.0
+# Inits kept for the next commands: the runner's prepared ones plus those that served a
+# command and can serve another (concurrent commands each leave one).
+MAX_READY_INITS = 4
 
 RUNNER_MODULE = "ringfence.platforms.linux.sandbox_side"
 
@@ -51,6 +54,10 @@ class Pending:
     master: int | None = None
     report: dict[str, Any] = field(default_factory=dict)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
+    # The prepared init that took the command straight from the host (its pid and socket):
+    # given the next command too if it says it can, and nothing signalled this one.
+    init: tuple[int, socket.socket] | None = None
+    signalled: bool = False
 
     def finish(self, report: dict[str, Any]) -> None:
         if self.done.is_set():
@@ -82,6 +89,9 @@ class Connection:
         self.session_id = os.urandom(6).hex()
         self._audit_failed = False
         self.lock = threading.Lock()
+        # Held from handing a command to an init until the runner is told which init took it:
+        # an init reused at once by another thread is then claimed in the order it was used.
+        self.hand_lock = threading.Lock()
         self.pending: dict[int, Pending] = {}
         self.ready_inits: collections.deque[tuple[int, socket.socket]] = collections.deque()
         self.next_id = 1
@@ -247,7 +257,27 @@ class Connection:
             os.close(fd)
         with self.lock:
             self.pending.pop(p.id, None)
+            self._keep_init(p, msg)
         p.finish(msg)
+
+    def _keep_init(self, p: Pending, report: dict[str, Any]) -> None:
+        """``p``'s command has ended (the lock held): its init takes the next command first
+        (it is warm), if it said it can and the host never signalled or killed the command
+        (a signal the runner passes on late would reach the next command). Otherwise the
+        init is let go: it exits when its socket closes."""
+        if p.init is None:
+            return
+        init, p.init = p.init, None
+        if (
+            report.get("reusable") is True
+            and not p.signalled
+            and not self.closing
+            and self.dead is None
+            and len(self.ready_inits) < MAX_READY_INITS
+        ):
+            self.ready_inits.appendleft(init)
+        else:
+            init[1].close()
 
     def audit_command(self, **fields: Any) -> None:
         """One command's record (``audit.command_record``'s fields, session and policy added)."""
@@ -349,6 +379,10 @@ class Connection:
             self.dead = why + status
             pending = list(self.pending.values())
             self.pending.clear()
+            for p in pending:
+                if p.init is not None:
+                    p.init[1].close()
+                    p.init = None
         for p in pending:
             p.finish({"error": self.dead, "kind": "SandboxError", "runner_died": True})
         self.ready.set()
@@ -362,7 +396,7 @@ class Connection:
             p = Pending(cid)
             self.pending[cid] = p
         try:
-            if not self._hand_to_init(cid, msg, fds):
+            if not self._hand_to_init(p, msg, fds):
                 protocol.send(self.sock, {**msg, "id": cid}, fds)
         except (OSError, protocol.ProtocolError) as e:
             with self.lock:
@@ -372,27 +406,39 @@ class Connection:
             raise SandboxError(f"the sandbox runner is gone: {e}") from e
         return p
 
-    def _hand_to_init(self, cid: int, msg: dict[str, Any], fds: Sequence[int]) -> bool:
+    def _hand_to_init(self, p: Pending, msg: dict[str, Any], fds: Sequence[int]) -> bool:
         """Give the command straight to a prepared init (one message hop fewer), then tell the
         runner which init took it. Not for the caller's terminal: that needs a fresh init with
-        a Landlock rule of its own, which only the runner makes."""
+        a Landlock rule of its own, which only the runner makes. The init's socket is kept
+        with the command (before the send: the report may come back at once)."""
         if any(os.isatty(fd) for fd in fds):
             return False
-        with self.lock:
-            if not self.ready_inits:
+        with self.hand_lock:
+            with self.lock:
+                if not self.ready_inits:
+                    return False
+                p.init = self.ready_inits.popleft()
+                pid, init = p.init
+            try:
+                protocol.send(init, {**msg, "id": p.id}, fds)
+            except OSError:
+                with self.lock:  # it died unused: the runner takes the command instead
+                    p.init = None
+                init.close()
                 return False
-            pid, init = self.ready_inits.popleft()
-        try:
-            with init:
-                protocol.send(init, {**msg, "id": cid}, fds)
-        except OSError:
-            return False  # it died unused: the runner takes the command instead
-        protocol.send(self.sock, {"op": "claimed", "id": cid, "init": pid})
+            protocol.send(self.sock, {"op": "claimed", "id": p.id, "init": pid})
         return True
 
     def control(self, cid: int, op: str, sig: int = 0) -> None:
-        with contextlib.suppress(OSError):
-            protocol.send(self.sock, {"op": op, "id": cid, "sig": sig})
+        """Signal or kill a command that has not ended (one that has is left alone: its init
+        may already serve another). The lock orders this against the report's arrival."""
+        with self.lock:
+            p = self.pending.get(cid)
+            if p is None or p.done.is_set():
+                return
+            p.signalled = True
+            with contextlib.suppress(OSError):
+                protocol.send(self.sock, {"op": op, "id": cid, "sig": sig})
 
     def close(self) -> None:
         self.closing = True

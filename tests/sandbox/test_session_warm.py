@@ -1,4 +1,4 @@
-"""A session's prepared inits: commands sent back to back each get a fresh one.
+"""A session's prepared inits: commands sent back to back, each in a clean state.
 
 The runner keeps per-command inits prepared ahead of the requests (two once a session has run
 more than one command, see ``sandbox_side._Server._prepare_next``), and the host hands a
@@ -108,15 +108,19 @@ def test_no_descriptor_reaches_a_command_over_many_commands(ws: Path) -> None:
     with Session(Policy(workspace=str(ws)), cwd=str(ws)) as s:
         for _ in range(3):
             s.run(["true"])
-        assert _wait_for_prepared(s, 2) == 2
-        before = len(os.listdir("/proc/self/fd"))
+        # prepared by the runner, or served a command and can serve another: the host holds
+        # one socket for each
+        assert _wait_for_prepared(s, 2) >= 2
+        conn = s._conn
+        assert conn is not None
+        before = len(os.listdir("/proc/self/fd")) - len(conn.ready_inits)
         for i in range(200):
             # `ls` opens the directory it lists: 3 is its own.
             r = s.run(["ls", "/proc/self/fd"], capture_output=True, text=True)
             assert r.returncode == 0, r.stderr
             assert r.stdout.split() == ["0", "1", "2", "3"], (i, r.stdout)
-        assert _wait_for_prepared(s, 2) == 2
-        assert len(os.listdir("/proc/self/fd")) == before
+        assert _wait_for_prepared(s, 2) >= 2
+        assert len(os.listdir("/proc/self/fd")) - len(conn.ready_inits) == before
 
 
 def test_close_ends_prepared_inits_that_never_got_a_command(ws: Path) -> None:
@@ -124,7 +128,7 @@ def test_close_ends_prepared_inits_that_never_got_a_command(ws: Path) -> None:
     try:
         for _ in range(3):
             assert s.run(["true"]).returncode == 0
-        assert _wait_for_prepared(s, 2) == 2, "the runner keeps two inits prepared"
+        assert _wait_for_prepared(s, 2) >= 2, "the runner keeps two inits prepared"
         conn = s._conn
         assert conn is not None
         tree = _descendants(conn.runner_pid) | {conn.runner_pid}

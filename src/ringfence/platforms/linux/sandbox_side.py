@@ -3,40 +3,37 @@
   host ── spawn ──► outer: join the cgroup, unshare user+mount+pid+ipc+uts(+net), map ids
                       └─ fork ──► runner (pid 1): build the view, pivot_root, lo up, build the
                                   seccomp program and the Landlock ruleset, then serve
-                                    └─ per command, fork ──► init (pid 1 of a new pid
-                                       namespace, with its own /proc)
-                                         └─ fork ──► command: setsid, stdio, limits, Landlock
+                                    └─ ahead of requests, fork ──► init (pid 1 of a new pid
+                                       namespace, with its own /proc; ``command_init``)
+                                         └─ spawn ──► command: setsid, stdio, limits, Landlock
                                             (its own domain), guard, caps, seccomp, exec
 
 The runner is small and single-threaded; the host never forks commands. Each command lives in
-its own pid namespace, so ending its init (when the command exits, or on a timeout) ends every
-process it started however it detached, and commands cannot see or signal one another. The
-runner's only tie to the host is the session socket: when the host goes away (closes it, or
-dies) the runner exits and the kernel ends the whole sandbox.
+a pid namespace that no other running command shares, so ending its init (on a timeout, or
+when the host kills it) ends every process it started however it detached, and commands
+cannot see or signal one another. An init whose command has ended and left nothing behind
+may serve the session's next command (``command_init._reusable``). The runner's only tie to
+the host is the session socket: when the host goes away (closes it, or dies) the runner exits
+and the kernel ends the whole sandbox.
 
 Reduced isolation has no namespaces: the runner is the host's child, each init is a child
-subreaper that kills what its command left behind.
-"""
+subreaper that kills what its command left behind (and serves one command only)."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
-import json
 import os
 import select
 import signal
 import socket
-import struct
 import sys
-import termios
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ringfence.errors import RingfenceError, SandboxError
+from ringfence.errors import RingfenceError
 from ringfence.forwarded import FORWARDED
 from ringfence.platforms.linux import (
     caps,
@@ -44,31 +41,31 @@ from ringfence.platforms.linux import (
     mounts,
     namespaces,
     netside,
-    popen_extras,
     protocol,
     reaper,
     seccomp,
-    spawn,
     steps,
 )
+from ringfence.platforms.linux.command_init import (
+    KILL_TREE,
+    PR_SET_CHILD_SUBREAPER,
+    Preset,
+    Spec,
+    init_main,
+    kill_quietly,
+)
 from ringfence.platforms.linux.libc import syscall
-from ringfence.platforms.linux.nameguard.filter import install_filter, prepare_filter
+from ringfence.platforms.linux.nameguard.filter import prepare_filter
 from ringfence.platforms.linux.plan_model import LinuxPlan
 
-CLONE_NEWNS = 0x00020000
 CLONE_NEWPID = 0x20000000
-PR_SET_CHILD_SUBREAPER = 36
-_HANDLED = (*FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
-KILL_TREE = 255  # on the control pipe: end the command's whole tree (reduced isolation)
 SCOPE_ABI = 6  # Landlock's signal scoping
 PREPARE_DELAY = 0.02  # seconds after a command starts before its successor's init is made
 PREPARED = 2  # inits kept ready once a session runs more than one command
-IDLE_AFTER = 0.005  # seconds a prepared init waits for its request before it warms up
 # Live per-command namespaces allowed in the sandbox's user namespace: the runner makes one
 # pid and one mount namespace per command. Commands themselves cannot make any (no
 # capabilities, and the seccomp filter), and every other kind stays capped at 0.
 MAX_COMMANDS = 1024
-WARM_UP_EXEC = "/proc/self/fdinfo/ringfence-warm-up"  # can never exist: exec fails ENOENT
 
 
 @dataclass
@@ -173,6 +170,7 @@ class _Server:
         self.zygote_due: float | None = None
         self.started = 0  # commands given an init so far
         self.guard_sock: socket.socket | None = None  # in a command's init: the guard's reports
+        self.sched: tuple[object, ...] = ()  # in a command's init: how it is scheduled
         self.guard_pid = 0
         # Filters and guard rules made once: every command's init and guard uses them as made.
         self.program = seccomp.prepare(plan.seccomp) if plan.seccomp is not None else None
@@ -249,13 +247,24 @@ class _Server:
                 except OSError:
                     got = None
                 if got is None:  # the host is gone: so is the sandbox
-                    os._exit(0)
+                    self._end()
                 msg, fds = got
                 try:
                     self._handle(msg, fds)
                 finally:
                     for fd in fds:
                         os.close(fd)
+
+    def _end(self) -> NoReturn:
+        """Every init ended and reaped before this runner exits (which would end them all
+        anyway): what they and their commands used is then counted in this process's
+        children's times, and so in the host's, as when each init ended with its command."""
+        for pid in [*self.commands, *self.idle]:
+            kill_quietly(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            while True:
+                os.waitpid(-1, 0)
+        os._exit(0)
 
     def _send(self, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
         try:
@@ -275,7 +284,7 @@ class _Server:
         elif op in ("signal", "kill") and cid in self.by_id:
             cmd = self.by_id[cid]
             if op == "kill" and self.namespaced:
-                _kill(cmd.init_pid, signal.SIGKILL)  # the kernel ends its pid namespace
+                kill_quietly(cmd.init_pid, signal.SIGKILL)  # the kernel ends its pid namespace
                 return
             sig = KILL_TREE if op == "kill" else int(msg.get("sig", signal.SIGTERM))
             try:
@@ -285,7 +294,7 @@ class _Server:
 
     def _start(self, cid: int, msg: dict[str, Any], fds: list[int]) -> None:
         try:
-            spec = _Spec.from_message(self.plan, msg)
+            spec = Spec.from_message(self.plan, msg)
         except (TypeError, ValueError) as e:
             self._send({"id": cid, "error": f"bad request: {e}"})
             return
@@ -313,7 +322,16 @@ class _Server:
         self._schedule_next()
 
     def _claimed(self, cid: int, pid: object) -> None:
-        """The host gave command ``cid`` straight to the prepared init ``pid``."""
+        """The host gave command ``cid`` straight to the prepared init ``pid``: one never used,
+        or one whose previous command has ended and which said it can serve another (the host
+        gives such an init nothing more once it has signalled or killed its command, so no
+        signal meant for that command can reach this one)."""
+        used = self.commands.get(pid) if isinstance(pid, int) else None
+        if used is not None:
+            self.by_id.pop(used.id, None)
+            used.id = cid
+            self.by_id[cid] = used
+            return
         init = self.idle.pop(pid, None) if isinstance(pid, int) else None
         if init is None:
             self._send({"id": cid, "error": "the command's init ended before it could start"})
@@ -349,7 +367,7 @@ class _Server:
         self.commands[init.pid] = cmd
         self.by_id[cid] = cmd
 
-    def _fork_init(self, preset: _Preset | None) -> _Init | None:
+    def _fork_init(self, preset: Preset | None) -> _Init | None:
         """A per-command init with every layer applied, waiting for its command (or, with
         ``preset``, starting it at once)."""
         ctl_r, ctl_w = os.pipe2(os.O_CLOEXEC)
@@ -370,7 +388,7 @@ class _Server:
         if pid == 0:
             os.close(ctl_w)
             ours.close()
-            _init_main(self, theirs, ctl_r, preset)
+            init_main(self, theirs, ctl_r, preset)
         if self.namespaced:
             syscall("setns", self.own_pidns, CLONE_NEWPID)  # later forks: ours again
         os.close(ctl_r)
@@ -410,352 +428,6 @@ class _Init:
     pid: int
     zsock: socket.socket
     ctl_w: int
-
-
-@dataclass(frozen=True)
-class _Spec:
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    pty: tuple[int, int] | None
-    executable: str | None = None  # the program, when not argv[0] (Popen's executable=)
-    umask: int = -1  # -1: unchanged
-    pass_fds: tuple[int, ...] = ()  # the numbers the extra descriptors get in the command
-
-    @property
-    def nfds(self) -> int:
-        """How many descriptors the request carries: stdio (none with a pty), then pass_fds."""
-        return (0 if self.pty else 3) + len(self.pass_fds)
-
-    @classmethod
-    def from_message(cls, plan: LinuxPlan, msg: dict[str, Any]) -> _Spec:
-        argv = msg.get("argv")
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise ValueError("argv must be a non-empty list of strings")
-        env = msg.get("env")
-        if env is None:
-            env = dict(plan.env)
-        elif not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            raise ValueError("env must map strings to strings")
-        cwd = msg.get("cwd") or plan.cwd
-        if not isinstance(cwd, str):
-            raise ValueError("cwd must be a string")
-        pty = msg.get("pty")
-        size = (int(pty[0]), int(pty[1])) if pty else None
-        return cls(argv, env, cwd, size, *popen_extras.request_fields(msg))
-
-
-_Preset = tuple[int, _Spec, list[int]]
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _set_winsize(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _init_main(srv: _Server, zsock: socket.socket, ctl_r: int, preset: _Preset | None) -> NoReturn:
-    """A command's init: its own /proc (or, reduced, a subreaper), then every per-command layer
-    on itself (its own Landlock domain, the guard, no capabilities, seccomp), then the command,
-    spawned with vfork+exec so it costs no second copy of this process. It relays the host's
-    signals to the command's process group and reports how the command ended."""
-    sock = srv.sock
-    cid = preset[0] if preset else 0
-    try:
-        ptmx = -1
-        failed: BaseException | None = None
-        try:
-            ptmx = _prepare_init(srv, preset)
-        except BaseException as e:  # reported to the command that comes for this init
-            failed = e
-        if preset is not None:
-            _, spec, stdio = preset
-        else:
-            # Only if no request comes within a few ms (back to back, it would wait for this
-            # ~1 ms of CPU; the guard then builds its supervisor only if the command asks).
-            if not select.select([zsock], [], [], IDLE_AFTER)[0]:
-                steps.guard_get_ready(srv.guard_sock)  # there is time: the guard too
-                with contextlib.suppress(Exception):
-                    _warm_up(srv)
-            got = protocol.recv(zsock)
-            if got is None:
-                os._exit(0)
-            msg, stdio = got
-            cid = int(msg["id"])
-            spec = _Spec.from_message(srv.plan, msg)
-        zsock.close()
-        if failed is not None:
-            raise failed
-        _run(srv, cid, spec, stdio, ctl_r, ptmx=ptmx)
-    except BaseException as e:
-        kind = type(e).__name__ if isinstance(e, RingfenceError) else "SandboxError"
-        if cid:
-            with contextlib.suppress(OSError):
-                protocol.send(sock, {"id": cid, "error": str(e) or repr(e), "kind": kind})
-        if not srv.namespaced:
-            reaper.kill_descendants()
-        os._exit(0 if cid else 1)
-
-
-def _warm_up(srv: _Server) -> None:
-    """Walk the request path once before the request comes.
-
-    This init is a fresh fork of the runner: the first time it runs any code, every page whose
-    objects it touches (reference counts, allocator arenas) is copied. Measured on the 2-vCPU
-    VM: ~170 page faults and 1.3-1.7 ms from request to "started" without this, ~30 and
-    0.6-0.8 ms with it. Decoding a sample request and going through the spawn up to an exec
-    that fails moves the rest off the command's critical path (it costs a vfork per command).
-    """
-    sample = {"op": "run", "id": 1, "argv": ["true"], "env": dict(srv.plan.env), "cwd": None}
-    spec = _Spec.from_message(srv.plan, json.loads(json.dumps(sample)))
-    json.dumps({"id": 1, "started": 2, "nfds": 0})
-    # The spawn's own path, up to an exec that fails at once: a vfork and no new program. No
-    # new fd is opened for it: the name guard's filter is on this process already, and refuses
-    # it the write-capable opens the guard cannot check in its own parent.
-    spawn.warm_up(WARM_UP_EXEC, spec.env)
-
-
-def _prepare_init(srv: _Server, preset: _Preset | None) -> int:
-    """Everything before the command is known; returns a pty master to use or close."""
-    signal.set_wakeup_fd(-1)
-    os.close(srv.wake_r)
-    for fd in [c.ctl_w for c in srv.by_id.values()] + [i.ctl_w for i in srv.idle.values()]:
-        os.close(fd)  # other commands' control pipes are not ours to hold
-    for idle in srv.idle.values():
-        idle.zsock.close()
-    for sig in _HANDLED:
-        signal.signal(sig, signal.SIG_DFL)
-    if srv.namespaced:
-        syscall("unshare", CLONE_NEWNS)
-        mounts.mount_proc("/proc")
-    else:
-        syscall("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    # A terminal for the command, should it ask for one: opened before the layers (the name
-    # guard would take over the open), made usable only if asked (TIOCGPTPEER).
-    try:
-        ptmx = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except OSError:
-        ptmx = -1
-    _apply_layers(srv, preset[2] if preset else [])
-    return ptmx
-
-
-def _apply_layers(srv: _Server, stdio: list[int]) -> None:
-    """Everything the command will run under, applied to its init (which the command's tree
-    inherits): keyring, limits, Landlock, the name guard, capabilities, seccomp."""
-    plan = srv.plan
-    steps.new_session_keyring()
-    steps.set_rlimits(plan.rlimits)
-    if plan.landlock is not None:
-        ttys = [fd for fd in stdio if os.isatty(fd)]
-        if ttys:
-            landlock.restrict_self(_with_terminals(plan.landlock, ttys))
-        else:
-            landlock.restrict_with(srv.ruleset_fd)
-        os.close(srv.ruleset_fd)
-    guard_sock, srv.guard_pid = (
-        steps.start_guard(plan, srv.guard_lock, srv.guard_rules, bounding_cleared=srv.namespaced)
-        if plan.guard_enabled
-        else (None, 0)
-    )
-    if srv.guard_scope_fd >= 0:
-        landlock.restrict_with(srv.guard_scope_fd)
-        os.close(srv.guard_scope_fd)
-    caps.drop_all(unprivileged_ok=not srv.namespaced, bounding=False)
-    if srv.program is not None:
-        seccomp.install(srv.program)
-    if guard_sock is not None:
-        listener = install_filter(names=srv.guard_names, program=srv.guard_program)
-        steps.hand_over_listener(guard_sock, listener)
-        os.close(listener)
-        srv.guard_sock = guard_sock  # the guard's findings come back on it
-
-
-def _with_terminals(ruleset: landlock.LandlockRuleset, fds: list[int]) -> landlock.LandlockRuleset:
-    """Let the command reopen the caller's terminal it was handed (``> /dev/stdout`` on a tty):
-    it lives on the host's devpts, outside the sandbox's view; a rule on exactly that device."""
-    import dataclasses
-
-    extra = [
-        landlock.PathRule(f"/proc/self/fd/{fd}", landlock.DEVICE_ACCESS, required=False)
-        for fd in fds
-    ]
-    return dataclasses.replace(ruleset, rules=(*ruleset.rules, *extra))
-
-
-TIOCSPTLCK = 0x40045431
-TIOCGPTPEER = 0x5441
-
-
-def _openpty(master: int) -> tuple[int, int]:
-    """The pty pair of ``master`` (on the sandbox's own devpts). The slave comes from the
-    master itself (TIOCGPTPEER): no path lookup, no chown to the tty group that glibc's
-    openpty tries."""
-    try:
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    except BaseException:
-        os.close(master)
-        raise
-    return master, int(slave)
-
-
-def _ctty() -> None:
-    """In the command's child, before exec: the pty becomes its controlling terminal."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
-def _run(
-    srv: _Server, cid: int, spec: _Spec, stdio: list[int], ctl_r: int, *, ptmx: int
-) -> NoReturn:
-    sock = srv.sock
-    master = -1
-    if len(stdio) != spec.nfds:
-        raise SandboxError("bad request: wrong number of descriptors")
-    split = len(stdio) - len(spec.pass_fds)
-    stdio, staged = stdio[:split], popen_extras.stage(stdio[split:], spec.pass_fds)
-    if spec.pty is not None:
-        if ptmx < 0:
-            raise SandboxError("no pseudo-terminal available in the sandbox")
-        master, slave = _openpty(ptmx)
-        _set_winsize(master, *spec.pty)
-        stdio = [slave, slave, slave]
-    elif ptmx >= 0:
-        os.close(ptmx)
-    try:
-        child = spawn.start(
-            spec.argv, executable=spec.executable, env=spec.env, cwd=spec.cwd, stdio=stdio,
-            umask=spec.umask, pass_fds=spec.pass_fds,
-            child_step=staged.child_step(_ctty if master >= 0 else None),
-        )  # fmt: skip
-    except OSError as e:
-        if isinstance(e, spawn.CwdError) or (
-            e.filename == spec.cwd and e.filename != (spec.executable or spec.argv[0])
-        ):
-            report: dict[str, Any] = {"error": f"chdir {spec.cwd}: {e.strerror}"}
-        else:
-            report = {"exec_error": e.errno}
-        protocol.send(sock, {"id": cid, **report})
-        os._exit(0)
-    for fd in {*stdio}:
-        os.close(fd)
-    staged.close()  # the command holds them now: the caller sees EOF when it lets go
-    protocol.send(sock, {"id": cid, "started": child}, [master] if master >= 0 else [])
-    if master >= 0:
-        os.close(master)
-    reports: list[dict[str, str]] = []
-    guard = srv.guard_sock
-    status = _relay(child, ctl_r, guard, reports)
-    if not srv.namespaced:
-        reaper.kill_descendants()
-    end: dict[str, Any] = {"id": cid}
-    if os.WIFSIGNALED(status):
-        end["signal"] = os.WTERMSIG(status)
-    else:
-        end["exit"] = os.WEXITSTATUS(status)
-    reports.extend(steps.guard_reports(srv.guard_sock))
-    pending = sorted({r.get("path", "") for r in reports if r.get("kind") == "git_pending"})
-    if pending and not (
-        srv.guard_sock is not None and _finish_guard(srv.guard_sock, srv.guard_pid, reports)
-    ):
-        end["unchecked"] = pending  # the host moves them aside
-    reports = [r for r in reports if r.get("kind") not in steps.CONTROL]
-    if reports:
-        end["reports"] = reports
-    _report_and_exit(srv, end)
-
-
-def _report_and_exit(srv: _Server, end: dict[str, Any]) -> NoReturn:
-    steps.end_leftovers(srv.namespaced, srv.guard_pid)
-    protocol.send(srv.sock, end)
-    steps.exit_after_report()
-
-
-FINISH_TIMEOUT = 10.0  # seconds the guard may take to check the pointer files at the end
-
-
-def _finish_guard(guard: socket.socket, guard_pid: int, reports: list[dict[str, str]]) -> bool:
-    """The command created files whose content only counts once nothing can change it any
-    more (a ``.git`` file, ``commondir``, ``.gitmodules``, a todo list): end every other
-    process of the command (they could still hold the files open for writing), then have the
-    guard check them and move refused ones aside. Only the guard and this init are left in the
-    pid namespace when it looks. False when that did not happen: the host then moves every
-    such file aside itself (fail closed)."""
-    deadline = time.monotonic() + FINISH_TIMEOUT
-    if not steps.end_others(guard_pid, FINISH_TIMEOUT):
-        return False
-    guard.setblocking(True)
-    guard.settimeout(max(0.1, deadline - time.monotonic()))
-    try:
-        guard.send(b"F")
-        while True:
-            data = guard.recv(65536)
-            if not data:
-                return False  # the guard is gone: it did not finish
-            record = json.loads(data)
-            if not isinstance(record, dict):
-                continue
-            if record.get("kind") == "git_finished":
-                return True
-            if record.get("kind") == "git_unfinished":
-                return False
-            reports.append({str(k): str(v) for k, v in record.items()})
-    except (OSError, ValueError):
-        return False
-
-
-def _relay(
-    child: int, ctl_r: int, guard: socket.socket | None, reports: list[dict[str, str]]
-) -> int:
-    """Wait for the command, reaping orphans, and pass on the host's signals; collect the
-    name guard's findings as they come (so a flood never fills the socket)."""
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
-    status: int | None = None
-    while status is None:
-        while True:
-            try:
-                pid, st = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                pid = 0
-            if pid == 0:
-                break
-            if pid == child:
-                status = st
-        if status is not None:
-            break
-        watched = [wake_r, ctl_r] if guard is None else [wake_r, ctl_r, guard.fileno()]
-        try:
-            ready, _, _ = select.select(watched, [], [])
-        except InterruptedError:
-            continue
-        if guard is not None and guard.fileno() in ready:
-            got = steps.guard_reports(guard)
-            reports.extend(got)
-            if not got:  # the guard closed its end: nothing more from it
-                guard = None
-        if wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                os.read(wake_r, 4096)
-        if ctl_r in ready:
-            data = os.read(ctl_r, 64)
-            if not data:  # the runner is gone: so are we
-                os._exit(0)
-            for sig in data:
-                if sig == KILL_TREE:
-                    _kill(child, signal.SIGKILL)
-                    reaper.kill_descendants(reap=False)
-                else:
-                    steps.forward(child, sig)
-    return status
 
 
 def main() -> NoReturn:

@@ -16,7 +16,7 @@ close-on-exec first (``close_range(CLOSE_RANGE_CLOEXEC)``), so none can leak int
 even if something opened it inheritable. One difference remains: glibc's spawn leaves its two
 internal signals (32 and 33) ignored in the child, which no setting can undo (docs/api.md).
 
-Runs inside the sandbox (imported at top level by ``sandbox_side``).
+Runs inside the sandbox (imported at top level by ``command_init``).
 """
 
 from __future__ import annotations
@@ -76,27 +76,32 @@ def start(
         os.chdir(cwd)
     except OSError as e:
         raise CwdError(e.errno, e.strerror, cwd) from None
-    if umask >= 0:
-        os.umask(umask)
+    # The init's own umask again afterwards: it may serve another command, whose request
+    # leaves the umask as it was (-1).
+    restore = os.umask(umask) if umask >= 0 else -1
     path = env.get("PATH")
     if path is None:
         os.environ.pop("PATH", None)  # glibc's default, as os.defpath for Popen
     else:
         os.environ["PATH"] = path
-    syscall("close_range", 3, ALL_FDS, CLOSE_RANGE_CLOEXEC)
-    return os.posix_spawnp(
-        executable or argv[0],
-        list(argv),
-        env,
-        file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(stdio)],
-        setsid=True,
-        setsigmask=(),
-        setsigdef=RESTORED_SIGNALS,
-    )
+    try:
+        syscall("close_range", 3, ALL_FDS, CLOSE_RANGE_CLOEXEC)
+        return os.posix_spawnp(
+            executable or argv[0],
+            list(argv),
+            env,
+            file_actions=[(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(stdio)],
+            setsid=True,
+            setsigmask=(),
+            setsigdef=RESTORED_SIGNALS,
+        )
+    finally:
+        if restore >= 0:
+            os.umask(restore)
 
 
 def warm_up(path: str, env: Mapping[str, str]) -> None:
-    """The spawn's own path up to an exec that fails at once (see ``sandbox_side._warm_up``)."""
+    """The spawn's own path up to an exec that fails at once (see ``command_init._warm_up``)."""
     try:
         os.posix_spawn(path, [path], env, setsid=True, setsigmask=(), setsigdef=RESTORED_SIGNALS)
     except OSError:

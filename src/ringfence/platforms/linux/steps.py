@@ -12,6 +12,7 @@ import resource
 import select
 import signal
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from typing import NoReturn
@@ -147,9 +148,9 @@ MAX_REPORT_DETAIL = 1024
 # them out of the report (they have a budget of their own, and the init drains the socket
 # while the command runs).
 GIT_FINDINGS = gitdir.REPORT_KINDS
-# Between the guard and the command's init: pointer files wait for a check at the end, and the
-# check is done (see sandbox_side._finish_guard).
-CONTROL = frozenset({"git_pending", "git_finished", "git_unfinished"})
+# Between the guard and the command's init: pointer files wait for a check at the end, the
+# check is done, and the guard has started afresh for the next command (or could not).
+CONTROL = frozenset({"git_pending", "git_finished", "git_unfinished", "guard_reset", "guard_stale"})
 CONTROL_WAIT = 5.0  # seconds
 
 
@@ -199,18 +200,7 @@ class _Reporter:
             self.more[budget] = True  # a full socket or a gone init: say no more
 
     def _send_surely(self, data: bytes) -> None:
-        """Wait (a bounded time) for room: the init drains the socket while the command runs,
-        and without this record it would not ask for the end-of-run pointer check."""
-        deadline = time.monotonic() + CONTROL_WAIT
-        while True:
-            try:
-                self.sock.send(data)
-                return
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise SandboxError("the command's init stopped reading the guard") from None
-                select.select([], [self.sock], [], left)
+        _send_surely(self.sock, data)
 
     def denial(self, d: Denial) -> None:
         rule = f"protected: {d.rule}" if d.by == "guard" else d.rule  # "socket": as it is
@@ -221,6 +211,57 @@ class _Reporter:
         if detail:
             record["detail"] = detail
         self.send(record)
+
+
+def _send_surely(sock: socket.socket, data: bytes) -> None:
+    """Wait (a bounded time) for room: the init drains the socket while the command runs, and
+    without a control record it would not know the pointer files to check, nor that the guard
+    is ready for another command."""
+    deadline = time.monotonic() + CONTROL_WAIT
+    while True:
+        try:
+            sock.send(data)
+            return
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SandboxError("the command's init stopped reading the guard") from None
+            select.select([], [sock], [], left)
+
+
+def guard_reset(sock: socket.socket, timeout: float) -> tuple[list[dict[str, str]], bool] | None:
+    """A command's init, once nothing of its command is left: have the guard finish with that
+    command and start afresh. Returns the findings that came before the guard's answer (every
+    one the guard made for the command: it answers calls one at a time, and none is left to
+    ask), and whether it started afresh; None when it did not answer (gone, or too slow).
+
+    The guard checks the pointer files the command created first (``git_finished`` or
+    ``git_unfinished`` among the findings), then drops what it learnt from this command: its
+    report budget and repeats, and its supervisor with the git rules' state, unless the
+    command made no call it answered (then there is nothing to drop)."""
+    deadline = time.monotonic() + timeout
+    out: list[dict[str, str]] = []
+    sock.setblocking(True)
+    try:
+        sock.settimeout(timeout)
+        sock.send(RESET)
+        while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            data = sock.recv(65536)
+            if not data:
+                return None  # the guard is gone
+            try:
+                record = json.loads(data)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            kind = record.get("kind")
+            if kind in ("guard_reset", "guard_stale"):
+                return out, kind == "guard_reset"
+            out.append({str(k): str(v) for k, v in record.items()})
+    except OSError:
+        return None
 
 
 def guard_reports(sock: socket.socket | None) -> list[dict[str, str]]:
@@ -278,6 +319,7 @@ def _resolved_sockets(rules: guard_rules.GuardRules) -> guard_rules.GuardRules:
 
 
 BUILD = b"B"  # from the command's init: build the supervisor now, there is time
+RESET = b"R"  # from the command's init: its command is over, finish and start afresh
 
 
 def guard_get_ready(sock: socket.socket | None) -> None:
@@ -288,23 +330,45 @@ def guard_get_ready(sock: socket.socket | None) -> None:
             sock.send(BUILD)
 
 
+IOPRIO_WHO_PROCESS = 1
+
+
+def sched_state() -> tuple[object, ...]:
+    """How this process is scheduled: nice value, policy and priority, CPUs, I/O priority.
+    A command can change these for its init (setpriority, sched_setscheduler,
+    sched_setaffinity and ioprio_set take the pid of a process of the same user), and every
+    command that init starts after would inherit them: a changed init serves no other."""
+    try:
+        io = syscall("ioprio_get", IOPRIO_WHO_PROCESS, 0)
+    except OSError:
+        io = -1
+    return (
+        os.getpriority(os.PRIO_PROCESS, 0),
+        os.sched_getscheduler(0),
+        os.sched_getparam(0).sched_priority,
+        frozenset(os.sched_getaffinity(0)),
+        io,
+    )
+
+
 LEFTOVER_WAIT = 5.0  # seconds a command's leftovers may take to die before its report goes
 
 
-def end_leftovers(namespaced: bool, guard_pid: int) -> None:
+def end_leftovers(namespaced: bool, guard_pid: int) -> bool:
     """A command's init, its command reaped and its findings read, just before its exit
     report: what the command left running ends now, not at this init's exit (which may come
     later, see :func:`exit_after_report`), and is gone when the report goes: SIGKILL lets a
     system call in progress finish first (a large write lands after it). In the command's own
     pid namespace that is every process but this init and its guard; reduced isolation's init
-    has ended its descendants already."""
+    has ended its descendants already. False if some are still there after
+    ``LEFTOVER_WAIT``."""
     if not namespaced:
-        return
+        return True
     try:
         os.kill(-1, signal.SIGKILL)  # pid 1 of the namespace: never itself
     except OSError:  # nothing else here (ESRCH), or only the guard (EPERM: out of scope)
-        return
-    end_others(guard_pid, LEFTOVER_WAIT)
+        return True
+    return end_others(guard_pid, LEFTOVER_WAIT)
 
 
 def end_others(guard_pid: int, timeout: float) -> bool:
@@ -349,7 +413,7 @@ def _asked(listener: int, control: socket.socket) -> bool:
     (or its init) is gone first.
 
     Building the supervisor costs ~1 ms of CPU. An init prepared ahead of its request asks
-    for it while it waits (see ``sandbox_side._init_main``), off the command's path. One
+    for it while it waits (see ``command_init.init_main``), off the command's path. One
     whose request was already there (commands back to back) does not: many commands make no
     call the guard answers (a read-only one, ``true``), and for those it is never built.
     The calls that come first wait in the kernel, unanswered, until it is ready."""
@@ -361,15 +425,26 @@ def _asked(listener: int, control: socket.socket) -> bool:
             events = poller.poll()
         except InterruptedError:
             continue
+        ended = False
         for fd, ev in events:
             if fd == listener and ev & select.POLLIN:
                 return True
             if fd == control.fileno() and ev & select.POLLIN:
-                data = control.recv(16, socket.MSG_PEEK)
-                if data == BUILD:
-                    control.recv(16)
-                return bool(data)  # anything else is the serve loop's to read
-        return False
+                try:
+                    data = control.recv(16, socket.MSG_PEEK)
+                except BlockingIOError:
+                    continue
+                if data != RESET:
+                    if data == BUILD:
+                        control.recv(16)
+                    return bool(data)  # anything else is the serve loop's to read
+                # nothing answered, so nothing to forget: ready as it is
+                control.recv(16)
+                _send_surely(control, b'{"kind": "guard_reset"}')
+            elif ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                ended = True
+        if ended:
+            return False
 
 
 def _supervisor_main(
@@ -397,17 +472,47 @@ def _supervisor_main(
         listener = take_listener(sock, os.getppid())
         if listener is None:
             os._exit(0)  # the command failed before installing the filter
-        if not _asked(listener, sock):
-            os._exit(0)  # the command's tree is gone and never made a call the guard answers
-        sock.setblocking(False)
-        reporter = _Reporter(sock)
-        stop_r, _stop_w = os.pipe()  # never written: serve until the filtered tree is gone
-        rules = _resolved_sockets(rules if rules is not None else guard_rules_of(plan))
-        supervisor = Supervisor(
-            listener, rules, on_denial=reporter.denial, on_event=reporter.event, lock_fd=lock_fd
-        )
-        supervisor.serve(stop_r, control_fd=sock.fileno())
+        _serve_commands(plan, sock, listener, lock_fd, rules)
     except BaseException as e:  # the listener closes with us: guarded calls then fail closed
         os.write(2, f"ringfence: name guard failed: {e}\n".encode())
         code = 1
     os._exit(code)
+
+
+def _serve_commands(
+    plan: LinuxPlan,
+    sock: socket.socket,
+    listener: int,
+    lock_fd: int,
+    rules: guard_rules.GuardRules | None,
+) -> None:
+    """Answer the calls of the init's commands, one command after another: after each, on the
+    init's :data:`RESET`, a supervisor that answered anything is dropped with all it learnt
+    (the git rules' state, repeats, the report budget) and the next is built when needed, from
+    the rules and the file system as they are then. One with a call still waiting in a thread
+    (a blocking connect, a FIFO's open) cannot be dropped: the init then serves no other
+    command (``guard_stale``)."""
+    stop_r, _stop_w = os.pipe()  # never written: serve until the filtered tree is gone
+    supervisor: Supervisor | None = None
+    while True:
+        if supervisor is None:
+            if not _asked(listener, sock):
+                return  # the init's tree is gone
+            sock.setblocking(False)
+            reporter = _Reporter(sock)
+            supervisor = Supervisor(
+                listener,
+                _resolved_sockets(rules if rules is not None else guard_rules_of(plan)),
+                on_denial=reporter.denial,
+                on_event=reporter.event,
+                lock_fd=lock_fd,
+            )
+        if not supervisor.serve(stop_r, control_fd=sock.fileno()):
+            return
+        if supervisor.used and threading.active_count() > 1:
+            reporter.send({"kind": "guard_stale"})
+            continue
+        if supervisor.used:
+            supervisor.close()
+            supervisor = None
+        reporter.send({"kind": "guard_reset"})

@@ -80,6 +80,8 @@ class Supervisor:
         sockets = SocketCalls(rules, resolver, self.listener, self._event)
         self._handlers: dict[str, Handler] = {**files.handlers(), **sockets.handlers()}
         self.init_pid = os.getppid()
+        self.used = False  # answered a call of a command: holds what it learnt from it
+        self.noted = False  # a file waits for the end-of-command check (``git_pending``)
 
     def close(self) -> None:
         """Close the supervisor's own fds (not the listener, which the caller owns)."""
@@ -94,12 +96,14 @@ class Supervisor:
 
     # ------------------------------------------------------------------ loop
 
-    def serve(self, stop_fd: int, control_fd: int = -1) -> None:
-        """Answer notifications until ``stop_fd`` is readable or every filtered task is gone.
+    def serve(self, stop_fd: int, control_fd: int = -1) -> bool:
+        """Answer notifications until ``stop_fd`` is readable or every filtered task is gone
+        (False), or until the command's init says its command is over (True).
 
-        ``control_fd``: where the command's init asks for :meth:`finish` (one byte ``F``) once
-        every other process of the command is gone (``B``, sent while the command's init
-        waits for its request, is taken as read); its end of file also stops the guard.
+        ``control_fd``: where the command's init says so (one byte ``R``) once every other
+        process of the command is gone; :meth:`finish` runs first if the command created a
+        file that waits for it (``B``, sent while the command's init waits for its request,
+        is taken as read); its end of file also stops the guard.
         """
         poller = select.poll()
         poller.register(self.listener_fd, select.POLLIN)
@@ -114,21 +118,33 @@ class Supervisor:
             hup = False
             for fd, ev in events:
                 if fd == stop_fd:
-                    return
+                    return False
                 if fd == control_fd:
-                    data = os.read(control_fd, 16) if ev & select.POLLIN else b""
-                    if data == b"B":  # "get ready" (see steps._asked): it is already
-                        continue
-                    if data != b"F":
-                        return
-                    self.finish()
+                    said = self._control(control_fd, ev)
+                    if said is not None:
+                        return said
                     continue
                 if ev & select.POLLIN:
                     self.handle_one()
                 elif ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
                     hup = True
             if hup:
-                return
+                return False
+
+    def _control(self, control_fd: int, ev: int) -> bool | None:
+        """What the command's init said: its command is over (True, after :meth:`finish` if
+        a file waits for it), its end of file (False), or nothing to act on (None)."""
+        try:
+            data = os.read(control_fd, 16) if ev & select.POLLIN else b""
+        except BlockingIOError:
+            return None
+        if data == b"B":  # "get ready" (see steps._asked): it is already
+            return None
+        if data != b"R":
+            return False
+        if self.noted:
+            self.finish()
+        return True
 
     def handle_one(self) -> None:
         """Receive one notification and answer it."""
@@ -144,6 +160,7 @@ class Supervisor:
             # us, on sockets it made; it is not dumpable, so we could not look at it anyway.
             self.listener.respond(int(notif.id), CONTINUE)
             return
+        self.used = True
         # Socket calls change no name (the socket file is held open while used): no need to
         # take turns with the session's other guards.
         locked = self.lock_fd >= 0 and not socket_call
@@ -192,5 +209,7 @@ class Supervisor:
         return "outside writable roots"
 
     def _event(self, kind: str, path: str, detail: str = "") -> None:
+        if kind == "git_pending":
+            self.noted = True
         if self.on_event is not None:
             self.on_event(kind, path, detail)
