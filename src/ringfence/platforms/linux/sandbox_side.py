@@ -259,11 +259,12 @@ class _Server:
         """Every init ended and reaped before this runner exits (which would end them all
         anyway): what they and their commands used is then counted in this process's
         children's times, and so in the host's, as when each init ended with its command."""
-        for pid in [*self.commands, *self.idle]:
+        inits = [*self.commands, *self.idle]
+        for pid in inits:
             kill_quietly(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            while True:
-                os.waitpid(-1, 0)
+        for pid in inits:  # only these: the --publish socket maker ends with this process
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
         os._exit(0)
 
     def _send(self, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
