@@ -431,14 +431,16 @@ class Connection:
 
     def control(self, cid: int, op: str, sig: int = 0) -> None:
         """Signal or kill a command that has not ended (one that has is left alone: its init
-        may already serve another). The lock orders this against the report's arrival."""
+        may already serve another). The lock orders the mark against the report's arrival:
+        either the report comes after it (its init then serves no other command, so the
+        signal cannot reach a later one), or the command has ended and nothing is sent."""
         with self.lock:
             p = self.pending.get(cid)
             if p is None or p.done.is_set():
                 return
             p.signalled = True
-            with contextlib.suppress(OSError):
-                protocol.send(self.sock, {"op": op, "id": cid, "sig": sig})
+        with contextlib.suppress(OSError):  # not under the lock: the reader needs it to go on
+            protocol.send(self.sock, {"op": op, "id": cid, "sig": sig})
 
     def close(self) -> None:
         self.closing = True

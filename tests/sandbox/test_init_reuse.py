@@ -192,3 +192,48 @@ def test_an_init_its_command_rescheduled_serves_no_other(
         nxt, after = confinement.strip(r.stdout, r.stderr).split("\n", 1)
         assert nxt != ns
         assert after == before
+
+
+SLICE = """
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+get, put = {"x86_64": (315, 314), "aarch64": (275, 274)}[os.uname().machine]
+attr = ctypes.create_string_buffer(56)
+pid = int(sys.argv[1])
+if libc.syscall(get, pid, attr, 56, 0) != 0:
+    sys.exit(f"sched_getattr: {os.strerror(ctypes.get_errno())}")
+if len(sys.argv) > 2:  # sched_runtime: the time slice a fair-class task asks for (6.12+)
+    struct.pack_into("Q", attr, 8, 0)
+    struct.pack_into("Q", attr, 24, 100_000)
+    if libc.syscall(put, pid, attr, 0) != 0:
+        print("refused", os.strerror(ctypes.get_errno()))
+        sys.exit(0)
+print(struct.unpack_from("Q", attr, 24)[0])
+"""
+
+
+def test_an_init_whose_time_slice_a_command_changed_serves_no_other(
+    ws: Path, confinement: Confinement
+) -> None:
+    """sched_setattr on pid 1 (same user) sets the slice every later child of the init would
+    inherit: the init's whole sched_attr is compared, not a list of fields."""
+    (ws / "slice.py").write_text(SLICE)
+    with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=False) as s:
+        _warm(s)
+        r = s.run(confinement.shell("python3 slice.py $$"), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        before = confinement.strip(r.stdout, r.stderr).strip()
+        r = s.run(
+            confinement.shell(f"{NS}; python3 slice.py 1 set"), capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        ns, got = confinement.strip(r.stdout, r.stderr).strip().split("\n")
+        if got.startswith("refused"):
+            pytest.skip(f"this kernel has no per-task slice for fair tasks ({got})")
+        assert got == "100000"
+        r = s.run(confinement.shell(f"{NS}; python3 slice.py $$"), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert confinement.strip(r.stdout, r.stderr).split() != [ns, "100000"]
+        nxt, after = confinement.strip(r.stdout, r.stderr).split()
+        assert nxt != ns
+        assert after == before

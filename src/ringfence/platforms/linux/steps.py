@@ -6,6 +6,7 @@ See ``sandbox_side.py`` for the order they run in. Each is small and says why it
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -331,24 +332,27 @@ def guard_get_ready(sock: socket.socket | None) -> None:
 
 
 IOPRIO_WHO_PROCESS = 1
+SCHED_ATTR_SIZE = 56  # struct sched_attr up to util_max (SCHED_ATTR_SIZE_VER1)
 
 
 def sched_state() -> tuple[object, ...]:
-    """How this process is scheduled: nice value, policy and priority, CPUs, I/O priority.
-    A command can change these for its init (setpriority, sched_setscheduler,
-    sched_setaffinity and ioprio_set take the pid of a process of the same user), and every
-    command that init starts after would inherit them: a changed init serves no other."""
+    """How this process is scheduled: the kernel's whole ``sched_attr`` (policy, flags, nice,
+    priority, the time slice, utilisation clamps; as bytes, so fields a later kernel adds
+    count too), its CPUs and its I/O priority. A command can change these for its init
+    (sched_setattr, setpriority, sched_setaffinity and ioprio_set take the pid of a process of
+    the same user), and every command that init starts after would inherit them: a changed
+    init serves no other."""
+    attr = ctypes.create_string_buffer(SCHED_ATTR_SIZE)
+    try:
+        syscall("sched_getattr", 0, attr, SCHED_ATTR_SIZE, 0)
+        raw = attr.raw
+    except OSError:
+        raw = b""
     try:
         io = syscall("ioprio_get", IOPRIO_WHO_PROCESS, 0)
     except OSError:
         io = -1
-    return (
-        os.getpriority(os.PRIO_PROCESS, 0),
-        os.sched_getscheduler(0),
-        os.sched_getparam(0).sched_priority,
-        frozenset(os.sched_getaffinity(0)),
-        io,
-    )
+    return (raw, os.getpriority(os.PRIO_PROCESS, 0), frozenset(os.sched_getaffinity(0)), io)
 
 
 LEFTOVER_WAIT = 5.0  # seconds a command's leftovers may take to die before its report goes
