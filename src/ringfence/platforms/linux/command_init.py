@@ -167,7 +167,9 @@ def _reusable(srv: _Server, spec: Spec) -> bool:
     terminal (the pty master was this init's one), nor under a CPU limit (``RLIMIT_CPU``
     counts this init's own time, which grows with each command). What the next command must
     not inherit is set per request (cwd, umask, environment, signal dispositions and mask,
-    descriptors); the guard starts afresh behind a barrier (``steps.guard_reset``)."""
+    descriptors); the guard starts afresh behind a barrier (``steps.guard_reset``). Whether
+    the command then ended cleanly (nothing left, the guard fresh, the init's scheduling as
+    it was) is for :func:`_finish` to say."""
     if not srv.namespaced or spec.pty is not None:
         return False
     return all(name != "CPU" for name, _ in srv.plan.rlimits)

@@ -359,13 +359,12 @@ LEFTOVER_WAIT = 5.0  # seconds a command's leftovers may take to die before its 
 
 
 def end_leftovers(namespaced: bool, guard_pid: int) -> bool:
-    """A command's init, its command reaped and its findings read, just before its exit
-    report: what the command left running ends now, not at this init's exit (which may come
-    later, see :func:`exit_after_report`), and is gone when the report goes: SIGKILL lets a
-    system call in progress finish first (a large write lands after it). In the command's own
-    pid namespace that is every process but this init and its guard; reduced isolation's init
-    has ended its descendants already. False if some are still there after
-    ``LEFTOVER_WAIT``."""
+    """A command's init, its command reaped: what the command left running ends now, and is
+    gone before the guard's findings are counted (a leftover could still create a file the
+    guard must check) and before the exit report goes (SIGKILL lets a system call in progress
+    finish first: a large write lands after it). In the command's own pid namespace that is
+    every process but this init and its guard; reduced isolation's init has ended its
+    descendants already. False if some are still there after ``LEFTOVER_WAIT``."""
     if not namespaced:
         return True
     try:
