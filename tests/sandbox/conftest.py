@@ -191,6 +191,16 @@ def outside_dir(uid: int, gid: int) -> Path:
 
 
 @pytest.fixture
+def ws(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A throwaway workspace for a test that drives the Session API as the current user, under
+    /var/tmp (the sandbox's /tmp is a private layer), named after the test's module."""
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    d = Path(tempfile.mkdtemp(prefix=f"ringfence-{name}-", dir="/var/tmp"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
 def confinement() -> Iterator[Confinement]:
     """A ``Confinement`` for tests that drive the Session API (the current user)."""
     d = outside_dir(os.getuid(), os.getgid())

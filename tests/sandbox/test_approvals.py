@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -247,13 +244,6 @@ def test_a_rules_file_whose_examples_fail_stops_everything(rf: Runner) -> None:
     assert r.returncode == 2
     assert "rule 1: the example 'git pull' in match does not match the rule" in r.stderr
     assert not (ws / "x").exists()
-
-
-@pytest.fixture
-def ws() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="ringfence-approvals-", dir="/var/tmp"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def test_the_api_asks_its_approver_and_audits_the_answer(ws: Path) -> None:

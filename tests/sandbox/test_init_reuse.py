@@ -10,11 +10,8 @@ timed out, one with a terminal, or under a CPU limit.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +22,6 @@ from ringfence import Limits, Policy, Session
 pytestmark = pytest.mark.sandbox
 
 NS = "readlink /proc/self/ns/pid"
-
-
-@pytest.fixture
-def ws() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="ringfence-reuse-", dir="/var/tmp"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _warm(s: Session) -> None:

@@ -72,13 +72,6 @@ def server_python(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def ws() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="ringfence-mcp-", dir="/var/tmp"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
 def outside() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="ringfence-mcp-out-", dir="/var/tmp"))
     yield d

@@ -10,10 +10,7 @@ never got a command does not outlive ``close()``.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,13 +27,6 @@ PROBE = (
     '"$(sed -n "s/^SigBlk:[[:space:]]*//p" /proc/self/status)" '
     '"$(sed -n "s/^SigIgn:[[:space:]]*//p" /proc/self/status)"'
 )
-
-
-@pytest.fixture
-def ws() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="ringfence-warm-", dir="/var/tmp"))
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def _descendants(pid: int) -> set[int]:
