@@ -545,6 +545,10 @@ def _snapshot(s: Session | None) -> dict[str, Any]:
         snap["inner_rss"] = status_kib(inner, "VmRSS") if inner else None
         snap["inner_fds"] = fd_count(inner) if inner else None
         snap["procs"] = len(descendants(outer)) + 1 if outer else None
+        # The command inits and their guards: one serves command after command now.
+        kids = descendants(inner) if inner else []
+        snap["kids_rss"] = sum(status_kib(p, "VmRSS") or 0 for p in kids) if inner else None
+        snap["kids_fds"] = sum(fd_count(p) or 0 for p in kids) if inner else None
     return snap
 
 
@@ -638,6 +642,11 @@ def load(scale: Scale) -> Section:
     sec.add(
         "  sandbox pid 1 runner fds, before -> after",
         f"{fmt_opt(s_before['inner_fds'])} -> {fmt_opt(s_after['inner_fds'])}",
+    )
+    sec.add(
+        "  inits and their guards, RSS summed, before -> after",
+        f"{fmt_kib(s_before['kids_rss'])} -> {fmt_kib(s_after['kids_rss'])}",
+        f"fds {fmt_opt(s_before['kids_fds'])} -> {fmt_opt(s_after['kids_fds'])}",
     )
     sec.add(
         "  runner processes, before -> after",
