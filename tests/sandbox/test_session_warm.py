@@ -172,6 +172,19 @@ with Session(Policy(workspace=ws), cwd=ws) as s:
         assert proof == f"proof 1:{nonce}", r.stdout
         assert out.split("|")[:3] == [d, f"v{i}", f"{mask:04o}"], (i, out)
         assert int(out.split("|")[3], 16) == 0, out
+    # Once the host holds a prepared init, the next commands all run in it (reused).
+    import time
+    deadline = time.monotonic() + 5
+    while not s._conn.ready_inits and time.monotonic() < deadline:
+        time.sleep(0.01)
+    seen = set()
+    for _ in range(4):
+        r = s.run(["sh", "-c", 'echo "proof $RINGFENCE_SANDBOX:$0"; readlink /proc/self/ns/pid',
+                   nonce], capture_output=True, text=True)
+        proof, ns = r.stdout.splitlines()
+        assert proof == f"proof 1:{nonce}", r.stdout
+        seen.add(ns)
+    assert len(seen) == 1, seen
     print("ok", len(os.listdir("/proc/self/fd")))
 """
 
