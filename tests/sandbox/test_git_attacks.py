@@ -131,6 +131,33 @@ def test_a_common_directory_without_head_is_never_trusted(
     assert "not a complete repository" in err
 
 
+def test_a_common_directory_taken_apart_after_its_worktree_completed(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """A linked git directory whose commondir was written before its HEAD is judged when HEAD
+    completes it, against a common directory complete then. The command made that one, so it
+    may take it apart (remove its HEAD): then it is no git directory, its config is a plain
+    file, and git, still finding objects and refs there, reads it. The commondir is judged
+    again when the command has ended (found by an outside review; present before)."""
+    plant = (
+        "mkdir -p A/objects A/refs && echo 'ref: refs/heads/main' > A/HEAD\n"
+        "mkdir -p sub/.git && echo ../../A > sub/.git/commondir\n"
+        "echo 'ref: refs/heads/main' > sub/.git/HEAD\n"
+        "rm A/HEAD\n"
+        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > A/config\n"
+    )
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo(ws, rf, home),
+        plant=plant,
+        after="git status",
+        where="sub",
+    )
+    assert "commondir" in err, err
+
+
 def test_a_directory_renamed_onto_rebase_state_brings_no_exec_line(
     rf: Runner, tmp_path: Path, marks: Path
 ) -> None:

@@ -487,8 +487,9 @@ class GitGuard:
                     book.add(dst + p[len(src) :])
 
     def note_pointer(self, path: str, kind: str) -> None:
-        """``path`` is checked when the command ends. The init hears of every such path: it
-        asks for :meth:`finish`, and should the guard not answer, the host moves them aside."""
+        """``path`` is checked when the command ends. The init hears of every such path: the
+        guard then runs :meth:`finish` at the end, and should it not answer, the host moves
+        them aside."""
         if path not in self.pending:
             self.event("git_pending", path)
         self.pending[path] = kind
@@ -513,6 +514,11 @@ class GitGuard:
             return f"a new git directory {parent}: {problem}"
         self.completed.add(parent)
         self.event("new_repository", parent, "")
+        if "commondir" in have:
+            # Judged now, against a common directory that is complete now; the command may
+            # still take that one apart (it made it: it may undo it), so it is judged again
+            # when the command has ended, and the init hears of it as any pointer it waits for.
+            self.note_pointer(f"{parent}/commondir", "commondir")
         return None
 
     def check_new_gitdir(self, top: str, *, incoming: tuple[str, str] | None = None) -> str | None:
@@ -588,8 +594,8 @@ class GitGuard:
         complete repository there (the command may have undone the one it made). Returns the
         files that failed and could not be moved: the caller must not call this finished."""
         for gd in sorted(self.completed):
-            if os.path.lexists(f"{gd}/commondir") and f"{gd}/commondir" not in self.pending:
-                self.pending[f"{gd}/commondir"] = "commondir"
+            if os.path.lexists(f"{gd}/commondir"):
+                self.note_pointer(f"{gd}/commondir", "commondir")
         unsecured: list[str] = []
         for path, kind in sorted(self.pending.items()):
             problem = self._final_problem(path, kind)
