@@ -106,19 +106,38 @@ def _attack(
     return outputs[0]
 
 
-def test_a_common_directory_without_head_is_never_trusted(
-    rf: Runner, tmp_path: Path, marks: Path
-) -> None:
-    """commondir pointing at a directory the command filled (no HEAD): git would read its
-    config and hooks; the layout may not complete that way."""
-    plant = (
+# A linked git directory's commondir, pointing at a directory the command filled: git reads
+# its config and hooks there whether or not it has a HEAD.
+COMMONDIR_ATTACKS = {
+    # No HEAD there ever: the layout may not complete that way.
+    "without-head": (
         "mkdir -p z/objects z/refs/heads z/hooks sub\n"
         "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > z/config\n"
         "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > z/hooks/pre-commit\n"
         "chmod +x z/hooks/pre-commit\n"
         "mkdir sub/.git && echo 'ref: refs/heads/main' > sub/.git/HEAD "
-        "&& echo ../../z > sub/.git/commondir\n"
-    )
+        "&& echo ../../z > sub/.git/commondir\n",
+        "not a complete repository",
+    ),
+    # Complete when HEAD completes the linked directory (commondir written first), then taken
+    # apart by the command that made it: its config is then a plain file. Judged again at the
+    # end (found by an outside review; present before).
+    "taken-apart-after": (
+        "mkdir -p A/objects A/refs && echo 'ref: refs/heads/main' > A/HEAD\n"
+        "mkdir -p sub/.git && echo ../../A > sub/.git/commondir\n"
+        "echo 'ref: refs/heads/main' > sub/.git/HEAD\n"
+        "rm A/HEAD\n"
+        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > A/config\n",
+        "commondir",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", list(COMMONDIR_ATTACKS))
+def test_a_common_directory_must_be_a_repository_to_the_end(
+    rf: Runner, tmp_path: Path, marks: Path, attack: str
+) -> None:
+    plant, refusal = COMMONDIR_ATTACKS[attack]
     err, _ = _attack(
         rf,
         tmp_path,
@@ -128,34 +147,7 @@ def test_a_common_directory_without_head_is_never_trusted(
         after="git status; echo x > f; git add f; git commit -qm x",
         where="sub",
     )
-    assert "not a complete repository" in err
-
-
-def test_a_common_directory_taken_apart_after_its_worktree_completed(
-    rf: Runner, tmp_path: Path, marks: Path
-) -> None:
-    """A linked git directory whose commondir was written before its HEAD is judged when HEAD
-    completes it, against a common directory complete then. The command made that one, so it
-    may take it apart (remove its HEAD): then it is no git directory, its config is a plain
-    file, and git, still finding objects and refs there, reads it. The commondir is judged
-    again when the command has ended (found by an outside review; present before)."""
-    plant = (
-        "mkdir -p A/objects A/refs && echo 'ref: refs/heads/main' > A/HEAD\n"
-        "mkdir -p sub/.git && echo ../../A > sub/.git/commondir\n"
-        "echo 'ref: refs/heads/main' > sub/.git/HEAD\n"
-        "rm A/HEAD\n"
-        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > A/config\n"
-    )
-    err, _ = _attack(
-        rf,
-        tmp_path,
-        marks,
-        setup=lambda ws, home: _repo(ws, rf, home),
-        plant=plant,
-        after="git status",
-        where="sub",
-    )
-    assert "commondir" in err, err
+    assert refusal in err, err
 
 
 def test_a_directory_renamed_onto_rebase_state_brings_no_exec_line(
