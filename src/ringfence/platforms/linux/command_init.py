@@ -1,16 +1,17 @@
 """A command's init: pid 1 of the command's own pid namespace, with every layer on.
 
-The session runner (``sandbox_side``) forks one per command, ahead of the request: it takes its
-own mount namespace and /proc, its own Landlock domain, starts the name guard beside it, drops
-its capabilities and installs the seccomp filters, then waits for its request. It starts the
-command (``spawn``), relays the host's signals, and once the command has ended ends whatever it
-left running and reports how it ended.
+The session runner (``sandbox_side``) forks inits ahead of the requests. Each takes its own
+mount namespace and /proc, its own Landlock domain, starts the name guard beside it, drops its
+capabilities and installs the seccomp filters, then waits for a request. It starts the command
+(``spawn``), relays the host's signals, and once the command has ended ends whatever it left
+running and reports how it ended.
 
 Then, when nothing of that command can reach the next one, it serves the session's next
-command itself instead of exiting (see :func:`_reusable`): forking and tearing down an init and
-its guard per command was most of a warm command's CPU (docs/performance.md). It exits instead
-after a command that had a terminal, ran under a CPU limit, was signalled or killed by the
-host, left something it could not end, or whose guard could not start afresh.
+command itself instead of exiting (see :func:`_reusable` and :func:`_finish`): forking and
+tearing down an init and its guard per command was most of a warm command's CPU
+(docs/performance.md). It exits instead after a command that had a terminal, ran under a CPU
+limit, was signalled or killed by the host, left something it could not end, changed how the
+init is scheduled, or whose guard could not start afresh.
 
 Runs inside the sandbox: ringfence modules are imported at top level.
 """
