@@ -19,11 +19,16 @@ from ringfence import mcp_stdio
 
 @pytest.fixture
 def pipe() -> Iterator[tuple[int, int]]:
+    """A pipe whose ends the test may close itself. At the end only an end that is still this
+    pipe is closed: a number the test closed may be someone else's by then (the next event
+    loop's self-pipe, say), and closing that made a later test's loop fail at its own close."""
     r, w = os.pipe()
+    ours = {fd: os.fstat(fd).st_ino for fd in (r, w)}
     yield r, w
-    for fd in (r, w):
+    for fd, ino in ours.items():
         try:
-            os.close(fd)
+            if os.fstat(fd).st_ino == ino:
+                os.close(fd)
         except OSError:
             pass
 
