@@ -15,14 +15,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 
+from ringfence.policy.semantics import first_under
+
 DEFAULT_PATH = "/bin:/usr/bin"  # what a command without PATH is searched in (os.defpath)
-
-
-def _inside(path: str, places: Sequence[str]) -> str | None:
-    for place in places:
-        if path == place or path.startswith(place.rstrip("/") + "/"):
-            return place
-    return None
 
 
 def planted_reason(name: str, path_var: str | None, writable: Sequence[str]) -> str | None:
@@ -37,7 +32,7 @@ def planted_reason(name: str, path_var: str | None, writable: Sequence[str]) -> 
     for entry in (DEFAULT_PATH if path_var is None else path_var).split(":"):
         if not entry or not os.path.isabs(entry):
             return f"the command's PATH has a relative entry ({entry or 'empty'})"
-        place = _inside(os.path.normpath(entry), writable) or _inside(
+        place = first_under(os.path.normpath(entry), writable) or first_under(
             os.path.realpath(entry), writable
         )
         if place is not None:

@@ -127,9 +127,9 @@ def init_main(srv: _Server, zsock: socket.socket, ctl_r: int, preset: Preset | N
             zsock.close()
             if failed is not None:
                 raise failed
-            _run(srv, cid, preset[1], preset[2], ctl_r, ptmx=ptmx, reuse=False)
+            _run(srv, cid, preset[1], preset[2], ctl_r, ptmx=ptmx, baseline=None)
             steps.exit_after_report()
-        srv.sched = steps.sched_state()
+        sched = steps.sched_state()  # how this init is scheduled: a command may change it
         warm = False
         while True:
             # Only if no request comes within a few ms (back to back, it would wait for this
@@ -148,7 +148,8 @@ def init_main(srv: _Server, zsock: socket.socket, ctl_r: int, preset: Preset | N
             if failed is not None:
                 raise failed
             spec = Spec.from_message(srv.plan, msg)
-            ptmx = _run(srv, cid, spec, stdio, ctl_r, ptmx=ptmx, reuse=_reusable(srv, spec))
+            baseline = sched if _reusable(srv, spec) else None
+            ptmx = _run(srv, cid, spec, stdio, ctl_r, ptmx=ptmx, baseline=baseline)
             cid = 0  # reported: an error from here on is no command's
     except BaseException as e:
         kind = type(e).__name__ if isinstance(e, RingfenceError) else "SandboxError"
@@ -285,10 +286,19 @@ def _ctty() -> None:
 
 
 def _run(
-    srv: _Server, cid: int, spec: Spec, stdio: list[int], ctl_r: int, *, ptmx: int, reuse: bool
+    srv: _Server,
+    cid: int,
+    spec: Spec,
+    stdio: list[int],
+    ctl_r: int,
+    *,
+    ptmx: int,
+    baseline: tuple[object, ...] | None,
 ) -> int:
     """Run one command and report how it ended. Returns (the pty master, still unused) only
-    when this init is to serve another command; otherwise it exits."""
+    when this init is to serve another command; otherwise it exits. ``baseline``: how this
+    init was scheduled when it was made, if it may serve another command (else None)."""
+    reuse = baseline is not None
     master = -1
     if len(stdio) != spec.nfds:
         raise SandboxError("bad request: wrong number of descriptors")
@@ -311,7 +321,7 @@ def _run(
         protocol.send(srv.sock, {"id": cid, "started": child}, [master] if master >= 0 else [])
         if master >= 0:
             os.close(master)
-        reuse = _finish(srv, cid, _relay(child, ctl_r, srv.guard_sock), reuse=reuse)
+        reuse = _finish(srv, cid, _relay(child, ctl_r, srv.guard_sock), baseline=baseline)
     if not reuse:
         steps.exit_after_report()
     return ptmx
@@ -343,7 +353,11 @@ def _start(spec: Spec, fds: list[int], master: int) -> int | dict[str, Any]:
 
 
 def _finish(
-    srv: _Server, cid: int, ended: tuple[int, list[dict[str, str]]], *, reuse: bool
+    srv: _Server,
+    cid: int,
+    ended: tuple[int, list[dict[str, str]]],
+    *,
+    baseline: tuple[object, ...] | None,
 ) -> bool:
     """The command has exited: end what it left running, have the guard finish with it, and
     send the report. True if this init may serve another command (the report says so)."""
@@ -372,7 +386,13 @@ def _finish(
     reports = [r for r in reports if r.get("kind") not in steps.CONTROL]
     if reports:
         end["reports"] = reports
-    reuse = reuse and gone and fresh and "unchecked" not in end and steps.sched_state() == srv.sched
+    reuse = (
+        baseline is not None
+        and gone
+        and fresh
+        and "unchecked" not in end
+        and steps.sched_state() == baseline
+    )
     if reuse:
         end["reusable"] = True
     protocol.send(srv.sock, end)

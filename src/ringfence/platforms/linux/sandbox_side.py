@@ -170,7 +170,6 @@ class _Server:
         self.zygote_due: float | None = None
         self.started = 0  # commands given an init so far
         self.guard_sock: socket.socket | None = None  # in a command's init: the guard's reports
-        self.sched: tuple[object, ...] = ()  # in a command's init: how it is scheduled
         self.guard_pid = 0
         # Filters and guard rules made once: every command's init and guard uses them as made.
         self.program = seccomp.prepare(plan.seccomp) if plan.seccomp is not None else None

@@ -179,7 +179,7 @@ class _Reporter:
 
     def send(self, record: dict[str, str]) -> None:
         if record.get("kind") in CONTROL:  # for the init, not the user: never dropped, never cut
-            self._send_surely(json.dumps(record).encode())
+            _send_surely(self.sock, json.dumps(record).encode())
             return
         record = {
             k: _clip(v, MAX_REPORT_DETAIL if k == "detail" else MAX_REPORT_PATH)
@@ -199,9 +199,6 @@ class _Reporter:
             self.sock.send(json.dumps(record).encode())
         except OSError:
             self.more[budget] = True  # a full socket or a gone init: say no more
-
-    def _send_surely(self, data: bytes) -> None:
-        _send_surely(self.sock, data)
 
     def denial(self, d: Denial) -> None:
         rule = f"protected: {d.rule}" if d.by == "guard" else d.rule  # "socket": as it is
@@ -251,18 +248,24 @@ def guard_reset(sock: socket.socket, timeout: float) -> tuple[list[dict[str, str
             data = sock.recv(65536)
             if not data:
                 return None  # the guard is gone
-            try:
-                record = json.loads(data)
-            except ValueError:
-                continue
-            if not isinstance(record, dict):
+            record = _record(data)
+            if record is None:
                 continue
             kind = record.get("kind")
             if kind in ("guard_reset", "guard_stale"):
                 return out, kind == "guard_reset"
-            out.append({str(k): str(v) for k, v in record.items()})
+            out.append(record)
     except OSError:
         return None
+
+
+def _record(data: bytes) -> dict[str, str] | None:
+    """One finding of the guard as the init keeps it (strings only), or None if it is none."""
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return None
+    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else None
 
 
 def guard_reports(sock: socket.socket | None) -> list[dict[str, str]]:
@@ -278,12 +281,9 @@ def guard_reports(sock: socket.socket | None) -> list[dict[str, str]]:
             return out
         if not data:
             return out
-        try:
-            record = json.loads(data)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append({str(k): str(v) for k, v in record.items()})
+        record = _record(data)
+        if record is not None:
+            out.append(record)
 
 
 def guard_rules_of(plan: LinuxPlan) -> guard_rules.GuardRules:
