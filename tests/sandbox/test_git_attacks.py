@@ -130,6 +130,16 @@ COMMONDIR_ATTACKS = {
         "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > A/config\n",
         "commondir",
     ),
+    # ``B/l/../A`` reads as the complete B/A; git resolves the symlink B/l first and goes up
+    # from where it led: C/D/A, objects and refs but no HEAD (found by an outside review).
+    "dotdot-after-symlink": (
+        "git init -q --bare B/A && mkdir -p C/D/E C/D/A sub/.git\n"
+        "cp -r .git/objects .git/refs C/D/A/\n"
+        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > C/D/A/config\n"
+        "ln -s ../C/D/E B/l\n"
+        "echo 'ref: refs/heads/main' > sub/.git/HEAD && echo ../../B/l/../A > sub/.git/commondir\n",
+        "not a complete repository",
+    ),
 }
 
 
@@ -275,8 +285,10 @@ def test_hooks_path_of_a_nested_repository_and_included_configs(
         "mkdir -p sub other && echo 'gitdir: {out}' > other/.git\n"
         'python3 -c "import ctypes; l=ctypes.CDLL(None); '
         "l.renameat2(-100, b'sub', -100, b'other', 2)\"\n",
+        # ``..`` after a symlink: git goes up from where the symlink led (outside review)
+        "mkdir -p sub B && ln -s {out}/refs B/l && echo 'gitdir: ../B/l/..' > sub/.git\n",
     ],
-    ids=["symlink-to-file", "multi-line", "exchange"],
+    ids=["symlink-to-file", "multi-line", "exchange", "dotdot-after-symlink"],
 )
 def test_no_pointer_leads_outside_the_roots(
     rf: Runner, tmp_path: Path, marks: Path, plant: str

@@ -242,7 +242,15 @@ class PointerError(ValueError):
 
 
 def pointer_target(kind: str, data: bytes, *, holder_dir: str, gitdir: str | None) -> str:
-    """The absolute, lexically normalised directory a pointer file names.
+    """The absolute, lexically normalised directory a pointer file names (see
+    :func:`pointer_path`)."""
+    return posixpath.normpath(pointer_path(kind, data, holder_dir=holder_dir, gitdir=gitdir))
+
+
+def pointer_path(kind: str, data: bytes, *, holder_dir: str, gitdir: str | None) -> str:
+    """The absolute path a pointer file names, as written: not normalised, because git
+    resolves it through the file system (``strbuf_add_real_path``), each ``..`` going up from
+    wherever a symlink before it led, which the text alone does not say.
 
     ``kind``: ``".git"`` (a gitfile: ``gitdir: PATH``, relative to the file's directory),
     ``"commondir"`` (a path relative to the git directory holding it) or ``"gitdir"`` (a
@@ -269,7 +277,7 @@ def pointer_target(kind: str, data: bytes, *, holder_dir: str, gitdir: str | Non
         base = gitdir if gitdir is not None else holder_dir
     if not line:
         raise PointerError("names no path")
-    return posixpath.normpath(posixpath.join(base, line))
+    return posixpath.join(base, line)
 
 
 def symlink_target(link_dir: str, target: str) -> str:

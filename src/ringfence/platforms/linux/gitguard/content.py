@@ -101,16 +101,20 @@ class ContentRules:
             bad = gitdir.apply_opt_refusals(data)
             return f"options git apply must not get ({', '.join(bad[:3])})" if bad else None
         try:
-            target = gitdir.pointer_target(kind, data, holder_dir=holder, gitdir=holder)
+            written = gitdir.pointer_path(kind, data, holder_dir=holder, gitdir=holder)
         except gitdir.PointerError as exc:
             return f"not a plain pointer ({exc})"
+        target = posixpath.normpath(written)
         if self.root_of(target) is None:
             return f"points outside the writable roots ({target})"
-        real = os.path.realpath(target)
+        # Where git goes: the path resolved step by step, a ``..`` after a symlink going up
+        # from where the symlink led (``B/l/../A`` with ``B/l -> ../C/D/E`` is ``C/D/A``),
+        # not the normalised text.
+        real = os.path.realpath(written)
         if self.root_of(real) is None:
             return f"leads outside the writable roots through a symlink ({real})"
-        if kind == "commondir" and not is_main_gitdir(target):
-            return f"its common directory {target} is not a complete repository"
+        if kind == "commondir" and not is_main_gitdir(real):
+            return f"its common directory {real} is not a complete repository"
         return None
 
     def _sequencer_opts_problem(self, data: bytes) -> str | None:
