@@ -81,34 +81,37 @@ def _attack(
     marks: Path,
     *,
     setup: Callable[[Path, Path], None],
-    plant: str,
+    plant: str | tuple[str, ...],
     after: str,
     where: str = ".",
 ) -> tuple[str, str]:
     """Plant with the git rules off (must leave a marker: the test can see the attack) and
-    on (must leave none). Returns ringfence's stderr and the host output of the run with
+    on (must leave none). A tuple plants in that many sandboxed commands, one after the
+    other. Returns ringfence's stderr (of all of them) and the host output of the run with
     the rules on."""
     outputs = []
+    steps = (plant,) if isinstance(plant, str) else plant
     for flags in (("--no-default-protect",), ()):
         home = Path(tempfile.mkdtemp(prefix="ringfence-home-", dir=tmp))
         ws = rf.mkdir()
         setup(ws, home)
         for m in marks.iterdir():
             m.unlink()
-        r = rf.confined_sh(ws, INNER + plant.format(marks=marks), *flags)
+        runs = [rf.confined_sh(ws, INNER + step.format(marks=marks), *flags) for step in steps]
+        out, err = "".join(r.stdout for r in runs), "".join(r.stderr for r in runs)
         host = _host(home, ws / where, after)
         ran = sorted(m.name for m in marks.iterdir())
         if flags:
-            assert ran, f"the attack does not work even unprotected:\n{r.stdout}\n{host}"
+            assert ran, f"the attack does not work even unprotected:\n{out}\n{host}"
         else:
-            assert not ran, f"planted command ran: {ran}\n{r.stdout}\n{r.stderr}\n{host}"
-            outputs.append((r.stderr, host))
+            assert not ran, f"planted command ran: {ran}\n{out}\n{err}\n{host}"
+            outputs.append((err, host))
     return outputs[0]
 
 
 # A linked git directory's commondir, pointing at a directory the command filled: git reads
 # its config and hooks there whether or not it has a HEAD.
-COMMONDIR_ATTACKS = {
+COMMONDIR_ATTACKS: dict[str, tuple[str | tuple[str, ...], str]] = {
     # No HEAD there ever: the layout may not complete that way.
     "without-head": (
         "mkdir -p z/objects z/refs/heads z/hooks sub\n"
@@ -140,6 +143,42 @@ COMMONDIR_ATTACKS = {
         "echo 'ref: refs/heads/main' > sub/.git/HEAD && echo ../../B/l/../A > sub/.git/commondir\n",
         "not a complete repository",
     ),
+    # A later command moves the common directory away and makes one without a HEAD in its
+    # place: objects and refs make it a common directory git reads config from, so it is
+    # governed from the moment it has both (found by an outside review; present before).
+    "refilled-by-a-later-command": (
+        (
+            "mkdir -p A/objects A/refs && echo 'ref: refs/heads/main' > A/HEAD\n"
+            "mkdir -p sub/.git && echo 'ref: refs/heads/main' > sub/.git/HEAD "
+            "&& echo ../../A > sub/.git/commondir\n",
+            "mv A A.old && mkdir -p A/objects A/refs\n"
+            "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > A/config\n",
+        ),
+        "is replaced only by renaming a checked copy onto it",
+    ),
+    # The same with its config written before the layout completes: checked as it completes.
+    "refilled-config-first": (
+        (
+            "mkdir -p A/objects A/refs && echo 'ref: refs/heads/main' > A/HEAD\n"
+            "mkdir -p sub/.git && echo 'ref: refs/heads/main' > sub/.git/HEAD "
+            "&& echo ../../A > sub/.git/commondir\n",
+            "mv A A.old && mkdir -p A/objects\n"
+            "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > A/config\n"
+            "mkdir A/refs.new && mv A/refs.new A/refs\n",
+        ),
+        "a new git directory",
+    ),
+    # A linked git directory moved under modules/, where its relative commondir (../..) names
+    # a directory with objects and refs but no HEAD (found by an outside review).
+    "linked-moved-under-modules": (
+        "git worktree add -q wt 2>/dev/null\n"
+        "mkdir -p .git/modules/a/b sub\n"
+        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > .git/modules/a/config\n"
+        "mkdir .git/modules/a/objects .git/modules/a/refs\n"
+        "mv .git/worktrees/wt .git/modules/a/b/wt\n"
+        "echo 'gitdir: ../.git/modules/a/b/wt' > sub/.git\n",
+        "a new git directory",
+    ),
 }
 
 
@@ -158,6 +197,27 @@ def test_a_common_directory_must_be_a_repository_to_the_end(
         where="sub",
     )
     assert refusal in err, err
+
+
+def test_the_users_repository_pointed_at_a_common_directory_refilled_later(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """The user's own .git gets a commondir naming a repository the command made (allowed:
+    it names a complete one); a later command swaps that repository for objects and refs
+    without a HEAD. Host git in the user's checkout would read the new config."""
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo(ws, rf, home),
+        plant=(
+            "git init -q --bare A && echo ../A > .git/commondir\n",
+            "mv A A.old && mkdir -p A/objects A/refs\n"
+            "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > A/config\n",
+        ),
+        after="git status; echo x > f; git add f; git commit -qm x",
+    )
+    assert "is replaced only by renaming a checked copy onto it" in err, err
 
 
 def test_a_directory_renamed_onto_rebase_state_brings_no_exec_line(

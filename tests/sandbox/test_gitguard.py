@@ -90,6 +90,60 @@ def test_no_order_of_steps_builds_a_repository_with_a_bad_config(
     assert out.denials  # the completing step (config checked) or the late config write
 
 
+@pytest.mark.parametrize("order", list(itertools.permutations(("config", "objects", "refs"))))
+def test_no_order_of_steps_builds_a_common_directory_with_a_bad_config(
+    ws: Path, order: tuple[str, ...]
+) -> None:
+    """Objects and refs without a HEAD: git reads config and hooks there when a linked git
+    directory's commondir names it, so the pair completes a layout as a HEAD does."""
+    d = ws / "common"
+
+    def probe() -> int:
+        d.mkdir()
+        for step in order:
+            try:
+                STEPS[step](d)
+            except PermissionError:
+                return 3
+        return 0
+
+    out = run_guarded(_rules(ws), probe, cwd=ws)
+    assert out.status == 3, order
+    assert not ((d / "objects").exists() and (d / "refs").exists() and (d / "config").exists())
+    assert out.denials
+
+
+def test_a_head_beside_a_commondir_gets_that_commondir_judged(ws: Path) -> None:
+    """A common directory (objects, refs) with a commondir is no linked git directory until a
+    HEAD appears; from then on git follows the commondir, so it is judged at the end."""
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    d = ws / "q"
+    for name in ("objects", "refs"):
+        (d / name).mkdir(parents=True)
+    (d / "commondir").write_text("/elsewhere\n")
+    g = GitGuard(roots=(str(ws),))
+    assert g.creating(str(d / "HEAD"), stat.S_IFREG) is None
+    assert g.pending == {str(d / "commondir"): "commondir"}
+    (d / "HEAD").write_text("ref: refs/heads/main\n")
+    moved: list[str] = []
+    assert g.finish(lambda path: moved.append(path) or path + ".refused") == []
+    assert moved == [str(d / "commondir")]
+
+
+def test_a_linked_git_directory_renamed_gets_its_commondir_judged(ws: Path) -> None:
+    """Its relative commondir names another directory from the new place."""
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    wt = ws / "wt"
+    wt.mkdir()
+    (wt / "HEAD").write_text("ref: refs/heads/main\n")
+    (wt / "commondir").write_text("../..\n")
+    g = GitGuard(roots=(str(ws),))
+    assert g.creating(str(ws / "moved"), stat.S_IFDIR, incoming=str(wt)) is None
+    assert g.pending == {str(ws / "moved/commondir"): "commondir"}
+
+
 def test_a_clean_new_repository_completes_and_is_then_governed(ws: Path) -> None:
     d = ws / "bare.git"
 

@@ -12,8 +12,9 @@ The lists come from git's source (``git_path()``/``GIT_PATH_FUNC`` names in ``se
 ``bisect.c``, ``builtin/*.c``, ``refs/*.c``, ``shallow.c``, ``rerere.c``, ``builtin/gc.c``,
 ``worktree.c``). SECURITY.md explains each group.
 
-A *git directory* is any directory git would accept as one (``setup.c``'s
-``is_git_directory``): a ``HEAD`` plus ``objects/`` and ``refs/``, or a ``HEAD`` plus a
+A *git directory* is any directory git would read as one or as the common directory of one
+(``setup.c``'s ``is_git_directory``): ``objects/`` plus ``refs/`` (with or without a ``HEAD``:
+git reads a common directory's config and hooks either way), or a ``HEAD`` plus a
 ``commondir`` file. This module only classifies a path *relative to* such a directory; finding
 the directory is I/O and lives with the name guard.
 """
@@ -123,7 +124,8 @@ CONFIG_NAMES: Final = frozenset({"config"})
 POINTER_NAMES: Final = frozenset({"commondir", "gitdir"})
 INCUBATORS: Final = frozenset({"modules", "worktrees"})
 LOCK_SUFFIX: Final = ".lock"
-# What makes a directory a git directory (setup.c: is_git_directory).
+# What makes a directory a git directory (setup.c: is_git_directory): objects + refs, or
+# HEAD + commondir.
 LAYOUT_NAMES: Final = frozenset({"HEAD", "objects", "refs", "commondir"})
 
 

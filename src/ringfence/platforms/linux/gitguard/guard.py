@@ -281,6 +281,9 @@ class GitGuard:
             if self.root_of(target) is None:
                 return f"a .git symlink must point inside the writable roots (not {target})"
             self.note_pointer(path, ".git-link")
+        if incoming is not None and exists(f"{incoming}/HEAD") and exists(f"{incoming}/commondir"):
+            # A linked git directory moved: a relative commondir now names another directory.
+            self.note_pointer(f"{path}/commondir", "commondir")
         if name.lower() in _LAYOUT_LOWER:  # a case-folding directory finds "head" as HEAD
             return self.completing(posixpath.dirname(path), name, incoming=incoming)
         return None
@@ -500,11 +503,17 @@ class GitGuard:
         """``adding`` is about to appear in ``parent``: if that completes a git directory's
         layout, check the whole directory now (and an ``incoming`` directory renamed into
         place as ``adding``)."""
-        if self.root_of(parent) is None or is_gitdir(parent):
+        if self.root_of(parent) is None:
+            return None
+        adding = {n.lower(): n for n in gitdir.LAYOUT_NAMES}[adding.lower()]
+        if is_gitdir(parent):
+            if adding == "HEAD" and exists(f"{parent}/commondir"):
+                # A common directory becoming a linked one too: git now reads its commondir.
+                self.note_pointer(f"{parent}/commondir", "commondir")
             return None
         have = {n for n in gitdir.LAYOUT_NAMES if exists(f"{parent}/{n}")}
-        have.add({n.lower(): n for n in gitdir.LAYOUT_NAMES}[adding.lower()])
-        if "HEAD" not in have or not ("commondir" in have or {"objects", "refs"} <= have):
+        have.add(adding)
+        if not ({"objects", "refs"} <= have or {"HEAD", "commondir"} <= have):
             return None
         if self.strict:
             return f"a new git directory {parent} (strict_git)"
@@ -514,7 +523,7 @@ class GitGuard:
             return f"a new git directory {parent}: {problem}"
         self.completed.add(parent)
         self.event("new_repository", parent, "")
-        if "commondir" in have:
+        if {"HEAD", "commondir"} <= have:
             # Judged now, against a common directory that is complete now; the command may
             # still take that one apart (it made it: it may undo it), so it is judged again
             # when the command has ended, and the init hears of it as any pointer it waits for.

@@ -32,16 +32,19 @@ def exists(path: str) -> bool:
 
 
 def is_gitdir(path: str) -> bool:
-    """Would git accept ``path`` as a git directory? (setup.c: ``is_git_directory``.)
+    """Would git read ``path`` as a git directory, or as the common directory of one?
 
-    Stricter than git on purpose: any ``HEAD`` counts, valid or not, and ``objects``/``refs``
-    of any type, so a directory is governed no later than git would first trust it.
+    setup.c's ``is_git_directory`` wants a ``HEAD`` in the git directory and ``objects`` and
+    ``refs`` in its common directory, which is the git directory itself unless a
+    ``commondir`` names another. Git reads ``config``, ``hooks/`` and ``info/`` from a common
+    directory whether or not it has a ``HEAD``, so ``objects`` plus ``refs`` alone make a
+    directory one the rules govern; a ``HEAD`` plus a ``commondir`` make a linked one.
+    Stricter than git on purpose: any ``HEAD``, valid or not, and ``objects``/``refs`` of any
+    type, so a directory is governed no later than git would first trust it.
     """
-    if not exists(path + "/HEAD"):
-        return False
-    if exists(path + "/commondir"):
+    if exists(path + "/objects") and exists(path + "/refs"):
         return True
-    return exists(path + "/objects") and exists(path + "/refs")
+    return exists(path + "/HEAD") and exists(path + "/commondir")
 
 
 def is_dot_git(name: str) -> bool:
