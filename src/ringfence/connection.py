@@ -504,8 +504,11 @@ def move_aside(plan: LinuxPlan, paths: list[str]) -> list[dict[str, Any]]:
 
     roots = (*plan.guard_roots, *plan.guard_git_roots)
     out: list[dict[str, Any]] = []
-    for path in paths:
-        if not isinstance(path, str) or not gitdir.inside(path, roots) or path in roots:
+    for named in paths:
+        if not isinstance(named, str):
+            continue
+        path, within = _on_host(plan, named, roots)
+        if path is None or not gitdir.inside(path, within) or path in within:
             continue
         if not os.path.lexists(path):
             continue
@@ -519,6 +522,22 @@ def move_aside(plan: LinuxPlan, paths: list[str]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _on_host(
+    plan: LinuxPlan, path: str, roots: tuple[str, ...]
+) -> tuple[str | None, tuple[str, ...]]:
+    """Where the host finds a file the sandbox names ``path``, and the roots it must lie in:
+    the same path and the plan's roots, but for the sandbox's /tmp, the /tmp layer's upper
+    directory in ringfence's cache (the only place such a file can have been written)."""
+    if not gitdir.inside(path, plan.guard_git_private_roots):
+        return path, roots
+    for op in plan.mounts:
+        if op.kind.value != "overlay" or op.source is None or not gitdir.inside(path, (op.target,)):
+            continue
+        upper = os.path.join(op.source, "upper")
+        return upper + path[len(op.target) :], (upper,)
+    return None, ()
 
 
 def start_error(report: dict[str, Any], argv: list[str]) -> Exception:

@@ -109,6 +109,10 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
         lines.append("  git directories: read-only (strict_git)")
     if plan.guard_git_roots:
         lines.append("  git directories writable for git only: " + " ".join(plan.guard_git_roots))
+    if plan.guard_git_private_roots:
+        lines.append(
+            "  git directories in the private /tmp (its layer lasts on the host): governed too"
+        )
     if plan.guard_hooks_dirs:
         lines.append("  core.hooksPath directories: " + " ".join(plan.guard_hooks_dirs))
     if plan.socket_roots:

@@ -110,74 +110,88 @@ def _attack(
 
 
 # A linked git directory's commondir, pointing at a directory the command filled: git reads
-# its config and hooks there whether or not it has a HEAD.
+# its config and hooks there whether or not it has a HEAD. The only commondir git writes is
+# ``../..`` in ``<git directory>/worktrees/<id>/``; LINKED makes one (in A, a bare repository)
+# and a checkout ``sub`` that uses it.
+LINKED = (
+    "git init -q --bare A && mkdir -p A/worktrees/w sub\n"
+    "echo ../.. > A/worktrees/w/commondir && echo 'ref: refs/heads/main' > A/worktrees/w/HEAD\n"
+    "echo 'gitdir: ../A/worktrees/w' > sub/.git\n"
+)
+FSM_CONFIG = "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > "
 COMMONDIR_ATTACKS: dict[str, tuple[str | tuple[str, ...], str]] = {
-    # No HEAD there ever: the layout may not complete that way.
+    # A commondir of the command's own wording, naming a directory with no HEAD.
     "without-head": (
-        "mkdir -p z/objects z/refs/heads z/hooks sub\n"
-        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > z/config\n"
+        "mkdir -p z/objects z/refs/heads z/hooks sub\n" + FSM_CONFIG + "z/config\n"
         "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > z/hooks/pre-commit\n"
         "chmod +x z/hooks/pre-commit\n"
         "mkdir sub/.git && echo 'ref: refs/heads/main' > sub/.git/HEAD "
         "&& echo ../../z > sub/.git/commondir\n",
-        "not a complete repository",
+        "not what git writes",
     ),
-    # Complete when HEAD completes the linked directory (commondir written first), then taken
-    # apart by the command that made it: its config is then a plain file. Judged again at the
-    # end (found by an outside review; present before).
+    # The common directory taken apart by the command that made it (its HEAD removed, then a
+    # config written): still governed by its objects and refs, and the commondir is judged
+    # again at the end (found by an outside review; present before).
     "taken-apart-after": (
-        "mkdir -p A/objects A/refs && echo 'ref: refs/heads/main' > A/HEAD\n"
-        "mkdir -p sub/.git && echo ../../A > sub/.git/commondir\n"
-        "echo 'ref: refs/heads/main' > sub/.git/HEAD\n"
-        "rm A/HEAD\n"
-        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > A/config\n",
+        LINKED + "rm A/HEAD A/config\n" + FSM_CONFIG + "A/config\n",
         "commondir",
     ),
     # ``B/l/../A`` reads as the complete B/A; git resolves the symlink B/l first and goes up
     # from where it led: C/D/A, objects and refs but no HEAD (found by an outside review).
     "dotdot-after-symlink": (
         "git init -q --bare B/A && mkdir -p C/D/E C/D/A sub/.git\n"
-        "cp -r .git/objects .git/refs C/D/A/\n"
-        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > C/D/A/config\n"
+        "cp -r .git/objects .git/refs C/D/A/\n" + FSM_CONFIG + "C/D/A/config\n"
         "ln -s ../C/D/E B/l\n"
         "echo 'ref: refs/heads/main' > sub/.git/HEAD && echo ../../B/l/../A > sub/.git/commondir\n",
-        "not a complete repository",
+        "not what git writes",
     ),
     # A later command moves the common directory away and makes one without a HEAD in its
-    # place: objects and refs make it a common directory git reads config from, so it is
-    # governed from the moment it has both (found by an outside review; present before).
+    # place, with the linked git directory moved in: objects and refs make it a common
+    # directory git reads config from, so it is governed from the moment it has both (found
+    # by an outside review; present before).
     "refilled-by-a-later-command": (
         (
-            "mkdir -p A/objects A/refs && echo 'ref: refs/heads/main' > A/HEAD\n"
-            "mkdir -p sub/.git && echo 'ref: refs/heads/main' > sub/.git/HEAD "
-            "&& echo ../../A > sub/.git/commondir\n",
-            "mv A A.old && mkdir -p A/objects A/refs\n"
-            "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > A/config\n",
+            LINKED,
+            "mv A A.old && mkdir -p A/objects A/refs A/worktrees\n"
+            "mv A.old/worktrees/w A/worktrees/\n" + FSM_CONFIG + "A/config\n",
         ),
         "is replaced only by renaming a checked copy onto it",
     ),
     # The same with its config written before the layout completes: checked as it completes.
     "refilled-config-first": (
         (
-            "mkdir -p A/objects A/refs && echo 'ref: refs/heads/main' > A/HEAD\n"
-            "mkdir -p sub/.git && echo 'ref: refs/heads/main' > sub/.git/HEAD "
-            "&& echo ../../A > sub/.git/commondir\n",
-            "mv A A.old && mkdir -p A/objects\n"
-            "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > A/config\n"
+            LINKED,
+            "mv A A.old && mkdir -p A/objects A/worktrees && mv A.old/worktrees/w A/worktrees/\n"
+            + FSM_CONFIG
+            + "A/config\n"
             "mkdir A/refs.new && mv A/refs.new A/refs\n",
         ),
         "a new git directory",
     ),
-    # A linked git directory moved under modules/, where its relative commondir (../..) names
-    # a directory with objects and refs but no HEAD (found by an outside review).
+    # A linked git directory moved under modules/, where its commondir (../..) names a
+    # directory with objects and refs but no HEAD (found by an outside review).
     "linked-moved-under-modules": (
         "git worktree add -q wt 2>/dev/null\n"
-        "mkdir -p .git/modules/a/b sub\n"
-        "printf '[core]\\n\\tfsmonitor = \"touch {marks}/fsm; false\"\\n' > .git/modules/a/config\n"
+        "mkdir -p .git/modules/a/b sub\n" + FSM_CONFIG + ".git/modules/a/config\n"
         "mkdir .git/modules/a/objects .git/modules/a/refs\n"
         "mv .git/worktrees/wt .git/modules/a/b/wt\n"
         "echo 'gitdir: ../.git/modules/a/b/wt' > sub/.git\n",
         "a new git directory",
+    ),
+    # A checkout's .git file names a directory through a path a later command re-aims with a
+    # symlink into the sandbox's /tmp layer, which lasts on the host (ringfence's cache): a
+    # repository built in /tmp is governed as one in the workspace (found by an outside
+    # review; present before).
+    "re-aimed-into-the-tmp-layer": (
+        (
+            "mkdir sub d && echo 'gitdir: ../d/evil' > sub/.git\n",
+            "W=$(awk '$5 ~ /ringfence\\/workspaces\\/.*\\/cache$/ {{print $5}}' "
+            "/proc/self/mountinfo | head -1)\n"
+            "mkdir -p /tmp/evil/objects /tmp/evil/refs "
+            "&& echo 'ref: refs/heads/main' > /tmp/evil/HEAD\n" + FSM_CONFIG + "/tmp/evil/config\n"
+            'rmdir d && ln -s "${{W%/cache}}/tmp/upper" d\n',
+        ),
+        "is replaced only by renaming a checked copy onto it",
     ),
 }
 
@@ -202,9 +216,10 @@ def test_a_common_directory_must_be_a_repository_to_the_end(
 def test_the_users_repository_pointed_at_a_common_directory_refilled_later(
     rf: Runner, tmp_path: Path, marks: Path
 ) -> None:
-    """The user's own .git gets a commondir naming a repository the command made (allowed:
-    it names a complete one); a later command swaps that repository for objects and refs
-    without a HEAD. Host git in the user's checkout would read the new config."""
+    """The user's own .git gets a commondir naming a repository the command made; a later
+    command swaps that repository for objects and refs without a HEAD. Host git in the
+    user's checkout would read the new config. No commondir but git's own (``../..`` in
+    ``worktrees/<id>/``) stays."""
     err, _ = _attack(
         rf,
         tmp_path,
@@ -217,7 +232,30 @@ def test_the_users_repository_pointed_at_a_common_directory_refilled_later(
         ),
         after="git status; echo x > f; git add f; git commit -qm x",
     )
-    assert "is replaced only by renaming a checked copy onto it" in err, err
+    assert "not what git writes" in err, err
+
+
+@pytest.mark.parametrize("mode", ["workspace-write", "read-only"])
+def test_a_repository_in_the_tmp_layer_is_governed(rf: Runner, mode: str) -> None:
+    """The /tmp layer lasts on the host (ringfence's cache), where a link left in the
+    workspace can lead host git: a repository built there gets the workspace's checks, also
+    when the workspace itself is read-only. A pointer may still not name /tmp (the host's
+    /tmp is another directory)."""
+    ws = rf.mkdir()
+    r = rf.confined_sh(
+        ws,
+        "mkdir -p /tmp/r/objects /tmp/r/refs\n"
+        + FSM_CONFIG.format(marks="/nonexistent")
+        + "/tmp/r/config && echo config-written\n"
+        "mkdir /tmp/y && echo 'gitdir: /tmp/r' > /tmp/y/.git\n"
+        "echo tmp-ok > /tmp/plain && cat /tmp/plain\n",
+        "--mode",
+        mode,
+    )
+    assert "config-written" not in r.stdout
+    assert "tmp-ok" in r.stdout  # an ordinary file in /tmp is as before
+    assert "git directory /tmp/r: config is replaced only by renaming" in r.stderr, r.stderr
+    assert "/tmp/y/.git (points outside the writable roots (/tmp/r);" in r.stderr, r.stderr
 
 
 def test_a_directory_renamed_onto_rebase_state_brings_no_exec_line(

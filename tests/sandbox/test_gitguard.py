@@ -131,17 +131,66 @@ def test_a_head_beside_a_commondir_gets_that_commondir_judged(ws: Path) -> None:
     assert moved == [str(d / "commondir")]
 
 
+def _linked(d: Path, commondir: str = "../..") -> Path:
+    d.mkdir(parents=True)
+    (d / "HEAD").write_text("ref: refs/heads/main\n")
+    (d / "commondir").write_text(commondir + "\n")
+    return d
+
+
 def test_a_linked_git_directory_renamed_gets_its_commondir_judged(ws: Path) -> None:
-    """Its relative commondir names another directory from the new place."""
+    """Its commondir (``../..``) names another directory from the new place: judged at the
+    end, by the name it has after the rename."""
     from ringfence.platforms.linux.gitguard.guard import GitGuard
 
-    wt = ws / "wt"
-    wt.mkdir()
-    (wt / "HEAD").write_text("ref: refs/heads/main\n")
-    (wt / "commondir").write_text("../..\n")
+    _linked(ws / "moved")  # as it is after `mv wt moved`
     g = GitGuard(roots=(str(ws),))
-    assert g.creating(str(ws / "moved"), stat.S_IFDIR, incoming=str(wt)) is None
+    g.moved(str(ws / "wt"), str(ws / "moved"), pointer=None, is_dir=True)
     assert g.pending == {str(ws / "moved/commondir"): "commondir"}
+
+
+def test_an_exchanged_linked_git_directory_is_judged_where_it_went(ws: Path) -> None:
+    """RENAME_EXCHANGE of a linked git directory G with an empty directory E: the linked one
+    is at E afterwards, and that is the commondir the end of the command judges (found by
+    an outside review: noted before the swap, the note went to G)."""
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    _linked(ws / "E")  # after the exchange
+    (ws / "G").mkdir()
+    g = GitGuard(roots=(str(ws),))
+    g.exchanged(str(ws / "G"), str(ws / "E"))
+    assert g.pending == {str(ws / "E/commondir"): "commondir"}
+    moved: list[str] = []
+    assert g.finish(lambda path: moved.append(path) or path + ".refused") == []
+    assert moved == [str(ws / "E/commondir")]  # ../.. from E is no repository
+
+
+@pytest.mark.parametrize(
+    ("where", "text", "ok"),
+    [
+        ("repo/worktrees/w", "../..", True),
+        ("repo/worktrees/w", "../../", False),
+        ("repo/worktrees/w", "../../../repo", False),
+        ("repo/worktrees/w", "{ws}/repo", False),
+        ("repo/modules/m", "../..", False),
+        ("sub/.git", "../../repo", False),
+    ],
+)
+def test_a_commondir_is_only_what_git_worktree_writes(
+    ws: Path, where: str, text: str, ok: bool
+) -> None:
+    """``../..`` in ``<git directory>/worktrees/<id>/`` names the repository that holds it
+    however that is moved; any other wording could be re-aimed by a later rename."""
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    subprocess.run(["git", "init", "-q", "--bare", str(ws / "repo")], check=True, env=HOST_GIT)
+    d = _linked(ws / where, text.format(ws=ws))
+    g = GitGuard(roots=(str(ws),))
+    data = (d / "commondir").read_bytes()
+    problem = g.content.pointer_problem(str(d / "commondir"), "commondir", data)
+    assert (problem is None) is ok, problem
+    if not ok:
+        assert problem is not None and "not what git writes" in problem
 
 
 def test_a_clean_new_repository_completes_and_is_then_governed(ws: Path) -> None:

@@ -196,7 +196,9 @@ def test_the_host_moves_aside_what_the_guard_could_not_check(tmp_path: Path) -> 
     (root / "sub/.git").write_text("gitdir: /elsewhere\n")
     (outside / ".git").write_text("x")
     (root / "link").symlink_to(outside)
-    plan = types.SimpleNamespace(guard_roots=(str(root),), guard_git_roots=())
+    plan = types.SimpleNamespace(
+        guard_roots=(str(root),), guard_git_roots=(), guard_git_private_roots=(), mounts=()
+    )
     found = _move_aside(
         plan,  # type: ignore[arg-type]
         [str(root / "sub/.git"), str(outside / ".git"), str(root / "link/.git"), str(root)],
@@ -205,6 +207,28 @@ def test_the_host_moves_aside_what_the_guard_could_not_check(tmp_path: Path) -> 
     assert (root / "sub/.git.ringfence-refused").exists() and not (root / "sub/.git").exists()
     assert (outside / ".git").exists()  # outside the roots, and behind a link: left alone
     assert "NOT moved" in found[1]["detail"]
+
+
+def test_the_host_finds_what_the_guard_could_not_check_in_the_tmp_layer(tmp_path: Path) -> None:
+    """A pointer the sandbox wrote under its /tmp lies in the layer's upper directory on the
+    host: moved aside there, never at the host's own /tmp path."""
+    import types
+
+    from ringfence.connection import move_aside as _move_aside
+    from ringfence.platforms.linux import mountops
+
+    layer = tmp_path / "layer"
+    (layer / "upper/x").mkdir(parents=True)
+    (layer / "upper/x/.git").write_text("gitdir: /elsewhere\n")
+    plan = types.SimpleNamespace(
+        guard_roots=(str(tmp_path / "ws"),),
+        guard_git_roots=(),
+        guard_git_private_roots=("/tmp",),
+        mounts=(mountops.overlay("/tmp", str(layer)),),
+    )
+    found = _move_aside(plan, ["/tmp/x/.git", "/tmp"])  # type: ignore[arg-type]
+    assert [f["path"] for f in found] == [str(layer / "upper/x/.git")]
+    assert (layer / "upper/x/.git.ringfence-refused").exists()
 
 
 @given(

@@ -189,6 +189,7 @@ def render(plan: LinuxPlan) -> str:
             "names": list(plan.guard_names),
             "git": plan.guard_git,
             "git_roots": list(plan.guard_git_roots),
+            "git_private_roots": list(plan.guard_git_private_roots),
             "hooks_dirs": list(plan.guard_hooks_dirs),
             "global_hooks_path": plan.guard_global_hooks_path,
             "home": plan.guard_home,

@@ -65,6 +65,10 @@ class GuardRules:
     # Directories writable only because git needs them (a linked worktree's git directory and
     # common directory outside the writable roots): only the git rules apply there.
     git_roots: tuple[str, ...] = ()
+    # Directories the git rules govern that no pointer may name: the sandbox's /tmp layer. It
+    # lasts on the host under another path (ringfence's cache), where host git may later be
+    # led by a symlink the command left: a repository built there must pass the same checks.
+    git_private_roots: tuple[str, ...] = ()
     # core.hooksPath directories named by a repository's config at start, and the user's
     # global core.hooksPath when it is relative (then it names <worktree>/<it> everywhere).
     hooks_dirs: tuple[str, ...] = ()
@@ -86,7 +90,12 @@ class GuardRules:
     _first_names: frozenset[str] | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
-        for path in (*self.writable_roots, *self.protected_paths, *self.git_roots):
+        for path in (
+            *self.writable_roots,
+            *self.protected_paths,
+            *self.git_roots,
+            *self.git_private_roots,
+        ):
             check_canonical(path)
         for path in (*self.hooks_dirs, *self.socket_roots, *self.allow_sockets, *self.dot_dirs):
             check_canonical(path)

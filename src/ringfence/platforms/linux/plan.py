@@ -301,6 +301,8 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
     if policy.mode is Mode.READ_ONLY:
         notes.append("read-only: only the workspace's private /tmp layer and /dev/shm are writable")
     git_mode = _git_mode(policy)
+    # The /tmp layer lasts on the host (ringfence's cache): governed like a writable root.
+    git_private = ("/tmp",) if layered and git_mode != "off" else ()
     return replace(
         base,
         sandboxed=True,
@@ -315,8 +317,9 @@ def compile_linux(policy: Policy, facts: HostFacts, *, cwd: str) -> LinuxPlan:
         guard_roots=roots,
         guard_paths=guard_paths if roots else (),
         guard_names=_guard_names(policy) if roots else (),
-        guard_git=git_mode if roots else "off",
+        guard_git=git_mode if roots or git_private else "off",
         guard_git_roots=git_roots,
+        guard_git_private_roots=git_private,
         guard_hooks_dirs=tuple(
             sorted(h for h in set(facts.hooks_paths.values()) if first_under(h, roots))
         )

@@ -71,6 +71,7 @@ class LinuxPlan:
     guard_names: tuple[str, ...] = ()
     guard_git: str = "off"
     guard_git_roots: tuple[str, ...] = ()
+    guard_git_private_roots: tuple[str, ...] = ()  # the /tmp layer (guard_rules.py)
     guard_hooks_dirs: tuple[str, ...] = ()
     guard_global_hooks_path: str | None = None
     guard_home: str | None = None  # what ~/ means in the git configs the guard reads

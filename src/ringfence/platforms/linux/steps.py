@@ -297,6 +297,7 @@ def guard_rules_of(plan: LinuxPlan) -> guard_rules.GuardRules:
         protected_names=plan.guard_names,
         git=plan.guard_git,
         git_roots=plan.guard_git_roots,
+        git_private_roots=plan.guard_git_private_roots,
         hooks_dirs=plan.guard_hooks_dirs,
         global_hooks_path=plan.guard_global_hooks_path,
         home=plan.guard_home,

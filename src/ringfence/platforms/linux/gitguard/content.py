@@ -17,6 +17,8 @@ from ringfence.platforms.linux.gitguard.layout import GITMODULES, is_gitdir, is_
 # which the sandbox replaces); everything it can need is loaded before it gets there.
 from ringfence.policy import gitconfig, gitdir
 
+COMMONDIR = "../.."  # the commondir of a linked git directory, as `git worktree add` writes it
+
 
 class ContentRules:
     """Content checks; ``root_of`` names the watched root a path lies in (None: outside)."""
@@ -104,6 +106,14 @@ class ContentRules:
             written = gitdir.pointer_path(kind, data, holder_dir=holder, gitdir=holder)
         except gitdir.PointerError as exc:
             return f"not a plain pointer ({exc})"
+        if kind == "commondir" and (
+            written != f"{holder}/{COMMONDIR}"
+            or posixpath.basename(posixpath.dirname(holder)) != "worktrees"
+        ):
+            # The only commondir git writes (worktree.c): ``../..`` in ``worktrees/<id>/``,
+            # so it names the repository that holds it however that repository is moved.
+            # Any other could be re-aimed later by renaming a directory on its way.
+            return f"not what git writes (only {COMMONDIR} in <git directory>/worktrees/<id>/)"
         target = posixpath.normpath(written)
         if self.root_of(target) is None:
             return f"points outside the writable roots ({target})"

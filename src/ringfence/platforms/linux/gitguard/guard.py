@@ -64,7 +64,9 @@ def _raise(exc: OSError) -> None:
 class GitGuard:
     """The git rules for one command (its supervisor holds one)."""
 
-    roots: tuple[str, ...]  # every root the guard watches: writable roots and git-only roots
+    roots: tuple[str, ...]  # writable roots and git-only roots: where a pointer may lead
+    # governed too, but no pointer may name them (the /tmp layer: guard_rules.py)
+    private_roots: tuple[str, ...] = ()
     strict: bool = False  # strict_git: every git directory entirely read-only
     hooks_dirs: tuple[str, ...] = ()  # core.hooksPath targets found at start
     # a relative core.hooksPath of the user's global config: <worktree>/<this> of every repo
@@ -81,15 +83,26 @@ class GitGuard:
     completed: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self._outermost = tuple(sorted(self.roots, key=len))
+        self._outermost = tuple(sorted((*self.roots, *self.private_roots), key=len))
+        self._pointer_roots = tuple(sorted(self.roots, key=len))
         self._tops: dict[str, str | None] = {}  # directory -> its worktree's top, or None
         self._repos: dict[str, _Repo] = {}
-        self.content = ContentRules(self.root_of)
+        self.content = ContentRules(self.pointer_root_of)
 
     # ---------------------------------------------------------------- where
 
     def root_of(self, path: str) -> str | None:
-        for root in self._outermost:
+        """The outermost root the git rules govern ``path`` under, or None."""
+        return self._first_root(path, self._outermost)
+
+    def pointer_root_of(self, path: str) -> str | None:
+        """The root a pointer to ``path`` would lead into, or None: one whose path is the same
+        inside the sandbox and on the host (not the /tmp layer)."""
+        return self._first_root(path, self._pointer_roots)
+
+    @staticmethod
+    def _first_root(path: str, roots: tuple[str, ...]) -> str | None:
+        for root in roots:
             if gitdir.inside(path, (root,)):
                 return root
         return None
@@ -278,12 +291,9 @@ class GitGuard:
                 return rule
         if not place.governed and kind == stat.S_IFLNK and symlink is not None and is_dot_git(name):
             target = gitdir.symlink_target(posixpath.dirname(path), symlink)
-            if self.root_of(target) is None:
+            if self.pointer_root_of(target) is None:
                 return f"a .git symlink must point inside the writable roots (not {target})"
             self.note_pointer(path, ".git-link")
-        if incoming is not None and exists(f"{incoming}/HEAD") and exists(f"{incoming}/commondir"):
-            # A linked git directory moved: a relative commondir now names another directory.
-            self.note_pointer(f"{path}/commondir", "commondir")
         if name.lower() in _LAYOUT_LOWER:  # a case-folding directory finds "head" as HEAD
             return self.completing(posixpath.dirname(path), name, incoming=incoming)
         return None
@@ -465,6 +475,21 @@ class GitGuard:
             self.note_pointer(dst, pointer)
         if is_dot_git(posixpath.basename(dst)):
             self.created_dot_git.add(dst)
+        if is_dir:
+            self._linked_moved(dst)
+
+    def _linked_moved(self, path: str) -> None:
+        """A linked git directory renamed: its commondir (``../..``) names another directory
+        from where it is now, so it is judged again when the command has ended. Looked at
+        after the rename, by the name it has now (an exchange swaps what each name holds)."""
+        if self.root_of(path) is None:
+            return
+        try:
+            linked = exists(f"{path}/HEAD") and exists(f"{path}/commondir")
+        except OSError:
+            linked = True  # cannot tell: the end-of-run check decides
+        if linked:
+            self.note_pointer(f"{path}/commondir", "commondir")
 
     def exchanged(self, a: str, b: str) -> None:
         """After RENAME_EXCHANGE of ``a`` and ``b``: what was tracked under each is now under
@@ -473,6 +498,8 @@ class GitGuard:
         self._carry(a, tmp, True)
         self._carry(b, a, True)
         self._carry(tmp, b, True)
+        self._linked_moved(a)
+        self._linked_moved(b)
 
     def _carry(self, src: str, dst: str | None, is_dir: bool) -> None:
         if is_dir or is_dot_git(posixpath.basename(src)):
@@ -626,7 +653,7 @@ class GitGuard:
                 return None
             if not os.path.islink(path):
                 return None  # replaced since: judged as what it is now
-            if self.root_of(target) is None or not is_gitdir(target):
+            if self.pointer_root_of(target) is None or not is_gitdir(target):
                 return f"a .git symlink must lead to a repository in the writable roots ({target})"
             return None
         try:

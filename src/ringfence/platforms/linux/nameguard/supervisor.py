@@ -48,6 +48,7 @@ class Supervisor:
         if rules.git != "off":
             self.git = GitGuard(
                 roots=(*rules.writable_roots, *rules.git_roots),
+                private_roots=rules.git_private_roots,
                 strict=rules.git == "strict",
                 hooks_dirs=rules.hooks_dirs,
                 global_hooks_path=rules.global_hooks_path,
