@@ -258,6 +258,43 @@ def test_a_repository_in_the_tmp_layer_is_governed(rf: Runner, mode: str) -> Non
     assert "/tmp/y/.git (points outside the writable roots (/tmp/r);" in r.stderr, r.stderr
 
 
+def _repo_with_submodule(ws: Path, rf: Runner, home: Path) -> None:
+    """A repository of yours with a submodule ``p`` added on the host (whose module config
+    then has git's own core.worktree)."""
+    _repo(ws, rf, home)
+    src = home / "S"
+    _host(home, home, f"git init -q -b main {src} && git -C {src} commit -q --allow-empty -m s")
+    _host(
+        home, ws, f"git -c protocol.file.allow=always submodule add -q {src} p && git commit -qm p"
+    )
+    for p in [ws, *ws.rglob("*")]:
+        os.lchown(p, rf.uid, rf.gid)
+
+
+def test_your_submodule_checkout_stays_where_its_work_tree_leads(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """Your submodule's module config names its checkout (core.worktree, written by git on
+    the host). A command that moved the checkout away and put a symlink to .git in its place
+    would make your next checkout in the moved one write the commit's hooks into .git (found
+    while fixing an outside review's finding; present before)."""
+    plant = (
+        "cd p && mkdir hooks && printf '#!/bin/sh\\ntouch {marks}/hook\\n' > hooks/post-checkout\n"
+        "chmod +x hooks/post-checkout && git add hooks && git commit -qm evil\n"
+        "git checkout -q HEAD~1 && cd ..\n"
+        "mv p p.old && ln -s .git p\n"
+    )
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo_with_submodule(ws, rf, home),
+        plant=plant,
+        after="(cd p.old 2>/dev/null && git checkout -q main); git checkout -q -b x",
+    )
+    assert "refused renameat2 " in err and "/p (protected: " in err, err
+
+
 def test_a_directory_renamed_onto_rebase_state_brings_no_exec_line(
     rf: Runner, tmp_path: Path, marks: Path
 ) -> None:
@@ -493,15 +530,55 @@ def test_the_guard_keeps_its_limits(rf: Runner) -> None:
     assert "rc=0" not in r.stdout and "own-ok" in r.stdout, (r.stdout, r.stderr)
 
 
-def test_core_worktree_only_for_a_submodule(rf: Runner, tmp_path: Path, marks: Path) -> None:
-    """core.worktree in a repository's own config sends checkout/reset wherever it names
-    (a symlink swapped later reaches outside); only a module's git directory may have it."""
+def test_core_worktree_is_never_kept(rf: Runner, tmp_path: Path) -> None:
+    """A work tree set in config is resolved through the file system each time git runs, so a
+    later rename and symlink could re-aim it into a git directory. `git config core.worktree`
+    still succeeds (git submodule sets it in every module), and the config is kept without
+    it: git finds a checkout by its .git file."""
     ws = rf.mkdir()
     home = tmp_path / "h"
     _repo(ws, rf, home)
-    r = rf.confined_sh(ws, "mkdir wt && git config core.worktree ../wt; echo rc=$?")
-    assert "rc=0" not in r.stdout and "core.worktree" in r.stderr, (r.stdout, r.stderr)
-    assert "worktree" not in (ws / ".git/config").read_text()
+    r = rf.confined_sh(
+        ws,
+        "mkdir wt && git config core.worktree ../wt; echo main=$?\n"
+        "git init -q --bare .git/modules/sub && mkdir sub "
+        "&& printf 'gitdir: ../.git/modules/sub\\n' > sub/.git\n"
+        "git --git-dir=.git/modules/sub config core.worktree ../../../sub; echo module=$?\n",
+    )
+    assert "main=0" in r.stdout and "module=0" in r.stdout, (r.stdout, r.stderr)
+    for config in (ws / ".git/config", ws / ".git/modules/sub/config"):
+        assert "worktree" not in config.read_text(), config
+    assert "git config kept without core.worktree: " in r.stderr, r.stderr
+
+
+def test_a_submodule_work_tree_re_aimed_into_its_git_directory(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """core.worktree, checked once while it names a checkout that points back, then re-aimed
+    by a later command (the directory on its way swapped for a symlink into .git/modules):
+    your next checkout in the submodule would write the commit's hooks into its git
+    directory and run them (found by an outside review; present before)."""
+    plant = (
+        "git init -q S && cd S && git commit -q --allow-empty -m c1 && C1=$(git rev-parse HEAD)\n"
+        "mkdir hooks && printf '#!/bin/sh\\ntouch {marks}/hook\\n' > hooks/post-checkout\n"
+        "chmod +x hooks/post-checkout && git add hooks && git commit -qm c2\n"
+        "cd .. && git init -q R && cd R && git commit -q --allow-empty -m top\n"
+        "git -c protocol.file.allow=always submodule add -q ../S p && git commit -qm sub\n"
+        "git -C p checkout -q $C1\n"
+        "mkdir -p w/p && printf 'gitdir: ../../.git/modules/p\\n' > w/p/.git\n"
+        "git config -f .git/modules/p/config core.worktree ../../../w/p\n",
+        "cd R && mv w w.old && ln -s .git/modules w\n",
+    )
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo(ws, rf, home),
+        plant=plant,
+        after="git checkout -q master",
+        where="R/p",
+    )
+    assert "git config kept without core.worktree" in err, err
 
 
 @pytest.mark.parametrize(
@@ -556,27 +633,6 @@ def test_a_hooks_directory_that_does_not_exist_yet(rf: Runner, tmp_path: Path, m
         plant=plant,
         after="echo x > f && git add f && git commit -qm x",
     )
-
-
-def test_core_worktree_may_not_lead_into_a_git_directory(rf: Runner) -> None:
-    """A workspace whose path holds `modules`, and a module whose core.worktree names anything
-    but its own checkout (whose .git file points back): refused (a checkout there would write
-    hooks into a git directory)."""
-    base = rf.mkdir("base-")
-    ws = base / "modules" / "ws"
-    ws.mkdir(parents=True)
-    for p in (base / "modules", ws):
-        os.chown(p, rf.uid, rf.gid)
-    r = rf.confined_sh(
-        ws,
-        "git init -q . && git config core.worktree . ; echo main=$?; "
-        "git init -q --bare .git/modules/sub && "
-        "git --git-dir=.git/modules/sub config core.worktree . ; echo module=$?; "
-        "mkdir sub && printf 'gitdir: ../.git/modules/sub\\n' > sub/.git && "
-        "git --git-dir=.git/modules/sub config core.worktree ../../../sub; echo ok=$?",
-    )
-    assert "main=0" not in r.stdout and "module=0" not in r.stdout, (r.stdout, r.stderr)
-    assert "ok=0" in r.stdout, (r.stdout, r.stderr)
 
 
 def test_a_git_file_naming_a_host_repository_opens_nothing(rf: Runner) -> None:

@@ -31,6 +31,7 @@ from ringfence.policy.gitconfig import (
     parse,
     url_problem,
 )
+from ringfence.policy.gitconfig_edit import without_worktree
 
 GIT = shutil.which("git")
 needs_git = pytest.mark.skipif(GIT is None, reason="git is not installed")
@@ -111,13 +112,9 @@ def assert_same_as_git(data: bytes, oracle: Oracle) -> None:
     assert mine == theirs, data
 
 
-def no_worktree(value: str) -> bool:
-    raise AssertionError(f"worktree_ok called for {value!r}")
-
-
-def refused(text: str | bytes, **kw: Callable[[str], bool]) -> list[tuple[str, int]]:
+def refused(text: str | bytes) -> list[tuple[str, int]]:
     data = text.encode() if isinstance(text, str) else text
-    return [(r.key, r.line) for r in check_repo_config(data, worktree_ok=kw.get("ok", no_worktree))]
+    return [(r.key, r.line) for r in check_repo_config(data)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +330,8 @@ def test_malformed_input_raises_only_gitconfigerror(data: bytes) -> None:
     for check in (
         parse,
         check_gitmodules,
-        lambda d: check_repo_config(d, worktree_ok=lambda _v: False),
+        check_repo_config,
+        without_worktree,
     ):
         try:
             check(data)
@@ -467,7 +465,7 @@ def test_dangerous_three_level_keys_are_refused(section: str, sub: str, name: st
     ],
 )
 def test_refusals_say_why(text: str, why: str) -> None:
-    [r] = check_repo_config(text.encode(), worktree_ok=no_worktree)
+    [r] = check_repo_config(text.encode())
     assert why in r.why
 
 
@@ -561,23 +559,27 @@ def test_bad_values_are_refused(text: str, key: str) -> None:
     assert [k for k, _line in refused(text)] == [key]
 
 
-def test_core_worktree_goes_to_the_callback_only() -> None:
-    seen: list[str] = []
-
-    def ok(value: str) -> bool:
-        seen.append(value)
-        return value == "../../../sub"
-
-    good = b"[core]\n\tbare = false\n\tworktree = ../../../sub\n"
-    assert check_repo_config(good, worktree_ok=ok) == []
-    bad = b'[core]\n\tworktree = "/home/user"\n[core "x"]\n\tworktree = /y\n'
-    [first, second] = check_repo_config(bad, worktree_ok=ok)
-    assert (first.key, first.line) == ("core.worktree", 2)
-    assert "writable area" in first.why
-    assert second.key == "core.x.worktree"
-    assert seen == ["../../../sub", "/home/user"]
-    [bare] = check_repo_config(b"[core]\nworktree\n", worktree_ok=ok)
-    assert bare.key == "core.worktree"
+def test_core_worktree_is_refused_and_taken_out_where_git_writes_it() -> None:
+    """git submodule writes ``\tworktree = ../../../sub`` on a line of its own: the guard keeps
+    the config without it (git then finds the checkout by its .git file). Anything it cannot
+    take out cleanly stays, and is refused."""
+    good = b"[core]\n\tbare = false\n\tworktree = ../../../sub\n[user]\n\tname = a\n"
+    [r] = check_repo_config(good)
+    assert (r.key, r.line) == ("core.worktree", 3) and "re-aimed" in r.why
+    kept = without_worktree(good)
+    assert kept == b"[core]\n\tbare = false\n[user]\n\tname = a\n"
+    assert check_repo_config(kept) == []
+    assert without_worktree(kept) == kept
+    assert without_worktree(b"[CORE]\r\n  WorkTree=x\r\n") == b"[CORE]\r\n"
+    for tangled in (
+        b"[core] worktree = x\n",  # shares the header's line
+        b"[core]\n\tworktree = a\\\nb\n",  # continues onto the next line
+    ):
+        with pytest.raises(GitConfigError):
+            without_worktree(tangled)
+    other = b'[core "x"]\n\tworktree = /y\n'  # another key: untouched, and not on the list
+    assert without_worktree(other) == other
+    assert [r.key for r in check_repo_config(other)] == ["core.x.worktree"]
 
 
 def test_harmless_knobs_are_allowed() -> None:
@@ -785,18 +787,16 @@ def real_git_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]
 
 @needs_git
 def test_what_git_writes_is_allowed(real_git_files: dict[str, bytes], oracle: Oracle) -> None:
-    worktrees: list[str] = []
-
-    def ok(value: str) -> bool:
-        worktrees.append(value)
-        return True
-
+    taken_out = []
     for name, data in real_git_files.items():
         assert_same_as_git(data, oracle)
         if name.endswith(".gitmodules"):
             assert check_gitmodules(data) == [], name
         else:
-            assert check_repo_config(data, worktree_ok=ok) == [], (name, data)
-    assert worktrees == ["../../../../libs/lib", "../../../../libs/lib"]
+            kept = without_worktree(data)
+            if kept != data:
+                taken_out.append(name)
+            assert check_repo_config(kept) == [], (name, data)
+    assert sorted(taken_out) == ["clone's submodule", "submodule"]  # git submodule's core.worktree
     assert b"[submodule]\n\tactive = ." in real_git_files["clone"]
     assert b"partialclonefilter" in real_git_files["partial clone"]

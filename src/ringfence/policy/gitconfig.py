@@ -724,16 +724,21 @@ def _why_not_listed(e: ConfigEntry) -> str:
 # The checks
 
 
-def _repo_entry_problem(e: ConfigEntry, worktree_ok: Callable[[str], bool]) -> str | None:
+WORKTREE_REFUSED: Final = "a work tree set in config could be re-aimed into a git directory"
+
+
+def is_worktree(e: ConfigEntry) -> bool:
+    return e.subsection is None and (e.section, e.name) == ("core", "worktree")
+
+
+def _repo_entry_problem(e: ConfigEntry) -> str | None:
     if e.subsection == "":
         return "empty subsection name"
     if e.section in REPO_ANY_NAME:
         return REPO_ANY_NAME[e.section](e.value)
     if e.subsection is None:
-        if (e.section, e.name) == ("core", "worktree"):
-            if not e.value:
-                return NEEDS_VALUE
-            return None if worktree_ok(e.value) else "work tree outside the sandbox's writable area"
+        if is_worktree(e):
+            return WORKTREE_REFUSED
         check = REPO_KEYS.get(e.section, {}).get(e.name)
     else:
         check = REPO_SUBSECTION_KEYS.get(e.section, {}).get(e.name)
@@ -746,13 +751,13 @@ def _repo_entry_problem(e: ConfigEntry, worktree_ok: Callable[[str], bool]) -> s
     return check(e.value)
 
 
-def check_repo_config(data: bytes, *, worktree_ok: Callable[[str], bool]) -> list[Refusal]:
+def check_repo_config(data: bytes) -> list[Refusal]:
     """Refusals for a proposed ``.git/config`` (or ``.git/modules/*/config``); [] if every key
-    is known harmless. GitConfigError if the bytes are malformed. ``worktree_ok`` judges the
-    value of ``core.worktree`` and is called for nothing else."""
+    is known harmless. GitConfigError if the bytes are malformed. (``core.worktree`` is
+    refused: ``gitconfig_edit.without_worktree`` takes it out first.)"""
     refusals: list[Refusal] = []
     for e in parse(data):
-        why = _repo_entry_problem(e, worktree_ok)
+        why = _repo_entry_problem(e)
         if why is not None:
             refusals.append(Refusal(e.key, e.line, why))
     return refusals

@@ -212,6 +212,7 @@ REPORT_KINDS: Final = frozenset(
         "refused_config",
         "refused_pointer",
         "refused_hook",
+        "dropped_worktree",
         "more_git",
     }
 )
@@ -221,6 +222,7 @@ _REPORT_TITLES: Final = {
     "refused_config": "refused git config",
     "refused_pointer": "refused git file, moved aside",
     "refused_hook": "refused git hook",
+    "dropped_worktree": "git config kept without core.worktree",
 }
 
 

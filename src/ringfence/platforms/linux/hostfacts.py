@@ -63,6 +63,10 @@ class HostFacts:
     modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # a git directory -> the core.hooksPath directory its config names (absolute, resolved)
     hooks_paths: Mapping[str, str] = field(default_factory=dict)
+    # submodule checkouts a module's core.worktree names (as git resolves it, lexically): a
+    # command moving one and putting a symlink into a git directory in its place would make
+    # your next checkout in the moved one write into that git directory
+    module_worktrees: tuple[str, ...] = ()
     # files git configs include (include.path, includeIf.*.path): config by another name
     git_includes: tuple[str, ...] = ()
     # the user's global core.hooksPath when relative: <worktree>/<it> in every repository
@@ -499,6 +503,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     worktrees = {os.path.join(r, ".git"): r for r in host_roots(policy)}
     worktrees.update({gd: os.path.dirname(f) for f, gd in gitdirs.items()})
     module_dirs = [m for mods in modules.values() for m in mods]
+    module_worktrees: list[str] = []
     for gd in [*worktrees, *commondirs.values(), *module_dirs]:
         read = ConfigRead(hooks_path=base.hooks_path)
         common = commondirs.get(gd)
@@ -507,6 +512,8 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         read.worktree = None
         read_config(os.path.join(gd, "config"), home, read)
         includes.extend(read.includes)
+        if read.worktree and gd in module_dirs:
+            module_worktrees.append(read.worktree)
         if os.path.isdir(gd):
             named = _hooks_path(read.hooks_path, worktrees.get(gd) or read.worktree, home)
             if named is not None:
@@ -557,7 +564,8 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
                     target = _lstat_info(info.real, real, real.lstat)
                     if target is not None:
                         paths[info.real] = target
-    for named in [*hooks_paths.values(), *includes]:
+    checkouts = [os.path.join(w, ".git") for w in module_worktrees]
+    for named in [*hooks_paths.values(), *includes, *checkouts]:
         if named not in paths and (named_info := _lstat_info(named)) is not None:
             paths[named] = named_info
     for sock in (env.get("XDG_RUNTIME_DIR"), env.get("SSH_AUTH_SOCK")):
@@ -577,6 +585,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         backlinks=backlinks,
         modules=modules,
         hooks_paths=hooks_paths,
+        module_worktrees=tuple(dict.fromkeys(module_worktrees)),
         git_includes=tuple(dict.fromkeys(includes)),
         global_hooks_path=(
             base.hooks_path if base.hooks_path and not os.path.isabs(base.hooks_path) else None

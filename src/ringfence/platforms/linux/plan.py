@@ -161,6 +161,10 @@ def _protected_targets(
             consider(hooks, "protected: git hooks (core.hooksPath)")
         for included in facts.git_includes:
             consider(included, "protected: git config (included by a config)")
+        for checkout in facts.module_worktrees:
+            # kept in place (its parents pinned): it cannot be moved away and a symlink put
+            # where its module's core.worktree leads
+            consider(os.path.join(checkout, ".git"), "protected: a submodule's checkout")
     for p in policy.protected:
         consider(p, "protected: --protect")
     for p in extra:

@@ -9,13 +9,13 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from ringfence.platforms.linux.gitguard.fileio import read_regular
-from ringfence.platforms.linux.gitguard.layout import GITMODULES, is_gitdir, is_main_gitdir
+from ringfence.platforms.linux.gitguard.layout import GITMODULES, is_main_gitdir
 
 # Imported here, not when first needed: the guard runs inside the sandbox's view of the
 # files, where ringfence's own source may not be visible (a checkout under the host's /tmp,
 # which the sandbox replaces); everything it can need is loaded before it gets there.
 from ringfence.policy import gitconfig, gitdir
+from ringfence.policy.gitconfig_edit import without_worktree
 
 COMMONDIR = "../.."  # the commondir of a linked git directory, as `git worktree add` writes it
 
@@ -30,9 +30,7 @@ class ContentRules:
         """The key refusals for config bytes (GitConfigError when malformed)."""
         if kind == GITMODULES:
             return gitconfig.check_gitmodules(data)
-        return gitconfig.check_repo_config(
-            data, worktree_ok=lambda v: self._worktree_ok(v, gitdir_path)
-        )
+        return gitconfig.check_repo_config(data)
 
     def config_problem(self, data: bytes, *, gitdir_path: str, kind: str) -> str | None:
         """Why these exact bytes may not become a config (``kind`` "config" or
@@ -56,34 +54,18 @@ class ContentRules:
         cmds = "; ".join(f"git config --file {shlex.quote(path)} {k} VALUE" for k in keys)
         return f"to set it yourself, outside the sandbox and only if you trust it: {cmds}"
 
-    def _worktree_ok(self, value: str, gitdir_path: str) -> bool:
-        """core.worktree is what `git submodule` writes into a module's git directory
-        (``<repo>/.git/modules/<name>``), naming the submodule's checkout, whose ``.git`` file
-        points back. Anything else would send git's checkouts and resets wherever it names:
-        into a git directory (a tree holding ``hooks/post-checkout`` is then a hook, run at
-        once) or, later, through a symlink swapped in, outside the writable roots."""
-        parts = gitdir_path.split("/")
-        if not any(parts[i : i + 2] == [".git", "modules"] for i in range(len(parts) - 2)):
-            return False
-        target = posixpath.normpath(posixpath.join(gitdir_path, value))
-        if self.root_of(target) is None or self.root_of(os.path.realpath(target)) is None:
-            return False
+    @staticmethod
+    def settle(data: bytes, kind: str) -> tuple[bytes, bool]:
+        """The bytes that become a config (``kind`` "config"): ``data`` without its
+        ``core.worktree`` lines (``gitconfig_edit``), and whether any went. Bytes
+        that cannot lose them cleanly stay as they are, and the check refuses them."""
+        if kind != "config":
+            return data, False
         try:
-            back = gitdir.pointer_target(
-                ".git", read_regular(f"{target}/.git"), holder_dir=target, gitdir=None
-            )
-        except (OSError, ValueError):
-            return False
-        if back != posixpath.normpath(gitdir_path):
-            return False
-        cur = target
-        while self.root_of(cur) is not None:  # never inside (or at) a git directory
-            if is_gitdir(cur):
-                return False
-            if cur == self.root_of(cur):
-                break
-            cur = posixpath.dirname(cur)
-        return True
+            kept = without_worktree(data)
+        except gitconfig.GitConfigError:
+            return data, False
+        return kept, kept != data
 
     def pointer_problem(self, path: str, kind: str, data: bytes) -> str | None:
         """Why the file at ``path`` with content ``data`` may not stay (``kind`` as in

@@ -29,7 +29,7 @@ from ringfence.platforms.linux.gitguard.layout import (
 # Imported here, not when first needed: the guard runs inside the sandbox's view of the
 # files, where ringfence's own source may not be visible (a checkout under the host's /tmp,
 # which the sandbox replaces); everything it can need is loaded before it gets there.
-from ringfence.policy import gitdir
+from ringfence.policy import gitconfig, gitdir
 from ringfence.policy.gitdir import Entry
 
 # A directory that completes its layout is scanned before it counts; a bigger one is refused
@@ -607,6 +607,9 @@ class GitGuard:
             return None
         data = read_regular(full)
         if kind is Entry.CONFIG or rel == ("config.worktree",):
+            data, dropped = self.content.settle(data, "config")
+            if dropped:
+                self.event("dropped_worktree", full, gitconfig.WORKTREE_REFUSED)
             problem = self.content.config_problem(data, gitdir_path=top, kind="config")
         elif kind is Entry.POINTER:
             problem = self.content.pointer_problem(f"{top}/{what}", rel[-1], data)

@@ -46,6 +46,7 @@ from ringfence.platforms.linux.nameguard.results import (
     Resolved,
     Value,
 )
+from ringfence.policy import gitconfig
 
 AT_SYMLINK_FOLLOW: Final = 0x400
 AT_SYMLINK_NOFOLLOW: Final = 0x100
@@ -573,7 +574,7 @@ class FileCalls:
         """
         assert self.git is not None
         what, base = kind
-        data = self._read_checked_source(src)
+        data, dropped = self.git.content.settle(self._read_checked_source(src), what)
         problem = self.git.content.config_problem(data, gitdir_path=base, kind=what)
         if problem is not None:
             hint = self.git.content.host_hint(data, path=dst.path, gitdir_path=base, kind=what)
@@ -591,6 +592,8 @@ class FileCalls:
         )
         call.validate()  # as in _rename: nothing in the name of a caller that is gone
         put_copy(dst.parent_fd, dst.kernel_name.rstrip("/"), data, mode)
+        if dropped:
+            self.event("dropped_worktree", dst.path, gitconfig.WORKTREE_REFUSED)
         with contextlib.suppress(OSError):  # a rename leaves no source behind
             os.unlink(src.kernel_name, dir_fd=src.parent_fd)
         self.git.forget_repos()  # a config changed: what it names may have too
