@@ -121,10 +121,18 @@ def test_clone_from_a_local_path_and_commit(rf: Runner, home: Path) -> None:
 
 
 def test_submodule_add_and_commit(rf: Runner, home: Path) -> None:
-    """`git submodule add <local repo> sub` writes .gitmodules, .git/modules/sub, a commit."""
+    """`git submodule add <local repo> sub` writes .gitmodules, .git/modules/sub, a commit.
+    The submodule's symlinks are checked out as symlinks (git's probe of whether they work,
+    a symlink in the module's git directory in the making, is allowed), and its config is
+    kept without core.worktree (git finds the checkout by its .git file)."""
     nonce = secrets.token_hex(8)
     lib = rf.mkdir("lib-") / "lib"
-    lib_head = _host_repo(lib, home, rf, {"lib.txt": f"lib {nonce}\n"})
+    _host_repo(lib, home, rf, {"lib.txt": f"lib {nonce}\n"})
+    (lib / "link").symlink_to("lib.txt")
+    _git(home, "-C", lib, "add", "link")
+    _git(home, "-C", lib, "commit", "-qm", "link")
+    _chown_tree(lib, rf)
+    lib_head = _git(home, "-C", lib, "rev-parse", "HEAD")
     ws = rf.mkdir()
     _host_repo(ws, home, rf)
     _run(rf, ws, f"git {FILE_OK} submodule add -q {lib} sub && git commit -qm 'sub {nonce}'")
@@ -140,6 +148,10 @@ def test_submodule_add_and_commit(rf: Runner, home: Path) -> None:
     assert _git(home, "-C", ws / "sub", "rev-parse", "--absolute-git-dir") == str(
         ws / ".git/modules/sub"
     )
+    assert (ws / "sub/link").is_symlink() and (ws / "sub/link").read_text() == f"lib {nonce}\n"
+    module_config = (ws / ".git/modules/sub/config").read_text()
+    assert "symlinks = false" not in module_config and "worktree" not in module_config
+    assert _git(home, "-C", ws / "sub", "status", "--porcelain") == ""
 
 
 def test_submodule_update_init_in_a_fresh_clone(rf: Runner, home: Path) -> None:
@@ -248,6 +260,20 @@ def test_rebase_plain_and_interactive_autosquash(rf: Runner, home: Path) -> None
     )
     assert _subjects(home, ws, "topic", 5) == [f"rebase {nonce}", "topic-1", "main-2", "base"]
     assert _git(home, "-C", ws, "show", "topic:r.txt") == f"{nonce}\nmore"
+    assert not (ws / ".git/rebase-merge").exists()
+
+
+def test_rebase_exec_runs_its_command_in_the_sandbox(rf: Runner, home: Path) -> None:
+    """`git rebase --exec CMD` (its todo list, exec lines and all, written through a lock
+    file and a rename) runs CMD after each commit it replays; a todo list left behind would be
+    moved aside when the command ends (test_git_attacks)."""
+    nonce = secrets.token_hex(8)
+    ws = rf.mkdir()
+    _branchy_repo(ws, home, rf)
+    _run(rf, ws, f"git checkout -q topic && git rebase -q --exec 'echo {nonce} >> ran.txt' main")
+    ran = (ws / "ran.txt").read_text().splitlines()
+    assert ran and set(ran) == {nonce}, ran
+    assert _git(home, "-C", ws, "merge-base", "--is-ancestor", "main", "topic") == ""
     assert not (ws / ".git/rebase-merge").exists()
 
 

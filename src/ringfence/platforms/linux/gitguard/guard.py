@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,21 @@ _LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)
 
 def _raise(exc: OSError) -> None:
     raise exc
+
+
+_PROBE: Final = re.compile(r"t[A-Za-z0-9]{6}")
+
+
+def _symlink_probe(place: Place, text: str | None) -> bool:
+    """git init's test of whether symlinks work (setup.c: ``symlink("testing", "tXXXXXX")``,
+    removed at once): in a submodule's git directory in the making, under ``modules/``. Refused,
+    git would set core.symlinks=false and check the submodule's links out as plain files. The
+    name is one git never reads, and the layout check refuses a directory that still holds it."""
+    return (
+        text == "testing"
+        and place.kind is Entry.INCUBATOR
+        and _PROBE.fullmatch(place.rel[-1]) is not None
+    )
 
 
 @dataclass
@@ -303,7 +319,7 @@ class GitGuard:
         where, what = place.where, place.what
         if self.strict:
             return f"{where} (strict_git)"
-        if kind == stat.S_IFLNK:
+        if kind == stat.S_IFLNK and not _symlink_probe(place, symlink):
             # git makes none there; a link would let one name stand for another the rules
             # judge differently (rebase-merge -> a directory of the command's choosing)
             return f"{where}: no symlinks in a git directory ({what})"

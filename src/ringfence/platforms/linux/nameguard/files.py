@@ -47,6 +47,12 @@ from ringfence.platforms.linux.nameguard.results import (
     Value,
 )
 from ringfence.policy import gitconfig
+from ringfence.policy.gitdir import CHECKED_PATHS
+
+# State git writes (a rebase's todo list, through a lock file and a rename, or in place) and
+# acts on while the command runs, `exec` lines and all (`git rebase --exec 'make test'`):
+# judged only when the command has ended, and moved aside then if it would run anything.
+LATER: Final = frozenset(CHECKED_PATHS.values())
 
 AT_SYMLINK_FOLLOW: Final = 0x400
 AT_SYMLINK_NOFOLLOW: Final = 0x100
@@ -508,18 +514,7 @@ class FileCalls:
                 if exchange or kind != stat.S_IFREG:
                     raise Refused(dst.path, "replaced only by renaming a regular file onto it")
                 return self._replace_checked(call, src, dst, checked, flags)
-            self._git(dst.path, self._rename_in, src, dst.path, kind)
-            if exchange:
-                assert dst_kind is not None
-                self._git(src.path, self._rename_in, dst, src.path, dst_kind)
-                for either in (src.path, dst.path):
-                    if self.git.checked_kind(either) or self.git.content_kind(either):
-                        raise Refused(either, "a file checked by content is not exchanged")
-            pointer = self.git.checked_kind(dst.path) if kind == stat.S_IFREG else None
-            if pointer is not None:
-                data = self._read_checked_source(src)
-                self._deny(dst.path, self.git.content.pointer_problem(dst.path, pointer, data))
-                self.git.note_pointer(dst.path, pointer)  # and again at the end
+            pointer = self._git_rename(src, dst, kind, dst_kind if exchange else None)
         # The git checks above can take a while: a caller that is gone meanwhile (its command
         # ended, its tree was killed) gets nothing done in its name after its end.
         call.validate()
@@ -538,6 +533,27 @@ class FileCalls:
         elif self.git is not None:
             self.git.moved(src.path, dst.path, pointer=pointer, is_dir=kind == stat.S_IFDIR)
         return Value()
+
+    def _git_rename(
+        self, src: Resolved, dst: Resolved, kind: int, exchanged: int | None
+    ) -> str | None:
+        """The git rules for ``src`` (of file type ``kind``) arriving at ``dst`` and, for an
+        exchange, ``dst`` (of type ``exchanged``) at ``src``. Returns the end-of-run check the
+        arriving file gets, if its content matters to git."""
+        assert self.git is not None
+        self._git(dst.path, self._rename_in, src, dst.path, kind)
+        if exchanged is not None:
+            self._git(src.path, self._rename_in, dst, src.path, exchanged)
+            for either in (src.path, dst.path):
+                if self.git.checked_kind(either) or self.git.content_kind(either):
+                    raise Refused(either, "a file checked by content is not exchanged")
+        pointer = self.git.checked_kind(dst.path) if kind == stat.S_IFREG else None
+        if pointer is not None:
+            if pointer not in LATER:  # a todo list is git's to act on while the command runs
+                data = self._read_checked_source(src)
+                self._deny(dst.path, self.git.content.pointer_problem(dst.path, pointer, data))
+            self.git.note_pointer(dst.path, pointer)  # and again at the end
+        return pointer
 
     @staticmethod
     def _rename_in(g: GitGuard, src: Resolved, dst_path: str, kind: int) -> str | None:
