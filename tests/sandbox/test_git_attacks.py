@@ -295,6 +295,64 @@ def test_your_submodule_checkout_stays_where_its_work_tree_leads(
     assert "refused renameat2 " in err and "/p (protected: " in err, err
 
 
+def _submodule_layout(layout: str, ws: Path, rf: Runner, home: Path) -> None:
+    """Your repositories, made on the host, each with a submodule whose module config names
+    its checkout (core.worktree): one of the repository at the workspace's top under a long
+    name, one in a nested repository, one in a linked worktree's submodule."""
+    _repo(ws, rf, home)
+    src = home / "S"
+    _host(home, home, f"git init -q -b main {src} && git -C {src} commit -q --allow-empty -m s")
+    add = f"git -c protocol.file.allow=always submodule add -q {src}"
+    if layout == "deep-name":
+        _host(home, ws, f"{add} src/vendor/example.org/org/lib && git commit -qm sub")
+    elif layout == "nested-repo":
+        _host(home, ws, f"git init -q -b main proj && cd proj && {add} lib/foo && git commit -qm s")
+    else:
+        _host(home, ws, f"{add} lib/foo && git commit -qm sub && git worktree add -q .wt/feat")
+        _host(home, ws / ".wt/feat", "git -c protocol.file.allow=always submodule -q update --init")
+    for p in [ws, *ws.rglob("*")]:
+        os.lchown(p, rf.uid, rf.gid)
+
+
+CHECKOUTS = {
+    "deep-name": ("src/vendor/example.org/org/lib", ".git/modules/src/vendor/example.org/org/lib"),
+    "nested-repo": ("proj/lib/foo", "proj/.git/modules/lib/foo"),
+    "linked-worktree": (".wt/feat/lib/foo", ".git/worktrees/feat/modules/lib/foo"),
+}
+
+
+@pytest.mark.parametrize("layout", list(CHECKOUTS))
+def test_no_submodule_checkout_is_swapped_for_its_git_directory(
+    rf: Runner, tmp_path: Path, marks: Path, layout: str
+) -> None:
+    """The command commits a hooks/post-checkout into the submodule, moves its checkout away
+    and puts a symlink to the module's git directory where it was: git run in the moved
+    checkout would take that git directory for the work tree, write the hook into it and run
+    it. Checkouts the guard finds when a directory is renamed, at any depth, in nested
+    repositories and linked worktrees (found by an outside review; present before)."""
+    checkout, module = CHECKOUTS[layout]
+    plant = (
+        f"CO={checkout}; GD=$PWD/{module}\n"
+        "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > hookfile\n"
+        "export GIT_DIR=$GD\n"
+        "B=$(git hash-object -w hookfile)\n"
+        "T1=$(printf '100755 blob %s\\tpost-checkout\\n' $B | git mktree)\n"
+        "T2=$(printf '040000 tree %s\\thooks\\n' $T1 | git mktree)\n"
+        "git update-ref refs/heads/evil $(git commit-tree -m evil -p HEAD $T2)\n"
+        "unset GIT_DIR; rm hookfile\n"
+        "mv $CO ${{CO}}2 && ln -s $GD $CO\n"
+    )
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _submodule_layout(layout, ws, rf, home),
+        plant=plant,
+        after=f"cd {checkout}2 2>/dev/null && git checkout -q evil",
+    )
+    assert "a submodule's config names (core.worktree) stays" in err, err
+
+
 def test_a_directory_renamed_onto_rebase_state_brings_no_exec_line(
     rf: Runner, tmp_path: Path, marks: Path
 ) -> None:

@@ -193,6 +193,30 @@ def test_a_commondir_is_only_what_git_worktree_writes(
         assert problem is not None and "not what git writes" in problem
 
 
+def test_the_way_to_a_submodule_checkout_stays(ws: Path) -> None:
+    """A module config's core.worktree names ``lib/foo``: neither it nor ``lib`` may go away,
+    be replaced or arrive as a symlink or a renamed directory; inside the checkout, and
+    beside it, anything goes."""
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    subprocess.run(["git", "init", "-q", str(ws)], check=True, env=HOST_GIT)
+    module = ws / ".git/modules/lib/foo"
+    subprocess.run(["git", "init", "-q", "--bare", str(module)], check=True, env=HOST_GIT)
+    (module / "config").write_text("[core]\n\tbare = false\n\tworktree = ../../../../lib/foo\n")
+    (ws / "lib").mkdir()
+    (ws / "other").mkdir()
+    g = GitGuard(roots=(str(ws),), home=str(ws))
+    for path in (ws / "lib", ws / "lib/foo"):
+        assert g.removing(str(path)) is not None, path
+    refusal = g.creating(str(ws / "lib/foo"), stat.S_IFLNK, symlink="../.git")
+    assert refusal is not None and "core.worktree" in refusal
+    assert g.creating(str(ws / "lib"), stat.S_IFDIR, incoming=str(ws / "other")) is not None
+    assert g.creating(str(ws / "lib/foo"), stat.S_IFDIR) is None  # git submodule update
+    assert g.removing(str(ws / "lib/foo/file")) is None
+    assert g.removing(str(ws / "other")) is None
+    assert g.creating(str(ws / "other/link"), stat.S_IFLNK, symlink="../lib") is None
+
+
 def test_a_clean_new_repository_completes_and_is_then_governed(ws: Path) -> None:
     d = ws / "bare.git"
 

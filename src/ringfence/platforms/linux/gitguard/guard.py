@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ringfence.platforms.linux.gitfiles import ConfigRead, expand, read_config
+from ringfence.platforms.linux.gitguard import checkouts
 from ringfence.platforms.linux.gitguard.content import ContentRules
 from ringfence.platforms.linux.gitguard.fileio import read_regular, replace_with_copy
 from ringfence.platforms.linux.gitguard.layout import (
@@ -47,6 +48,7 @@ class _Repo:
     top: str
     includes: frozenset[str]
     hooks: str | None
+    gitdir: str | None = None  # its git directory, when it is one
 
 
 # What a new git directory may hold besides git's data when its layout completes: what
@@ -103,6 +105,7 @@ class GitGuard:
         self._pointer_roots = tuple(sorted(self.roots, key=len))
         self._tops: dict[str, str | None] = {}  # directory -> its worktree's top, or None
         self._repos: dict[str, _Repo] = {}
+        self._checkouts: dict[str, tuple[str, ...]] = {}  # git directory -> modules' checkouts
         self.content = ContentRules(self.pointer_root_of)
 
     # ---------------------------------------------------------------- where
@@ -240,12 +243,35 @@ class GitGuard:
         hooks = None
         if read.hooks_path:
             hooks = expand(read.hooks_path, top, self.home)
-        return _Repo(top, frozenset(read.includes), hooks)
+        return _Repo(top, frozenset(read.includes), hooks, gd)
 
     def forget_repos(self) -> None:
         """What :meth:`_repo` learnt may no longer hold (a .git, config or directory moved)."""
         self._tops.clear()
         self._repos.clear()
+        self._checkouts.clear()
+
+    def _checkout_rule(self, path: str) -> str | None:
+        """No entry may go away, be replaced or arrive (a symlink, a directory renamed in) at
+        or above a checkout that a module config's ``core.worktree`` names (``checkouts``):
+        the submodules of the repository whose worktree holds ``path``, and the one
+        ``path`` is, if it is a checkout."""
+        if self.root_of(path) is None:
+            return None
+        named: list[str] = []
+        repo = self._repo(posixpath.dirname(path))
+        if repo is not None and repo.gitdir is not None:
+            if repo.gitdir not in self._checkouts:
+                self._checkouts[repo.gitdir] = checkouts.work_trees(repo.gitdir, self.home)
+            named += self._checkouts[repo.gitdir]
+        if os.path.isfile(f"{path}/.git"):
+            own = self._read_repo(path).gitdir
+            if own is not None:
+                named.append(checkouts.work_tree(own, self.home) or "")
+        for tree in named:
+            if tree and gitdir.inside(tree, (path,)):
+                return f"the checkout {tree} a submodule's config names (core.worktree) stays"
+        return None
 
     def _worktree_rule(self, path: str) -> str | None:
         """A file a repository's config includes is config too (include.path,
@@ -303,6 +329,8 @@ class GitGuard:
             rule = self._worktree_rule(path)
             if rule is None and incoming is not None:
                 rule = self._incoming_worktree_rule(incoming, path)
+            if rule is None and (kind == stat.S_IFLNK or incoming is not None):
+                rule = self._checkout_rule(path)
             if rule is not None:
                 return rule
         if not place.governed and kind == stat.S_IFLNK and symlink is not None and is_dot_git(name):
@@ -448,7 +476,7 @@ class GitGuard:
             return ".git (an existing repository)"
         place = self.place(path)
         if not place.governed:
-            return None
+            return self._checkout_rule(path)
         assert place.gitdir is not None
         where, what = place.where, place.what
         if self.strict:
