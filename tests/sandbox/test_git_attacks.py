@@ -321,6 +321,66 @@ CHECKOUTS = {
 }
 
 
+def _plant_hook(module: str) -> str:
+    """Commit hooks/post-checkout into the module's repository (git plumbing, in the
+    sandbox), on a branch ``evil``."""
+    return (
+        f"GD=$PWD/{module}\n"
+        "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > hookfile\n"
+        "export GIT_DIR=$GD\n"
+        "B=$(git hash-object -w hookfile)\n"
+        "T1=$(printf '100755 blob %s\\tpost-checkout\\n' $B | git mktree)\n"
+        "T2=$(printf '040000 tree %s\\thooks\\n' $T1 | git mktree)\n"
+        "git update-ref refs/heads/evil $(git commit-tree -m evil -p HEAD $T2)\n"
+        "unset GIT_DIR; rm hookfile\n"
+    )
+
+
+# Ways around the rule above, each found by an outside review: (layout, the steps after
+# planting the hook, where you would run `git checkout evil`).
+RE_AIMS = {
+    # A .git (no repository) put between the checkout and its repository's top, so that the
+    # first .git above hid the repository whose module config names the checkout.
+    "dot-git-in-between": (
+        "deep-name",
+        "mkdir src/vendor/.git\n"
+        "ln -s nowhere src/vendor/flush && rm src/vendor/flush\n"
+        "mv src/vendor/example.org src/vendor/example.org2\n"
+        "ln -s ../../.git/modules/src/vendor/example.org src/vendor/example.org\n"
+        "rmdir src/vendor/.git\n",
+        "src/vendor/example.org2/org/lib",
+    ),
+    # The module's git directory parked one level deeper (its config then names another
+    # directory), the checkout's parent swapped for a symlink into .git/modules, the git
+    # directory put back.
+    "module-git-dir-parked": (
+        "nested-repo",
+        "mkdir proj/.git/modules/lib/x\n"
+        "mv proj/.git/modules/lib/foo proj/.git/modules/lib/x/foo\n"
+        "mv proj/lib proj/lib2\n"
+        "ln -s .git/modules/lib proj/lib\n"
+        "mv proj/.git/modules/lib/x/foo proj/.git/modules/lib/foo\n",
+        "proj/lib2/foo",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", list(RE_AIMS))
+def test_no_way_round_the_checkout_rule(
+    rf: Runner, tmp_path: Path, marks: Path, attack: str
+) -> None:
+    layout, steps, moved = RE_AIMS[attack]
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _submodule_layout(layout, ws, rf, home),
+        plant=_plant_hook(CHECKOUTS[layout][1]) + steps,
+        after=f"cd {moved} 2>/dev/null && git checkout -q evil",
+    )
+    assert "core.worktree) stays" in err or "holds the git directory of the checkout" in err, err
+
+
 @pytest.mark.parametrize("layout", list(CHECKOUTS))
 def test_no_submodule_checkout_is_swapped_for_its_git_directory(
     rf: Runner, tmp_path: Path, marks: Path, layout: str

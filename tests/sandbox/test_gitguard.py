@@ -217,6 +217,23 @@ def test_the_way_to_a_submodule_checkout_stays(ws: Path) -> None:
     assert g.creating(str(ws / "other/link"), stat.S_IFLNK, symlink="../lib") is None
 
 
+def test_no_symlink_leads_into_a_git_directory(ws: Path) -> None:
+    """A work tree resolved through such a link would be a git directory (a checkout writes
+    hooks/ there): refused by where it leads now and by a .git in its text; other links,
+    and .git links (judged as pointers), are as before."""
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    subprocess.run(["git", "init", "-q", str(ws)], check=True, env=HOST_GIT)
+    subprocess.run(["git", "init", "-q", "--bare", str(ws / "bare")], check=True, env=HOST_GIT)
+    (ws / "d").mkdir()
+    g = GitGuard(roots=(str(ws),))
+    for text in (".git", ".git/modules/x", "../.GIT/hooks", "bare", "bare/hooks", "./x/../bare"):
+        refusal = g.creating(str(ws / "link"), stat.S_IFLNK, symlink=text)
+        assert refusal is not None and "into a git directory" in refusal, text
+    for text in ("d", "d/missing", "..", "/usr/bin", "git"):
+        assert g.creating(str(ws / "link"), stat.S_IFLNK, symlink=text) is None, text
+
+
 def test_a_clean_new_repository_completes_and_is_then_governed(ws: Path) -> None:
     d = ws / "bare.git"
 

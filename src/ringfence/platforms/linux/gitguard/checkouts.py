@@ -26,7 +26,12 @@ MAX_MODULE_DIRS: Final = 4096
 def module_gitdirs(gitdir: str) -> list[str]:
     """Every module git directory of ``gitdir``: under ``modules/`` and each linked worktree's
     ``worktrees/<id>/modules/``, at any depth, and theirs in turn (nested submodules)."""
-    frontier = [f"{gitdir}/modules", *_worktree_modules(gitdir)]
+    return module_gitdirs_in([f"{gitdir}/modules", *_worktree_modules(gitdir)], nested=True)
+
+
+def module_gitdirs_in(frontier: list[str], *, nested: bool = False) -> list[str]:
+    """The git directories found under the directories of ``frontier``, descending through
+    those that are none (module names with slashes); with ``nested``, into their modules."""
     found: list[str] = []
     seen = 0
     while frontier:
@@ -40,12 +45,13 @@ def module_gitdirs(gitdir: str) -> list[str]:
         for e in entries:
             seen += 1
             if seen > MAX_MODULE_DIRS:
-                raise Unknown(f"more than {MAX_MODULE_DIRS} directories under {gitdir}/modules")
+                raise Unknown(f"more than {MAX_MODULE_DIRS} directories under {d}")
             if not e.is_dir(follow_symlinks=False):
                 continue
             if is_gitdir(e.path):
                 found.append(e.path)
-                frontier += [f"{e.path}/modules", *_worktree_modules(e.path)]
+                if nested:
+                    frontier += [f"{e.path}/modules", *_worktree_modules(e.path)]
             else:  # a module name with slashes: one directory per component
                 frontier.append(e.path)
     return found
@@ -67,6 +73,22 @@ def work_tree(gitdir: str, home: str | None) -> str | None:
     for name in ("config", "config.worktree"):
         read_config(f"{gitdir}/{name}", home, read)
     return read.worktree
+
+
+def named_at_or_below(path: str, home: str | None) -> str | None:
+    """A checkout that the config of a git directory at or below ``path`` names, if any
+    (``path`` under ``modules/``: renaming or removing it would re-aim that checkout)."""
+    gitdirs = [path, *module_gitdirs(path)] if is_gitdir(path) else _gitdirs_below(path)
+    return next((t for t in (work_tree(g, home) for g in gitdirs) if t is not None), None)
+
+
+def _gitdirs_below(path: str) -> list[str]:
+    """The git directories below ``path`` (a directory under ``modules/`` that is none
+    itself: a component of a module's name), and their modules."""
+    found: list[str] = []
+    for d in module_gitdirs_in([path]):
+        found += [d, *module_gitdirs(d)]
+    return found
 
 
 def work_trees(gitdir: str, home: str | None) -> tuple[str, ...]:

@@ -254,24 +254,71 @@ class GitGuard:
     def _checkout_rule(self, path: str) -> str | None:
         """No entry may go away, be replaced or arrive (a symlink, a directory renamed in) at
         or above a checkout that a module config's ``core.worktree`` names (``checkouts``):
-        the submodules of the repository whose worktree holds ``path``, and the one
+        those of every repository whose worktree holds ``path``, looked at afresh up to the
+        root (git skips a ``.git`` that is no repository; so does this), and the one
         ``path`` is, if it is a checkout."""
-        if self.root_of(path) is None:
+        root = self.root_of(path)
+        if root is None:
             return None
         named: list[str] = []
-        repo = self._repo(posixpath.dirname(path))
-        if repo is not None and repo.gitdir is not None:
-            if repo.gitdir not in self._checkouts:
-                self._checkouts[repo.gitdir] = checkouts.work_trees(repo.gitdir, self.home)
-            named += self._checkouts[repo.gitdir]
-        if os.path.isfile(f"{path}/.git"):
-            own = self._read_repo(path).gitdir
-            if own is not None:
-                named.append(checkouts.work_tree(own, self.home) or "")
+        own = self._checkouts_of(path) if os.path.isfile(f"{path}/.git") else None
+        if own is not None:
+            named.append(own[1])
+        cur = path
+        while cur != root:
+            cur = posixpath.dirname(cur)
+            if exists(f"{cur}/.git"):
+                named += self._checkouts_of(cur)[0]
         for tree in named:
             if tree and gitdir.inside(tree, (path,)):
                 return f"the checkout {tree} a submodule's config names (core.worktree) stays"
         return None
+
+    def _outside_rule(
+        self, path: str, kind: int, symlink: str | None, incoming: str | None
+    ) -> str | None:
+        """The rules for a new entry outside any git directory."""
+        rule = self._worktree_rule(path)
+        if rule is None and incoming is not None:
+            rule = self._incoming_worktree_rule(incoming, path)
+        if rule is None and (kind == stat.S_IFLNK or incoming is not None):
+            rule = self._checkout_rule(path)
+        if rule is None and kind == stat.S_IFLNK and symlink is not None:
+            rule = self._link_rule(path, symlink)
+        return rule
+
+    def _link_rule(self, path: str, text: str) -> str | None:
+        """A symlink (but a ``.git`` one, judged as a pointer) may not lead into or onto a
+        git directory: a work tree resolved through it (a module's ``core.worktree``, git
+        run in it) would be that git directory, and a checkout writes ``hooks/`` there. Its
+        text may not name ``.git`` at all (moved elsewhere, a relative one would lead
+        elsewhere); where it leads now is looked at up to ``/``."""
+        if is_dot_git(posixpath.basename(path)):
+            return None
+        if any(is_dot_git(part) for part in text.split("/")):
+            return f"a symlink may not lead into a git directory (.git in {text!r})"
+        cur = os.path.realpath(gitdir.symlink_target(posixpath.dirname(path), text))
+        while True:
+            try:
+                found = is_gitdir(cur)
+            except OSError:  # not readable here: nor by you (the same user), so no work tree
+                found = False
+            if found:
+                return f"a symlink may not lead into a git directory ({cur})"
+            parent = posixpath.dirname(cur)
+            if parent == cur:
+                return None
+            cur = parent
+
+    def _checkouts_of(self, top: str) -> tuple[tuple[str, ...], str]:
+        """The checkouts the module configs of the repository at ``top`` name, and the one
+        its own git directory's config names ("" for none)."""
+        gd = self._read_repo(top).gitdir
+        if gd is None:
+            return (), ""
+        if gd not in self._checkouts:
+            self._checkouts[gd] = checkouts.work_trees(gd, self.home)
+        return self._checkouts[gd], checkouts.work_tree(gd, self.home) or ""
 
     def _worktree_rule(self, path: str) -> str | None:
         """A file a repository's config includes is config too (include.path,
@@ -326,11 +373,7 @@ class GitGuard:
             if rule is not None:
                 return rule
         else:
-            rule = self._worktree_rule(path)
-            if rule is None and incoming is not None:
-                rule = self._incoming_worktree_rule(incoming, path)
-            if rule is None and (kind == stat.S_IFLNK or incoming is not None):
-                rule = self._checkout_rule(path)
+            rule = self._outside_rule(path, kind, symlink, incoming)
             if rule is not None:
                 return rule
         if not place.governed and kind == stat.S_IFLNK and symlink is not None and is_dot_git(name):
@@ -485,6 +528,10 @@ class GitGuard:
             return f"{where}: config is replaced, never removed"
         if place.kind is Entry.READ_ONLY:
             return f"{where}: {what} is not git's data"
+        if place.kind is Entry.INCUBATOR and place.rel[-1] != "HEAD":
+            tree = checkouts.named_at_or_below(path, self.home)
+            if tree is not None:  # moved, its core.worktree would name another directory
+                return f"{where}: {what} holds the git directory of the checkout {tree}"
         if (
             not replaced
             and len(place.rel) == 1
