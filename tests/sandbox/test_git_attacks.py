@@ -305,6 +305,19 @@ def _submodule_layout(layout: str, ws: Path, rf: Runner, home: Path) -> None:
     add = f"git -c protocol.file.allow=always submodule add -q {src}"
     if layout == "deep-name":
         _host(home, ws, f"{add} src/vendor/example.org/org/lib && git commit -qm sub")
+    elif layout == "separate-git-dir":
+        upstream = home / "R"
+        _host(
+            home,
+            home,
+            f"git init -q -b main {upstream} && cd {upstream} && {add} sub && git commit -qm s",
+        )
+        _host(
+            home,
+            ws,
+            f"git clone -q --separate-git-dir={ws}/gd {upstream} n && cd n "
+            "&& git -c protocol.file.allow=always submodule -q update --init",
+        )
     elif layout == "nested-repo":
         _host(home, ws, f"git init -q -b main proj && cd proj && {add} lib/foo && git commit -qm s")
     else:
@@ -318,6 +331,7 @@ CHECKOUTS = {
     "deep-name": ("src/vendor/example.org/org/lib", ".git/modules/src/vendor/example.org/org/lib"),
     "nested-repo": ("proj/lib/foo", "proj/.git/modules/lib/foo"),
     "linked-worktree": (".wt/feat/lib/foo", ".git/worktrees/feat/modules/lib/foo"),
+    "separate-git-dir": ("n/sub", "gd/modules/sub"),
 }
 
 
@@ -361,6 +375,14 @@ RE_AIMS = {
         "ln -s .git/modules/lib proj/lib\n"
         "mv proj/.git/modules/lib/x/foo proj/.git/modules/lib/foo\n",
         "proj/lib2/foo",
+    ),
+    # A repository whose git directory lies outside its worktree moved away whole (the rule
+    # looked at the repositories above it, not its own modules), and /proc/self/cwd, which
+    # leads wherever the process following it is: for git, into the git directory.
+    "own-modules-and-proc": (
+        "separate-git-dir",
+        "mv n n2\nmkdir -p n && ln -s /proc/self/cwd n/sub\n",
+        "n2/sub",
     ),
 }
 

@@ -232,6 +232,10 @@ def test_no_symlink_leads_into_a_git_directory(ws: Path) -> None:
         assert refusal is not None and "into a git directory" in refusal, text
     for text in ("d", "d/missing", "..", "/usr/bin", "git"):
         assert g.creating(str(ws / "link"), stat.S_IFLNK, symlink=text) is None, text
+    (ws / "d/fd").symlink_to("/dev/fd")
+    for text in ("/proc/self/cwd", "/dev/fd/0", "d/fd/1", "../" * 12 + "proc/self/root"):
+        refusal = g.creating(str(ws / "link"), stat.S_IFLNK, symlink=text)
+        assert refusal is not None and "through /proc" in refusal, text
 
 
 def test_a_clean_new_repository_completes_and_is_then_governed(ws: Path) -> None:

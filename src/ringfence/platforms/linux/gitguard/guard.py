@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ringfence.platforms.linux.gitfiles import ConfigRead, expand, read_config
-from ringfence.platforms.linux.gitguard import checkouts
+from ringfence.platforms.linux.gitguard import checkouts, layout
 from ringfence.platforms.linux.gitguard.content import ContentRules
 from ringfence.platforms.linux.gitguard.fileio import read_regular, replace_with_copy
 from ringfence.platforms.linux.gitguard.layout import (
@@ -261,9 +261,9 @@ class GitGuard:
         if root is None:
             return None
         named: list[str] = []
-        own = self._checkouts_of(path) if os.path.isfile(f"{path}/.git") else None
-        if own is not None:
-            named.append(own[1])
+        if os.path.isfile(f"{path}/.git"):  # its git directory stays behind if it is moved
+            modules, own = self._checkouts_of(path)
+            named += [*modules, own]
         cur = path
         while cur != root:
             cur = posixpath.dirname(cur)
@@ -297,6 +297,10 @@ class GitGuard:
             return None
         if any(is_dot_git(part) for part in text.split("/")):
             return f"a symlink may not lead into a git directory (.git in {text!r})"
+        if layout.through_proc(posixpath.dirname(path), text):
+            # /proc/self/cwd and the like lead wherever the process that follows them is: for
+            # git resolving a work tree from its git directory, into that git directory
+            return f"a symlink may not lead through /proc ({text!r})"
         cur = os.path.realpath(gitdir.symlink_target(posixpath.dirname(path), text))
         while True:
             try:
@@ -528,7 +532,7 @@ class GitGuard:
             return f"{where}: config is replaced, never removed"
         if place.kind is Entry.READ_ONLY:
             return f"{where}: {what} is not git's data"
-        if place.kind is Entry.INCUBATOR and place.rel[-1] != "HEAD":
+        if place.kind is Entry.INCUBATOR:
             tree = checkouts.named_at_or_below(path, self.home)
             if tree is not None:  # moved, its core.worktree would name another directory
                 return f"{where}: {what} holds the git directory of the checkout {tree}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from dataclasses import dataclass
 from typing import Final
 
@@ -96,3 +97,44 @@ def is_main_gitdir(path: str) -> bool:
         return all(exists(f"{path}/{n}") for n in ("HEAD", "objects", "refs"))
     except Unknown:
         return False
+
+
+MAX_HOPS: Final = 40  # as the kernel's limit on symlinks followed in one lookup
+
+
+def through_proc(base: str, text: str) -> bool:
+    """Does a symlink in ``base`` with target ``text`` lead through procfs (/proc, or a link
+    into it such as /dev/fd)? Its magic links (/proc/self/cwd, /proc/self/fd/N) lead wherever
+    the process following them is, so where they lead for the guard says nothing. Resolved
+    one component at a time; a loop or too many hops counts as yes."""
+    proc_dev = os.stat("/proc").st_dev
+    todo = (
+        [p for p in text.split("/") if p]
+        if text.startswith("/")
+        else [
+            *[p for p in base.split("/") if p],
+            *[p for p in text.split("/") if p],
+        ]
+    )
+    todo.reverse()
+    cur, hops = "/", 0
+    while todo:
+        part = todo.pop()
+        if part == ".":
+            continue
+        cur = os.path.dirname(cur) if part == ".." else os.path.join(cur, part)
+        try:
+            st = os.lstat(cur)
+        except OSError:
+            return False  # not there (yet): nothing below it is followed now
+        if st.st_dev == proc_dev:
+            return True
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > MAX_HOPS:
+                return True
+            target = os.readlink(cur)
+            parts = [p for p in target.split("/") if p]
+            todo.extend(reversed(parts))
+            cur = "/" if target.startswith("/") else os.path.dirname(cur)
+    return False
