@@ -435,6 +435,33 @@ def test_no_submodule_checkout_is_swapped_for_its_git_directory(
     assert "a submodule's config names (core.worktree) stays" in err, err
 
 
+def test_a_new_worktree_top_brings_no_hooks_of_its_own(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """Your repository names its hooks relative to the worktree (husky: core.hooksPath =
+    .husky). The command plants evil/.husky/pre-commit, then makes evil/.git point at your
+    repository: git run in evil takes evil/.husky for the hooks (found by an outside
+    review; present before)."""
+
+    def setup(ws: Path, home: Path) -> None:
+        _repo(ws, rf, home)
+        _host(home, ws, "mkdir .husky && git config core.hooksPath .husky")
+
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=setup,
+        plant=(
+            "mkdir -p evil/.husky\n"
+            "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > evil/.husky/pre-commit\n"
+            "chmod +x evil/.husky/pre-commit && printf 'gitdir: ../.git\\n' > evil/.git\n"
+        ),
+        after="cd evil && git commit -q --allow-empty -m x",
+    )
+    assert "(core.hooksPath) holds pre-commit" in err, err
+
+
 def test_a_directory_renamed_onto_rebase_state_brings_no_exec_line(
     rf: Runner, tmp_path: Path, marks: Path
 ) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from ringfence.platforms.linux.gitguard.layout import (
     exists,
     is_dot_git,
     is_gitdir,
+    symlink_probe,
     worktree_backlink,
 )
 
@@ -61,21 +61,6 @@ _LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)
 
 def _raise(exc: OSError) -> None:
     raise exc
-
-
-_PROBE: Final = re.compile(r"t[A-Za-z0-9]{6}")
-
-
-def _symlink_probe(place: Place, text: str | None) -> bool:
-    """git init's test of whether symlinks work (setup.c: ``symlink("testing", "tXXXXXX")``,
-    removed at once): in a submodule's git directory in the making, under ``modules/``. Refused,
-    git would set core.symlinks=false and check the submodule's links out as plain files. The
-    name is one git never reads, and the layout check refuses a directory that still holds it."""
-    return (
-        text == "testing"
-        and place.kind is Entry.INCUBATOR
-        and _PROBE.fullmatch(place.rel[-1]) is not None
-    )
 
 
 @dataclass
@@ -314,6 +299,25 @@ class GitGuard:
                 return None
             cur = parent
 
+    def _planted_hooks(self, top: str) -> str | None:
+        """A new worktree top (a ``.git`` made here): the hooks directory its repository's
+        configs name relative to the worktree (husky's ``core.hooksPath = .husky``) now lies
+        in this one, and may hold hooks the command put there before the ``.git``."""
+        self.forget_repos()
+        hooks = self._read_repo(top).hooks
+        if hooks is None:
+            return None
+        try:
+            names = [e.name for e in os.scandir(hooks)]
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            return f"cannot look into its hooks directory {hooks} ({exc.strerror or exc})"
+        planted = sorted(n for n in names if n in gitdir.HOOK_NAMES)
+        if planted:
+            return f"its hooks directory {hooks} (core.hooksPath) holds {', '.join(planted[:3])}"
+        return None
+
     def _checkouts_of(self, top: str) -> tuple[tuple[str, ...], str]:
         """The checkouts the module configs of the repository at ``top`` name, and the one
         its own git directory's config names ("" for none)."""
@@ -394,7 +398,7 @@ class GitGuard:
         where, what = place.where, place.what
         if self.strict:
             return f"{where} (strict_git)"
-        if kind == stat.S_IFLNK and not _symlink_probe(place, symlink):
+        if kind == stat.S_IFLNK and not symlink_probe(place, symlink):
             # git makes none there; a link would let one name stand for another the rules
             # judge differently (rebase-merge -> a directory of the command's choosing)
             return f"{where}: no symlinks in a git directory ({what})"
@@ -643,6 +647,11 @@ class GitGuard:
         if problem is not None:
             self.event("refused_repository", parent, problem)
             return f"a new git directory {parent}: {problem}"
+        if is_dot_git(posixpath.basename(parent)):
+            problem = self._planted_hooks(posixpath.dirname(parent))
+            if problem is not None:
+                self.event("refused_repository", parent, problem)
+                return f"a new git directory {parent}: {problem}"
         self.completed.add(parent)
         self.event("new_repository", parent, "")
         if {"HEAD", "commondir"} <= have:
@@ -753,7 +762,7 @@ class GitGuard:
                 return None  # replaced since: judged as what it is now
             if self.pointer_root_of(target) is None or not is_gitdir(target):
                 return f"a .git symlink must lead to a repository in the writable roots ({target})"
-            return None
+            return self._planted_hooks(posixpath.dirname(path))
         try:
             data = read_regular(path)
         except FileNotFoundError:
@@ -765,6 +774,8 @@ class GitGuard:
         if kind == WORKTREE_GITDIR:
             kind = "gitdir"
         problem = self.content.pointer_problem(path, kind, data)
+        if problem is None and kind == DOT_GIT:
+            problem = self._planted_hooks(posixpath.dirname(path))
         if problem is None:
             try:
                 replace_with_copy(path, data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from dataclasses import dataclass
 from typing import Final
@@ -138,3 +139,18 @@ def through_proc(base: str, text: str) -> bool:
             todo.extend(reversed(parts))
             cur = "/" if target.startswith("/") else os.path.dirname(cur)
     return False
+
+
+_PROBE: Final = re.compile(r"t[A-Za-z0-9]{6}")
+
+
+def symlink_probe(place: Place, text: str | None) -> bool:
+    """git init's test of whether symlinks work (setup.c: ``symlink("testing", "tXXXXXX")``,
+    removed at once): in a submodule's git directory in the making, under ``modules/``. Refused,
+    git would set core.symlinks=false and check the submodule's links out as plain files. The
+    name is one git never reads, and the layout check refuses a directory that still holds it."""
+    return (
+        text == "testing"
+        and place.kind is Entry.INCUBATOR
+        and _PROBE.fullmatch(place.rel[-1]) is not None
+    )
