@@ -462,6 +462,33 @@ def test_a_new_worktree_top_brings_no_hooks_of_its_own(
     assert "(core.hooksPath) holds pre-commit" in err, err
 
 
+def test_a_git_file_leading_to_no_repository_yet_is_moved_aside(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """evil/.git names a linked git directory that does not exist yet, beside planted
+    hooks; a later `git worktree add wt` makes it one, and git run in evil would take
+    evil/.husky for the hooks (found by an outside review; present before)."""
+
+    def setup(ws: Path, home: Path) -> None:
+        _repo(ws, rf, home)
+        _host(home, ws, "mkdir .husky && git config core.hooksPath .husky")
+
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=setup,
+        plant=(
+            "mkdir -p evil/.husky && printf 'gitdir: ../.git/worktrees/wt\\n' > evil/.git\n"
+            "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > evil/.husky/pre-commit\n"
+            "chmod +x evil/.husky/pre-commit\n",
+            "git worktree add -q wt\n",
+        ),
+        after="cd evil && git commit -q --allow-empty -m x",
+    )
+    assert "evil/.git (it leads to no repository" in err, err
+
+
 def test_a_directory_renamed_onto_rebase_state_brings_no_exec_line(
     rf: Runner, tmp_path: Path, marks: Path
 ) -> None:

@@ -643,8 +643,9 @@ def test_a_refused_file_that_cannot_be_moved_is_not_called_finished(ws: Path) ->
 
     (ws / "sub").mkdir()
     (ws / "sub/.git").write_text("gitdir: /elsewhere/.git\n")
+    subprocess.run(["git", "init", "-q", "--bare", str(ws / "repo.git")], check=True, env=HOST_GIT)
     (ws / "ok").mkdir()
-    (ws / "ok/.git").write_text("gitdir: ../sub\n")
+    (ws / "ok/.git").write_text("gitdir: ../repo.git\n")
     g = GitGuard(roots=(str(ws),))
     g.note_pointer(str(ws / "sub/.git"), ".git")
     g.note_pointer(str(ws / "ok/.git"), ".git")

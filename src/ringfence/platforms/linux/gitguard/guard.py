@@ -299,6 +299,15 @@ class GitGuard:
                 return None
             cur = parent
 
+    def _new_top_problem(self, top: str) -> str | None:
+        """A ``.git`` file made at ``top``: leading to no repository now, it could lead to
+        one made later, whose hooks directory (relative to this worktree) nobody would look
+        at then; leading to one, the hooks it would find here (:meth:`_planted_hooks`)."""
+        self.forget_repos()
+        if self._read_repo(top).gitdir is None:
+            return "it leads to no repository"
+        return self._planted_hooks(top)
+
     def _planted_hooks(self, top: str) -> str | None:
         """A new worktree top (a ``.git`` made here): the hooks directory its repository's
         configs name relative to the worktree (husky's ``core.hooksPath = .husky``) now lies
@@ -775,7 +784,7 @@ class GitGuard:
             kind = "gitdir"
         problem = self.content.pointer_problem(path, kind, data)
         if problem is None and kind == DOT_GIT:
-            problem = self._planted_hooks(posixpath.dirname(path))
+            problem = self._new_top_problem(posixpath.dirname(path))
         if problem is None:
             try:
                 replace_with_copy(path, data)
