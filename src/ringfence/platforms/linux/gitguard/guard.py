@@ -304,16 +304,19 @@ class GitGuard:
         one made later, whose hooks directory (relative to this worktree) nobody would look
         at then; leading to one, the hooks it would find here (:meth:`_planted_hooks`)."""
         self.forget_repos()
-        if self._read_repo(top).gitdir is None:
-            return "it leads to no repository"
-        return self._planted_hooks(top)
+        repo = self._read_repo(top)
+        return "it leads to no repository" if repo.gitdir is None else self._hooks_in(repo.hooks)
 
     def _planted_hooks(self, top: str) -> str | None:
         """A new worktree top (a ``.git`` made here): the hooks directory its repository's
         configs name relative to the worktree (husky's ``core.hooksPath = .husky``) now lies
         in this one, and may hold hooks the command put there before the ``.git``."""
         self.forget_repos()
-        hooks = self._read_repo(top).hooks
+        return self._hooks_in(self._read_repo(top).hooks)
+
+    @staticmethod
+    def _hooks_in(hooks: str | None) -> str | None:
+        """Why a hooks directory about to be used holds hooks already, or None."""
         if hooks is None:
             return None
         try:
@@ -330,7 +333,10 @@ class GitGuard:
     def _checkouts_of(self, top: str) -> tuple[tuple[str, ...], str]:
         """The checkouts the module configs of the repository at ``top`` name, and the one
         its own git directory's config names ("" for none)."""
-        gd = self._read_repo(top).gitdir
+        repo = self._repos.get(top)  # cached as _repo() caches it; forget_repos() clears both
+        if repo is None:
+            repo = self._repos[top] = self._read_repo(top)
+        gd = repo.gitdir
         if gd is None:
             return (), ""
         if gd not in self._checkouts:
