@@ -850,3 +850,41 @@ def test_a_git_file_naming_a_host_repository_opens_nothing(rf: Runner) -> None:
     assert r.stdout.count("refused") == 2, (r.stdout, r.stderr)
     assert (victim / ".git" / "HEAD").read_text() == head
     assert not (victim / ".git" / "refs" / "heads" / "evil").exists()
+
+
+HOOK_AND_FSM = (
+    "printf '#!/bin/sh\\ntouch {marks}/hook\\n' > {d}/hooks/pre-commit\n"
+    "chmod +x {d}/hooks/pre-commit\n" + FSM_CONFIG + "{d}/config\n"
+)
+# A `.git` directory that is not a repository yet, holding a hook and a config: your own
+# `git init` there later adopts both (it keeps existing config keys and hook files).
+MAKING = {
+    "written-in-place": "mkdir -p proj/.git/hooks\n" + HOOK_AND_FSM.replace("{d}", "proj/.git"),
+    "renamed-in": (
+        "mkdir -p x/hooks proj\n" + HOOK_AND_FSM.replace("{d}", "x") + "mv x proj/.git\n"
+    ),
+    "config-renamed-onto": ("mkdir -p proj/.git\n" + FSM_CONFIG + "c && mv c proj/.git/config\n"),
+}
+
+
+@pytest.mark.parametrize("route", sorted(MAKING))
+def test_a_git_directory_in_the_making_is_governed(
+    rf: Runner, tmp_path: Path, marks: Path, route: str
+) -> None:
+    """A `.git` directory without its layout is inert to git, until you run `git init` in
+    its directory: then git adopts the config and hooks the command left there (found by
+    an outside review; present before)."""
+
+    def setup(ws: Path, home: Path) -> None:
+        home.mkdir(exist_ok=True)
+        (home / ".gitconfig").write_text("[safe]\n\tdirectory = *\n")
+
+    _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=setup,
+        plant=MAKING[route],
+        after="git init -q && git status >/dev/null; git commit -q --allow-empty -m x",
+        where="proj",
+    )

@@ -424,3 +424,42 @@ def test_large_file_commit_without_lfs(rf: Runner, home: Path) -> None:
     assert _git(home, "-C", ws, "rev-parse", "HEAD:big.bin") == _git(
         home, "-C", ws, "hash-object", ws / "big.bin"
     )
+
+
+def test_init_new_and_again_keeps_what_gits_probes_found(rf: Runner, home: Path) -> None:
+    """`git init` probes the file system from inside its `.git` while it is still in the
+    making (a chmod of config and back, an empty `tXXXXXX` and a `tXXXXXX -> testing` link):
+    the answers are git's own, not the sandbox's refusals (core.filemode = false would stop
+    git from recording an executable bit; core.symlinks = false checks links out as files).
+    Run again in the existing repository, it must not turn core.filemode off either."""
+    nonce = secrets.token_hex(8)
+    ws = rf.mkdir()
+    _run(
+        rf,
+        ws,
+        f"git init -q -b main fresh && cd fresh && echo {nonce} > n && chmod +x n && "
+        f"ln -s n link && git add n link && git commit -qm 'init {nonce}' && git init -q",
+    )
+    repo = ws / "fresh"
+    assert _subjects(home, repo) == [f"init {nonce}"]
+    assert _git(home, "-C", repo, "config", "--get", "core.filemode") == "true"
+    assert _git(home, "-C", repo, "config", "--get", "core.symlinks", check=False) == ""
+    tree = _git(home, "-C", repo, "ls-tree", "HEAD")
+    assert "100755 blob" in tree and "120000 blob" in tree, tree
+    assert not [p.name for p in (repo / ".git").iterdir() if p.name.startswith("t")]
+
+
+def test_a_git_directory_in_the_making_can_be_undone(rf: Runner) -> None:
+    """A `.git` directory that never became a repository is the command's to remove, and
+    what `git init` copies into one may be made by hand too."""
+    nonce = secrets.token_hex(8)
+    ws = rf.mkdir()
+    _run(
+        rf,
+        ws,
+        "mkdir -p a/.git/hooks a/.git/info a/.git/refs && touch a/.git/hooks/pre-commit.sample "
+        f"a/.git/description a/.git/HEAD && echo {nonce} > a/.git/info/exclude && "
+        f"echo {nonce} > a/kept && rm -rf a/.git",
+    )
+    assert (ws / "a/kept").read_text().strip() == nonce
+    assert not (ws / "a/.git").exists()

@@ -12,17 +12,19 @@ Why "becomes": git accepts any directory with ``HEAD`` plus ``objects/`` and ``r
 ``HEAD`` plus ``commondir``) as a repository, wherever it lies and whatever it is called. A
 command may build one in any order; the step that completes the layout is where its config,
 hooks and links are checked, so no order of steps yields a repository that host git would
-trust and that the check never saw. Before that step the directory is inert to git.
+trust and that the check never saw. Before that step the directory is inert to git, but a
+``.git`` directory is governed from its ``mkdir`` anyway (``git init`` there later adopts
+what it holds), with room only for what ``git init`` makes in it (``newdir.py``).
 
 All checks here run in the single-threaded supervisor, which performs every namespace change
 the command makes under a writable root, so nothing the command does can interleave with a
 check (see SECURITY.md for the remaining limits).
 
-The package: ``guard.py`` (:class:`GitGuard`: the rules for names, the check of a new git
-directory, the end-of-command checks), ``content.py`` (which bytes may become a config,
-``.gitmodules``, pointer or todo list), ``layout.py`` (what git takes for a repository, where
-a path lies), ``fileio.py`` (reading, replacing and moving aside files without following a
-link).
+The package: ``guard.py`` (:class:`GitGuard`: the rules for names, the end-of-command
+checks), ``newdir.py`` (what a new git directory may hold), ``content.py`` (which bytes may
+become a config, ``.gitmodules``, pointer or todo list), ``layout.py`` (what git takes for a
+repository, where a path lies), ``fileio.py`` (reading, replacing and moving aside files
+without following a link).
 """
 
 from ringfence.platforms.linux.gitguard.fileio import (

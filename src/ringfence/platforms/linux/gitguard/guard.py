@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ringfence.platforms.linux.gitfiles import ConfigRead, expand, read_config
-from ringfence.platforms.linux.gitguard import checkouts, layout
+from ringfence.platforms.linux.gitguard import checkouts, layout, newdir
 from ringfence.platforms.linux.gitguard.content import ContentRules
 from ringfence.platforms.linux.gitguard.fileio import read_regular, replace_with_copy
 from ringfence.platforms.linux.gitguard.layout import (
@@ -22,21 +22,25 @@ from ringfence.platforms.linux.gitguard.layout import (
     WORKTREE_GITDIR,
     Place,
     exists,
+    is_directory,
     is_dot_git,
     is_gitdir,
+    probe_name,
     symlink_probe,
     worktree_backlink,
+)
+from ringfence.platforms.linux.gitguard.newdir import (
+    MAX_SCAN_ENTRIES,
+    TEMPLATE_DIRS,
+    TEMPLATE_ENTRIES,
 )
 
 # Imported here, not when first needed: the guard runs inside the sandbox's view of the
 # files, where ringfence's own source may not be visible (a checkout under the host's /tmp,
 # which the sandbox replaces); everything it can need is loaded before it gets there.
-from ringfence.policy import gitconfig, gitdir
+from ringfence.policy import gitdir
 from ringfence.policy.gitdir import Entry
 
-# A directory that completes its layout is scanned before it counts; a bigger one is refused
-# (git init makes ~20 entries; a clone completes its layout before it fetches objects).
-MAX_SCAN_ENTRIES: Final = 20_000
 MAX_CACHED_DIRS: Final = 20_000
 
 
@@ -51,11 +55,6 @@ class _Repo:
     gitdir: str | None = None  # its git directory, when it is one
 
 
-# What a new git directory may hold besides git's data when its layout completes: what
-# `git init` copies from its template (anything else there is refused at that step).
-TEMPLATE_ENTRIES: Final = frozenset(
-    {("description",), ("info",), ("info", "exclude"), ("branches",), ("hooks",)}
-)
 _LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)
 
 
@@ -123,6 +122,10 @@ class GitGuard:
             if is_gitdir(cur):
                 rel = tuple(path[len(cur) :].strip("/").split("/"))
                 return Place(cur, rel, gitdir.classify(rel))
+            if is_dot_git(posixpath.basename(cur)) and is_directory(cur):
+                # in the making: governed from the start, as `git init` will adopt it
+                rel = tuple(path[len(cur) :].strip("/").split("/"))
+                return Place(cur, rel, gitdir.classify(rel), making=True)
         return UNGOVERNED
 
     def event(self, kind: str, path: str, detail: str = "") -> None:
@@ -266,11 +269,21 @@ class GitGuard:
         rule = self._worktree_rule(path)
         if rule is None and incoming is not None:
             rule = self._incoming_worktree_rule(incoming, path)
+        if rule is None and incoming is not None and is_dot_git(posixpath.basename(path)):
+            rule = self._incoming_dot_git_rule(incoming, path)
         if rule is None and (kind == stat.S_IFLNK or incoming is not None):
             rule = self._checkout_rule(path)
         if rule is None and kind == stat.S_IFLNK and symlink is not None:
             rule = self._link_rule(path, symlink)
         return rule
+
+    def _incoming_dot_git_rule(self, tree: str, path: str) -> str | None:
+        """A directory renamed in as ``.git`` is governed from then on, so it must bring only
+        what `git init` leaves in one (a repository already is governed where it is)."""
+        if is_gitdir(tree):
+            return None
+        problem = newdir.scan(self.content, self.event, path, [(tree, ())])
+        return None if problem is None else f"a .git directory in the making: {problem}"
 
     def _link_rule(self, path: str, text: str) -> str | None:
         """A symlink (but a ``.git`` one, judged as a pointer) may not lead into or onto a
@@ -417,6 +430,11 @@ class GitGuard:
             # git makes none there; a link would let one name stand for another the rules
             # judge differently (rebase-merge -> a directory of the command's choosing)
             return f"{where}: no symlinks in a git directory ({what})"
+        if place.making and probe_name(place) and kind in (stat.S_IFREG, stat.S_IFLNK):
+            return None  # git init's symlink probe (the link's text checked above)
+        if place.making and place.rel in TEMPLATE_ENTRIES:  # what git init copies in
+            wrong = (kind == stat.S_IFDIR) != (place.rel in TEMPLATE_DIRS)
+            return f"{where}: {what} has the wrong type" if wrong else None
         if place.kind in (Entry.HOOK_SAMPLE, Entry.CHECKED, Entry.POINTER) and (
             kind != stat.S_IFREG
         ):
@@ -513,6 +531,16 @@ class GitGuard:
             return f"{where}: {what} is not git's ordinary data"
         return None
 
+    def changing_mode(self, path: str) -> str | None:
+        """May the existing entry at ``path`` get other permission bits (chmod)? As
+        :meth:`writing`, but for a config: git's file-mode probe flips its x bit and back
+        (`git init`, also in an existing repository), and the bytes git reads stay checked."""
+        if self._hooks_rule(path, None) is None and not self.strict:
+            place = self.place(path)
+            if place.kind is Entry.CONFIG and place.rel == ("config",):
+                return None
+        return self.writing(path)
+
     def _existing_dot_git(self, path: str) -> bool:
         """A ``.git`` under a root that this command did not make: the user's repository."""
         return (
@@ -547,6 +575,8 @@ class GitGuard:
         where, what = place.where, place.what
         if self.strict:
             return f"{where} (strict_git)"
+        if place.making and place.kind is not Entry.INCUBATOR:
+            return None  # git uses nothing in it yet
         if place.kind is Entry.CONFIG:
             return f"{where}: config is replaced, never removed"
         if place.kind is Entry.READ_ONLY:
@@ -678,68 +708,12 @@ class GitGuard:
 
     def check_new_gitdir(self, top: str, *, incoming: tuple[str, str] | None = None) -> str | None:
         """Everything in a directory that is about to become a git directory must be what a
-        new repository holds: git's data, hook samples, the template's description and
-        info/exclude, nested repositories in the making, and a config, config.worktree,
-        commondir, todo list or strategy that passes its check. No symlink but a data entry
-        pointing inside it. The checked files are then replaced by the guard's own copies of
-        the bytes judged: a descriptor the command opened before now writes a file git never
-        reads."""
-        checked: dict[str, bytes] = {}
+        new repository holds (``newdir``); an ``incoming`` directory renamed into place as
+        one of its entries is judged too."""
         trees: list[tuple[str, tuple[str, ...]]] = [(top, ())]
         if incoming is not None:
             trees.append((incoming[0], (incoming[1],)))
-        seen = 0
-        for tree, prefix in trees:
-            for dirpath, dirnames, filenames in os.walk(tree, onerror=_raise, followlinks=False):
-                sub = (*prefix, *(p for p in dirpath[len(tree) :].split("/") if p))
-                if sub and gitdir.classify(sub) is Entry.INCUBATOR:
-                    dirnames[:] = []  # nested repositories are judged when they complete
-                    continue
-                for name in [*dirnames, *filenames]:
-                    seen += 1
-                    if seen > MAX_SCAN_ENTRIES:
-                        return f"more than {MAX_SCAN_ENTRIES} entries to check"
-                    rel = (*sub, name)
-                    problem = self._new_entry_problem(top, f"{dirpath}/{name}", rel, checked)
-                    if problem is not None:
-                        return problem
-        for rel_path, data in checked.items():
-            replace_with_copy(f"{top}/{rel_path}", data)
-        return None
-
-    def _new_entry_problem(
-        self, top: str, full: str, rel: tuple[str, ...], checked: dict[str, bytes]
-    ) -> str | None:
-        st = os.lstat(full)
-        kind = gitdir.classify(rel)
-        what = "/".join(rel)
-        if stat.S_ISLNK(st.st_mode):
-            return f"the symlink {what} (a git directory holds none)"
-        if kind in (Entry.DATA, Entry.INCUBATOR):
-            return None
-        if rel in TEMPLATE_ENTRIES:
-            wants_dir = rel[-1] not in ("exclude", "description")
-            return None if stat.S_ISDIR(st.st_mode) == wants_dir else f"{what} has the wrong type"
-        if not stat.S_ISREG(st.st_mode):
-            return f"{what} is not a regular file"
-        if kind is Entry.HOOK_SAMPLE:
-            return None
-        data = read_regular(full)
-        if kind is Entry.CONFIG or rel == ("config.worktree",):
-            data, dropped = self.content.settle(data, "config")
-            if dropped:
-                self.event("dropped_worktree", full, gitconfig.WORKTREE_REFUSED)
-            problem = self.content.config_problem(data, gitdir_path=top, kind="config")
-        elif kind is Entry.POINTER:
-            problem = self.content.pointer_problem(f"{top}/{what}", rel[-1], data)
-        elif kind is Entry.CHECKED:
-            problem = self.content.pointer_problem(f"{top}/{what}", gitdir.CHECKED_PATHS[rel], data)
-        else:
-            return f"{what} is not something a new repository holds"
-        if problem is not None:
-            return f"{what}: {problem}"
-        checked[what] = data
-        return None
+        return newdir.scan(self.content, self.event, top, trees)
 
     # ---------------------------------------------------------------- the end of a command
 

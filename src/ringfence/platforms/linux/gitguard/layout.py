@@ -49,6 +49,17 @@ def is_gitdir(path: str) -> bool:
     return exists(path + "/HEAD") and exists(path + "/commondir")
 
 
+def is_directory(path: str) -> bool:
+    """lstat says directory (canonical paths: no symlink on the way)."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise Unknown(f"{path}: {os.strerror(exc.errno or errno.EIO)}") from None
+    return stat.S_ISDIR(st.st_mode)
+
+
 def is_dot_git(name: str) -> bool:
     """``.git`` in any letter case (a case-folding directory finds ``.GIT`` as ``.git``)."""
     return name.lower() == DOT_GIT
@@ -61,6 +72,9 @@ class Place:
     gitdir: str | None
     rel: tuple[str, ...]
     kind: Entry | None  # None: not inside a git directory
+    # gitdir is a ``.git`` directory in the making: not a repository yet, so nothing in it is
+    # used by git now, but everything in it will be once someone runs `git init` there
+    making: bool = False
 
     @property
     def governed(self) -> bool:
@@ -144,13 +158,18 @@ def through_proc(base: str, text: str) -> bool:
 _PROBE: Final = re.compile(r"t[A-Za-z0-9]{6}")
 
 
+def probe_name(place: Place) -> bool:
+    """git init's test of whether symlinks work (setup.c: an empty ``tXXXXXX`` from mkstemp,
+    removed, then ``symlink("testing", "tXXXXXX")``, removed at once), made where git init
+    makes it: at the top of a ``.git`` directory in the making, or in a submodule's git
+    directory in the making under ``modules/``. Refused, git would set core.symlinks=false and
+    check links out as plain files. The name is one git never reads, and the layout check
+    refuses a directory that still holds it."""
+    if _PROBE.fullmatch(place.rel[-1]) is None:
+        return False
+    return place.kind is Entry.INCUBATOR or (place.making and len(place.rel) == 1)
+
+
 def symlink_probe(place: Place, text: str | None) -> bool:
-    """git init's test of whether symlinks work (setup.c: ``symlink("testing", "tXXXXXX")``,
-    removed at once): in a submodule's git directory in the making, under ``modules/``. Refused,
-    git would set core.symlinks=false and check the submodule's links out as plain files. The
-    name is one git never reads, and the layout check refuses a directory that still holds it."""
-    return (
-        text == "testing"
-        and place.kind is Entry.INCUBATOR
-        and _PROBE.fullmatch(place.rel[-1]) is not None
-    )
+    """The second half of git init's probe (:func:`probe_name`): the link itself."""
+    return text == "testing" and probe_name(place)

@@ -233,9 +233,12 @@ class FileCalls:
             return reply
         raise OSError(errno.ELOOP, "the path kept changing")
 
-    def _deny_existing(self, fd: int, *, writes: bool = True) -> None:
+    def _deny_existing(
+        self, fd: int, *, writes: bool = True, ask: Callable[..., str | None] = GitGuard.writing
+    ) -> None:
         """Check an existing object reached through a magic link (or named by an fd) by its
-        current path; ``writes``: it is about to be changed, not only opened."""
+        current path; ``writes``: it is about to be changed (as ``ask`` decides), not only
+        opened."""
         real = self.resolver.fd_path(fd)
         if not real.startswith("/") or os.fstat(fd).st_nlink == 0:
             return  # a pipe, socket or deleted file: no name to protect
@@ -245,7 +248,7 @@ class FileCalls:
             raise Refused(real, "a file the guard cannot name") from None
         self._deny(real, protected_by(self.rules, real))
         if writes:
-            self._git(real, GitGuard.writing, real)
+            self._git(real, ask, real)
 
     def _open_object(
         self, call: Call, name: str, dir_fd: int | None, flags: int, mode: int
@@ -347,6 +350,12 @@ class FileCalls:
         res = self.resolver.resolve(call, dirfd, path, follow_last=False)
         if isinstance(res, Magic) or res.name in (".", ".."):
             raise OSError(errno.EEXIST, "exists")
+        try:
+            os.stat(res.name, dir_fd=res.parent_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:  # as the kernel answers, before any rule: `git init` again in a repository
+            raise OSError(errno.EEXIST, "exists")  # makes its template's directories again
         self._deny(res.path, protected_by(self.rules, res.path))
         self._git(res.path, GitGuard.creating, res.path, stat.S_IFDIR)
         os.umask(call.umask)
@@ -616,9 +625,17 @@ class FileCalls:
         self.git.pending.pop(dst.path, None)  # checked now (a .gitmodules)
         return Value()
 
-    def _existing_object(self, call: Call, dirfd: int, path_arg: int | None, flags: int) -> int:
+    def _existing_object(
+        self,
+        call: Call,
+        dirfd: int,
+        path_arg: int | None,
+        flags: int,
+        ask: Callable[..., str | None] = GitGuard.writing,
+    ) -> int:
         """An O_PATH fd of the existing object a metadata call names, checked against the
-        rules by its real path. ``path_arg`` None means the call names the fd ``dirfd``."""
+        rules by its real path (the git rules: ``ask``). ``path_arg`` None means the call
+        names the fd ``dirfd``."""
         if path_arg is None:
             call.validate()
             fd = call.target_fd(dirfd)
@@ -639,13 +656,13 @@ class FileCalls:
                     fd = call.own(
                         os.open(res.kernel_name, os.O_PATH | os.O_NOFOLLOW, dir_fd=res.parent_fd)
                     )
-        self._deny_existing(fd)
+        self._deny_existing(fd, ask=ask)
         return fd
 
     def _chmod(self, call: Call, dirfd: int, path_arg: int | None, mode: int, flags: int) -> Reply:
         if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
             raise OSError(errno.EINVAL, "bad fchmodat2 flags")
-        fd = self._existing_object(call, dirfd, path_arg, flags)
+        fd = self._existing_object(call, dirfd, path_arg, flags, GitGuard.changing_mode)
         if stat.S_ISLNK(os.fstat(fd).st_mode):
             raise OSError(errno.EOPNOTSUPP, "cannot chmod a symlink")
         os.chmod(f"/proc/self/fd/{fd}", mode & 0o7777)
