@@ -888,3 +888,42 @@ def test_a_git_directory_in_the_making_is_governed(
         after="git init -q && git status >/dev/null; git commit -q --allow-empty -m x",
         where="proj",
     )
+
+
+def test_a_todo_list_moved_away_by_another_command_while_it_is_checked(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """Command A leaves an `exec` line in a nested checkout's todo list; command B, in a
+    sandbox of its own on the same workspace, renames the checkout away before A ends and
+    back after A's end-of-command check, which found the name empty (found by an outside
+    review; present before). The check now follows the file: it is moved aside wherever it
+    is. Without the race (B too late) the outcome is the same, so the test cannot fail on
+    timing; it catches the old code only when B wins, as it does here."""
+    todo = "proj/.git/rebase-merge/git-rebase-todo"
+    plant_a = (
+        "cd proj && GIT_SEQUENCE_EDITOR='sed -i 1ibreak' git rebase -i HEAD~1 >/dev/null 2>&1\n"
+        "echo 'exec touch {marks}/race' >> .git/rebase-merge/git-rebase-todo && sleep 2\n"
+    )
+    move_b = (
+        f"for i in $(seq 200); do grep -q race {todo} 2>/dev/null && break; sleep 0.02; done\n"
+        "mv proj proj2 && sleep 4 && mv proj2 proj\n"
+    )
+    for flags in (("--no-default-protect",), ()):
+        home = Path(tempfile.mkdtemp(prefix="ringfence-home-", dir=tmp_path))
+        ws = rf.mkdir()
+        (ws / "proj").mkdir()
+        _repo(ws / "proj", rf, home, commits=3)
+        for m in marks.iterdir():
+            m.unlink()
+        runs = [
+            rf.popen("run", *flags, "--", "sh", "-c", INNER + s.format(marks=marks), cwd=ws)
+            for s in (plant_a, move_b)
+        ]
+        outs = [p.communicate(timeout=60) for p in runs]
+        host = _host(home, ws / "proj", "git rebase --continue")
+        ran = sorted(m.name for m in marks.iterdir())
+        if flags:
+            assert ran == ["race"], f"the attack does not work even unprotected: {outs}\n{host}"
+        else:
+            assert not ran, f"planted command ran: {ran}\n{outs}\n{host}"
+            assert "git-rebase-todo" in outs[0][1], outs

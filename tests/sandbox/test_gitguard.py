@@ -132,6 +132,75 @@ def test_a_head_beside_a_commondir_gets_that_commondir_judged(ws: Path) -> None:
     assert moved == [str(d / "commondir")]
 
 
+@pytest.mark.parametrize("todo", ["exec touch pwned\n", "pick 0123abc one\n"])
+def test_a_pending_file_renamed_away_while_it_is_checked_is_judged_by_its_inode(
+    ws: Path, todo: str
+) -> None:
+    """Another command, in a sandbox of its own on the same workspace, renames the checkout
+    away while this command's end check runs and back afterwards: the check must judge
+    the todo list the command left, not find its name empty (found by an outside review)."""
+    from ringfence.platforms.linux.gitguard import quarantine
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    proj = ws / "proj"
+    state = proj / ".git/rebase-merge"
+    for name in ("objects", "refs"):
+        (proj / ".git" / name).mkdir(parents=True)
+    (proj / ".git/HEAD").write_text("ref: refs/heads/main\n")
+    state.mkdir()
+    path = state / "git-rebase-todo"
+    path.write_text("")
+    g = GitGuard(roots=(str(ws),))
+    assert g.writing(str(path)) is None  # an open for writing notes it, and holds it
+    path.write_text(todo)
+    os.rename(proj, ws / "elsewhere")  # the other command, just as the check starts
+    events: list[tuple[str, str, str]] = []
+    g.on_event = lambda *e: events.append(e)
+    assert g.finish(quarantine) == []
+    os.rename(ws / "elsewhere", proj)  # and back
+    left = {p.name: p.read_text() for p in state.iterdir()}
+    if todo.startswith("exec"):
+        assert left == {"git-rebase-todo.ringfence-refused": todo}, left
+        assert [e[0] for e in events] == ["refused_pointer"], events
+    else:
+        assert left == {"git-rebase-todo": todo} and not events, (left, events)
+
+
+def test_a_refused_file_that_cannot_be_moved_aside_is_emptied(ws: Path) -> None:
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    proj = ws / "proj"
+    for name in ("objects", "refs", "rebase-merge"):
+        (proj / ".git" / name).mkdir(parents=True)
+    (proj / ".git/HEAD").write_text("ref: refs/heads/main\n")
+    path = proj / ".git/rebase-merge/git-rebase-todo"
+    path.write_text("")
+    g = GitGuard(roots=(str(ws),))
+    assert g.writing(str(path)) is None
+    path.write_text("exec touch pwned\n")
+    os.rename(proj, ws / "elsewhere")
+    assert g.finish(lambda p: None) == []  # nothing at the name; the file elsewhere: emptied
+    assert (ws / "elsewhere/.git/rebase-merge/git-rebase-todo").read_bytes() == b""
+
+
+def test_files_waiting_for_the_check_are_bounded(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ringfence.platforms.linux.gitguard import pins
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    monkeypatch.setattr(pins, "MAX_PINS", 3)
+    g = GitGuard(roots=(str(ws),))
+    for i in range(3):
+        (ws / f"r{i}").mkdir()
+        g.note_pointer(str(ws / f"r{i}/.git"), ".git")
+        (ws / f"r{i}/.git").write_text("gitdir: x\n")
+        g.pins.pin(str(ws / f"r{i}/.git"))
+    with pytest.raises(OSError) as exc:
+        g.note_pointer(str(ws / "r3/.git"), ".git")
+    assert exc.value.errno == errno.EMFILE
+    g.finish(lambda p: p + ".refused")
+    g.note_pointer(str(ws / "r3/.git"), ".git")  # the check let them go
+
+
 def _linked(d: Path, commondir: str = "../..") -> Path:
     d.mkdir(parents=True)
     (d / "HEAD").write_text("ref: refs/heads/main\n")

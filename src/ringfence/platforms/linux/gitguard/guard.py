@@ -22,6 +22,7 @@ from ringfence.platforms.linux.gitguard.layout import (
     WORKTREE_GITDIR,
     Place,
     exists,
+    hooks_in,
     is_directory,
     is_dot_git,
     is_gitdir,
@@ -34,6 +35,7 @@ from ringfence.platforms.linux.gitguard.newdir import (
     TEMPLATE_DIRS,
     TEMPLATE_ENTRIES,
 )
+from ringfence.platforms.linux.gitguard.pins import Pins
 
 # Imported here, not when first needed: the guard runs inside the sandbox's view of the
 # files, where ringfence's own source may not be visible (a checkout under the host's /tmp,
@@ -91,6 +93,7 @@ class GitGuard:
         self._repos: dict[str, _Repo] = {}
         self._checkouts: dict[str, tuple[str, ...]] = {}  # git directory -> modules' checkouts
         self.content = ContentRules(self.pointer_root_of)
+        self.pins = Pins()  # the pending files by inode too (pins.py)
 
     # ---------------------------------------------------------------- where
 
@@ -318,30 +321,14 @@ class GitGuard:
         at then; leading to one, the hooks it would find here (:meth:`_planted_hooks`)."""
         self.forget_repos()
         repo = self._read_repo(top)
-        return "it leads to no repository" if repo.gitdir is None else self._hooks_in(repo.hooks)
+        return "it leads to no repository" if repo.gitdir is None else hooks_in(repo.hooks)
 
     def _planted_hooks(self, top: str) -> str | None:
         """A new worktree top (a ``.git`` made here): the hooks directory its repository's
         configs name relative to the worktree (husky's ``core.hooksPath = .husky``) now lies
         in this one, and may hold hooks the command put there before the ``.git``."""
         self.forget_repos()
-        return self._hooks_in(self._read_repo(top).hooks)
-
-    @staticmethod
-    def _hooks_in(hooks: str | None) -> str | None:
-        """Why a hooks directory about to be used holds hooks already, or None."""
-        if hooks is None:
-            return None
-        try:
-            names = [e.name for e in os.scandir(hooks)]
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            return f"cannot look into its hooks directory {hooks} ({exc.strerror or exc})"
-        planted = sorted(n for n in names if n in gitdir.HOOK_NAMES)
-        if planted:
-            return f"its hooks directory {hooks} (core.hooksPath) holds {', '.join(planted[:3])}"
-        return None
+        return hooks_in(self._read_repo(top).hooks)
 
     def _checkouts_of(self, top: str) -> tuple[tuple[str, ...], str]:
         """The checkouts the module configs of the repository at ``top`` name, and the one
@@ -649,6 +636,7 @@ class GitGuard:
         if is_dir or is_dot_git(posixpath.basename(src)):
             self.forget_repos()
         prefix = src + "/"
+        self.pins.carry(src, dst, is_dir)
         pend = [p for p in self.pending if p == src or (is_dir and p.startswith(prefix))]
         for p in pend:
             kind = self.pending.pop(p)
@@ -665,8 +653,10 @@ class GitGuard:
         guard then runs :meth:`finish` at the end, and should it not answer, the host moves
         them aside."""
         if path not in self.pending:
+            self.pins.make_room()
             self.event("git_pending", path)
         self.pending[path] = kind
+        self.pins.pin(path)  # the file there now, if any; files.py pins one made after this
 
     # ---------------------------------------------------------------- a new git directory
 
@@ -730,6 +720,7 @@ class GitGuard:
                 self.note_pointer(f"{gd}/commondir", "commondir")
         unsecured: list[str] = []
         for path, kind in sorted(self.pending.items()):
+            self._judge_elsewhere(path, kind, quarantine)
             problem = self._final_problem(path, kind)
             if problem is None:
                 continue
@@ -739,7 +730,41 @@ class GitGuard:
                 continue
             self.event("refused_pointer", path, f"{problem}; moved to {moved}")
         self.pending.clear()
+        self.pins.close_all()
         return unsecured
+
+    def _judge_elsewhere(
+        self, path: str, kind: str, quarantine: Callable[[str], str | None]
+    ) -> None:
+        """A file noted at ``path`` that has been renamed since (perhaps by another
+        command, perhaps only for as long as this check looks) is judged by its content, as
+        if at ``path`` and where it is now; refused, it is moved aside, or else emptied."""
+        for fd, now in self.pins.elsewhere(path):
+            try:
+                data = self.pins.read(fd)
+                problem = self._content_problem(path, kind, data) or (
+                    self._content_problem(now, kind, data) if now.startswith("/") else None
+                )
+            except OSError as exc:
+                problem = f"unreadable ({exc.strerror or exc})"
+            if problem is None:
+                continue
+            moved = quarantine(now) if now.startswith("/") else None
+            if moved is None or os.readlink(f"/proc/self/fd/{fd}") != moved:
+                self.pins.empty(fd)
+                moved = "nowhere: emptied"
+            self.event("refused_pointer", now or path, f"{problem}; moved {moved}")
+
+    def _content_problem(self, path: str, kind: str, data: bytes) -> str | None:
+        """Why ``data`` may not be the file of ``kind`` at ``path`` that git reads."""
+        if kind in gitdir.POINTER_NAMES and not exists(f"{posixpath.dirname(path)}/HEAD"):
+            return None  # no HEAD beside it: git does not read it
+        if kind == WORKTREE_GITDIR:
+            kind = "gitdir"
+        problem = self.content.pointer_problem(path, kind, data)
+        if problem is None and kind == DOT_GIT:
+            problem = self._new_top_problem(posixpath.dirname(path))
+        return problem
 
     def _final_problem(self, path: str, kind: str) -> str | None:
         if kind == ".git-link":
@@ -755,16 +780,10 @@ class GitGuard:
         try:
             data = read_regular(path)
         except FileNotFoundError:
-            return None  # gone again
+            return None  # gone (a rename was followed: _judge_elsewhere)
         except OSError as exc:
             return f"unreadable ({exc.strerror or exc})"
-        if kind in gitdir.POINTER_NAMES and not exists(f"{posixpath.dirname(path)}/HEAD"):
-            return None  # no HEAD beside it: git does not read it
-        if kind == WORKTREE_GITDIR:
-            kind = "gitdir"
-        problem = self.content.pointer_problem(path, kind, data)
-        if problem is None and kind == DOT_GIT:
-            problem = self._new_top_problem(posixpath.dirname(path))
+        problem = self._content_problem(path, kind, data)
         if problem is None:
             try:
                 replace_with_copy(path, data)

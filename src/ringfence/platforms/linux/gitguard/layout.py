@@ -9,6 +9,7 @@ import stat
 from dataclasses import dataclass
 from typing import Final
 
+from ringfence.policy import gitdir
 from ringfence.policy.gitdir import Entry
 
 GITMODULES: Final = ".gitmodules"
@@ -173,3 +174,19 @@ def probe_name(place: Place) -> bool:
 def symlink_probe(place: Place, text: str | None) -> bool:
     """The second half of git init's probe (:func:`probe_name`): the link itself."""
     return text == "testing" and probe_name(place)
+
+
+def hooks_in(hooks: str | None) -> str | None:
+    """Why a hooks directory about to be used holds hooks already, or None."""
+    if hooks is None:
+        return None
+    try:
+        names = [e.name for e in os.scandir(hooks)]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return f"cannot look into its hooks directory {hooks} ({exc.strerror or exc})"
+    planted = sorted(n for n in names if n in gitdir.HOOK_NAMES)
+    if planted:
+        return f"its hooks directory {hooks} (core.hooksPath) holds {', '.join(planted[:3])}"
+    return None

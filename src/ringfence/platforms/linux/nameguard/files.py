@@ -228,8 +228,10 @@ class FileCalls:
                 if exc.errno == errno.ELOOP and extra:
                     continue  # a symlink appeared after we looked: resolve again
                 raise
-            if pointer is not None and self.git is not None and is_dot_git(res.name):
-                self.git.created_dot_git.add(res.path)
+            if pointer is not None and self.git is not None:
+                self.git.pins.pin(res.path)  # the file just made, by its inode too
+                if is_dot_git(res.name):
+                    self.git.created_dot_git.add(res.path)
             return reply
         raise OSError(errno.ELOOP, "the path kept changing")
 
