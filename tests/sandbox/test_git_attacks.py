@@ -864,6 +864,17 @@ MAKING = {
         "mkdir -p x/hooks proj\n" + HOOK_AND_FSM.replace("{d}", "x") + "mv x proj/.git\n"
     ),
     "config-renamed-onto": ("mkdir -p proj/.git\n" + FSM_CONFIG + "c && mv c proj/.git/config\n"),
+    # git init reads a commondir with or without a HEAD, and puts config and hooks there
+    "commondir": (
+        "mkdir -p proj/.git/modules/evil/hooks\n"
+        + HOOK_AND_FSM.replace("{d}", "proj/.git/modules/evil")
+        + "printf 'modules/evil\\n' > proj/.git/commondir\n"
+    ),
+    "commondir-after-layout": (
+        "mkdir -p proj/.git/objects proj/.git/refs proj/.git/modules/evil/hooks\n"
+        + HOOK_AND_FSM.replace("{d}", "proj/.git/modules/evil")
+        + "printf 'modules/evil\\n' > proj/.git/commondir\n"
+    ),
 }
 
 
@@ -927,3 +938,17 @@ def test_a_todo_list_moved_away_by_another_command_while_it_is_checked(
         else:
             assert not ran, f"planted command ran: {ran}\n{outs}\n{host}"
             assert "git-rebase-todo" in outs[0][1], outs
+
+
+def test_patterns_in_the_exclude_of_a_git_directory_in_the_making(rf: Runner) -> None:
+    """`info/exclude` is read-only in a repository (it hides files from `git status` and
+    `git add -A`); in a `.git` in the making, one with patterns is moved aside when the
+    command ends, so your `git init` there does not adopt it (found by an outside review)."""
+    ws = rf.mkdir()
+    r = rf.confined_sh(
+        ws, "mkdir -p proj/.git/info && printf '# ok\\n*.env\\n' > proj/.git/info/exclude"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "patterns in info/exclude" in r.stderr, r.stderr
+    info = ws / "proj/.git/info"
+    assert sorted(p.name for p in info.iterdir()) == ["exclude.ringfence-refused"]

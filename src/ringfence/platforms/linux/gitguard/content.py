@@ -17,6 +17,7 @@ from ringfence.platforms.linux.gitguard.layout import GITMODULES, is_main_gitdir
 from ringfence.policy import gitconfig, gitdir
 from ringfence.policy.gitconfig_edit import without_worktree
 
+EXCLUDE = "exclude"  # info/exclude of a .git in the making (guard.checked_kind)
 COMMONDIR = "../.."  # the commondir of a linked git directory, as `git worktree add` writes it
 
 
@@ -81,6 +82,8 @@ class ContentRules:
             return f"names a program as merge strategy ({bad[0]})" if bad else None
         if kind == "sequencer-opts":
             return self._sequencer_opts_problem(data)
+        if kind == EXCLUDE:
+            return exclude_problem(data)
         if kind == "apply-opt":
             bad = gitdir.apply_opt_refusals(data)
             return f"options git apply must not get ({', '.join(bad[:3])})" if bad else None
@@ -120,3 +123,12 @@ class ContentRules:
             if e.key == "options.strategy" and (e.value or "") not in gitdir.BUILTIN_STRATEGIES:
                 return f"names a program as merge strategy ({e.value!r})"
         return None
+
+
+def exclude_problem(data: bytes) -> str | None:
+    """``info/exclude`` of a ``.git`` in the making: git init's template holds comments
+    only; patterns would hide files from `git status` and `git add -A` once it is adopted."""
+    for line in data.splitlines():
+        if line.strip() and not line.lstrip().startswith(b"#"):
+            return "patterns in info/exclude (it would hide files from git)"
+    return None

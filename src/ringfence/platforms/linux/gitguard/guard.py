@@ -13,7 +13,7 @@ from typing import Final
 
 from ringfence.platforms.linux.gitfiles import ConfigRead, expand, read_config
 from ringfence.platforms.linux.gitguard import checkouts, layout, newdir
-from ringfence.platforms.linux.gitguard.content import ContentRules
+from ringfence.platforms.linux.gitguard.content import EXCLUDE, ContentRules
 from ringfence.platforms.linux.gitguard.fileio import read_regular, replace_with_copy
 from ringfence.platforms.linux.gitguard.layout import (
     DOT_GIT,
@@ -272,8 +272,6 @@ class GitGuard:
         rule = self._worktree_rule(path)
         if rule is None and incoming is not None:
             rule = self._incoming_worktree_rule(incoming, path)
-        if rule is None and incoming is not None and is_dot_git(posixpath.basename(path)):
-            rule = self._incoming_dot_git_rule(incoming, path)
         if rule is None and (kind == stat.S_IFLNK or incoming is not None):
             rule = self._checkout_rule(path)
         if rule is None and kind == stat.S_IFLNK and symlink is not None:
@@ -367,6 +365,8 @@ class GitGuard:
         place = self.place(path)
         if place.kind is Entry.CHECKED:
             return gitdir.CHECKED_PATHS[place.rel]
+        if place.making and place.rel == ("info", "exclude"):
+            return EXCLUDE
         if name in gitdir.POINTER_NAMES and (
             place.kind is Entry.POINTER or exists(f"{posixpath.dirname(path)}/HEAD")
         ):
@@ -392,13 +392,14 @@ class GitGuard:
         if place.governed:
             rule = self._inside_rule(place, path, kind, symlink)
             if rule is None and incoming is not None:
-                rule = self._incoming_rule(incoming, place)
-            if rule is not None:
-                return rule
+                assert place.gitdir is not None
+                rule = newdir.incoming_problem(incoming, place.rel)
         else:
             rule = self._outside_rule(path, kind, symlink, incoming)
-            if rule is not None:
-                return rule
+        if rule is None and incoming is not None and is_dot_git(name):
+            rule = self._incoming_dot_git_rule(incoming, path)  # under modules/ too
+        if rule is not None:
+            return rule
         if not place.governed and kind == stat.S_IFLNK and symlink is not None and is_dot_git(name):
             target = gitdir.symlink_target(posixpath.dirname(path), symlink)
             if self.pointer_root_of(target) is None:
@@ -420,8 +421,8 @@ class GitGuard:
         if place.making and probe_name(place) and kind in (stat.S_IFREG, stat.S_IFLNK):
             return None  # git init's symlink probe (the link's text checked above)
         if place.making and place.rel in TEMPLATE_ENTRIES:  # what git init copies in
-            wrong = (kind == stat.S_IFDIR) != (place.rel in TEMPLATE_DIRS)
-            return f"{where}: {what} has the wrong type" if wrong else None
+            want = stat.S_IFDIR if place.rel in TEMPLATE_DIRS else stat.S_IFREG
+            return f"{where}: {what} has the wrong type" if kind != want else None
         if place.kind in (Entry.HOOK_SAMPLE, Entry.CHECKED, Entry.POINTER) and (
             kind != stat.S_IFREG
         ):
@@ -433,30 +434,6 @@ class GitGuard:
             )
         if not gitdir.writable(place.kind) and place.kind is not Entry.POINTER:
             return f"{where}: {what} is not git's ordinary data"
-        return None
-
-    def _incoming_rule(self, tree: str, place: Place) -> str | None:
-        """A directory renamed into a git directory: every entry it brings is judged where it
-        will be. Only git's data may arrive this way (a todo list, config or hook inside it
-        would skip the checks its own name gets)."""
-        assert place.gitdir is not None
-        base = tuple(place.rel)
-        seen = 0
-        for dirpath, dirnames, filenames in os.walk(tree, onerror=_raise, followlinks=False):
-            sub = tuple(p for p in dirpath[len(tree) :].split("/") if p)
-            if gitdir.classify((*base, *sub)) is Entry.INCUBATOR:
-                dirnames[:] = []  # nested repositories in the making: judged when complete
-                continue
-            for name in [*dirnames, *filenames]:
-                seen += 1
-                if seen > MAX_SCAN_ENTRIES:
-                    return f"more than {MAX_SCAN_ENTRIES} entries to check"
-                rel = (*base, *sub, name)
-                kind = gitdir.classify(rel)
-                if kind not in (Entry.DATA, Entry.INCUBATOR):
-                    return f"a directory renamed in would bring {'/'.join(rel)} ({kind.value})"
-                if os.path.islink(f"{dirpath}/{name}"):
-                    return f"a directory renamed in would bring the symlink {'/'.join(rel)}"
         return None
 
     def _incoming_worktree_rule(self, tree: str, new_top: str) -> str | None:
@@ -518,14 +495,17 @@ class GitGuard:
             return f"{where}: {what} is not git's ordinary data"
         return None
 
-    def changing_mode(self, path: str) -> str | None:
-        """May the existing entry at ``path`` get other permission bits (chmod)? As
-        :meth:`writing`, but for a config: git's file-mode probe flips its x bit and back
-        (`git init`, also in an existing repository), and the bytes git reads stay checked."""
+    def changing_mode(self, path: str, mode: int) -> str | None:
+        """May the existing entry at ``path`` get the permission bits ``mode`` (chmod)? As
+        :meth:`writing`, but a config's owner-execute bit may change: git's file-mode probe
+        flips it and back (`git init`, also in an existing repository). Nothing else of its
+        mode may (a config others can write is one others can give a hook)."""
         if self._hooks_rule(path, None) is None and not self.strict:
             place = self.place(path)
             if place.kind is Entry.CONFIG and place.rel == ("config",):
-                return None
+                now = stat.S_IMODE(os.lstat(path).st_mode)
+                if (now ^ mode) & 0o7777 & ~stat.S_IXUSR == 0:
+                    return None
         return self.writing(path)
 
     def _existing_dot_git(self, path: str) -> bool:
@@ -757,8 +737,15 @@ class GitGuard:
 
     def _content_problem(self, path: str, kind: str, data: bytes) -> str | None:
         """Why ``data`` may not be the file of ``kind`` at ``path`` that git reads."""
-        if kind in gitdir.POINTER_NAMES and not exists(f"{posixpath.dirname(path)}/HEAD"):
-            return None  # no HEAD beside it: git does not read it
+        holder = posixpath.dirname(path)
+        if kind in gitdir.POINTER_NAMES and not exists(f"{holder}/HEAD"):
+            # no HEAD beside it: git does not read it, but for `git init` there, which reads
+            # a commondir (and puts config and hooks where it leads) all the same
+            read_anyway = kind == "commondir" and (
+                is_dot_git(posixpath.basename(holder)) or is_gitdir(holder)
+            )
+            if not read_anyway:
+                return None
         if kind == WORKTREE_GITDIR:
             kind = "gitdir"
         problem = self.content.pointer_problem(path, kind, data)

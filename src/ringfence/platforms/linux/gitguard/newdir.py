@@ -83,8 +83,8 @@ class _Scan:
         if kind in (Entry.DATA, Entry.INCUBATOR):
             return None
         if rel in TEMPLATE_ENTRIES:
-            right = stat.S_ISDIR(st.st_mode) == (rel in TEMPLATE_DIRS)
-            return None if right else f"{what} has the wrong type"
+            want = stat.S_IFDIR if rel in TEMPLATE_DIRS else stat.S_IFREG
+            return None if stat.S_IFMT(st.st_mode) == want else f"{what} has the wrong type"
         if not stat.S_ISREG(st.st_mode):
             return f"{what} is not a regular file"
         return None if kind is Entry.HOOK_SAMPLE else self._content_problem(full, rel, kind)
@@ -108,3 +108,26 @@ class _Scan:
             return f"{what}: {problem}"
         self.checked[full] = data
         return None
+
+
+def incoming_problem(tree: str, base: tuple[str, ...]) -> str | None:
+    """A directory renamed into a git directory as ``base``: every entry it brings is judged
+    where it will be. Only git's data may arrive this way (a todo list, config or hook inside
+    it would skip the checks its own name gets)."""
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(tree, onerror=_raise, followlinks=False):
+        sub = tuple(p for p in dirpath[len(tree) :].split("/") if p)
+        if gitdir.classify((*base, *sub)) is Entry.INCUBATOR:
+            dirnames[:] = []  # nested repositories in the making: judged when complete
+            continue
+        for name in [*dirnames, *filenames]:
+            seen += 1
+            if seen > MAX_SCAN_ENTRIES:
+                return f"more than {MAX_SCAN_ENTRIES} entries to check"
+            rel = (*base, *sub, name)
+            kind = gitdir.classify(rel)
+            if kind not in (Entry.DATA, Entry.INCUBATOR):
+                return f"a directory renamed in would bring {'/'.join(rel)} ({kind.value})"
+            if os.path.islink(f"{dirpath}/{name}"):
+                return f"a directory renamed in would bring the symlink {'/'.join(rel)}"
+    return None

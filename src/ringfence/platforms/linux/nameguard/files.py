@@ -664,7 +664,9 @@ class FileCalls:
     def _chmod(self, call: Call, dirfd: int, path_arg: int | None, mode: int, flags: int) -> Reply:
         if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
             raise OSError(errno.EINVAL, "bad fchmodat2 flags")
-        fd = self._existing_object(call, dirfd, path_arg, flags, GitGuard.changing_mode)
+        fd = self._existing_object(
+            call, dirfd, path_arg, flags, lambda g, path: g.changing_mode(path, mode)
+        )
         if stat.S_ISLNK(os.fstat(fd).st_mode):
             raise OSError(errno.EOPNOTSUPP, "cannot chmod a symlink")
         os.chmod(f"/proc/self/fd/{fd}", mode & 0o7777)
