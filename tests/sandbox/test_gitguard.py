@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import Runner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_nameguard import expect_errno, run_guarded
@@ -625,6 +626,41 @@ def test_guards_of_one_session_take_turns(ws: Path) -> None:
     os.close(memfd)
     assert held, "the guarded mkdir did not wait for the lock"
     assert done == [0] and (ws / "made").is_dir()
+
+
+def test_guards_of_two_sandboxes_take_turns(rf: Runner) -> None:
+    """The guards of all the user's sandboxes take turns on one lock (statedirs.GUARD_LOCK
+    in the cache base), not only those of one session: while another holds it, a guarded
+    call of a separate `ringfence run` waits."""
+    import fcntl
+    import time
+
+    from ringfence.policy import statedirs
+
+    env = rf.env()
+    base = statedirs.cache_base(env, env["HOME"])
+    assert base is not None
+    lock_path = Path(base) / statedirs.GUARD_LOCK
+    Path(base).mkdir(parents=True, exist_ok=True)
+    os.chown(base, rf.uid, rf.gid)
+    lock_path.touch(mode=0o600)
+    os.chown(lock_path, rf.uid, rf.gid)
+    other = os.open(lock_path, os.O_RDONLY)  # another sandbox's guard, holding it
+    fcntl.flock(other, fcntl.LOCK_EX)
+    ws = rf.mkdir()
+    try:
+        p = rf.popen("run", "--", "sh", "-c", "echo ready; mkdir made", cwd=ws)
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        held = not (ws / "made").exists()
+    finally:
+        fcntl.flock(other, fcntl.LOCK_UN)
+        os.close(other)
+    _, err = p.communicate(timeout=60)
+    assert held, "the guarded mkdir did not wait for the other sandbox's guard"
+    assert p.returncode == 0, err
+    assert (ws / "made").is_dir()
 
 
 # ------------------------------------------------------------ every alias of a protected entry

@@ -84,6 +84,26 @@ def prepare_workspace(base: str, workspace: str) -> str | None:
 
 
 LOCK = "lock"
+GUARD_LOCK = "guard.lock"
+
+
+def open_guard_lock(state_dir: str) -> int | None:
+    """``<cache base>/guard.lock``, beside ``workspaces/``: the name guards of all of the
+    user's sandboxes take turns on it (each through an open file description of its own), so
+    a check one guard makes cannot be undone by what another sandbox's guard does in the
+    same instant, whatever workspaces and writable roots they share. None when it cannot be
+    opened (the guards then take turns within their own session only)."""
+    parent = os.path.dirname(state_dir)
+    if os.path.basename(parent) != WORKSPACES:
+        return None
+    try:
+        return os.open(
+            os.path.join(os.path.dirname(parent), GUARD_LOCK),
+            os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
+        )
+    except OSError:
+        return None
 
 
 def _lock_fd(state_dir: str) -> int:

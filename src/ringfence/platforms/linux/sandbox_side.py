@@ -57,6 +57,7 @@ from ringfence.platforms.linux.command_init import (
 from ringfence.platforms.linux.libc import syscall
 from ringfence.platforms.linux.nameguard.filter import prepare_filter
 from ringfence.platforms.linux.plan_model import LinuxPlan
+from ringfence.policy import statedirs
 
 CLONE_NEWPID = 0x20000000
 SCOPE_ABI = 6  # Landlock's signal scoping
@@ -87,12 +88,18 @@ def session_main(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> No
             os._exit(0)
         # One command and done (``ringfence run``): no init prepared ahead of a request.
         single = got[0].get("single") is True
+        # opened while the user's own view is ours (pid 1 builds the sandbox's)
+        lock = (
+            statedirs.open_guard_lock(plan.state_dir)
+            if plan.guard_enabled and plan.state_dir
+            else None
+        )
         if not plan.namespaces:
-            _reduced_serve(plan, sock, tmpdir, single)
+            _reduced_serve(plan, sock, tmpdir, single, lock)
         namespaces.unshare(plan.namespaces, plan.uid, plan.gid)
         pid = os.fork()
         if pid == 0:
-            _pid1_main(plan, sock, single)
+            _pid1_main(plan, sock, single, lock)
         sock.close()
         _, status = os.waitpid(pid, 0)
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
@@ -109,7 +116,9 @@ def _fatal(sock: socket.socket, e: BaseException) -> NoReturn:
     os._exit(125)
 
 
-def _pid1_main(plan: LinuxPlan, sock: socket.socket, single: bool) -> NoReturn:
+def _pid1_main(
+    plan: LinuxPlan, sock: socket.socket, single: bool, guard_lock: int | None
+) -> NoReturn:
     try:
         steps.die_with_parent()
         root = mounts.build_view(plan.mounts)
@@ -123,7 +132,7 @@ def _pid1_main(plan: LinuxPlan, sock: socket.socket, single: bool) -> NoReturn:
         steps.cap_userns_quotas(_session_quotas(plan.userns_limits))
         syscall("prctl", steps.PR_SET_DUMPABLE, 0, 0, 0, 0)
         listeners += netside.start_publish_maker(plan)  # --publish: handed over last
-        _Server(plan, sock, namespaced=True, single=single).serve(listeners)
+        _Server(plan, sock, namespaced=True, single=single, guard_lock=guard_lock).serve(listeners)
     except BaseException as e:
         _fatal(sock, e)
 
@@ -134,7 +143,7 @@ def _session_quotas(limits: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
 
 
 def _reduced_serve(
-    plan: LinuxPlan, sock: socket.socket, tmpdir: str | None, single: bool
+    plan: LinuxPlan, sock: socket.socket, tmpdir: str | None, single: bool, lock: int | None
 ) -> NoReturn:
     syscall("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     syscall("prctl", steps.PR_SET_DUMPABLE, 0, 0, 0, 0)
@@ -147,7 +156,7 @@ def _reduced_serve(
         )
         plan = dataclasses.replace(plan, landlock=rules, env={**plan.env, "TMPDIR": tmpdir})
     try:
-        _Server(plan, sock, namespaced=False, single=single).serve()
+        _Server(plan, sock, namespaced=False, single=single, guard_lock=lock).serve()
     finally:
         reaper.kill_descendants()
 
@@ -156,7 +165,13 @@ class _Server:
     """pid 1's loop: requests from the host, and the end of each command's init."""
 
     def __init__(
-        self, plan: LinuxPlan, sock: socket.socket, *, namespaced: bool, single: bool = False
+        self,
+        plan: LinuxPlan,
+        sock: socket.socket,
+        *,
+        namespaced: bool,
+        single: bool = False,
+        guard_lock: int | None = None,
     ) -> None:
         self.plan = plan
         self.sock = sock
@@ -182,10 +197,15 @@ class _Server:
         self.own_pidns = (
             os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC) if namespaced else -1
         )
-        # The name guards of the session's commands take turns on this (each through an open
-        # file description of its own, so flock excludes them from one another): a check one
-        # guard makes cannot be undone by a change another guard performs meanwhile.
-        self.guard_lock = os.memfd_create("ringfence-guard-lock", os.MFD_CLOEXEC)
+        # The name guards take turns on this (each through an open file description of its
+        # own, so flock excludes them from one another): a check one guard makes cannot be
+        # undone by a change another guard performs meanwhile. The user's lock when there is
+        # one (statedirs.open_guard_lock: the guards of all sandboxes), else the session's.
+        self.guard_lock = (
+            guard_lock
+            if guard_lock is not None
+            else os.memfd_create("ringfence-guard-lock", os.MFD_CLOEXEC)
+        )
         # A domain nested in the command's own, which it enters after its guard has started:
         # with signal scoping the command then cannot signal (kill, stop) its guard, which
         # stays in the outer domain (and can still read the command's memory).

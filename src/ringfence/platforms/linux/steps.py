@@ -462,7 +462,7 @@ def _supervisor_main(
     try:
         os.setsid()  # out of the command's process group: its signals are not ours
         if lock_fd >= 0:  # an open file description of our own: flock excludes the others
-            lock_fd = os.open(f"/proc/self/fd/{lock_fd}", os.O_RDWR | os.O_CLOEXEC)
+            lock_fd = os.open(f"/proc/self/fd/{lock_fd}", os.O_RDONLY | os.O_CLOEXEC)
         caps.keep_only(caps.CAP_SYS_PTRACE, bounding=not bounding_cleared)
         null = os.open("/dev/null", os.O_RDWR)
         os.dup2(null, 0)

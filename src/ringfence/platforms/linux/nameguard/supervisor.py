@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import select
+import time
 from collections.abc import Callable
 
 from ringfence.errors import SandboxError, UnsupportedError
@@ -25,6 +26,31 @@ from ringfence.policy.semantics import first_under
 
 # Errors of a call the guard made for the command that are reported as a boundary (a denial).
 REFUSALS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+TURN_WAIT = 10.0  # seconds a guard waits for its turn before it gives up on a call
+
+
+def take_turn(lock_fd: int, wait: float = TURN_WAIT) -> bool:
+    """flock(LOCK_EX) on ``lock_fd`` within ``wait`` seconds. Bounded: the user's lock file
+    is reachable by name from a sandbox with reduced isolation, whose command could hold it
+    to stall every other sandbox's guard."""
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    deadline = time.monotonic() + wait
+    pause = 0.0002
+    while time.monotonic() < deadline:
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            continue
+    return False
 
 
 class Supervisor:
@@ -91,7 +117,14 @@ class Supervisor:
     def finish(self) -> None:
         """Check the pointer files the command created, now that no process of it is left
         to change them (see GitGuard.finish); then say so (event ``git_finished``)."""
-        unsecured = self.git.finish(quarantine) if self.git is not None else []
+        # in turn with the other guards; held files are judged by inode anyway (pins.py),
+        # so a check that cannot get its turn in time goes ahead rather than not at all
+        turn = self.lock_fd >= 0 and take_turn(self.lock_fd)
+        try:
+            unsecured = self.git.finish(quarantine) if self.git is not None else []
+        finally:
+            if turn:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         # not finished unless every refused file is out of the way: the host moves them then
         self._event("git_unfinished" if unsecured else "git_finished", "/")
 
@@ -165,8 +198,11 @@ class Supervisor:
         # Socket calls change no name (the socket file is held open while used): no need to
         # take turns with the session's other guards.
         locked = self.lock_fd >= 0 and not socket_call
-        if locked:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        if locked and not take_turn(self.lock_fd):
+            # another guard keeps the lock (or a process that should not hold it does):
+            # nothing is done unchecked, and the command may try again
+            self.listener.respond(int(notif.id), Value(error=errno.EAGAIN))
+            return
         try:
             call = Call(self.listener, self.view, notif)
             handler = self._handlers.get(name)
