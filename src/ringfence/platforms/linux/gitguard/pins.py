@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import stat
 from typing import Final
 
@@ -31,11 +32,12 @@ class Pins:
     def __init__(self) -> None:
         self._fds: dict[str, list[int]] = {}
         self._count = 0
+        self._cap = _fd_room(MAX_PINS)
 
     def make_room(self) -> None:
         """Raise EMFILE when no other file may wait for the check (refuse the call)."""
-        if self._count >= MAX_PINS:
-            raise OSError(errno.EMFILE, f"more than {MAX_PINS} files wait for the git check")
+        if self._count >= self._cap:
+            raise OSError(errno.EMFILE, f"more than {self._cap} files wait for the git check")
 
     def pin(self, path: str) -> None:
         """Hold the regular file now at ``path`` (nothing when there is none)."""
@@ -46,7 +48,9 @@ class Pins:
                 os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
                 libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS,
             )
-        except OSError:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise  # a file not held would be judged by name only: refuse instead
             return  # not there (yet, or gone again), or not reachable without a link
         st = os.fstat(fd)
         held = self._fds.setdefault(path, [])
@@ -105,6 +109,27 @@ class Pins:
         for fd in fds:
             os.close(fd)
         self._count -= len(fds)
+
+
+SPARE_FDS: Final = 256  # what the guard needs besides the held files
+
+
+def _fd_room(want: int) -> int:
+    """How many files may be held: the soft RLIMIT_NOFILE is raised (never above the hard
+    one) so that ``want`` fit beside the guard's own; fewer when the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = want + SPARE_FDS
+    if hard != resource.RLIM_INFINITY:
+        need = min(need, hard)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+            soft = need
+        except (OSError, ValueError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return want
+    return max(0, min(want, soft - SPARE_FDS))
 
 
 def _same(st: os.stat_result, fd: int) -> bool:
