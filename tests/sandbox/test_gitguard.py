@@ -167,7 +167,40 @@ def test_a_pending_file_renamed_away_while_it_is_checked_is_judged_by_its_inode(
         assert left == {"git-rebase-todo": todo} and not events, (left, events)
 
 
-def test_a_refused_file_that_cannot_be_moved_aside_is_emptied(ws: Path) -> None:
+def test_a_descriptor_held_elsewhere_cannot_write_what_git_reads_after_the_check(
+    ws: Path,
+) -> None:
+    """The command passes an open descriptor of its (clean) todo list to another sandbox,
+    which renames the checkout away while the check runs, writes an `exec` line through the
+    descriptor afterwards, and renames the checkout back (found by an outside review). The
+    check replaces the file with a copy where it is, so the descriptor writes a file nobody
+    reads."""
+    from ringfence.platforms.linux.gitguard import quarantine
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    proj = ws / "proj"
+    for name in ("objects", "refs", "rebase-merge"):
+        (proj / ".git" / name).mkdir(parents=True)
+    (proj / ".git/HEAD").write_text("ref: refs/heads/main\n")
+    path = proj / ".git/rebase-merge/git-rebase-todo"
+    path.write_text("pick 0123abc one\n")
+    g = GitGuard(roots=(str(ws),))
+    assert g.writing(str(path)) is None
+    passed = os.open(path, os.O_WRONLY | os.O_APPEND)  # what the other sandbox received
+    try:
+        os.rename(proj, ws / "elsewhere")
+        assert g.finish(quarantine) == []
+        os.write(passed, b"exec touch pwned\n")
+    finally:
+        os.close(passed)
+    os.rename(ws / "elsewhere", proj)
+    assert path.read_text() == "pick 0123abc one\n"
+
+
+def test_a_refused_file_renamed_itself_is_emptied(ws: Path) -> None:
+    """Renamed by another command to a name git does not read (and perhaps back later,
+    which that command's own guard then judges): no name of it is moved, it is emptied."""
+    from ringfence.platforms.linux.gitguard import quarantine
     from ringfence.platforms.linux.gitguard.guard import GitGuard
 
     proj = ws / "proj"
@@ -179,9 +212,9 @@ def test_a_refused_file_that_cannot_be_moved_aside_is_emptied(ws: Path) -> None:
     g = GitGuard(roots=(str(ws),))
     assert g.writing(str(path)) is None
     path.write_text("exec touch pwned\n")
-    os.rename(proj, ws / "elsewhere")
-    assert g.finish(lambda p: None) == []  # nothing at the name; the file elsewhere: emptied
-    assert (ws / "elsewhere/.git/rebase-merge/git-rebase-todo").read_bytes() == b""
+    os.rename(path, path.with_name("parked"))
+    assert g.finish(quarantine) == []
+    assert path.with_name("parked").read_bytes() == b""
 
 
 def test_files_waiting_for_the_check_are_bounded(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -855,13 +888,13 @@ def test_a_refused_file_that_cannot_be_moved_is_not_called_finished(ws: Path) ->
     from ringfence.platforms.linux.gitguard.guard import GitGuard
 
     (ws / "sub").mkdir()
-    (ws / "sub/.git").write_text("gitdir: /elsewhere/.git\n")
     subprocess.run(["git", "init", "-q", "--bare", str(ws / "repo.git")], check=True, env=HOST_GIT)
     (ws / "ok").mkdir()
-    (ws / "ok/.git").write_text("gitdir: ../repo.git\n")
     g = GitGuard(roots=(str(ws),))
-    g.note_pointer(str(ws / "sub/.git"), ".git")
+    g.note_pointer(str(ws / "sub/.git"), ".git")  # noted before they exist: judged by name
     g.note_pointer(str(ws / "ok/.git"), ".git")
+    (ws / "sub/.git").write_text("gitdir: /elsewhere/.git\n")
+    (ws / "ok/.git").write_text("gitdir: ../repo.git\n")
     assert g.finish(lambda _path: None) == [str(ws / "sub/.git")]
     assert (ws / "sub/.git").exists()  # the host's to move now
 

@@ -29,20 +29,26 @@ def quarantine(path: str) -> str | None:
     except OSError:
         return None
     try:
-        for n in range(100):
-            new = f"{name}.ringfence-refused" + (f"-{n}" if n else "")
-            try:
-                libc.syscall(
-                    "renameat2", dfd, os.fsencode(name), dfd, os.fsencode(new), RENAME_NOREPLACE
-                )
-            except FileExistsError:
-                continue
-            except OSError:
-                return None
-            return f"{parent}/{new}"
-        return None
+        new = quarantine_at(dfd, name)
+        return None if new is None else f"{parent}/{new}"
     finally:
         os.close(dfd)
+
+
+def quarantine_at(dfd: int, name: str) -> str | None:
+    """:func:`quarantine` of ``name`` in the directory ``dfd``: its new name, or None."""
+    for n in range(100):
+        new = f"{name}.ringfence-refused" + (f"-{n}" if n else "")
+        try:
+            libc.syscall(
+                "renameat2", dfd, os.fsencode(name), dfd, os.fsencode(new), RENAME_NOREPLACE
+            )
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+        return new
+    return None
 
 
 def read_regular(path: str) -> bytes:

@@ -7,14 +7,18 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Final
 
 from ringfence.platforms.linux.gitfiles import ConfigRead, expand, read_config
 from ringfence.platforms.linux.gitguard import checkouts, layout, newdir
 from ringfence.platforms.linux.gitguard.content import EXCLUDE, ContentRules
-from ringfence.platforms.linux.gitguard.fileio import read_regular, replace_with_copy
+from ringfence.platforms.linux.gitguard.fileio import (
+    put_copy,
+    read_regular,
+    replace_with_copy,
+)
 from ringfence.platforms.linux.gitguard.layout import (
     DOT_GIT,
     GITMODULES,
@@ -700,8 +704,8 @@ class GitGuard:
                 self.note_pointer(f"{gd}/commondir", "commondir")
         unsecured: list[str] = []
         for path, kind in sorted(self.pending.items()):
-            self._judge_elsewhere(path, kind, quarantine)
-            problem = self._final_problem(path, kind)
+            judged = self._judge_held(path, kind, quarantine)
+            problem = self._final_problem(path, kind, judged)
             if problem is None:
                 continue
             moved = quarantine(path)
@@ -713,27 +717,38 @@ class GitGuard:
         self.pins.close_all()
         return unsecured
 
-    def _judge_elsewhere(
+    def _judge_held(
         self, path: str, kind: str, quarantine: Callable[[str], str | None]
-    ) -> None:
-        """A file noted at ``path`` that has been renamed since (perhaps by another
-        command, perhaps only for as long as this check looks) is judged by its content, as
-        if at ``path`` and where it is now; refused, it is moved aside, or else emptied."""
-        for fd, now in self.pins.elsewhere(path):
+    ) -> set[tuple[int, int]]:
+        """Judge the files noted at ``path`` through their inode and the directory they were
+        made in (pins.py), whatever directory above was renamed meanwhile: by content, as if
+        at ``path`` and where they are now. One that passes is replaced there by a copy (no
+        descriptor held elsewhere writes what git reads); one refused is moved aside, or
+        emptied if it cannot be. Returns the inodes judged (the check by name skips them)."""
+        judged: set[tuple[int, int]] = set()
+        for held in self.pins.held(path):
+            st = os.fstat(held.fd)
+            judged.add((st.st_dev, st.st_ino))
+            there = held.in_place()
+            now = held.path_now() if there else ""
             try:
-                data = self.pins.read(fd)
-                problem = self._content_problem(path, kind, data) or (
-                    self._content_problem(now, kind, data) if now.startswith("/") else None
-                )
+                data = held.read()
+                problem = self._content_problem(path, kind, data)
+                if problem is None and now and now != path:
+                    problem = self._content_problem(now, kind, data)
+                if problem is None and there:
+                    put_copy(held.dir_fd, held.name, data, stat.S_IMODE(st.st_mode))
             except OSError as exc:
-                problem = f"unreadable ({exc.strerror or exc})"
+                problem = f"could not be checked ({exc.strerror or exc})"
             if problem is None:
                 continue
-            moved = quarantine(now) if now.startswith("/") else None
-            if moved is None or os.readlink(f"/proc/self/fd/{fd}") != moved:
-                self.pins.empty(fd)
-                moved = "nowhere: emptied"
-            self.event("refused_pointer", now or path, f"{problem}; moved {moved}")
+            moved = quarantine(now) if now else None
+            if moved is None or held.path_now_of_file() != moved:
+                held.empty()  # not (only) at the name moved aside: nothing of it stays
+                moved = None
+            where = f"moved to {moved}" if moved else "emptied"
+            self.event("refused_pointer", now or path, f"{problem}; {where}")
+        return judged
 
     def _content_problem(self, path: str, kind: str, data: bytes) -> str | None:
         """Why ``data`` may not be the file of ``kind`` at ``path`` that git reads."""
@@ -753,7 +768,7 @@ class GitGuard:
             problem = self._new_top_problem(posixpath.dirname(path))
         return problem
 
-    def _final_problem(self, path: str, kind: str) -> str | None:
+    def _final_problem(self, path: str, kind: str, judged: Container[object] = ()) -> str | None:
         if kind == ".git-link":
             try:
                 target = os.path.realpath(path)
@@ -765,9 +780,12 @@ class GitGuard:
                 return f"a .git symlink must lead to a repository in the writable roots ({target})"
             return self._planted_hooks(posixpath.dirname(path))
         try:
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) in judged:
+                return None  # judged through its directory (_judge_held)
             data = read_regular(path)
         except FileNotFoundError:
-            return None  # gone (a rename was followed: _judge_elsewhere)
+            return None  # gone (and if renamed with its directory: _judge_held)
         except OSError as exc:
             return f"unreadable ({exc.strerror or exc})"
         problem = self._content_problem(path, kind, data)

@@ -1,12 +1,15 @@
-"""The files waiting for the end-of-command check, held by their inodes as well as their names.
+"""The files waiting for the end-of-command check, held by their directory and inode as well
+as by their names.
 
-The check runs when the command's last process is gone, by name. Another command running on
-the same workspace at that moment (its own sandbox, its own guard) can rename a directory on
-the way so that the name leads nowhere while the check looks, and rename it back afterwards:
-a todo list with an ``exec`` line would then pass as "gone again". An ``O_PATH`` descriptor
-taken when the file appeared follows the file wherever it is renamed, so the check judges
-what the command left, not what a name shows at one instant, and a refused file is made
-harmless through the descriptor if no name for it can be moved aside.
+The check runs when the command's last process is gone. Another command running on the same
+workspace at that moment (its own sandbox, its own guard) can rename a directory on the way so
+that the name leads nowhere while the check looks, and rename it back afterwards: a todo list
+with an ``exec`` line would then pass as "gone again". So each file is also held by ``O_PATH``
+descriptors of itself and of the directory it was made in, taken when it appeared: renaming
+any directory above it changes neither, so the check reads, replaces or moves aside exactly
+the entry git will find, wherever its directory has gone. Replacing it with a copy there (as
+the check does with a file that passes) also cuts off every descriptor another process may
+still hold to it: what git reads afterwards is exactly what was judged.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import errno
 import os
 import resource
 import stat
+from dataclasses import dataclass
 from typing import Final
 
 from ringfence.platforms.linux import libc
@@ -24,13 +28,64 @@ from ringfence.platforms.linux.gitguard.fileio import read_all
 # submodules makes one .git file each); more are refused rather than held by name only.
 MAX_PINS: Final = 4096
 AT_FDCWD: Final = -100
+SPARE_FDS: Final = 256  # what the guard needs besides the held files
+
+
+@dataclass(frozen=True)
+class Held:
+    """A file waiting for the check: the directory it was made in (which follows that
+    directory through renames), its name there, and the file itself."""
+
+    dir_fd: int
+    name: str
+    fd: int
+
+    def in_place(self) -> bool:
+        """Is it still the entry ``name`` of its directory (not renamed or removed itself)?"""
+        try:
+            there = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        mine = os.fstat(self.fd)
+        return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def path_now(self) -> str:
+        """Where it is now (its directory may have been renamed), or "" if that cannot be told."""
+        try:
+            parent = os.readlink(f"/proc/self/fd/{self.dir_fd}")
+        except OSError:
+            return ""
+        return f"{parent.rstrip('/')}/{self.name}" if parent.startswith("/") else ""
+
+    def path_now_of_file(self) -> str:
+        """The file's own path now (after a rename of it), or "" if it cannot be told."""
+        try:
+            return os.readlink(f"/proc/self/fd/{self.fd}")
+        except OSError:
+            return ""
+
+    def read(self) -> bytes:
+        """Its bytes, opened afresh through the descriptor."""
+        rfd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            return read_all(rfd)
+        finally:
+            os.close(rfd)
+
+    def empty(self) -> None:
+        """Truncate it: refused, and no name of it could be moved aside."""
+        os.close(os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC))
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self.dir_fd)
 
 
 class Pins:
-    """O_PATH descriptors of the regular files at the names waiting for the check."""
+    """The held files, by the name each was noted under (carried along renames)."""
 
     def __init__(self) -> None:
-        self._fds: dict[str, list[int]] = {}
+        self._held: dict[str, list[Held]] = {}
         self._count = 0
         self._cap = _fd_room(MAX_PINS)
 
@@ -41,84 +96,70 @@ class Pins:
 
     def pin(self, path: str) -> None:
         """Hold the regular file now at ``path`` (nothing when there is none)."""
+        parent, _, name = path.rpartition("/")
         try:
-            fd = libc.openat2(
+            dir_fd = libc.openat2(
                 AT_FDCWD,
-                path,
-                os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                parent or "/",
+                os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
                 libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS,
             )
         except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE):
-                raise  # a file not held would be judged by name only: refuse instead
+            _fail_closed(exc)
             return  # not there (yet, or gone again), or not reachable without a link
-        st = os.fstat(fd)
-        held = self._fds.setdefault(path, [])
-        if not stat.S_ISREG(st.st_mode) or any(_same(st, h) for h in held):
-            os.close(fd)
+        try:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as exc:
+            os.close(dir_fd)
+            _fail_closed(exc)
             return
-        held.append(fd)
+        held = Held(dir_fd, name, fd)
+        st = os.fstat(fd)
+        others = self._held.setdefault(path, [])
+        if not stat.S_ISREG(st.st_mode) or any(_same(st, h.fd) for h in others):
+            held.close()
+            return
+        others.append(held)
         self._count += 1
 
     def carry(self, src: str, dst: str | None, is_dir: bool) -> None:
-        """After a rename (``dst``) or removal (None) of ``src``: the names follow."""
+        """After a rename (``dst``) or removal (None) of ``src``: the names follow. A file
+        renamed itself is let go (the caller notes and pins it again where it went); one
+        whose directory moved is still held by that directory."""
         prefix = src + "/"
-        for p in [p for p in self._fds if p == src or (is_dir and p.startswith(prefix))]:
-            fds = self._fds.pop(p)
-            if dst is None:
-                self._close(fds)
+        for p in [p for p in self._held if p == src or (is_dir and p.startswith(prefix))]:
+            held = self._held.pop(p)
+            if dst is None or (p == src and not is_dir):
+                self._close(held)
             else:
-                self._fds.setdefault(dst + p[len(src) :], []).extend(fds)
+                self._held.setdefault(dst + p[len(src) :], []).extend(held)
 
-    def elsewhere(self, path: str) -> list[tuple[int, str]]:
-        """The held files noted at ``path`` that are no longer there but still exist: each
-        descriptor and the name it has now."""
-        out = []
-        for fd in self._fds.get(path, []):
-            if os.fstat(fd).st_nlink == 0:
-                continue  # removed: nothing of it is left for git to read
-            try:
-                now = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                now = ""
-            if now != path:
-                out.append((fd, now))
-        return out
-
-    @staticmethod
-    def read(fd: int) -> bytes:
-        """The bytes of a held file (opened afresh through the descriptor)."""
-        rfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            return read_all(rfd)
-        finally:
-            os.close(rfd)
-
-    @staticmethod
-    def empty(fd: int) -> None:
-        """Truncate a held file that was refused and could not be moved aside."""
-        wfd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
-        os.close(wfd)
+    def held(self, path: str) -> list[Held]:
+        """The files noted at ``path`` that still exist."""
+        return [h for h in self._held.get(path, []) if os.fstat(h.fd).st_nlink > 0]
 
     def close_all(self) -> None:
-        for fds in self._fds.values():
-            self._close(fds)
-        self._fds.clear()
+        for held in self._held.values():
+            self._close(held)
+        self._held.clear()
 
-    def _close(self, fds: list[int]) -> None:
-        for fd in fds:
-            os.close(fd)
-        self._count -= len(fds)
+    def _close(self, held: list[Held]) -> None:
+        for h in held:
+            h.close()
+        self._count -= len(held)
 
 
-SPARE_FDS: Final = 256  # what the guard needs besides the held files
+def _fail_closed(exc: OSError) -> None:
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        raise exc  # a file not held would be judged by name only: refuse instead
 
 
 def _fd_room(want: int) -> int:
-    """How many files may be held: the soft RLIMIT_NOFILE is raised (never above the hard
-    one) so that ``want`` fit beside the guard's own; fewer when the hard limit is lower."""
+    """How many files may be held (two descriptors each): the soft RLIMIT_NOFILE is raised
+    (never above the hard one) so that ``want`` fit beside the guard's own descriptors;
+    fewer when the hard limit is lower."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = want + SPARE_FDS
+    need = 2 * want + SPARE_FDS
     if hard != resource.RLIM_INFINITY:
         need = min(need, hard)
     if soft != resource.RLIM_INFINITY and soft < need:
@@ -129,7 +170,7 @@ def _fd_room(want: int) -> int:
             pass
     if soft == resource.RLIM_INFINITY:
         return want
-    return max(0, min(want, soft - SPARE_FDS))
+    return max(0, min(want, (soft - SPARE_FDS) // 2))
 
 
 def _same(st: os.stat_result, fd: int) -> bool:
