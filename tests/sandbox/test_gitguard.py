@@ -133,6 +133,14 @@ def test_a_head_beside_a_commondir_gets_that_commondir_judged(ws: Path) -> None:
     assert moved == [str(d / "commondir")]
 
 
+def _stopped_rebase(proj: Path) -> Path:
+    """A repository at ``proj`` in the middle of a rebase; the path of its todo list."""
+    for name in ("objects", "refs", "rebase-merge"):
+        (proj / ".git" / name).mkdir(parents=True)
+    (proj / ".git/HEAD").write_text("ref: refs/heads/main\n")
+    return proj / ".git/rebase-merge/git-rebase-todo"
+
+
 @pytest.mark.parametrize("todo", ["exec touch pwned\n", "pick 0123abc one\n"])
 def test_a_pending_file_renamed_away_while_it_is_checked_is_judged_by_its_inode(
     ws: Path, todo: str
@@ -144,12 +152,8 @@ def test_a_pending_file_renamed_away_while_it_is_checked_is_judged_by_its_inode(
     from ringfence.platforms.linux.gitguard.guard import GitGuard
 
     proj = ws / "proj"
-    state = proj / ".git/rebase-merge"
-    for name in ("objects", "refs"):
-        (proj / ".git" / name).mkdir(parents=True)
-    (proj / ".git/HEAD").write_text("ref: refs/heads/main\n")
-    state.mkdir()
-    path = state / "git-rebase-todo"
+    path = _stopped_rebase(proj)
+    state = path.parent
     path.write_text("")
     g = GitGuard(roots=(str(ws),))
     assert g.writing(str(path)) is None  # an open for writing notes it, and holds it
@@ -179,10 +183,7 @@ def test_a_descriptor_held_elsewhere_cannot_write_what_git_reads_after_the_check
     from ringfence.platforms.linux.gitguard.guard import GitGuard
 
     proj = ws / "proj"
-    for name in ("objects", "refs", "rebase-merge"):
-        (proj / ".git" / name).mkdir(parents=True)
-    (proj / ".git/HEAD").write_text("ref: refs/heads/main\n")
-    path = proj / ".git/rebase-merge/git-rebase-todo"
+    path = _stopped_rebase(proj)
     path.write_text("pick 0123abc one\n")
     g = GitGuard(roots=(str(ws),))
     assert g.writing(str(path)) is None
@@ -204,10 +205,7 @@ def test_a_refused_file_renamed_itself_is_emptied(ws: Path) -> None:
     from ringfence.platforms.linux.gitguard.guard import GitGuard
 
     proj = ws / "proj"
-    for name in ("objects", "refs", "rebase-merge"):
-        (proj / ".git" / name).mkdir(parents=True)
-    (proj / ".git/HEAD").write_text("ref: refs/heads/main\n")
-    path = proj / ".git/rebase-merge/git-rebase-todo"
+    path = _stopped_rebase(proj)
     path.write_text("")
     g = GitGuard(roots=(str(ws),))
     assert g.writing(str(path)) is None
