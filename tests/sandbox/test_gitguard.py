@@ -198,6 +198,55 @@ def test_a_descriptor_held_elsewhere_cannot_write_what_git_reads_after_the_check
     assert path.read_text() == "pick 0123abc one\n"
 
 
+@pytest.mark.parametrize("mover", ["names-taken", "mover-fails"])
+def test_a_refused_file_that_cannot_be_moved_aside_leaves_gits_name(ws: Path, mover: str) -> None:
+    """The command took every plain name the file would be moved aside to, kept a
+    descriptor of it (passed to another sandbox) and writes an `exec` line through it after
+    the check (found by an outside review): the file must not stay at git's name."""
+    from ringfence.platforms.linux.gitguard import quarantine
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    path = _stopped_rebase(ws / "proj")
+    for n in range(100):
+        path.with_name("git-rebase-todo.ringfence-refused" + (f"-{n}" if n else "")).touch()
+    path.write_text("")
+    g = GitGuard(roots=(str(ws),))
+    assert g.writing(str(path)) is None
+    passed = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(passed, b"exec touch pwned\n")
+        assert g.finish(quarantine if mover == "names-taken" else lambda p: None) == []
+        os.write(passed, b"exec touch pwned\n")
+    finally:
+        os.close(passed)
+    assert not path.exists() or b"exec" not in path.read_bytes()
+
+
+def test_files_held_again_at_one_name_are_bounded(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file replaced at a waiting name again and again: the replaced ones are let go, and
+    those still linked elsewhere count against the cap (found by an outside review)."""
+    from ringfence.platforms.linux.gitguard import pins
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    monkeypatch.setattr(pins, "MAX_PINS", 3)
+    g = GitGuard(roots=(str(ws),))
+    todo = _stopped_rebase(ws / "proj")
+    g.note_pointer(str(todo), "todo")
+    for i in range(20):  # replaced in place: the old one has no name left
+        todo.with_name("t").write_text(f"pick {i}\n")
+        os.rename(todo.with_name("t"), todo)
+        g.pins.pin(str(todo))
+    assert len(g.pins.held(str(todo))) == 1
+    with pytest.raises(OSError) as exc:
+        for i in range(5):  # each old one kept under another name
+            os.rename(todo, todo.with_name(f"kept{i}"))
+            todo.write_text(f"pick {i}\n")
+            g.pins.pin(str(todo))
+    assert exc.value.errno == errno.EMFILE
+
+
 def test_a_refused_file_renamed_itself_is_emptied(ws: Path) -> None:
     """Renamed by another command to a name git does not read (and perhaps back later,
     which that command's own guard then judges): no name of it is moved, it is emptied."""

@@ -220,7 +220,7 @@ _REPORT_TITLES: Final = {
     "new_repository": "new git repository",
     "refused_repository": "refused git repository",
     "refused_config": "refused git config",
-    "refused_pointer": "refused git file, moved aside",
+    "refused_pointer": "refused git file",
     "refused_hook": "refused git hook",
     "dropped_worktree": "git config kept without core.worktree",
 }

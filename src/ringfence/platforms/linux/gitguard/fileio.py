@@ -36,9 +36,11 @@ def quarantine(path: str) -> str | None:
 
 
 def quarantine_at(dfd: int, name: str) -> str | None:
-    """:func:`quarantine` of ``name`` in the directory ``dfd``: its new name, or None."""
-    for n in range(100):
-        new = f"{name}.ringfence-refused" + (f"-{n}" if n else "")
+    """:func:`quarantine` of ``name`` in the directory ``dfd``: its new name, or None. The
+    plain names first (a person finds them), then ones nobody can have taken in advance."""
+    plain = [f"{name}.ringfence-refused" + (f"-{n}" if n else "") for n in range(100)]
+    unguessable = [f"{name}.ringfence-refused-{os.urandom(8).hex()}" for _ in range(4)]
+    for new in [*plain, *unguessable]:
         try:
             libc.syscall(
                 "renameat2", dfd, os.fsencode(name), dfd, os.fsencode(new), RENAME_NOREPLACE

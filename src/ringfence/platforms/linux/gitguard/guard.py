@@ -744,9 +744,12 @@ class GitGuard:
                 continue
             moved = quarantine(now) if now else None
             if moved is None or held.path_now_of_file() != moved:
-                held.empty()  # not (only) at the name moved aside: nothing of it stays
-                moved = None
-            where = f"moved to {moved}" if moved else "emptied"
+                # not moved aside: off git's name if still there (a descriptor held elsewhere
+                # then writes a file without a name), and empty
+                where = "removed" if held.remove() else "emptied"
+                held.empty()
+            else:
+                where = f"moved to {moved}"
             self.event("refused_pointer", now or path, f"{problem}; {where}")
         return judged
 

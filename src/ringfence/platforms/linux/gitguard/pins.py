@@ -76,6 +76,17 @@ class Held:
         """Truncate it: refused, and no name of it could be moved aside."""
         os.close(os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC))
 
+    def remove(self) -> bool:
+        """Take it off its name (the entry is this file's): a descriptor held elsewhere then
+        writes a file no name leads to. Whether it was removed."""
+        if not self.in_place():
+            return False
+        try:
+            os.unlink(self.name, dir_fd=self.dir_fd)
+        except OSError:
+            return False
+        return True
+
     def close(self) -> None:
         os.close(self.fd)
         os.close(self.dir_fd)
@@ -116,9 +127,16 @@ class Pins:
         held = Held(dir_fd, name, fd)
         st = os.fstat(fd)
         others = self._held.setdefault(path, [])
+        gone = [h for h in others if os.fstat(h.fd).st_nlink == 0]  # replaced since: let go
+        if gone:
+            self._close(gone)
+            others[:] = [h for h in others if h not in gone]
         if not stat.S_ISREG(st.st_mode) or any(_same(st, h.fd) for h in others):
             held.close()
             return
+        if self._count >= self._cap:
+            held.close()
+            raise OSError(errno.EMFILE, f"more than {self._cap} files wait for the git check")
         others.append(held)
         self._count += 1
 
