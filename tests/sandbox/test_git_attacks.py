@@ -952,3 +952,26 @@ def test_patterns_in_the_exclude_of_a_git_directory_in_the_making(rf: Runner) ->
     assert "patterns in info/exclude" in r.stderr, r.stderr
     info = ws / "proj/.git/info"
     assert sorted(p.name for p in info.iterdir()) == ["exclude.ringfence-refused"]
+
+
+def test_a_refused_todo_list_made_read_only_is_still_moved_aside(
+    rf: Runner, tmp_path: Path, marks: Path
+) -> None:
+    """The command takes write permission off its todo list and the directory holding it,
+    so that the guard (the same user, unprivileged) can neither move it aside nor empty it
+    (found by an outside review; root's DAC override hid it). The guard gives the owner's
+    write permission back, as the owner may, and moves it aside."""
+    plant = (
+        "GIT_SEQUENCE_EDITOR='sed -i 1ibreak' git rebase -i HEAD~1 >/dev/null 2>&1\n"
+        "echo 'exec touch {marks}/ro' >> .git/rebase-merge/git-rebase-todo\n"
+        "chmod 0444 .git/rebase-merge/git-rebase-todo && chmod 0555 .git/rebase-merge\n"
+    )
+    err, _ = _attack(
+        rf,
+        tmp_path,
+        marks,
+        setup=lambda ws, home: _repo(ws, rf, home, commits=3),
+        plant=plant,
+        after="chmod 755 .git/rebase-merge; git rebase --continue",
+    )
+    assert "git-rebase-todo (runs commands" in err, err

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import posixpath
 import stat
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeVar
 
 from ringfence.platforms.linux import libc
 
 MAX_CONTENT_BYTES: Final = 1 << 20  # gitconfig.MAX_CONFIG_BYTES (imported only when needed)
 AT_FDCWD: Final = -100
+T = TypeVar("T")
 RENAME_NOREPLACE: Final = 1
 
 
@@ -35,6 +38,26 @@ def quarantine(path: str) -> str | None:
         os.close(dfd)
 
 
+def let_us_write(fd: int) -> None:
+    """Give the owner write (and search) permission on the file or directory ``fd`` (an
+    O_PATH descriptor): a command can take its own away (``chmod 0555``) so that the guard,
+    running as the same user, could not move, replace or empty what it refused. The owner
+    may always change the mode; the command's other bits stay as they are."""
+    st = os.fstat(fd)
+    extra = stat.S_IWUSR | (stat.S_IXUSR if stat.S_ISDIR(st.st_mode) else 0)
+    if stat.S_IMODE(st.st_mode) & extra != extra:
+        os.chmod(f"/proc/self/fd/{fd}", stat.S_IMODE(st.st_mode) | extra)
+
+
+def writing_to(fd: int, action: Callable[[], T]) -> T:
+    """``action()``; refused for permission, once more after :func:`let_us_write`."""
+    try:
+        return action()
+    except PermissionError:
+        let_us_write(fd)
+        return action()
+
+
 def quarantine_at(dfd: int, name: str) -> str | None:
     """:func:`quarantine` of ``name`` in the directory ``dfd``: its new name, or None. The
     plain names first (a person finds them), then ones nobody can have taken in advance."""
@@ -42,9 +65,8 @@ def quarantine_at(dfd: int, name: str) -> str | None:
     unguessable = [f"{name}.ringfence-refused-{os.urandom(8).hex()}" for _ in range(4)]
     for new in [*plain, *unguessable]:
         try:
-            libc.syscall(
-                "renameat2", dfd, os.fsencode(name), dfd, os.fsencode(new), RENAME_NOREPLACE
-            )
+            rename = (dfd, os.fsencode(name), dfd, os.fsencode(new), RENAME_NOREPLACE)
+            writing_to(dfd, functools.partial(libc.syscall, "renameat2", *rename))
         except FileExistsError:
             continue
         except OSError:
@@ -74,10 +96,10 @@ def put_copy(dir_fd: int, name: str, data: bytes, mode: int) -> None:
     """Atomically make ``name`` in ``dir_fd`` a fresh file holding exactly ``data``: the
     guard's own inode, which no process of the command holds open."""
     tmp = f".ringfence-{os.urandom(8).hex()}.tmp"
-    fd = os.open(
+    fd = writing_to(dir_fd, lambda: os.open(
         tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
         dir_fd=dir_fd,
-    )  # fmt: skip
+    ))  # fmt: skip
     try:
         try:
             view = memoryview(data)

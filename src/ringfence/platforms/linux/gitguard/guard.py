@@ -279,7 +279,7 @@ class GitGuard:
         if rule is None and (kind == stat.S_IFLNK or incoming is not None):
             rule = self._checkout_rule(path)
         if rule is None and kind == stat.S_IFLNK and symlink is not None:
-            rule = self._link_rule(path, symlink)
+            rule = layout.link_problem(path, symlink)
         return rule
 
     def _incoming_dot_git_rule(self, tree: str, path: str) -> str | None:
@@ -289,33 +289,6 @@ class GitGuard:
             return None
         problem = newdir.scan(self.content, self.event, path, [(tree, ())])
         return None if problem is None else f"a .git directory in the making: {problem}"
-
-    def _link_rule(self, path: str, text: str) -> str | None:
-        """A symlink (but a ``.git`` one, judged as a pointer) may not lead into or onto a
-        git directory: a work tree resolved through it (a module's ``core.worktree``, git
-        run in it) would be that git directory, and a checkout writes ``hooks/`` there. Its
-        text may not name ``.git`` at all (moved elsewhere, a relative one would lead
-        elsewhere); where it leads now is looked at up to ``/``."""
-        if is_dot_git(posixpath.basename(path)):
-            return None
-        if any(is_dot_git(part) for part in text.split("/")):
-            return f"a symlink may not lead into a git directory (.git in {text!r})"
-        if layout.through_proc(posixpath.dirname(path), text):
-            # /proc/self/cwd and the like lead wherever the process that follows them is: for
-            # git resolving a work tree from its git directory, into that git directory
-            return f"a symlink may not lead through /proc ({text!r})"
-        cur = os.path.realpath(gitdir.symlink_target(posixpath.dirname(path), text))
-        while True:
-            try:
-                found = is_gitdir(cur)
-            except OSError:  # not readable here: nor by you (the same user), so no work tree
-                found = False
-            if found:
-                return f"a symlink may not lead into a git directory ({cur})"
-            parent = posixpath.dirname(cur)
-            if parent == cur:
-                return None
-            cur = parent
 
     def _new_top_problem(self, top: str) -> str | None:
         """A ``.git`` file made at ``top``: leading to no repository now, it could lead to
@@ -704,7 +677,7 @@ class GitGuard:
                 self.note_pointer(f"{gd}/commondir", "commondir")
         unsecured: list[str] = []
         for path, kind in sorted(self.pending.items()):
-            judged = self._judge_held(path, kind, quarantine)
+            judged = self._judge_held(path, kind, quarantine, unsecured)
             problem = self._final_problem(path, kind, judged)
             if problem is None:
                 continue
@@ -718,7 +691,7 @@ class GitGuard:
         return unsecured
 
     def _judge_held(
-        self, path: str, kind: str, quarantine: Callable[[str], str | None]
+        self, path: str, kind: str, quarantine: Callable[[str], str | None], unsecured: list[str]
     ) -> set[tuple[int, int]]:
         """Judge the files noted at ``path`` through their inode and the directory they were
         made in (pins.py), whatever directory above was renamed meanwhile: by content, as if
@@ -745,9 +718,13 @@ class GitGuard:
             moved = quarantine(now) if now else None
             if moved is None or held.path_now_of_file() != moved:
                 # not moved aside: off git's name if still there (a descriptor held elsewhere
-                # then writes a file without a name), and empty
+                # then writes a file without a name), and empty; else the host's to move
                 where = "removed" if held.remove() else "emptied"
-                held.empty()
+                try:
+                    held.empty()
+                except OSError:
+                    unsecured.append(now or path)
+                    continue
             else:
                 where = f"moved to {moved}"
             self.event("refused_pointer", now or path, f"{problem}; {where}")

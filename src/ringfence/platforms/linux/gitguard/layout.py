@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import posixpath
 import re
 import stat
 from dataclasses import dataclass
@@ -190,3 +191,31 @@ def hooks_in(hooks: str | None) -> str | None:
     if planted:
         return f"its hooks directory {hooks} (core.hooksPath) holds {', '.join(planted[:3])}"
     return None
+
+
+def link_problem(path: str, text: str) -> str | None:
+    """A symlink (but a ``.git`` one, judged as a pointer) may not lead into or onto a
+    git directory: a work tree resolved through it (a module's ``core.worktree``, git
+    run in it) would be that git directory, and a checkout writes ``hooks/`` there. Its
+    text may not name ``.git`` at all (moved elsewhere, a relative one would lead
+    elsewhere); where it leads now is looked at up to ``/``."""
+    if is_dot_git(posixpath.basename(path)):
+        return None
+    if any(is_dot_git(part) for part in text.split("/")):
+        return f"a symlink may not lead into a git directory (.git in {text!r})"
+    if through_proc(posixpath.dirname(path), text):
+        # /proc/self/cwd and the like lead wherever the process that follows them is: for
+        # git resolving a work tree from its git directory, into that git directory
+        return f"a symlink may not lead through /proc ({text!r})"
+    cur = os.path.realpath(gitdir.symlink_target(posixpath.dirname(path), text))
+    while True:
+        try:
+            found = is_gitdir(cur)
+        except OSError:  # not readable here: nor by you (the same user), so no work tree
+            found = False
+        if found:
+            return f"a symlink may not lead into a git directory ({cur})"
+        parent = posixpath.dirname(cur)
+        if parent == cur:
+            return None
+        cur = parent

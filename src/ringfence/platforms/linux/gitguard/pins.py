@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ringfence.platforms.linux import libc
-from ringfence.platforms.linux.gitguard.fileio import read_all
+from ringfence.platforms.linux.gitguard.fileio import read_all, writing_to
 
 # Files one command may leave waiting for the check (a `git submodule update` of many
 # submodules makes one .git file each); more are refused rather than held by name only.
@@ -74,7 +74,8 @@ class Held:
 
     def empty(self) -> None:
         """Truncate it: refused, and no name of it could be moved aside."""
-        os.close(os.open(f"/proc/self/fd/{self.fd}", os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC))
+        flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC
+        os.close(writing_to(self.fd, lambda: os.open(f"/proc/self/fd/{self.fd}", flags)))
 
     def remove(self) -> bool:
         """Take it off its name (the entry is this file's): a descriptor held elsewhere then
@@ -82,7 +83,7 @@ class Held:
         if not self.in_place():
             return False
         try:
-            os.unlink(self.name, dir_fd=self.dir_fd)
+            writing_to(self.dir_fd, lambda: os.unlink(self.name, dir_fd=self.dir_fd))
         except OSError:
             return False
         return True
