@@ -916,7 +916,7 @@ def test_a_todo_list_moved_away_by_another_command_while_it_is_checked(
         "echo 'exec touch {marks}/race' >> .git/rebase-merge/git-rebase-todo && sleep 2\n"
     )
     move_b = (
-        f"for i in $(seq 200); do grep -q race {todo} 2>/dev/null && break; sleep 0.02; done\n"
+        f"for i in $(seq 1500); do grep -q race {todo} 2>/dev/null && break; sleep 0.02; done\n"
         "mv proj proj2 && sleep 4 && mv proj2 proj\n"
     )
     for flags in (("--no-default-protect",), ()):

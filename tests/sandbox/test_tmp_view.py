@@ -545,3 +545,22 @@ def test_a_linked_config_directory_is_masked_and_protected_at_its_real_place(
     )  # fmt: skip
     assert "refused" in r.stdout, (r.stdout, r.stderr)
     assert not (home / "dotcfg" / "systemd").exists()
+
+
+def test_sandboxes_of_one_new_workspace_start_at_once(rf: Runner) -> None:
+    """Several one-shot runs started together on a workspace none has used yet all mount its
+    `/tmp` layer: overlayfs remakes `work/work` as it mounts, and a second mount at that
+    moment saw it missing ("cannot mount this workspace's /tmp layer ... No such file or
+    directory"; found by an outside review)."""
+    for _ in range(5):
+        ws = rf.mkdir()
+        runs = [
+            rf.popen(
+                "run", "--", "sh", "-c", f"echo {rf.nonce} > /tmp/n{i} && cat /tmp/n{i}", cwd=ws
+            )
+            for i in range(4)
+        ]
+        outs = [(p.communicate(timeout=60), p.returncode) for p in runs]
+        for (out, err), rc in outs:
+            assert rc == 0 and "cannot mount" not in err, err
+            assert out.strip() == rf.nonce

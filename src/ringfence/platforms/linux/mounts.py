@@ -16,6 +16,7 @@ import ctypes
 import errno
 import os
 import resource
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -133,6 +134,9 @@ def _host_source(path: str) -> int:
         raise SandboxError(f"cannot open mount source {path}: {os.strerror(e.errno or 0)}") from e
 
 
+OVERLAY_ATTEMPTS = 6  # the last waits 80 ms; all together 155 ms
+
+
 def overlay_tree(op: MountOp) -> int:
     """A detached overlay of the host's ``op.target`` (read-only, below) and the layer
     directory ``op.source`` (``upper``/``work``), made while the host view is intact.
@@ -151,19 +155,24 @@ def overlay_tree(op: MountOp) -> int:
     ]
     try:
         lower, upper, work = (f"/proc/self/fd/{fd}" for fd in fds)
+        options = [
+            ("lowerdir", lower),
+            ("upperdir", upper),
+            ("workdir", work),
+            ("userxattr", None),
+            ("index", "off"),
+        ]
         try:
-            return new_fs(
-                "overlay",
-                [
-                    ("lowerdir", lower),
-                    ("upperdir", upper),
-                    ("workdir", work),
-                    ("userxattr", None),
-                    ("index", "off"),
-                ],
-                attributes(op),
-                source="ringfence-tmp",
-            )
+            for attempt in range(OVERLAY_ATTEMPTS):
+                try:
+                    return new_fs("overlay", options, attributes(op), source="ringfence-tmp")
+                except FileNotFoundError:
+                    # another sandbox of this workspace mounting the same layer at this
+                    # moment: overlayfs empties and remakes work/work as it mounts
+                    if attempt == OVERLAY_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.005 * 2**attempt)
+            raise AssertionError("unreachable")
         except OSError as e:
             raise SandboxError(
                 f"cannot mount this workspace's /tmp layer ({op.source}) over the host's "
