@@ -16,6 +16,7 @@ from ringfence.platforms.linux.gitguard import checkouts, layout, newdir
 from ringfence.platforms.linux.gitguard.content import EXCLUDE, ContentRules
 from ringfence.platforms.linux.gitguard.fileio import (
     put_copy,
+    quarantine_at,
     read_regular,
     replace_with_copy,
 )
@@ -716,6 +717,9 @@ class GitGuard:
             if problem is None:
                 continue
             moved = quarantine(now) if now else None
+            if (moved is None or held.path_now_of_file() != moved) and held.in_place():
+                aside = quarantine_at(held.dir_fd, held.name)  # its directory, by descriptor
+                moved = held.path_now_of_file() if aside else None
             if moved is None or held.path_now_of_file() != moved:
                 # not moved aside: off git's name if still there (a descriptor held elsewhere
                 # then writes a file without a name), and empty; else the host's to move
