@@ -222,6 +222,28 @@ def test_a_refused_file_that_cannot_be_moved_aside_leaves_gits_name(ws: Path, mo
     assert not path.exists() or b"exec" not in path.read_bytes()
 
 
+def test_a_full_list_of_waiting_files_moves_with_its_directory(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the cap, renaming the directory that holds waiting files carries them along (they
+    are no new files); none may drop out of the check by a refusal half-way."""
+    from ringfence.platforms.linux.gitguard import pins
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    monkeypatch.setattr(pins, "MAX_PINS", 2)
+    g = GitGuard(roots=(str(ws),))
+    for name in ("a", "b"):
+        (ws / "d" / name).mkdir(parents=True)
+        (ws / "d" / name / ".git").write_text("gitdir: /nowhere\n")
+        g.note_pointer(str(ws / "d" / name / ".git"), ".git")
+    os.rename(ws / "d", ws / "e")
+    g.moved(str(ws / "d"), str(ws / "e"), pointer=None, is_dir=True)
+    assert sorted(g.pending) == [str(ws / "e/a/.git"), str(ws / "e/b/.git")]
+    moved: list[str] = []
+    g.finish(lambda p: moved.append(p) or None)
+    assert not (ws / "e/a/.git").exists() or (ws / "e/a/.git").read_bytes() == b""
+
+
 def test_files_held_again_at_one_name_are_bounded(
     ws: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

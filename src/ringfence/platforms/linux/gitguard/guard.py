@@ -598,8 +598,14 @@ class GitGuard:
         pend = [p for p in self.pending if p == src or (is_dir and p.startswith(prefix))]
         for p in pend:
             kind = self.pending.pop(p)
-            if dst is not None:  # the init hears of the new name (its fallback uses names)
-                self.note_pointer(dst + p[len(src) :], kind)
+            if dst is None:
+                continue
+            new = dst + p[len(src) :]
+            if new not in self.pending:  # the init hears of the new name (its fallback)
+                self.event("git_pending", new)
+            self.pending[new] = kind  # carried, not a new file: no room to make
+            if not is_dir:
+                self.pins.pin(new)  # renamed itself: held again where it went (pins.carry)
         for book in (self.created_dot_git, self.completed):
             for p in [q for q in book if q == src or (is_dir and q.startswith(prefix))]:
                 book.discard(p)
