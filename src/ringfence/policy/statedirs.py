@@ -68,8 +68,11 @@ def prepare_workspace(base: str, workspace: str) -> str | None:
         for sub in (os.path.join(base, WORKSPACES), ws, os.path.join(ws, "tmp")):
             os.makedirs(sub, mode=0o700, exist_ok=True)
         upper = os.path.join(ws, "tmp", "upper")
-        if not os.path.isdir(upper):
+        try:
             os.mkdir(upper, 0o700)
+        except FileExistsError:
+            pass  # made before, or by a sandbox of this workspace starting at this moment
+        else:
             os.chmod(upper, 0o1777)  # /tmp inside; reachable only through the 0700 parents
         os.makedirs(os.path.join(ws, "tmp", "work"), mode=0o700, exist_ok=True)
         marker = os.path.join(ws, "workspace")
