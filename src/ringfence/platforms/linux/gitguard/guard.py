@@ -16,7 +16,6 @@ from ringfence.platforms.linux.gitguard import checkouts, layout, newdir
 from ringfence.platforms.linux.gitguard.content import EXCLUDE, ContentRules
 from ringfence.platforms.linux.gitguard.fileio import (
     put_copy,
-    quarantine_at,
     read_regular,
     replace_with_copy,
 )
@@ -703,8 +702,8 @@ class GitGuard:
         """Judge the files noted at ``path`` through their inode and the directory they were
         made in (pins.py), whatever directory above was renamed meanwhile: by content, as if
         at ``path`` and where they are now. One that passes is replaced there by a copy (no
-        descriptor held elsewhere writes what git reads); one refused is moved aside, or
-        emptied if it cannot be. Returns the inodes judged (the check by name skips them)."""
+        descriptor held elsewhere writes what git reads); one refused is set aside
+        (:meth:`Held.set_aside`). Returns the inodes judged (the check by name skips them)."""
         judged: set[tuple[int, int]] = set()
         for held in self.pins.held(path):
             st = os.fstat(held.fd)
@@ -722,21 +721,10 @@ class GitGuard:
                 problem = f"could not be checked ({exc.strerror or exc})"
             if problem is None:
                 continue
-            moved = quarantine(now) if now else None
-            if (moved is None or held.path_now_of_file() != moved) and held.in_place():
-                aside = quarantine_at(held.dir_fd, held.name)  # its directory, by descriptor
-                moved = held.path_now_of_file() if aside else None
-            if moved is None or held.path_now_of_file() != moved:
-                # not moved aside: off git's name if still there (a descriptor held elsewhere
-                # then writes a file without a name), and empty; else the host's to move
-                where = "removed" if held.remove() else "emptied"
-                try:
-                    held.empty()
-                except OSError:
-                    unsecured.append(now or path)
-                    continue
-            else:
-                where = f"moved to {moved}"
+            where = held.set_aside(quarantine, now)
+            if where is None:
+                unsecured.append(now or path)  # the host's to move
+                continue
             self.event("refused_pointer", now or path, f"{problem}; {where}")
         return judged
 

@@ -18,11 +18,12 @@ import errno
 import os
 import resource
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from ringfence.platforms.linux import libc
-from ringfence.platforms.linux.gitguard.fileio import read_all, writing_to
+from ringfence.platforms.linux.gitguard.fileio import quarantine_at, read_all, writing_to
 
 # Files one command may leave waiting for the check (a `git submodule update` of many
 # submodules makes one .git file each); more are refused rather than held by name only.
@@ -56,6 +57,30 @@ class Held:
         except OSError:
             return ""
         return f"{parent.rstrip('/')}/{self.name}" if parent.startswith("/") else ""
+
+    def set_aside(self, quarantine: Callable[[str], str | None], now: str) -> str | None:
+        """Put a refused file where git does not read it, and say where: moved aside by
+        ``quarantine(now)``, else through its directory's descriptor (each checked through
+        its own descriptor); else taken off its name if still there, and emptied. None when
+        even that fails."""
+        moves: list[Callable[[], str | None]] = [lambda: quarantine(now)] if now else []
+        for move in [*moves, self._aside_here]:
+            moved = move()
+            if moved is not None and self.path_now_of_file() == moved:
+                return f"moved to {moved}"
+        where = "removed" if self.remove() else "emptied"
+        try:
+            self.empty()
+        except OSError:
+            return None
+        return where
+
+    def _aside_here(self) -> str | None:
+        """Moved aside in its directory, by descriptor (if it is still at its name there)."""
+        if not self.in_place():
+            return None
+        aside = quarantine_at(self.dir_fd, self.name)
+        return None if aside is None else self.path_now_of_file()
 
     def path_now_of_file(self) -> str:
         """The file's own path now (after a rename of it), or "" if it cannot be told."""
