@@ -616,7 +616,7 @@ class GitGuard:
         guard then runs :meth:`finish` at the end, and should it not answer, the host moves
         them aside."""
         if path not in self.pending:
-            self.pins.make_room()
+            self.pins.make_room(len(self.pending))
             self.event("git_pending", path)
         self.pending[path] = kind
         self.pins.pin(path)  # the file there now, if any; files.py pins one made after this

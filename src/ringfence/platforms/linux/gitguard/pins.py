@@ -123,12 +123,12 @@ class Pins:
 
     def __init__(self) -> None:
         self._held: dict[str, list[Held]] = {}
-        self._count = 0
         self._cap = _fd_room(MAX_PINS)
 
-    def make_room(self) -> None:
-        """Raise EMFILE when no other file may wait for the check (refuse the call)."""
-        if self._count >= self._cap:
+    def make_room(self, waiting: int) -> None:
+        """Raise EMFILE when no other name may wait for the check (refuse the call before it
+        is made): counted by names, so a name noted before its file exists has its room."""
+        if waiting >= self._cap:
             raise OSError(errno.EMFILE, f"more than {self._cap} files wait for the git check")
 
     def pin(self, path: str) -> None:
@@ -160,11 +160,7 @@ class Pins:
         if not stat.S_ISREG(st.st_mode) or any(_same(st, h.fd) for h in others):
             held.close()
             return
-        if self._count >= self._cap:
-            held.close()
-            raise OSError(errno.EMFILE, f"more than {self._cap} files wait for the git check")
         others.append(held)
-        self._count += 1
 
     def carry(self, src: str, dst: str | None, is_dir: bool) -> None:
         """After a rename (``dst``) or removal (None) of ``src``: the names follow. A file
@@ -190,7 +186,6 @@ class Pins:
     def _close(self, held: list[Held]) -> None:
         for h in held:
             h.close()
-        self._count -= len(held)
 
 
 def _fail_closed(exc: OSError) -> None:
