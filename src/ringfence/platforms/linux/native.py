@@ -1,0 +1,59 @@
+"""The native launcher (``_launcher.c``) from Python: whether it was built, and one run.
+
+``pip install .`` builds the launcher with the system's C compiler where it can (setup.py,
+an optional extension); where it could not, :func:`available` is False and every run takes
+the Python runner, which stays the reference the native path is tested against
+(tests/sandbox/test_native_launcher.py runs one plan both ways and compares what the
+command saw). See docs/native.md for what the native launcher does and does not do yet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ringfence.errors import SandboxError, UnsupportedError
+
+try:
+    from ringfence.platforms.linux import _launcher  # type: ignore[attr-defined]
+except ImportError:  # not built here: the Python runner does everything
+    _launcher = None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How a natively launched command ended: ``exit`` (``value`` is its status),
+    ``signal`` (the signal that killed it), ``timeout`` (killed, with its whole sandbox, at
+    the deadline), ``exec_error`` / ``cwd_error`` (``value`` is the errno; it never ran)."""
+
+    kind: str
+    value: int
+    detail: str = ""
+
+
+def available() -> bool:
+    """Whether the native launcher was built for this interpreter."""
+    return _launcher is not None
+
+
+def launch(image: bytes, argv: Sequence[str], timeout: float | None = None) -> Ended:
+    """Run ``argv`` in the sandbox ``image`` describes (native_image.encode), on this
+    process's stdin, stdout and stderr. Raises :class:`UnsupportedError` when this host
+    cannot build the boundary and :class:`SandboxError` when a step of it failed: in
+    both cases nothing ran."""
+    if _launcher is None:
+        raise UnsupportedError("the native launcher was not built for this interpreter")
+    got = _launcher.launch(
+        image, [os.fsencode(a) for a in argv], -1.0 if timeout is None else timeout
+    )
+    kind, value = got[0], got[1]
+    detail = got[2].decode("utf-8", "replace") if len(got) > 2 else ""
+    if kind == "unsupported":
+        raise UnsupportedError(detail)
+    if kind == "error":
+        raise SandboxError(detail)
+    return Ended(kind, value, detail)
+
+
+__all__ = ["Ended", "available", "launch"]

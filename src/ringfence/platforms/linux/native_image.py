@@ -1,0 +1,170 @@
+"""A Linux plan as the native launcher reads it: a flat, length-prefixed byte image.
+
+The native launcher (``_launcher.c``, issue 18's last resort) builds the same boundary as
+the Python runner without importing anything, so a one-shot run is not paid for in module
+imports. It decides nothing: every path, flag, mode, rule and filter comes from the plan the
+Python compiler made, encoded here once (the BPF programs already compiled), and the C side
+only performs the steps in the order ``sandbox_side`` and ``command_init`` do.
+
+Layout (little-endian): ``MAGIC``, then records of ``u8 tag, u32 length, payload``. A
+string field is ``u32 length, bytes`` (``ABSENT`` as the length for None). The C side checks
+every length against the image and refuses any string holding a NUL byte.
+
+:func:`encode` also says what of the plan the native launcher does not do yet
+(:attr:`Image.missing`): a plan is only ever run natively when that list is empty.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import struct
+from dataclasses import dataclass
+
+from ringfence.platforms.linux import bpf, seccomp
+from ringfence.platforms.linux.mountops import MountKind, MountOp
+from ringfence.platforms.linux.namespaces import CLONE_FLAGS
+from ringfence.platforms.linux.plan_model import LinuxPlan
+from ringfence.policy.model import Isolation
+from ringfence.policy.statedirs import LOCK
+
+MAGIC = b"RFNI\x01\x00\x00\x00"
+ABSENT = 0xFFFFFFFF
+
+TAG_NAMESPACES = 1
+TAG_IDS = 2
+TAG_MOUNT = 3
+TAG_LANDLOCK = 4
+TAG_LANDLOCK_PATH = 5
+TAG_LANDLOCK_PORT = 6
+TAG_SECCOMP = 7
+TAG_RLIMIT = 8
+TAG_USERNS_LIMIT = 9
+TAG_ENV = 10
+TAG_CWD = 11
+TAG_STATE_LOCK = 12
+
+MOUNT_KINDS = {
+    MountKind.BIND: 1,
+    MountKind.TMPFS: 2,
+    MountKind.PROC: 3,
+    MountKind.DEVPTS: 4,
+    MountKind.MASK: 5,
+    MountKind.SYMLINK: 6,
+    MountKind.REMOUNT_RO: 7,
+    MountKind.FILE: 8,
+    MountKind.OVERLAY: 9,
+}
+BIT_READONLY = 1
+BIT_NOSUID = 2
+BIT_NODEV = 4
+BIT_NOEXEC = 8
+BIT_RECURSIVE = 16
+BIT_IS_DIR = 32
+BIT_CREATE = 64
+
+# The per-command namespaces a session's runner may make (sandbox_side._session_quotas): a
+# one-shot run makes none after its own, but writes the same quota as the Python path.
+ROOM_QUOTAS = ("max_pid_namespaces", "max_mnt_namespaces")
+ROOM = 1024
+
+
+@dataclass(frozen=True)
+class Image:
+    """The encoded plan, and what of it the native launcher would leave out (empty: all of
+    it is done natively)."""
+
+    data: bytes
+    missing: tuple[str, ...]
+
+
+def _record(tag: int, payload: bytes) -> bytes:
+    return struct.pack("<BI", tag, len(payload)) + payload
+
+
+def _string(value: str | bytes | None) -> bytes:
+    if value is None:
+        return struct.pack("<I", ABSENT)
+    raw = os.fsencode(value) if isinstance(value, str) else value
+    return struct.pack("<I", len(raw)) + raw
+
+
+def _mount(op: MountOp) -> bytes:
+    bits = 0
+    for flag, bit in (
+        (op.readonly, BIT_READONLY),
+        (op.nosuid, BIT_NOSUID),
+        (op.nodev, BIT_NODEV),
+        (op.noexec, BIT_NOEXEC),
+        (op.recursive, BIT_RECURSIVE),
+        (op.is_dir, BIT_IS_DIR),
+        (op.create, BIT_CREATE),
+    ):
+        if flag:
+            bits |= bit
+    head = struct.pack("<BBI", MOUNT_KINDS[op.kind], bits, op.mode)
+    return head + b"".join(
+        _string(v) for v in (op.target, op.source, op.size, op.content, op.why or None)
+    )
+
+
+def missing(plan: LinuxPlan) -> tuple[str, ...]:
+    """What the native launcher does not do for ``plan`` (yet): the Python runner runs it."""
+    gaps = []
+    if not plan.sandboxed:
+        gaps.append("full access (nothing to build)")
+    if plan.isolation is not Isolation.NAMESPACES or not plan.namespaces:
+        gaps.append("reduced isolation")
+    for needed in ("user", "mount", "pid"):
+        if plan.sandboxed and needed not in plan.namespaces:
+            gaps.append(f"no {needed} namespace")
+    if plan.guard_enabled:
+        gaps.append("the name guard")
+    if plan.cgroup_sites:
+        gaps.append("cgroups")
+    if plan.proxy_port is not None or plan.expose_ports or plan.publish:
+        gaps.append("network relays (proxy, exposed or published ports)")
+    if "net" in plan.namespaces:
+        gaps.append("the DNS stub")
+    return tuple(gaps)
+
+
+def encode(plan: LinuxPlan) -> Image:
+    """``plan`` as the native launcher reads it. Raises ValueError for a plan it cannot hold
+    at all (not sandboxed, no Landlock ruleset, a name without a number here)."""
+    if not plan.sandboxed or plan.landlock is None or plan.seccomp is None:
+        raise ValueError("only a sandboxed plan with Landlock and seccomp has an image")
+    flags = 0
+    for name in plan.namespaces:
+        flags |= CLONE_FLAGS[name]
+    out = [MAGIC, _record(TAG_NAMESPACES, struct.pack("<Q", flags))]
+    out.append(_record(TAG_IDS, struct.pack("<II", plan.uid, plan.gid)))
+    out += [_record(TAG_MOUNT, _mount(op)) for op in plan.mounts]
+    rules = plan.landlock
+    out.append(
+        _record(
+            TAG_LANDLOCK,
+            struct.pack("<IQQQ", rules.abi, rules.handled_fs, rules.handled_net, rules.scoped),
+        )
+    )
+    for rule in rules.rules:
+        head = struct.pack("<QB", rule.access, 1 if rule.required else 0)
+        out.append(_record(TAG_LANDLOCK_PATH, head + os.fsencode(rule.path)))
+    for access, port in rules.net_ports:
+        out.append(_record(TAG_LANDLOCK_PORT, struct.pack("<QQ", access, port)))
+    out.append(_record(TAG_SECCOMP, bpf.encode(seccomp.build_program(plan.seccomp))))
+    for name, value in plan.rlimits:
+        which = getattr(resource, f"RLIMIT_{name}")
+        out.append(_record(TAG_RLIMIT, struct.pack("<IQ", which, value)))
+    for quota_name, quota in plan.userns_limits:
+        room = ROOM if quota_name in ROOM_QUOTAS else quota
+        out.append(_record(TAG_USERNS_LIMIT, struct.pack("<Q", room) + quota_name.encode()))
+    for key, text in plan.env.items():
+        out.append(_record(TAG_ENV, os.fsencode(f"{key}={text}")))
+    out.append(_record(TAG_CWD, os.fsencode(plan.cwd)))
+    if plan.state_dir:  # held shared while the sandbox runs (statedirs.hold)
+        out.append(_record(TAG_STATE_LOCK, os.fsencode(os.path.join(plan.state_dir, LOCK))))
+    return Image(b"".join(out), missing(plan))
+
+
+__all__ = ["MAGIC", "Image", "encode", "missing"]

@@ -1,0 +1,222 @@
+"""The native launcher (``_launcher.c``) builds the same boundary as the Python runner.
+
+Each test compiles the default plan for a fresh workspace (the name guard off: the native
+launcher does not start it yet, docs/native.md), then runs commands through
+``native.launch`` as root and as the unprivileged test user. The lockstep test runs one probe
+battery under both launchers on the same plan and compares, line by line, what the command
+saw: its mounts, ids, capabilities, limits, environment and the outcome of each write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from tests.sandbox.conftest import Runner
+
+pytestmark = pytest.mark.skipif(
+    not __import__("ringfence.platforms.linux.native", fromlist=["available"]).available(),
+    reason="the native launcher was not built here (no C compiler at install)",
+)
+
+# Compiles the plan for argv[1], then runs argv[3:] natively (argv[2] == "native") or through
+# the Python runner ("python"), and prints how it ended as the last line of stderr.
+_LAUNCH = """
+import dataclasses, json, os, sys
+from ringfence.platforms.linux import hostfacts, landlock, native, native_image
+from ringfence.platforms.linux.plan import compile_linux
+from ringfence.policy.model import Policy
+from ringfence import process
+
+ws, how, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+policy = Policy(workspace=ws).validate()
+facts = hostfacts.gather(policy, env=os.environ, landlock_abi=landlock.abi_version())
+plan = compile_linux(policy, facts, cwd=ws)
+plan = dataclasses.replace(
+    plan, guard_names=(), guard_paths=(), guard_git="off", socket_roots=(), cgroup_sites=(),
+    cgroup_limits=(),
+)
+if how == "python":
+    r = process.run_sandboxed(plan, argv, timeout=60, audit=False)
+    sys.stdout.flush()
+    print("RESULT " + json.dumps(["exit", r.returncode]), file=sys.stderr)
+else:
+    image = native_image.encode(plan)
+    assert set(image.missing) <= {"the DNS stub"}, image.missing
+    timeout = float(os.environ.get("RF_TIMEOUT", "60"))
+    try:
+        e = native.launch(image.data, argv, timeout=timeout)
+        out = [e.kind, e.value, e.detail]
+    except Exception as exc:
+        out = [type(exc).__name__, 0, str(exc)]
+    sys.stdout.flush()
+    print("RESULT " + json.dumps(out), file=sys.stderr)
+"""
+
+
+def _launch(rf: Runner, ws: Path, how: str, *argv: str, timeout: float = 120) -> tuple[str, list]:
+    r = rf.py("-c", _LAUNCH, str(ws), how, *argv, cwd=ws, timeout=timeout)
+    last = r.stderr.rstrip("\n").rsplit("\n", 1)[-1]
+    assert last.startswith("RESULT "), r.stderr
+    return r.stdout, json.loads(last.removeprefix("RESULT "))
+
+
+def test_a_command_runs_confined_and_writes_only_in_the_workspace(rf: Runner) -> None:
+    ws = rf.mkdir()
+    c = rf.confinement
+    out, ended = _launch(rf, ws, "native", *c.shell(f"echo {c.nonce} > mine.txt; echo wrote"))
+    assert ended == ["exit", 0, ""]
+    assert c.strip(out).strip() == "wrote"
+    assert (ws / "mine.txt").read_text() == f"{c.nonce}\n"  # the confined command wrote it
+
+
+def test_exit_status_signal_and_errors_are_reported(rf: Runner) -> None:
+    ws = rf.mkdir()
+    assert _launch(rf, ws, "native", "sh", "-c", "exit 7")[1] == ["exit", 7, ""]
+    assert _launch(rf, ws, "native", "sh", "-c", "kill -TERM $$")[1] == ["signal", 15, ""]
+    kind, code, _ = _launch(rf, ws, "native", "no-such-program-rf")[1]
+    assert (kind, code) == ("exec_error", 2)  # ENOENT: it never ran
+
+
+def test_a_failed_step_refuses_with_the_python_runners_message(rf: Runner) -> None:
+    """``.git/hooks`` swapped for a symlink to a directory outside between the compile and
+    the mounts (test_protected's attack on the Python runner): refused, nothing runs."""
+    ws, outside = rf.mkdir(), rf.mkdir("outside-")
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    for p in (ws, *ws.rglob("*")):
+        os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
+    swap = (
+        "import shutil; shutil.rmtree(os.path.join(ws, '.git/hooks')); "
+        f"os.symlink({str(outside)!r}, os.path.join(ws, '.git/hooks')); "
+        "image = native_image.encode(plan)"
+    )
+    script = _LAUNCH.replace("image = native_image.encode(plan)", swap)
+    r = rf.py("-c", script, str(ws), "native", "sh", "-c", "echo RAN; touch .git/hooks/x", cwd=ws)
+    assert "RAN" not in r.stdout
+    kind, _, detail = json.loads(r.stderr.rsplit("RESULT ", 1)[1])
+    assert kind == "SandboxError", detail
+    assert "symlink appeared" in detail and ".git/hooks" in detail, detail
+    assert list(outside.iterdir()) == []
+
+
+def test_what_the_command_leaves_running_ends_with_it(rf: Runner) -> None:
+    ws = rf.mkdir()
+    marker = ws / "late"
+    out, ended = _launch(
+        rf,
+        ws,
+        "native",
+        "sh",
+        "-c",
+        f"(sleep 1; echo late > {marker}) & setsid sleep 60 & echo started",
+    )
+    assert ended == ["exit", 0, ""] and "started" in out
+    time.sleep(1.5)
+    assert not marker.exists()  # the background writer was killed with the sandbox
+
+
+def test_a_timeout_ends_the_whole_sandbox(rf: Runner) -> None:
+    ws = rf.mkdir()
+    marker = ws / "late"
+    r = rf.py(
+        "-c", _LAUNCH.replace('"60"))', '"0.5"))'), str(ws), "native", "sh", "-c",
+        f"sleep 1.5; echo late > {marker}", cwd=ws,
+    )  # fmt: skip
+    assert json.loads(r.stderr.rsplit("RESULT ", 1)[1])[0] == "timeout"
+    time.sleep(1.5)
+    assert not marker.exists()
+
+
+def test_the_network_is_off(rf: Runner) -> None:
+    """A listener on the host's loopback cannot be reached from inside (own network
+    namespace): the connection is refused there and never accepted here."""
+    ws = rf.mkdir()
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        srv.settimeout(0.2)
+        port = srv.getsockname()[1]
+        probe = (
+            "import socket\n"
+            f"try:\n socket.create_connection(('127.0.0.1', {port}), timeout=3); print('IN')\n"
+            "except OSError as e: print('refused', e.errno)\n"
+        )
+        out, ended = _launch(rf, ws, "native", "/usr/bin/python3", "-c", probe)
+        assert ended == ["exit", 0, ""]
+        assert out.strip() == "refused 111", out
+        with pytest.raises(TimeoutError):
+            srv.accept()
+
+
+_PROBES = r"""
+out=$1
+w() { if (eval "$2") 2>/dev/null; then echo "$1: ok"; else echo "$1: refused"; fi; }
+{
+w ws-write 'echo x > probe-file'
+w ws-git-hook 'echo x > .git/hooks/pre-commit'
+w outside-write "echo x > $2/escaped"
+w home-write 'echo x > "$HOME/rf-native-probe"'
+w etc-write 'echo x > /etc/rf-native-probe'
+w tmp-write 'echo x > /tmp/rf-native-probe'
+w shm-write 'echo x > /dev/shm/rf-native-probe'
+w dev-null 'echo x > /dev/null'
+w proc-comm 'echo x > /proc/self/comm'
+w new-userns 'unshare -U true'
+w mknod 'mknod rf-fifo p'
+w host-pid "test -e /proc/$3"
+echo "pwd: $(pwd)"
+echo "ids: $(id -u) $(id -g) $(id -G)"
+echo "hostname-changed: $(hostname)"
+grep -E '^(NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status
+echo "nproc: $(ulimit -u)"
+for f in /proc/sys/user/max_*; do echo "$f: $(cat "$f")"; done
+echo "procs: $(ls /proc | grep -c '^[0-9]')"
+env | grep -v -E '^(_|SHLVL|PWD|OLDPWD)=' | sort
+awk '{print $5, $6}' /proc/self/mountinfo | sort -u
+} > "$out" 2>&1
+"""
+
+
+def test_both_launchers_give_the_command_the_same_sandbox(rf: Runner) -> None:
+    """Lockstep: one plan, run by the Python runner and by the native launcher; everything
+    the probe battery sees must be the same (each gets a fresh copy of the workspace)."""
+    outside = rf.confinement.outside
+    assert outside is not None
+    seen = {}
+    for how in ("python", "native"):
+        ws = rf.mkdir()
+        subprocess.run(["git", "init", "-q", str(ws)], check=True)
+        (ws / ".git/hooks/pre-commit").write_text("#!/bin/sh\n")
+        for p in (ws, *ws.rglob("*")):
+            os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
+        result = ws / "probe-out"
+        out, ended = _launch(
+            rf, ws, how, "sh", "-c", _PROBES, "probe", str(result), str(outside), str(os.getpid())
+        )
+        assert ended[:2] == ["exit", 0], (how, ended, out)
+        # each workspace has its own state directory (named after it)
+        text = re.sub(r"/workspaces/[^/ ]+", "/workspaces/WS", result.read_text())
+        text = text.replace(str(ws), "WS")
+        seen[how] = text.splitlines()
+        assert (ws / "probe-file").exists()
+    python, native = seen["python"], seen["native"]
+    # Each gets its own proc mount for the command's pid namespace (the Python runner's init
+    # mounts one more over the view's): the set of mount points and options is compared.
+    assert sorted(set(native)) == sorted(set(python)), "\n".join(
+        [f"python only: {x}" for x in sorted(set(python) - set(native))]
+        + [f"native only: {x}" for x in sorted(set(native) - set(python))]
+    )
+    facts = {m[1]: m[2] for line in native if (m := re.match(r"([\w-]+):\s*(.*)$", line))}
+    assert facts["ws-write"] == "ok"
+    for refused in ("ws-git-hook", "outside-write", "home-write", "etc-write", "new-userns"):
+        assert facts[refused] == "refused", refused
+    assert facts["host-pid"] == "refused"
+    assert facts["NoNewPrivs"].strip() == "1" and facts["Seccomp"].strip() == "2"
+    assert facts["CapEff"].strip() == "0000000000000000"
+    assert not (outside / "escaped").exists()
