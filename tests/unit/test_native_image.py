@@ -1,0 +1,120 @@
+"""The native launcher's image holds the plan the compiler made, field for field.
+
+The C side reads the image (``_launcher.c``); here a small reader of the same layout checks
+that every mount, Landlock rule, limit and variable of the golden plans is in it, in plan
+order, and that :func:`native_image.missing` names each layer the launcher does not do yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+import pytest
+
+from ringfence.platforms.linux import bpf, native_image, seccomp
+from ringfence.platforms.linux.plan import compile_linux
+from ringfence.platforms.linux.plan_model import LinuxPlan
+
+
+def _golden() -> list[str]:
+    from test_linux_golden import CASES
+
+    return sorted(CASES)
+
+
+def _plan(name: str) -> LinuxPlan:
+    from test_linux_golden import CASES
+
+    policy, host = CASES[name]
+    return compile_linux(policy, host, cwd=policy.workspace or "/")
+
+
+def _records(data: bytes) -> list[tuple[int, bytes]]:
+    assert data.startswith(native_image.MAGIC)
+    pos, out = len(native_image.MAGIC), []
+    while pos < len(data):
+        tag, length = struct.unpack_from("<BI", data, pos)
+        pos += 5
+        out.append((tag, data[pos : pos + length]))
+        pos += length
+    assert pos == len(data)
+    return out
+
+
+def _strings(payload: bytes, count: int) -> list[bytes | None]:
+    pos, out = 0, []
+    for _ in range(count):
+        (n,) = struct.unpack_from("<I", payload, pos)
+        pos += 4
+        if n == native_image.ABSENT:
+            out.append(None)
+            continue
+        out.append(payload[pos : pos + n])
+        pos += n
+    assert pos == len(payload)
+    return out
+
+
+@pytest.mark.parametrize("name", _golden())
+def test_the_image_holds_every_step_of_the_plan(name: str) -> None:
+    plan = _plan(name)
+    if not plan.sandboxed or plan.landlock is None or plan.seccomp is None:
+        with pytest.raises(ValueError, match="sandboxed"):
+            native_image.encode(plan)
+        return
+    records = _records(native_image.encode(plan).data)
+    by_tag: dict[int, list[bytes]] = {}
+    for tag, payload in records:
+        by_tag.setdefault(tag, []).append(payload)
+    mounts = by_tag.get(native_image.TAG_MOUNT, [])
+    assert len(mounts) == len(plan.mounts)
+    for payload, op in zip(mounts, plan.mounts, strict=True):
+        kind, bits, mode = struct.unpack_from("<BBI", payload)
+        target, source, size, content, _why = _strings(payload[6:], 5)
+        assert kind == native_image.MOUNT_KINDS[op.kind]
+        assert mode == op.mode
+        assert bool(bits & native_image.BIT_READONLY) == op.readonly
+        assert bool(bits & native_image.BIT_CREATE) == op.create
+        assert bool(bits & native_image.BIT_RECURSIVE) == op.recursive
+        assert target == op.target.encode()
+        assert source == (None if op.source is None else op.source.encode())
+        assert size == (None if op.size is None else op.size.encode())
+        assert content == op.content
+    rules = by_tag.get(native_image.TAG_LANDLOCK_PATH, [])
+    assert [(r[9:].decode(), struct.unpack_from("<Q", r)[0]) for r in rules] == [
+        (r.path, r.access) for r in plan.landlock.rules
+    ]
+    (program,) = by_tag[native_image.TAG_SECCOMP]
+    assert bpf.decode(program) == seccomp.build_program(plan.seccomp)
+    env = [e.decode() for e in by_tag.get(native_image.TAG_ENV, [])]
+    assert env == [f"{k}={v}" for k, v in plan.env.items()]
+    assert by_tag[native_image.TAG_CWD] == [plan.cwd.encode()]
+
+
+def test_missing_names_every_layer_the_launcher_does_not_do() -> None:
+    plan = next(
+        p for p in map(_plan, _golden()) if p.sandboxed and p.landlock and "net" in p.namespaces
+    )
+    bare = dataclasses.replace(
+        plan,
+        guard_names=(),
+        guard_paths=(),
+        guard_git="off",
+        socket_roots=(),
+        cgroup_sites=(),
+        proxy_port=None,
+        expose_ports=(),
+        publish=(),
+        namespaces=tuple(n for n in plan.namespaces if n != "net"),
+    )
+    assert native_image.missing(bare) == ()
+    assert "the name guard" in native_image.missing(dataclasses.replace(bare, guard_git="on"))
+    assert "cgroups" in native_image.missing(
+        dataclasses.replace(bare, cgroup_sites=(("pids", 2, "/sys/fs/cgroup/x"),))
+    )
+    assert "the DNS stub" in native_image.missing(plan)
+    assert any("relays" in m for m in native_image.missing(dataclasses.replace(bare, proxy_port=1)))
+    assert "no pid namespace" in native_image.missing(
+        dataclasses.replace(bare, namespaces=("user", "mount"))
+    )
