@@ -5,6 +5,7 @@ cannot be built (no compiler, no Python headers) the install still succeeds and 
 takes the pure-Python path, which is tested on its own (docs/native.md).
 """
 
+import glob
 import sys
 
 from setuptools import Extension, setup
@@ -14,9 +15,16 @@ if sys.platform.startswith("linux"):
     ext_modules.append(
         Extension(
             "ringfence.platforms.linux._launcher",
-            ["src/ringfence/platforms/linux/_launcher.c"],
+            sorted(glob.glob("src/ringfence/platforms/linux/launcher/*.c")),
+            depends=glob.glob("src/ringfence/platforms/linux/launcher/*.h"),
             optional=True,
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            extra_compile_args=[
+                "-O2",
+                "-Wall",
+                "-Wextra",
+                "-Wno-missing-field-initializers",
+                "-fvisibility=hidden",
+            ],
         )
     )
 

@@ -1,4 +1,4 @@
-"""The native launcher (``_launcher.c``) builds the same boundary as the Python runner.
+"""The native launcher (``launcher/*.c``) builds the same boundary as the Python runner.
 
 Each test compiles the default plan for a fresh workspace (the name guard off: the native
 launcher does not start it yet, docs/native.md), then runs commands through

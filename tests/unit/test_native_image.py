@@ -1,6 +1,6 @@
 """The native launcher's image holds the plan the compiler made, field for field.
 
-The C side reads the image (``_launcher.c``); here a small reader of the same layout checks
+The C side reads the image (``launcher/*.c``); here a small reader of the same layout checks
 that every mount, Landlock rule, limit and variable of the golden plans is in it, in plan
 order, and that :func:`native_image.missing` names each layer the launcher does not do yet.
 """

@@ -1,4 +1,4 @@
-"""The native launcher (``_launcher.c``) from Python: whether it was built, and one run.
+"""The native launcher (``launcher/*.c``) from Python: whether it was built, and one run.
 
 ``pip install .`` builds the launcher with the system's C compiler where it can (setup.py,
 an optional extension); where it could not, :func:`available` is False and every run takes

@@ -1,6 +1,6 @@
 """A Linux plan as the native launcher reads it: a flat, length-prefixed byte image.
 
-The native launcher (``_launcher.c``, issue 18's last resort) builds the same boundary as
+The native launcher (``launcher/*.c``, issue 18's last resort) builds the same boundary as
 the Python runner without importing anything, so a one-shot run is not paid for in module
 imports. It decides nothing: every path, flag, mode, rule and filter comes from the plan the
 Python compiler made, encoded here once (the BPF programs already compiled), and the C side
