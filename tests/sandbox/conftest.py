@@ -287,14 +287,18 @@ class Runner:
         )
 
     def py(
-        self, *args: str, cwd: Path | str, timeout: float = 120
+        self,
+        *args: str,
+        cwd: Path | str,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """This user's Python (with ringfence importable) on ``args``: a script of a test that
         uses the API as that user."""
         return subprocess.run(  # noqa: PLW1510 - callers assert on returncode
             [self.python, *args],
             cwd=cwd,
-            env=self.env(),
+            env=self.env(env),
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -39,8 +39,8 @@ policy = Policy(workspace=ws).validate()
 facts = hostfacts.gather(policy, env=os.environ, landlock_abi=landlock.abi_version())
 plan = compile_linux(policy, facts, cwd=ws)
 plan = dataclasses.replace(
-    plan, guard_names=(), guard_paths=(), guard_git="off", socket_roots=(), cgroup_sites=(),
-    cgroup_limits=(),
+    plan, guard_names=(), guard_paths=(), guard_git="off", socket_roots=(),
+    **json.loads(os.environ.get("RF_PLAN_CHANGES", "{}")),
 )
 if how == "python":
     r = process.run_sandboxed(plan, argv, timeout=60, audit=False)
@@ -50,9 +50,10 @@ else:
     image = native_image.encode(plan)
     assert set(image.missing) <= {"the DNS stub"}, image.missing
     timeout = float(os.environ.get("RF_TIMEOUT", "60"))
+    print(f"PID {os.getpid()} {json.dumps(plan.cgroup_sites)}", file=sys.stderr)
     try:
         e = native.launch(image.data, argv, timeout=timeout)
-        out = [e.kind, e.value, e.detail]
+        out = [e.kind, e.value, e.detail] + ([e.oom_kills] if e.oom_kills else [])
     except Exception as exc:
         out = [type(exc).__name__, 0, str(exc)]
     sys.stdout.flush()
@@ -60,8 +61,11 @@ else:
 """
 
 
-def _launch(rf: Runner, ws: Path, how: str, *argv: str, timeout: float = 120) -> tuple[str, list]:
-    r = rf.py("-c", _LAUNCH, str(ws), how, *argv, cwd=ws, timeout=timeout)
+def _launch(
+    rf: Runner, ws: Path, how: str, *argv: str, changes: dict | None = None
+) -> tuple[str, list]:
+    env = {"RF_PLAN_CHANGES": json.dumps(changes or {})}
+    r = rf.py("-c", _LAUNCH, str(ws), how, *argv, cwd=ws, env=env)
     last = r.stderr.rstrip("\n").rsplit("\n", 1)[-1]
     assert last.startswith("RESULT "), r.stderr
     return r.stdout, json.loads(last.removeprefix("RESULT "))
@@ -179,6 +183,7 @@ for f in /proc/sys/user/max_*; do echo "$f: $(cat "$f")"; done
 echo "procs: $(ls /proc | grep -c '^[0-9]')"
 env | grep -v -E '^(_|SHLVL|PWD|OLDPWD)=' | sort
 awk '{print $5, $6}' /proc/self/mountinfo | sort -u
+sed -E 's/ringfence-[0-9]+-[0-9a-f]{8}/RUN/' /proc/self/cgroup
 } > "$out" 2>&1
 """
 
@@ -220,3 +225,47 @@ def test_both_launchers_give_the_command_the_same_sandbox(rf: Runner) -> None:
     assert facts["NoNewPrivs"].strip() == "1" and facts["Seccomp"].strip() == "2"
     assert facts["CapEff"].strip() == "0000000000000000"
     assert not (outside / "escaped").exists()
+
+
+def _pids_site(rf: Runner, ws: Path) -> tuple[int, str] | None:
+    """The launching script's pid and the plan's pids cgroup parent, if this user has one."""
+    r = rf.py("-c", _LAUNCH, str(ws), "native", "true", cwd=ws)
+    pid, sites = r.stderr.split("PID ", 1)[1].split("\n", 1)[0].split(" ", 1)
+    parents = [p for c, _, p in json.loads(sites) if c == "pids"]
+    return (int(pid), parents[0]) if parents else None
+
+
+def test_the_process_cap_holds_and_the_cgroup_is_removed(rf: Runner) -> None:
+    ws = rf.mkdir()
+    site = _pids_site(rf, ws)
+    if site is None:
+        pytest.skip(f"no pids cgroup this user ({rf.label}) may write here")
+    script = "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & done 2>&1; wait"
+    env = {"RF_PLAN_CHANGES": json.dumps({"cgroup_limits": [["pids", 4]]})}
+    r = rf.py("-c", _LAUNCH, str(ws), "native", "sh", "-c", script, cwd=ws, env=env)
+    said = (r.stdout + r.stderr).lower()
+    assert "fork" in said or "resource temporarily unavailable" in said, (r.stdout, r.stderr)
+    pid = int(r.stderr.split("PID ", 1)[1].split(" ", 1)[0])
+    leftovers = [n for n in os.listdir(site[1]) if n.startswith(f"ringfence-{pid}-")]
+    assert leftovers == []  # this run's cgroup is gone with it
+
+
+def test_the_memory_cap_kills_and_is_counted(rf: Runner) -> None:
+    ws = rf.mkdir()
+    r = rf.py("-c", _LAUNCH, str(ws), "native", "true", cwd=ws)
+    sites = json.loads(r.stderr.split("PID ", 1)[1].split("\n", 1)[0].split(" ", 1)[1])
+    if not any(c == "memory" for c, _, _ in sites):
+        pytest.skip(f"no memory cgroup this user ({rf.label}) may write here")
+    hog = "b = bytearray(256 << 20); print('survived')"
+    out, ended = _launch(
+        rf,
+        ws,
+        "native",
+        "/usr/bin/python3",
+        "-c",
+        hog,
+        changes={"cgroup_limits": [["memory", 64 << 20]]},
+    )
+    assert "survived" not in out
+    assert ended[0] == "signal" and ended[1] == 9, ended
+    assert ended[3] >= 1, ended  # the kill is counted (the report names the memory cap)

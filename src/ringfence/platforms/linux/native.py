@@ -30,6 +30,7 @@ class Ended:
     kind: str
     value: int
     detail: str = ""
+    oom_kills: int = 0  # processes the run's memory cap killed
 
 
 def available() -> bool:
@@ -47,13 +48,13 @@ def launch(image: bytes, argv: Sequence[str], timeout: float | None = None) -> E
     got = _launcher.launch(
         image, [os.fsencode(a) for a in argv], -1.0 if timeout is None else timeout
     )
-    kind, value = got[0], got[1]
-    detail = got[2].decode("utf-8", "replace") if len(got) > 2 else ""
+    kind, value, info = got[0], got[1], got[3]
+    detail = got[2].decode("utf-8", "replace")
     if kind == "unsupported":
         raise UnsupportedError(detail)
     if kind == "error":
         raise SandboxError(detail)
-    return Ended(kind, value, detail)
+    return Ended(kind, value, detail, int(info.get("oom_kills", 0)))
 
 
 __all__ = ["Ended", "available", "launch"]

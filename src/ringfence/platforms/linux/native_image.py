@@ -43,6 +43,7 @@ TAG_USERNS_LIMIT = 9
 TAG_ENV = 10
 TAG_CWD = 11
 TAG_STATE_LOCK = 12
+TAG_CGROUP = 13
 
 MOUNT_KINDS = {
     MountKind.BIND: 1,
@@ -55,6 +56,7 @@ MOUNT_KINDS = {
     MountKind.FILE: 8,
     MountKind.OVERLAY: 9,
 }
+CGROUP_CONTROLLERS = {"memory": 1, "pids": 2}
 BIT_READONLY = 1
 BIT_NOSUID = 2
 BIT_NODEV = 4
@@ -120,8 +122,6 @@ def missing(plan: LinuxPlan) -> tuple[str, ...]:
             gaps.append(f"no {needed} namespace")
     if plan.guard_enabled:
         gaps.append("the name guard")
-    if plan.cgroup_sites:
-        gaps.append("cgroups")
     if plan.proxy_port is not None or plan.expose_ports or plan.publish:
         gaps.append("network relays (proxy, exposed or published ports)")
     if "net" in plan.namespaces:
@@ -162,6 +162,11 @@ def encode(plan: LinuxPlan) -> Image:
     for key, text in plan.env.items():
         out.append(_record(TAG_ENV, os.fsencode(f"{key}={text}")))
     out.append(_record(TAG_CWD, os.fsencode(plan.cwd)))
+    limits = dict(plan.cgroup_limits)
+    for controller, version, parent in plan.cgroup_sites if limits else ():
+        if controller in limits:  # as cgroups.RunCgroup.create: a site per limited controller
+            head = struct.pack("<BBQ", CGROUP_CONTROLLERS[controller], version, limits[controller])
+            out.append(_record(TAG_CGROUP, head + os.fsencode(parent)))
     if plan.state_dir:  # held shared while the sandbox runs (statedirs.hold)
         out.append(_record(TAG_STATE_LOCK, os.fsencode(os.path.join(plan.state_dir, LOCK))))
     return Image(b"".join(out), missing(plan))

@@ -77,9 +77,14 @@ static pid_t start_command(const image_t *im, char *const *argv, const sigset_t 
 
 /* pid 1: the command's init. Returns nothing: writes the wait status, then exits. */
 __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv,
-                                                    int ctl_r, int status_w)
+                                                    int ctl_r, int status_w, int go_r)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* The host's go-ahead: it has put this process in the run's cgroups. */
+    char go;
+    if (read(go_r, &go, 1) != 1)
+        _exit(0);
+    close(go_r);
     map_ids(im);
     int root = build_view(im);
     pivot_into(root);

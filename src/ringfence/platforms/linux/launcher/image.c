@@ -9,6 +9,7 @@ void image_free(image_t *im)
     PyMem_Free(im->bpf);
     PyMem_Free(im->rlims);
     PyMem_Free(im->quotas);
+    PyMem_Free(im->cgroups);
     PyMem_Free(im->envp);
     PyMem_Free(im->arena);
     memset(im, 0, sizeof(*im));
@@ -174,6 +175,24 @@ static int parse_record(image_t *im, int tag, cursor_t *r)
             return -1;
         r->p = r->end;
         return 0;
+    case TAG_CGROUP: {
+        if (im->n_cgroups >= CG_MAX)
+            return -1;
+        GROW(im->cgroups, im->n_cgroups, cgsite_t);
+        cgsite_t *g = &im->cgroups[im->n_cgroups];
+        uint8_t controller, version;
+        if (take(r, &controller, 1) || take(r, &version, 1) || take(r, &g->limit, 8))
+            return -1;
+        if ((controller != CG_MEMORY && controller != CG_PIDS) || (version != 1 && version != 2))
+            return -1;
+        g->controller = controller;
+        g->version = version;
+        if (stash(im, r->p, (uint32_t)(r->end - r->p), &g->parent) < 0 || g->parent.ptr[0] != '/')
+            return -1;
+        r->p = r->end;
+        im->n_cgroups++;
+        return 0;
+    }
     case TAG_STATE_LOCK:
         if (stash(im, r->p, (uint32_t)(r->end - r->p), &im->state_lock) < 0)
             return -1;

@@ -56,39 +56,207 @@
 /* The new mount API and friends: one number on every architecture (>= 424). */
 #ifndef SYS_open_tree
 #define SYS_open_tree 428
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_move_mount
 #define SYS_move_mount 429
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_fsopen
 #define SYS_fsopen 430
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_fsconfig
 #define SYS_fsconfig 431
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_fsmount
 #define SYS_fsmount 432
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_close_range
 #define SYS_close_range 436
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_openat2
 #define SYS_openat2 437
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_landlock_create_ruleset
 #define SYS_landlock_create_ruleset 444
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_landlock_add_rule
 #define SYS_landlock_add_rule 445
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 #ifndef SYS_landlock_restrict_self
 #define SYS_landlock_restrict_self 446
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
+
 #endif
 
 #define RF_AT_RECURSIVE 0x8000
@@ -144,7 +312,7 @@ struct rf_cap_data {
 enum {
     TAG_NAMESPACES = 1, TAG_IDS, TAG_MOUNT, TAG_LANDLOCK, TAG_LANDLOCK_PATH,
     TAG_LANDLOCK_PORT, TAG_SECCOMP, TAG_RLIMIT, TAG_USERNS_LIMIT, TAG_ENV, TAG_CWD,
-    TAG_STATE_LOCK,
+    TAG_STATE_LOCK, TAG_CGROUP,
 };
 enum {
     K_BIND = 1, K_TMPFS, K_PROC, K_DEVPTS, K_MASK, K_SYMLINK, K_REMOUNT_RO, K_FILE, K_OVERLAY,
@@ -191,6 +359,15 @@ typedef struct {
     str_t name;
 } quota_t;
 
+enum { CG_MEMORY = 1, CG_PIDS = 2 };
+#define CG_MAX 4
+
+typedef struct {
+    int controller, version;
+    uint64_t limit;
+    str_t parent;
+} cgsite_t;
+
 typedef struct {
     uint64_t ns_flags;
     uint32_t uid, gid;
@@ -211,6 +388,8 @@ typedef struct {
     size_t n_quotas;
     char **envp; /* NULL-terminated */
     size_t n_env;
+    cgsite_t *cgroups;
+    size_t n_cgroups;
     str_t cwd, state_lock;
     char *arena; /* every string, NUL-terminated */
     size_t arena_used, arena_cap;
@@ -241,6 +420,20 @@ void restrict_self(int ruleset);
 void install_seccomp(const image_t *im);
 
 __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv, int ctl_r,
-                                            int status_w);
+                                            int status_w, int go_r);
+
+/* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
+typedef struct {
+    char path[PATH_CAP];
+    int controller, version, shared;
+} cgdir_t;
+typedef struct {
+    cgdir_t dirs[CG_MAX];
+    size_t n;
+} cgrun_t;
+int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+long cg_oom_kills(const cgrun_t *run);
+void cg_remove(cgrun_t *run);
 
 #endif

@@ -44,6 +44,188 @@ static ssize_t read_all(int fd, char *buf, size_t cap)
     return (ssize_t)got;
 }
 
+static void close_pair(int p[2])
+{
+    if (p[0] >= 0)
+        close(p[0]);
+    if (p[1] >= 0)
+        close(p[1]);
+    p[0] = p[1] = -1;
+}
+
+typedef struct {
+    int err[2], status[2], ctl[2], go[2];
+} pipes_t;
+
+static int open_pipes(pipes_t *p)
+{
+    int *all[] = {p->err, p->status, p->ctl, p->go};
+    for (size_t i = 0; i < 4; i++)
+        all[i][0] = all[i][1] = -1;
+    for (size_t i = 0; i < 4; i++)
+        if (pipe2(all[i], O_CLOEXEC) < 0)
+            return -1;
+    return 0;
+}
+
+static void close_pipes(pipes_t *p)
+{
+    close_pair(p->err);
+    close_pair(p->status);
+    close_pair(p->ctl);
+    close_pair(p->go);
+}
+
+/* Wait for pid 1 (through a pidfd, so a timeout can end it); 1 if the deadline came. */
+static int wait_sandbox(pid_t pid, double timeout, int *wstatus)
+{
+    int timed_out = 0;
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (pidfd >= 0) {
+        int wait_ms = -1;
+        if (timeout >= 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double left = timeout - ((double)(now.tv_sec - start.tv_sec) +
+                                     (double)(now.tv_nsec - start.tv_nsec) / 1e9);
+            wait_ms = left <= 0 ? 0 : (int)(left * 1000.0) + 1;
+        }
+        struct pollfd pf = {pidfd, POLLIN, 0};
+        int rc = poll(&pf, 1, wait_ms);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        if (rc == 0) {
+            timed_out = 1;
+            kill(pid, SIGKILL); /* pid 1 of the sandbox: its whole namespace ends */
+        }
+        break;
+    }
+    while (waitpid(pid, wstatus, 0) < 0 && errno == EINTR) {
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    return timed_out;
+}
+
+static PyObject *outcome(const char *kind, int value, const char *detail, Py_ssize_t len,
+                         long oom_kills)
+{
+    return Py_BuildValue("(siy#{sl})", kind, value, detail, len, "oom_kills", oom_kills);
+}
+
+#define UNSHARE_HELP                                                                           \
+    "cannot create unprivileged user namespaces on this host (%s). Enable them (sysctl "        \
+    "kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0, or the AppArmor userns " \
+    "restriction on Ubuntu), or run outside a container that forbids them; or opt in to "     \
+    "reduced isolation (--isolation reduced), which protects less: `ringfence explain "        \
+    "--isolation reduced` lists what. `ringfence doctor` shows what is missing"
+
+/* The whole run, with the image parsed; the caller holds the GIL and has checked argv. */
+static PyObject *run_image(image_t *im, char **argv, double timeout)
+{
+    pipes_t p;
+    char msg[1100];
+    if (open_pipes(&p) < 0) {
+        close_pipes(&p);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    cgrun_t cg;
+    if (cg_create(im, &cg, msg, sizeof(msg)) < 0) {
+        close_pipes(&p);
+        char full[1200];
+        int n = snprintf(full, sizeof(full), "cannot set up the sandbox's cgroup: %s", msg);
+        return outcome("error", 0, full, n, 0);
+    }
+    int state_fd = lock_state(im);
+    struct sigaction saved[N_FORWARDED], fwd;
+    memset(&fwd, 0, sizeof(fwd));
+    fwd.sa_handler = on_signal;
+    fwd.sa_flags = SA_RESTART;
+    sigemptyset(&fwd.sa_mask);
+    forward_fd = p.ctl[1];
+    for (size_t i = 0; i < N_FORWARDED; i++)
+        sigaction(FORWARDED[i], &fwd, &saved[i]);
+
+    pid_t pid;
+    int wstatus = 0, timed_out = 0, clone_errno = 0, join_failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    pid = (pid_t)syscall(SYS_clone, (unsigned long)(im->ns_flags | SIGCHLD), NULL, NULL, NULL, NULL);
+    if (pid == 0) {
+        close(p.err[0]);
+        close(p.status[0]);
+        close(p.ctl[1]);
+        close(p.go[1]);
+        err_fd = p.err[1];
+        for (size_t i = 0; i < N_FORWARDED; i++)
+            signal(FORWARDED[i], SIG_IGN);
+        sandbox_main(im, argv, p.ctl[0], p.status[1], p.go[0]);
+    }
+    clone_errno = errno;
+    close(p.err[1]);
+    close(p.status[1]);
+    close(p.ctl[0]);
+    close(p.go[0]);
+    p.err[1] = p.status[1] = p.ctl[0] = p.go[0] = -1;
+    if (pid > 0) {
+        if (cg_join(&cg, pid, msg, sizeof(msg)) < 0) {
+            join_failed = 1;
+            kill(pid, SIGKILL);
+        } else if (write(p.go[1], "g", 1) != 1) {
+            kill(pid, SIGKILL);
+        }
+        close(p.go[1]);
+        p.go[1] = -1;
+        timed_out = wait_sandbox(pid, timeout, &wstatus);
+    }
+    Py_END_ALLOW_THREADS
+    forward_fd = -1;
+    for (size_t i = 0; i < N_FORWARDED; i++)
+        sigaction(FORWARDED[i], &saved[i], NULL);
+    long oom = cg_oom_kills(&cg);
+    cg_remove(&cg);
+    if (state_fd >= 0)
+        close(state_fd);
+    PyObject *result;
+    if (pid < 0) {
+        int n = snprintf(msg, sizeof(msg), UNSHARE_HELP, strerror(clone_errno));
+        result = outcome("unsupported", clone_errno, msg, n, 0);
+    } else if (join_failed) {
+        char full[1200];
+        int n = snprintf(full, sizeof(full), "cannot start the sandbox runner: %s", msg);
+        result = outcome("error", 0, full, n, 0);
+    } else {
+        ssize_t elen = read_all(p.err[0], msg, sizeof(msg) - 1);
+        int cmd_status = 0;
+        ssize_t slen = read_all(p.status[0], (char *)&cmd_status, sizeof(cmd_status));
+        if (elen >= 5) {
+            int code;
+            memcpy(&code, msg + 1, 4);
+            const char *kind = msg[0] == R_EXEC          ? "exec_error"
+                               : msg[0] == R_CWD         ? "cwd_error"
+                               : msg[0] == R_UNSUPPORTED ? "unsupported"
+                                                         : "error";
+            result = outcome(kind, code, msg + 5, elen - 5, oom);
+        } else if (slen == (ssize_t)sizeof(cmd_status)) {
+            if (WIFSIGNALED(cmd_status))
+                result = outcome("signal", WTERMSIG(cmd_status), "", 0, oom);
+            else
+                result = outcome("exit", WEXITSTATUS(cmd_status), "", 0, oom);
+        } else if (timed_out) {
+            result = outcome("timeout", 0, "", 0, oom);
+        } else if (WIFSIGNALED(wstatus) && oom > 0) {
+            result = outcome("signal", SIGKILL, "", 0, oom); /* the memory cap killed pid 1 */
+        } else {
+            const char *why = WIFSIGNALED(wstatus) ? "the sandbox's init was killed"
+                                                   : "the sandbox's init ended without a report";
+            result = outcome("error", 0, why, (Py_ssize_t)strlen(why), oom);
+        }
+    }
+    close_pipes(&p);
+    return result;
+}
+
 static PyObject *launch(PyObject *self, PyObject *args)
 {
     Py_buffer buf;
@@ -81,121 +263,7 @@ static PyObject *launch(PyObject *self, PyObject *args)
         }
         argv[i] = PyBytes_AS_STRING(a);
     }
-
-    int errp[2], statp[2], ctlp[2];
-    if (pipe2(errp, O_CLOEXEC) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        goto out;
-    }
-    if (pipe2(statp, O_CLOEXEC) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        close(errp[0]);
-        close(errp[1]);
-        goto out;
-    }
-    if (pipe2(ctlp, O_CLOEXEC) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        close(errp[0]);
-        close(errp[1]);
-        close(statp[0]);
-        close(statp[1]);
-        goto out;
-    }
-    int state_fd = lock_state(&im);
-    struct sigaction saved[N_FORWARDED];
-    struct sigaction fwd;
-    memset(&fwd, 0, sizeof(fwd));
-    fwd.sa_handler = on_signal;
-    fwd.sa_flags = SA_RESTART;
-    sigemptyset(&fwd.sa_mask);
-    forward_fd = ctlp[1];
-    for (size_t i = 0; i < N_FORWARDED; i++)
-        sigaction(FORWARDED[i], &fwd, &saved[i]);
-
-    pid_t pid;
-    int wstatus = 0, timed_out = 0, clone_errno = 0;
-    Py_BEGIN_ALLOW_THREADS
-    pid = (pid_t)syscall(SYS_clone, (unsigned long)(im.ns_flags | SIGCHLD), NULL, NULL, NULL, NULL);
-    if (pid == 0) {
-        close(errp[0]);
-        close(statp[0]);
-        close(ctlp[1]);
-        err_fd = errp[1];
-        for (size_t i = 0; i < N_FORWARDED; i++)
-            signal(FORWARDED[i], SIG_IGN);
-        sandbox_main(&im, argv, ctlp[0], statp[1]);
-    }
-    clone_errno = errno;
-    close(errp[1]);
-    close(statp[1]);
-    close(ctlp[0]);
-    if (pid > 0) {
-        int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-        struct timespec start;
-        clock_gettime(CLOCK_MONOTONIC, &start);
-        for (;;) {
-            int wait_ms = -1;
-            if (timeout >= 0) {
-                struct timespec now;
-                clock_gettime(CLOCK_MONOTONIC, &now);
-                double left = timeout - ((double)(now.tv_sec - start.tv_sec) +
-                                         (double)(now.tv_nsec - start.tv_nsec) / 1e9);
-                wait_ms = left <= 0 ? 0 : (int)(left * 1000.0) + 1;
-            }
-            struct pollfd pf = {pidfd, POLLIN, 0};
-            int rc = pidfd >= 0 ? poll(&pf, 1, wait_ms) : 1;
-            if (rc < 0 && errno == EINTR)
-                continue;
-            if (rc == 0) {
-                timed_out = 1;
-                kill(pid, SIGKILL); /* pid 1 of the sandbox: its whole namespace ends */
-            }
-            break;
-        }
-        while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
-        }
-        if (pidfd >= 0)
-            close(pidfd);
-    }
-    Py_END_ALLOW_THREADS
-    forward_fd = -1;
-    for (size_t i = 0; i < N_FORWARDED; i++)
-        sigaction(FORWARDED[i], &saved[i], NULL);
-    close(ctlp[1]);
-    if (state_fd >= 0)
-        close(state_fd);
-    if (pid < 0) {
-        close(errp[0]);
-        close(statp[0]);
-        result = Py_BuildValue("(siss)", "unsupported", clone_errno, "clone", strerror(clone_errno));
-        goto out;
-    }
-    char ebuf[1100];
-    ssize_t elen = read_all(errp[0], ebuf, sizeof(ebuf) - 1);
-    int cmd_status = 0;
-    ssize_t slen = read_all(statp[0], (char *)&cmd_status, sizeof(cmd_status));
-    close(errp[0]);
-    close(statp[0]);
-    if (elen >= 5) {
-        int code;
-        memcpy(&code, ebuf + 1, 4);
-        const char *kind = ebuf[0] == R_EXEC          ? "exec_error"
-                           : ebuf[0] == R_CWD         ? "cwd_error"
-                           : ebuf[0] == R_UNSUPPORTED ? "unsupported"
-                                                      : "error";
-        result = Py_BuildValue("(siy#)", kind, code, ebuf + 5, (Py_ssize_t)(elen - 5));
-    } else if (slen == (ssize_t)sizeof(cmd_status)) {
-        if (WIFSIGNALED(cmd_status))
-            result = Py_BuildValue("(si)", "signal", WTERMSIG(cmd_status));
-        else
-            result = Py_BuildValue("(si)", "exit", WEXITSTATUS(cmd_status));
-    } else if (timed_out) {
-        result = Py_BuildValue("(si)", "timeout", 0);
-    } else {
-        result = Py_BuildValue("(siy)", "error", 0,
-                               WIFSIGNALED(wstatus) ? "the sandbox's init was killed"
-                                                    : "the sandbox's init ended without a report");
-    }
+    result = run_image(&im, argv, timeout);
 out:
     PyMem_Free(argv);
     Py_XDECREF(argv_seq);
@@ -206,8 +274,8 @@ out:
 
 static PyMethodDef methods[] = {
     {"launch", launch, METH_VARARGS,
-     "launch(image, argv, timeout=-1) -> (kind, value[, detail]): run argv in the sandbox the "
-     "image describes. kind: exit, signal, timeout, exec_error, cwd_error, unsupported, error."},
+     "launch(image, argv, timeout=-1) -> (kind, value, detail, info): run argv in the sandbox "
+     "the image describes. kind: exit, signal, timeout, exec_error, cwd_error, unsupported, error."},
     {NULL, NULL, 0, NULL},
 };
 
