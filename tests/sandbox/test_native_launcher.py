@@ -48,12 +48,14 @@ if how == "python":
     print("RESULT " + json.dumps(["exit", r.returncode]), file=sys.stderr)
 else:
     image = native_image.encode(plan)
-    assert set(image.missing) <= {"the DNS stub"}, image.missing
+    assert image.missing == (), image.missing
     timeout = float(os.environ.get("RF_TIMEOUT", "60"))
     print(f"PID {os.getpid()} {json.dumps(plan.cgroup_sites)}", file=sys.stderr)
     try:
         e = native.launch(image.data, argv, timeout=timeout)
         out = [e.kind, e.value, e.detail] + ([e.oom_kills] if e.oom_kills else [])
+        if e.names:
+            print("NAMES " + json.dumps([e.names, e.names_lost]), file=sys.stderr)
     except Exception as exc:
         out = [type(exc).__name__, 0, str(exc)]
     sys.stdout.flush()
@@ -174,6 +176,9 @@ w proc-comm 'echo x > /proc/self/comm'
 w new-userns 'unshare -U true'
 w mknod 'mknod rf-fifo p'
 w host-pid "test -e /proc/$3"
+echo "lookup: $(/usr/bin/python3 -c 'import socket
+try: socket.getaddrinfo("rf-probe.example.org", 80)
+except socket.gaierror as e: print(e.errno)')"
 echo "pwd: $(pwd)"
 echo "ids: $(id -u) $(id -g) $(id -G)"
 echo "hostname-changed: $(hostname)"
@@ -211,6 +216,12 @@ def test_both_launchers_give_the_command_the_same_sandbox(rf: Runner) -> None:
         seen[how] = text.splitlines()
         assert (ws / "probe-file").exists()
     python, native = seen["python"], seen["native"]
+    # The native launcher's resolver runs in the sandbox (confined like the command), where
+    # the Python runner's is served by the host: one process more in the command's view.
+    procs = {how: [x for x in lines if x.startswith("procs: ")] for how, lines in seen.items()}
+    assert int(procs["native"][0][7:]) == int(procs["python"][0][7:]) + 1, procs
+    python = [x for x in python if not x.startswith("procs: ")]
+    native = [x for x in native if not x.startswith("procs: ")]
     # Each gets its own proc mount for the command's pid namespace (the Python runner's init
     # mounts one more over the view's): the set of mount points and options is compared.
     assert sorted(set(native)) == sorted(set(python)), "\n".join(
@@ -269,3 +280,34 @@ def test_the_memory_cap_kills_and_is_counted(rf: Runner) -> None:
     assert "survived" not in out
     assert ended[0] == "signal" and ended[1] == 9, ended
     assert ended[3] >= 1, ended  # the kill is counted (the report names the memory cap)
+
+
+def test_lookups_fail_at_once_and_are_reported(rf: Runner) -> None:
+    """The resolver answers NXDOMAIN over UDP and TCP, and passes on the names asked (each
+    once), not what is no host name."""
+    ws = rf.mkdir()
+    probe = (
+        "import socket, struct\n"
+        "def q(name, qtype=1):\n"
+        "    labels = b''.join(bytes([len(p)]) + p for p in name.encode().split(b'.'))\n"
+        "    return struct.pack('!HHHHHH', 7, 0x100, 1, 0, 0, 0) + labels + b'\\0' + "
+        "struct.pack('!HH', qtype, 1)\n"
+        "u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)\n"
+        "for n in ('Pypi.ORG', 'pypi.org', 'bad!name.com'):\n"
+        "    u.sendto(q(n), ('127.0.0.1', 53)); r = u.recv(2048)\n"
+        "    print('udp', r[3] & 15, r[:2] == b'\\0\\7')\n"
+        "u.sendto(b'\\0' * 5, ('127.0.0.1', 53))\n"
+        "t = socket.create_connection(('127.0.0.1', 53), timeout=2)\n"
+        "m = q('files.example.net', 28); t.sendall(len(m).to_bytes(2, 'big') + m)\n"
+        "r = t.recv(2048); print('tcp', r[5] & 15)\n"
+        "try: socket.getaddrinfo('lookup.example.com', 443)\n"
+        "except socket.gaierror as e: print('gai', e.errno)\n"
+    )
+    r = rf.py("-c", _LAUNCH, str(ws), "native", "/usr/bin/python3", "-c", probe, cwd=ws)
+    assert r.stdout.splitlines() == ["udp 3 True", "udp 3 True", "udp 3 True", "tcp 3", "gai -2"], (
+        r.stdout,
+        r.stderr,
+    )
+    names, lost = json.loads(r.stderr.split("NAMES ", 1)[1].split("\n", 1)[0])
+    assert names[:2] == ["pypi.org", "files.example.net"] and "lookup.example.com" in names, names
+    assert not any("bad" in n for n in names) and not lost

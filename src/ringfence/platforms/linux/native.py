@@ -31,6 +31,8 @@ class Ended:
     value: int
     detail: str = ""
     oom_kills: int = 0  # processes the run's memory cap killed
+    names: tuple[str, ...] = ()  # host names looked up through the sandbox's resolver
+    names_lost: bool = False  # more were looked up than are kept
 
 
 def available() -> bool:
@@ -54,7 +56,22 @@ def launch(image: bytes, argv: Sequence[str], timeout: float | None = None) -> E
         raise UnsupportedError(detail)
     if kind == "error":
         raise SandboxError(detail)
-    return Ended(kind, value, detail, int(info.get("oom_kills", 0)))
+    names, lost = _names(info.get("names", b""))
+    return Ended(kind, value, detail, int(info.get("oom_kills", 0)), names, lost)
+
+
+KEPT_NAMES = 256  # as dns_stub.LOG_SIZE
+_NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def _names(raw: bytes) -> tuple[tuple[str, ...], bool]:
+    """The names the sandbox's resolver passed on (one per line), each checked again here: it
+    parsed the command's packets, so what it says is the command's to choose."""
+    lost = len(raw) > (1 << 16) - 512  # the pipe was (nearly) full: the resolver dropped some
+    names = [n.decode() for n in raw.split(b"\n") if n and set(n) <= _NAME_BYTES and len(n) <= 253]
+    if len(names) > KEPT_NAMES:
+        names, lost = names[-KEPT_NAMES:], True
+    return tuple(dict.fromkeys(names)), lost
 
 
 __all__ = ["Ended", "available", "launch"]

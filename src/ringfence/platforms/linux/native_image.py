@@ -124,8 +124,6 @@ def missing(plan: LinuxPlan) -> tuple[str, ...]:
         gaps.append("the name guard")
     if plan.proxy_port is not None or plan.expose_ports or plan.publish:
         gaps.append("network relays (proxy, exposed or published ports)")
-    if "net" in plan.namespaces:
-        gaps.append("the DNS stub")
     return tuple(gaps)
 
 

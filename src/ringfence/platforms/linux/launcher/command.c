@@ -77,8 +77,9 @@ static pid_t start_command(const image_t *im, char *const *argv, const sigset_t 
 
 /* pid 1: the command's init. Returns nothing: writes the wait status, then exits. */
 __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv,
-                                                    int ctl_r, int status_w, int go_r)
+                                                    const sandbox_fds_t *fds_in)
 {
+    int ctl_r = fds_in->ctl_r, status_w = fds_in->status_w, go_r = fds_in->go_r;
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* The host's go-ahead: it has put this process in the run's cgroups. */
     char go;
@@ -90,6 +91,10 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
     pivot_into(root);
     if (im->ns_flags & CLONE_NEWNET)
         loopback_up();
+    /* The resolver's sockets, on the sandbox's own loopback, before the layers forbid it. */
+    int dns[DNS_SOCKS], n_dns = 0;
+    if (im->ns_flags & CLONE_NEWNET)
+        n_dns = dns_open(dns);
     userns_quotas(im);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     int ruleset = create_ruleset(im);
@@ -99,6 +104,20 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
     restrict_self(ruleset);
     drop_all_caps();
     install_seccomp(im);
+    if (n_dns > 0) {
+        pid_t resolver = fork();
+        if (resolver == 0) {
+            close(ctl_r);
+            close(status_w);
+            close(err_fd);
+            dns_serve(dns, n_dns, fds_in->names_w);
+        }
+        if (resolver < 0)
+            die(errno, "cannot start the sandbox's resolver: %s", strerror(errno));
+        for (int i = 0; i < n_dns; i++)
+            close(dns[i]);
+    }
+    close(fds_in->names_w);
 
     sigset_t mask, old;
     sigemptyset(&mask);

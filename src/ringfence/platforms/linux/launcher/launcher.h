@@ -419,8 +419,20 @@ int create_ruleset(const image_t *im);
 void restrict_self(int ruleset);
 void install_seccomp(const image_t *im);
 
-__attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv, int ctl_r,
-                                            int status_w, int go_r);
+/* The descriptors pid 1 gets from the host (the read or write end it uses of each pipe). */
+typedef struct {
+    int ctl_r;    /* the host's signals for the command */
+    int status_w; /* the command's wait status, once everything of it is gone */
+    int go_r;     /* the host's go-ahead: pid 1 is in the run's cgroups */
+    int names_w;  /* the host names the command looked up (dns.c) */
+} sandbox_fds_t;
+
+__attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv,
+                                            const sandbox_fds_t *fds);
+
+#define DNS_SOCKS 4
+int dns_open(int socks[DNS_SOCKS]);
+__attribute__((noreturn)) void dns_serve(const int *socks, int n, int names_w);
 
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {

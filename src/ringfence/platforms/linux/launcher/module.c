@@ -54,18 +54,19 @@ static void close_pair(int p[2])
 }
 
 typedef struct {
-    int err[2], status[2], ctl[2], go[2];
+    int err[2], status[2], ctl[2], go[2], names[2];
 } pipes_t;
 
 static int open_pipes(pipes_t *p)
 {
-    int *all[] = {p->err, p->status, p->ctl, p->go};
-    for (size_t i = 0; i < 4; i++)
+    int *all[] = {p->err, p->status, p->ctl, p->go, p->names};
+    for (size_t i = 0; i < 5; i++)
         all[i][0] = all[i][1] = -1;
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < 5; i++)
         if (pipe2(all[i], O_CLOEXEC) < 0)
             return -1;
-    return 0;
+    /* the resolver never waits on the host: a name that does not fit is lost (and said so) */
+    return fcntl(p->names[1], F_SETFL, O_NONBLOCK);
 }
 
 static void close_pipes(pipes_t *p)
@@ -74,6 +75,7 @@ static void close_pipes(pipes_t *p)
     close_pair(p->status);
     close_pair(p->ctl);
     close_pair(p->go);
+    close_pair(p->names);
 }
 
 /* Wait for pid 1 (through a pidfd, so a timeout can end it); 1 if the deadline came. */
@@ -109,10 +111,18 @@ static int wait_sandbox(pid_t pid, double timeout, int *wstatus)
     return timed_out;
 }
 
+typedef struct {
+    long oom_kills;
+    char names[65536]; /* the names pipe's whole capacity */
+    Py_ssize_t names_len;
+} info_t;
+
 static PyObject *outcome(const char *kind, int value, const char *detail, Py_ssize_t len,
-                         long oom_kills)
+                         const info_t *info)
 {
-    return Py_BuildValue("(siy#{sl})", kind, value, detail, len, "oom_kills", oom_kills);
+    return Py_BuildValue("(siy#{sl,sy#})", kind, value, detail, len, "oom_kills",
+                         info ? info->oom_kills : 0L, "names", info ? info->names : "",
+                         info ? info->names_len : (Py_ssize_t)0);
 }
 
 #define UNSHARE_HELP                                                                           \
@@ -136,7 +146,7 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
         close_pipes(&p);
         char full[1200];
         int n = snprintf(full, sizeof(full), "cannot set up the sandbox's cgroup: %s", msg);
-        return outcome("error", 0, full, n, 0);
+        return outcome("error", 0, full, n, NULL);
     }
     int state_fd = lock_state(im);
     struct sigaction saved[N_FORWARDED], fwd;
@@ -157,17 +167,20 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
         close(p.status[0]);
         close(p.ctl[1]);
         close(p.go[1]);
+        close(p.names[0]);
         err_fd = p.err[1];
         for (size_t i = 0; i < N_FORWARDED; i++)
             signal(FORWARDED[i], SIG_IGN);
-        sandbox_main(im, argv, p.ctl[0], p.status[1], p.go[0]);
+        sandbox_fds_t fds = {p.ctl[0], p.status[1], p.go[0], p.names[1]};
+        sandbox_main(im, argv, &fds);
     }
     clone_errno = errno;
     close(p.err[1]);
     close(p.status[1]);
     close(p.ctl[0]);
     close(p.go[0]);
-    p.err[1] = p.status[1] = p.ctl[0] = p.go[0] = -1;
+    close(p.names[1]);
+    p.err[1] = p.status[1] = p.ctl[0] = p.go[0] = p.names[1] = -1;
     if (pid > 0) {
         if (cg_join(&cg, pid, msg, sizeof(msg)) < 0) {
             join_failed = 1;
@@ -183,19 +196,29 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
     forward_fd = -1;
     for (size_t i = 0; i < N_FORWARDED; i++)
         sigaction(FORWARDED[i], &saved[i], NULL);
-    long oom = cg_oom_kills(&cg);
+    info_t *infop = PyMem_RawCalloc(1, sizeof(info_t));
+    if (infop == NULL) {
+        cg_remove(&cg);
+        if (state_fd >= 0)
+            close(state_fd);
+        close_pipes(&p);
+        return PyErr_NoMemory();
+    }
+    infop->oom_kills = cg_oom_kills(&cg);
+    long oom = infop->oom_kills;
     cg_remove(&cg);
     if (state_fd >= 0)
         close(state_fd);
     PyObject *result;
     if (pid < 0) {
         int n = snprintf(msg, sizeof(msg), UNSHARE_HELP, strerror(clone_errno));
-        result = outcome("unsupported", clone_errno, msg, n, 0);
+        result = outcome("unsupported", clone_errno, msg, n, NULL);
     } else if (join_failed) {
         char full[1200];
         int n = snprintf(full, sizeof(full), "cannot start the sandbox runner: %s", msg);
-        result = outcome("error", 0, full, n, 0);
+        result = outcome("error", 0, full, n, NULL);
     } else {
+        infop->names_len = read_all(p.names[0], infop->names, sizeof(infop->names));
         ssize_t elen = read_all(p.err[0], msg, sizeof(msg) - 1);
         int cmd_status = 0;
         ssize_t slen = read_all(p.status[0], (char *)&cmd_status, sizeof(cmd_status));
@@ -206,22 +229,23 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
                                : msg[0] == R_CWD         ? "cwd_error"
                                : msg[0] == R_UNSUPPORTED ? "unsupported"
                                                          : "error";
-            result = outcome(kind, code, msg + 5, elen - 5, oom);
+            result = outcome(kind, code, msg + 5, elen - 5, infop);
         } else if (slen == (ssize_t)sizeof(cmd_status)) {
             if (WIFSIGNALED(cmd_status))
-                result = outcome("signal", WTERMSIG(cmd_status), "", 0, oom);
+                result = outcome("signal", WTERMSIG(cmd_status), "", 0, infop);
             else
-                result = outcome("exit", WEXITSTATUS(cmd_status), "", 0, oom);
+                result = outcome("exit", WEXITSTATUS(cmd_status), "", 0, infop);
         } else if (timed_out) {
-            result = outcome("timeout", 0, "", 0, oom);
+            result = outcome("timeout", 0, "", 0, infop);
         } else if (WIFSIGNALED(wstatus) && oom > 0) {
-            result = outcome("signal", SIGKILL, "", 0, oom); /* the memory cap killed pid 1 */
+            result = outcome("signal", SIGKILL, "", 0, infop); /* the memory cap killed pid 1 */
         } else {
             const char *why = WIFSIGNALED(wstatus) ? "the sandbox's init was killed"
                                                    : "the sandbox's init ended without a report";
-            result = outcome("error", 0, why, (Py_ssize_t)strlen(why), oom);
+            result = outcome("error", 0, why, (Py_ssize_t)strlen(why), infop);
         }
     }
+    PyMem_RawFree(infop);
     close_pipes(&p);
     return result;
 }
