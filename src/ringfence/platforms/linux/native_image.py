@@ -65,10 +65,6 @@ BIT_RECURSIVE = 16
 BIT_IS_DIR = 32
 BIT_CREATE = 64
 
-# The per-command namespaces a session's runner may make (sandbox_side._session_quotas): a
-# one-shot run makes none after its own, but writes the same quota as the Python path.
-ROOM_QUOTAS = ("max_pid_namespaces", "max_mnt_namespaces")
-ROOM = 1024
 
 
 @dataclass(frozen=True)
@@ -154,9 +150,11 @@ def encode(plan: LinuxPlan) -> Image:
     for name, value in plan.rlimits:
         which = getattr(resource, f"RLIMIT_{name}")
         out.append(_record(TAG_RLIMIT, struct.pack("<IQ", which, value)))
+    # As planned: a session's runner raises the pid and mount namespace quotas for the
+    # namespaces it makes per command (sandbox_side._session_quotas); one native command
+    # makes none after its own.
     for quota_name, quota in plan.userns_limits:
-        room = ROOM if quota_name in ROOM_QUOTAS else quota
-        out.append(_record(TAG_USERNS_LIMIT, struct.pack("<Q", room) + quota_name.encode()))
+        out.append(_record(TAG_USERNS_LIMIT, struct.pack("<Q", quota) + quota_name.encode()))
     for key, text in plan.env.items():
         out.append(_record(TAG_ENV, os.fsencode(f"{key}={text}")))
     out.append(_record(TAG_CWD, os.fsencode(plan.cwd)))

@@ -18,7 +18,7 @@ static int write_knob(const char *dir, const char *name, const char *value, char
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     if (write_file(path, value) == 0)
         return 0;
-    snprintf(err, errlen, "[Errno %d] %s: '%s'", errno, strerror(errno), path);
+    snprintf(err, errlen, "[Errno %d] %s: '%s'", errno, errtext(errno), path);
     return -1;
 }
 
@@ -80,7 +80,7 @@ int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen)
         return 0;
     uint32_t tag;
     if (getrandom(&tag, sizeof(tag), 0) != sizeof(tag)) {
-        snprintf(err, errlen, "[Errno %d] %s", errno, strerror(errno));
+        snprintf(err, errlen, "[Errno %d] %s", errno, errtext(errno));
         return -1;
     }
     char name[64];
@@ -98,7 +98,7 @@ int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen)
         for (size_t j = 0; j < run->n; j++)
             seen |= strcmp(run->dirs[j].path, dir) == 0;
         if (!seen && mkdir(dir, 0755) < 0) {
-            snprintf(err, errlen, "[Errno %d] %s: '%s'", errno, strerror(errno), dir);
+            snprintf(err, errlen, "[Errno %d] %s: '%s'", errno, errtext(errno), dir);
             cg_remove(run);
             return -1;
         }

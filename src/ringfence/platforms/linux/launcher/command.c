@@ -54,7 +54,7 @@ static void exec_search(char *const *argv, char *const *envp)
 
 static pid_t start_command(const image_t *im, char *const *argv, const sigset_t *old_mask)
 {
-    pid_t pid = fork();
+    pid_t pid = rf_fork();
     if (pid != 0)
         return pid;
     (void)old_mask;
@@ -65,7 +65,7 @@ static pid_t start_command(const image_t *im, char *const *argv, const sigset_t 
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     if (chdir(im->cwd.ptr) < 0) {
-        report(R_CWD, errno, "chdir %s: %s", im->cwd.ptr, strerror(errno));
+        report(R_CWD, errno, "chdir %s: %s", im->cwd.ptr, errtext(errno));
         _exit(127);
     }
     syscall(SYS_close_range, 3, ~0U, RF_CLOSE_RANGE_CLOEXEC);
@@ -105,15 +105,17 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
     drop_all_caps();
     install_seccomp(im);
     if (n_dns > 0) {
-        pid_t resolver = fork();
-        if (resolver == 0) {
-            close(ctl_r);
-            close(status_w);
-            close(err_fd);
+        pid_t resolver = rf_fork();
+        if (resolver == 0) { /* its sockets and the names pipe, nothing else */
+            int keep[DNS_SOCKS + 1];
+            for (int i = 0; i < n_dns; i++)
+                keep[i] = dns[i];
+            keep[n_dns] = fds_in->names_w;
+            close_all_but(keep, n_dns + 1);
             dns_serve(dns, n_dns, fds_in->names_w);
         }
         if (resolver < 0)
-            die(errno, "cannot start the sandbox's resolver: %s", strerror(errno));
+            die(errno, "cannot start the sandbox's resolver: %s", errtext(errno));
         for (int i = 0; i < n_dns; i++)
             close(dns[i]);
     }
@@ -125,17 +127,17 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
     sigprocmask(SIG_BLOCK, &mask, &old);
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
-        die(errno, "signalfd: %s", strerror(errno));
+        die(errno, "signalfd: %s", errtext(errno));
     pid_t child = start_command(im, argv, &old);
     if (child < 0)
-        die(errno, "cannot start the command: fork failed: %s", strerror(errno));
+        die(errno, "cannot start the command: fork failed: %s", errtext(errno));
     int status = 0, ended = 0;
     while (!ended) {
         struct pollfd fds[2] = {{sfd, POLLIN, 0}, {ctl_r, POLLIN, 0}};
         if (poll(fds, 2, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            die(errno, "poll: %s", strerror(errno));
+            die(errno, "poll: %s", errtext(errno));
         }
         if (fds[1].revents) {
             unsigned char sigs[64];

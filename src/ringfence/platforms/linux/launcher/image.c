@@ -10,6 +10,7 @@ void image_free(image_t *im)
     PyMem_Free(im->rlims);
     PyMem_Free(im->quotas);
     PyMem_Free(im->cgroups);
+    PyMem_Free(im->scratch);
     PyMem_Free(im->envp);
     PyMem_Free(im->arena);
     memset(im, 0, sizeof(*im));
@@ -229,6 +230,9 @@ int parse_image(const unsigned char *data, size_t size, image_t *im)
     im->envp[im->n_env] = NULL;
     if (!im->have_ids || !im->have_landlock || im->bpf == NULL || im->cwd.ptr == NULL ||
         im->n_mounts == 0)
+        return -1;
+    im->scratch = PyMem_Calloc(2 * im->n_mounts, sizeof(int));
+    if (im->scratch == NULL)
         return -1;
     const mount_t *root = &im->mounts[0];
     if (root->kind != K_BIND || strcmp(root->target.ptr, "/") != 0 || root->source.ptr == NULL)

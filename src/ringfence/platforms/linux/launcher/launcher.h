@@ -391,6 +391,7 @@ typedef struct {
     cgsite_t *cgroups;
     size_t n_cgroups;
     str_t cwd, state_lock;
+    int *scratch; /* 2 x n_mounts ints for build_view, allocated before the clone */
     char *arena; /* every string, NUL-terminated */
     size_t arena_used, arena_cap;
 } image_t;
@@ -400,6 +401,12 @@ enum { R_SANDBOX = 'S', R_UNSUPPORTED = 'U', R_EXEC = 'X', R_CWD = 'C' };
 extern int err_fd;
 void report(char kind, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 __attribute__((noreturn, format(printf, 2, 3))) void die(int code, const char *fmt, ...);
+/* Children of the clone may run while another host thread holds a glibc lock: they use only
+ * system calls and these (no allocation, no locale). */
+const char *errtext(int code);
+pid_t rf_fork(void);
+void close_all_but(int *keep, int n);
+void reset_signals(void);
 int openat2_(int dirfd, const char *path, uint64_t flags, uint64_t resolve);
 int write_file(const char *path, const char *text);
 

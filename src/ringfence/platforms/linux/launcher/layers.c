@@ -22,7 +22,7 @@ fail:
            "without its namespaces unless you opt in to reduced isolation (--isolation "
            "reduced), which protects less: `ringfence explain --isolation reduced` lists what; "
            "`ringfence doctor` shows what is missing",
-           strerror(errno));
+           errtext(errno));
     _exit(125);
 }
 
@@ -33,10 +33,10 @@ void loopback_up(void)
     memset(&req, 0, sizeof(req));
     strcpy(req.ifr_name, "lo");
     if (s < 0 || ioctl(s, SIOCGIFFLAGS, &req) < 0)
-        die(errno, "cannot bring up the sandbox's loopback: %s", strerror(errno));
+        die(errno, "cannot bring up the sandbox's loopback: %s", errtext(errno));
     req.ifr_flags |= IFF_UP;
     if (ioctl(s, SIOCSIFFLAGS, &req) < 0)
-        die(errno, "cannot bring up the sandbox's loopback: %s", strerror(errno));
+        die(errno, "cannot bring up the sandbox's loopback: %s", errtext(errno));
     close(s);
 }
 
@@ -47,7 +47,7 @@ void userns_quotas(const image_t *im)
         snprintf(path, sizeof(path), "/proc/sys/user/%s", im->quotas[i].name.ptr);
         snprintf(value, sizeof(value), "%llu\n", (unsigned long long)im->quotas[i].value);
         if (write_file(path, value) < 0 && errno != ENOENT)
-            die(errno, "cannot set %s in the sandbox: %s", path, strerror(errno));
+            die(errno, "cannot set %s in the sandbox: %s", path, errtext(errno));
     }
 }
 
@@ -57,7 +57,7 @@ void drop_bounding(void)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
             if (errno == EINVAL)
                 break; /* past the last capability this kernel knows */
-            die(errno, "cannot clear the capability bounding set: %s", strerror(errno));
+            die(errno, "cannot clear the capability bounding set: %s", errtext(errno));
         }
     }
 }
@@ -66,12 +66,12 @@ void drop_all_caps(void)
 {
     if (prctl(RF_PR_SET_SECUREBITS, RF_SECUREBITS, 0, 0, 0) < 0 ||
         prctl(RF_PR_CAP_AMBIENT, RF_PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
-        die(errno, "cannot drop capabilities: %s", strerror(errno));
+        die(errno, "cannot drop capabilities: %s", errtext(errno));
     struct rf_cap_header h = {RF_CAP_VERSION_3, 0};
     struct rf_cap_data d[2];
     memset(d, 0, sizeof(d));
     if (syscall(SYS_capset, &h, d) < 0)
-        die(errno, "cannot drop capabilities: %s", strerror(errno));
+        die(errno, "cannot drop capabilities: %s", errtext(errno));
 }
 
 void set_rlimits(const image_t *im)
@@ -79,7 +79,7 @@ void set_rlimits(const image_t *im)
     for (size_t i = 0; i < im->n_rlims; i++) {
         struct rlimit cur;
         if (getrlimit(im->rlims[i].resource, &cur) < 0)
-            die(errno, "getrlimit: %s", strerror(errno));
+            die(errno, "getrlimit: %s", errtext(errno));
         rlim_t wanted = im->rlims[i].value;
         /* CPU: SIGXCPU at the limit, SIGKILL a second later (steps.set_rlimits) */
         rlim_t hard = im->rlims[i].resource == RLIMIT_CPU ? wanted + 1 : wanted;
@@ -87,7 +87,7 @@ void set_rlimits(const image_t *im)
             hard = cur.rlim_max;
         struct rlimit next = {wanted < hard ? wanted : hard, hard};
         if (setrlimit(im->rlims[i].resource, &next) < 0)
-            die(errno, "cannot set a resource limit: %s", strerror(errno));
+            die(errno, "cannot set a resource limit: %s", errtext(errno));
     }
 }
 
@@ -98,7 +98,7 @@ static void ll_add(int ruleset, int fd, uint64_t access, uint64_t handled, const
 {
     struct stat st;
     if (fstat(fd, &st) < 0)
-        die(errno, "Landlock step fstat of rule path '%s' failed: %s", what, strerror(errno));
+        die(errno, "Landlock step fstat of rule path '%s' failed: %s", what, errtext(errno));
     if (!S_ISDIR(st.st_mode))
         access &= LL_FILE_ACCESS;
     uint64_t allowed = access & handled;
@@ -106,7 +106,7 @@ static void ll_add(int ruleset, int fd, uint64_t access, uint64_t handled, const
         return; /* the kernel refuses an empty grant; granting nothing is the default */
     struct rf_path_beneath pb = {allowed, fd};
     if (syscall(SYS_landlock_add_rule, ruleset, RF_LANDLOCK_RULE_PATH_BENEATH, &pb, 0) < 0)
-        die(errno, "Landlock step landlock_add_rule for '%s' failed: %s", what, strerror(errno));
+        die(errno, "Landlock step landlock_add_rule for '%s' failed: %s", what, errtext(errno));
 }
 
 int create_ruleset(const image_t *im)
@@ -128,7 +128,7 @@ int create_ruleset(const image_t *im)
     size_t size = im->ll_scoped ? 24 : im->ll_net ? 16 : 8;
     int ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
     if (ruleset < 0)
-        die(errno, "Landlock step landlock_create_ruleset failed: %s", strerror(errno));
+        die(errno, "Landlock step landlock_create_ruleset failed: %s", errtext(errno));
     for (size_t i = 0; i < im->n_paths; i++) {
         const llpath_t *p = &im->paths[i];
         int fd = open(p->path.ptr, O_PATH | O_CLOEXEC);
@@ -141,7 +141,7 @@ int create_ruleset(const image_t *im)
                     "policy (nothing was restricted)",
                     p->path.ptr);
             die(errno, "Landlock step open of rule path '%s' failed: %s", p->path.ptr,
-                strerror(errno));
+                errtext(errno));
         }
         ll_add(ruleset, fd, p->access, im->ll_fs, p->path.ptr);
         close(fd);
@@ -150,7 +150,7 @@ int create_ruleset(const image_t *im)
         struct rf_net_port np = {im->ports[i].access & im->ll_net, im->ports[i].port};
         if (syscall(SYS_landlock_add_rule, ruleset, RF_LANDLOCK_RULE_NET_PORT, &np, 0) < 0)
             die(errno, "Landlock step landlock_add_rule for TCP port %llu failed: %s",
-                (unsigned long long)np.port, strerror(errno));
+                (unsigned long long)np.port, errtext(errno));
     }
     /* The caller's terminal (command_init._with_terminals): it lives on the host's devpts. */
     for (int fd = 0; fd < 3; fd++) {
@@ -170,7 +170,7 @@ int create_ruleset(const image_t *im)
 void restrict_self(int ruleset)
 {
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        die(errno, "Landlock step prctl(PR_SET_NO_NEW_PRIVS) failed: %s", strerror(errno));
+        die(errno, "Landlock step prctl(PR_SET_NO_NEW_PRIVS) failed: %s", errtext(errno));
     if (syscall(SYS_landlock_restrict_self, ruleset, 0) < 0) {
         if (errno == EPERM)
             die(EPERM,
@@ -178,7 +178,7 @@ void restrict_self(int ruleset)
                 "sandbox whose name guard forbids nesting (its emulated file calls would "
                 "bypass the inner rules). Run the outer sandbox with --no-default-protect, "
                 "or run this outside it");
-        die(errno, "Landlock step landlock_restrict_self failed: %s", strerror(errno));
+        die(errno, "Landlock step landlock_restrict_self failed: %s", errtext(errno));
     }
     close(ruleset);
 }
@@ -187,7 +187,7 @@ void install_seccomp(const image_t *im)
 {
     struct sock_fprog prog = {(unsigned short)im->n_bpf, im->bpf};
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        die(errno, "cannot set no_new_privs before the seccomp filter: %s", strerror(errno));
+        die(errno, "cannot set no_new_privs before the seccomp filter: %s", errtext(errno));
     if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0) {
         if (errno == ENOMEM)
             die(ENOMEM,
@@ -196,6 +196,6 @@ void install_seccomp(const image_t *im)
         die(errno,
             "the kernel refused ringfence's seccomp filter (%s); this is a ringfence bug, "
             "please report it with `ringfence doctor` output",
-            strerror(errno));
+            errtext(errno));
     }
 }

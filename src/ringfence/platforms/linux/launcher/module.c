@@ -85,17 +85,36 @@ static int wait_sandbox(pid_t pid, double timeout, int *wstatus)
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    while (pidfd >= 0) {
+    for (;;) {
         int wait_ms = -1;
         if (timeout >= 0) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
             double left = timeout - ((double)(now.tv_sec - start.tv_sec) +
                                      (double)(now.tv_nsec - start.tv_nsec) / 1e9);
-            wait_ms = left <= 0 ? 0 : (int)(left * 1000.0) + 1;
+            wait_ms = left <= 0 ? 0 : left > 1e6 ? 1000000000 : (int)(left * 1000.0) + 1;
         }
-        struct pollfd pf = {pidfd, POLLIN, 0};
-        int rc = poll(&pf, 1, wait_ms);
+        int rc;
+        if (pidfd >= 0) {
+            struct pollfd pf = {pidfd, POLLIN, 0};
+            rc = poll(&pf, 1, wait_ms);
+        } else { /* no pidfd (an old kernel): look every 10 ms */
+            int st;
+            pid_t got = waitpid(pid, &st, WNOHANG);
+            if (got == pid) {
+                *wstatus = st;
+                return 0;
+            }
+            if (got < 0 && errno != EINTR)
+                return 0;
+            if (wait_ms == 0) {
+                rc = 0;
+            } else {
+                struct timespec ts = {0, 10000000L};
+                nanosleep(&ts, NULL);
+                continue;
+            }
+        }
         if (rc < 0 && errno == EINTR)
             continue;
         if (rc == 0) {
@@ -169,8 +188,13 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
         close(p.go[1]);
         close(p.names[0]);
         err_fd = p.err[1];
+        reset_signals();
         for (size_t i = 0; i < N_FORWARDED; i++)
-            signal(FORWARDED[i], SIG_IGN);
+            signal(FORWARDED[i], SIG_IGN); /* the host forwards them to the command */
+        /* Nothing of the host's but stdio and our pipes (a listening socket or a lock of the
+         * host's must not live as long as the sandbox). */
+        int keep[] = {0, 1, 2, p.err[1], p.ctl[0], p.status[1], p.go[0], p.names[1]};
+        close_all_but(keep, (int)(sizeof(keep) / sizeof(keep[0])));
         sandbox_fds_t fds = {p.ctl[0], p.status[1], p.go[0], p.names[1]};
         sandbox_main(im, argv, &fds);
     }
@@ -211,7 +235,7 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
         close(state_fd);
     PyObject *result;
     if (pid < 0) {
-        int n = snprintf(msg, sizeof(msg), UNSHARE_HELP, strerror(clone_errno));
+        int n = snprintf(msg, sizeof(msg), UNSHARE_HELP, errtext(clone_errno));
         result = outcome("unsupported", clone_errno, msg, n, NULL);
     } else if (join_failed) {
         char full[1200];
@@ -252,24 +276,26 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
 
 static PyObject *launch(PyObject *self, PyObject *args)
 {
-    Py_buffer buf;
-    PyObject *argv_obj;
+    PyObject *image_obj, *argv_obj;
     double timeout = -1.0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*O|d", &buf, &argv_obj, &timeout))
+    /* bytes, immutable: the file contents the children write are read from it in place */
+    if (!PyArg_ParseTuple(args, "SO|d", &image_obj, &argv_obj, &timeout))
         return NULL;
     image_t im;
     PyObject *result = NULL;
     PyObject *argv_seq = NULL;
     char **argv = NULL;
-    if (parse_image(buf.buf, (size_t)buf.len, &im) < 0) {
+    if (parse_image((const unsigned char *)PyBytes_AS_STRING(image_obj),
+                    (size_t)PyBytes_GET_SIZE(image_obj), &im) < 0) {
         PyErr_SetString(PyExc_ValueError, "not a plan image of this ringfence");
         goto out;
     }
-    argv_seq = PySequence_Fast(argv_obj, "argv must be a sequence of bytes");
+    /* a tuple of its own: no other thread can free an item while the children use it */
+    argv_seq = PySequence_Tuple(argv_obj);
     if (argv_seq == NULL)
         goto out;
-    Py_ssize_t argc = PySequence_Fast_GET_SIZE(argv_seq);
+    Py_ssize_t argc = PyTuple_GET_SIZE(argv_seq);
     if (argc < 1) {
         PyErr_SetString(PyExc_ValueError, "argv must not be empty");
         goto out;
@@ -280,7 +306,7 @@ static PyObject *launch(PyObject *self, PyObject *args)
         goto out;
     }
     for (Py_ssize_t i = 0; i < argc; i++) {
-        PyObject *a = PySequence_Fast_GET_ITEM(argv_seq, i);
+        PyObject *a = PyTuple_GET_ITEM(argv_seq, i);
         if (!PyBytes_Check(a) || (size_t)PyBytes_GET_SIZE(a) != strlen(PyBytes_AS_STRING(a))) {
             PyErr_SetString(PyExc_ValueError, "argv items must be bytes without NUL");
             goto out;
@@ -292,7 +318,6 @@ out:
     PyMem_Free(argv);
     Py_XDECREF(argv_seq);
     image_free(&im);
-    PyBuffer_Release(&buf);
     return result;
 }
 

@@ -53,3 +53,51 @@ int write_file(const char *path, const char *text)
     errno = saved;
     return n == (ssize_t)len ? 0 : -1;
 }
+
+const char *errtext(int code)
+{
+    /* strerrordesc_np: the English text, a table lookup (strerror may take locale locks) */
+    const char *text = strerrordesc_np(code);
+    return text ? text : "Unknown error";
+}
+
+/* fork() from a clone of a multithreaded process can wait forever on a malloc lock another
+ * thread held at the clone (glibc takes them all around fork): a raw clone takes none. */
+pid_t rf_fork(void)
+{
+    return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, NULL);
+}
+
+/* Close every descriptor but `keep` (and keep stays sorted afterwards). */
+void close_all_but(int *keep, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+            int t = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
+    unsigned low = 0;
+    for (int i = 0; i < n; i++) {
+        if (keep[i] < 0 || (unsigned)keep[i] < low)
+            continue;
+        if ((unsigned)keep[i] > low)
+            syscall(SYS_close_range, low, (unsigned)keep[i] - 1, 0);
+        low = (unsigned)keep[i] + 1;
+    }
+    syscall(SYS_close_range, low, ~0U, 0);
+}
+
+/* The host's signal handlers are not ours: every caught signal back to its default (pid 1 of
+ * a pid namespace then drops what the command sends it), no alternate stack. */
+void reset_signals(void)
+{
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_IGN &&
+            old.sa_handler != SIG_DFL)
+            signal(sig, SIG_DFL);
+    }
+    stack_t none = {.ss_flags = SS_DISABLE};
+    sigaltstack(&none, NULL);
+}

@@ -81,7 +81,7 @@ static int host_source(const char *path)
             "refusing to mount %s: a symlink appeared on its path since the policy was "
             "compiled (possibly planted by an earlier command); inspect it and run again",
             path);
-    die(errno, "cannot open mount source %s: %s", path, strerror(errno));
+    die(errno, "cannot open mount source %s: %s", path, errtext(errno));
 }
 
 #define OVERLAY_ATTEMPTS 6
@@ -112,7 +112,7 @@ static int overlay_tree(const mount_t *m)
             "cannot mount this workspace's /tmp layer (%s) over the host's %s: %s. The layer's "
             "file system must support overlayfs upper directories (ext4, xfs, btrfs; tmpfs on "
             "Linux >= 6.6); point XDG_CACHE_HOME at one, or run `ringfence doctor`",
-            m->source.ptr, m->target.ptr, strerror(errno));
+            m->source.ptr, m->target.ptr, errtext(errno));
     for (int i = 0; i < 3; i++)
         close(fds[i]);
     return tree;
@@ -142,7 +142,7 @@ static void create_point(assembler_t *a, const mount_t *m)
     memcpy(buf, m->target.ptr, m->target.len + 1);
     int cur = dup(a->root);
     if (cur < 0)
-        die(errno, "dup: %s", strerror(errno));
+        die(errno, "dup: %s", errtext(errno));
     char *save = NULL;
     char *name = strtok_r(buf, "/", &save);
     while (name != NULL) {
@@ -153,18 +153,18 @@ static void create_point(assembler_t *a, const mount_t *m)
             if (last && !(m->bits & B_IS_DIR) && m->kind != K_SYMLINK) {
                 int fd = openat(cur, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
                 if (fd < 0)
-                    die(errno, "cannot create mount point %s: %s", m->target.ptr, strerror(errno));
+                    die(errno, "cannot create mount point %s: %s", m->target.ptr, errtext(errno));
                 close(fd);
             } else if (last && m->kind == K_SYMLINK) {
                 close(cur);
                 return;
             } else if (mkdirat(cur, name, 0755) < 0) {
-                die(errno, "cannot create mount point %s: %s", m->target.ptr, strerror(errno));
+                die(errno, "cannot create mount point %s: %s", m->target.ptr, errtext(errno));
             }
             nxt = openat2_(cur, name, O_PATH | O_CLOEXEC, RF_RESOLVE_NO_SYMLINKS | RF_RESOLVE_IN_ROOT);
         }
         if (nxt < 0)
-            die(errno, "cannot open mount point %s: %s", m->target.ptr, strerror(errno));
+            die(errno, "cannot open mount point %s: %s", m->target.ptr, errtext(errno));
         close(cur);
         cur = nxt;
         name = next_name;
@@ -181,12 +181,12 @@ static int target_fd(assembler_t *a, const mount_t *m)
         if (errno == ELOOP)
             die(ELOOP, "refusing to mount on %s: it is or passes through a symlink",
                 m->target.ptr);
-        die(errno, "cannot open mount point %s: %s", m->target.ptr, strerror(errno));
+        die(errno, "cannot open mount point %s: %s", m->target.ptr, errtext(errno));
     }
     create_point(a, m);
     fd = open_in_root(a->root, m->target.ptr, O_PATH | O_CLOEXEC);
     if (fd < 0)
-        die(errno, "cannot open mount point %s: %s", m->target.ptr, strerror(errno));
+        die(errno, "cannot open mount point %s: %s", m->target.ptr, errtext(errno));
     return fd;
 }
 
@@ -335,7 +335,7 @@ static int apply_op(assembler_t *a, const mount_t *m, int source_tree, int *keep
 int build_view(const image_t *im)
 {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        die(errno, "cannot make the sandbox's mounts private: %s", strerror(errno));
+        die(errno, "cannot make the sandbox's mounts private: %s", errtext(errno));
     /* Phase 1: every host source, while the host view is intact. */
     size_t held = 0;
     for (size_t i = 1; i < im->n_mounts; i++)
@@ -349,15 +349,14 @@ int build_view(const image_t *im)
                               : nofile.rlim_max;
         setrlimit(RLIMIT_NOFILE, &raised);
     }
-    int *sources = alloca(sizeof(int) * im->n_mounts);
-    int *keep = alloca(sizeof(int) * im->n_mounts);
+    int *sources = im->scratch, *keep = im->scratch + im->n_mounts;
     int root_src = host_source(im->mounts[0].source.ptr);
     int root = clone_tree(root_src, 1);
     if (root < 0)
-        die(errno, "cannot clone the root: %s", strerror(errno));
+        die(errno, "cannot clone the root: %s", errtext(errno));
     close(root_src);
     if (set_attr(root, RF_MOUNT_ATTR_RDONLY | RF_MOUNT_ATTR_NOSUID | RF_MOUNT_ATTR_NODEV, 1) < 0)
-        die(errno, "cannot make the root read-only: %s", strerror(errno));
+        die(errno, "cannot make the root read-only: %s", errtext(errno));
     for (size_t i = 1; i < im->n_mounts; i++) {
         const mount_t *m = &im->mounts[i];
         sources[i] = -1;
@@ -377,31 +376,31 @@ int build_view(const image_t *im)
                     "protect a directory instead of many paths in it",
                     held);
             die(errno, "mount step bind %s (%s) failed: %s", m->target.ptr,
-                m->why.ptr ? m->why.ptr : "", strerror(errno));
+                m->why.ptr ? m->why.ptr : "", errtext(errno));
         }
         close(src);
         unsigned attrs = attributes(m, 1);
         if (attrs && set_attr(tree, attrs, 1) < 0)
-            die(errno, "mount step bind %s failed: %s", m->target.ptr, strerror(errno));
+            die(errno, "mount step bind %s failed: %s", m->target.ptr, errtext(errno));
         sources[i] = tree;
     }
     /* Phase 2: the new root at a staging point in this (private) namespace. */
     int stage = open("/tmp", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (stage < 0 || attach(root, stage) < 0)
-        die(errno, "cannot stage the sandbox's root: %s", strerror(errno));
+        die(errno, "cannot stage the sandbox's root: %s", errtext(errno));
     close(stage);
     assembler_t a = {root, -1};
     for (size_t i = 1; i < im->n_mounts; i++) {
         const mount_t *m = &im->mounts[i];
         if (apply_op(&a, m, sources[i], &keep[i]) < 0)
             die(errno, "mount step %s %s (%s) failed: %s", kind_name(m->kind), m->target.ptr,
-                m->why.ptr ? m->why.ptr : "", strerror(errno));
+                m->why.ptr ? m->why.ptr : "", errtext(errno));
     }
     for (size_t i = 1; i < im->n_mounts; i++) {
         if (keep[i] >= 0) {
             if (set_attr(keep[i], RF_MOUNT_ATTR_RDONLY, 0) < 0)
                 die(errno, "cannot seal the mask on %s: %s", im->mounts[i].target.ptr,
-                    strerror(errno));
+                    errtext(errno));
             close(keep[i]);
         }
     }
@@ -415,6 +414,6 @@ void pivot_into(int root)
 {
     if (fchdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
         chdir("/") < 0)
-        die(errno, "cannot enter the sandbox's view (pivot_root): %s", strerror(errno));
+        die(errno, "cannot enter the sandbox's view (pivot_root): %s", errtext(errno));
     close(root);
 }
