@@ -38,10 +38,11 @@ ws, how, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 policy = Policy(workspace=ws).validate()
 facts = hostfacts.gather(policy, env=os.environ, landlock_abi=landlock.abi_version())
 plan = compile_linux(policy, facts, cwd=ws)
-plan = dataclasses.replace(
-    plan, guard_names=(), guard_paths=(), guard_git="off", socket_roots=(),
-    **json.loads(os.environ.get("RF_PLAN_CHANGES", "{}")),
-)
+if os.environ.get("RF_GUARD") != "1":
+    plan = dataclasses.replace(
+        plan, guard_names=(), guard_paths=(), guard_git="off", socket_roots=()
+    )
+plan = dataclasses.replace(plan, **json.loads(os.environ.get("RF_PLAN_CHANGES", "{}")))
 if how == "python":
     r = process.run_sandboxed(plan, argv, timeout=60, audit=False)
     sys.stdout.flush()
@@ -56,6 +57,8 @@ else:
         out = [e.kind, e.value, e.detail] + ([e.oom_kills] if e.oom_kills else [])
         if e.names:
             print("NAMES " + json.dumps([e.names, e.names_lost]), file=sys.stderr)
+        guard = [e.guard_started, list(e.reports), list(e.unchecked)]
+        print("GUARD " + json.dumps(guard), file=sys.stderr)
     except Exception as exc:
         out = [type(exc).__name__, 0, str(exc)]
     sys.stdout.flush()
@@ -64,9 +67,9 @@ else:
 
 
 def _launch(
-    rf: Runner, ws: Path, how: str, *argv: str, changes: dict | None = None
+    rf: Runner, ws: Path, how: str, *argv: str, changes: dict | None = None, guard: bool = False
 ) -> tuple[str, list]:
-    env = {"RF_PLAN_CHANGES": json.dumps(changes or {})}
+    env = {"RF_PLAN_CHANGES": json.dumps(changes or {}), "RF_GUARD": "1" if guard else "0"}
     r = rf.py("-c", _LAUNCH, str(ws), how, *argv, cwd=ws, env=env)
     last = r.stderr.rstrip("\n").rsplit("\n", 1)[-1]
     assert last.startswith("RESULT "), r.stderr
@@ -193,9 +196,11 @@ sed -E 's/ringfence-[0-9]+-[0-9a-f]{8}/RUN/' /proc/self/cgroup
 """
 
 
-def test_both_launchers_give_the_command_the_same_sandbox(rf: Runner) -> None:
+@pytest.mark.parametrize("guard", [False, True], ids=["mounts-only", "guarded"])
+def test_both_launchers_give_the_command_the_same_sandbox(rf: Runner, guard: bool) -> None:
     """Lockstep: one plan, run by the Python runner and by the native launcher; everything
-    the probe battery sees must be the same (each gets a fresh copy of the workspace)."""
+    the probe battery sees must be the same (each gets a fresh copy of the workspace). With
+    the name guard (the default plan), the protected writes are its refusals on both."""
     outside = rf.confinement.outside
     assert outside is not None
     seen = {}
@@ -207,7 +212,17 @@ def test_both_launchers_give_the_command_the_same_sandbox(rf: Runner) -> None:
             os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
         result = ws / "probe-out"
         out, ended = _launch(
-            rf, ws, how, "sh", "-c", _PROBES, "probe", str(result), str(outside), str(os.getpid())
+            rf,
+            ws,
+            how,
+            "sh",
+            "-c",
+            _PROBES,
+            "probe",
+            str(result),
+            str(outside),
+            str(os.getpid()),
+            guard=guard,
         )
         assert ended[:2] == ["exit", 0], (how, ended, out)
         # each workspace has its own state directory (named after it)
@@ -388,3 +403,66 @@ def test_the_command_cannot_run_the_hosts_signal_handlers(rf: Runner) -> None:
 
 def test_the_sandbox_holds_no_descriptor_of_the_host(rf: Runner) -> None:
     assert _host(rf, "fds") == "eof after 0.0 b''"
+
+
+def _guarded(rf: Runner, ws: Path, *argv: str) -> tuple[str, list, list]:
+    r = rf.py("-c", _LAUNCH, str(ws), "native", *argv, cwd=ws, env={"RF_GUARD": "1"})
+    ended = json.loads(r.stderr.rsplit("RESULT ", 1)[1])
+    guard = json.loads(r.stderr.rsplit("GUARD ", 1)[1].split("\n", 1)[0])
+    return r.stdout + r.stderr, ended, guard
+
+
+def _repo(rf: Runner) -> Path:
+    ws = rf.mkdir()
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    ident = ["-c", "user.email=t@example.org", "-c", "user.name=t", "-c", "safe.directory=*"]
+    commit = ["commit", "-q", "--allow-empty", "-m", "i"]
+    subprocess.run(["git", "-C", str(ws), *ident, *commit], check=True)
+    for p in (ws, *ws.rglob("*")):
+        os.chown(p, rf.uid, rf.gid, follow_symlinks=False)
+    return ws
+
+
+def test_the_guard_starts_only_for_a_call_it_decides_and_refuses_that_first_call(
+    rf: Runner,
+) -> None:
+    ws = _repo(rf)
+    _, ended, guard = _guarded(rf, ws, "true")
+    assert ended[:2] == ["exit", 0] and guard == [False, [], []]  # no Python supervisor ran
+    hook = ws / ".git/hooks/pre-commit"
+    said, ended, (started, reports, _) = _guarded(
+        rf, ws, "sh", "-c", "echo evil > .git/hooks/pre-commit; echo ok > mine"
+    )
+    assert started and ended[:2] == ["exit", 0], said
+    assert not hook.exists() and (ws / "mine").read_text() == "ok\n"
+    assert "Permission denied" in said
+    assert {"kind": "refused_hook", "path": str(hook), "detail": str(hook.parent)} in reports
+
+
+def test_the_guards_end_check_runs_natively(rf: Runner) -> None:
+    """A todo list with an exec line waits for the end-of-command check (pid 1 asks the
+    guard to finish once the command's tree is gone): moved aside, reported."""
+    ws = _repo(rf)
+    todo = ws / ".git/rebase-merge/git-rebase-todo"
+    said, ended, (_, reports, unchecked) = _guarded(
+        rf, ws, "sh", "-c", f"mkdir -p {todo.parent} && echo 'exec touch {ws}/PWNED' > {todo}"
+    )
+    assert ended[:2] == ["exit", 0], said
+    assert not todo.exists() and unchecked == []
+    assert [r["kind"] for r in reports] == ["refused_pointer"], reports
+    assert not (ws / "PWNED").exists()
+
+
+def test_the_command_cannot_end_its_guard(rf: Runner) -> None:
+    """The guard (stub or supervisor) sits outside the command's signal scope: after the
+    command tried to kill every other process, the guard still answers (a new file is made
+    through it; with it gone every such call would fail) and still refuses."""
+    ws = _repo(rf)
+    script = (
+        "for p in $(ls /proc | grep '^[0-9]'); do [ $p = 1 ] || [ $p = $$ ] || kill -9 $p; done; "
+        "sleep 0.2; echo evil > .git/hooks/pre-commit; echo ok > mine && echo done"
+    )
+    said, _, (started, _, _) = _guarded(rf, ws, "sh", "-c", script)
+    assert "done" in said and started, said
+    assert (ws / "mine").read_text() == "ok\n"
+    assert not (ws / ".git/hooks/pre-commit").exists()

@@ -109,9 +109,22 @@ def test_missing_names_every_layer_the_launcher_does_not_do() -> None:
         namespaces=tuple(n for n in plan.namespaces if n != "net"),
     )
     assert native_image.missing(bare) == ()
-    assert "the name guard" in native_image.missing(dataclasses.replace(bare, guard_git="on"))
     assert native_image.missing(dataclasses.replace(bare, namespaces=plan.namespaces)) == ()
     assert any("relays" in m for m in native_image.missing(dataclasses.replace(bare, proxy_port=1)))
     assert "no pid namespace" in native_image.missing(
         dataclasses.replace(bare, namespaces=("user", "mount"))
     )
+
+
+@pytest.mark.parametrize("name", _golden())
+def test_the_guards_rules_come_back_as_the_plan_made_them(name: str) -> None:
+    from ringfence.platforms.linux import guard_exec, steps
+
+    plan = _plan(name)
+    if not plan.sandboxed or plan.landlock is None or not plan.guard_enabled:
+        return
+    by_tag = dict(_records(native_image.encode(plan).data))
+    assert guard_exec.rules_from_json(by_tag[native_image.TAG_GUARD_RULES]) == steps.guard_rules_of(
+        plan
+    )
+    assert by_tag[native_image.TAG_GUARD_BPF]

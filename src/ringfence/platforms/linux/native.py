@@ -33,6 +33,12 @@ class Ended:
     oom_kills: int = 0  # processes the run's memory cap killed
     names: tuple[str, ...] = ()  # host names looked up through the sandbox's resolver
     names_lost: bool = False  # more were looked up than are kept
+    # The name guard's findings, as command_init._finish sends them: what it refused and
+    # found, and the files that waited for its end-of-command check and did not get it (the
+    # host moves them aside: fail closed).
+    reports: tuple[dict[str, str], ...] = ()
+    unchecked: tuple[str, ...] = ()
+    guard_started: bool = False  # the command made a call the guard decides
 
 
 def available() -> bool:
@@ -57,7 +63,35 @@ def launch(image: bytes, argv: Sequence[str], timeout: float | None = None) -> E
     if kind == "error":
         raise SandboxError(detail)
     names, lost = _names(info.get("names", b""))
-    return Ended(kind, value, detail, int(info.get("oom_kills", 0)), names, lost)
+    reports, unchecked, started = _findings(info.get("reports", b""))
+    return Ended(
+        kind, value, detail, int(info.get("oom_kills", 0)), names, lost, reports, unchecked, started
+    )
+
+
+STARTED = "guard_started"  # the stub's record: the Python supervisor runs from here on
+
+
+def _findings(raw: bytes) -> tuple[tuple[dict[str, str], ...], tuple[str, ...], bool]:
+    """The guard's records (each a u32 length and JSON, as pid 1 forwards them), sorted as
+    command_init._finish sorts them."""
+    if not raw:
+        return (), (), False
+    from ringfence.platforms.linux.steps import CONTROL, _record
+
+    records: list[dict[str, str]] = []
+    pos = 0
+    while pos + 4 <= len(raw):
+        size = int.from_bytes(raw[pos : pos + 4], "little")
+        record = _record(raw[pos + 4 : pos + 4 + size])
+        pos += 4 + size
+        if record is not None:
+            records.append(record)
+    kinds = {r.get("kind") for r in records}
+    pending = sorted({r.get("path", "") for r in records if r.get("kind") == "git_pending"})
+    unchecked = tuple(pending) if pending and "git_finished" not in kinds else ()
+    kept = tuple(r for r in records if r.get("kind") not in CONTROL and r.get("kind") != STARTED)
+    return kept, unchecked, STARTED in kinds
 
 
 KEPT_NAMES = 256  # as dns_stub.LOG_SIZE

@@ -16,17 +16,21 @@ every length against the image and refuses any string holding a NUL byte.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import resource
 import struct
+import sys
 from dataclasses import dataclass
 
+import ringfence
 from ringfence.platforms.linux import bpf, seccomp
 from ringfence.platforms.linux.mountops import MountKind, MountOp
 from ringfence.platforms.linux.namespaces import CLONE_FLAGS
 from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy.model import Isolation
-from ringfence.policy.statedirs import LOCK
+from ringfence.policy.statedirs import GUARD_LOCK, LOCK, WORKSPACES
 
 MAGIC = b"RFNI\x01\x00\x00\x00"
 ABSENT = 0xFFFFFFFF
@@ -44,6 +48,11 @@ TAG_ENV = 10
 TAG_CWD = 11
 TAG_STATE_LOCK = 12
 TAG_CGROUP = 13
+TAG_GUARD_PYTHON = 14
+TAG_GUARD_BOOT = 15
+TAG_GUARD_RULES = 16
+TAG_GUARD_BPF = 17
+TAG_GUARD_LOCK = 18
 
 MOUNT_KINDS = {
     MountKind.BIND: 1,
@@ -64,7 +73,6 @@ BIT_NOEXEC = 8
 BIT_RECURSIVE = 16
 BIT_IS_DIR = 32
 BIT_CREATE = 64
-
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,32 @@ def _mount(op: MountOp) -> bytes:
     )
 
 
+def _guard(plan: LinuxPlan) -> list[bytes]:
+    """The name guard's records: how the stub starts the Python supervisor (this interpreter,
+    isolated, with this ringfence first on its path), its rules, the filter, the lock."""
+    from ringfence.platforms.linux import steps
+    from ringfence.platforms.linux.nameguard.filter import build_filter
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(ringfence.__file__)))
+    boot = (
+        f"import sys; sys.path.insert(0, {package_parent!r}); "
+        "from ringfence.platforms.linux.guard_exec import main; main()"
+    )
+    names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
+    made = steps.guard_rules_of(plan)
+    rules = json.dumps({f.name: getattr(made, f.name) for f in dataclasses.fields(made) if f.init})
+    out = [
+        _record(TAG_GUARD_PYTHON, os.fsencode(sys.executable)),
+        _record(TAG_GUARD_BOOT, boot.encode()),
+        _record(TAG_GUARD_RULES, rules.encode()),
+        _record(TAG_GUARD_BPF, bpf.encode(build_filter(names=names))),
+    ]
+    if plan.state_dir and os.path.basename(os.path.dirname(plan.state_dir)) == WORKSPACES:
+        lock = os.path.join(os.path.dirname(os.path.dirname(plan.state_dir)), GUARD_LOCK)
+        out.append(_record(TAG_GUARD_LOCK, os.fsencode(lock)))
+    return out
+
+
 def missing(plan: LinuxPlan) -> tuple[str, ...]:
     """What the native launcher does not do for ``plan`` (yet): the Python runner runs it."""
     gaps = []
@@ -116,8 +150,6 @@ def missing(plan: LinuxPlan) -> tuple[str, ...]:
     for needed in ("user", "mount", "pid"):
         if plan.sandboxed and needed not in plan.namespaces:
             gaps.append(f"no {needed} namespace")
-    if plan.guard_enabled:
-        gaps.append("the name guard")
     if plan.proxy_port is not None or plan.expose_ports or plan.publish:
         gaps.append("network relays (proxy, exposed or published ports)")
     return tuple(gaps)
@@ -165,6 +197,8 @@ def encode(plan: LinuxPlan) -> Image:
             out.append(_record(TAG_CGROUP, head + os.fsencode(parent)))
     if plan.state_dir:  # held shared while the sandbox runs (statedirs.hold)
         out.append(_record(TAG_STATE_LOCK, os.fsencode(os.path.join(plan.state_dir, LOCK))))
+    if plan.guard_enabled:
+        out += _guard(plan)
     return Image(b"".join(out), missing(plan))
 
 

@@ -476,19 +476,17 @@ def _supervisor_main(
         listener = take_listener(sock, os.getppid())
         if listener is None:
             os._exit(0)  # the command failed before installing the filter
-        _serve_commands(plan, sock, listener, lock_fd, rules)
+        serve_commands(
+            sock, listener, lock_fd, rules if rules is not None else guard_rules_of(plan)
+        )
     except BaseException as e:  # the listener closes with us: guarded calls then fail closed
         os.write(2, f"ringfence: name guard failed: {e}\n".encode())
         code = 1
     os._exit(code)
 
 
-def _serve_commands(
-    plan: LinuxPlan,
-    sock: socket.socket,
-    listener: int,
-    lock_fd: int,
-    rules: guard_rules.GuardRules | None,
+def serve_commands(
+    sock: socket.socket, listener: int, lock_fd: int, rules: guard_rules.GuardRules
 ) -> None:
     """Answer the calls of the init's commands, one command after another: after each, on the
     init's :data:`RESET`, a supervisor that answered anything is dropped with all it learnt
@@ -506,7 +504,7 @@ def _serve_commands(
             reporter = _Reporter(sock)
             supervisor = Supervisor(
                 listener,
-                _resolved_sockets(rules if rules is not None else guard_rules_of(plan)),
+                _resolved_sockets(rules),
                 on_denial=reporter.denial,
                 on_event=reporter.event,
                 lock_fd=lock_fd,

@@ -11,6 +11,7 @@ void image_free(image_t *im)
     PyMem_Free(im->quotas);
     PyMem_Free(im->cgroups);
     PyMem_Free(im->scratch);
+    PyMem_Free(im->guard_bpf);
     PyMem_Free(im->envp);
     PyMem_Free(im->arena);
     memset(im, 0, sizeof(*im));
@@ -194,6 +195,31 @@ static int parse_record(image_t *im, int tag, cursor_t *r)
         im->n_cgroups++;
         return 0;
     }
+    case TAG_GUARD_PYTHON:
+    case TAG_GUARD_BOOT:
+    case TAG_GUARD_RULES:
+    case TAG_GUARD_LOCK: {
+        str_t *slot = tag == TAG_GUARD_PYTHON ? &im->guard_python
+                      : tag == TAG_GUARD_BOOT ? &im->guard_boot
+                      : tag == TAG_GUARD_RULES ? &im->guard_rules
+                                               : &im->guard_lock;
+        if (slot->ptr != NULL || stash(im, r->p, (uint32_t)(r->end - r->p), slot) < 0)
+            return -1;
+        r->p = r->end;
+        return 0;
+    }
+    case TAG_GUARD_BPF: {
+        size_t n = (size_t)(r->end - r->p);
+        if (im->guard_bpf != NULL || n == 0 || n % sizeof(struct sock_filter) || n / 8 > BPF_MAXINSNS)
+            return -1;
+        im->guard_bpf = PyMem_Malloc(n);
+        if (im->guard_bpf == NULL)
+            return -1;
+        memcpy(im->guard_bpf, r->p, n);
+        im->n_guard_bpf = n / sizeof(struct sock_filter);
+        r->p = r->end;
+        return 0;
+    }
     case TAG_STATE_LOCK:
         if (stash(im, r->p, (uint32_t)(r->end - r->p), &im->state_lock) < 0)
             return -1;
@@ -231,6 +257,10 @@ int parse_image(const unsigned char *data, size_t size, image_t *im)
     if (!im->have_ids || !im->have_landlock || im->bpf == NULL || im->cwd.ptr == NULL ||
         im->n_mounts == 0)
         return -1;
+    if (im->guard_bpf != NULL &&
+        (im->guard_python.ptr == NULL || im->guard_boot.ptr == NULL || im->guard_rules.ptr == NULL ||
+         im->guard_python.ptr[0] != '/'))
+        return -1; /* a guard that could not start: never run without it */
     im->scratch = PyMem_Calloc(2 * im->n_mounts, sizeof(int));
     if (im->scratch == NULL)
         return -1;

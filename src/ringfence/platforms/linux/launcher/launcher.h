@@ -207,6 +207,9 @@ long cg_oom_kills(const cgrun_t *run);
 void cg_remove(cgrun_t *run);
 
 #endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
 #ifndef SYS_landlock_create_ruleset
 #define SYS_landlock_create_ruleset 444
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
@@ -312,7 +315,8 @@ struct rf_cap_data {
 enum {
     TAG_NAMESPACES = 1, TAG_IDS, TAG_MOUNT, TAG_LANDLOCK, TAG_LANDLOCK_PATH,
     TAG_LANDLOCK_PORT, TAG_SECCOMP, TAG_RLIMIT, TAG_USERNS_LIMIT, TAG_ENV, TAG_CWD,
-    TAG_STATE_LOCK, TAG_CGROUP,
+    TAG_STATE_LOCK, TAG_CGROUP, TAG_GUARD_PYTHON, TAG_GUARD_BOOT, TAG_GUARD_RULES,
+    TAG_GUARD_BPF, TAG_GUARD_LOCK,
 };
 enum {
     K_BIND = 1, K_TMPFS, K_PROC, K_DEVPTS, K_MASK, K_SYMLINK, K_REMOUNT_RO, K_FILE, K_OVERLAY,
@@ -391,6 +395,10 @@ typedef struct {
     cgsite_t *cgroups;
     size_t n_cgroups;
     str_t cwd, state_lock;
+    /* The name guard (guard.c): absent when the plan has none. */
+    str_t guard_python, guard_boot, guard_rules, guard_lock;
+    struct sock_filter *guard_bpf;
+    size_t n_guard_bpf;
     int *scratch; /* 2 x n_mounts ints for build_view, allocated before the clone */
     char *arena; /* every string, NUL-terminated */
     size_t arena_used, arena_cap;
@@ -432,7 +440,14 @@ typedef struct {
     int status_w; /* the command's wait status, once everything of it is gone */
     int go_r;     /* the host's go-ahead: pid 1 is in the run's cgroups */
     int names_w;  /* the host names the command looked up (dns.c) */
+    int reports_w; /* the name guard's findings (guard.c) */
+    int guard_lock; /* <cache>/guard.lock, opened by the host (-1: none) */
 } sandbox_fds_t;
+
+void guard_keep_ptrace_inheritable(void);
+pid_t guard_start(const image_t *im, int lock, int *sock_out);
+void guard_enter_scope(const image_t *im);
+void guard_install(const image_t *im, int sock);
 
 __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv,
                                             const sandbox_fds_t *fds);

@@ -54,17 +54,19 @@ static void close_pair(int p[2])
 }
 
 typedef struct {
-    int err[2], status[2], ctl[2], go[2], names[2];
+    int err[2], status[2], ctl[2], go[2], names[2], reports[2];
 } pipes_t;
 
 static int open_pipes(pipes_t *p)
 {
-    int *all[] = {p->err, p->status, p->ctl, p->go, p->names};
-    for (size_t i = 0; i < 5; i++)
+    int *all[] = {p->err, p->status, p->ctl, p->go, p->names, p->reports};
+    for (size_t i = 0; i < 6; i++)
         all[i][0] = all[i][1] = -1;
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < 6; i++)
         if (pipe2(all[i], O_CLOEXEC) < 0)
             return -1;
+    if (fcntl(p->reports[0], F_SETFL, O_NONBLOCK) < 0)
+        return -1;
     /* the resolver never waits on the host: a name that does not fit is lost (and said so) */
     return fcntl(p->names[1], F_SETFL, O_NONBLOCK);
 }
@@ -76,10 +78,42 @@ static void close_pipes(pipes_t *p)
     close_pair(p->ctl);
     close_pair(p->go);
     close_pair(p->names);
+    close_pair(p->reports);
+}
+
+/* The guard's records as pid 1 forwards them, read while the command runs (pid 1 must never
+ * wait on a full pipe). Bounded: the guard caps its findings per command itself. */
+#define REPORTS_MAX (8u << 20)
+typedef struct {
+    char *data;
+    size_t len, cap;
+} growbuf_t;
+
+static void drain(int fd, growbuf_t *b)
+{
+    for (;;) {
+        if (b->cap - b->len < 65536 && b->cap < REPORTS_MAX) {
+            size_t cap = b->cap ? b->cap * 2 : 131072;
+            char *grown = PyMem_RawRealloc(b->data, cap);
+            if (grown == NULL)
+                return;
+            b->data = grown;
+            b->cap = cap;
+        }
+        char sink[4096];
+        int room = b->cap - b->len > 0;
+        ssize_t n = room ? read(fd, b->data + b->len, b->cap - b->len) : read(fd, sink, sizeof(sink));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        if (room)
+            b->len += (size_t)n;
+    }
 }
 
 /* Wait for pid 1 (through a pidfd, so a timeout can end it); 1 if the deadline came. */
-static int wait_sandbox(pid_t pid, double timeout, int *wstatus)
+static int wait_sandbox(pid_t pid, double timeout, int *wstatus, int reports_r, growbuf_t *reports)
 {
     int timed_out = 0;
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -96,9 +130,18 @@ static int wait_sandbox(pid_t pid, double timeout, int *wstatus)
         }
         int rc;
         if (pidfd >= 0) {
-            struct pollfd pf = {pidfd, POLLIN, 0};
-            rc = poll(&pf, 1, wait_ms);
+            struct pollfd pf[2] = {{pidfd, POLLIN, 0}, {reports_r, POLLIN, 0}};
+            rc = poll(pf, 2, wait_ms);
+            if (rc > 0 && pf[1].revents) {
+                drain(reports_r, reports);
+                if (!(pf[0].revents & POLLIN)) {
+                    if (pf[1].revents & (POLLHUP | POLLERR))
+                        reports_r = -1; /* all writers gone: poll ignores a negative fd */
+                    continue;
+                }
+            }
         } else { /* no pidfd (an old kernel): look every 10 ms */
+            drain(reports_r, reports);
             int st;
             pid_t got = waitpid(pid, &st, WNOHANG);
             if (got == pid) {
@@ -134,14 +177,17 @@ typedef struct {
     long oom_kills;
     char names[65536]; /* the names pipe's whole capacity */
     Py_ssize_t names_len;
+    growbuf_t reports;
 } info_t;
 
 static PyObject *outcome(const char *kind, int value, const char *detail, Py_ssize_t len,
                          const info_t *info)
 {
-    return Py_BuildValue("(siy#{sl,sy#})", kind, value, detail, len, "oom_kills",
+    return Py_BuildValue("(siy#{sl,sy#,sy#})", kind, value, detail, len, "oom_kills",
                          info ? info->oom_kills : 0L, "names", info ? info->names : "",
-                         info ? info->names_len : (Py_ssize_t)0);
+                         info ? info->names_len : (Py_ssize_t)0, "reports",
+                         info && info->reports.data ? info->reports.data : "",
+                         info ? (Py_ssize_t)info->reports.len : (Py_ssize_t)0);
 }
 
 #define UNSHARE_HELP                                                                           \
@@ -168,6 +214,20 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
         return outcome("error", 0, full, n, NULL);
     }
     int state_fd = lock_state(im);
+    /* the guards of all the user's sandboxes take turns on it (statedirs.open_guard_lock) */
+    int guard_lock = im->guard_bpf != NULL && im->guard_lock.ptr != NULL
+                         ? open(im->guard_lock.ptr, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600)
+                         : -1;
+    info_t *infop = PyMem_RawCalloc(1, sizeof(info_t));
+    if (infop == NULL) {
+        cg_remove(&cg);
+        if (state_fd >= 0)
+            close(state_fd);
+        if (guard_lock >= 0)
+            close(guard_lock);
+        close_pipes(&p);
+        return PyErr_NoMemory();
+    }
     struct sigaction saved[N_FORWARDED], fwd;
     memset(&fwd, 0, sizeof(fwd));
     fwd.sa_handler = on_signal;
@@ -193,9 +253,10 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
             signal(FORWARDED[i], SIG_IGN); /* the host forwards them to the command */
         /* Nothing of the host's but stdio and our pipes (a listening socket or a lock of the
          * host's must not live as long as the sandbox). */
-        int keep[] = {0, 1, 2, p.err[1], p.ctl[0], p.status[1], p.go[0], p.names[1]};
+        int keep[] = {0, 1, 2, p.err[1], p.ctl[0], p.status[1], p.go[0], p.names[1],
+                      p.reports[1], guard_lock};
         close_all_but(keep, (int)(sizeof(keep) / sizeof(keep[0])));
-        sandbox_fds_t fds = {p.ctl[0], p.status[1], p.go[0], p.names[1]};
+        sandbox_fds_t fds = {p.ctl[0], p.status[1], p.go[0], p.names[1], p.reports[1], guard_lock};
         sandbox_main(im, argv, &fds);
     }
     clone_errno = errno;
@@ -204,7 +265,8 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
     close(p.ctl[0]);
     close(p.go[0]);
     close(p.names[1]);
-    p.err[1] = p.status[1] = p.ctl[0] = p.go[0] = p.names[1] = -1;
+    close(p.reports[1]);
+    p.err[1] = p.status[1] = p.ctl[0] = p.go[0] = p.names[1] = p.reports[1] = -1;
     if (pid > 0) {
         if (cg_join(&cg, pid, msg, sizeof(msg)) < 0) {
             join_failed = 1;
@@ -214,20 +276,15 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
         }
         close(p.go[1]);
         p.go[1] = -1;
-        timed_out = wait_sandbox(pid, timeout, &wstatus);
+        timed_out = wait_sandbox(pid, timeout, &wstatus, p.reports[0], &infop->reports);
+        drain(p.reports[0], &infop->reports); /* the rest: pid 1 is gone, so are its writes */
     }
     Py_END_ALLOW_THREADS
     forward_fd = -1;
     for (size_t i = 0; i < N_FORWARDED; i++)
         sigaction(FORWARDED[i], &saved[i], NULL);
-    info_t *infop = PyMem_RawCalloc(1, sizeof(info_t));
-    if (infop == NULL) {
-        cg_remove(&cg);
-        if (state_fd >= 0)
-            close(state_fd);
-        close_pipes(&p);
-        return PyErr_NoMemory();
-    }
+    if (guard_lock >= 0)
+        close(guard_lock);
     infop->oom_kills = cg_oom_kills(&cg);
     long oom = infop->oom_kills;
     cg_remove(&cg);
@@ -269,6 +326,7 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
             result = outcome("error", 0, why, (Py_ssize_t)strlen(why), infop);
         }
     }
+    PyMem_RawFree(infop->reports.data);
     PyMem_RawFree(infop);
     close_pipes(&p);
     return result;
