@@ -39,7 +39,7 @@ PY_SITE = "`python -c pass` (with site)"
 MAIN = "`python -m ringfence run -- true`"
 ONE_SHOT_SCRIPT = "`ringfence run -- true` (the command)"
 NO_CACHE = "`... run -- true`, plan cache off (compiles every time)"
-NATIVE = "native launcher: kept image, `true` (no guard, cgroups, DNS stub or lookup yet)"
+NATIVE = "native launcher: kept image of the default plan, `true` (no lookup or audit yet)"
 # A fresh interpreter (with site, as the `ringfence` command has) that reads a kept image and
 # runs `true` through the native launcher: the floor a native one-shot run builds on.
 NATIVE_RUN = (
@@ -175,10 +175,8 @@ def cold(scale: Scale) -> Section:
 
 
 def _native_image(ws: str) -> str | None:
-    """The default plan for ``ws`` as the native launcher's image, less what it does not do
-    yet (native_image.missing), kept in a private file; None where it was not built."""
-    import dataclasses
-
+    """The default plan for ``ws`` (name guard, cgroups, resolver and all) as the native
+    launcher's image, kept in a private file; None where the launcher was not built."""
     from ringfence.platforms.linux import hostfacts, landlock, native, native_image
     from ringfence.platforms.linux.plan import compile_linux
     from ringfence.policy.model import Policy
@@ -187,20 +185,13 @@ def _native_image(ws: str) -> str | None:
         return None
     policy = Policy(workspace=ws).validate()
     facts = hostfacts.gather(policy, env=os.environ, landlock_abi=landlock.abi_version())
-    plan = compile_linux(policy, facts, cwd=ws)
-    plan = dataclasses.replace(
-        plan,
-        guard_names=(),
-        guard_paths=(),
-        guard_git="off",
-        socket_roots=(),
-        cgroup_sites=(),
-        cgroup_limits=(),
-    )
+    image = native_image.encode(compile_linux(policy, facts, cwd=ws))
+    if image.missing:
+        return None
     path = os.path.join(ws, ".native-image")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
-        f.write(native_image.encode(plan).data)
+        f.write(image.data)
     return path
 
 

@@ -53,7 +53,7 @@ else:
     timeout = float(os.environ.get("RF_TIMEOUT", "60"))
     print(f"PID {os.getpid()} {json.dumps(plan.cgroup_sites)}", file=sys.stderr)
     try:
-        e = native.launch(image.data, argv, timeout=timeout)
+        e = native.launch(image, argv, timeout=timeout)
         out = [e.kind, e.value, e.detail] + ([e.oom_kills] if e.oom_kills else [])
         if e.names:
             print("NAMES " + json.dumps([e.names, e.names_lost]), file=sys.stderr)
@@ -346,7 +346,7 @@ plan = dataclasses.replace(
     compile_linux(policy, facts, cwd=ws), guard_names=(), guard_paths=(), guard_git="off",
     socket_roots=(),
 )
-image = native_image.encode(plan).data
+image = native_image.encode(plan)
 if case == "threads":  # other threads allocating while the launcher clones
     stop = False
     def churn():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +129,68 @@ def test_the_guards_rules_come_back_as_the_plan_made_them(name: str) -> None:
         plan
     )
     assert by_tag[native_image.TAG_GUARD_BPF]
+
+
+def test_the_guard_is_not_run_natively_from_code_the_command_can_change() -> None:
+    """Review 16: the stub executes the interpreter from the sandbox's view after the command
+    started; with the interpreter, the standard library or ringfence in a writable place (a
+    venv in the workspace, the lasting /tmp layer) the Python runner must run the plan."""
+    import os
+    import sys
+
+    from ringfence.platforms.linux import landlock
+
+    plan = next(p for p in map(_plan, _golden()) if p.sandboxed and p.landlock and p.guard_enabled)
+    plan = dataclasses.replace(plan, proxy_port=None, expose_ports=(), publish=())
+    assert native_image.guard_code_changeable(plan) is None
+    assert native_image.missing(plan) == ()
+    write = landlock.ACCESS_FS["WRITE_FILE"] | landlock.ACCESS_FS["MAKE_REG"]
+    for place in (sys.prefix, os.path.dirname(os.__file__), os.path.dirname(sys.executable)):
+        assert plan.landlock is not None
+        rules = (*plan.landlock.rules, landlock.PathRule(place, write))
+        exposed = dataclasses.replace(
+            plan, landlock=dataclasses.replace(plan.landlock, rules=rules)
+        )
+        code = native_image.guard_code_changeable(exposed)
+        assert code is not None and (code == place or code.startswith(place + "/")), place
+        assert any("name guard's code" in m for m in native_image.missing(exposed))
+    # a read-only rule on the same places changes nothing
+    read = landlock.READ_ACCESS
+    rules = (*plan.landlock.rules, landlock.PathRule(sys.prefix, read))
+    kept = dataclasses.replace(plan, landlock=dataclasses.replace(plan.landlock, rules=rules))
+    assert native_image.guard_code_changeable(kept) is None
+
+
+def test_the_guard_runs_the_base_interpreter_with_ringfence_after_the_stdlib() -> None:
+    import os
+    import sys
+
+    plan = next(p for p in map(_plan, _golden()) if p.sandboxed and p.landlock and p.guard_enabled)
+    by_tag = dict(_records(native_image.encode(plan).data))
+    python = by_tag[native_image.TAG_GUARD_PYTHON].decode()
+    assert python == os.path.realpath(python)  # no virtualenv link: no pyvenv.cfg is read
+    assert os.path.realpath(getattr(sys, "_base_executable", sys.executable)) == python
+    boot = by_tag[native_image.TAG_GUARD_BOOT].decode()
+    assert "sys.path.append(" in boot and "insert" not in boot
+
+
+def test_a_cgroup_name_with_an_impossible_pid_does_not_stop_the_prune(tmp_path: Path) -> None:
+    """Review 16 (cgroups.py): os.kill of a pid too large for pid_t raised OverflowError,
+    which anyone able to make such a directory in the parent could use to fail every run."""
+    from ringfence.platforms.linux import cgroups
+
+    (tmp_path / "ringfence-99999999999999999999-deadbeef").mkdir()
+    (tmp_path / "ringfence-999999999-deadbeef").mkdir()  # no such process: pruned
+    cgroups.prune_stale(str(tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == ["ringfence-99999999999999999999-deadbeef"]
+
+
+def test_an_image_with_something_missing_is_never_launched() -> None:
+    from ringfence.errors import UnsupportedError
+    from ringfence.platforms.linux import native
+
+    if not native.available():
+        pytest.skip("the native launcher was not built here")
+    gap = "the name guard's code can be changed inside the sandbox: /x"
+    with pytest.raises(UnsupportedError, match="cannot run this plan: the name guard's code"):
+        native.launch(native_image.Image(native_image.MAGIC, (gap,)), ["true"])

@@ -237,7 +237,7 @@ def prune_stale(parent: str) -> None:
             continue  # its ringfence still runs
         except ProcessLookupError:
             pass
-        except OSError:
+        except (OSError, OverflowError):  # no such pid can exist: not ours to judge
             continue
         with contextlib.suppress(OSError):
             os.rmdir(os.path.join(parent, name))

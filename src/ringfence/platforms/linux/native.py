@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ringfence.errors import SandboxError, UnsupportedError
+from ringfence.platforms.linux.native_image import Image
 
 try:
     from ringfence.platforms.linux import _launcher  # type: ignore[attr-defined]
@@ -46,16 +47,19 @@ def available() -> bool:
     return _launcher is not None
 
 
-def launch(image: bytes, argv: Sequence[str], timeout: float | None = None) -> Ended:
+def launch(image: Image, argv: Sequence[str], timeout: float | None = None) -> Ended:
     """Run ``argv`` in the sandbox ``image`` describes (native_image.encode), on this
-    process's stdin, stdout and stderr. Raises :class:`UnsupportedError` when this host
-    cannot build the boundary and :class:`SandboxError` when a step of it failed: in
-    both cases nothing ran."""
+    process's stdin, stdout and stderr. Raises :class:`UnsupportedError` when the image
+    needs what the launcher does not do (``image.missing``: the Python runner must run that
+    plan) or this host cannot build the boundary, and :class:`SandboxError` when a step of
+    it failed: in all these cases nothing ran."""
     if _launcher is None:
         raise UnsupportedError("the native launcher was not built for this interpreter")
-    got = _launcher.launch(
-        image, [os.fsencode(a) for a in argv], -1.0 if timeout is None else timeout
-    )
+    if image.missing:
+        gaps = "; ".join(image.missing)
+        raise UnsupportedError(f"the native launcher cannot run this plan: {gaps}")
+    raw_argv = [os.fsencode(a) for a in argv]
+    got = _launcher.launch(image.data, raw_argv, -1.0 if timeout is None else timeout)
     kind, value, info = got[0], got[1], got[3]
     detail = got[2].decode("utf-8", "replace")
     if kind == "unsupported":

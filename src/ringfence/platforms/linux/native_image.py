@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 
 import ringfence
-from ringfence.platforms.linux import bpf, seccomp
+from ringfence.platforms.linux import bpf, landlock, seccomp
 from ringfence.platforms.linux.mountops import MountKind, MountOp
 from ringfence.platforms.linux.namespaces import CLONE_FLAGS
 from ringfence.platforms.linux.plan_model import LinuxPlan
@@ -114,22 +114,77 @@ def _mount(op: MountOp) -> bytes:
     )
 
 
+def _package_parent() -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(ringfence.__file__)))
+
+
+def _guard_python() -> str:
+    """The base interpreter itself, not a virtualenv's link to it: no ``pyvenv.cfg`` is read."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _guard_code() -> tuple[str, ...]:
+    """Every path whose contents decide what the guard's supervisor runs: the interpreter
+    (and the virtualenv the host runs in), the standard library, ringfence."""
+    import sysconfig
+
+    stdlib = sysconfig.get_path("stdlib")
+    platstdlib = sysconfig.get_path("platstdlib")
+    paths = {
+        _guard_python(),
+        sys.executable,
+        sys.prefix,
+        sys.base_prefix,
+        stdlib,
+        platstdlib,
+        os.path.join(platstdlib, "lib-dynload"),
+        _package_parent(),
+        os.path.dirname(os.path.abspath(ringfence.__file__)),
+    }
+    return tuple(sorted(paths | {os.path.realpath(p) for p in paths}))
+
+
+# Landlock rights that change what a path holds (all but execute, read and ioctl).
+_CHANGING = ~(
+    landlock.ACCESS_FS["EXECUTE"]
+    | landlock.ACCESS_FS["READ_FILE"]
+    | landlock.ACCESS_FS["READ_DIR"]
+    | landlock.ACCESS_FS["IOCTL_DEV"]
+)
+
+
+def guard_code_changeable(plan: LinuxPlan) -> str | None:
+    """A path of the guard's code (:func:`_guard_code`) that the command could change, if
+    any. The Python runner's supervisor is forked from code loaded before the sandbox
+    existed; the native stub executes the interpreter from the sandbox's view after the
+    command has started, so a file the command (or an earlier one, in the lasting /tmp layer
+    or a writable root) changed would be what runs with the guard's rights."""
+    if plan.landlock is None:
+        return None
+    places = [r.path for r in plan.landlock.rules if r.access & _CHANGING]
+    for code in _guard_code():
+        for place in places:
+            if code == place or code.startswith(place.rstrip("/") + "/"):
+                return code
+    return None
+
+
 def _guard(plan: LinuxPlan) -> list[bytes]:
-    """The name guard's records: how the stub starts the Python supervisor (this interpreter,
-    isolated, with this ringfence first on its path), its rules, the filter, the lock."""
+    """The name guard's records: how the stub starts the Python supervisor (the base
+    interpreter, isolated, ringfence after the standard library on its path), its rules, the
+    filter, the lock."""
     from ringfence.platforms.linux import steps
     from ringfence.platforms.linux.nameguard.filter import build_filter
 
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(ringfence.__file__)))
     boot = (
-        f"import sys; sys.path.insert(0, {package_parent!r}); "
+        f"import sys; sys.path.append({_package_parent()!r}); "
         "from ringfence.platforms.linux.guard_exec import main; main()"
     )
     names = bool(plan.guard_names or plan.guard_paths or plan.guard_git != "off")
     made = steps.guard_rules_of(plan)
     rules = json.dumps({f.name: getattr(made, f.name) for f in dataclasses.fields(made) if f.init})
     out = [
-        _record(TAG_GUARD_PYTHON, os.fsencode(sys.executable)),
+        _record(TAG_GUARD_PYTHON, os.fsencode(_guard_python())),
         _record(TAG_GUARD_BOOT, boot.encode()),
         _record(TAG_GUARD_RULES, rules.encode()),
         _record(TAG_GUARD_BPF, bpf.encode(build_filter(names=names))),
@@ -152,6 +207,8 @@ def missing(plan: LinuxPlan) -> tuple[str, ...]:
             gaps.append(f"no {needed} namespace")
     if plan.proxy_port is not None or plan.expose_ports or plan.publish:
         gaps.append("network relays (proxy, exposed or published ports)")
+    if plan.guard_enabled and (code := guard_code_changeable(plan)) is not None:
+        gaps.append(f"the name guard's code can be changed inside the sandbox: {code}")
     return tuple(gaps)
 
 

@@ -99,6 +99,12 @@ __attribute__((noreturn)) static void run_supervisor(const image_t *im, int sock
                           (char *)im->guard_boot.ptr, a_sock, a_listener, a_lock, a_rules, NULL};
     char *const envp[] = {"LC_ALL=C.UTF-8", NULL};
     execve(im->guard_python.ptr, argv, envp);
+    /* the listener closes with us: every guarded call now fails (closed); say why */
+    char msg[512];
+    int n = snprintf(msg, sizeof(msg), "ringfence: name guard failed: cannot execute %s: %s\n",
+                     im->guard_python.ptr, errtext(errno));
+    ssize_t unused = write(2, msg, (size_t)n);
+    (void)unused;
     _exit(1);
 }
 
@@ -116,9 +122,8 @@ __attribute__((noreturn)) static void stub_main(const image_t *im, int sock, int
     int null = open("/dev/null", O_RDWR);
     if (null < 0)
         _exit(1);
-    dup2(null, 0);
+    dup2(null, 0); /* stderr stays: a supervisor that fails says so there, as the Python one */
     dup2(null, 1);
-    dup2(null, 2);
     int keep[] = {0, 1, 2, sock, lock};
     close_all_but(keep, 5);
     int listener = take_listener(sock);
