@@ -564,3 +564,44 @@ def test_sandboxes_of_one_new_workspace_start_at_once(rf: Runner) -> None:
         for (out, err), rc in outs:
             assert rc == 0 and "cannot mount" not in err, err
             assert out.strip() == rf.nonce
+
+
+_VANISH = """
+import dataclasses, json, os, sys
+from ringfence.platforms.linux import hostfacts, landlock, native, native_image
+from ringfence.platforms.linux.plan import compile_linux
+from ringfence.policy.model import Policy
+from ringfence import process
+
+ws, how, secret = sys.argv[1], sys.argv[2], sys.argv[3]
+policy = Policy(workspace=ws).validate()
+facts = hostfacts.gather(policy, env=os.environ, landlock_abi=landlock.abi_version())
+plan = compile_linux(policy, facts, cwd=ws)
+assert any(op.target == secret for op in plan.mounts), "the secret is masked"
+os.unlink(secret)  # gone between the compile and the mounts
+argv = ["sh", "-c", f"test -e {secret} && echo SEEN; echo RAN"]
+if how == "python":
+    print("RESULT", process.run_sandboxed(plan, argv, timeout=60, audit=False).returncode)
+else:
+    print("RESULT", native.launch(native_image.encode(plan), argv).value)
+"""
+
+
+@pytest.mark.parametrize("how", ["python", "native"])
+def test_a_tmp_secret_gone_before_the_mounts_leaves_nothing_to_hide(rf: Runner, how: str) -> None:
+    from ringfence.platforms.linux import native
+
+    if how == "native" and not native.available():
+        pytest.skip("the native launcher was not built here")
+    """A credential cache in the host's /tmp, masked by the plan, removed before the sandbox
+    mounts its view (kdestroy, or test_tmp_view's own probe): the run goes on (it failed with
+    "cannot open mount point", breaking concurrent suites)."""
+    ws = rf.mkdir()
+    secret = Path(f"/tmp/krb5cc_rfvanish{os.getpid()}{how}")
+    secret.write_text("ticket")
+    os.chown(secret, rf.uid, rf.gid)
+    try:
+        r = rf.py("-c", _VANISH, str(ws), how, str(secret), cwd=ws)
+    finally:
+        secret.unlink(missing_ok=True)
+    assert r.stdout.split() == ["RAN", "RESULT", "0"], (r.stdout, r.stderr)

@@ -347,6 +347,8 @@ def _build_view(ops: Sequence[MountOp]) -> int:
     os.close(stage)
     asm = _Assembler(root_tree)
     for i, op in enumerate(ops[1:], start=1):
+        if _vanished(asm, op):
+            continue
         try:
             _apply(asm, op, sources.pop(i, None))
         except OSError as e:
@@ -359,6 +361,27 @@ def _build_view(ops: Sequence[MountOp]) -> int:
     if asm.empty_src is not None:
         os.close(asm.empty_src)
     return root_tree
+
+
+def _vanished(asm: _Assembler, op: MountOp) -> bool:
+    """A host /tmp entry the plan masks (a credential cache, say) that is gone by now: there
+    is nothing left to hide, and the run goes on. /tmp is everyone's: its entries come and go
+    between the compile and the mounts, and only their owner or root may remove them (the
+    sticky bit), so no one else can uncover a secret this way. Anywhere else a mask target
+    that vanished still fails the run."""
+    if op.kind is not MountKind.MASK or op.create or os.path.dirname(op.target) != "/tmp":
+        return False
+    try:
+        fd = openat2(
+            asm.root_fd,
+            op.target.lstrip("/"),
+            os.O_PATH | os.O_CLOEXEC,
+            RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS,
+        )
+    except FileNotFoundError:
+        return True
+    os.close(fd)
+    return False
 
 
 def _apply(asm: _Assembler, op: MountOp, source_tree: int | None) -> None:
