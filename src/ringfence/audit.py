@@ -10,23 +10,22 @@ of strings that look like credentials.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import math
 import os
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ringfence import auditfile
+from ringfence.auditfile import iso_utc
 from ringfence.digest import sha256_hex
 
 if TYPE_CHECKING:
     import datetime as _dt
 
-MAX_BYTES = 10 << 20
-KEEP = 3  # audit.jsonl.1 .. .3
+MAX_BYTES = auditfile.MAX_BYTES
+KEEP = auditfile.KEEP
 
 _SECRET_ARG = re.compile(
     r"(?i)(?:"
@@ -70,19 +69,6 @@ def now() -> str:
     return iso_utc(time.time())
 
 
-def iso_utc(when: float) -> str:
-    """``when`` in UTC as ``datetime.isoformat(timespec="milliseconds")`` writes it, without
-    importing datetime (its C module costs every one-shot run a few milliseconds)."""
-    frac, whole = math.modf(when)  # rounded to microseconds as datetime.fromtimestamp does
-    seconds, micro = int(whole), round(frac * 1_000_000)
-    if micro >= 1_000_000:
-        seconds, micro = seconds + 1, micro - 1_000_000
-    elif micro < 0:
-        seconds, micro = seconds - 1, micro + 1_000_000
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{stamp}.{micro // 1000:03d}+00:00"  # isoformat truncates to milliseconds
-
-
 class AuditLog:
     def __init__(self, path: str | None = None, *, max_bytes: int = MAX_BYTES) -> None:
         self.path = path or default_path()
@@ -91,50 +77,7 @@ class AuditLog:
     def write(self, record: Mapping[str, Any]) -> None:
         """Append one record, atomically; rotate first when the file is full."""
         line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            fd, size = self._open_locked(flags)
-        except FileNotFoundError:  # the first record: its directory is made then, not each time
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            fd, size = self._open_locked(flags)
-        try:
-            if size and size + len(line) > self.max_bytes:
-                fd = self._rotate(fd, flags)
-            elif size and os.pread(fd, 1, size - 1) != b"\n":
-                line = b"\n" + line  # a writer died mid-line: end its torn line first
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    def _open_locked(self, flags: int) -> tuple[int, int]:
-        """The current file, opened and locked, and its size. A writer that waited while
-        another rotated finds its file renamed away and opens the new one."""
-        while True:
-            fd = os.open(self.path, flags, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                current = os.stat(self.path)
-            except FileNotFoundError:
-                os.close(fd)
-                continue
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) == (current.st_dev, current.st_ino):
-                return fd, st.st_size
-            os.close(fd)
-
-    def _rotate(self, fd: int, flags: int) -> int:
-        """Shift audit.jsonl -> .1 -> .2 ... while holding the lock; return the new file's fd,
-        locked."""
-        for i in range(KEEP - 1, 0, -1):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
-        os.replace(self.path, f"{self.path}.1")
-        new = os.open(self.path, flags, 0o600)
-        fcntl.flock(new, fcntl.LOCK_EX)
-        os.close(fd)
-        return new
+        auditfile.append(self.path, line, self.max_bytes)
 
     def records(self, *, since: _dt.datetime | str | None = None) -> Iterator[dict[str, Any]]:
         """Every complete record, oldest first (rotated files included); torn lines skipped.

@@ -313,12 +313,7 @@ class Connection:
     @functools.cached_property
     def policy_digest(self) -> str:
         """Of the plan, once per session (it does not change)."""
-        from ringfence import audit
-
-        data = self.plan.to_dict()
-        data["env"] = sorted(data["env"])  # names only: values never reach the log
-        data.pop("cwd", None)
-        return audit.digest(data)
+        return plan_digest(self.plan)
 
     def _start_network(self, fds: list[int]) -> None:
         """Serve the sockets the runner made in the sandbox's network namespace: the proxy's
@@ -549,3 +544,14 @@ def start_error(report: dict[str, Any], argv: list[str]) -> Exception:
         str(report.get("kind")), SandboxError
     )
     return kind(str(report.get("error", "the command could not start in the sandbox")))
+
+
+def plan_digest(plan: LinuxPlan) -> str:
+    """The audit log's ``policy`` of a plan: its digest, with the environment's names only
+    (values never reach the log) and without the working directory."""
+    from ringfence import audit
+
+    data = plan.to_dict()
+    data["env"] = sorted(data["env"])
+    data.pop("cwd", None)
+    return audit.digest(data)

@@ -4,8 +4,9 @@ from the plan cache, the full CLI otherwise.
 ``ringfence run --session NAME -- CMD`` is what an agent calls for every command once a
 session server is up, so it must not pay for argparse, the policy model or the config loader,
 nor for ``from __future__`` (this module and the ones the fast path imports do without it).
-A one-shot ``ringfence run FLAGS -- CMD`` whose plan was kept (``ringfence.oneshot``) does not
-pay for them either.
+A one-shot ``ringfence run FLAGS -- CMD`` whose plan was kept does not pay for them either:
+the native launcher runs it when it can (``ringfence.native_oneshot``), else the Python fast
+path (``ringfence.oneshot``).
 """
 
 import sys
@@ -27,6 +28,11 @@ def main() -> int:
     fast = session_client.fast_args(sys.argv[1:])
     if fast is not None:
         session_client.exit_now(session_client.run(*fast))
+    from ringfence import native_oneshot
+
+    native = native_oneshot.run(sys.argv[1:])
+    if native is not None:
+        session_client.exit_now(native & 0xFF if native >= 0 else 1)
     from ringfence import oneshot
 
     cached = oneshot.run_cached(sys.argv[1:])

@@ -51,19 +51,44 @@ class Keeper:
             path = getattr(module, "__file__", None)
             if name.startswith("ringfence") and isinstance(path, str):
                 answers[("stat", path)] = facts.ask("stat", path)
-        store.save(
-            self.request.directory,
-            self.request.key,
-            store.Entry(
-                plan,
-                {
-                    "timeout": options.timeout,
-                    "tty": options.tty,
-                    "ask": options.ask,
-                    "audit": options.audit,
-                },
-                answers,
-                tuple(self.recorder.effects),
-            ),
-            self.request.secret,
+        entry = store.Entry(
+            plan,
+            {
+                "timeout": options.timeout,
+                "tty": options.tty,
+                "ask": options.ask,
+                "audit": options.audit,
+            },
+            answers,
+            tuple(self.recorder.effects),
         )
+        store.save(self.request.directory, self.request.key, entry, self.request.secret)
+        self._keep_native(entry)
+
+    def _keep_native(self, entry: store.Entry) -> None:
+        """The same request for the native launcher (``native_oneshot``), when it can run the
+        plan and ask every question of its compile again; else only the Python entry."""
+        from ringfence.platforms.linux import native
+        from ringfence.platforms.linux.plan_model import LinuxPlan
+
+        plan, opts = entry.plan, entry.options
+        if not native.available() or not isinstance(plan, LinuxPlan) or opts["tty"] or opts["ask"]:
+            return
+        from ringfence.audit import default_path
+        from ringfence.connection import plan_digest
+        from ringfence.plancache import native_entry
+        from ringfence.platforms.linux import native_image
+
+        try:
+            image = native_image.encode(plan)
+        except ValueError:  # not sandboxed, or no Landlock: nothing for the launcher
+            return
+        if image.missing:
+            return
+        audit = (default_path(), plan_digest(plan), plan.cwd)
+        data = native_entry.encode(image.data, entry.answers, entry.effects, opts, audit)
+        if data is not None:
+            name = self.request.key + native_entry.SUFFIX
+            store.write_sealed(
+                self.request.directory, self.request.key, name, data, self.request.secret
+            )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
 
 try:  # the built-in module: hashlib loads OpenSSL first (~3 ms on the one-shot path)
     from _blake2 import blake2b
@@ -20,6 +19,10 @@ except ImportError:  # pragma: no cover - an interpreter built without it
     from hashlib import blake2b
 
 from ringfence.version import __version__
+
+TYPE_CHECKING = False  # not `typing`: the native one-shot path imports this module
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 
 def directory(env: Mapping[str, str]) -> str | None:

@@ -115,9 +115,15 @@ def save(dirpath: str, key: str, entry: Entry, secret: bytes) -> None:
         )
     except (ValueError, codec.CodecError):
         return
+    write_sealed(dirpath, key, key, data, secret)
+
+
+def write_sealed(dirpath: str, key: str, name: str, data: bytes, secret: bytes) -> None:
+    """``data`` sealed for ``key`` as ``dirpath/name``, atomically (a private file renamed
+    into place); errors are ignored: the cache is only ever a speed-up."""
     if len(data) > MAX_BYTES or not _private_dir(dirpath, create=True):
         return
-    tmp = os.path.join(dirpath, f".{key}.{os.getpid()}.tmp")
+    tmp = os.path.join(dirpath, f".{name}.{os.getpid()}.tmp")
     try:
         fd = os.open(
             tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
@@ -126,7 +132,7 @@ def save(dirpath: str, key: str, entry: Entry, secret: bytes) -> None:
             os.write(fd, seal.seal(key, data, secret) + data)
         finally:
             os.close(fd)
-        os.replace(tmp, os.path.join(dirpath, key))
+        os.replace(tmp, os.path.join(dirpath, name))
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

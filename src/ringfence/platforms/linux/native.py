@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ringfence.errors import SandboxError, UnsupportedError
 from ringfence.platforms.linux.native_image import Image
@@ -60,16 +61,28 @@ def launch(image: Image, argv: Sequence[str], timeout: float | None = None) -> E
         raise UnsupportedError(f"the native launcher cannot run this plan: {gaps}")
     raw_argv = [os.fsencode(a) for a in argv]
     got = _launcher.launch(image.data, raw_argv, -1.0 if timeout is None else timeout)
-    kind, value, info = got[0], got[1], got[3]
-    detail = got[2].decode("utf-8", "replace")
-    if kind == "unsupported":
-        raise UnsupportedError(detail)
-    if kind == "error":
-        raise SandboxError(detail)
+    if got[0] == "unsupported":
+        raise UnsupportedError(got[2].decode("utf-8", "replace"))
+    if got[0] == "error":
+        raise SandboxError(got[2].decode("utf-8", "replace"))
+    return ended(got)
+
+
+def ended(got: tuple[Any, ...]) -> Ended:
+    """The launcher's answer (``launch``, ``oneshot``) as an :class:`Ended`."""
+    kind, value, detail, info = got
     names, lost = _names(info.get("names", b""))
     reports, unchecked, started = _findings(info.get("reports", b""))
     return Ended(
-        kind, value, detail, int(info.get("oom_kills", 0)), names, lost, reports, unchecked, started
+        kind,
+        value,
+        detail.decode("utf-8", "replace"),
+        int(info.get("oom_kills", 0)),
+        names,
+        lost,
+        reports,
+        unchecked,
+        started,
     )
 
 
@@ -112,4 +125,4 @@ def _names(raw: bytes) -> tuple[tuple[str, ...], bool]:
     return tuple(dict.fromkeys(names)), lost
 
 
-__all__ = ["Ended", "available", "launch"]
+__all__ = ["Ended", "available", "ended", "launch"]

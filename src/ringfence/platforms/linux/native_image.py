@@ -109,9 +109,8 @@ def _mount(op: MountOp) -> bytes:
         if flag:
             bits |= bit
     head = struct.pack("<BBI", MOUNT_KINDS[op.kind], bits, op.mode)
-    return head + b"".join(
-        _string(v) for v in (op.target, op.source, op.size, op.content, op.why or None)
-    )
+    why = f"{op.why}" or None  # for the launcher's error messages only (as mounts.py's)
+    return head + b"".join(_string(v) for v in (op.target, op.source, op.size, op.content, why))
 
 
 def _package_parent() -> str:

@@ -125,10 +125,11 @@ static void guard_finish(int gsock, int reports_w)
             continue;
         if (n <= 0)
             return; /* the guard is gone */
+        /* The guard's answer ends it; the host has no use for it (a clean end stays clean). */
+        if (is_control(rec, n, "guard_reset") || is_control(rec, n, "guard_stale"))
+            return;
         uint32_t len = (uint32_t)n;
         if (write(reports_w, &len, 4) != 4 || write(reports_w, rec, (size_t)n) != n)
-            return;
-        if (is_control(rec, n, "guard_reset") || is_control(rec, n, "guard_stale"))
             return;
     }
 }
@@ -186,11 +187,6 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
 {
     int ctl_r = fds_in->ctl_r, status_w = fds_in->status_w, go_r = fds_in->go_r;
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    /* The host's go-ahead: it has put this process in the run's cgroups. */
-    char go;
-    if (read(go_r, &go, 1) != 1)
-        _exit(0);
-    close(go_r);
     map_ids(im);
     int root = build_view(im);
     pivot_into(root);
@@ -210,6 +206,13 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
     syscall(SYS_keyctl, RF_KEYCTL_JOIN_SESSION_KEYRING, NULL, 0, 0, 0); /* best effort */
     set_rlimits(im);
     restrict_self(ruleset);
+    /* The host's go-ahead before anything is forked: this process is in the run's cgroups
+     * (its children will be), and a kept request's answers were all the same. Until then it
+     * has only built its own view, which is thrown away with it if the go-ahead never comes. */
+    char go;
+    if (read(go_r, &go, 1) != 1)
+        _exit(0);
+    close(go_r);
     int gsock = -1;
     pid_t guard = 0;
     if (guarded) {
@@ -250,6 +253,8 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
         die(errno, "signalfd: %s", errtext(errno));
+    struct timespec began, finished;
+    clock_gettime(CLOCK_MONOTONIC, &began);
     pid_t child = start_command(im, argv, &old);
     if (child < 0)
         die(errno, "cannot start the command: fork failed: %s", errtext(errno));
@@ -285,6 +290,7 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
             if (got == child) {
                 status = st;
                 ended = 1;
+                clock_gettime(CLOCK_MONOTONIC, &finished);
             }
         }
     }
@@ -298,7 +304,10 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
         if (gone && gopen)
             guard_finish(gsock, fds_in->reports_w);
     }
-    ssize_t unused = write(status_w, &status, sizeof(status));
+    ended_t report = {status, 0,
+                      (double)(finished.tv_sec - began.tv_sec) +
+                          (double)(finished.tv_nsec - began.tv_nsec) / 1e9};
+    ssize_t unused = write(status_w, &report, sizeof(report));
     (void)unused;
     _exit(0);
 }

@@ -56,6 +56,26 @@
 /* The new mount API and friends: one number on every architecture (>= 424). */
 #ifndef SYS_open_tree
 #define SYS_open_tree 428
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -73,6 +93,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_move_mount
 #define SYS_move_mount 429
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -90,6 +130,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_fsopen
 #define SYS_fsopen 430
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -107,6 +167,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_fsconfig
 #define SYS_fsconfig 431
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -124,6 +204,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_fsmount
 #define SYS_fsmount 432
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -141,6 +241,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -158,6 +278,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_close_range
 #define SYS_close_range 436
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -175,6 +315,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_openat2
 #define SYS_openat2 437
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -192,6 +352,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -212,6 +392,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_landlock_create_ruleset
 #define SYS_landlock_create_ruleset 444
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -229,6 +429,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_landlock_add_rule
 #define SYS_landlock_add_rule 445
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -246,6 +466,26 @@ void cg_remove(cgrun_t *run);
 #endif
 #ifndef SYS_landlock_restrict_self
 #define SYS_landlock_restrict_self 446
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
+
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {
     char path[PATH_CAP];
@@ -455,6 +695,26 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
 #define DNS_SOCKS 4
 int dns_open(int socks[DNS_SOCKS]);
 __attribute__((noreturn)) void dns_serve(const int *socks, int n, int names_w);
+
+/* A kept one-shot request (entry.c): its image, once every answer is the same. */
+typedef struct {
+    const unsigned char *image;
+    size_t image_len;
+    double timeout; /* < 0: none */
+    int audit;
+} entry_t;
+/* entry_parse: the options and the image (1), or -1 for a malformed entry. entry_verify:
+ * 1 when every answer is the same (the effects found and marked), 0 when one differs (why
+ * says which), -1 malformed. Neither needs the GIL. */
+int entry_parse(const unsigned char *data, size_t size, entry_t *out, char *why, size_t whylen);
+int entry_verify(const unsigned char *data, size_t size, char *why, size_t whylen);
+
+/* What pid 1 reports once the command and everything it left are gone. */
+typedef struct {
+    int status;   /* the command's wait status */
+    int pad;
+    double duration; /* seconds from its start to its exit */
+} ended_t;
 
 /* The run's cgroups (cgroups.c), one directory per controller (shared: v2's one). */
 typedef struct {

@@ -1,6 +1,8 @@
 /* The Python module and the host's side of a launch, in the caller's process. */
 #include "launcher.h"
 
+#include <pthread.h>
+
 /* ---- the host side: in the caller's process ---- */
 
 static const int FORWARDED[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT};
@@ -178,16 +180,18 @@ typedef struct {
     char names[65536]; /* the names pipe's whole capacity */
     Py_ssize_t names_len;
     growbuf_t reports;
+    double duration;
 } info_t;
 
 static PyObject *outcome(const char *kind, int value, const char *detail, Py_ssize_t len,
                          const info_t *info)
 {
-    return Py_BuildValue("(siy#{sl,sy#,sy#})", kind, value, detail, len, "oom_kills",
+    return Py_BuildValue("(siy#{sl,sy#,sy#,sd})", kind, value, detail, len, "oom_kills",
                          info ? info->oom_kills : 0L, "names", info ? info->names : "",
                          info ? info->names_len : (Py_ssize_t)0, "reports",
                          info && info->reports.data ? info->reports.data : "",
-                         info ? (Py_ssize_t)info->reports.len : (Py_ssize_t)0);
+                         info ? (Py_ssize_t)info->reports.len : (Py_ssize_t)0, "duration",
+                         info ? info->duration : 0.0);
 }
 
 #define UNSHARE_HELP                                                                           \
@@ -198,7 +202,28 @@ static PyObject *outcome(const char *kind, int value, const char *detail, Py_ssi
     "--isolation reduced` lists what. `ringfence doctor` shows what is missing"
 
 /* The whole run, with the image parsed; the caller holds the GIL and has checked argv. */
-static PyObject *run_image(image_t *im, char **argv, double timeout)
+/* Moving pid 1 into its cgroups costs a cgroup v1 host an RCU grace period (~10 ms here):
+ * done in a thread of its own while this one asks the kept request's questions again. */
+typedef struct {
+    const cgrun_t *cg;
+    pid_t pid;
+    char *msg;
+    size_t msglen;
+    int rc;
+} joining_t;
+
+static void *join_main(void *arg)
+{
+    joining_t *j = arg;
+    j->rc = cg_join(j->cg, j->pid, j->msg, j->msglen);
+    return NULL;
+}
+
+/* The whole run of an image. With `verify` (a kept request), pid 1 builds the view while the
+ * host asks the request's questions again and joins it to its cgroups; pid 1 starts nothing
+ * until the go-ahead, which comes only when every answer is the same (else ("miss", ...)). */
+static PyObject *run_image(image_t *im, char **argv, double timeout, const unsigned char *verify,
+                           size_t verify_len)
 {
     pipes_t p;
     char msg[1100];
@@ -238,7 +263,8 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
         sigaction(FORWARDED[i], &fwd, &saved[i]);
 
     pid_t pid;
-    int wstatus = 0, timed_out = 0, clone_errno = 0, join_failed = 0;
+    int wstatus = 0, timed_out = 0, clone_errno = 0, join_failed = 0, verdict = 1;
+    char why[600] = "";
     Py_BEGIN_ALLOW_THREADS
     pid = (pid_t)syscall(SYS_clone, (unsigned long)(im->ns_flags | SIGCHLD), NULL, NULL, NULL, NULL);
     if (pid == 0) {
@@ -268,12 +294,18 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
     close(p.reports[1]);
     p.err[1] = p.status[1] = p.ctl[0] = p.go[0] = p.names[1] = p.reports[1] = -1;
     if (pid > 0) {
-        if (cg_join(&cg, pid, msg, sizeof(msg)) < 0) {
-            join_failed = 1;
-            kill(pid, SIGKILL);
-        } else if (write(p.go[1], "g", 1) != 1) {
-            kill(pid, SIGKILL);
-        }
+        joining_t j = {&cg, pid, msg, sizeof(msg), 0};
+        pthread_t joiner;
+        int threaded = cg.n > 0 && pthread_create(&joiner, NULL, join_main, &j) == 0;
+        if (cg.n > 0 && !threaded)
+            join_main(&j);
+        if (verify != NULL)
+            verdict = entry_verify(verify, verify_len, why, sizeof(why));
+        if (threaded)
+            pthread_join(joiner, NULL);
+        join_failed = j.rc < 0;
+        if (join_failed || verdict != 1 || write(p.go[1], "g", 1) != 1)
+            kill(pid, SIGKILL); /* nothing of the command has started */
         close(p.go[1]);
         p.go[1] = -1;
         timed_out = wait_sandbox(pid, timeout, &wstatus, p.reports[0], &infop->reports);
@@ -291,27 +323,34 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
     if (state_fd >= 0)
         close(state_fd);
     PyObject *result;
-    if (pid < 0) {
+    if (pid > 0 && verdict != 1) {
+        if (verdict < 0)
+            snprintf(why, sizeof(why), "a malformed native entry");
+        result = Py_BuildValue("(siy{})", "miss", 0, why);
+    } else if (pid < 0) {
         int n = snprintf(msg, sizeof(msg), UNSHARE_HELP, errtext(clone_errno));
         result = outcome("unsupported", clone_errno, msg, n, NULL);
-    } else if (join_failed) {
-        char full[1200];
-        int n = snprintf(full, sizeof(full), "cannot start the sandbox runner: %s", msg);
-        result = outcome("error", 0, full, n, NULL);
     } else {
         infop->names_len = read_all(p.names[0], infop->names, sizeof(infop->names));
-        ssize_t elen = read_all(p.err[0], msg, sizeof(msg) - 1);
-        int cmd_status = 0;
-        ssize_t slen = read_all(p.status[0], (char *)&cmd_status, sizeof(cmd_status));
-        if (elen >= 5) {
+        char err[1100];
+        ssize_t elen = read_all(p.err[0], err, sizeof(err) - 1);
+        ended_t ended = {0, 0, 0.0};
+        ssize_t slen = read_all(p.status[0], (char *)&ended, sizeof(ended));
+        int cmd_status = ended.status;
+        infop->duration = ended.duration;
+        if (elen >= 5) { /* pid 1's own word first: it says why it failed */
             int code;
-            memcpy(&code, msg + 1, 4);
-            const char *kind = msg[0] == R_EXEC          ? "exec_error"
-                               : msg[0] == R_CWD         ? "cwd_error"
-                               : msg[0] == R_UNSUPPORTED ? "unsupported"
+            memcpy(&code, err + 1, 4);
+            const char *kind = err[0] == R_EXEC          ? "exec_error"
+                               : err[0] == R_CWD         ? "cwd_error"
+                               : err[0] == R_UNSUPPORTED ? "unsupported"
                                                          : "error";
-            result = outcome(kind, code, msg + 5, elen - 5, infop);
-        } else if (slen == (ssize_t)sizeof(cmd_status)) {
+            result = outcome(kind, code, err + 5, elen - 5, infop);
+        } else if (join_failed) {
+            char full[1200];
+            int n = snprintf(full, sizeof(full), "cannot start the sandbox runner: %s", msg);
+            result = outcome("error", 0, full, n, NULL);
+        } else if (slen == (ssize_t)sizeof(ended)) {
             if (WIFSIGNALED(cmd_status))
                 result = outcome("signal", WTERMSIG(cmd_status), "", 0, infop);
             else
@@ -321,14 +360,64 @@ static PyObject *run_image(image_t *im, char **argv, double timeout)
         } else if (WIFSIGNALED(wstatus) && oom > 0) {
             result = outcome("signal", SIGKILL, "", 0, infop); /* the memory cap killed pid 1 */
         } else {
-            const char *why = WIFSIGNALED(wstatus) ? "the sandbox's init was killed"
-                                                   : "the sandbox's init ended without a report";
-            result = outcome("error", 0, why, (Py_ssize_t)strlen(why), infop);
+            const char *w = WIFSIGNALED(wstatus) ? "the sandbox's init was killed"
+                                                 : "the sandbox's init ended without a report";
+            result = outcome("error", 0, w, (Py_ssize_t)strlen(w), infop);
         }
     }
     PyMem_RawFree(infop->reports.data);
     PyMem_RawFree(infop);
     close_pipes(&p);
+    return result;
+}
+
+/* argv as the children use it: a tuple of its own (no other thread can free an item while
+ * the children read it) and a NULL-terminated array into it. */
+static char **argv_of(PyObject *argv_obj, PyObject **tuple_out)
+{
+    PyObject *t = PySequence_Tuple(argv_obj);
+    *tuple_out = t;
+    if (t == NULL)
+        return NULL;
+    Py_ssize_t argc = PyTuple_GET_SIZE(t);
+    if (argc < 1) {
+        PyErr_SetString(PyExc_ValueError, "argv must not be empty");
+        return NULL;
+    }
+    char **argv = PyMem_Calloc((size_t)argc + 1, sizeof(char *));
+    if (argv == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < argc; i++) {
+        PyObject *a = PyTuple_GET_ITEM(t, i);
+        if (!PyBytes_Check(a) || (size_t)PyBytes_GET_SIZE(a) != strlen(PyBytes_AS_STRING(a))) {
+            PyErr_SetString(PyExc_ValueError, "argv items must be bytes without NUL");
+            PyMem_Free(argv);
+            return NULL;
+        }
+        argv[i] = PyBytes_AS_STRING(a);
+    }
+    return argv;
+}
+
+static PyObject *launch_image(const unsigned char *data, size_t size, PyObject *argv_obj,
+                              double timeout, const unsigned char *verify, size_t verify_len)
+{
+    image_t im;
+    PyObject *result = NULL, *tuple = NULL;
+    char **argv = NULL;
+    if (parse_image(data, size, &im) < 0) {
+        PyErr_SetString(PyExc_ValueError, "not a plan image of this ringfence");
+        goto out;
+    }
+    argv = argv_of(argv_obj, &tuple);
+    if (argv != NULL)
+        result = run_image(&im, argv, timeout, verify, verify_len);
+out:
+    PyMem_Free(argv);
+    Py_XDECREF(tuple);
+    image_free(&im);
     return result;
 }
 
@@ -340,49 +429,53 @@ static PyObject *launch(PyObject *self, PyObject *args)
     /* bytes, immutable: the file contents the children write are read from it in place */
     if (!PyArg_ParseTuple(args, "SO|d", &image_obj, &argv_obj, &timeout))
         return NULL;
-    image_t im;
-    PyObject *result = NULL;
-    PyObject *argv_seq = NULL;
-    char **argv = NULL;
-    if (parse_image((const unsigned char *)PyBytes_AS_STRING(image_obj),
-                    (size_t)PyBytes_GET_SIZE(image_obj), &im) < 0) {
-        PyErr_SetString(PyExc_ValueError, "not a plan image of this ringfence");
-        goto out;
-    }
-    /* a tuple of its own: no other thread can free an item while the children use it */
-    argv_seq = PySequence_Tuple(argv_obj);
-    if (argv_seq == NULL)
-        goto out;
-    Py_ssize_t argc = PyTuple_GET_SIZE(argv_seq);
-    if (argc < 1) {
-        PyErr_SetString(PyExc_ValueError, "argv must not be empty");
-        goto out;
-    }
-    argv = PyMem_Calloc((size_t)argc + 1, sizeof(char *));
-    if (argv == NULL) {
-        PyErr_NoMemory();
-        goto out;
-    }
-    for (Py_ssize_t i = 0; i < argc; i++) {
-        PyObject *a = PyTuple_GET_ITEM(argv_seq, i);
-        if (!PyBytes_Check(a) || (size_t)PyBytes_GET_SIZE(a) != strlen(PyBytes_AS_STRING(a))) {
-            PyErr_SetString(PyExc_ValueError, "argv items must be bytes without NUL");
-            goto out;
-        }
-        argv[i] = PyBytes_AS_STRING(a);
-    }
-    result = run_image(&im, argv, timeout);
-out:
-    PyMem_Free(argv);
-    Py_XDECREF(argv_seq);
-    image_free(&im);
-    return result;
+    return launch_image((const unsigned char *)PyBytes_AS_STRING(image_obj),
+                        (size_t)PyBytes_GET_SIZE(image_obj), argv_obj, timeout, NULL, 0);
+}
+
+/* oneshot(entry, argv): a kept request (entry.c, its seal checked by the caller), asked
+ * again and, when every answer is the same, run. ("miss", 0, why, {}) otherwise. */
+static PyObject *oneshot(PyObject *self, PyObject *args)
+{
+    PyObject *entry_obj, *argv_obj;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "SO", &entry_obj, &argv_obj))
+        return NULL;
+    entry_t e;
+    char why[600];
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(entry_obj);
+    size_t size = (size_t)PyBytes_GET_SIZE(entry_obj);
+    if (entry_parse(data, size, &e, why, sizeof(why)) <= 0)
+        return Py_BuildValue("(siy{})", "miss", 0, why);
+    return launch_image(e.image, e.image_len, argv_obj, e.timeout, data, size);
+}
+
+#define KEYCTL_SEARCH_ 10
+#define KEYCTL_READ_ 11
+#define KEY_SPEC_USER_KEYRING_ -4
+
+/* The plan cache's sealing key (plancache/seal.py) if this user's keyring holds it: read,
+ * never made here (the usual path makes it). None otherwise. */
+static PyObject *secret(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    long id = syscall(SYS_keyctl, KEYCTL_SEARCH_, KEY_SPEC_USER_KEYRING_, "user",
+                      "ringfence:plan-cache-seal", 0);
+    unsigned char buf[64];
+    long n = id < 0 ? -1 : syscall(SYS_keyctl, KEYCTL_READ_, id, buf, sizeof(buf), 0);
+    if (n != 32)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)buf, n);
 }
 
 static PyMethodDef methods[] = {
     {"launch", launch, METH_VARARGS,
      "launch(image, argv, timeout=-1) -> (kind, value, detail, info): run argv in the sandbox "
      "the image describes. kind: exit, signal, timeout, exec_error, cwd_error, unsupported, error."},
+    {"oneshot", oneshot, METH_VARARGS,
+     "oneshot(entry, argv) -> as launch, or (\"miss\", 0, why, {}) when an answer differs."},
+    {"secret", secret, METH_NOARGS, "secret() -> the plan cache's sealing key, or None."},
     {NULL, NULL, 0, NULL},
 };
 
