@@ -18,8 +18,8 @@ KEEP = 3  # audit.jsonl.1 .. .3
 # Every pattern audit.redact replaces needs one of these (case aside): an argument with none
 # of them is written as it is, without loading the patterns.
 REDACTION_HINTS = (
-    "gh", "glpat-", "xox", "sk-", "akia", "eyj", "pass", "pwd", "token", "secret", "key",
-    "auth", "://", "bearer",
+    "gh", "github_pat_", "glpat-", "xox", "sk-", "akia", "eyj", "pass", "pwd", "token",
+    "secret", "key", "auth", "://", "bearer",
 )  # fmt: skip
 
 
