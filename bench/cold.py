@@ -39,17 +39,9 @@ PY_SITE = "`python -c pass` (with site)"
 MAIN = "`python -m ringfence run -- true`"
 ONE_SHOT_SCRIPT = "`ringfence run -- true` (the command)"
 NO_CACHE = "`... run -- true`, plan cache off (compiles every time)"
-NATIVE = "native launcher: kept image of the default plan, `true` (no lookup or audit yet)"
-# A fresh interpreter (with site, as the `ringfence` command has) that reads a kept image and
-# runs `true` through the native launcher: the floor a native one-shot run builds on.
-NATIVE_RUN = (
-    "import sys\n"
-    "from ringfence.platforms.linux._launcher import launch\n"
-    "with open(sys.argv[1], 'rb') as f:\n"
-    "    r = launch(f.read(), [b'true'])\n"
-    "sys.exit(0 if r == ('exit', 0) else 1)\n"
-)
+PY_FAST = "`ringfence run -- true`, native launcher off (the Python fast path)"
 CACHE_OFF = {"RINGFENCE_PLAN_CACHE": "off"}
+NATIVE_OFF = {"RINGFENCE_NATIVE": "off"}
 SESSION_SCRIPT = "`ringfence run --session bench -- true` (the command)"
 SESSION_MAIN = "`python -m ringfence run --session bench -- true`"
 
@@ -127,9 +119,8 @@ def cold(scale: Scale) -> Section:
             "--",
             "true",
         ]
-        image = _native_image(ws)
-        if image is not None:
-            variants[NATIVE] = [py, "-c", NATIVE_RUN, image]
+        if os.access(script, os.X_OK):
+            variants[PY_FAST] = [script, "run", "--", "true"]
         # A session server started once: the path for agents that shell out per command.
         sessions = os.path.join(ws, ".sessions")
         os.mkdir(sessions, 0o700)
@@ -143,12 +134,9 @@ def cold(scale: Scale) -> Section:
         try:
             for k, argv in variants.items():  # warm the page, bytecode and plan caches
                 for _ in range(2):
-                    _run(argv, ws, CACHE_OFF if k == NO_CACHE else None)
+                    _run(argv, ws, _env_of(k))
             times = blocked(
-                {
-                    k: functools.partial(_run, a, ws, CACHE_OFF if k == NO_CACHE else None)
-                    for k, a in variants.items()
-                },
+                {k: functools.partial(_run, a, ws, _env_of(k)) for k, a in variants.items()},
                 scale.cold,
                 blocks=min(scale.cold, 5),
             )
@@ -170,29 +158,17 @@ def cold(scale: Scale) -> Section:
             sec.notes.append("bubblewrap is not installed: no bwrap baseline")
         # the environment the timed runs had: the phases read the entry they kept
         env = {**os.environ, "RINGFENCE_SESSION_DIR": sessions}
-        _phases(sec, scale, ws, times[PY_SITE], median(times[MAIN]), env=env)
+        python_path = times.get(PY_FAST, times[MAIN])
+        _phases(sec, scale, ws, times[PY_SITE], median(python_path), env=env)
     return sec
 
 
-def _native_image(ws: str) -> str | None:
-    """The default plan for ``ws`` (name guard, cgroups, resolver and all) as the native
-    launcher's image, kept in a private file; None where the launcher was not built."""
-    from ringfence.platforms.linux import hostfacts, landlock, native, native_image
-    from ringfence.platforms.linux.plan import compile_linux
-    from ringfence.policy.model import Policy
-
-    if not native.available():
-        return None
-    policy = Policy(workspace=ws).validate()
-    facts = hostfacts.gather(policy, env=os.environ, landlock_abi=landlock.abi_version())
-    image = native_image.encode(compile_linux(policy, facts, cwd=ws))
-    if image.missing:
-        return None
-    path = os.path.join(ws, ".native-image")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(image.data)
-    return path
+def _env_of(variant: str) -> dict[str, str] | None:
+    if variant == NO_CACHE:
+        return CACHE_OFF
+    if variant == PY_FAST:
+        return NATIVE_OFF
+    return None
 
 
 def _target(name: str, t: float, py_t: float) -> str:
@@ -206,7 +182,8 @@ def _target(name: str, t: float, py_t: float) -> str:
 def _phases(
     sec: Section, scale: Scale, ws: str, interp: list[float], whole: float, *, env: dict[str, str]
 ) -> None:
-    """Where a cold run's time goes, each phase timed inside one fresh interpreter."""
+    """Where a cold run of the Python fast path goes (the native launcher's is one call),
+    each phase timed inside one fresh interpreter."""
     samples: list[dict[str, float]] = []
     for _ in range(scale.cold):
         r = subprocess.run(
@@ -237,6 +214,7 @@ def _phases(
         ("close", "  phase: close (runner exit, cleanup)"),
     ]
     start = median(interp)
+    sec.add("  the Python fast path, phase by phase:", "")
     sec.add("  phase: interpreter + site (= `python -c pass`)", ms(start))
     total = start
     for key, label in labels:

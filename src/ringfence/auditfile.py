@@ -24,6 +24,11 @@ REDACTION_HINTS = (
 
 
 def needs_redaction(arg: str) -> bool:
+    """False only when ``audit.redact`` would change nothing: no hint in the argument, and
+    nothing beyond ASCII (its patterns ignore case the way ``re`` folds it, where the long
+    s, U+017F, is an 's' and the dotless i, U+0131, an 'i')."""
+    if not arg.isascii():
+        return True
     low = arg.lower()
     return any(hint in low for hint in REDACTION_HINTS)
 

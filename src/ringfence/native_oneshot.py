@@ -71,8 +71,10 @@ def _launch(flags: "list[str]", command: "list[str]") -> "tuple[int | None, str]
 
 
 def _sealed(path: str, request: str, secret: bytes) -> "bytes | None":
-    """The entry's bytes if ``path`` is a private regular file of ours whose seal is right
-    (plancache.store's rules for the Python entry)."""
+    """The entry's bytes if ``path`` is a private regular file of ours, in a private
+    directory of ours, whose seal is right (plancache.store's rules for the Python entry)."""
+    if not _private(os.path.dirname(path), 0o040000):
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -104,6 +106,15 @@ def _sealed(path: str, request: str, secret: bytes) -> "bytes | None":
     return data if diff == 0 else None
 
 
+def _private(path: str, kind: int) -> bool:
+    """``path`` is of ``kind`` (S_IFDIR, S_IFREG), ours, and no one else's to read or write."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return (st.st_mode & 0o170000) == kind and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+
+
 def _end(
     got: "tuple[str, int, bytes, dict[str, object]]",
     command: "list[str]",
@@ -121,7 +132,7 @@ def _end(
     if not clean:
         from ringfence import native_result
 
-        return native_result.finish(got, command, directory, request)
+        return native_result.finish(got, command, data)
     audit, audit_path, policy, cwd = audit_parts(data)
     returncode = value if kind == "exit" else 128 + value
     if audit:

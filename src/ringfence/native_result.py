@@ -4,9 +4,10 @@ audited as the Python runner reports and audits it.
 ``native_oneshot`` handles a clean end itself. Anything else (the name guard refused or found
 something, files waited for its check and did not get it, names were looked up with the
 network off, the memory cap killed a process, the command did not start, the deadline came,
-the sandbox could not be built) comes here, with the kept plan read back from the Python
-entry, and goes through the same steps as a command of a session (``session.Process._finish``)
-and of ``ringfence run`` (``process.outcome_of``): files left unchecked are moved aside (fail
+the sandbox could not be built) comes here, with the plan read back from the native entry
+itself (never from the Python entry beside it, which may be pruned or replaced), and goes
+through the same steps as a command of a session (``session.Process._finish``) and of
+``ringfence run`` (``process.outcome_of``): files left unchecked are moved aside (fail
 closed), refusals become violations with their widenings, names become what was tried.
 """
 
@@ -22,13 +23,15 @@ from ringfence import process
 from ringfence.audit import AuditLog, command_record, default_path
 from ringfence.display import report
 from ringfence.engine.result import EXIT_INTERNAL, EXIT_TIMEOUT, RunResult
-from ringfence.plancache import seal, store
+from ringfence.plancache import native_entry
 from ringfence.platforms.linux import native
 from ringfence.platforms.linux.plan_model import LinuxPlan
 from ringfence.policy import gitdir
 
 
-def finish(got: tuple[Any, ...], command: list[str], directory: str, request: str) -> int:
+def finish(got: tuple[Any, ...], command: list[str], data: bytes) -> int:
+    """The exit status of a native run that did not end cleanly, reported and audited;
+    ``data``: its native entry (which holds the plan)."""
     kind, value, detail, info = got
     ended = native.ended(got)
     text = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
@@ -37,22 +40,17 @@ def finish(got: tuple[Any, ...], command: list[str], directory: str, request: st
         result = RunResult(EXIT_INTERNAL, message=text, error_kind=err)
         report(result)
         return result.returncode
-    secret = seal.secret()
-    entry = store.load(directory, request, secret) if secret is not None else None
-    if entry is None or not isinstance(entry.plan, LinuxPlan):
-        # The native entry was sound but its Python twin is gone: the command has run; say
-        # what can be said without the plan (refusals are still listed by the guard).
-        print("ringfence: the kept plan could not be read back to report this run", file=sys.stderr)
-        return value if kind == "exit" else 128 + value if kind == "signal" else EXIT_INTERNAL
-    plan: LinuxPlan = entry.plan
-    audit = AuditLog(default_path()) if entry.options.get("audit") is not False else None
+    plan, options = native_entry.plan_of(data)
+    if not isinstance(plan, LinuxPlan):
+        raise ValueError("a native entry holds a Linux plan")
+    audit = AuditLog(default_path()) if options.get("audit") is not False else None
     if kind in ("exec_error", "cwd_error"):
         return _not_started(plan, (kind, value, text), command, audit, info)
     proc = _findings(plan, ended, info)
     if kind == "timeout":
         proc.returncode = -9
         proc.timed_out = True
-        timeout = entry.options.get("timeout")
+        timeout = options.get("timeout")
         result = RunResult(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
     else:
         proc.returncode = value if kind == "exit" else -value

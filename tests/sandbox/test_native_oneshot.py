@@ -23,8 +23,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 NOT_NATIVE = "ringfence: not run by the native launcher"
-# A record's own parts, and the plan's digest (each workspace's plan names its own paths).
-VOLATILE = ("time", "session", "duration", "policy")
+# A record's own parts, the plan's digest (each workspace's plan names its own paths) and
+# where the plan came from (the Python fast path's own run may compile again if something
+# the compile read changed meanwhile, such as a /tmp secret another test made).
+VOLATILE = ("time", "session", "duration", "policy", "plan")
 
 
 @pytest.fixture(autouse=True)
@@ -60,6 +62,7 @@ def _twice(rf: Runner, how: str, flags: list[str], cmd: list[str]) -> tuple:
     return first, second.returncode, second.stdout.replace(str(ws), "WS"), stderr, text
 
 
+POINTER = "mkdir -p sub && printf 'gitdir: /etc\\n' > sub/.git"
 LOOKUP = (
     "import socket\ntry: socket.getaddrinfo('pypi.org', 443)\nexcept OSError as e: print(e.errno)"
 )
@@ -70,6 +73,8 @@ SCENARIOS = {
     "not-found": ([], ["no-such-program-rf"]),
     "lookup": ([], ["/usr/bin/python3", "-c", LOOKUP]),
     "timeout": (["--timeout", "1"], ["sh", "-c", "sleep 5"]),
+    # A pointer the guard checks when the command ends, left by one that outlives --timeout.
+    "timeout-pointer": (["--timeout", "1"], ["sh", "-c", POINTER + "; sleep 5"]),
     "no-audit": (["--no-audit"], ["sh", "-c", "echo quiet"]),
     "secret-arg": ([], ["sh", "-c", "true", "password=hunter2"]),
 }
@@ -149,3 +154,40 @@ def test_a_changed_entry_is_never_run(rf: Runner) -> None:
     data[-1] ^= 1
     entry.write_bytes(bytes(data))
     assert f"{NOT_NATIVE}: no kept request" in _again(rf, ws, "true")
+
+
+@pytest.mark.parametrize("how", ["off", "explain"])
+def test_a_command_that_outlives_its_timeout_still_gets_the_end_check(rf: Runner, how: str) -> None:
+    """Review 17: on a timeout the host killed the command's init outright, and with it the
+    guard's end-of-command check: a `.git` pointer naming /etc stayed for host git to follow.
+    Now the init ends the command's tree and its guard still checks (both paths)."""
+    ws = rf.mkdir()
+    env = {"RINGFENCE_NATIVE": how}
+    for _ in range(2):  # the second run is the kept request's (native with "explain")
+        r = rf("run", "--timeout", "1", "--", "sh", "-c", POINTER + "; sleep 5", cwd=ws, env=env)
+        assert r.returncode == 124, r.stderr
+        assert not (ws / "sub/.git").exists(), r.stderr
+        assert (ws / "sub/.git.ringfence-refused").exists()
+        (ws / "sub/.git.ringfence-refused").unlink()
+    record = _audit_tail(rf)
+    assert record["timed_out"] is True and record["created"], record
+
+
+def test_a_native_run_reports_without_the_python_entry(rf: Runner) -> None:
+    """Review 17: the native path read the plan for its report back from the Python entry,
+    which pruning removes first (only the native twin is used): the end then went unreported
+    and unaudited. The plan now travels in the native entry itself."""
+    ws = _repo(rf)
+    env = {"RINGFENCE_NATIVE": "explain"}
+    cmd = ["sh", "-c", "echo evil > .git/hooks/pre-commit; echo after"]
+    rf("run", "--", *cmd, cwd=ws, env=env)
+    plans = Path(rf.env()["XDG_CACHE_HOME"]) / "ringfence" / "plans"
+    for entry in plans.iterdir():
+        if not entry.name.endswith(".n"):
+            entry.unlink()
+    r = rf("run", "--", *cmd, cwd=ws, env=env)
+    assert NOT_NATIVE not in r.stderr, r.stderr
+    assert "ringfence: refused git hook" in r.stderr, r.stderr
+    assert not (ws / ".git/hooks/pre-commit").exists()
+    record = _audit_tail(rf)
+    assert record["created"] and record["violations"], record

@@ -89,3 +89,11 @@ def test_every_redacted_argument_is_seen_as_needing_it() -> None:
 def test_an_argument_left_unredacted_needs_no_redaction(arg: str) -> None:
     if not auditfile.needs_redaction(arg):
         assert audit.redact(arg) == arg
+
+
+def test_case_folded_look_alikes_are_redacted() -> None:
+    """Review 17: ``re``'s case folding makes the long s an 's' and the dotless i an 'i'; a
+    lower-cased hint check let such arguments through unredacted."""
+    for arg in ("\u017fecret=abc", "pa\u017fswd=abc", "AK\u0131A" + "E" * 16):
+        assert audit.redact(arg) != arg, arg
+        assert auditfile.needs_redaction(arg), arg

@@ -86,7 +86,9 @@ class Keeper:
         if image.missing:
             return
         audit = (default_path(), plan_digest(plan), plan.cwd)
-        data = native_entry.encode(image.data, entry.answers, entry.effects, opts, audit)
+        data = native_entry.encode(
+            image.data, entry.answers, entry.effects, opts, audit=audit, plan=plan
+        )
         if data is not None:
             name = self.request.key + native_entry.SUFFIX
             store.write_sealed(

@@ -13,18 +13,19 @@ Layout (little-endian): ``MAGIC``, then records ``u8 tag, u32 length, payload``;
 
 from __future__ import annotations
 
+import marshal
 import os
 import stat
 import struct
 from collections.abc import Mapping
 from typing import Any
 
-from ringfence.plancache import facts
+from ringfence.plancache import codec, facts
 
 MAGIC = b"RFNE\x01\x00\x00\x00"
 SUFFIX = ".n"
 
-E_IMAGE, E_CHECK, E_DIR_OURS, E_TOUCH, E_OPTIONS = 1, 2, 3, 4, 5
+E_IMAGE, E_CHECK, E_DIR_OURS, E_TOUCH, E_OPTIONS, E_PLAN = 1, 2, 3, 4, 5, 6
 Q = {
     "stat": 1,
     "lstat": 2,
@@ -190,11 +191,15 @@ def encode(
     answers: Mapping[facts.Question, facts.Answer],
     effects: tuple[tuple[str, tuple[Any, ...], Any], ...],
     options: Mapping[str, Any],
+    *,
     audit: tuple[str, str, str],
+    plan: Any,
 ) -> bytes | None:
     """The native entry, or None when some question or effect cannot be asked natively.
     ``audit``: the log's path, the plan's digest and its working directory (the parts of a
-    clean command's record that the kept request fixes)."""
+    clean command's record that the kept request fixes). ``plan`` goes in too (as
+    ``codec`` encodes it): an end that is not clean is reported from it (native_result),
+    never from the Python entry, which may have been pruned or replaced meanwhile."""
     timeout = options.get("timeout")
     try:
         checks = [_check(op, path, answer) for (op, path), answer in answers.items()]
@@ -208,4 +213,21 @@ def encode(
     tail = b"\0".join(os.fsencode(part) for part in audit)
     # The options first: the Python side reads them without walking the entry.
     options_record = _record(E_OPTIONS, head + tail)
-    return b"".join([MAGIC, options_record, _record(E_IMAGE, image), *checks, *done])
+    try:
+        kept = marshal.dumps((codec.encode(plan), dict(options)))
+    except (ValueError, codec.CodecError):
+        return None
+    records = [MAGIC, options_record, _record(E_IMAGE, image), *checks, *done]
+    return b"".join([*records, _record(E_PLAN, kept)])
+
+
+def plan_of(data: bytes) -> tuple[Any, dict[str, Any]]:
+    """The plan and the run's options an entry holds (see :func:`encode`)."""
+    pos = len(MAGIC)
+    while pos + 5 <= len(data):
+        tag, length = struct.unpack_from("<BI", data, pos)
+        if tag == E_PLAN:
+            plan, options = marshal.loads(data[pos + 5 : pos + 5 + length])
+            return codec.decode(plan), dict(options)
+        pos += 5 + length
+    raise ValueError("no plan in this native entry")

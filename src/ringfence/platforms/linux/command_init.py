@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 CLONE_NEWNS = 0x00020000
 PR_SET_CHILD_SUBREAPER = 36
 HANDLED = (*FORWARDED, signal.SIGCHLD, signal.SIGPIPE)
-KILL_TREE = 255  # on the control pipe: end the command's whole tree (reduced isolation)
+KILL_TREE = 255  # on the control pipe: end the command's whole tree, then report as usual
 IDLE_AFTER = 0.005  # seconds a prepared init waits for its request before it warms up
 WARM_UP_EXEC = "/proc/self/fdinfo/ringfence-warm-up"  # can never exist: exec fails ENOENT
 
@@ -321,7 +321,8 @@ def _run(
         protocol.send(srv.sock, {"id": cid, "started": child}, [master] if master >= 0 else [])
         if master >= 0:
             os.close(master)
-        reuse = _finish(srv, cid, _relay(child, ctl_r, srv.guard_sock), baseline=baseline)
+        ended = _relay(child, ctl_r, srv.guard_sock, namespaced=srv.namespaced)
+        reuse = _finish(srv, cid, ended, baseline=baseline)
     if not reuse:
         steps.exit_after_report()
     return ptmx
@@ -402,7 +403,9 @@ def _finish(
 FINISH_TIMEOUT = 10.0  # seconds the guard may take to check the pointer files at the end
 
 
-def _relay(child: int, ctl_r: int, guard: socket.socket | None) -> tuple[int, list[dict[str, str]]]:
+def _relay(
+    child: int, ctl_r: int, guard: socket.socket | None, *, namespaced: bool
+) -> tuple[int, list[dict[str, str]]]:
     """Wait for the command, reaping orphans, and pass on the host's signals; collect the
     name guard's findings as they come (so a flood never fills the socket). Returns the
     command's wait status and those findings."""
@@ -426,7 +429,7 @@ def _relay(child: int, ctl_r: int, guard: socket.socket | None) -> tuple[int, li
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_r, 4096)
             if ctl_r in ready:
-                _pass_on(child, os.read(ctl_r, 64))
+                _pass_on(child, os.read(ctl_r, 64), namespaced=namespaced)
     finally:
         signal.set_wakeup_fd(-1)
         os.close(wake_r)
@@ -449,13 +452,16 @@ def _reap(child: int) -> int | None:
             status = st
 
 
-def _pass_on(child: int, data: bytes) -> None:
-    """The host's signals for the command, from the runner's control pipe."""
+def _pass_on(child: int, data: bytes, *, namespaced: bool) -> None:
+    """The host's signals for the command, from the runner's control pipe. KILL_TREE: the
+    command now; in its own pid namespace the rest goes once it is reaped (``_finish``: all
+    but the guard, which this init may not signal), without one, every descendant now."""
     if not data:  # the runner is gone: so are we
         os._exit(0)
     for sig in data:
         if sig == KILL_TREE:
             kill_quietly(child, signal.SIGKILL)
-            reaper.kill_descendants(reap=False)
+            if not namespaced:
+                reaper.kill_descendants(reap=False)
         else:
             steps.forward(child, sig)

@@ -67,6 +67,10 @@ PREPARED = 2  # inits kept ready once a session runs more than one command
 # pid and one mount namespace per command. Commands themselves cannot make any (no
 # capabilities, and the seccomp filter), and every other kind stays capped at 0.
 MAX_COMMANDS = 1024
+# Seconds an init asked to end its command's tree has to report before it is killed with its
+# pid namespace: its leftovers' wait (steps.LEFTOVER_WAIT) and its guard's end-of-command
+# check (command_init.FINISH_TIMEOUT), and a margin.
+KILL_GRACE = 20.0
 
 
 @dataclass
@@ -183,6 +187,7 @@ class _Server:
         self.by_id: dict[int, _Command] = {}
         self.idle: dict[int, _Init] = {}  # prepared inits not yet given a command
         self.zygote_due: float | None = None
+        self.kill_due: dict[int, float] = {}  # init pid -> when it is killed outright
         self.started = 0  # commands given an init so far
         self.guard_sock: socket.socket | None = None  # in a command's init: the guard's reports
         self.guard_pid = 0
@@ -244,14 +249,19 @@ class _Server:
         sock_fd = self.sock.fileno()
         while True:
             wait = None
-            if self.zygote_due is not None:
-                wait = max(0.0, self.zygote_due - time.monotonic())
+            dues = [d for d in (self.zygote_due, *self.kill_due.values()) if d is not None]
+            if dues:
+                wait = max(0.0, min(dues) - time.monotonic())
             try:
                 ready, _, _ = select.select([sock_fd, self.wake_r], [], [], wait)
             except InterruptedError:
                 continue
             if self.zygote_due is not None and time.monotonic() >= self.zygote_due:
                 self._prepare_next()
+            for init_pid, due in list(self.kill_due.items()):
+                if time.monotonic() >= due:
+                    del self.kill_due[init_pid]
+                    kill_quietly(init_pid, signal.SIGKILL)  # the kernel ends its namespace
             if self.wake_r in ready:
                 try:
                     os.read(self.wake_r, 4096)
@@ -304,8 +314,10 @@ class _Server:
         elif op in ("signal", "kill") and cid in self.by_id:
             cmd = self.by_id[cid]
             if op == "kill" and self.namespaced:
-                kill_quietly(cmd.init_pid, signal.SIGKILL)  # the kernel ends its pid namespace
-                return
+                # The init ends the command's whole tree and still has its guard check what
+                # the command made (a timeout must not skip the end-of-command check); if it
+                # has not reported by the deadline, it goes, and its pid namespace with it.
+                self.kill_due.setdefault(cmd.init_pid, time.monotonic() + KILL_GRACE)
             sig = KILL_TREE if op == "kill" else int(msg.get("sig", signal.SIGTERM))
             try:
                 os.write(cmd.ctl_w, bytes([sig & 0xFF]))
@@ -430,6 +442,7 @@ class _Server:
             if idle is not None:  # a prepared init that died unused
                 os.close(idle.ctl_w)
                 idle.zsock.close()
+            self.kill_due.pop(pid, None)
             cmd = self.commands.pop(pid, None)
             if cmd is None:
                 continue

@@ -271,9 +271,14 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
             ssize_t n = read(ctl_r, sigs, sizeof(sigs));
             if (n == 0)
                 _exit(0); /* the host is gone: so is the sandbox */
-            for (ssize_t i = 0; i < n; i++)
-                if (kill(-child, sigs[i]) < 0)
+            for (ssize_t i = 0; i < n; i++) {
+                if (sigs[i] == 255) { /* KILL_TREE (the timeout): the rest goes below */
+                    kill(-child, SIGKILL);
+                    kill(child, SIGKILL);
+                } else if (kill(-child, sigs[i]) < 0) {
                     kill(child, sigs[i]);
+                }
+            }
         }
         if (gopen && fds[2].revents)
             forward_records(gsock, fds_in->reports_w, &gopen);

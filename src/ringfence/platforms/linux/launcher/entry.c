@@ -20,7 +20,7 @@
 static const char ENTRY_MAGIC[8] = {'R', 'F', 'N', 'E', 1, 0, 0, 0};
 
 enum {
-    E_IMAGE = 1, E_CHECK, E_DIR_OURS, E_TOUCH, E_OPTIONS,
+    E_IMAGE = 1, E_CHECK, E_DIR_OURS, E_TOUCH, E_OPTIONS, E_PLAN,
 };
 enum {
     Q_STAT = 1, Q_LSTAT, Q_READLINK, Q_LISTDIR, Q_SCANDIR, Q_READ, Q_READ_NOFOLLOW, Q_PWUID,
@@ -158,10 +158,12 @@ static dent_t *list_dir(const char *path, int kinds, size_t *n_out, char **arena
         if (n == cap) {
             cap *= 2;
             dent_t *l2 = PyMem_RawRealloc(list, cap * sizeof(dent_t));
-            size_t *o2 = PyMem_RawRealloc(offs, cap * sizeof(size_t));
-            if (l2 == NULL || o2 == NULL)
+            if (l2 == NULL)
                 goto fail;
-            list = l2;
+            list = l2; /* before the next realloc: a failure there frees this one */
+            size_t *o2 = PyMem_RawRealloc(offs, cap * sizeof(size_t));
+            if (o2 == NULL)
+                goto fail;
             offs = o2;
         }
         while (used + len > acap) {
@@ -302,14 +304,20 @@ static int check_passwd(rd_t *r, const char *key, int by_uid)
         return -1;
     char buf[16384];
     struct passwd pw, *found = NULL;
+    int rc;
     if (by_uid) {
         char *end;
         unsigned long uid = strtoul(key, &end, 10);
         if (*end != 0)
             return -1;
-        getpwuid_r((uid_t)uid, &pw, buf, sizeof(buf), &found);
+        rc = getpwuid_r((uid_t)uid, &pw, buf, sizeof(buf), &found);
     } else {
-        getpwnam_r(key, &pw, buf, sizeof(buf), &found);
+        rc = getpwnam_r(key, &pw, buf, sizeof(buf), &found);
+    }
+    if (rc != 0 && found == NULL) { /* ERANGE, an NSS error: cannot tell, so a miss */
+        if (ok)
+            r->p = r->end;
+        return 0;
     }
     if (!ok)
         return found == NULL;
@@ -452,8 +460,8 @@ static int entry_walk(const unsigned char *data, size_t size, entry_t *out, int 
         rd_t rec = {r.p, r.p + len};
         r.p += len;
         char path[PATH_CAP];
-        if (!verify && (tag == E_CHECK || tag == E_DIR_OURS || tag == E_TOUCH))
-            continue;
+        if (tag == E_PLAN || (!verify && (tag == E_CHECK || tag == E_DIR_OURS || tag == E_TOUCH)))
+            continue; /* the plan itself is the Python side's (native_result) */
         switch (tag) {
         case E_IMAGE:
             out->image = rec.p;

@@ -115,7 +115,15 @@ static void drain(int fd, growbuf_t *b)
 }
 
 /* Wait for pid 1 (through a pidfd, so a timeout can end it); 1 if the deadline came. */
-static int wait_sandbox(pid_t pid, double timeout, int *wstatus, int reports_r, growbuf_t *reports)
+#define KILL_TREE 255  /* on the control pipe: pid 1 ends the command's tree, then reports */
+#define KILL_GRACE 20.0 /* seconds it has to (sandbox_side.KILL_GRACE) before it is killed */
+
+/* Wait for pid 1 (through a pidfd), draining the guard's records. At the deadline pid 1 is
+ * told to end the command's whole tree (its guard still checks what the command made, as in
+ * the Python runner); if it has not ended KILL_GRACE seconds later, it is killed, and with
+ * it the namespace. 1 if the deadline came. */
+static int wait_sandbox(pid_t pid, double timeout, int *wstatus, int reports_r, growbuf_t *reports,
+                        int ctl_w)
 {
     int timed_out = 0;
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -123,11 +131,12 @@ static int wait_sandbox(pid_t pid, double timeout, int *wstatus, int reports_r, 
     clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
         int wait_ms = -1;
+        double deadline = timed_out ? timeout + KILL_GRACE : timeout;
         if (timeout >= 0) {
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
-            double left = timeout - ((double)(now.tv_sec - start.tv_sec) +
-                                     (double)(now.tv_nsec - start.tv_nsec) / 1e9);
+            double left = deadline - ((double)(now.tv_sec - start.tv_sec) +
+                                      (double)(now.tv_nsec - start.tv_nsec) / 1e9);
             wait_ms = left <= 0 ? 0 : left > 1e6 ? 1000000000 : (int)(left * 1000.0) + 1;
         }
         int rc;
@@ -148,10 +157,10 @@ static int wait_sandbox(pid_t pid, double timeout, int *wstatus, int reports_r, 
             pid_t got = waitpid(pid, &st, WNOHANG);
             if (got == pid) {
                 *wstatus = st;
-                return 0;
+                return timed_out;
             }
             if (got < 0 && errno != EINTR)
-                return 0;
+                return timed_out;
             if (wait_ms == 0) {
                 rc = 0;
             } else {
@@ -162,10 +171,14 @@ static int wait_sandbox(pid_t pid, double timeout, int *wstatus, int reports_r, 
         }
         if (rc < 0 && errno == EINTR)
             continue;
-        if (rc == 0) {
+        if (rc == 0 && !timed_out) {
             timed_out = 1;
-            kill(pid, SIGKILL); /* pid 1 of the sandbox: its whole namespace ends */
+            unsigned char kill_tree = KILL_TREE;
+            if (write(ctl_w, &kill_tree, 1) == 1)
+                continue;
         }
+        if (rc == 0)
+            kill(pid, SIGKILL); /* pid 1 of the sandbox: its whole namespace ends */
         break;
     }
     while (waitpid(pid, wstatus, 0) < 0 && errno == EINTR) {
@@ -234,6 +247,12 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
     cgrun_t cg;
     if (cg_create(im, &cg, msg, sizeof(msg)) < 0) {
         close_pipes(&p);
+        if (verify != NULL) { /* a stale request is a miss (compiled again), not an error */
+            char why[600] = "";
+            int same = entry_verify(verify, verify_len, why, sizeof(why));
+            if (same != 1)
+                return Py_BuildValue("(siy{})", "miss", 0, same < 0 ? "a malformed native entry" : why);
+        }
         char full[1200];
         int n = snprintf(full, sizeof(full), "cannot set up the sandbox's cgroup: %s", msg);
         return outcome("error", 0, full, n, NULL);
@@ -265,6 +284,9 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
     pid_t pid;
     int wstatus = 0, timed_out = 0, clone_errno = 0, join_failed = 0, verdict = 1;
     char why[600] = "";
+    struct timespec began, ended_at;
+    clock_gettime(CLOCK_MONOTONIC, &began);
+    ended_at = began;
     Py_BEGIN_ALLOW_THREADS
     pid = (pid_t)syscall(SYS_clone, (unsigned long)(im->ns_flags | SIGCHLD), NULL, NULL, NULL, NULL);
     if (pid == 0) {
@@ -286,6 +308,8 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
         sandbox_main(im, argv, &fds);
     }
     clone_errno = errno;
+    if (pid < 0 && verify != NULL) /* a stale request is a miss, not an error */
+        verdict = entry_verify(verify, verify_len, why, sizeof(why));
     close(p.err[1]);
     close(p.status[1]);
     close(p.ctl[0]);
@@ -308,8 +332,9 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
             kill(pid, SIGKILL); /* nothing of the command has started */
         close(p.go[1]);
         p.go[1] = -1;
-        timed_out = wait_sandbox(pid, timeout, &wstatus, p.reports[0], &infop->reports);
+        timed_out = wait_sandbox(pid, timeout, &wstatus, p.reports[0], &infop->reports, p.ctl[1]);
         drain(p.reports[0], &infop->reports); /* the rest: pid 1 is gone, so are its writes */
+        clock_gettime(CLOCK_MONOTONIC, &ended_at);
     }
     Py_END_ALLOW_THREADS
     forward_fd = -1;
@@ -323,7 +348,7 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
     if (state_fd >= 0)
         close(state_fd);
     PyObject *result;
-    if (pid > 0 && verdict != 1) {
+    if (verdict != 1) {
         if (verdict < 0)
             snprintf(why, sizeof(why), "a malformed native entry");
         result = Py_BuildValue("(siy{})", "miss", 0, why);
@@ -337,7 +362,12 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
         ended_t ended = {0, 0, 0.0};
         ssize_t slen = read_all(p.status[0], (char *)&ended, sizeof(ended));
         int cmd_status = ended.status;
-        infop->duration = ended.duration;
+        /* the command's own time; the sandbox's, as the host saw it, when pid 1 said nothing
+         * (a timeout killed it) */
+        infop->duration = slen == (ssize_t)sizeof(ended)
+                              ? ended.duration
+                              : (double)(ended_at.tv_sec - began.tv_sec) +
+                                    (double)(ended_at.tv_nsec - began.tv_nsec) / 1e9;
         if (elen >= 5) { /* pid 1's own word first: it says why it failed */
             int code;
             memcpy(&code, err + 1, 4);
@@ -350,13 +380,13 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
             char full[1200];
             int n = snprintf(full, sizeof(full), "cannot start the sandbox runner: %s", msg);
             result = outcome("error", 0, full, n, NULL);
+        } else if (timed_out) {
+            result = outcome("timeout", 0, "", 0, infop);
         } else if (slen == (ssize_t)sizeof(ended)) {
             if (WIFSIGNALED(cmd_status))
                 result = outcome("signal", WTERMSIG(cmd_status), "", 0, infop);
             else
                 result = outcome("exit", WEXITSTATUS(cmd_status), "", 0, infop);
-        } else if (timed_out) {
-            result = outcome("timeout", 0, "", 0, infop);
         } else if (WIFSIGNALED(wstatus) && oom > 0) {
             result = outcome("signal", SIGKILL, "", 0, infop); /* the memory cap killed pid 1 */
         } else {
