@@ -132,12 +132,16 @@ def run(name: str, timeout: float | None, argv: list[str]) -> int:
             )
         except wire.WireError as e:
             return _fail(str(e))
-        try:
-            wire.send_all(sock, wire.frame(b"R", payload), _std_fds())
-        except OSError as e:
-            return _fail(f"session {name!r} did not take the command: {e.strerror or e}")
+        # The command may start (and be signalled by whoever waits for its output) before
+        # the request's send returns: the forwarding is in place first, and a signal that
+        # comes before the request has gone is sent right after it.
+        early: list[int] = []
+        sent: list[bool] = []
 
         def forward(sig: int, _frame: object) -> None:
+            if not sent:
+                early.append(sig)
+                return
             try:
                 wire.send_all(sock, wire.frame(b"S", str(sig).encode()))
             except OSError:
@@ -145,6 +149,13 @@ def run(name: str, timeout: float | None, argv: list[str]) -> int:
 
         for sig in FORWARDED:
             _signal.signal(sig, forward)
+        try:
+            wire.send_all(sock, wire.frame(b"R", payload), _std_fds())
+        except OSError as e:
+            return _fail(f"session {name!r} did not take the command: {e.strerror or e}")
+        sent.append(True)
+        for sig in early:
+            forward(sig, None)
         reader = wire.FrameReader(sock)
         try:
             got = reader.read()
