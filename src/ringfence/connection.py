@@ -58,6 +58,9 @@ class Pending:
     # given the next command too if it says it can, and nothing signalled this one.
     init: tuple[int, socket.socket] | None = None
     signalled: bool = False
+    # Files its guard left for the end-of-command check, told as they came: moved aside if
+    # the init never reports that check (killed, or the runner gone).
+    pending_checks: set[str] = field(default_factory=set)
 
     def finish(self, report: dict[str, Any]) -> None:
         if self.done.is_set():
@@ -248,10 +251,7 @@ class Connection:
             for fd in fds:
                 os.close(fd)
             return
-        if "started" in msg:
-            p.pid = int(msg["started"])
-            p.master = fds[0] if fds else None
-            p.started.set()
+        if self._progress(p, msg, fds):
             return
         for fd in fds:
             os.close(fd)
@@ -259,6 +259,21 @@ class Connection:
             self.pending.pop(p.id, None)
             self._keep_init(p, msg)
         p.finish(msg)
+
+    def _progress(self, p: Pending, msg: dict[str, Any], fds: list[int]) -> bool:
+        """A message about a command still running (True), not its end report."""
+        if "started" in msg:
+            p.pid = int(msg["started"])
+            p.master = fds[0] if fds else None
+            p.started.set()
+            return True
+        if "pending" in msg:  # a file waiting for the guard's end check (command_init._teller)
+            for fd in fds:
+                os.close(fd)
+            with self.lock:
+                p.pending_checks.add(str(msg["pending"]))
+            return True
+        return False
 
     def _keep_init(self, p: Pending, report: dict[str, Any]) -> None:
         """``p``'s command has ended (the lock held): its init takes the next command first

@@ -129,8 +129,12 @@ class Process:
         error = None
         reports = report.get("reports") or []
         self.created = [r for r in reports if r.get("kind") in gitdir.REPORT_KINDS]
-        if report.get("unchecked"):  # the guard could not finish: fail closed from here
-            self.created += move_aside(self._conn.plan, report["unchecked"])
+        unchecked = list(report.get("unchecked") or [])
+        if "exit" not in report and not ("signal" in report and not report.get("killed")):
+            # the init never reported its end check (killed, or lost): all it had told of
+            unchecked += sorted(self._pending.pending_checks - set(unchecked))
+        if unchecked:  # the guard could not finish: fail closed from here
+            self.created += move_aside(self._conn.plan, unchecked)
         self.violations = [r for r in reports if r.get("kind") in ("filesystem", "more")]
         self.violations += [
             {"kind": "network", "host": e.host, "port": e.port, "rule": e.rule}

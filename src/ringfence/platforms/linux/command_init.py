@@ -27,6 +27,7 @@ import signal
 import socket
 import struct
 import termios
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -321,7 +322,9 @@ def _run(
         protocol.send(srv.sock, {"id": cid, "started": child}, [master] if master >= 0 else [])
         if master >= 0:
             os.close(master)
-        ended = _relay(child, ctl_r, srv.guard_sock, namespaced=srv.namespaced)
+        ended = _relay(
+            child, ctl_r, srv.guard_sock, namespaced=srv.namespaced, tell=_teller(srv, cid)
+        )
         reuse = _finish(srv, cid, ended, baseline=baseline)
     if not reuse:
         steps.exit_after_report()
@@ -403,12 +406,31 @@ def _finish(
 FINISH_TIMEOUT = 10.0  # seconds the guard may take to check the pointer files at the end
 
 
+def _teller(srv: _Server, cid: int) -> Callable[[dict[str, str]], None]:
+    """Each file the guard leaves for its end-of-command check, told to the host at once: if
+    this init is killed before that check (its command outlived a timeout and starved it),
+    the host still moves them aside (fail closed), as it does with ``unchecked``."""
+
+    def tell(record: dict[str, str]) -> None:
+        if record.get("kind") == "git_pending":
+            with contextlib.suppress(OSError):
+                protocol.send(srv.sock, {"id": cid, "pending": record.get("path", "")})
+
+    return tell
+
+
 def _relay(
-    child: int, ctl_r: int, guard: socket.socket | None, *, namespaced: bool
+    child: int,
+    ctl_r: int,
+    guard: socket.socket | None,
+    *,
+    namespaced: bool,
+    tell: Callable[[dict[str, str]], None],
 ) -> tuple[int, list[dict[str, str]]]:
     """Wait for the command, reaping orphans, and pass on the host's signals; collect the
-    name guard's findings as they come (so a flood never fills the socket). Returns the
-    command's wait status and those findings."""
+    name guard's findings as they come (so a flood never fills the socket), telling the
+    host of each file that waits for the end check. Returns the command's wait status and
+    those findings."""
     reports: list[dict[str, str]] = []
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
@@ -423,6 +445,8 @@ def _relay(
             if guard is not None and guard.fileno() in ready:
                 got = steps.guard_reports(guard)
                 reports.extend(got)
+                for record in got:
+                    tell(record)
                 if not got:  # the guard closed its end: nothing more from it
                     guard = None
             if wake_r in ready:

@@ -42,6 +42,25 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def in_pid_namespace_of(pid: int) -> list[int]:
+    """Every process this process can see in ``pid``'s pid namespace, ``pid`` aside. (A
+    command cannot make a pid namespace of its own: no capability, and seccomp refuses it.)"""
+    try:
+        target = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") == target:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
 def kill_descendants(*, reap: bool = True) -> None:
     """SIGKILL everything below us (orphans reparented here as the subreaper) and reap it.
 

@@ -261,7 +261,7 @@ class _Server:
             for init_pid, due in list(self.kill_due.items()):
                 if time.monotonic() >= due:
                     del self.kill_due[init_pid]
-                    kill_quietly(init_pid, signal.SIGKILL)  # the kernel ends its namespace
+                    self._kill_outright(init_pid)
             if self.wake_r in ready:
                 try:
                     os.read(self.wake_r, 4096)
@@ -296,6 +296,19 @@ class _Server:
                 os.waitpid(pid, 0)
         os._exit(0)
 
+    def _kill_outright(self, init_pid: int) -> None:
+        """An init that did not end its command's tree in time (it may be starved: its
+        command shares its uid, and may have lowered its priority and pinned it to a busy
+        CPU): it and every process of its tree are killed from here, each in its own right,
+        so none waits for the init to run (the kernel's end of its pid namespace would)."""
+        if self.namespaced:
+            tree = reaper.in_pid_namespace_of(init_pid)
+        else:
+            tree = reaper.descendants(init_pid)
+        kill_quietly(init_pid, signal.SIGKILL)
+        for pid in tree:
+            kill_quietly(pid, signal.SIGKILL)
+
     def _send(self, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
         try:
             protocol.send(self.sock, msg, fds)
@@ -319,6 +332,10 @@ class _Server:
                 # has not reported by the deadline, it goes, and its pid namespace with it.
                 self.kill_due.setdefault(cmd.init_pid, time.monotonic() + KILL_GRACE)
             sig = KILL_TREE if op == "kill" else int(msg.get("sig", signal.SIGTERM))
+            if op == "signal" and not 1 <= sig < signal.NSIG:
+                return  # never a byte the init reads as KILL_TREE
+            if op == "kill" and not self.namespaced:
+                self.kill_due.setdefault(cmd.init_pid, time.monotonic() + KILL_GRACE)
             try:
                 os.write(cmd.ctl_w, bytes([sig & 0xFF]))
             except OSError:

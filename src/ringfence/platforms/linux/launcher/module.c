@@ -1,6 +1,7 @@
 /* The Python module and the host's side of a launch, in the caller's process. */
 #include "launcher.h"
 
+#include <dirent.h>
 #include <pthread.h>
 
 /* ---- the host side: in the caller's process ---- */
@@ -116,6 +117,35 @@ static void drain(int fd, growbuf_t *b)
 
 /* Wait for pid 1 (through a pidfd, so a timeout can end it); 1 if the deadline came. */
 #define KILL_TREE 255  /* on the control pipe: pid 1 ends the command's tree, then reports */
+
+/* pid 1 and every process of its pid namespace the host can see, each killed in its own
+ * right: pid 1 may be starved (its command shares its uid, and may have lowered its priority
+ * and pinned it to a busy CPU), and the kernel ends a namespace from pid 1's exit. */
+static void kill_outright(pid_t pid)
+{
+    char path[64], target[128], link[128];
+    snprintf(path, sizeof(path), "/proc/%d/ns/pid", (int)pid);
+    ssize_t n = readlink(path, target, sizeof(target) - 1);
+    kill(pid, SIGKILL);
+    if (n <= 0)
+        return;
+    target[n] = 0;
+    DIR *d = opendir("/proc");
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long other = strtol(e->d_name, &end, 10);
+        if (*end != 0 || other <= 0 || other == pid)
+            continue;
+        snprintf(path, sizeof(path), "/proc/%ld/ns/pid", other);
+        ssize_t m = readlink(path, link, sizeof(link) - 1);
+        if (m == n && memcmp(link, target, (size_t)n) == 0)
+            kill((pid_t)other, SIGKILL);
+    }
+    closedir(d);
+}
 #define KILL_GRACE 20.0 /* seconds it has to (sandbox_side.KILL_GRACE) before it is killed */
 
 /* Wait for pid 1 (through a pidfd), draining the guard's records. At the deadline pid 1 is
@@ -178,7 +208,7 @@ static int wait_sandbox(pid_t pid, double timeout, int *wstatus, int reports_r, 
                 continue;
         }
         if (rc == 0)
-            kill(pid, SIGKILL); /* pid 1 of the sandbox: its whole namespace ends */
+            kill_outright(pid);
         break;
     }
     while (waitpid(pid, wstatus, 0) < 0 && errno == EINTR) {
