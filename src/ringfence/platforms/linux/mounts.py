@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import resource
 import time
@@ -153,8 +154,19 @@ def overlay_tree(op: MountOp) -> int:
         _host_source(os.path.join(op.source, "upper")),
         _host_source(os.path.join(op.source, "work")),
     ]
+    # Sandboxes of one workspace mount its layer one at a time: overlayfs empties and remakes
+    # work/work as it mounts, and one that mounted meanwhile failed (ENOENT, EINVAL).
+    # Best effort: where the layer's file system has no locks, the retries below remain.
     try:
-        lower, upper, work = (f"/proc/self/fd/{fd}" for fd in fds)
+        turn = openat2(
+            fds[2], ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, RESOLVE_NO_SYMLINKS
+        )
+        fds.append(turn)
+        fcntl.flock(turn, fcntl.LOCK_EX)
+    except OSError:
+        pass
+    try:
+        lower, upper, work = (f"/proc/self/fd/{fd}" for fd in fds[:3])
         options = [
             ("lowerdir", lower),
             ("upperdir", upper),
@@ -166,10 +178,12 @@ def overlay_tree(op: MountOp) -> int:
             for attempt in range(OVERLAY_ATTEMPTS):
                 try:
                     return new_fs("overlay", options, attributes(op), source="ringfence-tmp")
-                except FileNotFoundError:
+                except OSError as e:
                     # another sandbox of this workspace mounting the same layer at this
-                    # moment: overlayfs empties and remakes work/work as it mounts
-                    if attempt == OVERLAY_ATTEMPTS - 1:
+                    # moment (one without the turn-taking above: an older ringfence)
+                    if e.errno not in (errno.ENOENT, errno.EINVAL) or (
+                        attempt == OVERLAY_ATTEMPTS - 1
+                    ):
                         raise
                     time.sleep(0.005 * 2**attempt)
             raise AssertionError("unreachable")

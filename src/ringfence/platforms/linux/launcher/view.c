@@ -1,6 +1,8 @@
 /* The sandbox's file-system view (mounts.py), built by pid 1. */
 #include "launcher.h"
 
+#include <sys/file.h>
+
 static unsigned attributes(const mount_t *m, int readonly)
 {
     unsigned a = (m->bits & B_READONLY) && readonly ? RF_MOUNT_ATTR_RDONLY : 0;
@@ -93,6 +95,10 @@ static int overlay_tree(const mount_t *m)
         snprintf(work, sizeof(work), "%s/work", m->source.ptr) >= (int)sizeof(work))
         die(ENAMETOOLONG, "the /tmp layer's path is too long: %s", m->source.ptr);
     int fds[3] = {host_source(m->target.ptr), host_source(upper), host_source(work)};
+    /* Sandboxes of one workspace mount its layer one at a time (mounts.py, overlay_tree). */
+    int turn = openat2_(fds[2], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, RF_RESOLVE_NO_SYMLINKS);
+    if (turn >= 0)
+        flock(turn, LOCK_EX); /* best effort: without locks, the retries below remain */
     char lower_o[64], upper_o[64], work_o[64];
     snprintf(lower_o, sizeof(lower_o), "lowerdir=/proc/self/fd/%d", fds[0]);
     snprintf(upper_o, sizeof(upper_o), "upperdir=/proc/self/fd/%d", fds[1]);
@@ -101,7 +107,7 @@ static int overlay_tree(const mount_t *m)
     int tree = -1;
     for (int attempt = 0; attempt < OVERLAY_ATTEMPTS; attempt++) {
         tree = new_fs("overlay", opts, 5, attributes(m, 1), "ringfence-tmp");
-        if (tree >= 0 || errno != ENOENT || attempt == OVERLAY_ATTEMPTS - 1)
+        if (tree >= 0 || (errno != ENOENT && errno != EINVAL) || attempt == OVERLAY_ATTEMPTS - 1)
             break;
         /* another sandbox of this workspace mounting the same layer: work/work is remade */
         struct timespec ts = {0, 5000000L << attempt};
@@ -115,6 +121,8 @@ static int overlay_tree(const mount_t *m)
             m->source.ptr, m->target.ptr, errtext(errno));
     for (int i = 0; i < 3; i++)
         close(fds[i]);
+    if (turn >= 0)
+        close(turn); /* the next sandbox's turn */
     return tree;
 }
 
