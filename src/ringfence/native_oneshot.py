@@ -56,7 +56,7 @@ def _launch(flags: "list[str]", command: "list[str]") -> "tuple[int | None, str]
     if directory is None or secret is None:
         return None, "no plan cache here"
     request = keys.request_key(flags, cwd, os.environ)
-    path = os.path.join(directory, request + ".n")
+    path = os.path.join(directory, request + ".n")  # plancache.native_entry.SUFFIX
     data = _sealed(path, request, secret)
     if data is None:
         return None, "no kept request"
@@ -67,7 +67,7 @@ def _launch(flags: "list[str]", command: "list[str]") -> "tuple[int | None, str]
         os.utime(path)  # used: pruning drops the least recently used
     except OSError:
         pass
-    return _end(got, command, data, directory, request), ""
+    return _end(got, command, data), ""
 
 
 def _sealed(path: str, request: str, secret: bytes) -> "bytes | None":
@@ -116,11 +116,7 @@ def _private(path: str, kind: int) -> bool:
 
 
 def _end(
-    got: "tuple[str, int, bytes, dict[str, object]]",
-    command: "list[str]",
-    data: bytes,
-    directory: str,
-    request: str,
+    got: "tuple[str, int, bytes, dict[str, object]]", command: "list[str]", data: bytes
 ) -> int:
     kind, value, _detail, info = got
     clean = (

@@ -35,14 +35,18 @@ def finish(got: tuple[Any, ...], command: list[str], data: bytes) -> int:
     kind, value, detail, info = got
     ended = native.ended(got)
     text = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
-    if kind in ("error", "unsupported"):  # nothing ran: as a sandbox that could not start
+    plan, options = native_entry.plan_of(data)
+    if not isinstance(plan, LinuxPlan):
+        raise ValueError("a native entry holds a Linux plan")
+    if kind in ("error", "unsupported"):  # as a sandbox that could not start, or that failed
+        if ended.unchecked:  # after its command had started: fail closed all the same
+            from ringfence.connection import move_aside
+
+            move_aside(plan, list(ended.unchecked))
         err = "UnsupportedError" if kind == "unsupported" else "SandboxError"
         result = RunResult(EXIT_INTERNAL, message=text, error_kind=err)
         report(result)
         return result.returncode
-    plan, options = native_entry.plan_of(data)
-    if not isinstance(plan, LinuxPlan):
-        raise ValueError("a native entry holds a Linux plan")
     audit = AuditLog(default_path()) if options.get("audit") is not False else None
     if kind in ("exec_error", "cwd_error"):
         return _not_started(plan, (kind, value, text), command, audit, info)
