@@ -230,6 +230,24 @@ class Runner:
             self._confinement = Confinement(self.nonce, self.mkdir("outside-"))
         return self._confinement
 
+    @property
+    def native_guard(self) -> bool:
+        """Whether the native launcher may run this runner's plans with the name guard: not
+        when its interpreter or ringfence lies under /tmp or /dev/shm (a CI clone in /tmp),
+        which a sandbox can change (native_image.guard_code_changeable refuses them)."""
+        if self.label == "self":
+            paths = [sys.prefix, os.path.realpath(sys.executable), str(SRC)]
+        else:
+            paths = [os.path.realpath(self.python), self.src_copy]
+        return not any(p.startswith(("/tmp/", "/dev/shm/")) for p in paths)
+
+    def needs_native_guard(self) -> None:
+        if not self.native_guard:
+            pytest.skip(
+                f"{self.label}'s interpreter or ringfence lies under /tmp, which a sandbox can "
+                "change: the guard is never run natively from there (the other runner covers it)"
+            )
+
     def inner_ringfence(self) -> str:
         """A shell command that runs ringfence *inside* a sandbox: the test virtualenv may live
         under /tmp (private in there), so use /usr/bin/python3 and the world-readable copy."""

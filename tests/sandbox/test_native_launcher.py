@@ -201,6 +201,8 @@ def test_both_launchers_give_the_command_the_same_sandbox(rf: Runner, guard: boo
     """Lockstep: one plan, run by the Python runner and by the native launcher; everything
     the probe battery sees must be the same (each gets a fresh copy of the workspace). With
     the name guard (the default plan), the protected writes are its refusals on both."""
+    if guard:
+        rf.needs_native_guard()
     outside = rf.confinement.outside
     assert outside is not None
     seen = {}
@@ -406,6 +408,7 @@ def test_the_sandbox_holds_no_descriptor_of_the_host(rf: Runner) -> None:
 
 
 def _guarded(rf: Runner, ws: Path, *argv: str) -> tuple[str, list, list]:
+    rf.needs_native_guard()
     r = rf.py("-c", _LAUNCH, str(ws), "native", *argv, cwd=ws, env={"RF_GUARD": "1"})
     ended = json.loads(r.stderr.rsplit("RESULT ", 1)[1])
     guard = json.loads(r.stderr.rsplit("GUARD ", 1)[1].split("\n", 1)[0])

@@ -32,7 +32,9 @@ VOLATILE = ("time", "session", "duration", "policy", "plan")
 @pytest.fixture(autouse=True)
 def _state_made(rf: Runner) -> None:
     """A user's very first runs make ringfence's state and audit log while their compile
-    looks (test_plan_cache.py): made before each test, with both settings."""
+    looks (test_plan_cache.py): made before each test, with both settings. (Every test here
+    runs the default plan, with the name guard.)"""
+    rf.needs_native_guard()
     for how in ("off", "explain"):
         rf.sh(rf.mkdir(), "true", env={"RINGFENCE_NATIVE": how})
 

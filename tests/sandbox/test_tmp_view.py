@@ -593,6 +593,8 @@ def test_a_tmp_secret_gone_before_the_mounts_leaves_nothing_to_hide(rf: Runner, 
 
     if how == "native" and not native.available():
         pytest.skip("the native launcher was not built here")
+    if how == "native":
+        rf.needs_native_guard()
     """A credential cache in the host's /tmp, masked by the plan, removed before the sandbox
     mounts its view (kdestroy, or test_tmp_view's own probe): the run goes on (it failed with
     "cannot open mount point", breaking concurrent suites)."""
