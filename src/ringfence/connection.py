@@ -368,16 +368,7 @@ class Connection:
         looked up since ``mark`` (the resolver's) and the addresses its guard ``reports``
         found unreachable, as violation records (network/offline.py)."""
         names, lost = self.resolver.names.since(mark) if self.resolver else ([], False)
-        if not names and not any(r.get("kind") == "unreachable" for r in reports):
-            return []  # the common case: nothing tried
-        from ringfence.network import offline
-
-        plan = self.plan
-        out = offline.connect_records(reports)
-        out += offline.name_records(names, plan.network, plan.allow_domains, plan.deny_domains)
-        if lost and out and out[-1].get("kind") != "more":
-            out.append({"kind": "more"})
-        return out
+        return tried_offline(self.plan, reports, names, lost)
 
     def _fail_all(self, why: str) -> None:
         status = ""
@@ -570,3 +561,43 @@ def plan_digest(plan: LinuxPlan) -> str:
     data["env"] = sorted(data["env"])
     data.pop("cwd", None)
     return audit.digest(data)
+
+
+def tried_offline(
+    plan: LinuxPlan, reports: list[dict[str, str]], names: list[str], lost: bool
+) -> list[dict[str, Any]]:
+    """What a command tried to reach that its sandbox's network could not: the ``names`` its
+    resolver was asked (``lost``: more than were kept) and the addresses its guard
+    ``reports`` found unreachable, as violation records (network/offline.py)."""
+    if not names and not any(r.get("kind") == "unreachable" for r in reports):
+        return []  # the common case: nothing tried
+    from ringfence.network import offline
+
+    out = offline.connect_records(reports)
+    out += offline.name_records(names, plan.network, plan.allow_domains, plan.deny_domains)
+    if lost and out and out[-1].get("kind") != "more":
+        out.append({"kind": "more"})
+    return out
+
+
+def end_findings(
+    plan: LinuxPlan,
+    reports: list[dict[str, Any]],
+    unchecked: list[str],
+    others: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """What a command's end report means for the person (a session's command, a native
+    run): what it made (the guard's git findings, and the files left ``unchecked``, moved
+    aside here: fail closed), what was refused (the guard's, and ``others``: the proxy's
+    denials, what was tried offline) and the widenings that would have allowed it."""
+    created = [r for r in reports if r.get("kind") in gitdir.REPORT_KINDS]
+    if unchecked:  # the guard could not finish: fail closed from here
+        created += move_aside(plan, unchecked)
+    violations = [r for r in reports if r.get("kind") in ("filesystem", "more")] + others
+    widened: list[dict[str, Any]] = []
+    if violations:  # off the common path: most commands are refused nothing
+        from ringfence.escalation import reported, widenings
+
+        violations = reported(plan, violations)
+        widened = widenings(plan, violations)
+    return created, violations, widened

@@ -20,7 +20,6 @@ import sys
 
 OFF = "off"  # RINGFENCE_NATIVE=off: never this path
 EXPLAIN = "explain"  # RINGFENCE_NATIVE=explain: say on stderr why a run did not take it
-SEAL_BYTES = 32
 
 
 def run(args: "list[str]") -> "int | None":
@@ -56,63 +55,20 @@ def _launch(flags: "list[str]", command: "list[str]") -> "tuple[int | None, str]
     if directory is None or secret is None:
         return None, "no plan cache here"
     request = keys.request_key(flags, cwd, os.environ)
-    path = os.path.join(directory, request + ".n")  # plancache.native_entry.SUFFIX
-    data = _sealed(path, request, secret)
+    from ringfence.plancache.sealed import unsealed
+
+    name = request + ".n"  # plancache.native_entry.SUFFIX
+    data = unsealed(directory, name, request, secret)
     if data is None:
         return None, "no kept request"
     got = _launcher.oneshot(data, [os.fsencode(a) for a in command])
     if got[0] == "miss":
         return None, got[2].decode("utf-8", "replace")
     try:
-        os.utime(path)  # used: pruning drops the least recently used
+        os.utime(os.path.join(directory, name))  # used: pruning drops the least recent
     except OSError:
         pass
     return _end(got, command, data), ""
-
-
-def _sealed(path: str, request: str, secret: bytes) -> "bytes | None":
-    """The entry's bytes if ``path`` is a private regular file of ours, in a private
-    directory of ours, whose seal is right (plancache.store's rules for the Python entry)."""
-    if not _private(os.path.dirname(path), 0o040000):
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if (st.st_mode & 0o170000) != 0o100000 or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            return None
-        raw = os.read(fd, st.st_size + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(raw) <= SEAL_BYTES:
-        return None
-    try:
-        from _blake2 import blake2b
-    except ImportError:  # pragma: no cover - an interpreter built without it
-        from hashlib import blake2b
-    mac, data = raw[:SEAL_BYTES], raw[SEAL_BYTES:]  # both SEAL_BYTES long below
-    h = blake2b(key=secret, digest_size=SEAL_BYTES)  # as plancache.seal.seal
-    h.update(request.encode())
-    h.update(b"\0")
-    h.update(data)
-    expected = h.digest()
-    diff = 0
-    for x, y in zip(mac, expected, strict=True):
-        diff |= x ^ y
-    return data if diff == 0 else None
-
-
-def _private(path: str, kind: int) -> bool:
-    """``path`` is of ``kind`` (S_IFDIR, S_IFREG), ours, and no one else's to read or write."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return (st.st_mode & 0o170000) == kind and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
 def _end(

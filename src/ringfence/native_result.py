@@ -21,12 +21,12 @@ from typing import Any
 
 from ringfence import process
 from ringfence.audit import AuditLog, command_record, default_path
+from ringfence.connection import end_findings, move_aside, tried_offline
 from ringfence.display import report
 from ringfence.engine.result import EXIT_INTERNAL, EXIT_TIMEOUT, RunResult
 from ringfence.plancache import native_entry
 from ringfence.platforms.linux import native
 from ringfence.platforms.linux.plan_model import LinuxPlan
-from ringfence.policy import gitdir
 
 
 def finish(got: tuple[Any, ...], command: list[str], data: bytes) -> int:
@@ -40,8 +40,6 @@ def finish(got: tuple[Any, ...], command: list[str], data: bytes) -> int:
         raise ValueError("a native entry holds a Linux plan")
     if kind in ("error", "unsupported"):  # as a sandbox that could not start, or that failed
         if ended.unchecked:  # after its command had started: fail closed all the same
-            from ringfence.connection import move_aside
-
             move_aside(plan, list(ended.unchecked))
         err = "UnsupportedError" if kind == "unsupported" else "SandboxError"
         result = RunResult(EXIT_INTERNAL, message=text, error_kind=err)
@@ -67,39 +65,16 @@ def finish(got: tuple[Any, ...], command: list[str], data: bytes) -> int:
 
 def _findings(plan: LinuxPlan, ended: native.Ended, info: dict[str, Any]) -> SimpleNamespace:
     """What ``session.Process._finish`` makes of an init's end report, for ``outcome_of``."""
-    from ringfence.connection import move_aside
-
     reports = [dict(r) for r in ended.reports]
-    created = [r for r in reports if r.get("kind") in gitdir.REPORT_KINDS]
-    if ended.unchecked:  # the guard could not finish: fail closed from here
-        created += move_aside(plan, list(ended.unchecked))
-    violations: list[dict[str, Any]] = [
-        r for r in reports if r.get("kind") in ("filesystem", "more")
-    ]
-    if ended.names or any(r.get("kind") == "unreachable" for r in reports):
-        from ringfence.network import offline
-
-        tried = offline.connect_records(reports)
-        tried += offline.name_records(
-            list(ended.names), plan.network, plan.allow_domains, plan.deny_domains
-        )
-        if ended.names_lost and tried and tried[-1].get("kind") != "more":
-            tried.append({"kind": "more"})
-        violations += tried
-    widenings: list[dict[str, Any]] = []
-    if violations:
-        from ringfence.escalation import reported
-        from ringfence.escalation import widenings as widen
-
-        violations = reported(plan, violations)
-        widenings = widen(plan, violations)
+    tried = tried_offline(plan, reports, list(ended.names), ended.names_lost)
+    created, violations, widened = end_findings(plan, reports, list(ended.unchecked), tried)
     return SimpleNamespace(
         returncode=None,
         duration=float(info.get("duration", 0.0)),
         violations=violations,
         network_events=[],
         created=created,
-        widenings=widenings,
+        widenings=widened,
         approval=None,
         memory_limit_hit=ended.oom_kills > 0,
         timed_out=False,

@@ -30,14 +30,13 @@ from ringfence.completed import (
     decode,
     run_stdio,
 )
-from ringfence.connection import Connection, Pending, move_aside, start_error
+from ringfence.connection import Connection, Pending, end_findings, start_error
 from ringfence.errors import (
     ApprovalRefused,
     SandboxError,
     UnsupportedError,
     UsageError,
 )
-from ringfence.policy import gitdir
 from ringfence.policy.model import Policy
 from ringfence.popen_args import PopenArgs
 from ringfence.popen_args import check as check_popen_args
@@ -128,25 +127,19 @@ class Process:
             self.network_events = self._conn.proxy.events_since(self._net_from)
         error = None
         reports = report.get("reports") or []
-        self.created = [r for r in reports if r.get("kind") in gitdir.REPORT_KINDS]
         unchecked = list(report.get("unchecked") or [])
         if "exit" not in report and not ("signal" in report and not report.get("killed")):
             # the init never reported its end check (killed, or lost): all it had told of
             unchecked += sorted(self._pending.pending_checks - set(unchecked))
-        if unchecked:  # the guard could not finish: fail closed from here
-            self.created += move_aside(self._conn.plan, unchecked)
-        self.violations = [r for r in reports if r.get("kind") in ("filesystem", "more")]
-        self.violations += [
+        denied = [
             {"kind": "network", "host": e.host, "port": e.port, "rule": e.rule}
             for e in self.network_events
             if not e.allowed
         ]
-        self.violations += self._conn.tried_offline(self._names_from, reports)
-        if self.violations:  # off the common path: most commands are refused nothing
-            from ringfence.escalation import reported, widenings
-
-            self.violations = reported(self._conn.plan, self.violations)
-            self.widenings = widenings(self._conn.plan, self.violations)
+        denied += self._conn.tried_offline(self._names_from, reports)
+        self.created, self.violations, self.widenings = end_findings(
+            self._conn.plan, reports, unchecked, denied
+        )
         if "exit" in report:
             self.returncode = int(report["exit"])
         elif "signal" in report:

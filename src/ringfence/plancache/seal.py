@@ -18,14 +18,9 @@ import ctypes
 import errno
 import os
 
-try:
-    from _blake2 import blake2b
-except ImportError:  # pragma: no cover - an interpreter built without it
-    from hashlib import blake2b
-
+from ringfence.plancache.sealed import SEAL_BYTES, same, seal
 from ringfence.platforms.linux.libc import syscall
 
-SEAL_BYTES = 32
 _DESCRIPTION = b"ringfence:plan-cache-seal"
 _KEY_TYPE = b"user"
 _KEY_SPEC_USER_KEYRING = -4
@@ -81,19 +76,4 @@ def secret() -> bytes | None:
     return found
 
 
-def seal(key: str, data: bytes, secret_key: bytes) -> bytes:
-    h = blake2b(key=secret_key, digest_size=SEAL_BYTES)
-    h.update(key.encode())
-    h.update(b"\0")
-    h.update(data)
-    return h.digest()
-
-
-def same(a: bytes, b: bytes) -> bool:
-    """Compare two seals in time independent of where they differ."""
-    if len(a) != len(b):
-        return False
-    diff = 0
-    for x, y in zip(a, b, strict=True):
-        diff |= x ^ y
-    return diff == 0
+__all__ = ["SEAL_BYTES", "same", "seal", "secret"]

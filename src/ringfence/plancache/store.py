@@ -18,16 +18,15 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
-import stat
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from ringfence.plancache import codec, facts, seal
+from ringfence.plancache import codec, facts, seal, sealed
 
 FORMAT = 2
 MAX_ENTRIES = 64  # one per distinct request; the oldest are dropped
-MAX_BYTES = 1 << 22
+MAX_BYTES = sealed.MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -40,46 +39,12 @@ class Entry:
     effects: tuple[tuple[str, tuple[Any, ...], Any], ...]
 
 
-def _private_dir(path: str, create: bool) -> bool:
-    """``path`` is a directory of ours that no one else may write (made so if ``create``)."""
-    if create:
-        with contextlib.suppress(OSError):  # a read-only home: no cache, the run goes on
-            os.makedirs(path, mode=0o700)
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
-
-
-def _read_private(path: str) -> bytes | None:
-    """The bytes of ``path`` if it is a regular file of ours that no one else can read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            return None
-        return os.read(fd, MAX_BYTES + 1)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def load(dirpath: str, key: str, secret: bytes) -> Entry | None:
     """The entry for ``key`` if there is a sound one sealed with ``secret`` (its answers are
     not checked here). Anything else, however malformed, is None: a miss."""
-    if not _private_dir(dirpath, create=False):
-        return None
-    raw = _read_private(os.path.join(dirpath, key))
-    if raw is None or len(raw) <= seal.SEAL_BYTES:
-        return None
-    mac, data = raw[: seal.SEAL_BYTES], raw[seal.SEAL_BYTES :]
-    if not seal.same(mac, seal.seal(key, data, secret)):
-        return None  # not written by ringfence for this request
+    data = sealed.unsealed(dirpath, key, key, secret)
+    if data is None:
+        return None  # missing, not private, or not written by ringfence for this request
     try:
         return _parse(key, data)
     except Exception:
@@ -121,7 +86,7 @@ def save(dirpath: str, key: str, entry: Entry, secret: bytes) -> None:
 def write_sealed(dirpath: str, key: str, name: str, data: bytes, secret: bytes) -> None:
     """``data`` sealed for ``key`` as ``dirpath/name``, atomically (a private file renamed
     into place); errors are ignored: the cache is only ever a speed-up."""
-    if len(data) > MAX_BYTES or not _private_dir(dirpath, create=True):
+    if len(data) > MAX_BYTES or not sealed.private_dir(dirpath, create=True):
         return
     tmp = os.path.join(dirpath, f".{name}.{os.getpid()}.tmp")
     try:

@@ -27,61 +27,39 @@ enum {
     Q_PWNAM, Q_ACCESS, Q_TMP_SECRETS,
 };
 
-typedef struct {
-    const unsigned char *p, *end;
-} rd_t;
-
-static int get(rd_t *r, void *out, size_t n)
-{
-    if ((size_t)(r->end - r->p) < n)
-        return -1;
-    memcpy(out, r->p, n);
-    r->p += n;
-    return 0;
-}
-
-/* A length-prefixed byte string; *s points into the entry (not NUL-terminated). */
-static int get_bytes(rd_t *r, const unsigned char **s, uint32_t *len)
-{
-    if (get(r, len, 4) < 0 || (size_t)(r->end - r->p) < *len)
-        return -1;
-    *s = r->p;
-    r->p += *len;
-    return 0;
-}
 
 /* A path: copied NUL-terminated into `buf`, refused with a NUL byte inside. */
-static int get_path(rd_t *r, char *buf, size_t cap)
+static int get_path(cursor_t *r, char *buf, size_t cap)
 {
     const unsigned char *s;
     uint32_t len;
-    if (get_bytes(r, &s, &len) < 0 || len >= cap || memchr(s, 0, len) != NULL)
+    if (take_bytes(r, &s, &len) < 0 || len >= cap || memchr(s, 0, len) != NULL)
         return -1;
     memcpy(buf, s, len);
     buf[len] = 0;
     return 0;
 }
 
-static int same_str(rd_t *r, const char *now)
+static int same_str(cursor_t *r, const char *now)
 {
     const unsigned char *s;
     uint32_t len;
-    if (get_bytes(r, &s, &len) < 0)
+    if (take_bytes(r, &s, &len) < 0)
         return -1;
     return strlen(now) == len && memcmp(s, now, len) == 0 ? 1 : 0;
 }
 
-static int check_errno(rd_t *r, int err)
+static int check_errno(cursor_t *r, int err)
 {
     uint32_t want;
-    return get(r, &want, 4) < 0 ? -1 : (int)want == err;
+    return take(r, &want, 4) < 0 ? -1 : (int)want == err;
 }
 
 /* facts._stat_answer, compared. Returns 1 same, 0 different, -1 malformed. */
-static int check_stat(rd_t *r, const char *path, int follow)
+static int check_stat(cursor_t *r, const char *path, int follow)
 {
     uint8_t kind;
-    if (get(r, &kind, 1) < 0)
+    if (take(r, &kind, 1) < 0)
         return -1;
     struct stat st;
     int rc = follow ? stat(path, &st) : lstat(path, &st);
@@ -89,11 +67,11 @@ static int check_stat(rd_t *r, const char *path, int follow)
         return rc < 0 ? check_errno(r, errno) : (check_errno(r, -1), 0);
     uint32_t fmt, mode, uid, gid;
     uint64_t dev, ino, size, nlink, mtime;
-    if (get(r, &fmt, 4) || get(r, &mode, 4) || get(r, &uid, 4) || get(r, &gid, 4) ||
-        get(r, &dev, 8) || get(r, &ino, 8))
+    if (take(r, &fmt, 4) || take(r, &mode, 4) || take(r, &uid, 4) || take(r, &gid, 4) ||
+        take(r, &dev, 8) || take(r, &ino, 8))
         return -1;
     int regular = S_ISREG(fmt);
-    if (regular && (get(r, &size, 8) || get(r, &nlink, 8) || get(r, &mtime, 8)))
+    if (regular && (take(r, &size, 8) || take(r, &nlink, 8) || take(r, &mtime, 8)))
         return -1;
     if (rc < 0)
         return 0;
@@ -107,10 +85,10 @@ static int check_stat(rd_t *r, const char *path, int follow)
     return (uint64_t)st.st_size == size && (uint64_t)st.st_nlink == nlink && now_mtime == mtime;
 }
 
-static int check_readlink(rd_t *r, const char *path)
+static int check_readlink(cursor_t *r, const char *path)
 {
     uint8_t ok;
-    if (get(r, &ok, 1) < 0)
+    if (take(r, &ok, 1) < 0)
         return -1;
     char buf[PATH_CAP];
     ssize_t n = readlink(path, buf, sizeof(buf) - 1);
@@ -119,7 +97,7 @@ static int check_readlink(rd_t *r, const char *path)
     if (n < 0 || n >= (ssize_t)sizeof(buf) - 1) {
         const unsigned char *s;
         uint32_t len;
-        return get_bytes(r, &s, &len) < 0 ? -1 : 0;
+        return take_bytes(r, &s, &len) < 0 ? -1 : 0;
     }
     buf[n] = 0;
     return same_str(r, buf);
@@ -209,10 +187,10 @@ fail:
 }
 
 /* A listing (names, or names and kinds) compared as a sorted list. */
-static int check_listing(rd_t *r, const char *path, int kinds)
+static int check_listing(cursor_t *r, const char *path, int kinds)
 {
     uint8_t ok;
-    if (get(r, &ok, 1) < 0)
+    if (take(r, &ok, 1) < 0)
         return -1;
     size_t n = 0;
     char *arena = NULL;
@@ -225,13 +203,13 @@ static int check_listing(rd_t *r, const char *path, int kinds)
         return same;
     }
     uint32_t count;
-    int result = get(r, &count, 4) < 0 ? -1 : (now != NULL && count == n);
+    int result = take(r, &count, 4) < 0 ? -1 : (now != NULL && count == n);
     /* the expected entries come sorted by the writer the same way (bytes, then flags) */
     for (uint32_t i = 0; result >= 0 && i < count; i++) {
         const unsigned char *s;
         uint32_t len;
         uint8_t flags = 0;
-        if (get_bytes(r, &s, &len) < 0 || (kinds && get(r, &flags, 1) < 0)) {
+        if (take_bytes(r, &s, &len) < 0 || (kinds && take(r, &flags, 1) < 0)) {
             result = -1;
             break;
         }
@@ -248,10 +226,10 @@ static int check_listing(rd_t *r, const char *path, int kinds)
  * /proc/sys file refuses so large a read with ENOMEM, and that is its answer too), then
  * compared with what the compile got. The content is kept whole in the entry. */
 #define READ_LIMIT (1 << 22)
-static int check_read(rd_t *r, const char *path, int nofollow)
+static int check_read(cursor_t *r, const char *path, int nofollow)
 {
     uint8_t kind;
-    if (get(r, &kind, 1) < 0)
+    if (take(r, &kind, 1) < 0)
         return -1;
     int err = 0, fmt = -1;
     char *buf = NULL;
@@ -281,11 +259,11 @@ static int check_read(rd_t *r, const char *path, int nofollow)
             result = 0;
     } else if (kind == 2) { /* not a regular file: its type */
         uint32_t want;
-        result = get(r, &want, 4) < 0 ? -1 : fmt >= 0 && (uint32_t)fmt == want;
+        result = take(r, &want, 4) < 0 ? -1 : fmt >= 0 && (uint32_t)fmt == want;
     } else if (kind == 1) {
         const unsigned char *want;
         uint32_t len;
-        if (get_bytes(r, &want, &len) < 0)
+        if (take_bytes(r, &want, &len) < 0)
             result = -1;
         else
             result = !err && fmt < 0 && n == (ssize_t)len && memcmp(buf, want, len) == 0;
@@ -297,10 +275,10 @@ static int check_read(rd_t *r, const char *path, int nofollow)
     return result;
 }
 
-static int check_passwd(rd_t *r, const char *key, int by_uid)
+static int check_passwd(cursor_t *r, const char *key, int by_uid)
 {
     uint8_t ok;
-    if (get(r, &ok, 1) < 0)
+    if (take(r, &ok, 1) < 0)
         return -1;
     char buf[16384];
     struct passwd pw, *found = NULL;
@@ -325,7 +303,7 @@ static int check_passwd(rd_t *r, const char *key, int by_uid)
     int same = found != NULL;
     int a = same_str(r, found ? found->pw_name : "");
     int b = same_str(r, found ? found->pw_passwd : "");
-    if (a < 0 || b < 0 || get(r, &uid, 4) || get(r, &gid, 4))
+    if (a < 0 || b < 0 || take(r, &uid, 4) || take(r, &gid, 4))
         return -1;
     int c = same_str(r, found ? found->pw_gecos : "");
     int d = same_str(r, found ? found->pw_dir : "");
@@ -335,28 +313,28 @@ static int check_passwd(rd_t *r, const char *key, int by_uid)
     return same && a && b && c && d && e && found->pw_uid == uid && found->pw_gid == gid;
 }
 
-static int check_access(rd_t *r, const char *path)
+static int check_access(cursor_t *r, const char *path)
 {
     uint32_t mode;
     uint8_t kind;
-    if (get(r, &mode, 4) < 0 || get(r, &kind, 1) < 0)
+    if (take(r, &mode, 4) < 0 || take(r, &kind, 1) < 0)
         return -1;
     int rc = access(path, (int)mode);
     if (kind == 0)
         return rc < 0 && errno != EACCES && errno != ENOENT ? check_errno(r, errno)
                                                             : (check_errno(r, -1), 0);
     uint8_t want;
-    if (get(r, &want, 1) < 0)
+    if (take(r, &want, 1) < 0)
         return -1;
     return (rc == 0) == (want != 0);
 }
 
 /* tmp_entries.secrets_in: the top-level, non-symlink entries of `dir` whose name matches a
  * pattern (fnmatchcase: no FNM_PATHNAME, no FNM_PERIOD, and a backslash is itself). */
-static int check_tmp_secrets(rd_t *r, const char *dir)
+static int check_tmp_secrets(cursor_t *r, const char *dir)
 {
     uint32_t npat;
-    if (get(r, &npat, 4) < 0 || npat > 256)
+    if (take(r, &npat, 4) < 0 || npat > 256)
         return -1;
     char patterns[256][256];
     for (uint32_t i = 0; i < npat; i++)
@@ -366,7 +344,7 @@ static int check_tmp_secrets(rd_t *r, const char *dir)
     char *arena = NULL;
     dent_t *now = list_dir(dir, 1, &n, &arena);
     uint32_t count;
-    if (get(r, &count, 4) < 0) {
+    if (take(r, &count, 4) < 0) {
         PyMem_RawFree(now);
         PyMem_RawFree(arena);
         return -1;
@@ -396,7 +374,7 @@ static int check_tmp_secrets(rd_t *r, const char *dir)
     for (; seen < count; seen++) { /* expected ones not seen now */
         const unsigned char *s;
         uint32_t len;
-        if (get_bytes(r, &s, &len) < 0)
+        if (take_bytes(r, &s, &len) < 0)
             result = -1;
         else if (result == 1)
             result = 0;
@@ -406,11 +384,11 @@ static int check_tmp_secrets(rd_t *r, const char *dir)
     return result;
 }
 
-static int check_one(rd_t *r, char *why, size_t whylen)
+static int check_one(cursor_t *r, char *why, size_t whylen)
 {
     uint8_t op;
     char path[PATH_CAP];
-    if (get(r, &op, 1) < 0 || get_path(r, path, sizeof(path)) < 0)
+    if (take(r, &op, 1) < 0 || get_path(r, path, sizeof(path)) < 0)
         return -1;
     int same;
     switch (op) {
@@ -451,13 +429,13 @@ static int entry_walk(const unsigned char *data, size_t size, entry_t *out, int 
         snprintf(why, whylen, "not a native entry of this ringfence");
         return -1;
     }
-    rd_t r = {data + sizeof(ENTRY_MAGIC), data + size};
+    cursor_t r = {data + sizeof(ENTRY_MAGIC), data + size};
     while (r.p < r.end) {
         uint8_t tag;
         uint32_t len;
-        if (get(&r, &tag, 1) || get(&r, &len, 4) || (size_t)(r.end - r.p) < len)
+        if (take(&r, &tag, 1) || take(&r, &len, 4) || (size_t)(r.end - r.p) < len)
             goto malformed;
-        rd_t rec = {r.p, r.p + len};
+        cursor_t rec = {r.p, r.p + len};
         r.p += len;
         char path[PATH_CAP];
         if (tag == E_PLAN || (!verify && (tag == E_CHECK || tag == E_DIR_OURS || tag == E_TOUCH)))
@@ -494,7 +472,7 @@ static int entry_walk(const unsigned char *data, size_t size, entry_t *out, int 
             break;
         case E_OPTIONS: {
             uint8_t audit;
-            if (get(&rec, &out->timeout, 8) || get(&rec, &audit, 1))
+            if (take(&rec, &out->timeout, 8) || take(&rec, &audit, 1))
                 goto malformed;
             out->audit = audit;
             rec.p = rec.end; /* the rest is the Python side's (the audit record's parts) */

@@ -17,19 +17,6 @@ void image_free(image_t *im)
     memset(im, 0, sizeof(*im));
 }
 
-typedef struct {
-    const unsigned char *p, *end;
-} cursor_t;
-
-static int take(cursor_t *c, void *out, size_t n)
-{
-    if ((size_t)(c->end - c->p) < n)
-        return -1;
-    memcpy(out, c->p, n);
-    c->p += n;
-    return 0;
-}
-
 static int stash(image_t *im, const unsigned char *src, uint32_t len, str_t *out)
 {
     if (memchr(src, 0, len) != NULL)

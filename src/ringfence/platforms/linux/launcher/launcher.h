@@ -247,6 +247,14 @@ const char *errtext(int code);
 pid_t rf_fork(void);
 void close_all_but(int *keep, int n);
 void reset_signals(void);
+/* Reading the images and entries (both little-endian, length-prefixed): a cursor that
+ * never reads past its end. */
+typedef struct {
+    const unsigned char *p, *end;
+} cursor_t;
+int take(cursor_t *c, void *out, size_t n);
+int take_bytes(cursor_t *c, const unsigned char **s, uint32_t *len);
+
 int openat2_(int dirfd, const char *path, uint64_t flags, uint64_t resolve);
 int write_file(const char *path, const char *text);
 

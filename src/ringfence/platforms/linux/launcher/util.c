@@ -101,3 +101,22 @@ void reset_signals(void)
     stack_t none = {.ss_flags = SS_DISABLE};
     sigaltstack(&none, NULL);
 }
+
+int take(cursor_t *c, void *out, size_t n)
+{
+    if ((size_t)(c->end - c->p) < n)
+        return -1;
+    memcpy(out, c->p, n);
+    c->p += n;
+    return 0;
+}
+
+/* A u32 length and that many bytes; *s points into the data (not NUL-terminated). */
+int take_bytes(cursor_t *c, const unsigned char **s, uint32_t *len)
+{
+    if (take(c, len, 4) < 0 || (size_t)(c->end - c->p) < *len)
+        return -1;
+    *s = c->p;
+    c->p += *len;
+    return 0;
+}
