@@ -607,3 +607,31 @@ def test_a_tmp_secret_gone_before_the_mounts_leaves_nothing_to_hide(rf: Runner, 
     finally:
         secret.unlink(missing_ok=True)
     assert r.stdout.split() == ["RAN", "RESULT", "0"], (r.stdout, r.stderr)
+
+
+def test_a_command_holding_the_layers_lock_does_not_stall_other_sandboxes(rf: Runner) -> None:
+    """Review 19: sandboxes of one workspace take turns on a lock to mount its /tmp layer,
+    and a command in reduced isolation can reach the layer and hold that lock; a sandbox
+    starting meanwhile waits for it a bounded time, then mounts (it waited until the holder
+    ended before)."""
+    ws = rf.mkdir()
+    assert rf("run", "--", "true", cwd=ws).returncode == 0  # the layer exists now
+    cache = Path(rf.env()["XDG_CACHE_HOME"]) / "ringfence" / "workspaces"
+    (work,) = [p / "tmp" / "work" for p in cache.iterdir() if ws.name in p.name]
+    hold = (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(work)!r}, os.O_RDONLY | os.O_DIRECTORY)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    holder = rf.popen("run", "--isolation", "reduced", "--", "/usr/bin/python3", "-c", hold, cwd=ws)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n", holder.stderr
+        r = rf("run", "--", "sh", "-c", "echo mounted", cwd=ws, timeout=40)
+        assert r.stdout.strip() == "mounted", r.stderr
+        assert holder.poll() is None  # the lock was still held: the run did not wait it out
+    finally:
+        holder.terminate()  # passed on to the holding command, which ends
+        holder.communicate(timeout=30)

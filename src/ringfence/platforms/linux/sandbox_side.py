@@ -301,13 +301,16 @@ class _Server:
         command shares its uid, and may have lowered its priority and pinned it to a busy
         CPU): it and every process of its tree are killed from here, each in its own right,
         so none waits for the init to run (the kernel's end of its pid namespace would)."""
-        if self.namespaced:
-            tree = reaper.in_pid_namespace_of(init_pid)
-        else:
-            tree = reaper.descendants(init_pid)
-        kill_quietly(init_pid, signal.SIGKILL)
-        for pid in tree:
-            kill_quietly(pid, signal.SIGKILL)
+        for _ in range(3):  # again: what forked while the last round killed
+            if self.namespaced:
+                tree = reaper.in_pid_namespace_of(init_pid)
+            else:
+                tree = reaper.descendants(init_pid)
+            kill_quietly(init_pid, signal.SIGKILL)
+            for pid in tree:
+                kill_quietly(pid, signal.SIGKILL)
+            if not tree:
+                break
 
     def _send(self, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
         try:

@@ -97,8 +97,14 @@ static int overlay_tree(const mount_t *m)
     int fds[3] = {host_source(m->target.ptr), host_source(upper), host_source(work)};
     /* Sandboxes of one workspace mount its layer one at a time (mounts.py, overlay_tree). */
     int turn = openat2_(fds[2], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, RF_RESOLVE_NO_SYMLINKS);
-    if (turn >= 0)
-        flock(turn, LOCK_EX); /* best effort: without locks, the retries below remain */
+    /* Best effort, and waited for at most 2 s (mounts.py, _take_turn: a reduced-isolation
+     * command can reach the layer and hold the lock); past that the retries below remain. */
+    for (int tries = 0; turn >= 0 && tries < 400; tries++) {
+        if (flock(turn, LOCK_EX | LOCK_NB) == 0 || errno != EWOULDBLOCK)
+            break;
+        struct timespec ts = {0, 5000000L};
+        nanosleep(&ts, NULL);
+    }
     char lower_o[64], upper_o[64], work_o[64];
     snprintf(lower_o, sizeof(lower_o), "lowerdir=/proc/self/fd/%d", fds[0]);
     snprintf(upper_o, sizeof(upper_o), "upperdir=/proc/self/fd/%d", fds[1]);
