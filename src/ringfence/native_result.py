@@ -27,6 +27,7 @@ from ringfence.engine.result import EXIT_INTERNAL, EXIT_TIMEOUT, RunResult
 from ringfence.plancache import native_entry
 from ringfence.platforms.linux import native
 from ringfence.platforms.linux.plan_model import LinuxPlan
+from ringfence.policy.gitdir import describe_finding
 
 
 def finish(got: tuple[Any, ...], command: list[str], data: bytes) -> int:
@@ -39,10 +40,11 @@ def finish(got: tuple[Any, ...], command: list[str], data: bytes) -> int:
     if not isinstance(plan, LinuxPlan):
         raise ValueError("a native entry holds a Linux plan")
     if kind in ("error", "unsupported"):  # as a sandbox that could not start, or that failed
-        if ended.unchecked:  # after its command had started: fail closed all the same
-            move_aside(plan, list(ended.unchecked))
+        # after its command had started: fail closed all the same, and say so
+        moved = move_aside(plan, list(ended.unchecked)) if ended.unchecked else []
+        lines = [text, *(describe_finding(r) for r in moved)]
         err = "UnsupportedError" if kind == "unsupported" else "SandboxError"
-        result = RunResult(EXIT_INTERNAL, message=text, error_kind=err)
+        result = RunResult(EXIT_INTERNAL, message="\n".join(lines), error_kind=err)
         report(result)
         return result.returncode
     audit = AuditLog(default_path()) if options.get("audit") is not False else None

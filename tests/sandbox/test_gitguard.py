@@ -337,6 +337,54 @@ def test_a_linked_git_directory_renamed_gets_its_commondir_judged(ws: Path) -> N
     assert g.pending == {str(ws / "moved/commondir"): "commondir"}
 
 
+def _pointer_then_rename() -> int:
+    """A pointer file the end check judges, then its directory renamed (run guarded)."""
+    os.makedirs("sub")
+    with open("sub/.git", "w") as f:
+        f.write("gitdir: /etc\n")
+    try:
+        os.rename("sub", "moved")
+    except OSError as e:
+        return 20 + (e.errno or 0)
+    return 0
+
+
+def test_a_pointers_new_name_is_told_before_the_rename(ws: Path) -> None:
+    """The host hears of the name a pending file will have before the rename is done
+    (guard_tell): told after, a guard failing in between would leave the host only the old
+    name, which no longer holds it (review 19)."""
+    log = ws.parent / "told.log"
+
+    def on_event(kind: str, path: str, detail: str) -> None:
+        if kind == "git_pending":
+            with open(log, "a") as f:
+                f.write(f"{path}\t{os.path.lexists(path)}\n")
+
+    out = run_guarded(_rules(ws), _pointer_then_rename, cwd=ws, on_event=on_event)
+    assert out.status == 0, out
+    assert (ws / "moved/.git").exists()
+    told = log.read_text().splitlines()
+    assert f"{ws}/sub/.git\tFalse" in told  # made after it was told
+    assert f"{ws}/moved/.git\tFalse" in told, told
+
+
+def test_a_rename_the_host_could_not_be_told_of_is_not_done(ws: Path) -> None:
+    """A guard that cannot tell the host fails before the rename: the file stays where the
+    host knows it, and the command's call fails."""
+    from ringfence.platforms.linux.guard_tell import TellError
+
+    def on_event(kind: str, path: str, detail: str) -> None:
+        if kind == "git_pending" and path.endswith("/moved/.git"):
+            raise TellError("the host stopped reading the name guard")
+
+    out = run_guarded(
+        _rules(ws), _pointer_then_rename, cwd=ws, on_event=on_event, serve_errors_ok=True
+    )
+    assert out.status == 20 + errno.EACCES, out
+    assert (ws / "sub/.git").read_text() == "gitdir: /etc\n"
+    assert not (ws / "moved").exists()
+
+
 def test_an_exchanged_linked_git_directory_is_judged_where_it_went(ws: Path) -> None:
     """RENAME_EXCHANGE of a linked git directory G with an empty directory E: the linked one
     is at E afterwards, and that is the commondir the end of the command judges (found by

@@ -58,8 +58,13 @@ def run_guarded(
     stdout: Path | None = None,
     env: dict[str, str] | None = None,
     lock: str | None = None,
+    on_event: Callable[[str, str, str], None] | None = None,
+    serve_errors_ok: bool = False,
 ) -> Outcome:
-    """Run ``probe`` (a function returning an exit code, or an argv) under the guard."""
+    """Run ``probe`` (a function returning an exit code, or an argv) under the guard.
+    ``on_event``: the supervisor's (runs in its process); ``serve_errors_ok``: a supervisor
+    that fails (as when it cannot tell the host) closes its listener, and the probe goes on,
+    its guarded calls failing, instead of the run failing."""
     rfd, wfd = os.pipe()
     sup_pid = os.fork()
     if sup_pid == 0:  # supervisor process
@@ -94,16 +99,7 @@ def run_guarded(
             child_sock.close()
             denials: list[dict[str, object]] = []
             if guard:
-                listener = steps.take_listener(parent_sock, child)
-                lock_fd = os.open(lock, os.O_RDWR) if lock is not None else -1
-                sup = Supervisor(
-                    listener,
-                    rules,
-                    on_denial=lambda d: denials.append(d.__dict__),
-                    lock_fd=lock_fd,
-                )
-                pidfd = os.pidfd_open(child)
-                sup.serve(pidfd)
+                _supervise(parent_sock, child, rules, lock, on_event, serve_errors_ok, denials)
             _, raw = os.waitpid(child, 0)
             os.write(wfd, json.dumps({"status": _status(raw), "denials": denials}).encode())
             code = 0
@@ -120,6 +116,33 @@ def run_guarded(
     assert _status(raw) == 0, "the supervisor process failed"
     data = json.loads(b"".join(chunks))
     return Outcome(data["status"], data["denials"])
+
+
+def _supervise(  # noqa: PLR0917 - run_guarded's own parts
+    sock: socket.socket,
+    child: int,
+    rules: GuardRules,
+    lock: str | None,
+    on_event: Callable[[str, str, str], None] | None,
+    serve_errors_ok: bool,
+    denials: list[dict[str, object]],
+) -> None:
+    listener = steps.take_listener(sock, child)
+    lock_fd = os.open(lock, os.O_RDWR) if lock is not None else -1
+    sup = Supervisor(
+        listener,
+        rules,
+        on_denial=lambda d: denials.append(d.__dict__),
+        on_event=on_event,
+        lock_fd=lock_fd,
+    )
+    pidfd = os.pidfd_open(child)
+    try:
+        sup.serve(pidfd)
+    except Exception:
+        if not serve_errors_ok:
+            raise
+        os.close(listener)  # as a guard that dies: guarded calls then fail
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ import signal
 import socket
 import struct
 import termios
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -35,6 +34,7 @@ from ringfence.errors import RingfenceError, SandboxError
 from ringfence.forwarded import FORWARDED
 from ringfence.platforms.linux import (
     caps,
+    guard_tell,
     landlock,
     mounts,
     popen_extras,
@@ -234,11 +234,17 @@ def _apply_layers(srv: _Server, stdio: list[int]) -> None:
         else:
             landlock.restrict_with(srv.ruleset_fd)
         os.close(srv.ruleset_fd)
-    guard_sock, srv.guard_pid = (
-        steps.start_guard(plan, srv.guard_lock, srv.guard_rules, bounding_cleared=srv.namespaced)
-        if plan.guard_enabled
-        else (None, 0)
-    )
+    if plan.guard_enabled:
+        srv.cid_page = guard_tell.new_page()
+        guard_sock, srv.guard_pid = steps.start_guard(
+            plan,
+            srv.guard_lock,
+            srv.guard_rules,
+            bounding_cleared=srv.namespaced,
+            host=(srv.sock.fileno(), srv.cid_page),
+        )
+    else:
+        guard_sock, srv.guard_pid = None, 0
     if srv.guard_scope_fd >= 0:
         landlock.restrict_with(srv.guard_scope_fd)
         os.close(srv.guard_scope_fd)
@@ -301,6 +307,8 @@ def _run(
     init was scheduled when it was made, if it may serve another command (else None)."""
     reuse = baseline is not None
     master = -1
+    if srv.cid_page is not None:  # whose command the guard's calls are from now (guard_tell)
+        guard_tell.set_command(srv.cid_page, cid)
     if len(stdio) != spec.nfds:
         raise SandboxError("bad request: wrong number of descriptors")
     if spec.pty is not None:
@@ -322,9 +330,7 @@ def _run(
         protocol.send(srv.sock, {"id": cid, "started": child}, [master] if master >= 0 else [])
         if master >= 0:
             os.close(master)
-        ended = _relay(
-            child, ctl_r, srv.guard_sock, namespaced=srv.namespaced, tell=_teller(srv, cid)
-        )
+        ended = _relay(child, ctl_r, srv.guard_sock, namespaced=srv.namespaced)
         reuse = _finish(srv, cid, ended, baseline=baseline)
     if not reuse:
         steps.exit_after_report()
@@ -406,31 +412,17 @@ def _finish(
 FINISH_TIMEOUT = 10.0  # seconds the guard may take to check the pointer files at the end
 
 
-def _teller(srv: _Server, cid: int) -> Callable[[dict[str, str]], None]:
-    """Each file the guard leaves for its end-of-command check, told to the host at once: if
-    this init is killed before that check (its command outlived a timeout and starved it),
-    the host still moves them aside (fail closed), as it does with ``unchecked``."""
-
-    def tell(record: dict[str, str]) -> None:
-        if record.get("kind") == "git_pending":
-            with contextlib.suppress(OSError):
-                protocol.send(srv.sock, {"id": cid, "pending": record.get("path", "")})
-
-    return tell
-
-
 def _relay(
     child: int,
     ctl_r: int,
     guard: socket.socket | None,
     *,
     namespaced: bool,
-    tell: Callable[[dict[str, str]], None],
 ) -> tuple[int, list[dict[str, str]]]:
     """Wait for the command, reaping orphans, and pass on the host's signals; collect the
-    name guard's findings as they come (so a flood never fills the socket), telling the
-    host of each file that waits for the end check. Returns the command's wait status and
-    those findings."""
+    name guard's findings as they come (so a flood never fills the socket; the guard tells
+    the host itself of each file that waits for the end check, see guard_tell). Returns the
+    command's wait status and those findings."""
     reports: list[dict[str, str]] = []
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
@@ -445,8 +437,6 @@ def _relay(
             if guard is not None and guard.fileno() in ready:
                 got = steps.guard_reports(guard)
                 reports.extend(got)
-                for record in got:
-                    tell(record)
                 if not got:  # the guard closed its end: nothing more from it
                     guard = None
             if wake_r in ready:

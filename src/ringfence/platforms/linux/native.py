@@ -72,7 +72,7 @@ def ended(got: tuple[Any, ...]) -> Ended:
     """The launcher's answer (``launch``, ``oneshot``) as an :class:`Ended`."""
     kind, value, detail, info = got
     names, lost = _names(info.get("names", b""))
-    reports, unchecked, started = _findings(info.get("reports", b""))
+    reports, unchecked, started = _findings(info.get("reports", b""), info.get("told", b""))
     return Ended(
         kind,
         value,
@@ -89,11 +89,15 @@ def ended(got: tuple[Any, ...]) -> Ended:
 STARTED = "guard_started"  # the stub's record: the Python supervisor runs from here on
 
 
-def _findings(raw: bytes) -> tuple[tuple[dict[str, str], ...], tuple[str, ...], bool]:
+def _findings(
+    raw: bytes, told: bytes = b""
+) -> tuple[tuple[dict[str, str], ...], tuple[str, ...], bool]:
     """The guard's records (each a u32 length and JSON, as pid 1 forwards them), sorted as
-    command_init._finish sorts them."""
-    if not raw:
+    command_init._finish sorts them; ``told``: the names the guard told the host itself
+    (guard_tell), each waiting for the end check as a ``git_pending`` record does."""
+    if not raw and not told:
         return (), (), False
+    from ringfence.platforms.linux.guard_tell import read_told
     from ringfence.platforms.linux.steps import CONTROL, _record
 
     records: list[dict[str, str]] = []
@@ -105,7 +109,9 @@ def _findings(raw: bytes) -> tuple[tuple[dict[str, str], ...], tuple[str, ...], 
         if record is not None:
             records.append(record)
     kinds = {r.get("kind") for r in records}
-    pending = sorted({r.get("path", "") for r in records if r.get("kind") == "git_pending"})
+    pending = sorted(
+        {r.get("path", "") for r in records if r.get("kind") == "git_pending"} | {*read_told(told)}
+    )
     unchecked = tuple(pending) if pending and "git_finished" not in kinds else ()
     kept = tuple(r for r in records if r.get("kind") not in CONTROL and r.get("kind") != STARTED)
     return kept, unchecked, STARTED in kinds

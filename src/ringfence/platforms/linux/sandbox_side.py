@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import mmap
 import os
 import select
 import signal
@@ -191,6 +192,7 @@ class _Server:
         self.started = 0  # commands given an init so far
         self.guard_sock: socket.socket | None = None  # in a command's init: the guard's reports
         self.guard_pid = 0
+        self.cid_page: mmap.mmap | None = None  # in a command's init: shared with its guard
         # Filters and guard rules made once: every command's init and guard uses them as made.
         self.program = seccomp.prepare(plan.seccomp) if plan.seccomp is not None else None
         self.guard_rules = steps.guard_rules_of(plan) if plan.guard_enabled else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import mmap
 import os
 import resource
 import select
@@ -22,6 +23,7 @@ from ringfence.errors import SandboxError
 from ringfence.platforms.linux import (
     caps,
     guard_rules,
+    guard_tell,
 )
 from ringfence.platforms.linux.libc import syscall, write_file
 from ringfence.platforms.linux.nameguard.results import Denial
@@ -88,11 +90,14 @@ def start_guard(
     rules: guard_rules.GuardRules | None = None,
     *,
     bounding_cleared: bool = False,
+    host: tuple[int, mmap.mmap] | None = None,
 ) -> tuple[socket.socket, int]:
     """Start the name guard's supervisor; return the socket to hand it the listener on (and
     to read its findings from), and its pid. ``rules``: :func:`guard_rules_of` the plan,
     made once by a session's runner for all its commands; ``bounding_cleared``: this
-    process's capability bounding set is empty already.
+    process's capability bounding set is empty already. ``host``: the session's socket and the
+    page the init keeps its command's id in, for the guard's own line to the host
+    (``guard_tell``).
 
     Called by a command's init after Landlock, so the supervisor lives in the command's own
     domain (its emulated file operations meet the same second wall, and Landlock lets it read
@@ -103,7 +108,7 @@ def start_guard(
     pid = os.fork()
     if pid == 0:
         ours.close()
-        _supervisor_main(plan, theirs, lock_fd, rules, bounding_cleared)
+        _supervisor_main(plan, theirs, lock_fd, rules, bounding_cleared, host=host)
     theirs.close()
     return ours, pid
 
@@ -171,14 +176,17 @@ class _Reporter:
     room for them.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, tell: guard_tell.Tell | None = None) -> None:
         self.sock = sock
+        self.tell = tell
         self.seen: set[tuple[str, ...]] = set()
         self.counts = {"refusal": 0, "git": 0}
         self.more = {"refusal": False, "git": False}
 
     def send(self, record: dict[str, str]) -> None:
         if record.get("kind") in CONTROL:  # for the init, not the user: never dropped, never cut
+            if record.get("kind") == "git_pending" and self.tell is not None:
+                self.tell(record.get("path", ""))  # the host first: see guard_tell
             _send_surely(self.sock, json.dumps(record).encode())
             return
         record = {
@@ -457,6 +465,8 @@ def _supervisor_main(
     lock_fd: int,
     rules: guard_rules.GuardRules | None,
     bounding_cleared: bool,
+    *,
+    host: tuple[int, mmap.mmap] | None,
 ) -> NoReturn:
     code = 0
     try:
@@ -469,15 +479,17 @@ def _supervisor_main(
         os.dup2(null, 1)
         os.close(null)
         low = 3
-        for keep in sorted({sock.fileno(), lock_fd} - {-1}):  # close all but these two
+        host_fd = host[0] if host is not None else -1
+        for keep in sorted({sock.fileno(), lock_fd, host_fd} - {-1}):  # close all but these
             os.closerange(low, keep)
             low = keep + 1
         os.closerange(low, 0x7FFFFFFF)
         listener = take_listener(sock, os.getppid())
         if listener is None:
             os._exit(0)  # the command failed before installing the filter
+        tell = guard_tell.SessionTell(host[0], host[1]) if host is not None else None
         serve_commands(
-            sock, listener, lock_fd, rules if rules is not None else guard_rules_of(plan)
+            sock, listener, lock_fd, rules if rules is not None else guard_rules_of(plan), tell
         )
     except BaseException as e:  # the listener closes with us: guarded calls then fail closed
         os.write(2, f"ringfence: name guard failed: {e}\n".encode())
@@ -486,7 +498,11 @@ def _supervisor_main(
 
 
 def serve_commands(
-    sock: socket.socket, listener: int, lock_fd: int, rules: guard_rules.GuardRules
+    sock: socket.socket,
+    listener: int,
+    lock_fd: int,
+    rules: guard_rules.GuardRules,
+    tell: guard_tell.Tell | None = None,
 ) -> None:
     """Answer the calls of the init's commands, one command after another: after each, on the
     init's :data:`RESET`, a supervisor that answered anything is dropped with all it learnt
@@ -501,7 +517,7 @@ def serve_commands(
             if not _asked(listener, sock):
                 return  # the init's tree is gone
             sock.setblocking(False)
-            reporter = _Reporter(sock)
+            reporter = _Reporter(sock, tell)
             supervisor = Supervisor(
                 listener,
                 _resolved_sockets(rules),

@@ -7,17 +7,15 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from ringfence.platforms.linux.gitfiles import ConfigRead, expand, read_config
-from ringfence.platforms.linux.gitguard import checkouts, layout, newdir
+from ringfence.platforms.linux.gitguard import checkouts, endcheck, layout, newdir
 from ringfence.platforms.linux.gitguard.content import EXCLUDE, ContentRules
 from ringfence.platforms.linux.gitguard.fileio import (
-    put_copy,
     read_regular,
-    replace_with_copy,
 )
 from ringfence.platforms.linux.gitguard.layout import (
     DOT_GIT,
@@ -89,6 +87,8 @@ class GitGuard:
     pending: dict[str, str] = field(default_factory=dict)
     # git directories whose layout this command completed: its own, so it may undo them
     completed: set[str] = field(default_factory=set)
+    # every name told as ``git_pending`` (once each: the init and the host keep them all)
+    told: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._outermost = tuple(sorted((*self.roots, *self.private_roots), key=len))
@@ -290,7 +290,7 @@ class GitGuard:
         problem = newdir.scan(self.content, self.event, path, [(tree, ())])
         return None if problem is None else f"a .git directory in the making: {problem}"
 
-    def _new_top_problem(self, top: str) -> str | None:
+    def new_top_problem(self, top: str) -> str | None:
         """A ``.git`` file made at ``top``: leading to no repository now, it could lead to
         one made later, whose hooks directory (relative to this worktree) nobody would look
         at then; leading to one, the hooks it would find here (:meth:`_planted_hooks`)."""
@@ -298,7 +298,7 @@ class GitGuard:
         repo = self._read_repo(top)
         return "it leads to no repository" if repo.gitdir is None else hooks_in(repo.hooks)
 
-    def _planted_hooks(self, top: str) -> str | None:
+    def planted_hooks(self, top: str) -> str | None:
         """A new worktree top (a ``.git`` made here): the hooks directory its repository's
         configs name relative to the worktree (husky's ``core.hooksPath = .husky``) now lies
         in this one, and may hold hooks the command put there before the ``.git``."""
@@ -570,26 +570,44 @@ class GitGuard:
         """A linked git directory renamed: its commondir (``../..``) names another directory
         from where it is now, so it is judged again when the command has ended. Looked at
         after the rename, by the name it has now (an exchange swaps what each name holds)."""
-        if self.root_of(path) is None:
-            return
+        if self.root_of(path) is not None and self._maybe_linked(path):
+            self.note_pointer(f"{path}/commondir", "commondir")  # (the end check decides)
+
+    def moving(self, src: str, dst: str, *, is_dir: bool) -> None:
+        """Before ``src`` is renamed to ``dst``: tell the names its files left for the end
+        check will have there, and a linked git directory's ``commondir``. Told after the
+        rename, they would be lost should the guard fail in between, while the old names no
+        longer hold the files (guard_tell)."""
+        prefix = src + "/"
+        for p in [p for p in self.pending if p == src or (is_dir and p.startswith(prefix))]:
+            self._tell(dst + p[len(src) :])
+        if is_dir and self.root_of(dst) is not None and self._maybe_linked(src):
+            self._tell(f"{dst}/commondir")
+
+    def exchanging(self, a: str, b: str) -> None:
+        """Before ``a`` and ``b`` swap: :meth:`moving` both ways."""
+        self.moving(a, b, is_dir=True)
+        self.moving(b, a, is_dir=True)
+
+    @staticmethod
+    def _maybe_linked(path: str) -> bool:
+        """Could the directory ``path`` be a linked git directory (HEAD and a commondir)?"""
         try:
-            linked = exists(f"{path}/HEAD") and exists(f"{path}/commondir")
+            return exists(f"{path}/HEAD") and exists(f"{path}/commondir")
         except OSError:
-            linked = True  # cannot tell: the end-of-run check decides
-        if linked:
-            self.note_pointer(f"{path}/commondir", "commondir")
+            return True  # cannot tell: told anyway
 
     def exchanged(self, a: str, b: str) -> None:
         """After RENAME_EXCHANGE of ``a`` and ``b``: what was tracked under each is now under
         the other (a pointer must not drop out of the end-of-run check by a swap)."""
         tmp = f"{a}\0exchanging"
-        self._carry(a, tmp, True)
+        self._carry(a, tmp, True, tell=False)  # a name no file has
         self._carry(b, a, True)
         self._carry(tmp, b, True)
         self._linked_moved(a)
         self._linked_moved(b)
 
-    def _carry(self, src: str, dst: str | None, is_dir: bool) -> None:
+    def _carry(self, src: str, dst: str | None, is_dir: bool, *, tell: bool = True) -> None:
         if is_dir or is_dot_git(posixpath.basename(src)):
             self.forget_repos()
         prefix = src + "/"
@@ -600,8 +618,8 @@ class GitGuard:
             if dst is None:
                 continue
             new = dst + p[len(src) :]
-            if new not in self.pending:  # the init hears of the new name (its fallback)
-                self.event("git_pending", new)
+            if tell:  # (told before the rename: moving; this for a caller that did not)
+                self._tell(new)
             self.pending[new] = kind  # carried, not a new file: no room to make
             if not is_dir:
                 self.pins.pin(new)  # renamed itself: held again where it went (pins.carry)
@@ -617,9 +635,16 @@ class GitGuard:
         them aside."""
         if path not in self.pending:
             self.pins.make_room(len(self.pending))
-            self.event("git_pending", path)
+            self._tell(path)
         self.pending[path] = kind
         self.pins.pin(path)  # the file there now, if any; files.py pins one made after this
+
+    def _tell(self, path: str) -> None:
+        """The init and the host hear of each file left for the end check (once), before a
+        call can put it there: should the guard not finish, the host moves it aside."""
+        if path not in self.told:
+            self.event("git_pending", path)
+            self.told.add(path)
 
     # ---------------------------------------------------------------- a new git directory
 
@@ -646,7 +671,7 @@ class GitGuard:
             self.event("refused_repository", parent, problem)
             return f"a new git directory {parent}: {problem}"
         if is_dot_git(posixpath.basename(parent)):
-            problem = self._planted_hooks(posixpath.dirname(parent))
+            problem = self.planted_hooks(posixpath.dirname(parent))
             if problem is not None:
                 self.event("refused_repository", parent, problem)
                 return f"a new git directory {parent}: {problem}"
@@ -671,105 +696,5 @@ class GitGuard:
     # ---------------------------------------------------------------- the end of a command
 
     def finish(self, quarantine: Callable[[str], str | None]) -> list[str]:
-        """Check every file whose content counts only now that none of the command's
-        processes is left to change it. One that passes is replaced by the guard's copy of the
-        bytes it judged (a descriptor passed elsewhere then writes a file git never reads);
-        one that fails is moved aside by ``quarantine`` (which returns the new name). A
-        repository this command completed that uses a common directory must still find a
-        complete repository there (the command may have undone the one it made). Returns the
-        files that failed and could not be moved: the caller must not call this finished."""
-        for gd in sorted(self.completed):
-            if os.path.lexists(f"{gd}/commondir"):
-                self.note_pointer(f"{gd}/commondir", "commondir")
-        unsecured: list[str] = []
-        for path, kind in sorted(self.pending.items()):
-            judged = self._judge_held(path, kind, quarantine, unsecured)
-            problem = self._final_problem(path, kind, judged)
-            if problem is None:
-                continue
-            moved = quarantine(path)
-            if moved is None:
-                unsecured.append(path)  # left in place: the host must move it (fail closed)
-                continue
-            self.event("refused_pointer", path, f"{problem}; moved to {moved}")
-        self.pending.clear()
-        self.pins.close_all()
-        return unsecured
-
-    def _judge_held(
-        self, path: str, kind: str, quarantine: Callable[[str], str | None], unsecured: list[str]
-    ) -> set[tuple[int, int]]:
-        """Judge the files noted at ``path`` through their inode and the directory they were
-        made in (pins.py), whatever directory above was renamed meanwhile: by content, as if
-        at ``path`` and where they are now. One that passes is replaced there by a copy (no
-        descriptor held elsewhere writes what git reads); one refused is set aside
-        (:meth:`Held.set_aside`). Returns the inodes judged (the check by name skips them)."""
-        judged: set[tuple[int, int]] = set()
-        for held in self.pins.held(path):
-            st = os.fstat(held.fd)
-            judged.add((st.st_dev, st.st_ino))
-            there = held.in_place()
-            now = held.path_now() if there else ""
-            try:
-                data = held.read()
-                problem = self._content_problem(path, kind, data)
-                if problem is None and now and now != path:
-                    problem = self._content_problem(now, kind, data)
-                if problem is None and there:
-                    put_copy(held.dir_fd, held.name, data, stat.S_IMODE(st.st_mode))
-            except OSError as exc:
-                problem = f"could not be checked ({exc.strerror or exc})"
-            if problem is None:
-                continue
-            where = held.set_aside(quarantine, now)
-            if where is None:
-                unsecured.append(now or path)  # the host's to move
-                continue
-            self.event("refused_pointer", now or path, f"{problem}; {where}")
-        return judged
-
-    def _content_problem(self, path: str, kind: str, data: bytes) -> str | None:
-        """Why ``data`` may not be the file of ``kind`` at ``path`` that git reads."""
-        holder = posixpath.dirname(path)
-        if kind in gitdir.POINTER_NAMES and not exists(f"{holder}/HEAD"):
-            # no HEAD beside it: git does not read it, but for `git init` there, which reads
-            # a commondir (and puts config and hooks where it leads) all the same
-            read_anyway = kind == "commondir" and (
-                is_dot_git(posixpath.basename(holder)) or is_gitdir(holder)
-            )
-            if not read_anyway:
-                return None
-        if kind == WORKTREE_GITDIR:
-            kind = "gitdir"
-        problem = self.content.pointer_problem(path, kind, data)
-        if problem is None and kind == DOT_GIT:
-            problem = self._new_top_problem(posixpath.dirname(path))
-        return problem
-
-    def _final_problem(self, path: str, kind: str, judged: Container[object] = ()) -> str | None:
-        if kind == ".git-link":
-            try:
-                target = os.path.realpath(path)
-            except OSError:
-                return None
-            if not os.path.islink(path):
-                return None  # replaced since: judged as what it is now
-            if self.pointer_root_of(target) is None or not is_gitdir(target):
-                return f"a .git symlink must lead to a repository in the writable roots ({target})"
-            return self._planted_hooks(posixpath.dirname(path))
-        try:
-            st = os.lstat(path)
-            if (st.st_dev, st.st_ino) in judged:
-                return None  # judged through its directory (_judge_held)
-            data = read_regular(path)
-        except FileNotFoundError:
-            return None  # gone (and if renamed with its directory: _judge_held)
-        except OSError as exc:
-            return f"unreadable ({exc.strerror or exc})"
-        problem = self._content_problem(path, kind, data)
-        if problem is None:
-            try:
-                replace_with_copy(path, data)
-            except OSError as exc:
-                problem = f"could not be secured ({exc.strerror or exc})"
-        return problem
+        """Check every file whose content counts only now (``endcheck.finish``)."""
+        return endcheck.finish(self, quarantine)

@@ -221,7 +221,7 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
             lock = (int)syscall(SYS_memfd_create, "ringfence-guard-lock", MFD_CLOEXEC);
         if (lock < 0)
             die(errno, "cannot start the name guard: %s", errtext(errno));
-        guard = guard_start(im, lock, &gsock);
+        guard = guard_start(im, lock, fds_in->told_w, &gsock);
         close(lock);
         guard_enter_scope(im);
     }
@@ -243,6 +243,7 @@ __attribute__((noreturn)) void sandbox_main(const image_t *im, char *const *argv
             close(dns[i]);
     }
     close(fds_in->names_w);
+    close(fds_in->told_w); /* the guard's alone */
     if (guarded) /* last: the resolver is not the guard's to judge */
         guard_install(im, gsock);
 

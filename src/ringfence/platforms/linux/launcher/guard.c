@@ -75,7 +75,7 @@ static int take_listener(int sock)
 }
 
 __attribute__((noreturn)) static void run_supervisor(const image_t *im, int sock, int listener,
-                                                    int lock)
+                                                    int lock, int told)
 {
     /* The rules travel in a memfd: they may be larger than a pipe holds. */
     int rules = (int)syscall(SYS_memfd_create, "ringfence-guard-rules", 0);
@@ -90,13 +90,23 @@ __attribute__((noreturn)) static void run_supervisor(const image_t *im, int sock
     lseek(rules, 0, SEEK_SET);
     if (send(sock, STARTED, sizeof(STARTED) - 1, 0) < 0)
         _exit(1);
-    char a_sock[16], a_listener[16], a_lock[16], a_rules[16];
+    char a_sock[16], a_listener[16], a_lock[16], a_rules[16], a_told[16];
     snprintf(a_sock, sizeof(a_sock), "%d", sock);
     snprintf(a_listener, sizeof(a_listener), "%d", listener);
     snprintf(a_lock, sizeof(a_lock), "%d", lock);
     snprintf(a_rules, sizeof(a_rules), "%d", rules);
-    char *const argv[] = {(char *)im->guard_python.ptr, "-I", "-S", "-c",
-                          (char *)im->guard_boot.ptr, a_sock, a_listener, a_lock, a_rules, NULL};
+    snprintf(a_told, sizeof(a_told), "%d", told);
+    char *const argv[] = {(char *)im->guard_python.ptr,
+                          "-I",
+                          "-S",
+                          "-c",
+                          (char *)im->guard_boot.ptr,
+                          a_sock,
+                          a_listener,
+                          a_lock,
+                          a_rules,
+                          a_told,
+                          NULL};
     char *const envp[] = {"LC_ALL=C.UTF-8", NULL};
     execve(im->guard_python.ptr, argv, envp);
     /* the listener closes with us: every guarded call now fails (closed); say why */
@@ -110,7 +120,7 @@ __attribute__((noreturn)) static void run_supervisor(const image_t *im, int sock
 
 /* The stub: waits for the first guarded call (then becomes the supervisor), or for pid 1's
  * end-of-command reset (answered: nothing was asked, nothing to forget), or for the end. */
-__attribute__((noreturn)) static void stub_main(const image_t *im, int sock, int lock_in)
+__attribute__((noreturn)) static void stub_main(const image_t *im, int sock, int lock_in, int told)
 {
     setsid(); /* out of the command's process group: its signals are not ours */
     char path[32];
@@ -124,8 +134,8 @@ __attribute__((noreturn)) static void stub_main(const image_t *im, int sock, int
         _exit(1);
     dup2(null, 0); /* stderr stays: a supervisor that fails says so there, as the Python one */
     dup2(null, 1);
-    int keep[] = {0, 1, 2, sock, lock};
-    close_all_but(keep, 5);
+    int keep[] = {0, 1, 2, sock, lock, told};
+    close_all_but(keep, 6);
     int listener = take_listener(sock);
     if (listener < 0)
         _exit(0); /* pid 1 failed before it had one */
@@ -133,6 +143,7 @@ __attribute__((noreturn)) static void stub_main(const image_t *im, int sock, int
     fcntl(sock, F_SETFD, 0);
     fcntl(listener, F_SETFD, 0);
     fcntl(lock, F_SETFD, 0);
+    fcntl(told, F_SETFD, 0);
     for (;;) {
         struct pollfd fds[2] = {{listener, POLLIN, 0}, {sock, POLLIN, 0}};
         if (poll(fds, 2, -1) < 0) {
@@ -141,7 +152,7 @@ __attribute__((noreturn)) static void stub_main(const image_t *im, int sock, int
             _exit(1);
         }
         if (fds[0].revents & POLLIN)
-            run_supervisor(im, sock, listener, lock);
+            run_supervisor(im, sock, listener, lock, told);
         if (fds[1].revents & POLLIN) {
             char msg[16];
             ssize_t n = recv(sock, msg, sizeof(msg), 0);
@@ -157,7 +168,7 @@ __attribute__((noreturn)) static void stub_main(const image_t *im, int sock, int
     }
 }
 
-pid_t guard_start(const image_t *im, int lock, int *sock_out)
+pid_t guard_start(const image_t *im, int lock, int told, int *sock_out)
 {
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
@@ -165,7 +176,7 @@ pid_t guard_start(const image_t *im, int lock, int *sock_out)
     pid_t pid = rf_fork();
     if (pid == 0) {
         close(pair[0]);
-        stub_main(im, pair[1], lock);
+        stub_main(im, pair[1], lock, told);
     }
     if (pid < 0)
         die(errno, "cannot start the name guard: %s", errtext(errno));

@@ -281,11 +281,12 @@ typedef struct {
     int go_r;     /* the host's go-ahead: pid 1 is in the run's cgroups */
     int names_w;  /* the host names the command looked up (dns.c) */
     int reports_w; /* the name guard's findings (guard.c) */
+    int told_w;    /* the guard's own line to the host (guard_tell.py) */
     int guard_lock; /* <cache>/guard.lock, opened by the host (-1: none) */
 } sandbox_fds_t;
 
 void guard_keep_ptrace_inheritable(void);
-pid_t guard_start(const image_t *im, int lock, int *sock_out);
+pid_t guard_start(const image_t *im, int lock, int told, int *sock_out);
 void guard_enter_scope(const image_t *im);
 void guard_install(const image_t *im, int sock);
 

@@ -57,18 +57,19 @@ static void close_pair(int p[2])
 }
 
 typedef struct {
-    int err[2], status[2], ctl[2], go[2], names[2], reports[2];
+    int err[2], status[2], ctl[2], go[2], names[2], reports[2], told[2];
 } pipes_t;
+#define N_PIPES 7
 
 static int open_pipes(pipes_t *p)
 {
-    int *all[] = {p->err, p->status, p->ctl, p->go, p->names, p->reports};
-    for (size_t i = 0; i < 6; i++)
+    int *all[] = {p->err, p->status, p->ctl, p->go, p->names, p->reports, p->told};
+    for (size_t i = 0; i < N_PIPES; i++)
         all[i][0] = all[i][1] = -1;
-    for (size_t i = 0; i < 6; i++)
+    for (size_t i = 0; i < N_PIPES; i++)
         if (pipe2(all[i], O_CLOEXEC) < 0)
             return -1;
-    if (fcntl(p->reports[0], F_SETFL, O_NONBLOCK) < 0)
+    if (fcntl(p->reports[0], F_SETFL, O_NONBLOCK) < 0 || fcntl(p->told[0], F_SETFL, O_NONBLOCK) < 0)
         return -1;
     /* the resolver never waits on the host: a name that does not fit is lost (and said so) */
     return fcntl(p->names[1], F_SETFL, O_NONBLOCK);
@@ -82,6 +83,7 @@ static void close_pipes(pipes_t *p)
     close_pair(p->go);
     close_pair(p->names);
     close_pair(p->reports);
+    close_pair(p->told);
 }
 
 /* The guard's records as pid 1 forwards them, read while the command runs (pid 1 must never
@@ -148,12 +150,18 @@ static void kill_outright(pid_t pid)
 }
 #define KILL_GRACE 20.0 /* seconds it has to (sandbox_side.KILL_GRACE) before it is killed */
 
-/* Wait for pid 1 (through a pidfd), draining the guard's records. At the deadline pid 1 is
+/* What the host reads while it waits: pid 1's forwarded records, and the names the guard
+ * tells it itself (guard_tell.py). */
+typedef struct {
+    int fd[2];
+    growbuf_t *buf[2];
+} readers_t;
+
+/* Wait for pid 1 (through a pidfd), draining what `in` reads. At the deadline pid 1 is
  * told to end the command's whole tree (its guard still checks what the command made, as in
  * the Python runner); if it has not ended KILL_GRACE seconds later, it is killed, and with
  * it the namespace. 1 if the deadline came. */
-static int wait_sandbox(pid_t pid, double timeout, int *wstatus, int reports_r, growbuf_t *reports,
-                        int ctl_w)
+static int wait_sandbox(pid_t pid, double timeout, int *wstatus, readers_t in, int ctl_w)
 {
     int timed_out = 0;
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -171,18 +179,22 @@ static int wait_sandbox(pid_t pid, double timeout, int *wstatus, int reports_r, 
         }
         int rc;
         if (pidfd >= 0) {
-            struct pollfd pf[2] = {{pidfd, POLLIN, 0}, {reports_r, POLLIN, 0}};
-            rc = poll(pf, 2, wait_ms);
-            if (rc > 0 && pf[1].revents) {
-                drain(reports_r, reports);
-                if (!(pf[0].revents & POLLIN)) {
-                    if (pf[1].revents & (POLLHUP | POLLERR))
-                        reports_r = -1; /* all writers gone: poll ignores a negative fd */
-                    continue;
+            struct pollfd pf[3] = {{pidfd, POLLIN, 0}, {in.fd[0], POLLIN, 0}, {in.fd[1], POLLIN, 0}};
+            rc = poll(pf, 3, wait_ms);
+            if (rc > 0 && (pf[1].revents || pf[2].revents)) {
+                for (int i = 0; i < 2; i++) {
+                    if (!pf[i + 1].revents)
+                        continue;
+                    drain(in.fd[i], in.buf[i]);
+                    if (pf[i + 1].revents & (POLLHUP | POLLERR))
+                        in.fd[i] = -1; /* all writers gone: poll ignores a negative fd */
                 }
+                if (!(pf[0].revents & POLLIN))
+                    continue;
             }
         } else { /* no pidfd (an old kernel): look every 10 ms */
-            drain(reports_r, reports);
+            drain(in.fd[0], in.buf[0]);
+            drain(in.fd[1], in.buf[1]);
             int st;
             pid_t got = waitpid(pid, &st, WNOHANG);
             if (got == pid) {
@@ -223,17 +235,20 @@ typedef struct {
     char names[65536]; /* the names pipe's whole capacity */
     Py_ssize_t names_len;
     growbuf_t reports;
+    growbuf_t told; /* names the guard told the host itself, each a u32 length and bytes */
     double duration;
 } info_t;
 
 static PyObject *outcome(const char *kind, int value, const char *detail, Py_ssize_t len,
                          const info_t *info)
 {
-    return Py_BuildValue("(siy#{sl,sy#,sy#,sd})", kind, value, detail, len, "oom_kills",
+    return Py_BuildValue("(siy#{sl,sy#,sy#,sy#,sd})", kind, value, detail, len, "oom_kills",
                          info ? info->oom_kills : 0L, "names", info ? info->names : "",
                          info ? info->names_len : (Py_ssize_t)0, "reports",
                          info && info->reports.data ? info->reports.data : "",
-                         info ? (Py_ssize_t)info->reports.len : (Py_ssize_t)0, "duration",
+                         info ? (Py_ssize_t)info->reports.len : (Py_ssize_t)0, "told",
+                         info && info->told.data ? info->told.data : "",
+                         info ? (Py_ssize_t)info->told.len : (Py_ssize_t)0, "duration",
                          info ? info->duration : 0.0);
 }
 
@@ -332,9 +347,10 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
         /* Nothing of the host's but stdio and our pipes (a listening socket or a lock of the
          * host's must not live as long as the sandbox). */
         int keep[] = {0, 1, 2, p.err[1], p.ctl[0], p.status[1], p.go[0], p.names[1],
-                      p.reports[1], guard_lock};
+                      p.reports[1], p.told[1], guard_lock};
         close_all_but(keep, (int)(sizeof(keep) / sizeof(keep[0])));
-        sandbox_fds_t fds = {p.ctl[0], p.status[1], p.go[0], p.names[1], p.reports[1], guard_lock};
+        sandbox_fds_t fds = {p.ctl[0], p.status[1], p.go[0], p.names[1], p.reports[1], p.told[1],
+                             guard_lock};
         sandbox_main(im, argv, &fds);
     }
     clone_errno = errno;
@@ -346,7 +362,8 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
     close(p.go[0]);
     close(p.names[1]);
     close(p.reports[1]);
-    p.err[1] = p.status[1] = p.ctl[0] = p.go[0] = p.names[1] = p.reports[1] = -1;
+    close(p.told[1]);
+    p.err[1] = p.status[1] = p.ctl[0] = p.go[0] = p.names[1] = p.reports[1] = p.told[1] = -1;
     if (pid > 0) {
         joining_t j = {&cg, pid, msg, sizeof(msg), 0};
         pthread_t joiner;
@@ -362,8 +379,10 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
             kill(pid, SIGKILL); /* nothing of the command has started */
         close(p.go[1]);
         p.go[1] = -1;
-        timed_out = wait_sandbox(pid, timeout, &wstatus, p.reports[0], &infop->reports, p.ctl[1]);
+        readers_t in = {{p.reports[0], p.told[0]}, {&infop->reports, &infop->told}};
+        timed_out = wait_sandbox(pid, timeout, &wstatus, in, p.ctl[1]);
         drain(p.reports[0], &infop->reports); /* the rest: pid 1 is gone, so are its writes */
+        drain(p.told[0], &infop->told); /* (a guard that outlived it: killed with the namespace) */
         clock_gettime(CLOCK_MONOTONIC, &ended_at);
     }
     Py_END_ALLOW_THREADS
@@ -426,6 +445,7 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
         }
     }
     PyMem_RawFree(infop->reports.data);
+    PyMem_RawFree(infop->told.data);
     PyMem_RawFree(infop);
     close_pipes(&p);
     return result;

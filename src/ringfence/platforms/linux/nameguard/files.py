@@ -526,6 +526,10 @@ class FileCalls:
                     raise Refused(dst.path, "replaced only by renaming a regular file onto it")
                 return self._replace_checked(call, src, dst, checked, flags)
             pointer = self._git_rename(src, dst, kind, dst_kind if exchange else None)
+        if self.git is not None and exchange:
+            self.git.exchanging(src.path, dst.path)
+        elif self.git is not None:
+            self.git.moving(src.path, dst.path, is_dir=kind == stat.S_IFDIR)
         # The git checks above can take a while: a caller that is gone meanwhile (its command
         # ended, its tree was killed) gets nothing done in its name after its end.
         call.validate()
