@@ -267,11 +267,14 @@ class Connection:
             p.master = fds[0] if fds else None
             p.started.set()
             return True
-        if "pending" in msg:  # a file waiting for the guard's end check (command_init._teller)
+        if "pending" in msg or "untold" in msg:  # from the guard itself (guard_tell.py)
             for fd in fds:
                 os.close(fd)
             with self.lock:
-                p.pending_checks.add(str(msg["pending"]))
+                if "pending" in msg:  # a file waiting for the guard's end check
+                    p.pending_checks.add(str(msg["pending"]))
+                else:  # the call it was for failed: nothing of it is there
+                    p.pending_checks.discard(str(msg["untold"]))
             return True
         return False
 

@@ -128,8 +128,10 @@ class Process:
         error = None
         reports = report.get("reports") or []
         unchecked = list(report.get("unchecked") or [])
-        if "exit" not in report and not ("signal" in report and not report.get("killed")):
-            # the init never reported its end check (killed, or lost): all it had told of
+        ended = "exit" in report or ("signal" in report and not report.get("killed"))
+        if unchecked or not ended:
+            # the end check did not finish, or the init never said (killed, or lost): every
+            # file the guard told the host of (guard_tell; the report names a few)
             unchecked += sorted(self._pending.pending_checks - set(unchecked))
         denied = [
             {"kind": "network", "host": e.host, "port": e.port, "rule": e.rule}

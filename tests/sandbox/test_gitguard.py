@@ -385,6 +385,69 @@ def test_a_rename_the_host_could_not_be_told_of_is_not_done(ws: Path) -> None:
     assert not (ws / "moved").exists()
 
 
+def _log_told(log: Path) -> Callable[[str, str, str], None]:
+    def on_event(kind: str, path: str, detail: str) -> None:
+        if kind in ("git_pending", "git_untold"):
+            with open(log, "a") as f:
+                f.write(f"{kind} {path}\n")
+
+    return on_event
+
+
+def _failing_calls() -> int:
+    """Calls that tell a name and then fail: a rename onto a repository, a symlink onto its
+    .git (each refused by the kernel: not empty, exists)."""
+    os.makedirs("sub")
+    with open("sub/.git", "w") as f:
+        f.write("gitdir: /etc\n")
+    errors = []
+    for attempt in (lambda: os.rename("sub", "other"), lambda: os.symlink("../x", "other/.git")):
+        try:
+            attempt()
+        except OSError as e:
+            errors.append(e.errno)
+    return 0 if errors == [errno.ENOTEMPTY, errno.EEXIST] else 1
+
+
+def test_names_told_for_calls_that_failed_are_taken_back(ws: Path) -> None:
+    """Left told, the host would move aside a nested repository's .git should the end check
+    not run, though the command may not remove it (outside review of guard_tell)."""
+    subprocess.run(["git", "init", "-q", str(ws / "other")], check=True, env=HOST_GIT)
+    log = ws.parent / "told.log"
+    out = run_guarded(_rules(ws), _failing_calls, cwd=ws, on_event=_log_told(log))
+    assert out.status == 0, out
+    other = f"{ws}/other/.git"
+    assert log.read_text().splitlines() == [
+        f"git_pending {ws}/sub/.git",
+        f"git_pending {other}",  # the rename's: sub/.git would have been there
+        f"git_untold {other}",
+        f"git_pending {other}",  # the symlink's: a .git link is checked at the end
+        f"git_untold {other}",
+    ]
+    assert (ws / "other/.git/HEAD").exists() and (ws / "sub/.git").exists()
+
+
+def test_a_call_past_the_told_budget_is_refused_before_it_is_made(ws: Path) -> None:
+    """Each told name costs the host memory outside the sandbox's limit, and the native
+    launcher keeps at most 8 MiB of them: past its budget a call is refused (EMFILE), and
+    nothing is told."""
+    from ringfence.platforms.linux.gitguard.guard import TOLD_BUDGET, GitGuard
+
+    told: list[str] = []
+    g = GitGuard(roots=(str(ws),), on_event=lambda kind, path, detail: told.append(path))
+    g.note_pointer(str(ws / "a/.git"), ".git")
+    g.told_bytes = TOLD_BUDGET - 10
+    with pytest.raises(OSError) as caught:
+        g.note_pointer(str(ws / "b/.git"), ".git")
+    assert caught.value.errno == errno.EMFILE
+    with pytest.raises(OSError):
+        g.moving(str(ws / "a"), str(ws / "c"), is_dir=True)
+    assert told == [str(ws / "a/.git")]
+    g.note_pointer(str(ws / "a/.git"), ".git")  # told already: no cost
+    g.note_pointer(str(ws / "d/.git"), ".git", at_end=True)  # the end check's own: no budget
+    assert told == [str(ws / "a/.git"), str(ws / "d/.git")]
+
+
 def test_an_exchanged_linked_git_directory_is_judged_where_it_went(ws: Path) -> None:
     """RENAME_EXCHANGE of a linked git directory G with an empty directory E: the linked one
     is at E afterwards, and that is the commondir the end of the command judges (found by

@@ -32,6 +32,8 @@ SCRIPT = (
     "open('ready', 'w').write(sys.argv[1])\n"
     "while not os.path.exists('go'): time.sleep(0.02)\n"
     "os.rename('sub', 'moved')\n"
+    "try: os.rename('moved', 'other')\n"  # a repository there: not empty, nothing done
+    "except OSError: pass\n"
     "open('done', 'w').write(sys.argv[1])\n"
     "time.sleep(60)\n"
 )
@@ -85,15 +87,26 @@ def _stop_init_then_rename(ws: Path, marker: str) -> int:
     return init
 
 
+def _nested_repo(ws: Path, uid: int, gid: int) -> None:
+    """``other``, a repository of the user's: its ``.git`` the command may not remove."""
+    subprocess.run(["git", "init", "-q", str(ws / "other")], check=True)
+    for p in (ws / "other", *(ws / "other").rglob("*")):
+        os.chown(p, uid, gid, follow_symlinks=False)
+
+
 def _moved_aside(ws: Path) -> None:
     pointer = ws / "moved" / ".git"
     assert not pointer.exists(), pointer.read_text()
     assert (ws / "moved" / ".git.ringfence-refused").read_text() == "gitdir: /etc\n"
+    # the failed rename's name was taken back: the host left the repository alone
+    assert (ws / "other" / ".git" / "HEAD").is_file()
+    assert not (ws / "other" / ".git.ringfence-refused").exists()
 
 
 def test_a_renamed_pointer_is_moved_aside_when_the_init_relayed_nothing(ws: Path) -> None:
     """The Python runner: the guard's message on the session's socket names the new place."""
     marker = f"rftell{secrets.token_hex(6)}"
+    _nested_repo(ws, os.getuid(), os.getgid())
     with Session(Policy(workspace=str(ws)), cwd=str(ws)) as s:
         proc = s.spawn(_command(marker))
         init = _stop_init_then_rename(ws, marker)
@@ -116,6 +129,7 @@ def test_a_renamed_pointer_is_moved_aside_when_pid_1_relayed_nothing(rf: Runner)
         assert kept.returncode == 0, kept.stderr
     assert "not run by the native launcher" not in kept.stderr, kept.stderr
     marker = f"rftell{secrets.token_hex(6)}"
+    _nested_repo(ws, rf.uid, rf.gid)
     proc = rf.popen("run", "--", *_command(marker), cwd=ws, env=env)
     try:
         init = _stop_init_then_rename(ws, marker)

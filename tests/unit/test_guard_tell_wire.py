@@ -19,24 +19,33 @@ NAMES = st.lists(
 )
 
 
-@given(NAMES)
-def test_what_the_pipe_carries_is_what_the_host_reads(names: list[str]) -> None:
+@given(st.lists(st.tuples(NAMES.map(lambda n: n[0] if n else "/w/.git"), st.booleans())))
+def test_what_the_pipe_carries_is_what_the_host_reads(events: list[tuple[str, bool]]) -> None:
     r, w = os.pipe()
     try:
         tell = guard_tell.PipeTell(w)
-        for name in names:
-            tell(name)
+        for name, told in events:
+            tell(name, told)
         os.close(w)
         w = -1
         raw = b""
         while chunk := os.read(r, 65536):
             raw += chunk
-        assert guard_tell.read_told(raw) == names
-        assert guard_tell.read_told(raw[:-1]) == names[:-1]  # a cut-off last name is dropped
+        assert guard_tell.read_told(raw) == events
+        assert guard_tell.read_told(raw[:-1]) == events[:-1]  # a cut-off last one is dropped
     finally:
         os.close(r)
         if w >= 0:
             os.close(w)
+
+
+def test_a_name_taken_back_is_no_longer_told_until_told_again() -> None:
+    events = [("/w/a/.git", True), ("/w/b/.git", True), ("/w/a/.git", False)]
+    assert guard_tell.still_told(events) == {"/w/b/.git"}
+    assert guard_tell.still_told([*events, ("/w/a/.git", True)]) == {"/w/a/.git", "/w/b/.git"}
+    records = [{"kind": "git_pending" if told else "git_untold", "path": p} for p, told in events]
+    records.insert(1, {"kind": "refused_pointer", "path": "/w/c/.git"})
+    assert guard_tell.pending_of(records) == {"/w/b/.git"}
 
 
 def test_the_session_message_names_the_running_command() -> None:
@@ -48,11 +57,13 @@ def test_the_session_message_names_the_running_command() -> None:
         tell("/w/sub/.git")
         guard_tell.set_command(page, 8)
         tell("/w/x/" + "d" * 5000)  # whole, however long
+        tell("/w/sub/.git", False)
         first = protocol.recv(host)
         second = protocol.recv(host)
         assert first == ({"id": 7, "pending": "/w/sub/.git", "nfds": 0}, [])
         assert second is not None and second[0]["id"] == 8
         assert second[0]["pending"] == "/w/x/" + "d" * 5000
+        assert protocol.recv(host) == ({"id": 8, "untold": "/w/sub/.git", "nfds": 0}, [])
         assert init.getblocking()  # the init's own sends stay blocking
         tell.sock.close()
 

@@ -9,8 +9,12 @@ for host git to read). So the guard also tells the host each such name itself, b
 that puts a file there is done, on a channel only the guard holds: the session's socket (the
 host's reader drains it, whatever the command does) or, natively, a pipe the launcher reads.
 
-A name told but never used (the call then failed) only widens what the host moves aside when
-the check could not run; the check itself looks at what is there.
+A call that fails or is refused after its names were told takes them back (``told`` False):
+left told, the host would move aside whatever is at that name should the check not run, a
+file the command may not remove (a nested repository's ``.git``).
+
+Each name, and each taking back, is told in the order the guard made them; the host keeps
+the names still told (:func:`still_told`).
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ringfence.errors import SandboxError
 
 TELL_WAIT = 5.0  # seconds the guard waits for room before it gives up (and fails closed)
 
-Tell = Callable[[str], None]
+Tell = Callable[[str, bool], None]  # (name, told: False when taken back)
 
 
 class TellError(SandboxError):
@@ -52,9 +56,9 @@ class SessionTell:
         self.sock = socket.socket(fileno=sock_fd)
         self.page = page
 
-    def __call__(self, path: str) -> None:
+    def __call__(self, path: str, told: bool = True) -> None:
         cid = int.from_bytes(self.page[:8], "little")
-        msg = {"id": cid, "pending": path, "nfds": 0}
+        msg = {"id": cid, "pending" if told else "untold": path, "nfds": 0}
         data = json.dumps(msg, separators=(",", ":")).encode()
         deadline = time.monotonic() + TELL_WAIT
         while True:
@@ -69,14 +73,15 @@ class SessionTell:
 
 class PipeTell:
     """Native launcher: each name on a pipe the host reads (``launcher/module.c``), as a
-    little-endian u32 length and the name's bytes. The guard is its only writer."""
+    little-endian u32 length, then ``+`` (told) or ``-`` (taken back) and the name's bytes.
+    The guard is its only writer."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         os.set_blocking(fd, False)
 
-    def __call__(self, path: str) -> None:
-        raw = path.encode("utf-8", "surrogateescape")
+    def __call__(self, path: str, told: bool = True) -> None:
+        raw = (b"+" if told else b"-") + path.encode("utf-8", "surrogateescape")
         data = memoryview(len(raw).to_bytes(4, "little") + raw)
         deadline = time.monotonic() + TELL_WAIT
         while data:
@@ -88,17 +93,38 @@ class PipeTell:
                 raise TellError(f"cannot tell the host: {e}") from e
 
 
-def read_told(raw: bytes) -> list[str]:
-    """The names a :class:`PipeTell` wrote (a cut-off last one is dropped)."""
-    out: list[str] = []
+def read_told(raw: bytes) -> list[tuple[str, bool]]:
+    """What a :class:`PipeTell` wrote, in order (a cut-off last record is dropped)."""
+    out: list[tuple[str, bool]] = []
     pos = 0
     while pos + 4 <= len(raw):
         size = int.from_bytes(raw[pos : pos + 4], "little")
-        if pos + 4 + size > len(raw):
+        if size < 1 or pos + 4 + size > len(raw):
             break
-        out.append(raw[pos + 4 : pos + 4 + size].decode("utf-8", "surrogateescape"))
+        record = raw[pos + 4 : pos + 4 + size]
+        out.append((record[1:].decode("utf-8", "surrogateescape"), record[:1] == b"+"))
         pos += 4 + size
     return out
+
+
+def still_told(events: Iterable[tuple[str, bool]]) -> set[str]:
+    """The names told and not taken back since, from events in the order made."""
+    names: set[str] = set()
+    for name, told in events:
+        if told:
+            names.add(name)
+        else:
+            names.discard(name)
+    return names
+
+
+def pending_of(records: Iterable[dict[str, str]]) -> set[str]:
+    """:func:`still_told` of the guard's ``git_pending``/``git_untold`` records."""
+    return still_told(
+        (r.get("path", ""), r.get("kind") == "git_pending")
+        for r in records
+        if r.get("kind") in ("git_pending", "git_untold")
+    )
 
 
 def new_page() -> mmap.mmap:

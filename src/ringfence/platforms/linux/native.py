@@ -97,7 +97,7 @@ def _findings(
     (guard_tell), each waiting for the end check as a ``git_pending`` record does."""
     if not raw and not told:
         return (), (), False
-    from ringfence.platforms.linux.guard_tell import read_told
+    from ringfence.platforms.linux.guard_tell import pending_of, read_told, still_told
     from ringfence.platforms.linux.steps import CONTROL, _record
 
     records: list[dict[str, str]] = []
@@ -109,9 +109,7 @@ def _findings(
         if record is not None:
             records.append(record)
     kinds = {r.get("kind") for r in records}
-    pending = sorted(
-        {r.get("path", "") for r in records if r.get("kind") == "git_pending"} | {*read_told(told)}
-    )
+    pending = sorted(pending_of(records) | still_told(read_told(told)))
     unchecked = tuple(pending) if pending and "git_finished" not in kinds else ()
     kept = tuple(r for r in records if r.get("kind") not in CONTROL and r.get("kind") != STARTED)
     return kept, unchecked, STARTED in kinds

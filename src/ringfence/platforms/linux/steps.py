@@ -156,7 +156,9 @@ MAX_REPORT_DETAIL = 1024
 GIT_FINDINGS = gitdir.REPORT_KINDS
 # Between the guard and the command's init: pointer files wait for a check at the end, the
 # check is done, and the guard has started afresh for the next command (or could not).
-CONTROL = frozenset({"git_pending", "git_finished", "git_unfinished", "guard_reset", "guard_stale"})
+CONTROL = frozenset(
+    {"git_pending", "git_untold", "git_finished", "git_unfinished", "guard_reset", "guard_stale"}
+)
 CONTROL_WAIT = 5.0  # seconds
 
 
@@ -185,8 +187,9 @@ class _Reporter:
 
     def send(self, record: dict[str, str]) -> None:
         if record.get("kind") in CONTROL:  # for the init, not the user: never dropped, never cut
-            if record.get("kind") == "git_pending" and self.tell is not None:
-                self.tell(record.get("path", ""))  # the host first: see guard_tell
+            kind = record.get("kind")
+            if kind in ("git_pending", "git_untold") and self.tell is not None:
+                self.tell(record.get("path", ""), kind == "git_pending")  # the host first
             _send_surely(self.sock, json.dumps(record).encode())
             return
         record = {

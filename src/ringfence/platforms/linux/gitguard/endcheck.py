@@ -34,7 +34,7 @@ def finish(g: GitGuard, quarantine: Callable[[str], str | None]) -> list[str]:
     files that failed and could not be moved: the caller must not call this finished."""
     for gd in sorted(g.completed):
         if os.path.lexists(f"{gd}/commondir"):
-            g.note_pointer(f"{gd}/commondir", "commondir")
+            g.note_pointer(f"{gd}/commondir", "commondir", at_end=True)
     unsecured: list[str] = []
     for path, kind in sorted(g.pending.items()):
         judged = _judge_held(g, path, kind, quarantine, unsecured)

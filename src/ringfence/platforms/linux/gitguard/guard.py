@@ -4,6 +4,7 @@ whose content is checked once the command has ended."""
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import stat
@@ -46,6 +47,9 @@ from ringfence.policy import gitdir
 from ringfence.policy.gitdir import Entry
 
 MAX_CACHED_DIRS: Final = 20_000
+# Bytes of names one command may have told the host (guard_tell): each told name is kept by
+# the host (outside the sandbox's memory limit), and the native launcher keeps at most 8 MiB.
+TOLD_BUDGET: Final = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,12 @@ class _Repo:
 
 
 _LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)
+
+
+def _told_cost(path: str) -> int:
+    """What telling ``path`` costs the host at most: its bytes, and a record's framing (the
+    JSON a relayed ``git_pending`` record wraps it in)."""
+    return len(path.encode("utf-8", "surrogateescape")) + 48
 
 
 def _raise(exc: OSError) -> None:
@@ -89,6 +99,8 @@ class GitGuard:
     completed: set[str] = field(default_factory=set)
     # every name told as ``git_pending`` (once each: the init and the host keep them all)
     told: set[str] = field(default_factory=set)
+    told_log: list[str] = field(default_factory=list)  # in the order told (untell_since)
+    told_bytes: int = 0
 
     def __post_init__(self) -> None:
         self._outermost = tuple(sorted((*self.roots, *self.private_roots), key=len))
@@ -629,22 +641,45 @@ class GitGuard:
                 if dst is not None:
                     book.add(dst + p[len(src) :])
 
-    def note_pointer(self, path: str, kind: str) -> None:
+    def note_pointer(self, path: str, kind: str, *, at_end: bool = False) -> None:
         """``path`` is checked when the command ends. The init hears of every such path: the
         guard then runs :meth:`finish` at the end, and should it not answer, the host moves
-        them aside."""
+        them aside. ``at_end``: noted by that check itself (no budget: nothing is refused)."""
         if path not in self.pending:
             self.pins.make_room(len(self.pending))
-            self._tell(path)
+        self._tell(path, budget=not at_end)
         self.pending[path] = kind
         self.pins.pin(path)  # the file there now, if any; files.py pins one made after this
 
-    def _tell(self, path: str) -> None:
+    def _tell(self, path: str, *, budget: bool = True) -> None:
         """The init and the host hear of each file left for the end check (once), before a
-        call can put it there: should the guard not finish, the host moves it aside."""
-        if path not in self.told:
-            self.event("git_pending", path)
-            self.told.add(path)
+        call can put it there: should the guard not finish, the host moves it aside. A call
+        that would tell more than :data:`TOLD_BUDGET` is refused (EMFILE) before it is done:
+        a name the host would have to drop could be the one it needed."""
+        if path in self.told:
+            return
+        cost = _told_cost(path)
+        if budget and self.told_bytes + cost > TOLD_BUDGET:
+            raise OSError(errno.EMFILE, "too many names wait for the git check")
+        self.told_bytes += cost
+        self.event("git_pending", path)
+        self.told.add(path)
+        self.told_log.append(path)
+
+    def told_mark(self) -> int:
+        """Where the names a call is about to tell start (:meth:`untell_since`)."""
+        return len(self.told_log)
+
+    def untell_since(self, mark: int) -> None:
+        """The call that told the names after ``mark`` failed: nothing of it is at them, and
+        told, the host would move aside what is there (a file the command may not remove)
+        should the end check not run. Taken back, in the order told; a name noted again
+        later is told again."""
+        for path in self.told_log[mark:]:
+            self.told.discard(path)
+            self.told_bytes += _told_cost(path)  # the taking back is told too
+            self.event("git_untold", path)
+        del self.told_log[mark:]
 
     # ---------------------------------------------------------------- a new git directory
 

@@ -94,27 +94,36 @@ typedef struct {
     size_t len, cap;
 } growbuf_t;
 
-static void drain(int fd, growbuf_t *b)
+/* Returns 1 when `b` is full and `keep` says not to read on: what is left stays in the pipe,
+ * and its writer (the guard) finds no room, so it refuses its call (guard_tell.py). */
+static int drain_into(int fd, growbuf_t *b, int keep)
 {
     for (;;) {
         if (b->cap - b->len < 65536 && b->cap < REPORTS_MAX) {
             size_t cap = b->cap ? b->cap * 2 : 131072;
             char *grown = PyMem_RawRealloc(b->data, cap);
-            if (grown == NULL)
-                return;
-            b->data = grown;
-            b->cap = cap;
+            if (grown != NULL) {
+                b->data = grown;
+                b->cap = cap;
+            }
         }
         char sink[4096];
         int room = b->cap - b->len > 0;
+        if (!room && keep)
+            return 1;
         ssize_t n = room ? read(fd, b->data + b->len, b->cap - b->len) : read(fd, sink, sizeof(sink));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
-            return;
+            return 0;
         if (room)
             b->len += (size_t)n;
     }
+}
+
+static void drain(int fd, growbuf_t *b)
+{
+    drain_into(fd, b, 0);
 }
 
 /* Wait for pid 1 (through a pidfd, so a timeout can end it); 1 if the deadline came. */
@@ -155,6 +164,7 @@ static void kill_outright(pid_t pid)
 typedef struct {
     int fd[2];
     growbuf_t *buf[2];
+    int keep[2]; /* never drop what it says (drain_into) */
 } readers_t;
 
 /* Wait for pid 1 (through a pidfd), draining what `in` reads. At the deadline pid 1 is
@@ -185,16 +195,16 @@ static int wait_sandbox(pid_t pid, double timeout, int *wstatus, readers_t in, i
                 for (int i = 0; i < 2; i++) {
                     if (!pf[i + 1].revents)
                         continue;
-                    drain(in.fd[i], in.buf[i]);
-                    if (pf[i + 1].revents & (POLLHUP | POLLERR))
-                        in.fd[i] = -1; /* all writers gone: poll ignores a negative fd */
+                    if (drain_into(in.fd[i], in.buf[i], in.keep[i]) ||
+                        pf[i + 1].revents & (POLLHUP | POLLERR))
+                        in.fd[i] = -1; /* full, or all writers gone: poll ignores it */
                 }
                 if (!(pf[0].revents & POLLIN))
                     continue;
             }
         } else { /* no pidfd (an old kernel): look every 10 ms */
-            drain(in.fd[0], in.buf[0]);
-            drain(in.fd[1], in.buf[1]);
+            drain_into(in.fd[0], in.buf[0], in.keep[0]);
+            drain_into(in.fd[1], in.buf[1], in.keep[1]);
             int st;
             pid_t got = waitpid(pid, &st, WNOHANG);
             if (got == pid) {
@@ -379,10 +389,10 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
             kill(pid, SIGKILL); /* nothing of the command has started */
         close(p.go[1]);
         p.go[1] = -1;
-        readers_t in = {{p.reports[0], p.told[0]}, {&infop->reports, &infop->told}};
+        readers_t in = {{p.reports[0], p.told[0]}, {&infop->reports, &infop->told}, {0, 1}};
         timed_out = wait_sandbox(pid, timeout, &wstatus, in, p.ctl[1]);
         drain(p.reports[0], &infop->reports); /* the rest: pid 1 is gone, so are its writes */
-        drain(p.told[0], &infop->told); /* (a guard that outlived it: killed with the namespace) */
+        drain_into(p.told[0], &infop->told, 1); /* (its guard: killed with the namespace) */
         clock_gettime(CLOCK_MONOTONIC, &ended_at);
     }
     Py_END_ALLOW_THREADS

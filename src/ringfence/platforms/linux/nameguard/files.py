@@ -13,7 +13,7 @@ import socket
 import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from ringfence.platforms.linux.gitguard.fileio import put_copy, read_all
@@ -162,6 +162,20 @@ class FileCalls:
         if rule is not None:
             raise Refused(path, rule)
 
+    @contextlib.contextmanager
+    def _told_for_the_call(self) -> Iterator[None]:
+        """The names the git checks within tell the host (files left for the end check) are
+        for the operation within: should it fail or be refused, they are taken back
+        (:meth:`GitGuard.untell_since`). Only the checks and the operation itself go within:
+        once it is done, its names stay told whatever fails after."""
+        mark = self.git.told_mark() if self.git is not None else 0
+        try:
+            yield
+        except BaseException:
+            if self.git is not None:
+                self.git.untell_since(mark)
+            raise
+
     def _git(self, path: str, ask: Callable[..., str | None], *args: Any, **kw: Any) -> None:
         """Ask the git rules (``ask(self.git, *args)``) about ``path``; a directory the guard
         cannot look into is refused (it cannot tell whether a git directory lies there)."""
@@ -210,24 +224,27 @@ class FileCalls:
             except FileNotFoundError:
                 exists = False
             pointer = None
-            if exists and writes:
-                self._git(res.path, GitGuard.writing, res.path)
-            elif not exists and flags & os.O_CREAT and self.git is not None:
-                self._git(res.path, GitGuard.creating, res.path, stat.S_IFREG)
-                pointer = self.git.checked_kind(res.path)
-            if pointer is not None and self.git is not None:
-                # noted before it exists: the init must learn of it whatever happens next
-                self.git.note_pointer(res.path, pointer)  # its content is checked at the end
-            os.umask(call.umask)
-            # We followed the last component ourselves; O_NOFOLLOW makes sure the kernel does
-            # not follow a symlink planted there since.
-            extra = os.O_NOFOLLOW if follow else 0
-            try:
-                reply = self._open_object(call, res.kernel_name, res.parent_fd, flags | extra, mode)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP and extra:
-                    continue  # a symlink appeared after we looked: resolve again
-                raise
+            with self._told_for_the_call():
+                if exists and writes:
+                    self._git(res.path, GitGuard.writing, res.path)
+                elif not exists and flags & os.O_CREAT and self.git is not None:
+                    self._git(res.path, GitGuard.creating, res.path, stat.S_IFREG)
+                    pointer = self.git.checked_kind(res.path)
+                if pointer is not None and self.git is not None:
+                    # noted before it exists: the host must learn of it whatever happens next
+                    self.git.note_pointer(res.path, pointer)  # its content is checked at the end
+                os.umask(call.umask)
+                # We followed the last component ourselves; O_NOFOLLOW makes sure the kernel
+                # does not follow a symlink planted there since.
+                extra = os.O_NOFOLLOW if follow else 0
+                try:
+                    reply = self._open_object(
+                        call, res.kernel_name, res.parent_fd, flags | extra, mode
+                    )
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP and extra:
+                        continue  # a symlink appeared after we looked: resolve again
+                    raise
             if pointer is not None and self.git is not None:
                 self.git.pins.pin(res.path)  # the file just made, by its inode too
                 if is_dot_git(res.name):
@@ -359,9 +376,10 @@ class FileCalls:
         else:  # as the kernel answers, before any rule: `git init` again in a repository
             raise OSError(errno.EEXIST, "exists")  # makes its template's directories again
         self._deny(res.path, protected_by(self.rules, res.path))
-        self._git(res.path, GitGuard.creating, res.path, stat.S_IFDIR)
-        os.umask(call.umask)
-        os.mkdir(res.kernel_name, mode & 0o7777, dir_fd=res.parent_fd)
+        with self._told_for_the_call():
+            self._git(res.path, GitGuard.creating, res.path, stat.S_IFDIR)
+            os.umask(call.umask)
+            os.mkdir(res.kernel_name, mode & 0o7777, dir_fd=res.parent_fd)
         if self.git is not None and is_dot_git(res.name):
             self.git.created_dot_git.add(res.path)
         return Value()
@@ -376,11 +394,12 @@ class FileCalls:
             raise OSError(errno.EEXIST, "exists")
         self._deny(res.path, protected_by(self.rules, res.path))
         kind = stat.S_IFMT(mode) or stat.S_IFREG
-        self._git(res.path, GitGuard.creating, res.path, kind)
-        if self.git is not None and kind == stat.S_IFREG and self.git.checked_kind(res.path):
-            raise Refused(res.path, "a pointer file is created by open, not mknod")
-        os.umask(call.umask)
-        os.mknod(res.kernel_name, mode, dev, dir_fd=res.parent_fd)
+        with self._told_for_the_call():
+            self._git(res.path, GitGuard.creating, res.path, kind)
+            if self.git is not None and kind == stat.S_IFREG and self.git.checked_kind(res.path):
+                raise Refused(res.path, "a pointer file is created by open, not mknod")
+            os.umask(call.umask)
+            os.mknod(res.kernel_name, mode, dev, dir_fd=res.parent_fd)
         return Value()
 
     def _symlink(
@@ -395,8 +414,9 @@ class FileCalls:
         if isinstance(res, Magic) or res.name in (".", ".."):
             raise OSError(errno.EEXIST, "exists")
         self._deny(res.path, may_hold_protected(self.rules, res.path))
-        self._git(res.path, GitGuard.creating, res.path, stat.S_IFLNK, symlink=target)
-        os.symlink(target, res.kernel_name, dir_fd=res.parent_fd)
+        with self._told_for_the_call():
+            self._git(res.path, GitGuard.creating, res.path, stat.S_IFLNK, symlink=target)
+            os.symlink(target, res.kernel_name, dir_fd=res.parent_fd)
         if self.git is not None and is_dot_git(res.name):
             self.git.created_dot_git.add(res.path)
         return Value()
@@ -451,22 +471,23 @@ class FileCalls:
         self._deny(dst.path, self._new_name_rule(dst.path, kind))
         if self.git is not None and kind == stat.S_IFREG and self.git.checked_kind(dst.path):
             raise Refused(dst.path, "a hard link would give a checked file a second name")
-        self._git(dst.path, GitGuard.creating, dst.path, kind, symlink=link_text)
-        if isinstance(src, Magic):
-            os.link(
-                f"/proc/self/fd/{src.fd}",
-                dst.kernel_name,
-                dst_dir_fd=dst.parent_fd,
-                follow_symlinks=True,
-            )
-        else:
-            os.link(
-                src.kernel_name,
-                dst.kernel_name,
-                src_dir_fd=src.parent_fd,
-                dst_dir_fd=dst.parent_fd,
-                follow_symlinks=False,
-            )
+        with self._told_for_the_call():
+            self._git(dst.path, GitGuard.creating, dst.path, kind, symlink=link_text)
+            if isinstance(src, Magic):
+                os.link(
+                    f"/proc/self/fd/{src.fd}",
+                    dst.kernel_name,
+                    dst_dir_fd=dst.parent_fd,
+                    follow_symlinks=True,
+                )
+            else:
+                os.link(
+                    src.kernel_name,
+                    dst.kernel_name,
+                    src_dir_fd=src.parent_fd,
+                    dst_dir_fd=dst.parent_fd,
+                    follow_symlinks=False,
+                )
         return Value()
 
     def _deny_alias(self, path: str) -> None:
@@ -520,29 +541,30 @@ class FileCalls:
                 raise OSError(errno.ENOENT, "nothing to exchange with")
             self._deny(src.path, self._new_name_rule(src.path, dst_kind))
         pointer = None
-        if self.git is not None:
-            if checked is not None:
-                if exchange or kind != stat.S_IFREG:
-                    raise Refused(dst.path, "replaced only by renaming a regular file onto it")
-                return self._replace_checked(call, src, dst, checked, flags)
-            pointer = self._git_rename(src, dst, kind, dst_kind if exchange else None)
-        if self.git is not None and exchange:
-            self.git.exchanging(src.path, dst.path)
-        elif self.git is not None:
-            self.git.moving(src.path, dst.path, is_dir=kind == stat.S_IFDIR)
-        # The git checks above can take a while: a caller that is gone meanwhile (its command
-        # ended, its tree was killed) gets nothing done in its name after its end.
-        call.validate()
-        check(
-            renameat2(
-                src.parent_fd,
-                os.fsencode(src.kernel_name),
-                dst.parent_fd,
-                os.fsencode(dst.kernel_name),
-                flags,
-            ),
-            "renameat2",
-        )
+        if self.git is not None and checked is not None:
+            if exchange or kind != stat.S_IFREG:
+                raise Refused(dst.path, "replaced only by renaming a regular file onto it")
+            return self._replace_checked(call, src, dst, checked, flags)
+        with self._told_for_the_call():
+            if self.git is not None:
+                pointer = self._git_rename(src, dst, kind, dst_kind if exchange else None)
+            if self.git is not None and exchange:
+                self.git.exchanging(src.path, dst.path)
+            elif self.git is not None:
+                self.git.moving(src.path, dst.path, is_dir=kind == stat.S_IFDIR)
+            # The git checks above can take a while: a caller that is gone meanwhile (its
+            # command ended, its tree was killed) gets nothing done in its name after its end.
+            call.validate()
+            check(
+                renameat2(
+                    src.parent_fd,
+                    os.fsencode(src.kernel_name),
+                    dst.parent_fd,
+                    os.fsencode(dst.kernel_name),
+                    flags,
+                ),
+                "renameat2",
+            )
         if self.git is not None and exchange:
             self.git.exchanged(src.path, dst.path)
         elif self.git is not None:
