@@ -178,6 +178,14 @@ class Confinement:
         return subprocess.CompletedProcess(r.args, r.returncode, out, self.scrub_stderr(r.stderr))
 
 
+def parent_pid(pid: int) -> int:
+    """The parent of process ``pid`` (a command's init, for tests that stop or kill it)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no parent for {pid}")
+
+
 def new_nonce() -> str:
     return f"rfn{secrets.token_hex(8)}"
 

@@ -11,6 +11,8 @@ import signal
 import time
 from pathlib import Path
 
+from tests.sandbox.conftest import parent_pid
+
 from ringfence import Session
 from ringfence.policy.model import Policy
 
@@ -26,13 +28,6 @@ def _pid_with(marker: str) -> int | None:
         if marker.encode() in cmdline and b"python" in cmdline:
             return int(entry)
     return None
-
-
-def _parent(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("PPid:"):
-            return int(line.split()[1])
-    raise AssertionError("no parent")
 
 
 def test_files_waiting_for_the_check_are_moved_aside_when_the_init_is_killed(ws: Path) -> None:
@@ -52,7 +47,7 @@ def test_files_waiting_for_the_check_are_moved_aside_when_the_init_is_killed(ws:
             pid = _pid_with(marker)
             time.sleep(0.05)
         assert pid is not None and pointer.exists(), "the command did not start"
-        os.kill(_parent(pid), signal.SIGKILL)  # its init: no end check, no report
+        os.kill(parent_pid(pid), signal.SIGKILL)  # its init: no end check, no report
         proc.wait(30)
     assert not pointer.exists(), pointer.read_text()
     assert (ws / "sub" / ".git.ringfence-refused").exists()

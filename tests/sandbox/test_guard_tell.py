@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.sandbox.conftest import Runner
+from tests.sandbox.conftest import Runner, parent_pid
 
 from ringfence import Session
 from ringfence.platforms.linux import native
@@ -57,13 +57,6 @@ def _pid_of(marker: str) -> int | None:
     return None
 
 
-def _parent(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("PPid:"):
-            return int(line.split()[1])
-    raise AssertionError("no parent")
-
-
 def _wait_for(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -78,7 +71,7 @@ def _stop_init_then_rename(ws: Path, marker: str) -> int:
     _wait_for(lambda: ready.exists() and ready.read_text() == marker, "the command did not start")
     pid = _pid_of(marker)
     assert pid is not None
-    init = _parent(pid)
+    init = parent_pid(pid)
     assert init not in (os.getpid(), os.getppid(), 1), init  # never stop anything but it
     os.kill(init, signal.SIGSTOP)  # it relays nothing more to the host
     (ws / "go").touch()

@@ -188,7 +188,8 @@ echo "hostname-changed: $(hostname)"
 grep -E '^(NoNewPrivs|Seccomp|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/self/status
 echo "nproc: $(ulimit -u)"
 for f in /proc/sys/user/max_*; do echo "$f: $(cat "$f")"; done
-echo "procs: $(ls /proc | grep -c '^[0-9]')"
+procs() { echo "procs: $#"; }  # counted by this shell itself: no pipeline of its own
+procs /proc/[0-9]*
 env | grep -v -E '^(_|SHLVL|PWD|OLDPWD)=' | sort
 awk '{print $5, $6}' /proc/self/mountinfo | sort -u
 sed -E 's/ringfence-[0-9]+-[0-9a-f]{8}/RUN/' /proc/self/cgroup

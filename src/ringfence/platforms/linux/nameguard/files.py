@@ -163,14 +163,14 @@ class FileCalls:
             raise Refused(path, rule)
 
     @contextlib.contextmanager
-    def _told_for_the_call(self) -> Iterator[None]:
+    def _told_for_the_call(self) -> Iterator[int]:
         """The names the git checks within tell the host (files left for the end check) are
         for the operation within: should it fail or be refused, they are taken back
         (:meth:`GitGuard.untell_since`). Only the checks and the operation itself go within:
         once it is done, its names stay told whatever fails after."""
         mark = self.git.told_mark() if self.git is not None else 0
         try:
-            yield
+            yield mark
         except BaseException:
             if self.git is not None:
                 self.git.untell_since(mark)
@@ -224,7 +224,7 @@ class FileCalls:
             except FileNotFoundError:
                 exists = False
             pointer = None
-            with self._told_for_the_call():
+            with self._told_for_the_call() as mark:
                 if exists and writes:
                     self._git(res.path, GitGuard.writing, res.path)
                 elif not exists and flags & os.O_CREAT and self.git is not None:
@@ -243,6 +243,8 @@ class FileCalls:
                     )
                 except OSError as exc:
                     if exc.errno == errno.ELOOP and extra:
+                        if self.git is not None:  # nothing made: told again if so again
+                            self.git.untell_since(mark)
                         continue  # a symlink appeared after we looked: resolve again
                     raise
             if pointer is not None and self.git is not None:
