@@ -9,6 +9,7 @@ import contextlib
 import functools
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -58,13 +59,16 @@ class Pending:
     # given the next command too if it says it can, and nothing signalled this one.
     init: tuple[int, socket.socket] | None = None
     signalled: bool = False
-    # Files its guard left for the end-of-command check, told as they came: moved aside if
-    # the init never reports that check (killed, or the runner gone).
+    # Files its guard left for the end-of-command check, told by the guard itself as they
+    # came (guard_tell): moved aside if that check did not finish, or was never reported.
     pending_checks: set[str] = field(default_factory=set)
+    reports_parts: list[Any] = field(default_factory=list)  # findings ahead of the end report
 
     def finish(self, report: dict[str, Any]) -> None:
         if self.done.is_set():
             return
+        if self.reports_parts:
+            report = {**report, "reports": [*self.reports_parts, *(report.get("reports") or [])]}
         self.report = report
         self.started.set()
         self.done.set()
@@ -266,6 +270,12 @@ class Connection:
             p.pid = int(msg["started"])
             p.master = fds[0] if fds else None
             p.started.set()
+            return True
+        if "reports_part" in msg:  # findings too many for the end report's one message
+            for fd in fds:
+                os.close(fd)
+            if isinstance(msg["reports_part"], list):
+                p.reports_parts.extend(msg["reports_part"])
             return True
         if "pending" in msg or "untold" in msg:  # from the guard itself (guard_tell.py)
             for fd in fds:
@@ -514,8 +524,13 @@ def move_aside(plan: LinuxPlan, paths: list[str]) -> list[dict[str, Any]]:
         path, within = _on_host(plan, named, roots)
         if path is None or not gitdir.inside(path, within) or path in within:
             continue
-        if not os.path.lexists(path):
+        try:
+            mode = os.lstat(path).st_mode
+        except (OSError, ValueError):
             continue
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            continue  # every file the check waits for is one of these (a directory there is
+            # not the command's: a nested repository's .git moved in after its file went)
         moved = quarantine(path)
         detail = "not checked (the name guard did not finish)"
         out.append(

@@ -427,16 +427,117 @@ def test_names_told_for_calls_that_failed_are_taken_back(ws: Path) -> None:
     assert (ws / "other/.git/HEAD").exists() and (ws / "sub/.git").exists()
 
 
+def _failed_then_written(todo: str) -> Callable[[], int]:
+    def probe() -> int:
+        try:  # noted (writing), then refused by the kernel: taken back, and no longer noted
+            os.open(todo, os.O_WRONLY | os.O_DIRECTORY)
+        except OSError as e:
+            if e.errno != errno.ENOTDIR:
+                return 1
+        fd = os.open(todo, os.O_WRONLY | os.O_TRUNC)
+        os.write(fd, b"exec touch pwned\n")
+        os.close(fd)
+        return 0
+
+    return probe
+
+
+def test_a_file_written_after_a_failed_call_on_it_is_told_again(ws: Path) -> None:
+    """A call that failed takes back the name it told and what it noted: the next write to
+    that todo list is noted and told again (an outside review made it run `exec` at the
+    host's `git rebase --continue`: the name stayed noted but untold, and the host left it
+    when the end check did not run)."""
+    todo = _stopped_rebase(ws / "proj")
+    todo.write_text("pick 0123abc one\n")
+    log = ws.parent / "told.log"
+    out = run_guarded(_rules(ws), _failed_then_written(str(todo)), cwd=ws, on_event=_log_told(log))
+    assert out.status == 0, out
+    assert log.read_text().splitlines() == [
+        f"git_pending {todo}",
+        f"git_untold {todo}",
+        f"git_pending {todo}",
+    ]
+
+
+def _failed_link_then_write() -> int:
+    try:
+        os.symlink("elsewhere", "sm/.git")
+    except FileExistsError:
+        pass
+    try:
+        with open("sm/.git", "w") as f:
+            f.write("gitdir: /etc\n")
+    except PermissionError:
+        return 0
+    return 1
+
+
+def test_a_failed_call_leaves_no_note_that_would_let_an_existing_pointer_be_rewritten(
+    ws: Path,
+) -> None:
+    """A .git symlink noted for the end check, and then not made (one exists): the existing
+    checkout's .git file is still the user's, which the command may not rewrite. Left
+    noted, it counted as the command's own (writing() allows those)."""
+    subprocess.run(
+        ["git", "init", "-q", f"--separate-git-dir={ws / 'store'}", str(ws / "sm")],
+        check=True,
+        env=HOST_GIT,
+    )
+    before = (ws / "sm/.git").read_text()
+    out = run_guarded(_rules(ws), _failed_link_then_write, cwd=ws)
+    assert out.status == 0, out
+    assert (ws / "sm/.git").read_text() == before
+
+
+def _made_removed_then_replaced() -> int:
+    os.makedirs("x")
+    with open("x/.git", "w") as f:
+        f.write("gitdir: /etc\n")
+    os.unlink("x/.git")
+    os.rmdir("x")
+    os.rename("other", "x")
+    return 0
+
+
+def test_a_name_whose_file_went_away_is_taken_back(ws: Path) -> None:
+    """Left told, the host would move aside whatever came to that name later (here a
+    repository of the user's, renamed there) should the end check not run."""
+    subprocess.run(["git", "init", "-q", str(ws / "other")], check=True, env=HOST_GIT)
+    log = ws.parent / "told.log"
+    out = run_guarded(_rules(ws), _made_removed_then_replaced, cwd=ws, on_event=_log_told(log))
+    assert out.status == 0, out
+    assert log.read_text().splitlines() == [f"git_pending {ws}/x/.git", f"git_untold {ws}/x/.git"]
+
+
+def test_the_host_moves_aside_only_files_and_links(ws: Path) -> None:
+    """Every file the end check waits for is a regular file or a symlink: a directory at a
+    told name (a repository's .git) is never the command's to lose."""
+    from types import SimpleNamespace
+
+    from ringfence.connection import move_aside
+
+    subprocess.run(["git", "init", "-q", str(ws / "repo")], check=True, env=HOST_GIT)
+    (ws / "sub").mkdir()
+    (ws / "sub/.git").write_text("gitdir: /etc\n")
+    plan = SimpleNamespace(
+        guard_roots=(str(ws),), guard_git_roots=(), guard_git_private_roots=(), mounts=()
+    )
+    moved = move_aside(plan, [str(ws / "repo/.git"), str(ws / "sub/.git")])  # type: ignore[arg-type]
+    assert [m["path"] for m in moved] == [str(ws / "sub/.git")]
+    assert (ws / "repo/.git/HEAD").is_file() and not (ws / "sub/.git").exists()
+
+
 def test_a_call_past_the_told_budget_is_refused_before_it_is_made(ws: Path) -> None:
     """Each told name costs the host memory outside the sandbox's limit, and the native
     launcher keeps at most 8 MiB of them: past its budget a call is refused (EMFILE), and
     nothing is told."""
-    from ringfence.platforms.linux.gitguard.guard import TOLD_BUDGET, GitGuard
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+    from ringfence.platforms.linux.gitguard.told import TOLD_BUDGET
 
     told: list[str] = []
     g = GitGuard(roots=(str(ws),), on_event=lambda kind, path, detail: told.append(path))
     g.note_pointer(str(ws / "a/.git"), ".git")
-    g.told_bytes = TOLD_BUDGET - 10
+    g.told.spent = TOLD_BUDGET - 10
     with pytest.raises(OSError) as caught:
         g.note_pointer(str(ws / "b/.git"), ".git")
     assert caught.value.errno == errno.EMFILE

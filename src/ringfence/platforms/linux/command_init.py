@@ -393,8 +393,8 @@ def _finish(
     pending = sorted(guard_tell.pending_of(reports))
     if pending and not any(r.get("kind") == "git_finished" for r in reports):
         # The host moves them aside (fail closed). It has them all from the guard itself
-        # (guard_tell): a few here say so, and keep the report small.
-        end["unchecked"] = pending[:UNCHECKED_SENT]
+        # (guard_tell): the first few here say so, and keep the report small.
+        end["unchecked"] = _first(pending, UNCHECKED_BYTES)
     reports = [r for r in reports if r.get("kind") not in steps.CONTROL]
     if reports:
         end["reports"] = reports
@@ -407,12 +407,44 @@ def _finish(
     )
     if reuse:
         end["reusable"] = True
-    protocol.send(srv.sock, end)
+    _send_end(srv.sock, end)
     return reuse
 
 
 FINISH_TIMEOUT = 10.0  # seconds the guard may take to check the pointer files at the end
-UNCHECKED_SENT = 64  # names of files left unchecked in the end report (the host has all)
+UNCHECKED_BYTES = 32 << 10  # of names left unchecked in the end report (the host has all)
+REPORTS_PART = 60 << 10  # bytes of findings per message: one message must fit the socket
+
+
+def _first(names: list[str], limit: int) -> list[str]:
+    """The first of ``names`` whose JSON fits ``limit`` bytes (at least one)."""
+    out: list[str] = []
+    size = 0
+    for name in names:
+        size += len(json.dumps(name)) + 1
+        if out and size > limit:
+            break
+        out.append(name)
+    return out
+
+
+def _send_end(sock: socket.socket, end: dict[str, Any]) -> None:
+    """The end report; its findings ahead of it in parts (``reports_part``) when they would
+    not fit one message (each finding is clipped, but a path of control bytes escapes to
+    six times its length, and there may be 300)."""
+    reports = end.pop("reports", [])
+    part: list[dict[str, str]] = []
+    size = 0
+    for record in reports:
+        n = len(json.dumps(record)) + 1
+        if part and size + n > REPORTS_PART:
+            protocol.send(sock, {"id": end["id"], "reports_part": part})
+            part, size = [], 0
+        part.append(record)
+        size += n
+    if part:
+        end["reports"] = part
+    protocol.send(sock, end)
 
 
 def _relay(

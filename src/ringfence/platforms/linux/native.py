@@ -97,7 +97,7 @@ def _findings(
     (guard_tell), each waiting for the end check as a ``git_pending`` record does."""
     if not raw and not told:
         return (), (), False
-    from ringfence.platforms.linux.guard_tell import pending_of, read_told, still_told
+    from ringfence.platforms.linux.guard_tell import read_told, still_told
     from ringfence.platforms.linux.steps import CONTROL, _record
 
     records: list[dict[str, str]] = []
@@ -109,7 +109,9 @@ def _findings(
         if record is not None:
             records.append(record)
     kinds = {r.get("kind") for r in records}
-    pending = sorted(pending_of(records) | still_told(read_told(told)))
+    # The guard's own line is whole and in order; pid 1's copy may have been cut at the
+    # host's cap (and a cut between a name and its taking back would bring the name back).
+    pending = sorted(still_told(read_told(told)))
     unchecked = tuple(pending) if pending and "git_finished" not in kinds else ()
     kept = tuple(r for r in records if r.get("kind") not in CONTROL and r.get("kind") != STARTED)
     return kept, unchecked, STARTED in kinds

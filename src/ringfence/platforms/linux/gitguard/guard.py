@@ -4,7 +4,6 @@ whose content is checked once the command has ended."""
 
 from __future__ import annotations
 
-import errno
 import os
 import posixpath
 import stat
@@ -39,6 +38,7 @@ from ringfence.platforms.linux.gitguard.newdir import (
     TEMPLATE_ENTRIES,
 )
 from ringfence.platforms.linux.gitguard.pins import Pins
+from ringfence.platforms.linux.gitguard.told import Told
 
 # Imported here, not when first needed: the guard runs inside the sandbox's view of the
 # files, where ringfence's own source may not be visible (a checkout under the host's /tmp,
@@ -47,9 +47,6 @@ from ringfence.policy import gitdir
 from ringfence.policy.gitdir import Entry
 
 MAX_CACHED_DIRS: Final = 20_000
-# Bytes of names one command may have told the host (guard_tell): each told name is kept by
-# the host (outside the sandbox's memory limit), and the native launcher keeps at most 8 MiB.
-TOLD_BUDGET: Final = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -64,12 +61,6 @@ class _Repo:
 
 
 _LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)
-
-
-def _told_cost(path: str) -> int:
-    """What telling ``path`` costs the host at most: its bytes, and a record's framing (the
-    JSON a relayed ``git_pending`` record wraps it in)."""
-    return len(path.encode("utf-8", "surrogateescape")) + 48
 
 
 def _raise(exc: OSError) -> None:
@@ -97,10 +88,6 @@ class GitGuard:
     pending: dict[str, str] = field(default_factory=dict)
     # git directories whose layout this command completed: its own, so it may undo them
     completed: set[str] = field(default_factory=set)
-    # every name told as ``git_pending`` (once each: the init and the host keep them all)
-    told: set[str] = field(default_factory=set)
-    told_log: list[str] = field(default_factory=list)  # in the order told (untell_since)
-    told_bytes: int = 0
 
     def __post_init__(self) -> None:
         self._outermost = tuple(sorted((*self.roots, *self.private_roots), key=len))
@@ -110,6 +97,7 @@ class GitGuard:
         self._checkouts: dict[str, tuple[str, ...]] = {}  # git directory -> modules' checkouts
         self.content = ContentRules(self.pointer_root_of)
         self.pins = Pins()  # the pending files by inode too (pins.py)
+        self.told = Told(self.event)  # what the host knows (on_event may be set later)
 
     # ---------------------------------------------------------------- where
 
@@ -451,6 +439,7 @@ class GitGuard:
         """May the existing entry at ``path`` be changed in place (opened for writing,
         truncated, chmod/chown/xattr)? A checked file may, and is checked at the end."""
         if path in self.pending:
+            self.told.tell(path)  # (told already: it waits for the check)
             return None  # the command's own, checked when it ends
         rule = self._hooks_rule(path, None)
         if rule is not None:
@@ -592,9 +581,9 @@ class GitGuard:
         longer hold the files (guard_tell)."""
         prefix = src + "/"
         for p in [p for p in self.pending if p == src or (is_dir and p.startswith(prefix))]:
-            self._tell(dst + p[len(src) :])
+            self.told.tell(dst + p[len(src) :])
         if is_dir and self.root_of(dst) is not None and self._maybe_linked(src):
-            self._tell(f"{dst}/commondir")
+            self.told.tell(f"{dst}/commondir")
 
     def exchanging(self, a: str, b: str) -> None:
         """Before ``a`` and ``b`` swap: :meth:`moving` both ways."""
@@ -627,11 +616,12 @@ class GitGuard:
         pend = [p for p in self.pending if p == src or (is_dir and p.startswith(prefix))]
         for p in pend:
             kind = self.pending.pop(p)
+            self.told.forget(p)  # nothing of it is there any more (told again if so again)
             if dst is None:
                 continue
             new = dst + p[len(src) :]
             if tell:  # (told before the rename: moving; this for a caller that did not)
-                self._tell(new)
+                self.told.tell(new)
             self.pending[new] = kind  # carried, not a new file: no room to make
             if not is_dir:
                 self.pins.pin(new)  # renamed itself: held again where it went (pins.carry)
@@ -645,41 +635,25 @@ class GitGuard:
         """``path`` is checked when the command ends. The init hears of every such path: the
         guard then runs :meth:`finish` at the end, and should it not answer, the host moves
         them aside. ``at_end``: noted by that check itself (no budget: nothing is refused)."""
-        if path not in self.pending:
+        before = self.pending.get(path)
+        if before is None:
             self.pins.make_room(len(self.pending))
-        self._tell(path, budget=not at_end)
+        self.told.tell(path, budget=not at_end)
+        if before != kind:
+            self.told.noting(path, before)
         self.pending[path] = kind
         self.pins.pin(path)  # the file there now, if any; files.py pins one made after this
 
-    def _tell(self, path: str, *, budget: bool = True) -> None:
-        """The init and the host hear of each file left for the end check (once), before a
-        call can put it there: should the guard not finish, the host moves it aside. A call
-        that would tell more than :data:`TOLD_BUDGET` is refused (EMFILE) before it is done:
-        a name the host would have to drop could be the one it needed."""
-        if path in self.told:
-            return
-        cost = _told_cost(path)
-        if budget and self.told_bytes + cost > TOLD_BUDGET:
-            raise OSError(errno.EMFILE, "too many names wait for the git check")
-        self.told_bytes += cost
-        self.event("git_pending", path)
-        self.told.add(path)
-        self.told_log.append(path)
-
     def told_mark(self) -> int:
-        """Where the names a call is about to tell start (:meth:`untell_since`)."""
-        return len(self.told_log)
+        """Where a call's tells start (:meth:`undo_since`)."""
+        return self.told.mark()
 
-    def untell_since(self, mark: int) -> None:
-        """The call that told the names after ``mark`` failed: nothing of it is at them, and
-        told, the host would move aside what is there (a file the command may not remove)
-        should the end check not run. Taken back, in the order told; a name noted again
-        later is told again."""
-        for path in self.told_log[mark:]:
-            self.told.discard(path)
-            self.told_bytes += _told_cost(path)  # the taking back is told too
-            self.event("git_untold", path)
-        del self.told_log[mark:]
+    def undo_since(self, mark: int) -> None:
+        """The call that told names and noted files since ``mark`` failed (told.py)."""
+        self.told.undo_since(mark, self.pending, lambda p: self.pins.carry(p, None, False))
+
+    def call_done(self) -> None:
+        self.told.done()
 
     # ---------------------------------------------------------------- a new git directory
 

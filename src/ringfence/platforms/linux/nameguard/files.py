@@ -165,16 +165,18 @@ class FileCalls:
     @contextlib.contextmanager
     def _told_for_the_call(self) -> Iterator[int]:
         """The names the git checks within tell the host (files left for the end check) are
-        for the operation within: should it fail or be refused, they are taken back
-        (:meth:`GitGuard.untell_since`). Only the checks and the operation itself go within:
-        once it is done, its names stay told whatever fails after."""
+        for the operation within: should it fail or be refused, they are taken back with what
+        they noted (:meth:`GitGuard.undo_since`). Only the checks and the operation itself go
+        within: once it is done, its names stay told whatever fails after."""
         mark = self.git.told_mark() if self.git is not None else 0
         try:
             yield mark
         except BaseException:
             if self.git is not None:
-                self.git.untell_since(mark)
+                self.git.undo_since(mark)
             raise
+        if self.git is not None:
+            self.git.call_done()
 
     def _git(self, path: str, ask: Callable[..., str | None], *args: Any, **kw: Any) -> None:
         """Ask the git rules (``ask(self.git, *args)``) about ``path``; a directory the guard
@@ -244,7 +246,7 @@ class FileCalls:
                 except OSError as exc:
                     if exc.errno == errno.ELOOP and extra:
                         if self.git is not None:  # nothing made: told again if so again
-                            self.git.untell_since(mark)
+                            self.git.undo_since(mark)
                         continue  # a symlink appeared after we looked: resolve again
                     raise
             if pointer is not None and self.git is not None:
