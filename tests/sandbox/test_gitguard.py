@@ -527,6 +527,68 @@ def test_the_host_moves_aside_only_files_and_links(ws: Path) -> None:
     assert (ws / "repo/.git/HEAD").is_file() and not (ws / "sub/.git").exists()
 
 
+def _links_onto_the_todo(todo: str) -> Callable[[], int]:
+    def probe() -> int:
+        d = os.path.dirname(todo)
+        with open(f"{d}/x", "w") as f:
+            f.write("exec touch pwned\n")
+        os.link(f"{d}/x", f"{d}/y")
+        try:  # its other name could write it after the check, or be renamed over it
+            os.rename(f"{d}/x", todo)
+        except PermissionError:
+            pass
+        else:
+            return 1
+        os.link(f"{d}/y", f"{d}/z")  # an ordinary file's two names: renaming one onto the
+        os.rename(f"{d}/y", f"{d}/z")  # other does nothing, as the kernel does
+        return 0 if os.path.exists(f"{d}/y") and os.path.exists(f"{d}/z") else 2
+
+    return probe
+
+
+def test_a_file_with_other_names_is_not_renamed_onto_a_checked_name(ws: Path) -> None:
+    """An outside review renamed a todo list onto another name of itself (a no-op to the
+    kernel), which the guard took for a move: the todo list left the end check, and its
+    `exec` line ran at the host's `git rebase --continue`."""
+    todo = _stopped_rebase(ws / "proj")
+    todo.write_text("pick 0123abc one\n")
+    out = run_guarded(_rules(ws), _links_onto_the_todo(str(todo)), cwd=ws)
+    assert out.status == 0, out
+    assert todo.read_text() == "pick 0123abc one\n"
+
+
+def _exchange_pointers() -> int:
+    for d in ("A", "B"):
+        os.makedirs(d)
+        with open(f"{d}/.git", "w") as f:
+            f.write("gitdir: /etc\n")
+    return 0 if _libc_exchange("A", "B") == 0 else 1
+
+
+def _libc_exchange(a: str, b: str) -> int:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    return int(libc.renameat2(at_fdcwd, a.encode(), at_fdcwd, b.encode(), rename_exchange))
+
+
+def test_an_exchange_done_is_never_refused_after_it_is_done(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the told budget spent to the last byte, an exchange of two directories that hold
+    pointer files still goes through: what it tells was paid before it (an outside review
+    made it fail with EMFILE after the kernel had swapped them, leaving A/.git unchecked)."""
+    from ringfence.platforms.linux.gitguard import told
+
+    names = [f"{ws}/A/.git", f"{ws}/B/.git"]
+    monkeypatch.setattr(told, "TOLD_BUDGET", sum(told.told_cost(n) for n in names))
+    log = ws.parent / "told.log"
+    out = run_guarded(_rules(ws), _exchange_pointers, cwd=ws, on_event=_log_told(log))
+    assert out.status == 0, out
+    assert log.read_text().splitlines() == [f"git_pending {n}" for n in names]
+
+
 def test_a_call_past_the_told_budget_is_refused_before_it_is_made(ws: Path) -> None:
     """Each told name costs the host memory outside the sandbox's limit, and the native
     launcher keeps at most 8 MiB of them: past its budget a call is refused (EMFILE), and
@@ -545,7 +607,7 @@ def test_a_call_past_the_told_budget_is_refused_before_it_is_made(ws: Path) -> N
         g.moving(str(ws / "a"), str(ws / "c"), is_dir=True)
     assert told == [str(ws / "a/.git")]
     g.note_pointer(str(ws / "a/.git"), ".git")  # told already: no cost
-    g.note_pointer(str(ws / "d/.git"), ".git", at_end=True)  # the end check's own: no budget
+    g.note_pointer(str(ws / "d/.git"), ".git", done=True)  # the end check's own: no budget
     assert told == [str(ws / "a/.git"), str(ws / "d/.git")]
 
 

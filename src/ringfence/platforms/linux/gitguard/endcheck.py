@@ -34,7 +34,7 @@ def finish(g: GitGuard, quarantine: Callable[[str], str | None]) -> list[str]:
     files that failed and could not be moved: the caller must not call this finished."""
     for gd in sorted(g.completed):
         if os.path.lexists(f"{gd}/commondir"):
-            g.note_pointer(f"{gd}/commondir", "commondir", at_end=True)
+            g.note_pointer(f"{gd}/commondir", "commondir", done=True)
     unsecured: list[str] = []
     for path, kind in sorted(g.pending.items()):
         judged = _judge_held(g, path, kind, quarantine, unsecured)
@@ -125,8 +125,8 @@ def _final_problem(g: GitGuard, path: str, kind: str, judged: Container[object] 
         if (st.st_dev, st.st_ino) in judged:
             return None  # judged through its directory (_judge_held)
         data = read_regular(path)
-    except FileNotFoundError:
-        return None  # gone (and if renamed with its directory: _judge_held)
+    except (FileNotFoundError, ValueError):
+        return None  # gone (and if renamed with its directory: _judge_held), or no name at all
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
     problem = _content_problem(g, path, kind, data)

@@ -556,25 +556,28 @@ class GitGuard:
     # ---------------------------------------------------------------- bookkeeping
 
     def moved(self, src: str, dst: str | None, *, pointer: str | None, is_dir: bool) -> None:
-        """Keep track after a rename (``dst``) or removal (None) of ``src``."""
-        self._carry(src, dst, is_dir)
-        if dst is None:
-            return
-        if pointer is not None:
-            self.note_pointer(dst, pointer)
-        if is_dot_git(posixpath.basename(dst)):
-            self.created_dot_git.add(dst)
-        if is_dir:
-            self._linked_moved(dst)
+        """Keep track after a rename (``dst``) or removal (None) of ``src``. Nothing here may
+        fail: the call has been done."""
+        gone: set[str] = set()
+        self._carry(src, dst, is_dir, gone)
+        if dst is not None:
+            if pointer is not None:
+                self.note_pointer(dst, pointer, done=True)  # (told before the call)
+            if is_dot_git(posixpath.basename(dst)):
+                self.created_dot_git.add(dst)
+            if is_dir:
+                self._linked_moved(dst)
+        self._forget(gone)
 
     def _linked_moved(self, path: str) -> None:
         """A linked git directory renamed: its commondir (``../..``) names another directory
         from where it is now, so it is judged again when the command has ended. Looked at
         after the rename, by the name it has now (an exchange swaps what each name holds)."""
         if self.root_of(path) is not None and self._maybe_linked(path):
-            self.note_pointer(f"{path}/commondir", "commondir")  # (the end check decides)
+            # (the end check decides; told before the call: moving)
+            self.note_pointer(f"{path}/commondir", "commondir", done=True)
 
-    def moving(self, src: str, dst: str, *, is_dir: bool) -> None:
+    def moving(self, src: str, dst: str, *, is_dir: bool, room: int = 0) -> None:
         """Before ``src`` is renamed to ``dst``: tell the names its files left for the end
         check will have there, and a linked git directory's ``commondir``. Told after the
         rename, they would be lost should the guard fail in between, while the old names no
@@ -583,11 +586,14 @@ class GitGuard:
         for p in [p for p in self.pending if p == src or (is_dir and p.startswith(prefix))]:
             self.told.tell(dst + p[len(src) :])
         if is_dir and self.root_of(dst) is not None and self._maybe_linked(src):
+            # noted once the call is done (_linked_moved), where nothing may fail: room now
+            if f"{dst}/commondir" not in self.pending:
+                self.pins.make_room(len(self.pending) + room)
             self.told.tell(f"{dst}/commondir")
 
     def exchanging(self, a: str, b: str) -> None:
-        """Before ``a`` and ``b`` swap: :meth:`moving` both ways."""
-        self.moving(a, b, is_dir=True)
+        """Before ``a`` and ``b`` swap: :meth:`moving` both ways (room for two notes)."""
+        self.moving(a, b, is_dir=True, room=1)
         self.moving(b, a, is_dir=True)
 
     @staticmethod
@@ -602,13 +608,25 @@ class GitGuard:
         """After RENAME_EXCHANGE of ``a`` and ``b``: what was tracked under each is now under
         the other (a pointer must not drop out of the end-of-run check by a swap)."""
         tmp = f"{a}\0exchanging"
-        self._carry(a, tmp, True, tell=False)  # a name no file has
-        self._carry(b, a, True)
-        self._carry(tmp, b, True)
+        gone: set[str] = set()
+        self._carry(a, tmp, True, gone, tell=False)  # a name no file has
+        self._carry(b, a, True, gone)
+        self._carry(tmp, b, True, gone)
         self._linked_moved(a)
         self._linked_moved(b)
+        self._forget(gone)
 
-    def _carry(self, src: str, dst: str | None, is_dir: bool, *, tell: bool = True) -> None:
+    def _forget(self, gone: set[str]) -> None:
+        """Names whose files went, and that nothing came to: the host is told so (told.py)."""
+        for path in gone - self.pending.keys():
+            self.told.forget(path)
+
+    def _carry(
+        self, src: str, dst: str | None, is_dir: bool, gone: set[str], *, tell: bool = True
+    ) -> None:
+        """Pending names under ``src`` now under ``dst`` (None: removed). The old names go to
+        ``gone``; the new ones are told, not counted against the budget (:meth:`moving` paid
+        for them before the call, which has now been done)."""
         if is_dir or is_dot_git(posixpath.basename(src)):
             self.forget_repos()
         prefix = src + "/"
@@ -616,12 +634,12 @@ class GitGuard:
         pend = [p for p in self.pending if p == src or (is_dir and p.startswith(prefix))]
         for p in pend:
             kind = self.pending.pop(p)
-            self.told.forget(p)  # nothing of it is there any more (told again if so again)
+            gone.add(p)
             if dst is None:
                 continue
             new = dst + p[len(src) :]
             if tell:  # (told before the rename: moving; this for a caller that did not)
-                self.told.tell(new)
+                self.told.tell(new, budget=False)
             self.pending[new] = kind  # carried, not a new file: no room to make
             if not is_dir:
                 self.pins.pin(new)  # renamed itself: held again where it went (pins.carry)
@@ -631,14 +649,15 @@ class GitGuard:
                 if dst is not None:
                     book.add(dst + p[len(src) :])
 
-    def note_pointer(self, path: str, kind: str, *, at_end: bool = False) -> None:
-        """``path`` is checked when the command ends. The init hears of every such path: the
+    def note_pointer(self, path: str, kind: str, *, done: bool = False) -> None:
+        """``path`` is checked when the command ends. The host hears of every such path: the
         guard then runs :meth:`finish` at the end, and should it not answer, the host moves
-        them aside. ``at_end``: noted by that check itself (no budget: nothing is refused)."""
+        them aside. ``done``: noted where nothing may be refused any more (after a call that
+        has been done, whose room and budget were taken before it; the end check itself)."""
         before = self.pending.get(path)
-        if before is None:
+        if before is None and not done:
             self.pins.make_room(len(self.pending))
-        self.told.tell(path, budget=not at_end)
+        self.told.tell(path, budget=not done)
         if before != kind:
             self.told.noting(path, before)
         self.pending[path] = kind

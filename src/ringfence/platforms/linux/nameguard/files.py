@@ -549,6 +549,13 @@ class FileCalls:
             if exchange or kind != stat.S_IFREG:
                 raise Refused(dst.path, "replaced only by renaming a regular file onto it")
             return self._replace_checked(call, src, dst, checked, flags)
+        if dst_kind is not None and _same_file(src, dst):
+            # Two names of one file: the kernel does nothing and says so (rename(2)); nothing
+            # moves, so nothing is carried (the first name stays noted as it is).
+            if flags & RENAME_NOREPLACE:
+                raise OSError(errno.EEXIST, "exists")
+            call.validate()
+            return Value()
         with self._told_for_the_call():
             if self.git is not None:
                 pointer = self._git_rename(src, dst, kind, dst_kind if exchange else None)
@@ -589,6 +596,9 @@ class FileCalls:
                 if self.git.checked_kind(either) or self.git.content_kind(either):
                     raise Refused(either, "a file checked by content is not exchanged")
         pointer = self.git.checked_kind(dst.path) if kind == stat.S_IFREG else None
+        if pointer is not None and _links(src) > 1:
+            # its other name could write it after the check, or be renamed over it
+            raise Refused(dst.path, "a file with other names is not renamed onto a checked name")
         if pointer is not None:
             if pointer not in LATER:  # a todo list is git's to act on while the command runs
                 data = self._read_checked_source(src)
@@ -654,7 +664,8 @@ class FileCalls:
         with contextlib.suppress(OSError):  # a rename leaves no source behind
             os.unlink(src.kernel_name, dir_fd=src.parent_fd)
         self.git.forget_repos()  # a config changed: what it names may have too
-        self.git.pending.pop(dst.path, None)  # checked now (a .gitmodules)
+        if self.git.pending.pop(dst.path, None) is not None:  # checked now (a .gitmodules)
+            self.git.told.forget(dst.path)
         return Value()
 
     def _existing_object(
@@ -792,3 +803,17 @@ class FileCalls:
         if self.git is not None:
             self.git.moved(res.path, None, pointer=None, is_dir=bool(flags & AT_REMOVEDIR))
         return Value()
+
+
+def _stat(res: Resolved) -> os.stat_result:
+    return os.stat(res.kernel_name, dir_fd=res.parent_fd, follow_symlinks=False)
+
+
+def _same_file(a: Resolved, b: Resolved) -> bool:
+    """Are ``a`` and ``b`` names of one file (hard links)?"""
+    sa, sb = _stat(a), _stat(b)
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _links(res: Resolved) -> int:
+    return _stat(res).st_nlink
