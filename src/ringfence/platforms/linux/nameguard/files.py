@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-from ringfence.platforms.linux.gitguard.fileio import put_copy, read_all
+from ringfence.platforms.linux.gitguard.fileio import put_copy
 from ringfence.platforms.linux.gitguard.guard import GitGuard
 from ringfence.platforms.linux.gitguard.layout import Unknown, is_dot_git
 from ringfence.platforms.linux.guard_rules import (
@@ -45,6 +45,12 @@ from ringfence.platforms.linux.nameguard.results import (
     Reply,
     Resolved,
     Value,
+)
+from ringfence.platforms.linux.nameguard.sources import (
+    links,
+    read_checked_source,
+    rename_in,
+    same_file,
 )
 from ringfence.policy import gitconfig
 from ringfence.policy.gitdir import CHECKED_PATHS
@@ -549,7 +555,7 @@ class FileCalls:
             if exchange or kind != stat.S_IFREG:
                 raise Refused(dst.path, "replaced only by renaming a regular file onto it")
             return self._replace_checked(call, src, dst, checked, flags)
-        if dst_kind is not None and _same_file(src, dst):
+        if dst_kind is not None and same_file(src, dst):
             # Two names of one file: the kernel does nothing and says so (rename(2)); nothing
             # moves, so nothing is carried (the first name stays noted as it is).
             if flags & RENAME_NOREPLACE:
@@ -589,46 +595,22 @@ class FileCalls:
         exchange, ``dst`` (of type ``exchanged``) at ``src``. Returns the end-of-run check the
         arriving file gets, if its content matters to git."""
         assert self.git is not None
-        self._git(dst.path, self._rename_in, src, dst.path, kind)
+        self._git(dst.path, rename_in, src, dst.path, kind)
         if exchanged is not None:
-            self._git(src.path, self._rename_in, dst, src.path, exchanged)
+            self._git(src.path, rename_in, dst, src.path, exchanged)
             for either in (src.path, dst.path):
                 if self.git.checked_kind(either) or self.git.content_kind(either):
                     raise Refused(either, "a file checked by content is not exchanged")
         pointer = self.git.checked_kind(dst.path) if kind == stat.S_IFREG else None
-        if pointer is not None and _links(src) > 1:
+        if pointer is not None and links(src) > 1:
             # its other name could write it after the check, or be renamed over it
             raise Refused(dst.path, "a file with other names is not renamed onto a checked name")
         if pointer is not None:
             if pointer not in LATER:  # a todo list is git's to act on while the command runs
-                data = self._read_checked_source(src)
+                data = read_checked_source(src)
                 self._deny(dst.path, self.git.content.pointer_problem(dst.path, pointer, data))
             self.git.note_pointer(dst.path, pointer)  # and again at the end
         return pointer
-
-    @staticmethod
-    def _rename_in(g: GitGuard, src: Resolved, dst_path: str, kind: int) -> str | None:
-        """The git rules for ``src`` (of file type ``kind``) appearing at ``dst_path``."""
-        text = os.readlink(src.kernel_name, dir_fd=src.parent_fd) if kind == stat.S_IFLNK else None
-        incoming = src.path if kind == stat.S_IFDIR else None
-        return g.creating(dst_path, kind, symlink=text, incoming=incoming)
-
-    def _read_checked_source(self, src: Resolved) -> bytes:
-        """The bytes of the regular file about to be renamed onto a checked name."""
-        fd = os.open(
-            src.kernel_name,
-            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-            dir_fd=src.parent_fd,
-        )
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise Refused(src.path, "not a regular file")
-            try:
-                return read_all(fd)
-            except OSError as exc:
-                raise Refused(src.path, str(exc)) from None
-        finally:
-            os.close(fd)
 
     def _replace_checked(
         self, call: Call, src: Resolved, dst: Resolved, kind: tuple[str, str], flags: int
@@ -641,7 +623,7 @@ class FileCalls:
         """
         assert self.git is not None
         what, base = kind
-        data, dropped = self.git.content.settle(self._read_checked_source(src), what)
+        data, dropped = self.git.content.settle(read_checked_source(src), what)
         problem = self.git.content.config_problem(data, gitdir_path=base, kind=what)
         if problem is not None:
             hint = self.git.content.host_hint(data, path=dst.path, gitdir_path=base, kind=what)
@@ -803,17 +785,3 @@ class FileCalls:
         if self.git is not None:
             self.git.moved(res.path, None, pointer=None, is_dir=bool(flags & AT_REMOVEDIR))
         return Value()
-
-
-def _stat(res: Resolved) -> os.stat_result:
-    return os.stat(res.kernel_name, dir_fd=res.parent_fd, follow_symlinks=False)
-
-
-def _same_file(a: Resolved, b: Resolved) -> bool:
-    """Are ``a`` and ``b`` names of one file (hard links)?"""
-    sa, sb = _stat(a), _stat(b)
-    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
-
-
-def _links(res: Resolved) -> int:
-    return _stat(res).st_nlink
