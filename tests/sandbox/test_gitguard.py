@@ -589,6 +589,49 @@ def test_an_exchange_done_is_never_refused_after_it_is_done(
     assert log.read_text().splitlines() == [f"git_pending {n}" for n in names]
 
 
+def test_what_follows_a_done_rename_never_fails_it(
+    ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of descriptors just after a rename (a command can use up the guard's), holding the
+    file again fails: the books must follow the rename all the same (an outside review left
+    a .git it had renamed away in the books, and then wrote an existing checkout's .git
+    through that stale entry)."""
+    from ringfence.platforms.linux.gitguard.guard import GitGuard
+
+    told: list[tuple[str, str]] = []
+    g = GitGuard(roots=(str(ws),), on_event=lambda kind, path, detail: told.append((kind, path)))
+    (ws / "t").mkdir()
+    (ws / "t/.git").write_text("gitdir: ../g\n")
+    src, dst = str(ws / "t/.git"), str(ws / "t/x")
+    g.note_pointer(src, ".git")
+    g.created_dot_git.add(src)
+
+    def no_room(path: str) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(g.pins, "pin", no_room)
+    os.rename(src, dst)
+    g.moved(src, dst, pointer=None, is_dir=False)
+    assert g.pending == {dst: ".git"} and g.created_dot_git == {dst}
+    assert told == [("git_pending", src), ("git_pending", dst), ("git_untold", src)]
+
+
+def test_no_fifo_where_git_reads_a_file(ws: Path) -> None:
+    """A FIFO named .gitmodules (or .git) would hang the host's git reading it."""
+    subprocess.run(["git", "init", "-q", str(ws)], check=True, env=HOST_GIT)
+
+    def probe() -> int:
+        codes = []
+        for name in (".gitmodules", "sub/.git"):
+            os.makedirs(os.path.dirname(name) or ".", exist_ok=True)
+            codes.append(expect_errno(lambda n=name: os.mkfifo(n), errno.EACCES))
+        return max(codes)
+
+    out = run_guarded(_rules(ws), probe, cwd=ws)
+    assert out.status == 0, out
+    assert not (ws / ".gitmodules").exists() and not (ws / "sub/.git").exists()
+
+
 def test_a_call_past_the_told_budget_is_refused_before_it_is_made(ws: Path) -> None:
     """Each told name costs the host memory outside the sandbox's limit, and the native
     launcher keeps at most 8 MiB of them: past its budget a call is refused (EMFILE), and

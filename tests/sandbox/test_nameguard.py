@@ -396,6 +396,42 @@ def test_fifo_open_for_write_waits_for_a_reader(ws: Path, rules: GuardRules) -> 
     assert (ws / "other").exists()
 
 
+def test_fifo_opens_waiting_at_once_are_capped(ws: Path, rules: GuardRules) -> None:
+    """Each waits in a thread of the guard's and holds a descriptor: without a cap a command
+    could run the guard out of descriptors (so that a call it had done failed afterwards, an
+    outside review) or threads (the guard died)."""
+    from ringfence.platforms.linux.nameguard.files import FIFO_WAITS_MAX
+
+    os.mkfifo(ws / "fifo")
+    extra = 8
+
+    def probe() -> int:
+        import time
+
+        errors: list[int] = []
+
+        def reader() -> None:
+            try:
+                os.close(os.open("fifo", os.O_RDONLY | os.O_CREAT))  # the guard's to open
+            except OSError as e:
+                errors.append(e.errno or 0)
+
+        threads = [threading.Thread(target=reader) for _ in range(FIFO_WAITS_MAX + extra)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        while len(errors) < extra and time.monotonic() < deadline:
+            time.sleep(0.01)
+        writer = os.open("fifo", os.O_WRONLY)  # lets every waiting one through
+        for t in threads:
+            t.join(20)
+        os.close(writer)
+        return 0 if errors == [errno.EAGAIN] * extra else 1
+
+    out = run_guarded(rules, probe, cwd=ws)
+    assert out.status == 0, out
+
+
 # ---------------------------------------------------------------- mkdir, mknod
 
 

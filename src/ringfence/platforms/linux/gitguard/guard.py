@@ -4,6 +4,7 @@ whose content is checked once the command has ended."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import stat
@@ -641,8 +642,8 @@ class GitGuard:
             if tell:  # (told before the rename: moving; this for a caller that did not)
                 self.told.tell(new, budget=False)
             self.pending[new] = kind  # carried, not a new file: no room to make
-            if not is_dir:
-                self.pins.pin(new)  # renamed itself: held again where it went (pins.carry)
+            if not is_dir:  # renamed itself: held again where it went (pins.carry)
+                self._pin_after(new)
         for book in (self.created_dot_git, self.completed):
             for p in [q for q in book if q == src or (is_dir and q.startswith(prefix))]:
                 book.discard(p)
@@ -661,7 +662,17 @@ class GitGuard:
         if before != kind:
             self.told.noting(path, before)
         self.pending[path] = kind
-        self.pins.pin(path)  # the file there now, if any; files.py pins one made after this
+        if done:
+            self._pin_after(path)
+        else:
+            self.pins.pin(path)  # the file there now, if any; files.py pins one made after this
+
+    def _pin_after(self, path: str) -> None:
+        """Hold the file at ``path`` once a call has been done, if there is room: out of
+        descriptors (a command can use up the guard's), it is judged by its name alone, and
+        nothing after a call the kernel has done may fail it (the books would stay behind)."""
+        with contextlib.suppress(OSError):
+            self.pins.pin(path)
 
     def told_mark(self) -> int:
         """Where a call's tells start (:meth:`undo_since`)."""

@@ -69,6 +69,7 @@ RENAME_EXCHANGE: Final = 1 << 1
 O_ACCMODE: Final = 0o3
 DEV_TTY: Final = os.makedev(5, 0)
 _CREAT_FLAGS: Final = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
+FIFO_WAITS_MAX: Final = 64  # FIFO opens waiting at once (a thread and a descriptor each)
 
 
 class FileCalls:
@@ -87,6 +88,8 @@ class FileCalls:
         self.resolver = resolver
         self.listener = listener  # answers a FIFO open that finishes in a thread
         self.event = event  # (kind, path, detail)
+        self._fifo_lock = threading.Lock()
+        self._fifo_waits = 0  # FIFO opens waiting in a thread (FIFO_WAITS_MAX)
 
     def handlers(self) -> dict[str, Handler]:
         """Each syscall this class performs, with its arguments decoded."""
@@ -337,6 +340,11 @@ class FileCalls:
             dir_fd = held[0]
         notif_id = call.id
         wflags = flags & ~(os.O_CREAT | os.O_EXCL)
+        with self._fifo_lock:
+            if self._fifo_waits >= FIFO_WAITS_MAX:
+                os.close(held[0])  # each would hold a descriptor and a thread of the guard's
+                raise OSError(errno.EAGAIN, "too many FIFO opens waiting for a peer")
+            self._fifo_waits += 1
 
         def work() -> None:
             try:
@@ -347,6 +355,8 @@ class FileCalls:
                 self.listener.respond(notif_id, Fd(fd, cloexec))
             finally:
                 os.close(held[0])
+                with self._fifo_lock:
+                    self._fifo_waits -= 1
 
         threading.Thread(target=work, name="nameguard-fifo", daemon=True).start()
         return DEFERRED
@@ -406,8 +416,10 @@ class FileCalls:
         kind = stat.S_IFMT(mode) or stat.S_IFREG
         with self._told_for_the_call():
             self._git(res.path, GitGuard.creating, res.path, kind)
-            if self.git is not None and kind == stat.S_IFREG and self.git.checked_kind(res.path):
-                raise Refused(res.path, "a pointer file is created by open, not mknod")
+            if self.git is not None and (
+                self.git.checked_kind(res.path) or self.git.content_kind(res.path)
+            ):
+                raise Refused(res.path, "a file git reads is made by open, not mknod (a FIFO?)")
             os.umask(call.umask)
             os.mknod(res.kernel_name, mode, dev, dir_fd=res.parent_fd)
         return Value()
