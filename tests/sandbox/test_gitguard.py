@@ -632,6 +632,62 @@ def test_no_fifo_where_git_reads_a_file(ws: Path) -> None:
     assert not (ws / ".gitmodules").exists() and not (ws / "sub/.git").exists()
 
 
+def _content_checked_onto_then_worktree_in() -> int:
+    os.makedirs("a")
+    open("a/.git", "w").close()
+    os.rename("a/.git", "main/.gitmodules")  # the guard's checked copy goes there
+    try:
+        os.rename("wt", "a")  # a linked worktree moved to where a/.git was
+    except OSError:
+        return 3
+    try:
+        with open("a/.git", "w") as f:
+            f.write("gitdir: /etc\n")
+    except PermissionError:
+        return 0
+    return 1
+
+
+def test_the_source_of_a_rename_onto_a_checked_file_leaves_the_books(ws: Path) -> None:
+    """It is gone once the guard's copy is in place: kept in the books as the command's own
+    .git, a worktree's .git brought to that name could be rewritten (an outside review)."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q", str(ws / "main")], check=True, env=HOST_GIT)
+    subprocess.run(
+        [*git, "-C", str(ws / "main"), "commit", "-q", "--allow-empty", "-m", "one"],
+        check=True,
+        env=HOST_GIT,
+    )
+    subprocess.run(
+        [*git, "-C", str(ws / "main"), "worktree", "add", "-q", str(ws / "wt")],
+        check=True,
+        env=HOST_GIT,
+    )
+    before = (ws / "wt/.git").read_text()
+    out = run_guarded(_rules(ws), _content_checked_onto_then_worktree_in, cwd=ws)
+    assert out.status == 0, out
+    assert (ws / "a/.git").read_text() == before
+
+
+def _fifos_where_git_reads() -> int:
+    os.mkfifo("f1")
+    codes = [
+        expect_errno(lambda: os.rename("f1", "main/.git/index"), errno.EACCES),
+        expect_errno(lambda: os.mkfifo("main/.git/packed-refs"), errno.EACCES),
+        expect_errno(lambda: os.rename("f1", "sub/.git"), errno.EACCES),
+    ]
+    return max(codes)
+
+
+def test_no_fifo_in_a_git_directory_or_as_dot_git(ws: Path) -> None:
+    """Host git reading an index, HEAD or packed-refs that is a FIFO hangs."""
+    subprocess.run(["git", "init", "-q", str(ws / "main")], check=True, env=HOST_GIT)
+    (ws / "sub").mkdir()
+    out = run_guarded(_rules(ws), _fifos_where_git_reads, cwd=ws)
+    assert out.status == 0, out
+    assert not (ws / "main/.git/index").exists() and not (ws / "sub/.git").exists()
+
+
 def test_a_call_past_the_told_budget_is_refused_before_it_is_made(ws: Path) -> None:
     """Each told name costs the host memory outside the sandbox's limit, and the native
     launcher keeps at most 8 MiB of them: past its budget a call is refused (EMFILE), and

@@ -47,6 +47,47 @@ def test_process_limit_stops_a_fork_bomb(rf: Runner) -> None:
     os.waitpid(pid, 0)
 
 
+NO_THREAD_LEFT = """
+import os, signal, sys, time
+os.mkfifo("fifo")
+kids = []
+try:
+    while True:  # every process the limit allows, the name guard's threads included
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        kids.append(pid)
+except OSError:
+    pass
+try:  # a blocking FIFO open waits in a thread of the guard's: none can be made now
+    os.open("fifo", os.O_RDONLY | os.O_CREAT)
+except OSError as e:
+    print("fifo", e.errno)
+for pid in kids:
+    os.kill(pid, signal.SIGKILL)
+for pid in kids:
+    os.waitpid(pid, 0)
+with open("after", "w") as f:  # the guard still answers
+    f.write(sys.argv[1])
+print("after ok")
+"""
+
+
+def test_the_guard_outlives_a_command_that_uses_up_its_processes(rf: Runner) -> None:
+    """The name guard runs under the command's process limit: a command that leaves it no
+    thread got its guard killed (an outside review), ending the command without the
+    end-of-command check. Now the call that needed a thread fails with EAGAIN."""
+    if rf.uid == 0 and "pids" not in _cgroup_controllers(rf):
+        pytest.skip("the kernel exempts host root from RLIMIT_NPROC and there is no pids cgroup")
+    ws = rf.mkdir()
+    cmd = ["python3", "-c", NO_THREAD_LEFT, rf.nonce]
+    r, _ = _run(rf, "run", "--limit", "processes=40", "--", *cmd, cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["fifo 11", "after ok"], (r.stdout, r.stderr)
+    assert (ws / "after").read_text() == rf.nonce
+
+
 def test_private_tmp_has_a_size(rf: Runner) -> None:
     ws = rf.mkdir()
     r = rf.confined_sh(

@@ -62,6 +62,8 @@ class _Repo:
 
 
 _LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)
+# What may appear where git reads (a socket: fsmonitor's; opening one fails, never waits)
+_PLAIN_KINDS: Final = frozenset({stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFSOCK})
 
 
 def _raise(exc: OSError) -> None:
@@ -294,7 +296,7 @@ class GitGuard:
     def new_top_problem(self, top: str) -> str | None:
         """A ``.git`` file made at ``top``: leading to no repository now, it could lead to
         one made later, whose hooks directory (relative to this worktree) nobody would look
-        at then; leading to one, the hooks it would find here (:meth:`_planted_hooks`)."""
+        at then; leading to one, the hooks it would find here (:meth:`planted_hooks`)."""
         self.forget_repos()
         repo = self._read_repo(top)
         return "it leads to no repository" if repo.gitdir is None else hooks_in(repo.hooks)
@@ -365,6 +367,8 @@ class GitGuard:
             return rule
         place = self.place(path)
         name = posixpath.basename(path)
+        if kind not in _PLAIN_KINDS and (place.governed or is_dot_git(name)):
+            return "only files, directories and links where git reads (a FIFO would hang it)"
         if is_dot_git(name) or kind == stat.S_IFLNK:  # a link can change what a path reaches
             self.forget_repos()
         if place.governed:
@@ -643,7 +647,7 @@ class GitGuard:
                 self.told.tell(new, budget=False)
             self.pending[new] = kind  # carried, not a new file: no room to make
             if not is_dir:  # renamed itself: held again where it went (pins.carry)
-                self._pin_after(new)
+                self.pin_after(new)
         for book in (self.created_dot_git, self.completed):
             for p in [q for q in book if q == src or (is_dir and q.startswith(prefix))]:
                 book.discard(p)
@@ -663,11 +667,11 @@ class GitGuard:
             self.told.noting(path, before)
         self.pending[path] = kind
         if done:
-            self._pin_after(path)
+            self.pin_after(path)
         else:
             self.pins.pin(path)  # the file there now, if any; files.py pins one made after this
 
-    def _pin_after(self, path: str) -> None:
+    def pin_after(self, path: str) -> None:
         """Hold the file at ``path`` once a call has been done, if there is room: out of
         descriptors (a command can use up the guard's), it is judged by its name alone, and
         nothing after a call the kernel has done may fail it (the books would stay behind)."""

@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
-from ringfence.platforms.linux.gitguard.fileio import put_copy
 from ringfence.platforms.linux.gitguard.guard import GitGuard
 from ringfence.platforms.linux.gitguard.layout import Unknown, is_dot_git
 from ringfence.platforms.linux.guard_rules import (
@@ -50,9 +49,9 @@ from ringfence.platforms.linux.nameguard.sources import (
     links,
     read_checked_source,
     rename_in,
+    replace_checked,
     same_file,
 )
-from ringfence.policy import gitconfig
 from ringfence.policy.gitdir import CHECKED_PATHS
 
 # State git writes (a rebase's todo list, through a lock file and a rename, or in place) and
@@ -259,7 +258,7 @@ class FileCalls:
                         continue  # a symlink appeared after we looked: resolve again
                     raise
             if pointer is not None and self.git is not None:
-                self.git.pins.pin(res.path)  # the file just made, by its inode too
+                self.git.pin_after(res.path)  # the file just made, by its inode too
                 if is_dot_git(res.name):
                     self.git.created_dot_git.add(res.path)
             return reply
@@ -358,7 +357,13 @@ class FileCalls:
                 with self._fifo_lock:
                     self._fifo_waits -= 1
 
-        threading.Thread(target=work, name="nameguard-fifo", daemon=True).start()
+        try:  # the guard runs under the command's process limit: it may have used it up
+            threading.Thread(target=work, name="nameguard-fifo", daemon=True).start()
+        except RuntimeError:
+            os.close(held[0])
+            with self._fifo_lock:
+                self._fifo_waits -= 1
+            raise OSError(errno.EAGAIN, "no thread to wait for a FIFO's peer in") from None
         return DEFERRED
 
     def _open_ctty(self, call: Call, flags: int, cloexec: bool) -> Reply:
@@ -566,7 +571,7 @@ class FileCalls:
         if self.git is not None and checked is not None:
             if exchange or kind != stat.S_IFREG:
                 raise Refused(dst.path, "replaced only by renaming a regular file onto it")
-            return self._replace_checked(call, src, dst, checked, flags)
+            return replace_checked(self.git, self.event, (call, src, dst), checked, flags)
         if dst_kind is not None and same_file(src, dst):
             # Two names of one file: the kernel does nothing and says so (rename(2)); nothing
             # moves, so nothing is carried (the first name stays noted as it is).
@@ -623,44 +628,6 @@ class FileCalls:
                 self._deny(dst.path, self.git.content.pointer_problem(dst.path, pointer, data))
             self.git.note_pointer(dst.path, pointer)  # and again at the end
         return pointer
-
-    def _replace_checked(
-        self, call: Call, src: Resolved, dst: Resolved, kind: tuple[str, str], flags: int
-    ) -> Reply:
-        """Rename onto a config, ``.gitmodules`` or todo list: check the exact bytes, then put
-        the guard's own copy of them in place.
-
-        The command's file may have other names or open descriptors; the copy is a fresh inode
-        nobody else holds, so what git later reads is exactly what was checked.
-        """
-        assert self.git is not None
-        what, base = kind
-        data, dropped = self.git.content.settle(read_checked_source(src), what)
-        problem = self.git.content.config_problem(data, gitdir_path=base, kind=what)
-        if problem is not None:
-            hint = self.git.content.host_hint(data, path=dst.path, gitdir_path=base, kind=what)
-            self.event("refused_config", dst.path, f"{problem}; {hint}" if hint else problem)
-            raise Refused(dst.path, f"{what}: {problem}")
-        if flags & RENAME_NOREPLACE:
-            try:
-                self._lstat_type(dst)
-            except FileNotFoundError:
-                pass
-            else:
-                raise OSError(errno.EEXIST, "exists")
-        mode = stat.S_IMODE(
-            os.stat(src.kernel_name, dir_fd=src.parent_fd, follow_symlinks=False).st_mode
-        )
-        call.validate()  # as in _rename: nothing in the name of a caller that is gone
-        put_copy(dst.parent_fd, dst.kernel_name.rstrip("/"), data, mode)
-        if dropped:
-            self.event("dropped_worktree", dst.path, gitconfig.WORKTREE_REFUSED)
-        with contextlib.suppress(OSError):  # a rename leaves no source behind
-            os.unlink(src.kernel_name, dir_fd=src.parent_fd)
-        self.git.forget_repos()  # a config changed: what it names may have too
-        if self.git.pending.pop(dst.path, None) is not None:  # checked now (a .gitmodules)
-            self.git.told.forget(dst.path)
-        return Value()
 
     def _existing_object(
         self,

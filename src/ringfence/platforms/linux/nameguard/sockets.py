@@ -150,7 +150,14 @@ class Workers:
             if self.count >= self.limit:
                 return False
             self.count += 1
-        threading.Thread(target=self._loop, args=(job,), name="nameguard-wait", daemon=True).start()
+        try:  # the guard runs under the command's process limit: it may have used it up
+            threading.Thread(
+                target=self._loop, args=(job,), name="nameguard-wait", daemon=True
+            ).start()
+        except RuntimeError:
+            with self.lock:
+                self.count -= 1
+            return False
         return True
 
     def _loop(self, job: Callable[[], None]) -> None:
