@@ -688,6 +688,35 @@ def test_no_fifo_in_a_git_directory_or_as_dot_git(ws: Path) -> None:
     assert not (ws / "main/.git/index").exists() and not (ws / "sub/.git").exists()
 
 
+def _fifos_git_would_meet() -> int:
+    os.makedirs("d")
+    os.mkfifo("d/x")
+    os.makedirs("x/objects")
+    os.mkfifo("x/index")  # x is no git directory yet: a FIFO may be made there
+    codes = [
+        expect_errno(lambda: os.mkfifo("main/.gitignore"), errno.EACCES),
+        expect_errno(lambda: os.mkfifo("main/sub/.gitattributes"), errno.EACCES),
+        expect_errno(lambda: os.rename("d", "main/.git/refs/heads/evil"), errno.EACCES),
+        # with refs, x would become a git directory holding a FIFO
+        expect_errno(lambda: os.mkdir("x/refs"), errno.EACCES),
+    ]
+    os.rename("main/.gitmodules", "main/.gitmodules")  # one file, one name: nothing happens
+    return max(codes)
+
+
+def test_no_fifo_where_git_would_meet_it(ws: Path) -> None:
+    """Host git waits on a FIFO it reads: a worktree's .gitignore, .gitattributes or .mailmap,
+    one brought into a git directory by a directory renamed in, or one in a directory that
+    becomes a git directory (an outside review hung `git status`, `log` and `branch`)."""
+    subprocess.run(["git", "init", "-q", str(ws / "main")], check=True, env=HOST_GIT)
+    (ws / "main/sub").mkdir()
+    (ws / "main/.gitmodules").write_text("")
+    out = run_guarded(_rules(ws), _fifos_git_would_meet, cwd=ws)
+    assert out.status == 0, out
+    assert (ws / "main/.gitmodules").exists() and not (ws / "x/refs").exists()
+    assert not (ws / "main/.git/refs/heads/evil").exists()
+
+
 def test_a_call_past_the_told_budget_is_refused_before_it_is_made(ws: Path) -> None:
     """Each told name costs the host memory outside the sandbox's limit, and the native
     launcher keeps at most 8 MiB of them: past its budget a call is refused (EMFILE), and

@@ -62,8 +62,8 @@ class _Repo:
 
 
 _LAYOUT_LOWER: Final = frozenset(n.lower() for n in gitdir.LAYOUT_NAMES)
-# What may appear where git reads (a socket: fsmonitor's; opening one fails, never waits)
-_PLAIN_KINDS: Final = frozenset({stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFSOCK})
+# Worktree files git reads by name (a FIFO there hangs `git status`, `log`, `add`)
+_READ_BY_NAME: Final = frozenset({".gitignore", ".gitattributes", ".mailmap", GITMODULES})
 
 
 def _raise(exc: OSError) -> None:
@@ -367,7 +367,9 @@ class GitGuard:
             return rule
         place = self.place(path)
         name = posixpath.basename(path)
-        if kind not in _PLAIN_KINDS and (place.governed or is_dot_git(name)):
+        if not newdir.plain(kind) and (
+            place.governed or is_dot_git(name) or name.lower() in _READ_BY_NAME
+        ):
             return "only files, directories and links where git reads (a FIFO would hang it)"
         if is_dot_git(name) or kind == stat.S_IFLNK:  # a link can change what a path reaches
             self.forget_repos()

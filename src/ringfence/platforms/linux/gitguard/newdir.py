@@ -80,6 +80,8 @@ class _Scan:
         what = "/".join(rel)
         if stat.S_ISLNK(st.st_mode):
             return f"the symlink {what} (a git directory holds none)"
+        if not plain(st.st_mode):
+            return f"{what} is a FIFO or device (git would wait on it)"
         if kind in (Entry.DATA, Entry.INCUBATOR):
             return None
         if rel in TEMPLATE_ENTRIES:
@@ -128,6 +130,15 @@ def incoming_problem(tree: str, base: tuple[str, ...]) -> str | None:
             kind = gitdir.classify(rel)
             if kind not in (Entry.DATA, Entry.INCUBATOR):
                 return f"a directory renamed in would bring {'/'.join(rel)} ({kind.value})"
-            if os.path.islink(f"{dirpath}/{name}"):
+            mode = os.lstat(f"{dirpath}/{name}").st_mode
+            if stat.S_ISLNK(mode):
                 return f"a directory renamed in would bring the symlink {'/'.join(rel)}"
+            if not plain(mode):
+                return f"a directory renamed in would bring a FIFO or device {'/'.join(rel)}"
     return None
+
+
+def plain(mode: int) -> bool:
+    """What git may meet where it reads: a FIFO (or a device) would have it wait, or worse.
+    A socket is fsmonitor's; opening one fails at once."""
+    return stat.S_IFMT(mode) in (stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFSOCK)

@@ -567,11 +567,6 @@ class FileCalls:
             if dst_kind is None:
                 raise OSError(errno.ENOENT, "nothing to exchange with")
             self._deny(src.path, self._new_name_rule(src.path, dst_kind))
-        pointer = None
-        if self.git is not None and checked is not None:
-            if exchange or kind != stat.S_IFREG:
-                raise Refused(dst.path, "replaced only by renaming a regular file onto it")
-            return replace_checked(self.git, self.event, (call, src, dst), checked, flags)
         if dst_kind is not None and same_file(src, dst):
             # Two names of one file: the kernel does nothing and says so (rename(2)); nothing
             # moves, so nothing is carried (the first name stays noted as it is).
@@ -579,6 +574,11 @@ class FileCalls:
                 raise OSError(errno.EEXIST, "exists")
             call.validate()
             return Value()
+        pointer = None
+        if self.git is not None and checked is not None:
+            if exchange or kind != stat.S_IFREG:
+                raise Refused(dst.path, "replaced only by renaming a regular file onto it")
+            return replace_checked(self.git, self.event, (call, src, dst), checked, flags)
         with self._told_for_the_call():
             if self.git is not None:
                 pointer = self._git_rename(src, dst, kind, dst_kind if exchange else None)
