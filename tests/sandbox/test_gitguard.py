@@ -412,7 +412,7 @@ def _failing_calls() -> int:
 def test_names_told_for_calls_that_failed_are_taken_back(ws: Path) -> None:
     """Left told, the host would move aside a nested repository's .git should the end check
     not run, though the command may not remove it (outside review of guard_tell)."""
-    subprocess.run(["git", "init", "-q", str(ws / "other")], check=True, env=HOST_GIT)
+    _host_git("init", "-q", str(ws / "other"))
     log = ws.parent / "told.log"
     out = run_guarded(_rules(ws), _failing_calls, cwd=ws, on_event=_log_told(log))
     assert out.status == 0, out
@@ -425,6 +425,12 @@ def test_names_told_for_calls_that_failed_are_taken_back(ws: Path) -> None:
         f"git_untold {other}",
     ]
     assert (ws / "other/.git/HEAD").exists() and (ws / "sub/.git").exists()
+
+
+def _host_git(*args: str) -> None:
+    """The user's own git on the host, as it makes what a test starts from."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, *args], check=True, env=HOST_GIT)
 
 
 def _failed_then_written(todo: str) -> Callable[[], int]:
@@ -478,11 +484,7 @@ def test_a_failed_call_leaves_no_note_that_would_let_an_existing_pointer_be_rewr
     """A .git symlink noted for the end check, and then not made (one exists): the existing
     checkout's .git file is still the user's, which the command may not rewrite. Left
     noted, it counted as the command's own (writing() allows those)."""
-    subprocess.run(
-        ["git", "init", "-q", f"--separate-git-dir={ws / 'store'}", str(ws / "sm")],
-        check=True,
-        env=HOST_GIT,
-    )
+    _host_git("init", "-q", f"--separate-git-dir={ws / 'store'}", str(ws / "sm"))
     before = (ws / "sm/.git").read_text()
     out = run_guarded(_rules(ws), _failed_link_then_write, cwd=ws)
     assert out.status == 0, out
@@ -502,7 +504,7 @@ def _made_removed_then_replaced() -> int:
 def test_a_name_whose_file_went_away_is_taken_back(ws: Path) -> None:
     """Left told, the host would move aside whatever came to that name later (here a
     repository of the user's, renamed there) should the end check not run."""
-    subprocess.run(["git", "init", "-q", str(ws / "other")], check=True, env=HOST_GIT)
+    _host_git("init", "-q", str(ws / "other"))
     log = ws.parent / "told.log"
     out = run_guarded(_rules(ws), _made_removed_then_replaced, cwd=ws, on_event=_log_told(log))
     assert out.status == 0, out
@@ -651,18 +653,9 @@ def _content_checked_onto_then_worktree_in() -> int:
 def test_the_source_of_a_rename_onto_a_checked_file_leaves_the_books(ws: Path) -> None:
     """It is gone once the guard's copy is in place: kept in the books as the command's own
     .git, a worktree's .git brought to that name could be rewritten (an outside review)."""
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    subprocess.run(["git", "init", "-q", str(ws / "main")], check=True, env=HOST_GIT)
-    subprocess.run(
-        [*git, "-C", str(ws / "main"), "commit", "-q", "--allow-empty", "-m", "one"],
-        check=True,
-        env=HOST_GIT,
-    )
-    subprocess.run(
-        [*git, "-C", str(ws / "main"), "worktree", "add", "-q", str(ws / "wt")],
-        check=True,
-        env=HOST_GIT,
-    )
+    _host_git("init", "-q", str(ws / "main"))
+    _host_git("-C", str(ws / "main"), "commit", "-q", "--allow-empty", "-m", "one")
+    _host_git("-C", str(ws / "main"), "worktree", "add", "-q", str(ws / "wt"))
     before = (ws / "wt/.git").read_text()
     out = run_guarded(_rules(ws), _content_checked_onto_then_worktree_in, cwd=ws)
     assert out.status == 0, out
