@@ -4,8 +4,10 @@ An agent behind ``ringfence mcp`` pays, per command, the JSON-RPC round trip ove
 server's stdin/stdout, the SDK's argument validation, the tool's own work (the approval
 question step, the session call with captured output, escape stripping, the result's
 fields, the audit record) and the client's parsing of the answer. The baseline is what the
-same command costs through the Python API on a session of the same policy. (This file is not
-called ``mcp.py``: the bench directory is on ``sys.path`` and would shadow the SDK.)
+same command costs through the Python API on a session of the same policy (and, for
+reference, through ``Session.arun``, which the tool awaits on the server's loop when there is
+no approval policy). (This file is not called ``mcp.py``: the bench directory is on
+``sys.path`` and would shadow the SDK.)
 
 The client is the SDK's own (2.x ``Client``, or 1.x ``ClientSession``), over stdio, against
 ``python -m ringfence mcp``; ``true`` goes as an argv list (``["true"]``), as the API runs
@@ -114,11 +116,20 @@ async def _measure(scale: Scale, ws: str, state: str) -> dict[str, dict[str, lis
             def api_capture() -> None:
                 check_rc(s.run(["true"], stdin=DEVNULL, capture_output=True).returncode, "s.run")
 
+            async def api_async() -> None:
+                r = await s.arun(["true"], stdin=DEVNULL, capture_output=True)
+                check_rc(r.returncode, "s.arun")
+
             async def tool() -> None:
                 got = await client.call_tool("run_command", {"command": ["true"]})
                 check_rc(_exit_code(got), "run_command")
 
-            fns: dict[str, Timed] = {"api": api, "capture": api_capture, "mcp": tool}
+            fns: dict[str, Timed] = {
+                "api": api,
+                "capture": api_capture,
+                "arun": api_async,
+                "mcp": tool,
+            }
             for fn in fns.values():  # warm both ends (bytecode, the server's first call)
                 for _ in range(10):
                     got = fn()
@@ -155,6 +166,12 @@ def mcp_roundtrip(scale: Scale) -> Section:
         cap = median(got["capture"])
         sec.add(
             "  same, `capture_output=True` (what the tool does)", ms(cap), ratio(cap, base, "API")
+        )
+        a = median(got["arun"])
+        sec.add(
+            "  same, `await Session.arun(...)` (what the tool runs, no approval policy)",
+            ms(a),
+            ratio(a, base, "API"),
         )
         t = median(got["mcp"])
         sec.add(

@@ -11,13 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import signal
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ringfence import popen_args
-from ringfence.completed import CompletedProcess, TimeoutExpired, completed, decode, run_stdio
+from ringfence import aio_capture, popen_args
+from ringfence.completed import (
+    PIPE,
+    CompletedProcess,
+    TimeoutExpired,
+    completed,
+    decode,
+    run_stdio,
+)
 
 if TYPE_CHECKING:
     from ringfence.session import Process, Session
@@ -198,26 +206,73 @@ async def spawn(
         close_fds=close_fds,
     )  # fmt: skip
     loop = asyncio.get_running_loop()
-    # Starting waits for the runner's "started" (a fork and an exec away): off the loop.
-    proc = await loop.run_in_executor(
-        None,
-        lambda: session.spawn(
-            args,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=cwd,
-            env=env,
-            shell=shell,
-            pty=pty,
-            executable=extra.executable,
-            pass_fds=extra.pass_fds,
-            umask=extra.umask,
-        ),
-    )
+    if session._sends_at_once():
+        proc = await _start_here(
+            session, args, stdio=(stdin, stdout, stderr), cwd=cwd, env=env, shell=shell,
+            pty=pty, extra=extra,
+        )  # fmt: skip
+    else:  # the runner to start, or an approver that may ask a person: off the loop
+        proc = await loop.run_in_executor(
+            None,
+            lambda: session.spawn(
+                args,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=cwd,
+                env=env,
+                shell=shell,
+                pty=pty,
+                executable=extra.executable,
+                pass_fds=extra.pass_fds,
+                umask=extra.umask,
+            ),
+        )
     aproc = AsyncProcess(proc, (extra.text or bool(encoding or errors), encoding, errors))
     await aproc._connect()
     return aproc
+
+
+async def _start_here(
+    session: Session,
+    args: str | Sequence[str],
+    *,
+    stdio: tuple[Any, Any, Any],
+    cwd: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    shell: bool,
+    pty: bool | tuple[int, int],
+    extra: popen_args.PopenArgs,
+) -> Process:
+    """Send the command from the loop and await the runner's "started": no worker thread,
+    whose two wake-ups are a good part of a short command's cost."""
+    loop = asyncio.get_running_loop()
+    binary = popen_args.PopenArgs(extra.executable, extra.umask, extra.pass_fds)
+    sent = session._submit(
+        args, stdio=stdio, cwd=cwd, env=env, shell=shell, pty=pty, extra=binary
+    )  # fmt: skip
+    started: asyncio.Future[None] = loop.create_future()
+    pending = sent.pending
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(_set_done, started)
+
+    pending.on_started.append(wake)
+    if pending.started.is_set():
+        _set_done(started)
+    try:
+        await started
+    except BaseException:  # cancelled while starting: nothing may run unwatched
+        kill = functools.partial(sent.conn.control, pending.id, "kill")
+        pending.on_started.append(kill)
+        if pending.started.is_set():
+            kill()
+        for f in sent.ours:
+            if f is not None:
+                f.close()
+        raise
+    return session._spawned(sent, binary, (None, None))
 
 
 async def _drain(
@@ -288,19 +343,39 @@ async def run(
     stdin, stdout, stderr = run_stdio(input, stdin, stdout, stderr, capture_output)
     if isinstance(input, str):
         input = input.encode(encoding or "utf-8")
+    limit = session.output_limit if output_limit is None else output_limit
+    if input is None and stdin is not PIPE and session._sends_at_once():
+        proc, (out, err, tout, terr) = await aio_capture.run(
+            session, args, stdio=(stdin, stdout, stderr), cwd=cwd, env=env, shell=shell,
+            extra=extra, limit=limit, timeout=timeout,
+        )  # fmt: skip
+        if proc.timed_out:
+            raise TimeoutExpired(
+                proc.args,
+                timeout or 0.0,
+                decode(out, text, encoding, errors),
+                decode(err, text, encoding, errors),
+            )
+        return completed(proc, (out, err), (tout, terr), (text, encoding, errors), check)
     aproc = await spawn(
         session, args, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=env,
         shell=shell, executable=extra.executable, pass_fds=extra.pass_fds, umask=extra.umask,
     )  # fmt: skip
-    limit = session.output_limit if output_limit is None else output_limit
     task = asyncio.ensure_future(_drain(aproc, input, limit))
     try:
         out, err, tout, terr = await asyncio.wait_for(asyncio.shield(task), timeout)
-    except TimeoutError:
+    except TimeoutError:  # as Session.run: the whole tree killed, what it wrote kept
+        aproc._proc.timed_out = True
         aproc.kill()
+        out = err = None
         with contextlib.suppress(Exception):
-            await task
-        raise TimeoutExpired(aproc._proc.args, timeout or 0.0) from None
+            out, err, _, _ = await task
+        raise TimeoutExpired(
+            aproc._proc.args,
+            timeout or 0.0,
+            decode(out, text, encoding, errors),
+            decode(err, text, encoding, errors),
+        ) from None
     except BaseException:
         aproc.kill()
         raise

@@ -55,6 +55,8 @@ class Pending:
     master: int | None = None
     report: dict[str, Any] = field(default_factory=dict)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
+    # Called (from the reader thread) once ``started`` is set, by its start or its end.
+    on_started: list[Callable[[], None]] = field(default_factory=list)
     # The prepared init that took the command straight from the host (its pid and socket):
     # given the next command too if it says it can, and nothing signalled this one.
     init: tuple[int, socket.socket] | None = None
@@ -70,9 +72,14 @@ class Pending:
         if self.reports_parts:
             report = {**report, "reports": [*self.reports_parts, *(report.get("reports") or [])]}
         self.report = report
-        self.started.set()
         self.done.set()
+        self.set_started()
         for cb in self.callbacks:
+            cb()
+
+    def set_started(self) -> None:
+        self.started.set()
+        for cb in self.on_started:
             cb()
 
 
@@ -269,7 +276,7 @@ class Connection:
         if "started" in msg:
             p.pid = int(msg["started"])
             p.master = fds[0] if fds else None
-            p.started.set()
+            p.set_started()
             return True
         if "reports_part" in msg:  # findings too many for the end report's one message
             for fd in fds:

@@ -123,6 +123,24 @@ def _answer(outcome: Outcome) -> bool | None:
     return bool(getattr(outcome.answer, "run", False))
 
 
+def _not_run(e: Exception, argv: list[str], ans: bool | None, raw: bool) -> dict[str, Any]:
+    """run_command's answer for a command that timed out or never started."""
+    if isinstance(e, TimeoutExpired):
+        return {
+            "exit_code": None,
+            "stdout": cap(shown(e.stdout or b"", raw)),
+            "stderr": cap(shown(e.stderr or b"", raw)),
+            "timed_out": True,
+            "duration_s": e.timeout,
+            "note": f"killed (with everything it started) after {e.timeout:g} s",
+        }
+    if isinstance(e, ApprovalRefused):
+        return _refused(e, ans)
+    assert isinstance(e, OSError)
+    code = 127 if isinstance(e, FileNotFoundError) else 126
+    return {"exit_code": code, "stdout": "", "stderr": f"{argv[0]}: {e.strerror}"}
+
+
 def _refused(e: ApprovalRefused, ans: bool | None) -> dict[str, Any]:
     reason = getattr(e.decision, "reason", str(e))
     if ans is None and getattr(e.decision, "action", None) == ASK:
@@ -176,30 +194,27 @@ def _add_command_tools(app: Any, tools: SandboxTools) -> None:
             raise ToolError("timeout_s must be between 0 and 86400 seconds")
         where = _checked(tools.workspace_cwd, cwd)
         ans = _answer(outcome)
+        # stdin: never the server's own (the protocol)
+        how: dict[str, Any] = {"stdin": DEVNULL, "capture_output": True}
+        how.update(cwd=where, timeout=timeout_s)
 
         def go() -> dict[str, Any]:
             try:
                 with tools.using() as session:
-                    r = session.run(  # stdin: never the server's own (the protocol)
-                        argv, cwd=where, stdin=DEVNULL, capture_output=True, timeout=timeout_s
-                    )
-            except TimeoutExpired as e:
-                return {
-                    "exit_code": None,
-                    "stdout": cap(shown(e.stdout or b"", raw)),
-                    "stderr": cap(shown(e.stderr or b"", raw)),
-                    "timed_out": True,
-                    "duration_s": timeout_s,
-                    "note": f"killed (with everything it started) after {timeout_s:g} s",
-                }
-            except ApprovalRefused as e:
-                return _refused(e, ans)
-            except (FileNotFoundError, PermissionError) as e:
-                return {"exit_code": 127 if isinstance(e, FileNotFoundError) else 126,
-                        "stdout": "", "stderr": f"{argv[0]}: {e.strerror}"}  # fmt: skip
+                    r = session.run(argv, **how)
+            except (TimeoutExpired, ApprovalRefused, FileNotFoundError, PermissionError) as e:
+                return _not_run(e, argv, ans, raw)
             return _result(r, shown(r.stdout, raw), shown(r.stderr, raw))
 
-        return await asyncio.to_thread(_run_with, tools, ans, go)
+        if tools.gate is not None:  # the approval step reads this thread's answer
+            return await asyncio.to_thread(_run_with, tools, ans, go)
+        # No approval step: sent and awaited from the loop (aio_process), no worker thread.
+        try:
+            async with tools.using_here() as session:
+                r = await session.arun(argv, **how)
+        except (TimeoutExpired, ApprovalRefused, FileNotFoundError, PermissionError) as e:
+            return _not_run(e, argv, ans, raw)
+        return _result(r, shown(r.stdout, raw), shown(r.stderr, raw))
 
     async def start_command(
         command: str | list[str],

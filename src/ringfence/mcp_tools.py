@@ -7,6 +7,7 @@ Kept apart from the SDK (mcp_server.py builds the tools on top): nothing here im
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import contextlib
 import dataclasses
@@ -14,7 +15,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -284,6 +285,21 @@ class SandboxTools:
             with self._lock:
                 self._users[id(session)] -= 1
             self.reap()
+
+    @contextlib.asynccontextmanager
+    async def using_here(self) -> AsyncIterator[Session]:
+        """:meth:`using` for a coroutine: closing a retired session waits for its runner,
+        so that is done in a worker thread, never on the event loop."""
+        with self._lock:
+            session = self.session
+            self._users[id(session)] += 1
+        try:
+            yield session
+        finally:
+            with self._lock:
+                self._users[id(session)] -= 1
+            if self.retired:
+                await asyncio.to_thread(self.reap)
 
     def reap(self) -> None:
         """Close the retired sessions nothing runs in any more."""

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from ringfence.completed import (
@@ -208,6 +209,20 @@ class Process:
             self.wait()
 
 
+@dataclass
+class _Sent:
+    """A command sent to the sandbox, not yet known to have started."""
+
+    conn: Connection
+    pending: Pending
+    args: Any
+    seen: list[str]
+    cwd: str
+    ours: list[IO[bytes] | None]
+    started_at: float
+    approval: dict[str, Any] | None
+
+
 class Session:
     """A sandbox built once, for many commands: ``with Session(workspace=repo) as s:
     s.run([...])``.
@@ -385,6 +400,23 @@ class Session:
         extra: PopenArgs,
         decoding: tuple[str | None, str | None],
     ) -> Process:
+        sent = self._submit(args, stdio=stdio, cwd=cwd, env=env, shell=shell, pty=pty, extra=extra)
+        sent.pending.started.wait()
+        return self._spawned(sent, extra, decoding)
+
+    def _submit(
+        self,
+        args: str | Sequence[str],
+        *,
+        stdio: tuple[StdSpec, StdSpec, StdSpec],
+        cwd: str | os.PathLike[str] | None,
+        env: Mapping[str, str] | None,
+        shell: bool,
+        pty: bool | tuple[int, int],
+        extra: PopenArgs,
+    ) -> _Sent:
+        """The first half of a start: judge the command and send it (no waiting on the
+        sandbox, so asyncio can do it on its loop: ``aio_process``)."""
         argv = _argv(args, shell)
         # What the approval step judges and the audit log records is the program that runs:
         # with ``executable``, not what ``args[0]`` claims (``ls`` running /bin/rm).
@@ -427,28 +459,40 @@ class Session:
         finally:
             for fd in to_close:
                 os.close(fd)
-        pending.started.wait()
-        report = pending.report
-        if pending.done.is_set() and "started" not in report and pending.pid is None:
-            for f in ours:
+        cwd_seen = msg["cwd"] or self.plan.cwd
+        return _Sent(conn, pending, args, seen, cwd_seen, ours, started_at, approval)
+
+    def _spawned(
+        self, sent: _Sent, extra: PopenArgs, decoding: tuple[str | None, str | None]
+    ) -> Process:
+        """The second half, once the runner said the command started (or could not)."""
+        pending, conn = sent.pending, sent.conn
+        if pending.done.is_set() and "started" not in pending.report and pending.pid is None:
+            for f in sent.ours:
                 if f is not None:
                     f.close()
-            err = start_error(report, seen)
+            err = start_error(pending.report, sent.seen)
             conn.audit_command(
-                argv=seen,
-                cwd=msg["cwd"] or self.plan.cwd,
+                argv=sent.seen,
+                cwd=sent.cwd,
                 returncode=None,
-                duration=time.monotonic() - started_at,
+                duration=time.monotonic() - sent.started_at,
                 error=str(err),
             )
             raise err
-        proc = Process(conn, pending, args, ours, started_at)
-        proc.argv, proc.cwd = seen, msg["cwd"] or self.plan.cwd
-        proc.approval = approval
+        proc = Process(conn, pending, sent.args, sent.ours, sent.started_at)
+        proc.argv, proc.cwd = sent.seen, sent.cwd
+        proc.approval = sent.approval
         encoding, errors = decoding
         if extra.text or encoding or errors:
             wrap_text(proc, encoding or "utf-8", errors or "replace", extra.bufsize == 1)
         return proc
+
+    def _sends_at_once(self) -> bool:
+        """Whether :meth:`_submit` cannot block: the runner is up and no approver (which may
+        ask a person) is consulted."""
+        conn = self._conn
+        return conn is not None and conn.dead is None and not self._closed and self.gate is None
 
     def run(
         self,

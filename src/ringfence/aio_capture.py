@@ -1,0 +1,176 @@
+"""``Session.arun`` without threads or streams, for the common case: the command is sent
+from the event loop, its captured pipes are read by plain reader callbacks, and its end
+report completes a future.
+
+An MCP server or agent loop runs most commands through ``arun`` with captured output and
+no input. The general path (``aio_process``: asyncio stream transports, a task per stream,
+the "started" reply awaited on its own) costs as many event-loop turns as a worker thread
+saves; here one turn per pipe read and one for the end report are all. Everything that
+decides what the command may do (the approval step, the request, the report's findings,
+the audit record) is :class:`Session`'s own, as with ``Session.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import IO, TYPE_CHECKING, Any
+
+from ringfence.popen_args import PopenArgs
+
+if TYPE_CHECKING:
+    from ringfence.connection import Pending
+    from ringfence.session import Process, Session
+
+READ_SIZE = 1 << 16
+
+
+class _Stream:
+    """One captured pipe: ``limit`` bytes kept, the rest read and dropped (so the command
+    never blocks on a full pipe)."""
+
+    def __init__(self, f: IO[bytes], limit: int | None, changed: Any) -> None:
+        self.f = f
+        self.fd = f.fileno()
+        self.limit = limit
+        self.data = bytearray()
+        self.truncated = False
+        self.eof = False
+        self._changed = changed
+        os.set_blocking(self.fd, False)
+
+    def ready(self) -> None:
+        try:
+            chunk = os.read(self.fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            self._changed()
+            return
+        room = len(chunk) if self.limit is None else self.limit - len(self.data)
+        if room >= len(chunk):
+            self.data += chunk
+        else:
+            self.data += chunk[: max(room, 0)]
+            self.truncated = True
+
+
+class Capture:
+    """A command sent with captured stdout/stderr (``ours``: the host's read ends, None for
+    a stream not captured), until its end report and the end of both pipes."""
+
+    def __init__(self, pending: Pending, ours: list[IO[bytes] | None], limit: int | None):
+        self.loop = asyncio.get_running_loop()
+        self.pending = pending
+        self.ended: asyncio.Future[None] = self.loop.create_future()
+        self.streams = [_Stream(f, limit, self._check) for f in ours[1:] if f is not None]
+        try:
+            for s in self.streams:
+                self.loop.add_reader(s.fd, s.ready)
+        except BaseException:
+            self.stop()
+            raise
+        pending.callbacks.append(self._wake)
+        if pending.done.is_set():
+            self._check()
+
+    def _wake(self) -> None:  # the session's reader thread
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            self.loop.call_soon_threadsafe(self._check)
+
+    def _check(self) -> None:
+        for s in self.streams:
+            if s.eof:
+                self.loop.remove_reader(s.fd)
+        if self.ended.done() or not self.pending.done.is_set():
+            return
+        never_started = "started" not in self.pending.report and self.pending.pid is None
+        if never_started or all(s.eof for s in self.streams):
+            self.ended.set_result(None)
+
+    def stop(self) -> None:
+        """Stop reading (the host's read ends stay open: ``Session._spawned`` or the caller
+        closes them)."""
+        for s in self.streams:
+            self.loop.remove_reader(s.fd)
+
+    def output(self, ours: list[IO[bytes] | None]) -> tuple[Any, Any, bool, bool]:
+        got = {id(s.f): s for s in self.streams}
+        out = got.get(id(ours[1])) if ours[1] is not None else None
+        err = got.get(id(ours[2])) if ours[2] is not None else None
+        return (
+            bytes(out.data) if out else None,
+            bytes(err.data) if err else None,
+            bool(out and out.truncated),
+            bool(err and err.truncated),
+        )
+
+
+async def run(
+    session: Session,
+    args: Any,
+    *,
+    stdio: tuple[Any, Any, Any],
+    cwd: str | os.PathLike[str] | None,
+    env: Any,
+    shell: bool,
+    extra: PopenArgs,
+    limit: int | None,
+    timeout: float | None,
+) -> tuple[Process, tuple[Any, Any, bool, bool]]:
+    """Start and wait for a command with no input; its process (ended) and its captured
+    output. On a timeout the whole tree is killed first and ``proc.timed_out`` is set (the
+    caller raises)."""
+    binary = PopenArgs(extra.executable, extra.umask, extra.pass_fds)
+    sent = session._submit(
+        args, stdio=stdio, cwd=cwd, env=env, shell=shell, pty=False, extra=binary
+    )  # fmt: skip
+    pending, ours = sent.pending, sent.ours
+    timed_out = False
+    try:
+        capture = Capture(pending, ours, limit)
+    except BaseException:
+        _kill(sent.conn, pending)
+        _close(ours)
+        raise
+    try:
+        try:
+            await asyncio.wait_for(asyncio.shield(capture.ended), timeout)
+        except TimeoutError:
+            timed_out = True
+            _kill(sent.conn, pending)
+            await capture.ended
+    except BaseException:  # cancelled: nothing may go on running unwatched
+        capture.stop()
+        _kill(sent.conn, pending)
+        _close(ours)
+        raise
+    capture.stop()
+    output = capture.output(ours)
+    proc = session._spawned(sent, binary, (None, None))  # a start error is raised here
+    _close(ours)
+    proc.timed_out = timed_out
+    proc.wait()
+    return proc, output
+
+
+def _kill(conn: Any, pending: Pending) -> None:
+    """Kill the command's tree, now or as soon as it has started."""
+
+    def kill() -> None:
+        conn.control(pending.id, "kill")
+
+    pending.on_started.append(kill)
+    if pending.started.is_set():
+        kill()
+
+
+def _close(ours: list[IO[bytes] | None]) -> None:
+    for f in ours:
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
