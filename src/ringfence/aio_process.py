@@ -212,7 +212,7 @@ async def spawn(
             pty=pty, extra=extra,
         )  # fmt: skip
     else:  # the runner to start, or an approver that may ask a person: off the loop
-        proc = await loop.run_in_executor(
+        starting = loop.run_in_executor(
             None,
             lambda: session.spawn(
                 args,
@@ -228,9 +228,25 @@ async def spawn(
                 umask=extra.umask,
             ),
         )
+        try:
+            proc = await asyncio.shield(starting)
+        except asyncio.CancelledError:  # the thread goes on: kill what it starts
+            starting.add_done_callback(_abandon)
+            raise
     aproc = AsyncProcess(proc, (extra.text or bool(encoding or errors), encoding, errors))
     await aproc._connect()
     return aproc
+
+
+def _abandon(starting: asyncio.Future[Process]) -> None:
+    """A command whose start nobody awaits any more: its tree killed, our ends closed."""
+    if starting.cancelled() or starting.exception() is not None:
+        return
+    proc = starting.result()
+    proc.kill()
+    for f in {proc.stdin, proc.stdout, proc.stderr} - {None}:
+        with contextlib.suppress(OSError):
+            f.close()  # type: ignore[union-attr]
 
 
 async def _start_here(

@@ -235,3 +235,38 @@ def test_an_approver_is_never_called_on_the_loop(ws: Path) -> None:
     asyncio.run(main())
     assert where == [False]
     assert (ws / "made").exists()
+
+
+def test_a_cancel_while_an_approver_thinks_kills_what_starts(
+    ws: Path, confinement: Confinement
+) -> None:
+    """Cancelled while the approver (in its worker thread) still decides: the command it then
+    lets start is killed at once, with what it started."""
+    late = ws / f"late-{confinement.nonce}"
+    deciding = threading.Event()
+
+    def approver(decision: object) -> bool:
+        deciding.set()
+        time.sleep(0.5)
+        return True
+
+    async def main() -> None:
+        async with ringfence.AsyncSession(
+            Policy(workspace=str(ws)), cwd=str(ws), approval="untrusted", approver=approver,
+            audit=False,
+        ) as s:  # fmt: skip
+            task = asyncio.ensure_future(
+                s.run(
+                    ["sh", "-c", f"(sleep 1; echo late > {late.name}) & sleep 1; touch {late.name}"]
+                )
+            )
+            while not deciding.is_set():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.sleep(2.5)
+
+    asyncio.run(main())
+    assert deciding.is_set()
+    assert not late.exists()
