@@ -67,6 +67,8 @@ class Process:
         args: Any,
         stdio: Sequence[IO[bytes] | None],
         started_at: float,
+        *,
+        marks: tuple[int, int, int] | None = None,
     ) -> None:
         stdin, stdout, stderr = stdio
         self._conn = conn
@@ -82,11 +84,11 @@ class Process:
         self.duration: float | None = None
         self.timed_out = False
         self.pty_fd: int | None = pending.master
-        self._oom_before = conn.oom_kills() if conn.cgroup is not None else 0
+        # Where the session's counters stood before the command was sent: what came after
+        # is the command's (marks_of).
+        self._oom_before, self._net_from, self._names_from = marks or marks_of(conn)
         self.memory_limit_hit = False
         self.network_events: list[NetEvent] = []
-        self._net_from = len(conn.proxy.events) if conn.proxy is not None else 0
-        self._names_from = conn.resolver.names.mark() if conn.resolver is not None else 0
         self._text: tuple[str, str] | None = None
         self.approval: dict[str, Any] | None = None
         self.violations: list[dict[str, Any]] = []
@@ -209,6 +211,15 @@ class Process:
             self.wait()
 
 
+def marks_of(conn: Connection) -> tuple[int, int, int]:
+    """The session's OOM kills, proxy events and offline name lookups so far."""
+    return (
+        conn.oom_kills() if conn.cgroup is not None else 0,
+        len(conn.proxy.events) if conn.proxy is not None else 0,
+        conn.resolver.names.mark() if conn.resolver is not None else 0,
+    )
+
+
 @dataclass
 class _Sent:
     """A command sent to the sandbox, not yet known to have started."""
@@ -221,6 +232,7 @@ class _Sent:
     ours: list[IO[bytes] | None]
     started_at: float
     approval: dict[str, Any] | None
+    marks: tuple[int, int, int]
 
 
 class Session:
@@ -449,6 +461,7 @@ class Session:
         else:
             fds, ours, to_close = stdio_fds(*stdio, bufsize=extra.bufsize)
         started_at = time.monotonic()
+        marks = marks_of(conn)
         try:
             pending = conn.submit(msg, [*fds, *extra.pass_fds])
         except BaseException:
@@ -460,7 +473,7 @@ class Session:
             for fd in to_close:
                 os.close(fd)
         cwd_seen = msg["cwd"] or self.plan.cwd
-        return _Sent(conn, pending, args, seen, cwd_seen, ours, started_at, approval)
+        return _Sent(conn, pending, args, seen, cwd_seen, ours, started_at, approval, marks)
 
     def _spawned(
         self, sent: _Sent, extra: PopenArgs, decoding: tuple[str | None, str | None]
@@ -480,7 +493,7 @@ class Session:
                 error=str(err),
             )
             raise err
-        proc = Process(conn, pending, sent.args, sent.ours, sent.started_at)
+        proc = Process(conn, pending, sent.args, sent.ours, sent.started_at, marks=sent.marks)
         proc.argv, proc.cwd = sent.seen, sent.cwd
         proc.approval = sent.approval
         encoding, errors = decoding

@@ -270,3 +270,23 @@ def test_a_cancel_while_an_approver_thinks_kills_what_starts(
     asyncio.run(main())
     assert deciding.is_set()
     assert not late.exists()
+
+
+def test_arun_reports_what_the_boundary_refused(ws: Path, confinement: Confinement) -> None:
+    """A name looked up with the network off is in the result's violations and widenings,
+    as with run: the session's counters are read before the command is sent, not once it
+    has ended."""
+
+    async def main() -> list[Any]:
+        with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=False) as s:
+            await s.arun(["true"])
+            return [
+                await s.arun(confinement.shell("getent hosts pypi.org"), capture_output=True),
+                s.run(confinement.shell("getent hosts pypi.org"), capture_output=True),
+            ]
+
+    for r in asyncio.run(main()):
+        assert r.returncode == 2
+        refused = [v for v in r.violations if v.get("kind") == "network"]
+        assert refused and refused[0]["host"] == "pypi.org", r.violations
+        assert any(w.get("entry") == "pypi.org" for w in r.widenings), r.widenings

@@ -98,6 +98,21 @@ def test_the_log_is_bounded_deduplicated_and_read_from_a_mark() -> None:
     assert log.since(start) == (["c.com", "d.com", "e.com", "f.com"], True)  # a, b are gone
 
 
+def test_a_name_looked_up_again_is_seen_by_a_later_command() -> None:
+    """A command that took its mark after a name was kept still sees that name when it
+    looks it up again (a repeat is dropped only when every mark already covers it)."""
+    log = NameLog()
+    first = log.mark()
+    log.add("pypi.org")
+    assert log.since(first) == (["pypi.org"], False)
+    second = log.mark()
+    log.add("pypi.org")
+    log.add("pypi.org")
+    assert log.since(second) == (["pypi.org"], False)
+    assert log.since(first) == (["pypi.org"], False)
+    assert log.mark() == second + 1
+
+
 def _bound(kind: int) -> socket.socket:
     s = socket.socket(socket.AF_INET, kind)
     s.bind(("127.0.0.1", 0))

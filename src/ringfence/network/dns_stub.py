@@ -47,7 +47,9 @@ HOST_TYPES = frozenset({1, 28, 64, 65, 255})
 _LABEL_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 LOG_SIZE = 256  # names kept per session (the oldest go first)
-RECENT = 16  # a name repeated among the last this many kept is not kept again
+# A name repeated among the last this many kept is not kept again, unless a command took its
+# mark since: that command would not see the earlier entry.
+RECENT = 16
 TCP_MAX = 32  # TCP connections served at once; more are closed at once
 TCP_IDLE = 2.0  # seconds a TCP connection may stay silent
 TCP_QUERIES = 16  # queries per TCP connection, then it is closed
@@ -168,19 +170,24 @@ class NameLog:
     def __init__(self, size: int = LOG_SIZE) -> None:
         self._lock = threading.Lock()
         self._entries: collections.deque[tuple[int, str]] = collections.deque(maxlen=size)
-        self._recent: collections.deque[str] = collections.deque(maxlen=RECENT)
+        self._recent: dict[str, int] = {}  # name -> its number, the last RECENT kept
         self._next = 0
+        self._marked = 0  # the latest mark handed out
 
     def add(self, name: str) -> None:
         with self._lock:
-            if name in self._recent:
-                return
-            self._recent.append(name)
+            if self._recent.get(name, -1) >= self._marked:
+                return  # every command that took a mark sees it already
+            self._recent.pop(name, None)
+            self._recent[name] = self._next
+            if len(self._recent) > RECENT:
+                del self._recent[next(iter(self._recent))]
             self._entries.append((self._next, name))
             self._next += 1
 
     def mark(self) -> int:
         with self._lock:
+            self._marked = self._next
             return self._next
 
     def since(self, mark: int) -> tuple[list[str], bool]:
