@@ -12,6 +12,7 @@ address (or the descriptor) after the guard looked gets around the rule.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import socket
@@ -525,3 +526,110 @@ conn, _ = srv.accept(); print(conn.recv(64).decode()); th.join(); print(*out)
     r = rf.confined(ws, ["python3", "-c", code])
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [nonce, "ok"], (r.stdout, r.stderr)
+
+
+MANY_FDS = """
+import array, errno, os, socket
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+fd = os.open(".", os.O_RDONLY)
+for count in (253, 254, 16000):
+    try:
+        a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd] * count))])
+        msg, anc, _, _ = b.recvmsg(4, socket.CMSG_SPACE(4 * count))
+        got = array.array("i", anc[0][2])
+        print("SENT", count, len(got))
+        for g in got:
+            os.close(g)
+    except OSError as e:
+        print("ERR", count, e.errno)
+"""
+
+
+def test_one_message_passes_at_most_253_descriptors(rf: Runner) -> None:
+    """The kernel's SCM_MAX_FD: 253 descriptors in one message arrive, more are EINVAL, and
+    the guard refuses before it copies them (16,000 copies of one descriptor would have run a
+    guard with 2,000 descriptors out of them: EMFILE)."""
+    ws = rf.mkdir()
+    r = run_py(rf, ws, MANY_FDS, "--limit", "open-files=2000")
+    assert r.stdout.split("\n")[:3] == [
+        "SENT 253 253",
+        f"ERR 254 {errno.EINVAL}",
+        f"ERR 16000 {errno.EINVAL}",
+    ], (r.stdout, r.stderr)
+
+
+BATCH = (
+    SENDMMSG.split("udp = socket.socket", maxsplit=1)[0]
+    + """
+import time
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+got = []
+def drain():
+    while len(got) < 20:
+        try:
+            got.append(b.recv(1 << 18))
+        except OSError:
+            return
+t = threading.Thread(target=drain, daemon=True); t.start()
+payloads = [bytes([65 + i]) * 102400 for i in range(20)]
+n, err, lens = sendmmsg(a, payloads, None)
+time.sleep(0.5)
+order = [m[:1] for m in got] == [p[:1] for p in payloads[:n]]
+print("BATCH", n, err, lens[:n] == [102400] * n, order)
+"""
+)
+
+
+def test_a_sendmmsg_batch_is_cut_at_a_megabyte(rf: Runner) -> None:
+    """Twenty 100 KiB datagrams in one sendmmsg: the guard takes the first ten (1 MiB at
+    most per call, so a call cannot make it hold a gigabyte) and says so with a short
+    count, as sendmmsg may; those ten arrive in order."""
+    ws = rf.mkdir()
+    r = run_py(rf, ws, BATCH, timeout=30)
+    assert "BATCH 10 0 True True" in r.stdout, (r.stdout, r.stderr)
+
+
+HELD = """
+import array, errno, os, socket, threading, time
+def full_pair():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    while True:
+        try:
+            a.send(b"x" * 1024, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return a, b
+fd = os.open(".", os.O_RDONLY)
+rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd] * 200))]
+out = {}
+def send(name, a):
+    try:
+        a.sendmsg([b"y"], rights)
+        out[name] = "sent"
+    except OSError as e:
+        out[name] = e.errno
+(a1, b1), (a2, b2) = full_pair(), full_pair()
+t1 = threading.Thread(target=send, args=("first", a1), daemon=True); t1.start()
+time.sleep(1)
+t2 = threading.Thread(target=send, args=("second", a2), daemon=True); t2.start()
+t2.join(3)
+print("SECOND", out.get("second", "waiting"))
+for b in (b1, b2):
+    b.setblocking(False)
+    try:
+        while True:
+            b.recv(2048)
+    except BlockingIOError:
+        pass
+t1.join(5)
+print("FIRST", out.get("first", "waiting"))
+"""
+
+
+def test_waiting_sends_hold_at_most_256_descriptors(rf: Runner) -> None:
+    """A send into a full socket waits in a guard worker with the descriptors it passes; a
+    second one that would take the guard past 256 held descriptors gets EAGAIN at once
+    instead of waiting, and the first is sent when the reader drains."""
+    ws = rf.mkdir()
+    r = run_py(rf, ws, HELD, timeout=30)
+    assert f"SECOND {errno.EAGAIN}" in r.stdout and "FIRST sent" in r.stdout, (r.stdout, r.stderr)

@@ -29,7 +29,9 @@ from ringfence.platforms.linux.gitguard.fileio import quarantine_at, read_all, w
 # submodules makes one .git file each); more are refused rather than held by name only.
 MAX_PINS: Final = 4096
 AT_FDCWD: Final = -100
-SPARE_FDS: Final = 256  # what the guard needs besides the held files
+# What the guard needs besides the held files: its own, the FIFO opens that wait (64), and
+# the descriptors that socket calls waiting for a peer hold (nameguard.sockets.HELD_FDS_MAX).
+SPARE_FDS: Final = 512
 
 
 @dataclass(frozen=True)

@@ -65,9 +65,19 @@ UIO_MAXIOV: Final = 1024
 # and returns the count sent, as a send on a stream socket may.
 SEND_MAX: Final = 1 << 20
 CONTROL_MAX: Final = 1 << 16  # ancillary data (the kernel's optmem limit is lower)
+# Descriptors one message may pass (the kernel's SCM_MAX_FD: more is EINVAL). A sendmmsg
+# batch is taken while its messages together stay within SEND_MAX bytes and SCM_MAX_FD
+# descriptors (at least its first message); the rest is left to the caller, as a short count
+# (sendmmsg may send fewer than asked). So one call never makes the guard hold more than
+# about a megabyte and 253 of the caller's descriptors.
+SCM_MAX_FD: Final = 253
 # Calls that wait (a blocking connect or send) are finished by worker threads, so the guard
 # itself never waits for a peer; at most this many at once, then EAGAIN.
 WORKERS_MAX: Final = 64
+# The descriptors all waiting calls may hold together (a call's own: its /proc directory,
+# its socket, what it passes); a call that would go over gets EAGAIN. Counted in
+# gitguard.pins.SPARE_FDS, beside the files that wait for the git check.
+HELD_FDS_MAX: Final = 256
 
 
 def _inet_address(addr: bytes) -> str | None:
@@ -126,6 +136,30 @@ def _connected(sock: int) -> Reply:
     if err:
         raise OSError(err, os.strerror(err))
     return Value()
+
+
+def _cmsgs(control: bytes) -> list[tuple[int, int, int, int]]:
+    """The control messages in ``control``: (offset, length, level, type) each."""
+    out = []
+    off = 0
+    while off + CMSG_HDR <= len(control):
+        clen = int.from_bytes(control[off : off + 8], sys.byteorder)
+        level = int.from_bytes(control[off + 8 : off + 12], sys.byteorder, signed=True)
+        kind = int.from_bytes(control[off + 12 : off + 16], sys.byteorder, signed=True)
+        if clen < CMSG_HDR or clen > len(control) - off:
+            raise OSError(errno.EINVAL, "bad control message")
+        out.append((off, clen, level, kind))
+        off += (clen + 7) & ~7
+    return out
+
+
+def _rights(control: bytes) -> int:
+    """How many descriptors ``control`` passes (SCM_RIGHTS)."""
+    return sum(
+        (clen - CMSG_HDR) // 4
+        for _, clen, level, kind in _cmsgs(control)
+        if level == SOL_SOCKET and kind == SCM_RIGHTS
+    )
 
 
 class Workers:
@@ -211,6 +245,8 @@ class SocketCalls:
         self.resolver = resolver
         self.listener = listener
         self.workers = Workers(WORKERS_MAX)
+        self._held = 0  # descriptors the waiting calls hold (HELD_FDS_MAX)
+        self._held_lock = threading.Lock()
         # A blocking connect is tried here first, under a short timer (SIGALRM, no SA_RESTART:
         # the connect returns EINTR); only one that really waits goes to a worker thread.
         self.alarm = threading.current_thread() is threading.main_thread()
@@ -304,6 +340,10 @@ class SocketCalls:
     def _defer(self, call: Call, fds: list[int], work: Callable[[], Reply]) -> Reply:
         """Finish ``call`` in a worker thread (it may wait for a peer). ``fds`` (the call's
         own) now belong to the work and are closed when it ends."""
+        with self._held_lock:
+            if self._held + len(fds) > HELD_FDS_MAX:
+                raise OSError(errno.EAGAIN, "too many descriptors held by waiting calls")
+            self._held += len(fds)
         for fd in fds:
             call.fds.remove(fd)
         notif_id = call.id
@@ -318,12 +358,18 @@ class SocketCalls:
             finally:
                 for fd in fds:
                     os.close(fd)
+                self._let_go(len(fds))
             self.listener.respond(notif_id, reply)
 
         if not self.workers.submit(job):
             call.fds.extend(fds)
+            self._let_go(len(fds))
             raise OSError(errno.EAGAIN, "too many calls waiting for a peer")
         return DEFERRED
+
+    def _let_go(self, count: int) -> None:
+        with self._held_lock:
+            self._held -= count
 
     def _connect(self, call: Call) -> Reply:
         """connect(fd, addr, len), performed on the caller's socket with the address checked.
@@ -407,26 +453,40 @@ class SocketCalls:
             for i in range(count)
         ]
         read: list[tuple[bytes, bytes, bytes]] = []
+        batch_bytes = batch_fds = 0
         for hdr, _ in raw:
             if hdr.namelen > SOCKADDR_MAX and hdr.name:
                 raise OSError(errno.EINVAL, "address too long")
-            name = call.read_at(hdr.name, hdr.namelen) if hdr.name else b""
             if hdr.iovlen > UIO_MAXIOV:
                 raise OSError(errno.EMSGSIZE, "too many iovecs")
+            if hdr.controllen > CONTROL_MAX:
+                raise OSError(errno.ENOBUFS, "too much ancillary data")
             iovs = call.read_at(hdr.iov, hdr.iovlen * 16) if hdr.iovlen else b""
+            spans = [
+                (
+                    int.from_bytes(iovs[16 * j : 16 * j + 8], sys.byteorder),
+                    int.from_bytes(iovs[16 * j + 8 : 16 * j + 16], sys.byteorder),
+                )
+                for j in range(hdr.iovlen)
+            ]
+            size = min(sum(length for _, length in spans), SEND_MAX)
+            control = call.read_at(hdr.control, hdr.controllen) if hdr.control else b""
+            rights = _rights(control) if domain == socket.AF_UNIX else 0
+            if rights > SCM_MAX_FD:
+                raise OSError(errno.EINVAL, "too many descriptors in one message")
+            if read and (batch_bytes + size > SEND_MAX or batch_fds + rights > SCM_MAX_FD):
+                break  # the rest of the batch is the caller's to send again (a short count)
+            batch_bytes += size
+            batch_fds += rights
+            name = call.read_at(hdr.name, hdr.namelen) if hdr.name else b""
             chunks: list[bytes] = []
             total = 0
-            for j in range(hdr.iovlen):
-                base = int.from_bytes(iovs[16 * j : 16 * j + 8], sys.byteorder)
-                length = int.from_bytes(iovs[16 * j + 8 : 16 * j + 16], sys.byteorder)
+            for base, length in spans:
                 take = min(length, SEND_MAX - total)
                 if take < length and stype != socket.SOCK_STREAM:
                     raise OSError(errno.EMSGSIZE, "message too long")
                 chunks.append(call.read_at(base, take))
                 total += take
-            if hdr.controllen > CONTROL_MAX:
-                raise OSError(errno.ENOBUFS, "too much ancillary data")
-            control = call.read_at(hdr.control, hdr.controllen) if hdr.control else b""
             read.append((name, b"".join(chunks), control))
         self.listener.id_valid(call.id)  # what we read was the caller's memory
         msgs = [
@@ -438,26 +498,19 @@ class SocketCalls:
             for name, data, control in read
         ]
         call.path = None
-        lens = [where for _, where in raw] if batch else None
+        lens = [where for _, where in raw[: len(read)]] if batch else None
         return self._send(call, sock, blocking, msgs, flags=flags, lens=lens)
 
     def _control(self, call: Call, control: bytes) -> bytes:
         """Ancillary data with the caller's SCM_RIGHTS descriptors replaced by our copies of
         the same open files (the receiver gets exactly what the caller passed)."""
         out = bytearray(control)
-        off = 0
-        while off + CMSG_HDR <= len(control):
-            clen = int.from_bytes(control[off : off + 8], sys.byteorder)
-            level = int.from_bytes(control[off + 8 : off + 12], sys.byteorder, signed=True)
-            kind = int.from_bytes(control[off + 12 : off + 16], sys.byteorder, signed=True)
-            if clen < CMSG_HDR or clen > len(control) - off:
-                raise OSError(errno.EINVAL, "bad control message")
+        for off, clen, level, kind in _cmsgs(control):
             if level == SOL_SOCKET and kind == SCM_RIGHTS:
                 for pos in range(off + CMSG_HDR, off + clen - 3, 4):
                     theirs = int.from_bytes(control[pos : pos + 4], sys.byteorder, signed=True)
                     ours = call.own(call.fd_copy(theirs))
                     out[pos : pos + 4] = ours.to_bytes(4, sys.byteorder)
-            off += (clen + 7) & ~7
         return bytes(out)
 
     def _send(
