@@ -28,17 +28,31 @@ READ_SIZE = 1 << 16
 
 class _Stream:
     """One captured pipe: ``limit`` bytes kept, the rest read and dropped (so the command
-    never blocks on a full pipe)."""
+    never blocks on a full pipe). Read from the loop until its end, then let go of at once:
+    the descriptor is closed later, and its number may by then be another's."""
 
-    def __init__(self, f: IO[bytes], limit: int | None, changed: Any) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, f: IO[bytes], limit: int | None, changed: Any
+    ) -> None:
+        self.loop = loop
         self.f = f
         self.fd = f.fileno()
         self.limit = limit
         self.data = bytearray()
         self.truncated = False
         self.eof = False
+        self.reading = False
         self._changed = changed
         os.set_blocking(self.fd, False)
+
+    def start(self) -> None:
+        self.loop.add_reader(self.fd, self.ready)
+        self.reading = True
+
+    def stop(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.fd)
 
     def ready(self) -> None:
         try:
@@ -49,6 +63,7 @@ class _Stream:
             chunk = b""
         if not chunk:
             self.eof = True
+            self.stop()
             self._changed()
             return
         room = len(chunk) if self.limit is None else self.limit - len(self.data)
@@ -66,11 +81,14 @@ class Capture:
     def __init__(self, pending: Pending, ours: list[IO[bytes] | None], limit: int | None):
         self.loop = asyncio.get_running_loop()
         self.pending = pending
+        self.stopped = False
         self.ended: asyncio.Future[None] = self.loop.create_future()
-        self.streams = [_Stream(f, limit, self._check) for f in ours[1:] if f is not None]
+        self.streams = [
+            _Stream(self.loop, f, limit, self._check) for f in ours[1:] if f is not None
+        ]
         try:
             for s in self.streams:
-                self.loop.add_reader(s.fd, s.ready)
+                s.start()
         except BaseException:
             self.stop()
             raise
@@ -83,20 +101,20 @@ class Capture:
             self.loop.call_soon_threadsafe(self._check)
 
     def _check(self) -> None:
-        for s in self.streams:
-            if s.eof:
-                self.loop.remove_reader(s.fd)
-        if self.ended.done() or not self.pending.done.is_set():
+        # A wake-up may come after stop() (the report after a cancel, or just after the
+        # pipes' end): nothing of this capture may be touched then.
+        if self.stopped or self.ended.done() or not self.pending.done.is_set():
             return
         never_started = "started" not in self.pending.report and self.pending.pid is None
         if never_started or all(s.eof for s in self.streams):
             self.ended.set_result(None)
 
     def stop(self) -> None:
-        """Stop reading (the host's read ends stay open: ``Session._spawned`` or the caller
-        closes them)."""
+        """Stop reading, for good (the host's read ends stay open: ``Session._spawned`` or
+        the caller closes them)."""
+        self.stopped = True
         for s in self.streams:
-            self.loop.remove_reader(s.fd)
+            s.stop()
 
     def output(self, ours: list[IO[bytes] | None]) -> tuple[Any, Any, bool, bool]:
         got = {id(s.f): s for s in self.streams}
@@ -136,6 +154,7 @@ async def run(
     except BaseException:
         _kill(sent.conn, pending)
         _close(ours)
+        session._finish_unwatched(sent)
         raise
     try:
         try:
@@ -148,6 +167,7 @@ async def run(
         capture.stop()
         _kill(sent.conn, pending)
         _close(ours)
+        session._finish_unwatched(sent)
         raise
     capture.stop()
     output = capture.output(ours)

@@ -26,6 +26,7 @@ from ringfence.completed import (
     decode,
     run_stdio,
 )
+from ringfence.session import finish_later
 
 if TYPE_CHECKING:
     from ringfence.session import Process, Session
@@ -45,8 +46,9 @@ class AsyncProcess:
         self._done: asyncio.Future[None] = loop.create_future()
         pending = proc._pending
 
-        def wake() -> None:
-            loop.call_soon_threadsafe(_set_done, self._done)
+        def wake() -> None:  # the session's reader thread: must not raise there
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+                loop.call_soon_threadsafe(_set_done, self._done)
 
         pending.callbacks.append(wake)
         if pending.done.is_set():
@@ -247,6 +249,7 @@ def _abandon(starting: asyncio.Future[Process]) -> None:
     for f in {proc.stdin, proc.stdout, proc.stderr} - {None}:
         with contextlib.suppress(OSError):
             f.close()  # type: ignore[union-attr]
+    finish_later(proc)
 
 
 async def _start_here(
@@ -287,6 +290,7 @@ async def _start_here(
         for f in sent.ours:
             if f is not None:
                 f.close()
+        session._finish_unwatched(sent)
         raise
     return session._spawned(sent, binary, (None, None))
 
@@ -394,6 +398,7 @@ async def run(
         ) from None
     except BaseException:
         aproc.kill()
+        finish_later(aproc._proc)
         raise
     aproc._proc.wait()
     return completed(aproc._proc, (out, err), (tout, terr), (text, encoding, errors), check)

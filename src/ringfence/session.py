@@ -211,6 +211,21 @@ class Process:
             self.wait()
 
 
+def finish_later(proc: Process) -> None:
+    """:meth:`_finish_unwatched` for a command that started: waited for in a thread."""
+
+    def finish() -> None:
+        with contextlib.suppress(Exception):
+            proc.wait()
+
+    _in_thread(finish)
+
+
+def _in_thread(fn: Callable[[], None]) -> None:
+    with contextlib.suppress(RuntimeError):  # no thread to be had: it ends unaudited
+        threading.Thread(target=fn, name="ringfence-unwatched", daemon=True).start()
+
+
 def marks_of(conn: Connection) -> tuple[int, int, int]:
     """The session's OOM kills, proxy events and offline name lookups so far."""
     return (
@@ -501,6 +516,18 @@ class Session:
             wrap_text(proc, encoding or "utf-8", errors or "replace", extra.bufsize == 1)
         return proc
 
+    def _finish_unwatched(self, sent: _Sent) -> None:
+        """A command whose caller stopped waiting (a cancelled task): once it has ended, its
+        end is judged and audited as any other's (files left for the guard's check moved
+        aside), in a thread of its own."""
+
+        def finish() -> None:
+            sent.pending.done.wait()
+            with contextlib.suppress(Exception):
+                self._spawned(sent, PopenArgs(), (None, None)).wait()
+
+        _in_thread(finish)
+
     def _sends_at_once(self) -> bool:
         """Whether :meth:`_submit` cannot block: the runner is up and no approver (which may
         ask a person) is consulted."""
@@ -569,8 +596,10 @@ class Session:
             ) from e
         except BaseException:
             proc.kill()
-            with contextlib.suppress(BaseException):
+            try:
                 proc.wait(5)
+            except BaseException:  # its init may take longer to end it: its end still counts
+                finish_later(proc)
             drain.sel.close()
             raise
         out, err, trunc_out, trunc_err = drain.result()

@@ -9,6 +9,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Confinement
+from conftest import Confinement, parent_pid
 
 import ringfence
 from ringfence import Policy, Session
@@ -290,3 +291,100 @@ def test_arun_reports_what_the_boundary_refused(ws: Path, confinement: Confineme
         refused = [v for v in r.violations if v.get("kind") == "network"]
         assert refused and refused[0]["host"] == "pypi.org", r.violations
         assert any(w.get("entry") == "pypi.org" for w in r.widenings), r.widenings
+
+
+def test_a_cancel_after_a_closed_stream_leaves_other_commands_alone(
+    ws: Path, confinement: Confinement
+) -> None:
+    """Review 26: the cancelled command's end report came later and stopped reading the
+    descriptor number its closed stream had had, by then another command's pipe; that
+    command never returned, past its own timeout."""
+
+    async def main() -> list[Any]:
+        with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=False) as s:
+            for _ in range(3):
+                await s.arun(["true"])
+            victim = asyncio.ensure_future(
+                s.arun(["sh", "-c", "exec 2>&-; sleep 30"], capture_output=True)
+            )
+            await asyncio.sleep(1.0)  # running, its stderr at its end already
+            victim.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await victim
+            return await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        s.arun(
+                            confinement.shell(f"sleep 1; echo next{k}"),
+                            capture_output=True,
+                            text=True,
+                            timeout=5,
+                        )
+                        for k in range(3)
+                    )
+                ),
+                timeout=20,
+            )
+
+    got = asyncio.run(main())
+    assert [(r.returncode, confinement.strip(r.stdout)) for r in got] == [
+        (0, f"next{k}\n") for k in range(3)
+    ]
+
+
+POINTER = (
+    "import os, sys, time\n"
+    "os.makedirs('sub')\n"
+    "open('sub/.git', 'w').write('gitdir: /etc\\n')\n"
+    "open('ready', 'w').write(sys.argv[1])\n"
+    "time.sleep(60)\n"
+)
+
+
+def _pid_of(argv: list[str]) -> int | None:
+    want = "\0".join(argv).encode() + b"\0"
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == want:
+                    return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+def test_a_cancelled_arun_is_still_judged_and_audited(ws: Path, confinement: Confinement) -> None:
+    """Review 26: nothing waited for a cancelled command's end, so it had no audit record,
+    and the files left for its guard's end check were not moved aside when its init could
+    not finish that check. Here the init is stopped (a starved one relays nothing), the task
+    cancelled, then the init killed: the pointer is moved aside and the end audited."""
+    log = ws / "audit.jsonl"
+    argv = ["/usr/bin/python3", "-c", POINTER, confinement.nonce]
+    ready = ws / "ready"
+
+    async def main() -> None:
+        with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=str(log)) as s:
+            await s.arun(["true"])
+            task = asyncio.ensure_future(s.arun(argv, capture_output=True, timeout=120))
+            deadline = time.monotonic() + 20
+            while not (ready.exists() and ready.read_text() == confinement.nonce):
+                assert time.monotonic() < deadline, "the command did not start"
+                await asyncio.sleep(0.02)
+            pid = _pid_of(argv)
+            assert pid is not None
+            init = parent_pid(pid)
+            assert init not in (os.getpid(), os.getppid(), 1), init
+            os.kill(init, signal.SIGSTOP)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            os.kill(init, signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while (ws / "sub" / ".git").exists():
+                assert time.monotonic() < deadline, "the pointer was left in place"
+                await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    mine = [r for r in records if confinement.nonce in " ".join(r.get("argv") or [])]
+    assert len(mine) == 1, records
