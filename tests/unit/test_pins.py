@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from ringfence.platforms.linux.gitguard.pins import SPARE_FDS
+
 PROBE = """
 import resource
 resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))
@@ -28,12 +30,13 @@ def _cap(soft: int, hard: int) -> tuple[int, int]:
 
 def test_the_soft_limit_is_raised_to_hold_them_all() -> None:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    need = 2 * 4096 + 256  # a descriptor of each file and of its directory
+    need = 2 * 4096 + SPARE_FDS  # a descriptor of each file and of its directory
     if hard != resource.RLIM_INFINITY and hard < need:
         pytest.skip(f"hard RLIMIT_NOFILE {hard} is below what the guard asks for")
     assert _cap(256, hard) == (4096, need)
 
 
 def test_a_low_hard_limit_holds_fewer_and_says_so() -> None:
-    assert _cap(300, 400) == ((400 - 256) // 2, 400)
-    assert _cap(100, 200) == (0, 200)  # none: every file that would wait is refused
+    assert SPARE_FDS == 512  # the guard's own, waiting FIFO opens and socket calls
+    assert _cap(300, 1000) == ((1000 - 512) // 2, 1000)
+    assert _cap(100, 400) == (0, 400)  # none: every file that would wait is refused
