@@ -66,17 +66,18 @@ UIO_MAXIOV: Final = 1024
 SEND_MAX: Final = 1 << 20
 CONTROL_MAX: Final = 1 << 16  # ancillary data (the kernel's optmem limit is lower)
 # Descriptors one message may pass (the kernel's SCM_MAX_FD: more is EINVAL). A sendmmsg
-# batch is taken while its messages together stay within SEND_MAX bytes and SCM_MAX_FD
-# descriptors (at least its first message); the rest is left to the caller, as a short count
-# (sendmmsg may send fewer than asked). So one call never makes the guard hold more than
-# about a megabyte and 253 of the caller's descriptors.
+# batch is taken while its messages together stay within SEND_MAX bytes (data and ancillary
+# data) and SCM_MAX_FD descriptors (at least its first message); the rest is left to the
+# caller, as a short count (sendmmsg may send fewer than asked). So one call never makes the
+# guard hold more than about a megabyte and 253 of the caller's descriptors.
 SCM_MAX_FD: Final = 253
 # Calls that wait (a blocking connect or send) are finished by worker threads, so the guard
 # itself never waits for a peer; at most this many at once, then EAGAIN.
 WORKERS_MAX: Final = 64
 # The descriptors all waiting calls may hold together (a call's own: its /proc directory,
-# its socket, what it passes); a call that would go over gets EAGAIN. Counted in
-# gitguard.pins.SPARE_FDS, beside the files that wait for the git check.
+# its socket, what it passes); a call that would go over gets EAGAIN, unless none waits (one
+# call holds at most SCM_MAX_FD and a few of its own). Counted in gitguard.pins.SPARE_FDS,
+# beside the files that wait for the git check.
 HELD_FDS_MAX: Final = 256
 
 
@@ -341,7 +342,7 @@ class SocketCalls:
         """Finish ``call`` in a worker thread (it may wait for a peer). ``fds`` (the call's
         own) now belong to the work and are closed when it ends."""
         with self._held_lock:
-            if self._held + len(fds) > HELD_FDS_MAX:
+            if self._held and self._held + len(fds) > HELD_FDS_MAX:
                 raise OSError(errno.EAGAIN, "too many descriptors held by waiting calls")
             self._held += len(fds)
         for fd in fds:
@@ -474,6 +475,7 @@ class SocketCalls:
             rights = _rights(control) if domain == socket.AF_UNIX else 0
             if rights > SCM_MAX_FD:
                 raise OSError(errno.EINVAL, "too many descriptors in one message")
+            size += len(control)  # held (twice) as long as the data
             if read and (batch_bytes + size > SEND_MAX or batch_fds + rights > SCM_MAX_FD):
                 break  # the rest of the batch is the caller's to send again (a short count)
             batch_bytes += size
@@ -565,6 +567,9 @@ class SocketCalls:
                 )
             except OSError as exc:
                 if exc.errno == errno.EAGAIN and wait:
-                    return self._defer(call, list(call.fds), functools.partial(rest, i))
+                    try:
+                        return self._defer(call, list(call.fds), functools.partial(rest, i))
+                    except OSError as full:  # no room to wait: what went out is the answer
+                        return finish(None if sent else full)
                 return finish(exc)
         return finish(None)
