@@ -26,7 +26,7 @@ from ringfence.completed import (
     decode,
     run_stdio,
 )
-from ringfence.session import finish_later
+from ringfence.unwatched import finish_later
 
 if TYPE_CHECKING:
     from ringfence.session import Process, Session
@@ -388,8 +388,13 @@ async def run(
         aproc._proc.timed_out = True
         aproc.kill()
         out = err = None
-        with contextlib.suppress(Exception):
+        try:
             out, err, _, _ = await task
+        except Exception:
+            pass
+        except BaseException:  # cancelled meanwhile: its end still counts
+            finish_later(aproc._proc)
+            raise
         raise TimeoutExpired(
             aproc._proc.args,
             timeout or 0.0,

@@ -594,13 +594,13 @@ def tried_offline(
     """What a command tried to reach that its sandbox's network could not: the ``names`` its
     resolver was asked (``lost``: more than were kept) and the addresses its guard
     ``reports`` found unreachable, as violation records (network/offline.py)."""
-    if not names and not any(r.get("kind") == "unreachable" for r in reports):
+    if not names and not lost and not any(r.get("kind") == "unreachable" for r in reports):
         return []  # the common case: nothing tried
     from ringfence.network import offline
 
     out = offline.connect_records(reports)
     out += offline.name_records(names, plan.network, plan.allow_domains, plan.deny_domains)
-    if lost and out and out[-1].get("kind") != "more":
+    if lost and (not out or out[-1].get("kind") != "more"):  # its own may be the lost ones
         out.append({"kind": "more"})
     return out
 

@@ -210,7 +210,7 @@ def _add_command_tools(app: Any, tools: SandboxTools) -> None:
             return await asyncio.to_thread(_run_with, tools, ans, go)
         # No approval step: sent and awaited from the loop (aio_process), no worker thread.
         try:
-            async with tools.using_here() as session:
+            async with tools.run_slots, tools.using_here() as session:
                 r = await session.arun(argv, **how)
         except (TimeoutExpired, ApprovalRefused, FileNotFoundError, PermissionError) as e:
             return _not_run(e, argv, ans, raw)

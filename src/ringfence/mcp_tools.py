@@ -230,6 +230,9 @@ def to_allow(widenings: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+RUN_AT_ONCE = min(32, (os.cpu_count() or 1) + 4)
+
+
 class SandboxTools:
     """The state behind the tools: the session, the policy, the live processes, the grants."""
 
@@ -250,6 +253,9 @@ class SandboxTools:
         # runs; the gate then reads the answer this thread got.
         self.gate = dataclasses.replace(gate, approver=self._approver) if gate else None
         self.max_processes = max_processes
+        # run_command calls that run at once (the rest wait their turn): as many as the
+        # worker-thread pool they used to run in allowed, each being a sandboxed process tree.
+        self.run_slots = asyncio.Semaphore(RUN_AT_ONCE)
         self.audit = audit
         self.answers: dict[int, bool | None] = {}
         self.session = self._session(plan)

@@ -42,6 +42,7 @@ from ringfence.policy.model import Policy
 from ringfence.popen_args import PopenArgs
 from ringfence.popen_args import check as check_popen_args
 from ringfence.stdio import Drain, PtyFile, communicate, stdio_fds, terminal_size, wrap_text
+from ringfence.unwatched import finish_later, in_thread
 
 if TYPE_CHECKING:
     from ringfence.audit import AuditLog
@@ -209,21 +210,6 @@ class Process:
                 f.close()  # type: ignore[union-attr]
         if self.returncode is None:
             self.wait()
-
-
-def finish_later(proc: Process) -> None:
-    """:meth:`_finish_unwatched` for a command that started: waited for in a thread."""
-
-    def finish() -> None:
-        with contextlib.suppress(Exception):
-            proc.wait()
-
-    _in_thread(finish)
-
-
-def _in_thread(fn: Callable[[], None]) -> None:
-    with contextlib.suppress(RuntimeError):  # no thread to be had: it ends unaudited
-        threading.Thread(target=fn, name="ringfence-unwatched", daemon=True).start()
 
 
 def marks_of(conn: Connection) -> tuple[int, int, int]:
@@ -526,7 +512,7 @@ class Session:
             with contextlib.suppress(Exception):
                 self._spawned(sent, PopenArgs(), (None, None)).wait()
 
-        _in_thread(finish)
+        in_thread(finish)
 
     def _sends_at_once(self) -> bool:
         """Whether :meth:`_submit` cannot block: the runner is up and no approver (which may

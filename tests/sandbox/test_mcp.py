@@ -293,6 +293,35 @@ def test_the_live_process_cap_holds(serve: Server) -> None:
     serve(body, "--max-processes", "2")
 
 
+def test_run_command_calls_run_a_bounded_number_at_once(serve: Server, ws: Path) -> None:
+    """Review 27: without a worker thread per call, run_command had no bound; a client could
+    start any number of sandboxes at once. Now at most RUN_AT_ONCE run, the rest wait their
+    turn and run too (each records when it ran, from inside its sandbox)."""
+    from ringfence.mcp_tools import RUN_AT_ONCE
+
+    count = RUN_AT_ONCE + 4
+
+    async def body(c: Client) -> None:
+        got = await asyncio.gather(
+            *(
+                c.call_tool(
+                    "run_command",
+                    {"command": f"date +%s.%N > start-{i}; sleep 1; date +%s.%N > end-{i}"},
+                )
+                for i in range(count)
+            )
+        )
+        assert [_data(r)["exit_code"] for r in got] == [0] * count
+
+    serve(body)
+    spans = [
+        (float((ws / f"start-{i}").read_text()), float((ws / f"end-{i}").read_text()))
+        for i in range(count)
+    ]
+    at_once = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert 1 < at_once <= RUN_AT_ONCE, (at_once, RUN_AT_ONCE)
+
+
 def _answer(run: bool | None) -> Callable[..., Any]:
     async def elicit(_context: Any, params: Any) -> types.ElicitResult:
         assert "touch made is not known to be safe" in params.message

@@ -167,3 +167,16 @@ def test_widen_switches_off_to_the_allowlist_with_exactly_the_hosts(tmp_path: Pa
 def test_offline_environment_keeps_the_callers_own_values() -> None:
     got = offline.offline_environment({"PIP_RETRIES": "3"})
     assert "PIP_RETRIES" not in got and got["npm_config_fetch_retries"] == "0"
+
+
+def test_lookups_lost_to_a_flood_still_say_more() -> None:
+    """Review 27: when every name a command looked up was pushed out of the session's log (a
+    flood of names never reported, such as local ones), the command was told nothing; it is
+    now told there was more than listed."""
+    from ringfence.connection import tried_offline
+
+    plan = _plan(Network.OFF)
+    assert tried_offline(plan, [], ["db.internal"], True) == [{"kind": "more"}]
+    assert tried_offline(plan, [], [], True) == [{"kind": "more"}]
+    assert tried_offline(plan, [], ["db.internal"], False) == []
+    assert tried_offline(plan, [], ["pypi.org"], True) == [_resolve("pypi.org"), {"kind": "more"}]
