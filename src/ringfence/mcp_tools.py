@@ -282,30 +282,30 @@ class SandboxTools:
     def using(self) -> Iterator[Session]:
         """The current session, kept open (a grant may retire it meanwhile) until the block
         ends."""
-        with self._lock:
-            session = self.session
-            self._users[id(session)] += 1
+        session = self._use(+1)
         try:
             yield session
         finally:
-            with self._lock:
-                self._users[id(session)] -= 1
+            self._use(-1, session)
             self.reap()
 
     @contextlib.asynccontextmanager
     async def using_here(self) -> AsyncIterator[Session]:
         """:meth:`using` for a coroutine: closing a retired session waits for its runner,
         so that is done in a worker thread, never on the event loop."""
-        with self._lock:
-            session = self.session
-            self._users[id(session)] += 1
+        session = self._use(+1)
         try:
             yield session
         finally:
-            with self._lock:
-                self._users[id(session)] -= 1
+            self._use(-1, session)
             if self.retired:
                 await asyncio.to_thread(self.reap)
+
+    def _use(self, step: int, session: Session | None = None) -> Session:
+        with self._lock:
+            session = session if session is not None else self.session
+            self._users[id(session)] += step
+            return session
 
     def reap(self) -> None:
         """Close the retired sessions nothing runs in any more."""

@@ -186,6 +186,21 @@ def parent_pid(pid: int) -> int:
     raise AssertionError(f"no parent for {pid}")
 
 
+def pid_of(argv: Sequence[str]) -> int | None:
+    """The process whose command line is exactly ``argv`` (a test's own command, named by its
+    nonce: ringfence's processes, whose argv holds it too, have longer ones)."""
+    want = "\0".join(argv).encode() + b"\0"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if Path(f"/proc/{entry}/cmdline").read_bytes() == want:
+                return int(entry)
+        except OSError:
+            continue
+    return None
+
+
 def new_nonce() -> str:
     return f"rfn{secrets.token_hex(8)}"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Confinement, parent_pid
+from conftest import Confinement, parent_pid, pid_of
 
 import ringfence
 from ringfence import Policy, Session
@@ -341,18 +341,6 @@ POINTER = (
 )
 
 
-def _pid_of(argv: list[str]) -> int | None:
-    want = "\0".join(argv).encode() + b"\0"
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/cmdline").read_bytes() == want:
-                    return int(entry)
-            except OSError:
-                continue
-    return None
-
-
 def test_a_cancelled_arun_is_still_judged_and_audited(ws: Path, confinement: Confinement) -> None:
     """Review 26: nothing waited for a cancelled command's end, so it had no audit record,
     and the files left for its guard's end check were not moved aside when its init could
@@ -370,7 +358,7 @@ def test_a_cancelled_arun_is_still_judged_and_audited(ws: Path, confinement: Con
             while not (ready.exists() and ready.read_text() == confinement.nonce):
                 assert time.monotonic() < deadline, "the command did not start"
                 await asyncio.sleep(0.02)
-            pid = _pid_of(argv)
+            pid = pid_of(argv)
             assert pid is not None
             init = parent_pid(pid)
             assert init not in (os.getpid(), os.getppid(), 1), init

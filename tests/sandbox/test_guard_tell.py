@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.sandbox.conftest import Runner, parent_pid
+from tests.sandbox.conftest import Runner, parent_pid, pid_of
 
 from ringfence import Session
 from ringfence.platforms.linux import native
@@ -43,20 +43,6 @@ def _command(marker: str) -> list[str]:
     return ["/usr/bin/python3", "-c", SCRIPT, marker]
 
 
-def _pid_of(marker: str) -> int | None:
-    """The command itself (not ringfence's processes, whose argv holds it too)."""
-    want = "\0".join(_command(marker)).encode() + b"\0"
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if Path(f"/proc/{entry}/cmdline").read_bytes() == want:
-                return int(entry)
-        except OSError:
-            continue
-    return None
-
-
 def _wait_for(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -69,7 +55,7 @@ def _stop_init_then_rename(ws: Path, marker: str) -> int:
     return the init's pid (still stopped)."""
     ready = ws / "ready"
     _wait_for(lambda: ready.exists() and ready.read_text() == marker, "the command did not start")
-    pid = _pid_of(marker)
+    pid = pid_of(_command(marker))
     assert pid is not None
     init = parent_pid(pid)
     assert init not in (os.getpid(), os.getppid(), 1), init  # never stop anything but it
