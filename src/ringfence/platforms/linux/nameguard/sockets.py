@@ -71,14 +71,16 @@ CONTROL_MAX: Final = 1 << 16  # ancillary data (the kernel's optmem limit is low
 # caller, as a short count (sendmmsg may send fewer than asked). So one call never makes the
 # guard hold more than about a megabyte and 253 of the caller's descriptors.
 SCM_MAX_FD: Final = 253
+PATH_FDS: Final = 3  # descriptors a message's unix path keeps open until it is sent
 # Calls that wait (a blocking connect or send) are finished by worker threads, so the guard
 # itself never waits for a peer; at most this many at once, then EAGAIN.
 WORKERS_MAX: Final = 64
 # The descriptors all waiting calls may hold together (a call's own: its /proc directory,
-# its socket, what it passes); a call that would go over gets EAGAIN, unless none waits (one
-# call holds at most SCM_MAX_FD and a few of its own). Counted in gitguard.pins.SPARE_FDS,
-# beside the files that wait for the git check.
+# its socket, its destinations, what it passes); a call that would go over gets EAGAIN,
+# unless none waits and it holds at most ONE_CALL_FDS (a batch is cut at SCM_MAX_FD). Counted
+# in gitguard.pins.SPARE_FDS, beside the files that wait for the git check.
 HELD_FDS_MAX: Final = 256
+ONE_CALL_FDS: Final = SCM_MAX_FD + 16
 
 
 def _inet_address(addr: bytes) -> str | None:
@@ -342,7 +344,8 @@ class SocketCalls:
         """Finish ``call`` in a worker thread (it may wait for a peer). ``fds`` (the call's
         own) now belong to the work and are closed when it ends."""
         with self._held_lock:
-            if self._held and self._held + len(fds) > HELD_FDS_MAX:
+            first = not self._held and len(fds) <= ONE_CALL_FDS
+            if self._held + len(fds) > HELD_FDS_MAX and not first:
                 raise OSError(errno.EAGAIN, "too many descriptors held by waiting calls")
             self._held += len(fds)
         for fd in fds:
@@ -476,10 +479,12 @@ class SocketCalls:
             if rights > SCM_MAX_FD:
                 raise OSError(errno.EINVAL, "too many descriptors in one message")
             size += len(control)  # held (twice) as long as the data
-            if read and (batch_bytes + size > SEND_MAX or batch_fds + rights > SCM_MAX_FD):
+            # a unix path is held open (O_PATH, and what resolving it holds) until the send
+            held = rights + (PATH_FDS if hdr.name and domain == socket.AF_UNIX else 0)
+            if read and (batch_bytes + size > SEND_MAX or batch_fds + held > SCM_MAX_FD):
                 break  # the rest of the batch is the caller's to send again (a short count)
             batch_bytes += size
-            batch_fds += rights
+            batch_fds += held
             name = call.read_at(hdr.name, hdr.namelen) if hdr.name else b""
             chunks: list[bytes] = []
             total = 0
@@ -552,24 +557,39 @@ class SocketCalls:
                 process_vm_writev(tid, local, 1, remote, 1, 0)
             return Value(val=len(sent))
 
-        def rest(start: int) -> Reply:  # in a worker: the kernel may wait here
-            for name, data, control in msgs[start:]:
+        def rest(start: int, done: int) -> Reply:  # in a worker: the kernel may wait here
+            """From message ``start``, of which ``done`` bytes (and its ancillary data) went
+            out already: a blocking send of a stream sends all of a message."""
+            for i in range(start, len(msgs)):
+                name, data, control = msgs[i]
+                got = done if i == start else 0
                 try:
-                    sent.append(_send_one(sock, name, data, control, flags | MSG_NOSIGNAL))
+                    got += _send_one(
+                        sock, name, data[got:], b"" if got else control, flags | MSG_NOSIGNAL
+                    )
                 except OSError as exc:
+                    if got:
+                        sent.append(got)
                     return finish(exc)
+                sent.append(got)
             return finish(None)
+
+        def wait_for(start: int, done: int, error: OSError | None) -> Reply:
+            try:
+                return self._defer(call, list(call.fds), functools.partial(rest, start, done))
+            except OSError as full:  # no room to wait: what went out is the answer
+                if done:
+                    sent.append(done)
+                return finish(None if sent else error or full)
 
         for i, (name, data, control) in enumerate(msgs):
             try:
-                sent.append(
-                    _send_one(sock, name, data, control, flags | MSG_DONTWAIT | MSG_NOSIGNAL)
-                )
+                n = _send_one(sock, name, data, control, flags | MSG_DONTWAIT | MSG_NOSIGNAL)
             except OSError as exc:
                 if exc.errno == errno.EAGAIN and wait:
-                    try:
-                        return self._defer(call, list(call.fds), functools.partial(rest, i))
-                    except OSError as full:  # no room to wait: what went out is the answer
-                        return finish(None if sent else full)
+                    return wait_for(i, 0, exc)
                 return finish(exc)
+            if n < len(data) and wait:  # part of a stream's message: the caller would wait
+                return wait_for(i, n, None)
+            sent.append(n)
         return finish(None)
