@@ -381,7 +381,13 @@ class Connection:
             for s in socks:
                 s.close()
             return
-        self.resolver = DnsStub(socks)
+        from ringfence.network import offline
+
+        plan = self.plan
+        # Only names a report would list take a place in the log: a flood of others (local
+        # names) cannot push a command's refused lookups out of it.
+        keep = offline.reportable(plan.network, plan.allow_domains, plan.deny_domains)
+        self.resolver = DnsStub(socks, keep=keep)
 
     def tried_offline(self, mark: int, reports: list[dict[str, str]]) -> list[dict[str, Any]]:
         """What a command tried to reach that its sandbox's network could not: the names
@@ -594,13 +600,13 @@ def tried_offline(
     """What a command tried to reach that its sandbox's network could not: the ``names`` its
     resolver was asked (``lost``: more than were kept) and the addresses its guard
     ``reports`` found unreachable, as violation records (network/offline.py)."""
-    if not names and not lost and not any(r.get("kind") == "unreachable" for r in reports):
+    if not names and not any(r.get("kind") == "unreachable" for r in reports):
         return []  # the common case: nothing tried
     from ringfence.network import offline
 
     out = offline.connect_records(reports)
     out += offline.name_records(names, plan.network, plan.allow_domains, plan.deny_domains)
-    if lost and (not out or out[-1].get("kind") != "more"):  # its own may be the lost ones
+    if lost and out and out[-1].get("kind") != "more":
         out.append({"kind": "more"})
     return out
 

@@ -169,14 +169,27 @@ def test_offline_environment_keeps_the_callers_own_values() -> None:
     assert "PIP_RETRIES" not in got and got["npm_config_fetch_retries"] == "0"
 
 
-def test_lookups_lost_to_a_flood_still_say_more() -> None:
-    """Review 27: when every name a command looked up was pushed out of the session's log (a
-    flood of names never reported, such as local ones), the command was told nothing; it is
-    now told there was more than listed."""
+def test_a_flood_of_local_names_cannot_hide_a_refused_lookup() -> None:
+    """Review 27: a command's refused lookup could be pushed out of the session's name log by
+    a flood of names no report lists (local ones), and the command was told nothing. Only
+    names a report would list now take a place in the log; and a lost window with nothing
+    reportable says nothing (review 28: "more" there was a false report)."""
     from ringfence.connection import tried_offline
+    from ringfence.network.dns_stub import NameLog
 
+    keep = offline.reportable(Network.OFF)
+    names = ["pypi.org", "db.internal", "localhost", "svc1.localhost", "example.com", "vm"]
+    assert [n for n in names if keep(n)] == [
+        r["host"] for r in offline.name_records(names, Network.OFF)
+    ]
+    allow = offline.reportable(Network.ALLOWLIST, ["pypi.org"])
+    assert (allow("pypi.org"), allow("evil.example.com")) == (False, True)
+    log = NameLog(size=8, keep=keep)
+    mark = log.mark()
+    log.add("pypi.org")
+    for i in range(300):
+        log.add(f"svc{i}.localhost")
+    assert log.since(mark) == (["pypi.org"], False)
     plan = _plan(Network.OFF)
-    assert tried_offline(plan, [], ["db.internal"], True) == [{"kind": "more"}]
-    assert tried_offline(plan, [], [], True) == [{"kind": "more"}]
-    assert tried_offline(plan, [], ["db.internal"], False) == []
+    assert tried_offline(plan, [], [], True) == []
     assert tried_offline(plan, [], ["pypi.org"], True) == [_resolve("pypi.org"), {"kind": "more"}]

@@ -25,7 +25,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 PORT = 53
@@ -167,7 +167,10 @@ class NameLog:
     A command takes a :meth:`mark` when it starts and reads :meth:`since` it when it ends
     (with commands running at once in one session, theirs may be among them)."""
 
-    def __init__(self, size: int = LOG_SIZE) -> None:
+    def __init__(self, size: int = LOG_SIZE, keep: Callable[[str], bool] | None = None) -> None:
+        # ``keep``: which names are worth a report (the others never take a place, so a flood
+        # of them cannot push a command's own out of the log).
+        self._keep = keep
         self._lock = threading.Lock()
         self._entries: collections.deque[tuple[int, str]] = collections.deque(maxlen=size)
         self._recent: dict[str, int] = {}  # name -> its number, the last RECENT kept
@@ -175,6 +178,8 @@ class NameLog:
         self._marked = 0  # the latest mark handed out
 
     def add(self, name: str) -> None:
+        if self._keep is not None and not self._keep(name):
+            return
         with self._lock:
             if self._recent.get(name, -1) >= self._marked:
                 return  # every command that took a mark sees it already
@@ -213,8 +218,10 @@ class DnsStub:
     """Serves ``socks`` (UDP and listening TCP sockets made in the sandbox's namespace) from a
     thread of its own until :meth:`close`; the names asked go to :attr:`names`."""
 
-    def __init__(self, socks: Sequence[socket.socket]) -> None:
-        self.names = NameLog()
+    def __init__(
+        self, socks: Sequence[socket.socket], keep: Callable[[str], bool] | None = None
+    ) -> None:
+        self.names = NameLog(keep=keep)
         self._socks = list(socks)
         self._streams: dict[int, _Stream] = {}
         self._sel = selectors.DefaultSelector()

@@ -11,7 +11,7 @@ connect, ``send`` a UDP datagram (or connect) to an address. Which of them may b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ringfence.policy.model import Network
@@ -112,6 +112,23 @@ def name_records(
             break
         out.append({"kind": "network", "op": "resolve", "host": name, "port": 0, "rule": rule})
     return out
+
+
+def reportable(
+    network: Network, allow_domains: Iterable[str] = (), deny_domains: Iterable[str] = ()
+) -> Callable[[str], bool]:
+    """Whether a lookup of a name would be among :func:`name_records`' (the rules parsed
+    once: it is asked of every lookup)."""
+    from ringfence.policy.netrules import NetRules
+
+    rules = NetRules.parse(allow_domains, deny_domains) if network is Network.ALLOWLIST else None
+
+    def check(name: str) -> bool:
+        if not is_public_name(name):
+            return False
+        return rules is None or not any(rules.decide(name, p).allowed for p in (443, 80))
+
+    return check
 
 
 def connect_records(reports: Iterable[Mapping[str, str]]) -> list[dict[str, Any]]:
