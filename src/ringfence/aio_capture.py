@@ -18,6 +18,7 @@ import os
 from typing import IO, TYPE_CHECKING, Any
 
 from ringfence.popen_args import PopenArgs
+from ringfence.stdio import EOF_GRACE
 
 if TYPE_CHECKING:
     from ringfence.connection import Pending
@@ -82,6 +83,7 @@ class Capture:
         self.loop = asyncio.get_running_loop()
         self.pending = pending
         self.stopped = False
+        self._grace: asyncio.TimerHandle | None = None
         self.ended: asyncio.Future[None] = self.loop.create_future()
         self.streams = [
             _Stream(self.loop, f, limit, self._check) for f in ours[1:] if f is not None
@@ -108,11 +110,19 @@ class Capture:
         never_started = "started" not in self.pending.report and self.pending.pid is None
         if never_started or all(s.eof for s in self.streams):
             self.ended.set_result(None)
+        elif self._grace is None:  # someone outside the command may hold its pipes
+            self._grace = self.loop.call_later(EOF_GRACE, self._give_up)
+
+    def _give_up(self) -> None:
+        if not self.stopped and not self.ended.done():
+            self.ended.set_result(None)
 
     def stop(self) -> None:
         """Stop reading, for good (the host's read ends stay open: ``Session._spawned`` or
         the caller closes them)."""
         self.stopped = True
+        if self._grace is not None:
+            self._grace.cancel()
         for s in self.streams:
             s.stop()
 

@@ -137,6 +137,13 @@ class PtyFile(io.FileIO):
             raise
 
 
+# Once a command's end report is in, its whole tree is gone and its pipes are at their end,
+# unless it passed them to a process outside it (another command's, over a unix socket):
+# the output is read for this long more, then the rest is not waited for.
+EOF_GRACE = 1.0
+POLL = 0.5  # how often a wait for output looks whether the command has ended
+
+
 class Drain:
     """Feed stdin, drain stdout/stderr (keeping ``limit`` bytes each), then wait.
 
@@ -171,17 +178,31 @@ class Drain:
 
     def run(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
+        ended_by: float | None = None  # when to stop reading a command that has ended
         while self.sel.get_map():
-            wait = None if deadline is None else deadline - time.monotonic()
+            now = time.monotonic()
+            wait = None if deadline is None else deadline - now
             if wait is not None and wait <= 0:
                 raise subprocess.TimeoutExpired(self.proc.args, timeout or 0.0)
-            for key, _ in self.sel.select(wait):
+            if ended_by is None and self.proc._pending.done.is_set():
+                ended_by = now + EOF_GRACE
+            if ended_by is not None and now >= ended_by:
+                self._let_go()
+                break
+            limit = POLL if ended_by is None else ended_by - now
+            for key, _ in self.sel.select(limit if wait is None else min(wait, limit)):
                 if key.events & selectors.EVENT_WRITE:
                     self._write(int(key.fd))
                 else:
                     self._read(int(key.fd))
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         self.proc.wait(wait)
+
+    def _let_go(self) -> None:
+        """Stop reading pipes that someone outside the command still holds open."""
+        for fd in list(self.sel.get_map()):
+            self.sel.unregister(fd)
+        self.abandon_input()
 
     def _write(self, fd: int) -> None:
         try:

@@ -376,3 +376,76 @@ def test_a_cancelled_arun_is_still_judged_and_audited(ws: Path, confinement: Con
     records = [json.loads(line) for line in log.read_text().splitlines()]
     mine = [r for r in records if confinement.nonce in " ".join(r.get("argv") or [])]
     assert len(mine) == 1, records
+
+
+HOLDER = r"""
+import array, os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind("holder.sock")
+s.listen(8)
+print("ready", flush=True)
+kept = []
+while True:
+    c, _ = s.accept()
+    _, anc, _, _ = c.recvmsg(16, socket.CMSG_SPACE(64))
+    for _lvl, _typ, data in anc:
+        kept.extend(array.array("i", data[: len(data) - len(data) % 4]))
+    kept.append(c)
+"""
+
+GIVER = r"""
+import array, socket, sys, time
+c = socket.socket(socket.AF_UNIX)
+c.connect("holder.sock")
+c.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [1, 2]))])
+print("handed-" + sys.argv[1], flush=True)
+if sys.argv[2] == "wait":
+    time.sleep(3600)
+"""
+
+
+def test_pipes_handed_to_another_command_do_not_hold_the_caller(
+    ws: Path, confinement: Confinement
+) -> None:
+    """Review 28: a command that handed its stdout and stderr to a process of another
+    command of the session (over a unix socket) never reached their end, so run and arun
+    waited forever, past their timeouts; through ringfence mcp each such call kept a slot.
+    Once the command has ended (or been killed at its timeout) the output is read for
+    EOF_GRACE more and the rest is not waited for."""
+    (ws / "holder.py").write_text(HOLDER)
+    (ws / "giver.py").write_text(GIVER)
+    nonce = confinement.nonce
+
+    async def main(s: Session) -> list[Any]:
+        ended = await asyncio.wait_for(
+            s.arun(["python3", "giver.py", nonce, "exit"], capture_output=True), 15
+        )
+        with pytest.raises(subprocess.TimeoutExpired) as e:
+            await asyncio.wait_for(
+                s.arun(["python3", "giver.py", nonce, "wait"], capture_output=True, timeout=2),
+                15,
+            )
+        return [ended, e.value]
+
+    with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=False) as s:
+        holder = s.spawn(["python3", "holder.py"], stdout=ringfence.PIPE)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == b"ready\n"
+            ended, timed = asyncio.run(main(s))
+            assert (ended.returncode, ended.stdout) == (0, f"handed-{nonce}\n".encode())
+            assert timed.stdout == f"handed-{nonce}\n".encode()
+            result: dict[str, Any] = {}
+
+            def run() -> None:
+                try:
+                    s.run(["python3", "giver.py", nonce, "wait"], capture_output=True, timeout=2)
+                except subprocess.TimeoutExpired as exc:
+                    result["out"] = exc.stdout
+
+            t = threading.Thread(target=run, daemon=True)
+            t.start()
+            t.join(15)
+            assert result == {"out": f"handed-{nonce}\n".encode()}
+        finally:
+            holder.kill()
+            holder.wait(10)
