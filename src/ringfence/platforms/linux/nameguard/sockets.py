@@ -71,14 +71,14 @@ CONTROL_MAX: Final = 1 << 16  # ancillary data (the kernel's optmem limit is low
 # caller, as a short count (sendmmsg may send fewer than asked). So one call never makes the
 # guard hold more than about a megabyte and 253 of the caller's descriptors.
 SCM_MAX_FD: Final = 253
-PATH_FDS: Final = 3  # descriptors a message's unix path keeps open until it is sent
 # Calls that wait (a blocking connect or send) are finished by worker threads, so the guard
 # itself never waits for a peer; at most this many at once, then EAGAIN.
 WORKERS_MAX: Final = 64
 # The descriptors all waiting calls may hold together (a call's own: its /proc directory,
 # its socket, its destinations, what it passes); a call that would go over gets EAGAIN,
-# unless none waits and it holds at most ONE_CALL_FDS (a batch is cut at SCM_MAX_FD). Counted
-# in gitguard.pins.SPARE_FDS, beside the files that wait for the git check.
+# unless none waits and it holds at most ONE_CALL_FDS (a batch is cut there, and at
+# SCM_MAX_FD passed). Counted in gitguard.pins.SPARE_FDS, beside the files that wait for the
+# git check.
 HELD_FDS_MAX: Final = 256
 ONE_CALL_FDS: Final = SCM_MAX_FD + 16
 
@@ -479,12 +479,10 @@ class SocketCalls:
             if rights > SCM_MAX_FD:
                 raise OSError(errno.EINVAL, "too many descriptors in one message")
             size += len(control)  # held (twice) as long as the data
-            # a unix path is held open (O_PATH, and what resolving it holds) until the send
-            held = rights + (PATH_FDS if hdr.name and domain == socket.AF_UNIX else 0)
-            if read and (batch_bytes + size > SEND_MAX or batch_fds + held > SCM_MAX_FD):
+            if read and (batch_bytes + size > SEND_MAX or batch_fds + rights > SCM_MAX_FD):
                 break  # the rest of the batch is the caller's to send again (a short count)
             batch_bytes += size
-            batch_fds += held
+            batch_fds += rights
             name = call.read_at(hdr.name, hdr.namelen) if hdr.name else b""
             chunks: list[bytes] = []
             total = 0
@@ -496,17 +494,30 @@ class SocketCalls:
                 total += take
             read.append((name, b"".join(chunks), control))
         self.listener.id_valid(call.id)  # what we read was the caller's memory
-        msgs = [
-            (
-                self._peer_address(call, domain, stype, name, send=True),
-                data,
-                self._control(call, control) if domain == socket.AF_UNIX else control,
-            )
-            for name, data, control in read
-        ]
+        msgs = self._checked(call, domain, stype, read)
         call.path = None
-        lens = [where for _, where in raw[: len(read)]] if batch else None
+        lens = [where for _, where in raw[: len(msgs)]] if batch else None
         return self._send(call, sock, blocking, msgs, flags=flags, lens=lens)
+
+    def _checked(
+        self, call: Call, domain: int, stype: int, read: list[tuple[bytes, bytes, bytes]]
+    ) -> list[tuple[bytes, bytes, bytes]]:
+        """The messages read, each with its destination checked and its descriptors ours;
+        fewer when the next one's destination (held open until the send) and what it passes
+        would take the call past what one call may hold (ONE_CALL_FDS)."""
+        msgs: list[tuple[bytes, bytes, bytes]] = []
+        for name, data, control in read:
+            opened = len(call.fds)
+            peer = self._peer_address(call, domain, stype, name, send=True)
+            rights = _rights(control) if domain == socket.AF_UNIX else 0
+            if msgs and len(call.fds) + rights > ONE_CALL_FDS:
+                for fd in call.fds[opened:]:
+                    os.close(fd)
+                del call.fds[opened:]
+                break
+            ctl = self._control(call, control) if domain == socket.AF_UNIX else control
+            msgs.append((peer, data, ctl))
+        return msgs
 
     def _control(self, call: Call, control: bytes) -> bytes:
         """Ancillary data with the caller's SCM_RIGHTS descriptors replaced by our copies of
@@ -568,10 +579,13 @@ class SocketCalls:
                         sock, name, data[got:], b"" if got else control, flags | MSG_NOSIGNAL
                     )
                 except OSError as exc:
-                    if got:
-                        sent.append(got)
-                    return finish(exc)
+                    if not got:
+                        return finish(exc)
+                    sent.append(got)  # a count, and no SIGPIPE: as the kernel
+                    return finish(None)
                 sent.append(got)
+                if got < len(data):  # cut short (a send timeout): the batch stops here
+                    return finish(None)
             return finish(None)
 
         def wait_for(start: int, done: int, error: OSError | None) -> Reply:
@@ -592,4 +606,6 @@ class SocketCalls:
             if n < len(data) and wait:  # part of a stream's message: the caller would wait
                 return wait_for(i, n, None)
             sent.append(n)
+            if n < len(data):  # part of a stream's message: the batch stops, as the kernel's
+                return finish(None)
         return finish(None)
