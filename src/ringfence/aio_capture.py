@@ -18,7 +18,7 @@ import os
 from typing import IO, TYPE_CHECKING, Any
 
 from ringfence.popen_args import PopenArgs
-from ringfence.stdio import EOF_GRACE
+from ringfence.stdio import EOF_GRACE, LAST_READS
 
 if TYPE_CHECKING:
     from ringfence.connection import Pending
@@ -55,24 +55,26 @@ class _Stream:
             self.reading = False
             self.loop.remove_reader(self.fd)
 
-    def ready(self) -> None:
+    def ready(self) -> bool:
+        """One read; whether it brought anything."""
         try:
             chunk = os.read(self.fd, READ_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             chunk = b""
         if not chunk:
             self.eof = True
             self.stop()
             self._changed()
-            return
+            return False
         room = len(chunk) if self.limit is None else self.limit - len(self.data)
         if room >= len(chunk):
             self.data += chunk
         else:
             self.data += chunk[: max(room, 0)]
             self.truncated = True
+        return True
 
 
 class Capture:
@@ -114,7 +116,14 @@ class Capture:
             self._grace = self.loop.call_later(EOF_GRACE, self._give_up)
 
     def _give_up(self) -> None:
-        if not self.stopped and not self.ended.done():
+        """EOF_GRACE after the end: what is in the pipes is read, the rest not waited for."""
+        if self.stopped or self.ended.done():
+            return
+        for s in self.streams:
+            for _ in range(LAST_READS):
+                if s.eof or not s.ready():
+                    break
+        if not self.ended.done():  # (a last end seen just now has ended it already)
             self.ended.set_result(None)
 
     def stop(self) -> None:

@@ -26,6 +26,7 @@ from ringfence.completed import (
     decode,
     run_stdio,
 )
+from ringfence.stdio import EOF_GRACE
 from ringfence.unwatched import finish_later
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class AsyncProcess:
         self.stdin: asyncio.StreamWriter | None = None
         self.stdout: asyncio.StreamReader | None = None
         self.stderr: asyncio.StreamReader | None = None
+        self._pipes: list[asyncio.BaseTransport] = []  # ours, to let go of (_drain)
         loop = asyncio.get_running_loop()
         self._done: asyncio.Future[None] = loop.create_future()
         pending = proc._pending
@@ -68,14 +70,34 @@ class AsyncProcess:
         if proc.pty_fd is not None:  # EOF at the command's exit, as a pipe's (not EIO)
             self.stdout = _pty_reader(loop, os.dup(proc.pty_fd))  # stdin's close is its own
         elif proc.stdout is not None:
-            self.stdout = await _reader(loop, proc.stdout)
+            self.stdout = await self._reader(loop, proc.stdout)
         if proc.stderr is not None:
-            self.stderr = await _reader(loop, proc.stderr)
+            self.stderr = await self._reader(loop, proc.stderr)
         if proc.stdin is not None:
             transport, protocol = await loop.connect_write_pipe(
                 lambda: asyncio.streams.FlowControlMixin(loop=loop), proc.stdin
             )
+            self._pipes.append(transport)
             self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    async def _reader(self, loop: asyncio.AbstractEventLoop, f: Any) -> asyncio.StreamReader:
+        reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), f
+        )
+        self._pipes.append(transport)
+        return reader
+
+    def _let_go(self) -> None:
+        """Stop waiting on pipes someone outside the command still holds: what the readers
+        have is kept and they end there (their transports' close is their end)."""
+        for t in self._pipes:
+            if t.is_closing():
+                continue
+            if isinstance(t, asyncio.WriteTransport):
+                t.abort()
+            else:
+                t.close()
 
     async def wait(self) -> int:
         await asyncio.shield(self._done)
@@ -98,12 +120,6 @@ class AsyncProcess:
             input = input.encode(encoding or "utf-8")
         out, err, _, _ = await _drain(self, input, None)
         return decode(out, text, encoding, errors), decode(err, text, encoding, errors)
-
-
-async def _reader(loop: asyncio.AbstractEventLoop, f: Any) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), f)
-    return reader
 
 
 class _PtyTransport(asyncio.ReadTransport):
@@ -321,9 +337,19 @@ async def _drain(
                 truncated = True
         return bytes(buf), truncated
 
-    _, (out, tout), (err, terr) = await asyncio.gather(
-        feed(), collect(aproc.stdout), collect(aproc.stderr)
-    )
+    work: asyncio.Future[Any] = asyncio.gather(feed(), collect(aproc.stdout), collect(aproc.stderr))
+    ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(aproc._done))
+    try:
+        await asyncio.wait({work, ended}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():  # it has ended: its pipes may be held by someone outside it
+            await asyncio.wait({work}, timeout=EOF_GRACE)
+            if not work.done():
+                aproc._let_go()
+        _, (out, tout), (err, terr) = await work
+    finally:
+        ended.cancel()
+        if not work.done():  # we were cancelled
+            work.cancel()
     await aproc.wait()
     return out, err, tout, terr
 

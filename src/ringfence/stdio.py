@@ -142,6 +142,7 @@ class PtyFile(io.FileIO):
 # the output is read for this long more, then the rest is not waited for.
 EOF_GRACE = 1.0
 POLL = 0.5  # how often a wait for output looks whether the command has ended
+LAST_READS = 16  # what is left in a pipe then (a pipe holds at most 1 MiB by default) is read
 
 
 class Drain:
@@ -199,9 +200,15 @@ class Drain:
         self.proc.wait(wait)
 
     def _let_go(self) -> None:
-        """Stop reading pipes that someone outside the command still holds open."""
-        for fd in list(self.sel.get_map()):
-            self.sel.unregister(fd)
+        """Stop reading pipes that someone outside the command still holds open, once what
+        is in them has been read."""
+        for key in list(self.sel.get_map().values()):
+            if key.events & selectors.EVENT_READ:
+                for _ in range(LAST_READS):
+                    if not self._read(key.fd):
+                        break
+            with contextlib.suppress(KeyError):
+                self.sel.unregister(key.fd)
         self.abandon_input()
 
     def _write(self, fd: int) -> None:
@@ -217,14 +224,15 @@ class Drain:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
 
-    def _read(self, fd: int) -> None:
+    def _read(self, fd: int) -> bool:
+        """One read; whether it brought anything."""
         try:
             chunk = os.read(fd, 1 << 16)
         except BlockingIOError:
-            return
+            return False
         if not chunk:
             self.sel.unregister(fd)
-            return
+            return False
         buf = self.bufs[fd]
         room = len(chunk) if self.limit is None else self.limit - len(buf)
         if room >= len(chunk):
@@ -233,6 +241,7 @@ class Drain:
             if room > 0:
                 buf += chunk[:room]
             self.trunc[fd] = True
+        return True
 
     def abandon_input(self) -> None:
         """After a kill: stop feeding stdin, keep draining what is left."""

@@ -425,6 +425,10 @@ def test_pipes_handed_to_another_command_do_not_hold_the_caller(
                 s.arun(["python3", "giver.py", nonce, "wait"], capture_output=True, timeout=2),
                 15,
             )
+        fed = await asyncio.wait_for(  # with input: the streams path (review 29)
+            s.arun(["python3", "giver.py", nonce, "exit"], capture_output=True, input=b"x"), 15
+        )
+        assert (fed.returncode, fed.stdout) == (0, f"handed-{nonce}\n".encode())
         return [ended, e.value]
 
     with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=False) as s:
