@@ -26,7 +26,7 @@ from ringfence.completed import (
     decode,
     run_stdio,
 )
-from ringfence.stdio import EOF_GRACE
+from ringfence.stdio import EOF_GRACE, LAST_READS
 from ringfence.unwatched import finish_later
 
 if TYPE_CHECKING:
@@ -68,7 +68,9 @@ class AsyncProcess:
         loop = asyncio.get_running_loop()
         proc = self._proc
         if proc.pty_fd is not None:  # EOF at the command's exit, as a pipe's (not EIO)
-            self.stdout = _pty_reader(loop, os.dup(proc.pty_fd))  # stdin's close is its own
+            self.stdout = asyncio.StreamReader(limit=1 << 20, loop=loop)
+            # a descriptor of its own: stdin's close is stdin's
+            self._pipes.append(_PtyTransport(loop, os.dup(proc.pty_fd), self.stdout))
         elif proc.stdout is not None:
             self.stdout = await self._reader(loop, proc.stdout)
         if proc.stderr is not None:
@@ -174,16 +176,23 @@ class _PtyTransport(asyncio.ReadTransport):
             self._reading = True
 
     def close(self) -> None:
+        """Let go (the command has ended; something outside it may hold the terminal): what
+        is in it is read, then the stream ends."""
+        if self._done:
+            return
+        for _ in range(LAST_READS):
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except OSError:
+                break
+            if not data:
+                break
+            self._reader.feed_data(data)
         self._end()
+        self._reader.feed_eof()
 
     def is_closing(self) -> bool:
         return self._done
-
-
-def _pty_reader(loop: asyncio.AbstractEventLoop, fd: int) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader(limit=1 << 20, loop=loop)
-    _PtyTransport(loop, fd, reader)
-    return reader
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:

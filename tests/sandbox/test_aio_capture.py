@@ -429,6 +429,9 @@ def test_pipes_handed_to_another_command_do_not_hold_the_caller(
             s.arun(["python3", "giver.py", nonce, "exit"], capture_output=True, input=b"x"), 15
         )
         assert (fed.returncode, fed.stdout) == (0, f"handed-{nonce}\n".encode())
+        tty = await s.aspawn(["python3", "giver.py", nonce, "exit"], pty=True)
+        out, _ = await asyncio.wait_for(tty.communicate(), 15)  # a terminal (review 30)
+        assert f"handed-{nonce}".encode() in out
         return [ended, e.value]
 
     with Session(Policy(workspace=str(ws)), cwd=str(ws), audit=False) as s:

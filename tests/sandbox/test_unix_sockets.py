@@ -935,3 +935,47 @@ def test_a_waiting_batch_to_a_path_is_cut_not_refused(rf: Runner) -> None:
     ws = rf.mkdir()
     r = run_py(rf, ws, FULL_NAMED, timeout=30)
     assert "WAITED True 0 True" in r.stdout, (r.stdout, r.stderr)
+
+
+MIXED_BATCH = (
+    SENDMMSG.split("def sendmmsg", maxsplit=1)[0]
+    + """
+import errno, os
+def sun(p):
+    return socket.AF_UNIX.to_bytes(2, sys.byteorder) + p.encode() + b"\\0"
+def send_each(sock, items):
+    keep, msgs = [], (MMsgHdr * len(items))()
+    for i, (p, addr) in enumerate(items):
+        buf = ctypes.create_string_buffer(p, len(p))
+        iov = IoVec(ctypes.addressof(buf), len(p))
+        name = ctypes.create_string_buffer(addr, len(addr))
+        keep += [buf, iov, name]
+        msgs[i].hdr.iov, msgs[i].hdr.iovlen = ctypes.addressof(iov), 1
+        msgs[i].hdr.name, msgs[i].hdr.namelen = ctypes.addressof(name), len(addr)
+    n = libc.sendmmsg(sock.fileno(), msgs, len(items), 0)
+    return n, ctypes.get_errno() if n < 0 else 0
+b = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+b.bind("a.sock")
+b.setblocking(False)
+a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+print("MIXED", *send_each(a, [(b"one", sun("a.sock")), (b"two", sun("missing.sock"))]))
+print("FIRST", *send_each(a, [(b"two", sun("missing.sock")), (b"one", sun("a.sock"))]))
+got = []
+while True:
+    try:
+        got.append(b.recv(16))
+    except BlockingIOError:
+        break
+print("GOT", got)
+"""
+)
+
+
+def test_a_batch_sends_what_comes_before_a_bad_destination(rf: Runner) -> None:
+    """Review 30: a later message naming a missing (or refused) socket failed the whole
+    batch; as the kernel's, the messages before it go and the count says so. A bad first
+    destination is the call's error."""
+    ws = rf.mkdir()
+    r = run_py(rf, ws, MIXED_BATCH, timeout=30)
+    assert "MIXED 1 0" in r.stdout, (r.stdout, r.stderr)
+    assert f"FIRST -1 {errno.ENOENT}" in r.stdout and "GOT [b'one']" in r.stdout

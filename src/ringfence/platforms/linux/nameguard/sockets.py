@@ -508,13 +508,19 @@ class SocketCalls:
         msgs: list[tuple[bytes, bytes, bytes]] = []
         for name, data, control in read:
             opened = len(call.fds)
-            peer = self._peer_address(call, domain, stype, name, send=True)
+            try:
+                peer: bytes | None = self._peer_address(call, domain, stype, name, send=True)
+            except (OSError, Refused):
+                if not msgs:
+                    raise
+                peer = None  # the ones before go; the caller meets this one's answer next
             rights = _rights(control) if domain == socket.AF_UNIX else 0
-            if msgs and len(call.fds) + rights > ONE_CALL_FDS:
+            if msgs and (peer is None or len(call.fds) + rights > ONE_CALL_FDS):
                 for fd in call.fds[opened:]:
                     os.close(fd)
                 del call.fds[opened:]
                 break
+            assert peer is not None
             ctl = self._control(call, control) if domain == socket.AF_UNIX else control
             msgs.append((peer, data, ctl))
         return msgs
