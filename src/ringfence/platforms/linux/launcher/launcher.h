@@ -321,13 +321,18 @@ typedef struct {
 typedef struct {
     char path[PATH_CAP];
     int controller, version, shared;
+    int tasks_fd; /* v1: its `tasks`, opened by the host for pid 1 to join by (-1: none) */
+    int by_pid1;  /* pid 1 joins it itself (v1), the host does not */
 } cgdir_t;
 typedef struct {
     cgdir_t dirs[CG_MAX];
     size_t n;
 } cgrun_t;
 int cg_create(const image_t *im, cgrun_t *run, char *err, size_t errlen);
-int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen);
+int cg_join(const cgrun_t *run, pid_t pid, char *err, size_t errlen); /* v2: by the host */
+int cg_join_self(const cgrun_t *run, char *err, size_t errlen);        /* v1: by pid 1 */
+int cg_host_joins(const cgrun_t *run);
+void cg_close_tasks(cgrun_t *run);
 long cg_oom_kills(const cgrun_t *run);
 void cg_remove(cgrun_t *run);
 

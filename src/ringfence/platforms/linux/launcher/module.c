@@ -270,8 +270,9 @@ static PyObject *outcome(const char *kind, int value, const char *detail, Py_ssi
     "--isolation reduced` lists what. `ringfence doctor` shows what is missing"
 
 /* The whole run, with the image parsed; the caller holds the GIL and has checked argv. */
-/* Moving pid 1 into its cgroups costs a cgroup v1 host an RCU grace period (~10 ms here):
- * done in a thread of its own while this one asks the kept request's questions again. */
+/* Moving pid 1 into its cgroup v2 cgroup costs an RCU grace period (~10 ms on the VM):
+ * done in a thread of its own while this one asks the kept request's questions again.
+ * (v1 cgroups pid 1 joins itself, cheaply: cgroups.c.) */
 typedef struct {
     const cgrun_t *cg;
     pid_t pid;
@@ -354,6 +355,9 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
         reset_signals();
         for (size_t i = 0; i < N_FORWARDED; i++)
             signal(FORWARDED[i], SIG_IGN); /* the host forwards them to the command */
+        /* into the run's v1 cgroups first, while this is the only thread (cgroups.c) */
+        if (cg_join_self(&cg, msg, sizeof(msg)) < 0)
+            die(errno, "cannot start the sandbox runner: %s", msg);
         /* Nothing of the host's but stdio and our pipes (a listening socket or a lock of the
          * host's must not live as long as the sandbox). */
         int keep[] = {0, 1, 2, p.err[1], p.ctl[0], p.status[1], p.go[0], p.names[1],
@@ -364,6 +368,7 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
         sandbox_main(im, argv, &fds);
     }
     clone_errno = errno;
+    cg_close_tasks(&cg);
     if (pid < 0 && verify != NULL) /* a stale request is a miss, not an error */
         verdict = entry_verify(verify, verify_len, why, sizeof(why));
     close(p.err[1]);
@@ -377,8 +382,9 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
     if (pid > 0) {
         joining_t j = {&cg, pid, msg, sizeof(msg), 0};
         pthread_t joiner;
-        int threaded = cg.n > 0 && pthread_create(&joiner, NULL, join_main, &j) == 0;
-        if (cg.n > 0 && !threaded)
+        int host_joins = cg_host_joins(&cg);
+        int threaded = host_joins && pthread_create(&joiner, NULL, join_main, &j) == 0;
+        if (host_joins && !threaded)
             join_main(&j);
         if (verify != NULL)
             verdict = entry_verify(verify, verify_len, why, sizeof(why));
