@@ -134,9 +134,7 @@ class Connection:
         self.reader = threading.Thread(target=self._read, name="ringfence-session", daemon=True)
         self.reader.start()
         try:
-            if self.cgroup is not None:
-                self.cgroup.join(self.runner_pid)
-            protocol.send(self.sock, {"id": 0, "op": "go", "single": fork})
+            self._go(single=fork)
         except OSError as e:
             self.close()
             raise SandboxError(f"cannot start the sandbox runner: {e}") from e
@@ -147,6 +145,14 @@ class Connection:
                 str(err.get("kind")), SandboxError
             )
             raise kind(str(err.get("error")))
+
+    def _go(self, *, single: bool) -> None:
+        """The runner's go-ahead, once it is in the cgroups it does not join itself."""
+        tasks: list[str] = []
+        if self.cgroup is not None:
+            self.cgroup.join(self.runner_pid)
+            tasks = self.cgroup.tasks_files()  # v1: the runner joins these (cgroups.join_self)
+        protocol.send(self.sock, {"id": 0, "op": "go", "single": single, "tasks": tasks})
 
     def _take_host_resources(self) -> None:
         """What the host holds before the sandbox exists. Published ports are bound first: a

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from ringfence.errors import RingfenceError
+from ringfence.errors import RingfenceError, SandboxError
 from ringfence.forwarded import FORWARDED
 from ringfence.platforms.linux import (
     caps,
@@ -83,7 +83,8 @@ class _Command:
 
 def session_main(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> NoReturn:
     """The runner process: never returns. Waits for the host's go-ahead (sent once the host
-    has put this process in the session's cgroup), then builds the boundary."""
+    has put this process in the session's v2 cgroups), joins its v1 cgroups itself before it
+    starts anything (``cgroups.join_self``), then builds the boundary."""
     try:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_IGN)
@@ -91,6 +92,7 @@ def session_main(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> No
         got = protocol.recv(sock)
         if got is None:
             os._exit(0)
+        _join_cgroups(got[0].get("tasks"))
         # One command and done (``ringfence run``): no init prepared ahead of a request.
         single = got[0].get("single") is True
         # opened while the user's own view is ours (pid 1 builds the sandbox's)
@@ -110,6 +112,19 @@ def session_main(plan: LinuxPlan, sock: socket.socket, tmpdir: str | None) -> No
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
     except BaseException as e:
         _fatal(sock, e)
+
+
+def _join_cgroups(tasks: object) -> None:
+    if not tasks:
+        return
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise SandboxError("the host's go-ahead named its cgroups wrongly")
+    from ringfence.platforms.linux.cgroups import join_self
+
+    try:
+        join_self(tasks)
+    except OSError as e:
+        raise SandboxError(f"cannot start the sandbox runner: {e}") from e
 
 
 def _fatal(sock: socket.socket, e: BaseException) -> NoReturn:
