@@ -26,7 +26,7 @@ from ringfence.completed import (
     decode,
     run_stdio,
 )
-from ringfence.stdio import EOF_GRACE, LAST_READS
+from ringfence.stdio import EOF_GRACE, LAST_READS, end_of_input
 from ringfence.unwatched import finish_later
 
 if TYPE_CHECKING:
@@ -323,14 +323,20 @@ async def _start_here(
 async def _drain(
     aproc: AsyncProcess, input: bytes | None, limit: int | None
 ) -> tuple[bytes | None, bytes | None, bool, bool]:
+    tty = aproc._proc.pty_fd
+
     async def feed() -> None:
         if aproc.stdin is None:
             return
-        if input:
-            aproc.stdin.write(input)
+        data = input or b""
+        if tty is not None:  # the terminal's way to end input; closing it would hang up
+            data += end_of_input(tty, data)
+        if data:
+            aproc.stdin.write(data)
             with contextlib.suppress(ConnectionError):
                 await aproc.stdin.drain()
-        aproc.stdin.close()
+        if tty is None:
+            aproc.stdin.close()
 
     async def collect(reader: asyncio.StreamReader | None) -> tuple[bytes | None, bool]:
         if reader is None:
@@ -347,6 +353,7 @@ async def _drain(
         return bytes(buf), truncated
 
     work: asyncio.Future[Any] = asyncio.gather(feed(), collect(aproc.stdout), collect(aproc.stderr))
+    work.add_done_callback(_retrieved)
     ended: asyncio.Future[Any] = asyncio.ensure_future(asyncio.shield(aproc._done))
     try:
         await asyncio.wait({work, ended}, return_when=asyncio.FIRST_COMPLETED)
@@ -360,7 +367,16 @@ async def _drain(
         if not work.done():  # we were cancelled
             work.cancel()
     await aproc.wait()
+    if tty is not None and aproc.stdin is not None:
+        aproc.stdin.close()  # the command has let go of its terminal: ours may close
     return out, err, tout, terr
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    """A cancelled ``communicate`` leaves its gathered work with a CancelledError as its
+    exception; taking it keeps asyncio from logging it as never retrieved."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def run(

@@ -95,9 +95,10 @@ class Process:
         self.violations: list[dict[str, Any]] = []
         self.created: list[dict[str, Any]] = []
         self.widenings: list[dict[str, Any]] = []
+        self._tty: PtyFile | None = None
         if pending.master is not None:
             tty = PtyFile(pending.master, "r+b")  # EOF at the command's exit, as a pipe's
-            self.stdin = self.stdout = tty
+            self.stdin = self.stdout = self._tty = tty
 
     @property
     def pid(self) -> int:
@@ -183,13 +184,15 @@ class Process:
 
     def set_winsize(self, rows: int, cols: int) -> None:
         """Resize the command's terminal (``pty=True``); it gets SIGWINCH."""
-        if self.pty_fd is None:
+        if self._tty is None:
             raise UsageError("set_winsize needs a command started with pty=True")
+        if self._tty.closed:  # pty_fd's number may be another file's by now
+            raise UsageError("the command's terminal is closed (communicate() or close())")
         import fcntl
         import struct
         import termios
 
-        fcntl.ioctl(self.pty_fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        fcntl.ioctl(self._tty.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def communicate(
         self, input: bytes | str | None = None, timeout: float | None = None

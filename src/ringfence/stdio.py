@@ -137,6 +137,25 @@ class PtyFile(io.FileIO):
             raise
 
 
+def end_of_input(fd: int, sent: bytes) -> bytes:
+    """What ends a command's input on its terminal (``fd``, the master side), as a person
+    would type it: the terminal's EOF character (``VEOF``, ^D by default) at the start of a
+    line; after a partial line one more first, since the first only hands that line over.
+    Nothing when the terminal does not read lines (raw mode): there no character means the
+    end, and closing the master instead would hang the command up."""
+    import termios
+
+    try:
+        attrs = termios.tcgetattr(fd)  # the master reports its slave's settings
+    except termios.error:
+        return b""
+    eof = attrs[6][termios.VEOF]
+    if not attrs[3] & termios.ICANON or not isinstance(eof, bytes) or eof in (b"", b"\0"):
+        return b""
+    whole = not sent or sent.endswith(b"\n") or (sent.endswith(b"\r") and attrs[0] & termios.ICRNL)
+    return eof if whole else eof * 2
+
+
 # Once a command's end report is in, its whole tree is gone and its pipes are at their end,
 # unless it passed them to a process outside it (another command's, over a unix socket):
 # the output is read for this long more, then the rest is not waited for.
@@ -160,16 +179,27 @@ class Drain:
         self.bufs: dict[int, bytearray] = {}
         self.trunc: dict[int, bool] = {}
         self.fd_of: dict[int, int] = {}  # id(stream) -> fd
+        data = input.encode() if isinstance(input, str) else input or b""
+        # With a terminal, stdin and stdout are its master side: one descriptor, read and
+        # written, never closed before the end (that would hang the command up).
+        self.tty: int | None = None
+        tty = proc.stdout if proc.pty_fd is not None and proc.stdout is proc.stdin else None
+        if tty is not None and not tty.closed:
+            self.tty = tty.fileno()
+            data += end_of_input(self.tty, data)
         for f in (proc.stdout, proc.stderr):
-            if f is not None and not f.closed and f is not proc.stdin:
+            if f is not None and not f.closed and (f is tty or f is not proc.stdin):
                 fd = f.fileno()
                 os.set_blocking(fd, False)
                 self.sel.register(fd, selectors.EVENT_READ)
                 self.bufs[fd] = bytearray()
                 self.trunc[fd] = False
                 self.fd_of[id(f)] = fd
-        self.pending_in = memoryview(input.encode() if isinstance(input, str) else input or b"")
-        if proc.stdin is not None and not proc.stdin.closed:
+        self.pending_in = memoryview(data)
+        if self.tty is not None:
+            if self.pending_in:
+                self.sel.modify(self.tty, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        elif proc.stdin is not None and not proc.stdin.closed:
             if self.pending_in:
                 fd = proc.stdin.fileno()
                 os.set_blocking(fd, False)
@@ -191,10 +221,10 @@ class Drain:
                 self._let_go()
                 break
             limit = POLL if ended_by is None else ended_by - now
-            for key, _ in self.sel.select(limit if wait is None else min(wait, limit)):
-                if key.events & selectors.EVENT_WRITE:
+            for key, mask in self.sel.select(limit if wait is None else min(wait, limit)):
+                if mask & selectors.EVENT_WRITE:
                     self._write(int(key.fd))
-                else:
+                if mask & selectors.EVENT_READ and key.fd in self.sel.get_map():
                     self._read(int(key.fd))
         wait = None if deadline is None else max(0.0, deadline - time.monotonic())
         self.proc.wait(wait)
@@ -215,14 +245,25 @@ class Drain:
         try:
             n = os.write(fd, self.pending_in[:65536])
             self.pending_in = self.pending_in[n:]
-        except BrokenPipeError:
-            self.pending_in = self.pending_in[:0]
         except BlockingIOError:
             return
+        except OSError as e:  # the reader is gone (a pipe: EPIPE; a terminal: EIO)
+            if not isinstance(e, BrokenPipeError) and e.errno != errno.EIO:
+                raise
+            self.pending_in = self.pending_in[:0]
         if not self.pending_in:
-            self.sel.unregister(fd)
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
+            self._input_done()
+
+    def _input_done(self) -> None:
+        if self.tty is not None:  # the terminal stays open: its output is still read
+            if self.tty in self.sel.get_map():
+                self.sel.modify(self.tty, selectors.EVENT_READ)
+            return
+        stdin = self.proc.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(stdin.fileno())
+            stdin.close()
 
     def _read(self, fd: int) -> bool:
         """One read; whether it brought anything."""
@@ -230,6 +271,10 @@ class Drain:
             chunk = os.read(fd, 1 << 16)
         except BlockingIOError:
             return False
+        except OSError as e:
+            if fd != self.tty or e.errno != errno.EIO:
+                raise
+            chunk = b""  # every slave side is closed: the terminal's end of file
         if not chunk:
             self.sel.unregister(fd)
             return False
@@ -245,11 +290,8 @@ class Drain:
 
     def abandon_input(self) -> None:
         """After a kill: stop feeding stdin, keep draining what is left."""
-        stdin = self.proc.stdin
-        if stdin is not None and not stdin.closed:
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(stdin.fileno())
-            stdin.close()
+        self.pending_in = self.pending_in[:0]
+        self._input_done()
 
     def result(self) -> tuple[bytes | None, bytes | None, bool, bool]:
         self.sel.close()

@@ -33,6 +33,7 @@ class _Proc:
         self.stdin = None
         self.stdout = stdout
         self.stderr = None
+        self.pty_fd = None
         self._pending = _Ended()
 
     def wait(self, timeout: float | None = None) -> int:
