@@ -42,6 +42,26 @@ START_TIMEOUT = 30.0
 MAX_READY_INITS = 4
 
 RUNNER_MODULE = "ringfence.platforms.linux.sandbox_side"
+# The runner's first lines: ringfence from where this process found it, nothing else added.
+RUNNER_BOOT = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    f"from {RUNNER_MODULE} import main; main(int(sys.argv[2]))"
+)
+
+
+def runner_argv(fd: int) -> list[str]:
+    """How a session's runner is started: isolated (``-I``).
+
+    It runs as you, outside every boundary, before any of them exists, usually from inside the
+    workspace the sandbox may write. ``python -m`` would import a module planted in the working
+    directory before ringfence's own (``pickle.py``, a ``ringfence/`` package), and the
+    environment's ``PYTHONPATH`` (say ``src`` of the project) may name a directory the command
+    can write: either way the sandbox's command would run code as you, unconfined, the next
+    time a session starts. ``-I`` takes neither the working directory nor any ``PYTHON*``
+    variable; the runner gets the directory ringfence was imported from, and the
+    interpreter's own site-packages, and starts in ``/``."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return [sys.executable, "-I", "-c", RUNNER_BOOT, here, str(fd)]
 
 
 @dataclass
@@ -201,13 +221,9 @@ class Connection:
             return pid, None
         import pickle
 
-        # The runner imports ringfence from wherever this process found it.
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         proc = subprocess.Popen(
-            [sys.executable, "-m", RUNNER_MODULE, str(theirs.fileno())],
-            env=env,
+            runner_argv(theirs.fileno()),
+            cwd="/",
             stdin=subprocess.PIPE,
             pass_fds=(theirs.fileno(),),
             start_new_session=True,  # the caller's terminal signals are the session's to relay

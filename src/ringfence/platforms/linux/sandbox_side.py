@@ -500,13 +500,12 @@ class _Init:
     ctl_w: int
 
 
-def main() -> NoReturn:
-    """Entry point when the host spawns the runner (``python -m``): the plan arrives pickled on
-    stdin from the host that started us (same user, trusted); the session socket's fd number
-    is the first argument."""
+def main(fd: int) -> NoReturn:
+    """Entry point when the host spawns the runner (``connection.runner_argv``): the plan
+    arrives pickled on stdin from the host that started us (same user, trusted); ``fd`` is the
+    session socket's."""
     import pickle
 
-    fd = int(sys.argv[1])
     data = sys.stdin.buffer.read()
     plan, tmpdir = pickle.loads(data)  # from our own parent, over a private pipe
     null = os.open("/dev/null", os.O_RDONLY)
@@ -518,4 +517,4 @@ def main() -> NoReturn:
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]))

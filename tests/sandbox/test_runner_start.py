@@ -1,0 +1,57 @@
+"""A session's runner starts as you, outside every boundary, usually from inside the workspace
+the sandbox may write: it must import nothing from there.
+
+``python -m`` put the working directory first on the runner's ``sys.path``, and the runner
+took the environment's ``PYTHONPATH`` (often a directory of the project): a module the
+sandboxed command planted there (``pickle.py``, which the runner imports first) ran as the
+user, unconfined, when the next session started (an outside review, with a planted
+``pickle.py``, as root and outside the run's cgroups). The runner now starts isolated
+(``connection.runner_argv``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from conftest import Runner
+
+pytestmark = pytest.mark.sandbox
+
+PLANTED = "open({marker!r}, 'w').write('ran')\nraise SystemExit(3)\n"
+
+API_SCRIPT = """
+import sys
+from ringfence import Policy, Session
+ws, nonce = sys.argv[1:3]
+with Session(Policy(workspace=ws), cwd=ws) as s:
+    r = s.run(["sh", "-c", "echo proof-$((6*7))-$0", nonce], capture_output=True, text=True)
+print(r.stdout.strip(), r.returncode)
+"""
+
+
+def test_the_runner_imports_nothing_from_the_workspace_or_pythonpath(rf: Runner) -> None:
+    ws, elsewhere, on_path = rf.mkdir(), rf.mkdir(), rf.mkdir()
+    markers = [elsewhere / "cwd-pickle", elsewhere / "cwd-resource", elsewhere / "path-resource"]
+    # the runner's first import (the plan arrives pickled), and one only the runner makes
+    (ws / "pickle.py").write_text(PLANTED.format(marker=str(markers[0])))
+    (ws / "resource.py").write_text(PLANTED.format(marker=str(markers[1])))
+    (on_path / "resource.py").write_text(PLANTED.format(marker=str(markers[2])))
+    script = elsewhere / "api.py"  # not in the workspace: the host's own sys.path[0]
+    script.write_text(API_SCRIPT)
+    env = rf.env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(on_path), env.get("PYTHONPATH")) if p)
+    r = subprocess.run(
+        [rf.python, str(script), str(ws), rf.nonce],
+        cwd=ws,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert [m.name for m in markers if m.exists()] == [], r.stderr
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"proof-42-{rf.nonce} 0", r.stdout  # the session ran it
