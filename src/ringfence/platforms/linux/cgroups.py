@@ -229,11 +229,12 @@ def join_self(tasks: Iterable[str]) -> None:
     that lock (~0.05 ms). Only that thread moves, so a process with more than one thread
     writes its pid to ``cgroup.procs`` instead, and waits."""
     single = len(os.listdir("/proc/self/task")) == 1
-    for path in tasks:
-        if single:
-            write_file(path, "0")
-        else:
-            write_file(os.path.join(os.path.dirname(path), "cgroup.procs"), str(os.getpid()))
+    for tasks_file in tasks:
+        path = tasks_file if single else os.path.join(os.path.dirname(tasks_file), "cgroup.procs")
+        try:
+            write_file(path, "0" if single else str(os.getpid()))
+        except OSError as e:
+            raise OSError(e.errno, f"{e.strerror}: {path!r}") from e
 
 
 _OURS = re.compile(r"ringfence-(\d+)-[0-9a-f]{8}")

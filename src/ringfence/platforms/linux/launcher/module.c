@@ -358,6 +358,7 @@ static PyObject *run_image(image_t *im, char **argv, double timeout, const unsig
         /* into the run's v1 cgroups first, while this is the only thread (cgroups.c) */
         if (cg_join_self(&cg, msg, sizeof(msg)) < 0)
             die(errno, "cannot start the sandbox runner: %s", msg);
+        cg_close_tasks(&cg); /* opened by root: whoever holds one may move others in */
         /* Nothing of the host's but stdio and our pipes (a listening socket or a lock of the
          * host's must not live as long as the sandbox). */
         int keep[] = {0, 1, 2, p.err[1], p.ctl[0], p.status[1], p.go[0], p.names[1],

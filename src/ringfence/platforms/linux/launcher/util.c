@@ -69,6 +69,21 @@ pid_t rf_fork(void)
 }
 
 /* Close every descriptor but `keep` (and keep stays sorted afterwards). */
+/* close_range, or where it is refused (a kernel before 5.9, a container's seccomp profile)
+ * each descriptor the limit allows: nothing of the host's may stay open. */
+static void close_from(unsigned low, unsigned high)
+{
+    if (syscall(SYS_close_range, low, high, 0) == 0)
+        return;
+    struct rlimit lim;
+    unsigned top = getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY &&
+                           lim.rlim_cur < (rlim_t)(1U << 20)
+                       ? (unsigned)lim.rlim_cur
+                       : 1U << 20;
+    for (unsigned fd = low; fd <= high && fd < top; fd++)
+        close((int)fd);
+}
+
 void close_all_but(int *keep, int n)
 {
     for (int i = 1; i < n; i++)
@@ -82,10 +97,10 @@ void close_all_but(int *keep, int n)
         if (keep[i] < 0 || (unsigned)keep[i] < low)
             continue;
         if ((unsigned)keep[i] > low)
-            syscall(SYS_close_range, low, (unsigned)keep[i] - 1, 0);
+            close_from(low, (unsigned)keep[i] - 1);
         low = (unsigned)keep[i] + 1;
     }
-    syscall(SYS_close_range, low, ~0U, 0);
+    close_from(low, ~0U);
 }
 
 /* The host's signal handlers are not ours: every caught signal back to its default (pid 1 of
