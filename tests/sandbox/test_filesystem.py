@@ -60,8 +60,9 @@ def test_metadata_changes_inside_workspace_work(rf: Runner) -> None:
     ws = rf.mkdir()
     script = """
     echo data > f
-    chmod 600 f && truncate -s 2 f && touch -d 2001-01-01 f && ln f hard && ln -s f soft && mkfifo p
+    chmod 600 f && truncate -s 2 f && touch -d 2001-01-01 f
     python3 -c "import os; os.setxattr('f', 'user.k', b'v'); print(os.getxattr('f', 'user.k'))"
+    ln f hard && ln -s f soft && mkfifo p
     stat -c '%a %s %Y' f
     """
     r = rf.confined_sh(ws, script)

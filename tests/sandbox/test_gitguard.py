@@ -993,12 +993,12 @@ def test_config_rename_puts_the_checked_bytes_in_place_not_the_callers_file(repo
     def probe() -> int:
         lock = repo / ".git/config.lock"
         lock.write_bytes(GOOD_CONFIG)
+        fd = os.open(lock, os.O_WRONLY)  # before the second name: then it is refused
         os.link(lock, repo / "alias")
-        fd = os.open(lock, os.O_WRONLY)
         os.rename(lock, cfg)
         os.write(fd, EVIL_CONFIG)
-        with open(repo / "alias", "r+b") as f:
-            f.write(EVIL_CONFIG)
+        with open(repo / "alias", "r+b") as f:  # its one name left, once the guard's copy
+            f.write(EVIL_CONFIG)  # took the config's place
         return 0 if not lock.exists() else 5
 
     out = run_guarded(_rules(repo), probe, cwd=repo)

@@ -34,6 +34,13 @@ from ringfence.platforms.linux.nameguard.ffi import (
     fchownat,
     renameat2,
 )
+from ringfence.platforms.linux.nameguard.hardlinks import (
+    HARD_LINKED,
+    WriteOpen,
+    linked,
+    plan_write,
+    settle,
+)
 from ringfence.platforms.linux.nameguard.listener import Listener
 from ringfence.platforms.linux.nameguard.resolve import Resolver
 from ringfence.platforms.linux.nameguard.results import (
@@ -233,6 +240,11 @@ class FileCalls:
                 exists = True
             except FileNotFoundError:
                 exists = False
+            how = (
+                plan_write(res, flags, mode, self._checked)
+                if exists and writes
+                else WriteOpen(flags, mode, replace=False, truncate=False)
+            )
             pointer = None
             with self._told_for_the_call() as mark:
                 if exists and writes:
@@ -243,26 +255,44 @@ class FileCalls:
                 if pointer is not None and self.git is not None:
                     # noted before it exists: the host must learn of it whatever happens next
                     self.git.note_pointer(res.path, pointer)  # its content is checked at the end
+                if how.replace:  # truncated anyway: a new file takes the name (hardlinks.py)
+                    os.unlink(res.kernel_name, dir_fd=res.parent_fd)
                 os.umask(call.umask)
                 # We followed the last component ourselves; O_NOFOLLOW makes sure the kernel
                 # does not follow a symlink planted there since.
                 extra = os.O_NOFOLLOW if follow else 0
                 try:
                     reply = self._open_object(
-                        call, res.kernel_name, res.parent_fd, flags | extra, mode
+                        call, res.kernel_name, res.parent_fd, how.flags | extra, how.mode
                     )
                 except OSError as exc:
-                    if exc.errno == errno.ELOOP and extra:
-                        if self.git is not None:  # nothing made: told again if so again
-                            self.git.undo_since(mark)
-                        continue  # a symlink appeared after we looked: resolve again
+                    if (exc.errno == errno.ELOOP and extra) or (
+                        exc.errno == errno.EEXIST and how.replace
+                    ):
+                        self._undo(mark)
+                        continue  # a symlink (or a file) appeared after we looked: again
                     raise
+                if isinstance(reply, Fd) and not settle(reply.fd, how):
+                    os.close(reply.fd)  # a file with other names took the name since
+                    self._undo(mark)
+                    continue
             if pointer is not None and self.git is not None:
                 self.git.pin_after(res.path)  # the file just made, by its inode too
                 if is_dot_git(res.name):
                     self.git.created_dot_git.add(res.path)
             return reply
         raise OSError(errno.ELOOP, "the path kept changing")
+
+    def _undo(self, mark: int) -> None:
+        """Nothing was made: what the checks told the host is taken back (told again if so
+        again)."""
+        if self.git is not None:
+            self.git.undo_since(mark)
+
+    def _checked(self, path: str) -> bool:
+        """Whether git checks the content of a regular file at ``path`` when the command
+        ends (a pointer, a todo list): such a file is never replaced behind its back."""
+        return self.git is not None and self.git.checked_kind(path) is not None
 
     def _deny_existing(
         self, fd: int, *, writes: bool = True, ask: Callable[..., str | None] = GitGuard.writing
@@ -271,13 +301,16 @@ class FileCalls:
         current path; ``writes``: it is about to be changed (as ``ask`` decides), not only
         opened."""
         real = self.resolver.fd_path(fd)
-        if not real.startswith("/") or os.fstat(fd).st_nlink == 0:
+        st = os.fstat(fd)
+        if not real.startswith("/") or st.st_nlink == 0:
             return  # a pipe, socket or deleted file: no name to protect
         try:
             check_canonical(real)
         except ValueError:
             raise Refused(real, "a file the guard cannot name") from None
         self._deny(real, protected_by(self.rules, real))
+        if writes and linked(st):
+            raise Refused(real, HARD_LINKED)  # its other names may lie outside (hardlinks.py)
         if writes:
             self._git(real, ask, real)
 

@@ -1,0 +1,82 @@
+"""Files with other names (hard links) in the writable roots.
+
+A regular file may have names outside the writable roots too: uv and pnpm install a
+project's packages as hard links to their caches' files (and so to every other environment
+built from them), ccache's ``hard_link`` mode links objects into the build, ``cp -al`` and a
+local ``git clone`` share files. Landlock and the read-only mounts judge a write by the name
+it goes through, so writing such a file through its name in the workspace changed the
+others too: a command could put code into a package that every other project, or the host's
+own tools, would run. The sandbox cannot make such links itself (a link across mounts fails),
+so the ones it meets were there before.
+
+The guard already performs every write-open and every change of mode, owner, attributes or
+length for the command. A change to a file with more than one name is refused, except an open
+that truncates the file anyway: a new file then takes the name (with the old one's mode), and
+the other names keep the old content. What is checked is the file the call reaches, by its
+descriptor, so a link put in place after the guard looked is caught too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from ringfence.platforms.linux.nameguard.results import Refused, Resolved
+
+O_ACCMODE: Final = 0o3
+HARD_LINKED: Final = (
+    "a file with other names (hard links), which may lie outside the writable roots: "
+    "write a new file and rename it over this one, or open it with O_TRUNC"
+)
+
+
+def linked(st: os.stat_result) -> bool:
+    """Whether a change to this object would reach other names of it."""
+    return stat.S_ISREG(st.st_mode) and st.st_nlink > 1
+
+
+@dataclass(frozen=True)
+class WriteOpen:
+    """How the guard opens an existing file the command opens for writing."""
+
+    flags: int
+    mode: int
+    replace: bool  # a new file takes the name (the old one had other names)
+    truncate: bool  # truncate once the file opened is known to have one name
+
+
+def plan_write(res: Resolved, flags: int, mode: int, checked: Callable[[str], bool]) -> WriteOpen:
+    """The open of an existing file for writing; refused when it has other names, unless
+    the call truncates it anyway (and git does not check its content: ``checked``)."""
+    st = os.stat(res.kernel_name, dir_fd=res.parent_fd, follow_symlinks=False)
+    if not linked(st):
+        truncate = bool(flags & os.O_TRUNC)
+        return WriteOpen(flags & ~os.O_TRUNC, mode, replace=False, truncate=truncate)
+    if not flags & os.O_TRUNC or checked(res.path):
+        raise Refused(res.path, HARD_LINKED)
+    return WriteOpen(flags | os.O_CREAT | os.O_EXCL, stat.S_IMODE(st.st_mode), True, False)
+
+
+def settle(fd: int, how: WriteOpen) -> bool:
+    """After the open: whether ``fd`` is what was planned (False: another file took the name
+    since, with other names: open again). Sets a replacement's mode, truncates as asked."""
+    if how.replace:
+        os.fchmod(fd, how.mode)  # the old file's mode, not the umask's
+        return True
+    st = os.fstat(fd)
+    if linked(st):
+        return False
+    if how.truncate and stat.S_ISREG(st.st_mode):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & O_ACCMODE == os.O_RDONLY:
+            w = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.ftruncate(w, 0)
+            finally:
+                os.close(w)
+        else:
+            os.ftruncate(fd, 0)
+    return True

@@ -1,0 +1,92 @@
+"""A file with a name outside the writable roots and another in the workspace (a hard link, as
+uv, pnpm, ccache or ``cp -al`` make them) is not changed through the workspace's name.
+
+Landlock and the read-only mounts judge a write by the name it goes through. An outside review
+appended to a package file of a uv-built ``.venv`` in the workspace, which shared its inode
+with uv's cache and with ringfence's own tool environment, and the host's next ``ringfence``
+ran the payload. The name guard now refuses a change to a file with other names, except an
+open that truncates it anyway, which gets a new file under the workspace's name.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import Runner
+
+pytestmark = pytest.mark.sandbox
+
+ORIGINAL = "original content\n"
+
+# Each line: a change through the workspace's name, and what it printed.
+PROBE = r"""
+try_() { if "$@" 2>/dev/null; then echo "$1: done"; else echo "$1: refused"; fi; }
+try_ sh -c 'echo appended >> linked'
+try_ sh -c 'echo rewritten > linked2'
+try_ chmod 0600 linked
+try_ python3 -c 'import os; os.truncate("linked", 0)'
+try_ python3 -c 'import os; os.chown("linked", os.getuid(), os.getgid())'
+try_ sh -c 'echo appended >> alone'
+"""
+
+
+def _setup(rf: Runner) -> tuple[Path, Path, Path]:
+    ws, outside = rf.mkdir(), rf.mkdir("outside-")
+    for name in ("linked", "linked2"):
+        source = outside / name
+        source.write_text(ORIGINAL)
+        source.chmod(0o754)
+        os.chown(source, rf.uid, rf.gid)
+        os.link(source, ws / name)  # made before the sandbox, as an installer makes them
+    alone = ws / "alone"
+    alone.write_text(ORIGINAL)
+    os.chown(alone, rf.uid, rf.gid)
+    return ws, outside, alone
+
+
+def _check(rf: Runner, ws: Path, outside: Path, alone: Path, out: str) -> None:
+    assert "sh: refused" in out.splitlines()[0], out  # the append
+    assert out.splitlines()[1] == "sh: done", out  # the truncating write, on a new file
+    assert "chmod: refused" in out and out.count("python3: refused") == 2, out
+    assert out.splitlines()[-1] == "sh: done", out  # a file with one name is written
+    # outside: untouched, content and mode
+    for name in ("linked", "linked2"):
+        assert (outside / name).read_text() == ORIGINAL
+        assert stat.S_IMODE((outside / name).stat().st_mode) == 0o754
+    # the workspace's name now has its own file, with the old file's mode
+    new = (ws / "linked2").stat()
+    assert (ws / "linked2").read_text() == f"rewritten-{rf.nonce}\n"
+    assert new.st_nlink == 1 and stat.S_IMODE(new.st_mode) == 0o754
+    assert (outside / "linked2").stat().st_nlink == 1
+    assert alone.read_text() == ORIGINAL + f"appended-{rf.nonce}\n"
+
+
+def test_a_file_with_an_outside_name_is_not_changed_through_the_workspace(rf: Runner) -> None:
+    ws, outside, alone = _setup(rf)
+    probe = PROBE.replace("appended", f"appended-{rf.nonce}").replace(
+        "rewritten", f"rewritten-{rf.nonce}"
+    )
+    r = rf.sh(ws, probe)
+    assert r.returncode == 0, r.stderr
+    _check(rf, ws, outside, alone, r.stdout)
+    assert "a file with other names (hard links)" in r.stderr  # the report says why
+
+
+def test_the_native_launcher_keeps_the_rule(rf: Runner) -> None:
+    """The same request a second time is run by the native launcher, whose name guard is
+    started on the first call it decides."""
+    rf.needs_native_guard()
+    ws, outside, alone = _setup(rf)
+    probe = PROBE.replace("appended", f"appended-{rf.nonce}").replace(
+        "rewritten", f"rewritten-{rf.nonce}"
+    )
+    explain = {"RINGFENCE_NATIVE": "explain"}  # part of the request: the same both times
+    first = rf.sh(ws, "true", env=explain)  # keeps the plan
+    assert first.returncode == 0, first.stderr
+    r = rf.sh(ws, probe, env=explain)
+    assert r.returncode == 0, r.stderr
+    assert "not run by the native launcher" not in r.stderr, r.stderr
+    _check(rf, ws, outside, alone, r.stdout)
