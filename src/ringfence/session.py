@@ -10,9 +10,12 @@ sandbox side.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -188,10 +191,6 @@ class Process:
             raise UsageError("set_winsize needs a command started with pty=True")
         if self._tty.closed:  # pty_fd's number may be another file's by now
             raise UsageError("the command's terminal is closed (communicate() or close())")
-        import fcntl
-        import struct
-        import termios
-
         fcntl.ioctl(self._tty.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def communicate(
@@ -319,6 +318,10 @@ class Session:
                 "subprocess directly, or ringfence run --mode full-access)"
             )
         self.plan = plan
+        if _plan is None:  # the API; ringfence's front ends say so in SECURITY.md
+            from ringfence.importpaths import warn_if_writable
+
+            warn_if_writable(plan.writable_places())
         self.output_limit = output_limit
         self.on_network_request = on_network_request
         self.audit: AuditLog | None = None

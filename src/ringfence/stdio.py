@@ -10,6 +10,7 @@ import os
 import selectors
 import subprocess
 import sys
+import termios
 import time
 from typing import IO, TYPE_CHECKING, Any
 
@@ -143,8 +144,6 @@ def end_of_input(fd: int, sent: bytes) -> bytes:
     line; after a partial line one more first, since the first only hands that line over.
     Nothing when the terminal does not read lines (raw mode): there no character means the
     end, and closing the master instead would hang the command up."""
-    import termios
-
     try:
         attrs = termios.tcgetattr(fd)  # the master reports its slave's settings
     except termios.error:

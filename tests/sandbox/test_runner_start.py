@@ -55,3 +55,40 @@ def test_the_runner_imports_nothing_from_the_workspace_or_pythonpath(rf: Runner)
     assert [m.name for m in markers if m.exists()] == [], r.stderr
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"proof-42-{rf.nonce} 0", r.stdout  # the session ran it
+
+
+PTY_SCRIPT = """
+import sys
+from ringfence import Policy, Session
+ws, nonce, marker = sys.argv[1:4]
+plant = f"open({marker!r}, 'w').write('ran')"
+with Session(Policy(workspace=ws), cwd=ws) as s:
+    s.run(["python3", "-c", f"open('termios.py', 'w').write({plant!r})"], check=True)
+    p = s.spawn(["sh", "-c", "echo pty-$((6*7))-$0", nonce], pty=True)
+    out, _ = p.communicate(timeout=60)
+print(out.decode().strip())
+"""
+
+
+def test_the_host_imports_nothing_a_command_leaves_late(rf: Runner) -> None:
+    """Under ``python -c`` in the workspace, the working directory is first on the host's own
+    ``sys.path``: a module ringfence imported only on first use (``termios``, for a terminal's
+    end of input) was taken from there. The modules it needs are imported with it now, and
+    the API warns that such a place is importable."""
+    ws, elsewhere = rf.mkdir(), rf.mkdir()
+    marker = elsewhere / "planted-termios-ran"
+    r = subprocess.run(
+        [rf.python, "-c", PTY_SCRIPT, str(ws), rf.nonce, str(marker)],
+        cwd=ws,
+        env=rf.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert not marker.exists(), r.stderr
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"pty-42-{rf.nonce}", r.stdout
+    assert (ws / "termios.py").exists()  # the command did plant it
+    assert f"Python imports from '{ws}', which the sandbox may write" in r.stderr
