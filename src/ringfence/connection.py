@@ -44,7 +44,7 @@ MAX_READY_INITS = 4
 RUNNER_MODULE = "ringfence.platforms.linux.sandbox_side"
 # The runner's first lines: ringfence from where this process found it, nothing else added.
 RUNNER_BOOT = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "import sys; sys.path.append(sys.argv[1]); "
     f"from {RUNNER_MODULE} import main; main(int(sys.argv[2]))"
 )
 
@@ -58,10 +58,14 @@ def runner_argv(fd: int) -> list[str]:
     environment's ``PYTHONPATH`` (say ``src`` of the project) may name a directory the command
     can write: either way the sandbox's command would run code as you, unconfined, the next
     time a session starts. ``-I`` takes neither the working directory nor any ``PYTHON*``
-    variable; the runner gets the directory ringfence was imported from, and the
-    interpreter's own site-packages, and starts in ``/``."""
+    variable, ``-S`` no site-packages (their ``.pth`` files run code), and the base
+    interpreter itself reads no virtualenv's ``pyvenv.cfg`` (which names the standard
+    library): the runner gets the standard library, then the directory ringfence was
+    imported from (kept read-only in the sandbox: hostfacts.own_code_paths), and starts in
+    ``/``, as the native launcher starts the name guard."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return [sys.executable, "-I", "-c", RUNNER_BOOT, here, str(fd)]
+    python = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    return [python, "-I", "-S", "-c", RUNNER_BOOT, here, str(fd)]
 
 
 @dataclass

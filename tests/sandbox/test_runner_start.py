@@ -92,3 +92,51 @@ def test_the_host_imports_nothing_a_command_leaves_late(rf: Runner) -> None:
     assert r.stdout.strip() == f"pty-42-{rf.nonce}", r.stdout
     assert (ws / "termios.py").exists()  # the command did plant it
     assert f"Python imports from '{ws}', which the sandbox may write" in r.stderr
+
+
+OWN_CODE_SCRIPT = """
+import sys
+import ringfence
+from ringfence import Policy, Session
+ws, nonce = sys.argv[1:3]
+assert ringfence.__file__.startswith(ws), ringfence.__file__
+probe = (
+    "echo x >> src/ringfence/__init__.py || echo refused-append; "
+    "touch src/ringfence/planted.py || echo refused-new; "
+    "mv src/ringfence src/moved || echo refused-move; "
+    "echo mine-$0 > mine"
+)
+with Session(Policy(workspace=ws), cwd=ws) as s:
+    r = s.run(["sh", "-c", probe, nonce], capture_output=True, text=True)
+print(r.stdout.strip())
+"""
+
+
+def test_ringfence_in_the_workspace_stays_read_only(rf: Runner) -> None:
+    """ringfence run from inside the workspace (its checkout, or the project's virtualenv):
+    a command may not change the code that builds its next sandbox."""
+    import shutil
+
+    ws, elsewhere = rf.mkdir(), rf.mkdir()
+    shutil.copytree(rf.src_copy, ws / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for d, _, files in os.walk(ws / "src"):
+        for name in [d, *(os.path.join(d, f) for f in files)]:
+            os.chown(name, rf.uid, rf.gid)
+    script = elsewhere / "own.py"
+    script.write_text(OWN_CODE_SCRIPT)
+    env = rf.env()
+    env["PYTHONPATH"] = str(ws / "src")
+    r = subprocess.run(
+        [rf.python, "-P", str(script), str(ws), rf.nonce],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["refused-append", "refused-new", "refused-move"], r.stdout
+    assert (ws / "mine").read_text() == f"mine-{rf.nonce}\n"  # the rest of it is writable
+    assert not (ws / "src/ringfence/planted.py").exists()

@@ -84,6 +84,8 @@ class HostFacts:
     # ringfence's own state (caches and /tmp layers of every workspace, the audit log, session
     # sockets): hidden inside every sandbox, whether it exists yet or not
     own_state: tuple[str, ...] = ()
+    # what runs as ringfence on the host (own_code_paths): read-only where a root holds it
+    own_code: tuple[str, ...] = ()
     # entries of the host's /tmp that match defaults.TMP_DENY_READ
     tmp_secrets: tuple[str, ...] = ()
     # the account's home (password database) when $HOME names another directory or is unset:
@@ -303,6 +305,24 @@ def own_state_dirs(env: Mapping[str, str], home: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(os.path.realpath(p) for p in found if p and os.path.isabs(p)))
 
 
+def own_code_paths() -> tuple[str, ...]:
+    """What runs as ringfence, with your rights, the next time it starts: its package (and
+    the native launcher in it), the ``ringfence`` command beside the interpreter, the
+    interpreter, and the virtualenv's ``pyvenv.cfg`` (which names the standard library).
+    Where a writable root holds them (ringfence installed in the workspace's virtualenv, or
+    from its checkout), a command could change the sandbox it will next run in."""
+    import sys
+
+    package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    found = [
+        package,
+        os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "ringfence"),
+        os.path.abspath(sys.executable),
+        os.path.join(sys.prefix, "pyvenv.cfg"),
+    ]
+    return tuple(dict.fromkeys([*found, *(os.path.realpath(p) for p in found)]))
+
+
 QUOTAS = ("max_inotify_instances", "max_inotify_watches")
 
 
@@ -432,6 +452,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
     namespaces = policy.sandboxed and policy.isolation is Isolation.NAMESPACES
     if namespaces:
         own_state = own_state_dirs(env, home)
+    own_code = own_code_paths() if policy.sandboxed else ()
     state_base = statedirs.cache_base(env, home) if policy.sandboxed else None
     if state_base is not None:
         ws = effect("statedirs.prepare_workspace", statedirs.prepare_workspace, state_base,
@@ -545,6 +566,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         *candidate_paths(policy, home, extra_dirs),
         *(candidate_paths(policy, account_home) if account_home not in (None, home) else ()),
         *own_state,
+        *own_code,
         *secrets_in_tmp,
         *xdg_protected,
         *home_dots,
@@ -602,6 +624,7 @@ def gather(policy: Policy, *, env: Mapping[str, str], landlock_abi: int) -> Host
         resolved={p: r for p, r in resolved.items() if r != p},
         outside_git_and_links=tuple(dict.fromkeys(outside)),
         own_state=own_state,
+        own_code=own_code,
         tmp_secrets=secrets_in_tmp,
         user_quotas=user_quotas() if namespaces else {},
         scrub_files=_read_scrub_files(policy, home, env, paths, base.includes),

@@ -105,6 +105,7 @@ def _persistence_paths(policy: Policy, facts: HostFacts, roots: tuple[str, ...])
     if policy.default_protected:
         out.extend(p for p in facts.outside_git_and_links if "\0" not in p)
     out.extend(facts.own_state)
+    out.extend(facts.own_code)
     under = RootIndex(roots)
     return tuple(p for p in dict.fromkeys(out) if under.first_under(p))
 
