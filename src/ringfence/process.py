@@ -98,7 +98,10 @@ def _run_one(session: Session, argv: Sequence[str], timeout: float | None, tty: 
         if tty:
             from ringfence import terminal
 
-            terminal.relay(proc, timeout)
+            try:
+                terminal.relay(proc, timeout)
+            except subprocess.TimeoutExpired:
+                return _timed_out(proc, timeout)
         return wait_outcome(proc, session, timeout)
     finally:
         for sig, handler in previous.items():
@@ -127,14 +130,21 @@ def wait_outcome(proc: Process, session: Session, timeout: float | None) -> RunR
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        proc.timed_out = True
-        proc.kill()
-        with contextlib.suppress(RingfenceError):
-            proc.wait()
-        return RunResult(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout:g} s")
+        return _timed_out(proc, timeout)
     except RingfenceError as e:
         return RunResult(EXIT_INTERNAL, message=str(e), error_kind="SandboxError")
     return outcome_of(proc, session)
+
+
+def _timed_out(proc: Process, timeout: float | None) -> RunResult:
+    """End a command that outlived its timeout: its whole tree."""
+    from ringfence.errors import RingfenceError
+
+    proc.timed_out = True
+    proc.kill()
+    with contextlib.suppress(RingfenceError):
+        proc.wait()
+    return RunResult(EXIT_TIMEOUT, timed_out=True, message=f"timed out after {timeout or 0:g} s")
 
 
 def outcome_of(proc: Process, session: Session) -> RunResult:

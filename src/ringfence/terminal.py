@@ -99,33 +99,54 @@ def relay(proc: Process, timeout: float | None) -> None:
             signal.signal(signal.SIGWINCH, old_winch)
 
 
+# Input read ahead of a command that does not read its terminal: at most this much is kept
+# (then our stdin is not read until it takes some), so nothing here grows without bound.
+PENDING_MAX = 1 << 20
+
+
 def _pump(proc: Process, master: int, deadline: float | None, timeout: float | None) -> None:
-    inputs = [master, 0]
+    """Copy both ways until the command lets go of its terminal. Writes to the terminal never
+    block: a command that stops reading (in raw mode, say) while input is piped in must not
+    keep its output from being relayed, nor the timeout from ending it."""
+    os.set_blocking(master, False)
+    pending = bytearray()
+    reading = True  # our stdin
     while True:
         wait = None if deadline is None else deadline - time.monotonic()
         if wait is not None and wait <= 0:
             raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+        inputs = [master, 0] if reading and len(pending) < PENDING_MAX else [master]
         try:
-            ready, _, _ = select.select(inputs, [], [], wait)
+            ready, writable, _ = select.select(inputs, [master] if pending else [], [], wait)
         except InterruptedError:
             continue
-        if master in ready:
-            try:
-                data = os.read(master, 1 << 16)
-            except OSError as e:
-                if e.errno != errno.EIO:  # EIO: every slave is closed, the command is gone
-                    raise
-                data = b""
-            if not data:
-                return
-            _write_all(1, data)
+        if master in ready and not _relay_output(master):
+            return
+        if writable:
+            with contextlib.suppress(BlockingIOError):
+                del pending[: os.write(master, pending[: 1 << 16])]
         if 0 in ready:
             data = os.read(0, 1 << 16)
             if not data:  # our input ended: end the command's input the terminal's way
-                inputs.remove(0)
-                _write_all(master, EOT)
+                reading = False
+                pending += EOT
             else:
-                _write_all(master, data)
+                pending += data
+
+
+def _relay_output(master: int) -> bool:
+    """The command's output so far to ours; False once it has let go of its terminal."""
+    try:
+        data = os.read(master, 1 << 16)
+    except BlockingIOError:
+        return True
+    except OSError as e:
+        if e.errno != errno.EIO:  # EIO: every slave is closed, the command is gone
+            raise
+        return False
+    if data:
+        _write_all(1, data)
+    return bool(data)
 
 
 def _write_all(fd: int, data: bytes) -> None:

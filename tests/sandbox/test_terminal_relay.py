@@ -1,0 +1,37 @@
+"""``ringfence run -t``: the relay between our stdin and the command's terminal.
+
+A command that stops reading its terminal (raw mode, then sleep) while more input is piped in
+than the terminal holds kept the relay blocked in a write for ever: its output was no longer
+relayed and ``--timeout`` never ended it (an outside review). A timeout during the relay also
+ended in a traceback instead of the timeout's exit status.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from conftest import Runner
+
+pytestmark = pytest.mark.sandbox
+
+
+def test_a_command_that_stops_reading_still_times_out(rf: Runner) -> None:
+    ws = rf.mkdir()
+    script = "echo ready-$((6*7))-$0; stty raw -echo; sleep 1000"
+    started = time.monotonic()
+    r = subprocess.run(
+        rf.argv(["run", "-t", "--timeout", "3", "--", "sh", "-c", script, rf.nonce]),
+        cwd=ws,
+        env=rf.env(),
+        input=b"\0" * 300_000,  # more than a terminal's input queue holds
+        capture_output=True,
+        timeout=60,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert time.monotonic() - started < 30
+    assert r.returncode == 124, r.stderr
+    assert f"ready-42-{rf.nonce}" in r.stdout.decode(errors="replace")  # it ran, in there
+    assert b"timed out after 3 s" in r.stderr and b"Traceback" not in r.stderr
