@@ -90,3 +90,76 @@ def test_the_native_launcher_keeps_the_rule(rf: Runner) -> None:
     assert r.returncode == 0, r.stderr
     assert "not run by the native launcher" not in r.stderr, r.stderr
     _check(rf, ws, outside, alone, r.stdout)
+
+
+RACE = r"""
+import os, sys, threading, time
+hits = 0
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    os.mkfifo("f")
+    pinned = os.open("f", os.O_PATH)
+    os.link("linked", "t")
+    got = {}
+
+    def writer():
+        try:
+            got["fd"] = os.open("f", os.O_WRONLY)
+        except OSError as e:
+            got["err"] = e.errno
+
+    th = threading.Thread(target=writer)
+    th.start()
+    os.rename("t", "f")  # a name with other names takes the FIFO's place
+    reader = os.open(f"/proc/self/fd/{pinned}", os.O_RDONLY | os.O_NONBLOCK)
+    th.join(5)
+    fd = got.get("fd")
+    if fd is not None:
+        if not os.path.stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, b"PWNED")
+            hits += 1
+        os.close(fd)
+    os.close(reader)
+    os.close(pinned)
+    os.unlink("f")
+print("hits", hits)
+"""
+
+
+def test_a_fifo_open_waiting_for_a_peer_opens_that_fifo(rf: Runner) -> None:
+    """A write-open of a FIFO without a reader waits in a thread of the guard's, which opened
+    the name again: a file with other names renamed there meanwhile came back writable (an
+    outside review, most runs within a second). The thread now opens the FIFO it was given."""
+    ws, outside, _ = _setup(rf)
+    r = rf("run", "--", "python3", "-c", RACE, "3", cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "hits 0", r.stdout
+    assert (outside / "linked").read_text() == ORIGINAL
+
+
+FLAGS = r"""
+import errno, os
+def attempt(flags):
+    try:
+        os.close(os.open("linked", flags, 0o600))
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print(attempt(os.O_RDONLY | os.O_TRUNC))
+print(attempt(os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_TRUNC))
+print(attempt(os.O_PATH | os.O_TRUNC))
+print(attempt(os.O_WRONLY | os.O_DIRECTORY | os.O_TRUNC))
+print(os.path.exists("linked"), os.stat("linked").st_nlink)
+"""
+
+
+def test_opens_that_write_nothing_or_fail_leave_the_name(rf: Runner) -> None:
+    """Only an open that writes, and would have truncated the file, replaces it: one that
+    reads, or fails as it is (EEXIST, ENOTDIR), must not lose the workspace's name."""
+    ws, outside, _ = _setup(rf)
+    r = rf("run", "--", "python3", "-c", FLAGS, cwd=ws)
+    assert r.returncode == 0, r.stderr
+    got = r.stdout.split()
+    assert got[:2] == ["EACCES", "EEXIST"] and got[3:] == ["ENOTDIR", "True", "2"], got
+    assert got[2] in ("ok", "EBADF"), got  # O_PATH: the guard cannot hand one over (EBADF)
+    assert (outside / "linked").read_text() == ORIGINAL

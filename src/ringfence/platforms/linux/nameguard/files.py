@@ -36,10 +36,9 @@ from ringfence.platforms.linux.nameguard.ffi import (
 )
 from ringfence.platforms.linux.nameguard.hardlinks import (
     HARD_LINKED,
-    WriteOpen,
     linked,
-    plan_write,
-    settle,
+    plan_open,
+    settled,
 )
 from ringfence.platforms.linux.nameguard.listener import Listener
 from ringfence.platforms.linux.nameguard.resolve import Resolver
@@ -240,11 +239,7 @@ class FileCalls:
                 exists = True
             except FileNotFoundError:
                 exists = False
-            how = (
-                plan_write(res, flags, mode, self._checked)
-                if exists and writes
-                else WriteOpen(flags, mode, replace=False, truncate=False)
-            )
+            how = plan_open(res, flags, mode, exists=exists, checked=self._checked)
             pointer = None
             with self._told_for_the_call() as mark:
                 if exists and writes:
@@ -272,8 +267,7 @@ class FileCalls:
                         self._undo(mark)
                         continue  # a symlink (or a file) appeared after we looked: again
                     raise
-                if isinstance(reply, Fd) and not settle(reply.fd, how):
-                    os.close(reply.fd)  # a file with other names took the name since
+                if not settled(reply, how):  # a file with other names took the name
                     self._undo(mark)
                     continue
             if pointer is not None and self.git is not None:
@@ -348,7 +342,7 @@ class FileCalls:
         if stat.S_ISFIFO(st.st_mode) and not user_nonblock and (flags & O_ACCMODE) == os.O_RDONLY:
             os.close(fd)  # a blocking read-open waits for a writer: do that in a thread
             return self._defer_fifo(call, name, dir_fd, ours, cloexec)
-        if not user_nonblock:
+        if not user_nonblock and not flags & os.O_PATH:  # (F_SETFL fails on O_PATH)
             fl = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, fl & ~os.O_NONBLOCK)
         return Fd(fd, cloexec)
@@ -366,10 +360,14 @@ class FileCalls:
         if dir_fd is None:
             # ``name`` is /proc/self/fd/N with N closed when this call ends: keep a dup.
             held.append(os.dup(int(name.rsplit("/", 1)[1])))
-            name = f"/proc/self/fd/{held[0]}"
         else:
-            held.append(os.dup(dir_fd))
-            dir_fd = held[0]
+            # The FIFO itself, held: the worker reopens this one, never the name again (a
+            # file with other names renamed there meanwhile got a writable descriptor).
+            held.append(os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd))
+        if not stat.S_ISFIFO(os.fstat(held[0]).st_mode):
+            os.close(held[0])
+            raise OSError(errno.EAGAIN, "the FIFO was replaced")
+        name, dir_fd = f"/proc/self/fd/{held[0]}", None
         notif_id = call.id
         wflags = flags & ~(os.O_CREAT | os.O_EXCL)
         with self._fifo_lock:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from ringfence.platforms.linux.nameguard.results import Refused, Resolved
+from ringfence.platforms.linux.nameguard.results import Fd, Refused, Reply, Resolved
 
 O_ACCMODE: Final = 0o3
 HARD_LINKED: Final = (
@@ -41,31 +41,45 @@ def linked(st: os.stat_result) -> bool:
 
 @dataclass(frozen=True)
 class WriteOpen:
-    """How the guard opens an existing file the command opens for writing."""
+    """How the guard opens a file the command opens."""
 
     flags: int
     mode: int
-    replace: bool  # a new file takes the name (the old one had other names)
-    truncate: bool  # truncate once the file opened is known to have one name
+    replace: bool = False  # a new file takes the name (the old one had other names)
+    truncate: bool = False  # truncate once the file opened is known to have one name
+    checks: bool = False  # the open writes: what it reaches must have one name
 
 
-def plan_write(res: Resolved, flags: int, mode: int, checked: Callable[[str], bool]) -> WriteOpen:
-    """The open of an existing file for writing; refused when it has other names, unless
-    the call truncates it anyway (and git does not check its content: ``checked``)."""
+def plan_open(
+    res: Resolved, flags: int, mode: int, *, exists: bool, checked: Callable[[str], bool]
+) -> WriteOpen:
+    """The open of ``res``. One that writes is refused on a file with other names, unless
+    it truncates it anyway (and git does not check its content: ``checked``): then a new
+    file takes the name. ``O_TRUNC`` is left to :func:`settle`, once the descriptor shows one
+    name: a link put at the name after this look must not be truncated for its other names.
+    """
+    writes = flags & (O_ACCMODE | os.O_TRUNC) and not flags & os.O_PATH
+    if not writes or flags & os.O_DIRECTORY or (flags & os.O_CREAT and flags & os.O_EXCL):
+        return WriteOpen(flags, mode)  # writes nothing, or fails as it is (ENOTDIR, EEXIST)
+    truncate = bool(flags & os.O_TRUNC)
+    plain = WriteOpen(flags & ~os.O_TRUNC, mode, truncate=truncate, checks=True)
+    if not exists:
+        return plain
     st = os.stat(res.kernel_name, dir_fd=res.parent_fd, follow_symlinks=False)
     if not linked(st):
-        truncate = bool(flags & os.O_TRUNC)
-        return WriteOpen(flags & ~os.O_TRUNC, mode, replace=False, truncate=truncate)
-    if not flags & os.O_TRUNC or checked(res.path):
+        return plain
+    if not truncate or flags & O_ACCMODE == os.O_RDONLY or checked(res.path):
         raise Refused(res.path, HARD_LINKED)
-    return WriteOpen(flags | os.O_CREAT | os.O_EXCL, stat.S_IMODE(st.st_mode), True, False)
+    return WriteOpen(flags | os.O_CREAT | os.O_EXCL, stat.S_IMODE(st.st_mode), replace=True)
 
 
 def settle(fd: int, how: WriteOpen) -> bool:
-    """After the open: whether ``fd`` is what was planned (False: another file took the name
-    since, with other names: open again). Sets a replacement's mode, truncates as asked."""
+    """After the open: whether ``fd`` is what was planned (False: a file with other names
+    took the name since; open again). Sets a replacement's mode, truncates as asked."""
     if how.replace:
         os.fchmod(fd, how.mode)  # the old file's mode, not the umask's
+        return True
+    if not how.checks:
         return True
     st = os.fstat(fd)
     if linked(st):
@@ -80,3 +94,17 @@ def settle(fd: int, how: WriteOpen) -> bool:
         else:
             os.ftruncate(fd, 0)
     return True
+
+
+def settled(reply: Reply, how: WriteOpen) -> bool:
+    """:func:`settle` on an open's descriptor, which is closed unless it is given."""
+    if not isinstance(reply, Fd):
+        return True
+    try:
+        if settle(reply.fd, how):
+            return True
+    except BaseException:
+        os.close(reply.fd)
+        raise
+    os.close(reply.fd)
+    return False
