@@ -43,8 +43,13 @@ MAX_READY_INITS = 4
 
 RUNNER_MODULE = "ringfence.platforms.linux.sandbox_side"
 # The runner's first lines: ringfence from where this process found it, nothing else added.
+# ringfence alone is taken from the directory it was found in (which may hold any other
+# package, or a module named like an optional one of the standard library's): the rest of
+# the runner's imports come from the standard library.
 RUNNER_BOOT = (
-    "import sys; sys.path.append(sys.argv[1]); "
+    "import sys, importlib.machinery as m, importlib.util as u; "
+    "s = m.PathFinder.find_spec('ringfence', [sys.argv[1]]); "
+    "r = sys.modules['ringfence'] = u.module_from_spec(s); s.loader.exec_module(r); "
     f"from {RUNNER_MODULE} import main; main(int(sys.argv[2]))"
 )
 
@@ -60,9 +65,9 @@ def runner_argv(fd: int) -> list[str]:
     time a session starts. ``-I`` takes neither the working directory nor any ``PYTHON*``
     variable, ``-S`` no site-packages (their ``.pth`` files run code), and the base
     interpreter itself reads no virtualenv's ``pyvenv.cfg`` (which names the standard
-    library): the runner gets the standard library, then the directory ringfence was
-    imported from (kept read-only in the sandbox: hostfacts.own_code_paths), and starts in
-    ``/``, as the native launcher starts the name guard."""
+    library): the runner gets the standard library, and ringfence (kept read-only in the
+    sandbox: hostfacts.own_code_paths) from the directory it was imported from, nothing else
+    of that directory, and starts in ``/``, as the native launcher starts the name guard."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     python = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
     return [python, "-I", "-S", "-c", RUNNER_BOOT, here, str(fd)]

@@ -20,6 +20,9 @@ from conftest import Runner
 pytestmark = pytest.mark.sandbox
 
 PLANTED = "open({marker!r}, 'w').write('ran')\nraise SystemExit(3)\n"
+# The host of the test below imports from that directory itself (PYTHONPATH, by the test's
+# choice): only the runner (started isolated) leaves its mark.
+IN_THE_RUNNER = "import sys\nif sys.flags.isolated:\n    open({marker!r}, 'w').write('ran')\n"
 
 API_SCRIPT = """
 import sys
@@ -122,6 +125,13 @@ def test_ringfence_in_the_workspace_stays_read_only(rf: Runner) -> None:
     for d, _, files in os.walk(ws / "src"):
         for name in [d, *(os.path.join(d, f) for f in files)]:
             os.chown(name, rf.uid, rf.gid)
+    # what an earlier command could leave beside ringfence (only ringfence's own directory
+    # is read-only): modules the standard library imports if they exist (copy: org.python)
+    markers = []
+    for name in ("_sha2.py", "org/__init__.py"):
+        markers.append(elsewhere / f"planted-{name.replace('/', '-')}")
+        (ws / "src" / name).parent.mkdir(exist_ok=True)
+        (ws / "src" / name).write_text(IN_THE_RUNNER.format(marker=str(markers[-1])))
     script = elsewhere / "own.py"
     script.write_text(OWN_CODE_SCRIPT)
     env = rf.env()
@@ -136,6 +146,7 @@ def test_ringfence_in_the_workspace_stays_read_only(rf: Runner) -> None:
         check=False,
         **rf.popen_kwargs(),  # type: ignore[arg-type]
     )
+    assert [m.name for m in markers if m.exists()] == [], r.stderr  # the runner took none
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["refused-append", "refused-new", "refused-move"], r.stdout
     assert (ws / "mine").read_text() == f"mine-{rf.nonce}\n"  # the rest of it is writable
