@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,67 @@ def test_opens_that_write_nothing_or_fail_leave_the_name(rf: Runner) -> None:
     assert got[:2] == ["EACCES", "EEXIST"] and got[3:] == ["ENOTDIR", "True", "2"], got
     assert got[2] in ("ok", "EBADF"), got  # O_PATH: the guard cannot hand one over (EBADF)
     assert (outside / "linked").read_text() == ORIGINAL
+
+
+TTY_RACE = r"""
+import os, pty, sys, threading, time
+pid, master = pty.fork()
+if pid == 0:  # a session of its own, the terminal its controlling one
+    tty = os.dup2(0, 30)  # after 20 in the guard's look through the fds
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)  # the terminal is first at 20, where the swapper puts it
+    linked = os.open(sys.argv[3], os.O_RDONLY)  # a read-only open: never the guard's
+    stop = time.monotonic() + float(sys.argv[1])
+    hits = 0
+
+    def swap():
+        while time.monotonic() < stop:
+            os.dup2(tty, 20)
+            os.dup2(linked, 20)
+
+    threading.Thread(target=swap, daemon=True).start()
+    while time.monotonic() < stop:
+        try:
+            fd = os.open("/dev/tty", int(sys.argv[2]))
+        except OSError:
+            continue
+        if not os.path.stat.S_ISCHR(os.fstat(fd).st_mode):
+            os.write(fd, b"PWNED")
+            hits += 1
+        os.close(fd)
+    with open("hits", "w") as f:
+        f.write(str(hits))
+    os._exit(0)
+while True:
+    try:
+        if not os.read(master, 1024):
+            break
+    except OSError:
+        break
+os.waitpid(pid, 0)
+print("hits", open("hits").read())
+"""
+
+
+def test_dev_tty_opens_the_terminal_not_what_took_its_number(rf: Runner) -> None:
+    """``/dev/tty`` is opened again from one of the caller's descriptors that is its
+    terminal; another thread could dup2 a file with an outside name (or a protected one)
+    onto that number between the guard's look and its open (an outside review: a writable
+    descriptor within seconds). What is opened is checked to be the terminal."""
+    ws, outside, _ = _setup(rf)
+    (ws / "repo").mkdir()
+    subprocess.run(["git", "init", "-q", str(ws / "repo")], check=True)
+    config = (ws / "repo/.git/config").read_text()
+    for dirpath, _, files in os.walk(ws / "repo"):
+        for name in [dirpath, *(os.path.join(dirpath, f) for f in files)]:
+            os.chown(name, rf.uid, rf.gid)
+    writes = (os.O_WRONLY | os.O_APPEND, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    # a file with an outside name; a file the guard alone keeps from being written in place
+    for target in ("linked", "repo/.git/config"):
+        for flags in writes:
+            r = rf("run", "--", "python3", "-c", TTY_RACE, "3", str(flags), target, cwd=ws)
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.strip() == "hits 0", (target, flags, r.stdout)
+    assert (outside / "linked").read_text() == ORIGINAL
+    assert (ws / "repo/.git/config").read_text() == config

@@ -278,22 +278,19 @@ class FileCalls:
         raise OSError(errno.ELOOP, "the path kept changing")
 
     def _undo(self, mark: int) -> None:
-        """Nothing was made: what the checks told the host is taken back (told again if so
-        again)."""
+        """Nothing was made: what the checks told the host is taken back."""
         if self.git is not None:
             self.git.undo_since(mark)
 
     def _checked(self, path: str) -> bool:
-        """Whether git checks the content of a regular file at ``path`` when the command
-        ends (a pointer, a todo list): such a file is never replaced behind its back."""
+        """Whether git checks a regular file at ``path`` by content (never replaced)."""
         return self.git is not None and self.git.checked_kind(path) is not None
 
     def _deny_existing(
         self, fd: int, *, writes: bool = True, ask: Callable[..., str | None] = GitGuard.writing
     ) -> None:
         """Check an existing object reached through a magic link (or named by an fd) by its
-        current path; ``writes``: it is about to be changed (as ``ask`` decides), not only
-        opened."""
+        current path; ``writes``: it is about to be changed (as ``ask`` decides)."""
         real = self.resolver.fd_path(fd)
         st = os.fstat(fd)
         if not real.startswith("/") or st.st_nlink == 0:
@@ -311,11 +308,8 @@ class FileCalls:
     def _open_object(
         self, call: Call, name: str, dir_fd: int | None, flags: int, mode: int
     ) -> Reply:
-        """Open ``name`` for the caller without ever blocking the supervisor.
-
-        ``dir_fd`` None means ``name`` is one of our /proc/self/fd links (a magic link the
-        caller's path ended in), which is followed; otherwise the name is not followed.
-        """
+        """Open ``name`` for the caller without ever blocking the supervisor. ``dir_fd``
+        None: ``name`` is one of our /proc/self/fd links, followed; else it is not followed."""
         user_nonblock = bool(flags & os.O_NONBLOCK)
         cloexec = bool(flags & os.O_CLOEXEC)
         ours = flags | os.O_NOCTTY | os.O_CLOEXEC
@@ -369,7 +363,7 @@ class FileCalls:
             raise OSError(errno.EAGAIN, "the FIFO was replaced")
         name, dir_fd = f"/proc/self/fd/{held[0]}", None
         notif_id = call.id
-        wflags = flags & ~(os.O_CREAT | os.O_EXCL)
+        wflags = flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)  # through our /proc link
         with self._fifo_lock:
             if self._fifo_waits >= FIFO_WAITS_MAX:
                 os.close(held[0])  # each would hold a descriptor and a thread of the guard's
@@ -398,7 +392,10 @@ class FileCalls:
         return DEFERRED
 
     def _open_ctty(self, call: Call, flags: int, cloexec: bool) -> Reply:
-        """``/dev/tty`` means the caller's controlling terminal, not ours."""
+        """``/dev/tty`` means the caller's controlling terminal, not ours: one of its fds,
+        checked after the open (a thread of the caller's may dup2 another file there)."""
+        if flags & os.O_CREAT and flags & os.O_EXCL:
+            raise OSError(errno.EEXIST, "exists")
         stat_line = os.read(
             call.own(os.open("stat", os.O_RDONLY, dir_fd=call.proc_fd)), 4096
         ).decode("ascii", "replace")
@@ -416,6 +413,10 @@ class FileCalls:
                     flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW),
                     dir_fd=call.proc_fd,
                 )
+                got = os.fstat(fd)
+                if not stat.S_ISCHR(got.st_mode) or got.st_rdev != tty_nr:
+                    os.close(fd)
+                    raise OSError(errno.EAGAIN, "the terminal's descriptor changed")
                 return Fd(fd, cloexec)
         raise OSError(errno.ENXIO, "controlling terminal not found among the caller's fds")
 

@@ -66,6 +66,8 @@ def plan_open(
     if not exists:
         return plain
     st = os.stat(res.kernel_name, dir_fd=res.parent_fd, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        return WriteOpen(flags, mode)  # the kernel refuses it as it is (EISDIR)
     if not linked(st):
         return plain
     if not truncate or flags & O_ACCMODE == os.O_RDONLY or checked(res.path):
