@@ -177,6 +177,8 @@ if pid == 0:  # a session of its own, the terminal its controlling one
     linked = os.open(sys.argv[3], os.O_RDONLY)  # a read-only open: never the guard's
     stop = time.monotonic() + float(sys.argv[1])
     hits = 0
+    # /dev/tty itself, or a descriptor of it (opened read-only: not the guard's) reopened
+    path = "/dev/tty" if sys.argv[4] == "name" else f"/proc/self/fd/{os.open('/dev/tty', 0)}"
 
     def swap():
         while time.monotonic() < stop:
@@ -186,7 +188,7 @@ if pid == 0:  # a session of its own, the terminal its controlling one
     threading.Thread(target=swap, daemon=True).start()
     while time.monotonic() < stop:
         try:
-            fd = os.open("/dev/tty", int(sys.argv[2]))
+            fd = os.open(path, int(sys.argv[2]))
         except OSError:
             continue
         if not os.path.stat.S_ISCHR(os.fstat(fd).st_mode):
@@ -219,12 +221,17 @@ def test_dev_tty_opens_the_terminal_not_what_took_its_number(rf: Runner) -> None
     for dirpath, _, files in os.walk(ws / "repo"):
         for name in [dirpath, *(os.path.join(dirpath, f) for f in files)]:
             os.chown(name, rf.uid, rf.gid)
-    writes = (os.O_WRONLY | os.O_APPEND, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    tries = [
+        (os.O_WRONLY | os.O_APPEND, "name"),
+        (os.O_WRONLY | os.O_CREAT | os.O_EXCL, "name"),
+        (os.O_WRONLY | os.O_TRUNC, "fd"),  # truncated by the open itself, before any check
+    ]
     # a file with an outside name; a file the guard alone keeps from being written in place
     for target in ("linked", "repo/.git/config"):
-        for flags in writes:
-            r = rf("run", "--", "python3", "-c", TTY_RACE, "3", str(flags), target, cwd=ws)
+        for flags, how in tries:
+            argv = ["python3", "-c", TTY_RACE, "2", str(flags), target, how]
+            r = rf("run", "--", *argv, cwd=ws)
             assert r.returncode == 0, r.stderr
             assert r.stdout.strip() == "hits 0", (target, flags, r.stdout)
-    assert (outside / "linked").read_text() == ORIGINAL
-    assert (ws / "repo/.git/config").read_text() == config
+            assert (outside / "linked").read_text() == ORIGINAL, (target, flags)
+            assert (ws / "repo/.git/config").read_text() == config, (target, flags)

@@ -26,6 +26,7 @@ from ringfence.platforms.linux.guard_rules import (
     protected_by,
 )
 from ringfence.platforms.linux.nameguard.call import AT_FDCWD, Call, Handler
+from ringfence.platforms.linux.nameguard.ctty import open_ctty
 from ringfence.platforms.linux.nameguard.ffi import (
     SOCKADDR_MAX,
     SUN_PATH_MAX,
@@ -320,7 +321,7 @@ class FileCalls:
         except FileNotFoundError:
             probe = None
         if probe is not None and stat.S_ISCHR(probe.st_mode) and probe.st_rdev == DEV_TTY:
-            return self._open_ctty(call, ours, cloexec)
+            return open_ctty(call, ours, cloexec)
         try:
             fd = os.open(name, ours | os.O_NONBLOCK, mode & 0o7777, dir_fd=dir_fd)
         except OSError as exc:
@@ -332,7 +333,7 @@ class FileCalls:
         st = os.fstat(fd)
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == DEV_TTY:
             os.close(fd)
-            return self._open_ctty(call, ours, cloexec)
+            return open_ctty(call, ours, cloexec)
         if stat.S_ISFIFO(st.st_mode) and not user_nonblock and (flags & O_ACCMODE) == os.O_RDONLY:
             os.close(fd)  # a blocking read-open waits for a writer: do that in a thread
             return self._defer_fifo(call, name, dir_fd, ours, cloexec)
@@ -390,35 +391,6 @@ class FileCalls:
                 self._fifo_waits -= 1
             raise OSError(errno.EAGAIN, "no thread to wait for a FIFO's peer in") from None
         return DEFERRED
-
-    def _open_ctty(self, call: Call, flags: int, cloexec: bool) -> Reply:
-        """``/dev/tty`` means the caller's controlling terminal, not ours: one of its fds,
-        checked after the open (a thread of the caller's may dup2 another file there)."""
-        if flags & os.O_CREAT and flags & os.O_EXCL:
-            raise OSError(errno.EEXIST, "exists")
-        stat_line = os.read(
-            call.own(os.open("stat", os.O_RDONLY, dir_fd=call.proc_fd)), 4096
-        ).decode("ascii", "replace")
-        tty_nr = int(stat_line.rsplit(")", 1)[1].split()[4])
-        if tty_nr == 0:
-            raise OSError(errno.ENXIO, "no controlling terminal")
-        for entry in os.listdir(call.own(os.open("fd", os.O_RDONLY, dir_fd=call.proc_fd))):
-            try:
-                st = os.stat(f"fd/{entry}", dir_fd=call.proc_fd)
-            except OSError:
-                continue
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == tty_nr:
-                fd = os.open(
-                    f"fd/{entry}",
-                    flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW),
-                    dir_fd=call.proc_fd,
-                )
-                got = os.fstat(fd)
-                if not stat.S_ISCHR(got.st_mode) or got.st_rdev != tty_nr:
-                    os.close(fd)
-                    raise OSError(errno.EAGAIN, "the terminal's descriptor changed")
-                return Fd(fd, cloexec)
-        raise OSError(errno.ENXIO, "controlling terminal not found among the caller's fds")
 
     def _mkdir(self, call: Call, syscall: str, dirfd: int, path_arg: int, mode: int) -> Reply:
         path = call.read_path(path_arg)

@@ -18,6 +18,7 @@ descriptor, so a link put in place after the guard looked is caught too.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -67,7 +68,7 @@ def plan_open(
         return plain
     st = os.stat(res.kernel_name, dir_fd=res.parent_fd, follow_symlinks=False)
     if stat.S_ISDIR(st.st_mode):
-        return WriteOpen(flags, mode)  # the kernel refuses it as it is (EISDIR)
+        raise OSError(errno.EISDIR, "is a directory")  # as the kernel says for a write
     if not linked(st):
         return plain
     if not truncate or flags & O_ACCMODE == os.O_RDONLY or checked(res.path):
