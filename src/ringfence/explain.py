@@ -90,6 +90,11 @@ def render(plan: LinuxPlan, argv: Sequence[str] = ()) -> str:
         lines.append(f"  socket families allowed: {nets}")
     lines.append("")
     state = "on" if plan.guard_enabled else "off"
+    if plan.guard_enabled and not (plan.guard_names or plan.guard_paths or plan.guard_git != "off"):
+        # the filter sends it socket calls alone: opens, links and metadata go to the kernel
+        state = (
+            "on, for unix sockets only (no protected names; writes through hard links unchecked)"
+        )
     lines.append(f"name guard (seccomp user notification): {state}")
     if plan.guard_names:
         lines.append("  protected names, at any depth under a writable root:")

@@ -73,6 +73,11 @@ def test_explain_text_is_readable(rf: Runner) -> None:
     assert r.returncode == 0, r.stderr
     assert "network:    on" in r.stdout
     assert "writable root" in r.stdout and "name guard (seccomp user notification): on" in r.stdout
+    assert "unix sockets only" not in r.stdout
+    # without the protected names the guard sees socket calls alone, and says so
+    r = rf("explain", "--no-default-protect", cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert "on, for unix sockets only (no protected names; writes through hard links" in r.stdout
 
 
 def test_explain_full_access_says_there_is_no_boundary(rf: Runner) -> None:
