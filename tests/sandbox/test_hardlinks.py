@@ -235,3 +235,46 @@ def test_dev_tty_opens_the_terminal_not_what_took_its_number(rf: Runner) -> None
             assert r.stdout.strip() == "hits 0", (target, flags, r.stdout)
             assert (outside / "linked").read_text() == ORIGINAL, (target, flags)
             assert (ws / "repo/.git/config").read_text() == config, (target, flags)
+
+
+MANY_FDS = r"""
+import os, pty, resource
+pid, master = pty.fork()
+if pid == 0:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), min(hard, 8192)))
+    null = os.open("/dev/null", os.O_RDWR)
+    tty = os.dup(0)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    for _ in range(4000):
+        os.dup(null)
+    os.dup2(tty, 6000)  # the terminal only past the descriptors the guard looks at
+    os.close(tty)
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR))
+        said = "opened"
+    except OSError as e:
+        said = os.strerror(e.errno)
+    with open("said", "w") as f:
+        f.write(said)
+    os._exit(0)
+while True:
+    try:
+        if not os.read(master, 1024):
+            break
+    except OSError:
+        break
+os.waitpid(pid, 0)
+print(open("said").read())
+"""
+
+
+def test_dev_tty_looks_at_a_bounded_number_of_descriptors(rf: Runner) -> None:
+    """The guard looks for the terminal among the caller's descriptors while it holds a
+    lock every sandbox's guard takes: a command with thousands of them stalled the others
+    (an outside review). stdin, stdout and stderr come first, then at most a few hundred."""
+    ws = rf.mkdir()
+    r = rf("run", "--", "python3", "-c", MANY_FDS, cwd=ws)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "No such device or address", r.stdout  # not past the bound
