@@ -42,10 +42,9 @@ START_TIMEOUT = 30.0
 MAX_READY_INITS = 4
 
 RUNNER_MODULE = "ringfence.platforms.linux.sandbox_side"
-# The runner's first lines: ringfence from where this process found it, nothing else added.
-# ringfence alone is taken from the directory it was found in (which may hold any other
-# package, or a module named like an optional one of the standard library's): the rest of
-# the runner's imports come from the standard library.
+# The runner's first lines: ringfence alone is taken from the directory this process found
+# it in (which may hold any other package, or a module named like an optional one of the
+# standard library's); the rest of the runner's imports come from the standard library.
 RUNNER_BOOT = (
     "import sys, importlib.machinery as m, importlib.util as u; "
     "s = m.PathFinder.find_spec('ringfence', [sys.argv[1]]); "
