@@ -123,8 +123,14 @@ def _pump(proc: Process, master: int, deadline: float | None, timeout: float | N
         if master in ready and not _relay_output(master):
             return
         if writable:
-            with contextlib.suppress(BlockingIOError):
+            try:
                 del pending[: os.write(master, pending[: 1 << 16])]
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                if e.errno != errno.EIO:  # EIO: the command is gone; its output ends next
+                    raise
+                pending.clear()
         if 0 in ready:
             data = os.read(0, 1 << 16)
             if not data:  # our input ended: end the command's input the terminal's way
