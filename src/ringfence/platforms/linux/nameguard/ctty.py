@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import stat
+from collections.abc import Iterator
 
 from ringfence.platforms.linux.nameguard.call import Call
 from ringfence.platforms.linux.nameguard.results import Fd, Reply
@@ -18,14 +20,17 @@ from ringfence.platforms.linux.nameguard.results import Fd, Reply
 # lock every sandbox's guard takes while it looks, and a command may hold 20,000 of them
 # (about 48 ms of stat calls each time it opened /dev/tty: an outside review).
 WALK_MAX = 256
+STDIO = ("0", "1", "2")
 
 
-def _candidates(call: Call) -> list[str]:
+def _candidates(call: Call) -> Iterator[str]:
     """stdin, stdout and stderr first (where a terminal almost always is), then at most
-    WALK_MAX other descriptors of the caller's, lowest first."""
-    names = os.listdir(call.own(os.open("fd", os.O_RDONLY, dir_fd=call.proc_fd)))
-    rest = sorted(int(n) for n in names if n.isdigit() and int(n) > 2)[:WALK_MAX]
-    return [*(n for n in ("0", "1", "2") if n in names), *map(str, rest)]
+    WALK_MAX other descriptors of the caller's, lowest first. The kernel lists them in that
+    order, one entry at a time: the listing stops there, however many the caller holds."""
+    yield from STDIO
+    with os.scandir(call.own(os.open("fd", os.O_RDONLY, dir_fd=call.proc_fd))) as entries:
+        others = (e.name for e in entries if e.name not in STDIO)
+        yield from itertools.islice(others, WALK_MAX)
 
 
 def open_ctty(call: Call, flags: int, cloexec: bool) -> Reply:
