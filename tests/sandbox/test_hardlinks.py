@@ -166,7 +166,20 @@ def test_opens_that_write_nothing_or_fail_leave_the_name(rf: Runner) -> None:
     assert (outside / "linked").read_text() == ORIGINAL
 
 
-TTY_RACE = r"""
+# The parent's side of the probes below: it reads the child's terminal until the child is
+# gone (a pty's master must be read, or the child blocks writing to it), then reaps it.
+WAIT_FOR_THE_CHILD = """
+while True:
+    try:
+        if not os.read(master, 1024):
+            break
+    except OSError:
+        break
+os.waitpid(pid, 0)
+"""
+
+TTY_RACE = (
+    r"""
 import os, pty, sys, threading, time
 pid, master = pty.fork()
 if pid == 0:  # a session of its own, the terminal its controlling one
@@ -198,15 +211,12 @@ if pid == 0:  # a session of its own, the terminal its controlling one
     with open("hits", "w") as f:
         f.write(str(hits))
     os._exit(0)
-while True:
-    try:
-        if not os.read(master, 1024):
-            break
-    except OSError:
-        break
-os.waitpid(pid, 0)
+"""
+    + WAIT_FOR_THE_CHILD
+    + r"""
 print("hits", open("hits").read())
 """
+)
 
 
 def test_dev_tty_opens_the_terminal_not_what_took_its_number(rf: Runner) -> None:
@@ -237,7 +247,8 @@ def test_dev_tty_opens_the_terminal_not_what_took_its_number(rf: Runner) -> None
             assert (ws / "repo/.git/config").read_text() == config, (target, flags)
 
 
-MANY_FDS = r"""
+MANY_FDS = (
+    r"""
 import os, pty, resource
 pid, master = pty.fork()
 if pid == 0:
@@ -259,15 +270,12 @@ if pid == 0:
     with open("said", "w") as f:
         f.write(said)
     os._exit(0)
-while True:
-    try:
-        if not os.read(master, 1024):
-            break
-    except OSError:
-        break
-os.waitpid(pid, 0)
+"""
+    + WAIT_FOR_THE_CHILD
+    + r"""
 print(open("said").read())
 """
+)
 
 
 def test_dev_tty_looks_at_a_bounded_number_of_descriptors(rf: Runner) -> None:

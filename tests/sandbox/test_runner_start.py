@@ -12,7 +12,6 @@ user, unconfined, when the next session started (an outside review, with a plant
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 from conftest import Runner
@@ -43,18 +42,8 @@ def test_the_runner_imports_nothing_from_the_workspace_or_pythonpath(rf: Runner)
     (on_path / "resource.py").write_text(PLANTED.format(marker=str(markers[2])))
     script = elsewhere / "api.py"  # not in the workspace: the host's own sys.path[0]
     script.write_text(API_SCRIPT)
-    env = rf.env()
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(on_path), env.get("PYTHONPATH")) if p)
-    r = subprocess.run(
-        [rf.python, str(script), str(ws), rf.nonce],
-        cwd=ws,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        **rf.popen_kwargs(),  # type: ignore[arg-type]
-    )
+    path = os.pathsep.join(p for p in (str(on_path), rf.env().get("PYTHONPATH")) if p)
+    r = rf.py(str(script), str(ws), rf.nonce, cwd=ws, env={"PYTHONPATH": path})
     assert [m.name for m in markers if m.exists()] == [], r.stderr
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"proof-42-{rf.nonce} 0", r.stdout  # the session ran it
@@ -80,16 +69,7 @@ def test_the_host_imports_nothing_a_command_leaves_late(rf: Runner) -> None:
     the API warns that such a place is importable."""
     ws, elsewhere = rf.mkdir(), rf.mkdir()
     marker = elsewhere / "planted-termios-ran"
-    r = subprocess.run(
-        [rf.python, "-c", PTY_SCRIPT, str(ws), rf.nonce, str(marker)],
-        cwd=ws,
-        env=rf.env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        **rf.popen_kwargs(),  # type: ignore[arg-type]
-    )
+    r = rf.py("-c", PTY_SCRIPT, str(ws), rf.nonce, str(marker), cwd=ws)
     assert not marker.exists(), r.stderr
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"pty-42-{rf.nonce}", r.stdout
@@ -134,18 +114,8 @@ def test_ringfence_in_the_workspace_stays_read_only(rf: Runner) -> None:
         (ws / "src" / name).write_text(IN_THE_RUNNER.format(marker=str(markers[-1])))
     script = elsewhere / "own.py"
     script.write_text(OWN_CODE_SCRIPT)
-    env = rf.env()
-    env["PYTHONPATH"] = str(ws / "src")
-    r = subprocess.run(
-        [rf.python, "-P", str(script), str(ws), rf.nonce],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        **rf.popen_kwargs(),  # type: ignore[arg-type]
-    )
+    env = {"PYTHONPATH": str(ws / "src")}
+    r = rf.py("-P", str(script), str(ws), rf.nonce, cwd=elsewhere, env=env)
     assert [m.name for m in markers if m.exists()] == [], r.stderr  # the runner took none
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["refused-append", "refused-new", "refused-move"], r.stdout
