@@ -8,6 +8,12 @@ command can leave ``termios.py`` there and the next import of it runs the comman
 this process, with your rights, outside the sandbox. No sandbox can stop that from inside:
 the caller is told, once per session, and can start Python with ``-P`` (or ``-I``), or from
 outside the workspace.
+
+ringfence's own commands (``ringfence run``, ``mcp``, ``session start``) are told the same of
+their own ``sys.path``: a ``ringfence`` installed in a virtualenv inside the workspace imports
+that environment's other packages, its ``.pth`` files and its ``bin/`` (a console script's
+first entry), all of which a command can write (ringfence's own files there are read-only,
+hostfacts.own_code_paths). The next start of ringfence would run what a command left there.
 """
 
 from __future__ import annotations
@@ -46,4 +52,23 @@ def warn_if_writable(places: Iterable[str]) -> None:
             "first imported. Start Python with -P (or -I), or from outside the workspace.",
             RuntimeWarning,
             stacklevel=3,
+        )
+
+
+_told: set[str] = set()  # the entries this process has told of
+
+
+def tell_front_end(places: Iterable[str]) -> None:
+    """ringfence's own commands: a line on stderr, once per process (a ``RuntimeWarning``
+    would name a source line of ringfence, which the user can do nothing about)."""
+    if _told:
+        return
+    found = writable_entries(places, sys.path, "/")  # the CLI drops the working directory
+    if found:
+        _told.add(found[0])
+        sys.stderr.write(
+            f"ringfence: warning: ringfence imports Python modules from {found[0]!r}, which "
+            "commands in this sandbox can write: what a command leaves there runs with your "
+            "rights the next time ringfence starts. Install ringfence outside the workspace "
+            "(pipx install ringfence, or uv tool install ringfence).\n"
         )

@@ -318,10 +318,12 @@ class Session:
                 "subprocess directly, or ringfence run --mode full-access)"
             )
         self.plan = plan
-        if _plan is None:  # the API; ringfence's front ends say so in SECURITY.md
-            from ringfence.importpaths import warn_if_writable
+        from ringfence import importpaths
 
-            warn_if_writable(plan.writable_places())
+        if _plan is None:  # the API
+            importpaths.warn_if_writable(plan.writable_places())
+        else:  # ringfence's own front ends
+            importpaths.tell_front_end(plan.writable_places())
         self.output_limit = output_limit
         self.on_network_request = on_network_request
         self.audit: AuditLog | None = None

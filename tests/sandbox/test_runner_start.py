@@ -121,3 +121,37 @@ def test_ringfence_in_the_workspace_stays_read_only(rf: Runner) -> None:
     assert r.stdout.split() == ["refused-append", "refused-new", "refused-move"], r.stdout
     assert (ws / "mine").read_text() == f"mine-{rf.nonce}\n"  # the rest of it is writable
     assert not (ws / "src/ringfence/planted.py").exists()
+
+
+WARNING = "ringfence: warning: ringfence imports Python modules from"
+
+
+def test_ringfence_importing_from_the_workspace_says_so_on_every_run(rf: Runner) -> None:
+    """ringfence run started from a virtualenv inside the workspace: its other packages,
+    .pth files and bin/ stay writable (only ringfence's own files are read-only), so the user
+    is told, on every run, cached ones included; the native launcher (which imports nothing
+    to tell it) keeps no entry for such a request, so every run takes a path that says so."""
+    from ringfence.platforms.linux import native
+
+    ws = rf.mkdir()
+    (ws / "lib").mkdir()
+    os.chown(ws / "lib", rf.uid, rf.gid)
+    inside = {"PYTHONPATH": ":".join(filter(None, [rf.pythonpath, str(ws / "lib")]))}
+    script = "echo ran-$0"
+    # (the environment is part of a request's key: compiled, compiled and kept, run kept)
+    for how in ("off", "explain", "explain"):
+        env = {**inside, "RINGFENCE_NATIVE": how}
+        r = rf("run", "--", "sh", "-c", script, rf.nonce, cwd=ws, env=env)
+        assert (r.returncode, r.stdout) == (0, f"ran-{rf.nonce}\n"), r.stderr
+        assert f"{WARNING} {str(ws / 'lib')!r}" in r.stderr, r.stderr
+        assert r.stderr.count(WARNING) == 1, r.stderr
+        if how == "explain" and native.available():
+            assert "ringfence: not run by the native launcher: no kept request" in r.stderr
+    # without that path, the same request is not warned about and runs natively once kept
+    for kept in (False, True):
+        env = {"RINGFENCE_NATIVE": "explain"}
+        r = rf("run", "--", "sh", "-c", script, rf.nonce, cwd=ws, env=env)
+        assert (r.returncode, r.stdout) == (0, f"ran-{rf.nonce}\n"), r.stderr
+        assert WARNING not in r.stderr, r.stderr
+        if kept and native.available():
+            assert "not run by the native launcher" not in r.stderr, r.stderr

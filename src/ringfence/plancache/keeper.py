@@ -74,6 +74,10 @@ class Keeper:
         plan, opts = entry.plan, entry.options
         if not native.available() or not isinstance(plan, LinuxPlan) or opts["tty"] or opts["ask"]:
             return
+        from ringfence import importpaths
+
+        if importpaths.writable_entries(plan.writable_places(), sys.path, "/"):
+            return  # the Python paths tell the user, on every run (importpaths.tell_front_end)
         from ringfence.audit import default_path
         from ringfence.connection import plan_digest
         from ringfence.plancache import native_entry
