@@ -3,7 +3,10 @@
 The command gets a pseudo-terminal from the sandbox's private devpts, never the caller's
 terminal: whatever it does to its terminal (TIOCSTI, a changed mode) stays on that pty. Here we
 put the caller's terminal in raw mode, copy bytes both ways, follow window-size changes, and
-restore the terminal however the command ends.
+restore the terminal however the command ends. What the command prints reaches the caller's
+terminal through an allowlist of what is safe to show (terminal_filter.py): the terminal
+emulator acts on control sequences with the caller's rights (the clipboard, files, answers
+typed into the input).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ringfence.session import Process
+    from ringfence.terminal_filter import TerminalFilter
 
 EOT = b"\x04"
 ANSWERS = {"o": "once", "once": "once", "s": "session", "session": "session"}
@@ -107,7 +111,11 @@ PENDING_MAX = 1 << 20
 def _pump(proc: Process, master: int, deadline: float | None, timeout: float | None) -> None:
     """Copy both ways until the command lets go of its terminal. Writes to the terminal never
     block: a command that stops reading (in raw mode, say) while input is piped in must not
-    keep its output from being relayed, nor the timeout from ending it."""
+    keep its output from being relayed, nor the timeout from ending it. The output reaches
+    yours through the terminal filter (terminal_filter.py): only what is safe to show."""
+    from ringfence.terminal_filter import TerminalFilter
+
+    shown = TerminalFilter()
     os.set_blocking(master, False)
     pending = bytearray()
     reading = True  # our stdin
@@ -120,7 +128,8 @@ def _pump(proc: Process, master: int, deadline: float | None, timeout: float | N
             ready, writable, _ = select.select(inputs, [master] if pending else [], [], wait)
         except InterruptedError:
             continue
-        if master in ready and not _relay_output(master):
+        if master in ready and not _relay_output(master, shown):
+            _write_all(1, shown.end())
             return
         if writable:
             try:
@@ -140,8 +149,9 @@ def _pump(proc: Process, master: int, deadline: float | None, timeout: float | N
                 pending += data
 
 
-def _relay_output(master: int) -> bool:
-    """The command's output so far to ours; False once it has let go of its terminal."""
+def _relay_output(master: int, shown: TerminalFilter) -> bool:
+    """The command's output so far to ours (what of it may be shown); False once it has let
+    go of its terminal."""
     try:
         data = os.read(master, 1 << 16)
     except BlockingIOError:
@@ -151,7 +161,7 @@ def _relay_output(master: int) -> bool:
             raise
         return False
     if data:
-        _write_all(1, data)
+        _write_all(1, shown.feed(data))
     return bool(data)
 
 

@@ -35,3 +35,29 @@ def test_a_command_that_stops_reading_still_times_out(rf: Runner) -> None:
     assert r.returncode == 124, r.stderr
     assert f"ready-42-{rf.nonce}" in r.stdout.decode(errors="replace")  # it ran, in there
     assert b"timed out after 3 s" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_what_the_command_prints_reaches_the_terminal_filtered(rf: Runner) -> None:
+    """The command's output passes an allowlist on its way to our terminal: a colour does, a
+    clipboard write (OSC 52), a tmux passthrough and a title report request do not (see
+    tests/unit/test_terminal_filter.py for the whole list)."""
+    ws = rf.mkdir()
+    script = (
+        r"printf 'A\033]52;c;ZWNobyBwd25lZA==\007B\033Ptmux;\033\033]52;c;QQ==\007\033\\'; "
+        r"printf 'C\033[21tD\033[1mproof-%s\033[0m\n' $((6*7))-$0"
+    )
+    r = subprocess.run(
+        rf.argv(["run", "-t", "--", "sh", "-c", script, rf.nonce]),
+        cwd=ws,
+        env=rf.env(),
+        input=b"",
+        capture_output=True,
+        timeout=60,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.replace(b"\r\n", b"\n")
+    assert f"CD\x1b[1mproof-42-{rf.nonce}\x1b[0m\n".encode() in out, out  # it ran, in there
+    assert out.startswith(b"AB"), out
+    assert b"]52" not in out and b"\x1bP" not in out and b"[21t" not in out, out

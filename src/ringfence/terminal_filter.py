@@ -1,0 +1,179 @@
+"""What a command run with ``-t`` (or ``ringfence shell``) may say to your terminal.
+
+The relay copies the command's terminal output to yours, and your terminal emulator acts on
+what it reads there with your rights, outside every boundary: a control sequence can set
+your clipboard (OSC 52, for you to paste into a shell later) or read it back to the
+command, have the terminal save a file (iTerm2's OSC 1337) or read one and show it (kitty's
+graphics), pass a sequence through tmux to the terminal around it (a DCS string), report a
+window title the command set as if you had typed it (``CSI 21 t``), or answer ENQ with its
+answerback text. Those answers are typed into the command's input while it runs, and into
+your shell once it has ended.
+
+So the relay passes only what is known to be safe, an allowlist, and drops every other
+sequence whole (its introducer and its payload, so nothing of it reaches the terminal as a
+sequence or as text): printable text; tab, newline, carriage return, backspace, vertical
+tab, form feed and bell; CSI sequences (cursor, erase, colours, modes, status and device
+reports, which answer with numbers only) except window operations, of which only the title
+stack (22, 23) passes; the short ESC forms (charset, keypad, save and restore cursor);
+and OSC for window titles (0, 1, 2), colours (4, 10-12, 104, 110-112), hyperlinks (8) and
+prompt marks (133), when printable and at most ``STRING_MAX`` bytes. Every DCS, APC, PM and
+SOS string, every other OSC, every other C0 control and the C1 controls (8-bit forms in
+UTF-8) are dropped.
+
+The output is read as UTF-8 (a byte that is no part of a character passes as it is, unless it
+is 0x80-0x9F, which a terminal not in UTF-8 mode takes for a C1 control: dropped). The state
+is kept across reads: a character or sequence split between two reads is held (at most
+``STRING_MAX`` bytes) and a dropped string is skipped to its end without being held.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+STRING_MAX = 4096  # an allowed OSC longer than this is dropped (and never held longer)
+HOLD_MAX = 256  # an unfinished CSI or short ESC form longer than this is dropped
+
+# A run of what passes as it is: text but ESC, the C0 controls other than bell, backspace,
+# tab, the line feeds and carriage return, the C1 controls (U+0080-U+009F) and the bytes
+# 0x80-0x9F that are no part of a character (decoded to U+DC80-U+DC9F); and CSI sequences
+# but window operations (``t``). DEL passes (a terminal ignores it).
+_TEXT = "[^\\x00-\\x06\\x0e-\\x1f\\x80-\\x9f\\udc80-\\udc9f]+"
+_RUN = re.compile(f"(?:{_TEXT}|\\x1b\\[[0-?]*[ -/]*[@-su-~])*")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udc9f]")  # what an OSC may not hold
+_CSI = re.compile(r"\x1b\[([0-?]*)([ -/]*)([@-~])")
+_CSI_PREFIX = re.compile(r"\x1b\[[0-?]*[ -/]*\Z")
+_SHORT = re.compile(r"\x1b[ -/]*[0-~]")  # nF, Fp, Fe and Fs forms (the long ones aside)
+_SHORT_PREFIX = re.compile(r"\x1b[ -/]*\Z")
+_STRING_INTRO = frozenset("]PX^_")  # OSC, DCS, SOS, PM, APC
+_OSC_PASSED = frozenset({0, 1, 2, 4, 8, 10, 11, 12, 104, 110, 111, 112, 133})
+_OSC_NUMBER = re.compile(r"([0-9]{1,4})(?:;|\Z)")
+# A string ends at ST (ESC \) or BEL; CAN and SUB abort it, and so does ESC with anything
+# else (the terminal starts a new sequence there: so do we).
+_STRING_END = re.compile("[\x07\x18\x1a\x1b]")
+_TITLE_STACK = re.compile(r"2[23](?:;[0-9]*)*")
+
+
+class TerminalFilter:
+    """One output stream's filter: ``feed`` each read, ``end`` when the stream ends."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._held = ""  # an unfinished sequence from the last read
+        self._skipping = False  # inside a dropped string: skip to its end
+        self._osc: list[str] | None = None  # inside an allowed-so-far OSC: its payload
+        self._osc_len = 0
+
+    def feed(self, data: bytes) -> bytes:
+        """What of ``data`` (after what the last read left unfinished) may be shown."""
+        return self._filter(self._decoder.decode(data))
+
+    def end(self) -> bytes:
+        """The stream ended: what is left of a character passes as bytes (dropped if it
+        could be a C1 control); an unfinished sequence is dropped, never shown."""
+        rest = self._decoder.decode(b"", final=True)
+        self._held = ""
+        out = b"" if self._skipping or self._osc is not None else self._filter(rest)
+        self._skipping, self._osc, self._held = False, None, ""
+        return out
+
+    def _filter(self, text: str) -> bytes:
+        text, self._held = self._held + text, ""
+        out: list[str] = []
+        i, n = 0, len(text)
+        while i < n:
+            if self._skipping or self._osc is not None:
+                i = self._in_string(text, i, out)
+                continue
+            m = _RUN.match(text, i)  # text and the commonest sequences, in one go
+            assert m is not None  # it matches the empty string
+            out.append(m.group(0))
+            i = m.end()
+            if i == n:
+                break
+            char = text[i]
+            if char == "\x1b":
+                i = self._escape(text, i, out)
+            else:  # any other control (a C1 one, a lone 0x80-0x9F byte) is dropped
+                i += 1
+        return "".join(out).encode("utf-8", "surrogateescape")
+
+    def _escape(self, text: str, i: int, out: list[str]) -> int:
+        """Handle the sequence starting with the ESC at ``i``; the index after it (the end
+        of the text when it is unfinished: then it is held)."""
+        if i + 1 == len(text):
+            self._held = text[i:]
+            return len(text)
+        intro = text[i + 1]
+        if intro in _STRING_INTRO:
+            if intro == "]":
+                self._osc, self._osc_len = [], 0
+            else:
+                self._skipping = True
+            return i + 2
+        if intro == "[":
+            m = _CSI.match(text, i)
+            if m is None:
+                return self._unfinished(text, i, _CSI_PREFIX)
+            if _csi_passed(m.group(1), m.group(2), m.group(3)):
+                out.append(m.group(0))
+            return m.end()
+        m = _SHORT.match(text, i)
+        if m is None:
+            return self._unfinished(text, i, _SHORT_PREFIX)
+        out.append(m.group(0))
+        return m.end()
+
+    def _unfinished(self, text: str, i: int, prefix: re.Pattern[str]) -> int:
+        """A sequence that has not ended: held if the text ran out inside it (and it is not
+        too long: then it is dropped), else it was broken by a character that cannot be in
+        it: its ESC is dropped and what follows is read again as text or a new sequence."""
+        if prefix.match(text, i) is None:
+            return i + 1
+        if len(text) - i <= HOLD_MAX:
+            self._held = text[i:]
+        return len(text)
+
+    def _in_string(self, text: str, i: int, out: list[str]) -> int:
+        """Inside an OSC or a dropped string: up to its end (or the text's)."""
+        m = _STRING_END.search(text, i)
+        end = len(text) if m is None else m.start()
+        if self._osc is not None:
+            self._osc.append(text[i:end])
+            self._osc_len += end - i
+            if self._osc_len > STRING_MAX:
+                self._osc, self._skipping = None, True  # too long: dropped, not held
+        if m is None:
+            return len(text)
+        stop = text[end]
+        if stop == "\x1b":
+            if end + 1 == len(text):  # ST or a new sequence: the next read says
+                self._held = text[end:]
+                return len(text)
+            if text[end + 1] != "\\":  # aborted: the ESC starts a new sequence
+                self._osc, self._skipping = None, False
+                return end
+            after = end + 2
+        else:
+            after = end + 1
+        if self._osc is not None and stop in "\x07\x1b":
+            payload = "".join(self._osc)
+            if _osc_passed(payload):
+                out.append("\x1b]" + payload + text[end:after])
+        self._osc, self._skipping = None, False
+        return after
+
+
+def _csi_passed(params: str, intermediates: str, final: str) -> bool:
+    """Every CSI sequence but window operations (``t``: report the title, move, resize,
+    iconify), of which only the title stack's push and pop pass."""
+    if final != "t":
+        return True
+    return not intermediates and _TITLE_STACK.fullmatch(params) is not None
+
+
+def _osc_passed(payload: str) -> bool:
+    m = _OSC_NUMBER.match(payload)
+    if m is None or int(m.group(1)) not in _OSC_PASSED:
+        return False
+    return _CONTROL.search(payload) is None  # printable

@@ -1,0 +1,110 @@
+"""What ``ringfence run -t`` lets a command say to your terminal (terminal_filter.py): what is
+safe to show passes unchanged; what the terminal emulator would act on with your rights (the
+clipboard, files, passthrough to an outer terminal, answers typed back in) is dropped whole,
+however the output is split between reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from ringfence.terminal_filter import HOLD_MAX, STRING_MAX, TerminalFilter
+
+ESC = b"\x1b"
+ST = ESC + b"\\"
+
+PASSED = [
+    b"plain text, caf\xc3\xa9, \xe2\x9c\x93 and \xf0\x9f\x90\x8d\r\n",
+    b"tab\tbell\x07back\x08vt\x0bff\x0c del\x7f",
+    ESC + b"[31mred" + ESC + b"[0m " + ESC + b"[1;38;5;208mbold",  # colours
+    ESC + b"[2J" + ESC + b"[H" + ESC + b"[10;20H" + ESC + b"[K" + ESC + b"[3A",  # cursor
+    ESC + b"[?1049h" + ESC + b"[?25l" + ESC + b"[?2004h" + ESC + b"[?1049l",  # modes
+    ESC + b"[6n" + ESC + b"[c" + ESC + b"[>c" + ESC + b"[5 q",  # reports (numbers only)
+    ESC + b"[22;0t" + ESC + b"[23;0t" + ESC + b"[22t",  # the title stack
+    ESC + b"7" + ESC + b"8" + ESC + b"(B" + ESC + b"=" + ESC + b">" + ESC + b"M",  # short forms
+    ESC + b"]0;my title\x07" + ESC + b"]2;other" + ST,  # titles
+    ESC + b"]8;;https://example.org/\x07link" + ESC + b"]8;;\x07",  # a hyperlink
+    ESC + b"]11;?\x07" + ESC + b"]4;1;rgb:ff/00/00" + ST + ESC + b"]104\x07",  # colours
+    ESC + b"]133;A\x07",  # a prompt mark
+]
+
+DROPPED = {
+    "clipboard set (OSC 52)": ESC + b"]52;c;ZWNobyBwd25lZA==\x07",
+    "clipboard set, ended by ST": ESC + b"]52;c;ZWNobyBwd25lZA==" + ST,
+    "clipboard read (OSC 52 ?)": ESC + b"]52;c;?\x07",
+    "iTerm2 file download (OSC 1337)": ESC + b"]1337;File=name=eA==;inline=0:AAAA\x07",
+    "kitty file transfer (OSC 5113)": ESC + b"]5113;ac=send;id=1\x07",
+    "notification (OSC 9, 777)": ESC + b"]9;hi\x07" + ESC + b"]777;notify;a;b\x07",
+    "font (OSC 50)": ESC + b"]50;?\x07",
+    "cwd report (OSC 7)": ESC + b"]7;file:///etc\x07",
+    "a title with a control inside": ESC + b"]0;a\nb\x07",
+    "a title with a C1 control inside": ESC + b"]0;a\xc2\x9bb\x07",
+    "tmux passthrough (DCS)": ESC + b"Ptmux;" + ESC + ESC + b"]52;c;QQ==\x07" + ST,
+    "DECRQSS and XTGETTCAP (DCS)": ESC + b"P$qm" + ST + ESC + b"P+q544e" + ST,
+    "sixel (DCS)": ESC + b"Pq#0;2;0;0;0#0!10~" + ST,
+    "kitty graphics from a file (APC)": ESC + b"_Ga=T,t=f;L2V0Yy9wYXNzd2Q=" + ST,
+    "PM and SOS strings": ESC + b"^private" + ST + ESC + b"Xstring" + ST,
+    "title report (CSI 21 t)": ESC + b"[21t",
+    "icon label report (CSI 20 t)": ESC + b"[20t",
+    "window moves and sizes (CSI t)": ESC + b"[3;0;0t" + ESC + b"[8;1;1t" + ESC + b"[14t",
+    "ENQ (answerback) and other C0": b"\x05\x00\x01\x0e\x0f\x18\x1a",
+    "C1 controls in UTF-8": b"\xc2\x9b" + b"\xc2\x9d" + b"\xc2\x90" + b"\xc2\x9c",
+    "bare 8-bit C1 bytes": b"\x9b\x9d\x90\x9c\x85",
+}
+
+
+def shown(data: bytes, pieces: int = 1) -> bytes:
+    f = TerminalFilter()
+    step = max(1, len(data) // pieces)
+    out = b"".join(f.feed(data[i : i + step]) for i in range(0, len(data), step))
+    return out + f.end()
+
+
+@pytest.mark.parametrize("data", PASSED)
+def test_what_is_safe_to_show_passes_unchanged(data: bytes) -> None:
+    assert shown(data) == data
+
+
+@pytest.mark.parametrize("name", DROPPED)
+def test_what_the_terminal_would_act_on_is_dropped_whole(name: str) -> None:
+    data = b"before " + DROPPED[name] + b" after"
+    got = shown(data)
+    assert got.startswith(b"before ") and got.endswith(b" after"), got
+    # nothing of a dropped string reaches the terminal as a sequence, nor as text
+    assert b"\x1b]" not in got and b"\x1bP" not in got and b"\x1b_" not in got, got
+    assert all(b not in got for b in (b"52;", b"1337", b"5113", b"\x05", b"\x9b", b"\x9d"))
+    assert b"[21t" not in got and b"[20t" not in got and b"[14t" not in got, got
+
+
+def test_every_split_gives_the_same_answer() -> None:
+    data = b"".join(PASSED) + b"".join(DROPPED.values()) + b"end \xc3\xa9"
+    whole = shown(data)
+    for k in range(1, len(data)):
+        f = TerminalFilter()
+        assert f.feed(data[:k]) + f.feed(data[k:]) + f.end() == whole, k
+    assert shown(data, pieces=len(data)) == whole  # one byte at a time
+
+
+def test_a_string_is_aborted_as_the_terminal_aborts_it() -> None:
+    # ESC other than ST ends a string and starts a new sequence; CAN and SUB abort it
+    assert shown(ESC + b"]0;t" + ESC + b"[31mred") == ESC + b"[31mred"
+    assert shown(ESC + b"]0;t\x18x" + ESC + b"Pq\x1ay") == b"xy"
+    # a broken CSI loses its ESC (the rest is plain text): the terminal never sees it
+    assert shown(ESC + b"[2\x081t") == b"[2\x081t"
+
+
+def test_unfinished_and_overlong_sequences_are_never_shown_nor_held() -> None:
+    f = TerminalFilter()
+    assert f.feed(b"x" + ESC + b"]0;never ended") == b"x"
+    assert f.end() == b""
+    long_title = ESC + b"]0;" + b"t" * STRING_MAX + b"\x07after"
+    assert shown(long_title, pieces=7) == b"after"
+    f = TerminalFilter()  # a dropped string of any length is skipped, not kept
+    out = f.feed(ESC + b"Pq")
+    for _ in range(200):
+        out += f.feed(b"#0;2;0;0;0" * 10_000)
+        assert len(f._held) <= 1 and f._osc is None
+    assert out + f.feed(ST + b"done") + f.end() == b"done"
+    f = TerminalFilter()
+    assert f.feed(ESC + b"[" + b"1;" * HOLD_MAX) == b""  # too long for a CSI: dropped
+    assert len(f._held) == 0
+    assert f.feed(b"m ok") + f.end() == b"m ok"
