@@ -12,18 +12,21 @@ your shell once it has ended.
 So the relay passes only what is known to be safe, an allowlist, and drops every other
 sequence whole (its introducer and its payload, so nothing of it reaches the terminal as a
 sequence or as text): printable text; tab, newline, carriage return, backspace, vertical
-tab, form feed and bell; CSI sequences (cursor, erase, colours, modes, status and device
-reports, which answer with numbers only) except window operations, of which only the title
-stack (22, 23) passes; the short ESC forms (charset, keypad, save and restore cursor);
-and OSC for window titles (0, 1, 2), colours (4, 10-12, 104, 110-112), hyperlinks (8) and
-prompt marks (133), when printable and at most ``STRING_MAX`` bytes. Every DCS, APC, PM and
-SOS string, every other OSC, every other C0 control and the C1 controls (8-bit forms in
-UTF-8) are dropped.
+tab, form feed and bell; the CSI sequences of a known list (cursor, erase, colours, modes,
+status and device reports, which answer with numbers only: not window operations, of which
+only the title stack passes, nor media copy or the screen checksum); the short ESC forms of
+a known list (charsets, keypad, save and restore cursor: not leaving UTF-8); and OSC for
+window titles (0, 1, 2), colours (4, 10-12, 104, 110-112), hyperlinks (8) and prompt marks
+(133), when printable and at most ``STRING_MAX`` bytes. Every DCS, APC, PM and SOS string,
+every other OSC, every other C0 control and the C1 controls (8-bit forms in UTF-8) are
+dropped.
 
-The output is read as UTF-8 (a byte that is no part of a character passes as it is, unless it
-is 0x80-0x9F, which a terminal not in UTF-8 mode takes for a C1 control: dropped). The state
-is kept across reads: a character or sequence split between two reads is held (at most
-``STRING_MAX`` bytes) and a dropped string is skipped to its end without being held.
+The output is read as UTF-8, as the terminal is assumed to read it (a byte that is no part of
+a character passes as it is, unless it is 0x80-0x9F, which a terminal not in UTF-8 mode takes
+for a C1 control: dropped; a terminal set to an 8-bit character set would also take such a
+byte inside a character, U+201D say, for one). The state is kept across reads: a character
+or sequence split between two reads is held (at most ``STRING_MAX`` bytes) and a dropped
+string is skipped to its end without being held.
 """
 
 from __future__ import annotations
@@ -34,16 +37,43 @@ import re
 STRING_MAX = 4096  # an allowed OSC longer than this is dropped (and never held longer)
 HOLD_MAX = 256  # an unfinished CSI or short ESC form longer than this is dropped
 
+# The CSI sequences that pass, by intermediate bytes and final byte (parameters, with the
+# private markers ``? > < =``, are free). Without intermediates: cursor moves, erase, insert
+# and delete, scrolling, tab stops, colours (SGR), modes, device and status reports (their
+# answers are numbers), the scroll region, cursor save and restore, keyboard protocol; with
+# them: cursor style, soft reset, conformance level, character protection, mode reports,
+# the rectangle edits and the SGR and colour stacks. Not passed, among others: window
+# operations (``t``, title and size reports; only the title stack passes, _TITLE_STACK),
+# media copy (``i``, printer passthrough), the screen checksum (``* y``, which reads the
+# screen back cell by cell) and anything a terminal may add tomorrow.
+_CSI_FINALS: dict[str, str] = {
+    "": "@ABCDEFGHIJKLMPSTWXZ`abcdefghjklmnqrsux",
+    " ": "@Aq",
+    "!": "p",
+    '"': "pq",
+    "$": "prtvxz{",
+    "#": "PQpq{}",
+    "'": "}~",
+}
+# The short ESC forms that pass, the same way. Not passed: ``ESC % @`` (leave UTF-8: the
+# terminal would then take the byte 0x9D inside a character such as U+201D for an OSC),
+# the 8-bit controls' switches (``ESC SP``), and anything else.
+_ESC_FINALS: dict[str, str] = {
+    "": "6789=>DEHMNOZ\\cno|}~",
+    "#": "34568",
+    "%": "G",
+    **dict.fromkeys("()*+-./", "".join(map(chr, range(0x30, 0x7F)))),
+}
 # A run of what passes as it is: text but ESC, the C0 controls other than bell, backspace,
 # tab, the line feeds and carriage return, the C1 controls (U+0080-U+009F) and the bytes
-# 0x80-0x9F that are no part of a character (decoded to U+DC80-U+DC9F); and CSI sequences
-# but window operations (``t``). DEL passes (a terminal ignores it).
+# 0x80-0x9F that are no part of a character (decoded to U+DC80-U+DC9F); and the commonest
+# CSI sequences (no intermediates). DEL passes (a terminal ignores it).
 _TEXT = "[^\\x00-\\x06\\x0e-\\x1f\\x80-\\x9f\\udc80-\\udc9f]+"
-_RUN = re.compile(f"(?:{_TEXT}|\\x1b\\[[0-?]*[ -/]*[@-su-~])*")
+_RUN = re.compile(f"(?:{_TEXT}|\\x1b\\[[0-?]*[{re.escape(_CSI_FINALS[''])}])*")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\udc80-\udc9f]")  # what an OSC may not hold
 _CSI = re.compile(r"\x1b\[([0-?]*)([ -/]*)([@-~])")
 _CSI_PREFIX = re.compile(r"\x1b\[[0-?]*[ -/]*\Z")
-_SHORT = re.compile(r"\x1b[ -/]*[0-~]")  # nF, Fp, Fe and Fs forms (the long ones aside)
+_SHORT = re.compile(r"\x1b([ -/]*)([0-~])")  # nF, Fp, Fe and Fs forms (the long ones aside)
 _SHORT_PREFIX = re.compile(r"\x1b[ -/]*\Z")
 _STRING_INTRO = frozenset("]PX^_")  # OSC, DCS, SOS, PM, APC
 _OSC_PASSED = frozenset({0, 1, 2, 4, 8, 10, 11, 12, 104, 110, 111, 112, 133})
@@ -121,7 +151,8 @@ class TerminalFilter:
         m = _SHORT.match(text, i)
         if m is None:
             return self._unfinished(text, i, _SHORT_PREFIX)
-        out.append(m.group(0))
+        if m.group(2) in _ESC_FINALS.get(m.group(1), ""):
+            out.append(m.group(0))
         return m.end()
 
     def _unfinished(self, text: str, i: int, prefix: re.Pattern[str]) -> int:
@@ -165,11 +196,10 @@ class TerminalFilter:
 
 
 def _csi_passed(params: str, intermediates: str, final: str) -> bool:
-    """Every CSI sequence but window operations (``t``: report the title, move, resize,
-    iconify), of which only the title stack's push and pop pass."""
-    if final != "t":
-        return True
-    return not intermediates and _TITLE_STACK.fullmatch(params) is not None
+    """Whether a CSI sequence is one that passes (_CSI_FINALS, and the title stack)."""
+    if final == "t":
+        return not intermediates and _TITLE_STACK.fullmatch(params) is not None
+    return final in _CSI_FINALS.get(intermediates, "")
 
 
 def _osc_passed(payload: str) -> bool:

@@ -21,6 +21,8 @@ PASSED = [
     ESC + b"[6n" + ESC + b"[c" + ESC + b"[>c" + ESC + b"[5 q",  # reports (numbers only)
     ESC + b"[22;0t" + ESC + b"[23;0t" + ESC + b"[22t",  # the title stack
     ESC + b"7" + ESC + b"8" + ESC + b"(B" + ESC + b"=" + ESC + b">" + ESC + b"M",  # short forms
+    ESC + b"(0" + ESC + b")B" + ESC + b"#8" + ESC + b"%G" + ESC + b"c",
+    ESC + b"[ q" + ESC + b"[!p" + ESC + b"[?2026$p" + ESC + b"[#{" + ESC + b"[#}",  # with bytes
     ESC + b"]0;my title\x07" + ESC + b"]2;other" + ST,  # titles
     ESC + b"]8;;https://example.org/\x07link" + ESC + b"]8;;\x07",  # a hyperlink
     ESC + b"]11;?\x07" + ESC + b"]4;1;rgb:ff/00/00" + ST + ESC + b"]104\x07",  # colours
@@ -46,6 +48,9 @@ DROPPED = {
     "title report (CSI 21 t)": ESC + b"[21t",
     "icon label report (CSI 20 t)": ESC + b"[20t",
     "window moves and sizes (CSI t)": ESC + b"[3;0;0t" + ESC + b"[8;1;1t" + ESC + b"[14t",
+    "screen checksum (CSI * y, reads the screen)": ESC + b"[1;1;1;1;9;9*y" + ESC + b"[*y",
+    "media copy (CSI i, printer passthrough)": ESC + b"[5i" + ESC + b"[?5i",
+    "leaving UTF-8 (ESC % @) and 8-bit switches": ESC + b"%@" + ESC + b" G" + ESC + b" F",
     "ENQ (answerback) and other C0": b"\x05\x00\x01\x0e\x0f\x18\x1a",
     "C1 controls in UTF-8": b"\xc2\x9b" + b"\xc2\x9d" + b"\xc2\x90" + b"\xc2\x9c",
     "bare 8-bit C1 bytes": b"\x9b\x9d\x90\x9c\x85",
@@ -73,6 +78,7 @@ def test_what_the_terminal_would_act_on_is_dropped_whole(name: str) -> None:
     assert b"\x1b]" not in got and b"\x1bP" not in got and b"\x1b_" not in got, got
     assert all(b not in got for b in (b"52;", b"1337", b"5113", b"\x05", b"\x9b", b"\x9d"))
     assert b"[21t" not in got and b"[20t" not in got and b"[14t" not in got, got
+    assert b"*y" not in got and b"5i" not in got and b"%@" not in got and b" G" not in got
 
 
 def test_every_split_gives_the_same_answer() -> None:
