@@ -24,9 +24,10 @@ import tty
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ringfence.terminal_filter import TerminalFilter, reads_utf8
+
 if TYPE_CHECKING:
     from ringfence.session import Process
-    from ringfence.terminal_filter import TerminalFilter
 
 EOT = b"\x04"
 ANSWERS = {"o": "once", "once": "once", "s": "session", "session": "session"}
@@ -91,12 +92,16 @@ def relay(proc: Process, timeout: float | None) -> None:
 
     old_winch = signal.signal(signal.SIGWINCH, resize) if interactive else None
     deadline = None if timeout is None else time.monotonic() + timeout
+    shown = TerminalFilter(utf8=reads_utf8(os.environ))
     try:
         if interactive:
             resize()
             tty.setraw(0)
-        _pump(proc, master, deadline, timeout)
+        _pump(proc, master, shown, deadline, timeout)
     finally:
+        if os.isatty(1):  # the modes the command left changed, put back
+            with contextlib.suppress(OSError):
+                _write_all(1, shown.restore())
         if saved is not None:
             termios.tcsetattr(0, termios.TCSAFLUSH, saved)
         if old_winch is not None:
@@ -108,14 +113,17 @@ def relay(proc: Process, timeout: float | None) -> None:
 PENDING_MAX = 1 << 20
 
 
-def _pump(proc: Process, master: int, deadline: float | None, timeout: float | None) -> None:
+def _pump(
+    proc: Process,
+    master: int,
+    shown: TerminalFilter,
+    deadline: float | None,
+    timeout: float | None,
+) -> None:
     """Copy both ways until the command lets go of its terminal. Writes to the terminal never
     block: a command that stops reading (in raw mode, say) while input is piped in must not
     keep its output from being relayed, nor the timeout from ending it. The output reaches
     yours through the terminal filter (terminal_filter.py): only what is safe to show."""
-    from ringfence.terminal_filter import TerminalFilter
-
-    shown = TerminalFilter()
     os.set_blocking(master, False)
     pending = bytearray()
     reading = True  # our stdin

@@ -61,3 +61,26 @@ def test_what_the_command_prints_reaches_the_terminal_filtered(rf: Runner) -> No
     assert f"CD\x1b[1mproof-42-{rf.nonce}\x1b[0m\n".encode() in out, out  # it ran, in there
     assert out.startswith(b"AB"), out
     assert b"]52" not in out and b"\x1bP" not in out and b"[21t" not in out, out
+
+
+def test_under_the_c_locale_no_byte_a_terminal_takes_for_a_c1_control_gets_through(
+    rf: Runner,
+) -> None:
+    """GNU screen started under LANG=C reads 8-bit controls: 0x9D at the end of U+045D is
+    an OSC there (an outside review set the clipboard and typed into the host shell so).
+    The relay follows the locale it runs under."""
+    ws = rf.mkdir()
+    script = r"printf '\321\23552;c;QQ==\007 \321\23321t proof-%s\n' $((6*7))-$0"
+    r = subprocess.run(
+        rf.argv(["run", "-t", "--", "sh", "-c", script, rf.nonce]),
+        cwd=ws,
+        env={**rf.env(), "LANG": "C"},
+        input=b"",
+        capture_output=True,
+        timeout=60,
+        check=False,
+        **rf.popen_kwargs(),  # type: ignore[arg-type]
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"proof-42-{rf.nonce}".encode() in r.stdout, r.stdout  # it ran, in there
+    assert not any(0x80 <= b <= 0x9F for b in r.stdout), r.stdout

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringfence.terminal_filter import HOLD_MAX, STRING_MAX, TerminalFilter
+from ringfence.terminal_filter import HOLD_MAX, STRING_MAX, TerminalFilter, reads_utf8
 
 ESC = b"\x1b"
 ST = ESC + b"\\"
@@ -114,3 +114,58 @@ def test_unfinished_and_overlong_sequences_are_never_shown_nor_held() -> None:
     assert f.feed(ESC + b"[" + b"1;" * HOLD_MAX) == b""  # too long for a CSI: dropped
     assert len(f._held) == 0
     assert f.feed(b"m ok") + f.end() == b"m ok"
+
+
+def test_hyperlinks_pass_to_the_web_only() -> None:
+    web = ESC + b"]8;;https://example.org/\x07x" + ESC + b"]8;;\x07"
+    assert shown(web) == web
+    for uri in (b"file:///etc/passwd", b"vscode://open?x", b"ssh://host", b"javascript:x"):
+        got = shown(ESC + b"]8;id=1;" + uri + b"\x07x" + ESC + b"]8;;\x07")
+        assert got == b"x" + ESC + b"]8;;\x07", got
+
+
+@pytest.mark.parametrize(
+    ("env", "utf8"),
+    [
+        ({}, False),
+        ({"LANG": "C"}, False),
+        ({"LANG": "C", "LC_CTYPE": "C.UTF-8"}, False),  # Python's own coercion (PEP 538)
+        ({"LANG": "en_US.ISO-8859-1"}, False),
+        ({"LANG": "en_US.UTF-8"}, True),
+        ({"LANG": "de_DE.utf8"}, True),
+        ({"LANG": "C", "LC_ALL": "C.UTF-8"}, True),
+        ({"LANG": "en_US.UTF-8", "LC_ALL": "C"}, False),
+        ({"LANG": "sr_RS.UTF-8@latin"}, True),
+    ],
+)
+def test_the_terminal_is_taken_to_read_utf8_only_when_the_locale_says_so(
+    env: dict[str, str], utf8: bool
+) -> None:
+    assert reads_utf8(env) is utf8
+
+
+def test_an_8bit_terminal_gets_no_byte_it_would_take_for_a_c1_control() -> None:
+    """A terminal that reads Latin-1 (GNU screen under LANG=C) takes 0x9D at the end of
+    U+045D for an OSC: every 0x80-0x9F byte is dropped there, inside a character or not."""
+    attack = "\u045d52;c;QQ==\x07 \u045b21t \u0450$qm".encode() + ESC + b"\\"
+    f = TerminalFilter(utf8=False)
+    got = f.feed(attack) + f.end()
+    assert not any(0x80 <= b <= 0x9F for b in got), got
+    assert TerminalFilter(utf8=False).feed(b"caf\xe9 \xa9") == b"caf\xe9 \xa9"  # Latin-1 text
+    assert shown(attack) == attack  # a UTF-8 terminal reads those as characters
+
+
+def test_modes_left_changed_are_put_back() -> None:
+    f = TerminalFilter()
+    f.feed(b"plain " + ESC + b"[31mred" + ESC + b"[0m")
+    assert f.restore() == b""  # nothing lasting changed: nothing is sent
+    f = TerminalFilter()
+    f.feed(ESC + b"[?1000;1006h" + ESC + b"[?1049h" + ESC + b"[>1u" + ESC + b"[>4;2m")
+    f.feed(ESC + b"=" + ESC + b"[2h" + ESC + b"[?25l")
+    back = f.restore()
+    for reset in (b"[?1049l", b"[?1000l", b"[?1006l", b"[?2004l", b"[?25h", b"[2l", b"[<99u"):
+        assert ESC + reset in back, reset
+    assert ESC + b"[>4m" in back and back.endswith(ESC + b">"), back
+    f = TerminalFilter()
+    f.feed(ESC + b"[?1049h" + ESC + b"[?1049l")  # left the alternate screen itself
+    assert b"[?1049l" not in f.restore()
