@@ -58,6 +58,16 @@ def warn_if_writable(places: Iterable[str]) -> None:
 _told: set[str] = set()  # the entries this process has told of
 
 
+def front_end_warning(entry: str) -> str:
+    """What ringfence's own commands say when they import from ``entry``, a writable place."""
+    return (
+        f"warning: ringfence imports Python modules from {entry!r}, which commands in this "
+        "sandbox can write: what a command leaves there runs with your rights when ringfence "
+        "next imports from it (later in this run, or at its next start). Install ringfence "
+        "outside the workspace (pipx, or uv tool install)."
+    )
+
+
 def tell_front_end(places: Iterable[str]) -> None:
     """ringfence's own commands: a line on stderr, once per process (a ``RuntimeWarning``
     would name a source line of ringfence, which the user can do nothing about)."""
@@ -66,9 +76,4 @@ def tell_front_end(places: Iterable[str]) -> None:
     found = writable_entries(places, sys.path, "/")  # the CLI drops the working directory
     if found:
         _told.add(found[0])
-        sys.stderr.write(
-            f"ringfence: warning: ringfence imports Python modules from {found[0]!r}, which "
-            "commands in this sandbox can write: what a command leaves there runs with your "
-            "rights the next time ringfence starts. Install ringfence outside the workspace "
-            "(pipx install ringfence, or uv tool install ringfence).\n"
-        )
+        sys.stderr.write(f"ringfence: {front_end_warning(found[0])}\n")

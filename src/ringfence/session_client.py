@@ -128,7 +128,11 @@ def run(name: str, timeout: float | None, argv: list[str]) -> int:
             return _fail(f"the current directory is gone: {e.strerror}")
         try:
             payload = wire.encode_request(
-                cwd, timeout, [os.fsencode(a) for a in argv], dict(os.environb)
+                cwd,
+                timeout,
+                [os.fsencode(a) for a in argv],
+                dict(os.environb),
+                [os.fsencode(p) for p in sys.path],  # the server warns if it is writable
             )
         except wire.WireError as e:
             return _fail(str(e))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -234,6 +235,8 @@ class SessionServer:
         self._quit_answered = threading.Event()
         self._lock = threading.Lock()
         self.stats = _Stats()
+        # per client sys.path seen: the warning for it, or "" (clients of one install share one)
+        self._path_warnings: dict[tuple[bytes, ...], str] = {}
 
     # -- life ---------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -401,7 +404,16 @@ class SessionServer:
         with self._lock:
             self.stats.running += 1
         try:
-            outcome = self._run_outcome(reader, payload, fds)
+            try:
+                req = wire.decode_request(payload)
+            except wire.WireError as e:
+                outcome = RunResult(EXIT_INTERNAL, message=f"bad request: {e}")
+            else:
+                outcome = self._run_outcome(reader, req, fds)
+                warning = self._imports_warning(req)
+                if warning:
+                    told = f"{warning}\n{outcome.message}" if outcome.message else warning
+                    outcome = dataclasses.replace(outcome, message=told)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -410,13 +422,29 @@ class SessionServer:
                 self.stats.last_activity = time.monotonic()
         self._reply_exit(conn, outcome)
 
-    def _run_outcome(self, reader: wire.FrameReader, payload: bytes, fds: list[int]) -> RunResult:
+    def _imports_warning(self, req: wire.Request) -> str:
+        """The warning for a client that imports from where this session's commands write
+        (a ``ringfence`` in a virtualenv inside the workspace: importpaths.py), or ""."""
+        from ringfence import importpaths
+
+        key = tuple(req.path)
+        warning = self._path_warnings.get(key)
+        if warning is None:
+            path = [os.fsdecode(p) for p in req.path]
+            found = importpaths.writable_entries(
+                self.plan.writable_places(), path, os.fsdecode(req.cwd)
+            )
+            warning = importpaths.front_end_warning(found[0]) if found else ""
+            if len(self._path_warnings) >= 64:  # bounded: clients of odd paths start over
+                self._path_warnings.clear()
+            self._path_warnings[key] = warning
+        return warning
+
+    def _run_outcome(
+        self, reader: wire.FrameReader, req: wire.Request, fds: list[int]
+    ) -> RunResult:
         if len(fds) != 3:
             return RunResult(EXIT_INTERNAL, message="a request must carry stdin, stdout and stderr")
-        try:
-            req = wire.decode_request(payload)
-        except wire.WireError as e:
-            return RunResult(EXIT_INTERNAL, message=f"bad request: {e}")
         assert self.session is not None
         argv = [os.fsdecode(a) for a in req.argv]
         caller_env = {os.fsdecode(k): os.fsdecode(v) for k, v in req.env.items()}

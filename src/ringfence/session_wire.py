@@ -17,7 +17,7 @@ import _socket
 import os
 import sys
 
-VERSION = b"1"
+VERSION = b"2"  # 2: the client's sys.path rides along (the server warns when it is writable)
 MAX_FRAME = 64 << 20  # argv + environment may be large (ARG_MAX), but not this large
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -29,15 +29,21 @@ class WireError(Exception):
 class Request:
     """One command to run (a plain class: ``dataclasses`` costs the client milliseconds)."""
 
-    __slots__ = ("argv", "cwd", "env", "timeout")
+    __slots__ = ("argv", "cwd", "env", "path", "timeout")
 
     def __init__(
-        self, cwd: bytes, timeout: float | None, argv: list[bytes], env: dict[bytes, bytes]
+        self,
+        cwd: bytes,
+        timeout: float | None,
+        argv: list[bytes],
+        env: dict[bytes, bytes],
+        path: list[bytes],
     ) -> None:
         self.cwd = cwd
         self.timeout = timeout
         self.argv = argv
         self.env = env
+        self.path = path  # the client's sys.path: where the client imports from
 
 
 def check_name(name: str) -> str | None:
@@ -77,9 +83,15 @@ def frame(kind: bytes, payload: bytes = b"") -> bytes:
 
 
 def encode_request(
-    cwd: bytes, timeout: float | None, argv: list[bytes], env: dict[bytes, bytes]
+    cwd: bytes,
+    timeout: float | None,
+    argv: list[bytes],
+    env: dict[bytes, bytes],
+    path: list[bytes],
 ) -> bytes:
     parts = [VERSION, cwd, b"" if timeout is None else repr(timeout).encode()]
+    parts.append(str(len(path)).encode())
+    parts.extend(path)
     parts.append(str(len(argv)).encode())
     parts.extend(argv)
     parts.extend(k + b"=" + v for k, v in env.items())
@@ -91,27 +103,35 @@ def encode_request(
 
 def decode_request(payload: bytes) -> Request:
     parts = payload.split(b"\0")
-    if len(parts) < 5 or parts[0] != VERSION:
-        raise WireError("not a request of this ringfence version")
+    if len(parts) < 6 or parts[0] != VERSION:
+        raise WireError(
+            "not a request of this ringfence version (a session started by another version: "
+            "stop it and start it again)"
+        )
     try:
         timeout = float(parts[2]) if parts[2] else None
-        argc = int(parts[3])
+        npath = int(parts[3])
+        if not 0 <= npath <= len(parts) - 6:
+            raise WireError("bad path count")
+        path = parts[4 : 4 + npath]
+        at = 4 + npath
+        argc = int(parts[at])
     except ValueError as e:
         raise WireError(f"bad request field: {e}") from None
     if timeout is not None and not timeout > 0:
         raise WireError("the timeout must be a positive number of seconds")
-    if not 1 <= argc <= len(parts) - 4:
+    if not 1 <= argc <= len(parts) - at - 1:
         raise WireError("bad argument count")
-    argv = parts[4 : 4 + argc]
+    argv = parts[at + 1 : at + 1 + argc]
     env: dict[bytes, bytes] = {}
-    for item in parts[4 + argc :]:
+    for item in parts[at + 1 + argc :]:
         key, sep, value = item.partition(b"=")
         if not sep or not key:
             raise WireError("bad environment entry")
         env[key] = value
     if not argv[0]:
         raise WireError("the command name is empty")
-    return Request(cwd=parts[1], timeout=timeout, argv=argv, env=env)
+    return Request(cwd=parts[1], timeout=timeout, argv=argv, env=env, path=path)
 
 
 class FrameReader:

@@ -320,3 +320,29 @@ def test_a_session_in_a_host_tmp_directory_and_its_lasting_tmp(
     assert not Path(f"/tmp/from-session-{nonce}").exists()
     r = rf.confined(ws, ["cat", f"/tmp/from-session-{nonce}"], env=sessions.env)
     assert r.returncode == 0 and r.stdout.strip() == nonce, r.stderr
+
+
+IMPORTS_WARNING = "ringfence: warning: ringfence imports Python modules from"
+
+
+def test_a_ringfence_that_imports_from_the_workspace_is_told_so(
+    rf: Runner, sessions: Sessions
+) -> None:
+    """``session start`` (daemonized: told before its stderr goes) and every ``run --session``
+    whose own sys.path reaches where the session's commands write (a ringfence in a
+    virtualenv inside the workspace) say so; a client importing from elsewhere is not told
+    (an outside review: neither said anything)."""
+    ws = rf.mkdir()
+    (ws / "lib").mkdir()
+    os.chown(ws / "lib", rf.uid, rf.gid)
+    inside = {"PYTHONPATH": ":".join(filter(None, [rf.pythonpath, str(ws / "lib")]))}
+    r = sessions("session", "start", "--name", "venv", cwd=ws, env=inside)
+    assert r.returncode == 0, r.stderr
+    assert f"{IMPORTS_WARNING} {str(ws / 'lib')!r}" in r.stderr, r.stderr
+    script = "echo ran-$0"
+    r = sessions.run(ws, "venv", "sh", "-c", script, rf.nonce, env=inside)
+    assert (r.returncode, r.stdout) == (0, f"ran-{rf.nonce}\n"), r.stderr
+    assert f"{IMPORTS_WARNING} {str(ws / 'lib')!r}" in r.stderr, r.stderr
+    r = sessions.run(ws, "venv", "sh", "-c", script, rf.nonce)
+    assert (r.returncode, r.stdout) == (0, f"ran-{rf.nonce}\n"), r.stderr
+    assert IMPORTS_WARNING not in r.stderr, r.stderr

@@ -220,6 +220,12 @@ def test_key_changes_with_every_part_of_the_request(monkeypatch: pytest.MonkeyPa
     assert key.request_key(["run"], "/w", {"A": "2"}) != base
     assert key.request_key(["run"], "/w", {"A": "1", "B": ""}) != base
     assert key.request_key(["run", "x y"], "/w", {}) != key.request_key(["run", "x", "y"], "/w", {})
+    # where ringfence imports from: a .pth file added later puts a workspace directory on it
+    # (the kept request would otherwise run natively, without the warning: an outside review)
+    monkeypatch.setattr(key.sys, "path", [*key.sys.path, "/w/lib"])
+    assert key.request_key(["run"], "/w", {"A": "1"}) != base
+    monkeypatch.undo()
+    assert key.request_key(["run"], "/w", {"A": "1"}) == base
     monkeypatch.setattr(key, "__version__", "99.0")
     assert key.request_key(["run"], "/w", {"A": "1"}) != base
 

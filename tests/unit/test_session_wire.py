@@ -17,26 +17,29 @@ from ringfence.forwarded import FORWARDED
 def test_a_request_round_trips_including_non_utf8_bytes() -> None:
     env = {b"PATH": b"/bin", b"ODD": b"\xff\xfe", b"EMPTY": b"", b"EQ": b"a=b"}
     argv = [b"printf", b"%s\n", b"\xe9t\xe9", b""]
-    payload = session_wire.encode_request(b"/w/\xff", 2.5, argv, env)
+    path = [b"/venv/bin", b"/usr/lib/python3.11", b"/odd/\xff"]
+    payload = session_wire.encode_request(b"/w/\xff", 2.5, argv, env, path)
     req = session_wire.decode_request(payload)
     assert (req.cwd, req.timeout, req.argv, req.env) == (b"/w/\xff", 2.5, argv, env)
-    assert (
-        session_wire.decode_request(session_wire.encode_request(b"/", None, [b"x"], {})).timeout
-        is None
-    )
+    assert req.path == path
+    bare = session_wire.decode_request(session_wire.encode_request(b"/", None, [b"x"], {}, []))
+    assert (bare.timeout, bare.path, bare.argv) == (None, [], [b"x"])
 
 
 @pytest.mark.parametrize(
     ("payload", "why"),
     [
         (b"", "not a request"),
-        (b"2\0/\0\x001\0true", "not a request"),
-        (b"1\0/\0soon\x001\0true", "bad request field"),
-        (b"1\0/\0-1\x001\0true", "positive"),
-        (b"1\0/\0\x005\0true", "bad argument count"),
-        (b"1\0/\0\x000\0true", "bad argument count"),
-        (b"1\0/\0\x001\0true\0NOEQUALS", "bad environment entry"),
-        (b"1\0/\0\x001\0\0A=b", "command name is empty"),
+        (b"1\0/\0\x000\x001\0true", "not a request of this ringfence version"),
+        (b"3\0/\0\x000\x001\0true", "not a request"),
+        (b"2\0/\0soon\x000\x001\0true", "bad request field"),
+        (b"2\0/\0-1\x000\x001\0true", "positive"),
+        (b"2\0/\0\x009\x001\0true", "bad path count"),
+        (b"2\0/\0\x00x\x001\0true", "bad request field"),
+        (b"2\0/\0\x001\0/p\x005\0true", "bad argument count"),
+        (b"2\0/\0\x000\x000\0true", "bad argument count"),
+        (b"2\0/\0\x000\x001\0true\0NOEQUALS", "bad environment entry"),
+        (b"2\0/\0\x000\x001\0\0A=b", "command name is empty"),
     ],
 )
 def test_malformed_requests_are_refused_with_a_reason(payload: bytes, why: str) -> None:
@@ -46,7 +49,9 @@ def test_malformed_requests_are_refused_with_a_reason(payload: bytes, why: str) 
 
 def test_a_nul_byte_cannot_smuggle_an_extra_field() -> None:
     with pytest.raises(session_wire.WireError, match="NUL"):
-        session_wire.encode_request(b"/", None, [b"echo", b"a\0b"], {})
+        session_wire.encode_request(b"/", None, [b"echo", b"a\0b"], {}, [])
+    with pytest.raises(session_wire.WireError, match="NUL"):
+        session_wire.encode_request(b"/", None, [b"echo"], {}, [b"/a\0b"])
 
 
 def test_frames_cross_a_stream_in_pieces_with_their_fds() -> None:

@@ -48,6 +48,9 @@ def cmd_session(ns: argparse.Namespace) -> int:
         gate=gate_of(resolved),
     )
     server.bind()
+    from ringfence import importpaths
+
+    importpaths.tell_front_end(plan.writable_places())  # here: a daemon's stderr is gone
     if not ns.foreground:
         return session_server.daemonize(server)
     try:
