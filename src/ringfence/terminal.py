@@ -24,7 +24,8 @@ import tty
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ringfence.terminal_filter import TerminalFilter, reads_utf8
+from ringfence.terminal_filter import TerminalFilter
+from ringfence.terminal_modes import reads_utf8
 
 if TYPE_CHECKING:
     from ringfence.session import Process
@@ -92,16 +93,16 @@ def relay(proc: Process, timeout: float | None) -> None:
 
     old_winch = signal.signal(signal.SIGWINCH, resize) if interactive else None
     deadline = None if timeout is None else time.monotonic() + timeout
-    shown = TerminalFilter(utf8=reads_utf8(os.environ))
+    shown = TerminalFilter(utf8=reads_utf8())
     try:
         if interactive:
             resize()
             tty.setraw(0)
         _pump(proc, master, shown, deadline, timeout)
     finally:
-        if os.isatty(1):  # the modes the command left changed, put back
-            with contextlib.suppress(OSError):
-                _write_all(1, shown.restore())
+        # what the command left changed, put back (also through a pipe: `| tee` shows it)
+        with contextlib.suppress(OSError):
+            _write_all(1, shown.restore())
         if saved is not None:
             termios.tcsetattr(0, termios.TCSAFLUSH, saved)
         if old_winch is not None:

@@ -63,18 +63,22 @@ def test_what_the_command_prints_reaches_the_terminal_filtered(rf: Runner) -> No
     assert b"]52" not in out and b"\x1bP" not in out and b"[21t" not in out, out
 
 
+@pytest.mark.parametrize(
+    "locale", [{"LANG": "C"}, {"LC_CTYPE": "C", "LANG": "C.UTF-8"}, {"LANG": "xx_YY.UTF-8"}]
+)
 def test_under_the_c_locale_no_byte_a_terminal_takes_for_a_c1_control_gets_through(
-    rf: Runner,
+    rf: Runner, locale: dict[str, str]
 ) -> None:
-    """GNU screen started under LANG=C reads 8-bit controls: 0x9D at the end of U+045D is
-    an OSC there (an outside review set the clipboard and typed into the host shell so).
-    The relay follows the locale it runs under."""
+    """GNU screen or xterm started under the C locale read 8-bit controls: 0x9D at the end
+    of U+045D is an OSC there (outside reviews set the clipboard and typed into the host
+    shell so, also with an explicit C LC_CTYPE and with a UTF-8 locale not installed). The
+    relay follows the locale the C library takes."""
     ws = rf.mkdir()
     script = r"printf '\321\23552;c;QQ==\007 \321\23321t proof-%s\n' $((6*7))-$0"
     r = subprocess.run(
         rf.argv(["run", "-t", "--", "sh", "-c", script, rf.nonce]),
         cwd=ws,
-        env={**rf.env(), "LANG": "C"},
+        env={**rf.env(), **locale},
         input=b"",
         capture_output=True,
         timeout=60,

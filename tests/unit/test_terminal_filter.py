@@ -5,9 +5,12 @@ however the output is split between reads."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from ringfence.terminal_filter import HOLD_MAX, STRING_MAX, TerminalFilter, reads_utf8
+from ringfence.terminal_filter import HOLD_MAX, STRING_MAX, TerminalFilter
+from ringfence.terminal_modes import locale_names_utf8
 
 ESC = b"\x1b"
 ST = ESC + b"\\"
@@ -138,10 +141,8 @@ def test_hyperlinks_pass_to_the_web_only() -> None:
         ({"LANG": "sr_RS.UTF-8@latin"}, True),
     ],
 )
-def test_the_terminal_is_taken_to_read_utf8_only_when_the_locale_says_so(
-    env: dict[str, str], utf8: bool
-) -> None:
-    assert reads_utf8(env) is utf8
+def test_the_locale_names_say_utf8_or_not(env: dict[str, str], utf8: bool) -> None:
+    assert locale_names_utf8(env) is utf8
 
 
 def test_an_8bit_terminal_gets_no_byte_it_would_take_for_a_c1_control() -> None:
@@ -155,17 +156,83 @@ def test_an_8bit_terminal_gets_no_byte_it_would_take_for_a_c1_control() -> None:
     assert shown(attack) == attack  # a UTF-8 terminal reads those as characters
 
 
-def test_modes_left_changed_are_put_back() -> None:
+def test_lasting_changes_are_put_back_and_only_those() -> None:
     f = TerminalFilter()
-    f.feed(b"plain " + ESC + b"[31mred" + ESC + b"[0m")
+    f.feed(b"plain " + ESC + b"[31mred" + ESC + b"[0m" + ESC + b"[5;1H")
     assert f.restore() == b""  # nothing lasting changed: nothing is sent
     f = TerminalFilter()
     f.feed(ESC + b"[?1000;1006h" + ESC + b"[?1049h" + ESC + b"[>1u" + ESC + b"[>4;2m")
-    f.feed(ESC + b"=" + ESC + b"[2h" + ESC + b"[?25l")
+    f.feed(ESC + b"=" + ESC + b"[4h" + ESC + b"[?25l" + ESC + b"[1;5r" + ESC + b"[3 q")
+    f.feed(ESC + b"(0" + ESC + b"]11;#ff0000\x07" + ESC + b"[=1;1u")
     back = f.restore()
-    for reset in (b"[?1049l", b"[?1000l", b"[?1006l", b"[?2004l", b"[?25h", b"[2l", b"[<99u"):
+    for reset in (
+        b"[?1049l", b"[?1000l", b"[?1006l", b"[?25h", b"[4l", b"[<99u", b"[=0;1u",
+        b"[>4m", b">", b"7\x1b[r\x1b8", b"[0 q", b"(B", b"]111\x07",
+    ):  # fmt: skip
         assert ESC + reset in back, reset
-    assert ESC + b"[>4m" in back and back.endswith(ESC + b">"), back
+    assert b"[?2004l" not in back  # only what was changed
+    assert back.startswith(ESC + b"[?1049l")  # the main screen first
     f = TerminalFilter()
-    f.feed(ESC + b"[?1049h" + ESC + b"[?1049l")  # left the alternate screen itself
-    assert b"[?1049l" not in f.restore()
+    f.feed(ESC + b"[?1049;47h")  # both alternate screens: both are left
+    assert ESC + b"[?1049l" in f.restore() and ESC + b"[?47l" in f.restore()
+
+
+@pytest.mark.parametrize(
+    ("data", "got"),
+    [
+        (ESC + b"[?1000;2;2048;1001h", ESC + b"[?1000h"),  # VT52, resize and hilite reports
+        (ESC + b"[?2l", b""),  # VT52: the restore would not be understood
+        (ESC + b"[12l" + ESC + b"[2h", b""),  # SRM (echoes a password) and KAM (locks keys)
+        (ESC + b"[?1;1003;2004s" + ESC + b"[?1;1003;2004r", b""),  # XTSAVE and XTRESTORE
+        (ESC + b"[?r" + ESC + b"[?s", b""),
+        (ESC + b"[>5;1m" + ESC + b"[>4;1f" + ESC + b"[>1s", b""),  # other key resources
+        (ESC + b"[61;1\"p", b""),  # the conformance level
+        (ESC + b"n" + ESC + b"o" + ESC + b"}" + ESC + b"*0" + ESC + b"k", b""),  # shifts, screen
+        (ESC + b"[?" + b"1" * 4000 + b"h", b""),  # a number no terminal reads (not a crash)
+        (ESC + b"[1;2" + b";" * 10 + b"?5h", b""),  # a private marker inside
+    ],
+)
+def test_sequences_with_lasting_or_unreadable_effects_are_dropped(data: bytes, got: bytes) -> None:
+    f = TerminalFilter()
+    assert f.feed(data) + f.end() == got
+    assert f.restore() == (ESC + b"[?1000l" if got else b"")
+
+
+def test_a_restore_is_bounded_however_many_resources_are_named() -> None:
+    f = TerminalFilter()
+    for n in range(100_000):
+        f.feed(ESC + b"[>%dm" % n)
+    assert len(f.restore()) < 64
+
+
+LOCALE_PROBE = "from ringfence.terminal_modes import reads_utf8; print(reads_utf8())"
+
+
+@pytest.mark.parametrize(
+    ("env", "utf8"),
+    [
+        ({"LANG": "C.UTF-8"}, True),
+        ({"LC_ALL": "C.UTF-8"}, True),
+        ({"LANG": "C"}, False),
+        ({}, False),
+        ({"LC_CTYPE": "C", "LANG": "C.UTF-8"}, False),  # Python coerces LC_CTYPE (PEP 538)
+        ({"LANG": "xx_YY.UTF-8"}, False),  # not installed: the C library falls back to C
+    ],
+)
+def test_the_terminal_is_taken_to_read_utf8_only_when_the_c_library_does(
+    env: dict[str, str], utf8: bool
+) -> None:
+    """An outside review: the names alone said UTF-8 for an explicit C LC_CTYPE and for a
+    locale that is not installed (ssh forwards LANG), while xterm and screen read 8 bits."""
+    import subprocess
+    import sys
+
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "HOME")}
+    r = subprocess.run(
+        [sys.executable, "-c", LOCALE_PROBE],
+        env={**keep, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert r.stdout.strip() == str(utf8), r.stderr
