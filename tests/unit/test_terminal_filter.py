@@ -186,7 +186,7 @@ def test_lasting_changes_are_put_back_and_only_those() -> None:
         (ESC + b"[?1;1003;2004s" + ESC + b"[?1;1003;2004r", b""),  # XTSAVE and XTRESTORE
         (ESC + b"[?r" + ESC + b"[?s", b""),
         (ESC + b"[>5;1m" + ESC + b"[>4;1f" + ESC + b"[>1s", b""),  # other key resources
-        (ESC + b"[61;1\"p", b""),  # the conformance level
+        (ESC + b'[61;1"p', b""),  # the conformance level
         (ESC + b"n" + ESC + b"o" + ESC + b"}" + ESC + b"*0" + ESC + b"k", b""),  # shifts, screen
         (ESC + b"[?" + b"1" * 4000 + b"h", b""),  # a number no terminal reads (not a crash)
         (ESC + b"[1;2" + b";" * 10 + b"?5h", b""),  # a private marker inside
