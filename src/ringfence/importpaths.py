@@ -39,12 +39,20 @@ def writable_entries(places: Iterable[str], path: Sequence[str], cwd: str) -> li
     return found
 
 
+def import_places() -> list[str]:
+    """Where this Python imports from: ``sys.path``, and the bytecode cache prefix when one
+    is set (``PYTHONPYCACHEPREFIX``: every module's ``.pyc`` is read from there, ringfence's
+    own read-only ones too)."""
+    prefix = sys.pycache_prefix
+    return [*sys.path, prefix] if prefix else list(sys.path)
+
+
 def warn_if_writable(places: Iterable[str]) -> None:
     try:
         cwd = os.getcwd()
     except OSError:
         cwd = "/"
-    found = writable_entries(places, sys.path, cwd)
+    found = writable_entries(places, import_places(), cwd)
     if found:
         warnings.warn(
             f"Python imports from {found[0]!r}, which the sandbox may write: a module a "
@@ -73,7 +81,7 @@ def tell_front_end(places: Iterable[str]) -> None:
     would name a source line of ringfence, which the user can do nothing about)."""
     if _told:
         return
-    found = writable_entries(places, sys.path, "/")  # the CLI drops the working directory
+    found = writable_entries(places, import_places(), "/")  # the CLI drops the cwd
     if found:
         _told.add(found[0])
         sys.stderr.write(f"ringfence: {front_end_warning(found[0])}\n")

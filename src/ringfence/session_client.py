@@ -94,6 +94,23 @@ def _std_fds() -> tuple[int, int, int]:
     return out[0], out[1], out[2]
 
 
+def _import_places() -> list[bytes]:
+    """Where this client imports from (importpaths.import_places, without its import)."""
+    places = [*sys.path, sys.pycache_prefix] if sys.pycache_prefix else sys.path
+    return [os.fsencode(p) for p in places]
+
+
+def _after_warnings(reader: wire.FrameReader) -> "tuple[bytes, bytes] | None":
+    """The first frame that is not a warning; warnings (sent before the command starts) go
+    to stderr as they come."""
+    got = reader.read()
+    while got is not None and got[0] == b"W":
+        sys.stderr.write("ringfence: " + got[1].decode("utf-8", "replace") + "\n")
+        sys.stderr.flush()
+        got = reader.read()
+    return got
+
+
 def connect(name: str) -> _socket.socket:
     """A connection to session ``name``; FileNotFoundError/ConnectionRefusedError if none."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
@@ -132,7 +149,7 @@ def run(name: str, timeout: float | None, argv: list[str]) -> int:
                 timeout,
                 [os.fsencode(a) for a in argv],
                 dict(os.environb),
-                [os.fsencode(p) for p in sys.path],  # the server warns if it is writable
+                _import_places(),  # the server warns when the session can write one
             )
         except wire.WireError as e:
             return _fail(str(e))
@@ -162,7 +179,7 @@ def run(name: str, timeout: float | None, argv: list[str]) -> int:
             forward(sig, None)
         reader = wire.FrameReader(sock)
         try:
-            got = reader.read()
+            got = _after_warnings(reader)
         except (OSError, wire.WireError) as e:
             return _fail(f"lost session {name!r}: {e}")
         if got is None or got[0] != b"X":

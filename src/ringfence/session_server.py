@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
-import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -236,7 +236,7 @@ class SessionServer:
         self._lock = threading.Lock()
         self.stats = _Stats()
         # per client sys.path seen: the warning for it, or "" (clients of one install share one)
-        self._path_warnings: dict[tuple[bytes, ...], str] = {}
+        self._path_warnings: dict[bytes, str] = {}
 
     # -- life ---------------------------------------------------------------------------------
     def bind(self) -> None:
@@ -409,11 +409,11 @@ class SessionServer:
             except wire.WireError as e:
                 outcome = RunResult(EXIT_INTERNAL, message=f"bad request: {e}")
             else:
-                outcome = self._run_outcome(reader, req, fds)
                 warning = self._imports_warning(req)
-                if warning:
-                    told = f"{warning}\n{outcome.message}" if outcome.message else warning
-                    outcome = dataclasses.replace(outcome, message=told)
+                if warning:  # before the command runs: one that never ends is told too
+                    with contextlib.suppress(OSError):
+                        wire.send_all(conn, wire.frame(b"W", printable(warning).encode()))
+                outcome = self._run_outcome(reader, req, fds)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -427,13 +427,12 @@ class SessionServer:
         (a ``ringfence`` in a virtualenv inside the workspace: importpaths.py), or ""."""
         from ringfence import importpaths
 
-        key = tuple(req.path)
+        key = hashlib.sha256(b"\0".join([req.cwd, *req.path])).digest()
         warning = self._path_warnings.get(key)
         if warning is None:
-            path = [os.fsdecode(p) for p in req.path]
-            found = importpaths.writable_entries(
-                self.plan.writable_places(), path, os.fsdecode(req.cwd)
-            )
+            cwd = os.fsdecode(req.cwd)
+            path = [os.path.join(cwd, os.fsdecode(p)) for p in req.path]  # relative: the client's
+            found = importpaths.writable_entries(self.plan.writable_places(), path, cwd)
             warning = importpaths.front_end_warning(found[0]) if found else ""
             if len(self._path_warnings) >= 64:  # bounded: clients of odd paths start over
                 self._path_warnings.clear()

@@ -9,8 +9,9 @@ no escaping is needed and non-UTF-8 names travel unchanged.
 
 Client → server: ``R`` a command (the client's fds 0, 1 and 2 ride along as SCM_RIGHTS),
 ``S`` a signal number to forward, ``I`` describe the session, ``Q`` stop the server.
-Server → client: ``X`` the command ended (exit status, then ringfence's message if any),
-``i`` the description (JSON), ``q`` stopping.
+Server → client: ``W`` a warning, before the command starts (the client's imports lie where
+the session's commands write), ``X`` the command ended (exit status, then ringfence's
+message if any), ``i`` the description (JSON), ``q`` stopping.
 """
 
 import _socket
@@ -18,6 +19,7 @@ import os
 import sys
 
 VERSION = b"2"  # 2: the client's sys.path rides along (the server warns when it is writable)
+MAX_PATH_ENTRIES = 1024  # a client's sys.path: the server resolves each entry
 MAX_FRAME = 64 << 20  # argv + environment may be large (ARG_MAX), but not this large
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -105,13 +107,13 @@ def decode_request(payload: bytes) -> Request:
     parts = payload.split(b"\0")
     if len(parts) < 6 or parts[0] != VERSION:
         raise WireError(
-            "not a request of this ringfence version (a session started by another version: "
-            "stop it and start it again)"
+            "the client and the session are of different ringfence versions (stop the "
+            "session and start it again with this ringfence)"
         )
     try:
         timeout = float(parts[2]) if parts[2] else None
         npath = int(parts[3])
-        if not 0 <= npath <= len(parts) - 6:
+        if not 0 <= npath <= min(len(parts) - 6, MAX_PATH_ENTRIES):
             raise WireError("bad path count")
         path = parts[4 : 4 + npath]
         at = 4 + npath

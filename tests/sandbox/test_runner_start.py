@@ -147,6 +147,22 @@ def test_ringfence_importing_from_the_workspace_says_so_on_every_run(rf: Runner)
         assert r.stderr.count(WARNING) == 1, r.stderr
         if how == "explain" and native.available():
             assert "ringfence: not run by the native launcher: no kept request" in r.stderr
+    # the bytecode cache read from the workspace (PYTHONPYCACHEPREFIX: every module's .pyc,
+    # ringfence's own too, comes from there; review 39 ran host code so)
+    cache = {"PYTHONPYCACHEPREFIX": str(ws / "pyc")}
+    for how in ("off", "explain", "explain"):
+        r = rf(
+            "run",
+            "--",
+            "sh",
+            "-c",
+            script,
+            rf.nonce,
+            cwd=ws,
+            env={**cache, "RINGFENCE_NATIVE": how},
+        )
+        assert (r.returncode, r.stdout) == (0, f"ran-{rf.nonce}\n"), r.stderr
+        assert f"{WARNING} {str(ws / 'pyc')!r}" in r.stderr, r.stderr
     # without that path, the same request is not warned about and runs natively once kept
     for kept in (False, True):
         env = {"RINGFENCE_NATIVE": "explain"}

@@ -346,3 +346,18 @@ def test_a_ringfence_that_imports_from_the_workspace_is_told_so(
     r = sessions.run(ws, "venv", "sh", "-c", script, rf.nonce)
     assert (r.returncode, r.stdout) == (0, f"ran-{rf.nonce}\n"), r.stderr
     assert IMPORTS_WARNING not in r.stderr, r.stderr
+    # told before the command starts: a command that never ends (or is killed) is told too
+    # (review 39: the warning came with the exit status, so a long command went untold)
+    cache = {"PYTHONPYCACHEPREFIX": str(ws / "pyc")}  # bytecode read from the workspace
+    p = rf.popen(
+        "run", "--session", "venv", "--", "sh", "-c", "echo up-$0; sleep 60", rf.nonce,
+        cwd=ws, env={**sessions.env, **cache},
+    )  # fmt: skip
+    try:
+        assert p.stdout is not None and p.stderr is not None
+        assert p.stdout.readline() == f"up-{rf.nonce}\n"  # it runs, in there
+        line = p.stderr.readline()
+        assert line.startswith(f"{IMPORTS_WARNING} {str(ws / 'pyc')!r}"), line
+    finally:
+        p.kill()
+        p.communicate(timeout=30)

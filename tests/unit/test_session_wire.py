@@ -29,12 +29,13 @@ def test_a_request_round_trips_including_non_utf8_bytes() -> None:
 @pytest.mark.parametrize(
     ("payload", "why"),
     [
-        (b"", "not a request"),
-        (b"1\0/\0\x000\x001\0true", "not a request of this ringfence version"),
-        (b"3\0/\0\x000\x001\0true", "not a request"),
+        (b"", "different ringfence versions"),
+        (b"1\0/\0\x000\x001\0true", "different ringfence versions"),
+        (b"3\0/\0\x000\x001\0true", "different ringfence versions"),
         (b"2\0/\0soon\x000\x001\0true", "bad request field"),
         (b"2\0/\0-1\x000\x001\0true", "positive"),
         (b"2\0/\0\x009\x001\0true", "bad path count"),
+        (b"2\0/\0\x001025\0" + b"/p\0" * 1025 + b"1\0true", "bad path count"),
         (b"2\0/\0\x00x\x001\0true", "bad request field"),
         (b"2\0/\0\x001\0/p\x005\0true", "bad argument count"),
         (b"2\0/\0\x000\x000\0true", "bad argument count"),

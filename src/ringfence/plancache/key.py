@@ -64,7 +64,8 @@ def request_key(flags: Sequence[str], cwd: str, env: Mapping[str, str]) -> str:
     here = os.path.dirname(os.path.abspath(__file__))  # which ringfence: its install path
     put("ringfence plan", __version__, here, sys.version, sys.executable, cwd, _boot_id())
     put(*os.uname())
-    put(len(sys.path), *sys.path)  # where this ringfence imports from (a .pth file adds to it)
+    # where this ringfence imports from (a .pth file adds to it; -X pycache_prefix)
+    put(len(sys.path), *sys.path, sys.pycache_prefix or "")
     put(os.getuid(), os.geteuid(), os.getgid(), os.getegid(), tuple(sorted(os.getgroups())))
     put(len(flags), *flags)
     items = sorted(env.items())
