@@ -171,6 +171,7 @@ class Proposal:
         for w in self.widenings:
             if w["kind"] == "writable_root":
                 said.append(f"make the directory {printable(w['path'])} writable")
+                said.extend(_imports_inside(w["path"]))
             elif w["kind"] == "allow_domain":
                 said.append(
                     f"let commands connect to {printable(w['entry'])}"
@@ -193,6 +194,20 @@ class Proposal:
             f"Its reason, in its own words (not checked): {printable(text) or '(none)'}\n"
             "Allow this?"
         )
+
+
+def _imports_inside(path: str) -> list[str]:
+    """A warning for the person when ``path`` holds where this server imports Python from:
+    a command could then change code that runs outside the sandbox (importpaths.py)."""
+    from ringfence import importpaths
+
+    found = importpaths.writable_entries([path], importpaths.import_places(), "/")
+    if not found:
+        return []
+    return [
+        f"WARNING: it holds {printable(found[0])}, Python code this ringfence server runs "
+        "outside the sandbox, with your rights: a command could change it"
+    ]
 
 
 def propose(

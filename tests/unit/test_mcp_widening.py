@@ -226,3 +226,22 @@ def test_a_widening_request_is_audited_in_one_line() -> None:
     assert record["reason"].startswith("token=[REDACTED] ") and len(record["reason"]) < 520
     line = format_record(record)
     assert line.endswith("mcp:ab12 widening writable_path '/srv/x' -> granted (--writable /srv/x)")
+
+
+def test_the_question_warns_when_the_directory_holds_where_the_server_imports_from(
+    tree: Tree, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Granting a directory that holds this server's own Python (its virtualenv, a PYTHONPATH
+    entry) lets a command change code that runs outside the sandbox: the person is told
+    (review 39: the warning went only to the server's stderr, which clients hide)."""
+    import sys
+
+    policy = _policy(tree)
+    plan = tree.plan(policy)
+    lib = tree.other / "venv" / "lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    got = propose(plan, policy, "writable_path", str(tree.other), approval=None, audit=True)
+    assert got is not None and "WARNING" not in got.question("need it")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(lib)])
+    q = got.question("need it")
+    assert f"WARNING: it holds {lib}, Python code this ringfence server runs" in q, q
