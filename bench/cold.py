@@ -36,19 +36,19 @@ SESSION_SLACK = 0.005  # seconds
 BARE = "bare `true` (fork+exec)"
 PY_ISS = "`python -I -S -c pass`"
 PY_SITE = "`python -c pass` (with site)"
-MAIN = "`python -m ringfence run -- true`"
+MAIN = "`python -P -m ringfence run -- true`"
 ONE_SHOT_SCRIPT = "`ringfence run -- true` (the command)"
 NO_CACHE = "`... run -- true`, plan cache off (compiles every time)"
 PY_FAST = "`ringfence run -- true`, native launcher off (the Python fast path)"
 CACHE_OFF = {"RINGFENCE_PLAN_CACHE": "off"}
 NATIVE_OFF = {"RINGFENCE_NATIVE": "off"}
 SESSION_SCRIPT = "`ringfence run --session bench -- true` (the command)"
-SESSION_MAIN = "`python -m ringfence run --session bench -- true`"
+SESSION_MAIN = "`python -P -m ringfence run --session bench -- true`"
 
 # The one-shot path as ``ringfence run -- true`` takes it on a plan-cache hit (oneshot.py),
 # phase by phase, in one fresh interpreter. It reaches into internal names (``_where``,
 # ``prefork``, ``_fork``, ``_gate``): if they move, the breakdown says so and the rest of the
-# benchmark still runs. The entry it reads is the one the `python -m ringfence run -- true`
+# benchmark still runs. The entry it reads is the one the `python -P -m ringfence run -- true`
 # rows made (same flags, directory, environment and interpreter).
 PHASES = r"""
 import time
@@ -107,7 +107,7 @@ def cold(scale: Scale) -> Section:
         bwrap = bwrap_path()
         if bwrap:
             variants["`bwrap --unshare-all ... true`"] = [bwrap, *BWRAP_ARGS, "true"]
-        rf = [py, "-m", "ringfence", "run"]
+        rf = [py, "-P", "-m", "ringfence", "run"]
         variants[MAIN] = [*rf, "--", "true"]
         script = os.path.join(os.path.dirname(py), "ringfence")
         if os.access(script, os.X_OK):

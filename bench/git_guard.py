@@ -96,10 +96,10 @@ def main() -> None:
         variants: dict[str, Callable[[list[str], str | None], list[str]]] = {
             "bare": lambda w, _src: w,
             "ringfence, guard": lambda w, _src: [
-                sys.executable, "-m", "ringfence", "run", "--", *w,
+                sys.executable, "-P", "-m", "ringfence", "run", "--", *w,
             ],
             "ringfence, no guard": lambda w, _src: [
-                sys.executable, "-m", "ringfence", "run", "--no-default-protect", "--", *w,
+                sys.executable, "-P", "-m", "ringfence", "run", "--no-default-protect", "--", *w,
             ],
         }  # fmt: skip
         # A private bytecode cache, warmed below: this environment may set

@@ -10,7 +10,7 @@ no approval policy). (This file is not called ``mcp.py``: the bench directory is
 ``sys.path`` and would shadow the SDK.)
 
 The client is the SDK's own (2.x ``Client``, or 1.x ``ClientSession``), over stdio, against
-``python -m ringfence mcp``; ``true`` goes as an argv list (``["true"]``), as the API runs
+``python -P -m ringfence mcp``; ``true`` goes as an argv list (``["true"]``), as the API runs
 it, not as a shell line.
 """
 
@@ -42,7 +42,7 @@ async def _client(ws: str, state: str) -> AsyncIterator[Any]:
     env["XDG_STATE_HOME"] = state
     server = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "ringfence", "mcp", "--workspace", ws],
+        args=["-P", "-m", "ringfence", "mcp", "--workspace", ws],
         cwd=ws,
         env=env,
     )
@@ -181,7 +181,7 @@ def mcp_roundtrip(scale: Scale) -> Section:
             verdict(t <= MCP_TARGET * base, f"<= {MCP_TARGET:g}x API"),
         )
     sec.notes.append(
-        "the server is `python -m ringfence mcp --workspace WS`, audited (as the API session "
+        "the server is `python -P -m ringfence mcp --workspace WS`, audited (as the API session "
         "is) into a scratch XDG_STATE_HOME"
     )
     return sec

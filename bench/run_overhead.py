@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=500)
     args = ap.parse_args()
     ws = tempfile.mkdtemp(prefix="ringfence-bench-", dir="/var/tmp")
-    rf = [sys.executable, "-m", "ringfence", "run"]
+    rf = [sys.executable, "-P", "-m", "ringfence", "run"]
     try:
         rows: list[tuple[str, float]] = []
         bare = median_ms(["/bin/true"], args.runs, ws)

@@ -200,7 +200,7 @@ def _one_setup(r: dict[str, list[float]], ws: str, roots: list[str], prot: list[
     for f in prot:
         flags += ["--protect", f]
     t0 = time.perf_counter()
-    rc = quiet([sys.executable, "-m", "ringfence", "run", *flags, "--", "true"], ws)
+    rc = quiet([sys.executable, "-P", "-m", "ringfence", "run", *flags, "--", "true"], ws)
     r["cli"].append(time.perf_counter() - t0)
     check_rc(rc, "ringfence run")
 

@@ -494,7 +494,7 @@ def setup(scale: Scale) -> Section:
                     flags += ["--writable", d]
                 for f in protected[:np_]:
                     flags += ["--protect", f]
-                argv = [sys.executable, "-m", "ringfence", "run", *flags, "--", "true"]
+                argv = [sys.executable, "-P", "-m", "ringfence", "run", *flags, "--", "true"]
                 t0 = time.perf_counter()
                 rc = quiet(argv, ws)
                 r["cli"].append(time.perf_counter() - t0)

@@ -47,7 +47,7 @@ def main() -> None:
         print("bare:")
         subprocess.run([sys.executable, probe, n], check=True)
         print("ringfence run:")
-        ringfence = [sys.executable, "-m", "ringfence", "run", "--"]
+        ringfence = [sys.executable, "-P", "-m", "ringfence", "run", "--"]
         subprocess.run([*ringfence, "python3", probe, n], check=True, cwd=ws)
 
 

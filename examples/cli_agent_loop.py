@@ -34,7 +34,7 @@ SCRIPT = [
 def ringfence() -> list[str]:
     """This checkout's ringfence: the command on PATH, else this interpreter's module."""
     found = shutil.which("ringfence")
-    return [found] if found else [sys.executable, "-m", "ringfence"]
+    return [found] if found else [sys.executable, "-P", "-m", "ringfence"]
 
 
 def run(

@@ -33,7 +33,9 @@ async def main(workspace: str) -> None:
     # The SDK hands the server only a short list of variables; pass ringfence's own on.
     xdg = {k: v for k, v in os.environ.items() if k.startswith("XDG_")}
     server = StdioServerParameters(
-        command=sys.executable, args=["-m", "ringfence", "mcp", "--workspace", workspace], env=xdg
+        command=sys.executable,
+        args=["-P", "-m", "ringfence", "mcp", "--workspace", workspace],
+        env=xdg,
     )
     async with Client(server) as client:
         tools = await client.list_tools()

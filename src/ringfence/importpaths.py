@@ -29,22 +29,81 @@ PRIVATE = ("/tmp", "/dev/shm")
 
 
 def writable_entries(places: Iterable[str], path: Sequence[str], cwd: str) -> list[str]:
-    """The ``path`` entries (``""``: ``cwd``) that lie in one of ``places``."""
+    """The ``path`` entries (``""``: ``cwd``) that a command with these writable ``places``
+    could change: the entry, or a symlink on its way (a command can re-aim one it owns), lies
+    in a writable place, or a writable place lies inside it (a package directory made
+    writable)."""
     roots = [p.rstrip("/") or "/" for p in places if p not in PRIVATE]
     found = []
     for entry in path:
-        where = os.path.realpath(entry or cwd)
-        if any(where == r or where.startswith(r.rstrip("/") + "/") for r in roots):
+        seen = _on_the_way(os.path.join(cwd, entry or "."))
+        # (a writable place inside the entry: a package directory, not any directory below /)
+        if any(_within(s, r) or (s != "/" and _within(r, s)) for s in seen for r in roots):
             found.append(entry or cwd)
     return found
 
 
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _on_the_way(path: str, hops: int = 40) -> list[str]:
+    """``path`` as written, every symlink met while resolving it, and where it ends."""
+    seen = [os.path.normpath(path)]
+    todo = [c for c in path.split("/") if c]
+    here = "/"
+    while todo:
+        part = todo.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            here = os.path.dirname(here)
+            continue
+        step = os.path.join(here, part)
+        try:
+            target = os.readlink(step)
+        except OSError:  # not a symlink (or not there)
+            here = step
+            continue
+        seen.append(step)
+        hops -= 1
+        if hops < 0:
+            break
+        if target.startswith("/"):
+            here = "/"
+        todo[:0] = [c for c in target.split("/") if c]
+    seen.append(here)
+    return seen
+
+
+_dropped: list[str] = []  # the working directory ``python -m ringfence`` took off sys.path
+
+
 def import_places() -> list[str]:
-    """Where this Python imports from: ``sys.path``, and the bytecode cache prefix when one
+    """Where this process loads code from: ``sys.path``; the bytecode cache prefix when one
     is set (``PYTHONPYCACHEPREFIX``: every module's ``.pyc`` is read from there, ringfence's
-    own read-only ones too)."""
-    prefix = sys.pycache_prefix
-    return [*sys.path, prefix] if prefix else list(sys.path)
+    own read-only ones too); the working directory ``python -m ringfence`` started in (Python
+    imported ``ringfence`` from there first); and the dynamic loader's ``LD_LIBRARY_PATH``
+    and ``LD_PRELOAD`` (``ctypes`` loads ``libffi`` late)."""
+    places = [*sys.path, *_dropped]
+    if sys.pycache_prefix:
+        places.append(sys.pycache_prefix)
+    loader = os.environ.get("LD_LIBRARY_PATH", "")
+    dirs = loader.split(":") if loader else []  # an empty entry: the working directory
+    preload = os.environ.get("LD_PRELOAD", "").replace(":", " ").split()
+    dirs += [os.path.dirname(lib) for lib in preload]
+    if dirs:
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = "/"
+        places += [os.path.join(cwd, d) for d in dirs]
+    return places
+
+
+def note_dropped(cwd: str) -> None:
+    """``python -m ringfence`` took ``cwd`` off ``sys.path`` (it is still where it started)."""
+    _dropped.append(cwd)
 
 
 def warn_if_writable(places: Iterable[str]) -> None:

@@ -95,8 +95,16 @@ def _std_fds() -> tuple[int, int, int]:
 
 
 def _import_places() -> list[bytes]:
-    """Where this client imports from (importpaths.import_places, without its import)."""
-    places = [*sys.path, sys.pycache_prefix] if sys.pycache_prefix else sys.path
+    """Where this client loads code from (importpaths.import_places; imported only when
+    started as ``python -m ringfence``, which needs its note of the working directory)."""
+    noted = sys.modules.get("ringfence.importpaths")
+    if noted is not None:
+        return [os.fsencode(p) for p in noted.import_places()]
+    places = [*sys.path, sys.pycache_prefix] if sys.pycache_prefix else list(sys.path)
+    loader = os.environ.get("LD_LIBRARY_PATH", "")
+    places += loader.split(":") if loader else []  # relative: to the cwd the request carries
+    preload = os.environ.get("LD_PRELOAD", "").replace(":", " ").split()
+    places += [os.path.dirname(lib) for lib in preload]
     return [os.fsencode(p) for p in places]
 
 

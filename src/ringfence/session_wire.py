@@ -120,7 +120,7 @@ def decode_request(payload: bytes) -> Request:
         argc = int(parts[at])
     except ValueError as e:
         raise WireError(f"bad request field: {e}") from None
-    if timeout is not None and not timeout > 0:
+    if timeout is not None and not 0 < timeout < float("inf"):  # NaN too
         raise WireError("the timeout must be a positive number of seconds")
     if not 1 <= argc <= len(parts) - at - 1:
         raise WireError("bad argument count")

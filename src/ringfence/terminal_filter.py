@@ -105,6 +105,8 @@ class TerminalFilter:
                 continue
             m = _RUN.match(text, i)  # text and the commonest sequences, in one go
             assert m is not None  # it matches the empty string
+            if not self._modes.sgr and "\x1b" in m.group(0):
+                self._modes.sgr = True  # colours or attributes (conceal) may last
             out.append(m.group(0))
             i = m.end()
             if i == n:

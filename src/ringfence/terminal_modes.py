@@ -96,6 +96,8 @@ class Modes:
         self.cursor_style = False
         self.charset = False  # G0 is not ASCII
         self.colours: set[int] = set()  # OSC colour numbers set
+        self.sgr = False  # colours or attributes (conceal too) may be set
+        self.link = False  # a hyperlink is open
 
     def csi(self, params: str, intermediates: str, final: str) -> str | None:
         """The CSI sequence to pass for these parts (a mode sequence trimmed to the modes
@@ -114,6 +116,8 @@ class Modes:
         if final in "mn" and marker == ">" and not set(_numbers(numbers)[:1]) <= MODKEYS:
             return None
         self._follow(marker, numbers, intermediates, final)
+        if final == "u" and not marker:
+            self.charset = True  # a restored cursor brings its charset back
         return f"\x1b[{params}{intermediates}{final}"
 
     def _modes(self, marker: str, numbers: str, final: str) -> str | None:
@@ -128,6 +132,8 @@ class Modes:
                 self.ansi.add(mode)
             elif not (marker == "?" and mode in PRIVATE_FREE):
                 continue
+            if marker == "?" and mode == 1048 and final == "l":
+                self.charset = True  # a restored cursor brings its charset back
             kept.append(str(mode))
         return f"\x1b[{marker}{';'.join(kept)}{final}" if kept else None
 
@@ -150,13 +156,17 @@ class Modes:
             return False
         if not intermediates and final in "=>":
             self.keypad = final == "="
-        elif intermediates == "(":
-            self.charset = final != "B"
+        elif intermediates in ("(", ")") or final == "8":  # a charset, or a restored one
+            self.charset = True
         return True
 
     def osc(self, number: int, payload: str) -> None:
-        if number in _OSC_RESETS and not payload.endswith("?"):
-            self.colours.add(number)
+        if number == 4:
+            self.colours.add(4)
+        elif number in (10, 11, 12):  # one sequence may go on to the next numbers
+            self.colours.update((10, 11, 12))
+        elif number == 8:
+            self.link = payload.count(";") >= 2 and payload.split(";", 2)[2] != ""
 
     def restore(self) -> str:
         """What puts back every lasting change followed; empty when there was none."""
@@ -175,8 +185,12 @@ class Modes:
         if self.cursor_style:
             out.append("\x1b[0 q")
         if self.charset:
-            out.append("\x1b(B")
+            out.append("\x1b(B\x1b)B")
         out += [f"\x1b]{_OSC_RESETS[n]}\x07" for n in sorted(self.colours)]
+        if self.link:
+            out.append("\x1b]8;;\x1b\\")
+        if self.sgr or out:
+            out.append("\x1b[0m")
         return "".join(out)
 
 
@@ -190,13 +204,16 @@ def reads_utf8(env: Mapping[str, str] = os.environ) -> bool:
     locale's names (``LC_ALL``, else ``LC_CTYPE``, else ``LANG``; an ``LC_CTYPE`` that
     Python's PEP 538 coercion may have set is not the user's word), Python did not turn on
     UTF-8 mode by itself (it does for the C locale, also one it fell back to: a locale name
-    that is not installed), and the C library's answer (``nl_langinfo``). A terminal and the
-    programs around it (GNU screen) follow the C library, not the names."""
+    that is not installed; when ``PYTHONUTF8`` asks for it, a ``C.UTF-8`` ``LC_CTYPE`` may
+    be Python's and is not trusted), and the C library's answer (``nl_langinfo``). A
+    terminal and the programs around it (GNU screen) follow the C library, not the names."""
     if not locale_names_utf8(env):
         return False
     asked = "PYTHONUTF8" in env or "utf8" in getattr(sys, "_xoptions", {})
     if sys.flags.utf8_mode and not asked:
         return False
+    if asked and not env.get("LC_ALL") and env.get("LC_CTYPE") in _COERCED:
+        return False  # Python may have coerced it, and then nl_langinfo says UTF-8 too
     try:
         codeset = locale.nl_langinfo(locale.CODESET)
     except (AttributeError, ValueError):

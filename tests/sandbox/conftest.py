@@ -274,7 +274,7 @@ class Runner:
     def inner_ringfence(self) -> str:
         """A shell command that runs ringfence *inside* a sandbox: the test virtualenv may live
         under /tmp (private in there), so use /usr/bin/python3 and the world-readable copy."""
-        return f"env PYTHONPATH={self.src_copy} /usr/bin/python3 -m ringfence"
+        return f"env PYTHONPATH={self.src_copy} /usr/bin/python3 -P -m ringfence"
 
     def mkdir(self, prefix: str = "ws-", base: str = "/var/tmp") -> Path:
         """A fresh directory owned by the runner's user, outside pytest's 0700 tmp tree.
@@ -301,7 +301,7 @@ class Runner:
         return env
 
     def argv(self, args: Sequence[str]) -> list[str]:
-        return [self.python, "-m", "ringfence", *args]
+        return [self.python, "-P", "-m", "ringfence", *args]
 
     def popen_kwargs(self) -> dict[str, object]:
         if self.label == "self":

@@ -112,7 +112,7 @@ class Server:
     ) -> None:
         server = StdioServerParameters(
             command=self.python,
-            args=["-m", "ringfence", "mcp", "--workspace", str(self.ws), *flags],
+            args=["-P", "-m", "ringfence", "mcp", "--workspace", str(self.ws), *flags],
             cwd=str(self.ws),
             env=_xdg(),  # the SDK passes only a short list of variables on; these must go too
         )

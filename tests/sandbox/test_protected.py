@@ -651,7 +651,7 @@ def test_the_guard_needs_no_source_it_cannot_see(tmp_path: Path) -> None:
                 "r/.git/sequencer/opts; echo '[x' > .gitmodules; echo done"
             )
             r = subprocess.run(
-                [sys.executable, "-m", "ringfence", "run", "--", "sh", "-c", script],
+                [sys.executable, "-P", "-m", "ringfence", "run", "--", "sh", "-c", script],
                 cwd=ws, env=env, capture_output=True, text=True, timeout=60, check=False,
             )  # fmt: skip
             assert "done" in r.stdout, r.stderr

@@ -171,3 +171,26 @@ def test_ringfence_importing_from_the_workspace_says_so_on_every_run(rf: Runner)
         assert WARNING not in r.stderr, r.stderr
         if kept and native.available():
             assert "not run by the native launcher" not in r.stderr, r.stderr
+
+
+def test_python_m_ringfence_from_the_workspace_says_so(rf: Runner) -> None:
+    """``python -m ringfence`` imported ``ringfence`` from the working directory before any
+    of its code ran: a ``ringfence/`` a command leaves in the workspace runs next time, as
+    you (review 40). It takes the directory off its path, and now says so; ``-P`` does not
+    look there at all."""
+    import subprocess
+
+    ws = rf.mkdir()
+    script = "echo ran-$0"
+    for flags, told in ((["-m"], True), (["-P", "-m"], False)):
+        r = subprocess.run(  # noqa: PLW1510 - asserted below
+            [rf.python, *flags, "ringfence", "run", "--", "sh", "-c", script, rf.nonce],
+            cwd=ws,
+            env=rf.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            **rf.popen_kwargs(),  # type: ignore[arg-type]
+        )
+        assert (r.returncode, r.stdout) == (0, f"ran-{rf.nonce}\n"), r.stderr
+        assert (f"{WARNING} {str(ws)!r}" in r.stderr) is told, r.stderr

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+import pytest
 
 from ringfence.importpaths import writable_entries
 
@@ -24,3 +27,46 @@ def test_a_link_into_a_writable_root_counts(tmp_path: Path) -> None:
     ws.mkdir()
     (tmp_path / "link").symlink_to(ws)
     assert writable_entries([str(ws)], [str(tmp_path / "link")], "/") == [str(tmp_path / "link")]
+
+
+def test_a_link_in_a_writable_root_counts_wherever_it_points(tmp_path: Path) -> None:
+    """A command can re-aim a symlink it owns: an entry through one is as writable as the
+    link itself, even while it points outside (review 40 ran host code so, unwarned)."""
+    ws, outside = tmp_path / "ws", tmp_path / "outside"
+    outside.mkdir()
+    ws.mkdir()
+    (ws / "src").symlink_to(outside)
+    (tmp_path / "hop").symlink_to(ws / "src")  # a link outside, through one inside
+    entries = [str(ws / "src"), str(tmp_path / "hop"), str(outside)]
+    assert writable_entries([str(ws)], entries, "/") == entries[:2]
+
+
+def test_a_writable_directory_inside_an_entry_counts(tmp_path: Path) -> None:
+    """A package directory made writable (``--writable site-packages/anyio``) is imported
+    from; a writable place somewhere below ``/`` is not what an entry of ``/`` means."""
+    site = tmp_path / "site-packages"
+    (site / "anyio").mkdir(parents=True)
+    assert writable_entries([str(site / "anyio")], [str(site), "/"], "/") == [str(site)]
+
+
+def test_the_loader_paths_and_the_dropped_working_directory_are_import_places(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ringfence import importpaths
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"/opt/lib::{tmp_path}/lib")
+    monkeypatch.setenv("LD_PRELOAD", f"{tmp_path}/pre/libx.so /usr/lib/liby.so")
+    monkeypatch.setattr(importpaths, "_dropped", [str(tmp_path / "ws")])
+    places = importpaths.import_places()
+    for want in (
+        "/opt/lib",
+        f"{tmp_path}/",
+        f"{tmp_path}/lib",
+        f"{tmp_path}/pre",
+        str(tmp_path / "ws"),
+    ):
+        assert want in places, want
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    monkeypatch.delenv("LD_PRELOAD")
+    assert not any(p in ("", ".", "/") for p in importpaths.import_places()[len(sys.path) :])

@@ -252,7 +252,7 @@ def test_explain_shows_the_macos_plan_from_this_machine(tmp_path: Path) -> None:
     import sys
 
     r = subprocess.run(
-        [sys.executable, "-m", "ringfence", "explain", "--platform", "macos", "--json",
+        [sys.executable, "-P", "-m", "ringfence", "explain", "--platform", "macos", "--json",
          "--workspace", str(tmp_path)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -262,7 +262,7 @@ def test_explain_shows_the_macos_plan_from_this_machine(tmp_path: Path) -> None:
         f'(version 1)\n(deny default (with message "{EXPLAIN_TAG}"))\n'
     )
     sbpl.check(plan["profile"], tag=EXPLAIN_TAG)
-    argv = [sys.executable, "-m", "ringfence", "explain", "--platform", "macos"]
+    argv = [sys.executable, "-P", "-m", "ringfence", "explain", "--platform", "macos"]
     text = subprocess.run(
         [*argv, "--workspace", str(tmp_path)], capture_output=True, text=True, check=True
     ).stdout

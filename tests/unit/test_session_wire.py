@@ -34,6 +34,8 @@ def test_a_request_round_trips_including_non_utf8_bytes() -> None:
         (b"3\0/\0\x000\x001\0true", "different ringfence versions"),
         (b"2\0/\0soon\x000\x001\0true", "bad request field"),
         (b"2\0/\0-1\x000\x001\0true", "positive"),
+        (b"2\0/\0inf\x000\x001\0true", "positive"),
+        (b"2\0/\0nan\x000\x001\0true", "positive"),
         (b"2\0/\0\x009\x001\0true", "bad path count"),
         (b"2\0/\0\x001025\0" + b"/p\0" * 1025 + b"1\0true", "bad path count"),
         (b"2\0/\0\x00x\x001\0true", "bad request field"),

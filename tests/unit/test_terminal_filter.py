@@ -158,8 +158,10 @@ def test_an_8bit_terminal_gets_no_byte_it_would_take_for_a_c1_control() -> None:
 
 def test_lasting_changes_are_put_back_and_only_those() -> None:
     f = TerminalFilter()
-    f.feed(b"plain " + ESC + b"[31mred" + ESC + b"[0m" + ESC + b"[5;1H")
+    f.feed(b"plain text\r\n")
     assert f.restore() == b""  # nothing lasting changed: nothing is sent
+    f.feed(ESC + b"[8mhidden" + ESC + b"[5;1H")
+    assert f.restore() == ESC + b"[0m"  # attributes (conceal) are reset
     f = TerminalFilter()
     f.feed(ESC + b"[?1000;1006h" + ESC + b"[?1049h" + ESC + b"[>1u" + ESC + b"[>4;2m")
     f.feed(ESC + b"=" + ESC + b"[4h" + ESC + b"[?25l" + ESC + b"[1;5r" + ESC + b"[3 q")
@@ -172,6 +174,12 @@ def test_lasting_changes_are_put_back_and_only_those() -> None:
         assert ESC + reset in back, reset
     assert b"[?2004l" not in back  # only what was changed
     assert back.startswith(ESC + b"[?1049l")  # the main screen first
+    f = TerminalFilter()  # review 40: chained colours, a charset back with the cursor, a link
+    f.feed(ESC + b"]10;#f00;#0f0;#00f\x07" + ESC + b"(0" + ESC + b"7" + ESC + b"(B" + ESC + b"8")
+    f.feed(ESC + b"]8;;https://example.org/\x07")
+    back = f.restore()
+    for reset in (b"]110\x07", b"]111\x07", b"]112\x07", b"(B", b"]8;;" + ESC + b"\\"):
+        assert ESC + reset in back, reset
     f = TerminalFilter()
     f.feed(ESC + b"[?1049;47h")  # both alternate screens: both are left
     assert ESC + b"[?1049l" in f.restore() and ESC + b"[?47l" in f.restore()
@@ -195,7 +203,7 @@ def test_lasting_changes_are_put_back_and_only_those() -> None:
 def test_sequences_with_lasting_or_unreadable_effects_are_dropped(data: bytes, got: bytes) -> None:
     f = TerminalFilter()
     assert f.feed(data) + f.end() == got
-    assert f.restore() == (ESC + b"[?1000l" if got else b"")
+    assert f.restore() == (ESC + b"[?1000l" + ESC + b"[0m" if got else b"")
 
 
 def test_a_restore_is_bounded_however_many_resources_are_named() -> None:
@@ -217,6 +225,8 @@ LOCALE_PROBE = "from ringfence.terminal_modes import reads_utf8; print(reads_utf
         ({}, False),
         ({"LC_CTYPE": "C", "LANG": "C.UTF-8"}, False),  # Python coerces LC_CTYPE (PEP 538)
         ({"LANG": "xx_YY.UTF-8"}, False),  # not installed: the C library falls back to C
+        ({"LANG": "xx_YY.UTF-8", "PYTHONUTF8": "1"}, False),  # and Python coerces LC_CTYPE
+        ({"LANG": "C.UTF-8", "PYTHONUTF8": "1"}, True),
     ],
 )
 def test_the_terminal_is_taken_to_read_utf8_only_when_the_c_library_does(
