@@ -23,6 +23,8 @@ import sys
 import warnings
 from collections.abc import Iterable, Sequence
 
+from ringfence.linkchain import link_chain
+
 # Paths inside the sandbox that are not the host's: what a command writes there lands in the
 # workspace's own layer, never in the host's directory of that name.
 PRIVATE = ("/tmp", "/dev/shm")
@@ -47,33 +49,10 @@ def _within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _on_the_way(path: str, hops: int = 40) -> list[str]:
+def _on_the_way(path: str) -> list[str]:
     """``path`` as written, every symlink met while resolving it, and where it ends."""
-    seen = [os.path.normpath(path)]
-    todo = [c for c in path.split("/") if c]
-    here = "/"
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            here = os.path.dirname(here)
-            continue
-        step = os.path.join(here, part)
-        try:
-            target = os.readlink(step)
-        except OSError:  # not a symlink (or not there)
-            here = step
-            continue
-        seen.append(step)
-        hops -= 1
-        if hops < 0:
-            break
-        if target.startswith("/"):
-            here = "/"
-        todo[:0] = [c for c in target.split("/") if c]
-    seen.append(here)
-    return seen
+    path = os.path.normpath(path)
+    return [path, *link_chain(path)]
 
 
 _dropped: list[str] = []  # the working directory ``python -m ringfence`` took off sys.path

@@ -12,6 +12,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ringfence.linkchain import link_chain
 from ringfence.network.offline import RESOLV_CONF_PATH
 from ringfence.plancache.facts import derived, effect
 from ringfence.platforms.linux import cgroups
@@ -227,41 +228,6 @@ _BULK_STORES = frozenset(
      ".local/share/pipx", ".local/lib", ".vscode-server", ".cursor-server", ".ivy2", ".sbt",
      ".conda/pkgs", ".local/share/containers")
 )  # fmt: skip
-
-
-def link_chain(path: str, limit: int = 40) -> list[str]:
-    """Every symlink met resolving ``path``, hop by hop (in its parents too), then where it
-    ends: replacing any one of them re-points the whole chain, so each is protected.
-    Resolved one component at a time as the kernel does (``lnk/..`` is the parent of where
-    ``lnk`` leads, not the directory holding ``lnk``)."""
-    out: list[str] = []
-    pending = [p for p in path.split("/") if p]
-    cur = "/"
-    hops = 0
-    while pending:
-        part = pending.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            cur = os.path.dirname(cur)
-            continue
-        nxt = os.path.join(cur, part)
-        if os.path.islink(nxt):
-            hops += 1
-            out.append(nxt)
-            if hops > limit:
-                return out  # a loop: what was met is protected, nothing resolves further
-            try:
-                target = os.readlink(nxt)
-            except OSError:
-                return out
-            if target.startswith("/"):
-                cur = "/"
-            pending[:0] = [p for p in target.split("/") if p]
-            continue
-        cur = nxt
-    out.append(cur)
-    return out
 
 
 def dotfile_link_targets(home: str) -> tuple[str, ...]:
