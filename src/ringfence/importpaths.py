@@ -39,10 +39,22 @@ def writable_entries(places: Iterable[str], path: Sequence[str], cwd: str) -> li
     found = []
     for entry in path:
         seen = _on_the_way(os.path.join(cwd, entry or "."))
-        # (a writable place inside the entry: a package directory, not any directory below /)
-        if any(_within(s, r) or (s != "/" and _within(r, s)) for s in seen for r in roots):
+        if any(_within(s, r) or _package_in(r, s) for s in seen for r in roots):
             found.append(entry or cwd)
     return found
+
+
+def _package_in(root: str, entry: str) -> bool:
+    """Whether writable ``root`` lies inside import place ``entry`` as (part of) a package
+    imported from there: anything in a ``site-packages`` (or ``dist-packages``), else a
+    top-level name this process has imported. (A workspace below the directory of your
+    script is not one: its name is imported from nowhere.)"""
+    if entry == "/" or not root.startswith(entry.rstrip("/") + "/"):
+        return False
+    if os.path.basename(entry) in ("site-packages", "dist-packages"):
+        return True
+    top = root[len(entry.rstrip("/")) + 1 :].split("/", maxsplit=1)[0]
+    return top.removesuffix(".py") in sys.modules
 
 
 def _within(path: str, root: str) -> bool:

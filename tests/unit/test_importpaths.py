@@ -47,6 +47,11 @@ def test_a_writable_directory_inside_an_entry_counts(tmp_path: Path) -> None:
     site = tmp_path / "site-packages"
     (site / "anyio").mkdir(parents=True)
     assert writable_entries([str(site / "anyio")], [str(site), "/"], "/") == [str(site)]
+    scripts = tmp_path / "scripts"  # your script's directory, with a workspace below it
+    (scripts / "project").mkdir(parents=True)
+    (scripts / "pytest").mkdir()  # ... unless it is named like a module this process imported
+    assert writable_entries([str(scripts / "project")], [str(scripts)], "/") == []
+    assert writable_entries([str(scripts / "pytest")], [str(scripts)], "/") == [str(scripts)]
 
 
 def test_the_loader_paths_and_the_dropped_working_directory_are_import_places(
