@@ -23,6 +23,7 @@ import sys
 import warnings
 from collections.abc import Iterable, Sequence
 
+from ringfence.importplaces import import_places
 from ringfence.linkchain import link_chain
 
 # Paths inside the sandbox that are not the host's: what a command writes there lands in the
@@ -67,34 +68,10 @@ def _on_the_way(path: str) -> list[str]:
     return [path, *link_chain(path)]
 
 
-_dropped: list[str] = []  # the working directory ``python -m ringfence`` took off sys.path
-
-
-def import_places() -> list[str]:
-    """Where this process loads code from: ``sys.path``; the bytecode cache prefix when one
-    is set (``PYTHONPYCACHEPREFIX``: every module's ``.pyc`` is read from there, ringfence's
-    own read-only ones too); the working directory ``python -m ringfence`` started in (Python
-    imported ``ringfence`` from there first); and the dynamic loader's ``LD_LIBRARY_PATH``
-    and ``LD_PRELOAD`` (``ctypes`` loads ``libffi`` late)."""
-    places = [*sys.path, *_dropped]
-    if sys.pycache_prefix:
-        places.append(sys.pycache_prefix)
-    loader = os.environ.get("LD_LIBRARY_PATH", "")
-    dirs = loader.split(":") if loader else []  # an empty entry: the working directory
-    preload = os.environ.get("LD_PRELOAD", "").replace(":", " ").split()
-    dirs += [os.path.dirname(lib) for lib in preload]
-    if dirs:
-        try:
-            cwd = os.getcwd()
-        except OSError:
-            cwd = "/"
-        places += [os.path.join(cwd, d) for d in dirs]
-    return places
-
-
-def note_dropped(cwd: str) -> None:
-    """``python -m ringfence`` took ``cwd`` off ``sys.path`` (it is still where it started)."""
-    _dropped.append(cwd)
+def writable_imports(places: Iterable[str], cwd: str = "/") -> list[str]:
+    """Where this process loads code from (importplaces.py) that these writable ``places``
+    reach (``writable_entries``)."""
+    return writable_entries(places, import_places(), cwd)
 
 
 def warn_if_writable(places: Iterable[str]) -> None:
@@ -102,7 +79,7 @@ def warn_if_writable(places: Iterable[str]) -> None:
         cwd = os.getcwd()
     except OSError:
         cwd = "/"
-    found = writable_entries(places, import_places(), cwd)
+    found = writable_imports(places, cwd)
     if found:
         warnings.warn(
             f"Python imports from {found[0]!r}, which the sandbox may write: a module a "
@@ -131,7 +108,7 @@ def tell_front_end(places: Iterable[str]) -> None:
     would name a source line of ringfence, which the user can do nothing about)."""
     if _told:
         return
-    found = writable_entries(places, import_places(), "/")  # the CLI drops the cwd
+    found = writable_imports(places)  # the CLI drops the cwd (importplaces.note_dropped)
     if found:
         _told.add(found[0])
         sys.stderr.write(f"ringfence: {front_end_warning(found[0])}\n")

@@ -201,7 +201,7 @@ def _imports_inside(path: str) -> list[str]:
     a command could then change code that runs outside the sandbox (importpaths.py)."""
     from ringfence import importpaths
 
-    found = importpaths.writable_entries([path], importpaths.import_places(), "/")
+    found = importpaths.writable_imports([path])
     if not found:
         return []
     return [

@@ -17,6 +17,7 @@ import sys
 
 from ringfence import session_wire as wire
 from ringfence.forwarded import FORWARDED
+from ringfence.importplaces import import_places
 
 EXIT_INTERNAL = 125
 EXIT_USAGE = 2
@@ -94,20 +95,6 @@ def _std_fds() -> tuple[int, int, int]:
     return out[0], out[1], out[2]
 
 
-def _import_places() -> list[bytes]:
-    """Where this client loads code from (importpaths.import_places; imported only when
-    started as ``python -m ringfence``, which needs its note of the working directory)."""
-    noted = sys.modules.get("ringfence.importpaths")
-    if noted is not None:
-        return [os.fsencode(p) for p in noted.import_places()]
-    places = [*sys.path, sys.pycache_prefix] if sys.pycache_prefix else list(sys.path)
-    loader = os.environ.get("LD_LIBRARY_PATH", "")
-    places += loader.split(":") if loader else []  # relative: to the cwd the request carries
-    preload = os.environ.get("LD_PRELOAD", "").replace(":", " ").split()
-    places += [os.path.dirname(lib) for lib in preload]
-    return [os.fsencode(p) for p in places]
-
-
 def _after_warnings(reader: wire.FrameReader) -> "tuple[bytes, bytes] | None":
     """The first frame that is not a warning; warnings (sent before the command starts) go
     to stderr as they come."""
@@ -157,7 +144,7 @@ def run(name: str, timeout: float | None, argv: list[str]) -> int:
                 timeout,
                 [os.fsencode(a) for a in argv],
                 dict(os.environb),
-                _import_places(),  # the server warns when the session can write one
+                [os.fsencode(p) for p in import_places()],  # the server warns if writable
             )
         except wire.WireError as e:
             return _fail(str(e))

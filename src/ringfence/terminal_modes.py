@@ -173,25 +173,24 @@ class Modes:
         out = [f"\x1b[?{m}l" for m in ALT_SCREENS if m in self.alt]
         out += [f"\x1b[?{m}{PRIVATE_MODES[m]}" for m in sorted(self.private)]
         out += [f"\x1b[{m}{ANSI_MODES[m]}" for m in sorted(self.ansi)]
-        if self.kitty_stack:
-            out.append("\x1b[<99u")
-        if self.kitty_flags:
-            out.append("\x1b[=0;1u")
         out += [f"\x1b[>{k}m" for k in sorted(self.modkeys)]
-        if self.keypad:
-            out.append("\x1b>")
-        if self.region:
-            out.append("\x1b7\x1b[r\x1b8")  # the whole screen, the cursor where it was
-        if self.cursor_style:
-            out.append("\x1b[0 q")
-        if self.charset:
-            out.append("\x1b(B\x1b)B")
         out += [f"\x1b]{_OSC_RESETS[n]}\x07" for n in sorted(self.colours)]
-        if self.link:
-            out.append("\x1b]8;;\x1b\\")
+        out += [reset for flag, reset in _FLAG_RESETS if getattr(self, flag)]
         if self.sgr or out:
             out.append("\x1b[0m")
         return "".join(out)
+
+
+# What puts back each lasting change a flag of Modes stands for.
+_FLAG_RESETS = (
+    ("kitty_stack", "\x1b[<99u"),
+    ("kitty_flags", "\x1b[=0;1u"),
+    ("keypad", "\x1b>"),
+    ("region", "\x1b7\x1b[r\x1b8"),  # the whole screen, the cursor where it was
+    ("cursor_style", "\x1b[0 q"),
+    ("charset", "\x1b(B\x1b)B"),
+    ("link", "\x1b]8;;\x1b\\"),
+)
 
 
 def _numbers(params: str) -> list[int]:

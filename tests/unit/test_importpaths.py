@@ -57,12 +57,12 @@ def test_a_writable_directory_inside_an_entry_counts(tmp_path: Path) -> None:
 def test_the_loader_paths_and_the_dropped_working_directory_are_import_places(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ringfence import importpaths
+    from ringfence import importpaths, importplaces
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LD_LIBRARY_PATH", f"/opt/lib::{tmp_path}/lib")
     monkeypatch.setenv("LD_PRELOAD", f"{tmp_path}/pre/libx.so /usr/lib/liby.so")
-    monkeypatch.setattr(importpaths, "_dropped", [str(tmp_path / "ws")])
+    monkeypatch.setattr(importplaces, "_dropped", [str(tmp_path / "ws")])
     places = importpaths.import_places()
     for want in (
         "/opt/lib",

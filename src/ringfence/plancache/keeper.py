@@ -76,7 +76,7 @@ class Keeper:
             return
         from ringfence import importpaths
 
-        if importpaths.writable_entries(plan.writable_places(), importpaths.import_places(), "/"):
+        if importpaths.writable_imports(plan.writable_places()):
             return  # the Python paths tell the user, on every run (importpaths.tell_front_end)
         from ringfence.audit import default_path
         from ringfence.connection import plan_digest
