@@ -64,8 +64,7 @@ def _within(path: str, root: str) -> bool:
 
 def _on_the_way(path: str) -> list[str]:
     """``path`` as written, every symlink met while resolving it, and where it ends."""
-    path = os.path.normpath(path)
-    return [path, *link_chain(path)]
+    return [os.path.normpath(path), *link_chain(path)]  # (the walk resolves ".." as the kernel)
 
 
 def writable_imports(places: Iterable[str], cwd: str = "/") -> list[str]:

@@ -22,16 +22,16 @@ def import_places() -> list[str]:
     if sys.pycache_prefix:
         places.append(sys.pycache_prefix)
     loader = os.environ.get("LD_LIBRARY_PATH", "")
-    dirs = loader.split(":") if loader else []  # an empty entry: the working directory
+    places += loader.split(":") if loader else []  # an empty entry: the working directory
     preload = os.environ.get("LD_PRELOAD", "").replace(":", " ").split()
-    dirs += [os.path.dirname(lib) for lib in preload]
-    if dirs:
-        try:
-            cwd = os.getcwd()
-        except OSError:
-            cwd = "/"
-        places += [os.path.join(cwd, d) for d in dirs]
-    return places
+    places += [os.path.dirname(lib) for lib in preload]
+    if all(p.startswith("/") for p in places):
+        return places
+    try:  # "" (python -c, a REPL) and relative entries: where this process runs
+        cwd = os.getcwd()
+    except OSError:
+        cwd = "/"
+    return [os.path.join(cwd, p) if p else cwd for p in places]
 
 
 def note_dropped(cwd: str) -> None:

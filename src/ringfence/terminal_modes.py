@@ -88,7 +88,7 @@ class Modes:
         self.private: set[int] = set()  # private modes set or reset
         self.ansi: set[int] = set()
         self.alt: set[int] = set()  # alternate screens entered
-        self.kitty_stack = False  # pushed onto the kitty keyboard stack
+        self.kitty_stack = 0  # entries pushed onto the kitty keyboard stack, not popped
         self.kitty_flags = False  # set the kitty keyboard flags in place
         self.modkeys: set[int] = set()
         self.keypad = False  # application keypad (DECKPAM)
@@ -138,8 +138,11 @@ class Modes:
         return f"\x1b[{marker}{';'.join(kept)}{final}" if kept else None
 
     def _follow(self, marker: str, numbers: str, intermediates: str, final: str) -> None:
-        if final == "u" and marker in (">", "<"):
-            self.kitty_stack = True
+        if final == "u" and marker == ">":
+            self.kitty_stack += 1
+        elif final == "u" and marker == "<":
+            which = _numbers(numbers)
+            self.kitty_stack = max(0, self.kitty_stack - (which[0] if which else 1))
         elif final == "u" and marker == "=":
             self.kitty_flags = True
         elif final in "mn" and marker == ">":
@@ -161,10 +164,11 @@ class Modes:
         return True
 
     def osc(self, number: int, payload: str) -> None:
-        if number == 4:
+        specs = payload.split(";")[1:]
+        if number == 4 and any(s != "?" for s in specs[1::2]):  # index;spec pairs
             self.colours.add(4)
-        elif number in (10, 11, 12):  # one sequence may go on to the next numbers
-            self.colours.update((10, 11, 12))
+        elif number in (10, 11, 12) and any(s != "?" for s in specs):  # a query sets nothing
+            self.colours.update((10, 11, 12))  # (one sequence may go on to the next numbers)
         elif number == 8:
             self.link = payload.count(";") >= 2 and payload.split(";", 2)[2] != ""
 
@@ -175,6 +179,8 @@ class Modes:
         out += [f"\x1b[{m}{ANSI_MODES[m]}" for m in sorted(self.ansi)]
         out += [f"\x1b[>{k}m" for k in sorted(self.modkeys)]
         out += [f"\x1b]{_OSC_RESETS[n]}\x07" for n in sorted(self.colours)]
+        if self.kitty_stack:  # exactly what the command pushed: the caller's stay
+            out.append(f"\x1b[<{self.kitty_stack}u")
         out += [reset for flag, reset in _FLAG_RESETS if getattr(self, flag)]
         if self.sgr or out:
             out.append("\x1b[0m")
@@ -183,7 +189,6 @@ class Modes:
 
 # What puts back each lasting change a flag of Modes stands for.
 _FLAG_RESETS = (
-    ("kitty_stack", "\x1b[<99u"),
     ("kitty_flags", "\x1b[=0;1u"),
     ("keypad", "\x1b>"),
     ("region", "\x1b7\x1b[r\x1b8"),  # the whole screen, the cursor where it was

@@ -66,7 +66,7 @@ def test_the_loader_paths_and_the_dropped_working_directory_are_import_places(
     places = importpaths.import_places()
     for want in (
         "/opt/lib",
-        f"{tmp_path}/",
+        str(tmp_path),
         f"{tmp_path}/lib",
         f"{tmp_path}/pre",
         str(tmp_path / "ws"),
@@ -75,3 +75,20 @@ def test_the_loader_paths_and_the_dropped_working_directory_are_import_places(
     monkeypatch.delenv("LD_LIBRARY_PATH")
     monkeypatch.delenv("LD_PRELOAD")
     assert not any(p in ("", ".", "/") for p in importpaths.import_places()[len(sys.path) :])
+
+
+def test_python_c_and_python_m_places_are_where_the_process_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 41: ``""`` (python -c) was judged against "/", and the dropped working directory
+    of python -m was not in a kept request's key, so a ``-P`` run's native entry served it."""
+    from ringfence import importpaths, importplaces
+    from ringfence.plancache import key
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", ["", *sys.path])
+    assert importpaths.writable_imports([str(tmp_path)]) == [str(tmp_path)]
+    monkeypatch.setattr(sys, "path", sys.path[1:])
+    base = key.request_key(["run"], str(tmp_path), {})
+    monkeypatch.setattr(importplaces, "_dropped", [str(tmp_path)])
+    assert key.request_key(["run"], str(tmp_path), {}) != base

@@ -168,7 +168,7 @@ def test_lasting_changes_are_put_back_and_only_those() -> None:
     f.feed(ESC + b"(0" + ESC + b"]11;#ff0000\x07" + ESC + b"[=1;1u")
     back = f.restore()
     for reset in (
-        b"[?1049l", b"[?1000l", b"[?1006l", b"[?25h", b"[4l", b"[<99u", b"[=0;1u",
+        b"[?1049l", b"[?1000l", b"[?1006l", b"[?25h", b"[4l", b"[<1u", b"[=0;1u",
         b"[>4m", b">", b"7\x1b[r\x1b8", b"[0 q", b"(B", b"]111\x07",
     ):  # fmt: skip
         assert ESC + reset in back, reset
@@ -246,3 +246,16 @@ def test_the_terminal_is_taken_to_read_utf8_only_when_the_c_library_does(
         check=True,
     )
     assert r.stdout.strip() == str(utf8), r.stderr
+
+
+def test_queries_and_the_callers_keyboard_entries_are_left_alone() -> None:
+    """Review 41: a colour query (vim sends one at start) made the restore reset the user's
+    colours, and the restore popped keyboard-protocol entries the caller had pushed."""
+    f = TerminalFilter()
+    f.feed(ESC + b"]11;?\x07" + ESC + b"]10;?;?\x07" + ESC + b"]4;1;?\x07")
+    assert f.restore() == b""
+    f.feed(ESC + b"]4;1;?;2;#123456\x07")  # a chained set after a query
+    assert ESC + b"]104\x07" in f.restore()
+    f = TerminalFilter()
+    f.feed(ESC + b"[>1u" + ESC + b"[>3u" + ESC + b"[<u" + ESC + b"[<5u" + ESC + b"[>1u")
+    assert ESC + b"[<1u" in f.restore()  # 2 pushed, all popped (5 > 1), 1 pushed again

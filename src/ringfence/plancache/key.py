@@ -18,6 +18,7 @@ try:  # the built-in module: hashlib loads OpenSSL first (~3 ms on the one-shot 
 except ImportError:  # pragma: no cover - an interpreter built without it
     from hashlib import blake2b
 
+from ringfence.importplaces import import_places
 from ringfence.version import __version__
 
 TYPE_CHECKING = False  # not `typing`: the native one-shot path imports this module
@@ -64,8 +65,9 @@ def request_key(flags: Sequence[str], cwd: str, env: Mapping[str, str]) -> str:
     here = os.path.dirname(os.path.abspath(__file__))  # which ringfence: its install path
     put("ringfence plan", __version__, here, sys.version, sys.executable, cwd, _boot_id())
     put(*os.uname())
-    # where this ringfence imports from (a .pth file adds to it; -X pycache_prefix)
-    put(len(sys.path), *sys.path, sys.pycache_prefix or "")
+    # where this ringfence loads code from (a .pth file adds to it; python -m's dropped cwd)
+    places = import_places()
+    put(len(places), *places)
     put(os.getuid(), os.geteuid(), os.getgid(), os.getegid(), tuple(sorted(os.getgroups())))
     put(len(flags), *flags)
     items = sorted(env.items())
